@@ -1,0 +1,1 @@
+"""Unit files: schema, quantities, loading and the spec hash."""

@@ -1,0 +1,441 @@
+"""The unit file schema: one pydantic model per TOML section, every key of DESIGN.md part 1.
+
+Models are frozen and forbid unknown keys; defaults are filled in, so a validated `UnitFile`
+is the complete desired state of a unit. Durations are float seconds and sizes int bytes
+(None = unlimited); both serialise back to their canonical spelling, which keeps the spec hash
+independent of how the operator wrote them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from supervisor.unit.quantities import (
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_signal,
+    parse_size,
+)
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+Size = Annotated[
+    int | None, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)
+]
+SignalName = Annotated[str, BeforeValidator(parse_signal)]
+
+# A unit name becomes a file stem, a cgroup directory, a hostname and a log file name, so it
+# must be safe in all four: no slash, no leading dot, no spaces, short.
+UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}")
+UnitName = Annotated[str, Field(pattern=UNIT_NAME.pattern)]
+
+NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup", "user")
+Namespace = Literal["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]
+DEFAULT_NAMESPACES: tuple[Namespace, ...] = ("pid", "mount", "uts", "ipc", "net", "cgroup")
+
+# capabilities(7), without the CAP_ prefix.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+# Docker's default set: what most services expect, nothing that administers the host.
+DEFAULT_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP",
+)  # fmt: skip
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _capability(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("capability names are strings such as \"NET_BIND_SERVICE\"")
+    name = value.strip().upper().removeprefix("CAP_")
+    if name not in CAPABILITIES:
+        raise ValueError(f"unknown capability {value!r}{_did_you_mean(name, CAPABILITIES)}")
+    return name
+
+
+Capability = Annotated[str, BeforeValidator(_capability)]
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path")
+    if "\0" in value:
+        raise ValueError("path contains a NUL byte")
+    return posixpath.normpath(value)
+
+
+AbsolutePath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Service(Section):
+    exec: list[Annotated[str, Field(max_length=65536)]] = Field(min_length=1, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: AbsolutePath = "/"
+    user: str = "root"
+    group: str | None = None  # None: the user's primary group
+    stop_signal: SignalName = "SIGTERM"
+    stop_timeout: Duration = 10.0
+    ready: Literal["started", "notify"] = "started"
+    start_timeout: Duration = 90.0
+    watchdog: Duration = 0.0
+    autostart: bool = True
+    after: list[UnitName] = Field(default_factory=list)
+
+    @field_validator("exec")
+    @classmethod
+    def _exec(cls, argv: list[str]) -> list[str]:
+        if not argv[0].startswith("/"):
+            raise ValueError(f"exec[0] must be an absolute path, got {argv[0]!r}")
+        if any("\0" in arg for arg in argv):
+            raise ValueError("an argument contains a NUL byte")
+        return argv
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return env
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        return _absolute_path(value)
+
+    @field_validator("user", "group", mode="before")
+    @classmethod
+    def _principal(cls, value: object) -> object:
+        # `user = 1000` in TOML is an int; keep one type (numeric strings mean ids).
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < 2**32 - 1:
+                raise ValueError(f"id {value} is out of range")
+            return str(value)
+        if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}", value):
+            raise ValueError(f"{value!r} is not a valid user or group name")
+        return value
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("lists a unit twice")
+        return names
+
+
+class Device(Section):
+    path: AbsolutePath
+    access: str = "rw"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        path = _absolute_path(value)
+        if not path.startswith("/dev/") or path == "/dev/":
+            raise ValueError(f"device path {value!r} must be under /dev/")
+        return path
+
+    @field_validator("access")
+    @classmethod
+    def _access(cls, value: str) -> str:
+        if not value or not re.fullmatch(r"[rwm]{1,3}", value) or len(set(value)) != len(value):
+            raise ValueError(f"access {value!r} must be a combination of r, w and m, e.g. \"rw\"")
+        return "".join(c for c in "rwm" if c in value)
+
+
+class BindMount(Section):
+    type: Literal["bind"] = "bind"
+    source: AbsolutePath
+    target: AbsolutePath
+    read_only: bool = True
+
+    @field_validator("source", "target")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _absolute_path(value)
+
+
+class TmpfsMount(Section):
+    type: Literal["tmpfs"]
+    target: AbsolutePath
+    size: Size = 64 << 20
+    mode: int = Field(default=0o1777, ge=0, le=0o7777)
+
+    @field_validator("target")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _absolute_path(value)
+
+
+def _mount_kind(value: object) -> object:
+    # Without a `type`, a mount is a bind mount: fill it in so the union picks one model and the
+    # error names the real problem instead of listing both alternatives.
+    if isinstance(value, dict) and "type" not in value:
+        return {"type": "bind", **value}
+    return value
+
+
+Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type"), BeforeValidator(_mount_kind)]
+
+
+class Sandbox(Section):
+    root: str = "host"
+    overlay: bool = False
+    hostname: str | None = None  # None: the unit name
+    namespaces: list[Namespace] = Field(default_factory=lambda: list(DEFAULT_NAMESPACES))
+    init: bool = False
+    read_only: bool = True
+    devices: list[Device] = Field(default_factory=list)
+    mounts: list[Mount] = Field(default_factory=list)
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if value == "host":
+            return value
+        if not value.startswith("/"):
+            raise ValueError(f'root must be "host" or an absolute directory, got {value!r}')
+        path = _absolute_path(value)
+        if path == "/":
+            raise ValueError('root = "/" would expose the whole host; use root = "host"')
+        return path
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", value):
+            raise ValueError(f"{value!r} is not a valid hostname")
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a namespace twice")
+        for needed in ("pid", "mount"):
+            if needed not in value:
+                raise ValueError(
+                    f'"{needed}" is required: the service runs as PID 1 of its own root'
+                )
+        return sorted(value, key=NAMESPACES.index)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: list[Device]) -> list[Device]:
+        paths = [d.path for d in value]
+        if len(set(paths)) != len(paths):
+            raise ValueError("lists a device twice")
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, value: list[BindMount | TmpfsMount]) -> list[BindMount | TmpfsMount]:
+        seen: set[str] = set()
+        for mount in value:
+            if mount.target in seen:
+                raise ValueError(f"two mounts have the target {mount.target!r}")
+            if mount.target == "/":
+                raise ValueError("a mount cannot replace the root; use sandbox.root")
+            seen.add(mount.target)
+        return value
+
+
+_CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+def _cpu_list(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.replace(" ", "")
+    if not _CPU_LIST.fullmatch(text):
+        raise ValueError(f"{value!r} is not a list such as \"0-1,3\"")
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        if high and int(high) < int(low):
+            raise ValueError(f"range {part!r} runs backwards")
+    return text
+
+
+class Resources(Section):
+    memory_max: Size = None
+    memory_high: Size = None
+    swap_max: Size = None
+    cpu_max: float | None = Field(default=None, gt=0, le=4096)
+    cpu_weight: int = Field(default=100, ge=1, le=10000)
+    pids_max: int | None = Field(default=1024, ge=1, le=4_194_304)
+    io_weight: int = Field(default=100, ge=1, le=10000)
+    cpus: str | None = None
+    mems: str | None = None
+
+    @field_validator("pids_max", mode="before")
+    @classmethod
+    def _pids_max(cls, value: object) -> object:
+        return None if value == "max" else value
+
+    @field_validator("cpus", "mems")
+    @classmethod
+    def _cpuset(cls, value: str | None) -> str | None:
+        return _cpu_list(value)
+
+    @model_validator(mode="after")
+    def _memory_order(self) -> Resources:
+        if (
+            self.memory_high is not None
+            and self.memory_max is not None
+            and self.memory_high > self.memory_max
+        ):
+            raise ValueError(
+                f"memory_high ({format_size(self.memory_high)}) is above memory_max "
+                f"({format_size(self.memory_max)}): the hard limit would hit first"
+            )
+        if self.memory_max is not None and self.memory_max < (4 << 20):
+            raise ValueError(
+                f"memory_max {format_size(self.memory_max)} is below 4M: nothing can start"
+            )
+        return self
+
+
+class Restart(Section):
+    policy: Literal["no", "on-failure", "always"] = "on-failure"
+    delay: Duration = 0.1
+    max_delay: Duration = 300.0
+    reset_after: Duration = 600.0
+    burst: int = Field(default=5, ge=1, le=10000)
+    interval: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _delays(self) -> Restart:
+        if self.delay > self.max_delay:
+            raise ValueError(
+                f"delay ({format_duration(self.delay)}) is above max_delay "
+                f"({format_duration(self.max_delay)})"
+            )
+        return self
+
+
+class Oom(Section):
+    policy: Literal["restart", "stop", "continue"] = "restart"
+
+
+class Security(Section):
+    capabilities: list[Capability] = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    no_new_privileges: bool = True
+    seccomp: Literal["default", "unconfined"] = "default"
+
+    @field_validator("capabilities")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return sorted(set(value), key=CAPABILITIES.index)
+
+
+class Health(Section):
+    exec: list[str] | None = Field(default=None, min_length=1)
+    tcp: int | None = Field(default=None, ge=1, le=65535)
+    http: str | None = None
+    interval: Duration = 10.0
+    timeout: Duration = 2.0
+    retries: int = Field(default=3, ge=1, le=1000)
+    start_period: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> Health:
+        kinds = [k for k in ("exec", "tcp", "http") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of exec, tcp or http")
+        if self.exec is not None and not self.exec[0].startswith("/"):
+            raise ValueError(f"exec[0] must be an absolute path, got {self.exec[0]!r}")
+        if self.http is not None and not re.match(r"https?://[^/]+", self.http):
+            raise ValueError(f"http must be a URL such as \"http://127.0.0.1:8080/\", not {self.http!r}")
+        if self.timeout <= 0 or self.interval <= 0:
+            raise ValueError("interval and timeout must be above zero")
+        return self
+
+
+class Network(Section):
+    mode: Literal["none", "host", "bridge"] = "none"
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            iface = ipaddress.IPv4Interface(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address with prefix, e.g. 10.88.0.10/16") from None
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/16")
+        return str(iface)
+
+    @model_validator(mode="after")
+    def _address_needs_bridge(self) -> Network:
+        if self.address is not None and self.mode != "bridge":
+            raise ValueError('address is only used with mode = "bridge"')
+        return self
+
+
+class UnitFile(Section):
+    service: Service
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    resources: Resources = Field(default_factory=Resources)
+    restart: Restart = Field(default_factory=Restart)
+    oom: Oom = Field(default_factory=Oom)
+    security: Security = Field(default_factory=Security)
+    health: Health | None = None
+    network: Network = Field(default_factory=Network)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _net_namespace(cls, data: Any) -> Any:
+        # The net namespace follows [network].mode: "host" shares the host's, the others need
+        # their own. Only an explicit contradiction is an error.
+        if not isinstance(data, dict):
+            return data
+        network, sandbox = data.get("network"), data.get("sandbox")
+        mode = network.get("mode", "none") if isinstance(network, dict) else "none"
+        if not isinstance(sandbox, dict):
+            sandbox = {}
+        namespaces = sandbox.get("namespaces")
+        if mode == "host":
+            if isinstance(namespaces, list) and "net" in namespaces:
+                raise ValueError('sandbox.namespaces lists "net" but network.mode is "host"')
+            if namespaces is None:
+                sandbox = {**sandbox, "namespaces": [n for n in DEFAULT_NAMESPACES if n != "net"]}
+                data = {**data, "sandbox": sandbox}
+        elif isinstance(namespaces, list) and "net" not in namespaces:
+            raise ValueError(
+                f'network.mode = "{mode}" needs the "net" namespace in sandbox.namespaces'
+            )
+        return data

@@ -1,0 +1,49 @@
+"""A validated unit, named, with a stable hash of its meaning.
+
+The hash is taken over the canonical JSON form of the fully defaulted model, so two files that
+differ only in key order, comments, spacing or spelling ("1024K" vs "1M") hash the same, and the
+reconciler can tell unchanged, resource-only and real changes apart without comparing models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.unit.schema import UnitFile
+
+# Sections whose change is applied to the running cgroup without a restart.
+LIVE_SECTIONS = frozenset({"resources"})
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    name: str
+    path: str
+    unit: UnitFile
+    hash: str = field(init=False)
+    restart_hash: str = field(init=False)  # the hash without the live-applicable sections
+
+    def __post_init__(self) -> None:
+        data = {"name": self.name, **self.unit.model_dump(mode="json")}
+        object.__setattr__(self, "hash", _digest(data))
+        restart_relevant = {k: v for k, v in data.items() if k not in LIVE_SECTIONS}
+        object.__setattr__(self, "restart_hash", _digest(restart_relevant))
+
+    @property
+    def hostname(self) -> str:
+        return self.unit.sandbox.hostname or self.name
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical, JSON-able form (what the hash covers), for state files and the API."""
+        return {"name": self.name, "path": self.path, **self.unit.model_dump(mode="json")}
