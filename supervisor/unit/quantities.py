@@ -23,7 +23,7 @@ MAX_SIZE = 64 << 40
 def parse_duration(value: object) -> float:
     """Seconds from `"250ms"`, `"1m30s"`, `"0"` or a bare number of seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"10s\", not a boolean")
+        raise ValueError('expected a duration such as "10s", not a boolean')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -39,10 +39,10 @@ def parse_duration(value: object) -> float:
         if pos != len(text) or not text:
             raise ValueError(
                 f"invalid duration {value!r}: use a number with a unit, "
-                "e.g. \"250ms\", \"10s\", \"5m\", \"1h\""
+                'e.g. "250ms", "10s", "5m", "1h"'
             )
     else:
-        raise ValueError(f"expected a duration such as \"10s\", got {type(value).__name__}")
+        raise ValueError(f'expected a duration such as "10s", got {type(value).__name__}')
     if seconds < 0:
         raise ValueError(f"duration {value!r} is negative")
     if seconds > MAX_DURATION:
@@ -55,8 +55,13 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     micros = round(seconds * 1_000_000)
-    for unit, factor in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000),
-                         ("s", 1_000_000), ("ms", 1_000)):
+    for unit, factor in (
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+    ):
         if micros % factor == 0:
             return f"{micros // factor}{unit}"
     return f"{micros}us"
@@ -65,7 +70,7 @@ def format_duration(seconds: float) -> str:
 def parse_size(value: object) -> int | None:
     """Bytes from `"64M"`, `"1G"`, `"512K"`, a bare integer; None for `"max"` (unlimited)."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as \"64M\", not a boolean")
+        raise ValueError('expected a size such as "64M", not a boolean')
     if isinstance(value, int):
         size = value
     elif isinstance(value, str):
@@ -76,11 +81,11 @@ def parse_size(value: object) -> int | None:
         if not match:
             raise ValueError(
                 f"invalid size {value!r}: use a number with an optional K, M, G or T suffix, "
-                "or \"max\""
+                'or "max"'
             )
         size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
     else:
-        raise ValueError(f"expected a size such as \"64M\", got {type(value).__name__}")
+        raise ValueError(f'expected a size such as "64M", got {type(value).__name__}')
     if size < 0:
         raise ValueError(f"size {value!r} is negative")
     if size > MAX_SIZE:
@@ -101,14 +106,14 @@ def format_size(size: int | None) -> str:
 def parse_signal(value: object) -> str:
     """`"SIGTERM"` from `"SIGTERM"`, `"term"`, `"TERM"` or 15."""
     if isinstance(value, bool):
-        raise ValueError("expected a signal name such as \"SIGTERM\"")
+        raise ValueError('expected a signal name such as "SIGTERM"')
     if isinstance(value, int):
         try:
             return signal.Signals(value).name
         except ValueError:
             raise ValueError(f"no signal with number {value}") from None
     if not isinstance(value, str):
-        raise ValueError(f"expected a signal name such as \"SIGTERM\", got {type(value).__name__}")
+        raise ValueError(f'expected a signal name such as "SIGTERM", got {type(value).__name__}')
     name = value.strip().upper()
     if not name.startswith("SIG"):
         name = "SIG" + name

@@ -8,6 +8,7 @@ independent of how the operator wrote them.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import posixpath
 import re
@@ -65,15 +66,13 @@ DEFAULT_CAPABILITIES = (
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(word, choices, n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def _capability(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("capability names are strings such as \"NET_BIND_SERVICE\"")
+        raise ValueError('capability names are strings such as "NET_BIND_SERVICE"')
     name = value.strip().upper().removeprefix("CAP_")
     if name not in CAPABILITIES:
         raise ValueError(f"unknown capability {value!r}{_did_you_mean(name, CAPABILITIES)}")
@@ -170,7 +169,7 @@ class Device(Section):
     @classmethod
     def _access(cls, value: str) -> str:
         if not value or not re.fullmatch(r"[rwm]{1,3}", value) or len(set(value)) != len(value):
-            raise ValueError(f"access {value!r} must be a combination of r, w and m, e.g. \"rw\"")
+            raise ValueError(f'access {value!r} must be a combination of r, w and m, e.g. "rw"')
         return "".join(c for c in "rwm" if c in value)
 
 
@@ -279,7 +278,7 @@ def _cpu_list(value: str | None) -> str | None:
         return None
     text = value.replace(" ", "")
     if not _CPU_LIST.fullmatch(text):
-        raise ValueError(f"{value!r} is not a list such as \"0-1,3\"")
+        raise ValueError(f'{value!r} is not a list such as "0-1,3"')
     for part in text.split(","):
         low, _, high = part.partition("-")
         if high and int(high) < int(low):
@@ -376,7 +375,9 @@ class Health(Section):
         if self.exec is not None and not self.exec[0].startswith("/"):
             raise ValueError(f"exec[0] must be an absolute path, got {self.exec[0]!r}")
         if self.http is not None and not re.match(r"https?://[^/]+", self.http):
-            raise ValueError(f"http must be a URL such as \"http://127.0.0.1:8080/\", not {self.http!r}")
+            raise ValueError(
+                f'http must be a URL such as "http://127.0.0.1:8080/", not {self.http!r}'
+            )
         if self.timeout <= 0 or self.interval <= 0:
             raise ValueError("interval and timeout must be above zero")
         return self
@@ -394,7 +395,9 @@ class Network(Section):
         try:
             iface = ipaddress.IPv4Interface(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 address with prefix, e.g. 10.88.0.10/16") from None
+            raise ValueError(
+                f"{value!r} is not an IPv4 address with prefix, e.g. 10.88.0.10/16"
+            ) from None
         if "/" not in value:
             raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/16")
         return str(iface)

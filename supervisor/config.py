@@ -1,0 +1,88 @@
+"""The daemon's own configuration (`/etc/sandboxd/sandboxd.toml`).
+
+Every path is a key here and a flag on `sandboxd`, so tests and side-by-side daemons never touch
+/etc or /run. A missing file at the default path means "all defaults"; a file named explicitly
+with --config must exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from supervisor.errors import ConfigError
+from supervisor.unit.schema import Size
+
+DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
+
+
+class NetworkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bridge: str = Field(default="sbx0", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+    subnet: str = "10.88.0.0/16"
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not an IPv4 network such as 10.88.0.0/16: {exc}"
+            ) from None
+        if net.prefixlen > 30:
+            raise ValueError(f"{value!r} is too small: it needs room for the bridge and sandboxes")
+        return str(net)
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    units_dir: Path = Path("/etc/sandboxd/units")
+    state_dir: Path = Path("/run/sandboxd")
+    data_dir: Path = Path("/var/lib/sandboxd")
+    socket: Path | None = None  # None: <state_dir>/control.sock
+    log_dir: Path = Path("/var/log/sandboxd")
+    cgroup_parent: str | None = None  # None: v2 the daemon's own cgroup; v1 "sandboxd"
+    group: str = "sandboxd"  # members may read status and logs through the socket
+    on_exit: Literal["stop", "leave"] = "stop"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_max_size: Size = 10 << 20
+    log_keep: int = Field(default=5, ge=1, le=100)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket if self.socket is not None else self.state_dir / "control.sock"
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> DaemonConfig:
+    """Read the config file (if any) and apply command-line overrides on top of it.
+
+    `path=None` means the default path, which may be absent; an explicit path must exist.
+    """
+    source = path or DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(str(source), "", "no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), "", f"invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(source), "", exc.strerror or str(exc)) from None
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(str(source), key, message) from None
