@@ -1,0 +1,1 @@
+"""The engine: reconciler, per-unit state machines, restart policy, persisted state."""

@@ -1,0 +1,129 @@
+"""What the engine shows the outside world: unit status, events, reload results.
+
+The control API and sandboxctl depend on these types and on the `Controller` protocol only,
+never on engine internals, so the HTTP layer can be tested against a fake controller and the
+engine can change without breaking the contract's JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+HealthState = Literal["healthy", "unhealthy", "starting"]
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    """One lifecycle event of a unit (also streamed by the API)."""
+
+    unit: str
+    event: str  # e.g. "started", "exited", "oom-kill", "backoff", "failed", "reloaded"
+    at: dt.datetime
+    state: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "event": self.event,
+            "at": self.at.isoformat(),
+            "state": self.state,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """A snapshot of one unit. `to_json` is the stable `status --json` element (DESIGN.md)."""
+
+    name: str
+    state: str  # supervisor.engine.states.State value
+    pid: int | None
+    restarts: int
+    last_exit: str | None  # exit-code:N, signal:NAME, oom-killed, launch-error:..., lost
+    oom_kills: int
+    memory_bytes: int | None
+    started_at: dt.datetime | None
+    error: str | None  # why the unit is failed/invalid/in backoff, in words
+    health: HealthState | None
+    # Beyond the contract's minimum; may grow, never shrink.
+    next_start_in: float | None = None  # seconds until a start out of backoff
+    spec_hash: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    recent_events: list[UnitEvent] = field(default_factory=list)
+    recent_exits: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, detail: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "oom_kills": self.oom_kills,
+            "memory_bytes": self.memory_bytes,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "error": self.error,
+            "health": self.health,
+            "next_start_in": self.next_start_in,
+        }
+        if detail:
+            data.update(
+                spec_hash=self.spec_hash,
+                limits=self.limits,
+                usage=self.usage,
+                recent_events=[e.to_json() for e in self.recent_events],
+                recent_exits=list(self.recent_exits),
+                **self.extra,
+            )
+        return data
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    started: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # resource-only changes applied live
+    stopped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    invalid: dict[str, list[str]] = field(default_factory=dict)  # unit -> error lines
+
+    @property
+    def ok(self) -> bool:
+        return not self.invalid
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+class Controller(Protocol):
+    """The engine as the control API sees it."""
+
+    def list_units(self) -> list[UnitStatus]: ...
+
+    def get_unit(self, name: str) -> UnitStatus:
+        """Raises supervisor.errors.UnitNotFound."""
+        ...
+
+    async def reload(self) -> ReloadResult: ...
+
+    async def start(self, name: str) -> UnitStatus:
+        """Start (or reset a failed) unit; returns once it is running or has failed."""
+        ...
+
+    async def stop(self, name: str) -> UnitStatus: ...
+
+    async def restart(self, name: str) -> UnitStatus: ...
+
+    def events(self) -> AsyncIterator[UnitEvent]:
+        """A live stream of events, from now on, until the consumer stops iterating."""
+        ...
+
+    def log_path(self, name: str) -> str:
+        """The service output log file of a unit (raises UnitNotFound)."""
+        ...
