@@ -1,0 +1,52 @@
+"""cgroups: one interface, a v1 and a v2 backend, chosen once by `new()`.
+
+Nothing outside this package looks at the cgroup version (`Manager.version` is for display).
+Import has no side effects: the hierarchy is only touched by `new()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from supervisor.cgroups import v1, v2
+from supervisor.cgroups.base import CgroupStats, Closeable, Manager, OomEvent, UnitCgroup
+from supervisor.cgroups.resources import Limits
+
+__all__ = [
+    "CgroupStats",
+    "Closeable",
+    "Limits",
+    "Manager",
+    "OomEvent",
+    "UnitCgroup",
+    "detect_version",
+    "new",
+]
+
+
+def detect_version(root: str = "/sys/fs/cgroup") -> int:
+    """2 if `root` is a cgroup2 mount, else 1 (v1 or hybrid: controllers in v1 hierarchies).
+
+    The root of a unified hierarchy always has `cgroup.controllers`; on a hybrid host `root`
+    is a tmpfs of per-controller mounts and has none. Testing the file (not statfs) lets the
+    unit tests point `root` at a fake cgroupfs in a tmp dir.
+    """
+    return 2 if os.path.isfile(os.path.join(root, "cgroup.controllers")) else 1
+
+
+def new(
+    parent: str | None = None,
+    *,
+    root: str = "/sys/fs/cgroup",
+    proc_self_cgroup: str = "/proc/self/cgroup",
+) -> Manager:
+    """The Manager for this host. `parent` is the config's `cgroup_parent` (relative to root).
+
+    Creates the parent cgroup(s); on v2 with no parent and a non-root own cgroup, moves the
+    processes of that cgroup (the daemon) into its `supervisor` leaf (see v2.py).
+    Raises MissingControllerError naming a required controller (memory, pids) that is absent.
+    """
+    if detect_version(root) == 2:
+        own = "/" if parent is not None else v2.own_cgroup(proc_self_cgroup)
+        return v2.open_manager(root, parent, own)
+    return v1.open_manager(root, parent)

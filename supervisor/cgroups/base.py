@@ -1,0 +1,97 @@
+"""The cgroup interface both backends implement; re-exported by `supervisor.cgroups`.
+
+Kept apart from `__init__` so that the backends can import these types without importing
+each other through the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from supervisor.cgroups.resources import Limits
+
+# Required by every unit: without them a service could exhaust the host's memory or pids.
+REQUIRED_CONTROLLERS = ("memory", "pids")
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    memory_current: int
+    memory_peak: int | None
+    cpu_usage_usec: int
+    pids_current: int
+    oom_kills: int
+
+
+@dataclass(frozen=True)
+class OomEvent:
+    unit: str
+    oom_kills: int  # the counter's new value
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class UnitCgroup(Protocol):
+    name: str
+    # What the last apply() (including the one in Manager.create) could not express here.
+    unsupported: tuple[str, ...]
+
+    def procs_files(self) -> list[str]:
+        """Absolute paths of the cgroup.procs files to write a pid into (v1: one per hierarchy).
+
+        The launcher's forked child writes its own pid into each with raw os.open/os.write
+        before it unshares, so the service is inside its limits from its first instruction.
+        """
+        ...
+
+    def add_pid(self, pid: int) -> None: ...
+
+    def apply(self, limits: Limits) -> list[str]:
+        """Write all limits (safe on a running cgroup); return the unsupported settings."""
+        ...
+
+    def stats(self) -> CgroupStats: ...
+
+    def oom_kill_count(self) -> int: ...
+
+    def pids(self) -> list[int]: ...
+
+    def is_populated(self) -> bool: ...
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup, forks and escapees from the process group
+        included, and return once it is empty (CgroupError if it does not empty in time)."""
+        ...
+
+    def destroy(self) -> None:
+        """kill_all if populated, then remove the cgroup. Idempotent."""
+        ...
+
+    def watch_oom(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
+    ) -> Closeable:
+        """Call `callback` from the loop for each OOM kill in the cgroup. No threads."""
+        ...
+
+
+class Manager(Protocol):
+    version: int  # 1 or 2, for display only
+
+    def create(self, unit: str, limits: Limits) -> UnitCgroup:
+        """Create (or reuse an empty leftover) cgroup for `unit` and apply `limits`.
+
+        A leftover cgroup *with processes* (a crashed run) raises CgroupError: the caller
+        decides between adopting it (`open`) and `open(...).kill_all()` then `create` again.
+        """
+        ...
+
+    def open(self, unit: str) -> UnitCgroup | None:
+        """The existing cgroup of `unit` (re-adoption after a daemon restart), or None."""
+        ...
+
+    def list_units(self) -> list[str]: ...

@@ -1,0 +1,147 @@
+"""Reading and writing cgroupfs files, with errors that name the path and the value.
+
+Every write to a kernel file goes through `write()` (STYLE rule 2): the error a user sees is
+`failed to write '268435456' to /sys/fs/cgroup/x/memory.max: Device or resource busy`, never a
+bare `OSError`. Readers parse the few formats cgroupfs uses (a number or "max", one pid per
+line, "key value" lines) and work the same against a tmp dir standing in for cgroupfs, which
+is how the unit tests exercise the backends without root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from supervisor.errors import CgroupError, CgroupWriteError
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712), never -1.
+V1_UNLIMITED_FLOOR = 1 << 62
+
+
+def write(path: str, value: str | int) -> None:
+    """Write `value` to a cgroup file in one write(2).
+
+    cgroupfs parses each write(2) as a whole command, so the value must not be split (which
+    buffered text I/O may do); O_TRUNC/O_CREAT are left out because cgroupfs has no use for
+    them and a fake cgroupfs in a test dir is a pre-created regular file.
+    """
+    text = str(value)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+            if not _is_kernel_file(fd):
+                os.ftruncate(fd, len(text.encode()))
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise CgroupWriteError(path, text, err) from err
+
+
+def _is_kernel_file(fd: int) -> bool:
+    # A tmp dir standing in for cgroupfs holds regular files that keep stale bytes past a
+    # shorter rewrite; cgroupfs files report size 0. Truncating only the former keeps the fake
+    # faithful ("write then read back the value") without a test-only code path.
+    return os.fstat(fd).st_size == 0
+
+
+def read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise CgroupError(f"failed to read {path}: {reason}") from err
+
+
+def read_limit(path: str) -> int | None:
+    """A number, or None for "max" (v2) and v1's huge "unlimited" values."""
+    text = read(path)
+    if text in ("max", "-1"):
+        return None
+    value = _parse_int(path, text)
+    return None if value >= V1_UNLIMITED_FLOOR else value
+
+
+def read_int(path: str) -> int:
+    return _parse_int(path, read(path))
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """Parse "key value" lines (memory.events, cpu.stat, memory.oom_control, ...)."""
+    return parse_keyed(read(path), path)
+
+
+def parse_keyed(text: str, path: str = "<text>") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0]] = _parse_int(path, parts[1])
+    return out
+
+
+def read_pids(path: str) -> list[int]:
+    """The pids listed in a cgroup.procs/tasks file; [] if the cgroup is gone."""
+    try:
+        return [_parse_int(path, line) for line in read(path).split()]
+    except CgroupError as err:
+        if isinstance(err.__cause__, FileNotFoundError):
+            return []
+        raise
+
+
+def _parse_int(path: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CgroupError(f"unexpected content in {path}: {text!r}") from None
+
+
+def mkdir(path: str) -> bool:
+    """Create one cgroup directory; True if it was created, False if it already existed."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise CgroupError(f"failed to create cgroup {path}: {reason}") from err
+    return True
+
+
+def rmdir(path: str, *, timeout: float = 1.0) -> None:
+    """Remove a cgroup directory; fine if already gone.
+
+    rmdir says EBUSY for a short while after the last task was killed, until the kernel has
+    finished tearing the tasks down, so that one error is retried briefly.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno == errno.EBUSY and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise CgroupError(f"failed to remove cgroup {path}: {reason}") from err
+
+
+def listdir_files(path: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(path))
+    except OSError:
+        return frozenset()
+
+
+def child_dirs(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []

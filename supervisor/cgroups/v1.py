@@ -1,0 +1,203 @@
+"""cgroup v1 backend: one directory per controller hierarchy.
+
+Layout: `<mount>/<parent>/<unit>` in each hierarchy below (those mounted on this host), with
+`parent` = "sandboxd" unless configured. memory and pids are required; cpu, cpuacct, blkio,
+freezer, cpuset and devices are used when mounted (a limit needing an absent one is reported
+as unsupported, and without freezer kill_all signals in a loop). The devices hierarchy only
+holds the unit so its allowlist can be set by the launcher; nothing here writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from supervisor.cgroups import files, oom, teardown
+from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
+from supervisor.cgroups.naming import check_parent, check_unit_name
+from supervisor.cgroups.resources import Limits, v1_plan
+from supervisor.errors import CgroupError, MissingControllerError
+
+HIERARCHIES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset", "devices")
+DEFAULT_PARENT = "sandboxd"
+
+
+def open_manager(root: str, parent: str | None) -> V1Manager:
+    mounts = {
+        name: os.path.join(root, name)
+        for name in HIERARCHIES
+        if os.path.isfile(os.path.join(root, name, "cgroup.procs"))
+    }
+    for name in REQUIRED_CONTROLLERS:
+        if name not in mounts:
+            raise MissingControllerError(name, f"{root} (no {name} hierarchy mounted)")
+    rel = check_parent(parent or DEFAULT_PARENT)
+    for name, mount in mounts.items():
+        _ensure_path(name, mount, rel)
+    return V1Manager({name: os.path.join(mount, rel) for name, mount in mounts.items()})
+
+
+def _ensure_path(controller: str, mount: str, rel: str) -> None:
+    current = mount
+    for part in rel.split("/"):
+        current = os.path.join(current, part)
+        created = files.mkdir(current)
+        if controller == "memory" and created:
+            # Pre-5.16 kernels default to flat accounting; a unit's charges must count
+            # against its ancestors. Only a cgroup without children may change it.
+            _set_if_differs(os.path.join(current, "memory.use_hierarchy"), "1")
+        if controller == "cpuset":
+            _init_cpuset(current)
+
+
+def _init_cpuset(path: str) -> None:
+    """Copy cpus/mems from the parent: a v1 cpuset starts empty and refuses tasks until set."""
+    parent = os.path.dirname(path)
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not files.read(os.path.join(path, name)):
+            files.write(os.path.join(path, name), files.read(os.path.join(parent, name)))
+
+
+def _set_if_differs(path: str, value: str) -> None:
+    if os.path.exists(path) and files.read(path) != value:
+        files.write(path, value)
+
+
+class V1Manager:
+    version = 1
+
+    def __init__(self, bases: dict[str, str]) -> None:
+        self._bases = bases  # controller -> <mount>/<parent>
+
+    def _unit(self, unit: str) -> V1Unit:
+        check_unit_name(unit)
+        return V1Unit(unit, {c: os.path.join(b, unit) for c, b in self._bases.items()})
+
+    def create(self, unit: str, limits: Limits) -> V1Unit:
+        cg = self._unit(unit)
+        if cg.exists() and cg.is_populated():
+            raise CgroupError(
+                f"cgroup of unit {unit!r} already exists with processes {cg.pids()} "
+                f"({cg.dirs['memory']}), left by an earlier run; adopt it or kill_all it first"
+            )
+        cg.make()
+        try:
+            cg.apply(limits)
+        except CgroupError:
+            cg.destroy()
+            raise
+        return cg
+
+    def open(self, unit: str) -> V1Unit | None:
+        cg = self._unit(unit)
+        return cg if cg.exists() else None
+
+    def list_units(self) -> list[str]:
+        return files.child_dirs(self._bases["memory"])
+
+
+class V1Unit:
+    def __init__(self, name: str, dirs: dict[str, str]) -> None:
+        self.name = name
+        self.dirs = dirs
+        # cpu and cpuacct are often co-mounted (symlinks to "cpu,cpuacct"): one directory,
+        # one cgroup.procs.
+        unique: dict[str, str] = {}
+        for path in dirs.values():
+            unique.setdefault(os.path.realpath(os.path.dirname(path)), path)
+        self._unique = list(unique.values())
+        self.unsupported: tuple[str, ...] = ()
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.dirs["memory"])
+
+    def make(self) -> None:
+        for controller, path in self.dirs.items():
+            files.mkdir(path)
+            if controller == "cpuset":
+                _init_cpuset(path)
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.dirs[name.split(".", 1)[0]], name)
+
+    def procs_files(self) -> list[str]:
+        return [os.path.join(d, "cgroup.procs") for d in self._unique]
+
+    def add_pid(self, pid: int) -> None:
+        for path in self.procs_files():
+            files.write(path, pid)
+
+    def apply(self, limits: Limits) -> list[str]:
+        present: set[str] = set()
+        for d in self._unique:
+            present |= files.listdir_files(d)
+        cpuset_parent = os.path.dirname(self.dirs.get("cpuset", "/nonexistent/x"))
+        plan = v1_plan(
+            limits,
+            present,
+            current_memory_limit=files.read_limit(self._file("memory.limit_in_bytes")),
+            parent_cpus=_read_or_empty(os.path.join(cpuset_parent, "cpuset.cpus")),
+            parent_mems=_read_or_empty(os.path.join(cpuset_parent, "cpuset.mems")),
+        )
+        for name, value in plan.writes:
+            files.write(self._file(name), value)
+        self.unsupported = plan.unsupported
+        return list(plan.unsupported)
+
+    def stats(self) -> CgroupStats:
+        usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
+        return CgroupStats(
+            memory_current=files.read_int(self._file("memory.usage_in_bytes")),
+            memory_peak=files.read_int(self._file("memory.max_usage_in_bytes")),
+            cpu_usage_usec=usage_ns // 1000,
+            pids_current=files.read_int(self._file("pids.current")),
+            oom_kills=self.oom_kill_count(),
+        )
+
+    def oom_kill_count(self) -> int:
+        return files.read_keyed(self._file("memory.oom_control")).get("oom_kill", 0)
+
+    def pids(self) -> list[int]:
+        # The union over hierarchies: a process moved out of one hierarchy by hand is still
+        # ours if it is left in another.
+        found: set[int] = set()
+        for d in self._unique:
+            found.update(files.read_pids(os.path.join(d, "cgroup.procs")))
+        return sorted(found)
+
+    def is_populated(self) -> bool:
+        return bool(self.pids())
+
+    def _set_freezer(self, state: str) -> None:
+        if "freezer" not in self.dirs:
+            return  # no freezer hierarchy: kill rounds repeat until nothing is left
+        path = self._file("freezer.state")
+        files.write(path, state)
+        if state == "FROZEN":
+            # FREEZING until every task has stopped; a task stuck in the kernel may keep it
+            # there, and the kill round is still worth doing.
+            teardown.wait_until(lambda: files.read(path) == "FROZEN", teardown.FREEZE_TIMEOUT)
+
+    def kill_all(self) -> None:
+        teardown.freeze_and_kill(
+            self.dirs["memory"],
+            self.pids,
+            lambda: self._set_freezer("FROZEN"),
+            lambda: self._set_freezer("THAWED"),
+        )
+
+    def destroy(self) -> None:
+        if self.is_populated():
+            self.kill_all()
+        for path in self.dirs.values():
+            files.rmdir(path)
+
+    def watch_oom(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
+    ) -> Closeable:
+        return oom.watch_oom_control(loop, self.name, self.dirs["memory"], callback)
+
+
+def _read_or_empty(path: str) -> str:
+    return files.read(path) if os.path.exists(path) else ""

@@ -1,0 +1,196 @@
+"""cgroup v2 backend: one unified hierarchy.
+
+Layout, by where the units go (the "base"; every child of the base is a unit cgroup):
+- `cgroup_parent` set: `<root>/<cgroup_parent>/<unit>` (created; controllers enabled on
+  the way down). Tests use this to run side by side.
+- unset, daemon in the root cgroup (VM plain mode, a bare host): `<root>/sandboxd/<unit>`.
+- unset, daemon in its own cgroup (systemd `Delegate=yes`): that cgroup must not hold
+  processes once its children get controllers (the "no internal processes" rule), so every
+  process in it moves to the leaf `<own>/supervisor`, and units go to `<own>/units/<unit>`.
+memory and pids are required; cpu, io and cpuset are enabled when the parent offers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from supervisor.cgroups import files, oom, teardown
+from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
+from supervisor.cgroups.naming import check_parent, check_unit_name
+from supervisor.cgroups.resources import Limits, v2_plan
+from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
+
+WANTED_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
+ROOT_BASE = "sandboxd"
+DAEMON_LEAF = "supervisor"
+UNITS_DIR = "units"
+
+
+def own_cgroup(proc_self_cgroup: str = "/proc/self/cgroup") -> str:
+    """This process's v2 cgroup path ("/" for the root), from the "0::" line."""
+    for line in files.read(proc_self_cgroup).splitlines():
+        if line.startswith("0::"):
+            return line[3:] or "/"
+    raise CgroupError(f"no cgroup v2 entry in {proc_self_cgroup}")
+
+
+def open_manager(root: str, parent: str | None, own: str) -> V2Manager:
+    if parent is not None:
+        return V2Manager(_make_path(root, check_parent(parent)))
+    if own.strip("/") == "":
+        return V2Manager(_make_path(root, ROOT_BASE))
+    own_dir = os.path.join(root, check_parent(own))
+    leaf = os.path.join(own_dir, DAEMON_LEAF)
+    files.mkdir(leaf)
+    for pid in files.read_pids(os.path.join(own_dir, "cgroup.procs")):
+        _move(pid, os.path.join(leaf, "cgroup.procs"))
+    _enable_controllers(own_dir)
+    base = os.path.join(own_dir, UNITS_DIR)
+    files.mkdir(base)
+    _enable_controllers(base)
+    return V2Manager(base)
+
+
+def _move(pid: int, procs: str) -> None:
+    try:
+        files.write(procs, pid)
+    except CgroupWriteError as err:
+        if err.errno != 3:  # ESRCH: exited meanwhile, nothing to move
+            raise
+
+
+def _make_path(root: str, rel: str) -> str:
+    """mkdir -p `rel` under `root`, enabling the controllers in each ancestor on the way."""
+    current = root
+    for part in rel.split("/"):
+        _enable_controllers(current)
+        current = os.path.join(current, part)
+        files.mkdir(current)
+    _enable_controllers(current)
+    return current
+
+
+def _enable_controllers(path: str) -> None:
+    """Enable WANTED_CONTROLLERS in `path`'s children; MissingControllerError for a required one.
+
+    Already-enabled ones are not rewritten: inside a delegated subtree the ancestors above the
+    delegation point are not ours to write, even with the same value.
+    """
+    available = files.read(os.path.join(path, "cgroup.controllers")).split()
+    for name in REQUIRED_CONTROLLERS:
+        if name not in available:
+            raise MissingControllerError(name, os.path.join(path, "cgroup.controllers"))
+    control = os.path.join(path, "cgroup.subtree_control")
+    enabled = files.read(control).split()
+    for name in WANTED_CONTROLLERS:
+        if name in available and name not in enabled:
+            files.write(control, f"+{name}")
+
+
+class V2Manager:
+    version = 2
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def _unit(self, unit: str) -> V2Unit:
+        return V2Unit(check_unit_name(unit), os.path.join(self.base, unit))
+
+    def create(self, unit: str, limits: Limits) -> V2Unit:
+        cg = self._unit(unit)
+        if os.path.isdir(cg.path) and cg.is_populated():
+            raise CgroupError(
+                f"cgroup of unit {unit!r} already exists with processes {cg.pids()} "
+                f"({cg.path}), left by an earlier run; adopt it or kill_all it first"
+            )
+        files.mkdir(cg.path)
+        try:
+            cg.apply(limits)
+        except CgroupError:
+            cg.destroy()
+            raise
+        return cg
+
+    def open(self, unit: str) -> V2Unit | None:
+        cg = self._unit(unit)
+        return cg if os.path.isdir(cg.path) else None
+
+    def list_units(self) -> list[str]:
+        return files.child_dirs(self.base)
+
+
+class V2Unit:
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        self.path = path
+        self.unsupported: tuple[str, ...] = ()
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def procs_files(self) -> list[str]:
+        return [self._file("cgroup.procs")]
+
+    def add_pid(self, pid: int) -> None:
+        files.write(self._file("cgroup.procs"), pid)
+
+    def apply(self, limits: Limits) -> list[str]:
+        plan = v2_plan(limits, files.listdir_files(self.path))
+        for name, value in plan.writes:
+            files.write(self._file(name), value)
+        self.unsupported = plan.unsupported
+        return list(plan.unsupported)
+
+    def stats(self) -> CgroupStats:
+        peak = self._file("memory.peak")
+        return CgroupStats(
+            memory_current=files.read_int(self._file("memory.current")),
+            memory_peak=files.read_int(peak) if os.path.exists(peak) else None,
+            cpu_usage_usec=files.read_keyed(self._file("cpu.stat")).get("usage_usec", 0),
+            pids_current=files.read_int(self._file("pids.current")),
+            oom_kills=self.oom_kill_count(),
+        )
+
+    def oom_kill_count(self) -> int:
+        return files.read_keyed(self._file("memory.events")).get("oom_kill", 0)
+
+    def pids(self) -> list[int]:
+        return files.read_pids(self._file("cgroup.procs"))
+
+    def is_populated(self) -> bool:
+        # cgroup.events "populated" also counts descendants; units have none, and the
+        # pid list works on a fake cgroupfs too.
+        return bool(self.pids())
+
+    def kill_all(self) -> None:
+        kill = self._file("cgroup.kill")
+        if os.path.exists(kill):
+            # Linux >= 5.14: the kernel kills every task, forking or not, in one write.
+            files.write(kill, "1")
+            if teardown.wait_until(lambda: not self.pids(), teardown.KILL_TIMEOUT):
+                return
+        teardown.freeze_and_kill(self.path, self.pids, self._freeze, self._thaw)
+
+    def _freeze(self) -> None:
+        files.write(self._file("cgroup.freeze"), "1")
+        events = self._file("cgroup.events")
+        teardown.wait_until(
+            lambda: files.read_keyed(events).get("frozen") == 1, teardown.FREEZE_TIMEOUT
+        )
+
+    def _thaw(self) -> None:
+        files.write(self._file("cgroup.freeze"), "0")
+
+    def destroy(self) -> None:
+        if not os.path.isdir(self.path):
+            return
+        if self.is_populated():
+            self.kill_all()
+        files.rmdir(self.path)
+
+    def watch_oom(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
+    ) -> Closeable:
+        return oom.watch_memory_events(loop, self.name, self._file("memory.events"), callback)
