@@ -1,0 +1,61 @@
+"""State files: round trip, atomic replacement, corrupt and foreign files ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from supervisor.engine.store import FORMAT as FMT
+from supervisor.engine.store import Store, UnitRecord
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path)
+    s.prepare()
+    return s
+
+
+def test_round_trip(store: Store) -> None:
+    record = UnitRecord(
+        "web", "running", spec={"name": "web"}, spec_hash="h", pid=1234, pid_start=99,
+        started_at=1.5, restarts=2, recent_exits=["exit-code:1"], output_fd=3,
+    )  # fmt: skip
+    store.save(record)
+    assert store.load_all() == {"web": record}
+    record.restarts = 3
+    store.save(record)
+    assert store.load_all()["web"].restarts == 3
+    assert sorted(p.name for p in store.dir.iterdir()) == ["web.json"]  # no temp left
+    store.remove("web")
+    store.remove("web")
+    assert store.load_all() == {}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"",
+        b'{"format": "something-else/1", "unit": "bad"}',
+        json.dumps({"format": FMT, "unit": "bad"}).encode(),  # no state
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "pid": "12"}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "surprise": 1}).encode(),
+        json.dumps({"format": FMT, "unit": "other", "state": "x"}).encode(),
+        b"[1, 2]",
+    ],
+)
+def test_corrupt_or_foreign_is_logged_and_ignored(store: Store, content: bytes) -> None:
+    store.save(UnitRecord("good", "running"))
+    (store.dir / "bad.json").write_bytes(content)
+    with capture_logs() as logs:
+        records = store.load_all()
+    assert list(records) == ["good"]
+    assert [(e["event"], Path(e["path"]).name) for e in logs] == [("store.ignored", "bad.json")]
+
+
+def test_missing_dir_is_empty(tmp_path: Path) -> None:
+    assert Store(tmp_path / "nope").load_all() == {}
