@@ -122,6 +122,9 @@ class V2Manager:
 
 
 class V2Unit:
+    # Linux >= 5.14: the kernel kills every task, forking or not, in one write.
+    KILL_FILE = "cgroup.kill"
+
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path
@@ -165,9 +168,8 @@ class V2Unit:
         return bool(self.pids())
 
     def kill_all(self) -> None:
-        kill = self._file("cgroup.kill")
+        kill = self._file(self.KILL_FILE)
         if os.path.exists(kill):
-            # Linux >= 5.14: the kernel kills every task, forking or not, in one write.
             files.write(kill, "1")
             if teardown.wait_until(lambda: not self.pids(), teardown.KILL_TIMEOUT):
                 return
