@@ -2,6 +2,14 @@
 
 Nothing outside this package looks at the cgroup version (`Manager.version` is for display).
 Import has no side effects: the hierarchy is only touched by `new()`.
+
+Where unit cgroups go (`cgroup_parent` is relative to the cgroup root):
+- v1: `<controller>/<cgroup_parent or "sandboxd">/<unit>` in each mounted hierarchy (v1.py).
+- v2: `<cgroup_parent>/<unit>`; unset: `sandboxd/<unit>` when the daemon runs in the root
+  cgroup, else `<own cgroup>/units/<unit>` with the daemon moved to `<own cgroup>/supervisor`
+  (v2.py).
+A leftover cgroup from a crashed run: `create` reuses it if empty, refuses it (CgroupError)
+if it has processes; the engine then adopts it with `open` or clears it with `kill_all`.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Layout: `<mount>/<parent>/<unit>` in each hierarchy below (those mounted on this host), with
 `parent` = "sandboxd" unless configured. memory and pids are required; cpu, cpuacct, blkio,
 freezer, cpuset and devices are used when mounted (a limit needing an absent one is reported
-as unsupported, and without freezer kill_all signals in a loop). The devices hierarchy only
-holds the unit so its allowlist can be set by the launcher; nothing here writes it.
+as unsupported, and without freezer kill_all signals in a loop). A unit joins cpuset even
+without `cpus`/`mems` (initialised from its parent), so a live update can pin it later without
+moving its processes. The devices hierarchy only holds the unit so the launcher can set its
+allowlist; nothing here writes it.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class V1Manager:
 
     def create(self, unit: str, limits: Limits) -> V1Unit:
         cg = self._unit(unit)
-        if cg.exists() and cg.is_populated():
+        if cg.is_populated():
             raise CgroupError(
                 f"cgroup of unit {unit!r} already exists with processes {cg.pids()} "
                 f"({cg.dirs['memory']}), left by an earlier run; adopt it or kill_all it first"

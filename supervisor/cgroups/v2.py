@@ -41,7 +41,12 @@ def open_manager(root: str, parent: str | None, own: str) -> V2Manager:
         return V2Manager(_make_path(root, check_parent(parent)))
     if own.strip("/") == "":
         return V2Manager(_make_path(root, ROOT_BASE))
-    own_dir = os.path.join(root, check_parent(own))
+    own_rel = check_parent(own)
+    if os.path.basename(own_rel) == DAEMON_LEAF:
+        # Already moved by an earlier Manager in this process (or a re-exec): the delegated
+        # cgroup is the leaf's parent.
+        own_rel = os.path.dirname(own_rel) or own_rel
+    own_dir = os.path.join(root, own_rel)
     leaf = os.path.join(own_dir, DAEMON_LEAF)
     files.mkdir(leaf)
     for pid in files.read_pids(os.path.join(own_dir, "cgroup.procs")):

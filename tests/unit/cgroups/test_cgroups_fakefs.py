@@ -193,3 +193,17 @@ def test_v1_layout_and_apply(tmp_path: Path) -> None:
     assert unit.oom_kill_count() == 3
     assert len(unit.procs_files()) == 4
     assert manager.list_units() == ["web"]
+
+
+def test_v2_own_cgroup_already_the_leaf(tmp_path: Path) -> None:
+    own = tmp_path / "sandboxd.service"
+    lay_out(tmp_path, V2_CONTROL)
+    lay_out(own, V2_CONTROL)
+    lay_out(own / "supervisor", {"cgroup.procs": "99\n"})
+    lay_out(own / "units", V2_CONTROL)
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text("0::/sandboxd.service/supervisor\n")
+    manager = cgroups.new(root=str(tmp_path), proc_self_cgroup=str(self_cgroup))
+    assert not (own / "supervisor" / "supervisor").exists()
+    lay_out(own / "units" / "db", V2_UNIT_FILES)
+    assert manager.list_units() == ["db"]
