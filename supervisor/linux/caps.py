@@ -1,0 +1,93 @@
+"""Capabilities: names to bits, and the drop sequence that leaves all five sets equal.
+
+The service ends with bounding == permitted == effective == inheritable == ambient == the unit's
+list. Ambient is what lets a non-root user keep its listed capabilities across execve; bounding
+is what stops a setuid-root binary or file capabilities from handing back the rest (the threat:
+a service that regains CAP_SYS_ADMIN through an exec and administers the host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from supervisor.linux.syscalls import (
+    PR_CAP_AMBIENT,
+    PR_CAP_AMBIENT_CLEAR_ALL,
+    PR_CAP_AMBIENT_RAISE,
+    PR_CAPBSET_DROP,
+    PR_SET_KEEPCAPS,
+    Syscalls,
+)
+
+# capabilities(7) numbering, <linux/capability.h>.
+CAP_NUMBERS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
+    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
+    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
+    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}  # fmt: skip
+
+
+def mask_of(names: Iterable[str]) -> int:
+    """The bit mask of capability names (without the CAP_ prefix); KeyError for unknown names."""
+    mask = 0
+    for name in names:
+        mask |= 1 << CAP_NUMBERS[name.upper().removeprefix("CAP_")]
+    return mask
+
+
+def names_of(mask: int) -> list[str]:
+    return [name for name, bit in CAP_NUMBERS.items() if mask & (1 << bit)]
+
+
+def last_cap(path: str = "/proc/sys/kernel/cap_last_cap") -> int:
+    """The highest capability this kernel knows; read once by the daemon, before forking."""
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except OSError:
+        return max(CAP_NUMBERS.values())
+
+
+@dataclass(frozen=True)
+class CapPlan:
+    keep: int  # mask of the unit's capabilities
+    last_cap: int  # the kernel's highest capability number
+
+
+def drop_bounding(sys: Syscalls, plan: CapPlan) -> None:
+    """Shrink the bounding set first, while still root with CAP_SETPCAP (needed to drop)."""
+    for cap in range(plan.last_cap + 1):
+        if not plan.keep & (1 << cap):
+            sys.prctl(PR_CAPBSET_DROP, cap)
+
+
+def switch_user(sys: Syscalls, uid: int, gid: int, groups: list[int]) -> None:
+    """setgroups/setresgid/setresuid, keeping the permitted set across the uid change.
+
+    Groups before uid: once the uid is not 0 we lose CAP_SETGID. KEEPCAPS only spans the switch;
+    left set, a later setuid in the service would keep privileges it meant to shed.
+    """
+    sys.prctl(PR_SET_KEEPCAPS, 1)
+    sys.setgroups(groups)
+    sys.setresgid(gid)
+    sys.setresuid(uid)
+    sys.prctl(PR_SET_KEEPCAPS, 0)
+
+
+def set_sets(sys: Syscalls, plan: CapPlan) -> None:
+    """Permitted, effective, inheritable, then ambient: all equal to the unit's list.
+
+    capset can only lower permitted, so anything outside the list is gone for good. Ambient
+    needs each capability in both permitted and inheritable, hence last.
+    """
+    sys.capset(plan.keep, plan.keep, plan.keep)
+    sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(plan.last_cap + 1):
+        if plan.keep & (1 << cap):
+            sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)

@@ -1,0 +1,452 @@
+"""The only place that makes raw system calls: a `Syscalls` Protocol, libc, and a recording fake.
+
+Code that unshares, mounts, pivots, drops capabilities or loads seccomp takes a `Syscalls`
+object, so unit tests (no root) can assert the order of namespace and mount operations with
+`RecordingSyscalls`, and the launcher runs them for real with `REAL`.
+
+Every method raises `OSError(errno, strerror, path)` on failure, never returns -1: the launcher
+turns that into `{stage, errno, message}` for the daemon (STYLE rule 5).
+
+Python 3.11 has no os.unshare/os.setns/os.mount, hence ctypes. Everything here is safe to call
+in a forked child of a single-threaded process: no locks, no logging, no allocation beyond
+Python's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import platform
+import resource
+import socket
+import stat
+import struct
+from typing import Literal, NoReturn, Protocol
+
+# clone(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+NAMESPACE_FLAGS = {
+    "mount": CLONE_NEWNS,
+    "cgroup": CLONE_NEWCGROUP,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+}
+# /proc/<pid>/ns/<file> for each namespace name.
+NAMESPACE_FILES = {
+    "mount": "mnt",
+    "cgroup": "cgroup",
+    "uts": "uts",
+    "ipc": "ipc",
+    "user": "user",
+    "pid": "pid",
+    "net": "net",
+}
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+MNT_DETACH = 0x2
+# The per-mount flags statvfs reports with the same values as mount(2)'s; a bind remount must
+# carry them over (see LibcSyscalls.mount_flags).
+PRESERVED_MOUNT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# Syscalls glibc has no wrapper for (or only recently): numbers per architecture.
+_SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90},
+}
+
+# <linux/sockios.h>, <net/if.h>
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+FileKind = Literal["dir", "file", "link", "other"]
+
+
+class Syscalls(Protocol):
+    """What the launcher asks of the kernel. All paths are host paths until pivot_root."""
+
+    def unshare(self, flags: int) -> None: ...
+    def setns(self, fd: int, nstype: int) -> None: ...
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None: ...
+    def mount_flags(self, path: str) -> int: ...
+    def umount2(self, target: str, flags: int) -> None: ...
+    def pivot_root(self, new_root: str, put_old: str) -> None: ...
+    def chdir(self, path: str) -> None: ...
+    def mkdir(self, path: str, mode: int, parents: bool = False) -> None: ...
+    def touch(self, path: str) -> None: ...
+    def symlink(self, target: str, path: str) -> None: ...
+    def write_file(self, path: str, data: bytes, create: bool = True) -> None: ...
+    def read_file(self, path: str) -> bytes: ...
+    def kind(self, path: str, follow: bool = False) -> FileKind | None: ...
+    def resolve(self, path: str) -> str: ...
+    def sethostname(self, name: str) -> None: ...
+    def link_up(self, ifname: str) -> None: ...
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int: ...
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None: ...
+    def setgroups(self, gids: list[int]) -> None: ...
+    def setresgid(self, gid: int) -> None: ...
+    def setresuid(self, uid: int) -> None: ...
+    def setrlimit(self, which: int, soft: int, hard: int) -> None: ...
+    def seccomp_load(self, bpf: bytes) -> None: ...
+    def fork(self) -> int: ...
+    def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn: ...
+
+
+def _oserror(path: str | None = None) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err), path)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+class LibcSyscalls:
+    """The real thing, through libc (ctypes) and the os module."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._unshare = libc.unshare
+        self._unshare.argtypes = [ctypes.c_int]
+        self._setns = libc.setns
+        self._setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._mount = libc.mount
+        self._mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        self._umount2 = libc.umount2
+        self._umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        self._sethostname = libc.sethostname
+        self._sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self._prctl = libc.prctl
+        self._prctl.argtypes = [
+            ctypes.c_int,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+        ]
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._nr = _SYSCALL_NUMBERS.get(platform.machine(), {})
+
+    def unshare(self, flags: int) -> None:
+        if self._unshare(flags) != 0:
+            raise _oserror()
+
+    def setns(self, fd: int, nstype: int) -> None:
+        if self._setns(fd, nstype) != 0:
+            raise _oserror()
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        if (
+            self._mount(
+                source.encode() if source is not None else None,
+                target.encode(),
+                fstype.encode() if fstype is not None else None,
+                flags,
+                data.encode() if data is not None else None,
+            )
+            != 0
+        ):
+            raise _oserror(target)
+
+    def mount_flags(self, path: str) -> int:
+        return os.statvfs(path).f_flag & (PRESERVED_MOUNT_FLAGS | MS_RDONLY)
+
+    def umount2(self, target: str, flags: int) -> None:
+        if self._umount2(target.encode(), flags) != 0:
+            raise _oserror(target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        nr = self._nr.get("pivot_root")
+        if nr is None:
+            raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+        if self._syscall(ctypes.c_long(nr), new_root.encode(), put_old.encode()) != 0:
+            raise _oserror(new_root)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def mkdir(self, path: str, mode: int, parents: bool = False) -> None:
+        if parents:
+            os.makedirs(path, mode, exist_ok=True)
+            return
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode)
+
+    def touch(self, path: str) -> None:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
+
+    def symlink(self, target: str, path: str) -> None:
+        os.symlink(target, path)
+
+    def write_file(self, path: str, data: bytes, create: bool = True) -> None:
+        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
+        fd = os.open(path, flags, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def kind(self, path: str, follow: bool = False) -> FileKind | None:
+        try:
+            mode = (os.stat if follow else os.lstat)(path).st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(mode):
+            return "dir"
+        if stat.S_ISLNK(mode):
+            return "link"
+        return "file" if stat.S_ISREG(mode) else "other"
+
+    def resolve(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def sethostname(self, name: str) -> None:
+        raw = name.encode()
+        if self._sethostname(raw, len(raw)) != 0:
+            raise _oserror()
+
+    def link_up(self, ifname: str) -> None:
+        # SIOCSIFFLAGS on any AF_INET socket of the netns: no netlink library in the child.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            req = struct.pack("16sH22x", ifname.encode(), 0)
+            flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, req))[1]
+            fcntl.ioctl(
+                sock, _SIOCSIFFLAGS, struct.pack("16sH22x", ifname.encode(), flags | _IFF_UP)
+            )
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
+        res = int(self._prctl(option, arg2, arg3, 0, 0))
+        if res < 0:
+            raise _oserror()
+        return res
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        nr = self._nr.get("capset")
+        if nr is None:
+            raise OSError(38, f"capset: unsupported architecture {platform.machine()}")
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for i in (0, 1):
+            data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+            data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
+            data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
+        if self._syscall(ctypes.c_long(nr), ctypes.byref(header), ctypes.byref(data)) != 0:
+            raise _oserror()
+
+    def setgroups(self, gids: list[int]) -> None:
+        os.setgroups(gids)
+
+    def setresgid(self, gid: int) -> None:
+        os.setresgid(gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        os.setresuid(uid, uid, uid)
+
+    def setrlimit(self, which: int, soft: int, hard: int) -> None:
+        resource.setrlimit(which, (soft, hard))
+
+    def seccomp_load(self, bpf: bytes) -> None:
+        # The program was compiled by libseccomp in the daemon (linux/seccomp.py); loading the
+        # raw BPF here keeps libseccomp's allocations out of the forked child.
+        buf = ctypes.create_string_buffer(bpf, len(bpf))
+        prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+        if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+            raise _oserror()
+
+    def fork(self) -> int:
+        return os.fork()
+
+    def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+        os.execve(path, argv, env)
+
+
+class RecordingSyscalls:
+    """A fake that records every call as a tuple, for unit tests without root.
+
+    `kinds` answers `kind()` (default: every path is a directory); `files` answers
+    `read_file()`; `links` answers `resolve()` (default: no symlinks); `fail` maps a call name to
+    the errno it raises.
+    """
+
+    def __init__(
+        self,
+        kinds: dict[str, FileKind] | None = None,
+        files: dict[str, bytes] | None = None,
+        fail: dict[str, int] | None = None,
+        fork_result: int = 4242,
+        links: dict[str, str] | None = None,
+    ) -> None:
+        self.links = links or {}
+        self.calls: list[tuple[object, ...]] = []
+        self.kinds = kinds or {}
+        self.files = files or {}
+        self.fail = fail or {}
+        self.fork_result = fork_result
+
+    def _record(self, name: str, *args: object) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise OSError(
+                self.fail[name], os.strerror(self.fail[name]), str(args[0]) if args else None
+            )
+
+    def names(self) -> list[str]:
+        return [str(c[0]) for c in self.calls]
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", flags)
+
+    def setns(self, fd: int, nstype: int) -> None:
+        self._record("setns", fd, nstype)
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        self._record("mount", source, target, fstype, flags, data)
+
+    def mount_flags(self, path: str) -> int:
+        return MS_RELATIME
+
+    def umount2(self, target: str, flags: int) -> None:
+        self._record("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._record("pivot_root", new_root, put_old)
+
+    def chdir(self, path: str) -> None:
+        self._record("chdir", path)
+
+    def mkdir(self, path: str, mode: int, parents: bool = False) -> None:
+        self._record("mkdir", path, mode)
+
+    def touch(self, path: str) -> None:
+        self._record("touch", path)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._record("symlink", target, path)
+
+    def write_file(self, path: str, data: bytes, create: bool = True) -> None:
+        self._record("write_file", path, data)
+
+    def read_file(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return self.files[path]
+
+    def kind(self, path: str, follow: bool = False) -> FileKind | None:
+        return self.kinds.get(path, "dir")
+
+    def resolve(self, path: str) -> str:
+        return self.links.get(path, path)
+
+    def sethostname(self, name: str) -> None:
+        self._record("sethostname", name)
+
+    def link_up(self, ifname: str) -> None:
+        self._record("link_up", ifname)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
+        self._record("prctl", option, arg2, arg3)
+        return 0
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        self._record("capset", effective, permitted, inheritable)
+
+    def setgroups(self, gids: list[int]) -> None:
+        self._record("setgroups", list(gids))
+
+    def setresgid(self, gid: int) -> None:
+        self._record("setresgid", gid)
+
+    def setresuid(self, uid: int) -> None:
+        self._record("setresuid", uid)
+
+    def setrlimit(self, which: int, soft: int, hard: int) -> None:
+        self._record("setrlimit", which, soft, hard)
+
+    def seccomp_load(self, bpf: bytes) -> None:
+        self._record("seccomp_load", len(bpf))
+
+    def fork(self) -> int:
+        self._record("fork")
+        return self.fork_result
+
+    def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+        self._record("execve", path, list(argv), dict(env))
+        raise SystemExit(0)
+
+
+REAL: Syscalls = LibcSyscalls()

@@ -1,0 +1,1 @@
+"""Sandboxes: launch (daemon side), stage (post-fork children), rootfs, init, protocol."""

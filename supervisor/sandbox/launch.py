@@ -1,0 +1,282 @@
+"""Daemon side of a launch: plan, fork the launcher, learn PID 1, send Go, wait for exec.
+
+Interface for the engine (synchronous and fast: a few milliseconds):
+
+    launched = launch(LaunchRequest(spec, cgroup_procs, stdout_fd, stderr_fd, ...))
+    # launched.pid is PID 1 of the sandbox (a child of this subreaper once the launcher
+    # exited); it is blocked waiting for Go. Do host-side setup now (veth into
+    # /proc/<pid>/ns/net, ...), then:
+    launched.go()     # raises LaunchError(stage, errno, message) if anything failed before exec
+    # or, if host-side setup failed: launched.abort()  (PID 1 exits without building anything)
+
+`launch()` raises LaunchError when the launcher fails (cgroup join, unshare) or the request is
+impossible (overlay without a directory, no tini for init = true). After go() raised, PID 1 has
+exited or is exiting: reap it like any other exit (the engine's pidfd). Nothing half-built is
+left: mounts live in PID 1's mount namespace and die with it; the caller destroys the cgroup.
+
+The daemon must be a child subreaper (PR_SET_CHILD_SUBREAPER) so PID 1 re-parents to it, and
+must have a single thread when it calls launch() (STYLE rule 6: checked, fails closed).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import select
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cache
+
+from supervisor.errors import LaunchError
+from supervisor.linux import caps, seccomp
+from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
+from supervisor.sandbox import init, rootfs
+from supervisor.sandbox.protocol import (
+    GO,
+    ChildError,
+    PidReport,
+    ProtocolError,
+    Reader,
+    StageFailure,
+    describe,
+)
+from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher
+from supervisor.unit.spec import UnitSpec
+
+# Soft limit on open files (the hard limit is the daemon's); no core dumps, whose contents
+# (the service's memory) the host's core_pattern would write outside the sandbox.
+NOFILE_SOFT = 1024
+
+
+@dataclass(frozen=True)
+class ExtraBind:
+    """A host path the daemon binds in, e.g. the directory holding the notify socket."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    spec: UnitSpec
+    cgroup_procs: list[str]  # UnitCgroup.procs_files(): joined before unsharing
+    stdout_fd: int
+    stderr_fd: int
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. NOTIFY_SOCKET
+    extra_binds: list[ExtraBind] = field(default_factory=list)
+    overlay_dir: str | None = None  # required by overlay = true: upper/ and work/ go here
+    # user namespace only: (first id inside, first id on the host, count), for uid and gid.
+    id_map: tuple[int, int, int] = (0, 100000, 65536)
+    timeout: float = 30.0  # for the launcher's report and for PID 1 reaching exec
+
+
+@cache
+def _last_cap() -> int:
+    return caps.last_cap()
+
+
+def _rlimits() -> tuple[tuple[int, int, int], ...]:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = NOFILE_SOFT if hard == resource.RLIM_INFINITY else min(NOFILE_SOFT, hard)
+    return ((resource.RLIMIT_NOFILE, soft, hard), (resource.RLIMIT_CORE, 0, 0))
+
+
+def root_spec(req: LaunchRequest, init_binary: str | None) -> rootfs.RootSpec:
+    sandbox = req.spec.unit.sandbox
+    if sandbox.overlay and not req.overlay_dir:
+        raise LaunchError(req.spec.name, "plan", "overlay = true needs an overlay directory")
+    mounts = [
+        rootfs.UnitMount(m.target, m.source, m.read_only)
+        if m.type == "bind"
+        else rootfs.UnitMount(m.target, None, False, m.size, m.mode)
+        for m in sandbox.mounts
+    ]
+    mounts += [rootfs.UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
+    return rootfs.RootSpec(
+        root=sandbox.root,
+        hostname=req.spec.hostname,
+        read_only=sandbox.read_only,
+        overlay_dir=req.overlay_dir if sandbox.overlay else None,
+        mounts=tuple(mounts),
+        devices=tuple((d.path, "w" not in d.access) for d in sandbox.devices),
+        init_binary=init_binary,
+        # sysfs can only be mounted by the owner of the network namespace.
+        sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
+    )
+
+
+def build_plan(req: LaunchRequest, host: rootfs.HostLayout | None = None) -> ChildPlan:
+    """Everything the children will do, decided here so they run as little Python as possible."""
+    unit, name = req.spec.unit, req.spec.name
+    flags = 0
+    for ns in unit.sandbox.namespaces:
+        flags |= NAMESPACE_FLAGS[ns]
+    argv = list(unit.service.exec)
+    exec_path = argv[0]
+    init_binary = None
+    if unit.sandbox.init:
+        try:
+            init_binary = init.find_tini()
+        except init.InitMissing as err:
+            raise LaunchError(name, "plan", str(err)) from None
+        exec_path, argv = init.wrap(argv)
+    try:
+        spec = root_spec(req, init_binary)
+        if host is None:
+            extra = rootfs.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
+            host = rootfs.HostLayout.probe(extra)
+        ops = rootfs.plan_root(spec, host)
+    except StageFailure as failure:
+        raise LaunchError(name, "plan", failure.message, failure.errno) from None
+    try:
+        cap_mask = caps.mask_of(unit.security.capabilities)
+    except KeyError as err:
+        raise LaunchError(name, "plan", f"unknown capability {err}") from None
+    return ChildPlan(
+        cgroup_procs=tuple(req.cgroup_procs),
+        clone_flags=flags,
+        hostname=req.spec.hostname if "uts" in unit.sandbox.namespaces else None,
+        loopback="net" in unit.sandbox.namespaces,
+        root_ops=tuple(ops),
+        user=unit.service.user,
+        group=unit.service.group,
+        workdir=unit.service.workdir,
+        exec_path=exec_path,
+        argv=tuple(argv),
+        service_path=unit.service.exec[0],
+        env=tuple({**unit.service.env, **req.extra_env}.items()),
+        caps=caps.CapPlan(cap_mask, _last_cap()),
+        no_new_privs=unit.security.no_new_privileges,
+        seccomp_bpf=seccomp.default_bpf() if unit.security.seccomp == "default" else None,
+        rlimits=_rlimits(),
+        stdout_fd=req.stdout_fd,
+        stderr_fd=req.stderr_fd,
+    )
+
+
+def _read_message(
+    reader: Reader, fd: int, deadline: float, unit: str, stage: str
+) -> PidReport | ChildError | None:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LaunchError(unit, stage, "timed out waiting for the sandbox")
+        if poller.poll(left * 1000):
+            try:
+                return reader.next()
+            except ProtocolError as err:
+                raise LaunchError(unit, stage, str(err)) from None
+
+
+class Launched:
+    """A sandbox whose PID 1 exists and waits for Go."""
+
+    def __init__(self, req: LaunchRequest, pid: int, sync_r: int, go_w: int) -> None:
+        self.request = req
+        self.pid = pid
+        self.start_time = time.time()
+        self._sync_r, self._go_w = sync_r, go_w
+        self._reader = Reader(lambda n: os.read(sync_r, n))
+
+    @property
+    def unit(self) -> str:
+        return self.request.spec.name
+
+    def _write_id_maps(self) -> None:
+        inside, outside, count = self.request.id_map
+        for name in ("uid_map", "gid_map"):
+            path = f"/proc/{self.pid}/{name}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, f"{inside} {outside} {count}\n".encode())
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                self.abort()
+                raise LaunchError(
+                    self.unit, "userns", f"write {path}: {err.strerror}", err.errno or 0
+                ) from None
+
+    def go(self) -> None:
+        """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
+        if self._go_w < 0:
+            raise LaunchError(self.unit, "go", "go() after go() or abort()")
+        if "user" in self.request.spec.unit.sandbox.namespaces:
+            self._write_id_maps()
+        try:
+            os.write(self._go_w, GO)
+        except OSError as err:
+            self.abort()
+            raise LaunchError(
+                self.unit, "go", f"PID 1 is gone: {err.strerror}", err.errno or 0
+            ) from None
+        os.close(self._go_w)
+        self._go_w = -1
+        try:
+            deadline = time.monotonic() + self.request.timeout
+            msg = _read_message(self._reader, self._sync_r, deadline, self.unit, "exec")
+        finally:
+            os.close(self._sync_r)
+            self._sync_r = -1
+        if isinstance(msg, ChildError):
+            raise LaunchError(self.unit, msg.stage, msg.message, msg.errno)
+        if msg is not None:
+            raise LaunchError(
+                self.unit, "go", str(ProtocolError("ChildError or EOF", describe(msg)))
+            )
+
+    def abort(self) -> None:
+        """PID 1 sees EOF instead of Go and exits without building anything."""
+        for fd in (self._go_w, self._sync_r):
+            if fd >= 0:
+                os.close(fd)
+        self._go_w = self._sync_r = -1
+
+
+def launch(req: LaunchRequest, syscalls: Syscalls = REAL) -> Launched:
+    """Fork the launcher; return once PID 1 exists (waiting for Go). See the module docstring."""
+    name = req.spec.name
+    threads = threading.active_count()
+    if threads != 1:
+        raise LaunchError(name, "fork", f"refusing to fork: the daemon has {threads} threads")
+    plan = build_plan(req)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    # No collection in the child: a finalizer could touch daemon state (sockets, the loop).
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        launcher = syscalls.fork()
+        if launcher == 0:
+            try:
+                run_launcher(plan, ChildFds(sync_w, go_r), syscalls)
+            finally:
+                os._exit(1)
+    finally:
+        if gc_enabled:
+            gc.enable()
+    os.close(sync_w)
+    os.close(go_r)
+    reader = Reader(lambda n: os.read(sync_r, n))
+    try:
+        msg = _read_message(reader, sync_r, time.monotonic() + req.timeout, name, "launcher")
+    except LaunchError:
+        os.kill(launcher, 9)  # hung launcher: PID 1, if forked, then sees EOF on go and exits
+        os.close(sync_r)
+        os.close(go_w)
+        raise
+    finally:
+        os.waitpid(launcher, 0)
+    if isinstance(msg, PidReport):
+        return Launched(req, msg.pid, sync_r, go_w)
+    os.close(sync_r)
+    os.close(go_w)
+    if isinstance(msg, ChildError):
+        raise LaunchError(name, msg.stage, msg.message, msg.errno)
+    raise LaunchError(name, "launcher", str(ProtocolError("PidReport", describe(msg))))

@@ -1,0 +1,216 @@
+"""The post-fork side of a launch: the launcher child and the sandbox's PID 1, up to execve.
+
+Runs in forked children of the daemon, so (STYLE rule 6): no event loop, no logging, no locks,
+no threads; only the plan computed by the daemon, `Syscalls` and raw os calls. Every failure
+becomes a `ChildError` on the close-on-exec sync pipe followed by `_exit` (rule 5).
+
+Launcher (forked by the daemon):
+  1. join the unit's cgroup: before unshare, so that the cgroup namespace is rooted at the
+     unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
+     first instruction);
+  2. unshare every namespace in one call: the user namespace, if any, is created first by the
+     kernel and owns the others;
+  3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
+PID 1:
+  4. wait for Go (host-side setup such as uid maps and veth is done by then);
+  5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
+  6. identity and privileges, in the only order that works: bounding set (needs CAP_SETPCAP),
+     seccomp if no_new_privs is off (loading then needs CAP_SYS_ADMIN), user and groups,
+     capability sets, workdir (checked as the service's user), no_new_privs + seccomp last
+     (so the filter never has to allow our own setup calls), execve.
+
+The functions taking `ChildPlan` pieces (`apply_identity`, `apply_privileges`) are what a
+future `sandboxctl exec` reuses after setns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from supervisor.linux import caps, users
+from supervisor.linux.syscalls import PR_SET_NO_NEW_PRIVS, Syscalls
+from supervisor.sandbox import rootfs
+from supervisor.sandbox.protocol import GO, ChildError, PidReport, StageFailure, encode
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """Everything the children do, decided by the daemon before forking (JSON-free, frozen)."""
+
+    cgroup_procs: tuple[str, ...]
+    clone_flags: int
+    hostname: str | None  # None: no uts namespace
+    loopback: bool  # bring lo up (own net namespace)
+    root_ops: tuple[rootfs.Op, ...]
+    user: str
+    group: str | None
+    workdir: str
+    exec_path: str  # what execve runs: the service, or tini in front of it
+    argv: tuple[str, ...]
+    service_path: str  # the service's binary, checked up front when tini wraps it
+    env: tuple[tuple[str, str], ...]
+    caps: caps.CapPlan
+    no_new_privs: bool
+    seccomp_bpf: bytes | None
+    rlimits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard)
+    stdout_fd: int
+    stderr_fd: int
+
+
+@dataclass(frozen=True)
+class ChildFds:
+    sync_w: int  # -> daemon, close-on-exec
+    go_r: int  # <- daemon
+
+
+Exit = Callable[[int], NoReturn]
+
+
+def _report(fd: int, msg: PidReport | ChildError) -> None:
+    with contextlib.suppress(OSError):  # the daemon is gone: nothing left to tell
+        os.write(fd, encode(msg))
+
+
+def _close_all_but(keep: set[int]) -> None:
+    # Daemon fds (control socket, other units' log files and go pipes) must not reach the
+    # service: a leaked fd is a capability the sandbox was never given.
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _reset_signals() -> None:
+    # Dispositions set to SIG_IGN survive execve (Python ignores SIGPIPE), and the daemon's
+    # wakeup fd would carry a child's signal into the daemon's event loop.
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except OSError as err:
+        raise StageFailure.from_oserror(stage, what, err) from None
+
+
+def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
+    """The launcher child: cgroup, unshare, fork PID 1, report, exit."""
+    try:
+        _reset_signals()
+        _close_all_but({plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
+        for procs in plan.cgroup_procs:
+            _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
+        _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
+        pid = sys.fork()
+        if pid == 0:
+            run_pid1(plan, fds, sys, exit)
+        _report(fds.sync_w, PidReport(pid))
+    except StageFailure as failure:
+        _report(fds.sync_w, failure.to_message())
+        exit(1)
+    except BaseException as exc:  # a child must never die silently
+        _report(fds.sync_w, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
+        exit(1)
+    exit(0)
+
+
+def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
+    """The sandbox's PID 1 up to execve; never returns."""
+    try:
+        if os.read(fds.go_r, 1) != GO:
+            # The daemon died or aborted this launch: build nothing.
+            raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
+        os.close(fds.go_r)
+        os.setsid()
+        build_sandbox(plan, sys)
+        identity = apply_identity(plan, sys)
+        env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
+        if plan.hostname:
+            env["HOSTNAME"] = plan.hostname
+        env.update(plan.env)
+        apply_privileges(plan, sys)
+        try:
+            sys.execve(plan.exec_path, list(plan.argv), env)
+        except OSError as err:
+            raise StageFailure.from_oserror("exec", f"exec {plan.exec_path}", err) from None
+    except StageFailure as failure:
+        _report(fds.sync_w, failure.to_message())
+    except BaseException as exc:  # a child must never die silently
+        _report(fds.sync_w, ChildError("pid1", 0, f"{type(exc).__name__}: {exc}"))
+    exit(127)
+
+
+def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
+    """Root, hostname, loopback, rlimits, stdio: everything before identity."""
+    rootfs.apply(sys, plan.root_ops)
+    if plan.hostname:
+        _step(
+            "hostname", f"sethostname {plan.hostname}", lambda: sys.sethostname(plan.hostname or "")
+        )
+    if plan.loopback:
+        _step("network", "bring lo up", lambda: sys.link_up("lo"))
+    for res, soft, hard in plan.rlimits:
+        _step("rlimits", f"setrlimit {res}", sys.setrlimit, res, soft, hard)
+    out, err = os.dup(plan.stdout_fd), os.dup(plan.stderr_fd)
+    null = os.open("/dev/null", os.O_RDONLY)
+    for src, dst in ((null, 0), (out, 1), (err, 2)):
+        os.dup2(src, dst)
+        os.close(src)
+
+
+def _read_or_empty(sys: Syscalls, path: str) -> str:
+    try:
+        return sys.read_file(path).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def apply_identity(plan: ChildPlan, sys: Syscalls) -> users.Identity:
+    """Resolve user/group in the sandbox's /etc, drop the bounding set, switch user."""
+    try:
+        identity = users.resolve(
+            plan.user,
+            plan.group,
+            _read_or_empty(sys, "/etc/passwd"),
+            _read_or_empty(sys, "/etc/group"),
+        )
+    except users.UnknownPrincipal as err:
+        raise StageFailure("user", 0, str(err)) from None
+    _step("capabilities", "drop bounding set", lambda: caps.drop_bounding(sys, plan.caps))
+    if plan.seccomp_bpf is not None and not plan.no_new_privs:
+        # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter: load it now.
+        _step("seccomp", "load filter", lambda: sys.seccomp_load(plan.seccomp_bpf or b""))
+    _step(
+        "user",
+        f"switch to uid {identity.uid} gid {identity.gid}",
+        lambda: caps.switch_user(sys, identity.uid, identity.gid, identity.groups),
+    )
+    return identity
+
+
+def apply_privileges(plan: ChildPlan, sys: Syscalls) -> None:
+    """Capability sets, workdir, no_new_privs and seccomp: the last steps before execve."""
+    _step("capabilities", "set capability sets", lambda: caps.set_sets(sys, plan.caps))
+    _step("workdir", f"chdir {plan.workdir}", lambda: sys.chdir(plan.workdir))
+    if plan.exec_path != plan.service_path and sys.kind(plan.service_path, follow=True) is None:
+        raise StageFailure("exec", 2, f"exec {plan.service_path}: No such file or directory")
+    if plan.no_new_privs:
+        _step(
+            "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", lambda: sys.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        )
+        if plan.seccomp_bpf is not None:
+            _step("seccomp", "load filter", lambda: sys.seccomp_load(plan.seccomp_bpf or b""))
