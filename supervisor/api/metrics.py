@@ -1,0 +1,113 @@
+"""`GET /metrics`: Prometheus text built from the engine's unit snapshots at scrape time.
+
+Unit metrics are not kept as live objects: a custom collector reads `Controller.list_units()`
+on each scrape, so a removed unit disappears and nothing can drift from what `status` shows.
+The daemon's own timings (reconcile duration) are ordinary instruments the engine feeds through
+`Metrics.observe_reconcile` or `Metrics.reconcile_timer()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from supervisor.api.openapi import STATES
+from supervisor.engine.model import Controller
+
+RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _number(usage: dict[str, Any], key: str) -> float | None:
+    value = usage.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class UnitCollector(Collector):
+    """Per-unit families from the controller's snapshot; usage keys as in CgroupStats."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+
+    def collect(self) -> Iterable[Metric]:
+        state = GaugeMetricFamily(
+            "sandboxd_unit_state", "1 for the state the unit is in", labels=["unit", "state"]
+        )
+        restarts = CounterMetricFamily(
+            "sandboxd_unit_restarts", "restarts since the daemon started", labels=["unit"]
+        )
+        ooms = CounterMetricFamily("sandboxd_unit_oom_kills", "OOM kills", labels=["unit"])
+        memory = GaugeMetricFamily(
+            "sandboxd_unit_memory_bytes", "memory in use by the unit's cgroup", labels=["unit"]
+        )
+        cpu = CounterMetricFamily(
+            "sandboxd_unit_cpu_seconds", "CPU time used by the unit's cgroup", labels=["unit"]
+        )
+        pids = GaugeMetricFamily(
+            "sandboxd_unit_pids", "tasks in the unit's cgroup", labels=["unit"]
+        )
+        up = GaugeMetricFamily("sandboxd_units", "units known to the daemon")
+        units = self._controller.list_units()
+        up.add_metric([], len(units))
+        for unit in units:
+            for name in STATES:
+                state.add_metric([unit.name, name], 1.0 if unit.state == name else 0.0)
+            restarts.add_metric([unit.name], unit.restarts)
+            ooms.add_metric([unit.name], unit.oom_kills)
+            mem = unit.memory_bytes
+            if mem is None:
+                mem_usage = _number(unit.usage, "memory_current")
+                mem = None if mem_usage is None else int(mem_usage)
+            if mem is not None:
+                memory.add_metric([unit.name], mem)
+            if (usec := _number(unit.usage, "cpu_usage_usec")) is not None:
+                cpu.add_metric([unit.name], usec / 1e6)
+            if (count := _number(unit.usage, "pids_current")) is not None:
+                pids.add_metric([unit.name], count)
+        yield from (up, state, restarts, ooms, memory, cpu, pids)
+
+
+class Metrics:
+    """The daemon's registry. Create it first, hand `observe_reconcile` to the engine, then
+    `bind(controller)` (serve() does) so scrapes see the units."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reconcile_seconds = Histogram(
+            "sandboxd_reconcile_duration_seconds",
+            "time one reconcile (startup or reload) took",
+            buckets=RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
+        self._bound: UnitCollector | None = None
+
+    def bind(self, controller: Controller) -> None:
+        if self._bound is not None:
+            self.registry.unregister(self._bound)
+        self._bound = UnitCollector(controller)
+        self.registry.register(self._bound)
+
+    def observe_reconcile(self, seconds: float) -> None:
+        self.reconcile_seconds.observe(seconds)
+
+    @contextmanager
+    def reconcile_timer(self) -> Iterator[None]:
+        with self.reconcile_seconds.time():
+            yield
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS_KEY].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

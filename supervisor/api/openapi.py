@@ -1,0 +1,304 @@
+"""The OpenAPI 3 document of the control API, served at `/v1/openapi.json`.
+
+Written by hand next to the handlers (routes.py) and checked against them by a schemathesis test,
+so the document is the contract clients can generate code from, not a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATES = ["starting", "running", "stopping", "stopped", "exited", "backoff", "failed", "invalid"]
+ERROR_CODES = [
+    "bad-request",
+    "forbidden",
+    "not-found",
+    "no-such-unit",
+    "method-not-allowed",
+    "failed",
+    "body-too-large",
+    "unsupported-media-type",
+    "internal",
+]
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+UNIT_STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "name", "state", "pid", "restarts", "last_exit", "oom_kills", "memory_bytes",
+        "started_at", "error", "health",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "state": {"type": "string", "enum": STATES},
+        "pid": _nullable({"type": "integer", "minimum": 1}),
+        "restarts": {"type": "integer", "minimum": 0},
+        "last_exit": _nullable(
+            {"type": "string", "description": "exit-code:N, signal:NAME, oom-killed, "
+             "launch-error:<message> or lost"}
+        ),
+        "oom_kills": {"type": "integer", "minimum": 0},
+        "memory_bytes": _nullable({"type": "integer", "minimum": 0}),
+        "started_at": _nullable({"type": "string", "format": "date-time"}),
+        "error": _nullable({"type": "string"}),
+        "health": _nullable({"type": "string", "enum": ["healthy", "unhealthy", "starting"]}),
+        "next_start_in": _nullable(
+            {"type": "number", "description": "seconds until the next start out of backoff"}
+        ),
+    },
+}  # fmt: skip
+
+UNIT_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["unit", "event", "at", "state", "detail"],
+    "properties": {
+        "unit": {"type": "string"},
+        "event": {"type": "string", "description": "started, exited, oom-kill, backoff, ..."},
+        "at": {"type": "string", "format": "date-time"},
+        "state": {"type": "string", "enum": STATES},
+        "detail": {"type": "object"},
+    },
+}
+
+UNIT_DETAIL: dict[str, Any] = {
+    "allOf": [
+        _ref("UnitStatus"),
+        {
+            "type": "object",
+            "required": ["limits", "usage", "recent_events", "recent_exits"],
+            "properties": {
+                "spec_hash": _nullable({"type": "string"}),
+                "limits": {"type": "object", "description": "the unit's [resources]"},
+                "usage": {"type": "object", "description": "cgroup statistics"},
+                "recent_events": {"type": "array", "items": _ref("UnitEvent")},
+                "recent_exits": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    ]
+}
+
+_NAMES = {"type": "array", "items": {"type": "string"}}
+RELOAD_RESULT: dict[str, Any] = {
+    "type": "object",
+    "required": ["started", "restarted", "updated", "stopped", "unchanged", "invalid", "ok"],
+    "properties": {
+        "started": _NAMES,
+        "restarted": _NAMES,
+        "updated": {**_NAMES, "description": "resource-only changes applied live"},
+        "stopped": _NAMES,
+        "unchanged": _NAMES,
+        "invalid": {
+            "type": "object",
+            "additionalProperties": _NAMES,
+            "description": "unit name -> error lines",
+        },
+        "ok": {"type": "boolean", "description": "false when any unit is invalid"},
+    },
+}
+
+ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {
+        "error": {"type": "string", "description": "one lower-case line for people"},
+        "code": {"type": "string", "enum": ERROR_CODES},
+    },
+}
+
+EMPTY_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "additionalProperties": False, "maxProperties": 0}
+        }
+    },
+}
+
+NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+    "example": "web",
+}
+
+_COMMON = {"403": _error("the peer may not do this")}
+_UNIT_ERRORS = {**_COMMON, "404": _error("no such unit")}
+
+
+def _action(verb: str, what: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": f"{verb}Unit",
+            "summary": what,
+            "parameters": [NAME],
+            "requestBody": EMPTY_BODY,
+            "responses": {
+                "200": _json(_ref("UnitDetail"), "the unit once the action is done"),
+                "400": _error("malformed body"),
+                "409": _error("the action failed"),
+                "413": _error("body too large"),
+                **_UNIT_ERRORS,
+            },
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "sandboxd control API",
+            "version": "1",
+            "description": "HTTP/1.1 + JSON on the daemon's Unix socket. Root may do "
+            "everything, members of the configured group may GET, everyone else gets 403.",
+        },
+        "servers": [{"url": "http://localhost"}],
+        "paths": {
+            "/v1/units": {
+                "get": {
+                    "operationId": "listUnits",
+                    "summary": "every unit, as `sandboxctl status --json` prints it",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["units"],
+                                "properties": {
+                                    "units": {"type": "array", "items": _ref("UnitStatus")}
+                                },
+                            },
+                            "all units, sorted by name",
+                        ),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/units/{name}": {
+                "get": {
+                    "operationId": "getUnit",
+                    "summary": "one unit in detail: limits, usage, recent events",
+                    "parameters": [NAME],
+                    "responses": {
+                        "200": _json(_ref("UnitDetail"), "the unit"),
+                        **_UNIT_ERRORS,
+                    },
+                }
+            },
+            "/v1/reload": {
+                "post": {
+                    "operationId": "reload",
+                    "summary": "re-read every unit file and reconcile",
+                    "requestBody": EMPTY_BODY,
+                    "responses": {
+                        "200": _json(_ref("ReloadResult"), "what the reload did"),
+                        "400": _error("malformed body"),
+                        "413": _error("body too large"),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/units/{name}/start": _action("start", "start a unit (resets a failed one)"),
+            "/v1/units/{name}/stop": _action("stop", "stop a unit"),
+            "/v1/units/{name}/restart": _action("restart", "restart a unit"),
+            "/v1/units/{name}/logs": {
+                "get": {
+                    "operationId": "unitLogs",
+                    "summary": "the service's output; with follow=1 a chunked stream that "
+                    "follows rotation and restarts",
+                    "parameters": [
+                        NAME,
+                        {
+                            "name": "n",
+                            "in": "query",
+                            "description": "only the last n lines (default: the whole file)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "schema": {"type": "integer", "enum": [0, 1]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "raw service output",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "400": _error("bad query parameter"),
+                        **_UNIT_ERRORS,
+                    },
+                }
+            },
+            "/v1/events": {
+                "get": {
+                    "operationId": "events",
+                    "summary": "a live stream of unit events, one JSON object per line",
+                    "parameters": [
+                        {
+                            "name": "unit",
+                            "in": "query",
+                            "description": "only this unit's events",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "UnitEvent objects, newline-delimited, chunked",
+                            "content": {"application/x-ndjson": {"schema": _ref("UnitEvent")}},
+                        },
+                        **_UNIT_ERRORS,
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "this document",
+                    "responses": {
+                        "200": _json({"type": "object"}, "OpenAPI 3 document"),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {
+                        "200": {
+                            "description": "per-unit state, restarts, OOM kills, memory, cpu, "
+                            "pids; the daemon's reconcile duration",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_COMMON,
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "UnitStatus": UNIT_STATUS,
+                "UnitDetail": UNIT_DETAIL,
+                "UnitEvent": UNIT_EVENT,
+                "ReloadResult": RELOAD_RESULT,
+                "Error": ERROR,
+            }
+        },
+    }

@@ -1,0 +1,144 @@
+"""The `/v1/` handlers: thin adapters from HTTP to the engine's `Controller`.
+
+Handlers never block the loop: reads are synchronous snapshots, actions are awaited. An action
+is shielded from the client going away, so a vanished client can not leave a reload or a stop
+half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from supervisor.api.errors import json_error
+from supervisor.api.logtail import read_log
+from supervisor.engine.model import Controller
+
+CONTROLLER_KEY = web.AppKey("controller", Controller)
+ACTIONS = ("start", "stop", "restart")
+MAX_LOG_LINES = 1_000_000
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _controller(request: web.Request) -> Controller:
+    return request.app[CONTROLLER_KEY]
+
+
+async def _no_body(request: web.Request) -> web.Response | None:
+    """Actions take no parameters; a body, if sent, must be an empty JSON object."""
+    if not request.body_exists:
+        return None
+    raw = await request.read()  # bounded by client_max_size: 413 beyond it
+    if not raw.strip():
+        return None
+    try:
+        body: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return json_error(400, f"invalid json body: {exc}")
+    if not isinstance(body, dict):
+        return json_error(400, "the body must be a json object")
+    if body:
+        return json_error(400, f"unknown keys in body: {', '.join(sorted(map(str, body)))}")
+    return None
+
+
+async def list_units(request: web.Request) -> web.Response:
+    units = sorted(_controller(request).list_units(), key=lambda u: u.name)
+    return web.json_response({"units": [u.to_json() for u in units]})
+
+
+async def get_unit(request: web.Request) -> web.Response:
+    status = _controller(request).get_unit(request.match_info["name"])
+    return web.json_response(status.to_json(detail=True))
+
+
+async def reload(request: web.Request) -> web.Response:
+    if (problem := await _no_body(request)) is not None:
+        return problem
+    result = await asyncio.shield(_controller(request).reload())
+    return web.json_response(result.to_json())
+
+
+def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        if (problem := await _no_body(request)) is not None:
+            return problem
+        controller, name = _controller(request), request.match_info["name"]
+        controller.get_unit(name)  # 404 before anything happens
+        call = {"start": controller.start, "stop": controller.stop, "restart": controller.restart}
+        status = await asyncio.shield(call[verb](name))
+        return web.json_response(status.to_json(detail=True))
+
+    return handle
+
+
+def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(reason=f"{name} must be between {low} and {high}")
+    return value
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "0").lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no", ""):
+        return False
+    raise web.HTTPBadRequest(reason=f"{name} must be 0 or 1, got {raw!r}")
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    path = _controller(request).log_path(request.match_info["name"])
+    lines = _int_param(request, "n", 0, MAX_LOG_LINES)
+    follow = _bool_param(request, "follow")
+    response = web.StreamResponse(headers=STREAM_HEADERS)
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in read_log(path, lines, follow):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    only = request.query.get("unit")
+    if only is not None:
+        _controller(request).get_unit(only)
+    stream = _controller(request).events()
+    response = web.StreamResponse(headers=STREAM_HEADERS)
+    response.content_type = "application/x-ndjson"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        async for event in stream:
+            if only is None or event.unit == only:
+                await response.write(json.dumps(event.to_json()).encode() + b"\n")
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()
+    await response.write_eof()
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/units", list_units)
+    app.router.add_get("/v1/units/{name}", get_unit)
+    app.router.add_post("/v1/reload", reload)
+    for verb in ACTIONS:
+        app.router.add_post(f"/v1/units/{{name}}/{verb}", unit_action(verb))
+    app.router.add_get("/v1/units/{name}/logs", logs)
+    app.router.add_get("/v1/events", events)

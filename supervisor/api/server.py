@@ -1,0 +1,161 @@
+"""Serve the control API on the daemon's Unix socket.
+
+`serve(controller, config)` binds `config.socket_path` with mode 0660 and the configured group
+(when the host has it), and returns a `Server` whose `close()` stops accepting, ends streaming
+responses and removes the socket. aiohttp parses HTTP; this module only wires it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from supervisor.api import auth, routes
+from supervisor.api.errors import json_errors
+from supervisor.api.metrics import METRICS_KEY, Metrics, handle_metrics
+from supervisor.api.openapi import document
+from supervisor.config import DaemonConfig
+from supervisor.engine.model import Controller
+from supervisor.errors import SupervisorError
+
+log = structlog.get_logger("sandboxd.api")
+
+SOCKET_MODE = 0o660
+MAX_BODY = 64 * 1024  # no endpoint takes more than an empty JSON object
+BACKLOG = 512
+SHUTDOWN_TIMEOUT = 2.0
+
+
+class SocketInUse(SupervisorError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: another sandboxd is already listening on this socket")
+
+
+def make_app(controller: Controller, policy: auth.Policy, metrics: Metrics) -> web.Application:
+    app = web.Application(
+        middlewares=[json_errors, auth.middleware(policy)], client_max_size=MAX_BODY
+    )
+    app[routes.CONTROLLER_KEY] = controller
+    app[METRICS_KEY] = metrics
+    routes.add_routes(app)
+    spec = document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+def _remove_stale(path: Path) -> None:
+    """Unlink a socket left by a dead daemon; refuse to steal one a live daemon answers on."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SupervisorError(f"{path}: exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise SupervisorError(f"{path}: cannot probe the old socket: {exc.strerror}") from None
+    else:
+        raise SocketInUse(path)
+    finally:
+        probe.close()
+    path.unlink(missing_ok=True)
+
+
+def bind_socket(path: Path, gid: int | None, mode: int = SOCKET_MODE) -> socket.socket:
+    """A listening socket at `path` that never exists with a wider mode than `mode`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The daemon is single-threaded, so a temporary umask affects no one else. Without it the
+    # socket would exist briefly with the inherited umask's wider mode before the chmod.
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise SupervisorError(f"{path}: cannot bind the control socket: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise SupervisorError(f"{path}: cannot set up the control socket: {exc}") from None
+    return sock
+
+
+class Server:
+    def __init__(self, runner: web.AppRunner, path: Path, sock: socket.socket) -> None:
+        self._runner, self.path, self._sock = runner, path, sock
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._runner.app[METRICS_KEY]
+
+    async def close(self) -> None:
+        try:
+            await self._runner.cleanup()
+        finally:
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            log.info("api.closed", socket=str(self.path))
+
+
+async def serve_on(
+    controller: Controller,
+    path: Path,
+    policy: auth.Policy,
+    metrics: Metrics | None = None,
+    mode: int = SOCKET_MODE,
+) -> Server:
+    metrics = metrics or Metrics()
+    metrics.bind(controller)
+    app = make_app(controller, policy, metrics)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,  # a vanished client ends its stream's handler
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    sock = bind_socket(path, policy.group_gid, mode)
+    try:
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise
+    log.info("api.listening", socket=str(path), group_gid=policy.group_gid)
+    return Server(runner, path, sock)
+
+
+async def serve(
+    controller: Controller, config: DaemonConfig, metrics: Metrics | None = None
+) -> Server:
+    """The daemon's entry point to the API: listen on `config.socket_path` until `close()`."""
+    policy = auth.Policy.for_group(config.group)
+    if policy.group_gid is None:
+        log.warning("api.no_group", group=config.group, detail="only root can use the socket")
+    return await serve_on(controller, config.socket_path, policy, metrics)

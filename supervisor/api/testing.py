@@ -1,0 +1,172 @@
+"""A fake `Controller` for tests and benchmarks of the API and sandboxctl (no engine, no root).
+
+Like structlog.testing: it ships with the package so every test layer and the benchmark share
+one fake, and the engine's tests can compare it with the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from supervisor.api import auth
+from supervisor.api.server import Server, serve_on
+from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.errors import SupervisorError, UnitNotFound
+
+T = TypeVar("T")
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def make_status(
+    name: str, state: str = "running", pid: int | None = 4242, **kw: object
+) -> UnitStatus:
+    fields: dict[str, object] = {
+        "name": name,
+        "state": state,
+        "pid": pid if state in ("running", "starting", "stopping") else None,
+        "restarts": 0,
+        "last_exit": None,
+        "oom_kills": 0,
+        "memory_bytes": 12 << 20 if state == "running" else None,
+        "started_at": EPOCH if state == "running" else None,
+        "error": None,
+        "health": None,
+        "limits": {"memory_max": 256 << 20, "pids_max": 1024, "cpu_max": 0.5},
+        "usage": {"memory_current": 12 << 20, "cpu_usage_usec": 1_500_000, "pids_current": 3},
+    }
+    fields.update(kw)
+    return UnitStatus(**fields)  # type: ignore[arg-type]
+
+
+class FakeController:
+    """Units in a dict; actions flip states and publish events; logs live in `log_dir`."""
+
+    def __init__(self, units: list[UnitStatus], log_dir: Path | None = None) -> None:
+        self.units = {u.name: u for u in units}
+        self.log_dir = log_dir or Path("/nonexistent")
+        self.calls: list[tuple[str, str]] = []
+        self.reload_result = ReloadResult(unchanged=sorted(self.units))
+        self.action_delay = 0.0
+        self.fail: set[str] = set()  # units whose start fails
+        self._subscribers: list[asyncio.Queue[UnitEvent]] = []
+
+    def list_units(self) -> list[UnitStatus]:
+        return list(self.units.values())
+
+    def get_unit(self, name: str) -> UnitStatus:
+        try:
+            return self.units[name]
+        except KeyError:
+            raise UnitNotFound(name) from None
+
+    def publish(self, event: UnitEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    def _set(self, name: str, state: str, event: str) -> UnitStatus:
+        old = self.get_unit(name)
+        new = make_status(
+            name, state, restarts=old.restarts + (event == "restarted"), limits=old.limits
+        )
+        self.units[name] = new
+        self.publish(UnitEvent(name, event, dt.datetime.now(dt.UTC), state))
+        return new
+
+    async def reload(self) -> ReloadResult:
+        self.calls.append(("reload", ""))
+        await asyncio.sleep(self.action_delay)
+        return self.reload_result
+
+    async def start(self, name: str) -> UnitStatus:
+        self.get_unit(name)
+        self.calls.append(("start", name))
+        await asyncio.sleep(self.action_delay)
+        if name in self.fail:
+            self._set(name, "failed", "failed")
+            raise SupervisorError(f"{name}: launch failed")
+        return self._set(name, "running", "started")
+
+    async def stop(self, name: str) -> UnitStatus:
+        self.get_unit(name)
+        self.calls.append(("stop", name))
+        await asyncio.sleep(self.action_delay)
+        return self._set(name, "stopped", "stopped")
+
+    async def restart(self, name: str) -> UnitStatus:
+        self.get_unit(name)
+        self.calls.append(("restart", name))
+        await asyncio.sleep(self.action_delay)
+        return self._set(name, "running", "restarted")
+
+    async def events(self) -> AsyncIterator[UnitEvent]:
+        queue: asyncio.Queue[UnitEvent] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    def log_path(self, name: str) -> str:
+        self.get_unit(name)
+        return str(self.log_dir / f"{name}.log")
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def many_units(count: int) -> list[UnitStatus]:
+    """`count` units in a realistic mix of states, for benchmarks."""
+    states = ("running",) * 7 + ("backoff", "failed", "stopped")
+    return [
+        dataclasses.replace(
+            make_status(f"svc-{i:04d}", states[i % len(states)], pid=1000 + i),
+            restarts=i % 5,
+            last_exit="exit-code:1" if i % 10 == 7 else None,
+        )
+        for i in range(count)
+    ]
+
+
+class ServerThread:
+    """The real API server on a temporary socket, its loop in a background thread, so tests and
+    benchmarks can use blocking clients (http.client, curl, sandboxctl) against it."""
+
+    def __init__(
+        self,
+        controller: FakeController,
+        socket_path: Path,
+        policy: auth.Policy | None = None,
+        mode: int = 0o660,
+    ) -> None:
+        self.controller, self.path = controller, socket_path
+        self.policy = policy or auth.Policy(group_gid=None)
+        self.mode = mode
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._server: Server | None = None
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        self._server = self.call(serve_on(self.controller, self.path, self.policy, mode=self.mode))
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def soon(self, fn: Callable[[], object]) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self.call(self._server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()

@@ -1,0 +1,214 @@
+"""sandboxctl's side of the control API: blocking HTTP over the daemon's Unix socket.
+
+stdlib only (http.client, json), so `sandboxctl status` starts fast. Every way the daemon can
+be out of reach (no socket, refused, permission, closed mid-answer) becomes `Unreachable`, one
+line naming the socket and exit 5; an API error keeps the daemon's message and its code.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_UNREACHABLE
+
+DEFAULT_SOCKET = "/run/sandboxd/control.sock"
+SOCKET_ENV = "SANDBOXD_SOCKET"
+READ_TIMEOUT = 30.0
+ACTION_TIMEOUT = 600.0  # a stop waits for stop_timeout, a start for start_timeout
+CHUNK = 64 * 1024
+CONNECT_RETRY = 5.0
+
+
+def socket_path() -> str:
+    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+class Unreachable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot reach sandboxd at {path}: {reason}")
+
+
+class ApiError(Exception):
+    """The daemon answered with an error: `code` is the API's stable slug."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+        super().__init__(message)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_NO_SUCH_UNIT if self.code == "no-such-unit" else EXIT_FAILURE
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        # A Unix socket answers EAGAIN, not a wait, when its accept backlog is full: retry
+        # briefly, as a TCP client's SYN would be retried, before calling the daemon unreachable.
+        deadline = time.monotonic() + CONNECT_RETRY
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.socket_path)
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            return
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied (root or a member of the daemon's group may connect)"
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket (is sandboxd running?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is sandboxd running?)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError):
+        return "the daemon closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc).lower() or type(exc).__name__
+
+
+def unit_path(name: str, *rest: str) -> str:
+    return "/".join(["/v1/units", quote(name, safe=""), *rest])
+
+
+class Client:
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or socket_path()
+
+    def _open(
+        self, method: str, url: str, timeout: float | None, body: bytes | None = None
+    ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+        conn = UnixHTTPConnection(self.path, timeout)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, url, body=body, headers=headers)
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise Unreachable(self.path, _reason(exc)) from None
+        if response.status >= 400:
+            try:
+                raise _api_error(response)
+            finally:
+                conn.close()
+        return conn, response
+
+    def request(self, method: str, url: str, timeout: float | None = READ_TIMEOUT) -> Any:
+        conn, response = self._open(method, url, timeout, b"{}" if method == "POST" else None)
+        try:
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unreachable(self.path, _reason(exc)) from None
+        finally:
+            conn.close()
+        return json.loads(raw)
+
+    def stream(self, url: str) -> Iterator[bytes]:
+        """The body of a streaming answer, chunk by chunk as the daemon sends it."""
+        conn, response = self._open("GET", url, None)
+        try:
+            while True:
+                try:
+                    chunk = response.read1(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise Unreachable(self.path, _reason(exc)) from None
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            conn.close()
+
+    # The API, one method per endpoint.
+    def units(self) -> list[dict[str, Any]]:
+        units: list[dict[str, Any]] = self.request("GET", "/v1/units")["units"]
+        return units
+
+    def unit(self, name: str) -> dict[str, Any]:
+        detail: dict[str, Any] = self.request("GET", unit_path(name))
+        return detail
+
+    def reload(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/reload", ACTION_TIMEOUT)
+        return result
+
+    def action(self, name: str, verb: str) -> dict[str, Any]:
+        detail: dict[str, Any] = self.request("POST", unit_path(name, verb), ACTION_TIMEOUT)
+        return detail
+
+    def logs(self, name: str, lines: int | None, follow: bool) -> Iterator[bytes]:
+        query: dict[str, str] = {"follow": "1" if follow else "0"}
+        if lines is not None:
+            query["n"] = str(lines)
+        return self.stream(unit_path(name, "logs") + "?" + urlencode(query))
+
+
+def _api_error(response: http.client.HTTPResponse) -> ApiError:
+    try:
+        body = json.loads(response.read())
+        return ApiError(response.status, str(body["code"]), str(body["error"]))
+    except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+        return ApiError(response.status, "error", f"http {response.status} {response.reason}")
+
+
+def error(message: str) -> None:
+    """One line on stderr, the contract's way: `sandboxctl: <lower-case message>`."""
+    print(f"sandboxctl: {message}", file=sys.stderr)
+
+
+F = TypeVar("F", bound=Callable[..., int])
+
+
+def exits(run: F) -> F:
+    """Map the client's errors to the contract's exit codes around a verb's `run`."""
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return run(*args, **kwargs)
+        except Unreachable as exc:
+            error(str(exc))
+            return EXIT_UNREACHABLE
+        except ApiError as exc:
+            error(exc.message)
+            return exc.exit_code
+        except BrokenPipeError:  # `sandboxctl logs web | head`
+            _quiet_stdout()
+            return 0
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

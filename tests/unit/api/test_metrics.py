@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from api_helpers import call
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor.api.metrics import Metrics
+from supervisor.api.testing import FakeController, ServerThread, make_status
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_unit_metrics_follow_the_controller() -> None:
+    controller = FakeController([make_status("web", restarts=2, oom_kills=1), make_status("db")])
+    metrics = Metrics()
+    metrics.bind(controller)
+    got = samples(metrics.render().decode())
+    assert got[("sandboxd_unit_state", (("state", "running"), ("unit", "web")))] == 1
+    assert got[("sandboxd_unit_state", (("state", "failed"), ("unit", "web")))] == 0
+    assert got[("sandboxd_unit_restarts_total", (("unit", "web"),))] == 2
+    assert got[("sandboxd_unit_oom_kills_total", (("unit", "web"),))] == 1
+    assert got[("sandboxd_unit_memory_bytes", (("unit", "web"),))] == 12 << 20
+    assert got[("sandboxd_unit_cpu_seconds_total", (("unit", "web"),))] == 1.5
+    assert got[("sandboxd_unit_pids", (("unit", "web"),))] == 3
+    assert got[("sandboxd_units", ())] == 2
+    del controller.units["db"]
+    got = samples(metrics.render().decode())
+    assert ("sandboxd_unit_pids", (("unit", "db"),)) not in got
+
+
+def test_reconcile_hook() -> None:
+    metrics = Metrics()
+    metrics.observe_reconcile(0.02)
+    with metrics.reconcile_timer():
+        pass
+    got = samples(metrics.render().decode())
+    assert got[("sandboxd_reconcile_duration_seconds_count", ())] == 2
+    assert got[("sandboxd_reconcile_duration_seconds_bucket", (("le", "0.05"),))] == 2
+
+
+def test_metrics_endpoint(server: ServerThread) -> None:
+    status, headers, raw = call(server.path, "GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert ("sandboxd_unit_state", (("state", "backoff"), ("unit", "db"))) in samples(raw.decode())
