@@ -72,7 +72,7 @@ class Backoff:
                 why=f"start limit hit: more than {p.burst} starts within {p.interval:g}s "
                 f"(last exit {reason})",
             )
-        self.consecutive += 1
+        self.consecutive = min(self.consecutive + 1, 64)  # 2**64 * delay is past any max
         return Decision("restart", delay, why=f"restart in {delay:g}s after {reason}")
 
     def _forget_before(self, cutoff: float) -> None:

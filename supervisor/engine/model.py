@@ -92,6 +92,9 @@ class ReloadResult:
     stopped: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     invalid: dict[str, list[str]] = field(default_factory=dict)  # unit -> error lines
+    # New or changed units taken in without a start: autostart = false, or stopped by an
+    # operator (reload never undoes an explicit stop); they use the new spec on their next start.
+    deferred: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

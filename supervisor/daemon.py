@@ -1,0 +1,180 @@
+"""`sandboxd`: flags, logging, the event loop, signals and sd_notify around the reconciler.
+
+Foreground, one thread, one asyncio loop. SIGHUP reloads; SIGTERM/SIGINT stop every unit
+(stop_signal, stop_timeout, then SIGKILL to the cgroup) and exit 0 — or, with
+`on_exit = "leave"`, leave them running for the next daemon to re-adopt. A top-level error is
+one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import sdnotify
+
+from supervisor import cgroups, log
+from supervisor.config import DaemonConfig, load_config
+from supervisor.engine.launching import sandbox_launcher
+from supervisor.engine.model import Controller
+from supervisor.engine.reconciler import Reconciler
+from supervisor.engine.run import Host
+from supervisor.engine.store import Store
+from supervisor.errors import SupervisorError
+from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
+from supervisor.unit.loader import UnitLoader
+
+logger = log.get_logger()
+
+
+class Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="sandboxd",
+        description="Declarative sandbox supervisor (runs in the foreground).",
+        epilog="EXAMPLE: sandboxd --units-dir ./units --state-dir /tmp/sbx --log-format console",
+    )
+    p.add_argument("--config", type=Path, help="default /etc/sandboxd/sandboxd.toml")
+    p.add_argument("--units-dir", type=Path)
+    p.add_argument("--state-dir", type=Path)
+    p.add_argument("--socket", type=Path)
+    p.add_argument("--log-dir", type=Path)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--cgroup-parent")
+    p.add_argument("--log-format", choices=["json", "console"])
+    return p.parse_args(argv)
+
+
+class Notifier:
+    """sd_notify, a no-op without NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._sd = sdnotify.SystemdNotifier() if self.enabled else None
+
+    def send(self, *lines: str) -> None:
+        if self._sd is not None:
+            self._sd.notify("\n".join(lines))
+
+    def watchdog_interval(self) -> float | None:
+        """Half of WATCHDOG_USEC, if the watchdog is meant for this process."""
+        usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+        if not self.enabled or not usec or (pid and pid != str(os.getpid())):
+            return None
+        return int(usec) / 2e6
+
+
+def _monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def _prepare_host(config: DaemonConfig) -> None:
+    # Sandbox PID 1s are grandchildren (the launcher forks them and exits): as a subreaper the
+    # daemon becomes their parent and gets their exit status.
+    REAL.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Per unit: a pidfd, the output pipe, the log file, OOM watch fds. Services get their own
+    # soft limit from the launcher.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for directory in (config.state_dir, config.log_dir, config.data_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+async def _start_api(controller: Controller, config: DaemonConfig) -> Closeable | None:
+    # The control API is a separate package (issue 6); the daemon runs without it while it is
+    # absent from a checkout, and says so.
+    if importlib.util.find_spec("supervisor.api.server") is None:
+        logger.warning("daemon.no_api", reason="supervisor.api.server is not installed")
+        return None
+    from supervisor.api.server import serve  # noqa: PLC0415
+
+    server: Closeable = await serve(controller, config)
+    return server
+
+
+async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], str]) -> None:
+    while True:
+        notifier.send("WATCHDOG=1", f"STATUS={summary()}")
+        await asyncio.sleep(interval)
+
+
+async def serve(config: DaemonConfig) -> None:
+    loop = asyncio.get_running_loop()
+    _prepare_host(config)
+    manager = cgroups.new(config.cgroup_parent)
+    launcher, keeps_output = sandbox_launcher(config.data_dir)
+    if not keeps_output:
+        logger.warning(
+            "daemon.output_unprotected",
+            reason="the launcher cannot pass keep_fds: a daemon restart breaks service stdout",
+        )
+    store = Store(config.state_dir)
+    store.prepare()
+    notifier = Notifier()
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    for signum, command in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
+                            (signal.SIGHUP, "reload")):  # fmt: skip
+        loop.add_signal_handler(signum, commands.put_nowait, command)
+    reconciler = Reconciler(config, Host(loop, manager, launcher), UnitLoader(), store)
+    logger.info("daemon.starting", pid=os.getpid(), cgroup_version=manager.version,
+                units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
+    async with reconciler:
+        reconciler.resume()
+        await reconciler.reload()
+        api = await _start_api(reconciler, config)
+        notifier.send("READY=1", f"STATUS={reconciler.summary()}")
+        logger.info("daemon.ready", summary=reconciler.summary())
+        background: list[asyncio.Task[None]] = []
+        interval = notifier.watchdog_interval()
+        if interval:
+            background.append(loop.create_task(_watchdog(notifier, interval, reconciler.summary)))
+        while await commands.get() == "reload":
+            notifier.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
+            await reconciler.reload()
+            notifier.send("READY=1", f"STATUS={reconciler.summary()}")
+        leave = config.on_exit == "leave"
+        what = "leaving units running" if leave else "stopping units"
+        notifier.send("STOPPING=1", f"STATUS=stopping, {what}")
+        logger.info("daemon.stopping", on_exit=config.on_exit)
+        for task in background:
+            task.cancel()
+        if api is not None:
+            await api.close()
+        await reconciler.shutdown(leave=leave)
+    logger.info("daemon.stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides: dict[str, Any] = {
+        "units_dir": args.units_dir, "state_dir": args.state_dir, "socket": args.socket,
+        "log_dir": args.log_dir, "data_dir": args.data_dir,
+        "cgroup_parent": args.cgroup_parent, "log_format": args.log_format,
+    }  # fmt: skip
+    try:
+        config = load_config(args.config, overrides)
+        log.configure(config.log_format)
+        asyncio.run(serve(config))
+    except (SupervisorError, OSError) as exc:
+        _fatal(str(exc))
+    except Exception as exc:  # a bug (e.g. from a runner task): the traceback, then one line
+        logger.exception("daemon.crashed")
+        _fatal(f"internal error: {type(exc).__name__}: {exc}")
+    sys.exit(0)
+
+
+def _fatal(message: str) -> None:
+    print(f"sandboxd: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,57 @@
+"""The engine's view of the launcher: a callable that starts a sandbox and hands back its PID 1.
+
+Injected into the runners so the state machine is tested with a fake launcher and fake
+cgroups, and so the engine depends on one small shape instead of the launcher's request type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from supervisor.cgroups import UnitCgroup
+from supervisor.unit.spec import UnitSpec
+
+
+class Started(Protocol):
+    """A sandbox whose PID 1 exists and waits for the go byte."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def go(self) -> None:
+        """Let PID 1 build its root and exec; raises LaunchError if it failed before exec."""
+        ...
+
+
+class Launcher(Protocol):
+    def __call__(
+        self, spec: UnitSpec, cgroup: UnitCgroup, output_fd: int, keep_fds: Sequence[int]
+    ) -> Started:
+        """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
+        `keep_fds` inherited by PID 1 under the same numbers. Raises LaunchError."""
+        ...
+
+
+def sandbox_launcher(data_dir: Path) -> tuple[Launcher, bool]:
+    """The real launcher (supervisor.sandbox.launch) in the engine's shape, and whether it
+    passes `keep_fds` down to PID 1 (what keeps service output safe across daemon restarts;
+    see output.py). The check goes once the launcher's LaunchRequest has the field."""
+    import dataclasses  # noqa: PLC0415
+
+    from supervisor.sandbox.launch import LaunchRequest, launch  # noqa: PLC0415  (load late)
+
+    keeps_fds = "keep_fds" in {f.name for f in dataclasses.fields(LaunchRequest)}
+
+    def start(
+        spec: UnitSpec, cgroup: UnitCgroup, output_fd: int, keep_fds: Sequence[int]
+    ) -> Started:
+        overlay = str(data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
+        extra: dict[str, Any] = {"keep_fds": list(keep_fds)} if keeps_fds else {}
+        request = LaunchRequest(
+            spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay, **extra
+        )
+        return launch(request)
+
+    return start, keeps_fds

@@ -1,0 +1,133 @@
+"""Service stdout/stderr: a pipe per run, drained by the daemon into `<log_dir>/<unit>.log`.
+
+The service gets the pipe's write end as fds 1 and 2. The daemon reads the other end with
+`loop.add_reader` and appends to the log file, rotating by size (`log_max_size`, keeping
+`log_keep` old files as `<unit>.log.1` ... `.N`).
+
+A daemon restart must not break the service's output: if the last read end closed, the next
+write would raise SIGPIPE/EPIPE in the service. So the sandbox's PID 1 inherits a duplicate of
+the read end too (it never reads it), and the pipe always has a reader. While no daemon runs,
+writes fill the pipe buffer (raised to 1 MiB) and then block, losing nothing; the next daemon
+reopens the read end through /proc/<pid1>/fd/<n> (checked against the pipe's inode recorded in
+the state file) and drains it. Cost: one extra fd in PID 1, and a service that closes every
+inherited fd at start-up gives up that protection (it still works while the daemon runs).
+Alternatives considered: a per-unit log-keeper process (one more process per unit to supervise)
+and systemd's fd store (FDSTORE=1, only under systemd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+_READ_CHUNK = 1 << 16
+_READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
+
+
+class RotatingLog:
+    """An append-only file rotated by size. Opened lazily; closed between runs."""
+
+    def __init__(self, path: Path, max_size: int | None, keep: int) -> None:
+        self.path, self.max_size, self.keep = path, max_size, keep
+        self._fd: int | None = None
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if self.max_size is not None and self._size + len(data) > self.max_size and self._size:
+            self.rotate()
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        self._size += len(data)
+
+    def rotate(self) -> None:
+        self.close()
+        for n in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, f"{self.path}.1")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o640)
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
+
+
+class Capture:
+    """One run's output pipe: the daemon's read end, drained into a RotatingLog."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_fd: int, sink: RotatingLog) -> None:
+        self._loop, self.read_fd, self._sink = loop, read_fd, sink
+        self.inode = os.fstat(read_fd).st_ino
+        os.set_blocking(read_fd, False)
+        self._reading = True
+        loop.add_reader(read_fd, self._drain)
+
+    @classmethod
+    def new(cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog) -> tuple[Capture, int]:
+        """A fresh pipe: (capture, write end for the service). Both ends are close-on-exec;
+        the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a lower /proc/sys/fs/pipe-max-size: keep 64 KiB
+            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        return cls(loop, read_fd, sink), write_fd
+
+    @classmethod
+    def reopen(
+        cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog, pid: int, fd: int, inode: int
+    ) -> Capture | None:
+        """Reattach to the read end that PID 1 `pid` holds as `fd`; None if it is not there."""
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            st = os.stat(path)
+            if not stat.S_ISFIFO(st.st_mode) or st.st_ino != inode:
+                return None
+            read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        return cls(loop, read_fd, sink)
+
+    def _drain(self) -> bool:
+        """Copy what the pipe holds (bounded); True if there may be more."""
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data = os.read(self.read_fd, _READ_CHUNK)
+            except BlockingIOError:
+                return False
+            if not data:  # every writer is gone; PID 1's read end keeps the pipe itself alive
+                self._stop_reading()
+                return False
+            self._sink.write(data)
+        return True
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self.read_fd)
+            self._reading = False
+
+    def close(self, drain: bool = True) -> None:
+        """Stop reading (after taking what is buffered, if `drain`) and close the read end."""
+        if self.read_fd < 0:
+            return
+        while drain and self._reading and self._drain():
+            pass
+        self._stop_reading()
+        os.close(self.read_fd)
+        self.read_fd = -1
+        self._sink.close()

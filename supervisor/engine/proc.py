@@ -1,0 +1,111 @@
+"""Process identity and exit status through pidfds: the engine's window on its services.
+
+A PID alone is not an identity (PIDs are reused), so a service is known by its PID plus the
+`starttime` field of /proc/<pid>/stat, and watched through a pidfd, which always refers to the
+process it was opened for. Exit statuses come from `waitpid(pid)` for our own children only
+(STYLE rule 9: no waitpid(-1), no asyncio child watcher). A service re-adopted after a daemon
+restart is no longer our child (it was reparented to init), so its status comes from
+PIDFD_GET_INFO with PIDFD_INFO_EXIT (Linux 6.15+), which keeps the status for holders of a pidfd
+once the real parent has reaped it; on older kernels the status is unknown.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+
+# <linux/pidfd.h>: struct pidfd_info, first published size (64 bytes, exit_code at offset 60).
+_PIDFD_INFO_SIZE = 64
+_PIDFD_INFO_EXIT = 1 << 3
+_PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11
+_EXIT_CODE_OFFSET = 60
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot); None if there is no such PID."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def open_pidfd(pid: int, expected_start: int | None = None) -> int | None:
+    """A pidfd for `pid`, or None if it is gone or (given `expected_start`) is another process.
+
+    The start time is checked after opening, so the pidfd cannot refer to a successor that
+    reused the PID between the check and the open.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if expected_start is not None and start_time(pid) != expected_start:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reap(pid: int) -> int | None:
+    """The wait status of our own exited child `pid`, or None if it is not our child."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if got == pid else None
+
+
+def exit_status_from_pidfd(pidfd: int) -> int | None:
+    """The wait status kept by the kernel for a reaped process, or None (not reaped yet, or a
+    kernel without PIDFD_INFO_EXIT)."""
+    buf = bytearray(struct.pack("=Q", _PIDFD_INFO_EXIT) + bytes(_PIDFD_INFO_SIZE - 8))
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf, True)
+    except OSError:
+        return None
+    (mask,) = struct.unpack_from("=Q", buf, 0)
+    if not mask & _PIDFD_INFO_EXIT:
+        return None
+    (status,) = struct.unpack_from("=i", buf, _EXIT_CODE_OFFSET)
+    return int(status)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def describe_status(status: int) -> str:
+    """`exit-code:N` or `signal:NAME` for a wait status."""
+    if os.WIFSIGNALED(status):
+        return f"signal:{signal_name(os.WTERMSIG(status))}"
+    return f"exit-code:{os.waitstatus_to_exitcode(status)}"
+
+
+def exit_reason(status: int | None, oom_kills_during_run: int) -> str:
+    """The contract's exit reason (STYLE rule 11).
+
+    A SIGKILL with the cgroup's OOM counter moved during the run is `oom-killed`; a SIGKILL
+    without one (an operator's kill -9) stays `signal:SIGKILL`. An unknown status is `lost`.
+    """
+    if status is None:
+        return "oom-killed" if oom_kills_during_run else "lost"
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and oom_kills_during_run:
+        return "oom-killed"
+    return describe_status(status)
+
+
+def send_signal(pidfd: int, signum: int) -> bool:
+    """Signal through the pidfd (never a reused PID); False if the process is already gone."""
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        return False
+    return True

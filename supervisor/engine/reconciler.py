@@ -1,0 +1,252 @@
+"""The reconciler: owns one UnitRunner task per unit in a TaskGroup, reloads the unit
+directory, and is the `Controller` the control API calls.
+
+A reload is: load (cached by mtime, cheap) → `diff.plan` (pure) → hand each action to its
+runner (non-blocking). Nothing in a reload waits for a unit to stop or start, so a reload of a
+thousand units with one change costs a directory scan and one restart request.
+
+If a runner task fails with an unexpected exception the TaskGroup cancels the others, which
+leave their services running and their state saved (as on `on_exit = "leave"`), and the daemon
+exits non-zero: its restart re-adopts them. Crash-only, rather than a half-working daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from supervisor.config import DaemonConfig
+from supervisor.engine import diff, status
+from supervisor.engine.diff import Kind
+from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.engine.output import RotatingLog
+from supervisor.engine.run import Host
+from supervisor.engine.states import State
+from supervisor.engine.store import Store
+from supervisor.engine.unit_runner import UnitRunner
+from supervisor.errors import UnitNotFound
+from supervisor.log import get_logger
+from supervisor.unit.spec import UnitSpec
+
+log = get_logger()
+EVENT_QUEUE = 1000  # per subscriber; the oldest events are dropped for a slow consumer
+
+
+class Loaded(Protocol):
+    @property
+    def specs(self) -> Mapping[str, UnitSpec]: ...
+
+    @property
+    def errors(self) -> Mapping[str, Sequence[object]]: ...
+
+
+class Loader(Protocol):
+    def load_directory(self, directory: Path) -> Loaded: ...
+
+
+class Reconciler:
+    def __init__(self, config: DaemonConfig, host: Host, loader: Loader, store: Store) -> None:
+        self.config, self.host, self.loader, self.store = config, host, loader, store
+        self.runners: dict[str, UnitRunner] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
+        self._tg = asyncio.TaskGroup()
+        self._reload_lock = asyncio.Lock()
+        self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
+        self.last_reload_seconds = 0.0
+
+    async def __aenter__(self) -> Reconciler:
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._tg.__aexit__(et, e, tb)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Take over what the previous daemon left in the state dir (before the first reload)."""
+        for name, record in self.store.load_all().items():
+            spec = status.spec_from_json(record.spec)
+            if spec is None:
+                self.store.remove(name)
+                continue
+            runner = self._new_runner(name, spec)
+            runner.resume(record)
+            self._spawn(runner)
+
+    async def reload(self) -> ReloadResult:
+        async with self._reload_lock:
+            began = time.perf_counter()
+            loaded = self.loader.load_directory(self.config.units_dir)
+            errors = {n: [str(e) for e in errs] for n, errs in loaded.errors.items() if errs}
+            actual = {n: r.actual() for n, r in self.runners.items()}
+            result = ReloadResult()
+            for action in diff.plan(loaded.specs, errors, actual):
+                self._apply(action, result)
+            self.last_reload_seconds = time.perf_counter() - began
+        log.info(
+            "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
+            started=result.started, restarted=result.restarted, updated=result.updated,
+            stopped=result.stopped, invalid=sorted(result.invalid), deferred=result.deferred,
+        )  # fmt: skip
+        return result
+
+    def _apply(self, action: diff.Action, result: ReloadResult) -> None:
+        name, spec, runner = action.name, action.spec, self.runners.get(action.name)
+        match action.kind:
+            case Kind.START | Kind.ADD:
+                assert spec is not None
+                if runner is None:
+                    runner = self._new_runner(name, spec)
+                    self._spawn(runner)
+                else:
+                    runner.replace(spec)
+                if action.kind is Kind.START:
+                    runner.start()
+                    result.started.append(name)
+                else:
+                    result.deferred.append(name)
+            case Kind.STOP:
+                assert runner is not None
+                del self.runners[name]
+                runner.remove()
+                result.stopped.append(name)
+            case Kind.RESTART:
+                assert runner is not None and spec is not None
+                runner.replace(spec)
+                runner.restart()
+                result.restarted.append(name)
+            case Kind.REPLACE:
+                assert runner is not None and spec is not None
+                runner.replace(spec)
+                result.deferred.append(name)
+            case Kind.UPDATE_LIVE:
+                assert runner is not None and spec is not None
+                runner.update_live(spec)
+                result.updated.append(name)
+            case Kind.KEEP:
+                assert runner is not None
+                runner.set_invalid([])
+                result.unchanged.append(name)
+            case Kind.INVALID | Kind.INVALID_KEEPS_RUNNING:
+                if runner is None:
+                    runner = self._new_runner(name, None)
+                    self._spawn(runner)
+                runner.set_invalid(list(action.errors))
+                result.invalid[name] = list(action.errors)
+
+    def _new_runner(self, name: str, spec: UnitSpec | None) -> UnitRunner:
+        sink = RotatingLog(
+            self.config.log_dir / f"{name}.log", self.config.log_max_size, self.config.log_keep
+        )
+        runner = UnitRunner(
+            name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit
+        )
+        self.runners[name] = runner
+        return runner
+
+    def _spawn(self, runner: UnitRunner) -> None:
+        previous = self._tasks.get(runner.name)
+        self._tasks[runner.name] = self._tg.create_task(
+            self._supervise(runner, previous), name=f"unit:{runner.name}"
+        )
+
+    async def _supervise(self, runner: UnitRunner, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            # The same name removed and re-added before its old run ended: one cgroup, so
+            # the new runner waits for the old one to finish stopping.
+            await asyncio.wait([previous])
+        try:
+            await runner.main()
+        finally:
+            if self._tasks.get(runner.name) is asyncio.current_task():
+                del self._tasks[runner.name]
+
+    async def shutdown(self, leave: bool) -> None:
+        """Stop every unit (or leave them running) and wait for every runner task to end."""
+        for runner in list(self.runners.values()):
+            if leave:
+                runner.detach()
+            else:
+                runner.remove()  # a clean stop leaves nothing to re-adopt
+        self.runners.clear()
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for runner in self.runners.values():
+            counts[runner.state.value] = counts.get(runner.state.value, 0) + 1
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no units"
+        return f"{len(self.runners)} units: {states}"
+
+    # -- Controller ------------------------------------------------------------------------
+
+    def _runner(self, name: str) -> UnitRunner:
+        try:
+            return self.runners[name]
+        except KeyError:
+            raise UnitNotFound(name) from None
+
+    def list_units(self) -> list[UnitStatus]:
+        return [status.unit_status(self.runners[n]) for n in sorted(self.runners)]
+
+    def get_unit(self, name: str) -> UnitStatus:
+        return status.unit_status(self._runner(name))
+
+    async def start(self, name: str) -> UnitStatus:
+        runner = self._runner(name)
+        if runner.spec is not None and runner.state not in (State.RUNNING, State.STARTING):
+            before = runner.launches
+            runner.start()
+            await runner.wait(lambda: _start_settled(runner, before))
+        return status.unit_status(runner)
+
+    async def stop(self, name: str) -> UnitStatus:
+        runner = self._runner(name)
+        runner.stop()
+        await runner.wait(lambda: runner.state.is_settled() and not runner.start_pending)
+        return status.unit_status(runner)
+
+    async def restart(self, name: str) -> UnitStatus:
+        runner = self._runner(name)
+        if runner.spec is not None:
+            before = runner.launches
+            runner.restart()
+            await runner.wait(lambda: _start_settled(runner, before))
+        return status.unit_status(runner)
+
+    async def events(self) -> AsyncIterator[UnitEvent]:
+        queue: asyncio.Queue[UnitEvent] = asyncio.Queue(EVENT_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    def _emit(self, event: UnitEvent) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+
+    def log_path(self, name: str) -> str:
+        self._runner(name)
+        return str(self.config.log_dir / f"{name}.log")
+
+
+def _start_settled(runner: UnitRunner, launches_before: int) -> bool:
+    """A start request has had its effect: a launch happened and is over, or it was dropped."""
+    if runner.launches > launches_before:
+        return runner.state is not State.STARTING
+    return not runner.start_pending and runner.state.is_settled()

@@ -1,0 +1,250 @@
+"""One run of a unit: its sandbox's PID 1, pidfd, cgroup, output pipe and OOM watch.
+
+A Run owns these kernel resources from launch (or re-adoption) to `finish()` (the process has
+ended: tear everything down) or `detach()` (the daemon leaves the service running: close only
+the daemon's own fds). It reports what happens through one `on_change` callback and decides
+nothing: the policy lives in the unit runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
+from supervisor.engine import proc
+from supervisor.engine.launching import Launcher
+from supervisor.engine.output import Capture, RotatingLog
+from supervisor.engine.store import UnitRecord
+from supervisor.errors import CgroupError
+from supervisor.log import get_logger
+from supervisor.unit.schema import Resources
+from supervisor.unit.spec import UnitSpec
+
+log = get_logger()
+# How long to wait for init to reap a re-adopted PID 1 before its status counts as unknown.
+_UNKNOWN_STATUS_AFTER = 2.0
+_STATUS_POLL = 0.05
+
+
+def limits_from(resources: Resources) -> Limits:
+    """`[resources]` in the cgroup layer's terms (same names, same units)."""
+    return Limits(**{f.name: getattr(resources, f.name) for f in dataclasses.fields(Limits)})
+
+
+@dataclass(frozen=True)
+class Host:
+    """What runs need from the daemon: the loop, cgroups, the launcher, the clocks."""
+
+    loop: asyncio.AbstractEventLoop
+    cgroups: Manager
+    launcher: Launcher
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+class Run:
+    def __init__(
+        self,
+        host: Host,
+        unit: str,
+        pid: int,
+        pidfd: int,
+        *,
+        own_child: bool,
+        cgroup: UnitCgroup | None,
+        capture: Capture | None,
+        oom_base: int,
+        started_at: float,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.host, self.unit, self.pid, self.pidfd = host, unit, pid, pidfd
+        self.own_child, self.cgroup, self.capture = own_child, cgroup, capture
+        self.oom_base, self.started_at, self._on_change = oom_base, started_at, on_change
+        self.pid_start = proc.start_time(pid)
+        self.started_mono = host.monotonic() - max(0.0, host.wall() - started_at)
+        self.ended = False
+        self.status: int | None = None  # wait status; None with `ended`: unknown
+        self.oom_kills = 0  # OOM kills in this run's cgroup so far
+        self._status_deadline = 0.0
+        self._oom_watch: Closeable | None = None
+        host.loop.add_reader(pidfd, self._on_pidfd)
+        if cgroup is not None:
+            try:
+                self._oom_watch = cgroup.watch_oom(host.loop, self._on_oom)
+            except CgroupError as exc:
+                log.warning("unit.oom_watch_failed", unit=unit, error=str(exc))
+
+    # -- creation ------------------------------------------------------------------------
+
+    @classmethod
+    def launch(
+        cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
+    ) -> Run:
+        """Create the cgroup, launch the sandbox, let it exec. Raises LaunchError/CgroupError
+        after undoing what it did."""
+        cgroup = _fresh_cgroup(host.cgroups, spec.name, limits_from(spec.unit.resources))
+        capture: Capture | None = None
+        pid = pidfd = -1
+        try:
+            oom_base = cgroup.oom_kill_count()
+            capture, write_fd = Capture.new(host.loop, sink)
+            try:
+                started = host.launcher(spec, cgroup, write_fd, [capture.read_fd])
+            finally:
+                os.close(write_fd)  # the service holds it now; EOF comes when it is gone
+            pid = started.pid
+            # Hold the pidfd before `go`, so an instant exit is still seen on this process.
+            pidfd = os.pidfd_open(pid)
+            started.go()
+        except BaseException:
+            if capture is not None:
+                capture.close(drain=True)
+            discard_cgroup(cgroup, spec.name)
+            if pid > 0:
+                _reap_failed(pid)
+            if pidfd >= 0:
+                os.close(pidfd)
+            raise
+        return cls(
+            host, spec.name, pid, pidfd, own_child=True, cgroup=cgroup, capture=capture,
+            oom_base=oom_base, started_at=host.wall(), on_change=on_change,
+        )  # fmt: skip
+
+    @classmethod
+    def adopt(
+        cls, host: Host, record: UnitRecord, sink: RotatingLog, on_change: Callable[[], None]
+    ) -> Run | None:
+        """Take over the PID 1 a previous daemon left running; None if it has ended (or its
+        PID now belongs to another process)."""
+        if record.pid is None or record.pid_start is None or record.started_at is None:
+            return None
+        pidfd = proc.open_pidfd(record.pid, record.pid_start)
+        if pidfd is None:
+            return None
+        capture = None
+        if record.output_fd is not None and record.output_inode is not None:
+            capture = Capture.reopen(
+                host.loop, sink, record.pid, record.output_fd, record.output_inode
+            )
+            if capture is None:
+                log.warning("unit.output_lost", unit=record.unit, fd=record.output_fd)
+        return cls(
+            host, record.unit, record.pid, pidfd, own_child=False,
+            cgroup=host.cgroups.open(record.unit), capture=capture, oom_base=record.oom_base,
+            started_at=record.started_at, on_change=on_change,
+        )  # fmt: skip
+
+    # -- while it runs -------------------------------------------------------------------
+
+    def uptime(self) -> float:
+        return self.host.monotonic() - self.started_mono
+
+    def signal(self, signum: int) -> bool:
+        return not self.ended and proc.send_signal(self.pidfd, signum)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the sandbox (PID 1 first, then the whole cgroup)."""
+        self.signal(signal.SIGKILL)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.kill_all()
+            except CgroupError as exc:
+                log.error("unit.kill_failed", unit=self.unit, error=str(exc))
+
+    def reason(self) -> str:
+        return proc.exit_reason(self.status, self.oom_kills)
+
+    def _on_pidfd(self) -> None:
+        self.host.loop.remove_reader(self.pidfd)
+        if self.own_child:
+            self.status = proc.reap(self.pid)
+        if self.status is None:
+            self._status_deadline = self.host.monotonic() + _UNKNOWN_STATUS_AFTER
+            self._poll_status()
+        else:
+            self._ended()
+
+    def _poll_status(self) -> None:
+        # Not our child (re-adopted): init reaps it, then the kernel keeps the status for us.
+        self.status = proc.exit_status_from_pidfd(self.pidfd)
+        if self.status is None and self.host.monotonic() < self._status_deadline:
+            self.host.loop.call_later(_STATUS_POLL, self._poll_status)
+        else:
+            self._ended()
+
+    def _ended(self) -> None:
+        self._refresh_oom()
+        self.ended = True
+        self._on_change()
+
+    def _on_oom(self, event: OomEvent) -> None:
+        self.oom_kills = max(self.oom_kills, event.oom_kills - self.oom_base)
+        self._on_change()
+
+    def _refresh_oom(self) -> None:
+        if self.cgroup is not None:
+            with contextlib.suppress(CgroupError, OSError):
+                self.oom_kills = max(self.oom_kills, self.cgroup.oom_kill_count() - self.oom_base)
+
+    # -- the end -------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The run has ended: drain its output, remove its cgroup, close its fds."""
+        self._close_fds()
+        if self.cgroup is not None:
+            discard_cgroup(self.cgroup, self.unit)
+
+    def detach(self) -> None:
+        """Leave the service running (daemon exit with on_exit = "leave")."""
+        if not self.ended:
+            self.host.loop.remove_reader(self.pidfd)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if self._oom_watch is not None:
+            self._oom_watch.close()
+            self._oom_watch = None
+        if self.capture is not None:
+            self.capture.close(drain=True)
+            self.capture = None
+        if self.pidfd >= 0:
+            self.host.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def _fresh_cgroup(cgroups: Manager, unit: str, limits: Limits) -> UnitCgroup:
+    try:
+        return cgroups.create(unit, limits)
+    except CgroupError:
+        leftover = cgroups.open(unit)
+        if leftover is None or not leftover.is_populated():
+            raise
+    # Processes of an earlier run nobody watches (e.g. a state file lost): they must not
+    # share the new run's limits, and they would keep the cgroup from being reused.
+    log.warning("unit.leftover_killed", unit=unit, pids=leftover.pids())
+    leftover.kill_all()
+    return cgroups.create(unit, limits)
+
+
+def discard_cgroup(cgroup: UnitCgroup, unit: str) -> None:
+    try:
+        cgroup.destroy()
+    except CgroupError as exc:
+        log.error("unit.cgroup_leftover", unit=unit, error=str(exc))
+
+
+def _reap_failed(pid: int) -> None:
+    """Reap a PID 1 that failed before exec (it has _exit()ed or was killed with its cgroup)."""
+    # Still our unreaped child, so the PID cannot have been reused: kill -9 by PID is safe.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,100 @@
+"""Views of a unit runner: the API's UnitStatus, the state file's UnitRecord, and back.
+
+Kept apart from the state machine so that the runner reads as transitions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from supervisor.engine.model import UnitStatus
+from supervisor.engine.store import UnitRecord
+from supervisor.errors import CgroupError
+from supervisor.unit.schema import UnitFile
+from supervisor.unit.spec import UnitSpec
+
+if TYPE_CHECKING:
+    from supervisor.engine.unit_runner import UnitRunner
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def record(r: UnitRunner) -> UnitRecord:
+    run = r.run
+    return UnitRecord(
+        unit=r.name,
+        state=r.state.value,
+        spec=r.spec.to_json() if r.spec else None,
+        spec_hash=r.spec.hash if r.spec else None,
+        restart_hash=r.spec.restart_hash if r.spec else None,
+        pid=run.pid if run else None,
+        pid_start=run.pid_start if run else None,
+        started_at=run.started_at if run else None,
+        restarts=r.restarts,
+        last_exit=r.last_exit,
+        recent_exits=list(r.recent_exits),
+        oom_kills=r.oom_kills,
+        oom_base=run.oom_base if run else 0,
+        output_fd=run.capture.read_fd if run and run.capture else None,
+        output_inode=run.capture.inode if run and run.capture else None,
+    )
+
+
+def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
+    """The UnitSpec a state file recorded (None if absent or no longer valid)."""
+    if not data:
+        return None
+    fields = dict(data)
+    name, path = fields.pop("name", None), fields.pop("path", "")
+    try:
+        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields))
+    except ValueError:
+        return None
+
+
+def unit_status(r: UnitRunner) -> UnitStatus:
+    run, spec = r.run, r.spec
+    usage: dict[str, Any] = {}
+    memory: int | None = None
+    if run is not None and run.cgroup is not None and not run.ended:
+        try:
+            stats = run.cgroup.stats()
+        except (CgroupError, OSError):
+            pass
+        else:
+            memory = stats.memory_current
+            usage = {
+                "memory_bytes": stats.memory_current,
+                "memory_peak_bytes": stats.memory_peak,
+                "cpu_usage_usec": stats.cpu_usage_usec,
+                "pids": stats.pids_current,
+                "oom_kills_this_run": run.oom_kills,
+            }
+    error = r.error
+    if r.invalid:
+        error = "invalid unit file (the running version is kept): " + "; ".join(r.invalid)
+    next_start_in = None
+    if r.state.value == "backoff":
+        next_start_in = round(max(0.0, r.next_start - r.host.monotonic()), 3)
+    return UnitStatus(
+        name=r.name,
+        state=r.state.value,
+        pid=run.pid if run else None,
+        restarts=r.restarts,
+        last_exit=r.last_exit,
+        oom_kills=r.oom_kills,
+        memory_bytes=memory,
+        started_at=dt.datetime.fromtimestamp(run.started_at, dt.UTC) if run else None,
+        error=error,
+        health=None,
+        next_start_in=next_start_in,
+        spec_hash=spec.hash if spec else None,
+        limits=spec.unit.resources.model_dump(mode="json") if spec else {},
+        usage=usage,
+        recent_events=list(r.recent_events),
+        recent_exits=list(r.recent_exits),
+        extra={"invalid": list(r.invalid), "oom_policy": spec.unit.oom.policy if spec else None},
+    )
