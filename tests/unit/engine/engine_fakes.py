@@ -1,0 +1,172 @@
+"""Fakes for engine tests without root: an in-memory cgroup manager and a launcher that
+posix_spawns the unit's exec directly (a real child process, no namespaces)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.cgroups import CgroupStats, Limits, OomEvent
+from supervisor.engine.output import RotatingLog
+from supervisor.engine.run import Host
+from supervisor.engine.store import Store
+from supervisor.engine.unit_runner import UnitRunner
+from supervisor.errors import CgroupError, LaunchError
+from supervisor.unit.schema import UnitFile
+from supervisor.unit.spec import UnitSpec
+
+
+def make_spec(name: str = "svc", script: str = "sleep 100", **sections: Any) -> UnitSpec:
+    data: dict[str, Any] = {"service": {"exec": ["/bin/sh", "-c", script]}}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return UnitSpec(name, f"/units/{name}.toml", UnitFile.model_validate(data))
+
+
+class _Closer:
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.close = fn
+
+
+@dataclass
+class FakeCgroup:
+    name: str
+    limits: Limits
+    oom: int = 0
+    pids_: list[int] = field(default_factory=list)
+    destroyed: bool = False
+    callbacks: list[Callable[[OomEvent], None]] = field(default_factory=list)
+
+    def procs_files(self) -> list[str]:
+        return []
+
+    def add_pid(self, pid: int) -> None:
+        self.pids_.append(pid)
+
+    def apply(self, limits: Limits) -> list[str]:
+        self.limits = limits
+        return []
+
+    def stats(self) -> CgroupStats:
+        return CgroupStats(1 << 20, None, 0, len(self.pids_), self.oom)
+
+    def oom_kill_count(self) -> int:
+        return self.oom
+
+    def pids(self) -> list[int]:
+        return [p for p in self.pids_ if _alive(p)]
+
+    def is_populated(self) -> bool:
+        return bool(self.pids())
+
+    def kill_all(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def destroy(self) -> None:
+        self.kill_all()
+        self.destroyed = True
+
+    def watch_oom(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
+    ) -> _Closer:
+        self.callbacks.append(callback)
+        return _Closer(lambda: self.callbacks.remove(callback))
+
+    def oom_kill(self, victim: int | None = None) -> None:
+        """What the kernel does: count, SIGKILL the victim, notify."""
+        self.oom += 1
+        if victim is not None:
+            os.kill(victim, signal.SIGKILL)
+        for cb in list(self.callbacks):
+            cb(OomEvent(self.name, self.oom))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class FakeManager:
+    version = 0
+
+    def __init__(self) -> None:
+        self.cgroups: dict[str, FakeCgroup] = {}
+        self.created = 0
+
+    def create(self, unit: str, limits: Limits) -> FakeCgroup:
+        old = self.cgroups.get(unit)
+        if old is not None and not old.destroyed and old.is_populated():
+            raise CgroupError(f"{unit} populated")
+        self.created += 1
+        self.cgroups[unit] = FakeCgroup(unit, limits)
+        return self.cgroups[unit]
+
+    def open(self, unit: str) -> FakeCgroup | None:
+        cg = self.cgroups.get(unit)
+        return cg if cg is not None and not cg.destroyed else None
+
+    def list_units(self) -> list[str]:
+        return [n for n, c in self.cgroups.items() if not c.destroyed]
+
+
+@dataclass
+class Spawned:
+    pid: int
+    fail: str | None = None
+
+    def go(self) -> None:
+        if self.fail:
+            raise LaunchError("svc", "exec", self.fail, 2)
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.fail: str | None = None
+        self.launched: list[int] = []
+
+    def __call__(
+        self, spec: UnitSpec, cgroup: Any, output_fd: int, keep_fds: Sequence[int]
+    ) -> Spawned:
+        argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
+        pid = os.posix_spawn(
+            argv[0], argv, dict(os.environ),
+            file_actions=[(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)],
+        )  # fmt: skip
+        cgroup.add_pid(pid)
+        self.launched.append(pid)
+        return Spawned(pid, self.fail)
+
+
+@dataclass
+class Rig:
+    host: Host
+    manager: FakeManager
+    launcher: FakeLauncher
+    store: Store
+    log_dir: Path
+    events: list[Any] = field(default_factory=list)
+
+    def runner(self, spec: UnitSpec) -> UnitRunner:
+        sink = RotatingLog(self.log_dir / f"{spec.name}.log", 1 << 20, 2)
+        return UnitRunner(
+            spec.name, spec, host=self.host, store=self.store, sink=sink, emit=self.events.append
+        )
+
+
+def make_rig(tmp_path: Path) -> Rig:
+    manager, launcher = FakeManager(), FakeLauncher()
+    host = Host(asyncio.get_running_loop(), manager, launcher)
+    store = Store(tmp_path / "state")
+    store.prepare()
+    return Rig(host, manager, launcher, store, tmp_path / "log")

@@ -1,0 +1,127 @@
+"""Reload semantics end to end in-process: the reconciler with a fake loader, cgroups and
+launcher, driven through the Controller methods."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_fakes import make_rig, make_spec
+
+from supervisor.config import DaemonConfig
+from supervisor.engine.reconciler import Reconciler
+from supervisor.engine.states import State
+from supervisor.errors import UnitNotFound
+from supervisor.unit.spec import UnitSpec
+
+
+@dataclass
+class FakeLoad:
+    specs: dict[str, UnitSpec] = field(default_factory=dict)
+    errors: dict[str, list[object]] = field(default_factory=dict)
+
+
+class FakeLoader:
+    def __init__(self) -> None:
+        self.load = FakeLoad()
+
+    def load_directory(self, directory: Path) -> FakeLoad:
+        return self.load
+
+
+def test_reload_semantics(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
+                              log_dir=tmp_path / "log")  # fmt: skip
+        loader.load.specs = {
+            "keep": make_spec("keep"),
+            "gone": make_spec("gone"),
+            "edit": make_spec("edit"),
+            "live": make_spec("live"),
+            "bad": make_spec("bad"),
+            "manual": make_spec("manual", service={"autostart": False}),
+        }
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            first = await rec.reload()
+            assert first.started == ["bad", "edit", "gone", "keep", "live"]
+            assert first.deferred == ["manual"]
+            for name in first.started:
+                await rec.start(name)
+            pids = {s.name: s.pid for s in rec.list_units()}
+            assert rec.get_unit("manual").state == "stopped"
+
+            loader.load.specs = {
+                "keep": make_spec("keep"),
+                "edit": make_spec("edit", script="sleep 200"),
+                "live": make_spec("live", resources={"memory_max": "64M"}),
+                "new": make_spec("new"),
+                "manual": make_spec("manual", service={"autostart": False}),
+            }
+            loader.load.errors = {"bad": ["bad.toml: service.exec: field required"]}
+            result = await rec.reload()
+            assert not result.ok
+            assert (result.started, result.restarted, result.updated, result.stopped) == (
+                ["new"],
+                ["edit"],
+                ["live"],
+                ["gone"],
+            )
+            assert sorted(result.unchanged) == ["keep", "manual"]
+            assert result.invalid == {"bad": ["bad.toml: service.exec: field required"]}
+
+            await rec.start("new")
+            await asyncio.sleep(0.2)
+            status = {s.name: s for s in rec.list_units()}
+            assert "gone" not in status
+            assert status["keep"].pid == pids["keep"]  # untouched
+            assert status["live"].pid == pids["live"]  # applied live, no restart
+            assert rig.manager.cgroups["live"].limits.memory_max == 64 << 20
+            assert status["edit"].state == "running" and status["edit"].pid != pids["edit"]
+            assert status["bad"].state == "running" and status["bad"].pid == pids["bad"]
+            assert status["bad"].error and "field required" in status["bad"].error
+
+            with pytest.raises(UnitNotFound):
+                rec.get_unit("gone")
+            stopped = await rec.stop("keep")
+            assert stopped.state == "stopped" and stopped.last_exit == "signal:SIGTERM"
+            # reload does not undo an operator's stop
+            assert "keep" in (await rec.reload()).unchanged
+            assert rec.get_unit("keep").state == "stopped"
+            restarted = await rec.restart("keep")
+            assert restarted.state == "running"
+            await rec.shutdown(leave=False)
+        assert rig.store.load_all() == {}
+        assert all(cg.destroyed for cg in rig.manager.cgroups.values())
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_events_stream(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        loader.load.specs = {"a": make_spec("a", script="exit 1", restart={"policy": "no"})}
+        config = DaemonConfig(units_dir=tmp_path, log_dir=tmp_path / "log")
+        seen: list[Any] = []
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+
+            async def consume() -> None:
+                async for event in rec.events():
+                    seen.append((event.unit, event.event))
+                    if event.event == "exited":
+                        return
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0)
+            await rec.reload()
+            await asyncio.wait_for(consumer, 5)
+            assert rec.get_unit("a").state == State.EXITED.value
+            await rec.shutdown(leave=False)
+        assert seen == [("a", "started"), ("a", "exited")]
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -1,0 +1,219 @@
+"""The unit state machine on real child processes, with fake cgroups and launcher (no root)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from engine_fakes import Rig, make_rig, make_spec
+from structlog.testing import capture_logs
+
+from supervisor.engine import proc
+from supervisor.engine.states import State
+from supervisor.engine.store import UnitRecord
+from supervisor.engine.unit_runner import UnitRunner
+
+CAPTURE = [structlog.contextvars.merge_contextvars]
+KERNEL = tuple(int(x) for x in os.uname().release.split(".")[:2])
+
+
+def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
+    async def wrapper() -> None:
+        await main(make_rig(tmp_path))
+
+    asyncio.run(asyncio.wait_for(wrapper(), 20))
+
+
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 5) -> None:
+    await asyncio.wait_for(runner.wait(done), timeout)
+
+
+async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
+    runner.remove()
+    await asyncio.wait_for(task, 15)
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+def test_crash_backoff_then_failed(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(script="echo out; exit 3", restart={"delay": "50ms", "burst": 3})
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.FAILED)
+        assert r.restarts == 2 and r.launches == 3
+        assert list(r.recent_exits) == ["exit-code:3"] * 3
+        assert r.error and "start limit" in r.error
+        await finish(r, task)
+        assert rig.store.load_all() == {}
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    assert [e["reason"] for e in events(logs, "unit.exited")] == ["exit-code:3"] * 3
+    assert [e["delay"] for e in events(logs, "unit.backoff")] == [0.05, 0.1]
+    assert len(events(logs, "unit.failed")) == 1
+    started = events(logs, "unit.started")
+    assert len(started) == 3 and all(e["unit"] == "svc" and e["pid"] > 0 for e in started)
+    assert (tmp_path / "log" / "svc.log").read_text() == "out\n" * 3
+
+
+def test_policy_no_and_clean_exit(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        r = rig.runner(make_spec(script="exit 0"))  # on-failure: a clean exit is final
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.EXITED)
+        assert r.last_exit == "exit-code:0" and r.restarts == 0
+        r2 = rig.runner(make_spec("other", script="kill -9 $$", restart={"policy": "no"}))
+        task2 = asyncio.create_task(r2.main())
+        r2.start()
+        await until(r2, lambda: r2.state is State.EXITED)
+        assert r2.last_exit == "signal:SIGKILL"  # no OOM kill counted: a plain SIGKILL
+        await finish(r, task)
+        await finish(r2, task2)
+
+    run(main, tmp_path)
+
+
+def test_stop_escalates_to_the_cgroup(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(
+            script="trap '' TERM; while :; do sleep 0.05; done", service={"stop_timeout": "300ms"}
+        )
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        began = time.monotonic()
+        r.stop()
+        await until(r, lambda: r.state is State.STOPPED)
+        assert 0.3 <= time.monotonic() - began < 3
+        assert r.last_exit == "signal:SIGKILL"
+        assert rig.manager.cgroups["svc"].destroyed
+        await finish(r, task)
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    (timeout,) = events(logs, "unit.stop_timeout")
+    assert timeout["log_level"] == "warning" and timeout["elapsed"] >= 0.3
+    assert timeout["unit"] == "svc" and timeout["signal"] == "SIGTERM"
+
+
+def test_launch_error_is_failed(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        rig.launcher.fail = "exec /nope: No such file or directory"
+        r = rig.runner(make_spec())
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.FAILED)
+        assert r.last_exit == "launch-error:exec: exec /nope: No such file or directory"
+        assert rig.manager.cgroups["svc"].destroyed
+        rig.launcher.fail = None
+        r.start()  # an operator start resets the failed unit
+        await until(r, lambda: r.state is State.RUNNING)
+        await finish(r, task)
+
+    run(main, tmp_path)
+
+
+def test_oom_kill_of_pid1_per_policy(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        r = rig.runner(make_spec(oom={"policy": "stop"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        assert r.run is not None
+        rig.manager.cgroups["svc"].oom_kill(victim=r.run.pid)
+        await until(r, lambda: r.state is State.EXITED)
+        assert r.last_exit == "oom-killed" and r.oom_kills == 1
+        await finish(r, task)
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    assert [e["reason"] for e in events(logs, "unit.exited")] == ["oom-killed"]
+
+
+def test_oom_kill_of_another_process(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        # continue: counted and logged, the unit keeps running
+        r = rig.runner(make_spec(oom={"policy": "continue"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        pid = r.run.pid if r.run else 0
+        rig.manager.cgroups["svc"].oom_kill()
+        await asyncio.sleep(0.4)
+        assert r.state is State.RUNNING and r.oom_kills == 1 and r.run and r.run.pid == pid
+        # restart: the sandbox is restarted as a failure with reason oom-killed
+        r2 = rig.runner(make_spec("r2", restart={"delay": "10ms"}))
+        task2 = asyncio.create_task(r2.main())
+        r2.start()
+        await until(r2, lambda: r2.state is State.RUNNING)
+        rig.manager.cgroups["r2"].oom_kill()
+        await until(r2, lambda: r2.restarts == 1 and r2.state is State.RUNNING)
+        assert r2.last_exit == "oom-killed" and r2.oom_kills == 1
+        await finish(r, task)
+        await finish(r2, task2)
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    kills = events(logs, "unit.oom_kill")
+    assert [(e["unit"], e["count"], e["pid1_alive"]) for e in kills] == [
+        ("svc", 1, True),
+        ("r2", 1, True),
+    ]
+
+
+def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        # A grandchild whose parent exits: reparented to init (we are no subreaper here).
+        out = subprocess.run(
+            ["/bin/sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        pid = int(out.stdout)
+        spec = make_spec()
+        record = UnitRecord(
+            "svc", "running", spec=spec.to_json(), spec_hash=spec.hash, pid=pid,
+            pid_start=proc.start_time(pid), started_at=time.time() - 100, restarts=4,
+        )  # fmt: skip
+        r = rig.runner(spec)
+        r.resume(record)
+        assert r.state is State.RUNNING and r.run is not None and r.run.uptime() >= 99
+        task = asyncio.create_task(r.main())
+        os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+        await until(r, lambda: r.state is State.BACKOFF)
+        # The status of a process we did not fork: from PIDFD_INFO_EXIT (Linux 6.15+).
+        expected = "signal:SIGKILL" if KERNEL >= (6, 15) else "lost"
+        assert r.last_exit == expected
+        assert r.restarts == 4
+        await finish(r, task)
+
+    run(main, tmp_path)
+
+
+def test_readopt_lost_and_pid_reuse(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(restart={"policy": "no"})
+        record = UnitRecord(
+            "svc", "running", spec=spec.to_json(), pid=os.getpid(),
+            pid_start=12345, started_at=time.time() - 5,  # our PID, another start time
+        )  # fmt: skip
+        r = rig.runner(spec)
+        r.resume(record)
+        assert r.state is State.EXITED and r.last_exit == "lost" and r.run is None
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    (lost,) = events(logs, "unit.exited")
+    assert lost["reason"] == "lost" and lost["log_level"] == "warning"
