@@ -20,6 +20,7 @@ import fcntl
 import os
 import platform
 import resource
+import signal
 import socket
 import stat
 import struct
@@ -131,6 +132,10 @@ class Syscalls(Protocol):
     def setrlimit(self, which: int, soft: int, hard: int) -> None: ...
     def seccomp_load(self, bpf: bytes) -> None: ...
     def fork(self) -> int: ...
+    def setsid(self) -> None: ...
+    def reset_signals(self) -> None: ...
+    def close_fds_except(self, keep: set[int]) -> None: ...
+    def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None: ...
     def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn: ...
 
 
@@ -329,6 +334,35 @@ class LibcSyscalls:
     def fork(self) -> int:
         return os.fork()
 
+    def setsid(self) -> None:
+        os.setsid()
+
+    def reset_signals(self) -> None:
+        # Dispositions set to SIG_IGN survive execve (Python ignores SIGPIPE), the mask is
+        # inherited, and the daemon's wakeup fd would carry a child's signal into its loop.
+        signal.set_wakeup_fd(-1)
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                with contextlib.suppress(OSError, ValueError):
+                    signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+    def close_fds_except(self, keep: set[int]) -> None:
+        # close_range(2) under the hood: a gap at a time, not a million close() calls.
+        low = 3
+        for fd in sorted(f for f in keep if f >= 3):
+            if fd > low:
+                os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 20)
+
+    def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None:
+        out, err = os.dup(stdout_fd), os.dup(stderr_fd)
+        null = os.open("/dev/null", os.O_RDONLY)
+        for src, dst in ((null, 0), (out, 1), (err, 2)):
+            os.dup2(src, dst)
+            os.close(src)
+
     def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
         os.execve(path, argv, env)
 
@@ -443,6 +477,18 @@ class RecordingSyscalls:
     def fork(self) -> int:
         self._record("fork")
         return self.fork_result
+
+    def setsid(self) -> None:
+        self._record("setsid")
+
+    def reset_signals(self) -> None:
+        self._record("reset_signals")
+
+    def close_fds_except(self, keep: set[int]) -> None:
+        self._record("close_fds_except", sorted(keep))
+
+    def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None:
+        self._record("setup_stdio", stdout_fd, stderr_fd)
 
     def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
         self._record("execve", path, list(argv), dict(env))

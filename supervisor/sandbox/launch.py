@@ -139,6 +139,7 @@ def build_plan(req: LaunchRequest, host: rootfs.HostLayout | None = None) -> Chi
         cgroup_procs=tuple(req.cgroup_procs),
         clone_flags=flags,
         hostname=req.spec.hostname if "uts" in unit.sandbox.namespaces else None,
+        userns="user" in unit.sandbox.namespaces,
         loopback="net" in unit.sandbox.namespaces,
         root_ops=tuple(ops),
         user=unit.service.user,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -47,6 +46,7 @@ class ChildPlan:
     cgroup_procs: tuple[str, ...]
     clone_flags: int
     hostname: str | None  # None: no uts namespace
+    userns: bool  # own user namespace: become its root before touching any filesystem
     loopback: bool  # bring lo up (own net namespace)
     root_ops: tuple[rootfs.Op, ...]
     user: str
@@ -78,28 +78,6 @@ def _report(fd: int, msg: PidReport | ChildError) -> None:
         os.write(fd, encode(msg))
 
 
-def _close_all_but(keep: set[int]) -> None:
-    # Daemon fds (control socket, other units' log files and go pipes) must not reach the
-    # service: a leaked fd is a capability the sandbox was never given.
-    low = 3
-    for fd in sorted(f for f in keep if f >= 3):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
-
-
-def _reset_signals() -> None:
-    # Dispositions set to SIG_IGN survive execve (Python ignores SIGPIPE), and the daemon's
-    # wakeup fd would carry a child's signal into the daemon's event loop.
-    signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
 def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> None:
     try:
         fn(*args)
@@ -110,8 +88,10 @@ def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> No
 def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
     """The launcher child: cgroup, unshare, fork PID 1, report, exit."""
     try:
-        _reset_signals()
-        _close_all_but({plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
+        # Daemon fds (control socket, other units' log files and go pipes) must not reach
+        # the service: a leaked fd is a capability the sandbox was never given.
+        sys.reset_signals()
+        sys.close_fds_except({plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
         for procs in plan.cgroup_procs:
             _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
@@ -135,7 +115,11 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
             # The daemon died or aborted this launch: build nothing.
             raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
         os.close(fds.go_r)
-        os.setsid()
+        sys.setsid()
+        if plan.userns:
+            # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
+            # inode fails with EOVERFLOW) until we switch to the mapped root the daemon set up.
+            _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
         build_sandbox(plan, sys)
         identity = apply_identity(plan, sys)
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
@@ -165,11 +149,7 @@ def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
         _step("network", "bring lo up", lambda: sys.link_up("lo"))
     for res, soft, hard in plan.rlimits:
         _step("rlimits", f"setrlimit {res}", sys.setrlimit, res, soft, hard)
-    out, err = os.dup(plan.stdout_fd), os.dup(plan.stderr_fd)
-    null = os.open("/dev/null", os.O_RDONLY)
-    for src, dst in ((null, 0), (out, 1), (err, 2)):
-        os.dup2(src, dst)
-        os.close(src)
+    _step("stdio", "set up stdin/stdout/stderr", sys.setup_stdio, plan.stdout_fd, plan.stderr_fd)
 
 
 def _read_or_empty(sys: Syscalls, path: str) -> str:

@@ -1,0 +1,329 @@
+"""Launching real sandboxes as root on this kernel: namespaces, root views, privileges, errors.
+
+Each test launches through `supervisor.sandbox.launch` exactly as the daemon does (we are a
+child subreaper), checks from the outside (/proc/<pid>/ns, the cgroup) and from the inside (the
+probe's JSON), and leaves nothing behind: the module fixture compares the host's mount table.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
+import harness  # lives with the probe it drives, in tests/probe
+
+from supervisor.errors import LaunchError
+from supervisor.linux.caps import mask_of
+from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.unit.schema import DEFAULT_CAPABILITIES
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.cgroup_v1,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
+    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _host_untouched() -> Iterator[None]:
+    harness.set_subreaper()
+    before = harness.mountinfo()
+    yield
+    assert harness.mountinfo() == before, "a test left a mount on the host"
+
+
+def test_every_namespace_differs_and_pid1_is_in_its_cgroup() -> None:
+    spec = harness.unit(["/bin/sleep", "30"], name="nscheck")
+    out = os.open("/dev/null", os.O_WRONLY)
+    with harness.v1_cgroup() as procs:
+        launched = launch(LaunchRequest(spec, procs, out, out))
+        try:
+            launched.go()
+            for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup"):
+                inner = os.readlink(f"/proc/{launched.pid}/ns/{ns}")
+                assert inner != os.readlink(f"/proc/self/ns/{ns}"), ns
+            assert os.readlink(f"/proc/{launched.pid}/ns/user") == os.readlink("/proc/self/ns/user")
+            for path in procs:
+                assert Path(path).read_text().split() == [str(launched.pid)]
+            assert os.getpid() == int(
+                Path(f"/proc/{launched.pid}/status").read_text().split("PPid:")[1].split()[0]
+            ), "PID 1 re-parents to the subreaper"
+        finally:
+            os.kill(launched.pid, signal.SIGKILL)
+            os.waitpid(launched.pid, 0)
+            os.close(out)
+
+
+def test_inside_view_of_a_default_sandbox() -> None:
+    queue = subprocess.run(["ipcmk", "-Q"], capture_output=True, text=True, check=True)
+    qid = queue.stdout.split()[-1]
+    try:
+        res = harness.run(harness.probe_unit("info", name="viewer", service={"env": {"A": "b"}}))
+    finally:
+        subprocess.run(["ipcrm", "-q", qid], check=True)
+    assert res.exit_code == 0, res.stderr
+    info = res.json()
+    assert info["pid"] == 1
+    assert info["ppid"] == 0
+    assert info["pids"] == [1], "no host process is visible"
+    assert info["hostname"] == "viewer"
+    assert info["interfaces"] == {"lo": True}
+    assert info["msg_queues"] == 0, "the host's SysV queue is not visible"
+    want = mask_of(DEFAULT_CAPABILITIES)
+    assert info["caps"] == dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), want)
+    assert info["no_new_privs"] == 1
+    assert info["seccomp"] == 2
+    assert (info["uid"], info["gid"], info["cwd"]) == (0, 0, "/")
+    assert info["env"]["A"] == "b"
+    assert info["env"]["HOSTNAME"] == "viewer"
+    assert info["env"]["HOME"] == "/root"
+    assert info["nofile"][0] == 1024
+    assert info["core"] == [0, 0]
+    assert info["stdin_is_null"]
+    assert info["open_fds"] == [0, 1, 2, 3], "only stdio (and the probe's listdir fd) are open"
+    # Root: a fresh tmpfs with the host's system dirs and a curated /etc, nothing else.
+    assert set(info["root"]) == {
+        "bin", "dev", "etc", "lib", "lib64", "proc", "probe", "run", "sbin", "sys", "tmp", "usr",
+    }  # fmt: skip
+    assert "shadow" not in info["etc"] and "gshadow" not in info["etc"]
+    assert {"passwd", "group", "hosts", "hostname", "resolv.conf", "ld.so.cache"} <= set(
+        info["etc"]
+    )
+    assert set(info["dev"]) == {
+        "full", "null", "random", "tty", "urandom", "zero", "pts", "ptmx", "shm", "fd", "stdin",
+        "stdout", "stderr",
+    }  # fmt: skip
+    mounts = info["mounts"]
+    assert mounts["/"].startswith("ro,") and mounts["/"].endswith("|tmpfs")
+    assert mounts["/usr"].startswith("ro,")
+    for path in ("/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"):
+        assert mounts[path].startswith("ro,"), path
+    for path in ("/proc/keys", "/proc/timer_list"):
+        assert path in mounts, f"{path} is masked"
+    assert mounts["/proc/acpi"].startswith("ro,") and mounts["/sys/firmware"].startswith("ro,")
+    assert mounts["/sys"].startswith("ro,") and mounts["/sys"].endswith("|sysfs")
+    for path in ("/tmp", "/run", "/dev", "/dev/shm"):
+        assert mounts[path].endswith("|tmpfs"), path
+    assert mounts["/dev/pts"].endswith("|devpts")
+    assert info["writable"] == {
+        "/": "EROFS", "/usr": "EROFS", "/etc": "EROFS", "/tmp": "ok", "/run": "ok",
+        "/dev/shm": "ok",
+    }  # fmt: skip
+
+
+def test_user_group_workdir_env_and_ambient_caps() -> None:
+    spec = harness.probe_unit(
+        "info",
+        service={"user": "nobody", "group": "daemon", "workdir": "/tmp", "env": {"X": "1"}},
+        security={"capabilities": ["NET_BIND_SERVICE"]},
+    )
+    info = harness.run(spec, extra_env={"NOTIFY_SOCKET": "/run/notify"}).json()
+    assert (info["uid"], info["gid"], info["groups"]) == (65534, 1, [1])
+    assert info["cwd"] == "/tmp"
+    assert info["env"]["X"] == "1" and info["env"]["NOTIFY_SOCKET"] == "/run/notify"
+    assert info["env"]["USER"] == "nobody"
+    bit = 1 << 10
+    assert info["caps"] == dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), bit)
+
+
+def test_unconfined_and_without_no_new_privs() -> None:
+    info = harness.run(
+        harness.probe_unit("info", security={"seccomp": "unconfined", "no_new_privileges": False})
+    ).json()
+    assert info["seccomp"] == 0
+    assert info["no_new_privs"] == 0
+    # seccomp on, no_new_privs off: the filter is loaded while CAP_SYS_ADMIN is still held.
+    info = harness.run(harness.probe_unit("info", security={"no_new_privileges": False})).json()
+    assert (info["seccomp"], info["no_new_privs"]) == (2, 0)
+
+
+@pytest.fixture
+def busybox_root(tmp_path: Path) -> Path:
+    if not os.path.exists("/usr/bin/busybox"):
+        pytest.skip("busybox-static is not installed")
+    root = tmp_path / "rootfs"
+    for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "run", "srv"):
+        (root / d).mkdir(parents=True)
+    (root / "bin/busybox").write_bytes(Path("/usr/bin/busybox").read_bytes())
+    (root / "bin/busybox").chmod(0o755)
+    for applet in ("sh", "cat", "ls", "id", "touch", "echo", "true", "hostname", "mount", "sleep"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\napp:x:1000:\n")
+    (root / "marker").write_text("lower\n")
+    return root
+
+
+def test_busybox_directory_root(busybox_root: Path) -> None:
+    spec = harness.unit(
+        ["/bin/sh", "-c", "ls /; id; cat /marker; touch /x 2>&1; echo rc=$?"],
+        sandbox={"root": str(busybox_root)},
+        service={"user": "app"},
+    )
+    res = harness.run(spec)
+    text = res.stdout.decode()
+    assert res.exit_code == 0, res.stderr
+    assert "marker" in text and "usr" not in text.split()
+    assert "uid=1000(app) gid=1000(app)" in text
+    assert "lower" in text
+    assert "Read-only file system" in text and "rc=1" in text
+
+
+def test_overlay_on_a_directory_root_leaves_the_lower_untouched(
+    busybox_root: Path, tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay"
+    spec = harness.unit(
+        ["/bin/sh", "-c", "echo upper > /marker && echo new > /created && cat /marker"],
+        sandbox={"root": str(busybox_root), "overlay": True},
+    )
+    res = harness.run(spec, overlay_dir=str(overlay))
+    assert res.stdout.decode() == "upper\n", res.stderr
+    assert (busybox_root / "marker").read_text() == "lower\n"
+    assert not (busybox_root / "created").exists()
+    assert (overlay / "upper/created").read_text() == "new\n"
+
+
+def test_overlay_on_the_host_root(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    spec = harness.unit(
+        [
+            "/bin/sh",
+            "-c",
+            "echo cow > /usr/sandboxd-overlay-probe && cat /usr/sandboxd-overlay-probe",
+        ],
+        sandbox={"overlay": True},
+    )
+    res = harness.run(spec, overlay_dir=str(overlay))
+    assert res.stdout == b"cow\n", res.stderr
+    assert not Path("/usr/sandboxd-overlay-probe").exists()
+    assert (overlay / "upper/usr/sandboxd-overlay-probe").read_text() == "cow\n"
+
+
+def test_unit_mounts_and_devices(tmp_path: Path) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "f").write_text("data\n")
+    script = (
+        "cat /srv/ro/f; touch /srv/ro/x 2>/dev/null || echo ro-denied; touch /srv/rw/y && "
+        "echo rw-ok; grep ' /scratch ' /proc/mounts; test -c /dev/net/tun && echo tun"
+    )
+    spec = harness.unit(
+        ["/bin/sh", "-c", script],
+        sandbox={
+            "mounts": [
+                {"source": str(ro), "target": "/srv/ro"},
+                {"source": str(rw), "target": "/srv/rw", "read_only": False},
+                {"type": "tmpfs", "target": "/scratch", "size": "1M"},
+            ],
+            "devices": [{"path": "/dev/net/tun", "access": "rw"}],
+        },
+    )
+    out = harness.run(spec).stdout.decode()
+    assert "data\nro-denied\nrw-ok\n" in out
+    assert "size=1024k" in out
+    assert out.endswith("tun\n")
+    assert (rw / "y").exists() and not (ro / "x").exists()
+
+
+def test_init_true_runs_tini_as_pid1_and_the_service_as_pid2() -> None:
+    spec = harness.unit(
+        ["/bin/sh", "-c", "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; (sleep 0.2 &); true"],
+        sandbox={"init": True},
+    )
+    res = harness.run(spec)
+    lines = res.stdout.decode().splitlines()
+    assert lines[0] == "2"
+    assert lines[1].startswith("tini -- /bin/sh")
+    assert res.exit_code == 0
+
+
+def test_init_forwards_signals_and_exits_with_the_service() -> None:
+    spec = harness.unit(["/bin/sleep", "30"], sandbox={"init": True})
+    out = os.open("/dev/null", os.O_WRONLY)
+    with harness.v1_cgroup() as procs:
+        launched = launch(LaunchRequest(spec, procs, out, out))
+        launched.go()
+        time.sleep(0.2)
+        os.kill(launched.pid, signal.SIGTERM)
+        _, status = os.waitpid(launched.pid, 0)
+    os.close(out)
+    # tini forwarded SIGTERM to sleep (PID 2) and exited with 128 + 15.
+    assert os.waitstatus_to_exitcode(status) == 143
+
+
+def test_user_namespace_maps_root_to_an_unprivileged_range() -> None:
+    spec = harness.unit(
+        ["/bin/sh", "-c", "cat /proc/self/uid_map; id -u"],
+        sandbox={"namespaces": ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]},
+    )
+    res = harness.run(spec)
+    assert res.stdout.split() == [b"0", b"100000", b"65536", b"0"], res.stderr
+
+
+@pytest.mark.parametrize(
+    ("sections", "stage", "needle"),
+    [
+        ({"service": {"exec": ["/nonexistent/binary"]}}, "exec", "No such file"),
+        ({"service": {"exec": ["/bin/true"], "workdir": "/nope"}}, "workdir", "chdir /nope"),
+        ({"service": {"exec": ["/bin/true"], "user": "ghost"}}, "user", "unknown user 'ghost'"),
+        ({"service": {"exec": ["/bin/true"], "group": "ghosts"}}, "user", "unknown group"),
+        (
+            {
+                "service": {"exec": ["/bin/true"]},
+                "sandbox": {"mounts": [{"type": "tmpfs", "target": "/usr/not-here/x"}]},
+            },
+            "rootfs",
+            "Read-only file system",
+        ),
+        (
+            {
+                "service": {"exec": ["/bin/true"]},
+                "sandbox": {"mounts": [{"source": "/no/such/dir", "target": "/srv"}]},
+            },
+            "plan",
+            "bind source /no/such/dir does not exist",
+        ),
+        (
+            {"service": {"exec": ["/nonexistent/binary"]}, "sandbox": {"init": True}},
+            "exec",
+            "No such file",
+        ),
+    ],
+)
+def test_launch_errors_come_back_with_stage_and_message(
+    sections: dict[str, dict[str, object]], stage: str, needle: str
+) -> None:
+    spec = harness.unit(**{"argv": sections["service"].pop("exec"), **sections})  # type: ignore[arg-type]
+    with pytest.raises(LaunchError) as info:
+        harness.run(spec)
+    err = info.value
+    assert err.stage == stage
+    assert needle in err.message
+    assert err.reason.startswith(f"launch-error:{stage}: ")
+
+
+def test_a_failed_cgroup_join_fails_the_launch_before_any_namespace() -> None:
+    spec = harness.unit(["/bin/true"])
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with pytest.raises(LaunchError) as info:
+            launch(
+                LaunchRequest(spec, ["/sys/fs/cgroup/pids/no-such-cgroup/cgroup.procs"], out, out)
+            )
+    finally:
+        os.close(out)
+    assert info.value.stage == "cgroup"
+    assert "No such file" in info.value.message
