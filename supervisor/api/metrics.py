@@ -30,7 +30,7 @@ def _number(usage: dict[str, Any], key: str) -> float | None:
 
 
 class UnitCollector(Collector):
-    """Per-unit families from the controller's snapshot; usage keys as in CgroupStats."""
+    """Per-unit families from the controller's snapshot (usage keys as engine/status.py sets)."""
 
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
@@ -60,15 +60,11 @@ class UnitCollector(Collector):
                 state.add_metric([unit.name, name], 1.0 if unit.state == name else 0.0)
             restarts.add_metric([unit.name], unit.restarts)
             ooms.add_metric([unit.name], unit.oom_kills)
-            mem = unit.memory_bytes
-            if mem is None:
-                mem_usage = _number(unit.usage, "memory_current")
-                mem = None if mem_usage is None else int(mem_usage)
-            if mem is not None:
-                memory.add_metric([unit.name], mem)
+            if unit.memory_bytes is not None:
+                memory.add_metric([unit.name], unit.memory_bytes)
             if (usec := _number(unit.usage, "cpu_usage_usec")) is not None:
                 cpu.add_metric([unit.name], usec / 1e6)
-            if (count := _number(unit.usage, "pids_current")) is not None:
+            if (count := _number(unit.usage, "pids")) is not None:
                 pids.add_metric([unit.name], count)
         yield from (up, state, restarts, ooms, memory, cpu, pids)
 

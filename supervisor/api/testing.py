@@ -38,7 +38,7 @@ def make_status(
         "error": None,
         "health": None,
         "limits": {"memory_max": 256 << 20, "pids_max": 1024, "cpu_max": 0.5},
-        "usage": {"memory_current": 12 << 20, "cpu_usage_usec": 1_500_000, "pids_current": 3},
+        "usage": {"memory_bytes": 12 << 20, "cpu_usage_usec": 1_500_000, "pids": 3},
     }
     fields.update(kw)
     return UnitStatus(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,22 @@
+"""`sandboxctl restart UNIT...`: stop, then start again with the current spec."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from supervisor.cli.commands import unit_action
+
+HELP = "restart units (stop, then start with the current unit file)"
+EPILOG = """\
+EXAMPLE:
+  sandboxctl restart web
+"""
+
+
+def register(subparsers: Any) -> None:
+    unit_action.register(subparsers, "restart", HELP, EPILOG)
+
+
+def run(args: argparse.Namespace) -> int:
+    return unit_action.act("restart", args.units)

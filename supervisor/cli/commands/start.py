@@ -1,0 +1,22 @@
+"""`sandboxctl start UNIT...`: start units (a failed unit is reset first)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from supervisor.cli.commands import unit_action
+
+HELP = "start units; a failed unit is reset and started"
+EPILOG = """\
+EXAMPLE:
+  sandboxctl start web worker
+"""
+
+
+def register(subparsers: Any) -> None:
+    unit_action.register(subparsers, "start", HELP, EPILOG)
+
+
+def run(args: argparse.Namespace) -> int:
+    return unit_action.act("start", args.units)

@@ -1,0 +1,147 @@
+"""`sandboxctl status [UNIT...] [--json]`: the table, or one unit in detail."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from supervisor.cli import render
+from supervisor.cli.client import Client, error, exits
+from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
+
+HELP = "show units: state, pid, uptime, restarts, memory, last exit"
+EPILOG = """\
+exit status: 0; 3 if a named unit is not running; 4 if a named unit does not exist
+
+EXAMPLE:
+  sandboxctl status               # every unit, one line each
+  sandboxctl status web           # one unit: limits, usage, OOM kills, recent events
+  sandboxctl status --json | jq '.units[] | select(.state != "running") | .name'
+"""
+HEADER = ("UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST-EXIT")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("units", nargs="*", metavar="UNIT", help="only these units")
+    p.add_argument("--json", action="store_true", help='print {"units": [...]} (stable keys)')
+    p.set_defaults(run=run)
+
+
+def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
+    running = unit["state"] == "running"
+    return [
+        unit["name"],
+        unit["state"],
+        str(unit["pid"]) if unit.get("pid") else "-",
+        render.duration(render.since(unit.get("started_at"), now)) if running else "-",
+        str(unit.get("restarts", 0)),
+        render.size(unit.get("memory_bytes")),
+        unit.get("last_exit") or "-",
+    ]
+
+
+def print_table(units: list[dict[str, Any]]) -> None:
+    now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
+    rows = [row(u, now) for u in units]
+    colors = [render.STATE_COLORS.get(u["state"]) for u in units]
+    sys.stdout.write("\n".join(render.table(HEADER, rows, colors, color)) + "\n")
+
+
+def _limit(key: str, value: Any) -> str:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and ("memory" in key or "swap" in key)
+    ):
+        return render.size(value)
+    return str(value)
+
+
+def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
+    state = unit["state"]
+    lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
+
+    def field(label: str, value: object) -> None:
+        if value not in (None, "", [], {}):
+            lines.append(f"  {label + ':':<14}{value}")
+
+    field("pid", unit.get("pid"))
+    if unit.get("started_at"):
+        up = render.since(unit["started_at"], now) if state == "running" else None
+        field("started", unit["started_at"] + (f" (up {render.duration(up)})" if up else ""))
+    field("health", unit.get("health"))
+    field("restarts", unit.get("restarts"))
+    field("last exit", unit.get("last_exit"))
+    field("recent exits", ", ".join(unit.get("recent_exits") or []))
+    limits = unit.get("limits") or {}
+    if unit.get("oom_kills"):
+        cap = limits.get("memory_max")
+        field("oom kills", f"{unit['oom_kills']}" + (f" (memory_max {_limit('memory', cap)})"
+                                                     if cap is not None else ""))  # fmt: skip
+    else:
+        field("oom kills", 0)
+    if state == "backoff" and unit.get("next_start_in") is not None:
+        why = unit.get("error") or unit.get("last_exit") or "the last run failed"
+        field("next start", f"in {render.duration(unit['next_start_in'])} (after {why})")
+    elif unit.get("error"):
+        field("error", unit["error"])
+    field("limits", " ".join(f"{k}={_limit(k, v)}" for k, v in limits.items() if v is not None))
+    usage = unit.get("usage") or {}
+    parts = []
+    if unit.get("memory_bytes") is not None:
+        parts.append(f"memory {render.size(unit['memory_bytes'])}")
+    if usage.get("memory_peak_bytes") is not None:
+        parts.append(f"peak {render.size(usage['memory_peak_bytes'])}")
+    if usage.get("cpu_usage_usec") is not None:
+        parts.append(f"cpu {render.duration(usage['cpu_usage_usec'] / 1e6)}")
+    if usage.get("pids") is not None:
+        parts.append(f"pids {usage['pids']}")
+    field("usage", ", ".join(parts))
+    events = unit.get("recent_events") or []
+    if events:
+        lines.append("  recent events:")
+        for event in events[-10:]:
+            extra = " ".join(f"{k}={v}" for k, v in (event.get("detail") or {}).items())
+            lines.append(
+                f"    {event['at']}  {event['event']:<10} {event['state']} {extra}".rstrip()
+            )
+    return lines
+
+
+@exits
+def run(args: argparse.Namespace) -> int:
+    client = Client()
+    names: list[str] = args.units
+    if len(names) == 1:
+        units = [client.unit(names[0])]
+    else:
+        units = client.units()
+        if names:
+            by_name = {u["name"]: u for u in units}
+            missing = [n for n in names if n not in by_name]
+            for name in missing:
+                error(f"no such unit: {name}")
+            if missing:
+                return EXIT_NO_SUCH_UNIT
+            units = [by_name[n] for n in dict.fromkeys(names)]
+    if args.json:
+        json.dump({"units": units}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif len(names) == 1:
+        now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
+        sys.stdout.write("\n".join(detail_lines(units[0], now, color)) + "\n")
+    else:
+        print_table(units)
+    if names and any(u["state"] != "running" for u in units):
+        return EXIT_NOT_RUNNING
+    return EXIT_OK

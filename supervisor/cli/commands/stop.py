@@ -1,0 +1,24 @@
+"""`sandboxctl stop UNIT...`: stop units (stop_signal, then SIGKILL to the cgroup)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from supervisor.cli.commands import unit_action
+
+HELP = "stop units: stop_signal, then SIGKILL to the whole cgroup after stop_timeout"
+EPILOG = """\
+a stopped unit stays stopped across reloads until started again
+
+EXAMPLE:
+  sandboxctl stop web
+"""
+
+
+def register(subparsers: Any) -> None:
+    unit_action.register(subparsers, "stop", HELP, EPILOG)
+
+
+def run(args: argparse.Namespace) -> int:
+    return unit_action.act("stop", args.units)

@@ -1,0 +1,82 @@
+"""Text for people: sizes, durations, aligned tables, colors only on a terminal (pure functions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from typing import IO
+
+STATE_COLORS = {
+    "running": "32",  # green
+    "starting": "33",  # yellow
+    "stopping": "33",
+    "backoff": "33",
+    "failed": "31",  # red
+    "invalid": "31",
+    "exited": "2",  # dim
+    "stopped": "2",
+}
+
+
+def use_color(stream: IO[str]) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, code: str | None, color: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if color and code else text
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def duration(seconds: float | None) -> str:
+    """`42s`, `5m3s`, `2h5m`, `3d4h`: two units at most, like ps and docker."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s" if seconds % 1 else f"{int(seconds)}s"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{s}s"
+    return f"{s}s"
+
+
+def since(iso: str | None, now: dt.datetime) -> float | None:
+    if not iso:
+        return None
+    try:
+        return max(0.0, (now - dt.datetime.fromisoformat(iso)).total_seconds())
+    except (ValueError, TypeError):
+        return None
+
+
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], colors: Sequence[str | None], color: bool
+) -> list[str]:
+    """Left-aligned columns; `colors[i]` paints row i's second column (the state)."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    for row, code in zip(rows, colors, strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        if len(cells) > 1:
+            cells[1] = paint(cells[1], code, color)
+        lines.append("  ".join(cells).rstrip())
+    return lines

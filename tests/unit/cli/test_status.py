@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from cli_helpers import sandboxctl
+
+from supervisor.api.testing import ServerThread
+from supervisor.cli import render
+from supervisor.cli.commands.status import detail_lines
+
+
+def test_table_is_aligned_without_color(daemon: ServerThread) -> None:
+    result = sandboxctl("status")
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST-EXIT"]
+    assert [line.split()[0] for line in lines[1:]] == ["cron", "db", "web"]
+    state_col = lines[0].index("STATE")
+    assert all(line[state_col:].split()[0] in {"STATE", "stopped", "backoff", "running"}
+               for line in lines)  # fmt: skip
+    web = lines[3].split()
+    assert web[2] == "4242" and web[4] == "2" and web[5] == "12.0M" and web[6] == "-"
+    assert lines[1].split()[2:4] == ["-", "-"]
+    assert "\033[" not in result.out
+
+
+def test_json_is_the_contract(daemon: ServerThread) -> None:
+    result = sandboxctl("status", "--json")
+    assert result.code == 0
+    units = json.loads(result.out)["units"]
+    assert [u["name"] for u in units] == ["cron", "db", "web"]
+    for key in ("name", "state", "pid", "restarts", "last_exit", "oom_kills", "memory_bytes",
+                "started_at", "error", "health"):  # fmt: skip
+        assert key in units[0]
+
+
+def test_named_units_and_exit_codes(daemon: ServerThread) -> None:
+    assert sandboxctl("status", "web").code == 0
+    assert sandboxctl("status", "db").code == 3
+    assert sandboxctl("status", "web", "cron").code == 3
+    result = sandboxctl("status", "web", "nope")
+    assert result.code == 4 and result.err == "sandboxctl: no such unit: nope\n"
+    result = sandboxctl("status", "nope")
+    assert result.code == 4 and result.err == "sandboxctl: no such unit: nope\n"
+    result = sandboxctl("status", "web", "--json")
+    assert json.loads(result.out)["units"][0]["limits"]["pids_max"] == 1024
+
+
+def test_detail_shows_limits_usage_oom_and_events(daemon: ServerThread) -> None:
+    out = sandboxctl("status", "web").out
+    assert out.startswith("web: running\n")
+    assert "oom kills:    1 (memory_max 256.0M)" in out
+    assert "limits:       memory_max=256.0M pids_max=1024 cpu_max=0.5" in out
+    assert "usage:        memory 12.0M, cpu 1.5s, pids 3" in out
+    assert "recent exits: oom-killed" in out
+
+
+def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
+    out = sandboxctl("status", "db").out
+    assert "next start:   in 2.5s (after exited with code 1)" in out
+
+
+def test_recent_events_listed() -> None:
+    unit = {
+        "name": "web", "state": "running", "pid": 7, "restarts": 0,
+        "recent_events": [{"at": "2024-01-01T00:00:00+00:00", "event": "started",
+                           "state": "running", "detail": {"pid": 7}}],
+    }  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert lines[-2:] == [
+        "  recent events:",
+        "    2024-01-01T00:00:00+00:00  started    running pid=7",
+    ]
+
+
+def test_color_only_on_a_tty() -> None:
+    lines = render.table(["UNIT", "STATE"], [["web", "running"]], ["32"], color=True)
+    assert lines[1] == "web   \033[32mrunning\033[0m"
+    assert (
+        render.table(["UNIT", "STATE"], [["web", "running"]], ["32"], False)[1] == "web   running"
+    )
+
+
+def test_formats() -> None:
+    assert [render.size(n) for n in (None, 512, 2048, 12 << 20, 3 << 30)] == [
+        "-", "512B", "2.0K", "12.0M", "3.0G"]  # fmt: skip
+    assert [render.duration(s) for s in (None, 3, 2.5, 42, 303, 7500, 3 * 86400 + 4 * 3600)] == [
+        "-", "3s", "2.5s", "42s", "5m3s", "2h5m", "3d4h"]  # fmt: skip
+
+
+def test_unreachable_is_exit_5_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOXD_SOCKET", "/tmp/sbx-definitely-missing.sock")
+    for argv in (("status",), ("reload",), ("start", "x"), ("logs", "x")):
+        result = sandboxctl(*argv)
+        assert result.code == 5, (argv, result)
+        assert result.err == (
+            "sandboxctl: cannot reach sandboxd at /tmp/sbx-definitely-missing.sock: "
+            "no such socket (is sandboxd running?)\n"
+        )

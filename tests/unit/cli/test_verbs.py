@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from cli_helpers import sandboxctl
+
+from supervisor.api.testing import FakeController, ServerThread
+from supervisor.engine.model import ReloadResult
+
+
+def test_actions(daemon: ServerThread, controller: FakeController) -> None:
+    result = sandboxctl("stop", "web", "cron")
+    assert (result.code, result.out) == (0, "web: stopped\ncron: stopped\n")
+    result = sandboxctl("start", "web")
+    assert (result.code, result.out) == (0, "web: running\n")
+    assert sandboxctl("restart", "web").code == 0
+    assert controller.calls == [("stop", "web"), ("stop", "cron"), ("start", "web"),
+                                ("restart", "web")]  # fmt: skip
+
+
+def test_unknown_unit_acts_on_nothing(daemon: ServerThread, controller: FakeController) -> None:
+    result = sandboxctl("stop", "web", "ghost")
+    assert result.code == 4 and result.err == "sandboxctl: no such unit: ghost\n"
+    assert controller.calls == []
+
+
+def test_failed_start_is_exit_1(daemon: ServerThread, controller: FakeController) -> None:
+    controller.fail.add("web")
+    result = sandboxctl("start", "web", "cron")
+    assert result.code == 1
+    assert result.err == "sandboxctl: web: start failed: web: launch failed\n"
+    assert result.out == "cron: running\n"
+
+
+def test_reload_report_and_exit(daemon: ServerThread, controller: FakeController) -> None:
+    result = sandboxctl("reload")
+    assert (result.code, result.out) == (0, "nothing changed\n")
+    controller.reload_result = ReloadResult(
+        started=["a", "b"], restarted=["c"], stopped=["d"],
+        invalid={"bad": ["bad.toml: service.exec: field required"]},
+    )  # fmt: skip
+    result = sandboxctl("reload")
+    assert result.code == 1
+    assert result.out == (
+        "started: a, b\nrestarted: c\nstopped: d\ninvalid: bad\n"
+        "  bad.toml: service.exec: field required\n"
+    )
+
+
+def test_logs(daemon: ServerThread, controller: FakeController) -> None:
+    (controller.log_dir / "web.log").write_text("one\ntwo\nthree\n")
+    assert sandboxctl("logs", "web").out == "one\ntwo\nthree\n"
+    assert sandboxctl("logs", "web", "-n", "1").out == "three\n"
+    assert sandboxctl("logs", "ghost").code == 4
+    assert sandboxctl("logs", "web", "-n", "x").code == 2
+
+
+def test_logs_follow(daemon: ServerThread, controller: FakeController) -> None:
+    log = controller.log_dir / "web.log"
+    log.write_text("first run\n")
+
+    def later() -> None:
+        time.sleep(0.3)
+        log.rename(log.with_suffix(".log.1"))
+        log.write_text("second run\n")
+        time.sleep(0.5)
+        daemon.call(daemon_close_streams(daemon))
+
+    threading.Thread(target=later).start()
+    result = sandboxctl("logs", "web", "-f")
+    assert result.out == "first run\nsecond run\n"
+
+
+async def daemon_close_streams(daemon: ServerThread) -> None:
+    """End every open stream, as a daemon shutdown does."""
+    server = daemon._server
+    assert server is not None
+    await server.close()
+
+
+def test_usage_errors_are_exit_2(daemon: ServerThread) -> None:
+    assert sandboxctl("stop").code == 2
+    assert sandboxctl("frobnicate").code == 2
+    assert sandboxctl("status", "--bogus").code == 2
+
+
+def test_help_has_an_example() -> None:
+    for verb in ("status", "reload", "start", "stop", "restart", "logs"):
+        result = sandboxctl(verb, "--help")
+        assert result.code == 0 and "EXAMPLE:" in result.out, verb
