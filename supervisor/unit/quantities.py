@@ -6,6 +6,7 @@ one canonical spelling back, so a spec written out and read again hashes the sam
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 
@@ -21,13 +22,24 @@ MAX_SIZE = 64 << 40
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from `"250ms"`, `"1m30s"`, `"0"` or a bare number of seconds."""
+    """Seconds from `"250ms"`, `"1m30s"`, `"0"` or a bare number of seconds.
+
+    The result is rounded to whole microseconds, the resolution of `format_duration`, so the
+    value in the model and its canonical spelling always mean the same.
+    """
     if isinstance(value, bool):
         raise ValueError('expected a duration such as "10s", not a boolean')
     if isinstance(value, int | float):
-        seconds = float(value)
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError('expected a duration such as "10s", not nan')
+        # float(10**400) overflows; anything that large is absurd anyway.
+        seconds = (
+            float(value) if abs(value) <= MAX_DURATION else math.inf * (1 if value > 0 else -1)
+        )
     elif isinstance(value, str):
         text = value.strip().lower()
+        if text.startswith("-"):
+            raise ValueError(f"duration {value!r} is negative")
         if text in ("0", "0s"):
             return 0.0
         pos, seconds = 0, 0.0
@@ -47,14 +59,14 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"duration {value!r} is negative")
     if seconds > MAX_DURATION:
         raise ValueError(f"duration {value!r} is longer than a year; is the unit right?")
-    return seconds
+    return round(seconds * 1_000_000) / 1_000_000
 
 
 def format_duration(seconds: float) -> str:
     """The canonical spelling: the largest unit that expresses the value exactly."""
-    if seconds == 0:
-        return "0s"
     micros = round(seconds * 1_000_000)
+    if micros == 0:
+        return "0s"
     for unit, factor in (
         ("d", 86_400_000_000),
         ("h", 3_600_000_000),
@@ -77,13 +89,17 @@ def parse_size(value: object) -> int | None:
         text = value.strip()
         if text.lower() == "max":
             return None
+        if text.startswith("-"):
+            raise ValueError(f"size {value!r} is negative")
         match = _SIZE.fullmatch(text)
         if not match:
             raise ValueError(
                 f"invalid size {value!r}: use a number with an optional K, M, G or T suffix, "
                 'or "max"'
             )
-        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+        # Checked as a float first: int(float("1e400")) would raise OverflowError.
+        scaled = float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+        size = int(scaled) if scaled <= MAX_SIZE else MAX_SIZE + 1
     else:
         raise ValueError(f'expected a size such as "64M", got {type(value).__name__}')
     if size < 0:

@@ -20,9 +20,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from supervisor.unit.quantities import (
     format_duration,
@@ -43,7 +45,8 @@ SignalName = Annotated[str, BeforeValidator(parse_signal)]
 # A unit name becomes a file stem, a cgroup directory, a hostname and a log file name, so it
 # must be safe in all four: no slash, no leading dot, no spaces, short.
 UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}")
-UnitName = Annotated[str, Field(pattern=UNIT_NAME.pattern)]
+# pydantic's `pattern` searches; anchor it so "../x" or "a b" cannot match a part of the string.
+UnitName = Annotated[str, Field(pattern=f"^(?:{UNIT_NAME.pattern})$")]
 
 NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup", "user")
 Namespace = Literal["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]
@@ -70,6 +73,15 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+def keyed_error(key: str, message: str) -> PydanticCustomError:
+    """An error from a model-level check, naming the key (relative to the model) it is about.
+
+    pydantic puts model-level errors at the model's own location; the loader appends
+    `ctx["key"]` so the user still reads `resources.memory_high: ...`, not `resources: ...`.
+    """
+    return PydanticCustomError("unit_value", "{message}", {"message": message, "key": key})
+
+
 def _capability(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError('capability names are strings such as "NET_BIND_SERVICE"')
@@ -94,7 +106,9 @@ AbsolutePath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real booleans and numbers, so "yes" or "256" (a string) is a mistake to
+    # report, not something to coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Service(Section):
@@ -115,7 +129,8 @@ class Service(Section):
     @classmethod
     def _exec(cls, argv: list[str]) -> list[str]:
         if not argv[0].startswith("/"):
-            raise ValueError(f"exec[0] must be an absolute path, got {argv[0]!r}")
+            # No $PATH lookup: the sandbox's view of the filesystem is not the caller's.
+            raise keyed_error("[0]", f"must be an absolute path, got {argv[0]!r}")
         if any("\0" in arg for arg in argv):
             raise ValueError("an argument contains a NUL byte")
         return argv
@@ -124,8 +139,10 @@ class Service(Section):
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items():
-            if not key or "=" in key or "\0" in key or "\0" in value:
+            if not key or "=" in key or "\0" in key:
                 raise ValueError(f"invalid environment variable name {key!r}")
+            if "\0" in value:
+                raise ValueError(f"the value of {key} contains a NUL byte")
         return env
 
     @field_validator("workdir")
@@ -233,7 +250,7 @@ class Sandbox(Section):
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
             raise ValueError(f"{value!r} is not a valid hostname")
         return value
 
@@ -307,22 +324,24 @@ class Resources(Section):
     def _cpuset(cls, value: str | None) -> str | None:
         return _cpu_list(value)
 
-    @model_validator(mode="after")
-    def _memory_order(self) -> Resources:
-        if (
-            self.memory_high is not None
-            and self.memory_max is not None
-            and self.memory_high > self.memory_max
-        ):
+    @field_validator("memory_max")
+    @classmethod
+    def _memory_max(cls, value: int | None) -> int | None:
+        if value is not None and value < (4 << 20):
+            raise ValueError(f"{format_size(value)} is below 4M: nothing can start")
+        return value
+
+    @field_validator("memory_high")
+    @classmethod
+    def _memory_high(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # memory_max is declared first, so it is in info.data here (when it was valid).
+        memory_max = info.data.get("memory_max")
+        if value is not None and memory_max is not None and value > memory_max:
             raise ValueError(
-                f"memory_high ({format_size(self.memory_high)}) is above memory_max "
-                f"({format_size(self.memory_max)}): the hard limit would hit first"
+                f"memory_high ({format_size(value)}) is above memory_max "
+                f"({format_size(memory_max)}): the hard limit would hit first"
             )
-        if self.memory_max is not None and self.memory_max < (4 << 20):
-            raise ValueError(
-                f"memory_max {format_size(self.memory_max)} is below 4M: nothing can start"
-            )
-        return self
+        return value
 
 
 class Restart(Section):
@@ -336,9 +355,10 @@ class Restart(Section):
     @model_validator(mode="after")
     def _delays(self) -> Restart:
         if self.delay > self.max_delay:
-            raise ValueError(
+            raise keyed_error(
+                "delay",
                 f"delay ({format_duration(self.delay)}) is above max_delay "
-                f"({format_duration(self.max_delay)})"
+                f"({format_duration(self.max_delay)})",
             )
         return self
 
@@ -373,13 +393,14 @@ class Health(Section):
         if len(kinds) != 1:
             raise ValueError("set exactly one of exec, tcp or http")
         if self.exec is not None and not self.exec[0].startswith("/"):
-            raise ValueError(f"exec[0] must be an absolute path, got {self.exec[0]!r}")
+            raise keyed_error("exec[0]", f"must be an absolute path, got {self.exec[0]!r}")
         if self.http is not None and not re.match(r"https?://[^/]+", self.http):
-            raise ValueError(
-                f'http must be a URL such as "http://127.0.0.1:8080/", not {self.http!r}'
+            raise keyed_error(
+                "http", f'http must be a URL such as "http://127.0.0.1:8080/", not {self.http!r}'
             )
-        if self.timeout <= 0 or self.interval <= 0:
-            raise ValueError("interval and timeout must be above zero")
+        for key in ("interval", "timeout"):
+            if getattr(self, key) <= 0:
+                raise keyed_error(key, f"{key} must be above zero")
         return self
 
 
@@ -405,7 +426,7 @@ class Network(Section):
     @model_validator(mode="after")
     def _address_needs_bridge(self) -> Network:
         if self.address is not None and self.mode != "bridge":
-            raise ValueError('address is only used with mode = "bridge"')
+            raise keyed_error("address", 'address is only used with mode = "bridge"')
         return self
 
 
@@ -428,17 +449,19 @@ class UnitFile(Section):
             return data
         network, sandbox = data.get("network"), data.get("sandbox")
         mode = network.get("mode", "none") if isinstance(network, dict) else "none"
-        if not isinstance(sandbox, dict):
-            sandbox = {}
+        if sandbox is not None and not isinstance(sandbox, dict):
+            return data  # the Sandbox model reports the wrong type
+        sandbox = sandbox or {}
         namespaces = sandbox.get("namespaces")
         if mode == "host":
             if isinstance(namespaces, list) and "net" in namespaces:
-                raise ValueError('sandbox.namespaces lists "net" but network.mode is "host"')
+                raise keyed_error("sandbox.namespaces", 'lists "net" but network.mode is "host"')
             if namespaces is None:
                 sandbox = {**sandbox, "namespaces": [n for n in DEFAULT_NAMESPACES if n != "net"]}
                 data = {**data, "sandbox": sandbox}
         elif isinstance(namespaces, list) and "net" not in namespaces:
-            raise ValueError(
-                f'network.mode = "{mode}" needs the "net" namespace in sandbox.namespaces'
+            raise keyed_error(
+                "sandbox.namespaces",
+                f'network.mode = "{mode}" needs the "net" namespace here',
             )
         return data

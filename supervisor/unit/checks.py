@@ -1,0 +1,208 @@
+"""Checks beyond one file's schema: host checks (warnings) and cross-unit checks (errors).
+
+Host checks look at this machine: `sandboxctl validate` runs offline, possibly on another host
+than the one that will run the unit, so a missing binary or root directory is a warning, never an
+error; the launcher reports the real failure as `launch-error:` if it is still missing then.
+Each check is a small function in HOST_CHECKS, in the spirit of runc's validator list.
+
+Cross-unit checks need every unit of the directory: `after` must name a unit file that exists,
+and `after` must not form a cycle (nothing in a cycle could ever start). Both are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+
+from supervisor.unit.diagnostics import UnitError
+from supervisor.unit.spec import UnitSpec
+
+HostCheck = Callable[[UnitSpec], Iterator[UnitError]]
+
+
+def _in_root(spec: UnitSpec, path: str) -> str:
+    """Where `path` inside the sandbox is on this host, before any mount is applied."""
+    root = spec.unit.sandbox.root
+    return path if root == "host" else os.path.join(root, path.lstrip("/"))
+
+
+def _mounted(spec: UnitSpec, path: str) -> bool:
+    return any(
+        path == m.target or path.startswith(m.target.rstrip("/") + "/")
+        for m in spec.unit.sandbox.mounts
+    )
+
+
+def check_root(spec: UnitSpec) -> Iterator[UnitError]:
+    root = spec.unit.sandbox.root
+    if root != "host" and not os.path.isdir(root):
+        yield UnitError(
+            spec.path, "sandbox.root", f"warning: {root} is not a directory on this host"
+        )
+
+
+def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
+    argv0 = spec.unit.service.exec[0]
+    if _mounted(spec, argv0):
+        return  # provided by a mount; the source is checked by check_mount_sources
+    where = _in_root(spec, argv0)
+    # lexists inside a rootfs: its absolute symlinks point into the rootfs, not at this host.
+    exists = os.path.exists(where) if where == argv0 else os.path.lexists(where)
+    if not exists:
+        yield UnitError(
+            spec.path, "service.exec[0]", f"warning: {argv0} does not exist on this host"
+        )
+    elif where == argv0 and not os.access(where, os.X_OK):
+        yield UnitError(spec.path, "service.exec[0]", f"warning: {argv0} is not executable")
+
+
+def check_mount_sources(spec: UnitSpec) -> Iterator[UnitError]:
+    for index, mount in enumerate(spec.unit.sandbox.mounts):
+        source = getattr(mount, "source", None)
+        if source is not None and not os.path.exists(source):
+            yield UnitError(
+                spec.path,
+                f"sandbox.mounts[{index}].source",
+                f"warning: {source} does not exist on this host",
+            )
+
+
+def check_devices(spec: UnitSpec) -> Iterator[UnitError]:
+    for index, device in enumerate(spec.unit.sandbox.devices):
+        if not os.path.exists(device.path):
+            yield UnitError(
+                spec.path,
+                f"sandbox.devices[{index}].path",
+                f"warning: {device.path} does not exist on this host",
+            )
+
+
+def check_cpus(spec: UnitSpec) -> Iterator[UnitError]:
+    cpus = spec.unit.resources.cpus
+    count = os.cpu_count()
+    if cpus is None or count is None:
+        return
+    highest = max(int(n) for n in cpus.replace("-", ",").split(","))
+    if highest >= count:
+        yield UnitError(
+            spec.path,
+            "resources.cpus",
+            f"warning: this host has CPUs 0-{count - 1}, not {highest}",
+        )
+
+
+def check_cpu_max(spec: UnitSpec) -> Iterator[UnitError]:
+    cpu_max, count = spec.unit.resources.cpu_max, os.cpu_count()
+    if cpu_max is not None and count is not None and cpu_max > count:
+        yield UnitError(
+            spec.path,
+            "resources.cpu_max",
+            f"warning: {cpu_max:g} cores is more than this host's {count}",
+        )
+
+
+HOST_CHECKS: tuple[HostCheck, ...] = (
+    check_root,
+    check_exec,
+    check_mount_sources,
+    check_devices,
+    check_cpus,
+    check_cpu_max,
+)
+
+
+def host_warnings(spec: UnitSpec) -> list[UnitError]:
+    return [warning for check in HOST_CHECKS for warning in check(spec)]
+
+
+# --- cross-unit checks ------------------------------------------------------------------------
+
+
+def unknown_after(
+    specs: Mapping[str, UnitSpec], known: set[str]
+) -> Iterator[tuple[str, list[UnitError]]]:
+    """Units whose `after` names a unit with no file (an invalid file still counts as known)."""
+    for name, spec in specs.items():
+        errors = [
+            UnitError(spec.path, f"service.after[{i}]", f'no unit named "{other}"')
+            for i, other in enumerate(spec.unit.service.after)
+            if other not in known
+        ]
+        if errors:
+            yield name, errors
+
+
+def _components(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components (Tarjan), iterative: a 1000-unit chain must not recurse."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(graph[root]))]
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(graph[nxt])))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component: list[str] = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+
+
+def _shortest_cycle(graph: Mapping[str, list[str]], start: str, within: set[str]) -> list[str]:
+    """start -> ... -> start, by breadth-first search inside one component."""
+    parent: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for nxt in graph[node]:
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+            if nxt in within and nxt not in parent:
+                parent[nxt] = node
+                queue.append(nxt)
+    return [start, start]  # unreachable for a real component
+
+
+def cycles(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]]]:
+    """Every unit on an `after` cycle, each with a cycle through it: "a -> b -> a"."""
+    graph = {
+        name: [other for other in spec.unit.service.after if other in specs]
+        for name, spec in specs.items()
+    }
+    for component in _components(graph):
+        members = set(component)
+        if len(component) == 1 and component[0] not in graph[component[0]]:
+            continue
+        for name in sorted(members):
+            cycle = " -> ".join(_shortest_cycle(graph, name, members))
+            yield name, [UnitError(specs[name].path, "service.after", f"dependency cycle: {cycle}")]
