@@ -1,0 +1,91 @@
+"""Capabilities, user resolution, the seccomp profile and the recording fake (no root)."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.linux import caps, seccomp, users
+from supervisor.linux.syscalls import (
+    PR_CAP_AMBIENT,
+    PR_CAPBSET_DROP,
+    PR_SET_KEEPCAPS,
+    RecordingSyscalls,
+)
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv/app:/bin/sh\n"
+GROUP = "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\naudio:x:29:other\n"
+
+
+def test_masks_use_kernel_numbering() -> None:
+    assert caps.mask_of(["CHOWN", "NET_BIND_SERVICE", "cap_sys_admin"]) == 1 | 1 << 10 | 1 << 21
+    assert caps.names_of(1 << 10 | 1 << 40) == ["NET_BIND_SERVICE", "CHECKPOINT_RESTORE"]
+    with pytest.raises(KeyError):
+        caps.mask_of(["NOPE"])
+
+
+def test_bounding_is_dropped_for_everything_not_kept() -> None:
+    sys = RecordingSyscalls()
+    caps.drop_bounding(sys, caps.CapPlan(keep=0b101, last_cap=3))
+    assert sys.calls == [("prctl", PR_CAPBSET_DROP, 1, 0), ("prctl", PR_CAPBSET_DROP, 3, 0)]
+
+
+def test_user_switch_keeps_caps_only_across_the_switch_and_groups_come_first() -> None:
+    sys = RecordingSyscalls()
+    caps.switch_user(sys, 1000, 1000, [10, 1000])
+    assert sys.calls == [
+        ("prctl", PR_SET_KEEPCAPS, 1, 0),
+        ("setgroups", [10, 1000]),
+        ("setresgid", 1000),
+        ("setresuid", 1000),
+        ("prctl", PR_SET_KEEPCAPS, 0, 0),
+    ]
+
+
+def test_all_sets_then_ambient() -> None:
+    sys = RecordingSyscalls()
+    caps.set_sets(sys, caps.CapPlan(keep=1 << 10, last_cap=40))
+    assert sys.calls[0] == ("capset", 1 << 10, 1 << 10, 1 << 10)
+    assert sys.calls[-1] == ("prctl", PR_CAP_AMBIENT, 2, 10)
+
+
+@pytest.mark.parametrize(
+    ("user", "group", "want"),
+    [
+        ("root", None, users.Identity(0, 0, [0], "/root", "root")),
+        ("app", None, users.Identity(1000, 1000, [10, 1000], "/srv/app", "app")),
+        ("app", "wheel", users.Identity(1000, 10, [10], "/srv/app", "app")),
+        ("4242", None, users.Identity(4242, 0, [0], "/", "4242")),
+        ("1000", "29", users.Identity(1000, 29, [10, 29], "/srv/app", "app")),
+    ],
+)
+def test_users_resolve_in_the_sandbox_files(
+    user: str, group: str | None, want: users.Identity
+) -> None:
+    assert users.resolve(user, group, PASSWD, GROUP) == want
+
+
+def test_unknown_names_are_errors() -> None:
+    with pytest.raises(users.UnknownPrincipal, match="unknown user 'ghost'"):
+        users.resolve("ghost", None, PASSWD, GROUP)
+    with pytest.raises(users.UnknownPrincipal, match="unknown group 'ghosts'"):
+        users.resolve("app", "ghosts", PASSWD, GROUP)
+
+
+def test_default_profile_compiles_and_denies_the_docker_set() -> None:
+    bpf = seccomp.default_bpf()
+    assert len(bpf) > 0 and len(bpf) % 8 == 0
+    denied = set(seccomp.denied_syscalls())
+    assert {
+        "mount", "umount2", "reboot", "kexec_load", "init_module", "finit_module", "bpf",
+        "keyctl", "add_key", "request_key", "ptrace", "unshare", "setns", "open_by_handle_at",
+        "swapon", "swapoff", "pivot_root", "clock_settime", "settimeofday", "acct", "quotactl",
+        "perf_event_open", "lookup_dcookie", "userfaultfd", "delete_module",
+    } <= denied  # fmt: skip
+    assert seccomp.default_bpf() is bpf, "compiled once"
+
+
+def test_recording_fake_fails_on_request() -> None:
+    sys = RecordingSyscalls(fail={"mount": 13})
+    with pytest.raises(PermissionError):
+        sys.mount("a", "/b", None, 0, None)
+    assert sys.names() == ["mount"]

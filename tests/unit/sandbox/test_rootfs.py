@@ -1,0 +1,147 @@
+"""The mount plan, asserted without root through a fake host layout and RecordingSyscalls."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.linux.syscalls import (
+    MS_BIND,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    RecordingSyscalls,
+)
+from supervisor.sandbox import rootfs
+from supervisor.sandbox.protocol import StageFailure
+from supervisor.sandbox.rootfs import (
+    Bind,
+    HostLayout,
+    HostPath,
+    Mask,
+    Mount,
+    PivotRoot,
+    ReadOnly,
+    RemountRoot,
+    RootSpec,
+    Symlink,
+    UnitMount,
+    WriteFile,
+)
+
+NOSUID_SRC = 0x2
+
+
+def layout(**extra: HostPath) -> HostLayout:
+    entries = {
+        "/usr": HostPath("dir"),
+        "/bin": HostPath("link", "usr/bin"),
+        "/lib": HostPath("link", "usr/lib"),
+        "/mnt": HostPath("dir"),
+        "/media": HostPath("dir"),
+        "/etc/passwd": HostPath("file", data=b"root:x:0:0::/root:/bin/sh\n"),
+        "/etc/ssl": HostPath("dir"),
+        "/etc/localtime": HostPath("link", "/usr/share/zoneinfo/UTC"),
+        "/proc/kcore": HostPath("file"),
+        "/proc/acpi": HostPath("dir"),
+        "/proc/sys": HostPath("dir"),
+        "/sys/firmware": HostPath("dir"),
+        **{f"/dev/{d}": HostPath("other") for d in rootfs.DEVICES},
+    }
+    entries.update({k.replace("__", "/"): v for k, v in extra.items()})
+    return HostLayout(entries)
+
+
+def test_host_root_plan_shape() -> None:
+    ops = rootfs.plan_root(RootSpec(root="host", hostname="web"), layout())
+    assert ops[0] == Mount(None, "/", None, MS_REC | MS_PRIVATE), "propagation cut first"
+    assert ops[1] == Mount("tmpfs", "/mnt", "tmpfs", rootfs._NOSUID_NODEV, "mode=0755")
+    assert Symlink("usr/bin", "/mnt/bin") in ops
+    usr = next(op for op in ops if isinstance(op, Bind) and op.source == "/usr")
+    assert usr.remount is not None and usr.remount & MS_RDONLY
+    assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
+    assert WriteFile("/mnt/etc/hostname", b"web\n") in ops
+    assert Symlink("/usr/share/zoneinfo/UTC", "/mnt/etc/localtime") in ops
+    assert not any("shadow" in str(op) or "/home" in str(op) for op in ops)
+    assert Mask("/mnt/proc/kcore", False) in ops and Mask("/mnt/proc/acpi", True) in ops
+    assert any(isinstance(op, ReadOnly) and op.path == "/mnt/proc/sys" for op in ops)
+    assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | rootfs._NOSUID_NODEV)
+    assert ops[-1] == PivotRoot("/mnt")
+
+
+def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None:
+    ops = rootfs.plan_root(RootSpec(root="host", hostname="x"), layout())
+    index = {str(op): i for i, op in enumerate(ops)}
+    proc = next(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.fstype == "proc")
+    assert proc < index[str(Mask("/mnt/proc/kcore", False))]
+    dev = next(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.target == "/mnt/dev")
+    null = next(i for i, op in enumerate(ops) if isinstance(op, Bind) and op.source == "/dev/null")
+    assert dev < null
+
+
+def test_staging_avoids_a_directory_holding_a_bind_source() -> None:
+    spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/data", "/mnt/data"),))
+    host = layout(__mnt__data=HostPath("dir"))
+    assert rootfs.staging_dir(spec, host) == "/media"
+
+
+def test_bind_remount_keeps_the_source_mounts_flags() -> None:
+    spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/data"),))
+    ops = rootfs.plan_root(spec, layout(__data=HostPath("dir", flags=NOSUID_SRC | 0x8)))
+    bind = next(op for op in ops if isinstance(op, Bind) and op.source == "/data")
+    assert bind.remount == MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | 0x8
+    assert bind.check, "unit mount targets are checked for symlinks"
+
+
+def test_missing_bind_source_fails_at_plan_time() -> None:
+    spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/nope"),))
+    with pytest.raises(StageFailure, match="bind source /nope does not exist"):
+        rootfs.plan_root(spec, layout())
+
+
+def test_directory_root_and_overlay() -> None:
+    host = layout(__rootfs=HostPath("dir"))
+    plain = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
+    assert plain[1] == Bind("/rootfs", "/rootfs", True, None)
+    assert isinstance(plain[-2], RemountRoot) and plain[-2].flags & MS_BIND
+    over = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
+    mount = next(op for op in over if isinstance(op, Mount) and op.fstype == "overlay")
+    assert mount.data == "lowerdir=/rootfs,upperdir=/var/o/upper,workdir=/var/o/work"
+    assert not any(isinstance(op, RemountRoot) for op in over), "overlay is the writable layer"
+    assert not any(isinstance(op, WriteFile) for op in over), "never write into a user's rootfs"
+
+
+def test_overlay_paths_that_would_misparse_are_refused() -> None:
+    with pytest.raises(StageFailure, match="contains"):
+        rootfs.plan_root(
+            RootSpec(root="/rootfs", hostname="x", overlay_dir="/a,b"),
+            layout(__rootfs=HostPath("dir")),
+        )
+
+
+def test_apply_records_the_mount_sequence_and_pivots_with_dot_dot() -> None:
+    sys = RecordingSyscalls(kinds={"/mnt/etc/passwd": "file"})
+    rootfs.apply(sys, rootfs.plan_root(RootSpec(root="host", hostname="x"), layout()))
+    assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
+    assert sys.calls[-4:] == [
+        ("chdir", "/mnt"),
+        ("pivot_root", ".", "."),
+        ("umount2", ".", 2),
+        ("chdir", "/"),
+    ]
+
+
+def test_a_symlinked_target_in_a_rootfs_is_refused() -> None:
+    host = layout(__rootfs=HostPath("dir"))
+    sys = RecordingSyscalls(links={"/rootfs/tmp": "/etc"})
+    with pytest.raises(StageFailure, match="resolves through a symlink"):
+        rootfs.apply(sys, rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host))
+
+
+def test_apply_names_the_failing_operation() -> None:
+    sys = RecordingSyscalls(fail={"pivot_root": 22})
+    with pytest.raises(StageFailure) as info:
+        rootfs.apply(sys, [PivotRoot("/mnt")])
+    assert info.value.stage == "rootfs"
+    assert info.value.message == "pivotroot /mnt: Invalid argument"

@@ -1,0 +1,172 @@
+"""The children's order of operations, asserted with RecordingSyscalls (no root, no fork)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+
+from supervisor.linux.syscalls import (
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    PR_CAPBSET_DROP,
+    PR_SET_NO_NEW_PRIVS,
+    RecordingSyscalls,
+)
+from supervisor.sandbox import rootfs
+from supervisor.sandbox.launch import LaunchRequest, build_plan
+from supervisor.sandbox.protocol import GO, ChildError, PidReport, Reader
+from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher, run_pid1
+from supervisor.unit.schema import UnitFile
+from supervisor.unit.spec import UnitSpec
+
+HOST = rootfs.HostLayout(
+    {
+        "/usr": rootfs.HostPath("dir"),
+        "/mnt": rootfs.HostPath("dir"),
+        **{f"/dev/{d}": rootfs.HostPath("other") for d in rootfs.DEVICES},
+    }
+)
+
+
+class Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def fake_exit(code: int) -> NoReturn:
+    raise Exited(code)
+
+
+def plan_for(**sections: dict[str, object]) -> ChildPlan:
+    data: dict[str, object] = {"service": {"exec": ["/bin/app", "--flag"]}, **sections}
+    spec = UnitSpec("web", "/u/web.toml", UnitFile.model_validate(data))
+    return build_plan(
+        LaunchRequest(spec, ["/cg/memory/web/cgroup.procs", "/cg/pids/web/cgroup.procs"], 1, 2),
+        HOST,
+    )
+
+
+@pytest.fixture
+def pipes() -> Iterator[tuple[ChildFds, int, int]]:
+    sync_r, sync_w = os.pipe()
+    go_r, go_w = os.pipe()
+    yield ChildFds(sync_w, go_r), sync_r, go_w
+    for fd in (sync_r, sync_w, go_r, go_w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def messages(fd: int) -> list[object]:
+    os.set_blocking(fd, False)
+    out = []
+    reader = Reader(lambda n: os.read(fd, n) if _readable(fd) else b"")
+    while (msg := reader.next()) is not None:
+        out.append(msg)
+    return out
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_launcher_joins_cgroups_then_unshares_then_forks(pipes: tuple[ChildFds, int, int]) -> None:
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    with pytest.raises(Exited) as ex:
+        run_launcher(plan_for(), fds, sys, fake_exit)
+    assert ex.value.code == 0
+    assert sys.names() == [
+        "reset_signals", "close_fds_except", "write_file", "write_file", "unshare", "fork",
+    ]  # fmt: skip
+    assert sys.calls[2] == ("write_file", "/cg/memory/web/cgroup.procs", b"0")
+    flags = sys.calls[4][1]
+    assert isinstance(flags, int) and flags & CLONE_NEWPID and flags & CLONE_NEWNS
+    assert flags & CLONE_NEWNET
+    assert messages(sync_r) == [PidReport(777)]
+
+
+def test_launcher_reports_a_cgroup_failure_and_never_unshares(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fail={"write_file": 2})
+    with pytest.raises(Exited) as ex:
+        run_launcher(plan_for(), fds, sys, fake_exit)
+    assert ex.value.code == 1
+    assert "unshare" not in sys.names()
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "cgroup" and msg.errno == 2
+
+
+def test_pid1_waits_for_go_then_root_identity_privileges_exec(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, _, go_w = pipes
+    os.write(go_w, GO)
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    with pytest.raises(Exited):  # the fake's execve raises; the stage reports and exits
+        run_pid1(plan_for(service={"exec": ["/bin/app"], "env": {"K": "v"}}), fds, sys, fake_exit)
+    names = sys.names()
+    order = [
+        names.index("setsid"),
+        names.index("pivot_root"),
+        names.index("sethostname"),
+        names.index("link_up"),
+        names.index("setup_stdio"),
+        names.index("setgroups"),
+        names.index("capset"),
+        names.index("chdir", names.index("capset")),
+        names.index("seccomp_load"),
+        names.index("execve"),
+    ]
+    assert order == sorted(order)
+    drops = [c for c in sys.calls if c[:2] == ("prctl", PR_CAPBSET_DROP)]
+    assert drops and names.index("prctl") < names.index("setgroups"), "bounding set first"
+    nnp = sys.calls.index(("prctl", PR_SET_NO_NEW_PRIVS, 1, 0))
+    assert nnp < names.index("seccomp_load"), "no_new_privs before the filter"
+    execve = next(c for c in sys.calls if c[0] == "execve")
+    assert execve[1:3] == ("/bin/app", ["/bin/app"])
+    env = execve[3]
+    assert isinstance(env, dict) and env["K"] == "v" and env["HOSTNAME"] == "web"
+
+
+def test_pid1_without_no_new_privs_loads_seccomp_before_dropping_privileges(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, _, go_w = pipes
+    os.write(go_w, GO)
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    with pytest.raises(Exited):
+        run_pid1(plan_for(security={"no_new_privileges": False}), fds, sys, fake_exit)
+    names = sys.names()
+    assert names.index("seccomp_load") < names.index("setresuid") < names.index("capset")
+    assert ("prctl", PR_SET_NO_NEW_PRIVS, 1, 0) not in sys.calls
+
+
+def test_pid1_builds_nothing_without_go(pipes: tuple[ChildFds, int, int]) -> None:
+    fds, sync_r, go_w = pipes
+    os.close(go_w)
+    sys = RecordingSyscalls()
+    with pytest.raises(Exited):
+        run_pid1(plan_for(), fds, sys, fake_exit)
+    assert sys.calls == []
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "go"
+
+
+def test_pid1_reports_an_unknown_user_before_exec(pipes: tuple[ChildFds, int, int]) -> None:
+    fds, sync_r, go_w = pipes
+    os.write(go_w, GO)
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    with pytest.raises(Exited) as ex:
+        run_pid1(plan_for(service={"exec": ["/bin/app"], "user": "ghost"}), fds, sys, fake_exit)
+    assert ex.value.code == 127
+    assert "execve" not in sys.names()
+    [msg] = messages(sync_r)
+    assert msg == ChildError("user", 0, "unknown user 'ghost': not in the sandbox's /etc/passwd")
