@@ -23,20 +23,35 @@ _PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11
 _EXIT_CODE_OFFSET = 60
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot); None if there is no such PID."""
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/<pid>/stat from field 3 (state) on; None if there is no such PID."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ")".
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot); None if there is no such PID."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_running(pid: int, expected_start: int) -> bool:
+    """`pid` is still the process that started at `expected_start`, and has not exited (a
+    zombie whose parent has not reaped it yet has ended)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return False
+    return int(fields[19]) == expected_start
 
 
 def open_pidfd(pid: int, expected_start: int | None = None) -> int | None:
-    """A pidfd for `pid`, or None if it is gone or (given `expected_start`) is another process.
+    """A pidfd for `pid`, or None if it is gone or (given `expected_start`) has ended or is
+    another process.
 
     The start time is checked after opening, so the pidfd cannot refer to a successor that
     reused the PID between the check and the open.
@@ -45,7 +60,7 @@ def open_pidfd(pid: int, expected_start: int | None = None) -> int | None:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return None
-    if expected_start is not None and start_time(pid) != expected_start:
+    if expected_start is not None and not is_running(pid, expected_start):
         os.close(fd)
         return None
     return fd

@@ -75,7 +75,8 @@ def unit_status(r: UnitRunner) -> UnitStatus:
             }
     error = r.error
     if r.invalid:
-        error = "invalid unit file (the running version is kept): " + "; ".join(r.invalid)
+        kept = " (the running version is kept)" if spec is not None else ""
+        error = f"invalid unit file{kept}: " + "; ".join(r.invalid)
     next_start_in = None
     if r.state.value == "backoff":
         next_start_in = round(max(0.0, r.next_start - r.host.monotonic()), 3)

@@ -1,0 +1,171 @@
+"""sandboxd end to end: a real daemon, real sandboxes, real cgroups (root).
+
+Status is read through the control socket (`GET /v1/units`, what `sandboxctl status --json`
+prints). Each test owns its daemon(s) and cgroup parent; see conftest.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import signal
+from collections.abc import Callable
+
+import pytest
+from _requires import cgroup_version, requires_root
+from conftest import Daemon, pid_alive, wait_for
+
+pytestmark = [pytest.mark.root, requires_root]
+
+SLEEPER = """
+[service]
+exec = ["/bin/sh", "-c", "echo started; exec sleep 1000"]
+stop_timeout = "500ms"
+"""
+
+
+def unit(argv: list[str] | str, **sections: dict[str, object]) -> str:
+    """A unit file; a string is a /bin/sh script. JSON strings are valid TOML strings."""
+    if isinstance(argv, str):
+        argv = ["/bin/sh", "-c", argv]
+    text = f'[service]\nexec = {json.dumps(argv)}\nstop_timeout = "500ms"\n'
+    for name, values in sections.items():
+        text += f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    return text
+
+
+@pytest.mark.cgroup_v2
+def test_startup_status_stop(daemon: Daemon) -> None:
+    daemon.write_unit("web", SLEEPER)
+    daemon.write_unit("manual", SLEEPER + "autostart = false\n")
+    daemon.start()
+    web = daemon.wait_unit("web", lambda u: u["state"] == "running")
+    assert web["pid"] > 0 and pid_alive(web["pid"])
+    assert web["restarts"] == 0 and web["last_exit"] is None and web["error"] is None
+    started = dt.datetime.fromisoformat(web["started_at"])
+    assert abs((dt.datetime.now(dt.UTC) - started).total_seconds()) < 30
+    assert web["memory_bytes"] and web["memory_bytes"] > 0
+    assert daemon.status()["manual"]["state"] == "stopped"
+    wait_for(lambda: (daemon.logs / "web.log").read_text() == "started\n", 10)
+    # SIGTERM: sh as PID 1 of a PID namespace ignores SIGTERM, so stop escalates to SIGKILL of
+    # the whole cgroup after stop_timeout.
+    assert daemon.stop() == 0
+    assert not pid_alive(web["pid"])
+    (timeout,) = daemon.events("unit.stop_timeout")
+    assert timeout["unit"] == "web" and timeout["level"] == "warning"
+    assert [e["unit"] for e in daemon.events("unit.stopped")] == ["web"]
+    assert not daemon.leftover_pids() and not daemon.leftover_cgroups()
+
+
+def test_restart_policies_backoff_and_start_limit(daemon: Daemon) -> None:
+    daemon.write_unit("once", unit("exit 1", restart={"policy": "no"}))
+    daemon.write_unit("clean", unit("exit 0"))  # on-failure: a clean exit is final
+    daemon.write_unit("always", unit("exit 0", restart={"policy": "always", "delay": "100ms",
+                                                      "burst": 100}))  # fmt: skip
+    daemon.write_unit("crash", unit("exit 3", restart={"delay": "200ms", "max_delay": "400ms",
+                                                     "burst": 4, "interval": "1m"}))  # fmt: skip
+    daemon.write_unit("slow", unit("exit 2", restart={"delay": "20s"}))
+    daemon.start()
+    once = daemon.wait_unit("once", lambda u: u["state"] == "exited")
+    assert once["last_exit"] == "exit-code:1" and once["restarts"] == 0
+    clean = daemon.wait_unit("clean", lambda u: u["state"] == "exited")
+    assert clean["last_exit"] == "exit-code:0"
+    daemon.wait_unit("always", lambda u: u["restarts"] >= 3)
+    slow = daemon.wait_unit("slow", lambda u: u["state"] == "backoff")
+    assert 10 < slow["next_start_in"] <= 20 and "exit-code:2" in slow["error"]
+    crash = daemon.wait_unit("crash", lambda u: u["state"] == "failed")
+    assert crash["restarts"] == 3 and crash["last_exit"] == "exit-code:3"
+    assert "start limit" in crash["error"]
+    assert daemon.unit("crash")["recent_exits"] == ["exit-code:3"] * 4
+    delays = [e["delay"] for e in daemon.events("unit.backoff") if e["unit"] == "crash"]
+    assert delays == [0.2, 0.4, 0.4]  # doubling, capped at max_delay
+    (failed,) = [e for e in daemon.events("unit.failed") if e["unit"] == "crash"]
+    assert failed["recent_exits"] == ["exit-code:3"] * 4
+    # `start` resets a failed unit: one more run, then failed again only after 4 starts.
+    code, body = daemon.request("POST", "/v1/units/crash/start")
+    assert code in (200, 409), body
+    daemon.wait_unit("crash", lambda u: u["restarts"] >= 4)
+
+
+def test_reload_semantics_via_sighup(daemon: Daemon) -> None:
+    for name in ("keep", "edit", "live", "gone", "bad"):
+        daemon.write_unit(name, SLEEPER)
+    daemon.start()
+    before = {n: daemon.wait_unit(n, lambda u: u["state"] == "running") for n in
+              ("keep", "edit", "live", "gone", "bad")}  # fmt: skip
+    daemon.write_unit("edit", SLEEPER.replace("1000", "2000"))
+    daemon.write_unit("live", SLEEPER + '[resources]\nmemory_max = "96M"\npids_max = 64\n')
+    daemon.write_unit("bad", SLEEPER + "bogus_key = 1\n")
+    daemon.write_unit("new", SLEEPER)
+    daemon.remove_unit("gone")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: len(daemon.events("daemon.reloaded")) == 2)
+    reloaded = daemon.events("daemon.reloaded")[-1]
+    assert (reloaded["started"], reloaded["restarted"], reloaded["updated"]) == (
+        ["new"],
+        ["edit"],
+        ["live"],
+    )
+    assert (reloaded["stopped"], reloaded["invalid"]) == (["gone"], ["bad"])
+    daemon.wait_unit("new", lambda u: u["state"] == "running")
+    edit = daemon.wait_unit(
+        "edit", lambda u: u["state"] == "running" and u["pid"] != before["edit"]["pid"]
+    )
+    assert edit["pid"] != before["edit"]["pid"]
+    wait_for(lambda: "gone" not in daemon.status())
+    now = daemon.status()
+    assert now["keep"]["pid"] == before["keep"]["pid"]  # unchanged: untouched
+    assert now["live"]["pid"] == before["live"]["pid"]  # resources only: no restart...
+    limit = daemon.cgroup_file("live", "memory.max" if _v2() else "memory.limit_in_bytes")
+    assert int(limit.read_text()) == 96 << 20  # ...applied live
+    assert int(daemon.cgroup_file("live", "pids.max").read_text()) == 64
+    bad = now["bad"]
+    assert bad["state"] == "running" and bad["pid"] == before["bad"]["pid"]
+    assert "bogus_key" in bad["error"]
+    assert not pid_alive(before["gone"]["pid"])
+    # The API reload reports the invalid unit (exit 1 for sandboxctl reload).
+    code, body = daemon.request("POST", "/v1/reload")
+    assert body["ok"] is False and "bad" in body["invalid"], (code, body)
+
+
+def test_oom_policies(daemon: Daemon) -> None:
+    hog = ["/usr/bin/python3", "-c", "b = b'\\1' * (200 << 20)"]  # touches every page
+    limits = {"memory_max": "48M", "swap_max": "0"}
+    daemon.write_unit("pid1", unit(hog, resources=limits, oom={"policy": "stop"}))
+    script = f"{shlex.join(hog)}; echo survived; exec sleep 1000"
+    daemon.write_unit("child", unit(script, resources=limits, oom={"policy": "continue"}))
+    daemon.start()
+    pid1 = daemon.wait_unit("pid1", lambda u: u["state"] == "exited")
+    assert pid1["last_exit"] == "oom-killed" and pid1["oom_kills"] >= 1
+    child = daemon.wait_unit("child", lambda u: u["oom_kills"] >= 1)
+    assert child["state"] == "running" and child["restarts"] == 0
+    wait_for(lambda: "survived" in (daemon.logs / "child.log").read_text(), 10)
+    kills = [e for e in daemon.events("unit.oom_kill") if e["unit"] == "child"]
+    assert kills and kills[0]["pid1_alive"] is True and kills[0]["policy"] == "continue"
+
+
+def test_two_daemons_side_by_side(daemons: Callable[[], Daemon]) -> None:
+    a, b = daemons(), daemons()
+    a.write_unit("same", SLEEPER)
+    b.write_unit("same", SLEEPER)
+    a.start()
+    b.start()
+    pa = a.wait_unit("same", lambda u: u["state"] == "running")["pid"]
+    pb = b.wait_unit("same", lambda u: u["state"] == "running")["pid"]
+    assert pa != pb
+    assert a.stop() == 0 and pid_alive(pb)
+    assert b.stop() == 0
+
+
+def _v2() -> bool:
+    return cgroup_version() == 2
+
+
+def test_invalid_unit_never_started(daemon: Daemon) -> None:
+    daemon.write_unit("broken", '[service]\nexec = ["relative"]\n')
+    daemon.start()
+    broken = daemon.wait_unit("broken", lambda u: u["state"] == "invalid")
+    assert broken["pid"] is None and "absolute" in broken["error"]
+    assert "running version" not in broken["error"]
+    assert not daemon.leftover_cgroups()
