@@ -177,8 +177,11 @@ def _read_message(
 class Launched:
     """A sandbox whose PID 1 exists and waits for Go."""
 
-    def __init__(self, req: LaunchRequest, pid: int, sync_r: int, go_w: int) -> None:
+    def __init__(
+        self, req: LaunchRequest, pid: int, sync_r: int, go_w: int, launcher: int = 0
+    ) -> None:
         self.request = req
+        self._launcher = launcher
         self.pid = pid
         self.start_time = time.time()
         self._sync_r, self._go_w = sync_r, go_w
@@ -204,6 +207,11 @@ class Launched:
                     self.unit, "userns", f"write {path}: {err.strerror}", err.errno or 0
                 ) from None
 
+    def _reap_launcher(self) -> None:
+        if self._launcher:
+            os.waitpid(self._launcher, 0)
+            self._launcher = 0
+
     def go(self) -> None:
         """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
         if self._go_w < 0:
@@ -219,6 +227,7 @@ class Launched:
             ) from None
         os.close(self._go_w)
         self._go_w = -1
+        self._reap_launcher()
         try:
             deadline = time.monotonic() + self.request.timeout
             msg = _read_message(self._reader, self._sync_r, deadline, self.unit, "exec")
@@ -234,6 +243,7 @@ class Launched:
 
     def abort(self) -> None:
         """PID 1 sees EOF instead of Go and exits without building anything."""
+        self._reap_launcher()
         for fd in (self._go_w, self._sync_r):
             if fd >= 0:
                 os.close(fd)
@@ -271,11 +281,13 @@ def launch(req: LaunchRequest, syscalls: Syscalls = REAL) -> Launched:
         os.kill(launcher, 9)  # hung launcher: PID 1, if forked, then sees EOF on go and exits
         os.close(sync_r)
         os.close(go_w)
-        raise
-    finally:
         os.waitpid(launcher, 0)
+        raise
     if isinstance(msg, PidReport):
-        return Launched(req, msg.pid, sync_r, go_w)
+        # The launcher is exiting (tearing down a copy of our address space takes a while):
+        # reap it later, in go() or abort(), instead of waiting here.
+        return Launched(req, msg.pid, sync_r, go_w, launcher)
+    os.waitpid(launcher, 0)
     os.close(sync_r)
     os.close(go_w)
     if isinstance(msg, ChildError):

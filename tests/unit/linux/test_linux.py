@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from supervisor.linux import caps, seccomp, users
+from supervisor.linux.fake import RecordingSyscalls
 from supervisor.linux.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
-    RecordingSyscalls,
 )
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv/app:/bin/sh\n"

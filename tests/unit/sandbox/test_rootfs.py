@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from supervisor.linux.fake import RecordingSyscalls
 from supervisor.linux.syscalls import (
     MS_BIND,
     MS_NOSUID,
@@ -11,7 +12,6 @@ from supervisor.linux.syscalls import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
-    RecordingSyscalls,
 )
 from supervisor.sandbox import rootfs
 from supervisor.sandbox.protocol import StageFailure

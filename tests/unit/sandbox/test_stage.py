@@ -10,13 +10,13 @@ from typing import NoReturn
 
 import pytest
 
+from supervisor.linux.fake import RecordingSyscalls
 from supervisor.linux.syscalls import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
     PR_CAPBSET_DROP,
     PR_SET_NO_NEW_PRIVS,
-    RecordingSyscalls,
 )
 from supervisor.sandbox import rootfs
 from supervisor.sandbox.launch import LaunchRequest, build_plan

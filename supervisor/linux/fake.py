@@ -1,0 +1,140 @@
+"""A recording `Syscalls` fake for unit tests: asserts namespace order and mount plans, no root.
+
+Modelled on youki's syscall/test.rs: every call is appended to `calls` as a tuple, reads are
+answered from dictionaries, and any call can be made to fail with a chosen errno.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+from supervisor.linux.syscalls import MS_RELATIME, FileKind
+
+
+class RecordingSyscalls:
+    """A fake that records every call as a tuple, for unit tests without root.
+
+    `kinds` answers `kind()` (default: every path is a directory); `files` answers
+    `read_file()`; `links` answers `resolve()` (default: no symlinks); `fail` maps a call name to
+    the errno it raises.
+    """
+
+    def __init__(
+        self,
+        kinds: dict[str, FileKind] | None = None,
+        files: dict[str, bytes] | None = None,
+        fail: dict[str, int] | None = None,
+        fork_result: int = 4242,
+        links: dict[str, str] | None = None,
+    ) -> None:
+        self.links = links or {}
+        self.calls: list[tuple[object, ...]] = []
+        self.kinds = kinds or {}
+        self.files = files or {}
+        self.fail = fail or {}
+        self.fork_result = fork_result
+
+    def _record(self, name: str, *args: object) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise OSError(
+                self.fail[name], os.strerror(self.fail[name]), str(args[0]) if args else None
+            )
+
+    def names(self) -> list[str]:
+        return [str(c[0]) for c in self.calls]
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", flags)
+
+    def setns(self, fd: int, nstype: int) -> None:
+        self._record("setns", fd, nstype)
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        self._record("mount", source, target, fstype, flags, data)
+
+    def mount_flags(self, path: str) -> int:
+        return MS_RELATIME
+
+    def umount2(self, target: str, flags: int) -> None:
+        self._record("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._record("pivot_root", new_root, put_old)
+
+    def chdir(self, path: str) -> None:
+        self._record("chdir", path)
+
+    def mkdir(self, path: str, mode: int, parents: bool = False) -> None:
+        self._record("mkdir", path, mode)
+
+    def touch(self, path: str) -> None:
+        self._record("touch", path)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._record("symlink", target, path)
+
+    def write_file(self, path: str, data: bytes, create: bool = True) -> None:
+        self._record("write_file", path, data)
+
+    def read_file(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return self.files[path]
+
+    def kind(self, path: str, follow: bool = False) -> FileKind | None:
+        return self.kinds.get(path, "dir")
+
+    def resolve(self, path: str) -> str:
+        return self.links.get(path, path)
+
+    def sethostname(self, name: str) -> None:
+        self._record("sethostname", name)
+
+    def link_up(self, ifname: str) -> None:
+        self._record("link_up", ifname)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
+        self._record("prctl", option, arg2, arg3)
+        return 0
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        self._record("capset", effective, permitted, inheritable)
+
+    def setgroups(self, gids: list[int]) -> None:
+        self._record("setgroups", list(gids))
+
+    def setresgid(self, gid: int) -> None:
+        self._record("setresgid", gid)
+
+    def setresuid(self, uid: int) -> None:
+        self._record("setresuid", uid)
+
+    def setrlimit(self, which: int, soft: int, hard: int) -> None:
+        self._record("setrlimit", which, soft, hard)
+
+    def seccomp_load(self, bpf: bytes) -> None:
+        self._record("seccomp_load", len(bpf))
+
+    def fork(self) -> int:
+        self._record("fork")
+        return self.fork_result
+
+    def setsid(self) -> None:
+        self._record("setsid")
+
+    def reset_signals(self) -> None:
+        self._record("reset_signals")
+
+    def close_fds_except(self, keep: set[int]) -> None:
+        self._record("close_fds_except", sorted(keep))
+
+    def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None:
+        self._record("setup_stdio", stdout_fd, stderr_fd)
+
+    def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+        self._record("execve", path, list(argv), dict(env))
+        raise SystemExit(0)
