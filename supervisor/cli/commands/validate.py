@@ -1,0 +1,156 @@
+"""`sandboxctl validate [PATH...]`: check unit files offline, exactly as the daemon would load them.
+
+Problems go to stderr, one `FILE[:LINE]: KEY: message` line each (warnings read
+`...: KEY: warning: message` and never fail the check); the summary goes to stdout, so
+`sandboxctl validate >/dev/null` shows only the problems.
+
+A directory is checked as the daemon loads it, cross-unit checks included (`after` must name a
+unit file, no dependency cycles). Files named one by one may be headed for another directory,
+so an `after` naming a unit that is neither among them nor beside them is only a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from supervisor.errors import EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:
+    from supervisor.unit.loader import UnitError
+    from supervisor.unit.spec import UnitSpec
+
+HELP = "check unit files offline (no daemon needed)"
+EPILOG = """\
+PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
+Each problem is one line on stderr, FILE[:LINE]: KEY: message; host checks (a missing
+binary or root directory on this machine) are warnings and do not fail the check.
+
+exit status: 0 all valid; 1 any unit invalid; 2 usage
+
+EXAMPLE:
+  sandboxctl validate                          # /etc/sandboxd/units (units_dir)
+  sandboxctl validate units/ new-service.toml
+  sandboxctl validate --no-host-checks build/units/   # for another host
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="unit files or directories")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="daemon config to read units_dir from (default: /etc/sandboxd/sandboxd.toml)",
+    )
+    p.add_argument(
+        "--no-host-checks",
+        dest="host_checks",
+        action="store_false",
+        help="skip the warnings about this host (missing binaries, root directories)",
+    )
+    p.set_defaults(run=run)
+
+
+@dataclass
+class Report:
+    valid: int = 0
+    invalid: int = 0
+    unreadable: int = 0  # directories that could not be listed
+    errors: list[UnitError] = field(default_factory=list)
+    warnings: list[UnitError] = field(default_factory=list)
+
+
+def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
+    from supervisor.unit.loader import UnitFileError, UnitLoader  # noqa: PLC0415 (see run)
+
+    try:
+        load = UnitLoader(host_checks=host_checks).load_directory(path)
+    except UnitFileError as exc:
+        report.unreadable += 1
+        report.errors.extend(exc.errors)
+        return
+    report.valid += len(load.specs)
+    report.invalid += len(load.errors)
+    for errors in load.errors.values():
+        report.errors.extend(errors)
+    for warnings in load.warnings.values():
+        report.warnings.extend(warnings)
+
+
+def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
+    from supervisor.unit import checks  # noqa: PLC0415 (see run)
+    from supervisor.unit.loader import SUFFIX, UnitError, UnitFileError, load_unit  # noqa: PLC0415
+
+    specs: dict[str, UnitSpec] = {}
+    for path in paths:
+        try:
+            spec = load_unit(path)
+        except UnitFileError as exc:
+            report.invalid += 1
+            report.errors.extend(exc.errors)
+            continue
+        specs[spec.name] = spec
+    in_cycles: set[str] = set()
+    for name, errors in checks.cycles(specs):
+        in_cycles.add(name)
+        report.errors.extend(errors)
+    report.invalid += len(in_cycles)
+    report.valid += len(specs) - len(in_cycles)
+    beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
+    for _, errors in checks.unknown_after(specs, set(specs) | beside):
+        report.warnings.extend(
+            UnitError(e.path, e.key, f"warning: {e.message} among or beside the files checked")
+            for e in errors
+        )
+    if host_checks:
+        for spec in specs.values():
+            report.warnings.extend(checks.host_warnings(spec))
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summary(report: Report) -> str:
+    text = f"{_plural(report.valid, 'unit')} valid"
+    if report.invalid:
+        text += f", {report.invalid} invalid"
+    if report.unreadable:
+        n = report.unreadable
+        text += f", {n} {'directory' if n == 1 else 'directories'} unreadable"
+    if report.warnings:
+        text += f" ({_plural(len(report.warnings), 'warning')})"
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: pydantic takes ~200 ms to import, and `sandboxctl status`
+    # (which imports every verb module to build its parser) should not pay for it.
+    from supervisor.config import load_config  # noqa: PLC0415
+
+    report = Report()
+    paths: list[Path] = args.paths
+    if not paths:  # the configured units_dir is a directory even when it does not exist
+        _check_directory(load_config(args.config).units_dir, args.host_checks, report)
+    files = [p for p in paths if not p.is_dir()]
+    for path in paths:
+        if path.is_dir():
+            _check_directory(path, args.host_checks, report)
+    if files:
+        _check_files(files, args.host_checks, report)
+    for problem in [*report.errors, *report.warnings]:
+        print(problem, file=sys.stderr)
+    sys.stderr.flush()
+    print(summary(report))
+    return EXIT_FAILURE if report.invalid or report.unreadable else EXIT_OK

@@ -1,0 +1,80 @@
+"""`sandboxctl`: a table of thin verbs (crun's `commands[]`), each in `commands/<verb>.py`.
+
+A verb module exposes `register(subparsers)`, which adds its sub-parser (help text with an
+EXAMPLE), and `run(args) -> int`, which returns the contract's exit code: 0 ok, 1 failure,
+2 usage, 3 not running, 4 no such unit, 5 daemon unreachable. Errors are one line on stderr,
+lower case, no final period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from supervisor import __version__
+from supervisor.errors import EXIT_USAGE, SupervisorError
+
+# verb -> module; the order is the order of `sandboxctl --help`.
+COMMANDS: dict[str, str] = {
+    "status": "supervisor.cli.commands.status",
+    "reload": "supervisor.cli.commands.reload",
+    "start": "supervisor.cli.commands.start",
+    "stop": "supervisor.cli.commands.stop",
+    "restart": "supervisor.cli.commands.restart",
+    "logs": "supervisor.cli.commands.logs",
+    "validate": "supervisor.cli.commands.validate",
+}
+
+DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"
+EPILOG = """\
+exit status: 0 ok; 1 failure or invalid units; 2 usage; 3 a named unit is not running;
+4 no such unit; 5 the daemon is unreachable (socket: $SANDBOXD_SOCKET or
+/run/sandboxd/control.sock)
+
+EXAMPLE:
+  sandboxctl validate units/        # check unit files, no daemon needed
+  sandboxctl status                 # every unit, one line each
+  sandboxctl restart web
+"""
+
+
+def _modules() -> dict[str, ModuleType]:
+    return {verb: importlib.import_module(path) for verb, path in COMMANDS.items()}
+
+
+def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandboxctl",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sandboxctl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in modules.values():
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    modules = _modules()
+    parser = build_parser(modules)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        code: int = modules[args.command].run(args)
+    except SupervisorError as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
