@@ -22,7 +22,7 @@ from supervisor.engine import proc
 from supervisor.engine.launching import Launcher
 from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.store import UnitRecord
-from supervisor.errors import CgroupError
+from supervisor.errors import CgroupError, LaunchError
 from supervisor.log import get_logger
 from supervisor.unit.schema import Resources
 from supervisor.unit.spec import UnitSpec
@@ -101,7 +101,11 @@ class Run:
                 os.close(write_fd)  # the service holds it now; EOF comes when it is gone
             pid = started.pid
             # Hold the pidfd before `go`, so an instant exit is still seen on this process.
-            pidfd = os.pidfd_open(pid)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                message = f"pidfd_open({pid}): {exc.strerror}"
+                raise LaunchError(spec.name, "watch", message) from None
             started.go()
         except BaseException:
             if capture is not None:

@@ -1,0 +1,204 @@
+"""Benchmark: a reload of 1000 units with one changed (target: < 100 ms per reconcile pass).
+
+Runs the real Reconciler with the real UnitLoader on 1000 unit files; cgroups are stubs and the
+launcher posix_spawns the unit's command directly (no namespaces), so the figure is the daemon's
+own cost: scan the directory, re-parse what changed, diff, hand out actions. Prints figures; it
+is not a pass/fail test.
+
+    .venv/bin/python tests/bench/bench_reconcile.py [--units 1000] [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor import log
+from supervisor.cgroups import CgroupStats, Limits
+from supervisor.config import DaemonConfig
+from supervisor.engine.reconciler import Reconciler
+from supervisor.engine.run import Host
+from supervisor.engine.store import Store
+from supervisor.unit.loader import UnitLoader
+
+
+class _Closer:
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class StubCgroup:
+    name: str
+    limits: Limits
+    applied: int = 0
+
+    def procs_files(self) -> list[str]:
+        return []
+
+    def apply(self, limits: Limits) -> list[str]:
+        self.limits, self.applied = limits, self.applied + 1
+        return []
+
+    def stats(self) -> CgroupStats:
+        return CgroupStats(0, None, 0, 1, 0)
+
+    def oom_kill_count(self) -> int:
+        return 0
+
+    def is_populated(self) -> bool:
+        return False
+
+    def pids(self) -> list[int]:
+        return []
+
+    def kill_all(self) -> None:
+        pass
+
+    def destroy(self) -> None:
+        pass
+
+    def watch_oom(self, loop: Any, callback: Any) -> _Closer:
+        return _Closer()
+
+
+class StubManager:
+    version = 0
+
+    def __init__(self) -> None:
+        self.created = 0
+
+    def create(self, unit: str, limits: Limits) -> StubCgroup:
+        self.created += 1
+        return StubCgroup(unit, limits)
+
+    def open(self, unit: str) -> None:
+        return None
+
+    def list_units(self) -> list[str]:
+        return []
+
+
+@dataclass
+class Started:
+    pid: int
+
+    def go(self) -> None:
+        pass
+
+
+class SpawnLauncher:
+    """Each "sandbox" is a plain child process running the unit's exec."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, spec: Any, cgroup: Any, output_fd: int, keep: Sequence[int]) -> Started:
+        self.count += 1
+        argv = list(spec.unit.service.exec)
+        actions = [(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)]
+        return Started(os.posix_spawn(argv[0], argv, {}, file_actions=actions))
+
+
+class TimedLoader:
+    """The real loader, timed, to tell its share of a reload from the engine's."""
+
+    def __init__(self) -> None:
+        self.inner, self.last = UnitLoader(), 0.0
+
+    def load_directory(self, directory: Path) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.load_directory(directory)
+        finally:
+            self.last = time.perf_counter() - t0
+
+
+UNIT = """[service]
+exec = ["/usr/bin/sleep", "{n}"]
+env = {{ LANG = "C.UTF-8", UNIT = "u{i}" }}
+[resources]
+memory_max = "64M"
+pids_max = 128
+[restart]
+policy = "always"
+"""
+
+
+async def bench(units: int, rounds: int, base: Path) -> None:
+    units_dir = base / "units"
+    units_dir.mkdir()
+    for i in range(units):
+        (units_dir / f"u{i:04d}.toml").write_text(UNIT.format(i=i, n=1000))
+    config = DaemonConfig(units_dir=units_dir, state_dir=base / "state", log_dir=base / "log")
+    store = Store(config.state_dir)
+    store.prepare()
+    launcher, manager = SpawnLauncher(), StubManager()
+    host = Host(asyncio.get_running_loop(), manager, launcher)
+    loader = TimedLoader()
+    async with Reconciler(config, host, loader, store) as rec:
+        t0 = time.perf_counter()
+        first = await rec.reload()
+        cold = time.perf_counter() - t0
+        await asyncio.sleep(1.0)  # let every runner launch
+        print(f"cold load of {len(first.started)} units: {cold * 1000:.1f} ms "
+              f"(launches after 1 s: {launcher.count})")  # fmt: skip
+        passes: list[float] = []
+        loads: list[float] = []
+        for r in range(rounds):
+            target = units_dir / f"u{(r * 37) % units:04d}.toml"
+            target.write_text(UNIT.format(i=r, n=2000 + r))
+            before = launcher.count
+            t0 = time.perf_counter()
+            result = await rec.reload()
+            passes.append(time.perf_counter() - t0)
+            loads.append(loader.last)
+            await asyncio.sleep(0.05)
+            touched = result.restarted + result.started + result.stopped + result.updated
+            assert touched == [target.stem], touched
+            assert launcher.count - before == 1, launcher.count - before
+        unchanged: list[float] = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            await rec.reload()
+            unchanged.append(time.perf_counter() - t0)
+        print(
+            f"reload, {units} units, one changed ({rounds} rounds): "
+            f"median {statistics.median(passes) * 1000:.1f} ms, "
+            f"max {max(passes) * 1000:.1f} ms (target < 100 ms); only that unit restarted"
+        )
+        engine = [p - load for p, load in zip(passes, loads, strict=True)]
+        print(
+            f"  of which loading the directory (supervisor.unit.loader): median "
+            f"{statistics.median(loads) * 1000:.1f} ms; diff + actions (engine): median "
+            f"{statistics.median(engine) * 1000:.1f} ms, max {max(engine) * 1000:.1f} ms"
+        )
+        print(f"reload, {units} units, none changed: "
+              f"median {statistics.median(unchanged) * 1000:.1f} ms, "
+              f"max {max(unchanged) * 1000:.1f} ms")  # fmt: skip
+        t0 = time.perf_counter()
+        await rec.shutdown(leave=False)
+        print(f"stop of {units} units: {(time.perf_counter() - t0) * 1000:.0f} ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--units", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=20)
+    args = p.parse_args()
+    log.configure("console", level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="sbx-bench-") as tmp:
+        asyncio.run(bench(args.units, args.rounds, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
