@@ -1,0 +1,133 @@
+"""`sandboxctl validate` through the real entry point: exit codes, stderr lines, summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.cli.main import COMMANDS, main
+from supervisor.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+REPO_UNITS = Path(__file__).resolve().parents[3] / "units"
+GOOD = '[service]\nexec = ["/bin/true"]\n'
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err.splitlines()
+
+
+def units(directory: Path, **files: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    for name, content in files.items():
+        (directory / f"{name}.toml").write_text(content)
+    return directory
+
+
+def test_a_valid_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web=GOOD, db=GOOD)
+    assert run(capsys, "validate", str(d)) == (EXIT_OK, "2 units valid\n", [])
+
+
+def test_an_invalid_file_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = units(tmp_path / "u", web=GOOD, bad='[service]\nexec = ["true"]\n')
+    code, out, err = run(capsys, "validate", str(d))
+    assert code == EXIT_FAILURE
+    assert out == "1 unit valid, 1 invalid\n"
+    assert err == [f"{d}/bad.toml:2: service.exec[0]: must be an absolute path, got 'true'"]
+
+
+def test_files_and_directories_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web=GOOD)
+    one = units(tmp_path / "other", extra=GOOD) / "extra.toml"
+    assert run(capsys, "validate", str(d), str(one)) == (EXIT_OK, "2 units valid\n", [])
+
+
+def test_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", str(tmp_path / "nope.toml"))
+    assert (code, out) == (EXIT_FAILURE, "0 units valid, 1 invalid\n")
+    assert err == [f"{tmp_path}/nope.toml: file: cannot read: no such file or directory"]
+
+
+def test_the_default_is_the_configured_units_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = units(tmp_path / "u", web=GOOD)
+    config = tmp_path / "sandboxd.toml"
+    config.write_text(f'units_dir = "{d}"\n')
+    assert run(capsys, "validate", "--config", str(config)) == (EXIT_OK, "1 unit valid\n", [])
+
+
+def test_a_missing_units_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "sandboxd.toml"
+    config.write_text(f'units_dir = "{tmp_path}/none"\n')
+    code, out, err = run(capsys, "validate", "--config", str(config))
+    assert (code, out) == (EXIT_FAILURE, "0 units valid, 1 directory unreadable\n")
+    assert err == [f"{tmp_path}/none: directory: cannot read: no such file or directory"]
+
+
+def test_a_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "sandboxd.toml"
+    config.write_text("unit_dir = '/x'\n")
+    code, out, err = run(capsys, "validate", "--config", str(config))
+    assert (code, out) == (EXIT_FAILURE, "")
+    assert err == [f"sandboxctl: {config}: unit_dir: unknown key"]
+
+
+def test_host_warnings_do_not_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web='[service]\nexec = ["/nonexistent/bin/web"]\n')
+    code, out, err = run(capsys, "validate", str(d))
+    assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
+    assert err == [
+        f"{d}/web.toml: service.exec[0]: warning: /nonexistent/bin/web does not exist on this host"
+    ]
+    assert run(capsys, "validate", "--no-host-checks", str(d)) == (EXIT_OK, "1 unit valid\n", [])
+
+
+def test_cross_unit_checks_in_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = units(tmp_path / "u", a=GOOD + "after = ['b']\n", b=GOOD + "after = ['a']\n", c=GOOD)
+    code, out, err = run(capsys, "validate", str(d))
+    assert (code, out) == (EXIT_FAILURE, "1 unit valid, 2 invalid\n")
+    assert err == [
+        f"{d}/a.toml:3: service.after: dependency cycle: a -> b -> a",
+        f"{d}/b.toml:3: service.after: dependency cycle: b -> a -> b",
+    ]
+
+
+def test_files_named_one_by_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web=GOOD + "after = ['db', 'cache']\n", db=GOOD)
+    # db is beside web.toml: fine; cache is nowhere: a warning, the file may be headed elsewhere.
+    code, out, err = run(capsys, "validate", str(d / "web.toml"))
+    assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
+    assert err == [
+        f'{d}/web.toml: service.after[1]: warning: no unit named "cache" among or beside '
+        "the files checked"
+    ]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    assert main(["no-such-verb"]) == EXIT_USAGE
+    assert main(["validate", "--bogus"]) == EXIT_USAGE
+    assert "usage: sandboxctl" in capsys.readouterr().err
+
+
+def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--help"]) == EXIT_OK
+    assert "EXAMPLE:" in capsys.readouterr().out
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "EXAMPLE:" in out
+    assert all(verb in out for verb in COMMANDS)
+
+
+def test_the_example_units_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", "--no-host-checks", str(REPO_UNITS))
+    assert (code, err) == (EXIT_OK, [])
+    assert 4 <= int(out.split()[0]) <= 6 and out.endswith(" units valid\n")
