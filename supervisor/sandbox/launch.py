@@ -32,7 +32,7 @@ from functools import cache
 from supervisor.errors import LaunchError
 from supervisor.linux import caps, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
-from supervisor.sandbox import init, rootfs
+from supervisor.sandbox import hostlayout, init, rootfs
 from supervisor.sandbox.protocol import (
     GO,
     ChildError,
@@ -108,7 +108,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> rootfs.RootSpec:
     )
 
 
-def build_plan(req: LaunchRequest, host: rootfs.HostLayout | None = None) -> ChildPlan:
+def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) -> ChildPlan:
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
     flags = 0
@@ -127,7 +127,7 @@ def build_plan(req: LaunchRequest, host: rootfs.HostLayout | None = None) -> Chi
         spec = root_spec(req, init_binary)
         if host is None:
             extra = rootfs.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
-            host = rootfs.HostLayout.probe(extra)
+            host = hostlayout.HostLayout.probe(extra)
         ops = rootfs.plan_root(spec, host)
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None

@@ -1,7 +1,7 @@
 """The sandbox's root: a mount plan computed in the daemon, applied by PID 1 before exec.
 
-`plan_root()` is pure (host facts come in a `HostLayout`), so unit tests assert the whole plan;
-`apply()` runs it through a `Syscalls`. Everything happens in PID 1's private mount namespace,
+`plan_root()` is pure (host facts come in a `HostLayout`, probed by hostlayout.py), so unit
+tests assert the whole plan; `apply()` runs it through a `Syscalls`. Everything happens in PID 1's private mount namespace,
 which dies with the sandbox: a failed launch leaves no mount behind on the host.
 
 Fail closed: every mount, bind and read-only remount either succeeds or aborts the launch.
@@ -21,9 +21,8 @@ Threats this module answers:
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from supervisor.linux.syscalls import (
     MNT_DETACH,
@@ -36,20 +35,19 @@ from supervisor.linux.syscalls import (
     MS_REC,
     MS_REMOUNT,
     PRESERVED_MOUNT_FLAGS,
-    FileKind,
     Syscalls,
+)
+from supervisor.sandbox.hostlayout import (
+    DEVICES,
+    ETC_ENTRIES,
+    HOST_DIRS,
+    MASKED,
+    READ_ONLY,
+    STAGING_CANDIDATES,
+    HostLayout,
 )
 from supervisor.sandbox.protocol import StageFailure
 
-HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# What programs need from /etc to run, resolve names and verify TLS; nothing with secrets.
-ETC_ENTRIES = (
-    "passwd", "group", "nsswitch.conf", "resolv.conf", "host.conf", "gai.conf", "services",
-    "protocols", "networks", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
-    "ca-certificates", "ca-certificates.conf", "alternatives", "localtime", "timezone",
-    "mime.types", "os-release", "debian_version", "login.defs", "shells", "environment",
-)  # fmt: skip
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (
     ("/proc/self/fd", "fd"),
     ("/proc/self/fd/0", "stdin"),
@@ -57,16 +55,7 @@ DEV_LINKS = (
     ("/proc/self/fd/2", "stderr"),
     ("pts/ptmx", "ptmx"),
 )
-MASKED = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
-)  # fmt: skip
-READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 INIT_PATH = "/dev/init"  # where init = true binds tini: outside any unit mount
-# Where the host root's tmpfs is assembled: a directory no bind source lives under.
-STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/boot", "/tmp")
-
 _NOSUID_NODEV = MS_NOSUID | MS_NODEV
 _NOSUID_NODEV_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
@@ -141,74 +130,6 @@ class PivotRoot:
 
 
 Op = Mkdir | Mount | Bind | Symlink | WriteFile | Mask | ReadOnly | RemountRoot | PivotRoot
-
-
-@dataclass(frozen=True)
-class HostPath:
-    kind: FileKind
-    link: str = ""  # the symlink's target
-    flags: int = 0  # statvfs flags of the mount holding it (after following links)
-    data: bytes | None = None  # content, for /etc files copied into the root
-
-
-# Copied /etc files, keyed by path: (mtime_ns, size, inode) -> content. Files are small and
-# rarely change; stat-ing them per launch keeps copies current.
-_ETC_CACHE: dict[str, tuple[tuple[int, int, int], bytes]] = {}
-_ETC_COPY_MAX = 1 << 20
-
-
-def _probe(path: str, copy: bool = False) -> HostPath | None:
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            return HostPath("link", os.readlink(path))
-        flags = os.statvfs(path).f_flag & (PRESERVED_MOUNT_FLAGS | MS_RDONLY)
-    except OSError:
-        return None
-    if stat.S_ISDIR(st.st_mode):
-        return HostPath("dir", flags=flags)
-    if not stat.S_ISREG(st.st_mode):
-        return HostPath("other", flags=flags)
-    data = None
-    if copy and st.st_size <= _ETC_COPY_MAX:
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cached = _ETC_CACHE.get(path)
-        if cached is None or cached[0] != key:
-            with open(path, "rb") as f:
-                cached = (key, f.read())
-            _ETC_CACHE[path] = cached
-        data = cached[1]
-    return HostPath("file", flags=flags, data=data)
-
-
-@dataclass(frozen=True)
-class HostLayout:
-    """What the plan needs to know about the host: one `HostPath` per path looked at.
-
-    The sandbox shares the host's kernel, so /proc and /sys entries seen here exist there too.
-    """
-
-    entries: dict[str, HostPath] = field(default_factory=dict)
-
-    @classmethod
-    def probe(cls, extra: Iterable[str] = ()) -> HostLayout:
-        entries: dict[str, HostPath] = {}
-        for path in (*HOST_DIRS, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev"):
-            found = _probe(path)
-            if found is not None:
-                entries[path] = found
-        for dev in DEVICES:
-            found = _probe(f"/dev/{dev}")
-            if found is not None:
-                entries[f"/dev/{dev}"] = found
-        for name in ETC_ENTRIES:
-            found = _probe(f"/etc/{name}", copy=True)
-            if found is not None:
-                entries[f"/etc/{name}"] = found
-        return cls(entries)
-
-    def get(self, path: str) -> HostPath | None:
-        return self.entries.get(path)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from supervisor.linux.syscalls import (
     MS_REMOUNT,
 )
 from supervisor.sandbox import rootfs
+from supervisor.sandbox.hostlayout import DEVICES, HostLayout, HostPath
 from supervisor.sandbox.protocol import StageFailure
 from supervisor.sandbox.rootfs import (
     Bind,
-    HostLayout,
-    HostPath,
     Mask,
     Mount,
     PivotRoot,
@@ -47,7 +46,7 @@ def layout(**extra: HostPath) -> HostLayout:
         "/proc/acpi": HostPath("dir"),
         "/proc/sys": HostPath("dir"),
         "/sys/firmware": HostPath("dir"),
-        **{f"/dev/{d}": HostPath("other") for d in rootfs.DEVICES},
+        **{f"/dev/{d}": HostPath("other") for d in DEVICES},
     }
     entries.update({k.replace("__", "/"): v for k, v in extra.items()})
     return HostLayout(entries)

@@ -18,18 +18,18 @@ from supervisor.linux.syscalls import (
     PR_CAPBSET_DROP,
     PR_SET_NO_NEW_PRIVS,
 )
-from supervisor.sandbox import rootfs
+from supervisor.sandbox import hostlayout
 from supervisor.sandbox.launch import LaunchRequest, build_plan
 from supervisor.sandbox.protocol import GO, ChildError, PidReport, Reader
 from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher, run_pid1
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
-HOST = rootfs.HostLayout(
+HOST = hostlayout.HostLayout(
     {
-        "/usr": rootfs.HostPath("dir"),
-        "/mnt": rootfs.HostPath("dir"),
-        **{f"/dev/{d}": rootfs.HostPath("other") for d in rootfs.DEVICES},
+        "/usr": hostlayout.HostPath("dir"),
+        "/mnt": hostlayout.HostPath("dir"),
+        **{f"/dev/{d}": hostlayout.HostPath("other") for d in hostlayout.DEVICES},
     }
 )
 

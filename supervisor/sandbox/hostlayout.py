@@ -1,0 +1,102 @@
+"""What a sandbox's root needs to know about the host, looked at once per launch by the daemon.
+
+`HostLayout.probe()` stats every host path the mount plan may bind, mask or copy, so that
+`rootfs.plan_root()` stays pure (unit tests hand it a made-up layout) and the forked children
+never look at the host themselves. The path lists live here because they are both what is
+probed and what the plan shows of the host.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from supervisor.linux.syscalls import MS_RDONLY, PRESERVED_MOUNT_FLAGS, FileKind
+
+HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What programs need from /etc to run, resolve names and verify TLS; nothing with secrets.
+ETC_ENTRIES = (
+    "passwd", "group", "nsswitch.conf", "resolv.conf", "host.conf", "gai.conf", "services",
+    "protocols", "networks", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl",
+    "ca-certificates", "ca-certificates.conf", "alternatives", "localtime", "timezone",
+    "mime.types", "os-release", "debian_version", "login.defs", "shells", "environment",
+)  # fmt: skip
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+MASKED = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)  # fmt: skip
+READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# Where the host root's tmpfs is assembled: a directory no bind source lives under.
+STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/boot", "/tmp")
+
+
+@dataclass(frozen=True)
+class HostPath:
+    kind: FileKind
+    link: str = ""  # the symlink's target
+    flags: int = 0  # statvfs flags of the mount holding it (after following links)
+    data: bytes | None = None  # content, for /etc files copied into the root
+
+
+# Copied /etc files, keyed by path: (mtime_ns, size, inode) -> content. Files are small and
+# rarely change; stat-ing them per launch keeps copies current.
+_ETC_CACHE: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+_ETC_COPY_MAX = 1 << 20
+
+
+def _probe(path: str, copy: bool = False) -> HostPath | None:
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return HostPath("link", os.readlink(path))
+        flags = os.statvfs(path).f_flag & (PRESERVED_MOUNT_FLAGS | MS_RDONLY)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return HostPath("dir", flags=flags)
+    if not stat.S_ISREG(st.st_mode):
+        return HostPath("other", flags=flags)
+    data = None
+    if copy and st.st_size <= _ETC_COPY_MAX:
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = _ETC_CACHE.get(path)
+        if cached is None or cached[0] != key:
+            with open(path, "rb") as f:
+                cached = (key, f.read())
+            _ETC_CACHE[path] = cached
+        data = cached[1]
+    return HostPath("file", flags=flags, data=data)
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """What the plan needs to know about the host: one `HostPath` per path looked at.
+
+    The sandbox shares the host's kernel, so /proc and /sys entries seen here exist there too.
+    """
+
+    entries: dict[str, HostPath] = field(default_factory=dict)
+
+    @classmethod
+    def probe(cls, extra: Iterable[str] = ()) -> HostLayout:
+        entries: dict[str, HostPath] = {}
+        for path in (*HOST_DIRS, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev"):
+            found = _probe(path)
+            if found is not None:
+                entries[path] = found
+        for dev in DEVICES:
+            found = _probe(f"/dev/{dev}")
+            if found is not None:
+                entries[f"/dev/{dev}"] = found
+        for name in ETC_ENTRIES:
+            found = _probe(f"/etc/{name}", copy=True)
+            if found is not None:
+                entries[f"/etc/{name}"] = found
+        return cls(entries)
+
+    def get(self, path: str) -> HostPath | None:
+        return self.entries.get(path)
