@@ -45,6 +45,8 @@ class Backoff:
     def record_start(self) -> None:
         self.starts.append(self.clock())
         self._forget_before(self.clock() - self.policy.interval)
+        while len(self.starts) > self.policy.burst:  # older ones can no longer decide anything
+            self.starts.popleft()
 
     def reset(self) -> None:
         """An operator `start`: forget the failures and the start history."""

@@ -23,6 +23,7 @@ from typing import Protocol
 from supervisor.config import DaemonConfig
 from supervisor.engine import diff, status
 from supervisor.engine.diff import Kind
+from supervisor.engine.kmsg import KmsgWatch, Victim, unit_of
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host
@@ -50,7 +51,9 @@ class Loader(Protocol):
 
 
 class Reconciler:
-    def __init__(self, config: DaemonConfig, host: Host, loader: Loader, store: Store) -> None:
+    def __init__(
+        self, config: DaemonConfig, host: Host, loader: Loader, store: Store, read_kmsg: bool = True
+    ) -> None:
         self.config, self.host, self.loader, self.store = config, host, loader, store
         self.runners: dict[str, UnitRunner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
@@ -58,15 +61,25 @@ class Reconciler:
         self._reload_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
         self.last_reload_seconds = 0.0
+        self._read_kmsg = read_kmsg
+        self._kmsg: KmsgWatch | None = None
 
     async def __aenter__(self) -> Reconciler:
         await self._tg.__aenter__()
+        self._kmsg = KmsgWatch(self.host.loop, self._on_oom_victim) if self._read_kmsg else None
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._kmsg is not None:
+            self._kmsg.close()
         await self._tg.__aexit__(et, e, tb)
+
+    def _on_oom_victim(self, victim: Victim) -> None:
+        runner = self.runners.get(unit_of(victim, self.config.cgroup_parent) or "")
+        if runner is not None:
+            runner.note_oom_victim(victim.pid, victim.command)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -97,5 +97,9 @@ def unit_status(r: UnitRunner) -> UnitStatus:
         usage=usage,
         recent_events=list(r.recent_events),
         recent_exits=list(r.recent_exits),
-        extra={"invalid": list(r.invalid), "oom_policy": spec.unit.oom.policy if spec else None},
+        extra={
+            "invalid": list(r.invalid),
+            "oom_policy": spec.unit.oom.policy if spec else None,
+            "oom_victims": list(r.oom_victims),
+        },
     )

@@ -31,6 +31,7 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host, Run, discard_cgroup, limits_from
 from supervisor.engine.states import State
 from supervisor.engine.store import Store, UnitRecord
+from supervisor.engine.wakeup import Wakeup
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.log import get_logger
 from supervisor.unit.schema import Restart
@@ -66,6 +67,8 @@ class UnitRunner:
         self.recent_exits: deque[str] = deque(maxlen=10)
         self.recent_events: deque[UnitEvent] = deque(maxlen=20)
         self.oom_kills = 0
+        self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
+        self._last_pid = 0
         self.run: Run | None = None
         self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
@@ -73,7 +76,7 @@ class UnitRunner:
         self._start = self._stop = self._removing = self._detaching = False
         self._stop_for_oom = False
         self._oom_seen = 0  # OOM kills of the current run already accounted
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._changed = asyncio.Event()
 
     # -- commands (from the reconciler; never block) -------------------------------------
@@ -132,6 +135,12 @@ class UnitRunner:
             self._event("invalid", "warning", errors=errors)
         self.invalid = list(errors)
         self._changed.set()
+
+    def note_oom_victim(self, pid: int, command: str) -> None:
+        """The kernel log named a victim in this unit's cgroup (see kmsg.py)."""
+        main = pid == (self.run.pid if self.run else self._last_pid)
+        self.oom_victims.append({"pid": pid, "command": command, "main": main})
+        self._event("oom_victim", "warning", victim_pid=pid, command=command, main=main)
 
     @property
     def start_pending(self) -> bool:
@@ -205,7 +214,7 @@ class UnitRunner:
                     self._set(State.STARTING)
                 else:
                     self._stop = False
-                    await self._sleep()
+                    await self._wake.sleep()
         return False
 
     def _launch(self) -> None:
@@ -239,7 +248,7 @@ class UnitRunner:
             self._ended(run.reason())
         elif self._account_oom():
             if self.spec and self.spec.unit.oom.policy != "continue":
-                await self._sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
+                await self._wake.sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
                 if not run.ended:
                     self._stop_for_oom = True
                     self._set(State.STOPPING)
@@ -247,7 +256,7 @@ class UnitRunner:
             self._stop = False
             self._set(State.STOPPING)
         else:
-            await self._sleep()
+            await self._wake.sleep()
 
     async def _stopping(self) -> None:
         run, spec = self.run, self.run_spec
@@ -256,11 +265,11 @@ class UnitRunner:
         began = time.monotonic()
         run.signal(_signum(signame))
         self._event("stopping", signal=signame)
-        if not await self._sleep_until(lambda: run.ended, timeout):
+        if not await self._wake.sleep_until(lambda: run.ended, timeout):
             self._event("stop_timeout", "warning", elapsed=round(time.monotonic() - began, 3),
                         signal=signame)  # fmt: skip
             run.kill_all()
-            if not await self._sleep_until(lambda: run.ended, KILL_TIMEOUT):
+            if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
         self._stop = False
         if self._stop_for_oom:
@@ -283,7 +292,7 @@ class UnitRunner:
             self.restarts += 1
             self._set(State.STARTING)
         else:
-            await self._sleep(self.next_start - self.host.monotonic())
+            await self._wake.sleep(self.next_start - self.host.monotonic())
 
     # -- exits ---------------------------------------------------------------------------
 
@@ -323,7 +332,7 @@ class UnitRunner:
         run = self.run
         assert run is not None
         self._account_oom()
-        wait_status = run.status
+        wait_status, self._last_pid = run.status, run.pid
         run.finish()
         self.run = None
         self._record_exit(reason)
@@ -347,26 +356,6 @@ class UnitRunner:
         return True
 
     # -- plumbing ------------------------------------------------------------------------
-
-    async def _sleep(self, timeout: float | None = None) -> bool:
-        """Wait for a wake-up (True) or the timeout (False)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-        except TimeoutError:
-            return False
-        finally:
-            self._wake.clear()
-        return True
-
-    async def _sleep_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            await self._sleep(left)
-        return True
 
     def _set(self, state: State, save: bool = True) -> None:
         self.state = state
@@ -392,8 +381,8 @@ class UnitRunner:
     # -- views ---------------------------------------------------------------------------
 
     def actual(self) -> Actual:
-        spec = self.spec
-        return Actual(spec.hash if spec else None, spec.restart_hash if spec else None, self.state)
+        s = self.spec
+        return Actual(s.hash if s else None, s.restart_hash if s else None, self.state)
 
     def record(self) -> UnitRecord:
         return status.record(self)

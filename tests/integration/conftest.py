@@ -94,7 +94,11 @@ class Daemon:
         with open(self.stderr_path(), "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         if wait_ready:
-            wait_for(lambda: bool(self.events("daemon.ready")) or self._died(), START_TIMEOUT)
+            wait_for(
+                lambda: bool(self.events("daemon.ready")) or self._died(),
+                START_TIMEOUT,
+                lambda: "daemon not ready; stderr tail:\n" + self.stderr_path().read_text()[-3000:],
+            )
             assert self.proc.poll() is None, self.stderr_path().read_text()[-3000:]
             wait_for(self.socket.exists, START_TIMEOUT)
 

@@ -137,12 +137,19 @@ def test_oom_policies(daemon: Daemon) -> None:
     daemon.write_unit("child", unit(script, resources=limits, oom={"policy": "continue"}))
     daemon.start()
     pid1 = daemon.wait_unit("pid1", lambda u: u["state"] == "exited")
+    (pid1_pid,) = [e["pid"] for e in daemon.events("unit.started") if e["unit"] == "pid1"]
     assert pid1["last_exit"] == "oom-killed" and pid1["oom_kills"] >= 1
     child = daemon.wait_unit("child", lambda u: u["oom_kills"] >= 1)
     assert child["state"] == "running" and child["restarts"] == 0
     wait_for(lambda: "survived" in (daemon.logs / "child.log").read_text(), 10)
     kills = [e for e in daemon.events("unit.oom_kill") if e["unit"] == "child"]
     assert kills and kills[0]["pid1_alive"] is True and kills[0]["policy"] == "continue"
+    # The kernel log names the victims: PID 1 itself in "pid1", a child process in "child".
+    victims = {e["unit"]: e for e in daemon.events("unit.oom_victim")}
+    assert victims["pid1"]["main"] is True and victims["pid1"]["command"] == "python3"
+    assert victims["pid1"]["victim_pid"] == pid1_pid
+    assert victims["child"]["main"] is False and victims["child"]["command"] == "python3"
+    assert daemon.unit("child")["oom_victims"][0]["main"] is False
 
 
 def test_two_daemons_side_by_side(daemons: Callable[[], Daemon]) -> None:
