@@ -16,6 +16,7 @@ from supervisor.unit.loader import (
     UnitLoader,
     load_unit,
 )
+from supervisor.unit.spec import UnitSpec
 
 SERVICE = '[service]\nexec = ["/bin/true"]\n'
 MINIMAL = SERVICE
@@ -340,9 +341,12 @@ def test_unchanged_files_are_not_parsed_again(
     first = loader.load_directory(tmp_path)
     calls: list[str] = []
     real_parse = loader_module.parse_unit
-    monkeypatch.setattr(
-        loader_module, "parse_unit", lambda p, n, d: calls.append(n) or real_parse(p, n, d)
-    )
+
+    def counting_parse(path: str, name: str, data: bytes) -> UnitSpec:
+        calls.append(name)
+        return real_parse(path, name, data)
+
+    monkeypatch.setattr(loader_module, "parse_unit", counting_parse)
     second = loader.load_directory(tmp_path)
     assert calls == []
     assert second.specs["web"] is first.specs["web"]

@@ -79,7 +79,7 @@ def to_toml(unit: UnitFile) -> str:
 # --- strategies for valid units, written the many ways an operator might --------------------
 
 names = st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True)
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20)
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=20)
 paths = (
     st.lists(st.from_regex(r"[a-z0-9_.-]{1,8}", fullmatch=True), min_size=1, max_size=3)
     .map(lambda parts: "/" + "/".join(p for p in parts if p not in (".", "..")))
