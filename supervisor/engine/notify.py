@@ -33,6 +33,8 @@ from pathlib import Path
 
 import structlog
 
+from supervisor.linux import proc_cgroup
+
 log = structlog.get_logger("sandboxd.notify")
 
 SANDBOX_DIR = "/run/sandboxd-notify"  # where the unit's notify directory appears inside
@@ -102,77 +104,25 @@ def parse(data: bytes, pid: int) -> NotifyMessage | None:
 # --- who is in the unit's cgroup ---------------------------------------------------------
 
 
-def _hierarchies(cgroup_file: str) -> dict[frozenset[str], str]:
-    """/proc/<pid>/cgroup as {hierarchy key: path}; the key is its controllers (v1, with
-    `name=...` for named hierarchies) or the empty set (v2)."""
-    found: dict[frozenset[str], str] = {}
-    for line in cgroup_file.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3:
-            found[frozenset(c for c in parts[1].split(",") if c)] = parts[2]
-    return found
-
-
-def _cgroup_mounts(
-    mountinfo: str, keys: Sequence[frozenset[str]]
-) -> list[tuple[str, str, frozenset[str]]]:
-    """(mount point, root inside the hierarchy, hierarchy key) for each cgroup mount."""
-    mounts = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        parts, rparts = left.split(), right.split()
-        if len(parts) < 5 or len(rparts) < 3 or rparts[0] not in ("cgroup", "cgroup2"):
-            continue
-        if rparts[0] == "cgroup2":
-            key: frozenset[str] | None = frozenset()
-        else:  # super options mix controllers with flags: match against known hierarchies
-            options = set(rparts[2].split(","))
-            key = next((k for k in keys if k and k <= options), None)
-        if key is not None:
-            mounts.append((parts[4], parts[3], key))
-    return mounts
-
-
-def _hierarchy_paths(
-    procs_files: Sequence[str], mountinfo: str, keys: Sequence[frozenset[str]]
-) -> dict[frozenset[str], str]:
-    """For each unit cgroup.procs file: its hierarchy key -> the path /proc/<pid>/cgroup shows."""
-    wanted: dict[frozenset[str], str] = {}
-    mounts = sorted(_cgroup_mounts(mountinfo, keys), key=lambda m: len(m[0]), reverse=True)
-    for procs in procs_files:
-        directory = os.path.dirname(procs)
-        for point, root, key in mounts:
-            if directory == point or directory.startswith(point.rstrip("/") + "/"):
-                rel = directory[len(point) :].strip("/")
-                wanted[key] = "/" + "/".join(p for p in (root.strip("/"), rel) if p)
-                break
-    return wanted
-
-
-def _under(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
 def cgroup_membership(procs_files: Sequence[str], proc: str = "/proc") -> Callable[[int], bool]:
     """A check `pid -> bool`: is the process in the unit's cgroup (or below it)?
 
-    Reads /proc/<pid>/cgroup, which still answers for a sender that exited but was not yet
-    reaped (a shell's `systemd-notify --ready`), where cgroup.procs no longer lists it.
+    `procs_files` is UnitCgroup.procs_files(). Reads /proc/<pid>/cgroup, which still answers
+    for a sender that exited but was not yet reaped (a shell's `systemd-notify --ready`),
+    where cgroup.procs no longer lists it.
     """
-    with open(f"{proc}/self/cgroup") as f:
-        keys = list(_hierarchies(f.read()))
-    with open(f"{proc}/self/mountinfo") as f:
-        wanted = _hierarchy_paths(procs_files, f.read(), keys)
+    _, mount_list = proc_cgroup.read(proc)
+    wanted = proc_cgroup.paths_of([os.path.dirname(p) for p in procs_files], mount_list)
 
     def check(pid: int) -> bool:
-        if not wanted or pid <= 0:
+        if pid <= 0:
             return False
         try:
             with open(f"{proc}/{pid}/cgroup") as f:
-                seen = _hierarchies(f.read())
+                cgroups = proc_cgroup.hierarchies(f.read())
         except OSError:
             return False  # gone: cannot prove it was ours
-        return all(key in seen and _under(seen[key], path) for key, path in wanted.items())
+        return proc_cgroup.contains(cgroups, wanted)
 
     return check
 

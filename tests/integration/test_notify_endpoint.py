@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from _requires import requires_root
 
 from supervisor import cgroups
@@ -42,14 +43,17 @@ class Rig:
 
     def in_cgroup(self, script: str, until: Callable[[], bool]) -> None:
         """Run a shell script that first moves itself into the unit's cgroup, serving the
-        endpoint (as the daemon's loop does) until `until()`; then end the script."""
+        endpoint (as the daemon's loop does) until `until()` and the script is done; the shell
+        then sleeps (a service's main process lives on), and is killed."""
         join = "; ".join(f"echo $$ > {p}" for p in self.cgroup.procs_files())
+        done = self.state / "done"
+        done.unlink(missing_ok=True)
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"{join}; {script}"],
+            ["/bin/sh", "-c", f"{join}; {script}; touch {done}; exec sleep 30"],
             env={**os.environ, "NOTIFY_SOCKET": str(self.endpoint.host_socket)},
         )
         try:
-            self.pump_until(until)
+            self.pump_until(lambda: until() and done.exists())
         finally:
             proc.kill()
             proc.wait()
@@ -65,8 +69,9 @@ class Rig:
         self.loop.close()
         self.cgroup.destroy()
         shutil.rmtree(self.state, ignore_errors=True)
-        for d in Path("/sys/fs/cgroup").glob(f"**/{self.parent}"):
-            if not d.parent.is_symlink():
+        root = Path("/sys/fs/cgroup")
+        for d in [root / self.parent, *root.glob(f"*/{self.parent}")]:
+            if d.is_dir() and not d.parent.is_symlink():
                 d.rmdir()
 
 
@@ -82,26 +87,27 @@ def rig() -> Iterator[Rig]:
 @pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="needs systemd-notify")
 def test_systemd_notify_from_the_cgroup(rig: Rig) -> None:
     # libsystemd reports the shell (its parent, as root may): a service's main process.
-    rig.in_cgroup("systemd-notify --ready --status='warming up'; exec sleep 30",
-                  until=lambda: len(rig.got) == 1)  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        rig.in_cgroup("systemd-notify --ready --status='warming up'", until=lambda: len(rig.got) == 1)
     assert rig.got[0].ready and rig.got[0].status == "warming up"
-    rig.in_cgroup("systemd-notify WATCHDOG=1; exec sleep 30", until=lambda: len(rig.got) == 2)
-    assert rig.got[1].watchdog and rig.endpoint.rejected == 0
+        rig.in_cgroup("systemd-notify WATCHDOG=1", until=lambda: len(rig.got) == 2)
+    assert rig.got[1].watchdog and rig.endpoint.rejected == 0, (logs, rig.got)
 
 
 def test_sdnotify_package_from_the_cgroup(rig: Rig) -> None:
     rig.in_cgroup(
-        f"exec {sys.executable} -c 'import sdnotify, time; "
-        'sdnotify.SystemdNotifier(debug=True).notify("STATUS=ok\\nEXTEND_TIMEOUT_USEC=2000000"); '
-        "time.sleep(30)'",
+        f"{sys.executable} -c 'import sdnotify; "
+        'sdnotify.SystemdNotifier(debug=True).notify("STATUS=ok\\nEXTEND_TIMEOUT_USEC=2000000")'
+        "'",
         until=lambda: len(rig.got) == 1,
     )
     assert rig.got[0].status == "ok" and rig.got[0].extend_timeout_usec == 2_000_000
 
 
 def test_outsiders_are_refused(rig: Rig) -> None:
+    send = "import sdnotify; sdnotify.SystemdNotifier(debug=True).notify('READY=1')"
     proc = subprocess.run(
-        [sys.executable, "-c", "import sdnotify; sdnotify.SystemdNotifier(debug=True).notify('READY=1')"],
+        [sys.executable, "-c", send],
         env={**os.environ, "NOTIFY_SOCKET": str(rig.endpoint.host_socket)},
         timeout=30, check=True,
     )  # fmt: skip

@@ -42,25 +42,6 @@ def test_parse_assignments() -> None:
     assert parse(b"garbage without assignment", 1) is None
 
 
-def test_hierarchy_paths_v1_and_v2() -> None:
-    keys = list(notify._hierarchies(V1_SELF))
-    wanted = notify._hierarchy_paths(
-        ["/sys/fs/cgroup/memory/sandboxd/web/cgroup.procs",
-         "/sys/fs/cgroup/pids/sandboxd/web/cgroup.procs",
-         "/sys/fs/cgroup/systemd/sandboxd/web/cgroup.procs"],
-        V1_MOUNTINFO, keys,
-    )  # fmt: skip
-    assert wanted == {
-        frozenset({"memory"}): "/sandboxd/web",
-        frozenset({"pids"}): "/sandboxd/web",
-        frozenset({"name=systemd"}): "/sandboxd/web",
-    }
-    v2 = "30 1 0:26 /sandboxd.service /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n"
-    assert notify._hierarchy_paths(["/sys/fs/cgroup/web/cgroup.procs"], v2, [frozenset()]) == {
-        frozenset(): "/sandboxd.service/web"
-    }
-
-
 def test_membership_reads_proc(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     (tmp_path / "self" / "cgroup").write_text(V1_SELF)
