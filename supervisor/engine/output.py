@@ -39,9 +39,10 @@ class RotatingLog:
         self._size = 0
 
     def write(self, data: bytes) -> None:
-        if self.max_size is not None and self._size + len(data) > self.max_size and self._size:
-            self.rotate()
         fd = self._open()
+        if self.max_size is not None and self._size and self._size + len(data) > self.max_size:
+            self.rotate()
+            fd = self._open()
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
