@@ -234,10 +234,16 @@ def test_unreadable_files(tmp_path: Path) -> None:
     assert lines_of(big) == [f": file: file too large ({MAX_FILE_SIZE + 1} bytes; the limit is 1M)"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied(write_unit: WriteUnit) -> None:
+def test_permission_denied(write_unit: WriteUnit, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_unit("web")
-    path.chmod(0)
+    real_open = os.open
+
+    def deny(target: str, flags: int, mode: int = 0o777) -> int:
+        if target == str(path):  # as chmod 0 would for a non-root caller
+            raise PermissionError(13, "Permission denied", target)
+        return real_open(target, flags, mode)
+
+    monkeypatch.setattr(os, "open", deny)
     assert lines_of(path) == [": file: cannot read: permission denied"]
 
 
