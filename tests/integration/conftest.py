@@ -81,7 +81,7 @@ class Daemon:
 
     # -- process -----------------------------------------------------------------------
 
-    def start(self, wait_ready: bool = True) -> None:
+    def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
         assert self.proc is None or self.proc.poll() is not None
         self.runs += 1
         argv = [
@@ -92,7 +92,10 @@ class Daemon:
             "--log-format", "json",
         ]  # fmt: skip
         with open(self.stderr_path(), "wb") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                env={**os.environ, **(env or {})},
+            )  # fmt: skip
         if wait_ready:
             wait_for(
                 lambda: bool(self.events("daemon.ready")) or self._died(),

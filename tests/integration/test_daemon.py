@@ -10,6 +10,8 @@ import datetime as dt
 import json
 import shlex
 import signal
+import socket
+import time
 from collections.abc import Callable
 
 import pytest
@@ -176,3 +178,31 @@ def test_invalid_unit_never_started(daemon: Daemon) -> None:
     assert broken["pid"] is None and "absolute" in broken["error"]
     assert "running version" not in broken["error"]
     assert not daemon.leftover_cgroups()
+
+
+def test_sd_notify_protocol(daemon: Daemon) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = daemon.base / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(30)
+    daemon.write_unit("web", SLEEPER)
+    daemon.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+
+    def until(prefix: str) -> list[str]:
+        while True:
+            lines = sock.recv(4096).decode().split("\n")
+            if any(line.startswith(prefix) for line in lines):
+                return lines
+
+    ready = until("READY=1")
+    assert any(line.startswith("STATUS=1 units: 1 running") for line in ready), ready
+    assert "WATCHDOG=1" in until("WATCHDOG=1")
+    daemon.signal(signal.SIGHUP)
+    reloading = until("RELOADING=1")
+    (usec,) = [int(x.split("=")[1]) for x in reloading if x.startswith("MONOTONIC_USEC=")]
+    assert abs(usec - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 30_000_000
+    until("READY=1")
+    daemon.signal(signal.SIGTERM)
+    assert any(line.startswith("STATUS=stopping") for line in until("STOPPING=1"))
+    assert daemon.stop() == 0
+    sock.close()
