@@ -14,8 +14,11 @@ impossible (overlay without a directory, no tini for init = true). After go() ra
 exited or is exiting: reap it like any other exit (the engine's pidfd). Nothing half-built is
 left: mounts live in PID 1's mount namespace and die with it; the caller destroys the cgroup.
 
-The daemon must be a child subreaper (PR_SET_CHILD_SUBREAPER) so PID 1 re-parents to it, and
-must have a single thread when it calls launch() (STYLE rule 6: checked, fails closed).
+The daemon must be a child subreaper (PR_SET_CHILD_SUBREAPER) so PID 1 re-parents to it.
+With a fork server installed (`set_fork_server`, see forkserver.py) the launcher is forked by
+the server, a small separate process, which is what the daemon does; without one, launch()
+forks from the calling process, which must then have a single thread (STYLE rule 6: checked,
+fails closed). Both paths run the same children and speak the same protocol.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Protocol
 
 from supervisor.errors import LaunchError
 from supervisor.linux import caps, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox import hostlayout, init, rootfs
+from supervisor.sandbox.forkserver import ForkServer
 from supervisor.sandbox.protocol import (
     GO,
     ChildError,
@@ -174,11 +179,36 @@ def _read_message(
                 raise LaunchError(unit, stage, str(err)) from None
 
 
+class LauncherChild(Protocol):
+    """The launcher process, until it has exited and been reaped."""
+
+    def kill(self) -> None: ...
+    def reap(self) -> None: ...
+
+
+class DirectLauncher:
+    """A launcher forked by this process: ours to kill and reap."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def kill(self) -> None:
+        os.kill(self.pid, 9)
+
+    def reap(self) -> None:
+        os.waitpid(self.pid, 0)
+
+
 class Launched:
     """A sandbox whose PID 1 exists and waits for Go."""
 
     def __init__(
-        self, req: LaunchRequest, pid: int, sync_r: int, go_w: int, launcher: int = 0
+        self,
+        req: LaunchRequest,
+        pid: int,
+        sync_r: int,
+        go_w: int,
+        launcher: LauncherChild | None = None,
     ) -> None:
         self.request = req
         self._launcher = launcher
@@ -208,9 +238,9 @@ class Launched:
                 ) from None
 
     def _reap_launcher(self) -> None:
-        if self._launcher:
-            os.waitpid(self._launcher, 0)
-            self._launcher = 0
+        if self._launcher is not None:
+            self._launcher.reap()
+            self._launcher = None
 
     def go(self) -> None:
         """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
@@ -250,15 +280,23 @@ class Launched:
         self._go_w = self._sync_r = -1
 
 
-def launch(req: LaunchRequest, syscalls: Syscalls = REAL) -> Launched:
-    """Fork the launcher; return once PID 1 exists (waiting for Go). See the module docstring."""
-    name = req.spec.name
+_server: ForkServer | None = None
+
+
+def set_fork_server(server: ForkServer | None) -> None:
+    """Make launch() go through `server` (None: fork from the calling process again)."""
+    global _server  # noqa: PLW0603  (one server per daemon, set at start-up)
+    _server = server
+
+
+def fork_server() -> ForkServer | None:
+    return _server
+
+
+def _fork_directly(plan: ChildPlan, fds: ChildFds, syscalls: Syscalls, name: str) -> DirectLauncher:
     threads = threading.active_count()
     if threads != 1:
         raise LaunchError(name, "fork", f"refusing to fork: the daemon has {threads} threads")
-    plan = build_plan(req)
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     # No collection in the child: a finalizer could touch daemon state (sockets, the loop).
     gc_enabled = gc.isenabled()
     gc.disable()
@@ -266,30 +304,66 @@ def launch(req: LaunchRequest, syscalls: Syscalls = REAL) -> Launched:
         launcher = syscalls.fork()
         if launcher == 0:
             try:
-                run_launcher(plan, ChildFds(sync_w, go_r), syscalls)
+                run_launcher(plan, fds, syscalls)
             finally:
                 os._exit(1)
     finally:
         if gc_enabled:
             gc.enable()
-    os.close(sync_w)
-    os.close(go_r)
-    reader = Reader(lambda n: os.read(sync_r, n))
-    try:
-        msg = _read_message(reader, sync_r, time.monotonic() + req.timeout, name, "launcher")
-    except LaunchError:
-        os.kill(launcher, 9)  # hung launcher: PID 1, if forked, then sees EOF on go and exits
-        os.close(sync_r)
-        os.close(go_w)
-        os.waitpid(launcher, 0)
-        raise
-    if isinstance(msg, PidReport):
-        # The launcher is exiting (tearing down a copy of our address space takes a while):
-        # reap it later, in go() or abort(), instead of waiting here.
-        return Launched(req, msg.pid, sync_r, go_w, launcher)
-    os.waitpid(launcher, 0)
+    return DirectLauncher(launcher)
+
+
+def _discard(launcher: LauncherChild | None, sync_r: int, go_w: int, kill: bool = False) -> None:
+    if launcher is not None and kill:
+        launcher.kill()
     os.close(sync_r)
     os.close(go_w)
+    if launcher is not None:
+        launcher.reap()
+
+
+def launch(
+    req: LaunchRequest, syscalls: Syscalls = REAL, server: ForkServer | None = None
+) -> Launched:
+    """Start the launcher; return once PID 1 exists (waiting for Go). See the module docstring.
+
+    The launcher comes from `server`, else from the installed fork server (`set_fork_server`),
+    else from a fork of this process; a fake `syscalls` always means the latter."""
+    name = req.spec.name
+    if syscalls is REAL and server is None:
+        server = _server
+    plan = build_plan(req)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    deadline = time.monotonic() + req.timeout
+    launcher: LauncherChild | None = None
+    try:
+        if server is None:
+            launcher = _fork_directly(plan, ChildFds(sync_w, go_r), syscalls, name)
+        else:
+            launcher = server.fork(name, plan, ChildFds(sync_w, go_r), deadline)
+    except BaseException:
+        for fd in (sync_r, go_w):
+            os.close(fd)
+        raise
+    finally:
+        os.close(sync_w)
+        os.close(go_r)
+    reader = Reader(lambda n: os.read(sync_r, n))
+    try:
+        msg = _read_message(reader, sync_r, deadline, name, "launcher")
+    except LaunchError:
+        # Hung: kill it; PID 1, if forked, then sees EOF on go and exits.
+        _discard(launcher, sync_r, go_w, kill=True)
+        raise
+    if isinstance(msg, PidReport):
+        # The launcher is exiting (tearing down a copy of the forking process's address space
+        # takes a while): reap it later, in go() or abort(), instead of waiting here.
+        return Launched(req, msg.pid, sync_r, go_w, launcher)
+    _discard(launcher, sync_r, go_w)
     if isinstance(msg, ChildError):
         raise LaunchError(name, msg.stage, msg.message, msg.errno)
+    if launcher is None and server is not None:
+        # The server died with our request before it could answer, and forked nothing.
+        raise LaunchError(name, "forkserver", server.died())
     raise LaunchError(name, "launcher", str(ProtocolError("PidReport", describe(msg))))

@@ -16,6 +16,22 @@ Two pipes, both close-on-exec:
 
 Before Go the daemon does host-side setup (user namespace maps, veth). EOF on the sync pipe
 after Go means PID 1's execve succeeded: the close-on-exec write end closed with it.
+
+With a fork server (forkserver.py) the daemon does not fork the launcher itself: it asks the
+server over a Unix stream socketpair, and everything above stays as it is (the launcher and
+PID 1 still talk to the daemon directly through the pipes, which travel with the request).
+Frames: a 4-byte big-endian header length, a 4-byte body length, the header (one JSON
+message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
+
+| # | message      | sender  | receiver | fds (SCM_RIGHTS)              | expected reply          |
+|---|--------------|---------|----------|-------------------------------|-------------------------|
+| 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
+| 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr  | Forked or ServerError   |
+|   | (body: the ChildPlan, plancodec.py)                                                   |
+| 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
+|   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
+| - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
+| - | EOF          | daemon  | server   | -                             | the server exits        |
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 GO = b"G"
 
@@ -57,6 +74,65 @@ _KINDS: dict[str, type[PidReport] | type[ChildError]] = {
     "error": ChildError,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The fork server is ready (sent once, after its own setup)."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class ForkRequest:
+    """Fork a launcher for the plan in the frame's body, with `fds` passed alongside."""
+
+    fds: int  # how many: sync_w, go_r, stdout, stderr, in that order
+
+
+@dataclass(frozen=True)
+class Forked:
+    """The launcher is forked; its own messages follow on the sync pipe."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The fork server could not fork this request (bad request, fork failed)."""
+
+    errno: int
+    message: str
+
+
+ServerMessage = Hello | ForkRequest | Forked | ServerError
+_SERVER_KINDS: dict[str, type[ServerMessage]] = {
+    "hello": Hello,
+    "fork": ForkRequest,
+    "forked": Forked,
+    "server-error": ServerError,
+}
+_SERVER_NAMES = {cls: name for name, cls in _SERVER_KINDS.items()}
+
+
+def encode_server(msg: ServerMessage) -> bytes:
+    return json.dumps({"kind": _SERVER_NAMES[type(msg)], **asdict(msg)}).encode()
+
+
+M = TypeVar("M", bound=ServerMessage)
+
+
+def decode_server(data: bytes, expected: tuple[type[M], ...]) -> M:
+    """One fork-server message of one of the `expected` types, else ProtocolError naming both."""
+    names = " or ".join(cls.__name__ for cls in expected)
+    try:
+        fields = json.loads(data)
+        msg = _SERVER_KINDS[fields.pop("kind")](**fields)
+    except (ValueError, KeyError, TypeError):
+        raise ProtocolError(names, repr(data[:200])) from None
+    if not isinstance(msg, expected):
+        raise ProtocolError(names, type(msg).__name__)
+    return msg
 
 
 def encode(msg: Message) -> bytes:

@@ -1,8 +1,9 @@
 """The sandbox's root: a mount plan computed in the daemon, applied by PID 1 before exec.
 
 `plan_root()` is pure (host facts come in a `HostLayout`, probed by hostlayout.py), so unit
-tests assert the whole plan; `apply()` runs it through a `Syscalls`. Everything happens in PID 1's private mount namespace,
-which dies with the sandbox: a failed launch leaves no mount behind on the host.
+tests assert the whole plan; `apply()` runs it through a `Syscalls`. Everything happens in
+PID 1's private mount namespace, which dies with the sandbox: a failed launch leaves no mount
+behind on the host.
 
 Fail closed: every mount, bind and read-only remount either succeeds or aborts the launch.
 Threats this module answers:

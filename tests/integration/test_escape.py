@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 import harness  # lives with the probe it drives, in tests/probe
+
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import set_fork_server
 
 pytestmark = [
     pytest.mark.root,
@@ -29,8 +33,24 @@ BATTERY = (
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module", autouse=True, params=["direct", "forkserver"])
+def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs twice: forked from this process, and through a fork server (the daemon's
+    way)."""
+    if request.param == "direct":
+        yield "direct"
+        return
+    server = ForkServer.start()
+    set_fork_server(server)
+    try:
+        yield "forkserver"
+    finally:
+        set_fork_server(None)
+        server.close()
+
+
 @pytest.fixture(scope="module")
-def results() -> dict[str, dict[str, object]]:
+def results(launch_path: str) -> dict[str, dict[str, object]]:
     harness.set_subreaper()
     before = harness.mountinfo()
     res = harness.run(harness.probe_unit("escape", str(os.getpid()), name="escapee"))

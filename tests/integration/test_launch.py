@@ -22,7 +22,8 @@ import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
-from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 
 pytestmark = [
@@ -31,6 +32,22 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
     pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True, params=["direct", "forkserver"])
+def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs twice: forked from this process, and through a fork server (the daemon's
+    way)."""
+    if request.param == "direct":
+        yield "direct"
+        return
+    server = ForkServer.start()
+    set_fork_server(server)
+    try:
+        yield "forkserver"
+    finally:
+        set_fork_server(None)
+        server.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -306,7 +323,10 @@ def test_user_namespace_maps_root_to_an_unprivileged_range() -> None:
 def test_launch_errors_come_back_with_stage_and_message(
     sections: dict[str, dict[str, object]], stage: str, needle: str
 ) -> None:
-    spec = harness.unit(**{"argv": sections["service"].pop("exec"), **sections})  # type: ignore[arg-type]
+    # Copies: the parameters are shared by both launch paths.
+    service = dict(sections["service"])
+    argv = service.pop("exec")
+    spec = harness.unit(**{**sections, "argv": argv, "service": service})  # type: ignore[arg-type]
     with pytest.raises(LaunchError) as info:
         harness.run(spec)
     err = info.value

@@ -1,0 +1,212 @@
+"""The fork server as the daemon uses it: who owns the sandboxes, and what happens when it dies.
+
+The launch behaviour itself (namespaces, root, privileges, errors) is proven through the server
+by test_launch.py and test_escape.py, which run every test on both paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
+import harness  # lives with the probe it drives, in tests/probe
+
+from supervisor.errors import LaunchError
+from supervisor.sandbox.forkserver import ForkServer, ForkServerError, recv_frame, send_frame
+from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
+from supervisor.sandbox.protocol import ForkRequest, ServerError, decode_server, encode_server
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.cgroup_v1,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
+    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
+]
+
+
+@pytest.fixture
+def server() -> Iterator[ForkServer]:
+    harness.set_subreaper()
+    srv = ForkServer.start()
+    set_fork_server(srv)
+    try:
+        yield srv
+    finally:
+        set_fork_server(None)
+        srv.close()
+
+
+def status_field(pid: int, name: str) -> str:
+    return Path(f"/proc/{pid}/status").read_text().split(f"{name}:")[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_dead(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"{pid} still alive"
+        time.sleep(0.01)
+
+
+def test_the_server_is_small_and_loads_no_daemon_libraries(server: ForkServer) -> None:
+    rss_kb = int(status_field(server.pid, "VmRSS"))
+    assert rss_kb < 24 * 1024, f"fork server RSS {rss_kb} kB"
+    maps = Path(f"/proc/{server.pid}/maps").read_text()
+    for lib in ("pydantic", "aiohttp", "pyroute2", "structlog", "seccomp"):
+        assert lib not in maps, lib
+    assert int(status_field(server.pid, "Threads")) == 1
+    assert int(status_field(server.pid, "PPid")) == os.getpid()
+
+
+def test_pid1_is_a_child_of_the_daemon_not_of_the_server(server: ForkServer) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    with harness.v1_cgroup() as procs:
+        launched = launch(LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out))
+        try:
+            launched.go()
+            ppid = int(status_field(launched.pid, "PPid"))
+            assert ppid == os.getpid() != server.pid
+            # Ours to reap (pidfd/waitpid), as the engine does.
+            os.kill(launched.pid, signal.SIGKILL)
+            _, status = os.waitpid(launched.pid, 0)
+            assert os.WTERMSIG(status) == signal.SIGKILL
+        finally:
+            os.close(out)
+    # The server reaped its launcher: no zombie left under it.
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    deadline = time.monotonic() + 2
+    while children and time.monotonic() < deadline:
+        time.sleep(0.01)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    assert children == []
+
+
+def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -> None:
+    first = server.pid
+    os.kill(first, signal.SIGKILL)
+    wait_dead(first)
+    res = harness.run(harness.unit(["/bin/sh", "-c", "echo ok"]))
+    assert res.stdout == b"ok\n"
+    assert server.pid != first and server.alive()
+    assert server.restarts == 1
+    assert server.last_exit == -signal.SIGKILL
+
+
+def test_a_server_dying_during_a_launch_fails_it_with_stage_forkserver(server: ForkServer) -> None:
+    # Stopped, the server cannot answer; the timer kills it while launch() waits for the reply.
+    os.kill(server.pid, signal.SIGSTOP)
+    victim = server.pid
+    old = signal.signal(signal.SIGALRM, lambda *_: os.kill(victim, signal.SIGKILL))
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(LaunchError) as info:
+            harness.run(harness.unit(["/bin/true"]))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert info.value.stage == "forkserver"
+    assert "died during the launch" in info.value.message
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0, "restarted"
+    assert server.restarts == 1
+
+
+def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
+    os.kill(server.pid, signal.SIGSTOP)
+    spec = harness.unit(["/bin/true"])
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with pytest.raises(LaunchError) as info:
+            launch(LaunchRequest(spec, [], out, out, timeout=0.3))
+    finally:
+        os.close(out)
+    assert (info.value.stage, info.value.message) == (
+        "forkserver",
+        "the fork server did not answer in time",
+    )
+    assert harness.run(spec).exit_code == 0
+    assert server.restarts == 1
+
+
+def test_a_server_that_cannot_be_restarted_is_a_clear_launch_error(
+    server: ForkServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.kill(server.pid, signal.SIGKILL)
+    wait_dead(server.pid)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(LaunchError) as info:
+        harness.run(harness.unit(["/bin/true"]))
+    assert info.value.stage == "forkserver"
+    assert "cannot start /nonexistent/python" in info.value.message
+    monkeypatch.undo()
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
+
+
+def test_start_failure_is_a_fork_server_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(ForkServerError, match="fork server: cannot start /nonexistent/python"):
+        ForkServer.start()
+
+
+def test_a_bad_request_is_answered_with_a_server_error(server: ForkServer) -> None:
+    r, w = os.pipe()
+    try:
+        send_frame(server._sock, encode_server(ForkRequest(4)), b"{}", [r, w])
+        frame = recv_frame(server._sock)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert frame is not None
+    reply = decode_server(frame[0], (ServerError,))
+    assert "expected 4 fds, received 2" in reply.message
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0, "still serving"
+
+
+DAEMON = r"""
+import os, sys, time
+from supervisor.sandbox.forkserver import ForkServer
+server = ForkServer.start()
+print(server.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_server_dies_with_the_daemon() -> None:
+    harness.set_subreaper()  # the dead server re-parents to us: ours to reap
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    assert daemon.stdout is not None
+    pid = int(daemon.stdout.readline())
+    try:
+        assert alive(pid)
+        daemon.kill()  # a crash: no close(), no EOF handling, just gone
+        daemon.wait()
+        wait_dead(pid)  # PR_SET_PDEATHSIG
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def test_close_stops_the_server() -> None:
+    srv = ForkServer.start()
+    pid = srv.pid
+    srv.close()
+    assert not alive(pid)
+    assert srv._proc.returncode == 0

@@ -1,0 +1,138 @@
+"""What travels to the fork server: the plan codec, its messages and frames (no root)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from supervisor.sandbox import hostlayout, rootfs
+from supervisor.sandbox.forkserver import recv_frame, send_frame
+from supervisor.sandbox.launch import LaunchRequest, build_plan
+from supervisor.sandbox.plancodec import decode_plan, encode_plan
+from supervisor.sandbox.protocol import (
+    Forked,
+    ForkRequest,
+    Hello,
+    ProtocolError,
+    ServerError,
+    decode_server,
+    encode_server,
+)
+from supervisor.sandbox.stage import ChildPlan
+from supervisor.unit.schema import UnitFile
+from supervisor.unit.spec import UnitSpec
+
+HOST = hostlayout.HostLayout(
+    {
+        "/usr": hostlayout.HostPath("dir"),
+        "/mnt": hostlayout.HostPath("dir"),
+        "/etc/passwd": hostlayout.HostPath("file", data=b"root:x:0:0::/root:/bin/sh\n"),
+        "/etc/ld.so.cache": hostlayout.HostPath("file", data=bytes(range(256)) * 400),
+        **{f"/dev/{d}": hostlayout.HostPath("other") for d in hostlayout.DEVICES},
+    }
+)
+
+
+def plan_for(**sections: dict[str, object]) -> ChildPlan:
+    data: dict[str, object] = {"service": {"exec": ["/bin/app", "--flag"]}, **sections}
+    spec = UnitSpec("web", "/u/web.toml", UnitFile.model_validate(data))
+    return build_plan(LaunchRequest(spec, ["/cg/pids/web/cgroup.procs"], 5, 6), HOST)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {},
+        {"security": {"seccomp": "unconfined", "capabilities": []}},
+        {"sandbox": {"namespaces": ["pid", "mount", "net", "user"], "mounts": [{"type": "tmpfs",
+                     "target": "/scratch", "size": "1M"}]}, "service": {"exec": ["/x"],
+                     "env": {"A": "1"}, "group": "root"}},
+    ],
+)  # fmt: skip
+def test_plans_round_trip_exactly(sections: dict[str, dict[str, object]]) -> None:
+    plan = plan_for(**sections)
+    assert decode_plan(encode_plan(plan)) == plan
+
+
+def test_bytes_travel_raw_after_the_json() -> None:
+    plan = plan_for()
+    data = encode_plan(plan)
+    blob = bytes(range(256)) * 400
+    assert blob in data, "not base64: a memcpy, not an encoding"
+    writes = [op for op in decode_plan(data).root_ops if isinstance(op, rootfs.WriteFile)]
+    assert any(op.data == blob for op in writes)
+
+
+def test_only_plan_classes_are_accepted() -> None:
+    doc = b'{"@t":"Popen","args":"/bin/sh"}'
+    with pytest.raises(ProtocolError, match="expected a ChildPlan"):
+        decode_plan(len(doc).to_bytes(4, "big") + doc)
+    doc = b'{"@t":"WriteFile","path":"/x","data":{"@b":[0,99]}}'
+    with pytest.raises(ProtocolError, match="outside the 0 bytes sent"):
+        decode_plan(len(doc).to_bytes(4, "big") + doc)
+    doc = b'{"@t":"WriteFile","path":"/x","data":null}'
+    with pytest.raises(ProtocolError, match="received WriteFile"):
+        decode_plan(len(doc).to_bytes(4, "big") + doc)
+
+
+def test_server_messages_round_trip_and_name_the_unexpected() -> None:
+    for msg in (Hello(1), ForkRequest(4), Forked(77), ServerError(11, "fork: again")):
+        assert decode_server(encode_server(msg), (type(msg),)) == msg
+    with pytest.raises(ProtocolError, match="expected Forked or ServerError, received Hello"):
+        decode_server(encode_server(Hello(1)), (Forked, ServerError))
+    with pytest.raises(ProtocolError, match="expected ForkRequest, received b'nope'"):
+        decode_server(b"nope", (ForkRequest,))
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_frames_carry_fds_close_on_exec(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    send_frame(a, b"head", b"body", [r, w])
+    os.close(r)
+    os.close(w)
+    frame = recv_frame(b)
+    assert frame is not None
+    header, body, fds = frame
+    assert (header, body, len(fds)) == (b"head", b"body", 2)
+    for fd in fds:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, "no leak into an exec"
+    os.write(fds[1], b"x")
+    assert os.read(fds[0], 1) == b"x"
+    for fd in fds:
+        os.close(fd)
+
+
+def test_a_large_body_arrives_whole(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    body = os.urandom(1 << 20)  # far beyond the socket buffer: sent in pieces
+    pid = os.fork()
+    if pid == 0:  # a writer that blocks until the reader drains
+        try:
+            send_frame(a, b"h", body)
+        finally:
+            os._exit(0)
+    frame = recv_frame(b)
+    os.waitpid(pid, 0)
+    assert frame is not None and frame[1] == body
+
+
+def test_eof_and_truncation(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    a.sendall(b"\x00\x00\x00\x05\x00\x00\x00\x00ab")
+    a.shutdown(socket.SHUT_WR)
+    with pytest.raises(ProtocolError, match="expected 5 bytes, received EOF after 2"):
+        recv_frame(b)
+    assert recv_frame(b) is None
