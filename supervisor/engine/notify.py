@@ -130,8 +130,10 @@ def cgroup_membership(procs_files: Sequence[str], proc: str = "/proc") -> Callab
 # --- the socket ---------------------------------------------------------------------------
 
 
-def _receive(sock: socket.socket) -> tuple[bytes, int | None, int] | None:
-    """One datagram: (data, sender pid or None, msg flags); None when there is nothing left."""
+def _receive(sock: socket.socket) -> tuple[bytes, int | None, int, list[int]] | None:
+    """One datagram: (data, sender pid or None, msg flags, fds passed along); None when there
+    is nothing left. The caller closes the fds, *after* checking the sender: closing is what
+    releases a BARRIER=1 sender, which may then exit and take its /proc entry along."""
     try:
         data, ancdata, flags, _ = sock.recvmsg(
             MAX_DATAGRAM,
@@ -140,19 +142,21 @@ def _receive(sock: socket.socket) -> tuple[bytes, int | None, int] | None:
         )
     except (BlockingIOError, InterruptedError):
         return None
-    pid = None
+    pid, fds = None, array.array("i")
     for level, kind, payload in ancdata:
         if level != socket.SOL_SOCKET:
             continue
         if kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
             pid = _UCRED.unpack(payload[: _UCRED.size])[0]
         elif kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            for fd in fds:  # never keep a sandbox's fd (and it releases a BARRIER=1 waiter)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-    return data, pid, flags
+    return data, pid, flags, list(fds)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:  # never keep a sandbox's fd
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class NotifyEndpoint:
@@ -224,24 +228,30 @@ class NotifyEndpoint:
                 return
             if got is None:
                 return
-            data, pid, flags = got
-            reason = None
-            if pid is None:
-                reason = "no sender credentials"
-            elif flags & socket.MSG_TRUNC:
-                reason = f"datagram longer than {MAX_DATAGRAM} bytes"
-            elif not self._accept_pid(pid):
-                reason = "sender is not in the unit's cgroup"
-            message = parse(data, pid or 0) if reason is None else None
-            if reason is None and message is None:
-                reason = "not a KEY=VALUE message"
-            if reason is not None or message is None:
-                self.rejected += 1
-                log.warning("notify.rejected", unit=self.unit, pid=pid, reason=reason)
-                continue
-            if message.fields.keys() == {"BARRIER"}:
-                continue  # sd_notify_barrier(): answered by closing its fd, nothing to report
-            self._on_message(message)
+            data, pid, flags, fds = got
+            try:
+                self._handle(data, pid, flags)
+            finally:
+                _close_all(fds)
+
+    def _handle(self, data: bytes, pid: int | None, flags: int) -> None:
+        reason = None
+        if pid is None:
+            reason = "no sender credentials"
+        elif flags & socket.MSG_TRUNC:
+            reason = f"datagram longer than {MAX_DATAGRAM} bytes"
+        elif not self._accept_pid(pid):
+            reason = "sender is not in the unit's cgroup"
+        message = parse(data, pid or 0) if reason is None else None
+        if message is None:
+            self.rejected += 1
+            log.warning(
+                "notify.rejected", unit=self.unit, pid=pid, reason=reason or "not KEY=VALUE text"
+            )
+            return
+        if message.fields.keys() == {"BARRIER"}:
+            return  # sd_notify_barrier(): answered by closing its fd, nothing to report
+        self._on_message(message)
 
     def close(self) -> None:
         with contextlib.suppress(ValueError, RuntimeError):  # loop already closed

@@ -88,8 +88,8 @@ def rig() -> Iterator[Rig]:
 def test_systemd_notify_from_the_cgroup(rig: Rig) -> None:
     # libsystemd reports the shell (its parent, as root may): a service's main process.
     with structlog.testing.capture_logs() as logs:
-        rig.in_cgroup("systemd-notify --ready --status='warming up'", until=lambda: len(rig.got) == 1)
-    assert rig.got[0].ready and rig.got[0].status == "warming up"
+        rig.in_cgroup("systemd-notify --ready --status=warming", until=lambda: len(rig.got) == 1)
+        assert rig.got[0].ready and rig.got[0].status == "warming"
         rig.in_cgroup("systemd-notify WATCHDOG=1", until=lambda: len(rig.got) == 2)
     assert rig.got[1].watchdog and rig.endpoint.rejected == 0, (logs, rig.got)
 
