@@ -1,18 +1,23 @@
-"""Launch-to-exit latency of /bin/true in a full sandbox: sandboxd's launcher vs `crun run`.
+"""Launch-to-exit latency of /bin/true in a full sandbox: sandboxd (fork server and direct fork)
+vs `crun run`.
 
     sudo .venv/bin/python tests/bench/bench_launch.py [-n 100]
 
-Both sides get the same sandbox: pid, mount, uts, ipc, net and cgroup namespaces, a busybox
+Every side gets the same sandbox: pid, mount, uts, ipc, net and cgroup namespaces, a busybox
 rootfs (read-only), a fresh cgroup with memory and pids limits created and removed per run.
-sandboxd launches from this already-running Python process (as the daemon does: no new
-interpreter per launch); crun is spawned per run, as any caller of crun must. crun refuses
-hybrid cgroup hosts, so its loop runs inside `unshare -m` with /sys/fs/cgroup/unified unmounted
-there (the host is untouched). Prints median and p95 of each, side by side, and the ratio.
+sandboxd launches from this already-running Python process, which first imports what the daemon
+imports (aiohttp, pyroute2, pydantic, structlog, the engine and API; its RSS is printed) so the
+fork cost is the real daemon's: once through the fork server (what the daemon does) and once
+forking itself (the fallback). crun is spawned per run, as any caller of crun must. crun refuses
+hybrid cgroup hosts, so it runs from a helper inside `unshare -m` with /sys/fs/cgroup/unified
+unmounted there (the host is untouched). The three are interleaved run by run, so load from
+other processes on the machine hits them alike. Prints median and p95, and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -21,29 +26,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+# What the daemon carries: the fork cost depends on the forking process's address space.
+import aiohttp.web  # noqa: F401
 import harness  # lives with the probe, in tests/probe
+import prometheus_client  # noqa: F401
+import pydantic  # noqa: F401
+import pyroute2  # noqa: F401
+import structlog  # noqa: F401
 
+import supervisor.daemon
+from supervisor.sandbox.forkserver import ForkServer
 from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.unit.spec import UnitSpec
+
+with_api = True
+try:
+    import supervisor.api.server  # noqa: F401
+except ImportError:  # a checkout without the API package
+    with_api = False
 
 MEMORY = 256 << 20
 PIDS = 256
 
-CRUN_LOOP = r"""
-import subprocess, sys, time, json
-bundle, n = sys.argv[1], int(sys.argv[2])
+# One `crun run` per line read on stdin; prints its wall time in ms.
+CRUN_RUNNER = r"""
+import subprocess, sys, time
+bundle = sys.argv[1]
 subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
-out = []
-for i in range(n + 3):
+for i, _ in enumerate(sys.stdin):
     t = time.perf_counter()
-    subprocess.run(["crun", "run", "-b", bundle, f"sandboxd-bench-{i}"], check=True)
-    out.append((time.perf_counter() - t) * 1000)
-print(json.dumps(out[3:]))
-"""
+    subprocess.run(["crun", "run", "-b", bundle, f"sandboxd-bench-{os.getpid()}-{i}"], check=True)
+    print((time.perf_counter() - t) * 1000, flush=True)
+""".replace("import subprocess", "import os, subprocess")
 
 
 def busybox_rootfs(root: Path) -> None:
@@ -56,29 +77,20 @@ def busybox_rootfs(root: Path) -> None:
     (root / "etc/group").write_text("root:x:0:\n")
 
 
-def bench_sandboxd(rootfs: Path, n: int) -> tuple[list[float], list[float]]:
-    harness.set_subreaper()
-    spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
-    null = os.open("/dev/null", os.O_WRONLY)
-    total, launch_only = [], []
-    for i in range(n + 3):
+def sandboxd_run(spec: UnitSpec, null: int, server: ForkServer | None) -> Callable[[], float]:
+    def run() -> float:
         t0 = time.perf_counter()
         with harness.v1_cgroup(memory_max=MEMORY, pids_max=PIDS) as procs:
-            t1 = time.perf_counter()
-            launched = launch(LaunchRequest(spec, procs, null, null))
+            launched = launch(LaunchRequest(spec, procs, null, null), server=server)
             launched.go()
             _, status = os.waitpid(launched.pid, 0)
-            t2 = time.perf_counter()
-        t3 = time.perf_counter()
         assert status == 0, status
-        if i >= 3:  # warm-up: first compile of the seccomp profile, page cache
-            total.append((t3 - t0) * 1000)
-            launch_only.append((t2 - t1) * 1000)
-    os.close(null)
-    return total, launch_only
+        return (time.perf_counter() - t0) * 1000
+
+    return run
 
 
-def bench_crun(rootfs: Path, workdir: Path, n: int) -> list[float]:
+def crun_bundle(rootfs: Path, workdir: Path) -> Path:
     bundle = workdir / "bundle"
     bundle.mkdir()
     os.symlink(rootfs, bundle / "rootfs")
@@ -91,14 +103,34 @@ def bench_crun(rootfs: Path, workdir: Path, n: int) -> list[float]:
     linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
     linux["resources"] = {"memory": {"limit": MEMORY}, "pids": {"limit": PIDS}}
     (bundle / "config.json").write_text(json.dumps(config))
-    proc = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", CRUN_LOOP, str(bundle), str(n)],
-        capture_output=True,
+    return bundle
+
+
+@contextmanager
+def crun_runner(bundle: Path) -> Iterator[Callable[[], float]]:
+    proc = subprocess.Popen(
+        ["unshare", "-m", sys.executable, "-c", CRUN_RUNNER, str(bundle)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
     )
-    result: list[float] = json.loads(proc.stdout)
-    return result
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def run() -> float:
+        stdin.write("run\n")
+        stdin.flush()
+        return float(stdout.readline())
+
+    try:
+        yield run
+    finally:
+        stdin.close()
+        proc.wait()
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
 
 
 def p95(xs: list[float]) -> float:
@@ -111,22 +143,45 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_launch: needs root")
-    with tempfile.TemporaryDirectory(prefix="sandboxd-bench-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        busybox_rootfs(rootfs)
-        ours, ours_launch = bench_sandboxd(rootfs, args.n)
-        crun = bench_crun(rootfs, Path(tmp), args.n) if shutil.which("crun") else []
-    print(f"launch-to-exit of /bin/true, {args.n} runs each (ms)")
-    print(f"{'':34}{'median':>8}{'p95':>8}")
-    print(f"{'sandboxd (incl. cgroup mk/rm)':34}{statistics.median(ours):8.2f}{p95(ours):8.2f}")
-    print(
-        f"{'sandboxd (launch+go+reap only)':34}"
-        f"{statistics.median(ours_launch):8.2f}{p95(ours_launch):8.2f}"
-    )
+    harness.set_subreaper()
+    server = ForkServer.start()
+    null = os.open("/dev/null", os.O_WRONLY)
+    results: dict[str, list[float]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sandboxd-bench-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            busybox_rootfs(rootfs)
+            spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
+            sides = {
+                "sandboxd via fork server": sandboxd_run(spec, null, server),
+                "sandboxd direct fork": sandboxd_run(spec, null, None),
+            }
+            with contextlib.ExitStack() as stack:
+                if shutil.which("crun"):
+                    sides["crun run"] = stack.enter_context(
+                        crun_runner(crun_bundle(rootfs, Path(tmp)))
+                    )
+                for i in range(args.n + 3):
+                    for name, run in sides.items():
+                        t = run()
+                        if i >= 3:  # warm-up: seccomp compile, page cache, crun's first run
+                            results.setdefault(name, []).append(t)
+        server_rss = rss_mb(server.pid)
+    finally:
+        os.close(null)
+        server.close()
+    print(f"launch-to-exit of /bin/true incl. cgroup create/remove, {args.n} runs each (ms)")
+    print(f"this process (daemon imports{'' if with_api else ', no API'}): {rss_mb():.1f} MB RSS;"
+          f" fork server: {server_rss:.1f} MB RSS")  # fmt: skip
+    print(f"{'':28}{'median':>8}{'p95':>8}")
+    for name, xs in results.items():
+        print(f"{name:28}{statistics.median(xs):8.2f}{p95(xs):8.2f}")
+    crun = results.get("crun run")
     if crun:
-        print(f"{'crun run (incl. its cgroup)':34}{statistics.median(crun):8.2f}{p95(crun):8.2f}")
-        ratio = statistics.median(ours) / statistics.median(crun)
-        print(f"ratio sandboxd/crun (median, like for like): {ratio:.2f}x")
+        for name in ("sandboxd via fork server", "sandboxd direct fork"):
+            ratio = statistics.median(results[name]) / statistics.median(crun)
+            ratio95 = p95(results[name]) / p95(crun)
+            print(f"ratio {name} / crun: median {ratio:.2f}x, p95 {ratio95:.2f}x")
     else:
         print("crun not installed: no comparison")
 
