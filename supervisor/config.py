@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from supervisor.errors import ConfigError
-from supervisor.unit.schema import Size
+from supervisor.unit.schema import Size, _did_you_mean
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
 
@@ -84,5 +84,10 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> D
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "extra_forbidden":
+            fields = DaemonConfig.model_fields if len(first["loc"]) == 1 else {}
+            message = "unknown key" + _did_you_mean(str(first["loc"][-1]), list(fields))
+        else:
+            # pydantic prefixes our own ValueErrors with "Value error, ": users need the rest.
+            message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(str(source), key, message) from None
