@@ -31,6 +31,8 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import set_fork_server
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
@@ -130,6 +132,22 @@ async def serve(config: DaemonConfig) -> None:
     reconciler = Reconciler(config, Host(loop, manager, launcher), UnitLoader(), store)
     logger.info("daemon.starting", pid=os.getpid(), cgroup_version=manager.version,
                 units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
+    # Launchers are forked by a small helper process, not by this (large) daemon; sandbox
+    # PID 1s still re-parent to the daemon (see supervisor/sandbox/forkserver.py).
+    fork_server = ForkServer.start()
+    set_fork_server(fork_server)
+    try:
+        await _run(config, reconciler, notifier, commands)
+    finally:
+        set_fork_server(None)
+        fork_server.close()
+    logger.info("daemon.stopped")
+
+
+async def _run(
+    config: DaemonConfig, reconciler: Reconciler, notifier: Notifier, commands: asyncio.Queue[str]
+) -> None:
+    loop = asyncio.get_running_loop()
     async with reconciler:
         reconciler.resume()
         await reconciler.reload()
@@ -153,7 +171,6 @@ async def serve(config: DaemonConfig) -> None:
         if api is not None:
             await api.close()
         await reconciler.shutdown(leave=leave)
-    logger.info("daemon.stopped")
 
 
 def main(argv: list[str] | None = None) -> None:
