@@ -75,7 +75,7 @@ def test_a_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     config.write_text("unit_dir = '/x'\n")
     code, out, err = run(capsys, "validate", "--config", str(config))
     assert (code, out) == (EXIT_FAILURE, "")
-    assert err == [f"sandboxctl: {config}: unit_dir: unknown key"]
+    assert err == [f'sandboxctl: {config}: unit_dir: unknown key (did you mean "units_dir"?)']
 
 
 def test_host_warnings_do_not_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
