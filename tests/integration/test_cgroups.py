@@ -2,7 +2,7 @@
 
 Every test runs once per backend: the v1 case on a v1/hybrid host (our dev machines), the v2
 case on a pure v2 host (`scripts/test-v2.sh` runs `-m cgroup_v2` inside ../shared/vm/run).
-Each test gets its own parent `sandboxd-test-<pid>-<n>`, removed with everything below it
+Each test gets its own parent `sandboxd-test-cg-<pid>-<n>` (not the daemon fixtures' names), removed with everything below it
 by the fixture; only processes the test forked itself are killed or reaped.
 """
 
@@ -111,7 +111,7 @@ def _cleanup(env: Env) -> None:
     ]
 )
 def env(request: pytest.FixtureRequest) -> Iterator[Env]:
-    parent = f"sandboxd-test-{os.getpid()}-{next(_serial)}"
+    parent = f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"
     manager = cgroups.new(parent)
     assert manager.version == request.param
     env = Env(manager, parent, request.param)
@@ -376,7 +376,7 @@ def test_leftover_cgroups(env: Env) -> None:
 def test_v2_daemon_in_its_own_cgroup_moves_to_a_leaf() -> None:
     """Without cgroup_parent, as under systemd Delegate=yes: the daemon's cgroup holds only
     the `supervisor` leaf (the daemon) and `units/`."""
-    own = f"sandboxd-test-{os.getpid()}-deleg"
+    own = f"sandboxd-test-cg-{os.getpid()}-deleg"
     own_dir = os.path.join(CGROUP_ROOT, own)
     script = f"""
 import os
