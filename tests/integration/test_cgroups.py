@@ -2,8 +2,9 @@
 
 Every test runs once per backend: the v1 case on a v1/hybrid host (our dev machines), the v2
 case on a pure v2 host (`scripts/test-v2.sh` runs `-m cgroup_v2` inside ../shared/vm/run).
-Each test gets its own parent `sandboxd-test-cg-<pid>-<n>` (not the daemon fixtures' names), removed with everything below it
-by the fixture; only processes the test forked itself are killed or reaped.
+Each test gets its own parent `sandboxd-test-cg-<pid>-<n>` (apart from the daemon fixtures'
+`sandboxd-test-<pid>-<n>`), removed with everything below it by the fixture; only processes
+the test forked itself are killed or reaped.
 """
 
 from __future__ import annotations
