@@ -1,0 +1,158 @@
+"""sandboxctl as a user runs it (a subprocess) against a real daemon with real sandboxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _requires import requires_root
+from conftest import Daemon, wait_for
+
+pytestmark = [pytest.mark.root, requires_root]
+
+TICKER = """
+[service]
+exec = ["/bin/sh", "-c", "echo started; while true; do echo tick; sleep 0.2; done"]
+user = "nobody"
+stop_timeout = "500ms"
+[resources]
+memory_max = "64M"
+pids_max = 64
+"""
+SLEEPER = """
+[service]
+exec = ["/bin/sleep", "1000"]
+autostart = false
+stop_timeout = "500ms"
+"""
+
+
+def sandboxctl(
+    d: Daemon, *argv: str, timeout: float = 60, socket: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SANDBOXD_SOCKET": str(socket or d.socket)}
+    env.pop("TERM", None)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli.main", *argv],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def running(daemon: Daemon) -> Daemon:
+    daemon.write_unit("web", TICKER)
+    daemon.write_unit("idle", SLEEPER)
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    return daemon
+
+
+def test_status_table_json_and_exit_codes(running: Daemon) -> None:
+    result = sandboxctl(running, "status")
+    assert result.returncode == 0, result
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST-EXIT"]
+    assert [r.split()[:2] for r in rows] == [["idle", "stopped"], ["web", "running"]]
+    units = json.loads(sandboxctl(running, "status", "--json").stdout)["units"]
+    web = next(u for u in units if u["name"] == "web")
+    assert web["state"] == "running" and web["pid"] > 0 and web["health"] is None
+    assert sandboxctl(running, "status", "web").returncode == 0
+    assert sandboxctl(running, "status", "idle").returncode == 3
+    missing = sandboxctl(running, "status", "ghost")
+    assert (missing.returncode, missing.stderr) == (4, "sandboxctl: no such unit: ghost\n")
+    detail = sandboxctl(running, "status", "web").stdout
+    assert "limits:" in detail and "memory_max=64M" in detail and "pids_max=64" in detail
+    assert "usage:" in detail and "oom kills:    0" in detail and "recent events:" in detail
+
+
+def test_start_stop_restart_reload(running: Daemon) -> None:
+    assert sandboxctl(running, "start", "idle").stdout == "idle: running\n"
+    assert sandboxctl(running, "stop", "idle", "web").stdout == "idle: stopped\nweb: stopped\n"
+    assert sandboxctl(running, "restart", "web").returncode == 0
+    assert sandboxctl(running, "stop", "ghost").returncode == 4
+    running.write_unit("bad", "[service]\nexce = ['/bin/true']\n")
+    running.write_unit("new", SLEEPER.replace("autostart = false", "autostart = true"))
+    result = sandboxctl(running, "reload")
+    assert result.returncode == 1, result
+    assert "started: new" in result.stdout and "invalid: bad" in result.stdout
+    assert "exce" in result.stdout  # the error line names the key
+
+
+def test_logs_and_follow_across_a_restart(running: Daemon) -> None:
+    wait_for(lambda: "tick" in sandboxctl(running, "logs", "web", "-n", "1").stdout, 10)
+    assert sandboxctl(running, "logs", "web").stdout.startswith("started\n")
+    env = {**os.environ, "SANDBOXD_SOCKET": str(running.socket)}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli.main", "logs", "web", "-n", "0", "-f"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "tick\n"
+        assert sandboxctl(running, "restart", "web").returncode == 0
+        deadline = time.monotonic() + 20
+        while (line := follow.stdout.readline()) != "started\n":
+            assert line and time.monotonic() < deadline, line
+        assert follow.stdout.readline() == "tick\n"
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+def test_exec_enters_the_sandbox(running: Daemon) -> None:
+    web = running.unit("web")
+    script = (
+        "id -u; id -g; hostname; grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+        "echo $$ > /dev/null; readlink /proc/1/exe; exit 7"
+    )
+    result = sandboxctl(running, "exec", "web", "--", "/bin/sh", "-c", script)
+    assert result.returncode == 7, result
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["65534", "65534", "web"]
+    ours = {k: v.strip() for k, v in (line.split(":", 1) for line in lines[3:6])}
+    with open(f"/proc/{web['pid']}/status") as f:
+        theirs = {k: v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
+    for key in ("CapBnd", "NoNewPrivs", "Seccomp"):
+        assert ours[key] == theirs[key], key
+    assert ours["Seccomp"] == "2" and ours["NoNewPrivs"] == "1"
+    assert lines[6] in ("/bin/sh", "/usr/bin/dash", "/bin/dash")  # PID 1 here is the service
+
+
+def test_exec_runs_in_the_unit_cgroup(running: Daemon) -> None:
+    env = {**os.environ, "SANDBOXD_SOCKET": str(running.socket)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli.main", "exec", "web", "--", "/bin/sh", "-c",
+         "echo ready; exec sleep 30"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        procs = running.cgroup_file("web", "pids.current").with_name("cgroup.procs")
+        members = [int(p) for p in procs.read_text().split()]
+        sleepers = [p for p in members if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+        assert sleepers, members
+        assert proc.pid not in members  # the CLI itself stays out of the unit's limits
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_exec_errors(running: Daemon) -> None:
+    assert sandboxctl(running, "exec", "web", "--", "no-such-command").returncode == 127
+    assert sandboxctl(running, "exec", "idle", "--", "true").returncode == 3
+    assert sandboxctl(running, "exec", "ghost", "--", "true").returncode == 4
+    assert sandboxctl(running, "exec", "web").returncode == 2
+
+
+def test_unreachable_daemon(running: Daemon) -> None:
+    running.stop()
+    for argv in (("status",), ("reload",), ("logs", "web"), ("exec", "web", "--", "true")):
+        result = sandboxctl(running, *argv)
+        assert result.returncode == 5, (argv, result)
+        assert result.stderr.startswith(f"sandboxctl: cannot reach sandboxd at {running.socket}: ")
+        assert result.stderr.count("\n") == 1
