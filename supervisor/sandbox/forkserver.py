@@ -13,9 +13,10 @@ construction, which STYLE rule 6 otherwise has to check in the daemon on every l
 
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
 them, with the service's stdout/stderr, alongside the plan (protocol.py, the second table). The
-server forks the launcher exactly as the daemon would; the launcher's PID 1 re-parents to the
-daemon (a child subreaper; the server is not one), so the daemon still owns, watches and reaps
-every sandbox. The server only reaps its own launchers.
+server forks the launcher exactly as the daemon would (ahead of time: a spare launcher waits
+for each request, serverloop.py); the launcher's PID 1 re-parents to the daemon (a child
+subreaper; the server is not one), so the daemon still owns, watches and reaps every sandbox.
+The server only reaps its own launchers.
 
 Lifetime: the server dies with the daemon (PR_SET_PDEATHSIG, checked against a daemon that died
 before it was armed, and EOF on its socket). If the server dies, the daemon notices before the
@@ -25,23 +26,20 @@ next request and starts a new one; a launch the death interrupted fails with sta
 
 from __future__ import annotations
 
-import array
 import contextlib
 import gc
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
-from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL, Syscalls
-from supervisor.sandbox.plancodec import decode_plan, encode_plan
+from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL
+from supervisor.sandbox.frames import recv_frame, send_frame
+from supervisor.sandbox.plancodec import encode_plan
 from supervisor.sandbox.protocol import (
     Forked,
     ForkRequest,
@@ -51,15 +49,13 @@ from supervisor.sandbox.protocol import (
     decode_server,
     encode_server,
 )
-from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher
+from supervisor.sandbox.serverloop import REQUEST_FDS, serve
+from supervisor.sandbox.stage import ChildFds, ChildPlan
 
 if TYPE_CHECKING:
     import subprocess
 
 START_TIMEOUT = 10.0
-_FRAME = struct.Struct(">II")  # header length, body length
-_MAX_FDS = 8
-_REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr
 
 
 class ForkServerError(SupervisorError):
@@ -68,60 +64,6 @@ class ForkServerError(SupervisorError):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(f"fork server: {message}")
-
-
-# -- framing (both sides) ----------------------------------------------------------------------
-
-
-def send_frame(
-    sock: socket.socket, header: bytes, body: bytes = b"", fds: Sequence[int] = ()
-) -> None:
-    data = b"".join((_FRAME.pack(len(header), len(body)), header, body))
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    # MSG_NOSIGNAL: a dead peer is an EPIPE to handle, not a SIGPIPE.
-    sent = sock.sendmsg([data], ancillary, socket.MSG_NOSIGNAL)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:], socket.MSG_NOSIGNAL)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    buf = bytearray(size)
-    view, got = memoryview(buf), 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise ProtocolError(f"{size} bytes", f"EOF after {got}")
-        got += n
-    return bytes(buf)
-
-
-def recv_frame(sock: socket.socket) -> tuple[bytes, bytes, list[int]] | None:
-    """(header, body, fds) of the next frame, or None at EOF. Received fds are close-on-exec
-    (they must not leak into anything the receiver execs) and the caller's to close."""
-    fds: list[int] = []
-    head, ancillary, flags, _ = sock.recvmsg(
-        _FRAME.size, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
-    )
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
-    try:
-        if not head:
-            return None
-        if flags & socket.MSG_CTRUNC:
-            raise ProtocolError(f"at most {_MAX_FDS} fds", "more (truncated)")
-        if len(head) < _FRAME.size:
-            head += _recv_exact(sock, _FRAME.size - len(head))
-        header_len, body_len = _FRAME.unpack(head)
-        rest = _recv_exact(sock, header_len + body_len)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return rest[:header_len], rest[header_len:], fds
-
-
-# -- daemon side -------------------------------------------------------------------------------
 
 
 class ServerLauncher:
@@ -136,8 +78,10 @@ class ServerLauncher:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     def reap(self) -> None:
-        """The server reaps it; we only let go of our handle."""
+        """Wait for it to exit (the server reaps it): from then on PID 1 is the daemon's child,
+        as after a direct launch, so waitpid() on it works."""
         if self._pidfd >= 0:
+            select.select([self._pidfd], [], [])
             os.close(self._pidfd)
             self._pidfd = -1
 
@@ -145,8 +89,9 @@ class ServerLauncher:
 class ForkServer:
     """The daemon's handle on its fork server: start, fork launchers, restart, close."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, spare: int) -> None:
         self._proc, self._sock = proc, sock
+        self._spare = spare  # the server's idle launcher: ours to reap if the server dies
         self.restarts = 0
         self.last_exit: int | None = None  # wait status of the last server that died
 
@@ -165,7 +110,8 @@ class ForkServer:
     def _restart(self) -> None:
         self.last_exit = self._proc.wait()
         self._sock.close()
-        self._proc, self._sock = _spawn(START_TIMEOUT)
+        _reap_orphan(self._spare)
+        self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
         self.restarts += 1
 
     def ensure(self) -> None:
@@ -182,7 +128,7 @@ class ForkServer:
             self.ensure()
         except ForkServerError as err:
             raise LaunchError(unit, "forkserver", err.message) from None
-        header = encode_server(ForkRequest(_REQUEST_FDS))
+        header = encode_server(ForkRequest(REQUEST_FDS))
         passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd]
         body = encode_plan(plan)
         try:
@@ -220,6 +166,7 @@ class ForkServer:
                 os.close(fd)
             raise LaunchError(unit, "forkserver", msg.message, msg.errno)
         assert isinstance(msg, Forked)
+        self._spare = msg.spare
         for fd in fds[1:]:
             os.close(fd)
         return ServerLauncher(msg.pid, fds[0] if fds else -1)
@@ -240,9 +187,25 @@ class ForkServer:
         except Exception:
             self._proc.kill()
             self._proc.wait()
+            _reap_orphan(self._spare)
 
 
-def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def _reap_orphan(pid: int, timeout: float = 1.0) -> None:
+    """Reap the dead server's spare launcher, which re-parented to us (its PR_SET_PDEATHSIG
+    kills it). Bounded: a PID that is not, or not yet, our child is left alone."""
+    if pid <= 0:
+        return
+    with contextlib.suppress(OSError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
     import subprocess  # noqa: PLC0415  (daemon side only: the server never needs it)
 
     import supervisor  # noqa: PLC0415
@@ -271,7 +234,7 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket]:
         frame = recv_frame(ours)
         if frame is None:
             raise ForkServerError(f"exited at start-up (wait status {proc.wait()})")
-        decode_server(frame[0], (Hello,))
+        hello = decode_server(frame[0], (Hello,))
     except (ForkServerError, ProtocolError, OSError) as err:
         proc.kill()
         proc.wait()
@@ -279,61 +242,7 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket]:
         if isinstance(err, ForkServerError):
             raise
         raise ForkServerError(f"bad start-up: {err}") from None
-    return proc, ours
-
-
-# -- server side -------------------------------------------------------------------------------
-
-
-def _handle(
-    sock: socket.socket, header: bytes, body: bytes, fds: list[int], sys: Syscalls
-) -> tuple[int, int] | None:
-    """Fork a launcher for one request; its (pidfd, pid) to reap it later, or None."""
-    try:
-        req = decode_server(header, (ForkRequest,))
-        if req.fds != _REQUEST_FDS or len(fds) != _REQUEST_FDS:
-            raise ProtocolError(f"{_REQUEST_FDS} fds", f"{len(fds)} (announced {req.fds})")
-        sync_w, go_r, stdout, stderr = fds
-        plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
-        pid = sys.fork()
-        if pid == 0:
-            try:
-                run_launcher(plan, ChildFds(sync_w, go_r), sys)
-            finally:
-                os._exit(1)
-    except (ProtocolError, OSError) as err:
-        code = (err.errno or 0) if isinstance(err, OSError) else 0
-        send_frame(sock, encode_server(ServerError(code, f"cannot fork a launcher: {err}")))
-        return None
-    finally:
-        for fd in fds:
-            os.close(fd)
-    pidfd = os.pidfd_open(pid)  # before any wait: the PID cannot be recycled yet
-    send_frame(sock, encode_server(Forked(pid)), fds=[pidfd])
-    return pidfd, pid
-
-
-def serve(sock: socket.socket, sys: Syscalls = REAL) -> int:
-    """The server loop: one request at a time (the daemon waits for each reply). Launchers are
-    reaped as their pidfds turn readable, so none lingers as a zombie."""
-    launchers: dict[int, int] = {}  # pidfd -> pid
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    send_frame(sock, encode_server(Hello(os.getpid())))
-    while True:
-        for fd, _ in poller.poll():
-            if fd in launchers:
-                os.waitpid(launchers.pop(fd), 0)
-                poller.unregister(fd)
-                os.close(fd)
-                continue
-            frame = recv_frame(sock)
-            if frame is None:
-                return 0  # the daemon closed its end
-            forked = _handle(sock, *frame, sys)
-            if forked is not None:
-                launchers[forked[0]] = forked[1]
-                poller.register(forked[0], select.POLLIN)
+    return proc, ours, hello.spare
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,7 @@ class Hello:
     """The fork server is ready (sent once, after its own setup)."""
 
     pid: int
+    spare: int  # its spare launcher (0: none); the daemon reaps it if the server dies
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Forked:
     """The launcher is forked; its own messages follow on the sync pipe."""
 
     pid: int
+    spare: int  # the next spare launcher (0: none)
 
 
 @dataclass(frozen=True)

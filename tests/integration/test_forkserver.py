@@ -21,9 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
-from supervisor.sandbox.forkserver import ForkServer, ForkServerError, recv_frame, send_frame
+from supervisor.sandbox.forkserver import ForkServer, ForkServerError
+from supervisor.sandbox.frames import recv_frame, send_frame
 from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
-from supervisor.sandbox.protocol import ForkRequest, ServerError, decode_server, encode_server
+from supervisor.sandbox.protocol import (
+    ChildError,
+    Forked,
+    ForkRequest,
+    Reader,
+    ServerError,
+    decode_server,
+    encode_server,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -87,17 +96,25 @@ def test_pid1_is_a_child_of_the_daemon_not_of_the_server(server: ForkServer) -> 
             assert os.WTERMSIG(status) == signal.SIGKILL
         finally:
             os.close(out)
-    # The server reaped its launcher: no zombie left under it.
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+
+    # The server reaped its launcher: what is left under it is the next spare launcher, alive.
+    def children() -> list[str]:
+        return Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+
     deadline = time.monotonic() + 2
-    while children and time.monotonic() < deadline:
+    while len(children()) > 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    assert children == []
+    assert len(children()) == 1 and alive(int(children()[0]))
+
+
+def our_children() -> set[int]:
+    me = os.getpid()
+    return {int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()}
 
 
 def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -> None:
-    first = server.pid
+    first, spare = server.pid, server._spare
+    assert spare > 0
     os.kill(first, signal.SIGKILL)
     wait_dead(first)
     res = harness.run(harness.unit(["/bin/sh", "-c", "echo ok"]))
@@ -105,6 +122,40 @@ def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -
     assert server.pid != first and server.alive()
     assert server.restarts == 1
     assert server.last_exit == -signal.SIGKILL
+    # Its spare launcher died with it (pdeathsig), re-parented to us and was reaped.
+    assert not Path(f"/proc/{spare}").exists()
+
+
+def test_a_killed_spare_launcher_is_replaced(server: ForkServer) -> None:
+    # Dead before the request comes (one killed mid-request fails that launch, as a killed
+    # launcher does on the direct path).
+    os.kill(server._spare, signal.SIGKILL)
+    wait_dead(server._spare)
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
+    assert server.restarts == 0
+
+
+def test_a_plan_the_launcher_cannot_read_is_a_forkserver_error(server: ForkServer) -> None:
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_WRONLY)
+    try:
+        send_frame(
+            server._sock, encode_server(ForkRequest(4)), b"garbage", [sync_w, go_r, null, null]
+        )
+        for fd in (sync_w, go_r, null):
+            os.close(fd)
+        frame = recv_frame(server._sock)
+        assert frame is not None
+        forked = decode_server(frame[0], (Forked,))
+        os.close(frame[2][0])
+        msg = Reader(lambda n: os.read(sync_r, n)).next()
+    finally:
+        os.close(sync_r)
+        os.close(go_w)
+    assert isinstance(msg, ChildError) and msg.stage == "forkserver", msg
+    assert "expected a ChildPlan" in msg.message
+    assert forked.pid not in our_children()
 
 
 def test_a_server_dying_during_a_launch_fails_it_with_stage_forkserver(server: ForkServer) -> None:
@@ -204,9 +255,12 @@ def test_the_server_dies_with_the_daemon() -> None:
             os.waitpid(pid, 0)
 
 
-def test_close_stops_the_server() -> None:
+def test_close_stops_the_server_and_leaves_us_no_children() -> None:
+    harness.set_subreaper()
+    before = our_children()
     srv = ForkServer.start()
     pid = srv.pid
     srv.close()
     assert not alive(pid)
     assert srv._proc.returncode == 0
+    assert our_children() == before, "the server reaped its spare before exiting"

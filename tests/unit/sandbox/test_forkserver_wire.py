@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from supervisor.sandbox import hostlayout, rootfs
-from supervisor.sandbox.forkserver import recv_frame, send_frame
+from supervisor.sandbox.frames import recv_frame, send_frame
 from supervisor.sandbox.launch import LaunchRequest, build_plan
 from supervisor.sandbox.plancodec import decode_plan, encode_plan
 from supervisor.sandbox.protocol import (
@@ -80,10 +80,10 @@ def test_only_plan_classes_are_accepted() -> None:
 
 
 def test_server_messages_round_trip_and_name_the_unexpected() -> None:
-    for msg in (Hello(1), ForkRequest(4), Forked(77), ServerError(11, "fork: again")):
+    for msg in (Hello(1, 2), ForkRequest(4), Forked(77, 78), ServerError(11, "fork: again")):
         assert decode_server(encode_server(msg), (type(msg),)) == msg
     with pytest.raises(ProtocolError, match="expected Forked or ServerError, received Hello"):
-        decode_server(encode_server(Hello(1)), (Forked, ServerError))
+        decode_server(encode_server(Hello(1, 2)), (Forked, ServerError))
     with pytest.raises(ProtocolError, match="expected ForkRequest, received b'nope'"):
         decode_server(b"nope", (ForkRequest,))
 

@@ -1,0 +1,177 @@
+"""The fork server's side: spare launchers and the request loop (see forkserver.py).
+
+Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
+spare launcher is always forked ahead: a request is checked and handed to it (plan bytes and
+fds, over its own socketpair), the daemon gets its PID and a pidfd, and the next spare is forked
+while this one works. Every launcher is reaped here as its pidfd turns readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+from dataclasses import replace
+from typing import NoReturn
+
+from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
+from supervisor.sandbox.frames import recv_frame, send_frame
+from supervisor.sandbox.plancodec import decode_plan
+from supervisor.sandbox.protocol import (
+    ChildError,
+    Forked,
+    ForkRequest,
+    Hello,
+    ProtocolError,
+    ServerError,
+    decode_server,
+    encode,
+    encode_server,
+)
+from supervisor.sandbox.stage import ChildFds, run_launcher
+
+REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr
+
+
+class _Spare:
+    """A launcher forked ahead of its request: the fork, the signal reset, the fd sweep and the
+    copy-on-write faults they cause are paid while the daemon is idle, not during a launch."""
+
+    def __init__(self, sys: Syscalls) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = sys.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            try:
+                _spare_main(theirs, sys)
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.pid, self.channel = pid, ours
+        self.pidfd = os.pidfd_open(pid)  # before any wait: the PID cannot be recycled yet
+
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+
+def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
+    """A spare launcher: wait for one request from the server, then be its launcher."""
+    sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
+    sys.reset_signals()
+    sys.close_fds_except({channel.fileno()})
+    frame = recv_frame(channel)
+    if frame is None:  # the server is done with us
+        os._exit(0)
+    _, body, (sync_w, go_r, stdout, stderr) = frame
+    channel.close()
+    try:
+        plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
+    except ProtocolError as err:  # say so on the daemon's pipe (STYLE rule 5)
+        with contextlib.suppress(OSError):
+            os.write(sync_w, encode(ChildError("forkserver", 0, str(err))))
+        os._exit(1)
+    run_launcher(plan, ChildFds(sync_w, go_r), sys)
+
+
+def _forward(frame: tuple[bytes, bytes, list[int]], spare: _Spare) -> None:
+    """Check one request and hand it to the spare launcher (the fds are closed either way)."""
+    header, body, fds = frame
+    try:
+        req = decode_server(header, (ForkRequest,))
+        if req.fds != REQUEST_FDS or len(fds) != REQUEST_FDS:
+            raise ProtocolError(f"{REQUEST_FDS} fds", f"{len(fds)} (announced {req.fds})")
+        send_frame(spare.channel, b"", body, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    spare.channel.close()
+
+
+class _Server:
+    """The server loop: one request at a time (the daemon waits for each reply). Launchers are
+    reaped as their pidfds turn readable, so none lingers as a zombie or reaches the daemon."""
+
+    def __init__(self, sock: socket.socket, sys: Syscalls) -> None:
+        self.sock, self.sys = sock, sys
+        self.launchers: dict[int, int] = {}  # pidfd -> pid
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self.spare: _Spare | None = None
+
+    def _new_spare(self) -> _Spare:
+        spare = _Spare(self.sys)
+        self.launchers[spare.pidfd] = spare.pid
+        self.poller.register(spare.pidfd, select.POLLIN)
+        return spare
+
+    def _reap(self, pidfd: int) -> None:
+        if self.spare is not None and self.spare.pidfd == pidfd:  # killed while idle
+            self.spare.channel.close()
+            self.spare = None
+        os.waitpid(self.launchers.pop(pidfd), 0)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+
+    def _ready_spare(self) -> _Spare:
+        if self.spare is None or not self.spare.alive():  # none yet, or it was killed
+            if self.spare is not None:
+                self.spare.channel.close()
+                self.spare = None
+            self.spare = self._new_spare()
+        return self.spare
+
+    def _request(self, frame: tuple[bytes, bytes, list[int]]) -> None:
+        try:
+            used = self._ready_spare()
+        except OSError as err:
+            for fd in frame[2]:
+                os.close(fd)
+            self._error(err)
+            return
+        try:
+            _forward(frame, used)
+        except (ProtocolError, OSError) as err:
+            self._error(err)
+            return
+        # The next spare is forked while `used` does its work on another CPU.
+        try:
+            self.spare = self._new_spare()
+        except OSError:
+            self.spare = None  # retried at the next request
+        next_pid = self.spare.pid if self.spare else 0
+        send_frame(self.sock, encode_server(Forked(used.pid, next_pid)), fds=[used.pidfd])
+
+    def _error(self, err: ProtocolError | OSError) -> None:
+        code = (err.errno or 0) if isinstance(err, OSError) else 0
+        reply = ServerError(code, f"cannot fork a launcher: {err}")
+        send_frame(self.sock, encode_server(reply))
+
+    def run(self) -> int:
+        self.spare = self._new_spare()
+        send_frame(self.sock, encode_server(Hello(os.getpid(), self.spare.pid)))
+        while True:
+            for fd, _ in self.poller.poll():
+                if fd in self.launchers:
+                    self._reap(fd)
+                    continue
+                frame = recv_frame(self.sock)
+                if frame is not None:
+                    self._request(frame)
+                    continue
+                # The daemon closed its end: the spare sees EOF too. Reap everyone first, or
+                # they would re-parent to the daemon as children it never asked for.
+                if self.spare is not None:
+                    self.spare.channel.close()
+                for pidfd in list(self.launchers):
+                    self._reap(pidfd)
+                return 0
+
+
+def serve(sock: socket.socket, sys: Syscalls = REAL) -> int:
+    return _Server(sock, sys).run()
