@@ -1,0 +1,180 @@
+"""IPv4 address leases for bridge-mode sandboxes, persisted in `<data_dir>/network/leases.json`.
+
+A lease maps a unit name to one address of the daemon's subnet. It is taken before the first
+launch, kept across restarts of the unit and of the daemon (so a service keeps its address and
+peers can rely on it), and freed only when the unit is removed.
+
+The file is the only state: every operation reads it, changes it and writes it back atomically
+(temporary file, fsync, rename, fsync of the directory), so a daemon that crashes at any point
+leaves either the old or the new table, never a torn one, and a restarted daemon needs no
+in-memory state to avoid handing out an address twice. The file is a few hundred bytes; reading
+it per operation costs less than a netlink round trip.
+
+Layout (version 1)::
+
+    {"version": 1, "subnet": "10.88.0.0/16", "leases": {"web": "10.88.0.2", "db": "10.88.0.10"}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from supervisor.errors import NetworkError
+
+FORMAT_VERSION = 1
+
+
+def gateway_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    """The bridge's own address: the subnet's first host address (10.88.0.1 for 10.88.0.0/16)."""
+    return subnet.network_address + 1
+
+
+def check_static(address: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Interface:
+    """Validate a unit's `network.address` against the daemon's subnet; return it parsed.
+
+    The prefix must match the subnet's: a sandbox that believes in another prefix would route
+    part of its own subnet through the gateway, or reach past it without one.
+    """
+    try:
+        iface = ipaddress.IPv4Interface(address)
+    except ValueError:
+        raise NetworkError(f"address {address!r} is not an IPv4 address with prefix") from None
+    ip = iface.ip
+    if ip not in subnet:
+        raise NetworkError(f"address {ip} is outside the daemon's subnet {subnet}")
+    if iface.network.prefixlen != subnet.prefixlen:
+        raise NetworkError(
+            f"address {address} has prefix /{iface.network.prefixlen} but the daemon's subnet "
+            f"is {subnet}; write {ip}/{subnet.prefixlen}"
+        )
+    if ip in (subnet.network_address, subnet.broadcast_address):
+        raise NetworkError(f"address {ip} is the network or broadcast address of {subnet}")
+    if ip == gateway_of(subnet):
+        raise NetworkError(f"address {ip} is the bridge's own address (the gateway of {subnet})")
+    return ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}")
+
+
+class LeaseStore:
+    """The lease table of one daemon (one subnet, one file)."""
+
+    def __init__(self, path: Path, subnet: ipaddress.IPv4Network) -> None:
+        self.path = path
+        self.subnet = subnet
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def leases(self) -> dict[str, ipaddress.IPv4Address]:
+        """unit name -> leased address, as on disk now."""
+        return self._read()
+
+    def get(self, unit: str) -> ipaddress.IPv4Address | None:
+        return self._read().get(unit)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def acquire(
+        self, unit: str, static: ipaddress.IPv4Interface | None = None
+    ) -> ipaddress.IPv4Address:
+        """The unit's address: its existing lease, the static one asked for, or a free one.
+
+        A static address held by another unit is an error (never a silent steal). A unit whose
+        static address changed gives up its old lease in the same write.
+        """
+        leases = self._read()
+        current = leases.get(unit)
+        if static is not None:
+            wanted = static.ip
+            holder = next((u for u, ip in leases.items() if ip == wanted and u != unit), None)
+            if holder is not None:
+                raise NetworkError(f"address {wanted} is already leased to unit {holder!r}")
+            if current == wanted:
+                return wanted
+            leases[unit] = wanted
+        else:
+            if current is not None:
+                return current
+            leases[unit] = self._first_free(leases.values())
+        self._write(leases)
+        return leases[unit]
+
+    def release(self, unit: str) -> bool:
+        """Free the unit's lease; False if it had none."""
+        leases = self._read()
+        if leases.pop(unit, None) is None:
+            return False
+        self._write(leases)
+        return True
+
+    def retain(self, units: Iterable[str]) -> list[str]:
+        """Free every lease whose unit is not in `units`; return the units freed."""
+        keep = set(units)
+        leases = self._read()
+        gone = sorted(u for u in leases if u not in keep)
+        if gone:
+            self._write({u: ip for u, ip in leases.items() if u in keep})
+        return gone
+
+    # -- file ------------------------------------------------------------------------------
+
+    def _first_free(self, taken: Iterable[ipaddress.IPv4Address]) -> ipaddress.IPv4Address:
+        used = set(taken) | {gateway_of(self.subnet)}
+        # hosts() is lazy: a /16 is not materialised, the scan stops at the first gap.
+        for ip in self.subnet.hosts():
+            if ip not in used:
+                return ip
+        raise NetworkError(f"no free address left in {self.subnet} ({len(used) - 1} leased)")
+
+    def _read(self) -> dict[str, ipaddress.IPv4Address]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise NetworkError(f"cannot read leases {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported version {data.get('version')!r}")
+            table = {str(u): ipaddress.IPv4Address(ip) for u, ip in data["leases"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Fail closed: guessing would risk giving a running sandbox's address to another.
+            raise NetworkError(
+                f"lease file {self.path} is corrupt ({exc}); fix or remove it while no "
+                "bridge-mode sandbox runs"
+            ) from None
+        # After the operator changes the subnet, old leases cannot be configured any more:
+        # forget them rather than fail every bridge unit.
+        return {u: ip for u, ip in table.items() if ip in self.subnet}
+
+    def _write(self, leases: dict[str, ipaddress.IPv4Address]) -> None:
+        data = {
+            "version": FORMAT_VERSION,
+            "subnet": str(self.subnet),
+            "leases": {u: str(ip) for u, ip in sorted(leases.items())},
+        }
+        directory = self.path.parent
+        tmp = directory / f".{self.path.name}.tmp"
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, json.dumps(data, indent=1).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+            # The rename itself is durable only once the directory entry is on disk.
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise NetworkError(f"cannot write leases {self.path}: {exc.strerror}") from None

@@ -1,0 +1,411 @@
+"""Host-side networking of sandboxes, over netlink (pyroute2): bridge, veth pairs, addresses.
+
+Modes (`[network].mode`):
+
+- ``none``: the sandbox has its own netns holding only `lo`, which its PID 1 brings up. Nothing
+  to do here.
+- ``host``: the sandbox shares the host's netns (no isolation of ports or interfaces). Nothing
+  to do here.
+- ``bridge``: a veth pair joins the sandbox's netns to a host bridge (`network.bridge` of the
+  daemon config, created on first use with the subnet's first address). The sandbox end is
+  `eth0` with the unit's leased address and a default route via the bridge.
+
+Lifecycle, as the engine calls it::
+
+    plan = await net.prepare(unit, spec.unit.network)  # before launch: validate, lease, bridge
+    launched = launch(...)                             # PID 1 waits in its new netns
+    await net.attach(plan, launched.pid)               # veth, eth0, address, route
+    launched.go()
+    ...                                                # the sandbox exits
+    await net.detach(unit)                             # host veth gone now, not when the
+                                                       # kernel gets round to freeing the netns
+    net.release(unit)                                  # only when the unit file is removed
+    await net.cleanup_orphans(running, known)          # after a daemon restart
+
+The daemon is one asyncio thread that forks sandboxes, so everything here is async on the
+daemon's loop and starts no thread and no process: pyroute2's `AsyncIPRoute` on sockets we
+open ourselves. For the sandbox side we enter its netns with setns(2) just long enough to open
+a netlink socket (a socket stays bound to the netns it was created in), then switch back; no
+`await` happens in between, so no other coroutine ever runs in the sandbox's netns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import ipaddress
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pyroute2.iproute.linux import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from supervisor.config import DaemonConfig
+from supervisor.errors import NetworkError
+from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of
+from supervisor.unit.schema import Network
+
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
+SANDBOX_IFNAME = "eth0"
+VETH_PREFIX = "sbx"
+IFNAMSIZ = 15  # usable characters of a Linux interface name
+ALIAS_PREFIX = "sandboxd:"  # IFLA_IFALIAS of host veths: `ip link` shows whose it is
+
+Mode = Literal["none", "host", "bridge"]
+
+
+def veth_name(bridge: str, unit: str) -> str:
+    """The host end of a unit's veth pair: "sbx" + 12 hex digits, unique per (bridge, unit).
+
+    Unit names are up to 63 characters but interface names only 15, hence a hash; the bridge
+    is part of it so two daemons (a test one and the real one) never fight over a name.
+    """
+    digest = hashlib.sha256(f"{bridge}\0{unit}".encode()).hexdigest()
+    return (VETH_PREFIX + digest)[:IFNAMSIZ]
+
+
+def bridge_mac(bridge: str) -> str:
+    """A fixed, locally administered MAC for the bridge.
+
+    Without one, a bridge takes the lowest MAC among its ports, so it changes whenever a
+    sandbox comes or goes, and every sandbox's ARP entry for the gateway goes stale.
+    """
+    digest = hashlib.sha256(f"sandboxd-bridge\0{bridge}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """What `attach` will build for one launch; decided (and validated) by `prepare`."""
+
+    unit: str
+    mode: Mode
+    bridge: str | None = None
+    host_veth: str | None = None
+    address: ipaddress.IPv4Interface | None = None
+    gateway: ipaddress.IPv4Address | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """For state files and `status`: plain strings, null where a mode has no value."""
+        return {
+            "mode": self.mode,
+            "bridge": self.bridge,
+            "host_veth": self.host_veth,
+            "address": str(self.address) if self.address else None,
+            "gateway": str(self.gateway) if self.gateway else None,
+        }
+
+
+@dataclass
+class CleanupReport:
+    removed_veths: list[str] = field(default_factory=list)
+    released_leases: list[str] = field(default_factory=list)
+
+
+def _netlink_error(action: str, exc: NetlinkError | OSError) -> NetworkError:
+    code = exc.code if isinstance(exc, NetlinkError) else (exc.errno or 0)
+    return NetworkError(f"{action}: {os.strerror(code) if code else exc}")
+
+
+class _Libc:
+    """setns(2) via ctypes (Python 3.11 has no os.setns)."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+
+    def setns(self, fd: int, nstype: int) -> None:
+        if self._libc.setns(fd, nstype) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+
+def _socket_in_netns(libc: _Libc, nsfd: int) -> socket.socket:
+    """A NETLINK_ROUTE socket living in the netns `nsfd`, opened without fork or thread."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.setns(nsfd, CLONE_NEWNET)
+        try:
+            return socket.socket(
+                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE
+            )
+        finally:
+            try:
+                libc.setns(own, CLONE_NEWNET)
+            except OSError:
+                # Fail closed: a daemon stuck in a sandbox's netns would build every later
+                # bridge and veth inside that sandbox. Returning to our own netns, through an
+                # fd we hold, cannot fail in practice; if it does, stop the daemon.
+                os.write(2, b"sandboxd: fatal: cannot return to the daemon's netns\n")
+                os._exit(70)
+    finally:
+        os.close(own)
+
+
+@contextlib.asynccontextmanager
+async def _rtnl(sock: socket.socket | None = None) -> AsyncIterator[Any]:
+    """An AsyncIPRoute on the running loop; on `sock` if given (it takes the fd over).
+
+    groups=0: we only ask and never listen, so the kernel need not copy every link and
+    address event on the host into our socket.
+    """
+    fileno = None if sock is None else sock.detach()
+    ipr = AsyncIPRoute(groups=0, fileno=fileno)
+    async with ipr:
+        yield ipr
+
+
+async def _dump(ipr: Any, kind: str, **spec: Any) -> list[Any]:
+    """All messages of a dump request (AsyncIPRoute streams them as an async generator)."""
+    return [msg async for msg in await getattr(ipr, kind)("dump", **spec)]
+
+
+async def _index(ipr: Any, ifname: str) -> int | None:
+    found = await ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+async def _delete_link(ipr: Any, ifname: str) -> bool:
+    """Delete a link by name; False if there was none (a dying netns may have taken it)."""
+    index = await _index(ipr, ifname)
+    if index is None:
+        return False
+    try:
+        await ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return str(kind) if kind is not None else None
+
+
+class NetworkManager:
+    """One daemon's sandbox networking: its bridge, subnet and lease file."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.bridge = config.network.bridge
+        self.subnet = ipaddress.IPv4Network(config.network.subnet)
+        self.gateway = gateway_of(self.subnet)
+        self.leases = LeaseStore(config.data_dir / "network" / "leases.json", self.subnet)
+        self._libc = _Libc()
+
+    def veth_for(self, unit: str) -> str:
+        return veth_name(self.bridge, unit)
+
+    # -- before launch ---------------------------------------------------------------------
+
+    async def prepare(self, unit: str, network: Network) -> NetworkPlan:
+        """Validate the unit's network and reserve what it needs, before anything is launched.
+
+        Raises NetworkError (the engine reports `launch-error:network: ...`) for an address
+        outside the subnet or leased to another unit, or a bridge name taken by another kind
+        of link. Leaves no per-unit state behind on error; a bridge created here stays, as the
+        shared segment every bridge-mode sandbox of this daemon uses.
+        """
+        if network.mode != "bridge":
+            return NetworkPlan(unit=unit, mode=network.mode)
+        static = check_static(network.address, self.subnet) if network.address else None
+        await self.ensure_bridge()
+        ip = self.leases.acquire(unit, static)
+        return NetworkPlan(
+            unit=unit,
+            mode="bridge",
+            bridge=self.bridge,
+            host_veth=self.veth_for(unit),
+            address=ipaddress.IPv4Interface(f"{ip}/{self.subnet.prefixlen}"),
+            gateway=self.gateway,
+        )
+
+    async def ensure_bridge(self) -> int:
+        """The bridge's index; created, addressed and up if it was not. Idempotent."""
+        gateway = f"{self.gateway}/{self.subnet.prefixlen}"
+        try:
+            async with _rtnl() as ipr:
+                existing = await _index(ipr, self.bridge)
+                if existing is not None:
+                    kind = _kind((await ipr.link("get", index=existing))[0])
+                    if kind != "bridge":
+                        raise NetworkError(
+                            f"link {self.bridge!r} exists and is a {kind or 'physical'} "
+                            "device, not a bridge; set network.bridge in the daemon config "
+                            "to a free name"
+                        )
+                else:
+                    await self._check_subnet_free(ipr)
+                    with contextlib.suppress(NetlinkError):  # EEXIST: a concurrent prepare
+                        await ipr.link(
+                            "add",
+                            ifname=self.bridge,
+                            kind="bridge",
+                            address=bridge_mac(self.bridge),
+                        )
+                index = await _index(ipr, self.bridge)
+                if index is None:
+                    raise NetworkError(f"bridge {self.bridge!r} vanished while being set up")
+                addrs = await _dump(ipr, "addr", index=index, family=socket.AF_INET)
+                have = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in addrs}
+                if gateway not in have:
+                    with contextlib.suppress(NetlinkError):  # EEXIST: a concurrent prepare
+                        await ipr.addr(
+                            "add",
+                            index=index,
+                            address=str(self.gateway),
+                            prefixlen=self.subnet.prefixlen,
+                        )
+                await ipr.link("set", index=index, state="up")
+                return index
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"cannot set up bridge {self.bridge!r}", exc) from None
+
+    async def _check_subnet_free(self, ipr: Any) -> None:
+        """Refuse a subnet the host already uses elsewhere: two routes would fight for it."""
+        for addr in await _dump(ipr, "addr", family=socket.AF_INET):
+            net = ipaddress.IPv4Network(
+                f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False
+            )
+            if net.overlaps(self.subnet):
+                name = addr.get_attr("IFA_LABEL") or f"index {addr['index']}"
+                raise NetworkError(
+                    f"subnet {self.subnet} overlaps {net} on host interface {name}; set "
+                    "network.subnet in the daemon config to a free range"
+                )
+
+    # -- between launch and go -------------------------------------------------------------
+
+    async def attach(self, plan: NetworkPlan, pid: int) -> None:
+        """Wire the sandbox whose PID 1 is `pid` (waiting for its go byte) to the bridge.
+
+        On failure the host veth (and with it the sandbox end) is removed before
+        NetworkError is raised; the engine then kills the half-started sandbox.
+        """
+        if plan.mode != "bridge":
+            return
+        assert plan.host_veth and plan.address and plan.gateway and plan.bridge
+        try:
+            nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NetworkError(f"cannot open the netns of pid {pid}: {exc.strerror}") from None
+        try:
+            # The same fd names the netns for the veth peer and for setns, so a recycled pid
+            # cannot make us configure one namespace and create the link in another.
+            if os.fstat(nsfd).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                raise NetworkError(
+                    f"pid {pid} shares the daemon's netns; bridge mode needs its own"
+                )
+            await self._attach(plan, nsfd)
+        finally:
+            os.close(nsfd)
+
+    async def _attach(self, plan: NetworkPlan, nsfd: int) -> None:
+        assert plan.host_veth and plan.address and plan.gateway and plan.bridge
+        step = f"cannot create veth {plan.host_veth}"
+        try:
+            async with _rtnl() as ipr:
+                bridge = await _index(ipr, plan.bridge)
+                if bridge is None:
+                    raise NetworkError(f"bridge {plan.bridge!r} is gone; it was removed by hand")
+                # Left over from the previous run if its netns is still being freed.
+                await _delete_link(ipr, plan.host_veth)
+                # The peer is born inside the sandbox's netns under its final name: no move,
+                # no rename, and no moment where "eth0" exists on the host.
+                await ipr.link(
+                    "add",
+                    ifname=plan.host_veth,
+                    kind="veth",
+                    peer={"ifname": SANDBOX_IFNAME, "net_ns_fd": nsfd},
+                )
+                step = f"cannot attach {plan.host_veth} to bridge {plan.bridge}"
+                host = await _index(ipr, plan.host_veth)
+                await ipr.link(
+                    "set",
+                    index=host,
+                    master=bridge,
+                    state="up",
+                    ifalias=ALIAS_PREFIX + plan.unit,
+                )
+                step = f"cannot configure {SANDBOX_IFNAME} in the sandbox"
+                async with _rtnl(_socket_in_netns(self._libc, nsfd)) as inner:
+                    eth0 = await _index(inner, SANDBOX_IFNAME)
+                    await inner.addr(
+                        "add",
+                        index=eth0,
+                        address=str(plan.address.ip),
+                        prefixlen=plan.address.network.prefixlen,
+                    )
+                    await inner.link("set", index=eth0, state="up")
+                    await inner.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+        except BaseException as exc:
+            with contextlib.suppress(NetlinkError, OSError):
+                async with _rtnl() as ipr:
+                    await _delete_link(ipr, plan.host_veth)
+            if isinstance(exc, NetlinkError | OSError):
+                raise _netlink_error(step, exc) from None
+            raise
+
+    # -- after the sandbox ended -----------------------------------------------------------
+
+    async def detach(self, unit: str) -> bool:
+        """Remove the unit's host veth if it is still there; True if it was.
+
+        The kernel removes a veth pair with the last process of its netns, but it frees a
+        netns asynchronously (cleanup_net), so the host end can linger for a moment; deleting
+        it here makes a restart that follows at once find its name free.
+        """
+        try:
+            async with _rtnl() as ipr:
+                return await _delete_link(ipr, self.veth_for(unit))
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"cannot remove veth {self.veth_for(unit)}", exc) from None
+
+    def release(self, unit: str) -> bool:
+        """The unit was removed: free its address lease. True if it had one."""
+        return self.leases.release(unit)
+
+    async def cleanup_orphans(
+        self, running: Iterable[str], known: Iterable[str] = ()
+    ) -> CleanupReport:
+        """After a daemon restart: drop what belongs to no sandbox any more.
+
+        `running`: units whose sandboxes were re-adopted (their veths stay). `known`: units
+        that still have a unit file (their leases stay, so they get the same address on their
+        next start). Veths on our bridge that belong to no running unit are deleted; leases of
+        units neither running nor known are released. Links on other bridges are never
+        touched.
+        """
+        running = set(running)
+        keep = {self.veth_for(u) for u in running}
+        report = CleanupReport()
+        try:
+            async with _rtnl() as ipr:
+                bridge = await _index(ipr, self.bridge)
+                if bridge is not None:
+                    for link in await _dump(ipr, "link", master=bridge):
+                        name = str(link.get_attr("IFLA_IFNAME"))
+                        if _kind(link) != "veth" or not name.startswith(VETH_PREFIX):
+                            continue
+                        if name not in keep and await _delete_link(ipr, name):
+                            report.removed_veths.append(name)
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"cannot list the ports of bridge {self.bridge}", exc) from None
+        report.released_leases = self.leases.retain(running | set(known))
+        return report
+
+    async def remove_bridge(self) -> bool:
+        """Delete the bridge (and so detach every port). Not done on daemon exit: running
+        sandboxes may be left running (`on_exit = "leave"`); for tests and uninstall."""
+        try:
+            async with _rtnl() as ipr:
+                return await _delete_link(ipr, self.bridge)
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"cannot remove bridge {self.bridge}", exc) from None
