@@ -6,7 +6,7 @@ cgroups, and so the engine depends on one small shape instead of the launcher's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,12 +25,23 @@ class Started(Protocol):
         ...
 
 
+Bind = tuple[str, str, bool]  # (host source, target inside the sandbox, read-only)
+
+
 class Launcher(Protocol):
     def __call__(
-        self, spec: UnitSpec, cgroup: UnitCgroup, output_fd: int, keep_fds: Sequence[int]
+        self,
+        spec: UnitSpec,
+        cgroup: UnitCgroup,
+        output_fd: int,
+        keep_fds: Sequence[int],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        extra_binds: Sequence[Bind] = (),
     ) -> Started:
         """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
-        `keep_fds` inherited by PID 1 under the same numbers. Raises LaunchError."""
+        `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
+        are what the daemon adds for this run (the notify socket). Raises LaunchError."""
         ...
 
 
@@ -40,18 +51,30 @@ def sandbox_launcher(data_dir: Path) -> tuple[Launcher, bool]:
     see output.py). The check goes once the launcher's LaunchRequest has the field."""
     import dataclasses  # noqa: PLC0415
 
-    from supervisor.sandbox.launch import LaunchRequest, launch  # noqa: PLC0415  (load late)
+    from supervisor.sandbox.launch import (  # noqa: PLC0415  (load late)
+        ExtraBind,
+        LaunchRequest,
+        launch,
+    )
 
     keeps_fds = "keep_fds" in {f.name for f in dataclasses.fields(LaunchRequest)}
 
     def start(
-        spec: UnitSpec, cgroup: UnitCgroup, output_fd: int, keep_fds: Sequence[int]
+        spec: UnitSpec,
+        cgroup: UnitCgroup,
+        output_fd: int,
+        keep_fds: Sequence[int],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        extra_binds: Sequence[Bind] = (),
     ) -> Started:
         overlay = str(data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
         extra: dict[str, Any] = {"keep_fds": list(keep_fds)} if keeps_fds else {}
         request = LaunchRequest(
-            spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay, **extra
-        )
+            spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
+            extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
+            **extra,
+        )  # fmt: skip
         return launch(request)
 
     return start, keeps_fds

@@ -25,6 +25,7 @@ from supervisor.engine import diff, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.kmsg import KmsgWatch, Victim, unit_of
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host
 from supervisor.engine.states import State
@@ -56,6 +57,7 @@ class Reconciler:
     ) -> None:
         self.config, self.host, self.loader, self.store = config, host, loader, store
         self.runners: dict[str, UnitRunner] = {}
+        self.ordering = Ordering(self.runners)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
         self._tg = asyncio.TaskGroup()
         self._reload_lock = asyncio.Lock()
@@ -160,8 +162,10 @@ class Reconciler:
             self.config.log_dir / f"{name}.log", self.config.log_max_size, self.config.log_keep
         )
         runner = UnitRunner(
-            name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit
-        )
+            name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
+            state_dir=self.config.state_dir, blocker=self.ordering.blocker,
+            on_change=self.ordering.changed,
+        )  # fmt: skip
         self.runners[name] = runner
         return runner
 
@@ -259,7 +263,10 @@ class Reconciler:
 
 
 def _start_settled(runner: UnitRunner, launches_before: int) -> bool:
-    """A start request has had its effect: a launch happened and is over, or it was dropped."""
+    """A start request has had its effect: a launch happened and is over (the run is ready or
+    ended), or the unit waits for its `after` units, or the request was dropped."""
     if runner.launches > launches_before:
         return runner.state is not State.STARTING
+    if runner.waiting_for is not None and runner.state is State.STARTING:
+        return True
     return not runner.start_pending and runner.state.is_settled()

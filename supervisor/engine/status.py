@@ -15,7 +15,7 @@ from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
 if TYPE_CHECKING:
-    from supervisor.engine.unit_runner import UnitRunner
+    from supervisor.engine.runner_base import RunnerBase as UnitRunner
 
 
 def now() -> dt.datetime:
@@ -74,6 +74,8 @@ def unit_status(r: UnitRunner) -> UnitStatus:
                 "oom_kills_this_run": run.oom_kills,
             }
     error = r.error
+    if r.waiting_for is not None and r.state.value == "starting":
+        error = r.waiting_for
     if r.invalid:
         kept = " (the running version is kept)" if spec is not None else ""
         error = f"invalid unit file{kept}: " + "; ".join(r.invalid)
@@ -90,7 +92,7 @@ def unit_status(r: UnitRunner) -> UnitStatus:
         memory_bytes=memory,
         started_at=dt.datetime.fromtimestamp(run.started_at, dt.UTC) if run else None,
         error=error,
-        health=None,
+        health=r.health.state,
         next_start_in=next_start_in,
         spec_hash=spec.hash if spec else None,
         limits=spec.unit.resources.model_dump(mode="json") if spec else {},
@@ -101,5 +103,8 @@ def unit_status(r: UnitRunner) -> UnitStatus:
             "invalid": list(r.invalid),
             "oom_policy": spec.unit.oom.policy if spec else None,
             "oom_victims": list(r.oom_victims),
+            "waiting_for": r.waiting_for,
+            **r.readiness.view(),
+            **r.health.view(),
         },
     )

@@ -1,43 +1,43 @@
 """One unit's state machine, run as an asyncio task (STYLE rules 9, 10, 14).
 
-    STOPPED/EXITED/FAILED ──start──▶ STARTING ──launched──▶ RUNNING ──exit──▶ policy
-          ▲                             │ launch error           │ stop          │
-          │                             ▼                        ▼               ▼
+                                  waiting for `after` units
+                                        ▲    │
+    STOPPED/EXITED/FAILED ──start──▶ STARTING ──launched, ready──▶ RUNNING ──exit──▶ policy
+          ▲                             │ launch error,               │ stop, watchdog, │
+          │                             ▼ start timeout               ▼ unhealthy, OOM  ▼
           └──────────────────────────  FAILED        STOPPING ──exit──▶ STOPPED  BACKOFF
-                                                                  (or OOM policy) │ delay
+                                                             (or policy)         │ delay
                                                                       STARTING ◀──┘
 
+STARTING has two halves: before the launch it waits until every `after` unit is ready
+(ordering.py); after it, with `ready = "notify"`, until READY=1 or `start_timeout`
+(readiness.py). RUNNING ends by itself (exit, OOM kill) or is ended for a reason: the
+watchdog (readiness.py) or `retries` failed probes (health.py), both then restart through the
+restart policy like a crash.
+
 Commands (start, stop, restart, remove, detach) only set intentions and wake the task; kernel
-events (PID 1 exited, OOM kill) arrive through the Run's callback and wake it too. Each wake-up
-the task looks at its state and intentions and takes one step, so every transition is in
-`_step` and the functions it calls, and nothing changes state behind the task's back.
+events (PID 1 exited, OOM kill), notify messages and probe verdicts arrive through callbacks and
+wake it too. Each wake-up the task looks at its state and intentions and takes one step, so
+every transition is in `_step` and the functions it calls, and nothing changes state behind the
+task's back.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
+import functools
 import signal
 import time
-from collections import deque
-from collections.abc import Callable
 
 import structlog
 
-from supervisor.engine import status
-from supervisor.engine.backoff import Backoff
-from supervisor.engine.diff import Actual
-from supervisor.engine.model import UnitEvent
-from supervisor.engine.output import RotatingLog
-from supervisor.engine.run import Host, Run, discard_cgroup, limits_from
+from supervisor.engine.run import Run, discard_cgroup
+from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import State
-from supervisor.engine.store import Store, UnitRecord
-from supervisor.engine.wakeup import Wakeup
+from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
-from supervisor.log import get_logger
-from supervisor.unit.schema import Restart
-from supervisor.unit.spec import UnitSpec
 
-log = get_logger()
+__all__ = ["Blocker", "UnitRunner"]
 # After an OOM kill, how long PID 1 gets to show it was the victim (its exit) before the kill
 # counts as one of another process.
 OOM_GRACE = 0.25
@@ -45,107 +45,7 @@ OOM_GRACE = 0.25
 KILL_TIMEOUT = 10.0
 
 
-class UnitRunner:
-    def __init__(
-        self,
-        name: str,
-        spec: UnitSpec | None,
-        *,
-        host: Host,
-        store: Store,
-        sink: RotatingLog,
-        emit: Callable[[UnitEvent], None],
-    ) -> None:
-        self.host, self.store, self.sink, self._emit = host, store, sink, emit
-        self.name, self.spec = name, spec
-        self.state = State.STOPPED if spec else State.INVALID
-        self.error: str | None = None  # why failed / in backoff / the file is invalid
-        self.invalid: list[str] = []  # current file errors (the running version stays)
-        self.backoff = Backoff(spec.unit.restart if spec else Restart(), host.monotonic)
-        self.restarts = 0
-        self.last_exit: str | None = None
-        self.recent_exits: deque[str] = deque(maxlen=10)
-        self.recent_events: deque[UnitEvent] = deque(maxlen=20)
-        self.oom_kills = 0
-        self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
-        self._last_pid = 0
-        self.run: Run | None = None
-        self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
-        self.next_start = 0.0  # monotonic time of the start out of BACKOFF
-        self.launches = 0
-        self._start = self._stop = self._removing = self._detaching = False
-        self._stop_for_oom = False
-        self._oom_seen = 0  # OOM kills of the current run already accounted
-        self._wake = Wakeup()
-        self._changed = asyncio.Event()
-
-    # -- commands (from the reconciler; never block) -------------------------------------
-
-    def start(self) -> None:
-        """Start now, with a clean restart history (an operator start resets a failed unit)."""
-        if self.spec is None:
-            return
-        self.backoff.reset()
-        self._start, self._stop = True, False
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._start, self._stop = False, True
-        self._wake.set()
-
-    def restart(self) -> None:
-        self.backoff.reset()
-        self._start, self._stop = True, self.state.has_process()
-        self._wake.set()
-
-    def remove(self) -> None:
-        self._removing = True
-        self.stop()
-
-    def detach(self) -> None:
-        """End the task but leave a running service running (daemon exit, on_exit = leave)."""
-        self._detaching = True
-        self._wake.set()
-
-    def replace(self, spec: UnitSpec) -> None:
-        """A new spec for the next start; the current run keeps its own."""
-        self.spec = spec
-        self.backoff.policy = spec.unit.restart
-        self.set_invalid([])
-        if self.state is State.INVALID:
-            self._set(State.STOPPED)
-        self._save()
-
-    def update_live(self, spec: UnitSpec) -> None:
-        """A `[resources]`-only change: write the limits to the running cgroup."""
-        self.replace(spec)
-        unsupported: list[str] = []
-        if self.run is not None and self.run.cgroup is not None:
-            try:
-                unsupported = self.run.cgroup.apply(limits_from(spec.unit.resources))
-            except CgroupError as exc:
-                self._event("update_failed", "error", error=str(exc))
-                return
-            self.run_spec = spec
-        self._event("updated", resources=spec.unit.resources.model_dump(mode="json"),
-                    unsupported=unsupported)  # fmt: skip
-
-    def set_invalid(self, errors: list[str]) -> None:
-        if errors and errors != self.invalid:
-            self._event("invalid", "warning", errors=errors)
-        self.invalid = list(errors)
-        self._changed.set()
-
-    def note_oom_victim(self, pid: int, command: str) -> None:
-        """The kernel log named a victim in this unit's cgroup (see kmsg.py)."""
-        main = pid == (self.run.pid if self.run else self._last_pid)
-        self.oom_victims.append({"pid": pid, "command": command, "main": main})
-        self._event("oom_victim", "warning", victim_pid=pid, command=command, main=main)
-
-    @property
-    def start_pending(self) -> bool:
-        return self._start
-
+class UnitRunner(RunnerBase):
     def resume(self, record: UnitRecord) -> None:
         """Continue where a previous daemon left off (before the task starts): re-adopt a
         running PID 1, or record `lost` if it ended while no daemon watched it."""
@@ -163,6 +63,9 @@ class UnitRunner:
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
             self.run, self.run_spec = run, self.spec
+            if self.spec is not None:
+                self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
+                self.health.begin(self.spec, run.pid, run.cgroup)
             self._set(State.RUNNING)
             self._stop = record.state == State.STOPPING.value
             self._event("adopted", uptime=round(run.uptime(), 3))
@@ -175,11 +78,6 @@ class UnitRunner:
         ran_for = self.host.wall() - (record.started_at or 0.0)
         self.after_exit("lost", ran_for)
 
-    async def wait(self, done: Callable[[], bool]) -> None:
-        while not done():
-            self._changed.clear()
-            await self._changed.wait()
-
     # -- the task ------------------------------------------------------------------------
 
     async def main(self) -> None:
@@ -188,6 +86,8 @@ class UnitRunner:
                 while not await self._step():
                     pass
             finally:
+                self.health.end()
+                self.readiness.close()
                 if self.run is not None:  # cancelled: the service lives on for the next daemon
                     self._save()
                     self.run.detach()
@@ -198,8 +98,10 @@ class UnitRunner:
     async def _step(self) -> bool:
         """One transition; True when the task is done."""
         match self.state:
+            case State.STARTING if self.run is None:
+                await self._before_launch()
             case State.STARTING:
-                self._launch()
+                await self._until_ready()
             case State.RUNNING:
                 await self._running()
             case State.STOPPING:
@@ -217,28 +119,88 @@ class UnitRunner:
                     await self._wake.sleep()
         return False
 
+    async def _before_launch(self) -> None:
+        """STARTING, nothing launched yet: wait for the `after` units, then launch."""
+        assert self.spec is not None
+        if self._stop or self._removing or self._detaching:
+            self._stop, self.waiting_for = False, None
+            self._set(State.STOPPED, save=not self._detaching)
+            return
+        self._start = False
+        blocked = self._blocker(self.spec) if self._blocker else None
+        if blocked is None:
+            self.waiting_for = None
+            self._launch()
+        else:
+            if blocked != self.waiting_for:
+                self.waiting_for = blocked
+                self._event("waiting", reason=blocked)
+                self._changed.set()
+            await self._wake.sleep()
+
     def _launch(self) -> None:
         assert self.spec is not None
         self.launches += 1
         self.backoff.record_start()
+        spec = self.spec
         try:
-            self.run = Run.launch(self.host, self.spec, self.sink, self._wake.set)
-        except (LaunchError, CgroupError) as exc:
-            reason = exc.reason if isinstance(exc, LaunchError) else f"launch-error:cgroup: {exc}"
+            env, binds = self.readiness.launch_extras(spec)
+            launcher = functools.partial(self.host.launcher, extra_env=env, extra_binds=binds)
+            host = dataclasses.replace(self.host, launcher=launcher)
+            self.run = Run.launch(host, spec, self.sink, self._wake.set)
+        except (LaunchError, CgroupError, OSError) as exc:
+            reason = (
+                exc.reason if isinstance(exc, LaunchError)
+                else f"launch-error:{'cgroup' if isinstance(exc, CgroupError) else 'notify'}: {exc}"
+            )  # fmt: skip
             self._record_exit(reason)
             self.error = f"could not start: {reason}"
             self._set(State.FAILED)
             self._event("failed", "error", reason=reason)
             return
-        self.run_spec, self._oom_seen, self.error = self.spec, 0, None
-        self._set(State.RUNNING)
+        self.run_spec, self._oom_seen, self.error = spec, 0, None
+        self.readiness.begin_run(spec, self.run.cgroup)
+        self.health.clear()
         self._event("started")
+        if self.readiness.ready:
+            self._ready()
+        else:
+            self._changed.set()
+
+    def _ready(self) -> None:
+        assert self.run is not None and self.run_spec is not None
+        self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
+        self._set(State.RUNNING)
+
+    async def _until_ready(self) -> None:
+        """STARTING, launched: wait for READY=1 (ready = "notify")."""
+        run = self.run
+        assert run is not None
+        if run.ended:
+            self._ended(run.reason())
+        elif self._stop or self._detaching:
+            await self._running()
+        elif self.readiness.ready:
+            self._ready()
+        elif (why := self.readiness.overdue()) is not None:
+            self._end_for(why)
+        else:
+            await self._wake.sleep(self.readiness.next_deadline())
+
+    def _end_for(self, reason: str) -> None:
+        """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
+        self._stop_reason = reason
+        level = "error" if reason == "start-timeout" else "warning"
+        self._event(reason.replace("-", "_"), level, **self.health.view(), **self.readiness.view())
+        self._set(State.STOPPING)
 
     async def _running(self) -> None:
         run = self.run
         assert run is not None
         if self._detaching:
             self._save()
+            self.health.end()
+            self.readiness.end_run()
             run.detach()
             self.run = None
             self._event("detached")
@@ -250,13 +212,15 @@ class UnitRunner:
             if self.spec and self.spec.unit.oom.policy != "continue":
                 await self._wake.sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
                 if not run.ended:
-                    self._stop_for_oom = True
+                    self._stop_reason = "oom-killed"
                     self._set(State.STOPPING)
         elif self._stop:
             self._stop = False
             self._set(State.STOPPING)
+        elif (why := self.readiness.overdue() or self.health.verdict) is not None:
+            self._end_for(why)
         else:
-            await self._wake.sleep()
+            await self._wake.sleep(self.readiness.next_deadline())
 
     async def _stopping(self) -> None:
         run, spec = self.run, self.run_spec
@@ -272,9 +236,15 @@ class UnitRunner:
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
         self._stop = False
-        if self._stop_for_oom:
-            self._stop_for_oom = False
-            self._ended("oom-killed")
+        reason, self._stop_reason = self._stop_reason, None
+        if reason == "start-timeout":
+            self._end_run(reason)
+            self.error = f"not ready within {spec.unit.service.start_timeout:g}s (start_timeout)"
+            self._set(State.FAILED)
+            self._event("failed", "error", reason=self.error)
+            return
+        if reason is not None:
+            self._ended(reason)
             return
         self._end_run(run.reason() if run.ended else "lost")
         self._set(State.STOPPED)
@@ -283,6 +253,7 @@ class UnitRunner:
     async def _backoff(self) -> None:
         if self._stop or self._removing:
             self._stop = False
+            self.health.clear()
             self._set(State.STOPPED)
         elif self._detaching:
             self._save()
@@ -332,6 +303,8 @@ class UnitRunner:
         run = self.run
         assert run is not None
         self._account_oom()
+        self.health.end()  # first: the probe sub-cgroup must be gone before the unit's
+        self.readiness.end_run()
         wait_status, self._last_pid = run.status, run.pid
         run.finish()
         self.run = None
@@ -354,38 +327,6 @@ class UnitRunner:
         self._event("oom_kill", "warning", count=new, pid1_alive=not self.run.ended,
                     policy=policy)  # fmt: skip
         return True
-
-    # -- plumbing ------------------------------------------------------------------------
-
-    def _set(self, state: State, save: bool = True) -> None:
-        self.state = state
-        if save:
-            self._save()
-        self._changed.set()
-
-    def _save(self) -> None:
-        try:
-            self.store.save(self.record())
-        except OSError as exc:
-            log.error("unit.state_not_saved", error=str(exc))
-
-    def _event(self, name: str, level: str = "info", **detail: object) -> None:
-        pid = self.run.pid if self.run else detail.pop("pid", None)
-        bound = {"unit": self.name} | ({"pid": pid} if pid else {})
-        with structlog.contextvars.bound_contextvars(**bound):
-            getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
-        event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
-        self.recent_events.append(event)
-        self._emit(event)
-
-    # -- views ---------------------------------------------------------------------------
-
-    def actual(self) -> Actual:
-        s = self.spec
-        return Actual(s.hash if s else None, s.restart_hash if s else None, self.state)
-
-    def record(self) -> UnitRecord:
-        return status.record(self)
 
 
 _VALUES = {s.value for s in State}

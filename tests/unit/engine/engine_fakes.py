@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,13 +134,22 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.fail: str | None = None
         self.launched: list[int] = []
+        self.extra_binds: list[tuple[str, str, bool]] = []
 
     def __call__(
-        self, spec: UnitSpec, cgroup: Any, output_fd: int, keep_fds: Sequence[int]
+        self,
+        spec: UnitSpec,
+        cgroup: Any,
+        output_fd: int,
+        keep_fds: Sequence[int],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        extra_binds: Sequence[tuple[str, str, bool]] = (),
     ) -> Spawned:
         argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
+        self.extra_binds = list(extra_binds)
         pid = os.posix_spawn(
-            argv[0], argv, dict(os.environ),
+            argv[0], argv, {**os.environ, **(extra_env or {})},
             file_actions=[(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)],
         )  # fmt: skip
         cgroup.add_pid(pid)

@@ -1,0 +1,198 @@
+"""A unit runner's state and commands, apart from its transitions (unit_runner.py).
+
+The reconciler calls the commands; they only set intentions and wake the task, never block and
+never change the state themselves. The plumbing (`_set`, `_event`, `_save`) and the views are
+shared by every transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from supervisor.engine import status
+from supervisor.engine.backoff import Backoff
+from supervisor.engine.diff import Actual
+from supervisor.engine.health import HealthMonitor
+from supervisor.engine.model import UnitEvent
+from supervisor.engine.output import RotatingLog
+from supervisor.engine.readiness import Readiness
+from supervisor.engine.run import Host, Run, limits_from
+from supervisor.engine.states import State
+from supervisor.engine.store import Store, UnitRecord
+from supervisor.engine.wakeup import Wakeup
+from supervisor.errors import CgroupError
+from supervisor.log import get_logger
+from supervisor.unit.schema import Restart
+from supervisor.unit.spec import UnitSpec
+
+log = get_logger()
+Blocker = Callable[[UnitSpec], str | None]  # why a unit may not launch yet (ordering.py)
+
+
+class RunnerBase:
+    def __init__(
+        self,
+        name: str,
+        spec: UnitSpec | None,
+        *,
+        host: Host,
+        store: Store,
+        sink: RotatingLog,
+        emit: Callable[[UnitEvent], None],
+        state_dir: Path | None = None,
+        blocker: Blocker | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host, self.store, self.sink, self._emit = host, store, sink, emit
+        self._blocker, self._on_change = blocker, on_change
+        self.name, self.spec = name, spec
+        self.state = State.STOPPED if spec else State.INVALID
+        self.error: str | None = None  # why failed / in backoff / the file is invalid
+        self.invalid: list[str] = []  # current file errors (the running version stays)
+        self.backoff = Backoff(spec.unit.restart if spec else Restart(), host.monotonic)
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self.recent_exits: deque[str] = deque(maxlen=10)
+        self.recent_events: deque[UnitEvent] = deque(maxlen=20)
+        self.oom_kills = 0
+        self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
+        self._last_pid = 0
+        self.run: Run | None = None
+        self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
+        self.next_start = 0.0  # monotonic time of the start out of BACKOFF
+        self.launches = 0
+        self._start = self._stop = self._removing = self._detaching = False
+        self._stop_reason: str | None = None  # why the daemon itself is ending the run
+        self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
+        self._oom_seen = 0  # OOM kills of the current run already accounted
+        self._wake = Wakeup()
+        self._changed = asyncio.Event()
+        state_dir = state_dir if state_dir is not None else store.dir.parent
+        self.readiness = Readiness(
+            name, state_dir, host.loop, host.monotonic, self._wake.set, self._event
+        )
+        self.health = HealthMonitor(name, host.loop, host.monotonic, self._health_changed,
+                                    self._event)  # fmt: skip
+
+    # -- commands (from the reconciler; never block) -------------------------------------
+
+    def start(self) -> None:
+        """Start now, with a clean restart history (an operator start resets a failed unit)."""
+        if self.spec is None:
+            return
+        self.backoff.reset()
+        self._start, self._stop = True, False
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._start, self._stop = False, True
+        self._wake.set()
+
+    def restart(self) -> None:
+        self.backoff.reset()
+        self._start, self._stop = True, self.state.has_process()
+        self._wake.set()
+
+    def remove(self) -> None:
+        self._removing = True
+        self.stop()
+
+    def poke(self) -> None:
+        """Something this unit may wait for changed (a dependency): look again."""
+        self._wake.set()
+
+    def detach(self) -> None:
+        """End the task but leave a running service running (daemon exit, on_exit = leave)."""
+        self._detaching = True
+        self._wake.set()
+
+    def replace(self, spec: UnitSpec) -> None:
+        """A new spec for the next start; the current run keeps its own."""
+        self.spec = spec
+        self.backoff.policy = spec.unit.restart
+        self.set_invalid([])
+        if self.state is State.INVALID:
+            self._set(State.STOPPED)
+        self._save()
+
+    def update_live(self, spec: UnitSpec) -> None:
+        """A `[resources]`-only change: write the limits to the running cgroup."""
+        self.replace(spec)
+        unsupported: list[str] = []
+        if self.run is not None and self.run.cgroup is not None:
+            try:
+                unsupported = self.run.cgroup.apply(limits_from(spec.unit.resources))
+            except CgroupError as exc:
+                self._event("update_failed", "error", error=str(exc))
+                return
+            self.run_spec = spec
+        self._event("updated", resources=spec.unit.resources.model_dump(mode="json"),
+                    unsupported=unsupported)  # fmt: skip
+
+    def set_invalid(self, errors: list[str]) -> None:
+        if errors and errors != self.invalid:
+            self._event("invalid", "warning", errors=errors)
+        self.invalid = list(errors)
+        self._changed.set()
+
+    def note_oom_victim(self, pid: int, command: str) -> None:
+        """The kernel log named a victim in this unit's cgroup (see kmsg.py)."""
+        main = pid == (self.run.pid if self.run else self._last_pid)
+        self.oom_victims.append({"pid": pid, "command": command, "main": main})
+        self._event("oom_victim", "warning", victim_pid=pid, command=command, main=main)
+
+    @property
+    def start_pending(self) -> bool:
+        return self._start
+
+    async def wait(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _set(self, state: State, save: bool = True) -> None:
+        self.state = state
+        if state.is_settled():
+            self.health.clear()
+        if save:
+            self._save()
+        self._changed.set()
+        if self._on_change is not None:
+            self._on_change(self.name)
+
+    def _health_changed(self) -> None:
+        self._wake.set()  # an unhealthy verdict is the task's to act on
+        self._changed.set()
+        if self._on_change is not None:
+            self._on_change(self.name)
+
+    def _save(self) -> None:
+        try:
+            self.store.save(self.record())
+        except OSError as exc:
+            log.error("unit.state_not_saved", error=str(exc))
+
+    def _event(self, name: str, level: str = "info", **detail: object) -> None:
+        pid = self.run.pid if self.run else detail.pop("pid", None)
+        bound = {"unit": self.name} | ({"pid": pid} if pid else {})
+        with structlog.contextvars.bound_contextvars(**bound):
+            getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
+        event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
+        self.recent_events.append(event)
+        self._emit(event)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def actual(self) -> Actual:
+        s = self.spec
+        return Actual(s.hash if s else None, s.restart_hash if s else None, self.state)
+
+    def record(self) -> UnitRecord:
+        return status.record(self)

@@ -1,0 +1,87 @@
+"""ready = "notify" in the state machine, with fake cgroups and launcher (no root): messages are
+handed to the runner's Readiness as the endpoint would after its cgroup check."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from engine_fakes import Rig, make_rig, make_spec
+
+from supervisor.engine.notify import SANDBOX_DIR, NotifyMessage
+from supervisor.engine.states import State
+from supervisor.engine.unit_runner import UnitRunner
+
+
+def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
+    async def wrapper() -> None:
+        await main(make_rig(tmp_path))
+
+    asyncio.run(asyncio.wait_for(wrapper(), 20))
+
+
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 5) -> None:
+    await asyncio.wait_for(runner.wait(done), timeout)
+
+
+def state(r: UnitRunner) -> State:
+    return r.state  # read afresh (mypy narrows attribute reads across awaits)
+
+
+def say(r: UnitRunner, **fields: Any) -> None:
+    assert r.run is not None
+    r.readiness._on_message(NotifyMessage(pid=r.run.pid, **fields))
+
+
+def test_starting_until_ready_then_watchdog_restart(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(service={"ready": "notify", "watchdog": "300ms"},
+                         restart={"delay": "10ms"})  # fmt: skip
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.run is not None)
+        assert r.state is State.STARTING
+        assert rig.launcher.extra_binds == [(str(tmp_path / "state" / "notify" / "svc"),
+                                             SANDBOX_DIR, True)]  # fmt: skip
+        assert (tmp_path / "state" / "notify" / "svc" / "notify.sock").exists()
+        say(r, status="warming")
+        await asyncio.sleep(0.05)
+        assert r.state is State.STARTING and r.readiness.status_text == "warming"
+        say(r, ready=True, status="serving")
+        await until(r, lambda: r.state is State.RUNNING)
+        first = r.run.pid if r.run else 0
+        for _ in range(4):  # kept alive past the timeout
+            await asyncio.sleep(0.1)
+            say(r, watchdog=True)
+        assert state(r) is State.RUNNING and r.restarts == 0
+        await until(r, lambda: r.restarts == 1 and r.run is not None)  # silent: restarted
+        assert r.last_exit == "watchdog" and r.run is not None and r.run.pid != first
+        assert state(r) is State.STARTING  # the new run is not ready until it says so
+        r.remove()
+        await asyncio.wait_for(task, 10)
+        assert not (tmp_path / "state" / "notify" / "svc").exists()
+
+    run(main, tmp_path)
+
+
+def test_start_timeout_extend_and_fail(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(service={"ready": "notify", "start_timeout": "200ms"})
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.run is not None)
+        began = asyncio.get_running_loop().time()
+        say(r, extend_timeout_usec=500_000)
+        await until(r, lambda: r.state is State.FAILED)
+        assert asyncio.get_running_loop().time() - began >= 0.45
+        assert r.last_exit == "start-timeout" and r.error and "start_timeout" in r.error
+        assert r.restarts == 0 and r.run is None
+        assert rig.manager.cgroups["svc"].destroyed
+        r.remove()
+        await asyncio.wait_for(task, 10)
+
+    run(main, tmp_path)
