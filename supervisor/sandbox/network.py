@@ -32,7 +32,6 @@ a netlink socket (a socket stays bound to the netns it was created in), then swi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import ipaddress
@@ -47,10 +46,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
+from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
 from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of
 from supervisor.unit.schema import Network
 
-CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 SANDBOX_IFNAME = "eth0"
 VETH_PREFIX = "sbx"
@@ -113,30 +112,18 @@ def _netlink_error(action: str, exc: NetlinkError | OSError) -> NetworkError:
     return NetworkError(f"{action}: {os.strerror(code) if code else exc}")
 
 
-class _Libc:
-    """setns(2) via ctypes (Python 3.11 has no os.setns)."""
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-
-    def setns(self, fd: int, nstype: int) -> None:
-        if self._libc.setns(fd, nstype) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-
-def _socket_in_netns(libc: _Libc, nsfd: int) -> socket.socket:
+def _socket_in_netns(sys_: Syscalls, nsfd: int) -> socket.socket:
     """A NETLINK_ROUTE socket living in the netns `nsfd`, opened without fork or thread."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc.setns(nsfd, CLONE_NEWNET)
+        sys_.setns(nsfd, CLONE_NEWNET)
         try:
             return socket.socket(
                 socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE
             )
         finally:
             try:
-                libc.setns(own, CLONE_NEWNET)
+                sys_.setns(own, CLONE_NEWNET)
             except OSError:
                 # Fail closed: a daemon stuck in a sandbox's netns would build every later
                 # bridge and veth inside that sandbox. Returning to our own netns, through an
@@ -193,12 +180,12 @@ def _kind(link: Any) -> str | None:
 class NetworkManager:
     """One daemon's sandbox networking: its bridge, subnet and lease file."""
 
-    def __init__(self, config: DaemonConfig) -> None:
+    def __init__(self, config: DaemonConfig, syscalls: Syscalls = REAL) -> None:
         self.bridge = config.network.bridge
         self.subnet = ipaddress.IPv4Network(config.network.subnet)
         self.gateway = gateway_of(self.subnet)
         self.leases = LeaseStore(config.data_dir / "network" / "leases.json", self.subnet)
-        self._libc = _Libc()
+        self._sys = syscalls
 
     def veth_for(self, unit: str) -> str:
         return veth_name(self.bridge, unit)
@@ -335,7 +322,7 @@ class NetworkManager:
                     ifalias=ALIAS_PREFIX + plan.unit,
                 )
                 step = f"cannot configure {SANDBOX_IFNAME} in the sandbox"
-                async with _rtnl(_socket_in_netns(self._libc, nsfd)) as inner:
+                async with _rtnl(_socket_in_netns(self._sys, nsfd)) as inner:
                     eth0 = await _index(inner, SANDBOX_IFNAME)
                     await inner.addr(
                         "add",
