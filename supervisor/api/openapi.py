@@ -103,6 +103,11 @@ RELOAD_RESULT: dict[str, Any] = {
         "updated": {**_NAMES, "description": "resource-only changes applied live"},
         "stopped": _NAMES,
         "unchanged": _NAMES,
+        "deferred": {
+            **_NAMES,
+            "description": "new or changed units taken in without a start (autostart = false, "
+            "or stopped by an operator); they use the new file on their next start",
+        },
         "invalid": {
             "type": "object",
             "additionalProperties": _NAMES,
