@@ -34,6 +34,16 @@ def gateway_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     return subnet.network_address + 1
 
 
+def mac_for(ip: ipaddress.IPv4Address) -> str:
+    """A fixed, locally administered unicast MAC for an address of the subnet (02:5b:<ip>).
+
+    The bridge gets the gateway's, each eth0 its lease's. With random MACs a restarted sandbox
+    keeps its address but not its MAC, and the host's and peers' ARP entries point nowhere
+    until they expire (seconds unreachable); a bridge would take its lowest port's MAC.
+    """
+    return ":".join(f"{b:02x}" for b in (0x02, 0x5B, *ip.packed))
+
+
 def check_static(address: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Interface:
     """Validate a unit's `network.address` against the daemon's subnet; return it parsed.
 

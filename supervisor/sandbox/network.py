@@ -1,14 +1,9 @@
 """Host-side networking of sandboxes, over netlink (pyroute2): bridge, veth pairs, addresses.
 
-Modes (`[network].mode`):
-
-- ``none``: the sandbox has its own netns holding only `lo`, which its PID 1 brings up. Nothing
-  to do here.
-- ``host``: the sandbox shares the host's netns (no isolation of ports or interfaces). Nothing
-  to do here.
-- ``bridge``: a veth pair joins the sandbox's netns to a host bridge (`network.bridge` of the
-  daemon config, created on first use with the subnet's first address). The sandbox end is
-  `eth0` with the unit's leased address and a default route via the bridge.
+Modes (`[network].mode`): ``none`` (own netns with only `lo`, which PID 1 brings up) and
+``host`` (the host's netns) need nothing from here. ``bridge``: a veth pair joins the sandbox's
+netns to a host bridge (`network.bridge`, created on first use with the subnet's first
+address); the sandbox end is `eth0` with the unit's leased address, default route via the bridge.
 
 Lifecycle, as the engine calls it::
 
@@ -47,13 +42,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
 from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
-from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of
+from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of, mac_for
 from supervisor.unit.schema import Network
 
-NETLINK_ROUTE = 0
 SANDBOX_IFNAME = "eth0"
 VETH_PREFIX = "sbx"
 IFNAMSIZ = 15  # usable characters of a Linux interface name
+IFF_UP = 0x1
 ALIAS_PREFIX = "sandboxd:"  # IFLA_IFALIAS of host veths: `ip link` shows whose it is
 
 Mode = Literal["none", "host", "bridge"]
@@ -69,16 +64,6 @@ def veth_name(bridge: str, unit: str) -> str:
     return (VETH_PREFIX + digest)[:IFNAMSIZ]
 
 
-def bridge_mac(bridge: str) -> str:
-    """A fixed, locally administered MAC for the bridge.
-
-    Without one, a bridge takes the lowest MAC among its ports, so it changes whenever a
-    sandbox comes or goes, and every sandbox's ARP entry for the gateway goes stale.
-    """
-    digest = hashlib.sha256(f"sandboxd-bridge\0{bridge}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
 @dataclass(frozen=True)
 class NetworkPlan:
     """What `attach` will build for one launch; decided (and validated) by `prepare`."""
@@ -86,6 +71,7 @@ class NetworkPlan:
     unit: str
     mode: Mode
     bridge: str | None = None
+    bridge_index: int | None = None  # as prepare() found it; saves a lookup per launch
     host_veth: str | None = None
     address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
@@ -102,7 +88,7 @@ class NetworkPlan:
 
 
 @dataclass
-class CleanupReport:
+class CleanupReport:  # what cleanup_orphans removed, for the daemon's log
     removed_veths: list[str] = field(default_factory=list)
     released_leases: list[str] = field(default_factory=list)
 
@@ -119,15 +105,14 @@ def _socket_in_netns(sys_: Syscalls, nsfd: int) -> socket.socket:
         sys_.setns(nsfd, CLONE_NEWNET)
         try:
             return socket.socket(
-                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE
+                socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
             )
         finally:
             try:
                 sys_.setns(own, CLONE_NEWNET)
             except OSError:
                 # Fail closed: a daemon stuck in a sandbox's netns would build every later
-                # bridge and veth inside that sandbox. Returning to our own netns, through an
-                # fd we hold, cannot fail in practice; if it does, stop the daemon.
+                # link inside that sandbox. Cannot happen in practice (we hold the fd).
                 os.write(2, b"sandboxd: fatal: cannot return to the daemon's netns\n")
                 os._exit(70)
     finally:
@@ -152,18 +137,20 @@ async def _dump(ipr: Any, kind: str, **spec: Any) -> list[Any]:
     return [msg async for msg in await getattr(ipr, kind)("dump", **spec)]
 
 
-async def _index(ipr: Any, ifname: str) -> int | None:
-    found = await ipr.link_lookup(ifname=ifname)
-    return int(found[0]) if found else None
+async def _get_link(ipr: Any, ifname: str) -> Any | None:
+    """The link's RTM_NEWLINK message, looked up by name in the kernel; None if absent."""
+    try:
+        return (await ipr.link("get", ifname=ifname))[0]
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return None
 
 
 async def _delete_link(ipr: Any, ifname: str) -> bool:
     """Delete a link by name; False if there was none (a dying netns may have taken it)."""
-    index = await _index(ipr, ifname)
-    if index is None:
-        return False
     try:
-        await ipr.link("del", index=index)
+        await ipr.link("del", ifname=ifname)
     except NetlinkError as exc:
         if exc.code != errno.ENODEV:
             raise
@@ -173,8 +160,7 @@ async def _delete_link(ipr: Any, ifname: str) -> bool:
 
 def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    return str(kind) if kind is not None else None
+    return None if info is None else info.get_attr("IFLA_INFO_KIND")
 
 
 class NetworkManager:
@@ -186,6 +172,10 @@ class NetworkManager:
         self.gateway = gateway_of(self.subnet)
         self.leases = LeaseStore(config.data_dir / "network" / "leases.json", self.subnet)
         self._sys = syscalls
+        # The bridge as last verified. Checked once, not per launch (two netlink round trips
+        # of pure-Python decoding); forgotten when an attach fails, so a bridge deleted by
+        # hand costs one failed launch and is rebuilt for the restart.
+        self._bridge_index: int | None = None
 
     def veth_for(self, unit: str) -> str:
         return veth_name(self.bridge, unit)
@@ -195,20 +185,21 @@ class NetworkManager:
     async def prepare(self, unit: str, network: Network) -> NetworkPlan:
         """Validate the unit's network and reserve what it needs, before anything is launched.
 
-        Raises NetworkError (the engine reports `launch-error:network: ...`) for an address
-        outside the subnet or leased to another unit, or a bridge name taken by another kind
-        of link. Leaves no per-unit state behind on error; a bridge created here stays, as the
-        shared segment every bridge-mode sandbox of this daemon uses.
+        NetworkError for an address outside the subnet or leased to another unit, a bridge name
+        taken by another kind of link, a subnet used elsewhere on the host; no per-unit state
+        is left then (a bridge created here stays: every bridge-mode sandbox shares it).
         """
         if network.mode != "bridge":
             return NetworkPlan(unit=unit, mode=network.mode)
         static = check_static(network.address, self.subnet) if network.address else None
-        await self.ensure_bridge()
+        if self._bridge_index is None:
+            self._bridge_index = await self.ensure_bridge()
         ip = self.leases.acquire(unit, static)
         return NetworkPlan(
             unit=unit,
             mode="bridge",
             bridge=self.bridge,
+            bridge_index=self._bridge_index,
             host_veth=self.veth_for(unit),
             address=ipaddress.IPv4Interface(f"{ip}/{self.subnet.prefixlen}"),
             gateway=self.gateway,
@@ -219,27 +210,27 @@ class NetworkManager:
         gateway = f"{self.gateway}/{self.subnet.prefixlen}"
         try:
             async with _rtnl() as ipr:
-                existing = await _index(ipr, self.bridge)
-                if existing is not None:
-                    kind = _kind((await ipr.link("get", index=existing))[0])
-                    if kind != "bridge":
-                        raise NetworkError(
-                            f"link {self.bridge!r} exists and is a {kind or 'physical'} "
-                            "device, not a bridge; set network.bridge in the daemon config "
-                            "to a free name"
-                        )
-                else:
+                link = await _get_link(ipr, self.bridge)
+                if link is None:
                     await self._check_subnet_free(ipr)
                     with contextlib.suppress(NetlinkError):  # EEXIST: a concurrent prepare
                         await ipr.link(
                             "add",
                             ifname=self.bridge,
                             kind="bridge",
-                            address=bridge_mac(self.bridge),
+                            address=mac_for(self.gateway),
                         )
-                index = await _index(ipr, self.bridge)
-                if index is None:
-                    raise NetworkError(f"bridge {self.bridge!r} vanished while being set up")
+                    link = await _get_link(ipr, self.bridge)
+                    if link is None:
+                        raise NetworkError(f"bridge {self.bridge!r} vanished while being set up")
+                kind = _kind(link)
+                if kind != "bridge":
+                    raise NetworkError(
+                        f"link {self.bridge!r} exists and is a {kind or 'physical'} "
+                        "device, not a bridge; set network.bridge in the daemon config "
+                        "to a free name"
+                    )
+                index = int(link["index"])
                 addrs = await _dump(ipr, "addr", index=index, family=socket.AF_INET)
                 have = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in addrs}
                 if gateway not in have:
@@ -250,7 +241,8 @@ class NetworkManager:
                             address=str(self.gateway),
                             prefixlen=self.subnet.prefixlen,
                         )
-                await ipr.link("set", index=index, state="up")
+                if not link["flags"] & IFF_UP:
+                    await ipr.link("set", index=index, state="up")
                 return index
         except (NetlinkError, OSError) as exc:
             raise _netlink_error(f"cannot set up bridge {self.bridge!r}", exc) from None
@@ -299,9 +291,6 @@ class NetworkManager:
         step = f"cannot create veth {plan.host_veth}"
         try:
             async with _rtnl() as ipr:
-                bridge = await _index(ipr, plan.bridge)
-                if bridge is None:
-                    raise NetworkError(f"bridge {plan.bridge!r} is gone; it was removed by hand")
                 # Left over from the previous run if its netns is still being freed.
                 await _delete_link(ipr, plan.host_veth)
                 # The peer is born inside the sandbox's netns under its final name: no move,
@@ -310,20 +299,31 @@ class NetworkManager:
                     "add",
                     ifname=plan.host_veth,
                     kind="veth",
-                    peer={"ifname": SANDBOX_IFNAME, "net_ns_fd": nsfd},
+                    peer={
+                        "ifname": SANDBOX_IFNAME,
+                        "net_ns_fd": nsfd,
+                        "address": mac_for(plan.address.ip),
+                    },
                 )
                 step = f"cannot attach {plan.host_veth} to bridge {plan.bridge}"
-                host = await _index(ipr, plan.host_veth)
-                await ipr.link(
-                    "set",
-                    index=host,
-                    master=bridge,
-                    state="up",
-                    ifalias=ALIAS_PREFIX + plan.unit,
-                )
+                try:
+                    await ipr.link(
+                        "set",
+                        ifname=plan.host_veth,
+                        master=plan.bridge_index,
+                        state="up",
+                        ifalias=ALIAS_PREFIX + plan.unit,
+                    )
+                except NetlinkError:
+                    # The kernel says EINVAL or ENODEV for a master index that is gone.
+                    if await _get_link(ipr, plan.bridge) is None:
+                        raise NetworkError(
+                            f"bridge {plan.bridge!r} is gone (removed by hand?)"
+                        ) from None
+                    raise
                 step = f"cannot configure {SANDBOX_IFNAME} in the sandbox"
                 async with _rtnl(_socket_in_netns(self._sys, nsfd)) as inner:
-                    eth0 = await _index(inner, SANDBOX_IFNAME)
+                    eth0 = (await inner.link("get", ifname=SANDBOX_IFNAME))[0]["index"]
                     await inner.addr(
                         "add",
                         index=eth0,
@@ -333,6 +333,7 @@ class NetworkManager:
                     await inner.link("set", index=eth0, state="up")
                     await inner.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
         except BaseException as exc:
+            self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
                 async with _rtnl() as ipr:
                     await _delete_link(ipr, plan.host_veth)
@@ -349,11 +350,7 @@ class NetworkManager:
         netns asynchronously (cleanup_net), so the host end can linger for a moment; deleting
         it here makes a restart that follows at once find its name free.
         """
-        try:
-            async with _rtnl() as ipr:
-                return await _delete_link(ipr, self.veth_for(unit))
-        except (NetlinkError, OSError) as exc:
-            raise _netlink_error(f"cannot remove veth {self.veth_for(unit)}", exc) from None
+        return await self._delete(self.veth_for(unit))
 
     def release(self, unit: str) -> bool:
         """The unit was removed: free its address lease. True if it had one."""
@@ -375,9 +372,9 @@ class NetworkManager:
         report = CleanupReport()
         try:
             async with _rtnl() as ipr:
-                bridge = await _index(ipr, self.bridge)
+                bridge = await _get_link(ipr, self.bridge)
                 if bridge is not None:
-                    for link in await _dump(ipr, "link", master=bridge):
+                    for link in await _dump(ipr, "link", master=bridge["index"]):
                         name = str(link.get_attr("IFLA_IFNAME"))
                         if _kind(link) != "veth" or not name.startswith(VETH_PREFIX):
                             continue
@@ -389,10 +386,14 @@ class NetworkManager:
         return report
 
     async def remove_bridge(self) -> bool:
-        """Delete the bridge (and so detach every port). Not done on daemon exit: running
-        sandboxes may be left running (`on_exit = "leave"`); for tests and uninstall."""
+        """Delete the bridge, for tests and uninstall; never on daemon exit, which may leave
+        sandboxes running (`on_exit = "leave"`)."""
+        self._bridge_index = None
+        return await self._delete(self.bridge)
+
+    async def _delete(self, ifname: str) -> bool:
         try:
             async with _rtnl() as ipr:
-                return await _delete_link(ipr, self.bridge)
+                return await _delete_link(ipr, ifname)
         except (NetlinkError, OSError) as exc:
-            raise _netlink_error(f"cannot remove bridge {self.bridge}", exc) from None
+            raise _netlink_error(f"cannot remove link {ifname}", exc) from None

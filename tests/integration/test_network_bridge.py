@@ -32,6 +32,7 @@ from _requires import requires_root
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
+from supervisor.sandbox.ipam import mac_for
 from supervisor.sandbox.network import NetworkManager, NetworkPlan
 from supervisor.unit.schema import Network
 
@@ -256,6 +257,8 @@ def test_sandbox_side_is_eth0_with_address_and_default_route(
     assert names == ["eth0", "lo"]  # nothing else leaked into the sandbox
     eth0 = next(a for a in addrs if a["ifname"] == "eth0")
     assert "UP" in eth0["flags"]
+    # A MAC that follows the address: peers' ARP entries survive a restart of the sandbox.
+    assert plan.address is not None and eth0["address"] == mac_for(plan.address.ip)
     v4 = [(i["local"], i["prefixlen"]) for i in eth0["addr_info"] if i["family"] == "inet"]
     assert v4 == [(str(plan.address.ip), 24)] if plan.address else False
     route = box.run("ip", "route", "show", "default").stdout

@@ -211,3 +211,8 @@ def test_network_failure_aborts_the_launch_cleanly(env: Env, stack: contextlib.E
     with pytest.raises(NetworkError, match="is gone"):
         start(env, stack, spec)
     assert not has_link(env.net.veth_for("orphaned"))
+    # The restart rebuilds the bridge and gets the unit's address back.
+    env.net.prepare = real_prepare  # type: ignore[method-assign]
+    box = start(env, stack, spec)
+    assert os.path.exists(f"/proc/{box.pid}")
+    assert has_link(env.net.bridge) and has_link(env.net.veth_for("orphaned"))

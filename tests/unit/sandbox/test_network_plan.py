@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
-from supervisor.sandbox.network import NetworkManager, bridge_mac, veth_name
+from supervisor.sandbox.ipam import mac_for
+from supervisor.sandbox.network import NetworkManager, veth_name
 from supervisor.unit.schema import Network
 
 
@@ -30,9 +32,9 @@ def test_veth_names_fit_ifnamsiz_and_differ() -> None:
     assert veth_name("sbx0", "web") != veth_name("sbxt1", "web")
 
 
-def test_bridge_mac_is_stable_unicast_and_local() -> None:
-    mac = bridge_mac("sbx0")
-    assert mac == bridge_mac("sbx0")
+def test_macs_follow_the_address_and_are_local_unicast() -> None:
+    mac = mac_for(ipaddress.IPv4Address("10.88.1.2"))
+    assert mac == "02:5b:0a:58:01:02"
     first = int(mac.split(":")[0], 16)
     assert first & 0x01 == 0  # unicast
     assert first & 0x02 == 2  # locally administered
