@@ -18,11 +18,15 @@ import os
 
 from supervisor.cgroups import v1, v2
 from supervisor.cgroups.base import CgroupStats, Closeable, Manager, OomEvent, UnitCgroup
+from supervisor.cgroups.devices import DeviceAccess, DeviceError
 from supervisor.cgroups.resources import Limits
+from supervisor.linux.bpf import Bpf, LibcBpf
 
 __all__ = [
     "CgroupStats",
     "Closeable",
+    "DeviceAccess",
+    "DeviceError",
     "Limits",
     "Manager",
     "OomEvent",
@@ -47,14 +51,16 @@ def new(
     *,
     root: str = "/sys/fs/cgroup",
     proc_self_cgroup: str = "/proc/self/cgroup",
+    bpf: Bpf | None = None,
 ) -> Manager:
     """The Manager for this host. `parent` is the config's `cgroup_parent` (relative to root).
 
     Creates the parent cgroup(s); on v2 with no parent and a non-root own cgroup, moves the
     processes of that cgroup (the daemon) into its `supervisor` leaf (see v2.py).
-    Raises MissingControllerError naming a required controller (memory, pids) that is absent.
+    Raises MissingControllerError naming a required controller (memory, pids; devices on v1)
+    that is absent. `bpf` (v2 device filters) is the real bpf(2) unless a test passes a fake.
     """
     if detect_version(root) == 2:
         own = "/" if parent is not None else v2.own_cgroup(proc_self_cgroup)
-        return v2.open_manager(root, parent, own)
+        return v2.open_manager(root, parent, own, bpf if bpf is not None else LibcBpf())
     return v1.open_manager(root, parent)

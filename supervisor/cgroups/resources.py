@@ -12,8 +12,12 @@ so the default weight 100 maps to the v1 defaults (1024 shares, blkio weight 500
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from supervisor.cgroups.devices import DeviceAccess
 
 CPU_PERIOD_US = 100_000
 # The kernel rejects a CFS quota below 1 ms.
@@ -23,9 +27,22 @@ SHARES_DEFAULT, SHARES_MIN, SHARES_MAX = 1024, 2, 262_144
 BLKIO_DEFAULT, BLKIO_MIN, BLKIO_MAX = 500, 10, 1000
 
 
+class _DeviceEntry(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def access(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The `[resources]` of a unit, in kernel units. None means "no limit" / the default."""
+    """The `[resources]` of a unit, in kernel units. None means "no limit" / the default.
+
+    `devices` is the unit's `sandbox.devices` on top of the minimal default allowlist
+    (devices.py). None there means "leave the device policy as it is": a live update of
+    `[resources]` keeps the running sandbox's devices, and `create()` starts a new cgroup from
+    the minimal allowlist alone.
+    """
 
     memory_max: int | None = None
     memory_high: int | None = None
@@ -36,6 +53,19 @@ class Limits:
     io_weight: int | None = None
     cpus: str | None = None
     mems: str | None = None
+    devices: tuple[DeviceAccess, ...] | None = None
+
+    @classmethod
+    def from_config(
+        cls, resources: object, devices: Iterable[_DeviceEntry] | None = None
+    ) -> Limits:
+        """From a unit's `[resources]` (any object with these attribute names) and, for a
+        new cgroup, its `sandbox.devices` entries (objects with `path` and `access`)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "devices"]
+        requested = (
+            None if devices is None else tuple(DeviceAccess(d.path, d.access) for d in devices)
+        )
+        return cls(**{n: getattr(resources, n) for n in names}, devices=requested)
 
     def __post_init__(self) -> None:
         for name in ("memory_max", "memory_high", "swap_max"):

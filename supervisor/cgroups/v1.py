@@ -2,20 +2,22 @@
 
 Layout: `<mount>/<parent>/<unit>` in each hierarchy below (those mounted on this host), with
 `parent` = "sandboxd" unless configured. memory and pids are required; cpu, cpuacct, blkio,
-freezer, cpuset and devices are used when mounted (a limit needing an absent one is reported
-as unsupported, and without freezer kill_all signals in a loop). A unit joins cpuset even
-without `cpus`/`mems` (initialised from its parent), so a live update can pin it later without
-moving its processes. The devices hierarchy only holds the unit so the launcher can set its
-allowlist; nothing here writes it.
+freezer and cpuset are used when mounted (a limit needing an absent one is reported as
+unsupported, and without freezer kill_all signals in a loop). A unit joins cpuset even without
+`cpus`/`mems` (initialised from its parent), so a live update can pin it later without moving
+its processes. devices is required too: it is the only thing standing between a process with
+CAP_MKNOD and the host's raw disks and memory (devices.py), so without it the daemon refuses
+to start rather than run sandboxes with every device open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 
-from supervisor.cgroups import files, oom, teardown
+from supervisor.cgroups import cpuset, devices, files, oom, teardown
 from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
@@ -31,7 +33,7 @@ def open_manager(root: str, parent: str | None) -> V1Manager:
         for name in HIERARCHIES
         if os.path.isfile(os.path.join(root, name, "cgroup.procs"))
     }
-    for name in REQUIRED_CONTROLLERS:
+    for name in (*REQUIRED_CONTROLLERS, "devices"):
         if name not in mounts:
             raise MissingControllerError(name, f"{root} (no {name} hierarchy mounted)")
     rel = check_parent(parent or DEFAULT_PARENT)
@@ -85,7 +87,10 @@ class V1Manager:
             )
         cg.make()
         try:
-            cg.apply(limits)
+            # A fresh cgroup inherits the parent's "a *:* rwm": always write an allowlist.
+            cg.apply(
+                limits if limits.devices is not None else dataclasses.replace(limits, devices=())
+            )
         except CgroupError:
             cg.destroy()
             raise
@@ -131,6 +136,10 @@ class V1Unit:
             files.write(path, pid)
 
     def apply(self, limits: Limits) -> list[str]:
+        # Resolve and check everything before the first write: a bad device or CPU list
+        # leaves a running cgroup as it was.
+        cpuset.check_limits(limits)
+        rules = None if limits.devices is None else devices.allowlist(limits.devices)
         present: set[str] = set()
         for d in self._unique:
             present |= files.listdir_files(d)
@@ -144,8 +153,19 @@ class V1Unit:
         )
         for name, value in plan.writes:
             files.write(self._file(name), value)
+        if rules is not None:
+            self._set_devices(rules)
         self.unsupported = plan.unsupported
         return list(plan.unsupported)
+
+    def _set_devices(self, rules: tuple[devices.DeviceRule, ...]) -> None:
+        # "deny a" empties the list before the allows go in: on a running cgroup an open(2)
+        # in between would fail. Units only get a new list with a new cgroup (devices are in
+        # [sandbox], so a change restarts), and an unchanged list is not rewritten at all.
+        if devices.v1_matches(files.read(self._file("devices.list")), rules):
+            return
+        for name, value in devices.v1_writes(rules):
+            files.write(self._file(name), value)
 
     def stats(self) -> CgroupStats:
         usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0

@@ -8,19 +8,23 @@ Layout, by where the units go (the "base"; every child of the base is a unit cgr
   processes once its children get controllers (the "no internal processes" rule), so every
   process in it moves to the leaf `<own>/supervisor`, and units go to `<own>/units/<unit>`.
 memory and pids are required; cpu, io and cpuset are enabled when the parent offers them.
+Device access is not a controller on v2: each unit cgroup gets a BPF device filter
+(devices_bpf.py), detached again before the cgroup is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 
-from supervisor.cgroups import files, oom, teardown
+from supervisor.cgroups import cpuset, devices, devices_bpf, files, oom, teardown
 from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v2_plan
 from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
+from supervisor.linux.bpf import Bpf
 
 WANTED_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 ROOT_BASE = "sandboxd"
@@ -36,11 +40,11 @@ def own_cgroup(proc_self_cgroup: str = "/proc/self/cgroup") -> str:
     raise CgroupError(f"no cgroup v2 entry in {proc_self_cgroup}")
 
 
-def open_manager(root: str, parent: str | None, own: str) -> V2Manager:
+def open_manager(root: str, parent: str | None, own: str, bpf: Bpf) -> V2Manager:
     if parent is not None:
-        return V2Manager(_make_path(root, check_parent(parent)))
+        return V2Manager(_make_path(root, check_parent(parent)), bpf)
     if own.strip("/") == "":
-        return V2Manager(_make_path(root, ROOT_BASE))
+        return V2Manager(_make_path(root, ROOT_BASE), bpf)
     own_rel = check_parent(own)
     if os.path.basename(own_rel) == DAEMON_LEAF:
         # Already moved by an earlier Manager in this process (or a re-exec): the delegated
@@ -55,7 +59,7 @@ def open_manager(root: str, parent: str | None, own: str) -> V2Manager:
     base = os.path.join(own_dir, UNITS_DIR)
     files.mkdir(base)
     _enable_controllers(base)
-    return V2Manager(base)
+    return V2Manager(base, bpf)
 
 
 def _move(pid: int, procs: str) -> None:
@@ -97,11 +101,12 @@ def _enable_controllers(path: str) -> None:
 class V2Manager:
     version = 2
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, bpf: Bpf) -> None:
         self.base = base
+        self._bpf = bpf
 
     def _unit(self, unit: str) -> V2Unit:
-        return V2Unit(check_unit_name(unit), os.path.join(self.base, unit))
+        return V2Unit(check_unit_name(unit), os.path.join(self.base, unit), self._bpf)
 
     def create(self, unit: str, limits: Limits) -> V2Unit:
         cg = self._unit(unit)
@@ -112,7 +117,10 @@ class V2Manager:
             )
         files.mkdir(cg.path)
         try:
-            cg.apply(limits)
+            # No filter means every device is open: a new cgroup always gets one.
+            cg.apply(
+                limits if limits.devices is not None else dataclasses.replace(limits, devices=())
+            )
         except CgroupError:
             cg.destroy()
             raise
@@ -130,9 +138,10 @@ class V2Unit:
     # Linux >= 5.14: the kernel kills every task, forking or not, in one write.
     KILL_FILE = "cgroup.kill"
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, bpf: Bpf) -> None:
         self.name = name
         self.path = path
+        self._bpf = bpf
         self.unsupported: tuple[str, ...] = ()
 
     def _file(self, name: str) -> str:
@@ -145,9 +154,15 @@ class V2Unit:
         files.write(self._file("cgroup.procs"), pid)
 
     def apply(self, limits: Limits) -> list[str]:
+        # Resolve and check everything before the first write: a bad device or CPU list
+        # leaves a running cgroup as it was.
+        cpuset.check_limits(limits)
+        rules = None if limits.devices is None else devices.allowlist(limits.devices)
         plan = v2_plan(limits, files.listdir_files(self.path))
         for name, value in plan.writes:
             files.write(self._file(name), value)
+        if rules is not None:
+            devices_bpf.install(self._bpf, self.path, rules)
         self.unsupported = plan.unsupported
         return list(plan.unsupported)
 
@@ -195,6 +210,9 @@ class V2Unit:
             return
         if self.is_populated():
             self.kill_all()
+        # rmdir would release the filter too, but only once the kernel frees the dead cgroup
+        # (later, if anything still pins it); detaching now makes teardown observable.
+        devices_bpf.remove(self._bpf, self.path)
         files.rmdir(self.path)
 
     def watch_oom(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import time
@@ -24,7 +23,7 @@ from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.log import get_logger
-from supervisor.unit.schema import Resources
+from supervisor.unit.schema import Resources, Sandbox
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -33,9 +32,10 @@ _UNKNOWN_STATUS_AFTER = 2.0
 _STATUS_POLL = 0.05
 
 
-def limits_from(resources: Resources) -> Limits:
-    """`[resources]` in the cgroup layer's terms (same names, same units)."""
-    return Limits(**{f.name: getattr(resources, f.name) for f in dataclasses.fields(Limits)})
+def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:
+    """`[resources]` in the cgroup layer's terms (same names, same units); with `sandbox`,
+    its device allowlist too (a new cgroup). Without it, a live update keeps the devices."""
+    return Limits.from_config(resources, None if sandbox is None else sandbox.devices)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ class Run:
     ) -> Run:
         """Create the cgroup, launch the sandbox, let it exec. Raises LaunchError/CgroupError
         after undoing what it did."""
-        cgroup = _fresh_cgroup(host.cgroups, spec.name, limits_from(spec.unit.resources))
+        cgroup = _fresh_cgroup(
+            host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
+        )
         capture: Capture | None = None
         pid = pidfd = -1
         try:

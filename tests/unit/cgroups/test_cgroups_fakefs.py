@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cgroups_fakes import RecordingBpf
 
 from supervisor import cgroups
 from supervisor.cgroups import files
@@ -88,7 +89,7 @@ def test_detects_version(tmp_path: Path) -> None:
 def test_v2_missing_required_controller_is_one_clear_error(tmp_path: Path) -> None:
     lay_out(tmp_path, {**V2_CONTROL, "cgroup.controllers": "cpu io memory"})
     with pytest.raises(MissingControllerError) as info:
-        cgroups.new("test/sandboxd", root=str(tmp_path))
+        cgroups.new("test/sandboxd", root=str(tmp_path), bpf=RecordingBpf())
     assert info.value.controller == "pids"
     assert str(tmp_path / "cgroup.controllers") in str(info.value)
 
@@ -106,7 +107,7 @@ def test_v2_explicit_parent_enables_controllers_and_reuses_empty_leftover(
     lay_out(tmp_path, {**V2_CONTROL, "cgroup.controllers": "cpu memory pids"})
     lay_out(tmp_path / "t", V2_CONTROL)
     lay_out(tmp_path / "t" / "web", V2_UNIT_FILES)  # an empty leftover of a crashed run
-    manager = cgroups.new("t", root=str(tmp_path))
+    manager = cgroups.new("t", root=str(tmp_path), bpf=RecordingBpf())
     # Only the last "+controller" write survives in a fake file; the real kernel keeps all.
     assert (tmp_path / "cgroup.subtree_control").read_text() == "+pids"
     assert manager.list_units() == ["web"]
@@ -129,7 +130,7 @@ def test_v2_populated_leftover_is_refused(tmp_path: Path) -> None:
     lay_out(tmp_path, V2_CONTROL)
     lay_out(tmp_path / "t", V2_CONTROL)
     lay_out(tmp_path / "t" / "web", {**V2_UNIT_FILES, "cgroup.procs": "77\n"})
-    manager = cgroups.new("t", root=str(tmp_path))
+    manager = cgroups.new("t", root=str(tmp_path), bpf=RecordingBpf())
     with pytest.raises(CgroupError, match=r"already exists with processes \[77\]"):
         manager.create("web", cgroups.Limits())
     opened = manager.open("web")
@@ -145,7 +146,7 @@ def test_v2_own_cgroup_moves_daemon_to_a_leaf(tmp_path: Path) -> None:
     lay_out(own / "units", V2_CONTROL)
     self_cgroup = tmp_path / "self-cgroup"
     self_cgroup.write_text("0::/system.slice/sandboxd.service\n")
-    manager = cgroups.new(root=str(tmp_path), proc_self_cgroup=str(self_cgroup))
+    manager = cgroups.new(root=str(tmp_path), proc_self_cgroup=str(self_cgroup), bpf=RecordingBpf())
     assert (own / "supervisor" / "cgroup.procs").read_text() == "1234"
     assert (own / "cgroup.subtree_control").read_text() == "+pids"
     lay_out(own / "units" / "web", V2_UNIT_FILES)
@@ -155,16 +156,16 @@ def test_v2_own_cgroup_moves_daemon_to_a_leaf(tmp_path: Path) -> None:
 def test_unit_names_cannot_escape_the_parent(tmp_path: Path) -> None:
     lay_out(tmp_path, V2_CONTROL)
     lay_out(tmp_path / "t", V2_CONTROL)
-    manager = cgroups.new("t", root=str(tmp_path))
+    manager = cgroups.new("t", root=str(tmp_path), bpf=RecordingBpf())
     for bad in ("", "..", "a/b"):
         with pytest.raises(CgroupError, match="invalid unit name"):
             manager.open(bad)
     with pytest.raises(CgroupError, match="invalid cgroup_parent"):
-        cgroups.new("../etc", root=str(tmp_path))
+        cgroups.new("../etc", root=str(tmp_path), bpf=RecordingBpf())
 
 
 def test_v1_layout_and_apply(tmp_path: Path) -> None:
-    for c in ("memory", "pids", "cpu", "cpuset"):
+    for c in ("memory", "pids", "cpu", "cpuset", "devices"):
         lay_out(tmp_path / c, {"cgroup.procs": ""})
     lay_out(tmp_path / "cpuset", {"cgroup.procs": "", "cpuset.cpus": "0-3", "cpuset.mems": "0"})
     lay_out(tmp_path / "cpuset" / "sandboxd", {"cpuset.cpus": "", "cpuset.mems": ""})
@@ -176,6 +177,8 @@ def test_v1_layout_and_apply(tmp_path: Path) -> None:
         "cpu": {"cgroup.procs": "", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1",
                 "cpu.shares": "1024"},
         "cpuset": {"cgroup.procs": "", "cpuset.cpus": "", "cpuset.mems": ""},
+        "devices": {"cgroup.procs": "", "devices.list": "a *:* rwm", "devices.deny": "",
+                    "devices.allow": ""},
     }  # fmt: skip
     for c, contents in unit_files.items():
         lay_out(tmp_path / c / "sandboxd" / "web", contents)
@@ -191,7 +194,10 @@ def test_v1_layout_and_apply(tmp_path: Path) -> None:
     assert (tmp_path / "cpu/sandboxd/web/cpu.cfs_quota_us").read_text() == "50000"
     assert (tmp_path / "cpuset/sandboxd/web/cpuset.cpus").read_text() == "0-3"
     assert unit.oom_kill_count() == 3
-    assert len(unit.procs_files()) == 4
+    # A fake file keeps only the last write: the allowlist's last rule (pty slaves).
+    assert (tmp_path / "devices/sandboxd/web/devices.deny").read_text() == "a"
+    assert (tmp_path / "devices/sandboxd/web/devices.allow").read_text() == "c 136:* rw"
+    assert len(unit.procs_files()) == 5
     assert manager.list_units() == ["web"]
 
 
@@ -203,7 +209,7 @@ def test_v2_own_cgroup_already_the_leaf(tmp_path: Path) -> None:
     lay_out(own / "units", V2_CONTROL)
     self_cgroup = tmp_path / "self-cgroup"
     self_cgroup.write_text("0::/sandboxd.service/supervisor\n")
-    manager = cgroups.new(root=str(tmp_path), proc_self_cgroup=str(self_cgroup))
+    manager = cgroups.new(root=str(tmp_path), proc_self_cgroup=str(self_cgroup), bpf=RecordingBpf())
     assert not (own / "supervisor" / "supervisor").exists()
     lay_out(own / "units" / "db", V2_UNIT_FILES)
     assert manager.list_units() == ["db"]
