@@ -17,6 +17,8 @@ from urllib3.connectionpool import HTTPConnectionPool
 
 from supervisor.cli.client import UnixHTTPConnection
 
+MEMBERS_GID = 100  # "users" on Debian; tests connect as nobody with it as an extra group
+
 
 def call(
     path: Path,

@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_helpers import MEMBERS_GID
 
 from supervisor.api import auth
 from supervisor.api.testing import FakeController, ServerThread, make_status
-
-MEMBERS_GID = 100  # "users" on Debian; tests connect as nobody with it as an extra group
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from api_helpers import call_json
-from conftest import MEMBERS_GID
+from api_helpers import MEMBERS_GID, call_json
 
 from supervisor.api import auth
 from supervisor.api.testing import FakeController, ServerThread

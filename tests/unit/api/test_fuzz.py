@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_helpers import unix_session
-from conftest import MEMBERS_GID
+from api_helpers import MEMBERS_GID, unix_session
 from hypothesis import HealthCheck, settings
 
 from supervisor.api import auth

@@ -6,9 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from supervisor.api import auth
 from supervisor.api.testing import FakeController, ServerThread, make_status
+
+
+@pytest.fixture(autouse=True)
+def quiet_server_logs() -> Iterator[None]:
+    """The in-process server logs with structlog; keep it out of the captured CLI output."""
+    with structlog.testing.capture_logs():
+        yield
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from cli_helpers import sandboxctl
 
@@ -60,16 +64,41 @@ def test_logs_follow(daemon: ServerThread, controller: FakeController) -> None:
     log = controller.log_dir / "web.log"
     log.write_text("first run\n")
 
+    def follower_has_open(path: Path) -> bool:
+        """The server (a thread of this process) holds `path`'s current file open."""
+        inode = path.stat().st_ino
+        return any(os.stat(fd).st_ino == inode for fd in _fds_of_regular_files())
+
     def later() -> None:
-        time.sleep(0.3)
+        wait_for(lambda: follower_has_open(log))
         log.rename(log.with_suffix(".log.1"))
         log.write_text("second run\n")
-        time.sleep(0.5)
+        wait_for(lambda: follower_has_open(log))  # reopened: read and sent in the same step
+        time.sleep(0.3)
         daemon.call(daemon_close_streams(daemon))
 
     threading.Thread(target=later).start()
     result = sandboxctl("logs", "web", "-f")
     assert result.out == "first run\nsecond run\n"
+
+
+def _fds_of_regular_files() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        path = f"/proc/self/fd/{fd}"
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 async def daemon_close_streams(daemon: ServerThread) -> None:
