@@ -18,6 +18,11 @@ class RecordingSyscalls:
     `kinds` answers `kind()` (default: every path is a directory); `files` answers
     `read_file()`; `links` answers `resolve()` (default: no symlinks); `fail` maps a call name to
     the errno it raises.
+
+    `fd_table` (fd -> a name for the open file behind it), if given, is a model of the process's
+    descriptors that `dup_above`, `dup_to` and `close_fds_except` keep up to date, with
+    `cloexec` the close-on-exec ones: `inherited()` is then what an execve would hand over.
+    Without it those calls are only recorded (`dup_above` hands out numbers from `low` up).
     """
 
     def __init__(
@@ -27,8 +32,14 @@ class RecordingSyscalls:
         fail: dict[str, int] | None = None,
         fork_result: int = 4242,
         links: dict[str, str] | None = None,
+        *,
+        fd_table: dict[int, str] | None = None,
+        cloexec: set[int] | None = None,
     ) -> None:
         self.links = links or {}
+        self.fd_table = fd_table
+        self.cloexec = set(cloexec or ())
+        self._next_fd = 0
         self.calls: list[tuple[object, ...]] = []
         self.kinds = kinds or {}
         self.files = files or {}
@@ -131,9 +142,49 @@ class RecordingSyscalls:
 
     def close_fds_except(self, keep: set[int]) -> None:
         self._record("close_fds_except", sorted(keep))
+        if self.fd_table is not None:
+            for fd in [f for f in self.fd_table if f >= 3 and f not in keep]:
+                del self.fd_table[fd]
+                self.cloexec.discard(fd)
+
+    def _check_open(self, fd: int) -> str:
+        if self.fd_table is None:
+            return ""
+        if fd not in self.fd_table:
+            raise OSError(9, os.strerror(9))
+        return self.fd_table[fd]
+
+    def dup_above(self, fd: int, low: int) -> int:
+        self._record("dup_above", fd, low)
+        name = self._check_open(fd)
+        if self.fd_table is None:
+            new = self._next_fd = max(low, self._next_fd + 1)
+            return new
+        new = low
+        while new in self.fd_table:
+            new += 1
+        self.fd_table[new] = name
+        self.cloexec.add(new)
+        return new
+
+    def dup_to(self, fd: int, target: int) -> None:
+        self._record("dup_to", fd, target)
+        name = self._check_open(fd)
+        if self.fd_table is not None:
+            self.fd_table[target] = name
+            self.cloexec.discard(target)
+
+    def inherited(self) -> dict[int, str]:
+        """The fds an execve now would leave open (needs `fd_table`)."""
+        assert self.fd_table is not None
+        return {fd: name for fd, name in self.fd_table.items() if fd not in self.cloexec}
 
     def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None:
         self._record("setup_stdio", stdout_fd, stderr_fd)
+        if self.fd_table is not None:
+            out, err = self._check_open(stdout_fd), self._check_open(stderr_fd)
+            self.fd_table.update({0: "/dev/null", 1: out, 2: err})
+            self.cloexec -= {0, 1, 2}
 
     def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn:
         self._record("execve", path, list(argv), dict(env))

@@ -135,6 +135,8 @@ class Syscalls(Protocol):
     def setsid(self) -> None: ...
     def reset_signals(self) -> None: ...
     def close_fds_except(self, keep: set[int]) -> None: ...
+    def dup_above(self, fd: int, low: int) -> int: ...
+    def dup_to(self, fd: int, target: int) -> None: ...
     def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None: ...
     def execve(self, path: str, argv: list[str], env: dict[str, str]) -> NoReturn: ...
 
@@ -357,6 +359,18 @@ class LibcSyscalls:
                 os.closerange(low, fd)
             low = fd + 1
         os.closerange(low, 1 << 20)
+
+    def dup_above(self, fd: int, low: int) -> int:
+        # Close-on-exec: a copy made only to get out of another fd's way must not reach the
+        # service.
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+
+    def dup_to(self, fd: int, target: int) -> None:
+        if fd == target:
+            # dup2(n, n) is a no-op that leaves FD_CLOEXEC set: the fd would vanish at execve.
+            os.set_inheritable(fd, True)
+            return
+        os.dup2(fd, target, inheritable=True)
 
     def setup_stdio(self, stdout_fd: int, stderr_fd: int) -> None:
         out, err = os.dup(stdout_fd), os.dup(stderr_fd)

@@ -12,10 +12,11 @@ construction, which STYLE rule 6 otherwise has to check in the daemon on every l
     server.close()                   # at shutdown
 
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
-them, with the service's stdout/stderr, alongside the plan (protocol.py, the second table). The
-server forks the launcher exactly as the daemon would (ahead of time: a spare launcher waits
-for each request, serverloop.py); the launcher's PID 1 re-parents to the daemon (a child
-subreaper; the server is not one), so the daemon still owns, watches and reaps every sandbox.
+them, with the service's stdout/stderr and the fds PID 1 keeps, alongside the plan
+(protocol.py, the second table). The server forks the launcher exactly as the daemon would
+(ahead of time: a spare launcher waits for each request, serverloop.py); the launcher's PID 1
+re-parents to the daemon (a child subreaper; the server is not one), so the daemon still owns,
+watches and reaps every sandbox.
 The server only reaps its own launchers.
 
 Lifetime: the server dies with the daemon (PR_SET_PDEATHSIG, checked against a daemon that died
@@ -49,7 +50,7 @@ from supervisor.sandbox.protocol import (
     decode_server,
     encode_server,
 )
-from supervisor.sandbox.serverloop import REQUEST_FDS, serve
+from supervisor.sandbox.serverloop import serve
 from supervisor.sandbox.stage import ChildFds, ChildPlan
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ class ForkServer:
             self.ensure()
         except ForkServerError as err:
             raise LaunchError(unit, "forkserver", err.message) from None
-        header = encode_server(ForkRequest(REQUEST_FDS))
-        passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd]
+        passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
+        header = encode_server(ForkRequest(len(passed)))
         body = encode_plan(plan)
         try:
             send_frame(self._sock, header, body, passed)

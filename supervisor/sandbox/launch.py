@@ -10,9 +10,10 @@ Interface for the engine (synchronous and fast: a few milliseconds):
     # or, if host-side setup failed: launched.abort()  (PID 1 exits without building anything)
 
 `launch()` raises LaunchError when the launcher fails (cgroup join, unshare) or the request is
-impossible (overlay without a directory, no tini for init = true). After go() raised, PID 1 has
-exited or is exiting: reap it like any other exit (the engine's pidfd). Nothing half-built is
-left: mounts live in PID 1's mount namespace and die with it; the caller destroys the cgroup.
+impossible (overlay without a directory, no tini for init = true, a bad keep_fds). After go()
+raised, PID 1 has exited or is exiting: reap it like any other exit (the engine's pidfd).
+Nothing half-built is left: mounts live in PID 1's mount namespace and die with it; the caller
+destroys the cgroup.
 
 The daemon must be a child subreaper (PR_SET_CHILD_SUBREAPER) so PID 1 re-parents to it.
 With a fork server installed (`set_fork_server`, see forkserver.py) the launcher is forked by
@@ -40,6 +41,7 @@ from supervisor.sandbox import hostlayout, init, rootfs
 from supervisor.sandbox.forkserver import ForkServer
 from supervisor.sandbox.protocol import (
     GO,
+    MAX_KEEP_FDS,
     ChildError,
     PidReport,
     ProtocolError,
@@ -76,6 +78,9 @@ class LaunchRequest:
     # user namespace only: (first id inside, first id on the host, count), for uid and gid.
     id_map: tuple[int, int, int] = (0, 100000, 65536)
     timeout: float = 30.0  # for the launcher's report and for PID 1 reaching exec
+    # Our fds that PID 1 inherits under the same numbers, not close-on-exec (the output pipe's
+    # read end: engine/output.py). At least 3, not stdout_fd/stderr_fd, each once.
+    keep_fds: tuple[int, ...] | list[int] = ()
 
 
 @cache
@@ -113,9 +118,35 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> rootfs.RootSpec:
     )
 
 
+def kept_fds(req: LaunchRequest) -> tuple[int, ...]:
+    """`req.keep_fds`, checked: LaunchError(stage "plan") naming the first bad one."""
+    keep = tuple(req.keep_fds)
+
+    def bad(message: str) -> LaunchError:
+        return LaunchError(req.spec.name, "plan", f"keep_fds: {message}")
+
+    if len(keep) > MAX_KEEP_FDS:
+        raise bad(f"at most {MAX_KEEP_FDS} fds, got {len(keep)}")
+    for i, fd in enumerate(keep):
+        if type(fd) is not int:
+            raise bad(f"{fd!r} is not an fd number")
+        if fd < 3:
+            raise bad(f"fd {fd} is a standard stream (the service's 0-2 are set up separately)")
+        if fd in (req.stdout_fd, req.stderr_fd):
+            raise bad(f"fd {fd} is the service's stdout/stderr (it gets that as 1 and 2)")
+        if fd in keep[:i]:
+            raise bad(f"fd {fd} is listed twice")
+        try:
+            os.fstat(fd)
+        except OSError as err:
+            raise bad(f"fd {fd}: {err.strerror}") from None
+    return keep
+
+
 def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) -> ChildPlan:
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
+    keep = kept_fds(req)
     flags = 0
     for ns in unit.sandbox.namespaces:
         flags |= NAMESPACE_FLAGS[ns]
@@ -160,6 +191,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         rlimits=_rlimits(),
         stdout_fd=req.stdout_fd,
         stderr_fd=req.stderr_fd,
+        keep_fds=keep,
     )
 
 
@@ -337,11 +369,13 @@ def launch(
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     deadline = time.monotonic() + req.timeout
     launcher: LauncherChild | None = None
+    # Ours are the planned numbers; the fork server passes them along (SCM_RIGHTS).
+    fds = ChildFds(sync_w, go_r, plan.keep_fds)
     try:
         if server is None:
-            launcher = _fork_directly(plan, ChildFds(sync_w, go_r), syscalls, name)
+            launcher = _fork_directly(plan, fds, syscalls, name)
         else:
-            launcher = server.fork(name, plan, ChildFds(sync_w, go_r), deadline)
+            launcher = server.fork(name, plan, fds, deadline)
     except BaseException:
         for fd in (sync_r, go_w):
             os.close(fd)

@@ -26,7 +26,8 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | # | message      | sender  | receiver | fds (SCM_RIGHTS)              | expected reply          |
 |---|--------------|---------|----------|-------------------------------|-------------------------|
 | 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
-| 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr  | Forked or ServerError   |
+| 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr, | Forked or ServerError   |
+|   |              |         |          | then the plan's keep_fds      |                         |
 |   | (body: the ChildPlan, plancodec.py)                                                   |
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
@@ -42,6 +43,8 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 GO = b"G"
+# Fds a launch may keep for PID 1 (LaunchRequest.keep_fds); bounds a request's SCM_RIGHTS.
+MAX_KEEP_FDS = 16
 
 
 class ProtocolError(Exception):
@@ -88,7 +91,7 @@ class Hello:
 class ForkRequest:
     """Fork a launcher for the plan in the frame's body, with `fds` passed alongside."""
 
-    fds: int  # how many: sync_w, go_r, stdout, stderr, in that order
+    fds: int  # how many: sync_w, go_r, stdout, stderr, then one per keep_fds, in that order
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
 from supervisor.sandbox.frames import recv_frame, send_frame
 from supervisor.sandbox.plancodec import decode_plan
 from supervisor.sandbox.protocol import (
+    MAX_KEEP_FDS,
     ChildError,
     Forked,
     ForkRequest,
@@ -32,7 +33,7 @@ from supervisor.sandbox.protocol import (
 )
 from supervisor.sandbox.stage import ChildFds, run_launcher
 
-REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr
+REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr; then up to MAX_KEEP_FDS kept fds
 
 
 class _Spare:
@@ -68,15 +69,18 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
-    _, body, (sync_w, go_r, stdout, stderr) = frame
+    _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
         plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
+        if len(kept) != len(plan.keep_fds):
+            raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
     except ProtocolError as err:  # say so on the daemon's pipe (STYLE rule 5)
         with contextlib.suppress(OSError):
             os.write(sync_w, encode(ChildError("forkserver", 0, str(err))))
         os._exit(1)
-    run_launcher(plan, ChildFds(sync_w, go_r), sys)
+    # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
+    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys)
 
 
 def _forward(frame: tuple[bytes, bytes, list[int]], spare: _Spare) -> None:
@@ -84,8 +88,11 @@ def _forward(frame: tuple[bytes, bytes, list[int]], spare: _Spare) -> None:
     header, body, fds = frame
     try:
         req = decode_server(header, (ForkRequest,))
-        if req.fds != REQUEST_FDS or len(fds) != REQUEST_FDS:
-            raise ProtocolError(f"{REQUEST_FDS} fds", f"{len(fds)} (announced {req.fds})")
+        if not REQUEST_FDS <= req.fds <= REQUEST_FDS + MAX_KEEP_FDS:
+            most = REQUEST_FDS + MAX_KEEP_FDS
+            raise ProtocolError(f"{REQUEST_FDS} to {most} fds", f"{req.fds} announced")
+        if len(fds) != req.fds:
+            raise ProtocolError(f"{req.fds} fds", f"{len(fds)} (announced {req.fds})")
         send_frame(spare.channel, b"", body, fds)
     finally:
         for fd in fds:

@@ -5,6 +5,8 @@ no threads; only the plan computed by the daemon, `Syscalls` and raw os calls. E
 becomes a `ChildError` on the close-on-exec sync pipe followed by `_exit` (rule 5).
 
 Launcher (forked by the daemon):
+  0. fds: the plan's `keep_fds` go to their planned numbers (inheritable), everything else but
+     the children's own fds (sync, go, stdout, stderr: close-on-exec) is closed;
   1. join the unit's cgroup: before unshare, so that the cgroup namespace is rooted at the
      unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
      first instruction);
@@ -28,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux import caps, users
@@ -62,12 +64,19 @@ class ChildPlan:
     rlimits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard)
     stdout_fd: int
     stderr_fd: int
+    # Inherited by PID 1 and across its execve under these numbers (the daemon's numbers for
+    # them); e.g. the output pipe's read end, so that the pipe keeps a reader while no daemon
+    # runs (engine/output.py).
+    keep_fds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class ChildFds:
     sync_w: int  # -> daemon, close-on-exec
     go_r: int  # <- daemon
+    # Where this process holds the plan's keep_fds, in the same order: the same numbers after a
+    # direct fork, wherever SCM_RIGHTS put them in a fork server's launcher.
+    keep: tuple[int, ...] = ()
 
 
 Exit = Callable[[int], NoReturn]
@@ -85,25 +94,73 @@ def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> No
         raise StageFailure.from_oserror(stage, what, err) from None
 
 
+def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, ChildFds]:
+    """Move every fd of ours that sits on a number a kept fd must take (sync, go, stdout,
+    stderr, a kept fd itself) above all of them; return the plan and fds with the new numbers.
+
+    A fork server's launcher receives its fds at whatever numbers were free, so the go pipe may
+    well hold the number the output pipe must have in PID 1. A kept fd already on its own number
+    moves too: dup2(n, n) would leave it close-on-exec, and the copy back clears that. Nothing
+    is closed or overwritten here, so a failure can still be reported on the original sync fd.
+    """
+    targets = plan.keep_fds
+    if len(fds.keep) != len(targets):
+        raise StageFailure("fds", 0, f"{len(fds.keep)} fds for {len(targets)} keep_fds")
+    if not targets:
+        return plan, fds
+    own = (fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep)
+    low = max(*targets, *own) + 1  # above every target: a moved fd is never overwritten
+    moved: dict[int, int] = {}
+    for fd in dict.fromkeys(own):  # stdout and stderr are often one fd
+        if fd in targets:
+            try:
+                moved[fd] = sys.dup_above(fd, low)
+            except OSError as err:
+                what = f"move fd {fd} to {low} or above"
+                raise StageFailure.from_oserror("fds", what, err) from None
+    plan = replace(
+        plan,
+        stdout_fd=moved.get(plan.stdout_fd, plan.stdout_fd),
+        stderr_fd=moved.get(plan.stderr_fd, plan.stderr_fd),
+    )
+    fds = ChildFds(
+        moved.get(fds.sync_w, fds.sync_w),
+        moved.get(fds.go_r, fds.go_r),
+        tuple(moved.get(fd, fd) for fd in fds.keep),
+    )
+    return plan, fds
+
+
+def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
+    """After make_way: each kept fd onto its planned number, inheritable; close all the rest."""
+    for fd, target in zip(fds.keep, plan.keep_fds, strict=True):
+        _step("fds", f"dup2 fd {fd} to {target}", sys.dup_to, fd, target)
+    # Daemon fds (control socket, other units' log files and go pipes) must not reach the
+    # service: a leaked fd is a capability the sandbox was never given.
+    sys.close_fds_except({*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
+
+
 def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
-    """The launcher child: cgroup, unshare, fork PID 1, report, exit."""
+    """The launcher child: fds, cgroup, unshare, fork PID 1, report, exit."""
+    report = fds.sync_w
     try:
-        # Daemon fds (control socket, other units' log files and go pipes) must not reach
-        # the service: a leaked fd is a capability the sandbox was never given.
         sys.reset_signals()
-        sys.close_fds_except({plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
+        plan, fds = make_way(plan, fds, sys)
+        # From here the original sync fd may be overwritten by a kept fd: report on the copy.
+        report = fds.sync_w
+        place_fds(plan, fds, sys)
         for procs in plan.cgroup_procs:
             _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
         pid = sys.fork()
         if pid == 0:
             run_pid1(plan, fds, sys, exit)
-        _report(fds.sync_w, PidReport(pid))
+        _report(report, PidReport(pid))
     except StageFailure as failure:
-        _report(fds.sync_w, failure.to_message())
+        _report(report, failure.to_message())
         exit(1)
     except BaseException as exc:  # a child must never die silently
-        _report(fds.sync_w, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
+        _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ import harness  # lives with the probe it drives, in tests/probe
 from supervisor.errors import LaunchError
 from supervisor.sandbox.forkserver import ForkServer, ForkServerError
 from supervisor.sandbox.frames import recv_frame, send_frame
-from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
+from supervisor.sandbox.launch import LaunchRequest, build_plan, launch, set_fork_server
+from supervisor.sandbox.plancodec import encode_plan
 from supervisor.sandbox.protocol import (
+    MAX_KEEP_FDS,
     ChildError,
     Forked,
     ForkRequest,
@@ -264,3 +267,40 @@ def test_close_stops_the_server_and_leaves_us_no_children() -> None:
     assert not alive(pid)
     assert srv._proc.returncode == 0
     assert our_children() == before, "the server reaped its spare before exiting"
+
+
+def test_a_request_announcing_too_many_fds_is_a_server_error(server: ForkServer) -> None:
+    r, w = os.pipe()
+    try:
+        send_frame(server._sock, encode_server(ForkRequest(5 + MAX_KEEP_FDS)), b"{}", [r, w])
+        frame = recv_frame(server._sock)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert frame is not None
+    reply = decode_server(frame[0], (ServerError,))
+    most = 4 + MAX_KEEP_FDS
+    assert f"expected 4 to {most} fds, received {most + 1} announced" in reply.message
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0, "still serving"
+
+
+def test_kept_fds_missing_from_a_request_fail_it_on_the_sync_pipe(server: ForkServer) -> None:
+    # The plan asks PID 1 to keep a fd, the frame carries none: the launcher must not guess.
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_WRONLY)
+    plan = build_plan(LaunchRequest(harness.unit(["/bin/true"]), [], null, null))
+    body = encode_plan(replace(plan, keep_fds=(50,)))
+    try:
+        send_frame(server._sock, encode_server(ForkRequest(4)), body, [sync_w, go_r, null, null])
+        for fd in (sync_w, go_r, null):
+            os.close(fd)
+        frame = recv_frame(server._sock)
+        assert frame is not None
+        decode_server(frame[0], (Forked,))
+        os.close(frame[2][0])
+        msg = Reader(lambda n: os.read(sync_r, n)).next()
+    finally:
+        os.close(sync_r)
+        os.close(go_w)
+    assert msg == ChildError("forkserver", 0, "launch protocol: expected 1 kept fds, received 0")

@@ -7,6 +7,8 @@ probe's JSON), and leaves nothing behind: the module fixture compares the host's
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -273,7 +275,12 @@ def test_init_forwards_signals_and_exits_with_the_service() -> None:
     with harness.v1_cgroup() as procs:
         launched = launch(LaunchRequest(spec, procs, out, out))
         launched.go()
-        time.sleep(0.2)
+        # tini blocks the signals it forwards before it forks the service; a SIGTERM before
+        # that meets a namespace init without a handler, and the kernel drops it.
+        children = Path(f"/proc/{launched.pid}/task/{launched.pid}/children")
+        deadline = time.monotonic() + 10
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(launched.pid, signal.SIGTERM)
         _, status = os.waitpid(launched.pid, 0)
     os.close(out)
@@ -347,3 +354,70 @@ def test_a_failed_cgroup_join_fails_the_launch_before_any_namespace() -> None:
         os.close(out)
     assert info.value.stage == "cgroup"
     assert "No such file" in info.value.message
+
+
+# The service's view of its fds: number -> (a fifo, opened read-only, the line waiting in it).
+FD_REPORT = r"""
+import fcntl, json, os, stat, sys
+listing = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+out = {}
+for fd in map(int, sys.argv[1:]):
+    mode = os.fstat(fd).st_mode
+    access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    out[fd] = [stat.S_ISFIFO(mode), access == os.O_RDONLY, os.read(fd, 100).decode()]
+print(json.dumps({"open": listing, "kept": out}))
+"""
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["no-init", "init"])
+def test_kept_fds_arrive_under_their_numbers_and_nothing_else_leaks(init: bool) -> None:
+    # Two output-pipe read ends as the daemon holds them (close-on-exec): one at a low number,
+    # which a fork server's launcher receives its own fds on, and one far above.
+    pipes = [os.pipe(), os.pipe()]
+    low = pipes[0][0]
+    high = fcntl.fcntl(pipes[1][0], fcntl.F_DUPFD_CLOEXEC, 200)
+    kept = [low, high]
+    for n, (_, w) in enumerate(pipes):
+        os.write(w, f"line {n}\n".encode())
+    out_r, out_w = os.pipe()
+    spec = harness.unit(
+        [harness.HOST_PYTHON, "-c", FD_REPORT, *map(str, kept)], sandbox={"init": init}
+    )
+    try:
+        with harness.v1_cgroup() as procs:
+            try:
+                launched = launch(LaunchRequest(spec, procs, out_w, out_w, keep_fds=kept))
+            finally:
+                os.close(out_w)
+            launched.go()
+            data = b""
+            while chunk := os.read(out_r, 65536):
+                data += chunk
+            _, status = os.waitpid(launched.pid, 0)
+    finally:
+        os.close(out_r)
+        for fd in (*pipes[0], *pipes[1], high):
+            os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    report = json.loads(data)
+    assert report["kept"] == {
+        str(low): [True, True, "line 0\n"],
+        str(high): [True, True, "line 1\n"],
+    }, "the same pipes' read ends, under the daemon's numbers"
+    # Besides stdio and the kept fds, only the one os.listdir held while listing.
+    listdir_fd = min(n for n in range(3, 1 << 20) if n not in kept)
+    assert report["open"] == sorted({0, 1, 2, *kept, listdir_fd}), "nothing else leaked"
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["stdout", "twice"])
+def test_bad_keep_fds_fail_the_launch_at_plan(twice: bool) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    dup = os.dup(out)
+    keep = [dup, dup] if twice else [out]
+    try:
+        with pytest.raises(LaunchError) as info:
+            launch(LaunchRequest(harness.unit(["/bin/true"]), [], out, out, keep_fds=keep))
+    finally:
+        os.close(out)
+        os.close(dup)
+    assert info.value.stage == "plan" and "keep_fds: fd" in info.value.message

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 import pytest
 
 from supervisor.linux import caps, seccomp, users
@@ -10,6 +13,7 @@ from supervisor.linux.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
+    REAL,
 )
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv/app:/bin/sh\n"
@@ -89,3 +93,23 @@ def test_recording_fake_fails_on_request() -> None:
     with pytest.raises(PermissionError):
         sys.mount("a", "/b", None, 0, None)
     assert sys.names() == ["mount"]
+
+
+def test_real_fd_placement_calls() -> None:
+    r, w = os.pipe()  # close-on-exec, as the daemon's are
+    fds = [r, w]
+    try:
+        up = REAL.dup_above(r, 500)
+        fds.append(up)
+        assert up >= 500 and fcntl.fcntl(up, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        target = REAL.dup_above(r, 600)  # a free number to place onto
+        fds.append(target)
+        REAL.dup_to(up, target)
+        assert not os.get_inheritable(up) and os.get_inheritable(target)
+        REAL.dup_to(r, r)  # dup2(n, n) alone would leave it close-on-exec
+        assert os.get_inheritable(r)
+        os.write(w, b"x")
+        assert os.read(target, 1) == b"x", "the same pipe"
+    finally:
+        for fd in fds:
+            os.close(fd)
