@@ -116,12 +116,7 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     _prepare_host(config)
     manager = cgroups.new(config.cgroup_parent)
-    launcher, keeps_output = sandbox_launcher(config.data_dir)
-    if not keeps_output:
-        logger.warning(
-            "daemon.output_unprotected",
-            reason="the launcher cannot pass keep_fds: a daemon restart breaks service stdout",
-        )
+    launcher = sandbox_launcher(config.data_dir)
     store = Store(config.state_dir)
     store.prepare()
     notifier = Notifier()

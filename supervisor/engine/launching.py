@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from supervisor.cgroups import UnitCgroup
 from supervisor.unit.spec import UnitSpec
@@ -45,19 +45,13 @@ class Launcher(Protocol):
         ...
 
 
-def sandbox_launcher(data_dir: Path) -> tuple[Launcher, bool]:
-    """The real launcher (supervisor.sandbox.launch) in the engine's shape, and whether it
-    passes `keep_fds` down to PID 1 (what keeps service output safe across daemon restarts;
-    see output.py). The check goes once the launcher's LaunchRequest has the field."""
-    import dataclasses  # noqa: PLC0415
-
+def sandbox_launcher(data_dir: Path) -> Launcher:
+    """The real launcher (supervisor.sandbox.launch) in the engine's shape."""
     from supervisor.sandbox.launch import (  # noqa: PLC0415  (load late)
         ExtraBind,
         LaunchRequest,
         launch,
     )
-
-    keeps_fds = "keep_fds" in {f.name for f in dataclasses.fields(LaunchRequest)}
 
     def start(
         spec: UnitSpec,
@@ -69,12 +63,11 @@ def sandbox_launcher(data_dir: Path) -> tuple[Launcher, bool]:
         extra_binds: Sequence[Bind] = (),
     ) -> Started:
         overlay = str(data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
-        extra: dict[str, Any] = {"keep_fds": list(keep_fds)} if keeps_fds else {}
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
-            **extra,
+            keep_fds=list(keep_fds),
         )  # fmt: skip
         return launch(request)
 
-    return start, keeps_fds
+    return start
