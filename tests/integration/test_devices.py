@@ -219,3 +219,40 @@ def _gone(bpf: LibcBpf, prog_id: int) -> None:
             return
         assert time.monotonic() < deadline, f"BPF program {prog_id} still loaded"
         time.sleep(0.05)
+
+
+UNIFIED = "/sys/fs/cgroup/unified"  # a hybrid host's (empty) cgroup2 mount
+
+
+@pytest.mark.cgroup_v1
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(UNIFIED, "cgroup.procs")), reason="no hybrid cgroup2 mount"
+)
+def test_bpf_filter_is_loaded_and_enforced_on_a_hybrid_hosts_cgroup2(tmp_path: Path) -> None:
+    """The v2 program through the real verifier on the dev host too: device filters apply to
+    the cgroup2 hierarchy even when the controllers are in v1 hierarchies."""
+    where = os.path.join(UNIFIED, f"sandboxd-test-bpf-{os.getpid()}")
+    os.mkdir(where)
+    bpf = LibcBpf()
+    try:
+        devices_bpf.install(bpf, where, devices.DEFAULT_RULES)
+        probe = "head -c1 /dev/zero >/dev/null && echo zero=ok; exec 3<>/dev/net/tun && echo tun=ok"
+        outside = subprocess.run(["/bin/bash", "-c", probe], check=False, capture_output=True)
+        if outside.stdout != b"zero=ok\ntun=ok\n":
+            pytest.skip("this host cannot open /dev/net/tun even without a filter")
+        inside = subprocess.run(
+            ["/bin/bash", "-c", f"echo $$ > {where}/cgroup.procs; {probe}"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert inside.stdout == "zero=ok\n"
+        assert "Operation not permitted" in inside.stderr
+        devices_bpf.remove(bpf, where)
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert bpf.prog_query(fd, BPF_CGROUP_DEVICE) == []
+        finally:
+            os.close(fd)
+    finally:
+        os.rmdir(where)
