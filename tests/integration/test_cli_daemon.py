@@ -156,3 +156,18 @@ def test_unreachable_daemon(running: Daemon) -> None:
         assert result.returncode == 5, (argv, result)
         assert result.stderr.startswith(f"sandboxctl: cannot reach sandboxd at {running.socket}: ")
         assert result.stderr.count("\n") == 1
+
+
+def test_exec_into_a_user_namespace(daemon: Daemon) -> None:
+    daemon.write_unit(
+        "userns",
+        TICKER
+        + '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n',
+    )
+    daemon.start()
+    pid = daemon.wait_unit("userns", lambda u: u["state"] == "running")["pid"]
+    with open(f"/proc/{pid}/status") as f:
+        host_uid = next(line.split()[2] for line in f if line.startswith("Uid:"))
+    assert host_uid != "65534"  # mapped: nobody inside is someone else on the host
+    result = sandboxctl(daemon, "exec", "userns", "--", "/bin/sh", "-c", "id -u; id -g")
+    assert (result.returncode, result.stdout) == (0, "65534\n65534\n"), result
