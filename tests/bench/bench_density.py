@@ -1,0 +1,300 @@
+"""Density: N idle sandboxes (`sleep`) under one real daemon, then the same with `crun run -d`.
+
+    sudo .venv/bin/python -m tests.bench.bench_density [-n 1000] [--crun-n 1000] [--idle 60]
+
+sandboxd: N unit files (default sandbox: pid, mount, uts, ipc, net, cgroup namespaces, read-only
+host view, own cgroup), one daemon. Measures the time until all N run; the daemon's RSS (and the
+fork server's); the daemon's CPU over --idle seconds with nothing to do; host memory per sandbox
+(MemAvailable before/after, / N); the processes per sandbox (every process carrying the unit's
+marker, and every process under the daemon that is not a sandbox's PID 1: the goal is none but
+the fork server); then, on those N running units, a reload with one changed file and
+`sandboxctl status` (fresh process, table and --json).
+
+crun: the same `sleep` in the same namespaces with memory+pids limits, `crun run -d` per
+container (from a helper in `unshare -m` with /sys/fs/cgroup/unified unmounted there: crun
+refuses hybrid hosts), its own --root and cgroup parent, all deleted at the end. crun leaves no
+monitor process behind (conmon, which podman adds, would be one more process per container).
+
+Everything is cleaned up: the daemon stops its units; crun containers are deleted by id; only
+PIDs and cgroups this run created are touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+import kit
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def mem_available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise RuntimeError("no MemAvailable")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                if int(ppid) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def settle_memory(seconds: float = 3.0) -> int:
+    """MemAvailable once it stops moving (median of a few reads)."""
+    reads = []
+    for _ in range(int(seconds / 0.5)):
+        reads.append(mem_available_kib())
+        time.sleep(0.5)
+    return int(statistics.median(reads))
+
+
+def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
+    raise_nofile()
+    daemon = kit.new_daemon("bench-density")
+    out: dict[str, Any] = {"n": n}
+    try:
+        daemon.config.write_text('log_max_size = "16K"\nlog_keep = 1\n')
+        names = [f"s{i:04d}" for i in range(n)]
+        for name in names:
+            daemon.write_unit(
+                name,
+                kit.unit_text(
+                    ["/bin/sleep", "1000000"], daemon, name, service={"stop_timeout": "200ms"}
+                ),
+            )
+        before = settle_memory()
+        t0 = time.monotonic()
+        daemon.start()
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        # Poll gently: a status of N units every 50 ms would slow the start being measured.
+        deadline = time.monotonic() + 900
+        while sum(u["state"] == "running" for u in daemon.status().values()) < n:
+            if time.monotonic() > deadline or daemon.proc.poll() is not None:
+                states = running_count(daemon)
+                raise RuntimeError(f"{n} sandboxes not running after 900 s: {states}")
+            time.sleep(1.0)
+        out["start_all_s"] = time.monotonic() - t0
+        time.sleep(5)  # let the start-up burst end before measuring idle
+        out["rss_mb"] = kit.rss_kib(pid) / 1024
+        sandbox_pids = {p for ps in kit.pid1s(daemon).values() for p in ps}
+        helpers = [c for c in children(pid) if c not in sandbox_pids]
+        out["forkserver_rss_mb"] = sum(kit.rss_kib(c) for c in helpers) / 1024
+        c0 = cpu_seconds(pid)
+        time.sleep(idle)
+        out["idle_cpu_pct"] = (cpu_seconds(pid) - c0) / idle * 100
+        out["idle_window_s"] = idle
+        out["rss_after_idle_mb"] = kit.rss_kib(pid) / 1024
+        marked = kit.marked_processes(daemon)
+        out["processes_per_sandbox"] = statistics.mean(len(ps) for ps in marked.values())
+        out["sandboxes_seen"] = len(marked)
+        out["non_sandbox_children"] = len(helpers)  # the fork server
+        out["daemon_fds"] = kit.fd_count(pid)
+        after = settle_memory()
+        out["host_kib_per_sandbox"] = (before - after) / n
+        out.update(reconcile_one_change(daemon, names[n // 2]))
+        out.update(status_timings(daemon, status_runs))
+        t0 = time.monotonic()
+        daemon.stop(timeout=600)
+        out["stop_all_s"] = time.monotonic() - t0
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop(timeout=600)
+        problems = kit._teardown(daemon)
+        shutil.rmtree(daemon.base, ignore_errors=True)
+        if problems:
+            print(f"cleanup problems: {str(problems)[:2000]}", file=sys.stderr)
+
+
+def running_count(daemon: Any) -> str:
+    with contextlib.suppress(Exception):
+        states = [u["state"] for u in daemon.status().values()]
+        return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    return "daemon not answering"
+
+
+def reconcile_one_change(daemon: Any, name: str) -> dict[str, float]:
+    old = daemon.status()[name]["pid"]
+    daemon.write_unit(name, kit.unit_text(["/bin/sleep", "1000001"], daemon, name))
+    t0 = time.monotonic()
+    code, body = daemon.request("POST", "/v1/reload")
+    api = time.monotonic() - t0
+    assert code == 200 and body["restarted"] == [name], body
+    kit.wait_for(lambda: daemon.status()[name]["pid"] not in (None, old), 60)
+    done = time.monotonic() - t0
+    seconds = daemon.events("daemon.reloaded")[-1]["seconds"]
+    return {"reload_api_ms": api * 1000, "reload_engine_ms": seconds * 1000,
+            "reload_to_restarted_ms": done * 1000}  # fmt: skip
+
+
+def status_timings(daemon: Any, runs: int) -> dict[str, float]:
+    env = {**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)}
+    ctl = str(Path(sys.executable).parent / "sandboxctl")  # the venv's
+    out: dict[str, float] = {}
+    for label, extra in (("status_ms", []), ("status_json_ms", ["--json"])):
+        xs = []
+        for _ in range(runs):
+            t0 = time.monotonic()
+            subprocess.run([ctl, "status", *extra], env=env, check=True, capture_output=True)
+            xs.append((time.monotonic() - t0) * 1000)
+        out[label] = statistics.median(xs)
+    t0 = time.monotonic()
+    daemon.status()
+    out["status_api_ms"] = (time.monotonic() - t0) * 1000
+    return out
+
+
+# One `crun run -d` per line on stdin ("run ID" / "delete ID"); prints the wall time in ms.
+CRUN_HELPER = r"""
+import os, subprocess, sys, time
+root, bundle = sys.argv[1], sys.argv[2]
+subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
+null = open(os.devnull, "r+b")
+for line in sys.stdin:
+    verb, cid = line.split()
+    t = time.perf_counter()
+    if verb == "run":
+        subprocess.run(["crun", "--root", root, "run", "-d", "-b", bundle, cid],
+                       check=True, stdin=null, stdout=null, stderr=null)
+    else:
+        subprocess.run(["crun", "--root", root, "delete", "-f", cid], check=False,
+                       stdin=null, stdout=null, stderr=null)
+    print((time.perf_counter() - t) * 1000, flush=True)
+"""
+
+
+def crun_density(n: int) -> dict[str, Any]:
+    if not shutil.which("crun"):
+        return {"error": "crun not installed"}
+    work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-crun-"))
+    parent = f"sandboxd-bench-crun-{os.getpid()}"
+    out: dict[str, Any] = {"n": n}
+    ids = [f"{parent}-{i}" for i in range(n)]
+    started: list[str] = []
+    proc = subprocess.Popen(
+        ["unshare", "-m", sys.executable, "-c", CRUN_HELPER, str(work / "state"), str(work / "b")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        bundle(work, parent)
+        before = settle_memory()
+        t0 = time.monotonic()
+        for cid in ids:
+            proc.stdin.write(f"run {cid}\n")
+            proc.stdin.flush()
+            float(proc.stdout.readline())
+            started.append(cid)
+        out["start_all_s"] = time.monotonic() - t0
+        time.sleep(5)
+        after = settle_memory()
+        out["host_kib_per_sandbox"] = (before - after) / n
+        out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
+    finally:
+        t0 = time.monotonic()
+        for cid in started:
+            proc.stdin.write(f"delete {cid}\n")
+            proc.stdin.flush()
+            proc.stdout.readline()
+        out["stop_all_s"] = time.monotonic() - t0
+        proc.stdin.close()
+        proc.wait()
+        left = remove_cgroup_parent(parent)
+        if left:
+            print(f"crun cleanup problems: {left}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def bundle(work: Path, parent: str) -> None:
+    b = work / "b"
+    b.mkdir()
+    subprocess.run(["crun", "spec"], cwd=b, check=True)
+    config = json.loads((b / "config.json").read_text())
+    config["process"].update(args=["/bin/sleep", "1000000"], terminal=False)
+    config["root"] = {"path": str(work / "rootfs"), "readonly": True}
+    linux = config["linux"]
+    linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    linux["resources"] = {"memory": {"limit": 256 << 20}, "pids": {"limit": 1024}}
+    # No cgroupsPath: crun's default is /<container id>, and our ids carry the run's prefix.
+    (b / "config.json").write_text(json.dumps(config))
+    rootfs = work / "rootfs"
+    for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "run"):
+        (rootfs / d).mkdir(parents=True)
+    shutil.copy("/usr/bin/busybox", rootfs / "bin/busybox")
+    (rootfs / "bin/sleep").symlink_to("busybox")
+
+
+def processes_per_container(state: Path, ids: list[str]) -> float:
+    pids = []
+    for cid in ids[:50]:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids.append(json.loads((state / cid / "status").read_text())["pid"])
+    # Each container: its PID 1 only; count the processes whose parent is a container's PID 1
+    # or that share its parent (a monitor would be the parent).
+    extra = sum(len(children(p)) for p in pids)
+    return 1 + extra / max(1, len(pids))
+
+
+def remove_cgroup_parent(prefix: str) -> list[str]:
+    """Remove the cgroups crun left for our containers (ids start with prefix); report them."""
+    problems = []
+    for top in Path("/sys/fs/cgroup").glob(f"*/{prefix}-*"):
+        if top.is_dir():
+            problems.append(f"left by crun delete: {top}")
+            for sub in sorted([*top.rglob("*"), top], key=lambda p: -len(p.parts)):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1000)
+    parser.add_argument("--crun-n", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--status-runs", type=int, default=10)
+    args = parser.parse_args()
+    print(json.dumps({"sandboxd": sandboxd_density(args.n, args.idle, args.status_runs)},
+                     indent=1))  # fmt: skip
+    if args.crun_n:
+        print(json.dumps({"crun": crun_density(args.crun_n)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Launch-to-exit latency of /bin/true with full isolation: sandboxd vs crun, runc, bwrap and
+systemd-nspawn, interleaved run by run on the same busybox rootfs.
+
+    sudo .venv/bin/python -m tests.bench.bench_peers [-n 50]
+
+sandboxd launches through its fork server from a process carrying the daemon's imports
+(tests/bench/bench_launch.py's `sandboxd_run`, reused as is), with a fresh memory+pids cgroup
+per run. crun and runc get an OCI bundle with the same six namespaces, a read-only root and the
+same memory+pids limits (their own cgroup per run); crun runs inside `unshare -m` with the
+unified hierarchy unmounted there (it refuses hybrid hosts; bench_launch.py's runner), runc runs
+as is. bwrap: --unshare-all (user, pid, net, ipc, uts, cgroup) with the rootfs read-only; it
+creates no cgroup, so it does less. systemd-nspawn: --register=no --keep-unit (no machined, no
+scope: the only way without systemd as PID 1) with --private-network and --read-only; it makes
+no cgroup of its own either. A peer that is missing or fails is reported with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.bench import bench_launch as bl
+
+Runner = Callable[[], float]
+
+
+def timed(argv: list[str]) -> Runner:
+    def run() -> float:
+        t = time.perf_counter()
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        ms = (time.perf_counter() - t) * 1000
+        if proc.returncode != 0:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.decode()[-300:].strip()}")
+        return ms
+
+    return run
+
+
+def runc_runner(rootfs: Path, work: Path) -> Runner:
+    bundle = work / "runc"
+    bundle.mkdir()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"].update(args=["/bin/true"], terminal=False)
+    config["root"] = {"path": str(rootfs), "readonly": True}  # runc refuses a symlinked root
+    config["hostname"] = "bench"
+    linux = config["linux"]
+    linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    linux["resources"] = {"memory": {"limit": bl.MEMORY}, "pids": {"limit": bl.PIDS}}
+    (bundle / "config.json").write_text(json.dumps(config))
+    serial = iter(range(1 << 30))
+    prefix = f"sandboxd-bench-runc-{os.getpid()}"
+
+    def run() -> float:
+        return timed(["runc", "--root", str(work / "runc-state"), "run", "-b", str(bundle),
+                      f"{prefix}-{next(serial)}"])()  # fmt: skip
+
+    return run
+
+
+def bwrap_runner(rootfs: Path) -> Runner:
+    return timed(
+        ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", str(rootfs), "/",
+         "--proc", "/proc", "--dev", "/dev", "--hostname", "bench", "/bin/true"]
+    )  # fmt: skip
+
+
+def nspawn_runner(rootfs: Path) -> Runner:
+    serial = iter(range(1 << 30))
+
+    def run() -> float:
+        return timed(["systemd-nspawn", "--register=no", "--keep-unit", "-q", "--read-only",
+                      "--private-network", f"--machine=sbxbench{os.getpid()}x{next(serial)}",
+                      "-D", str(rootfs), "/bin/true"])()  # fmt: skip
+
+    return run
+
+
+@contextlib.contextmanager
+def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[str, str]]]:
+    """Every runnable side, and why the others are missing."""
+    harness = bl.harness
+    harness.set_subreaper()
+    server = bl.ForkServer.start()
+    null = os.open("/dev/null", os.O_WRONLY)
+    skipped: dict[str, str] = {}
+    try:
+        spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
+        runners: dict[str, Runner] = {"sandboxd": bl.sandboxd_run(spec, null, server)}
+        with contextlib.ExitStack() as stack:
+            candidates: dict[str, Callable[[], Runner]] = {
+                "crun": lambda: stack.enter_context(bl.crun_runner(bl.crun_bundle(rootfs, work))),
+                "runc": lambda: runc_runner(rootfs, work),
+                "bwrap": lambda: bwrap_runner(rootfs),
+                "systemd-nspawn": lambda: nspawn_runner(rootfs),
+            }
+            tools = {"crun": "crun", "runc": "runc", "bwrap": "bwrap",
+                     "systemd-nspawn": "systemd-nspawn"}  # fmt: skip
+            for name, make in candidates.items():
+                if not shutil.which(tools[name]):
+                    skipped[name] = f"{tools[name]} not installed"
+                    continue
+                try:
+                    runner = make()
+                    runner()  # one trial run: does it work on this host at all?
+                    runners[name] = runner
+                except (RuntimeError, OSError, subprocess.CalledProcessError, ValueError) as exc:
+                    skipped[name] = f"does not run here: {exc}"
+            yield runners, skipped
+    finally:
+        os.close(null)
+        server.close()
+        # nspawn --keep-unit leaves an empty propagation dir per machine name.
+        for d in Path("/run/systemd/nspawn/propagate").glob(f"sbxbench{os.getpid()}x*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="sandboxd-bench-peers-") as tmp:
+        work = Path(tmp)
+        rootfs = work / "rootfs"
+        bl.busybox_rootfs(rootfs)
+        (rootfs / "usr/lib").mkdir(parents=True)
+        (rootfs / "usr/lib/os-release").write_text("ID=busybox\n")  # nspawn wants an OS tree
+        with sides(rootfs, work) as (runners, skipped):
+            for i in range(n + 3):
+                for name, run in list(runners.items()):
+                    try:
+                        ms = run()
+                    except RuntimeError as exc:
+                        skipped[name] = f"failed on run {i}: {exc}"
+                        del runners[name]
+                        continue
+                    if i >= 3:  # warm-up
+                        results.setdefault(name, []).append(ms)
+    return results, skipped
+
+
+def report(results: dict[str, list[float]], skipped: dict[str, str], n: int) -> list[str]:
+    lines = [f"launch-to-exit of /bin/true, full isolation, {n} interleaved runs each (ms)",
+             f"{'':16}{'median':>8}{'p95':>8}{'sandboxd/peer':>15}"]  # fmt: skip
+    ours = results.get("sandboxd", [])
+    for name, xs in results.items():
+        med, p = statistics.median(xs), bl.p95(xs)
+        ratio = f"{statistics.median(ours) / med:.2f}x" if ours and name != "sandboxd" else ""
+        lines.append(f"{name:16}{med:8.1f}{p:8.1f}{ratio:>15}")
+    lines += [f"{name:16}not measured: {why}" for name, why in skipped.items()]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=50, help="runs per side (default 50)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_peers: needs root")
+    results, skipped = measure(args.n)
+    print("\n".join(report(results, skipped, args.n)))
+
+
+if __name__ == "__main__":
+    main()
