@@ -126,9 +126,7 @@ class HealthMonitor:
                 self.failures += 1
                 if self.failures >= health.retries:
                     self.unhealthy_total += 1
-                    self._event("unhealthy", "warning", failures=self.failures,
-                                output=result.output)  # fmt: skip
-                    self._set("unhealthy")
+                    self._set("unhealthy")  # the runner logs unit.unhealthy as it ends the run
                     return
             await asyncio.sleep(max(0.0, health.interval - (self.clock() - started)))
 

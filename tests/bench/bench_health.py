@@ -1,0 +1,127 @@
+"""Health probes at scale: a real sandboxd with N units (default 100) each probed every second;
+prints the daemon's CPU use (user+sys, % of one core) with and without probes, probe latency
+as the daemon measured it, and its fd count. Figures, not a pass/fail test.
+
+    .venv/bin/python tests/bench/bench_health.py [--units 100] [--seconds 20] \\
+        [--kind tcp|http|exec|mix]
+
+The services are tiny python3 TCP/HTTP servers (tcp/http probes connect from inside each
+sandbox's network namespace) or a shell (exec probes fork into the sandbox); `mix` is a third
+of each. CPU is measured from /proc/<daemon>/stat over a window after every unit is healthy,
+then again with the [health] sections removed (reload), as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from conftest import Daemon, _teardown, wait_for
+
+TICK = os.sysconf("SC_CLK_TCK")
+SERVER = """
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 7000))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    if c.recv(1024).startswith(b"GET"):
+        c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+    c.close()
+"""
+SHELL = ["/bin/sh", "-c", "trap 'exit 0' INT; sleep 100000 & wait"]
+PROBES = {
+    "tcp": "tcp = 7000",
+    "http": 'http = "http://127.0.0.1:7000/health"',
+    "exec": 'exec = ["/bin/true"]',
+}
+
+
+def unit_text(kind: str, probe: bool) -> str:
+    argv = SHELL if kind == "exec" else ["/usr/bin/python3", "-c", SERVER]
+    import json  # noqa: PLC0415
+
+    text = f'[service]\nexec = {json.dumps(argv)}\nstop_signal = "SIGINT"\n'
+    text += 'stop_timeout = "1s"\n[resources]\nmemory_max = "32M"\n'
+    if probe:
+        text += f'[health]\n{PROBES[kind]}\ninterval = "1s"\ntimeout = "500ms"\n'
+    return text
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def measure(pid: int, seconds: float) -> float:
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--units", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--kind", choices=["tcp", "http", "exec", "mix"], default="mix")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (real sandboxes and cgroups)", file=sys.stderr)
+        return 2
+    base = Path(tempfile.mkdtemp(prefix="sbxd-bench-health-", dir="/tmp"))
+    daemon = Daemon(base, f"sandboxd-bench-health-{os.getpid()}")
+    kinds = ["tcp", "http", "exec"] if args.kind == "mix" else [args.kind]
+    names = {f"u{i:03d}": kinds[i % len(kinds)] for i in range(args.units)}
+    try:
+        for name, kind in names.items():
+            daemon.write_unit(name, unit_text(kind, probe=True))
+        daemon.start()
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        began = time.monotonic()
+        wait_for(lambda: all(u["health"] == "healthy" for u in daemon.status().values()), 300,
+                 lambda: str({n: u["health"] for n, u in daemon.status().items()
+                              if u["health"] != "healthy"}))  # fmt: skip
+        print(f"{args.units} units ({args.kind}) healthy after {time.monotonic() - began:.1f}s")
+        time.sleep(2)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        with_probes = measure(pid, args.seconds)
+        details = [daemon.unit(n) for n in names]
+        durations = [d["health_last_duration"] for d in details if d["health_last_duration"]]
+        probes = sum(int(d["health_probes"]) for d in details)
+        fds_after = len(os.listdir(f"/proc/{pid}/fd"))
+        restarts = sum(u["restarts"] for u in daemon.status().values())
+        for name, kind in names.items():
+            daemon.write_unit(name, unit_text(kind, probe=False))
+        daemon.signal(1)  # SIGHUP: reload (restarts every unit without [health])
+        wait_for(lambda: all(u["health"] is None and u["state"] == "running"
+                             for u in daemon.status().values()), 300)  # fmt: skip
+        time.sleep(2)
+        without = measure(pid, args.seconds)
+        print(f"daemon CPU with {args.units} units probed every 1s: {with_probes:.1f}% of a core")
+        print(f"daemon CPU, same units without probes:          {without:.1f}% of a core")
+        print(f"probe cost: {(with_probes - without) * 10 / max(args.units, 1):.2f} ms CPU "
+              f"per probe (daemon side)")  # fmt: skip
+        median, worst = statistics.median(durations) * 1000, max(durations) * 1000
+        print(f"probe duration (last, as measured): median {median:.1f} ms, "
+              f"max {worst:.1f} ms; {probes} probes run")  # fmt: skip
+        print(f"daemon fds: {fds} before the window, {fds_after} after; restarts: {restarts}")
+    finally:
+        problems = _teardown(daemon)
+        shutil.rmtree(base, ignore_errors=True)
+    if problems:
+        print("LEAKS:", problems, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
