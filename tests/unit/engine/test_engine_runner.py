@@ -192,7 +192,7 @@ def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
         assert r.state is State.RUNNING and r.run is not None and r.run.uptime() >= 99
         task = asyncio.create_task(r.main())
         os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
-        await until(r, lambda: r.state is State.BACKOFF)
+        await until(r, lambda: r.state is State.BACKOFF, timeout=10)
         # The status of a process we did not fork: from PIDFD_INFO_EXIT (Linux 6.15+).
         expected = "signal:SIGKILL" if KERNEL >= (6, 15) else "lost"
         assert r.last_exit == expected
