@@ -10,17 +10,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 import schemathesis
+from _api_helpers import wait_for
 from _requires import requires_root
-from conftest import Daemon, UnixHTTPConnection, wait_for
 from hypothesis import HealthCheck, given, settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
+
+from supervisor.cli.client import UnixHTTPConnection
+
+if TYPE_CHECKING:
+    from conftest import Daemon
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -87,7 +92,7 @@ def test_group_members_read_strangers_cannot_connect(running: Daemon) -> None:
 
 
 def test_event_stream_sees_a_restart(running: Daemon) -> None:
-    conn = UnixHTTPConnection(running.socket, timeout=30)
+    conn = UnixHTTPConnection(str(running.socket), timeout=30)
     conn.request("GET", "/v1/events?unit=web")
     response = conn.getresponse()
     assert response.status == 200

@@ -8,10 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from _api_helpers import wait_for
 from _requires import requires_root
-from conftest import Daemon, wait_for
+
+if TYPE_CHECKING:
+    from conftest import Daemon
 
 pytestmark = [pytest.mark.root, requires_root]
 
