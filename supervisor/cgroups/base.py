@@ -52,7 +52,11 @@ class UnitCgroup(Protocol):
     def add_pid(self, pid: int) -> None: ...
 
     def apply(self, limits: Limits) -> list[str]:
-        """Write all limits (safe on a running cgroup); return the unsupported settings."""
+        """Write all limits (safe on a running cgroup); return the unsupported settings.
+
+        `limits.devices` None leaves the device allowlist as it is (a `[resources]` reload);
+        a tuple replaces it. Bad `cpus`/`mems` or devices raise CgroupError before any write.
+        """
         ...
 
     def stats(self) -> CgroupStats: ...
@@ -84,6 +88,9 @@ class Manager(Protocol):
 
     def create(self, unit: str, limits: Limits) -> UnitCgroup:
         """Create (or reuse an empty leftover) cgroup for `unit` and apply `limits`.
+
+        The cgroup always gets a device allowlist: the minimal /dev plus `limits.devices`
+        (devices.py); a device path that is not a device node raises DeviceError (a CgroupError).
 
         A leftover cgroup *with processes* (a crashed run) raises CgroupError: the caller
         decides between adopting it (`open`) and `open(...).kill_all()` then `create` again.

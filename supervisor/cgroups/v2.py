@@ -211,9 +211,12 @@ class V2Unit:
         if self.is_populated():
             self.kill_all()
         # rmdir would release the filter too, but only once the kernel frees the dead cgroup
-        # (later, if anything still pins it); detaching now makes teardown observable.
-        devices_bpf.remove(self._bpf, self.path)
-        files.rmdir(self.path)
+        # (later, if anything still pins it); detaching now makes teardown observable. The
+        # rmdir happens even if the detach failed: the filter then goes with the cgroup.
+        try:
+            devices_bpf.remove(self._bpf, self.path)
+        finally:
+            files.rmdir(self.path)
 
     def watch_oom(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
