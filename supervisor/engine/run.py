@@ -4,6 +4,11 @@ A Run owns these kernel resources from launch (or re-adoption) to `finish()` (th
 ended: tear everything down) or `detach()` (the daemon leaves the service running: close only
 the daemon's own fds). It reports what happens through one `on_change` callback and decides
 nothing: the policy lives in the unit runner.
+
+Fds the daemon holds per run (`fds_per_run`), and nothing else once `launch` has returned:
+the pidfd of PID 1, the output pipe's read end, the log file (opened at the first output), and
+the OOM watch (v1: an eventfd and `memory.oom_control`; v2: one inotify fd). The launch's own
+fds (the write end, the sync and go pipes, the launcher's pidfd) are closed before it returns.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ log = get_logger()
 # only every ~2 s, so anything near that turns a known exit status into `lost`.
 _UNKNOWN_STATUS_AFTER = 6.0
 _STATUS_POLL = 0.05
+
+
+def fds_per_run(cgroup_version: int) -> int:
+    """The most fds one running sandbox costs the daemon (see the module docstring)."""
+    return 3 + (2 if cgroup_version == 1 else 1)
 
 
 def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:

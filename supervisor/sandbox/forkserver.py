@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import select
 import signal
 import socket
 import sys
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL
-from supervisor.sandbox.frames import recv_frame, send_frame
+from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.plancodec import encode_plan
 from supervisor.sandbox.protocol import (
     Forked,
@@ -82,9 +81,11 @@ class ServerLauncher:
         """Wait for it to exit (the server reaps it): from then on PID 1 is the daemon's child,
         as after a direct launch, so waitpid() on it works."""
         if self._pidfd >= 0:
-            select.select([self._pidfd], [], [])
-            os.close(self._pidfd)
-            self._pidfd = -1
+            pidfd, self._pidfd = self._pidfd, -1
+            try:
+                wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
 
 
 class ForkServer:
@@ -146,7 +147,7 @@ class ForkServer:
         return self._reply(unit, deadline)
 
     def _reply(self, unit: str, deadline: float) -> ServerLauncher | None:
-        if not select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        if not wait_readable(self._sock, max(0.0, deadline - time.monotonic())):
             # A late reply would be read as the next request's: this server is done for.
             self._proc.kill()
             raise LaunchError(unit, "forkserver", "the fork server did not answer in time")
@@ -199,7 +200,7 @@ def _reap_orphan(pid: int, timeout: float = 1.0) -> None:
     with contextlib.suppress(OSError):
         pidfd = os.pidfd_open(pid)
         try:
-            select.select([pidfd], [], [], timeout)
+            wait_readable(pidfd, timeout)
         finally:
             os.close(pidfd)
     with contextlib.suppress(ChildProcessError):
@@ -230,7 +231,7 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]
     finally:
         theirs.close()
     try:
-        if not select.select([ours], [], [], timeout)[0]:
+        if not wait_readable(ours, timeout):
             raise ForkServerError(f"no Hello within {timeout}s")
         frame = recv_frame(ours)
         if frame is None:

@@ -8,7 +8,9 @@ ride on its first byte (SCM_RIGHTS). A stream socket rather than SOCK_SEQPACKET 
 from __future__ import annotations
 
 import array
+import math
 import os
+import select
 import socket
 import struct
 from collections.abc import Sequence
@@ -17,6 +19,19 @@ from supervisor.sandbox.protocol import MAX_KEEP_FDS, ProtocolError
 
 _FRAME = struct.Struct(">II")  # header length, body length
 _MAX_FDS = 4 + MAX_KEEP_FDS  # a request: sync_w, go_r, stdout, stderr and the kept fds
+
+
+def wait_readable(fd: int | socket.socket, timeout: float | None = None) -> bool:
+    """Block until `fd` is readable (or hung up); False if `timeout` seconds passed first.
+
+    poll(2), never select(2): select cannot take an fd at or above FD_SETSIZE (1024) and raises
+    ValueError, and the daemon holds a few fds per sandbox, so past ~250 sandboxes every fd it
+    creates is above that line.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return bool(poller.poll(ms))  # EINTR is retried by Python (PEP 475)
 
 
 def send_frame(

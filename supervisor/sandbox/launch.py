@@ -289,8 +289,8 @@ class Launched:
             ) from None
         os.close(self._go_w)
         self._go_w = -1
-        self._reap_launcher()
         try:
+            self._reap_launcher()
             deadline = time.monotonic() + self.request.timeout
             msg = _read_message(self._reader, self._sync_r, deadline, self.unit, "exec")
         finally:
@@ -305,11 +305,13 @@ class Launched:
 
     def abort(self) -> None:
         """PID 1 sees EOF instead of Go and exits without building anything."""
-        self._reap_launcher()
-        for fd in (self._go_w, self._sync_r):
-            if fd >= 0:
-                os.close(fd)
-        self._go_w = self._sync_r = -1
+        try:
+            self._reap_launcher()
+        finally:
+            for fd in (self._go_w, self._sync_r):
+                if fd >= 0:
+                    os.close(fd)
+            self._go_w = self._sync_r = -1
 
 
 _server: ForkServer | None = None

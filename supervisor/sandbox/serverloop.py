@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
-from supervisor.sandbox.frames import recv_frame, send_frame
+from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.plancodec import decode_plan
 from supervisor.sandbox.protocol import (
     MAX_KEEP_FDS,
@@ -58,7 +58,7 @@ class _Spare:
         self.pidfd = os.pidfd_open(pid)  # before any wait: the PID cannot be recycled yet
 
     def alive(self) -> bool:
-        return not select.select([self.pidfd], [], [], 0)[0]
+        return not wait_readable(self.pidfd, 0)
 
 
 def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:

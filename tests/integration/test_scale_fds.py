@@ -1,0 +1,159 @@
+"""The daemon at scale: fds above FD_SETSIZE, and a fixed number of fds per sandbox.
+
+The daemon holds a few fds per running sandbox (engine/run.py: FDS_PER_RUN), so with a raised
+RLIMIT_NOFILE a few hundred sandboxes put every new fd above 1024, where select(2) stops
+working. These tests launch with the caller's fds already past that line, through the fork
+server as the daemon does, and count what N launches leave open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import resource
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
+import harness  # lives with the probe it drives, in tests/probe
+
+from supervisor import cgroups
+from supervisor.engine.launching import sandbox_launcher
+from supervisor.engine.output import RotatingLog
+from supervisor.engine.run import Host, Run, fds_per_run
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
+    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
+]
+
+FD_SETSIZE = 1024
+
+
+def open_fds() -> list[int]:
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+@contextlib.contextmanager
+def fds_above_setsize(extra: int = FD_SETSIZE + 64) -> Iterator[None]:
+    """Raise the soft RLIMIT_NOFILE (as the daemon does) and fill the fd table past 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, 4096)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard} < {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    held: list[int] = []
+    try:
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        held.append(null)
+        while len(held) < extra:
+            held.append(os.dup(null))
+        assert max(held) >= FD_SETSIZE
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_fork_server_launches_with_every_fd_above_1024() -> None:
+    """The server's socket, the launcher's pidfd, the sync and go pipes and the output pipe
+    all land above FD_SETSIZE: every wait must be poll(), not select()."""
+    harness.set_subreaper()
+    with fds_above_setsize():
+        server = ForkServer.start()
+        set_fork_server(server)
+        try:
+            for _ in range(3):
+                read_fd, out = os.pipe2(os.O_CLOEXEC)
+                assert min(read_fd, out) >= FD_SETSIZE
+                with harness.v1_cgroup() as procs:
+                    req = LaunchRequest(harness.unit(["/bin/echo", "hi"]), procs, out, out)
+                    launched = launch(req)
+                    os.close(out)
+                    launched.go()
+                    _, status = os.waitpid(launched.pid, 0)
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    assert os.read(read_fd, 100) == b"hi\n"
+                    os.close(read_fd)
+            before = len(open_fds())
+            # A dead server is replaced, and its spare launcher reaped with a pidfd > 1024.
+            os.kill(server.pid, signal.SIGKILL)
+            server.ensure()
+            assert len(open_fds()) == before
+        finally:
+            set_fork_server(None)
+            server.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[tuple[Host, Path]]:
+    """What the daemon hands its runs: the loop, a cgroup manager, the fork server."""
+    harness.set_subreaper()
+    parent = f"sandboxd-test-scale-{os.getpid()}"
+    manager = cgroups.new(parent)
+    loop = asyncio.new_event_loop()
+    data = Path(tempfile.mkdtemp(prefix="sbx-scale-", dir="/tmp"))
+    server = ForkServer.start()
+    set_fork_server(server)
+    try:
+        yield Host(loop, manager, sandbox_launcher(data)), data
+    finally:
+        set_fork_server(None)
+        server.close()
+        loop.close()
+        for unit in manager.list_units():
+            cg = manager.open(unit)
+            if cg is not None:
+                cg.destroy()
+        for d in glob.glob(f"/sys/fs/cgroup/*/{parent}"):
+            if not os.path.islink(os.path.dirname(d)):  # co-mounted cpu -> cpu,cpuacct
+                os.rmdir(d)
+        for path in sorted(data.rglob("*"), reverse=True):
+            path.unlink() if not path.is_dir() else path.rmdir()
+        data.rmdir()
+
+
+def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
+    engine: tuple[Host, Path],
+) -> None:
+    host, data = engine
+    n = 12
+    runs: list[Run] = []
+    with fds_above_setsize():  # as in a daemon with a few hundred sandboxes already
+        before = open_fds()
+        try:
+            for i in range(n):
+                spec = harness.unit(["/bin/sh", "-c", "echo up; exec sleep 60"], name=f"u{i}")
+                sink = RotatingLog(data / f"u{i}.log", None, 1)
+                runs.append(Run.launch(host, spec, sink, lambda: None))
+            # Let every service write its line: the log file is the last fd a run opens.
+            deadline = host.loop.time() + 10
+            while not all((data / f"u{i}.log").exists() for i in range(n)):
+                assert host.loop.time() < deadline, "services did not write their output"
+                host.loop.run_until_complete(asyncio.sleep(0.02))
+            host.loop.run_until_complete(asyncio.sleep(0.05))
+            during = open_fds()
+            assert len(during) - len(before) == n * fds_per_run(host.cgroups.version), [
+                os.readlink(f"/proc/self/fd/{fd}") for fd in set(during) - set(before)
+            ]
+        finally:
+            for run in runs:
+                run.kill_all()
+            deadline = host.loop.time() + 10
+            while not all(run.ended for run in runs) and host.loop.time() < deadline:
+                host.loop.run_until_complete(asyncio.sleep(0.02))
+            for run in runs:
+                run.finish()
+        assert all(run.status is not None for run in runs)
+        assert open_fds() == before
