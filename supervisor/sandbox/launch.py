@@ -289,13 +289,16 @@ class Launched:
             ) from None
         os.close(self._go_w)
         self._go_w = -1
+        # The launcher is reaped after PID 1's exec, not before Go: its exit (tearing down a
+        # copy of the forking process) then overlaps PID 1 building its root. It holds a copy of
+        # the sync pipe's write end, so the EOF that says "exec done" also says it has exited.
         try:
-            self._reap_launcher()
             deadline = time.monotonic() + self.request.timeout
             msg = _read_message(self._reader, self._sync_r, deadline, self.unit, "exec")
         finally:
             os.close(self._sync_r)
             self._sync_r = -1
+            self._reap_launcher()  # from here PID 1 is our child (we are its subreaper)
         if isinstance(msg, ChildError):
             raise LaunchError(self.unit, msg.stage, msg.message, msg.errno)
         if msg is not None:

@@ -59,3 +59,24 @@ def test_corrupt_or_foreign_is_logged_and_ignored(store: Store, content: bytes) 
 
 def test_missing_dir_is_empty(tmp_path: Path) -> None:
     assert Store(tmp_path / "nope").load_all() == {}
+
+
+def test_an_unchanged_record_is_not_rewritten(store: Store) -> None:
+    record = UnitRecord("web", "running", pid=1234, pid_start=99)
+    store.save(record)
+    path = store.path("web")
+    inode = path.stat().st_ino
+    store.save(UnitRecord("web", "running", pid=1234, pid_start=99))
+    assert path.stat().st_ino == inode  # not replaced
+    record.state = "stopping"
+    store.save(record)
+    assert path.stat().st_ino != inode
+    assert store.load_all()["web"].state == "stopping"
+
+
+def test_a_record_saved_again_after_remove_is_written(store: Store) -> None:
+    record = UnitRecord("web", "running")
+    store.save(record)
+    store.remove("web")
+    store.save(record)
+    assert store.load_all() == {"web": record}
