@@ -24,7 +24,7 @@ import sdnotify
 
 from supervisor import cgroups, log
 from supervisor.config import DaemonConfig, load_config
-from supervisor.engine.launching import sandbox_launcher
+from supervisor.engine.launching import SandboxNetwork, sandbox_launcher
 from supervisor.engine.model import Controller
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
@@ -116,7 +116,8 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     _prepare_host(config)
     manager = cgroups.new(config.cgroup_parent)
-    launcher = sandbox_launcher(config.data_dir)
+    network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
+    launcher = sandbox_launcher(config.data_dir, network)
     store = Store(config.state_dir)
     store.prepare()
     notifier = Notifier()
@@ -124,7 +125,9 @@ async def serve(config: DaemonConfig) -> None:
     for signum, command in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
                             (signal.SIGHUP, "reload")):  # fmt: skip
         loop.add_signal_handler(signum, commands.put_nowait, command)
-    reconciler = Reconciler(config, Host(loop, manager, launcher), UnitLoader(), store)
+    reconciler = Reconciler(
+        config, Host(loop, manager, launcher), UnitLoader(), store, network=network
+    )
     logger.info("daemon.starting", pid=os.getpid(), cgroup_version=manager.version,
                 units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
     # Launchers are forked by a small helper process, not by this (large) daemon; sandbox
@@ -144,7 +147,7 @@ async def _run(
 ) -> None:
     loop = asyncio.get_running_loop()
     async with reconciler:
-        reconciler.resume()
+        await reconciler.resume()
         await reconciler.reload()
         api = await _start_api(reconciler, config)
         notifier.send("READY=1", f"STATUS={reconciler.summary()}")

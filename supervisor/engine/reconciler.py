@@ -24,6 +24,7 @@ from supervisor.config import DaemonConfig
 from supervisor.engine import diff, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.kmsg import KmsgWatch, Victim, unit_of
+from supervisor.engine.launching import Networking
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
@@ -53,9 +54,17 @@ class Loader(Protocol):
 
 class Reconciler:
     def __init__(
-        self, config: DaemonConfig, host: Host, loader: Loader, store: Store, read_kmsg: bool = True
+        self,
+        config: DaemonConfig,
+        host: Host,
+        loader: Loader,
+        store: Store,
+        *,
+        read_kmsg: bool = True,
+        network: Networking | None = None,
     ) -> None:
         self.config, self.host, self.loader, self.store = config, host, loader, store
+        self.network = network
         self.runners: dict[str, UnitRunner] = {}
         self.ordering = Ordering(self.runners)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
@@ -85,8 +94,12 @@ class Reconciler:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Take over what the previous daemon left in the state dir (before the first reload)."""
+    async def resume(self) -> None:
+        """Take over what the previous daemon left in the state dir (before the first reload),
+        then remove the network leftovers of sandboxes that did not survive (veths) and of
+        units whose files are gone (leases). The runner tasks start only after that cleanup,
+        so it never meets a veth of a launch of this daemon's."""
+        resumed: list[UnitRunner] = []
         for name, record in self.store.load_all().items():
             spec = status.spec_from_json(record.spec)
             if spec is None:
@@ -94,6 +107,12 @@ class Reconciler:
                 continue
             runner = self._new_runner(name, spec)
             runner.resume(record)
+            resumed.append(runner)
+        if self.network is not None:
+            running = [r.name for r in resumed if r.run is not None]
+            known = [p.stem for p in self.config.units_dir.glob("*.toml")]
+            await self.network.cleanup(running, known)
+        for runner in resumed:
             self._spawn(runner)
 
     async def reload(self) -> ReloadResult:
@@ -164,7 +183,7 @@ class Reconciler:
         runner = UnitRunner(
             name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
             state_dir=self.config.state_dir, blocker=self.ordering.blocker,
-            on_change=self.ordering.changed,
+            on_change=self.ordering.changed, network=self.network,
         )  # fmt: skip
         self.runners[name] = runner
         return runner
@@ -192,7 +211,7 @@ class Reconciler:
             if leave:
                 runner.detach()
             else:
-                runner.remove()  # a clean stop leaves nothing to re-adopt
+                runner.remove(forget=False)  # nothing to re-adopt; the lease stays
         self.runners.clear()
         tasks = list(self._tasks.values())
         if tasks:

@@ -96,11 +96,11 @@ class Run:
     # -- creation ------------------------------------------------------------------------
 
     @classmethod
-    def launch(
+    async def launch(
         cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
     ) -> Run:
-        """Create the cgroup, launch the sandbox, let it exec. Raises LaunchError/CgroupError
-        after undoing what it did."""
+        """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
+        LaunchError/CgroupError after undoing what it did."""
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
@@ -110,7 +110,7 @@ class Run:
             oom_base = cgroup.oom_kill_count()
             capture, write_fd = Capture.new(host.loop, sink)
             try:
-                started = host.launcher(spec, cgroup, write_fd, [capture.read_fd])
+                started = await host.launcher(spec, cgroup, write_fd, [capture.read_fd])
             finally:
                 os.close(write_fd)  # the service holds it now; EOF comes when it is gone
             pid = started.pid

@@ -18,6 +18,7 @@ from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
+from supervisor.engine.launching import Networking
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.readiness import Readiness
@@ -47,8 +48,10 @@ class RunnerBase:
         state_dir: Path | None = None,
         blocker: Blocker | None = None,
         on_change: Callable[[str], None] | None = None,
+        network: Networking | None = None,
     ) -> None:
         self.host, self.store, self.sink, self._emit = host, store, sink, emit
+        self.network = network
         self._blocker, self._on_change = blocker, on_change
         self.name, self.spec = name, spec
         self.state = State.STOPPED if spec else State.INVALID
@@ -67,6 +70,7 @@ class RunnerBase:
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
         self.launches = 0
         self._start = self._stop = self._removing = self._detaching = False
+        self._forget = False  # removed for good: free what outlives runs (the address lease)
         self._stop_reason: str | None = None  # why the daemon itself is ending the run
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._oom_seen = 0  # OOM kills of the current run already accounted
@@ -91,15 +95,19 @@ class RunnerBase:
 
     def stop(self) -> None:
         self._start, self._stop = False, True
+        self._save_intent()
         self._wake.set()
 
     def restart(self) -> None:
         self.backoff.reset()
         self._start, self._stop = True, self.state.has_process()
+        self._save_intent()
         self._wake.set()
 
-    def remove(self) -> None:
-        self._removing = True
+    def remove(self, forget: bool = True) -> None:
+        """Stop and drop the unit's state; `forget`: its file is gone, free its lease too
+        (not on daemon shutdown, after which the unit keeps its address)."""
+        self._removing, self._forget = True, forget
         self.stop()
 
     def poke(self) -> None:
@@ -150,6 +158,21 @@ class RunnerBase:
     def start_pending(self) -> bool:
         return self._start
 
+    @property
+    def intent(self) -> str | None:
+        """Why the current run is being (or is about to be) ended, for the state file, so
+        that a daemon killed meanwhile is succeeded by one that finishes the same job:
+        "restart" (start again after the stop: `restart`, or a reload of a changed file),
+        "stop", or the reason the daemon itself ends it (watchdog, unhealthy, oom-killed,
+        start-timeout: then the restart policy decides). None while no end is under way."""
+        if self.run is None:
+            return None
+        if self._start and (self._stop or self.state is State.STOPPING):
+            return "restart"
+        if self.state is State.STOPPING:
+            return self._stop_reason or "stop"
+        return "stop" if self._stop else None
+
     async def wait(self, done: Callable[[], bool]) -> None:
         while not done():
             self._changed.clear()
@@ -172,6 +195,12 @@ class RunnerBase:
         self._changed.set()
         if self._on_change is not None:
             self._on_change(self.name)
+
+    def _save_intent(self) -> None:
+        # A command's intent goes to disk before the task acts on it. Saves that change
+        # nothing are skipped by the store, so this costs nothing for a unit without a run.
+        if self.run is not None:
+            self._save()
 
     def _save(self) -> None:
         try:

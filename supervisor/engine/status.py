@@ -40,6 +40,7 @@ def record(r: UnitRunner) -> UnitRecord:
         oom_base=run.oom_base if run else 0,
         output_fd=run.capture.read_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
+        intent=r.intent,
     )
 
 

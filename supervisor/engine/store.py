@@ -43,6 +43,7 @@ class UnitRecord:
     oom_base: int = 0  # the cgroup's oom counter at this run's launch
     output_fd: int | None = None  # fd number of the output pipe's read end inside PID 1
     output_inode: int | None = None  # that pipe's inode, to check the fd before reopening it
+    intent: str | None = None  # why the run is ending: restart | stop | the daemon's reason
 
     def to_json(self) -> dict[str, Any]:
         # Shallow, for json.dumps only: asdict() deep-copies the spec, a few ms per save.

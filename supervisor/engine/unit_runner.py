@@ -48,7 +48,9 @@ KILL_TIMEOUT = 10.0
 class UnitRunner(RunnerBase):
     def resume(self, record: UnitRecord) -> None:
         """Continue where a previous daemon left off (before the task starts): re-adopt a
-        running PID 1, or record `lost` if it ended while no daemon watched it."""
+        running PID 1, or record `lost` if it ended while no daemon watched it; either way
+        finish what that daemon was doing to it (`record.intent`: a restart, a stop, or an
+        end of the daemon's own such as a watchdog restart)."""
         self.restarts, self.last_exit, self.oom_kills = (
             record.restarts, record.last_exit, record.oom_kills
         )  # fmt: skip
@@ -60,23 +62,39 @@ class UnitRunner(RunnerBase):
                 state = State.BACKOFF
             self._set(state)
             return
+        # Records written before `intent` existed say only `stopping`: a stop.
+        intent = record.intent or ("stop" if record.state == State.STOPPING.value else None)
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
             self.run, self.run_spec = run, self.spec
             if self.spec is not None:
                 self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
                 self.health.begin(self.spec, run.pid, run.cgroup)
-            self._set(State.RUNNING)
-            self._stop = record.state == State.STOPPING.value
-            self._event("adopted", uptime=round(run.uptime(), 3))
+            if intent is None:
+                self._set(State.RUNNING)
+            else:  # _stopping takes over: stop_signal again, then the intent
+                self._start = intent == "restart"
+                self._stop_reason = None if intent in ("restart", "stop") else intent
+                self._set(State.STOPPING)
+            self._event("adopted", uptime=round(run.uptime(), 3), intent=intent)
             return
         leftover = self.host.cgroups.open(self.name)
         if leftover is not None:
             discard_cgroup(leftover, self.name)
         self._record_exit("lost")
-        self._event("exited", "warning", reason="lost", pid=record.pid)
-        ran_for = self.host.wall() - (record.started_at or 0.0)
-        self.after_exit("lost", ran_for)
+        self._event("exited", "warning", reason="lost", pid=record.pid, intent=intent)
+        match intent:
+            case "restart":
+                self._start = True
+                self._set(State.STOPPED)
+            case "stop":
+                self._set(State.STOPPED)
+            case "start-timeout" if self.spec is not None:
+                timeout = self.spec.unit.service.start_timeout
+                self.error = f"not ready within {timeout:g}s (start_timeout)"
+                self._set(State.FAILED)
+            case _:
+                self.after_exit(intent or "lost", self.host.wall() - (record.started_at or 0.0))
 
     # -- the task ------------------------------------------------------------------------
 
@@ -94,6 +112,8 @@ class UnitRunner(RunnerBase):
                     self.run = None
                 elif self._removing:
                     self.store.remove(self.name)
+                    if self._forget and self.network is not None:
+                        self.network.release(self.name)
 
     async def _step(self) -> bool:
         """One transition; True when the task is done."""
@@ -130,7 +150,7 @@ class UnitRunner(RunnerBase):
         blocked = self._blocker(self.spec) if self._blocker else None
         if blocked is None:
             self.waiting_for = None
-            self._launch()
+            await self._launch()
         else:
             if blocked != self.waiting_for:
                 self.waiting_for = blocked
@@ -138,7 +158,7 @@ class UnitRunner(RunnerBase):
                 self._changed.set()
             await self._wake.sleep()
 
-    def _launch(self) -> None:
+    async def _launch(self) -> None:
         assert self.spec is not None
         self.launches += 1
         self.backoff.record_start()
@@ -147,7 +167,7 @@ class UnitRunner(RunnerBase):
             env, binds = self.readiness.launch_extras(spec)
             launcher = functools.partial(self.host.launcher, extra_env=env, extra_binds=binds)
             host = dataclasses.replace(self.host, launcher=launcher)
-            self.run = Run.launch(host, spec, self.sink, self._wake.set)
+            self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
             reason = (
                 exc.reason if isinstance(exc, LaunchError)
@@ -177,7 +197,7 @@ class UnitRunner(RunnerBase):
         run = self.run
         assert run is not None
         if run.ended:
-            self._ended(run.reason())
+            await self._ended(run.reason())
         elif self._stop or self._detaching:
             await self._running()
         elif self.readiness.ready:
@@ -207,7 +227,7 @@ class UnitRunner(RunnerBase):
             self._set(State.STOPPED, save=False)
             return
         if run.ended:
-            self._ended(run.reason())
+            await self._ended(run.reason())
         elif self._account_oom():
             if self.spec and self.spec.unit.oom.policy != "continue":
                 await self._wake.sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
@@ -238,15 +258,15 @@ class UnitRunner(RunnerBase):
         self._stop = False
         reason, self._stop_reason = self._stop_reason, None
         if reason == "start-timeout":
-            self._end_run(reason)
+            await self._end_run(reason)
             self.error = f"not ready within {spec.unit.service.start_timeout:g}s (start_timeout)"
             self._set(State.FAILED)
             self._event("failed", "error", reason=self.error)
             return
         if reason is not None:
-            self._ended(reason)
+            await self._ended(reason)
             return
-        self._end_run(run.reason() if run.ended else "lost")
+        await self._end_run(run.reason() if run.ended else "lost")
         self._set(State.STOPPED)
         self._event("stopped")
 
@@ -267,10 +287,10 @@ class UnitRunner(RunnerBase):
 
     # -- exits ---------------------------------------------------------------------------
 
-    def _ended(self, reason: str) -> None:
+    async def _ended(self, reason: str) -> None:
         """PID 1 ended without being asked to: apply the OOM and restart policies."""
         ran_for = self.run.uptime() if self.run else 0.0
-        self._end_run(reason)
+        await self._end_run(reason)
         if self._stop or self._removing:
             self._stop = False
             self._set(State.STOPPED)
@@ -299,8 +319,8 @@ class UnitRunner(RunnerBase):
             self.error = None
             self._set(State.EXITED)
 
-    def _end_run(self, reason: str) -> None:
-        run = self.run
+    async def _end_run(self, reason: str) -> None:
+        run, spec = self.run, self.run_spec
         assert run is not None
         self._account_oom()
         self.health.end()  # first: the probe sub-cgroup must be gone before the unit's
@@ -311,6 +331,9 @@ class UnitRunner(RunnerBase):
         self._record_exit(reason)
         self._event("exited", reason=reason, pid=run.pid, status=wait_status,
                     ran_for=round(run.uptime(), 3))  # fmt: skip
+        if self.network is not None and spec is not None:
+            # Before anything can launch again: the next run's veth has the same name.
+            await self.network.detach(spec)
 
     def _record_exit(self, reason: str) -> None:
         self.last_exit = reason

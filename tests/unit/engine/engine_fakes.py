@@ -136,7 +136,7 @@ class FakeLauncher:
         self.launched: list[int] = []
         self.extra_binds: list[tuple[str, str, bool]] = []
 
-    def __call__(
+    async def __call__(
         self,
         spec: UnitSpec,
         cgroup: Any,
