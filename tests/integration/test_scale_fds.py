@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor import cgroups
-from supervisor.engine.launching import sandbox_launcher
+from supervisor.config import DaemonConfig
+from supervisor.engine.launching import SandboxNetwork, sandbox_launcher
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host, Run, fds_per_run
 from supervisor.sandbox.forkserver import ForkServer
@@ -38,6 +39,10 @@ pytestmark = [
 ]
 
 FD_SETSIZE = 1024
+
+
+def _noop() -> None:
+    pass
 
 
 def open_fds() -> list[int]:
@@ -107,7 +112,8 @@ def engine() -> Iterator[tuple[Host, Path]]:
     server = ForkServer.start()
     set_fork_server(server)
     try:
-        yield Host(loop, manager, sandbox_launcher(data)), data
+        network = SandboxNetwork(DaemonConfig(data_dir=data, state_dir=data / "state"))
+        yield Host(loop, manager, sandbox_launcher(data, network)), data
     finally:
         set_fork_server(None)
         server.close()
@@ -136,7 +142,7 @@ def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
             for i in range(n):
                 spec = harness.unit(["/bin/sh", "-c", "echo up; exec sleep 60"], name=f"u{i}")
                 sink = RotatingLog(data / f"u{i}.log", None, 1)
-                runs.append(Run.launch(host, spec, sink, lambda: None))
+                runs.append(host.loop.run_until_complete(Run.launch(host, spec, sink, _noop)))
             # Let every service write its line: the log file is the last fd a run opens.
             deadline = host.loop.time() + 10
             while not all((data / f"u{i}.log").exists() for i in range(n)):
