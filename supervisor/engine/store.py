@@ -1,13 +1,11 @@
 """Per-unit runtime state in `<state_dir>/units/<unit>.json`, for re-adoption after a restart.
 
-Each write is atomic: write a temp file, rename it over the old one. A daemon crash at any point
-leaves either the old or the new file, never a torn one (the page cache outlives the process).
-There is no fsync: the records describe processes, which do not survive what an fsync protects
-against (a kernel crash or power loss; /run is a tmpfs anyway), and on a disk-backed state_dir
-two fsyncs per save cost ~10-30 ms each on the event loop, several saves per launch: it was a
-third of a 1000-unit start. A record torn by a power loss is reported and ignored like any
-file that does not parse, or that another program wrote: a bad state file must never keep the
-daemon from starting. A save identical to the last one written is skipped.
+Each write is atomic: write a temp file, fsync it, rename it over the old one. A crash at any
+point leaves either the old or the new file, never a torn one (runc's `utils.WriteJSON` does the
+same). The default state_dir is /run, a tmpfs, where the fsync costs nothing; on a disk-backed
+state_dir it costs a few ms per save, which is why unchanged records are not rewritten. A file
+that does not parse, or that another program wrote, is reported and ignored: a bad state file
+must never keep the daemon from starting.
 """
 
 from __future__ import annotations
@@ -84,6 +82,7 @@ class Store:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, target)
