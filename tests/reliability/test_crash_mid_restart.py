@@ -23,11 +23,6 @@ pytestmark = [
     pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),
 ]
 
-KNOWN_BUG = (
-    "the state file records only `stopping`, so the next daemon completes a stop, not the "
-    "restart (supervisor/engine/unit_runner.py resume: _stop = state == stopping)"
-)
-
 
 def stubborn(daemon: Any, name: str, variant: int = 0) -> str:
     # sleep as PID 1 ignores SIGTERM: stopping lasts stop_timeout.
@@ -41,7 +36,6 @@ def kill_while_stopping(daemon: Any, name: str) -> None:
     daemon.kill9()
 
 
-@pytest.mark.xfail(reason=KNOWN_BUG, strict=True)
 def test_api_restart_interrupted(rdaemons: Callable[[], Any]) -> None:
     daemon = rdaemons()
     name = uname(daemon, "r")
@@ -61,7 +55,6 @@ def test_api_restart_interrupted(rdaemons: Callable[[], Any]) -> None:
     assert again["pid"] != first["pid"] and pid1s(daemon)[name] == [again["pid"]]
 
 
-@pytest.mark.xfail(reason=KNOWN_BUG, strict=True)
 def test_reload_restart_interrupted(rdaemons: Callable[[], Any]) -> None:
     daemon = rdaemons()
     name = uname(daemon, "c")

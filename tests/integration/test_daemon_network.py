@@ -1,0 +1,231 @@
+"""Bridge networking through a real daemon: units on a test bridge reach each other and the
+host; restarts keep the address; stops, crashes and daemon crashes leave no veth or lease.
+
+Each test's daemon gets its own bridge ("sbxt<pid>d<n>") and a free /24 of 10.201.0.0/16 via
+its config's [network]; the fixture deletes the bridge and then checks that `ip -o link` shows
+nothing of ours and `ip netns` nothing new. Traffic stays inside the test's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import count
+
+import pytest
+from _requires import requires_root
+from conftest import Daemon, pid_alive, wait_for
+
+from supervisor.sandbox.network import veth_name
+
+pytestmark = [pytest.mark.root, requires_root]
+PYTHON = "/usr/bin/python3"
+_serial = count()
+BRIDGE = 'mode = "bridge"'
+
+# A real client: GET the URL until it answers (the server may still be starting), print it.
+HTTP_CLIENT = """
+import sys, time, urllib.request
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+            sys.stdout.write(r.read().decode()); break
+    except OSError:
+        if time.monotonic() > deadline: raise
+        time.sleep(0.2)
+"""
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class Net:
+    daemon: Daemon
+    bridge: str
+    prefix: str  # "10.201.<n>."
+
+    def veth(self, unit: str) -> str:
+        return veth_name(self.bridge, unit)
+
+    def has_veth(self, unit: str) -> bool:
+        return f" {self.veth(unit)}@" in sh("ip", "-o", "link")
+
+    def leases(self) -> dict[str, str]:
+        path = self.daemon.data / "network" / "leases.json"
+        return dict(json.loads(path.read_text())["leases"]) if path.exists() else {}
+
+    def url(self, unit: str) -> str:
+        return f"http://{self.leases()[unit]}:8080/hello.txt"
+
+    def write(
+        self, name: str, service: str, network: str = 'mode = "bridge"', **extra: str
+    ) -> None:
+        text = f'[service]\n{service}\nstop_timeout = "3s"\n[network]\n{network}\n'
+        for section, body in extra.items():
+            text += f"[{section}]\n{body}\n"
+        self.daemon.write_unit(name, text)
+
+    def server(self, name: str, restart: str = 'delay = "100ms"') -> None:
+        www = self.daemon.base / "www"
+        www.mkdir(exist_ok=True)
+        (www / "hello.txt").write_text(f"hello from {name}\n")
+        # No --bind: http.server then looks up the sandbox's hostname, which its /etc/hosts
+        # answers, instead of reverse-resolving an IP through an unreachable DNS server.
+        self.write(
+            name,
+            f'exec = ["{PYTHON}", "-m", "http.server", "8080", "-d", "/srv"]',
+            sandbox=f'mounts = [{{ source = "{www}", target = "/srv", read_only = true }}]',
+            restart=restart,
+        )
+
+
+def free_prefix() -> str:
+    used = sh("ip", "-o", "-4", "addr")
+    for i in range(190):
+        n = (i + os.getpid()) % 190 + 60
+        if f" 10.201.{n}." not in used:
+            return f"10.201.{n}."
+    raise AssertionError("no free 10.201.x.0/24 on this host")
+
+
+@pytest.fixture
+def net(daemon: Daemon) -> Iterator[Net]:
+    bridge = f"sbxt{os.getpid() % 1000}d{next(_serial)}"
+    prefix = free_prefix()
+    daemon.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{prefix}0/24"\n')
+    netns_before = sh("ip", "netns", "list")
+    yield Net(daemon, bridge, prefix)
+    if daemon.proc is not None and daemon.proc.poll() is None:
+        daemon.stop()
+    # Nothing runs any more: every veth of ours must be gone with its sandbox.
+    ours = [line for line in sh("ip", "-o", "link").splitlines() if f"master {bridge} " in line]
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    assert ours == [], f"veths left on {bridge}: {ours}"
+    left = [line for line in sh("ip", "-o", "link").splitlines() if bridge in line]
+    assert left == [], left
+    assert sh("ip", "netns", "list") == netns_before
+
+
+def get(url: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                return str(reply.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def post(daemon: Daemon, path: str) -> dict[str, object]:
+    code, body = daemon.request("POST", path)
+    assert code == 200, body
+    return dict(body)
+
+
+def running(u: dict[str, object]) -> bool:
+    return u["state"] == "running"
+
+
+def test_units_reach_each_other_and_the_host_across_restart_stop_and_crash(net: Net) -> None:
+    d = net.daemon
+    net.server("web", restart='delay = "4s"')
+    d.start()
+    web = d.wait_unit("web", running, 60)
+    ip = net.leases()["web"]
+    assert ip.startswith(net.prefix) and net.has_veth("web")
+    assert get(net.url("web")) == "hello from web\n"  # host -> sandbox
+    # sandbox -> sandbox: a one-shot client unit, its answer in its log.
+    net.write(
+        "client", f'exec = ["{PYTHON}", "-c", {json.dumps(HTTP_CLIENT)}, "{net.url("web")}"]',
+        restart='policy = "no"',
+    )  # fmt: skip
+    assert post(d, "/v1/reload")["started"] == ["client"]
+    client = d.wait_unit("client", lambda u: u["state"] in ("exited", "failed"), 60)
+    assert client["last_exit"] == "exit-code:0", (client, (d.logs / "client.log").read_text())
+    assert (d.logs / "client.log").read_text() == "hello from web\n"
+    assert not net.has_veth("client")  # detached after its exit
+    assert "client" in net.leases()  # kept: the unit still exists
+
+    # restart: a new sandbox, the same address
+    again = post(d, "/v1/units/web/restart")
+    assert again["state"] == "running" and again["pid"] != web["pid"]
+    assert net.leases()["web"] == ip and get(net.url("web")) == "hello from web\n"
+
+    # the service crashes: no veth while it waits to restart, then the same address again
+    os.kill(int(str(again["pid"])), signal.SIGKILL)  # this test daemon's sandbox
+    d.wait_unit("web", lambda u: u["state"] == "backoff", 30)
+    assert not net.has_veth("web")
+    d.wait_unit("web", lambda u: running(u) and u["restarts"] == 1, 60)
+    assert net.leases()["web"] == ip and get(net.url("web")) == "hello from web\n"
+
+    # sandboxctl stop: no veth; the lease stays for the next start
+    assert post(d, "/v1/units/web/stop")["state"] == "stopped"
+    assert not net.has_veth("web") and net.leases()["web"] == ip
+    assert d.stop() == 0
+    assert net.leases() == {"client": net.leases()["client"], "web": ip}  # daemon exit keeps
+
+
+def test_daemon_kill9_readopts_and_cleans_up_removed_units(net: Net) -> None:
+    d = net.daemon
+    net.server("web")
+    for name in ("kept", "gone"):
+        net.write(name, 'exec = ["/bin/sleep", "1000"]')
+    d.start()
+    units = {n: d.wait_unit(n, running, 60) for n in ("web", "kept", "gone")}
+    assert get(net.url("web")) == "hello from web\n"
+    leases = net.leases()
+    d.kill9()
+    # While no daemon runs: one unit is removed but its sandbox lives on; another is removed
+    # and its sandbox dies (its veth may outlive it for a moment).
+    d.remove_unit("kept")
+    d.remove_unit("gone")
+    os.kill(int(str(units["gone"]["pid"])), signal.SIGKILL)  # this test daemon's sandbox
+    wait_for(lambda: not pid_alive(int(str(units["gone"]["pid"]))), 10)
+    d.start()
+    web = d.wait_unit("web", running, 60)
+    assert web["pid"] == units["web"]["pid"]  # re-adopted, not restarted
+    assert get(net.url("web"), timeout=10) == "hello from web\n"
+    assert net.has_veth("web") and not net.has_veth("gone") and "gone" not in net.leases()
+    # `kept` was re-adopted, then stopped by the reload (stop_timeout: sleep as PID 1 ignores
+    # SIGTERM): its veth and lease go when that stop is over.
+    assert set(d.status()) == {"web"}
+    wait_for(lambda: net.leases() == {"web": leases["web"]}, 30, lambda: str(net.leases()))
+    assert not net.has_veth("kept")
+    assert not pid_alive(int(str(units["kept"]["pid"])))
+    assert d.stop() == 0
+
+
+def test_bad_static_addresses_fail_with_nothing_built(net: Net) -> None:
+    d = net.daemon
+    sleep = 'exec = ["/bin/sleep", "1000"]'
+    net.write("owner", sleep, f'mode = "bridge"\naddress = "{net.prefix}10/24"')
+    net.write("outside", sleep, 'mode = "bridge"\naddress = "10.202.99.10/24"')
+    net.write("hostnet", sleep, 'mode = "host"')  # other modes unchanged beside bridge
+    net.write("isolated", sleep, 'mode = "none"')
+    d.start()
+    d.wait_unit("owner", running, 60)
+    for name in ("hostnet", "isolated"):
+        d.wait_unit(name, running, 60)
+    outside = d.wait_unit("outside", lambda u: u["state"] == "failed", 60)
+    assert str(outside["last_exit"]).startswith("launch-error:network: "), outside
+    assert "outside the daemon's subnet" in str(outside["last_exit"])
+    net.write("taken", sleep, f'mode = "bridge"\naddress = "{net.prefix}10/24"')
+    post(d, "/v1/reload")
+    taken = d.wait_unit("taken", lambda u: u["state"] == "failed", 60)
+    assert str(taken["last_exit"]).startswith("launch-error:network: "), taken
+    assert "already leased to unit 'owner'" in str(taken["last_exit"])
+    assert not net.has_veth("outside") and not net.has_veth("taken") and net.has_veth("owner")
+    assert net.leases() == {"owner": f"{net.prefix}10"}
+    assert len(d.leftover_pids()) == 3  # the running sandboxes' PID 1s, no half-built one
+    assert d.stop() == 0

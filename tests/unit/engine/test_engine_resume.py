@@ -1,0 +1,150 @@
+"""Resume after a daemon crash: the next daemon finishes what the last one was doing to a run
+(`UnitRecord.intent`), whether the old PID 1 is still alive (re-adopted) or not (lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_fakes import Rig, make_rig, make_spec
+
+from supervisor.engine import proc
+from supervisor.engine.states import State
+from supervisor.engine.store import UnitRecord
+from supervisor.engine.unit_runner import UnitRunner
+from supervisor.unit.spec import UnitSpec
+
+
+def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
+    async def wrapper() -> None:
+        await main(make_rig(tmp_path))
+
+    asyncio.run(asyncio.wait_for(wrapper(), 60))
+
+
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 30) -> None:
+    await asyncio.wait_for(runner.wait(done), timeout)
+
+
+def orphan() -> int:
+    """A `sleep` whose parent has exited: not our child, like a service after a daemon crash."""
+    out = subprocess.run(
+        ["/bin/sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(out.stdout)
+
+
+def gone(pid: int) -> bool:
+    return not proc.is_running(pid, proc.start_time(pid) or -1)
+
+
+def record_of(spec: UnitSpec, pid: int, state: str, intent: str | None) -> UnitRecord:
+    return UnitRecord(
+        spec.name, state, spec=spec.to_json(), spec_hash=spec.hash, pid=pid,
+        pid_start=proc.start_time(pid), started_at=time.time() - 10, intent=intent,
+    )  # fmt: skip
+
+
+async def resumed(rig: Rig, record: UnitRecord, spec: UnitSpec) -> tuple[UnitRunner, Any]:
+    runner = rig.runner(spec)
+    runner.resume(record)
+    return runner, asyncio.create_task(runner.main())
+
+
+async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
+    runner.remove()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.parametrize(
+    ("state", "intent", "launches"),
+    [
+        ("stopping", "restart", 1),  # `sandboxctl restart` or a reload of a changed file
+        ("running", "restart", 1),  # the command was saved, the task had not acted yet
+        ("stopping", "stop", 0),
+        ("stopping", None, 0),  # a record from before `intent`: a stop
+    ],
+)
+def test_adopted_run_ends_per_intent(
+    tmp_path: Path, state: str, intent: str | None, launches: int
+) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(service={"stop_timeout": "5s"})
+        pid = orphan()
+        runner, task = await resumed(rig, record_of(spec, pid, state, intent), spec)
+        assert runner.state is State.STOPPING and runner.run is not None
+        want = State.RUNNING if launches else State.STOPPED
+        await until(runner, lambda: runner.state is want and runner.launches == launches)
+        assert gone(pid)
+        assert len(rig.launcher.launched) == launches
+        if launches:
+            assert runner.run is not None and runner.run.pid != pid
+            assert runner.restarts == 0  # an operator's restart, not the policy's
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+def test_adopted_run_ended_by_the_daemon_goes_through_the_policy(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(service={"stop_timeout": "5s"}, restart={"delay": "10ms"})
+        pid = orphan()
+        runner, task = await resumed(rig, record_of(spec, pid, "stopping", "watchdog"), spec)
+        await until(runner, lambda: runner.state is State.RUNNING and runner.launches == 1)
+        assert gone(pid) and runner.restarts == 1 and runner.last_exit == "watchdog"
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("intent", "state"),
+    [("restart", State.RUNNING), ("stop", State.STOPPED), (None, State.EXITED)],
+)
+def test_lost_run_per_intent(tmp_path: Path, intent: str | None, state: State) -> None:
+    """PID 1 ended while no daemon watched: `lost`, then the intent (policy "no" would
+    leave a plain crash exited, but a restart was asked for)."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(restart={"policy": "no"})
+        pid = orphan()
+        record = record_of(spec, pid, "stopping" if intent else "running", intent)
+        os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+        deadline = time.monotonic() + 20
+        while not gone(pid):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        runner, task = await resumed(rig, record, spec)
+        assert runner.last_exit == "lost"
+        await until(runner, lambda: runner.state is state and not runner.start_pending)
+        assert len(rig.launcher.launched) == (1 if intent == "restart" else 0)
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+def test_restart_command_is_saved_before_the_task_acts(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec()
+        runner = rig.runner(spec)
+        task = asyncio.create_task(runner.main())
+        runner.start()
+        await until(runner, lambda: runner.state is State.RUNNING)
+        assert rig.store.load_all()[spec.name].intent is None
+        runner.restart()  # no await in between: the file says it before any transition
+        assert rig.store.load_all()[spec.name].intent == "restart"
+        runner.stop()
+        assert rig.store.load_all()[spec.name].intent == "stop"
+        await until(runner, lambda: runner.state is State.STOPPED)
+        assert rig.store.load_all()[spec.name].intent is None
+        await finish(runner, task)
+
+    run(main, tmp_path)
