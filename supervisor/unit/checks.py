@@ -16,6 +16,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 
+from supervisor.cgroups import cpuset, devices
+from supervisor.errors import CgroupError
 from supervisor.unit.diagnostics import UnitError
 from supervisor.unit.spec import UnitSpec
 
@@ -76,27 +78,28 @@ def check_mount_sources(spec: UnitSpec) -> Iterator[UnitError]:
 
 
 def check_devices(spec: UnitSpec) -> Iterator[UnitError]:
+    # The same test the cgroup backends apply at start (where it fails the unit): a path that
+    # is missing or not a device node here cannot be allowed by major:minor.
     for index, device in enumerate(spec.unit.sandbox.devices):
-        if not os.path.exists(device.path):
-            yield UnitError(
-                spec.path,
-                f"sandbox.devices[{index}].path",
-                f"warning: {device.path} does not exist on this host",
-            )
+        problem = devices.node_problem(device.path)
+        if problem is not None:
+            yield UnitError(spec.path, f"sandbox.devices[{index}].path", f"warning: {problem}")
 
 
 def check_cpus(spec: UnitSpec) -> Iterator[UnitError]:
-    cpus = spec.unit.resources.cpus
-    count = _cpu_count()
-    if cpus is None or count is None:
-        return
-    highest = max(int(n) for n in cpus.replace("-", ",").split(","))
-    if highest >= count:
-        yield UnitError(
-            spec.path,
-            "resources.cpus",
-            f"warning: this host has CPUs 0-{count - 1}, not {highest}",
-        )
+    # Against the online CPUs and memory nodes, as the cgroup backends check at start: a count
+    # would miss gaps such as an offlined CPU 2 of 0-3.
+    resources = spec.unit.resources
+    for key, value, online, what in (
+        ("cpus", resources.cpus, cpuset.ONLINE_CPUS, "CPU"),
+        ("mems", resources.mems, cpuset.ONLINE_NODES, "memory node"),
+    ):
+        if value is None:
+            continue
+        try:
+            cpuset.check(key, value, online, what)
+        except CgroupError as exc:
+            yield UnitError(spec.path, f"resources.{key}", f"warning: {exc}")
 
 
 def check_cpu_max(spec: UnitSpec) -> Iterator[UnitError]:
