@@ -7,11 +7,13 @@ each other through the package.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from supervisor.cgroups.resources import Limits
+from supervisor.errors import CgroupError
 
 # Required by every unit: without them a service could exhaust the host's memory or pids.
 REQUIRED_CONTROLLERS = ("memory", "pids")
@@ -102,3 +104,28 @@ class Manager(Protocol):
         ...
 
     def list_units(self) -> list[str]: ...
+
+
+Unit = TypeVar("Unit", bound=UnitCgroup)
+
+
+def create_unit(cg: Unit, where: str, make: Callable[[], object], limits: Limits) -> Unit:
+    """What `Manager.create` does on either backend, given how to make the directories.
+
+    A leftover with processes is refused (the engine adopts it or kills it); an empty one is
+    reused. A fresh cgroup allows every device (v1 inherits the parent's "a *:* rwm", v2 has no
+    filter), so it always gets an allowlist, the minimal one when `limits` names none. If the
+    limits cannot be applied the cgroup is removed again: no unit runs half-limited.
+    """
+    if cg.is_populated():
+        raise CgroupError(
+            f"cgroup of unit {cg.name!r} already exists with processes {cg.pids()} "
+            f"({where}), left by an earlier run; adopt it or kill_all it first"
+        )
+    make()
+    try:
+        cg.apply(limits if limits.devices is not None else dataclasses.replace(limits, devices=()))
+    except CgroupError:
+        cg.destroy()
+        raise
+    return cg

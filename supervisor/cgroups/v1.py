@@ -13,15 +13,20 @@ to start rather than run sandboxes with every device open.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import Callable
 
 from supervisor.cgroups import cpuset, devices, files, oom, teardown
-from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
+from supervisor.cgroups.base import (
+    REQUIRED_CONTROLLERS,
+    CgroupStats,
+    Closeable,
+    OomEvent,
+    create_unit,
+)
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
-from supervisor.errors import CgroupError, MissingControllerError
+from supervisor.errors import MissingControllerError
 
 HIERARCHIES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset", "devices")
 DEFAULT_PARENT = "sandboxd"
@@ -80,21 +85,7 @@ class V1Manager:
 
     def create(self, unit: str, limits: Limits) -> V1Unit:
         cg = self._unit(unit)
-        if cg.is_populated():
-            raise CgroupError(
-                f"cgroup of unit {unit!r} already exists with processes {cg.pids()} "
-                f"({cg.dirs['memory']}), left by an earlier run; adopt it or kill_all it first"
-            )
-        cg.make()
-        try:
-            # A fresh cgroup inherits the parent's "a *:* rwm": always write an allowlist.
-            cg.apply(
-                limits if limits.devices is not None else dataclasses.replace(limits, devices=())
-            )
-        except CgroupError:
-            cg.destroy()
-            raise
-        return cg
+        return create_unit(cg, cg.dirs["memory"], cg.make, limits)
 
     def open(self, unit: str) -> V1Unit | None:
         cg = self._unit(unit)

@@ -15,12 +15,17 @@ Device access is not a controller on v2: each unit cgroup gets a BPF device filt
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import Callable
 
 from supervisor.cgroups import cpuset, devices, devices_bpf, files, oom, teardown
-from supervisor.cgroups.base import REQUIRED_CONTROLLERS, CgroupStats, Closeable, OomEvent
+from supervisor.cgroups.base import (
+    REQUIRED_CONTROLLERS,
+    CgroupStats,
+    Closeable,
+    OomEvent,
+    create_unit,
+)
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v2_plan
 from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
@@ -110,21 +115,7 @@ class V2Manager:
 
     def create(self, unit: str, limits: Limits) -> V2Unit:
         cg = self._unit(unit)
-        if os.path.isdir(cg.path) and cg.is_populated():
-            raise CgroupError(
-                f"cgroup of unit {unit!r} already exists with processes {cg.pids()} "
-                f"({cg.path}), left by an earlier run; adopt it or kill_all it first"
-            )
-        files.mkdir(cg.path)
-        try:
-            # No filter means every device is open: a new cgroup always gets one.
-            cg.apply(
-                limits if limits.devices is not None else dataclasses.replace(limits, devices=())
-            )
-        except CgroupError:
-            cg.destroy()
-            raise
-        return cg
+        return create_unit(cg, cg.path, lambda: files.mkdir(cg.path), limits)
 
     def open(self, unit: str) -> V2Unit | None:
         cg = self._unit(unit)
