@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from supervisor.api.openapi import STATES
 from supervisor.engine.model import Controller
 
+HEALTH_STATES = ("healthy", "unhealthy", "starting")
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -52,6 +53,27 @@ class UnitCollector(Collector):
         pids = GaugeMetricFamily(
             "sandboxd_unit_pids", "tasks in the unit's cgroup", labels=["unit"]
         )
+        health = GaugeMetricFamily(
+            "sandboxd_unit_health",
+            "1 for the unit's health verdict (units with [health] only)",
+            labels=["unit", "state"],
+        )
+        health_failures = GaugeMetricFamily(
+            "sandboxd_unit_health_consecutive_failures",
+            "failed probes in a row",
+            labels=["unit"],
+        )
+        probes = CounterMetricFamily(
+            "sandboxd_unit_health_probes", "health probes run", labels=["unit"]
+        )
+        unhealthy = CounterMetricFamily(
+            "sandboxd_unit_unhealthy", "times the unit became unhealthy", labels=["unit"]
+        )
+        probe_seconds = GaugeMetricFamily(
+            "sandboxd_unit_health_probe_duration_seconds",
+            "how long the last health probe took",
+            labels=["unit"],
+        )
         up = GaugeMetricFamily("sandboxd_units", "units known to the daemon")
         units = self._controller.list_units()
         up.add_metric([], len(units))
@@ -66,7 +88,19 @@ class UnitCollector(Collector):
                 cpu.add_metric([unit.name], usec / 1e6)
             if (count := _number(unit.usage, "pids")) is not None:
                 pids.add_metric([unit.name], count)
+            if unit.health is not None:
+                for verdict in HEALTH_STATES:
+                    health.add_metric([unit.name, verdict], 1.0 if unit.health == verdict else 0.0)
+            for family, key in (
+                (health_failures, "health_failures"),
+                (probes, "health_probes"),
+                (unhealthy, "health_unhealthy_total"),
+                (probe_seconds, "health_last_duration"),
+            ):
+                if (value := _number(unit.extra, key)) is not None:
+                    family.add_metric([unit.name], value)
         yield from (up, state, restarts, ooms, memory, cpu, pids)
+        yield from (health, health_failures, probes, unhealthy, probe_seconds)
 
 
 class Metrics:

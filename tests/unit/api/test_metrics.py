@@ -33,6 +33,28 @@ def test_unit_metrics_follow_the_controller() -> None:
     assert ("sandboxd_unit_pids", (("unit", "db"),)) not in got
 
 
+def test_health_metrics_only_for_units_with_health() -> None:
+    extra = {
+        "health_failures": 2,
+        "health_probes": 40,
+        "health_unhealthy_total": 1,
+        "health_last_duration": 0.25,
+    }
+    controller = FakeController([make_status("web", health="unhealthy", extra=extra)])
+    controller.units["db"] = make_status("db")
+    metrics = Metrics()
+    metrics.bind(controller)
+    got = samples(metrics.render().decode())
+    assert got[("sandboxd_unit_health", (("state", "unhealthy"), ("unit", "web")))] == 1
+    assert got[("sandboxd_unit_health", (("state", "healthy"), ("unit", "web")))] == 0
+    assert got[("sandboxd_unit_health_consecutive_failures", (("unit", "web"),))] == 2
+    assert got[("sandboxd_unit_health_probes_total", (("unit", "web"),))] == 40
+    assert got[("sandboxd_unit_unhealthy_total", (("unit", "web"),))] == 1
+    assert got[("sandboxd_unit_health_probe_duration_seconds", (("unit", "web"),))] == 0.25
+    assert not [key for key in got if key[0].startswith("sandboxd_unit_health") and
+                ("unit", "db") in key[1]]  # fmt: skip
+
+
 def test_reconcile_hook() -> None:
     metrics = Metrics()
     metrics.observe_reconcile(0.02)
