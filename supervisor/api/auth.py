@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 READ_METHODS = frozenset({"GET", "HEAD"})
+log = structlog.get_logger("sandboxd.api")
 
 
 class Access(Enum):
@@ -120,6 +122,11 @@ def middleware(policy: Policy) -> Middleware:
         if not policy.allows(cred, request.method):
             level = policy.access(cred)
             why = "read-only access" if level is Access.READ else "access denied"
+            # The audit trail of refused calls: who (kernel-given ids) tried what.
+            log.warning(
+                "api.refused", uid=cred.uid, gid=cred.gid, pid=cred.pid,
+                method=request.method, path=request.path, why=why,
+            )  # fmt: skip
             raise web.HTTPForbidden(reason=f"{why} for uid {cred.uid}")
         request[PEER_KEY] = cred
         return await handler(request)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from api_helpers import MEMBERS_GID, call_json
+from structlog.testing import capture_logs
 
 from supervisor.api import auth
 from supervisor.api.testing import FakeController, ServerThread
@@ -60,10 +61,17 @@ def test_group_member_may_read_only(server: ServerThread, controller: FakeContro
     assert status == 200 and '"units"' in body
     assert curl_as(server.path, "GET", "/v1/units/web", groups=[MEMBERS_GID])[0] == 200
     assert curl_as(server.path, "GET", "/metrics", groups=[MEMBERS_GID])[0] == 200
-    for url in ("/v1/units/web/stop", "/v1/units/web/restart", "/v1/reload"):
-        status, body = curl_as(server.path, "POST", url, groups=[MEMBERS_GID])
-        assert status == 403 and "read-only" in body
+    with capture_logs() as logs:
+        for url in ("/v1/units/web/stop", "/v1/units/web/restart", "/v1/reload"):
+            status, body = curl_as(server.path, "POST", url, groups=[MEMBERS_GID])
+            assert status == 403 and "read-only" in body
     assert controller.calls == []
+    refused = [e for e in logs if e["event"] == "api.refused"]
+    assert [(e["uid"], e["method"], e["path"]) for e in refused] == [
+        (NOBODY, "POST", "/v1/units/web/stop"),
+        (NOBODY, "POST", "/v1/units/web/restart"),
+        (NOBODY, "POST", "/v1/reload"),
+    ]
 
 
 def test_primary_group_counts_too() -> None:
