@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from conftest import Daemon, _teardown, wait_for
+from daemon_kit import Daemon, teardown, wait_for
 
 TICK = os.sysconf("SC_CLK_TCK")
 SERVER = """
@@ -115,7 +115,7 @@ def main() -> int:
               f"max {worst:.1f} ms; {probes} probes run")  # fmt: skip
         print(f"daemon fds: {fds} before the window, {fds_after} after; restarts: {restarts}")
     finally:
-        problems = _teardown(daemon)
+        problems = teardown(daemon)
         shutil.rmtree(base, ignore_errors=True)
     if problems:
         print("LEAKS:", problems, file=sys.stderr)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from conftest import Daemon, _teardown
+from daemon_kit import Daemon, teardown
 
 CRASHER = """
 [service]
@@ -90,7 +90,7 @@ def main() -> int:
     print(f"fds {first_fds} -> {last_fds}; RSS {first_rss} -> {last_rss} KiB "
           f"(from the first sample after warm-up)")  # fmt: skip
     status = daemon.stop()
-    problems = _teardown(daemon)
+    problems = teardown(daemon)
     mounts_after = len(Path("/proc/self/mountinfo").read_text().splitlines())
     if mounts_after != mounts_before:
         problems.append(f"mounts: {mounts_before} before, {mounts_after} after")

@@ -1,230 +1,16 @@
-"""Real-daemon fixtures: `sandboxd` subprocesses on their own temporary paths.
+"""Real-daemon fixtures (the daemons themselves live in daemon_kit.py).
 
-Each daemon gets its own units/state/log/data dirs and control socket under /tmp (Unix sockets
-cannot live on the VM's 9p share) and its own cgroup parent `sandboxd-test-<pid>-<n>`, so
-several run side by side. Teardown stops the daemon (SIGTERM; SIGKILL only if it hangs, by its
-PID), then asserts that nothing is left in its cgroup parent and removes that parent.
+Teardown stops each daemon (SIGTERM; SIGKILL only if it hangs, by its PID), then asserts that
+nothing is left in its cgroup parent and removes that parent.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
-from itertools import count
-from pathlib import Path
-from typing import Any
 
 import pytest
-from _requires import CGROUP_ROOT, cgroup_version
-
-_serial = count()
-START_TIMEOUT = 90.0  # TCG-emulated VM (cgroup v2 runs) is ~5x slower
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-class Daemon:
-    def __init__(self, base: Path, cgroup_parent: str) -> None:
-        self.base, self.cgroup_parent = base, cgroup_parent
-        self.units, self.state, self.logs = base / "units", base / "state", base / "log"
-        self.data, self.socket = base / "data", base / "control.sock"
-        self.config = base / "sandboxd.toml"
-        self.units.mkdir(parents=True)
-        self.config.write_text("")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    # -- files -------------------------------------------------------------------------
-
-    def write_unit(self, name: str, text: str) -> None:
-        tmp = self.units / f".{name}.tmp"
-        tmp.write_text(text)
-        os.rename(tmp, self.units / f"{name}.toml")
-
-    def remove_unit(self, name: str) -> None:
-        (self.units / f"{name}.toml").unlink()
-
-    def stderr_path(self, run: int | None = None) -> Path:
-        return self.base / f"daemon-{self.runs if run is None else run}.log"
-
-    def events(self, name: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
-        """The daemon's structlog events (JSON lines on stderr), optionally one event name."""
-        found = []
-        for line in self.stderr_path(run).read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if name is None or event.get("event") == name:
-                found.append(event)
-        return found
-
-    # -- process -----------------------------------------------------------------------
-
-    def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self.runs += 1
-        argv = [
-            sys.executable, "-m", "supervisor", "--config", str(self.config),
-            "--units-dir", str(self.units), "--state-dir", str(self.state),
-            "--log-dir", str(self.logs), "--data-dir", str(self.data),
-            "--socket", str(self.socket), "--cgroup-parent", self.cgroup_parent,
-            "--log-format", "json",
-        ]  # fmt: skip
-        with open(self.stderr_path(), "wb") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        if wait_ready:
-            wait_for(
-                lambda: bool(self.events("daemon.ready")) or self._died(),
-                START_TIMEOUT,
-                lambda: "daemon not ready; stderr tail:\n" + self.stderr_path().read_text()[-3000:],
-            )
-            assert self.proc.poll() is None, self.stderr_path().read_text()[-3000:]
-            wait_for(self.socket.exists, START_TIMEOUT)
-
-    def _died(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    # -- API ---------------------------------------------------------------------------
-
-    def request(self, method: str, path: str) -> tuple[int, Any]:
-        conn = UnixHTTPConnection(self.socket)
-        try:
-            conn.request(method, path, body=b"{}" if method == "POST" else None,
-                         headers={"Content-Type": "application/json"})  # fmt: skip
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read() or b"null")
-        finally:
-            conn.close()
-
-    def status(self) -> dict[str, dict[str, Any]]:
-        code, body = self.request("GET", "/v1/units")
-        assert code == 200, body
-        return {u["name"]: u for u in body["units"]}
-
-    def unit(self, name: str) -> dict[str, Any]:
-        code, body = self.request("GET", f"/v1/units/{name}")
-        assert code == 200, body
-        return dict(body)
-
-    def wait_unit(
-        self, name: str, done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
-    ) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-
-        def check() -> bool:
-            nonlocal seen
-            seen = self.status().get(name, {})
-            return bool(seen) and done(seen)
-
-        wait_for(check, timeout, lambda: f"{name}: {seen}")
-        return seen
-
-    # -- kernel views ------------------------------------------------------------------
-
-    def cgroup_dirs(self) -> list[Path]:
-        if cgroup_version() == 2:
-            return [Path(CGROUP_ROOT) / self.cgroup_parent]
-        return [p for p in Path(CGROUP_ROOT).glob(f"*/{self.cgroup_parent}") if p.is_dir()]
-
-    def cgroup_file(self, unit: str, name: str) -> Path:
-        if cgroup_version() == 2:
-            return Path(CGROUP_ROOT) / self.cgroup_parent / unit / name
-        return Path(CGROUP_ROOT) / name.split(".", 1)[0] / self.cgroup_parent / unit / name
-
-    def leftover_pids(self) -> list[int]:
-        pids: set[int] = set()
-        for d in self.cgroup_dirs():
-            for procs in d.rglob("cgroup.procs"):
-                pids.update(int(p) for p in procs.read_text().split())
-        return sorted(pids)
-
-    def leftover_cgroups(self) -> list[str]:
-        return sorted(str(p) for d in self.cgroup_dirs() for p in d.iterdir() if p.is_dir())
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = 30.0, what: Callable[[], str] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s" + (f": {what()}" if what else ""))
-        time.sleep(0.05)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _teardown(d: Daemon) -> list[str]:
-    problems = []
-    if d.proc is not None and d.proc.poll() is None:
-        try:
-            d.stop(timeout=60)
-        except subprocess.TimeoutExpired:
-            problems.append("daemon did not stop on SIGTERM within 60s")
-            d.kill9()
-    left = d.leftover_pids()
-    if left:
-        problems.append(f"processes left in {d.cgroup_parent}: {left}")
-        # Everything below this test's unique cgroup parent was started by this test.
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not d.leftover_pids(), 10)
-    cgroups = d.leftover_cgroups()
-    if cgroups:
-        problems.append(f"cgroups left: {cgroups}")
-    for directory in d.cgroup_dirs():
-        for sub in sorted(directory.rglob("*"), key=lambda p: -len(p.parts)):
-            if sub.is_dir():
-                sub.rmdir()
-        directory.rmdir()
-    return problems
+from daemon_kit import Daemon, new_daemon, teardown
 
 
 @pytest.fixture
@@ -233,13 +19,11 @@ def daemons() -> Iterator[Callable[[], Daemon]]:
     made: list[Daemon] = []
 
     def make() -> Daemon:
-        n = next(_serial)
-        base = Path(tempfile.mkdtemp(prefix=f"sbxd-{os.getpid()}-{n}-", dir="/tmp"))
-        made.append(Daemon(base, f"sandboxd-test-{os.getpid()}-{n}"))
+        made.append(new_daemon())
         return made[-1]
 
     yield make
-    problems = [p for d in made for p in _teardown(d)]
+    problems = [p for d in made for p in teardown(d)]
     for d in made:
         shutil.rmtree(d.base, ignore_errors=True)
     assert not problems, problems

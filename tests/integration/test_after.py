@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from _requires import requires_root
-from conftest import Daemon
+from daemon_kit import Daemon
 
 pytestmark = [pytest.mark.root, requires_root]
 

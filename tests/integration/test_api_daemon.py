@@ -25,7 +25,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from supervisor.cli.client import UnixHTTPConnection
 
 if TYPE_CHECKING:
-    from conftest import Daemon
+    from daemon_kit import Daemon
 
 pytestmark = [pytest.mark.root, requires_root]
 

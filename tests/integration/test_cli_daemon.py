@@ -15,7 +15,7 @@ from _api_helpers import wait_for
 from _requires import requires_root
 
 if TYPE_CHECKING:
-    from conftest import Daemon
+    from daemon_kit import Daemon
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 from _requires import cgroup_version, requires_root
-from conftest import Daemon, pid_alive, wait_for
+from daemon_kit import Daemon, pid_alive, wait_for
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -20,7 +20,7 @@ from itertools import count
 
 import pytest
 from _requires import requires_root
-from conftest import Daemon, pid_alive, wait_for
+from daemon_kit import Daemon, pid_alive, wait_for
 
 from supervisor.sandbox.network import veth_name
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from _requires import requires_root
-from conftest import Daemon, pid_alive, wait_for
+from daemon_kit import Daemon, pid_alive, wait_for
 
 pytestmark = [pytest.mark.root, requires_root]
 

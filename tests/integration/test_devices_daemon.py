@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 from _requires import requires_root
-from conftest import Daemon, wait_for
+from daemon_kit import Daemon, wait_for
 
 pytestmark = [pytest.mark.root, requires_root, pytest.mark.cgroup_v2, pytest.mark.cgroup_v1]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _requires import requires_root
-from conftest import Daemon, pid_alive, wait_for
+from daemon_kit import Daemon, pid_alive, wait_for
 
 pytestmark = [pytest.mark.root, requires_root]
 
