@@ -14,7 +14,6 @@ orphaned".
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -33,27 +31,16 @@ MARK = "SBXREL"
 _serial = count()
 
 
-def _load_integration() -> ModuleType:
-    name = "sandboxd_integration_fixtures"
-    if name in sys.modules:
-        return sys.modules[name]
-    integration = str(TESTS / "integration")
-    if integration not in sys.path:
-        sys.path.append(integration)  # for its own `from _requires import ...`
-    spec = importlib.util.spec_from_file_location(name, TESTS / "integration" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+# The real-daemon kit of the integration tests, imported by its own name (not as a conftest).
+sys.path.append(str(TESTS / "integration"))
+import _requires  # noqa: E402
+import daemon_kit  # noqa: E402
 
-
-_itest = _load_integration()
-Daemon: Any = _itest.Daemon  # the class (typed Any: it lives in a module loaded by path)
-wait_for: Callable[..., None] = _itest.wait_for
-pid_alive: Callable[[int], bool] = _itest.pid_alive
-_teardown: Callable[[Any], list[str]] = _itest._teardown
-cgroup_version: Callable[[], int] = sys.modules["_requires"].cgroup_version
+Daemon: Any = daemon_kit.Daemon
+wait_for: Callable[..., None] = daemon_kit.wait_for
+pid_alive: Callable[[int], bool] = daemon_kit.pid_alive
+_teardown: Callable[[Any], list[str]] = daemon_kit.teardown
+cgroup_version: Callable[[], int] = _requires.cgroup_version
 
 
 def env_seconds(name: str, ci_default: float, local_default: float) -> float:
