@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from engine_fakes import Rig, make_rig, make_spec
 from structlog.testing import capture_logs
@@ -174,6 +175,7 @@ def test_oom_kill_of_another_process(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.usefixtures("not_a_subreaper")
 def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
         # A grandchild whose parent exits: reparented to init (we are no subreaper here).
