@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import resource
 import signal
@@ -18,14 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import sdnotify
 
 from supervisor import cgroups, log
+from supervisor.api import server as api_server
+from supervisor.api.metrics import Metrics
 from supervisor.config import DaemonConfig, load_config
 from supervisor.engine.launching import SandboxNetwork, sandbox_launcher
-from supervisor.engine.model import Controller
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -36,10 +36,6 @@ from supervisor.sandbox.launch import set_fork_server
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
-
-
-class Closeable(Protocol):
-    async def close(self) -> None: ...
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,18 +90,6 @@ def _prepare_host(config: DaemonConfig) -> None:
         directory.mkdir(parents=True, exist_ok=True)
 
 
-async def _start_api(controller: Controller, config: DaemonConfig) -> Closeable | None:
-    # The control API is a separate package (issue 6); the daemon runs without it while it is
-    # absent from a checkout, and says so.
-    if importlib.util.find_spec("supervisor.api.server") is None:
-        logger.warning("daemon.no_api", reason="supervisor.api.server is not installed")
-        return None
-    from supervisor.api.server import serve  # noqa: PLC0415
-
-    server: Closeable = await serve(controller, config)
-    return server
-
-
 async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], str]) -> None:
     while True:
         notifier.send("WATCHDOG=1", f"STATUS={summary()}")
@@ -146,10 +130,12 @@ async def _run(
     config: DaemonConfig, reconciler: Reconciler, notifier: Notifier, commands: asyncio.Queue[str]
 ) -> None:
     loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    reconciler.reload_observers.append(metrics.observe_reconcile)
     async with reconciler:
         await reconciler.resume()
         await reconciler.reload()
-        api = await _start_api(reconciler, config)
+        api = await api_server.serve(reconciler, config, metrics=metrics)
         notifier.send("READY=1", f"STATUS={reconciler.summary()}")
         logger.info("daemon.ready", summary=reconciler.summary())
         background: list[asyncio.Task[None]] = []
@@ -166,8 +152,7 @@ async def _run(
         logger.info("daemon.stopping", on_exit=config.on_exit)
         for task in background:
             task.cancel()
-        if api is not None:
-            await api.close()
+        await api.close()
         await reconciler.shutdown(leave=leave)
 
 

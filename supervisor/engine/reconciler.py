@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -72,6 +72,7 @@ class Reconciler:
         self._reload_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
         self.last_reload_seconds = 0.0
+        self.reload_observers: list[Callable[[float], None]] = []  # e.g. the metrics histogram
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
 
@@ -125,6 +126,8 @@ class Reconciler:
             for action in diff.plan(loaded.specs, errors, actual):
                 self._apply(action, result)
             self.last_reload_seconds = time.perf_counter() - began
+        for observe in self.reload_observers:
+            observe(self.last_reload_seconds)
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,

@@ -120,6 +120,11 @@ def test_metrics_of_real_units(running: Daemon) -> None:
     assert 'sandboxd_unit_pids{unit="web"}' in text
     assert 'sandboxd_unit_cpu_seconds_total{unit="web"}' in text
     assert 'sandboxd_unit_memory_bytes{unit="web"}' in text
+    # The start-up reconcile and one reload, timed by the daemon itself.
+    assert "sandboxd_reconcile_duration_seconds_count 1.0" in text
+    assert curl(running.socket, "POST", "/v1/reload")[0] == 200
+    _, text = curl(running.socket, "GET", "/metrics")
+    assert "sandboxd_reconcile_duration_seconds_count 2.0" in text
 
 
 def _raw(sock: Path, data: bytes) -> bytes:
