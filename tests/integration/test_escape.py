@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 import harness  # lives with the probe it drives, in tests/probe
-
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import set_fork_server
 
 pytestmark = [
     pytest.mark.root,
@@ -26,27 +22,14 @@ pytestmark = [
     pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
 ]
 
+# Autouse, module scope: every test runs forked directly and through a fork server.
+launch_path = harness.launch_path
+
 BATTERY = (
     "mount", "load_module", "sysrq_trigger", "read_kcore", "mknod_block", "mknod_mem",
     "set_clock", "see_host_pid", "signal_host_pid", "read_shadow", "new_interface",
     "reach_outside", "user_namespace", "ptrace", "bpf", "keyctl", "host_dirs",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True, params=["direct", "forkserver"])
-def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs twice: forked from this process, and through a fork server (the daemon's
-    way)."""
-    if request.param == "direct":
-        yield "direct"
-        return
-    server = ForkServer.start()
-    set_fork_server(server)
-    try:
-        yield "forkserver"
-    finally:
-        set_fork_server(None)
-        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,7 @@ import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
+from supervisor.sandbox.launch import LaunchRequest, launch
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 
 pytestmark = [
@@ -35,21 +34,8 @@ pytestmark = [
     pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
 ]
 
-
-@pytest.fixture(scope="module", autouse=True, params=["direct", "forkserver"])
-def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs twice: forked from this process, and through a fork server (the daemon's
-    way)."""
-    if request.param == "direct":
-        yield "direct"
-        return
-    server = ForkServer.start()
-    set_fork_server(server)
-    try:
-        yield "forkserver"
-    finally:
-        set_fork_server(None)
-        server.close()
+# Autouse, module scope: every test runs forked directly and through a fork server.
+launch_path = harness.launch_path
 
 
 @pytest.fixture(scope="module", autouse=True)

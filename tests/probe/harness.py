@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from supervisor.errors import LaunchError
-from supervisor.sandbox.launch import ExtraBind, LaunchRequest, launch
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import ExtraBind, LaunchRequest, launch, set_fork_server
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -180,3 +183,19 @@ def mountinfo() -> list[str]:
     """The host's mount table, without per-mount ids that legitimately differ."""
     with open("/proc/self/mountinfo") as f:
         return sorted(" ".join(line.split()[3:]) for line in f)
+
+
+@pytest.fixture(scope="module", autouse=True, params=["direct", "forkserver"])
+def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of a module that imports this runs twice: forked from the test process, and
+    through a fork server (the daemon's way)."""
+    if request.param == "direct":
+        yield "direct"
+        return
+    server = ForkServer.start()
+    set_fork_server(server)
+    try:
+        yield "forkserver"
+    finally:
+        set_fork_server(None)
+        server.close()
