@@ -27,6 +27,7 @@ from supervisor.engine.model import HealthState
 from supervisor.engine.probe_exec import ExecProbe
 from supervisor.engine.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from supervisor.log import get_logger
+from supervisor.sandbox.launch import fork_server
 from supervisor.unit.schema import Health
 from supervisor.unit.spec import UnitSpec
 
@@ -36,14 +37,18 @@ Event = Callable[..., None]  # UnitRunner._event(name, level="info", **detail)
 
 
 def make_probe(
-    loop: asyncio.AbstractEventLoop, health: Health, pid: int, cgroup: UnitCgroup | None
+    loop: asyncio.AbstractEventLoop,
+    unit: str,
+    health: Health,
+    pid: int,
+    cgroup: UnitCgroup | None,
 ) -> Probe:
     if health.tcp is not None:
         return TcpProbe(pid, health.tcp)
     if health.http is not None:
         return HttpProbe(pid, health.http)
     assert health.exec is not None
-    return ExecProbe(loop, pid, health.exec, cgroup)
+    return ExecProbe(loop, unit, pid, health.exec, cgroup=cgroup, server=fork_server())
 
 
 class HealthMonitor:
@@ -82,7 +87,7 @@ class HealthMonitor:
             return
         self.failures, self.last_output, self.last_ok = 0, None, None
         self._set("starting")
-        self._probe = make_probe(self.loop, health, pid, cgroup)
+        self._probe = make_probe(self.loop, self.unit, health, pid, cgroup)
         self._task = self.loop.create_task(self._loop(self._probe, health),
                                            name=f"health:{self.unit}")  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The `exec = [...]` health probe: a command run inside the sandbox, watched by pidfd.
+"""The `exec = [...]` health probe: a command run inside the sandbox by the fork server.
 
 The command is entered into the sandbox exactly as `sandboxctl exec` does it (sandbox/enter.py:
 PID 1's namespaces, root, cwd, uid/gid, capabilities, no_new_privs, seccomp, environment),
@@ -10,38 +10,47 @@ service: freeze the sub-cgroup, SIGKILL everything listed, thaw, until it is emp
 whatever re-parented itself to the sandbox's PID 1; cgroup membership is inherited and cannot
 be left without privileges the probe does not have.
 
-The daemon forks the probe itself (single-threaded, checked; nothing awaited between entering
-the PID namespace for the fork and leaving it), exactly once per probe run, and never waits
-for it: its exit arrives through a pidfd on the event loop, its output through a pipe. After
-every run, anything left in the sub-cgroup is killed; on `close()` (the run ends) the hung
-child, if any, is killed and reaped later from the loop, and the sub-cgroup is removed.
-
-enter.py's `inspect`, `_prepare` and `_child` are reused as they are (the last two are private
-there: the module's owner is asked to make them public, with `sandboxctl exec` unchanged).
+The daemon does not fork: a spare launcher of the fork server runs the probe (sandbox/
+probe_run.py), enters the sandbox, forks the command, kills it after `timeout` and reports its
+wait status on a pipe. Forking the daemon (~60 MB) for every probe was what limited how many
+units could be probed how often. The daemon only makes the sub-cgroup, sends the request and
+reads two pipes from its event loop (the report, the command's output); when the report is in,
+anything left in the sub-cgroup is killed. On `close()` (the run ends) the sub-cgroup is killed
+and removed, which also ends a probe still running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import gc
 import os
-import signal
-import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from supervisor.cgroups import UnitCgroup, files, teardown
 from supervisor.engine.probes import ProbeResult, truncate
-from supervisor.errors import CgroupError
-from supervisor.linux import netns
-from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL
-from supervisor.sandbox import enter
+from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import seccomp
+from supervisor.log import get_logger
+from supervisor.sandbox.forkserver import ForkServer, ServerLauncher
+from supervisor.sandbox.protocol import (
+    ChildError,
+    EnterRequest,
+    Exited,
+    PidReport,
+    ProtocolError,
+    decode,
+)
 
+log = get_logger()
 SUBGROUP = "sandboxd-probe"
 OUTPUT_KEEP = 2048  # bytes of probe output kept (the rest is read and dropped)
-_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
-                  signal.SIGQUIT, signal.SIGCHLD)  # fmt: skip
+REPORT_MAX = 8192  # bytes of report read (three short JSON lines)
+# The runner kills the command at `timeout`; past this much more, the runner itself is stuck
+# (the command is unkillable, or the fork server was slow to fork): give up on its report.
+RUNNER_GRACE = 5.0
+SERVER_REPLY_TIMEOUT = 5.0
 
 
 class ProbeCgroup:
@@ -92,158 +101,158 @@ class ProbeCgroup:
             files.rmdir(path)
 
 
+@dataclass
+class _Job:
+    """One probe run in flight: the runner and the daemon's ends of its two pipes."""
+
+    runner: ServerLauncher | None
+    report_fd: int
+    output_fd: int
+    report: bytearray = field(default_factory=bytearray)
+    output: bytearray = field(default_factory=bytearray)
+
+
 class ExecProbe:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        unit: str,
         pid: int,
         argv: Sequence[str],
+        *,
         cgroup: UnitCgroup | None,
+        server: ForkServer | None,
     ) -> None:
-        self.loop, self.pid, self.argv, self._unit_cgroup = loop, pid, list(argv), cgroup
+        self.loop, self.unit, self.pid, self.argv = loop, unit, pid, list(argv)
+        self._unit_cgroup, self._server = cgroup, server
         self._cgroup: ProbeCgroup | None = None
-        self._child: tuple[int, int] | None = None  # (pid, pidfd) not yet reaped
+        self._job: _Job | None = None
 
     async def run(self, timeout: float) -> ProbeResult:
-        loop = self.loop
         try:
-            child, pidfd, out = self._spawn()
-        except (enter.EnterError, OSError, CgroupError) as exc:
+            job = self._job = self._start(timeout)
+        except LaunchError as exc:  # from the fork server; it names the unit: say less
+            return ProbeResult(False, truncate(f"exec: cannot start: {exc.message}"))
+        except (OSError, CgroupError) as exc:
             return ProbeResult(False, truncate(f"exec: cannot start: {exc}"))
-        self._child = (child, pidfd)
-        output = bytearray()
-        exited: asyncio.Future[None] = loop.create_future()
+        reported: asyncio.Future[None] = self.loop.create_future()
 
-        def ended() -> None:
-            if not exited.done():
-                exited.set_result(None)
+        def report_readable() -> None:
+            if _collect(job.report_fd, job.report, REPORT_MAX) and not reported.done():
+                reported.set_result(None)  # EOF: the runner has said all it will
 
-        loop.add_reader(pidfd, ended)
+        def output_readable() -> None:
+            if _collect(job.output_fd, job.output, OUTPUT_KEEP):
+                self.loop.remove_reader(job.output_fd)  # EOF before the report: stop polling
 
-        def readable() -> None:
-            if _collect(out, output):
-                loop.remove_reader(out)  # EOF before the exit (stdout closed): stop polling
-
-        loop.add_reader(out, readable)
-        timed_out = False
+        self.loop.add_reader(job.report_fd, report_readable)
+        self.loop.add_reader(job.output_fd, output_readable)
+        runner_stuck = False
         try:
-            async with asyncio.timeout(timeout):
-                await exited
+            async with asyncio.timeout(timeout + RUNNER_GRACE):
+                await reported
         except TimeoutError:
-            timed_out = True
-            self._kill_tree()
+            runner_stuck = True
         finally:
-            loop.remove_reader(pidfd)
-            loop.remove_reader(out)
-            _collect(out, output)
-            os.close(out)
-            self._kill_leftovers()
-        status = self._reap()
-        if timed_out:
-            why = f"timed out after {timeout:g}s, killed with its process tree"
-            return ProbeResult(False, truncate(f"{why}; output: {_text(output)}"))
-        code = os.waitstatus_to_exitcode(status) if status is not None else None
-        text = _text(output)
-        if code == 0:
-            return ProbeResult(True, truncate(text))
-        how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
-        return ProbeResult(False, truncate(f"{how}: {text}" if text else how))
+            self._finish(job)
+        messages = _messages(job.report)
+        if runner_stuck:
+            why = f"the probe did not end within {timeout + RUNNER_GRACE:g}s, even killed"
+            return ProbeResult(False, truncate(f"{why}; output: {_text(job.output)}"))
+        if not any(isinstance(m, Exited | ChildError) for m in messages):
+            # EOF with no verdict: the runner died (with the fork server, or killed).
+            log.warning("health.probe_runner_lost", unit=self.unit,
+                        reported=[type(m).__name__ for m in messages])  # fmt: skip
+        return _verdict(messages, timeout, _text(job.output))
 
-    def _spawn(self) -> tuple[int, int, int]:
+    def _start(self, timeout: float) -> _Job:
+        if self._server is None:
+            raise OSError("exec probes need the daemon's fork server, and there is none")
         if self._unit_cgroup is None:
             raise OSError("the unit has no cgroup to run the probe in")
-        if threading.active_count() != 1:  # STYLE rule 6
-            raise OSError(f"refusing to fork: the daemon has {threading.active_count()} threads")
         if self._cgroup is None:
             self._cgroup = ProbeCgroup(self._unit_cgroup)
-        target = dataclasses.replace(enter.inspect(self.pid), cgroup_dirs=self._cgroup.dirs)
-        pidfd = os.pidfd_open(self.pid)
+        request = EnterRequest(self.pid, self.argv, list(self._cgroup.dirs), timeout)
+        bpf = seccomp.default_bpf()  # compiled once; loaded only if PID 1 runs under it
+        report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        output_r, output_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        passed = [report_w, output_w]
         try:
-            prep = enter._prepare(target, pidfd)  # private: see the module docstring
+            passed.append(os.pidfd_open(self.pid))  # PID 1 is our child: cannot be recycled
+            deadline = time.monotonic() + SERVER_REPLY_TIMEOUT
+            runner = self._server.enter(self.unit, request, bpf, passed, deadline)
         except BaseException:
-            os.close(pidfd)
-            raise
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            in_pid_ns = bool(target.clone_flags & NAMESPACE_FLAGS["pid"])
-            enter_pid = (
-                netns.briefly_in(prep.pid_ns, "pid") if in_pid_ns else contextlib.nullcontext()
-            )
-            gc_was = gc.isenabled()
-            gc.disable()  # no finalizer may run in the child
-            try:
-                with enter_pid:
-                    child = os.fork()
-                    if child == 0:
-                        _child_main(target, prep, self.argv, devnull, write_fd)
-            finally:
-                if gc_was:
-                    gc.enable()
-            child_fd = os.pidfd_open(child)  # our unreaped child: cannot be another process
-        except BaseException:
-            os.close(read_fd)
+            os.close(report_r)
+            os.close(output_r)
             raise
         finally:
-            for fd in (prep.pidfd, prep.pid_ns, prep.root, prep.cwd, *prep.procs, devnull,
-                       write_fd):  # fmt: skip
+            for fd in passed:  # the runner has its own copies now
                 os.close(fd)
-        return child, child_fd, read_fd
+        return _Job(runner, report_r, output_r)
 
-    def _kill_tree(self) -> None:
-        if self._cgroup is not None:
-            with contextlib.suppress(CgroupError, OSError):
-                self._cgroup.kill()
-        if self._child is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self._child[1], signal.SIGKILL)
+    def _finish(self, job: _Job) -> None:
+        """Stop reading, take what is there, kill what is left of the probe, close."""
+        if self._job is not job:  # close() got there first
+            return
+        self._job = None
+        for fd in (job.report_fd, job.output_fd):
+            self.loop.remove_reader(fd)
+        _collect(job.report_fd, job.report, REPORT_MAX)
+        _collect(job.output_fd, job.output, OUTPUT_KEEP)
+        self._kill_leftovers()
+        os.close(job.output_fd)
+        os.close(job.report_fd)  # a runner still writing gets EPIPE, which it ignores
+        messages = _messages(job.report)
+        ended = any(isinstance(m, Exited | ChildError) for m in messages)
+        pids = [m.pid for m in messages if isinstance(m, PidReport)]
+        if job.runner is not None:
+            if not ended and pids and job.runner.pidfd >= 0:
+                _reap_orphan_later(self.loop, job.runner, pids[0])
+            else:
+                job.runner.close()
 
     def _kill_leftovers(self) -> None:
         if self._cgroup is not None and self._cgroup.pids():
             with contextlib.suppress(CgroupError, OSError):
                 self._cgroup.kill()
 
-    def _reap(self) -> int | None:
-        """The child's wait status if it has exited (and is now reaped), else None; a child
-        still around is reaped later from the loop when its pidfd says it is gone."""
-        if self._child is None:
-            return None
-        pid, pidfd = self._child
-        self._child = None
-        got, status = os.waitpid(pid, os.WNOHANG)
-        if got == pid:
-            os.close(pidfd)
-            return status
-        _reap_later(self.loop, pid, pidfd)
-        return None
-
     def close(self) -> None:
-        self._kill_tree()
-        self._reap()
+        if self._job is not None:
+            self._finish(self._job)
         if self._cgroup is not None:
             with contextlib.suppress(CgroupError, OSError):
                 self._cgroup.remove()
             self._cgroup = None
 
 
-def _child_main(
-    target: enter.Target, prep: enter._Prepared, argv: list[str], devnull: int, out: int
-) -> None:
-    """After fork: stdio, signals, then enter.py's child path (exec, or _exit)."""
-    try:
-        signal.set_wakeup_fd(-1)  # the daemon's loop must never hear this process's signals
-        for signum in _RESET_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        os.dup2(devnull, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        enter._child(target, prep, argv, target.env, REAL)
-    finally:
-        os._exit(enter.EXIT_CANNOT_ENTER)
+def _messages(report: bytes | bytearray) -> list[PidReport | ChildError | Exited]:
+    found = []
+    for line in bytes(report).splitlines():
+        with contextlib.suppress(ProtocolError):
+            found.append(decode(line))
+    return found
 
 
-def _collect(fd: int, into: bytearray) -> bool:
-    """Read what is there (keeping the first OUTPUT_KEEP bytes); True at end of file."""
+def _verdict(
+    messages: list[PidReport | ChildError | Exited], timeout: float, text: str
+) -> ProbeResult:
+    for msg in messages:
+        if isinstance(msg, ChildError):
+            return ProbeResult(False, truncate(f"exec: cannot enter the sandbox: {msg.message}"))
+        if isinstance(msg, Exited):
+            if msg.timed_out:
+                why = f"timed out after {timeout:g}s, killed with its process tree"
+                return ProbeResult(False, truncate(f"{why}; output: {text}"))
+            code = os.waitstatus_to_exitcode(msg.status)
+            if code == 0:
+                return ProbeResult(True, truncate(text))
+            how = f"exit code {code}" if code >= 0 else f"signal {-code}"
+            return ProbeResult(False, truncate(f"{how}: {text}" if text else how))
+    return ProbeResult(False, truncate(f"exec: the probe runner ended without a report; {text}"))
+
+
+def _collect(fd: int, into: bytearray, keep: int) -> bool:
+    """Read what is there (keeping the first `keep` bytes); True at end of file."""
     while True:
         try:
             data = os.read(fd, 65536)
@@ -253,12 +262,35 @@ def _collect(fd: int, into: bytearray) -> bool:
             return True
         if not data:
             return True
-        if len(into) < OUTPUT_KEEP:
-            into += data[: OUTPUT_KEEP - len(into)]
+        if len(into) < keep:
+            into += data[: keep - len(into)]
 
 
 def _text(output: bytearray) -> str:
     return output.decode("utf-8", errors="replace").strip()
+
+
+def _reap_orphan_later(loop: asyncio.AbstractEventLoop, runner: ServerLauncher, pid: int) -> None:
+    """The runner ended without a verdict (the fork server died, and the runner with it): the
+    runner and its command re-parented to us, the daemon being a child subreaper. Once the
+    runner is gone (its children re-parented by then), reap it, and reap the command when it
+    ends (ProbeCgroup's kill has ended it already, or will when the run ends)."""
+    runner_fd = runner.pidfd
+
+    def runner_gone() -> None:
+        loop.remove_reader(runner_fd)
+        runner.reap()  # readable: does not block
+        try:
+            got, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # the runner reaped it after all
+        if got == 0:
+            _reap_later(loop, pid, os.pidfd_open(pid))  # our unreaped child: not recycled
+
+    try:
+        loop.add_reader(runner_fd, runner_gone)
+    except RuntimeError:  # the loop is closing: the daemon exits and init reaps
+        runner.close()
 
 
 def _reap_later(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int) -> None:

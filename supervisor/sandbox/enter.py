@@ -129,19 +129,22 @@ def inspect(pid: int, proc: str = "/proc") -> Target:
     )
 
 
-def _alive(pidfd: int) -> bool:
-    readable, _, _ = select.select([pidfd], [], [], 0)
-    return not readable
+def alive(pidfd: int) -> bool:
+    poller = select.poll()  # not select(): the fd may be above FD_SETSIZE in a busy daemon
+    poller.register(pidfd, select.POLLIN)
+    return not poller.poll(0)
 
 
-def _fail(message: str, code: int = EXIT_CANNOT_ENTER) -> NoReturn:
+def _fail(who: str, message: str, code: int = EXIT_CANNOT_ENTER) -> NoReturn:
     with contextlib.suppress(OSError):
-        os.write(2, f"sandboxctl: exec: {message}\n".encode(errors="replace"))
+        os.write(2, f"{who}: {message}\n".encode(errors="replace"))
     os._exit(code)
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """What the parent opens and loads before the fork (the child cannot, after setns)."""
+
     pidfd: int
     pid_ns: int
     root: int
@@ -151,10 +154,17 @@ class _Prepared:
     last_cap: int
 
 
-def _child(
-    target: Target, prep: _Prepared, argv: Sequence[str], env: dict[str, str], sys_: Syscalls
+def child(
+    target: Target,
+    prep: Prepared,
+    argv: Sequence[str],
+    env: dict[str, str],
+    sys_: Syscalls,
+    *,
+    who: str = "sandboxctl: exec",
 ) -> NoReturn:
-    """After fork, in the sandbox's PID namespace: raw calls only, then exec (or _exit)."""
+    """After fork, in the sandbox's PID namespace: raw calls only, then exec (or _exit with
+    a line on stderr that starts with `who`)."""
     step = "cgroup"
     try:
         for fd in prep.procs:
@@ -189,16 +199,16 @@ def _child(
                 step = "seccomp"
                 sys_.seccomp_load(prep.bpf)
     except (OSError, users.UnknownPrincipal) as exc:
-        _fail(f"{step}: {exc}")
+        _fail(who, f"{step}: {exc}")
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     try:
         os.execvpe(argv[0], list(argv), env)
     except FileNotFoundError:
-        _fail(f"{argv[0]}: command not found in the sandbox", EXIT_NOT_FOUND)
+        _fail(who, f"{argv[0]}: command not found in the sandbox", EXIT_NOT_FOUND)
     except OSError as exc:
-        _fail(f"{argv[0]}: {exc.strerror or exc}")
-    _fail("exec returned")  # pragma: no cover
+        _fail(who, f"{argv[0]}: {exc.strerror or exc}")
+    _fail(who, "exec returned")  # pragma: no cover
 
 
 def _read(sys_: Syscalls, path: str) -> str:
@@ -208,7 +218,10 @@ def _read(sys_: Syscalls, path: str) -> str:
         return ""
 
 
-def _prepare(target: Target, pidfd: int) -> _Prepared:
+def prepare(target: Target, pidfd: int, bpf: bytes | None) -> Prepared:
+    """Open PID 1's namespace, root, cwd and the cgroups to join; `bpf` is the seccomp
+    program the child loads if PID 1 runs under one (compiled by the caller: after the chroot
+    the host's libseccomp is out of reach, and a fork server has no site-packages)."""
     base = f"/proc/{target.pid}"
     opened: list[int] = []
     try:
@@ -222,9 +235,10 @@ def _prepare(target: Target, pidfd: int) -> _Prepared:
         for fd in opened:
             os.close(fd)
         raise EnterError(f"cannot open {exc.filename}: {exc.strerror}") from None
-    # Loaded now: after the chroot, the host's libseccomp and /proc are out of reach.
-    bpf = seccomp.default_bpf() if target.seccomp else None
-    return _Prepared(pidfd, opened[0], opened[1], opened[2], tuple(procs), bpf, caps.last_cap())
+    return Prepared(
+        pidfd, opened[0], opened[1], opened[2], tuple(procs),
+        bpf if target.seccomp else None, caps.last_cap(),
+    )  # fmt: skip
 
 
 def run(pid: int, argv: Sequence[str], extra_env: dict[str, str], sys_: Syscalls = REAL) -> int:
@@ -237,9 +251,9 @@ def run(pid: int, argv: Sequence[str], extra_env: dict[str, str], sys_: Syscalls
         raise EnterError(f"process {pid} is gone") from None
     try:
         target = inspect(pid)
-        prep = _prepare(target, pidfd)
+        prep = prepare(target, pidfd, seccomp.default_bpf() if target.seccomp else None)
         try:
-            if not _alive(pidfd):
+            if not alive(pidfd):
                 raise EnterError(f"process {pid} ended while entering its sandbox")
             if target.clone_flags & NAMESPACE_FLAGS["pid"]:
                 sys_.setns(prep.pid_ns, NAMESPACE_FLAGS["pid"])  # for our child only
@@ -248,9 +262,9 @@ def run(pid: int, argv: Sequence[str], extra_env: dict[str, str], sys_: Syscalls
             env = {**target.env, **extra_env}
             sys.stdout.flush()
             sys.stderr.flush()
-            child = os.fork()
-            if child == 0:
-                _child(target, prep, argv, env, sys_)
+            command = os.fork()
+            if command == 0:
+                child(target, prep, argv, env, sys_)
         finally:
             for fd in (prep.pid_ns, prep.root, prep.cwd, *prep.procs):
                 os.close(fd)
@@ -261,7 +275,7 @@ def run(pid: int, argv: Sequence[str], extra_env: dict[str, str], sys_: Syscalls
     # Terminal signals reach the command (same process group); we only wait for it.
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
     try:
-        _, status = os.waitpid(child, 0)
+        _, status = os.waitpid(command, 0)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

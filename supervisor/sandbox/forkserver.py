@@ -11,6 +11,9 @@ construction, which STYLE rule 6 otherwise has to check in the daemon on every l
     ...
     server.close()                   # at shutdown
 
+The server also runs exec health probes (`ForkServer.enter`, sandbox/probe_run.py): forking
+the big daemon for each probe is what kept it from probing many units often.
+
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
 them, with the service's stdout/stderr and the fds PID 1 keeps, alongside the plan
 (protocol.py, the second table). The server forks the launcher exactly as the daemon would
@@ -34,6 +37,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
@@ -41,6 +45,7 @@ from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, 
 from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.plancodec import encode_plan
 from supervisor.sandbox.protocol import (
+    EnterRequest,
     Forked,
     ForkRequest,
     Hello,
@@ -77,13 +82,27 @@ class ServerLauncher:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
+    @property
+    def pidfd(self) -> int:
+        """-1 once reaped or closed, or if it was already gone when the server answered."""
+        return self._pidfd
+
+    def close(self) -> None:
+        """Stop watching it without waiting (the server reaps it)."""
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
     def reap(self) -> None:
         """Wait for it to exit (the server reaps it): from then on PID 1 is the daemon's child,
-        as after a direct launch, so waitpid() on it works."""
+        as after a direct launch, so waitpid() on it works. If the server died first, the
+        launcher re-parented to the daemon (a child subreaper) and is reaped here."""
         if self._pidfd >= 0:
             pidfd, self._pidfd = self._pidfd, -1
             try:
                 wait_readable(pidfd)
+                with contextlib.suppress(ChildProcessError):  # the server's child, as it should
+                    os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
             finally:
                 os.close(pidfd)
 
@@ -126,13 +145,24 @@ class ForkServer:
     ) -> ServerLauncher | None:
         """Have the server fork a launcher for `plan`; None if the server died during the
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
+        passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
+        header = encode_server(ForkRequest(len(passed)))
+        return self._request(unit, header, encode_plan(plan), passed, deadline)
+
+    def enter(
+        self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
+    ) -> ServerLauncher | None:
+        """Have a spare launcher run an exec probe (`fds`: report_w, output_w and a pidfd of
+        the sandbox's PID 1; probe_run.py). Like fork(): None if the server died meanwhile."""
+        return self._request(unit, encode_server(req), bpf, fds, deadline)
+
+    def _request(
+        self, unit: str, header: bytes, body: bytes, passed: Sequence[int], deadline: float
+    ) -> ServerLauncher | None:
         try:
             self.ensure()
         except ForkServerError as err:
             raise LaunchError(unit, "forkserver", err.message) from None
-        passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
-        header = encode_server(ForkRequest(len(passed)))
-        body = encode_plan(plan)
         try:
             send_frame(self._sock, header, body, passed)
         except (BrokenPipeError, ConnectionResetError):

@@ -43,6 +43,7 @@ from supervisor.sandbox.protocol import (
     GO,
     MAX_KEEP_FDS,
     ChildError,
+    Message,
     PidReport,
     ProtocolError,
     Reader,
@@ -197,7 +198,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
 
 def _read_message(
     reader: Reader, fd: int, deadline: float, unit: str, stage: str
-) -> PidReport | ChildError | None:
+) -> Message | None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:

@@ -32,7 +32,15 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
+| 3 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked or ServerError   |
+|   |              |         |          | of the sandbox's PID 1        |                         |
+|   | (body: the default seccomp BPF, loaded if PID 1 runs under a filter)                  |
 | - | EOF          | daemon  | server   | -                             | the server exits        |
+
+An EnterRequest (an exec health probe, sandbox/probe_run.py) is handed to a spare launcher too,
+which enters the sandbox, forks the command and waits for it. On its report pipe (newline-
+terminated JSON, like the sync pipe): PidReport(the command's host PID), then Exited, then
+EOF; or a ChildError and EOF if the sandbox could not be entered.
 """
 
 from __future__ import annotations
@@ -71,10 +79,19 @@ class ChildError:
     message: str
 
 
-Message = PidReport | ChildError
-_KINDS: dict[str, type[PidReport] | type[ChildError]] = {
+@dataclass(frozen=True)
+class Exited:
+    """An entered command ended: its wait status, and whether it was killed for its timeout."""
+
+    status: int
+    timed_out: bool
+
+
+Message = PidReport | ChildError | Exited
+_KINDS: dict[str, type[Message]] = {
     "pid": PidReport,
     "error": ChildError,
+    "exited": Exited,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -95,6 +112,20 @@ class ForkRequest:
 
 
 @dataclass(frozen=True)
+class EnterRequest:
+    """Run `argv` inside the running sandbox whose PID 1 is `pid` (an exec health probe).
+
+    Everything else (namespaces, root, uid, capabilities, environment) is read from PID 1 by
+    the runner, as `sandboxctl exec` does; the command joins `cgroup_dirs` instead of PID 1's
+    cgroups and is SIGKILLed after `timeout` seconds."""
+
+    pid: int
+    argv: list[str]
+    cgroup_dirs: list[str]
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Forked:
     """The launcher is forked; its own messages follow on the sync pipe."""
 
@@ -110,10 +141,11 @@ class ServerError:
     message: str
 
 
-ServerMessage = Hello | ForkRequest | Forked | ServerError
+ServerMessage = Hello | ForkRequest | EnterRequest | Forked | ServerError
 _SERVER_KINDS: dict[str, type[ServerMessage]] = {
     "hello": Hello,
     "fork": ForkRequest,
+    "enter": EnterRequest,
     "forked": Forked,
     "server-error": ServerError,
 }
@@ -150,7 +182,7 @@ def decode(line: bytes) -> Message:
         cls = _KINDS[data.pop("kind")]
         return cls(**data)
     except (ValueError, KeyError, TypeError):
-        raise ProtocolError("a PidReport or ChildError", repr(line[:200])) from None
+        raise ProtocolError("a PidReport, ChildError or Exited", repr(line[:200])) from None
 
 
 def describe(msg: Message | None) -> str:

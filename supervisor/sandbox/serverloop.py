@@ -1,9 +1,11 @@
 """The fork server's side: spare launchers and the request loop (see forkserver.py).
 
 Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
-spare launcher is always forked ahead: a request is checked and handed to it (plan bytes and
+spare launcher is always forked ahead: a request is checked and handed to it (header, body and
 fds, over its own socketpair), the daemon gets its PID and a pidfd, and the next spare is forked
-while this one works. Every launcher is reaped here as its pidfd turns readable.
+while this one works. A ForkRequest makes the spare a sandbox launcher (stage.py), an
+EnterRequest an exec probe's runner (probe_run.py). Every spare is reaped here as its pidfd
+turns readable.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import NoReturn
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
 from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.plancodec import decode_plan
+from supervisor.sandbox.probe_run import run_probe
 from supervisor.sandbox.protocol import (
     MAX_KEEP_FDS,
     ChildError,
+    EnterRequest,
     Forked,
     ForkRequest,
     Hello,
@@ -34,6 +38,7 @@ from supervisor.sandbox.protocol import (
 from supervisor.sandbox.stage import ChildFds, run_launcher
 
 REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr; then up to MAX_KEEP_FDS kept fds
+ENTER_FDS = 3  # report_w, output_w, a pidfd of the sandbox's PID 1
 
 
 class _Spare:
@@ -62,15 +67,19 @@ class _Spare:
 
 
 def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
-    """A spare launcher: wait for one request from the server, then be its launcher."""
+    """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
     sys.close_fds_except({channel.fileno()})
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
-    _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
+    header, body, fds = frame
     channel.close()
+    request = decode_server(header, (ForkRequest, EnterRequest))  # checked by the server
+    if isinstance(request, EnterRequest):
+        run_probe(request, body, fds, sys)
+    sync_w, go_r, stdout, stderr, *kept = fds
     try:
         plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
@@ -83,17 +92,27 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
     run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys)
 
 
+def _check(header: bytes, fds: list[int]) -> None:
+    """ProtocolError unless `header` is a request that comes with the right number of fds."""
+    req = decode_server(header, (ForkRequest, EnterRequest))
+    if isinstance(req, EnterRequest):
+        if len(fds) != ENTER_FDS:
+            raise ProtocolError(f"{ENTER_FDS} fds", str(len(fds)))
+        return
+    assert isinstance(req, ForkRequest)
+    if not REQUEST_FDS <= req.fds <= REQUEST_FDS + MAX_KEEP_FDS:
+        most = REQUEST_FDS + MAX_KEEP_FDS
+        raise ProtocolError(f"{REQUEST_FDS} to {most} fds", f"{req.fds} announced")
+    if len(fds) != req.fds:
+        raise ProtocolError(f"{req.fds} fds", f"{len(fds)} (announced {req.fds})")
+
+
 def _forward(frame: tuple[bytes, bytes, list[int]], spare: _Spare) -> None:
     """Check one request and hand it to the spare launcher (the fds are closed either way)."""
     header, body, fds = frame
     try:
-        req = decode_server(header, (ForkRequest,))
-        if not REQUEST_FDS <= req.fds <= REQUEST_FDS + MAX_KEEP_FDS:
-            most = REQUEST_FDS + MAX_KEEP_FDS
-            raise ProtocolError(f"{REQUEST_FDS} to {most} fds", f"{req.fds} announced")
-        if len(fds) != req.fds:
-            raise ProtocolError(f"{req.fds} fds", f"{len(fds)} (announced {req.fds})")
-        send_frame(spare.channel, b"", body, fds)
+        _check(header, fds)
+        send_frame(spare.channel, header, body, fds)
     finally:
         for fd in fds:
             os.close(fd)

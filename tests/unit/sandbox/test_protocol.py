@@ -29,7 +29,8 @@ def test_reader_splits_and_reassembles_messages() -> None:
 
 
 def test_garbage_names_expected_and_received() -> None:
-    with pytest.raises(ProtocolError, match=r"expected a PidReport or ChildError, received"):
+    expected = r"expected a PidReport, ChildError or Exited, received"
+    with pytest.raises(ProtocolError, match=expected):
         decode(b'{"kind": "hello"}')
     chunks = [b"trunc"]
     reader = Reader(lambda n: chunks.pop(0) if chunks else b"")
