@@ -8,6 +8,7 @@ killed with its whole process tree; 1000 probe runs leave the daemon's fd count 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,14 +162,79 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _fd_floor(pid: int, samples: int = 40) -> int:
-    """The fewest fds the daemon held over ~0.4 s. A probe in flight holds a few fds for a
-    moment, so one sample is noise; a leak raises the floor itself."""
-    floor = _fds(pid)
-    for _ in range(samples - 1):
-        time.sleep(0.01)
-        floor = min(floor, _fds(pid))
-    return floor
+def _ppid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def _probe_procs(daemon: Daemon, name: str) -> list[int]:
+    if cgroup_version() == 2:
+        base = Path(CGROUP_ROOT) / daemon.cgroup_parent / name
+    else:
+        base = Path(CGROUP_ROOT) / "memory" / daemon.cgroup_parent / name
+    procs = base / "sandboxd-probe" / "cgroup.procs"
+    return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+
+
+def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Daemon) -> None:
+    service = ["/bin/sh", "-c", "trap 'exit 0' INT; sleep 1000 & wait"]
+    # The first probe hangs; every later one answers at once.
+    probe = ["/bin/sh", "-c", "if [ ! -e /tmp/hung ]; then touch /tmp/hung; exec sleep 1004; fi;"
+             " echo fine"]  # fmt: skip
+    health = {"exec": probe, "interval": "300ms", "timeout": "60s", "retries": 3}
+    daemon.write_unit("fs", unit(service, health))
+    daemon.start()
+    assert daemon.proc is not None
+    wait_for(lambda: len(_probe_procs(daemon, "fs")) == 1, 30)
+    (command,) = _probe_procs(daemon, "fs")
+    # The daemon forks nothing for a probe: a fork-server spare is the command's parent.
+    runner = _ppid(command)
+    server = _ppid(runner)
+    assert runner != daemon.proc.pid and _ppid(server) == daemon.proc.pid
+    os.kill(server, signal.SIGKILL)  # the spare dies with it (PR_SET_PDEATHSIG)
+    detail = daemon.wait_unit("fs", lambda u: u["health"] == "healthy", 30)
+    assert detail["state"] == "running" and detail["restarts"] == 0
+    assert "fine" in daemon.unit("fs")["health_output"]
+    # The orphaned command (re-parented to the daemon) was killed and reaped.
+    wait_for(lambda: not pid_alive(command), 10)
+    assert _zombies(daemon.proc.pid) == [], (command, runner, server)
+    assert [e["unit"] for e in daemon.events("health.probe_runner_lost")] == ["fs"]
+
+
+def _fd_targets(pid: int) -> dict[str, str]:
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return targets
+
+
+def _settled_fds(pid: int) -> dict[str, str]:
+    """The daemon's fds once nothing is in flight (the same set twice, 0.2 s apart)."""
+    seen: dict[str, str] = {}
+    for _ in range(50):
+        now = _fd_targets(pid)
+        if now == seen:
+            return now
+        seen = now
+        time.sleep(0.2)
+    return seen
+
+
+def _stop_all(daemon: Daemon, names: str) -> None:
+    for name in names:
+        code, body = daemon.request("POST", f"/v1/units/{name}/stop")
+        assert code == 200, body
+    for name in names:
+        daemon.wait_unit(name, lambda u: u["state"] == "stopped", 30)
+
+
+def _start_all(daemon: Daemon, names: str) -> None:
+    for name in names:
+        code, body = daemon.request("POST", f"/v1/units/{name}/start")
+        assert code == 200, body
 
 
 def _zombies(pid: int) -> list[int]:
@@ -198,10 +264,17 @@ def test_soak_1000_probe_runs_keep_fds_flat(daemon: Daemon) -> None:
     def probes(name: str) -> int:
         return int(daemon.unit(name).get("health_probes") or 0)
 
+    # Probes run back to back (interval 10ms), so one is nearly always in flight: compare the
+    # daemon's fds with every unit stopped, after 50 probes each and after 1000 more.
     wait_for(lambda: min(probes("e"), probes("t")) >= 50, 60)
-    baseline = _fd_floor(pid)
-    wait_for(lambda: probes("e") >= 1000 and probes("t") >= 1000 and probes("f") >= 1000, 180,
-             lambda: f"e={probes('e')} t={probes('t')} f={probes('f')}")  # fmt: skip
-    assert _fd_floor(pid) <= baseline, (baseline, sorted(os.listdir(f"/proc/{pid}/fd")))
+    _stop_all(daemon, "etf")
+    baseline = _settled_fds(pid)
+    done = {name: probes(name) for name in "etf"}
+    _start_all(daemon, "etf")
+    wait_for(lambda: all(probes(n) >= done[n] + 1000 for n in "etf"), 300,
+             lambda: str({n: probes(n) - done[n] for n in "etf"}))  # fmt: skip
+    _stop_all(daemon, "etf")
+    after = _settled_fds(pid)
+    assert len(after) <= len(baseline), (baseline, after)
     assert _zombies(pid) == []
     assert all(daemon.status()[n]["restarts"] == 0 for n in "etf")
