@@ -6,9 +6,10 @@ as the daemon measured it, and its fd count. Figures, not a pass/fail test.
         [--kind tcp|http|exec|mix]
 
 The services are tiny python3 TCP/HTTP servers (tcp/http probes connect from inside each
-sandbox's network namespace) or a shell (exec probes fork into the sandbox); `mix` is a third
-of each. CPU is measured from /proc/<daemon>/stat over a window after every unit is healthy,
-then again with the [health] sections removed (reload), as the baseline.
+sandbox's network namespace) or a shell (exec probes are run by the daemon's fork server, which
+enters the sandbox); `mix` is a third of each. CPU is measured from /proc/<pid>/stat over a
+window after every unit is healthy, then again with the [health] sections removed (reload), as
+the baseline: the daemon's own, and the fork server's with the probe runners it has reaped.
 """
 
 from __future__ import annotations
@@ -56,15 +57,33 @@ def unit_text(kind: str, probe: bool) -> str:
     return text
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime (+ cutime + cstime: its reaped children's) of `pid`, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used / TICK
 
 
-def measure(pid: int, seconds: float) -> float:
-    before, t0 = cpu_seconds(pid), time.monotonic()
+def fork_server_pid(daemon: int) -> int:
+    """The daemon's fork server: its child running `supervisor.sandbox.forkserver`."""
+    for task in os.listdir(f"/proc/{daemon}/task"):
+        for child in Path(f"/proc/{daemon}/task/{task}/children").read_text().split():
+            if b"supervisor.sandbox.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise RuntimeError("the daemon has no fork server")
+
+
+def measure(pid: int, server: int, seconds: float) -> tuple[float, float]:
+    """% of one core used over `seconds` by the daemon, and by its fork server + runners."""
+    before, server_before, t0 = cpu_seconds(pid), cpu_seconds(server, True), time.monotonic()
     time.sleep(seconds)
-    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    return (
+        100.0 * (cpu_seconds(pid) - before) / elapsed,
+        100.0 * (cpu_seconds(server, True) - server_before) / elapsed,
+    )
 
 
 def main() -> int:
@@ -93,7 +112,8 @@ def main() -> int:
         print(f"{args.units} units ({args.kind}) healthy after {time.monotonic() - began:.1f}s")
         time.sleep(2)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        with_probes = measure(pid, args.seconds)
+        server = fork_server_pid(pid)
+        with_probes, server_with = measure(pid, server, args.seconds)
         details = [daemon.unit(n) for n in names]
         durations = [d["health_last_duration"] for d in details if d["health_last_duration"]]
         probes = sum(int(d["health_probes"]) for d in details)
@@ -105,11 +125,16 @@ def main() -> int:
         wait_for(lambda: all(u["health"] is None and u["state"] == "running"
                              for u in daemon.status().values()), 300)  # fmt: skip
         time.sleep(2)
-        without = measure(pid, args.seconds)
-        print(f"daemon CPU with {args.units} units probed every 1s: {with_probes:.1f}% of a core")
-        print(f"daemon CPU, same units without probes:          {without:.1f}% of a core")
-        print(f"probe cost: {(with_probes - without) * 10 / max(args.units, 1):.2f} ms CPU "
-              f"per probe (daemon side)")  # fmt: skip
+        without, server_without = measure(pid, fork_server_pid(pid), args.seconds)
+        print(f"daemon CPU with {args.units} units probed every 1s: {with_probes:.1f}% of a core"
+              f" (fork server and probe runners: {server_with:.1f}%)")  # fmt: skip
+        print(f"daemon CPU, same units without probes:          {without:.1f}% of a core"
+              f" (fork server: {server_without:.1f}%)")  # fmt: skip
+        per_probe = 10 / max(args.units, 1)  # % of a core over N probes/s -> ms per probe
+        in_daemon = (with_probes - without) * per_probe
+        in_server = (server_with - server_without) * per_probe
+        print(f"probe cost: {in_daemon:.2f} ms CPU per probe in the daemon, "
+              f"{in_server:.2f} ms in the fork server")  # fmt: skip
         median, worst = statistics.median(durations) * 1000, max(durations) * 1000
         print(f"probe duration (last, as measured): median {median:.1f} ms, "
               f"max {worst:.1f} ms; {probes} probes run")  # fmt: skip
