@@ -51,6 +51,7 @@ from supervisor.sandbox.protocol import (
     Hello,
     ProtocolError,
     ServerError,
+    Spare,
     decode_server,
     encode_server,
 )
@@ -130,6 +131,7 @@ class ForkServer:
 
     def _restart(self) -> None:
         self.last_exit = self._proc.wait()
+        self._read_notices()
         self._sock.close()
         _reap_orphan(self._spare)
         self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
@@ -177,31 +179,50 @@ class ForkServer:
         return self._reply(unit, deadline)
 
     def _reply(self, unit: str, deadline: float) -> ServerLauncher | None:
-        if not wait_readable(self._sock, max(0.0, deadline - time.monotonic())):
-            # A late reply would be read as the next request's: this server is done for.
-            self._proc.kill()
-            raise LaunchError(unit, "forkserver", "the fork server did not answer in time")
-        try:
+        while True:
+            if not wait_readable(self._sock, max(0.0, deadline - time.monotonic())):
+                # A late reply would be read as the next request's: this server is done for.
+                self._proc.kill()
+                raise LaunchError(unit, "forkserver", "the fork server did not answer in time")
             try:
-                frame = recv_frame(self._sock)
-            except ConnectionResetError:  # it died with our request unread
-                frame = None
-            if frame is None:
-                return None
-            header, _, fds = frame
-            msg = decode_server(header, (Forked, ServerError))
-        except (ProtocolError, OSError) as err:
-            self._proc.kill()
-            raise LaunchError(unit, "forkserver", str(err)) from None
+                try:
+                    frame = recv_frame(self._sock)
+                except ConnectionResetError:  # it died with our request unread
+                    frame = None
+                if frame is None:
+                    return None
+                header, _, fds = frame
+                msg = decode_server(header, (Forked, ServerError, Spare))
+            except (ProtocolError, OSError) as err:
+                self._proc.kill()
+                raise LaunchError(unit, "forkserver", str(err)) from None
+            if not isinstance(msg, Spare):
+                break
+            self._spare = msg.pid  # the notice after the previous answer
         if isinstance(msg, ServerError):
             for fd in fds:
                 os.close(fd)
             raise LaunchError(unit, "forkserver", msg.message, msg.errno)
         assert isinstance(msg, Forked)
-        self._spare = msg.spare
+        self._spare = 0  # handed out; the next one is announced by a Spare notice
         for fd in fds[1:]:
             os.close(fd)
         return ServerLauncher(msg.pid, fds[0] if fds else -1)
+
+    def _read_notices(self) -> None:
+        """Take the Spare notices already sent (the server is dead or done: nothing blocks)."""
+        if self._sock.fileno() < 0:  # closed by a restart that failed
+            return
+        with contextlib.suppress(ProtocolError, OSError):
+            while wait_readable(self._sock, 0):
+                frame = recv_frame(self._sock)
+                if frame is None:
+                    return
+                for fd in frame[2]:
+                    os.close(fd)
+                msg = decode_server(frame[0], (Spare, Forked, ServerError))
+                if isinstance(msg, Spare):
+                    self._spare = msg.pid
 
     def died(self) -> str:
         """Why a request got no answer, for its LaunchError (the next request restarts it)."""
@@ -213,6 +234,7 @@ class ForkServer:
 
     def close(self, timeout: float = 5.0) -> None:
         """EOF on its socket makes the server exit; SIGKILL if it does not within `timeout`."""
+        self._read_notices()
         self._sock.close()
         try:
             self._proc.wait(timeout)

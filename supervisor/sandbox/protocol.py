@@ -32,10 +32,16 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
+| - | Spare        | server  | daemon   | -                             | none (read before the   |
+|   |              |         |          |                               | next reply)             |
 | 3 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked or ServerError   |
 |   |              |         |          | of the sandbox's PID 1        |                         |
 |   | (body: the default seccomp BPF, loaded if PID 1 runs under a filter)                  |
 | - | EOF          | daemon  | server   | -                             | the server exits        |
+
+The server answers first and forks the next spare launcher afterwards, so that the daemon,
+which waits for the answer, never waits for a fork; the new spare's PID follows in a Spare
+notice, which the daemon reads with its next answer (it reaps that spare if the server dies).
 
 An EnterRequest (an exec health probe, sandbox/probe_run.py) is handed to a spare launcher too,
 which enters the sandbox, forks the command and waits for it. On its report pipe (newline-
@@ -130,7 +136,13 @@ class Forked:
     """The launcher is forked; its own messages follow on the sync pipe."""
 
     pid: int
-    spare: int  # the next spare launcher (0: none)
+
+
+@dataclass(frozen=True)
+class Spare:
+    """The server forked its next spare launcher (sent after a Forked, unasked)."""
+
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -141,12 +153,13 @@ class ServerError:
     message: str
 
 
-ServerMessage = Hello | ForkRequest | EnterRequest | Forked | ServerError
+ServerMessage = Hello | ForkRequest | EnterRequest | Forked | Spare | ServerError
 _SERVER_KINDS: dict[str, type[ServerMessage]] = {
     "hello": Hello,
     "fork": ForkRequest,
     "enter": EnterRequest,
     "forked": Forked,
+    "spare": Spare,
     "server-error": ServerError,
 }
 _SERVER_NAMES = {cls: name for name, cls in _SERVER_KINDS.items()}

@@ -2,8 +2,8 @@
 
 Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
 spare launcher is always forked ahead: a request is checked and handed to it (header, body and
-fds, over its own socketpair), the daemon gets its PID and a pidfd, and the next spare is forked
-while this one works. A ForkRequest makes the spare a sandbox launcher (stage.py), an
+fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare is
+forked while this one works. A ForkRequest makes the spare a sandbox launcher (stage.py), an
 EnterRequest an exec probe's runner (probe_run.py). Every spare is reaped here as its pidfd
 turns readable.
 """
@@ -31,6 +31,7 @@ from supervisor.sandbox.protocol import (
     Hello,
     ProtocolError,
     ServerError,
+    Spare,
     decode_server,
     encode,
     encode_server,
@@ -165,13 +166,14 @@ class _Server:
         except (ProtocolError, OSError) as err:
             self._error(err)
             return
-        # The next spare is forked while `used` does its work on another CPU.
+        send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
+        # The next spare is forked once the daemon has its answer, while `used` works.
         try:
             self.spare = self._new_spare()
         except OSError:
             self.spare = None  # retried at the next request
-        next_pid = self.spare.pid if self.spare else 0
-        send_frame(self.sock, encode_server(Forked(used.pid, next_pid)), fds=[used.pidfd])
+            return
+        send_frame(self.sock, encode_server(Spare(self.spare.pid)))
 
     def _error(self, err: ProtocolError | OSError) -> None:
         code = (err.errno or 0) if isinstance(err, OSError) else 0
