@@ -10,7 +10,7 @@ An HTTP probe is a minimal HTTP/1.0 GET (no redirects followed; 2xx and 3xx are 
 Kubernetes' httpGet) whose host must be an IP address or `localhost`: the daemon does no DNS
 lookup for a sandbox, since it would use the host's resolver and block the loop. `https://`
 works without certificate checks (a probe asks "is it up", not "is it who it claims").
-The exec probe, which forks, is in probe_exec.py.
+The exec probe, run by the fork server, is in probe_exec.py.
 """
 
 from __future__ import annotations
