@@ -8,11 +8,16 @@ A daemon restart must not break the service's output: if the last read end close
 write would raise SIGPIPE/EPIPE in the service. So the sandbox's PID 1 inherits a duplicate of
 the read end too (it never reads it), and the pipe always has a reader. While no daemon runs,
 writes fill the pipe buffer (raised to 1 MiB) and then block, losing nothing; the next daemon
-reopens the read end through /proc/<pid1>/fd/<n> (checked against the pipe's inode recorded in
-the state file) and drains it. Cost: one extra fd in PID 1, and a service that closes every
-inherited fd at start-up gives up that protection (it still works while the daemon runs).
-Alternatives considered: a per-unit log-keeper process (one more process per unit to supervise)
-and systemd's fd store (FDSTORE=1, only under systemd).
+reopens the read end through /proc/<pid1>/fd/<n> and drains it. The state file records <n> as
+PID 1 knows it (the kept fd's number, never the daemon's own number for the pipe, which differs
+after a re-adoption) and the pipe's inode: the recorded fd is checked against that inode, and
+if it is not that pipe (closed, or the number reused by the service), PID 1's other fds are
+searched for it. Opening any of them read-only gives a read end, even the service's stdout: a
+pipe's /proc link opens the pipe itself, with the access mode asked for. Cost: one extra fd in
+PID 1, and a service that closes every inherited fd at start-up gives up the protection while
+no daemon runs (it still works while one does, and the next daemon finds the pipe through
+PID 1's stdout if it is still there). Alternatives considered: a per-unit log-keeper process
+(one more process per unit to supervise) and systemd's fd store (FDSTORE=1, only under systemd).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import fcntl
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 PIPE_SIZE = 1 << 20
@@ -70,11 +76,55 @@ class RotatingLog:
         return self._fd
 
 
-class Capture:
-    """One run's output pipe: the daemon's read end, drained into a RotatingLog."""
+@dataclass(frozen=True)
+class FdProblem:
+    """Why PID 1's fd `fd` is not the recorded pipe: `reason` is missing (no such fd),
+    not-a-pipe, other-pipe or unreadable; `found` is what the fd is instead, or the error."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_fd: int, sink: RotatingLog) -> None:
-        self._loop, self.read_fd, self._sink = loop, read_fd, sink
+    fd: int
+    reason: str
+    found: str | None = None
+
+
+def check_fd(pid: int, fd: int, inode: int) -> FdProblem | None:
+    """None if process `pid` holds the pipe `inode` as `fd`, else what is wrong with it."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except FileNotFoundError:
+        return FdProblem(fd, "missing")
+    except OSError as exc:
+        return FdProblem(fd, "unreadable", exc.strerror)
+    if target == _pipe_name(inode):
+        return None
+    return FdProblem(fd, "other-pipe" if target.startswith("pipe:") else "not-a-pipe", target)
+
+
+def find_pipe(pid: int, inode: int) -> int | None:
+    """An fd of process `pid` that is the pipe `inode` (kept fds before stdio), or None."""
+    try:
+        fds = sorted((int(n) for n in os.listdir(f"/proc/{pid}/fd")), key=lambda n: (n < 3, n))
+    except OSError:
+        return None
+    for fd in fds:
+        if check_fd(pid, fd, inode) is None:
+            return fd
+    return None
+
+
+def _pipe_name(inode: int) -> str:
+    return f"pipe:[{inode}]"  # what /proc/<pid>/fd/<n> reads for a pipe (proc(5))
+
+
+class Capture:
+    """One run's output pipe: the daemon's read end, drained into a RotatingLog.
+
+    `kept_fd` is the number under which the sandbox's PID 1 holds the pipe (what the state
+    file records for the next daemon); `read_fd` is the daemon's own fd for it."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, read_fd: int, sink: RotatingLog, kept_fd: int
+    ) -> None:
+        self._loop, self.read_fd, self._sink, self.kept_fd = loop, read_fd, sink, kept_fd
         self.inode = os.fstat(read_fd).st_ino
         os.set_blocking(read_fd, False)
         self._reading = True
@@ -83,26 +133,32 @@ class Capture:
     @classmethod
     def new(cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog) -> tuple[Capture, int]:
         """A fresh pipe: (capture, write end for the service). Both ends are close-on-exec;
-        the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly."""
+        the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly,
+        under the same number (so `kept_fd` is `read_fd` here, and only here)."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a lower /proc/sys/fs/pipe-max-size: keep 64 KiB
             fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
-        return cls(loop, read_fd, sink), write_fd
+        return cls(loop, read_fd, sink, read_fd), write_fd
 
     @classmethod
     def reopen(
         cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog, pid: int, fd: int, inode: int
     ) -> Capture | None:
-        """Reattach to the read end that PID 1 `pid` holds as `fd`; None if it is not there."""
-        path = f"/proc/{pid}/fd/{fd}"
+        """Reattach to the pipe `inode` that PID 1 `pid` holds as `fd` or, failing that (see
+        `check_fd`), as any other fd; None if it holds it nowhere."""
+        found = fd if check_fd(pid, fd, inode) is None else find_pipe(pid, inode)
+        if found is None:
+            return None
         try:
-            st = os.stat(path)
-            if not stat.S_ISFIFO(st.st_mode) or st.st_ino != inode:
-                return None
-            read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            read_fd = os.open(f"/proc/{pid}/fd/{found}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return None
-        return cls(loop, read_fd, sink)
+        # Between the check and the open the fd may have been closed and its number reused.
+        st = os.fstat(read_fd)
+        if st.st_ino != inode or not stat.S_ISFIFO(st.st_mode):
+            os.close(read_fd)
+            return None
+        return cls(loop, read_fd, sink, found)
 
     def _drain(self) -> bool:
         """Copy what the pipe holds (bounded); True if there may be more."""

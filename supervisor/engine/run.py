@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
 from supervisor.engine import proc
 from supervisor.engine.launching import Launcher
-from supervisor.engine.output import Capture, RotatingLog
+from supervisor.engine.output import Capture, FdProblem, RotatingLog, check_fd
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.log import get_logger
@@ -110,7 +110,7 @@ class Run:
             oom_base = cgroup.oom_kill_count()
             capture, write_fd = Capture.new(host.loop, sink)
             try:
-                started = await host.launcher(spec, cgroup, write_fd, [capture.read_fd])
+                started = await host.launcher(spec, cgroup, write_fd, [capture.kept_fd])
             finally:
                 os.close(write_fd)  # the service holds it now; EOF comes when it is gone
             pid = started.pid
@@ -148,11 +148,10 @@ class Run:
             return None
         capture = None
         if record.output_fd is not None and record.output_inode is not None:
-            capture = Capture.reopen(
-                host.loop, sink, record.pid, record.output_fd, record.output_inode
-            )
-            if capture is None:
-                log.warning("unit.output_lost", unit=record.unit, fd=record.output_fd)
+            capture = _reopen_output(
+                host, sink, record.unit, pid=record.pid, fd=record.output_fd,
+                inode=record.output_inode,
+            )  # fmt: skip
         return cls(
             host, record.unit, record.pid, pidfd, own_child=False,
             cgroup=host.cgroups.open(record.unit), capture=capture, oom_base=record.oom_base,
@@ -236,6 +235,30 @@ class Run:
             self.host.loop.remove_reader(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = -1
+
+
+def _reopen_output(
+    host: Host, sink: RotatingLog, unit: str, *, pid: int, fd: int, inode: int
+) -> Capture | None:
+    """The adopted run's output pipe, through PID 1's fds; says in the log when the recorded
+    fd was not that pipe (and why), and whether the pipe was found elsewhere."""
+    problem = check_fd(pid, fd, inode)
+    capture = Capture.reopen(host.loop, sink, pid, fd, inode)
+    if problem is None and capture is not None:
+        return capture
+    # Without a problem, the fd changed between the check and the open.
+    problem = problem or FdProblem(fd, "unreadable", "changed while being opened")
+    detail = {"unit": unit, "fd": fd, "inode": inode, "reason": problem.reason,
+              "found": problem.found}  # fmt: skip
+    if capture is not None:
+        log.info("unit.output_reopened", via_fd=capture.kept_fd, **detail)
+    else:
+        # Nobody drains the pipe now: a writer blocks once its buffer is full (if PID 1 still
+        # holds a read end) or gets EPIPE (if nobody does).
+        log.warning("unit.output_lost", **detail,
+                    hint="the service's output is no longer captured: restart the unit "
+                    "(sandboxctl restart UNIT) to capture it again")  # fmt: skip
+    return capture
 
 
 def _fresh_cgroup(cgroups: Manager, unit: str, limits: Limits) -> UnitCgroup:

@@ -38,7 +38,7 @@ def record(r: UnitRunner) -> UnitRecord:
         recent_exits=list(r.recent_exits),
         oom_kills=r.oom_kills,
         oom_base=run.oom_base if run else 0,
-        output_fd=run.capture.read_fd if run and run.capture else None,
+        output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=r.intent,
     )
