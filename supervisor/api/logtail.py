@@ -1,55 +1,92 @@
-"""Read the tail of a service log and follow it across rotation, truncation and restarts.
+"""Read the tail of a service log, across its rotated files, and follow it across rotation,
+truncation and restarts.
 
-The engine appends a service's output to `<log_dir>/<unit>.log` and rotates by renaming it and
-opening a new file; a restarted service keeps appending to the same path. A follower therefore
-holds the file it opened, drains it to the end whenever the path points somewhere else (rotated)
-or the file shrank (truncated), then reopens the path from its start. Polling keeps this
-independent of inotify limits and of the filesystem the log lives on.
+The engine appends a service's output to `<log_dir>/<unit>.log` and rotates by renaming it to
+`<unit>.log.1` (and `.1` to `.2`, ...) and opening a new file at the first write after that
+(engine/output.py). A reader opens the whole history at once (open files do not move when
+renamed), so the last N lines come from the rotated files too, newest last. They are found by
+reading backwards from the end, chunk by chunk: the cost is the size of those N lines, never
+the whole history. A follower holds the current file it opened, drains it to the end whenever
+the path points somewhere else (rotated) or the file shrank (truncated), then reopens the path
+from its start. Polling keeps this independent of inotify limits and of the filesystem the log
+lives on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO
+
+from supervisor.engine.output import rotated_path
 
 CHUNK = 64 * 1024
 POLL_INTERVAL = 0.2
-
-
-def tail_offset(f: BinaryIO, lines: int) -> int:
-    """The offset where the last `lines` lines of `f` start (reads backwards in chunks)."""
-    end = f.seek(0, os.SEEK_END)
-    if lines <= 0:
-        return end
-    pos, found = end, 0
-    # A final line without its newline still counts as a line.
-    if end > 0:
-        f.seek(end - 1)
-        if f.read(1) == b"\n":
-            found = -1
-    while pos > 0:
-        step = min(CHUNK, pos)
-        pos -= step
-        f.seek(pos)
-        block = f.read(step)
-        index = len(block)
-        while True:
-            index = block.rfind(b"\n", 0, index)
-            if index < 0:
-                break
-            found += 1
-            if found == lines:
-                return pos + index + 1
-    return 0
+# Rotation renames from the oldest down, so mid-rotation one number is briefly missing: only
+# two missing numbers in a row end the history.
+_GAP = 2
 
 
 def _open(path: str) -> BinaryIO | None:
     try:
-        return open(path, "rb")  # owned by read_log, closed in its finally
+        return open(path, "rb")  # owned by the caller
     except FileNotFoundError:
         return None
+
+
+def open_history(path: str) -> tuple[BinaryIO | None, list[BinaryIO]]:
+    """(the current file or None, the rotated files newest first), all open.
+
+    A rotation between two opens would show one file twice (under its old and its new name):
+    only its first, newer, place counts, which keeps the order right."""
+    current = _open(path)
+    seen = set()
+    if current is not None:
+        st = os.fstat(current.fileno())
+        seen.add((st.st_dev, st.st_ino))
+    rotated: list[BinaryIO] = []
+    n = missing = 0
+    while missing < _GAP:
+        n += 1
+        f = _open(rotated_path(path, n))
+        if f is None:
+            missing += 1
+            continue
+        missing = 0
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) in seen:
+            f.close()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        rotated.append(f)
+    return current, rotated
+
+
+def tail_start(files: list[BinaryIO], lines: int) -> tuple[int, int]:
+    """(index, offset) in `files` (oldest first, read as one stream) where the last `lines`
+    lines start; reads backwards in chunks from the end of the last file."""
+    if lines <= 0 or not files:
+        return max(0, len(files) - 1), files[-1].seek(0, os.SEEK_END) if files else 0
+    found: int | None = None  # None until the stream's last byte is known
+    for index in range(len(files) - 1, -1, -1):
+        f = files[index]
+        pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            step = min(CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step)
+            if found is None:
+                # A final line without its newline still counts as a line.
+                found = -1 if block.endswith(b"\n") else 0
+            at = len(block)
+            while (at := block.rfind(b"\n", 0, at)) >= 0:
+                found += 1
+                if found == lines:
+                    return index, pos + at + 1
+    return 0, 0
 
 
 def _rotated(f: BinaryIO, path: str) -> bool:
@@ -65,11 +102,33 @@ def _rotated(f: BinaryIO, path: str) -> bool:
 async def read_log(
     path: str, lines: int | None = None, follow: bool = False, poll: float = POLL_INTERVAL
 ) -> AsyncIterator[bytes]:
-    """Yield the last `lines` lines of `path` (all when None), then new output if `follow`."""
-    f = _open(path)
+    """Yield the last `lines` lines of `path` and its rotated files (all they hold when None),
+    oldest first, then new output if `follow`."""
+    current, rotated = open_history(path)
+    history = [*reversed(rotated), *([current] if current is not None else [])]
     try:
-        if f is not None:
-            f.seek(0 if lines is None else tail_offset(f, lines))
+        first, offset = (0, 0) if lines is None else tail_start(history, lines)
+        for index in range(first, len(history)):
+            history[index].seek(offset if index == first else 0)
+        for f in history[first:-1]:
+            while chunk := f.read(CHUNK):
+                yield chunk
+        # The newest file (the current one, unless it is still to be created) is followed.
+        newest = history[-1] if history else None
+        async with contextlib.aclosing(_follow(newest, path, follow, poll)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        for f in history:
+            f.close()
+
+
+async def _follow(
+    f: BinaryIO | None, path: str, follow: bool, poll: float
+) -> AsyncGenerator[bytes, None]:
+    """The rest of `f` (the newest log file, or None if there was none yet), then, if `follow`,
+    whatever comes next under `path` and in the files rotated after `f`."""
+    try:
         while True:
             if f is not None:
                 while chunk := f.read(CHUNK):
@@ -77,15 +136,32 @@ async def read_log(
             if not follow:
                 return
             if f is None or _rotated(f, path):
-                fresh = _open(path)
-                if fresh is not None:
-                    if f is not None:
-                        while chunk := f.read(CHUNK):  # what was written before the rename
-                            yield chunk
-                        f.close()
-                    f = fresh
+                current, rotated = open_history(path)
+                # What was written before the rename, then every file rotated since (more than
+                # one if the log rotates faster than we poll), oldest first.
+                chain = [f, *_newer_than(f, rotated)] if f is not None else []
+                for g in chain:
+                    while chunk := g.read(CHUNK):
+                        yield chunk
+                # Hold on to the newest file read until the path exists again.
+                keep = current if current is not None else (chain[-1] if chain else None)
+                for g in {*chain, *rotated} - {keep}:
+                    g.close()
+                if keep is not f:
+                    f = keep
                     continue
             await asyncio.sleep(poll)
     finally:
         if f is not None:
             f.close()
+
+
+def _newer_than(f: BinaryIO, rotated: list[BinaryIO]) -> list[BinaryIO]:
+    """The rotated files (newest first) that came after `f`, oldest first; none if `f` is not
+    among them (truncated in place, or already rotated away: nothing to tell them apart by)."""
+    mine = os.fstat(f.fileno())
+    for index, g in enumerate(rotated):
+        st = os.fstat(g.fileno())
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return list(reversed(rotated[:index]))
+    return []

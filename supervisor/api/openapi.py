@@ -232,7 +232,8 @@ def document() -> dict[str, Any]:
                         {
                             "name": "n",
                             "in": "query",
-                            "description": "only the last n lines (default: the whole file)",
+                            "description": "only the last n lines, read across the rotated "
+                            "files too (default: all that the log and its rotated files hold)",
                             "schema": {"type": "integer", "minimum": 0, "maximum": 1000000},
                         },
                         {

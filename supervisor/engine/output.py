@@ -36,6 +36,11 @@ _READ_CHUNK = 1 << 16
 _READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
 
 
+def rotated_path(path: str | os.PathLike[str], n: int) -> str:
+    """The name of the `n`th newest rotated file of the log at `path` (1 is the newest)."""
+    return f"{os.fspath(path)}.{n}"
+
+
 class RotatingLog:
     """An append-only file rotated by size. Opened lazily; closed between runs."""
 
@@ -58,9 +63,9 @@ class RotatingLog:
         self.close()
         for n in range(self.keep - 1, 0, -1):
             with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+                os.rename(rotated_path(self.path, n), rotated_path(self.path, n + 1))
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path, f"{self.path}.1")
+            os.rename(self.path, rotated_path(self.path, 1))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -11,8 +11,9 @@ from supervisor.errors import EXIT_OK
 
 HELP = "print a unit's output (stdout and stderr, as captured in log_dir/<unit>.log)"
 EPILOG = """\
-with -f, keeps printing new output, across log rotation and restarts of the service,
-until interrupted
+prints what <unit>.log and its rotated files (<unit>.log.1 ... .N) hold, oldest first; -n N
+takes the last N lines of that, across the rotated files too. With -f, keeps printing new
+output, across log rotation and restarts of the service, until interrupted
 
 EXAMPLE:
   sandboxctl logs web -n 50 -f
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("unit", metavar="UNIT")
-    p.add_argument("-n", "--lines", type=_lines, metavar="N", help="only the last N lines")
+    p.add_argument(
+        "-n", "--lines", type=_lines, metavar="N", help="only the last N lines (rotated files too)"
+    )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.set_defaults(run=run)
 
