@@ -80,7 +80,7 @@ def test_last_lines_come_from_the_rotated_files_too(daemon: Daemon) -> None:
     history = kept_history(log)
     assert (daemon.logs / "burst.log.3").exists(), "the test needs a full rotation history"
     current = len(log.read_text().splitlines())
-    assert 250 < len(history)
+    assert len(history) > 250
     for n in (1, current, current + 1, 250, len(history), len(history) + 50):
         out = sandboxctl(daemon, "logs", "burst", "-n", str(n))
         assert out.returncode == 0, out.stderr
