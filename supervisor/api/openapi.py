@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.api.events import RING_SIZE
+
 STATES = ["starting", "running", "stopping", "stopped", "exited", "backoff", "failed", "invalid"]
 ERROR_CODES = [
     "bad-request",
@@ -68,6 +70,12 @@ UNIT_EVENT: dict[str, Any] = {
     "type": "object",
     "required": ["unit", "event", "at", "state", "detail"],
     "properties": {
+        "seq": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "on /v1/events: the event's number, 1, 2, 3, ... for the life of one "
+            "daemon (see the X-Event-Epoch header); pass it back as `since` to resume",
+        },
         "unit": {"type": "string"},
         "event": {"type": "string", "description": "started, exited, oom-kill, backoff, ..."},
         "at": {"type": "string", "format": "date-time"},
@@ -255,20 +263,55 @@ def document() -> dict[str, Any]:
             "/v1/events": {
                 "get": {
                     "operationId": "events",
-                    "summary": "a live stream of unit events, one JSON object per line",
+                    "summary": "unit events, one JSON object per line: the kept ones asked for "
+                    "(since or replay, the daemon keeps the last 1000), then live ones",
                     "parameters": [
                         {
                             "name": "unit",
                             "in": "query",
                             "description": "only this unit's events",
                             "schema": {"type": "string"},
-                        }
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "first the kept events whose seq is above this (all "
+                            "kept events if it is above the newest seq: an earlier daemon's)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**53},
+                        },
+                        {
+                            "name": "replay",
+                            "in": "query",
+                            "description": "first the last `replay` kept events (not with since)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": RING_SIZE},
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "description": "0: end after the kept events asked for (default 1: "
+                            "then stream live events, never ending)",
+                            "schema": {"type": "integer", "enum": [0, 1]},
+                        },
                     ],
                     "responses": {
                         "200": {
-                            "description": "UnitEvent objects, newline-delimited, chunked",
+                            "description": "UnitEvent objects with their seq, newline-delimited, "
+                            "chunked, oldest first",
+                            "headers": {
+                                "X-Event-Epoch": {
+                                    "description": "this daemon's event numbering: seq values "
+                                    "of two epochs do not compare",
+                                    "schema": {"type": "string"},
+                                },
+                                "X-Event-Seq": {
+                                    "description": "the newest seq when the stream started (0: "
+                                    "none yet), to resume from even if no event came",
+                                    "schema": {"type": "integer", "minimum": 0},
+                                },
+                            },
                             "content": {"application/x-ndjson": {"schema": _ref("UnitEvent")}},
                         },
+                        "400": _error("bad query parameter, or both since and replay"),
                         **_UNIT_ERRORS,
                     },
                 }

@@ -15,12 +15,15 @@ from typing import Any
 from aiohttp import web
 
 from supervisor.api.errors import json_error
+from supervisor.api.events import RING_SIZE, EventLog
 from supervisor.api.logtail import read_log
 from supervisor.engine.model import Controller
 
 CONTROLLER_KEY = web.AppKey("controller", Controller)
+EVENT_LOG_KEY = web.AppKey("event_log", EventLog)
 ACTIONS = ("start", "stop", "restart")
 MAX_LOG_LINES = 1_000_000
+MAX_SEQ = 2**53  # JSON numbers stay exact up to here
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -89,8 +92,8 @@ def _int_param(request: web.Request, name: str, low: int, high: int) -> int | No
     return value
 
 
-def _bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "0").lower()
+def _bool_param(request: web.Request, name: str, default: bool = False) -> bool:
+    raw = request.query.get(name, "1" if default else "0").lower()
     if raw in ("1", "true", "yes"):
         return True
     if raw in ("0", "false", "no", ""):
@@ -117,21 +120,59 @@ async def events(request: web.Request) -> web.StreamResponse:
     only = request.query.get("unit")
     if only is not None:
         _controller(request).get_unit(only)
-    stream = _controller(request).events()
-    response = web.StreamResponse(headers=STREAM_HEADERS)
+    since = _int_param(request, "since", 0, MAX_SEQ)
+    replay = _int_param(request, "replay", 0, RING_SIZE)
+    follow = _bool_param(request, "follow", default=True)
+    if since is not None and replay is not None:
+        raise web.HTTPBadRequest(reason="give since or replay, not both")
+    event_log = request.app.get(EVENT_LOG_KEY)
+    if event_log is None:
+        if since is not None or replay is not None:
+            raise web.HTTPBadRequest(reason="this server keeps no event history")
+        return await _live_events(request, only, follow)
+    # Subscribed before the answer starts: once a client has the headers, it misses nothing.
+    subscription = event_log.subscribe(only, since, replay)
+    headers = {**STREAM_HEADERS, "X-Event-Epoch": event_log.epoch,
+               "X-Event-Seq": str(event_log.newest)}  # fmt: skip
+    try:
+        response = await _ndjson_response(request, headers)
+        for numbered in subscription.backlog:
+            await response.write(_line(numbered.to_json()))
+        while follow:
+            await response.write(_line((await subscription.next()).to_json()))
+    finally:
+        subscription.close()
+    await response.write_eof()
+    return response
+
+
+async def _live_events(request: web.Request, only: str | None, follow: bool) -> web.StreamResponse:
+    """The stream without a memory of events (a server over a fake controller): live only."""
+    response = await _ndjson_response(request, STREAM_HEADERS)
+    if follow:
+        stream = _controller(request).events()
+        try:
+            async for event in stream:
+                if only is None or event.unit == only:
+                    await response.write(_line(event.to_json()))
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+    await response.write_eof()
+    return response
+
+
+async def _ndjson_response(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
     response.content_type = "application/x-ndjson"
     response.enable_chunked_encoding()
     await response.prepare(request)
-    try:
-        async for event in stream:
-            if only is None or event.unit == only:
-                await response.write(json.dumps(event.to_json()).encode() + b"\n")
-    finally:
-        closer = getattr(stream, "aclose", None)
-        if closer is not None:
-            await closer()
-    await response.write_eof()
     return response
+
+
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode() + b"\n"
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,10 +3,15 @@
 `serve(controller, config)` binds `config.socket_path` with mode 0660 and the configured group
 (when the host has it), and returns a `Server` whose `close()` stops accepting, ends streaming
 responses and removes the socket. aiohttp parses HTTP; this module only wires it up.
+
+The daemon's server also keeps the event stream's memory (events.py: numbered events for
+`?since=` and `?replay=`), fed by one task for the server's lifetime. A server made with
+`serve_on` alone (tests, over a fake controller) streams live events only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -19,6 +24,7 @@ from aiohttp import web
 
 from supervisor.api import auth, routes
 from supervisor.api.errors import json_errors
+from supervisor.api.events import EventLog
 from supervisor.api.metrics import METRICS_KEY, Metrics, handle_metrics
 from supervisor.api.openapi import document
 from supervisor.config import DaemonConfig
@@ -38,12 +44,19 @@ class SocketInUse(SupervisorError):
         super().__init__(f"{path}: another sandboxd is already listening on this socket")
 
 
-def make_app(controller: Controller, policy: auth.Policy, metrics: Metrics) -> web.Application:
+def make_app(
+    controller: Controller,
+    policy: auth.Policy,
+    metrics: Metrics,
+    event_log: EventLog | None = None,
+) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, auth.middleware(policy)], client_max_size=MAX_BODY
     )
     app[routes.CONTROLLER_KEY] = controller
     app[METRICS_KEY] = metrics
+    if event_log is not None:
+        app[routes.EVENT_LOG_KEY] = event_log
     routes.add_routes(app)
     spec = document()
 
@@ -105,8 +118,14 @@ def bind_socket(path: Path, gid: int | None, mode: int = SOCKET_MODE) -> socket.
 
 
 class Server:
-    def __init__(self, runner: web.AppRunner, path: Path, sock: socket.socket) -> None:
-        self._runner, self.path, self._sock = runner, path, sock
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        path: Path,
+        sock: socket.socket,
+        feeder: asyncio.Task[None] | None = None,
+    ) -> None:
+        self._runner, self.path, self._sock, self._feeder = runner, path, sock, feeder
 
     @property
     def metrics(self) -> Metrics:
@@ -115,6 +134,7 @@ class Server:
     async def close(self) -> None:
         try:
             await self._runner.cleanup()
+            await _cancel(self._feeder)
         finally:
             self._sock.close()
             with contextlib.suppress(FileNotFoundError):
@@ -128,27 +148,50 @@ async def serve_on(
     policy: auth.Policy,
     metrics: Metrics | None = None,
     mode: int = SOCKET_MODE,
+    *,
+    event_log: EventLog | None = None,
 ) -> Server:
     metrics = metrics or Metrics()
     metrics.bind(controller)
-    app = make_app(controller, policy, metrics)
+    app = make_app(controller, policy, metrics, event_log)
     runner = web.AppRunner(
         app,
         access_log=None,
         handler_cancellation=True,  # a vanished client ends its stream's handler
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
-    await runner.setup()
-    sock = bind_socket(path, policy.group_gid, mode)
+    feeder = None
+    if event_log is not None:
+        feeder = asyncio.get_running_loop().create_task(event_log.feed(controller))
+        await asyncio.sleep(0)  # its first step: seeded and subscribed before any client
+    try:
+        await runner.setup()
+        sock = bind_socket(path, policy.group_gid, mode)
+    except BaseException:
+        await _cancel(feeder)
+        raise
     try:
         await web.SockSite(runner, sock, backlog=BACKLOG).start()
     except BaseException:
         await runner.cleanup()
+        await _cancel(feeder)
         sock.close()
         path.unlink(missing_ok=True)
         raise
     log.info("api.listening", socket=str(path), group_gid=policy.group_gid)
-    return Server(runner, path, sock)
+    return Server(runner, path, sock, feeder)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # it died earlier: say so rather than fail the shutdown
+        log.exception("api.events_failed")
 
 
 async def serve(
@@ -158,4 +201,4 @@ async def serve(
     policy = auth.Policy.for_group(config.group)
     if policy.group_gid is None:
         log.warning("api.no_group", group=config.group, detail="only root can use the socket")
-    return await serve_on(controller, config.socket_path, policy, metrics)
+    return await serve_on(controller, config.socket_path, policy, metrics, event_log=EventLog())

@@ -169,6 +169,25 @@ class Client:
             query["n"] = str(lines)
         return self.stream(unit_path(name, "logs") + "?" + urlencode(query))
 
+    def events(
+        self,
+        unit: str | None = None,
+        since: int | None = None,
+        replay: int | None = None,
+        follow: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Unit events, one dict each: the kept ones asked for, then (with `follow`) live."""
+        query: dict[str, str] = {"follow": "1" if follow else "0"}
+        for key, value in (("unit", unit), ("since", since), ("replay", replay)):
+            if value is not None:
+                query[key] = str(value)
+        buffer = b""
+        for chunk in self.stream("/v1/events?" + urlencode(query)):
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+
 
 def _api_error(response: http.client.HTTPResponse) -> ApiError:
     try:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "stop": "supervisor.cli.commands.stop",
     "restart": "supervisor.cli.commands.restart",
     "logs": "supervisor.cli.commands.logs",
+    "events": "supervisor.cli.commands.events",
     "exec": "supervisor.cli.commands.exec",
     "validate": "supervisor.cli.commands.validate",
 }
