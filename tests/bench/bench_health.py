@@ -1,5 +1,6 @@
 """Health probes at scale: a real sandboxd with N units (default 100) each probed every second;
-prints the daemon's CPU use (user+sys, % of one core) with and without probes, probe latency
+prints the daemon's CPU use (user+sys, % of one core) with and without probes, how fast it
+answers a status request meanwhile (a loop held up by probes would show there), probe latency
 as the daemon measured it, and its fd count. Figures, not a pass/fail test.
 
     .venv/bin/python tests/bench/bench_health.py [--units 100] [--seconds 20] \\
@@ -21,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
@@ -75,15 +77,36 @@ def fork_server_pid(daemon: int) -> int:
     raise RuntimeError("the daemon has no fork server")
 
 
-def measure(pid: int, server: int, seconds: float) -> tuple[float, float]:
-    """% of one core used over `seconds` by the daemon, and by its fork server + runners."""
+@dataclass
+class Window:
+    daemon_cpu: float  # % of one core
+    server_cpu: float  # the fork server with the probe runners it reaped
+    api_ms: list[float]  # GET /v1/units/<unit> round trips: how long supervision waits
+
+
+def measure(daemon: Daemon, server: int, unit: str, seconds: float) -> Window:
+    """CPU over `seconds`, while asking the daemon for one unit's status every 100 ms: a loop
+    held up by probes would show in those answers."""
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
     before, server_before, t0 = cpu_seconds(pid), cpu_seconds(server, True), time.monotonic()
-    time.sleep(seconds)
+    latencies = []
+    while time.monotonic() - t0 < seconds:
+        asked = time.perf_counter()
+        daemon.unit(unit)
+        latencies.append((time.perf_counter() - asked) * 1000)
+        time.sleep(0.1)
     elapsed = time.monotonic() - t0
-    return (
+    return Window(
         100.0 * (cpu_seconds(pid) - before) / elapsed,
         100.0 * (cpu_seconds(server, True) - server_before) / elapsed,
+        latencies,
     )
+
+
+def _latency(window: Window) -> str:
+    ms = sorted(window.api_ms)
+    return f"median {statistics.median(ms):.1f} ms, p99 {ms[int(len(ms) * 0.99)]:.1f} ms"
 
 
 def main() -> int:
@@ -112,8 +135,8 @@ def main() -> int:
         print(f"{args.units} units ({args.kind}) healthy after {time.monotonic() - began:.1f}s")
         time.sleep(2)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        server = fork_server_pid(pid)
-        with_probes, server_with = measure(pid, server, args.seconds)
+        first = next(iter(names))
+        probing = measure(daemon, fork_server_pid(pid), first, args.seconds)
         details = [daemon.unit(n) for n in names]
         durations = [d["health_last_duration"] for d in details if d["health_last_duration"]]
         probes = sum(int(d["health_probes"]) for d in details)
@@ -125,14 +148,16 @@ def main() -> int:
         wait_for(lambda: all(u["health"] is None and u["state"] == "running"
                              for u in daemon.status().values()), 300)  # fmt: skip
         time.sleep(2)
-        without, server_without = measure(pid, fork_server_pid(pid), args.seconds)
-        print(f"daemon CPU with {args.units} units probed every 1s: {with_probes:.1f}% of a core"
-              f" (fork server and probe runners: {server_with:.1f}%)")  # fmt: skip
-        print(f"daemon CPU, same units without probes:          {without:.1f}% of a core"
-              f" (fork server: {server_without:.1f}%)")  # fmt: skip
+        idle = measure(daemon, fork_server_pid(pid), first, args.seconds)
+        print(f"daemon CPU with {args.units} units probed every 1s: {probing.daemon_cpu:.1f}% "
+              f"of a core (fork server and probe runners: {probing.server_cpu:.1f}%)")  # fmt: skip
+        print(f"daemon CPU, same units without probes:          {idle.daemon_cpu:.1f}% of a "
+              f"core (fork server: {idle.server_cpu:.1f}%)")  # fmt: skip
+        print(f"status of one unit while probing: {_latency(probing)}; "
+              f"without probes: {_latency(idle)}")  # fmt: skip
         per_probe = 10 / max(args.units, 1)  # % of a core over N probes/s -> ms per probe
-        in_daemon = (with_probes - without) * per_probe
-        in_server = (server_with - server_without) * per_probe
+        in_daemon = (probing.daemon_cpu - idle.daemon_cpu) * per_probe
+        in_server = (probing.server_cpu - idle.server_cpu) * per_probe
         print(f"probe cost: {in_daemon:.2f} ms CPU per probe in the daemon, "
               f"{in_server:.2f} ms in the fork server")  # fmt: skip
         median, worst = statistics.median(durations) * 1000, max(durations) * 1000
