@@ -6,10 +6,10 @@ The engine appends a service's output to `<log_dir>/<unit>.log` and rotates by r
 (engine/output.py). A reader opens the whole history at once (open files do not move when
 renamed), so the last N lines come from the rotated files too, newest last. They are found by
 reading backwards from the end, chunk by chunk: the cost is the size of those N lines, never
-the whole history. A follower holds the current file it opened, drains it to the end whenever
-the path points somewhere else (rotated) or the file shrank (truncated), then reopens the path
-from its start. Polling keeps this independent of inotify limits and of the filesystem the log
-lives on.
+the whole history. A follower holds the newest file it has read; when the path names another
+file (rotated) or the file shrank (truncated), it drains its file, reads every file rotated
+after it (several if the log rotates faster than it polls), then the new file from its start.
+Polling keeps this independent of inotify limits and of the filesystem the log lives on.
 """
 
 from __future__ import annotations
