@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -33,6 +34,7 @@ pytestmark = [
 CHECKOUT = Path(__file__).resolve().parents[2]
 WHEELS = Path(os.environ.get("SANDBOXD_WHEELS", CHECKOUT / "build" / "wheels"))
 UNITS = Path("/etc/sandboxd/units")
+LOGS = Path("/var/log/sandboxd")
 SOCKET = "/run/sandboxd/control.sock"
 HOLDER_CGROUP = Path("/sys/fs/cgroup/system.slice/sandboxd-sandboxes.service")
 INSTALLED = (
@@ -51,8 +53,10 @@ DROPIN = Path("/etc/systemd/system/sandboxd.service.d/test-watchdog.conf")
 # The guest is TCG-emulated: Python runs ~5x slower than on a host.
 SLOW = 120.0
 
-# A shell PID 1 that handles SIGTERM (PID 1 only gets signals it has a handler for).
-LOOP = 'trap "exit 0" TERM; while :; do sleep 1 & wait $!; done'
+# A shell PID 1 (dash) that handles SIGTERM (PID 1 only gets signals it has a handler for)
+# and writes a numbered line a second, to show its output still reaches the log file after
+# each daemon restart.
+LOOP = 'trap "exit 0" TERM; i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 1 & wait $!; done'
 ALPHA = f"""
 [service]
 exec = ["/bin/sh", "-c", '{LOOP}']
@@ -161,6 +165,22 @@ def journal_text() -> str:
     return sh("journalctl", "-u", "sandboxd", "-o", "cat", "--no-pager").stdout
 
 
+def ticks(name: str) -> list[int]:
+    log = LOGS / f"{name}.log"
+    text = log.read_text() if log.exists() else ""
+    return [int(n) for n in re.findall(r"^tick (\d+)$", text, re.M)]
+
+
+def output_flows(*names: str) -> None:
+    """What each service writes from now on reaches its log file: the daemon reads its pipe."""
+    for name in names:
+        mark = (ticks(name) or [-1])[-1]
+        wait_for(f"{name} output (tick {mark + 3}) in {LOGS}/{name}.log",
+                 lambda name=name, mark=mark: (ticks(name) or [-1])[-1] >= mark + 3)  # fmt: skip
+    lost = [e for e in journal_events() if e.get("event") == "unit.output_lost"]
+    assert not lost, lost
+
+
 def install() -> None:
     sh(str(CHECKOUT / "packaging" / "install.sh"), "--wheels", str(WHEELS), timeout=600)
 
@@ -236,6 +256,7 @@ def test_upgrade_and_restart_keep_the_services() -> None:
     assert "sandboxd-stop: restart: ending daemon" in journal_text()
     adopted = {e.get("unit") for e in journal_events() if e.get("event") == "unit.adopted"}
     assert {"alpha", "beta"} <= adopted, adopted
+    output_flows("alpha", "beta")
 
 
 def test_oom_kill_then_restart() -> None:
@@ -270,6 +291,9 @@ def test_watchdog_restarts_a_hung_daemon() -> None:
     assert "Fatal Python error: Aborted" in text, "PYTHONFAULTHANDLER: the hung daemon's stack"
     assert "watchdog timeout" in sh("journalctl", "-u", "sandboxd", "--no-pager").stdout.lower()
     state["daemon"] = main_pid()
+    # The second re-adoption in a row: it once looked for the pipe under the first re-adopting
+    # daemon's fd number instead of PID 1's, and logged unit.output_lost.
+    output_flows("alpha", "beta")
 
 
 def test_stop_leaves_nothing() -> None:
