@@ -62,7 +62,6 @@ class Subscription:
 
 class EventLog:
     def __init__(self, size: int = RING_SIZE) -> None:
-        self.size = size
         self.epoch = secrets.token_hex(8)
         self._ring: deque[Numbered] = deque(maxlen=size)
         self._seq = 0
