@@ -33,7 +33,7 @@ from supervisor.engine.probes import ProbeResult, truncate
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.linux import seccomp
 from supervisor.log import get_logger
-from supervisor.sandbox.forkserver import ForkServer, ServerLauncher
+from supervisor.sandbox.forkserver import ForkServer, ForkServerError, ServerLauncher
 from supervisor.sandbox.protocol import (
     ChildError,
     EnterRequest,
@@ -131,7 +131,7 @@ class ExecProbe:
     async def run(self, timeout: float) -> ProbeResult:
         try:
             job = self._job = self._start(timeout)
-        except LaunchError as exc:  # from the fork server; it names the unit: say less
+        except (LaunchError, ForkServerError) as exc:  # LaunchError names the unit: say less
             return ProbeResult(False, truncate(f"exec: cannot start: {exc.message}"))
         except (OSError, CgroupError) as exc:
             return ProbeResult(False, truncate(f"exec: cannot start: {exc}"))
@@ -179,6 +179,8 @@ class ExecProbe:
         passed = [report_w, output_w]
         try:
             passed.append(os.pidfd_open(self.pid))  # PID 1 is our child: cannot be recycled
+            # A dead server is restarted first: its start-up must not eat the answer's time.
+            self._server.ensure()
             deadline = time.monotonic() + SERVER_REPLY_TIMEOUT
             runner = self._server.enter(self.unit, request, bpf, passed, deadline)
         except BaseException:

@@ -127,12 +127,16 @@ def test_http_probe_server_not_reachable_from_host(daemon: Daemon) -> None:
     assert probe.returncode != 0  # refused on the host's loopback
 
 
+# The exec tests run in the cgroup v2 VM too (probe sub-cgroups, cgroup.kill): its software
+# emulation makes a probe take ~1 s, hence the longer timeouts than FAST.
+@pytest.mark.cgroup_v2
 def test_exec_probe_runs_inside_as_the_unit_user(daemon: Daemon) -> None:
     service = ["/bin/sh", "-c", "echo up > /tmp/state; trap 'exit 0' INT; sleep 1000 & wait"]
     probe = ["/bin/sh", "-c", 'cat /tmp/state; id -u; hostname; test "$(cat /tmp/state)" = up']
-    daemon.write_unit("ex", unit(service, {"exec": probe, **FAST}, user=65534, group=65534))
+    health = {"exec": probe, **FAST, "timeout": "10s"}
+    daemon.write_unit("ex", unit(service, health, user=65534, group=65534))
     daemon.start()
-    ex = daemon.wait_unit("ex", lambda u: u["health"] == "healthy", 30)
+    ex = daemon.wait_unit("ex", lambda u: u["health"] == "healthy", 60)
     output = daemon.unit("ex")["health_output"]
     assert output.split() == ["up", "65534", "ex"], output
     # No probe process is left behind between runs; the service is alone in its cgroup.
@@ -140,18 +144,19 @@ def test_exec_probe_runs_inside_as_the_unit_user(daemon: Daemon) -> None:
     assert ex["state"] == "running"
 
 
+@pytest.mark.cgroup_v2
 def test_exec_probe_hanging_past_timeout_is_killed_with_its_tree(daemon: Daemon) -> None:
     service = ["/bin/sh", "-c", "trap 'exit 0' INT; sleep 1000 & wait"]
     # Background children (one escaping with setsid), then hang: all must die at the timeout.
     probe = ["/bin/sh", "-c", "sleep 1001 & setsid sleep 1002 & echo probing; exec sleep 1003"]
-    health = {"exec": probe, "interval": "300ms", "timeout": "1s", "retries": 2}
-    daemon.write_unit("hang", unit(service, health, restart_delay="3s"))
+    health = {"exec": probe, "interval": "300ms", "timeout": "3s", "retries": 2}
+    daemon.write_unit("hang", unit(service, health, restart_delay="5s"))
     daemon.start()
-    daemon.wait_unit("hang", lambda u: u["health"] == "unhealthy", 30)
+    daemon.wait_unit("hang", lambda u: u["health"] == "unhealthy", 60)
     detail = daemon.unit("hang")
-    assert "timed out after 1s" in detail["health_output"]
+    assert "timed out after 3s" in detail["health_output"]
     assert "probing" in detail["health_output"]
-    daemon.wait_unit("hang", lambda u: u["state"] == "backoff", 10)
+    daemon.wait_unit("hang", lambda u: u["state"] == "backoff", 20)
     sleepers = subprocess.run(["pgrep", "-f", "sleep 100[123]"], capture_output=True, text=True,
                               check=False)  # fmt: skip
     assert sleepers.stdout.split() == [], sleepers.stdout
@@ -169,6 +174,13 @@ def _ppid(pid: int) -> int:
     raise AssertionError(f"no PPid for {pid}")
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def _probe_procs(daemon: Daemon, name: str) -> list[int]:
     if cgroup_version() == 2:
         base = Path(CGROUP_ROOT) / daemon.cgroup_parent / name
@@ -178,6 +190,7 @@ def _probe_procs(daemon: Daemon, name: str) -> list[int]:
     return [int(p) for p in procs.read_text().split()] if procs.exists() else []
 
 
+@pytest.mark.cgroup_v2
 def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Daemon) -> None:
     service = ["/bin/sh", "-c", "trap 'exit 0' INT; sleep 1000 & wait"]
     # The first probe hangs; every later one answers at once.
@@ -187,14 +200,18 @@ def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Dae
     daemon.write_unit("fs", unit(service, health))
     daemon.start()
     assert daemon.proc is not None
-    wait_for(lambda: len(_probe_procs(daemon, "fs")) == 1, 30)
-    (command,) = _probe_procs(daemon, "fs")
+
+    def hanging() -> list[int]:  # the first probe once it is `sleep`, past its `touch`
+        return [p for p in _probe_procs(daemon, "fs") if _cmdline(p) == b"sleep\x001004\x00"]
+
+    wait_for(lambda: len(hanging()) == 1, 60)
+    (command,) = hanging()
     # The daemon forks nothing for a probe: a fork-server spare is the command's parent.
     runner = _ppid(command)
     server = _ppid(runner)
     assert runner != daemon.proc.pid and _ppid(server) == daemon.proc.pid
     os.kill(server, signal.SIGKILL)  # the spare dies with it (PR_SET_PDEATHSIG)
-    detail = daemon.wait_unit("fs", lambda u: u["health"] == "healthy", 30)
+    detail = daemon.wait_unit("fs", lambda u: u["health"] == "healthy", 60)
     assert detail["state"] == "running" and detail["restarts"] == 0
     assert "fine" in daemon.unit("fs")["health_output"]
     # The orphaned command (re-parented to the daemon) was killed and reaped.
