@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -23,16 +24,6 @@ EXAMPLE:
 """
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "events",
@@ -43,10 +34,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("unit", metavar="UNIT", nargs="?", help="only this unit's events")
     first = p.add_mutually_exclusive_group()
-    first.add_argument(
-        "--since", type=_count, metavar="SEQ", help="first the kept events after SEQ"
-    )
-    first.add_argument("--replay", type=_count, metavar="N", help="first the last N kept events")
+    first.add_argument("--since", type=count, metavar="SEQ", help="first the kept events after SEQ")
+    first.add_argument("--replay", type=count, metavar="N", help="first the last N kept events")
     p.add_argument(
         "--no-follow", dest="follow", action="store_false", help="stop after the kept events"
     )

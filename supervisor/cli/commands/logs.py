@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -20,16 +21,6 @@ EXAMPLE:
 """
 
 
-def _lines(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "logs",
@@ -40,7 +31,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("unit", metavar="UNIT")
     p.add_argument(
-        "-n", "--lines", type=_lines, metavar="N", help="only the last N lines (rotated files too)"
+        "-n", "--lines", type=count, metavar="N", help="only the last N lines (rotated files too)"
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.set_defaults(run=run)
