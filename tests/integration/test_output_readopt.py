@@ -129,8 +129,10 @@ stop_timeout = "2s"
 """
 
 
-def test_output_is_found_through_stdout_without_the_kept_fd(daemon: Daemon) -> None:
-    daemon.write_unit("py", TAMPER.replace("HOW", "stdout-only"))
+def tamper_then_restart_daemon(daemon: Daemon, how: str) -> tuple[int, int, Path]:
+    """Start the TAMPER unit (it does `how` to its kept fd), SIGKILL the daemon, start a new
+    one that re-adopts it: (PID 1, the recorded output fd, the log file)."""
+    daemon.write_unit("py", TAMPER.replace("HOW", how))
     daemon.start()
     pid = daemon.wait_unit("py", lambda u: u["state"] == "running")["pid"]
     log = daemon.logs / "py.log"
@@ -139,6 +141,11 @@ def test_output_is_found_through_stdout_without_the_kept_fd(daemon: Daemon) -> N
     daemon.kill9()
     daemon.start()
     daemon.wait_unit("py", lambda u: u["pid"] == pid and u["state"] == "running")
+    return pid, fd, log
+
+
+def test_output_is_found_through_stdout_without_the_kept_fd(daemon: Daemon) -> None:
+    pid, fd, log = tamper_then_restart_daemon(daemon, "stdout-only")
     (event,) = daemon.events("unit.output_reopened")
     assert (event["unit"], event["fd"], event["reason"]) == ("py", fd, "missing"), event
     assert event["via_fd"] == 1  # the service's stdout: opened read-only, a read end
@@ -154,15 +161,7 @@ def test_output_is_found_through_stdout_without_the_kept_fd(daemon: Daemon) -> N
     [("missing", None), ("not-a-pipe", "/dev/null"), ("other-pipe", "pipe:[")],
 )
 def test_output_lost_says_why(daemon: Daemon, how: str, found: str | None) -> None:
-    daemon.write_unit("py", TAMPER.replace("HOW", how))
-    daemon.start()
-    pid = daemon.wait_unit("py", lambda u: u["state"] == "running")["pid"]
-    log = daemon.logs / "py.log"
-    wait_for(lambda: log.exists() and "tampered" in log.read_text(), 30)
-    fd = record(daemon, "py")["output_fd"]
-    daemon.kill9()
-    daemon.start()
-    daemon.wait_unit("py", lambda u: u["pid"] == pid and u["state"] == "running")
+    _, fd, _ = tamper_then_restart_daemon(daemon, how)
     (event,) = daemon.events("unit.output_lost")
     assert (event["unit"], event["fd"], event["reason"]) == ("py", fd, how), event
     if found is None:
