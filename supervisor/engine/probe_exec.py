@@ -10,13 +10,13 @@ service: freeze the sub-cgroup, SIGKILL everything listed, thaw, until it is emp
 whatever re-parented itself to the sandbox's PID 1; cgroup membership is inherited and cannot
 be left without privileges the probe does not have.
 
-The daemon does not fork: a spare launcher of the fork server runs the probe (sandbox/
-probe_run.py), enters the sandbox, forks the command, kills it after `timeout` and reports its
-wait status on a pipe. Forking the daemon (~60 MB) for every probe was what limited how many
-units could be probed how often. The daemon only makes the sub-cgroup, sends the request and
-reads two pipes from its event loop (the report, the command's output); when the report is in,
-anything left in the sub-cgroup is killed. On `close()` (the run ends) the sub-cgroup is killed
-and removed, which also ends a probe still running.
+The daemon does not fork: the fork server forks the command into the sandbox, kills it after
+`timeout`, reaps it and reports its wait status on a pipe (sandbox/probe_run.py). Forking the
+daemon (~60 MB) for every probe was what limited how many units could be probed how often.
+The daemon makes the sub-cgroup, sends the request, and reads two pipes from its event loop
+(the report, the command's output); when the report is in, anything left in the sub-cgroup is
+killed. On `close()` (the run ends) the sub-cgroup is killed and removed, which also ends a
+probe still running.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ log = get_logger()
 SUBGROUP = "sandboxd-probe"
 OUTPUT_KEEP = 2048  # bytes of probe output kept (the rest is read and dropped)
 REPORT_MAX = 8192  # bytes of report read (three short JSON lines)
-# The runner kills the command at `timeout`; past this much more, the runner itself is stuck
-# (the command is unkillable, or the fork server was slow to fork): give up on its report.
+# The server kills the command at `timeout`; past this much more, something is stuck (an
+# unkillable command, a server too busy to answer): give up on the report.
 RUNNER_GRACE = 5.0
 SERVER_REPLY_TIMEOUT = 5.0
 
@@ -103,9 +103,9 @@ class ProbeCgroup:
 
 @dataclass
 class _Job:
-    """One probe run in flight: the runner and the daemon's ends of its two pipes."""
+    """One probe run in flight: the command and the daemon's ends of its two pipes."""
 
-    runner: ServerLauncher | None
+    command: ServerLauncher | None  # None if the server died before it answered
     report_fd: int
     output_fd: int
     report: bytearray = field(default_factory=bytearray)
@@ -147,20 +147,20 @@ class ExecProbe:
 
         self.loop.add_reader(job.report_fd, report_readable)
         self.loop.add_reader(job.output_fd, output_readable)
-        runner_stuck = False
+        stuck = False
         try:
             async with asyncio.timeout(timeout + RUNNER_GRACE):
                 await reported
         except TimeoutError:
-            runner_stuck = True
+            stuck = True
         finally:
             self._finish(job)
         messages = _messages(job.report)
-        if runner_stuck:
+        if stuck:
             why = f"the probe did not end within {timeout + RUNNER_GRACE:g}s, even killed"
             return ProbeResult(False, truncate(f"{why}; output: {_text(job.output)}"))
-        if not any(isinstance(m, Exited | ChildError) for m in messages):
-            # EOF with no verdict: the runner died (with the fork server, or killed).
+        if not any(isinstance(m, Exited) for m in messages):
+            # EOF with no verdict: the fork server died while the command ran.
             log.warning("health.probe_runner_lost", unit=self.unit,
                         reported=[type(m).__name__ for m in messages])  # fmt: skip
         return _verdict(messages, timeout, _text(job.output))
@@ -182,7 +182,7 @@ class ExecProbe:
             # A dead server is restarted first: its start-up must not eat the answer's time.
             self._server.ensure()
             deadline = time.monotonic() + SERVER_REPLY_TIMEOUT
-            runner = self._server.enter(self.unit, request, bpf, passed, deadline)
+            command = self._server.enter(self.unit, request, bpf, passed, deadline)
         except BaseException:
             os.close(report_r)
             os.close(output_r)
@@ -190,7 +190,7 @@ class ExecProbe:
         finally:
             for fd in passed:  # the runner has its own copies now
                 os.close(fd)
-        return _Job(runner, report_r, output_r)
+        return _Job(command, report_r, output_r)
 
     def _finish(self, job: _Job) -> None:
         """Stop reading, take what is there, kill what is left of the probe, close."""
@@ -204,14 +204,12 @@ class ExecProbe:
         self._kill_leftovers()
         os.close(job.output_fd)
         os.close(job.report_fd)  # a runner still writing gets EPIPE, which it ignores
-        messages = _messages(job.report)
-        ended = any(isinstance(m, Exited | ChildError) for m in messages)
-        pids = [m.pid for m in messages if isinstance(m, PidReport)]
-        if job.runner is not None:
-            if not ended and pids and job.runner.pidfd >= 0:
-                _reap_orphan_later(self.loop, job.runner, pids[0])
-            else:
-                job.runner.close()
+        if job.command is None:
+            return
+        if any(isinstance(m, Exited) for m in _messages(job.report)):
+            job.command.close()  # reaped by the server
+        else:  # the server died, or we gave up: the command may become ours to reap
+            _reap_orphan_later(self.loop, job.command, self._server)
 
     def _kill_leftovers(self) -> None:
         if self._cgroup is not None and self._cgroup.pids():
@@ -239,8 +237,6 @@ def _verdict(
     messages: list[PidReport | ChildError | Exited], timeout: float, text: str
 ) -> ProbeResult:
     for msg in messages:
-        if isinstance(msg, ChildError):
-            return ProbeResult(False, truncate(f"exec: cannot enter the sandbox: {msg.message}"))
         if isinstance(msg, Exited):
             if msg.timed_out:
                 why = f"timed out after {timeout:g}s, killed with its process tree"
@@ -272,37 +268,38 @@ def _text(output: bytearray) -> str:
     return output.decode("utf-8", errors="replace").strip()
 
 
-def _reap_orphan_later(loop: asyncio.AbstractEventLoop, runner: ServerLauncher, pid: int) -> None:
-    """The runner ended without a verdict (the fork server died, and the runner with it): the
-    runner and its command re-parented to us, the daemon being a child subreaper. Once the
-    runner is gone (its children re-parented by then), reap it, and reap the command when it
-    ends (ProbeCgroup's kill has ended it already, or will when the run ends)."""
-    runner_fd = runner.pidfd
+ORPHAN_CHECKS = 50  # every 0.1 s: how long a dying server may take to hand its children over
 
-    def runner_gone() -> None:
-        loop.remove_reader(runner_fd)
-        runner.reap()  # readable: does not block
+
+def _reap_orphan_later(
+    loop: asyncio.AbstractEventLoop, command: ServerLauncher, server: ForkServer | None
+) -> None:
+    """The fork server died while the command ran (or the daemon gave up waiting): a command
+    outliving its server re-parents to us, the daemon being a child subreaper. ProbeCgroup's
+    kill has ended it (or will, when the run ends); once it has, reap it if it is ours. While
+    the server lives, the command is the server's to reap."""
+    pidfd = command.pidfd
+    if pidfd < 0:
+        return
+    checks = ORPHAN_CHECKS
+
+    def check() -> None:
+        nonlocal checks
+        checks -= 1
         try:
-            got, _ = os.waitpid(pid, os.WNOHANG)
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            return  # the runner reaped it after all
-        if got == 0:
-            _reap_later(loop, pid, os.pidfd_open(pid))  # our unreaped child: not recycled
+            # Not ours: the live server reaps it, or a dying one has yet to hand it over.
+            if checks > 0 and server is not None and not server.alive():
+                loop.call_later(0.1, check)
+                return
+        command.close()
 
-    try:
-        loop.add_reader(runner_fd, runner_gone)
-    except RuntimeError:  # the loop is closing: the daemon exits and init reaps
-        runner.close()
-
-
-def _reap_later(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int) -> None:
-    def reap() -> None:
+    def ended() -> None:
         loop.remove_reader(pidfd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        os.close(pidfd)
+        check()
 
     try:
-        loop.add_reader(pidfd, reap)
+        loop.add_reader(pidfd, ended)
     except RuntimeError:  # the loop is closing: the daemon exits and init reaps
-        os.close(pidfd)
+        command.close()

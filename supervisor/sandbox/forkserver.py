@@ -11,8 +11,9 @@ construction, which STYLE rule 6 otherwise has to check in the daemon on every l
     ...
     server.close()                   # at shutdown
 
-The server also runs exec health probes (`ForkServer.enter`, sandbox/probe_run.py): forking
-the big daemon for each probe is what kept it from probing many units often.
+The server also forks exec health probe commands into their sandboxes, watches and reaps them
+(`ForkServer.enter`, sandbox/probe_run.py): forking the big daemon for each probe is what kept
+it from probing many units often.
 
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
 them, with the service's stdout/stderr and the fds PID 1 keeps, alongside the plan
@@ -149,18 +150,28 @@ class ForkServer:
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
         passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
         header = encode_server(ForkRequest(len(passed)))
-        return self._request(unit, header, encode_plan(plan), passed, deadline)
+        return self._request(unit, (header, encode_plan(plan)), passed, deadline, spare=True)
 
     def enter(
         self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
     ) -> ServerLauncher | None:
-        """Have a spare launcher run an exec probe (`fds`: report_w, output_w and a pidfd of
-        the sandbox's PID 1; probe_run.py). Like fork(): None if the server died meanwhile."""
-        return self._request(unit, encode_server(req), bpf, fds, deadline)
+        """Have the server fork an exec probe's command (`fds`: report_w, output_w and a pidfd
+        of the sandbox's PID 1; probe_run.py): a handle on the command, None if the server
+        died meanwhile, LaunchError if the sandbox could not be entered."""
+        return self._request(unit, (encode_server(req), bpf), fds, deadline, spare=False)
 
     def _request(
-        self, unit: str, header: bytes, body: bytes, passed: Sequence[int], deadline: float
+        self,
+        unit: str,
+        frame: tuple[bytes, bytes],
+        passed: Sequence[int],
+        deadline: float,
+        *,
+        spare: bool,
     ) -> ServerLauncher | None:
+        """Send one request, read its answer. `spare`: the request uses up the idle spare
+        launcher (a launch does; a probe is forked by the server itself)."""
+        header, body = frame
         try:
             self.ensure()
         except ForkServerError as err:
@@ -176,9 +187,9 @@ class ForkServer:
                 raise LaunchError(
                     unit, "forkserver", f"cannot reach the fork server: {err}"
                 ) from None
-        return self._reply(unit, deadline)
+        return self._reply(unit, deadline, spare)
 
-    def _reply(self, unit: str, deadline: float) -> ServerLauncher | None:
+    def _reply(self, unit: str, deadline: float, spare: bool) -> ServerLauncher | None:
         while True:
             if not wait_readable(self._sock, max(0.0, deadline - time.monotonic())):
                 # A late reply would be read as the next request's: this server is done for.
@@ -204,7 +215,8 @@ class ForkServer:
                 os.close(fd)
             raise LaunchError(unit, "forkserver", msg.message, msg.errno)
         assert isinstance(msg, Forked)
-        self._spare = 0  # handed out; the next one is announced by a Spare notice
+        if spare:
+            self._spare = 0  # handed out; the next one is announced by a Spare notice
         for fd in fds[1:]:
             os.close(fd)
         return ServerLauncher(msg.pid, fds[0] if fds else -1)
@@ -312,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     # No collection, ever: a forked launcher must not run finalizers, and the server allocates
     # next to nothing.
     gc.disable()
+    # Close-on-exec like every other fd here: exec probe commands are forked by this process.
+    os.set_inheritable(fd, False)
     return serve(socket.socket(fileno=fd))
 
 

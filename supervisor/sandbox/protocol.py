@@ -34,8 +34,8 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
 | - | Spare        | server  | daemon   | -                             | none (read before the   |
 |   |              |         |          |                               | next reply)             |
-| 3 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked or ServerError   |
-|   |              |         |          | of the sandbox's PID 1        |                         |
+| 3 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked (the command) or |
+|   |              |         |          | of the sandbox's PID 1        | ServerError             |
 |   | (body: the default seccomp BPF, loaded if PID 1 runs under a filter)                  |
 | - | EOF          | daemon  | server   | -                             | the server exits        |
 
@@ -43,10 +43,11 @@ The server answers first and forks the next spare launcher afterwards, so that t
 which waits for the answer, never waits for a fork; the new spare's PID follows in a Spare
 notice, which the daemon reads with its next answer (it reaps that spare if the server dies).
 
-An EnterRequest (an exec health probe, sandbox/probe_run.py) is handed to a spare launcher too,
-which enters the sandbox, forks the command and waits for it. On its report pipe (newline-
-terminated JSON, like the sync pipe): PidReport(the command's host PID), then Exited, then
-EOF; or a ChildError and EOF if the sandbox could not be entered.
+An EnterRequest (an exec health probe, sandbox/probe_run.py) is served by the server itself: it
+forks the command into the sandbox and answers Forked with the command's PID and pidfd (or a
+ServerError if the sandbox could not be entered). On the report pipe (newline-terminated JSON,
+like the sync pipe): PidReport(the command's host PID), then Exited once the server has reaped
+it (killed at `timeout`), then EOF.
 """
 
 from __future__ import annotations

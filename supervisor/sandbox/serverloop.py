@@ -1,27 +1,29 @@
 """The fork server's side: spare launchers and the request loop (see forkserver.py).
 
 Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
-spare launcher is always forked ahead: a request is checked and handed to it (header, body and
-fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare is
-forked while this one works. A ForkRequest makes the spare a sandbox launcher (stage.py), an
-EnterRequest an exec probe's runner (probe_run.py). Every spare is reaped here as its pidfd
-turns readable.
+spare launcher is always forked ahead: a launch request is checked and handed to it (plan bytes
+and fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare
+is forked while this one works. Every spare is reaped here as its pidfd turns readable.
+An EnterRequest (an exec health probe) is served by the server itself: it forks the command
+into the sandbox and watches it until it exits or its deadline passes (probe_run.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import signal
 import socket
+import time
 from dataclasses import replace
 from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
+from supervisor.sandbox import enter, probe_run
 from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.plancodec import decode_plan
-from supervisor.sandbox.probe_run import run_probe
 from supervisor.sandbox.protocol import (
     MAX_KEEP_FDS,
     ChildError,
@@ -75,12 +77,8 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
-    header, body, fds = frame
+    _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
-    request = decode_server(header, (ForkRequest, EnterRequest))  # checked by the server
-    if isinstance(request, EnterRequest):
-        run_probe(request, body, fds, sys)
-    sync_w, go_r, stdout, stderr, *kept = fds
     try:
         plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
@@ -93,27 +91,27 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
     run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys)
 
 
-def _check(header: bytes, fds: list[int]) -> None:
-    """ProtocolError unless `header` is a request that comes with the right number of fds."""
+def _check(header: bytes, fds: list[int]) -> ForkRequest | EnterRequest:
+    """The request in `header`; ProtocolError unless it comes with the right number of fds."""
     req = decode_server(header, (ForkRequest, EnterRequest))
     if isinstance(req, EnterRequest):
         if len(fds) != ENTER_FDS:
             raise ProtocolError(f"{ENTER_FDS} fds", str(len(fds)))
-        return
+        return req
     assert isinstance(req, ForkRequest)
     if not REQUEST_FDS <= req.fds <= REQUEST_FDS + MAX_KEEP_FDS:
         most = REQUEST_FDS + MAX_KEEP_FDS
         raise ProtocolError(f"{REQUEST_FDS} to {most} fds", f"{req.fds} announced")
     if len(fds) != req.fds:
         raise ProtocolError(f"{req.fds} fds", f"{len(fds)} (announced {req.fds})")
+    return req
 
 
 def _forward(frame: tuple[bytes, bytes, list[int]], spare: _Spare) -> None:
-    """Check one request and hand it to the spare launcher (the fds are closed either way)."""
-    header, body, fds = frame
+    """Hand a checked launch request to the spare launcher (the fds are closed either way)."""
+    _, body, fds = frame
     try:
-        _check(header, fds)
-        send_frame(spare.channel, header, body, fds)
+        send_frame(spare.channel, b"", body, fds)
     finally:
         for fd in fds:
             os.close(fd)
@@ -127,9 +125,12 @@ class _Server:
     def __init__(self, sock: socket.socket, sys: Syscalls) -> None:
         self.sock, self.sys = sock, sys
         self.launchers: dict[int, int] = {}  # pidfd -> pid
+        self.probes: dict[int, probe_run.RunningProbe] = {}  # pidfd -> exec probe command
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.spare: _Spare | None = None
+        # To come back to after forking a probe command in a sandbox's PID namespace.
+        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self) -> _Spare:
         spare = _Spare(self.sys)
@@ -155,6 +156,16 @@ class _Server:
 
     def _request(self, frame: tuple[bytes, bytes, list[int]]) -> None:
         try:
+            request = _check(frame[0], frame[2])
+        except ProtocolError as err:
+            for fd in frame[2]:
+                os.close(fd)
+            self._error(err)
+            return
+        if isinstance(request, EnterRequest):
+            self._enter(request, frame[1], frame[2])
+            return
+        try:
             used = self._ready_spare()
         except OSError as err:
             for fd in frame[2]:
@@ -163,7 +174,7 @@ class _Server:
             return
         try:
             _forward(frame, used)
-        except (ProtocolError, OSError) as err:
+        except OSError as err:
             self._error(err)
             return
         send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
@@ -180,13 +191,48 @@ class _Server:
         reply = ServerError(code, f"cannot fork a launcher: {err}")
         send_frame(self.sock, encode_server(reply))
 
+    def _enter(self, req: EnterRequest, bpf: bytes, fds: list[int]) -> None:
+        """An exec probe: fork its command here (probe_run.py), answer with its PID and pidfd."""
+        try:
+            probe = probe_run.start(req, bpf, fds, self.own_pid_ns, self.sys)
+        except (enter.EnterError, OSError) as err:
+            code = (err.errno or 0) if isinstance(err, OSError) else 0
+            what = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+            text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            reply = ServerError(code, f"cannot enter the sandbox: {what}{text}")
+            send_frame(self.sock, encode_server(reply))
+            return
+        self.probes[probe.pidfd] = probe
+        self.poller.register(probe.pidfd, select.POLLIN)
+        send_frame(self.sock, encode_server(Forked(probe.pid)), fds=[probe.pidfd])
+
+    def _probe_ended(self, pidfd: int) -> None:
+        self.poller.unregister(pidfd)
+        probe_run.finish(self.probes.pop(pidfd))
+
+    def _poll_timeout(self) -> int | None:
+        """Milliseconds until the next probe deadline (None: no probe is running)."""
+        pending = [p.deadline for p in self.probes.values() if not p.timed_out]
+        if not pending:
+            return None
+        return max(0, math.ceil((min(pending) - time.monotonic()) * 1000))
+
+    def _expire_probes(self) -> None:
+        now = time.monotonic()
+        for probe in self.probes.values():
+            if not probe.timed_out and probe.deadline <= now:
+                probe_run.expire(probe)
+
     def run(self) -> int:
         self.spare = self._new_spare()
         send_frame(self.sock, encode_server(Hello(os.getpid(), self.spare.pid)))
         while True:
-            for fd, _ in self.poller.poll():
+            for fd, _ in self.poller.poll(self._poll_timeout()):
                 if fd in self.launchers:
                     self._reap(fd)
+                    continue
+                if fd in self.probes:
+                    self._probe_ended(fd)
                     continue
                 frame = recv_frame(self.sock)
                 if frame is not None:
@@ -198,7 +244,11 @@ class _Server:
                     self.spare.channel.close()
                 for pidfd in list(self.launchers):
                     self._reap(pidfd)
+                for pidfd, probe in list(self.probes.items()):
+                    probe_run.expire(probe)
+                    self._probe_ended(pidfd)
                 return 0
+            self._expire_probes()
 
 
 def serve(sock: socket.socket, sys: Syscalls = REAL) -> int:
