@@ -157,7 +157,7 @@ def test_exec_probe_hanging_past_timeout_is_killed_with_its_tree(daemon: Daemon)
     assert "timed out after 3s" in detail["health_output"]
     assert "probing" in detail["health_output"]
     daemon.wait_unit("hang", lambda u: u["state"] == "backoff", 20)
-    sleepers = subprocess.run(["pgrep", "-f", "sleep 100[123]"], capture_output=True, text=True,
+    sleepers = subprocess.run(["pgrep", "-f", "^sleep 100[123]$"], capture_output=True, text=True,
                               check=False)  # fmt: skip
     assert sleepers.stdout.split() == [], sleepers.stdout
     assert unit_pids(daemon, "hang") == []
@@ -206,17 +206,17 @@ def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Dae
 
     wait_for(lambda: len(hanging()) == 1, 60)
     (command,) = hanging()
-    # The daemon forks nothing for a probe: a fork-server spare is the command's parent.
-    runner = _ppid(command)
-    server = _ppid(runner)
-    assert runner != daemon.proc.pid and _ppid(server) == daemon.proc.pid
-    os.kill(server, signal.SIGKILL)  # the spare dies with it (PR_SET_PDEATHSIG)
+    # The daemon forks nothing for a probe: its fork server is the command's parent.
+    server = _ppid(command)
+    assert server != daemon.proc.pid and _ppid(server) == daemon.proc.pid
+    assert b"supervisor.sandbox.forkserver" in _cmdline(server)
+    os.kill(server, signal.SIGKILL)  # the daemon's fork server, started by this test's daemon
     detail = daemon.wait_unit("fs", lambda u: u["health"] == "healthy", 60)
     assert detail["state"] == "running" and detail["restarts"] == 0
     assert "fine" in daemon.unit("fs")["health_output"]
     # The orphaned command (re-parented to the daemon) was killed and reaped.
     wait_for(lambda: not pid_alive(command), 10)
-    assert _zombies(daemon.proc.pid) == [], (command, runner, server)
+    wait_for(lambda: _zombies(daemon.proc.pid) == [], 10, lambda: str((command, server)))
     assert [e["unit"] for e in daemon.events("health.probe_runner_lost")] == ["fs"]
 
 
