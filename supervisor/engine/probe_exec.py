@@ -49,7 +49,7 @@ OUTPUT_KEEP = 2048  # bytes of probe output kept (the rest is read and dropped)
 REPORT_MAX = 8192  # bytes of report read (three short JSON lines)
 # The server kills the command at `timeout`; past this much more, something is stuck (an
 # unkillable command, a server too busy to answer): give up on the report.
-RUNNER_GRACE = 5.0
+REPORT_GRACE = 5.0
 SERVER_REPLY_TIMEOUT = 5.0
 
 
@@ -139,7 +139,7 @@ class ExecProbe:
 
         def report_readable() -> None:
             if _collect(job.report_fd, job.report, REPORT_MAX) and not reported.done():
-                reported.set_result(None)  # EOF: the runner has said all it will
+                reported.set_result(None)  # EOF: the server has said all it will
 
         def output_readable() -> None:
             if _collect(job.output_fd, job.output, OUTPUT_KEEP):
@@ -149,7 +149,7 @@ class ExecProbe:
         self.loop.add_reader(job.output_fd, output_readable)
         stuck = False
         try:
-            async with asyncio.timeout(timeout + RUNNER_GRACE):
+            async with asyncio.timeout(timeout + REPORT_GRACE):
                 await reported
         except TimeoutError:
             stuck = True
@@ -157,11 +157,11 @@ class ExecProbe:
             self._finish(job)
         messages = _messages(job.report)
         if stuck:
-            why = f"the probe did not end within {timeout + RUNNER_GRACE:g}s, even killed"
+            why = f"the probe did not end within {timeout + REPORT_GRACE:g}s, even killed"
             return ProbeResult(False, truncate(f"{why}; output: {_text(job.output)}"))
         if not any(isinstance(m, Exited) for m in messages):
             # EOF with no verdict: the fork server died while the command ran.
-            log.warning("health.probe_runner_lost", unit=self.unit,
+            log.warning("health.probe_server_lost", unit=self.unit,
                         reported=[type(m).__name__ for m in messages])  # fmt: skip
         return _verdict(messages, timeout, _text(job.output))
 
@@ -188,7 +188,7 @@ class ExecProbe:
             os.close(output_r)
             raise
         finally:
-            for fd in passed:  # the runner has its own copies now
+            for fd in passed:  # the server has its own copies now
                 os.close(fd)
         return _Job(command, report_r, output_r)
 
@@ -203,7 +203,7 @@ class ExecProbe:
         _collect(job.output_fd, job.output, OUTPUT_KEEP)
         self._kill_leftovers()
         os.close(job.output_fd)
-        os.close(job.report_fd)  # a runner still writing gets EPIPE, which it ignores
+        os.close(job.report_fd)  # the server, if it writes later, gets EPIPE and goes on
         if job.command is None:
             return
         if any(isinstance(m, Exited) for m in _messages(job.report)):
@@ -246,7 +246,7 @@ def _verdict(
                 return ProbeResult(True, truncate(text))
             how = f"exit code {code}" if code >= 0 else f"signal {-code}"
             return ProbeResult(False, truncate(f"{how}: {text}" if text else how))
-    return ProbeResult(False, truncate(f"exec: the probe runner ended without a report; {text}"))
+    return ProbeResult(False, truncate(f"exec: the fork server died while the probe ran; {text}"))
 
 
 def _collect(fd: int, into: bytearray, keep: int) -> bool:

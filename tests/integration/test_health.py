@@ -217,7 +217,7 @@ def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Dae
     # The orphaned command (re-parented to the daemon) was killed and reaped.
     wait_for(lambda: not pid_alive(command), 10)
     wait_for(lambda: _zombies(daemon.proc.pid) == [], 10, lambda: str((command, server)))
-    assert [e["unit"] for e in daemon.events("health.probe_runner_lost")] == ["fs"]
+    assert [e["unit"] for e in daemon.events("health.probe_server_lost")] == ["fs"]
 
 
 def _fd_targets(pid: int) -> dict[str, str]:
