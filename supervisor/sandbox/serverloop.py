@@ -195,10 +195,12 @@ class _Server:
         """An exec probe: fork its command here (probe_run.py), answer with its PID and pidfd."""
         try:
             probe = probe_run.start(req, bpf, fds, self.own_pid_ns, self.sys)
-        except (enter.EnterError, OSError) as err:
+        except Exception as err:  # one bad request must not end the server
             code = (err.errno or 0) if isinstance(err, OSError) else 0
             what = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
             text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            if not isinstance(err, OSError | enter.EnterError):
+                text = f"{type(err).__name__}: {text}"
             reply = ServerError(code, f"cannot enter the sandbox: {what}{text}")
             send_frame(self.sock, encode_server(reply))
             return
