@@ -110,6 +110,12 @@ class _Job:
     output_fd: int
     report: bytearray = field(default_factory=bytearray)
     output: bytearray = field(default_factory=bytearray)
+    messages: list[PidReport | ChildError | Exited] = field(default_factory=list)  # at the end
+
+    @property
+    def exited(self) -> bool:
+        """The server reported the command's end (it has reaped it)."""
+        return any(isinstance(m, Exited) for m in self.messages)
 
 
 class ExecProbe:
@@ -155,15 +161,14 @@ class ExecProbe:
             stuck = True
         finally:
             self._finish(job)
-        messages = _messages(job.report)
         if stuck:
             why = f"the probe did not end within {timeout + REPORT_GRACE:g}s, even killed"
             return ProbeResult(False, truncate(f"{why}; output: {_text(job.output)}"))
-        if not any(isinstance(m, Exited) for m in messages):
+        if not job.exited:
             # EOF with no verdict: the fork server died while the command ran.
             log.warning("health.probe_server_lost", unit=self.unit,
-                        reported=[type(m).__name__ for m in messages])  # fmt: skip
-        return _verdict(messages, timeout, _text(job.output))
+                        reported=[type(m).__name__ for m in job.messages])  # fmt: skip
+        return _verdict(job.messages, timeout, _text(job.output))
 
     def _start(self, timeout: float) -> _Job:
         if self._server is None:
@@ -204,9 +209,10 @@ class ExecProbe:
         self._kill_leftovers()
         os.close(job.output_fd)
         os.close(job.report_fd)  # the server, if it writes later, gets EPIPE and goes on
+        job.messages = _messages(job.report)
         if job.command is None:
             return
-        if any(isinstance(m, Exited) for m in _messages(job.report)):
+        if job.exited:
             job.command.close()  # reaped by the server
         else:  # the server died, or we gave up: the command may become ours to reap
             _reap_orphan_later(self.loop, job.command, self._server)
