@@ -1,7 +1,8 @@
 """`GET /metrics`: Prometheus text built from the engine's unit snapshots at scrape time.
 
-Unit metrics are not kept as live objects: a custom collector reads `Controller.list_units()`
-on each scrape, so a removed unit disappears and nothing can drift from what `status` shows.
+Unit metrics are not kept as live objects: a custom collector reads the units' detail views
+(`Controller.list_units(detail=True)`) on each scrape, so a removed unit disappears and nothing
+can drift from what `status` shows.
 The daemon's own timings (reconcile duration) are ordinary instruments the engine feeds through
 `Metrics.observe_reconcile` or `Metrics.reconcile_timer()`.
 """
@@ -75,7 +76,7 @@ class UnitCollector(Collector):
             labels=["unit"],
         )
         up = GaugeMetricFamily("sandboxd_units", "units known to the daemon")
-        units = self._controller.list_units()
+        units = self._controller.list_units(detail=True)
         up.add_metric([], len(units))
         for unit in units:
             for name in STATES:

@@ -56,7 +56,7 @@ class FakeController:
         self.fail: set[str] = set()  # units whose start fails
         self._subscribers: list[asyncio.Queue[UnitEvent]] = []
 
-    def list_units(self) -> list[UnitStatus]:
+    def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
         return list(self.units.values())
 
     def get_unit(self, name: str) -> UnitStatus:

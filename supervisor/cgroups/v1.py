@@ -161,12 +161,15 @@ class V1Unit:
     def stats(self) -> CgroupStats:
         usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
         return CgroupStats(
-            memory_current=files.read_int(self._file("memory.usage_in_bytes")),
+            memory_current=self.memory_current(),
             memory_peak=files.read_int(self._file("memory.max_usage_in_bytes")),
             cpu_usage_usec=usage_ns // 1000,
             pids_current=files.read_int(self._file("pids.current")),
             oom_kills=self.oom_kill_count(),
         )
+
+    def memory_current(self) -> int:
+        return files.read_int(self._file("memory.usage_in_bytes"))
 
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.oom_control")).get("oom_kill", 0)

@@ -160,12 +160,15 @@ class V2Unit:
     def stats(self) -> CgroupStats:
         peak = self._file("memory.peak")
         return CgroupStats(
-            memory_current=files.read_int(self._file("memory.current")),
+            memory_current=self.memory_current(),
             memory_peak=files.read_int(peak) if os.path.exists(peak) else None,
             cpu_usage_usec=files.read_keyed(self._file("cpu.stat")).get("usage_usec", 0),
             pids_current=files.read_int(self._file("pids.current")),
             oom_kills=self.oom_kill_count(),
         )
+
+    def memory_current(self) -> int:
+        return files.read_int(self._file("memory.current"))
 
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.events")).get("oom_kill", 0)

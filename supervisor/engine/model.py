@@ -107,7 +107,10 @@ class ReloadResult:
 class Controller(Protocol):
     """The engine as the control API sees it."""
 
-    def list_units(self) -> list[UnitStatus]: ...
+    def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
+        """Every unit, by name. Without `detail` only the fields of the list view are filled
+        (`to_json()`), which keeps a status of 1000 units cheap; with it, as `get_unit`."""
+        ...
 
     def get_unit(self, name: str) -> UnitStatus:
         """Raises supervisor.errors.UnitNotFound."""

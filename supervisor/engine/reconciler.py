@@ -235,8 +235,8 @@ class Reconciler:
         except KeyError:
             raise UnitNotFound(name) from None
 
-    def list_units(self) -> list[UnitStatus]:
-        return [status.unit_status(self.runners[n]) for n in sorted(self.runners)]
+    def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
+        return [status.unit_status(self.runners[n], detail=detail) for n in sorted(self.runners)]
 
     def get_unit(self, name: str) -> UnitStatus:
         return status.unit_status(self._runner(name))

@@ -52,6 +52,9 @@ class StubCgroup:
     def stats(self) -> CgroupStats:
         return CgroupStats(0, None, 0, 1, 0)
 
+    def memory_current(self) -> int:
+        return 0
+
     def oom_kill_count(self) -> int:
         return 0
 

@@ -54,7 +54,10 @@ class FakeCgroup:
         return []
 
     def stats(self) -> CgroupStats:
-        return CgroupStats(1 << 20, None, 0, len(self.pids_), self.oom)
+        return CgroupStats(self.memory_current(), None, 0, len(self.pids_), self.oom)
+
+    def memory_current(self) -> int:
+        return 1 << 20
 
     def oom_kill_count(self) -> int:
         return self.oom

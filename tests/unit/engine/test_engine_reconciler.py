@@ -125,3 +125,27 @@ def test_events_stream(tmp_path: Path) -> None:
         assert seen == [("a", "started"), ("a", "exited")]
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
+                              log_dir=tmp_path / "log")  # fmt: skip
+        loader.load.specs = {"web": make_spec("web")}
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            await rec.reload()
+            await rec.start("web")
+            (summary,) = rec.list_units()
+            (full,) = rec.list_units(detail=True)
+            detail = rec.get_unit("web")
+            # The list's fields agree; only the detail view pays for usage and limits.
+            assert summary.to_json() == full.to_json() == detail.to_json()
+            assert summary.memory_bytes == 1 << 20
+            assert summary.usage == {} and summary.limits == {} and summary.extra == {}
+            assert full.to_json(detail=True) == detail.to_json(detail=True)
+            assert full.usage["pids"] == 1 and "cpu_usage_usec" in full.usage
+            await rec.shutdown(leave=False)
+
+    asyncio.run(main())
