@@ -4,7 +4,8 @@ The real API server (aiohttp on a Unix socket) serves a fake controller with N u
 realistic mix of states; each sample is a fresh `sandboxctl` process (interpreter start,
 imports, request, JSON, table), timed from fork to exit. Also times the API alone (one
 GET /v1/units over a kept-alive connection) to show where the time goes. Prints medians and
-p95 and exits 1 if the median misses the target.
+p95 and exits 1 if the median misses the target. The same timings against a real daemon
+running 1000 real sandboxes (cgroup reads included) are part of bench_density.py.
 
     .venv/bin/python tests/bench/bench_status.py [-n 1000] [--runs 20]
 """
