@@ -43,8 +43,12 @@ EXAMPLE:
 """
 
 
-def _modules() -> dict[str, ModuleType]:
-    return {verb: importlib.import_module(path) for verb, path in COMMANDS.items()}
+def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
+    """The named verb's module alone when argv starts with a verb (a verb's parser does not
+    depend on the others, and importing all of them is a tenth of `sandboxctl status`);
+    every module for `--help`, `--version` and unknown verbs."""
+    verbs = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    return {verb: importlib.import_module(COMMANDS[verb]) for verb in verbs}
 
 
 def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
@@ -62,7 +66,9 @@ def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    modules = _modules()
+    if argv is None:
+        argv = sys.argv[1:]
+    modules = _modules(argv)
     parser = build_parser(modules)
     try:
         args = parser.parse_args(argv)
