@@ -104,7 +104,7 @@ class EventLog:
         runs until cancelled."""
         stream = controller.events()
         try:
-            seed = [e for unit in controller.list_units() for e in unit.recent_events]
+            seed = [e for unit in controller.list_units(detail=True) for e in unit.recent_events]
             for event in sorted(seed, key=lambda e: e.at):
                 self.add(event)
             # The stream subscribes when it is first iterated, which runs without yielding to

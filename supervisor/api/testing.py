@@ -57,7 +57,12 @@ class FakeController:
         self._subscribers: list[asyncio.Queue[UnitEvent]] = []
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
-        return list(self.units.values())
+        units = list(self.units.values())
+        if detail:
+            return units
+        # As the engine's list view: the detail-only fields are not filled.
+        return [dataclasses.replace(u, spec_hash=None, limits={}, usage={}, recent_events=[],
+                                    recent_exits=[], extra={}) for u in units]  # fmt: skip
 
     def get_unit(self, name: str) -> UnitStatus:
         try:
