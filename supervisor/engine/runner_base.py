@@ -170,7 +170,8 @@ class RunnerBase:
         if self._start and (self._stop or self.state is State.STOPPING):
             return "restart"
         if self.state is State.STOPPING:
-            return self._stop_reason or "stop"
+            # An operator's stop outranks the daemon's own reason for ending the run.
+            return "stop" if self._stop else (self._stop_reason or "stop")
         return "stop" if self._stop else None
 
     async def wait(self, done: Callable[[], bool]) -> None:

@@ -255,17 +255,18 @@ class UnitRunner(RunnerBase):
             run.kill_all()
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
-        self._stop = False
         reason, self._stop_reason = self._stop_reason, None
         if reason == "start-timeout":
+            self._stop = False
             await self._end_run(reason)
             self.error = f"not ready within {spec.unit.service.start_timeout:g}s (start_timeout)"
             self._set(State.FAILED)
             self._event("failed", "error", reason=self.error)
             return
         if reason is not None:
-            await self._ended(reason)
+            await self._ended(reason)  # which honours a stop or restart asked for meanwhile
             return
+        self._stop = False
         await self._end_run(run.reason() if run.ended else "lost")
         self._set(State.STOPPED)
         self._event("stopped")

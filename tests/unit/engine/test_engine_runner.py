@@ -219,3 +219,29 @@ def test_readopt_lost_and_pid_reuse(tmp_path: Path) -> None:
         run(main, tmp_path)
     (lost,) = events(logs, "unit.exited")
     assert lost["reason"] == "lost" and lost["log_level"] == "warning"
+
+
+def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        # An OOM kill of another process: the daemon ends the run (reason oom-killed); PID 1
+        # ignores SIGTERM, so the run stays `stopping` for stop_timeout.
+        spec = make_spec(
+            script="trap '' TERM; while :; do sleep 0.05; done",
+            service={"stop_timeout": "500ms"},
+            restart={"delay": "10ms"},
+        )
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        rig.manager.cgroups["svc"].oom_kill()
+        await until(r, lambda: r.state is State.STOPPING)
+        assert r.intent == "oom-killed"
+        r.stop()  # the operator's stop must win over the restart the OOM policy would do
+        assert r.intent == "stop"
+        await until(r, lambda: r.state is not State.STOPPING)
+        assert r.state is State.STOPPED and r.restarts == 0 and r.launches == 1
+        assert r.last_exit == "oom-killed"  # why the run ended: the daemon's reason
+        await finish(r, task)
+
+    run(main, tmp_path)
