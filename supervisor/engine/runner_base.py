@@ -163,8 +163,9 @@ class RunnerBase:
         """Why the current run is being (or is about to be) ended, for the state file, so
         that a daemon killed meanwhile is succeeded by one that finishes the same job:
         "restart" (start again after the stop: `restart`, or a reload of a changed file),
-        "stop", or the reason the daemon itself ends it (watchdog, unhealthy, oom-killed,
-        start-timeout: then the restart policy decides). None while no end is under way."""
+        "stop", the reason the daemon itself ends it (watchdog, unhealthy, oom-killed,
+        start-timeout: then the restart policy decides), or "self-stop" (the service said
+        STOPPING=1 and ends by itself). None while no end is under way."""
         if self.run is None:
             return None
         if self._start and (self._stop or self.state is State.STOPPING):

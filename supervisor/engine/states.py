@@ -12,7 +12,7 @@ import enum
 class State(enum.Enum):
     STARTING = "starting"  # launching; not yet running (or not yet ready)
     RUNNING = "running"
-    STOPPING = "stopping"  # stop_signal sent, waiting for the exit (then the cgroup is killed)
+    STOPPING = "stopping"  # stop_signal sent (or STOPPING=1 said), waiting for the exit
     STOPPED = "stopped"  # stopped on purpose (sandboxctl stop, removed, daemon exit)
     EXITED = "exited"  # ended by itself and no restart is due
     BACKOFF = "backoff"  # waiting for a restart delay

@@ -13,7 +13,8 @@ STARTING has two halves: before the launch it waits until every `after` unit is 
 (ordering.py); after it, with `ready = "notify"`, until READY=1 or `start_timeout`
 (readiness.py). RUNNING ends by itself (exit, OOM kill) or is ended for a reason: the
 watchdog (readiness.py) or `retries` failed probes (health.py), both then restart through the
-restart policy like a crash.
+restart policy like a crash. A service that says STOPPING=1 goes to STOPPING on its own: no
+stop_signal, but stop_timeout still ends with SIGKILL, and its exit goes to the policy.
 
 Commands (start, stop, restart, remove, detach) only set intentions and wake the task; kernel
 events (PID 1 exited, OOM kill), notify messages and probe verdicts arrive through callbacks and
@@ -43,6 +44,8 @@ __all__ = ["Blocker", "UnitRunner"]
 OOM_GRACE = 0.25
 # After SIGKILL to the whole cgroup, how long before the unit is reported unkillable.
 KILL_TIMEOUT = 10.0
+# The stop reason (and state-file intent) of a run that said STOPPING=1: it ends itself.
+SELF_STOP = "self-stop"
 
 
 class UnitRunner(RunnerBase):
@@ -72,7 +75,7 @@ class UnitRunner(RunnerBase):
                 self.health.begin(self.spec, run.pid, run.cgroup)
             if intent is None:
                 self._set(State.RUNNING)
-            else:  # _stopping takes over: stop_signal again, then the intent
+            else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
                 self._start = intent == "restart"
                 self._stop_reason = None if intent in ("restart", "stop") else intent
                 self._set(State.STOPPING)
@@ -94,7 +97,9 @@ class UnitRunner(RunnerBase):
                 self.error = f"not ready within {timeout:g}s (start_timeout)"
                 self._set(State.FAILED)
             case _:
-                self.after_exit(intent or "lost", self.host.wall() - (record.started_at or 0.0))
+                # A run that was ending itself (self-stop) left no exit status either: lost.
+                reason = "lost" if intent in (None, SELF_STOP) else intent
+                self.after_exit(reason, self.host.wall() - (record.started_at or 0.0))
 
     # -- the task ------------------------------------------------------------------------
 
@@ -237,6 +242,11 @@ class UnitRunner(RunnerBase):
         elif self._stop:
             self._stop = False
             self._set(State.STOPPING)
+        elif self.readiness.stopping:
+            # STOPPING=1, as systemd's "deactivating": the service began its own shutdown,
+            # so its watchdog and probes no longer count, and stop_timeout bounds it.
+            self._stop_reason = SELF_STOP
+            self._set(State.STOPPING)
         elif (why := self.readiness.overdue() or self.health.verdict) is not None:
             self._end_for(why)
         else:
@@ -247,8 +257,11 @@ class UnitRunner(RunnerBase):
         assert run is not None and spec is not None
         signame, timeout = spec.unit.service.stop_signal, spec.unit.service.stop_timeout
         began = time.monotonic()
-        run.signal(_signum(signame))
-        self._event("stopping", signal=signame)
+        if self._stop_reason == SELF_STOP:
+            self._event("stopping", "info", by="service", **self.readiness.view())
+        else:
+            run.signal(_signum(signame))
+            self._event("stopping", signal=signame)
         if not await self._wake.sleep_until(lambda: run.ended, timeout):
             self._event("stop_timeout", "warning", elapsed=round(time.monotonic() - began, 3),
                         signal=signame)  # fmt: skip
@@ -256,6 +269,8 @@ class UnitRunner(RunnerBase):
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
         reason, self._stop_reason = self._stop_reason, None
+        if reason == SELF_STOP:  # its own end: the restart policy judges how it exited
+            reason = run.reason() if run.ended else "lost"
         if reason == "start-timeout":
             self._stop = False
             await self._end_run(reason)

@@ -3,7 +3,8 @@ them (Debian's systemd-notify, and python3 writing the datagram itself).
 
 READY=1 gates `running`; STATUS= shows in status; a silent service past `watchdog` is
 restarted (last exit `watchdog`); EXTEND_TIMEOUT_USEC= pushes `start_timeout` out; a service
-never ready by `start_timeout` is `failed`; a datagram from outside the unit's cgroup changes
+never ready by `start_timeout` is `failed`; STOPPING=1 is the service ending itself (`stopping`,
+no stop_signal, then the restart policy); a datagram from outside the unit's cgroup changes
 nothing.
 """
 
@@ -34,7 +35,8 @@ def notify(text):
 def unit(script: str, *, python: bool = False, mounts: str = "", **service: object) -> str:
     argv = ["/usr/bin/python3", "-u", "-c", NOTIFY_PY + script] if python else [
         "/bin/sh", "-c", script]  # fmt: skip
-    text = f'[service]\nexec = {json.dumps(argv)}\nstop_timeout = "300ms"\nready = "notify"\n'
+    text = f'[service]\nexec = {json.dumps(argv)}\nready = "notify"\n'
+    service = {"stop_timeout": "300ms", **service}
     text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in service.items())
     text += '[restart]\ndelay = "100ms"\n'
     return text + mounts
@@ -132,6 +134,34 @@ def test_never_ready_is_failed_after_start_timeout(daemon: Daemon) -> None:
     assert mute["last_exit"] == "start-timeout" and mute["restarts"] == 0
     assert "start_timeout" in mute["error"] and mute["pid"] is None
     assert [e["unit"] for e in daemon.events("unit.start_timeout")] == ["mute"]
+
+
+def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
+    ctl, mounts = control_dir(daemon)
+    # Debian's systemd-notify; SIGTERM (the stop_signal) would show in the log. It feeds the
+    # watchdog until told to drain, then says STOPPING=1 and goes silent.
+    script = (
+        "trap 'echo got-term' TERM; systemd-notify --ready; "
+        "while [ ! -e /ctl/drain ]; do systemd-notify WATCHDOG=1; sleep 0.2; done; "
+        "systemd-notify STOPPING=1 STATUS=draining; "
+        "while [ ! -e /ctl/done ]; do sleep 0.05; done; echo drained"
+    )
+    daemon.write_unit("drain", unit(script, mounts=mounts, stop_timeout="1m", watchdog="1s"))
+    daemon.start()
+    running = daemon.wait_unit("drain", lambda u: u["state"] == "running", 20)
+    (ctl / "drain").touch()
+    daemon.wait_unit("drain", lambda u: u["state"] == "stopping", 20)
+    time.sleep(1.5)  # past the watchdog, which a stopping service no longer feeds
+    detail = daemon.unit("drain")
+    assert detail["state"] == "stopping" and detail["notify_stopping"] is True
+    assert detail["notify_status"] == "draining" and detail["pid"] == running["pid"]
+    (ctl / "done").touch()
+    drained = daemon.wait_unit("drain", lambda u: u["state"] == "exited", 20)
+    assert drained["last_exit"] == "exit-code:0" and drained["restarts"] == 0  # on-failure
+    (stopping,) = daemon.events("unit.stopping")
+    assert stopping["by"] == "service" and "signal" not in stopping
+    wait_for(lambda: "drained" in (daemon.logs / "drain.log").read_text(), 10)
+    assert "got-term" not in (daemon.logs / "drain.log").read_text()
 
 
 def test_messages_from_outside_the_cgroup_are_refused(daemon: Daemon) -> None:

@@ -105,9 +105,29 @@ def test_adopted_run_ended_by_the_daemon_goes_through_the_policy(tmp_path: Path)
     run(main, tmp_path)
 
 
+def test_adopted_self_stop_gets_no_signal_then_stop_timeout(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(service={"stop_timeout": "600ms"}, restart={"policy": "no"})
+        pid = orphan()  # a `sleep`: SIGTERM would end it at once
+        runner, task = await resumed(rig, record_of(spec, pid, "stopping", "self-stop"), spec)
+        assert runner.state is State.STOPPING and runner.intent == "self-stop"
+        await asyncio.sleep(0.3)
+        assert not gone(pid)  # no stop_signal: the service is ending by itself
+        await until(runner, lambda: runner.state is State.EXITED)
+        assert gone(pid) and runner.launches == 0
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("intent", "state"),
-    [("restart", State.RUNNING), ("stop", State.STOPPED), (None, State.EXITED)],
+    [
+        ("restart", State.RUNNING),
+        ("stop", State.STOPPED),
+        (None, State.EXITED),
+        ("self-stop", State.EXITED),  # it said STOPPING=1; how it ended is unknown
+    ],
 )
 def test_lost_run_per_intent(tmp_path: Path, intent: str | None, state: State) -> None:
     """PID 1 ended while no daemon watched: `lost`, then the intent (policy "no" would

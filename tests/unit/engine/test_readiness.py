@@ -8,7 +8,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import structlog
 from engine_fakes import Rig, make_rig, make_spec
+from structlog.testing import capture_logs
 
 from supervisor.engine.notify import SANDBOX_DIR, NotifyMessage
 from supervisor.engine.states import State
@@ -20,6 +22,11 @@ def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Non
         await main(make_rig(tmp_path))
 
     asyncio.run(asyncio.wait_for(wrapper(), 20))
+
+
+async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
+    runner.remove()
+    await asyncio.wait_for(task, 10)
 
 
 async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 5) -> None:
@@ -85,3 +92,61 @@ def test_start_timeout_extend_and_fail(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
 
     run(main, tmp_path)
+
+
+def test_stopping_1_is_the_service_ending_itself(tmp_path: Path) -> None:
+    """STOPPING=1: `stopping` at once, no stop_signal, the watchdog no longer counts, and the
+    exit that follows goes to the restart policy (a clean one is final with on-failure)."""
+
+    async def main(rig: Rig) -> None:
+        flag = tmp_path / "done"
+        spec = make_spec(
+            script=f"echo up; trap 'echo got-term' TERM; until [ -e {flag} ]; do sleep 0.02; done",
+            service={"ready": "notify", "watchdog": "200ms", "stop_timeout": "5s"},
+        )
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.run is not None)
+        say(r, ready=True)
+        await until(r, lambda: r.state is State.RUNNING)
+        say(r, stopping=True, status="draining")
+        await until(r, lambda: r.state is State.STOPPING)
+        assert r.intent == "self-stop"
+        await asyncio.sleep(0.5)  # past the watchdog timeout, with no WATCHDOG=1
+        assert state(r) is State.STOPPING
+        flag.touch()
+        await until(r, lambda: r.state is State.EXITED)
+        assert r.last_exit == "exit-code:0" and r.restarts == 0
+        await finish(r, task)
+        assert (tmp_path / "log" / "svc.log").read_text() == "up\n"  # no SIGTERM came
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        run(main, tmp_path)
+    (stopping,) = [e for e in logs if e["event"] == "unit.stopping"]
+    assert stopping["by"] == "service" and stopping["notify_status"] == "draining"
+
+
+def test_stopping_1_then_hanging_is_killed_after_stop_timeout(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        spec = make_spec(
+            script="while :; do sleep 0.02; done",
+            service={"stop_timeout": "300ms", "watchdog": "10s"},
+            restart={"delay": "10ms"},
+        )
+        r = rig.runner(spec)
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        first = r.run.pid if r.run else 0
+        began = asyncio.get_running_loop().time()
+        say(r, stopping=True)
+        await until(r, lambda: r.restarts == 1 and r.state is State.RUNNING)
+        assert asyncio.get_running_loop().time() - began >= 0.3
+        assert r.last_exit == "signal:SIGKILL" and r.run is not None and r.run.pid != first
+        assert not r.readiness.stopping  # the new run has said nothing yet
+        await finish(r, task)
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        run(main, tmp_path)
+    assert [e["event"] for e in logs if e["event"] == "unit.stop_timeout"] == ["unit.stop_timeout"]
