@@ -91,7 +91,9 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     else:
         field("oom kills", 0)
     if state == "backoff" and unit.get("next_start_in") is not None:
-        why = unit.get("error") or unit.get("last_exit") or "the last run failed"
+        # The exit it restarts after; `error` says the same as a sentence ("restart in 4s
+        # after ...") and would read twice here.
+        why = unit.get("last_exit") or unit.get("error") or "the last run failed"
         field("next start", f"in {render.duration(unit['next_start_in'])} (after {why})")
     elif unit.get("error"):
         field("error", unit["error"])

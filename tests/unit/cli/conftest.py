@@ -29,7 +29,7 @@ def controller(tmp_path: Path) -> FakeController:
                 "backoff",
                 restarts=3,
                 last_exit="exit-code:1",
-                error="exited with code 1",
+                error="restart in 4s after exit-code:1",  # as the engine words it
                 next_start_in=2.5,
             ),
             make_status("cron", "stopped", last_exit="exit-code:0"),

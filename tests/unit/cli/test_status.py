@@ -59,7 +59,7 @@ def test_detail_shows_limits_usage_oom_and_events(daemon: ServerThread) -> None:
 
 def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
     out = sandboxctl("status", "db").out
-    assert "next start:   in 2.5s (after exited with code 1)" in out
+    assert "next start:   in 2.5s (after exit-code:1)" in out
 
 
 def test_recent_events_listed() -> None:
