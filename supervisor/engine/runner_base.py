@@ -145,6 +145,8 @@ class RunnerBase:
     def set_invalid(self, errors: list[str]) -> None:
         if errors and errors != self.invalid:
             self._event("invalid", "warning", errors=errors)
+        elif not errors and self.invalid:
+            self._event("valid")  # the file was fixed: the error in status is gone
         self.invalid = list(errors)
         self._changed.set()
 

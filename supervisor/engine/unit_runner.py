@@ -117,8 +117,10 @@ class UnitRunner(RunnerBase):
                     self.run = None
                 elif self._removing:
                     self.store.remove(self.name)
-                    if self._forget and self.network is not None:
-                        self.network.release(self.name)
+                    if self._forget:  # its file is gone (not a daemon shutdown)
+                        if self.network is not None:
+                            self.network.release(self.name)
+                        self._event("removed")
 
     async def _step(self) -> bool:
         """One transition; True when the task is done."""

@@ -127,6 +127,53 @@ def test_events_stream(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
+def test_events_say_a_file_was_fixed_and_a_unit_removed(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, log_dir=tmp_path / "log")
+        seen: list[tuple[str, str]] = []
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+
+            async def consume() -> None:
+                async for event in rec.events():
+                    seen.append((event.unit, event.event))
+
+            async def until_seen(unit: str, event: str) -> None:
+                while (unit, event) not in seen:
+                    await asyncio.sleep(0.02)
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0)
+            loader.load.specs = {"a": make_spec("a")}
+            loader.load.errors = {"zz": ["zz.toml: service.exec: required key is missing"]}
+            await rec.reload()
+            await rec.start("a")
+            loader.load.errors = {"a": ["a.toml: service.exec: required key is missing"]}
+            await rec.reload()  # a keeps running with its error; zz's file is gone
+            await asyncio.wait_for(until_seen("zz", "removed"), 10)  # its task's last word
+            loader.load.errors = {}
+            await rec.reload()  # a's file fixed
+            loader.load.specs = {}
+            await rec.reload()  # a's file removed
+            await asyncio.wait_for(until_seen("a", "removed"), 10)
+            consumer.cancel()
+            await rec.shutdown(leave=False)
+        assert seen == [
+            ("zz", "invalid"),
+            ("a", "started"),
+            ("a", "invalid"),
+            ("zz", "removed"),
+            ("a", "valid"),
+            ("a", "stopping"),
+            ("a", "exited"),
+            ("a", "stopped"),
+            ("a", "removed"),
+        ]
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
     async def main() -> None:
         rig = make_rig(tmp_path)
