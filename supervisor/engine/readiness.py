@@ -57,6 +57,7 @@ class Readiness:
         self.ready = False
         self.status_text: str | None = None  # the last STATUS=
         self.stopping = False  # STOPPING=1 seen in this run
+        self.reloading = False  # RELOADING=1 seen, and no READY=1 since
         self.errno: int | None = None
         self._start_deadline: float | None = None
         self._watchdog = 0.0
@@ -101,6 +102,7 @@ class Readiness:
                 self._event("notify_unavailable", "error", error=str(exc))
         self._member = cgroup_membership(cgroup.procs_files()) if cgroup is not None else None
         self.status_text, self.stopping, self.errno, self._triggered = None, False, None, False
+        self.reloading = False
         self._watchdog, self._watchdog_deadline = service.watchdog, None
         self.ready = adopted or service.ready == "started"
         self._start_deadline = None if self.ready else self.clock() + service.start_timeout
@@ -141,6 +143,26 @@ class Readiness:
             self.status_text = msg.status[:STATUS_MAX]
         if msg.errno is not None:
             self.errno = msg.errno
+        self._on_phase(msg)
+        self._on_deadlines(msg)
+        self._wake()
+
+    def _on_phase(self, msg: NotifyMessage) -> None:
+        """RELOADING=1 and STOPPING=1: what the service says it is doing (before READY=1 is
+        applied, so that only a READY=1 of a ready run ends a reload)."""
+        if msg.reloading and not self.reloading:
+            self.reloading = True  # its own reload (Type=notify-reload): shown, not acted on
+            self._event("notify_reloading", notify_pid=msg.pid)
+        if msg.ready and self.reloading:
+            self.reloading = False
+            if self.ready:
+                self._event("notify_reloaded", notify_pid=msg.pid, status_text=self.status_text)
+        if msg.stopping and not self.stopping:
+            self.stopping = True
+            self._event("notify_stopping", notify_pid=msg.pid)
+
+    def _on_deadlines(self, msg: NotifyMessage) -> None:
+        """READY=1, EXTEND_TIMEOUT_USEC=, WATCHDOG*: the start and watchdog deadlines."""
         if msg.extend_timeout_usec is not None and not self.ready:
             extended = self.clock() + msg.extend_timeout_usec / 1e6
             if self._start_deadline is not None and extended > self._start_deadline:
@@ -159,10 +181,6 @@ class Readiness:
         if msg.watchdog_trigger:
             self._triggered = True
             self._event("watchdog_trigger", "warning", notify_pid=msg.pid)
-        if msg.stopping and not self.stopping:
-            self.stopping = True
-            self._event("notify_stopping", notify_pid=msg.pid)
-        self._wake()
 
     def view(self) -> dict[str, object]:
         """For status: extra keys (only for units that speak sd_notify)."""
@@ -172,6 +190,7 @@ class Readiness:
             "notify_status": self.status_text,
             "notify_ready": self.ready,
             "notify_stopping": self.stopping,
+            "notify_reloading": self.reloading,
             "notify_errno": self.errno,
             "notify_rejected": self.endpoint.rejected,
         }

@@ -150,3 +150,27 @@ def test_stopping_1_then_hanging_is_killed_after_stop_timeout(tmp_path: Path) ->
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         run(main, tmp_path)
     assert [e["event"] for e in logs if e["event"] == "unit.stop_timeout"] == ["unit.stop_timeout"]
+
+
+def test_reloading_1_shows_until_ready_1(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        r = rig.runner(make_spec(service={"ready": "notify"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.run is not None)
+        say(r, ready=True)
+        await until(r, lambda: r.state is State.RUNNING)
+        say(r, reloading=True, status="reloading config")
+        assert r.readiness.view()["notify_reloading"] is True
+        say(r, ready=True, status="serving")
+        assert r.readiness.view()["notify_reloading"] is False
+        await asyncio.sleep(0.05)
+        assert state(r) is State.RUNNING and r.restarts == 0  # shown, not acted on
+        await finish(r, task)
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        run(main, tmp_path)
+    names = [e["event"] for e in logs if e["event"].startswith("unit.notify_reload")]
+    assert names == ["unit.notify_reloading", "unit.notify_reloaded"]
+    (done,) = [e for e in logs if e["event"] == "unit.notify_reloaded"]
+    assert done["status_text"] == "serving"
