@@ -70,13 +70,14 @@ def table(
     header: Sequence[str], rows: Sequence[Sequence[str]], colors: Sequence[str | None], color: bool
 ) -> list[str]:
     """Left-aligned columns; `colors[i]` paints row i's second column (the state)."""
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
+    # One format string for every line: a status of 1000 units is 1000 calls, not 7000.
+    line = "  ".join(f"{{:<{w}}}" for w in widths).format
+    lines = [line(*header).rstrip()]
     for row, code in zip(rows, colors, strict=True):
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
-        if len(cells) > 1:
-            cells[1] = paint(cells[1], code, color)
-        lines.append("  ".join(cells).rstrip())
+        cells = row
+        if color and code and len(row) > 1:
+            # Padded before painting: the escape codes take no room on the terminal.
+            cells = [row[0], paint(row[1].ljust(widths[1]), code, color), *row[2:]]
+        lines.append(line(*cells).rstrip())
     return lines
