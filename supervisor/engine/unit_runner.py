@@ -259,14 +259,16 @@ class UnitRunner(RunnerBase):
         assert run is not None and spec is not None
         signame, timeout = spec.unit.service.stop_signal, spec.unit.service.stop_timeout
         began = time.monotonic()
+        sent: str | None = signame
         if self._stop_reason == SELF_STOP:
+            sent = None
             self._event("stopping", "info", by="service", **self.readiness.view())
         else:
             run.signal(_signum(signame))
             self._event("stopping", signal=signame)
         if not await self._wake.sleep_until(lambda: run.ended, timeout):
             self._event("stop_timeout", "warning", elapsed=round(time.monotonic() - began, 3),
-                        signal=signame)  # fmt: skip
+                        signal=sent)  # fmt: skip
             run.kill_all()
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
