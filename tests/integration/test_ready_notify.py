@@ -49,6 +49,7 @@ def control_dir(daemon: Daemon) -> tuple[Path, str]:
     return ctl, f'[sandbox]\nmounts = [{{ source = "{ctl}", target = "/ctl" }}]\n'
 
 
+@pytest.mark.cgroup_v2  # the sender's cgroup check, on the v2 VM too
 def test_ready_gates_running_and_status_shows(daemon: Daemon) -> None:
     ctl, mounts = control_dir(daemon)
     # systemd-notify (libsystemd) from a shell, after the test says go.
@@ -136,6 +137,7 @@ def test_never_ready_is_failed_after_start_timeout(daemon: Daemon) -> None:
     assert [e["unit"] for e in daemon.events("unit.start_timeout")] == ["mute"]
 
 
+@pytest.mark.cgroup_v2  # the sender's cgroup check, on the v2 VM too
 def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
     ctl, mounts = control_dir(daemon)
     # Debian's systemd-notify; SIGTERM (the stop_signal) would show in the log. It feeds the
@@ -146,12 +148,12 @@ def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
         "systemd-notify STOPPING=1 STATUS=draining; "
         "while [ ! -e /ctl/done ]; do sleep 0.05; done; echo drained"
     )
-    daemon.write_unit("drain", unit(script, mounts=mounts, stop_timeout="1m", watchdog="1s"))
+    daemon.write_unit("drain", unit(script, mounts=mounts, stop_timeout="1m", watchdog="2s"))
     daemon.start()
     running = daemon.wait_unit("drain", lambda u: u["state"] == "running", 20)
     (ctl / "drain").touch()
     daemon.wait_unit("drain", lambda u: u["state"] == "stopping", 20)
-    time.sleep(1.5)  # past the watchdog, which a stopping service no longer feeds
+    time.sleep(2.5)  # past the watchdog, which a stopping service no longer feeds
     detail = daemon.unit("drain")
     assert detail["state"] == "stopping" and detail["notify_stopping"] is True
     assert detail["notify_status"] == "draining" and detail["pid"] == running["pid"]
@@ -164,6 +166,7 @@ def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
     assert "got-term" not in (daemon.logs / "drain.log").read_text()
 
 
+@pytest.mark.cgroup_v2  # the sender's cgroup check, on the v2 VM too
 def test_messages_from_outside_the_cgroup_are_refused(daemon: Daemon) -> None:
     daemon.write_unit("gated", unit("exec sleep 1000", start_timeout="1m"))
     daemon.start()
