@@ -20,7 +20,7 @@ class UnitEvent:
     """One lifecycle event of a unit (also streamed by the API)."""
 
     unit: str
-    event: str  # e.g. "started", "exited", "oom-kill", "backoff", "failed", "reloaded"
+    event: str  # e.g. "started", "exited", "oom_kill", "backoff" (all: docs/control.md)
     at: dt.datetime
     state: str
     detail: dict[str, Any] = field(default_factory=dict)
