@@ -8,20 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.api.errors import CODES, NO_SUCH_UNIT
 from supervisor.api.events import RING_SIZE
 
+MAX_LOG_LINES = 1_000_000
+MAX_SEQ = 2**53  # JSON numbers stay exact up to here
 STATES = ["starting", "running", "stopping", "stopped", "exited", "backoff", "failed", "invalid"]
-ERROR_CODES = [
-    "bad-request",
-    "forbidden",
-    "not-found",
-    "no-such-unit",
-    "method-not-allowed",
-    "failed",
-    "body-too-large",
-    "unsupported-media-type",
-    "internal",
-]
+ERROR_CODES = sorted({*CODES.values(), NO_SUCH_UNIT})
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +124,11 @@ ERROR: dict[str, Any] = {
     "properties": {
         "error": {"type": "string", "description": "one lower-case line for people"},
         "code": {"type": "string", "enum": ERROR_CODES},
+        "field": {
+            "type": "string",
+            "description": "for a request that does not match this document: what is wrong "
+            "(`query.n`, `body`)",
+        },
     },
 }
 
@@ -151,7 +149,14 @@ NAME = {
     "example": "web",
 }
 
-_COMMON = {"403": _error("the peer may not do this")}
+_COMMON = {
+    "400": _error("a query or body that does not match this document (see `field`)"),
+    "403": _error("the peer may not do this"),
+}
+_WITH_BODY = {
+    "413": _error("body too large"),
+    "415": _error("a body that is not application/json"),
+}
 _UNIT_ERRORS = {**_COMMON, "404": _error("no such unit")}
 
 
@@ -164,9 +169,8 @@ def _action(verb: str, what: str) -> dict[str, Any]:
             "requestBody": EMPTY_BODY,
             "responses": {
                 "200": _json(_ref("UnitDetail"), "the unit once the action is done"),
-                "400": _error("malformed body"),
                 "409": _error("the action failed"),
-                "413": _error("body too large"),
+                **_WITH_BODY,
                 **_UNIT_ERRORS,
             },
         }
@@ -221,8 +225,7 @@ def document() -> dict[str, Any]:
                     "requestBody": EMPTY_BODY,
                     "responses": {
                         "200": _json(_ref("ReloadResult"), "what the reload did"),
-                        "400": _error("malformed body"),
-                        "413": _error("body too large"),
+                        **_WITH_BODY,
                         **_COMMON,
                     },
                 }
@@ -242,7 +245,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "description": "only the last n lines, read across the rotated "
                             "files too (default: all that the log and its rotated files hold)",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LOG_LINES},
                         },
                         {
                             "name": "follow",
@@ -255,7 +258,6 @@ def document() -> dict[str, Any]:
                             "description": "raw service output",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
-                        "400": _error("bad query parameter"),
                         **_UNIT_ERRORS,
                     },
                 }
@@ -277,7 +279,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "description": "first the kept events whose seq is above this (all "
                             "kept events if it is above the newest seq: an earlier daemon's)",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**53},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
                         },
                         {
                             "name": "replay",
@@ -311,7 +313,6 @@ def document() -> dict[str, Any]:
                             },
                             "content": {"application/x-ndjson": {"schema": _ref("UnitEvent")}},
                         },
-                        "400": _error("bad query parameter, or both since and replay"),
                         **_UNIT_ERRORS,
                     },
                 }

@@ -14,39 +14,19 @@ from typing import Any
 
 from aiohttp import web
 
-from supervisor.api.errors import json_error
-from supervisor.api.events import RING_SIZE, EventLog
+from supervisor.api.events import EventLog
 from supervisor.api.logtail import read_log
+from supervisor.api.validation import QUERY
 from supervisor.engine.model import Controller
 
 CONTROLLER_KEY = web.AppKey("controller", Controller)
 EVENT_LOG_KEY = web.AppKey("event_log", EventLog)
 ACTIONS = ("start", "stop", "restart")
-MAX_LOG_LINES = 1_000_000
-MAX_SEQ = 2**53  # JSON numbers stay exact up to here
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def _controller(request: web.Request) -> Controller:
     return request.app[CONTROLLER_KEY]
-
-
-async def _no_body(request: web.Request) -> web.Response | None:
-    """Actions take no parameters; a body, if sent, must be an empty JSON object."""
-    if not request.body_exists:
-        return None
-    raw = await request.read()  # bounded by client_max_size: 413 beyond it
-    if not raw.strip():
-        return None
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return json_error(400, f"invalid json body: {exc}")
-    if not isinstance(body, dict):
-        return json_error(400, "the body must be a json object")
-    if body:
-        return json_error(400, f"unknown keys in body: {', '.join(sorted(map(str, body)))}")
-    return None
 
 
 async def list_units(request: web.Request) -> web.Response:
@@ -60,16 +40,12 @@ async def get_unit(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    if (problem := await _no_body(request)) is not None:
-        return problem
     result = await asyncio.shield(_controller(request).reload())
     return web.json_response(result.to_json())
 
 
 def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        if (problem := await _no_body(request)) is not None:
-            return problem
         controller, name = _controller(request), request.match_info["name"]
         controller.get_unit(name)  # 404 before anything happens
         call = {"start": controller.start, "stop": controller.stop, "restart": controller.restart}
@@ -79,32 +55,15 @@ def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handle
 
 
-def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise web.HTTPBadRequest(reason=f"{name} must be between {low} and {high}")
-    return value
-
-
-def _bool_param(request: web.Request, name: str, default: bool = False) -> bool:
-    raw = request.query.get(name, "1" if default else "0").lower()
-    if raw in ("1", "true", "yes"):
-        return True
-    if raw in ("0", "false", "no", ""):
-        return False
-    raise web.HTTPBadRequest(reason=f"{name} must be 0 or 1, got {raw!r}")
+def _query(request: web.Request) -> dict[str, Any]:
+    """The query, checked and typed against the OpenAPI document (validation.py)."""
+    return request[QUERY]
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     path = _controller(request).log_path(request.match_info["name"])
-    lines = _int_param(request, "n", 0, MAX_LOG_LINES)
-    follow = _bool_param(request, "follow")
+    query = _query(request)
+    lines, follow = query.get("n"), query.get("follow", 0) == 1
     response = web.StreamResponse(headers=STREAM_HEADERS)
     response.content_type = "text/plain"
     response.charset = "utf-8"
@@ -117,12 +76,11 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    only = request.query.get("unit")
+    query = _query(request)
+    only, since, replay = query.get("unit"), query.get("since"), query.get("replay")
+    follow = query.get("follow", 1) == 1
     if only is not None:
         _controller(request).get_unit(only)
-    since = _int_param(request, "since", 0, MAX_SEQ)
-    replay = _int_param(request, "replay", 0, RING_SIZE)
-    follow = _bool_param(request, "follow", default=True)
     if since is not None and replay is not None:
         raise web.HTTPBadRequest(reason="give since or replay, not both")
     event_log = request.app.get(EVENT_LOG_KEY)

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from supervisor.api import auth, routes
+from supervisor.api import auth, routes, validation
 from supervisor.api.errors import json_errors
 from supervisor.api.events import EventLog
 from supervisor.api.metrics import METRICS_KEY, Metrics, handle_metrics
@@ -50,15 +50,16 @@ def make_app(
     metrics: Metrics,
     event_log: EventLog | None = None,
 ) -> web.Application:
+    spec = document()
     app = web.Application(
-        middlewares=[json_errors, auth.middleware(policy)], client_max_size=MAX_BODY
+        middlewares=[json_errors, auth.middleware(policy), validation.middleware(spec)],
+        client_max_size=MAX_BODY,
     )
     app[routes.CONTROLLER_KEY] = controller
     app[METRICS_KEY] = metrics
     if event_log is not None:
         app[routes.EVENT_LOG_KEY] = event_log
     routes.add_routes(app)
-    spec = document()
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(spec)

@@ -65,16 +65,72 @@ def test_reload_returns_what_happened(server: ServerThread, controller: FakeCont
 
 def test_bodies_must_be_an_empty_json_object(server: ServerThread) -> None:
     for body, needle in (
-        (b"{not json", "invalid json body"),
-        (b"[1, 2]", "must be a json object"),
-        (b'{"force": true}', "unknown keys in body: force"),
-        (b"\xff\xfe", "invalid json body"),
+        (b"{not json", "body: invalid json"),
+        (b"[1, 2]", "body: must be a json object"),
+        (b'{"force": true}', "body: takes no keys, got force"),
+        (b"\xff\xfe", "body: invalid json"),
+        (b"  ", "body: invalid json"),  # whitespace alone is no JSON value
+        (b"NaN", "body: invalid json: the constant NaN is not json"),
     ):
         status, answer = call_json(server.path, "POST", "/v1/reload", body)
         assert status == 400, body
-        assert answer["code"] == "bad-request" and needle in answer["error"]
-    status, _ = call_json(server.path, "POST", "/v1/reload", b"  ")
+        assert (answer["code"], answer["field"]) == ("bad-request", "body"), body
+        assert needle in answer["error"], (body, answer)
+    for body in (None, b"", b"{}", b" {} \n"):
+        status, _ = call_json(server.path, "POST", "/v1/reload", body)
+        assert status == 200, body
+
+
+def test_a_vertical_tab_is_not_a_json_body(
+    server: ServerThread, controller: FakeController
+) -> None:
+    """Regression (schemathesis ST201): `-d $'\\x0b'` was taken as an empty body because
+    bytes.strip() drops \\x0b, which JSON does not count as whitespace."""
+    headers = {"Content-Type": "application/json"}
+    status, _, raw = call(server.path, "POST", "/v1/units/web/stop", b"\x0b", headers)
+    answer = json.loads(raw)
+    assert (status, answer["code"], answer["field"]) == (400, "bad-request", "body")
+    assert controller.calls == []
+
+
+def test_a_body_of_another_media_type_is_415(
+    server: ServerThread, controller: FakeController
+) -> None:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}  # curl -d without -H
+    status, _, raw = call(server.path, "POST", "/v1/units/web/restart", b"{}", headers)
+    answer = json.loads(raw)
+    assert (status, answer["code"]) == (415, "unsupported-media-type")
+    assert "application/json" in answer["error"]
+    assert controller.calls == []
+
+
+def test_query_parameters_are_checked_against_the_document(server: ServerThread) -> None:
+    """Regression: `?n=` (empty) was taken as no n; now every query is typed by the document."""
+    for query, field in (
+        ("n=&follow=0", "query.n"),  # the exact request the fuzzer found
+        ("n=%2B5", "query.n"),  # +5: int() takes it, the document's integer does not
+        ("n=%205", "query.n"),
+        ("n=5_0", "query.n"),
+        ("n=%D9%A5", "query.n"),  # ARABIC-INDIC DIGIT FIVE
+        ("n=-1", "query.n"),
+        ("n=1000001", "query.n"),
+        ("follow=true", "query.follow"),
+        ("follow=", "query.follow"),
+        ("n=1&n=2", "query.n"),
+        ("lines=3", "query.lines"),
+    ):
+        status, body = call_json(server.path, "GET", f"/v1/units/web/logs?{query}")
+        assert (status, body["code"], body["field"]) == (400, "bad-request", field), query
+        assert body["error"].startswith(f"{field}: "), body
+    status, body = call_json(server.path, "GET", "/v1/units?verbose=1")
+    assert (status, body["field"]) == (400, "query.verbose")
+    status, _, _ = call(server.path, "GET", "/v1/units/web/logs?n=0&follow=0")
     assert status == 200
+
+
+def test_a_get_takes_no_body(server: ServerThread) -> None:
+    status, body = call_json(server.path, "GET", "/v1/units", b"{}")
+    assert (status, body["field"]) == (400, "body")
 
 
 def test_huge_body_is_413(server: ServerThread, controller: FakeController) -> None:
