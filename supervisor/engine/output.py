@@ -1,8 +1,8 @@
 """Service stdout/stderr: a pipe per run, drained by the daemon into `<log_dir>/<unit>.log`.
 
-The service gets the pipe's write end as fds 1 and 2. The daemon reads the other end with
-`loop.add_reader` and appends to the log file, rotating by size (`log_max_size`, keeping
-`log_keep` old files as `<unit>.log.1` ... `.N`).
+The service gets the pipe's write end as fds 1 and 2. The daemon watches the other end with
+`loop.add_reader` and moves what arrives into the log file with splice(2) (RotatingLog.take),
+rotating by size (`log_max_size`, keeping `log_keep` old files as `<unit>.log.1` ... `.N`).
 
 A daemon restart must not break the service's output: if the last read end closed, the next
 write would raise SIGPIPE/EPIPE in the service. So the sandbox's PID 1 inherits a duplicate of
@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("sandboxd.output")
 
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -42,14 +47,47 @@ def rotated_path(path: str | os.PathLike[str], n: int) -> str:
 
 
 class RotatingLog:
-    """An append-only file rotated by size. Opened lazily; closed between runs."""
+    """A unit's log file, rotated by size. Opened lazily; closed between runs.
+
+    `take` moves output from a pipe into the file with splice(2), inside the kernel: a byte is
+    either still in the pipe or already in the file (page cache), never only in the daemon's
+    memory, so a daemon killed at any instant loses nothing (the next one drains the rest of
+    the pipe). splice(2) refuses a file opened with O_APPEND, so the file is opened without it
+    and each take starts at the file's current end, which is what O_APPEND does for the only
+    writer (and keeps a file truncated by hand from growing a hole). On a filesystem that
+    cannot splice (EINVAL), bytes are copied through memory instead, with that window open.
+
+    When the file cannot take bytes (a full disk, a quota, an I/O error), they are read from
+    the pipe and dropped, so a service never blocks on a full pipe: one warning per episode,
+    the count in `dropped`, and a marker line in the file once writing works again.
+    """
 
     def __init__(self, path: Path, max_size: int | None, keep: int) -> None:
         self.path, self.max_size, self.keep = path, max_size, keep
+        self.dropped = 0  # bytes of output dropped, over the daemon's life
         self._fd: int | None = None
         self._size = 0
+        self._splice = True
+        self._dropping: tuple[int, str] | None = None  # (bytes so far, why) while dropping
+
+    def take(self, pipe_fd: int, limit: int = _READ_CHUNK) -> int:
+        """Move up to `limit` bytes from `pipe_fd` into the log: the count moved (or dropped),
+        0 at end of file. BlockingIOError when the pipe is empty."""
+        try:
+            fd = self._room_for_more()
+            if self._dropping is not None:
+                self._resume()
+            count = limit if self.max_size is None else min(limit, self.max_size - self._size)
+            moved = self._move(pipe_fd, fd, count)
+        except BlockingIOError:
+            raise
+        except OSError as exc:  # the file's side: the pipe's side raises from the read below
+            return self._drop(pipe_fd, limit, exc)
+        self._size += moved
+        return moved
 
     def write(self, data: bytes) -> None:
+        """Append `data` (whole, into one file: rotated first if it would not fit)."""
         fd = self._open()
         if self.max_size is not None and self._size and self._size + len(data) > self.max_size:
             self.rotate()
@@ -75,10 +113,55 @@ class RotatingLog:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
             self._fd = os.open(self.path, flags, 0o640)
-            self._size = os.fstat(self._fd).st_size
+        # Always at the end, as O_APPEND would be (see the class docstring).
+        self._size = os.lseek(self._fd, 0, os.SEEK_END)
         return self._fd
+
+    def _room_for_more(self) -> int:
+        fd = self._open()
+        if self.max_size is not None and self._size >= self.max_size:
+            self.rotate()
+            fd = self._open()
+        return fd
+
+    def _move(self, pipe_fd: int, fd: int, count: int) -> int:
+        if self._splice:
+            try:
+                return os.splice(pipe_fd, fd, count, flags=os.SPLICE_F_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._splice = False
+                log.info("unit.output_copied", unit=self.path.stem, file=str(self.path),
+                         detail="the log's filesystem cannot splice: output is copied through "
+                         "memory, and a daemon killed mid-copy may lose that copy")  # fmt: skip
+        data = os.read(pipe_fd, count)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return len(data)
+
+    def _drop(self, pipe_fd: int, limit: int, exc: OSError) -> int:
+        data = os.read(pipe_fd, limit)  # BlockingIOError if empty, as in take
+        self.dropped += len(data)
+        if self._dropping is None:
+            self._dropping = (0, exc.strerror or str(exc))
+            log.warning("unit.output_dropping", unit=self.path.stem, file=str(self.path),
+                        error=self._dropping[1],
+                        detail="the log file takes no more output: it is dropped (and counted) "
+                        "until it does again, so the service never blocks")  # fmt: skip
+        self._dropping = (self._dropping[0] + len(data), self._dropping[1])
+        return len(data)
+
+    def _resume(self) -> None:
+        """Say in the file what was dropped; raises OSError (still dropping) if it cannot."""
+        assert self._dropping is not None
+        count, why = self._dropping
+        self.write(f"[sandboxd: {count} bytes of output dropped: {why}]\n".encode())
+        self._dropping = None
+        log.info("unit.output_resumed", unit=self.path.stem, dropped_bytes=count, error=why)
 
 
 @dataclass(frozen=True)
@@ -166,16 +249,15 @@ class Capture:
         return cls(loop, read_fd, sink, found)
 
     def _drain(self) -> bool:
-        """Copy what the pipe holds (bounded); True if there may be more."""
+        """Move what the pipe holds into the log (bounded); True if there may be more."""
         for _ in range(_READS_PER_WAKEUP):
             try:
-                data = os.read(self.read_fd, _READ_CHUNK)
+                moved = self._sink.take(self.read_fd)
             except BlockingIOError:
                 return False
-            if not data:  # every writer is gone; PID 1's read end keeps the pipe itself alive
+            if not moved:  # every writer is gone; PID 1's read end keeps the pipe itself alive
                 self._stop_reading()
                 return False
-            self._sink.write(data)
         return True
 
     def _stop_reading(self) -> None:

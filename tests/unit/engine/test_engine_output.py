@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from supervisor.engine.output import Capture, RotatingLog
 
@@ -52,3 +58,95 @@ def test_capture_drains_and_reopens(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert (tmp_path / "u.log").read_bytes() == b"hello\nwhile no daemon reads\n"
+
+
+def test_take_moves_pipe_bytes_into_rotated_files(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "u.log", max_size=100, keep=3)
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK)
+    try:
+        os.write(write_fd, b"".join(b"%02d\n" % i for i in range(60)))  # 180 bytes
+        moved = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                moved += log.take(read_fd)
+        assert moved == 180
+        os.close(write_fd)
+        write_fd = -1
+        assert log.take(read_fd) == 0  # end of file
+    finally:
+        log.close()
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    # Files fill up to max_size exactly, then rotate; nothing is lost or repeated.
+    assert (tmp_path / "u.log.1").stat().st_size == 100
+    whole = (tmp_path / "u.log.1").read_bytes() + (tmp_path / "u.log").read_bytes()
+    assert whole == b"".join(b"%02d\n" % i for i in range(60))
+
+
+def test_take_writes_at_the_end_of_a_file_truncated_by_hand(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "u.log", max_size=None, keep=1)
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK)
+    try:
+        os.write(write_fd, b"before\n")
+        log.take(read_fd)
+        (tmp_path / "u.log").write_bytes(b"")  # `: > u.log` while the daemon has it open
+        os.write(write_fd, b"after\n")
+        log.take(read_fd)
+    finally:
+        log.close()
+        os.close(read_fd)
+        os.close(write_fd)
+    assert (tmp_path / "u.log").read_bytes() == b"after\n"  # no hole of zeros before it
+
+
+# A process that moves output from a pipe into a log and is SIGKILLed the instant a syscall
+# has taken bytes out of the pipe: where the daemon was when it lost line 28 (issue 30).
+_KILLED_MID_TAKE = """
+import os, signal, sys
+from pathlib import Path
+from supervisor.engine.output import RotatingLog
+
+def killed_after(call):
+    def wrapper(*args, **kwargs):
+        result = call(*args, **kwargs)
+        if result:  # bytes have left the pipe: die before anything else runs
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapper
+
+os.read, os.splice = killed_after(os.read), killed_after(os.splice)
+log = RotatingLog(Path(sys.argv[1]), None, 1)
+log._splice = sys.argv[3] == "splice"
+log.take(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy"])
+def test_a_daemon_killed_mid_take_loses_no_output(tmp_path: Path, mode: str) -> None:
+    """Deterministic form of the lost line: each byte is in the pipe or in the file, never only
+    in a dead process. The copy path (filesystems without splice) has the window, which shows
+    that this test sees the bug it guards against."""
+    sent = b"".join(b"line %d\n" % i for i in range(100))
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK)
+    try:
+        os.write(write_fd, sent)
+        child = subprocess.run(
+            [sys.executable, "-c", _KILLED_MID_TAKE, str(tmp_path / "u.log"), str(read_fd), mode],
+            pass_fds=[read_fd],
+            check=False,
+        )
+        assert child.returncode == -signal.SIGKILL
+        left = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_fd, 1 << 16):
+                left += chunk
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    logged = (tmp_path / "u.log").read_bytes()
+    if mode == "splice":
+        assert logged + left == sent
+        assert logged, "the kill came after bytes reached the file"
+    else:
+        assert logged == b"" and left == b"", "copy: read into memory, then killed: lost"
