@@ -6,6 +6,7 @@ answered from dictionaries, and any call can be made to fail with a chosen errno
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import NoReturn
 
@@ -16,8 +17,9 @@ class RecordingSyscalls:
     """A fake that records every call as a tuple, for unit tests without root.
 
     `kinds` answers `kind()` (default: every path is a directory); `files` answers
-    `read_file()`; `links` answers `resolve()` (default: no symlinks); `fail` maps a call name to
-    the errno it raises.
+    `read_file()`; `links` answers `resolve()` (default: no symlinks), and `open_path()` of a
+    path under one of them fails with ELOOP, as openat2's RESOLVE_NO_SYMLINKS does; `fail` maps
+    a call name to the errno it raises. `open_path()` hands out fd numbers from 100 up.
 
     `fd_table` (fd -> a name for the open file behind it), if given, is a model of the process's
     descriptors that `dup_above`, `dup_to` and `close_fds_except` keep up to date, with
@@ -40,6 +42,7 @@ class RecordingSyscalls:
         self.fd_table = fd_table
         self.cloexec = set(cloexec or ())
         self._next_fd = 0
+        self._next_path_fd = 100
         self.calls: list[tuple[object, ...]] = []
         self.kinds = kinds or {}
         self.files = files or {}
@@ -101,6 +104,20 @@ class RecordingSyscalls:
 
     def resolve(self, path: str) -> str:
         return self.links.get(path, path)
+
+    def open_path(self, path: str, directory: bool = False) -> int:
+        self._record("open_path", path)
+        prefix = ""
+        for part in path.strip("/").split("/"):
+            prefix += "/" + part
+            if self.links.get(prefix, prefix) != prefix:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
+
+    def close(self, fd: int) -> None:
+        self._record("close", fd)
 
     def sethostname(self, name: str) -> None:
         self._record("sethostname", name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import platform
@@ -89,10 +90,16 @@ SECCOMP_MODE_FILTER = 2
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# Syscalls glibc has no wrapper for (or only recently): numbers per architecture.
+# openat2(2) <linux/openat2.h>: refuse a symlink in any component of the path (magic links
+# such as /proc/self/fd/N included).
+RESOLVE_NO_SYMLINKS = 0x04
+AT_FDCWD = -100
+
+# Syscalls glibc has no wrapper for (or only recently): numbers per architecture. openat2 is
+# 437 everywhere (syscalls added since 5.1 share one table).
 _SYSCALL_NUMBERS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125},
-    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90},
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "openat2": 437},
 }
 
 # <linux/sockios.h>, <net/if.h>
@@ -122,6 +129,8 @@ class Syscalls(Protocol):
     def read_file(self, path: str) -> bytes: ...
     def kind(self, path: str, follow: bool = False) -> FileKind | None: ...
     def resolve(self, path: str) -> str: ...
+    def open_path(self, path: str, directory: bool = False) -> int: ...
+    def close(self, fd: int) -> None: ...
     def sethostname(self, name: str) -> None: ...
     def link_up(self, ifname: str) -> None: ...
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int: ...
@@ -148,6 +157,77 @@ def _oserror(path: str | None = None) -> OSError:
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_openat2_missing = False  # set once the kernel said ENOSYS (before 5.6): walk instead
+
+
+def open_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) -> int:
+    """open(2) `path` without following a symlink in ANY component: OSError(ELOOP) if one is.
+
+    O_NOFOLLOW alone checks only the last component; a symlinked parent (a sandbox replacing
+    `shared/app` with a link to /etc) would still be followed. openat2(2) with
+    RESOLVE_NO_SYMLINKS checks them all in one call; before Linux 5.6 the path is walked one
+    component at a time with O_NOFOLLOW, which refuses the same paths. The fd is close-on-exec.
+    """
+    global _openat2_missing  # noqa: PLW0603  (a one-way switch: the kernel will not change)
+    flags |= os.O_CLOEXEC
+    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    if nr is not None and not _openat2_missing:
+        # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
+        how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, RESOLVE_NO_SYMLINKS)
+        fd = int(
+            _libc.syscall(
+                ctypes.c_long(nr),
+                ctypes.c_long(dir_fd),
+                os.fsencode(path),
+                ctypes.byref(how),
+                ctypes.c_size_t(ctypes.sizeof(how)),
+            )
+        )
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err), path)
+        _openat2_missing = True
+    return walk_nofollow(path, flags, mode, dir_fd)
+
+
+def walk_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) -> int:
+    """`open_nofollow` without openat2: one O_NOFOLLOW openat per component."""
+    parts = [p for p in path.split("/") if p]
+    start = "/" if path.startswith("/") else "."
+    fd = os.open(start, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        for part in parts[:-1]:
+            # O_PATH|O_NOFOLLOW opens a symlink itself (no error): look at what was opened.
+            step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = step
+            mode_bits = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode_bits):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            if not stat.S_ISDIR(mode_bits):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        last = parts[-1] if parts else "."
+        opened = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if flags & os.O_PATH and stat.S_ISLNK(os.fstat(opened).st_mode):
+        os.close(opened)
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    return opened
 
 
 class _CapHeader(ctypes.Structure):
@@ -279,6 +359,14 @@ class LibcSyscalls:
 
     def resolve(self, path: str) -> str:
         return os.path.realpath(path)
+
+    def open_path(self, path: str, directory: bool = False) -> int:
+        # O_PATH: a handle on the file for mounting it (via /proc/self/fd/N), no read access
+        # needed, so it works for the mapped root of a user namespace as the path did.
+        return open_nofollow(path, os.O_PATH | (os.O_DIRECTORY if directory else 0))
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
 
     def sethostname(self, name: str) -> None:
         raw = name.encode()

@@ -11,6 +11,13 @@ Threats this module answers:
   is made recursively private first;
 - a malicious rootfs: a symlink inside a root directory (e.g. DIR/tmp -> /etc) would point our
   mounts and writes at host paths, so every target must resolve to itself;
+- a redirected source: a sandbox that can write a host directory can turn `shared/app` into a
+  symlink to /etc, and a neighbour binding `shared/app/ssl` would get the host's /etc/ssl. So
+  every host path the plan mounts (bind sources, the root directory, overlay layers) is opened
+  by PID 1 with no symlink followed in any component (openat2 RESOLVE_NO_SYMLINKS), and that fd
+  is what gets mounted, through /proc/self/fd/N: a path swapped after the open changes nothing;
+- a movable root directory: the root is bound (by fd) onto a fixed, root-owned staging
+  directory (/mnt, ...) and built there, so no later step goes through its host path again;
 - host secrets: root = "host" shows only /usr, /bin, /sbin, /lib* and a curated /etc, never
   /etc/shadow, /root, /home, /var, /run or other sandboxes' state;
 - kernel interfaces: /proc and /sys paths that leak host memory or flip host switches are
@@ -21,6 +28,7 @@ Threats this module answers:
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,16 +79,21 @@ class Mkdir:
 
 @dataclass(frozen=True)
 class Mount:
+    """mount(2). `layers` are (option, host path) pairs, e.g. ("lowerdir", "/usr"): PID 1 opens
+    each path without following symlinks and passes `option=/proc/self/fd/N` before `data`."""
+
     source: str | None
     target: str
     fstype: str | None
     flags: int
     data: str | None = None
+    layers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class Bind:
     """Bind `source` (a host path, looked at by the daemon) on `target`, creating the target.
+    PID 1 opens `source` without following symlinks and mounts that fd (see the docstring).
 
     `remount` is None for a plain bind, else the complete flags of the MS_REMOUNT that follows:
     the wanted ones plus those of the source's mount (see the module docstring).
@@ -160,11 +173,11 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _overlay_option(path: str) -> str:
-    # overlayfs splits its options on "," and lowerdir on ":"; refuse rather than misparse.
-    if any(c in path for c in ",:\\"):
-        raise StageFailure("rootfs", 22, f"overlay path {path!r} contains , : or \\")
-    return path
+def _overlay(target: str, flags: int, lower: str, upper: str, work: str) -> Mount:
+    # The layers travel as /proc/self/fd/N, never as paths in the options: no symlink in them
+    # is followed, and a "," or ":" in a path cannot be misparsed by overlayfs.
+    layers = (("lowerdir", lower), ("upperdir", upper), ("workdir", work))
+    return Mount("overlay", target, "overlay", flags, None, layers)
 
 
 def bind_sources(spec: RootSpec) -> list[str]:
@@ -174,9 +187,10 @@ def bind_sources(spec: RootSpec) -> list[str]:
 
 
 def staging_dir(spec: RootSpec, host: HostLayout) -> str:
-    if spec.root != "host":
-        return spec.root
+    """Where the root is assembled: a root-owned host directory that no sandbox can write or
+    swap, and that holds no path the plan still has to open (it gets covered)."""
     sources = bind_sources(spec) + ([spec.overlay_dir] if spec.overlay_dir else [])
+    sources += [spec.root] if spec.root != "host" else []
     for cand in STAGING_CANDIDATES:
         found = host.get(cand)
         if found and found.kind == "dir" and not any(_under(p, cand) for p in sources):
@@ -211,12 +225,10 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         ops += _host_root(spec, host, s)
     elif spec.overlay_dir is not None:
         upper, work = f"{spec.overlay_dir}/upper", f"{spec.overlay_dir}/work"
-        opts = f"lowerdir={_overlay_option(s)},upperdir={_overlay_option(upper)}"
-        ops += [Mkdir(upper, parents=True), Mkdir(work, parents=True)]
-        ops.append(Mount("overlay", s, "overlay", MS_NOSUID, f"{opts},workdir={work}"))
+        ops += _overlay_dirs(spec.overlay_dir, upper, work)
+        ops.append(_overlay(s, MS_NOSUID, spec.root, upper, work))
     else:
-        # A bind onto itself makes the directory a mount point, which pivot_root requires.
-        ops.append(Bind(s, s, True, None))
+        ops.append(Bind(spec.root, s, True, None))
     ops += _kernel_filesystems(spec, host, s, untrusted)
     ops += _unit_mounts(spec, host, s, untrusted)
     if spec.init_binary:
@@ -225,27 +237,36 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         if spec.root == "host":
             ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | _NOSUID_NODEV))
         else:
-            found = host.get(s)
+            found = host.get(spec.root)
             keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | keep))
     ops.append(PivotRoot(s))
     return ops
 
 
+def _overlay_dirs(overlay_dir: str, upper: str, work: str) -> list[Op]:
+    # Modes: the unit's directory and the work dirs are the daemon's (0700); an upper directory
+    # gives the merged root (or /usr) its mode, so it must be 0755 for non-root services. The
+    # daemon's data_dir (0700) is what keeps host users away from what the sandbox writes in
+    # the upper layer, setuid copies included (daemondirs.py).
+    return [Mkdir(overlay_dir, 0o700, parents=True), Mkdir(upper, 0o755), Mkdir(work, 0o700)]
+
+
 def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     ops: list[Op] = [Mount("tmpfs", s, "tmpfs", _NOSUID_NODEV, "mode=0755")]
+    overlay = spec.overlay_dir
+    if overlay is not None:
+        ops += _overlay_dirs(overlay, f"{overlay}/upper", f"{overlay}/work")
     for path in HOST_DIRS:
         found = host.get(path)
         if found is None:
             continue
         if found.kind == "link":
             ops.append(Symlink(found.link, s + path))
-        elif found.kind == "dir" and spec.overlay_dir is not None:
-            upper = f"{spec.overlay_dir}/upper{path}"
-            work = f"{spec.overlay_dir}/work{path}"
-            ops += [Mkdir(upper, parents=True), Mkdir(work, parents=True), Mkdir(s + path)]
-            opts = f"lowerdir={path},upperdir={_overlay_option(upper)},workdir={work}"
-            ops.append(Mount("overlay", s + path, "overlay", MS_NODEV, opts))
+        elif found.kind == "dir" and overlay is not None:
+            upper, work = f"{overlay}/upper{path}", f"{overlay}/work{path}"
+            ops += [Mkdir(upper, 0o755), Mkdir(work, 0o700), Mkdir(s + path)]
+            ops.append(_overlay(s + path, MS_NODEV, path, upper, work))
         elif found.kind == "dir":
             ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
     ops.append(Mkdir(s + "/etc"))
@@ -333,14 +354,59 @@ def _check_target(sys: Syscalls, path: str) -> None:
         )
 
 
+def fd_path(fd: int) -> str:
+    # mount(2) follows this magic link straight to the file the fd holds (runc's technique):
+    # the path it was opened by is never looked up again, so swapping it afterwards is useless.
+    return f"/proc/self/fd/{fd}"
+
+
+def _open_source(sys: Syscalls, what: str, path: str, directory: bool = False) -> int:
+    try:
+        return sys.open_path(path, directory)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise StageFailure(
+                "rootfs",
+                errno.ELOOP,
+                f"{what} {path} has a symlink in its path; sandboxd never follows one there "
+                "(name the real path)",
+            ) from None
+        raise StageFailure.from_oserror("rootfs", f"open {what} {path}", err) from None
+
+
+def _mount_layers(sys: Syscalls, op: Mount) -> None:
+    fds: list[int] = []
+    try:
+        for option, path in op.layers:
+            fds.append(_open_source(sys, f"{op.fstype} {option}", path, directory=True))
+        names = [option for option, _ in op.layers]
+        options = [f"{name}={fd_path(fd)}" for name, fd in zip(names, fds, strict=True)]
+        data = ",".join(options + ([op.data] if op.data else []))
+        sys.mount(op.source, op.target, op.fstype, op.flags, data)
+    finally:
+        for fd in fds:
+            sys.close(fd)
+
+
+def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
+    fd = _open_source(sys, "bind source", source)
+    try:
+        sys.mount(fd_path(fd), target, None, MS_BIND, None)
+    finally:
+        sys.close(fd)
+
+
 def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
     match op:
         case Mkdir(path, mode, parents, check):
             sys.mkdir(path, mode, parents)
             if check:
                 _check_target(sys, path)
-        case Mount(source, target, fstype, flags, data):
-            sys.mount(source, target, fstype, flags, data)
+        case Mount(source, target, fstype, flags, data, layers):
+            if layers:
+                _mount_layers(sys, op)
+            else:
+                sys.mount(source, target, fstype, flags, data)
         case Bind(source, target, is_dir, remount, check):
             if is_dir:
                 sys.mkdir(target, 0o755)
@@ -348,7 +414,7 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
                 sys.touch(target)
             if check:
                 _check_target(sys, target)
-            sys.mount(source, target, None, MS_BIND, None)
+            _bind_fd(sys, source, target)
             if remount is not None:
                 sys.mount(None, target, None, remount, None)
         case Symlink(target, path):
@@ -359,7 +425,7 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             if is_dir:
                 sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | _NOSUID_NODEV_NOEXEC, "size=0")
             else:
-                sys.mount("/dev/null", path, None, MS_BIND, None)
+                _bind_fd(sys, "/dev/null", path)
         case ReadOnly(path, remount):
             sys.mount(path, path, None, MS_BIND, None)
             sys.mount(None, path, None, remount, None)
@@ -379,8 +445,9 @@ def describe(op: Op) -> str:
         case Bind(source, target, _, remount, _):
             ro = " read-only" if remount is not None and remount & MS_RDONLY else ""
             return f"bind {source} on {target}{ro}"
-        case Mount(source, target, fstype, _, _):
-            return f"mount {fstype or source} on {target}"
+        case Mount(source, target, fstype, _, _, layers):
+            over = "".join(f" {option}={path}" for option, path in layers)
+            return f"mount {fstype or source}{over} on {target}"
         case _:
             return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
 

@@ -19,6 +19,7 @@ from supervisor.sandbox.protocol import StageFailure
 from supervisor.sandbox.rootfs import (
     Bind,
     Mask,
+    Mkdir,
     Mount,
     PivotRoot,
     ReadOnly,
@@ -100,23 +101,94 @@ def test_missing_bind_source_fails_at_plan_time() -> None:
 
 
 def test_directory_root_and_overlay() -> None:
-    host = layout(__rootfs=HostPath("dir"))
+    host = layout(__rootfs=HostPath("dir", flags=NOSUID_SRC))
     plain = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
-    assert plain[1] == Bind("/rootfs", "/rootfs", True, None)
-    assert isinstance(plain[-2], RemountRoot) and plain[-2].flags & MS_BIND
+    # Built on a fixed root-owned staging directory: the root's own host path is opened once,
+    # as a bind source, and never walked again.
+    assert plain[1] == Bind("/rootfs", "/mnt", True, None)
+    assert not any("/rootfs" in str(vars(op)) for op in plain[2:])
+    assert plain[-2] == RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    assert plain[-1] == PivotRoot("/mnt")
     over = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
     mount = next(op for op in over if isinstance(op, Mount) and op.fstype == "overlay")
-    assert mount.data == "lowerdir=/rootfs,upperdir=/var/o/upper,workdir=/var/o/work"
+    assert mount.target == "/mnt" and mount.data is None
+    assert mount.layers == (
+        ("lowerdir", "/rootfs"), ("upperdir", "/var/o/upper"), ("workdir", "/var/o/work"),
+    )  # fmt: skip
+    assert Mkdir("/var/o", 0o700, parents=True) in over and Mkdir("/var/o/work", 0o700) in over
+    assert Mkdir("/var/o/upper", 0o755) in over, "the upper dir's mode is the root's mode"
     assert not any(isinstance(op, RemountRoot) for op in over), "overlay is the writable layer"
     assert not any(isinstance(op, WriteFile) for op in over), "never write into a user's rootfs"
 
 
-def test_overlay_paths_that_would_misparse_are_refused() -> None:
-    with pytest.raises(StageFailure, match="contains"):
-        rootfs.plan_root(
-            RootSpec(root="/rootfs", hostname="x", overlay_dir="/a,b"),
-            layout(__rootfs=HostPath("dir")),
-        )
+def test_staging_for_a_directory_root_avoids_the_root_itself() -> None:
+    host = layout(__mnt__rootfs=HostPath("dir"))
+    assert rootfs.staging_dir(RootSpec(root="/mnt/rootfs", hostname="x"), host) == "/media"
+
+
+def test_overlay_layers_are_mounted_by_fd_so_no_path_is_parsed_or_followed() -> None:
+    # A "," or ":" in a path would split overlayfs's options: fds have neither.
+    spec = RootSpec(root="/rootfs", hostname="x", overlay_dir="/a,b:c")
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, rootfs.plan_root(spec, layout(__rootfs=HostPath("dir"))))
+    opens = [c for c in sys.calls if c[0] == "open_path"][:3]
+    assert opens == [("open_path", "/rootfs"), ("open_path", "/a,b:c/upper"),
+                     ("open_path", "/a,b:c/work")]  # fmt: skip
+    mount = next(c for c in sys.calls if c[0] == "mount" and c[3] == "overlay")
+    assert mount[4:] == (
+        MS_NOSUID,
+        "lowerdir=/proc/self/fd/100,upperdir=/proc/self/fd/101,workdir=/proc/self/fd/102",
+    )
+    at = sys.calls.index(mount)
+    assert sys.calls[at + 1 : at + 4] == [("close", 100), ("close", 101), ("close", 102)]
+
+
+def test_host_root_overlay_layers_are_opened_without_symlinks() -> None:
+    spec = RootSpec(root="host", hostname="x", overlay_dir="/var/o")
+    sys = RecordingSyscalls(links={"/var/o/upper": "/etc"})  # planted in the daemon's tree
+    with pytest.raises(StageFailure, match="overlay upperdir /var/o/upper/usr has a symlink"):
+        rootfs.apply(sys, rootfs.plan_root(spec, layout()))
+    assert not any(c[0] == "mount" and c[3] == "overlay" for c in sys.calls)
+
+
+def test_a_bind_source_is_opened_without_symlinks_and_the_fd_is_mounted() -> None:
+    spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/data"),))
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, rootfs.plan_root(spec, layout(__data=HostPath("dir"))))
+    at = sys.calls.index(("open_path", "/data"))
+    fd = 100 + sum(1 for c in sys.calls[:at] if c[0] == "open_path")
+    assert sys.calls[at + 1 : at + 4] == [
+        ("mount", f"/proc/self/fd/{fd}", "/mnt/srv", None, MS_BIND, None),
+        ("close", fd),
+        ("mount", None, "/mnt/srv", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None),
+    ]
+    # Every bind, host directories and devices included, mounts an fd, never a path.
+    binds = [c for c in sys.calls if c[0] == "mount" and c[4] == MS_BIND and c[1] != c[2]]
+    assert binds and all(str(c[1]).startswith("/proc/self/fd/") for c in binds), binds
+
+
+@pytest.mark.parametrize("root", ["host", "/rootfs"])
+def test_a_bind_source_below_a_symlink_is_refused(root: str) -> None:
+    """A neighbour with a writable /shared turned /shared/app into a link to /etc."""
+    spec = RootSpec(root=root, hostname="x", mounts=(UnitMount("/ssl", "/shared/app/ssl"),))
+    host = layout(__shared__app__ssl=HostPath("dir"), __rootfs=HostPath("dir"))
+    sys = RecordingSyscalls(links={"/shared/app": "/etc"})
+    with pytest.raises(StageFailure) as info:
+        rootfs.apply(sys, rootfs.plan_root(spec, host))
+    assert info.value.errno == 40
+    assert info.value.message == (
+        "bind source /shared/app/ssl has a symlink in its path; sandboxd never follows one "
+        "there (name the real path)"
+    )
+    assert not any(c[0] == "mount" and c[2] == "/mnt/ssl" for c in sys.calls)
+
+
+def test_a_root_directory_below_a_symlink_is_refused() -> None:
+    sys = RecordingSyscalls(links={"/srv/roots": "/"})
+    host = layout(__srv__roots__app=HostPath("dir"))
+    with pytest.raises(StageFailure, match="bind source /srv/roots/app has a symlink"):
+        rootfs.apply(sys, rootfs.plan_root(RootSpec(root="/srv/roots/app", hostname="x"), host))
+    assert not any(c[0] == "pivot_root" for c in sys.calls)
 
 
 def test_apply_records_the_mount_sequence_and_pivots_with_dot_dot() -> None:
@@ -133,7 +205,7 @@ def test_apply_records_the_mount_sequence_and_pivots_with_dot_dot() -> None:
 
 def test_a_symlinked_target_in_a_rootfs_is_refused() -> None:
     host = layout(__rootfs=HostPath("dir"))
-    sys = RecordingSyscalls(links={"/rootfs/tmp": "/etc"})
+    sys = RecordingSyscalls(links={"/mnt/tmp": "/etc"})
     with pytest.raises(StageFailure, match="resolves through a symlink"):
         rootfs.apply(sys, rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host))
 
