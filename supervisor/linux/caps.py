@@ -1,9 +1,12 @@
-"""Capabilities: names to bits, and the drop sequence that leaves all five sets equal.
+"""Capabilities: names to bits, and the drop sequence that sets a process's five sets.
 
-The service ends with bounding == permitted == effective == inheritable == ambient == the unit's
-list. Ambient is what lets a non-root user keep its listed capabilities across execve; bounding
-is what stops a setuid-root binary or file capabilities from handing back the rest (the threat:
-a service that regains CAP_SYS_ADMIN through an exec and administers the host).
+The bounding set is the unit's list: it stops a setuid-root binary or file capabilities from
+handing back the rest (the threat: a service that regains CAP_SYS_ADMIN through an exec and
+administers the host). Within it, a process running as uid 0 holds the whole list; any other
+uid holds nothing unless the unit lists its capabilities explicitly, and then holds them in all
+sets including ambient, which is what keeps them across execve for a non-root user (systemd's
+AmbientCapabilities=). That is Docker's and Podman's rule for a non-root user, and it means
+`user = "nobody"` really is unprivileged: it cannot setuid(0) back.
 """
 
 from __future__ import annotations
@@ -56,14 +59,33 @@ def last_cap(path: str = "/proc/sys/kernel/cap_last_cap") -> int:
 
 @dataclass(frozen=True)
 class CapPlan:
-    keep: int  # mask of the unit's capabilities
+    bounding: int  # the most any process of the sandbox may ever hold
+    root: int  # the sets of a process running as uid 0 (inside the sandbox)
+    non_root: int  # the sets of any other uid: empty unless the unit lists capabilities
     last_cap: int  # the kernel's highest capability number
+
+    @classmethod
+    def for_unit(
+        cls,
+        listed: Iterable[str] | None,
+        default: Iterable[str],
+        last: int,
+        exec_only: Iterable[str] = (),
+    ) -> CapPlan:
+        """A unit's plan: `listed` is its `capabilities` (None when the file does not set it,
+        then `default` applies to root only); `exec_only` joins the bounding set alone (see
+        launch.py). KeyError for an unknown name."""
+        mask = mask_of(default if listed is None else listed)
+        return cls(mask | mask_of(exec_only), mask, 0 if listed is None else mask, last)
+
+    def granted(self, uid: int) -> int:
+        return self.root if uid == 0 else self.non_root
 
 
 def drop_bounding(sys: Syscalls, plan: CapPlan) -> None:
     """Shrink the bounding set first, while still root with CAP_SETPCAP (needed to drop)."""
     for cap in range(plan.last_cap + 1):
-        if not plan.keep & (1 << cap):
+        if not plan.bounding & (1 << cap):
             sys.prctl(PR_CAPBSET_DROP, cap)
 
 
@@ -80,14 +102,14 @@ def switch_user(sys: Syscalls, uid: int, gid: int, groups: list[int]) -> None:
     sys.prctl(PR_SET_KEEPCAPS, 0)
 
 
-def set_sets(sys: Syscalls, plan: CapPlan) -> None:
-    """Permitted, effective, inheritable, then ambient: all equal to the unit's list.
+def set_sets(sys: Syscalls, keep: int, last_cap: int) -> None:
+    """Permitted, effective, inheritable, then ambient: all equal to `keep`.
 
-    capset can only lower permitted, so anything outside the list is gone for good. Ambient
+    capset can only lower permitted, so anything outside `keep` is gone for good. Ambient
     needs each capability in both permitted and inheritable, hence last.
     """
-    sys.capset(plan.keep, plan.keep, plan.keep)
+    sys.capset(keep, keep, keep)
     sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    for cap in range(plan.last_cap + 1):
-        if plan.keep & (1 << cap):
+    for cap in range(last_cap + 1):
+        if keep & (1 << cap):
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)

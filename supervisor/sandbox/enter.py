@@ -3,8 +3,9 @@
 Everything is taken from the sandbox's PID 1 as the kernel shows it, not from the unit file: a
 reload may have changed the file while the old version keeps running, and what must be matched
 is the running one. From /proc/<pid>: namespaces, cgroups, root and cwd, the effective uid/gid
-(translated into the sandbox's user namespace), the capability bounding set (the unit's list:
-the launcher makes every set equal to it), no_new_privs, seccomp mode, and the environment.
+(translated into the sandbox's user namespace), the capability bounding set (the unit's list)
+and permitted set (what PID 1's user holds: the command gets no more), no_new_privs, seccomp
+mode, and the environment.
 
 Order, and why:
   1. pidfd first; everything read from /proc afterwards is checked against it (a PID that was
@@ -15,8 +16,8 @@ Order, and why:
      command is inside the unit's limits and is killed with it;
   4. setns(pidfd, all other namespaces): one call, the kernel enters the user namespace first;
   5. chroot to PID 1's root, chdir to its cwd (fds opened before the mount namespace changed);
-  6. identity and privileges as the launcher does (sandbox/stage.py): bounding set, seccomp
-     if no_new_privs is off, user and groups, capability sets, no_new_privs, seccomp, exec.
+  6. identity, then privileges dropped by the same function as the service's PID 1
+     (privileges.py), exec.
 The parent never joins the cgroup: its memory would count against the unit's limit.
 Everything the child needs (seccomp program, modules) is loaded before the chroot.
 """
@@ -34,13 +35,10 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from supervisor.linux import caps, proc_cgroup, seccomp, users
-from supervisor.linux.syscalls import (
-    NAMESPACE_FILES,
-    NAMESPACE_FLAGS,
-    PR_SET_NO_NEW_PRIVS,
-    REAL,
-    Syscalls,
-)
+from supervisor.linux.syscalls import NAMESPACE_FILES, NAMESPACE_FLAGS, REAL, Syscalls
+from supervisor.sandbox import privileges
+from supervisor.sandbox.privileges import Privileges
+from supervisor.sandbox.protocol import StageFailure
 
 EXIT_CANNOT_ENTER = 126  # as a shell or docker exec: found but could not be run
 EXIT_NOT_FOUND = 127
@@ -57,7 +55,8 @@ class Target:
     cgroup_dirs: tuple[str, ...]
     uid: int  # inside the sandbox's user namespace
     gid: int
-    caps: int  # bounding set = the unit's capabilities
+    bounding: int  # the unit's capabilities
+    permitted: int  # what PID 1 holds: the command gets the same, never more
     no_new_privs: bool
     seccomp: bool
     env: dict[str, str]
@@ -122,7 +121,8 @@ def inspect(pid: int, proc: str = "/proc") -> Target:
         cgroup_dirs=tuple(proc_cgroup.directories(cgroups, mounts)),
         uid=to_inside(int(status["Uid"].split()[1]), uid_map),
         gid=to_inside(int(status["Gid"].split()[1]), gid_map),
-        caps=int(status.get("CapBnd", "0"), 16),
+        bounding=int(status.get("CapBnd", "0"), 16),
+        permitted=int(status.get("CapPrm", "0"), 16),
         no_new_privs=status.get("NoNewPrivs") == "1",
         seccomp=status.get("Seccomp", "0") != "0",
         env=env,
@@ -182,22 +182,11 @@ def child(
         identity = users.resolve(
             str(target.uid), str(target.gid), _read(sys_, "/etc/passwd"), _read(sys_, "/etc/group")
         )
-        plan = caps.CapPlan(target.caps, prep.last_cap)
-        step = "capabilities"
-        caps.drop_bounding(sys_, plan)
-        if prep.bpf is not None and not target.no_new_privs:
-            step = "seccomp"
-            sys_.seccomp_load(prep.bpf)
-        step = "user"
-        caps.switch_user(sys_, identity.uid, identity.gid, identity.groups)
-        step = "capabilities"
-        caps.set_sets(sys_, plan)
-        if target.no_new_privs:
-            step = "no_new_privs"
-            sys_.prctl(PR_SET_NO_NEW_PRIVS, 1)
-            if prep.bpf is not None:
-                step = "seccomp"
-                sys_.seccomp_load(prep.bpf)
+        # PID 1's user holds `permitted`; the command runs as that user, so that is its grant.
+        plan = caps.CapPlan(target.bounding, target.permitted, target.permitted, prep.last_cap)
+        privileges.drop(sys_, Privileges(plan, target.no_new_privs, prep.bpf), identity)
+    except StageFailure as failure:
+        _fail(who, str(failure))
     except (OSError, users.UnknownPrincipal) as exc:
         _fail(who, f"{step}: {exc}")
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -39,6 +39,7 @@ from supervisor.linux import caps, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox import hostlayout, init, rootfs
 from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.privileges import Privileges
 from supervisor.sandbox.protocol import (
     GO,
     MAX_KEEP_FDS,
@@ -51,6 +52,7 @@ from supervisor.sandbox.protocol import (
     describe,
 )
 from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher
+from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 from supervisor.unit.spec import UnitSpec
 
 # Soft limit on open files (the hard limit is the daemon's); no core dumps, whose contents
@@ -116,7 +118,29 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> rootfs.RootSpec:
         init_binary=init_binary,
         # sysfs can only be mounted by the owner of the network namespace.
         sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
+        tmp_size=sandbox.tmp_size or TMP_SIZE,
+        run_size=RUN_SIZE,
     )
+
+
+# In the bounding set, and in no other set, while no_new_privileges is on. execve of a
+# "capability-dumb" binary, whose file capabilities carry the effective bit (Debian's ping:
+# cap_net_raw=ep), fails with EPERM unless the bounding set holds them all (capabilities(7)).
+# no_new_privileges makes that execve grant nothing, so ping runs without NET_RAW and uses an
+# ICMP datagram socket (net_sysctls); without no_new_privileges the bounding set is the unit's
+# list alone, because then it is what limits an execve's gains.
+EXEC_ONLY_CAPABILITIES = ("NET_RAW",)
+
+
+def net_sysctls(req: LaunchRequest) -> tuple[tuple[str, str], ...]:
+    """Every group may open ICMP datagram sockets in the sandbox's own network namespace, so
+    `ping` works without CAP_NET_RAW (not a default capability: raw sockets forge packets), as
+    in Docker. The range must be gids the writer's user namespace maps, or the kernel refuses."""
+    namespaces = req.spec.unit.sandbox.namespaces
+    if "net" not in namespaces:
+        return ()
+    first, _, count = req.id_map if "user" in namespaces else (0, 0, 2**31)
+    return (("net/ipv4/ping_group_range", f"{first} {first + count - 1}"),)
 
 
 def kept_fds(req: LaunchRequest) -> tuple[int, ...]:
@@ -169,7 +193,12 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None
     try:
-        cap_mask = caps.mask_of(unit.security.capabilities)
+        cap_plan = caps.CapPlan.for_unit(
+            unit.security.capabilities,
+            DEFAULT_CAPABILITIES,
+            _last_cap(),
+            EXEC_ONLY_CAPABILITIES if unit.security.no_new_privileges else (),
+        )
     except KeyError as err:
         raise LaunchError(name, "plan", f"unknown capability {err}") from None
     return ChildPlan(
@@ -186,12 +215,15 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         argv=tuple(argv),
         service_path=unit.service.exec[0],
         env=tuple({**unit.service.env, **req.extra_env}.items()),
-        caps=caps.CapPlan(cap_mask, _last_cap()),
-        no_new_privs=unit.security.no_new_privileges,
-        seccomp_bpf=seccomp.default_bpf() if unit.security.seccomp == "default" else None,
+        privileges=Privileges(
+            caps=cap_plan,
+            no_new_privs=unit.security.no_new_privileges,
+            seccomp_bpf=seccomp.default_bpf() if unit.security.seccomp == "default" else None,
+        ),
         rlimits=_rlimits(),
         stdout_fd=req.stdout_fd,
         stderr_fd=req.stderr_fd,
+        sysctls=net_sysctls(req),
         keep_fds=keep,
     )
 

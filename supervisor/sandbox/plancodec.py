@@ -20,6 +20,7 @@ from typing import Any
 
 from supervisor.linux.caps import CapPlan
 from supervisor.sandbox import rootfs
+from supervisor.sandbox.privileges import Privileges
 from supervisor.sandbox.protocol import ProtocolError
 from supervisor.sandbox.stage import ChildPlan
 
@@ -27,6 +28,7 @@ _CLASSES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
         ChildPlan,
+        Privileges,
         CapPlan,
         rootfs.Mkdir,
         rootfs.Mount,

@@ -167,6 +167,8 @@ class RootSpec:
     devices: tuple[tuple[str, bool], ...] = ()  # (path, read_only)
     init_binary: str | None = None
     sysfs: bool = True
+    tmp_size: int = 64 << 20  # bytes, for /tmp and /run: never unbounded (half of the host RAM)
+    run_size: int = 16 << 20
 
 
 def _under(path: str, parent: str) -> bool:
@@ -323,10 +325,10 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
         if found:
             flags = MS_BIND | MS_REMOUNT | MS_RDONLY | _NOSUID_NODEV_NOEXEC
             ops.append(ReadOnly(s + path, flags | (found.flags & PRESERVED_MOUNT_FLAGS)))
-    for path, mode in (("/tmp", "1777"), ("/run", "0755")):
+    for path, mode, size in (("/tmp", "1777", spec.tmp_size), ("/run", "0755", spec.run_size)):
         if path not in targets:
             ops.append(Mkdir(s + path, check=check))
-            ops.append(Mount("tmpfs", s + path, "tmpfs", _NOSUID_NODEV, f"mode={mode}"))
+            ops.append(Mount("tmpfs", s + path, "tmpfs", _NOSUID_NODEV, f"mode={mode},size={size}"))
     return ops
 
 

@@ -14,15 +14,13 @@ Launcher (forked by the daemon):
      kernel and owns the others;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
 PID 1:
-  4. wait for Go (host-side setup such as uid maps and veth is done by then);
+  4. wait for Go (host-side setup such as uid maps and veth is done by then), then the
+     sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
-  6. identity and privileges, in the only order that works: bounding set (needs CAP_SETPCAP),
-     seccomp if no_new_privs is off (loading then needs CAP_SYS_ADMIN), user and groups,
-     capability sets, workdir (checked as the service's user), no_new_privs + seccomp last
-     (so the filter never has to allow our own setup calls), execve.
-
-The functions taking `ChildPlan` pieces (`apply_identity`, `apply_privileges`) are what a
-future `sandboxctl exec` reuses after setns.
+  6. identity: user and group resolved in the sandbox's own /etc;
+  7. privileges dropped in the one order that works (privileges.py, shared with
+     `sandboxctl exec` and exec probes), with the workdir entered as the service's user;
+     execve.
 """
 
 from __future__ import annotations
@@ -34,8 +32,9 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux import caps, users
-from supervisor.linux.syscalls import PR_SET_NO_NEW_PRIVS, Syscalls
-from supervisor.sandbox import rootfs
+from supervisor.linux.syscalls import Syscalls
+from supervisor.sandbox import privileges, rootfs
+from supervisor.sandbox.privileges import Privileges
 from supervisor.sandbox.protocol import GO, ChildError, PidReport, StageFailure, encode
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -58,12 +57,13 @@ class ChildPlan:
     argv: tuple[str, ...]
     service_path: str  # the service's binary, checked up front when tini wraps it
     env: tuple[tuple[str, str], ...]
-    caps: caps.CapPlan
-    no_new_privs: bool
-    seccomp_bpf: bytes | None
+    privileges: Privileges
     rlimits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard)
     stdout_fd: int
     stderr_fd: int
+    # Sysctls of the sandbox's own namespaces, written by PID 1 before its root is built (the
+    # net ones apply to the writer's network namespace): (key under /proc/sys, value).
+    sysctls: tuple[tuple[str, str], ...] = ()
     # Inherited by PID 1 and across its execve under these numbers (the daemon's numbers for
     # them); e.g. the output pipe's read end, so that the pipe keeps a reader while no daemon
     # runs (engine/output.py).
@@ -177,13 +177,15 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
             # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
             # inode fails with EOVERFLOW) until we switch to the mapped root the daemon set up.
             _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
+        for key, value in plan.sysctls:
+            _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
         build_sandbox(plan, sys)
-        identity = apply_identity(plan, sys)
+        identity = resolve_identity(plan, sys)
+        privileges.drop(sys, plan.privileges, identity, lambda: enter_workdir(plan, sys))
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
         if plan.hostname:
             env["HOSTNAME"] = plan.hostname
         env.update(plan.env)
-        apply_privileges(plan, sys)
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
@@ -216,10 +218,10 @@ def _read_or_empty(sys: Syscalls, path: str) -> str:
         return ""
 
 
-def apply_identity(plan: ChildPlan, sys: Syscalls) -> users.Identity:
-    """Resolve user/group in the sandbox's /etc, drop the bounding set, switch user."""
+def resolve_identity(plan: ChildPlan, sys: Syscalls) -> users.Identity:
+    """The service's user and group, as the sandbox's own /etc names them."""
     try:
-        identity = users.resolve(
+        return users.resolve(
             plan.user,
             plan.group,
             _read_or_empty(sys, "/etc/passwd"),
@@ -227,27 +229,10 @@ def apply_identity(plan: ChildPlan, sys: Syscalls) -> users.Identity:
         )
     except users.UnknownPrincipal as err:
         raise StageFailure("user", 0, str(err)) from None
-    _step("capabilities", "drop bounding set", lambda: caps.drop_bounding(sys, plan.caps))
-    if plan.seccomp_bpf is not None and not plan.no_new_privs:
-        # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter: load it now.
-        _step("seccomp", "load filter", lambda: sys.seccomp_load(plan.seccomp_bpf or b""))
-    _step(
-        "user",
-        f"switch to uid {identity.uid} gid {identity.gid}",
-        lambda: caps.switch_user(sys, identity.uid, identity.gid, identity.groups),
-    )
-    return identity
 
 
-def apply_privileges(plan: ChildPlan, sys: Syscalls) -> None:
-    """Capability sets, workdir, no_new_privs and seccomp: the last steps before execve."""
-    _step("capabilities", "set capability sets", lambda: caps.set_sets(sys, plan.caps))
+def enter_workdir(plan: ChildPlan, sys: Syscalls) -> None:
+    """As the service's user (a workdir it cannot enter fails here, not in the service)."""
     _step("workdir", f"chdir {plan.workdir}", lambda: sys.chdir(plan.workdir))
     if plan.exec_path != plan.service_path and sys.kind(plan.service_path, follow=True) is None:
         raise StageFailure("exec", 2, f"exec {plan.service_path}: No such file or directory")
-    if plan.no_new_privs:
-        _step(
-            "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)", lambda: sys.prctl(PR_SET_NO_NEW_PRIVS, 1)
-        )
-        if plan.seccomp_bpf is not None:
-            _step("seccomp", "load filter", lambda: sys.seccomp_load(plan.seccomp_bpf or b""))

@@ -61,10 +61,14 @@ CAPABILITIES = (
     "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
     "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
 )  # fmt: skip
-# Docker's default set: what most services expect, nothing that administers the host.
+# Podman's default set (Docker's 14 without NET_RAW, SYS_CHROOT, MKNOD and AUDIT_WRITE): what
+# most services expect, nothing that administers the host. NET_RAW forges packets on a shared
+# bridge; ping works without it (ICMP datagram sockets, ping_group_range). MKNOD is useless
+# behind the device cgroup, SYS_CHROOT and AUDIT_WRITE are rarely needed. A root service gets
+# these; a non-root `user` gets none unless `capabilities` is set (caps.py).
 DEFAULT_CAPABILITIES = (
     "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP",
+    "NET_BIND_SERVICE", "SETFCAP",
 )  # fmt: skip
 
 
@@ -103,6 +107,34 @@ def _absolute_path(value: str) -> str:
 
 
 AbsolutePath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+# The kernel's own filesystems: a mount over them would undo the masked and read-only paths
+# (/proc/sys, /proc/kcore ...) or the minimal /dev behind the device cgroup, and a bind of the
+# host's copy would show the host's processes, sysfs or device nodes. Devices go in `devices`.
+KERNEL_TREES = ("/proc", "/sys", "/dev")
+# A tmpfs without a size may fill half the host's RAM (its pages are charged to the unit's
+# memory cgroup, but memory_max is unlimited by default), and size=0 means no limit at all.
+TMPFS_MIN, TMPFS_MAX = 4 << 10, 16 << 30
+TMP_SIZE = 64 << 20  # /tmp, unless [sandbox] tmp_size says otherwise
+RUN_SIZE = 16 << 20  # /run: sockets, pid files and locks (a bigger one: a tmpfs mount at /run)
+
+
+def _outside_kernel_trees(path: str, what: str) -> str:
+    for tree in KERNEL_TREES:
+        if path == tree or path.startswith(tree + "/"):
+            hint = " (list devices in sandbox.devices)" if tree == "/dev" else ""
+            raise ValueError(f"{what} {path!r} is in the kernel's {tree}{hint}")
+    return path
+
+
+def _tmpfs_size(value: int | None) -> int:
+    if value is None or not TMPFS_MIN <= value <= TMPFS_MAX:
+        shown = "max" if value is None else format_size(value)
+        raise ValueError(
+            f"a tmpfs size must be from {format_size(TMPFS_MIN)} to {format_size(TMPFS_MAX)}, "
+            f"got {shown}"
+        )
+    return value
 
 
 class Section(BaseModel):
@@ -196,10 +228,15 @@ class BindMount(Section):
     target: AbsolutePath
     read_only: bool = True
 
-    @field_validator("source", "target")
+    @field_validator("source")
     @classmethod
-    def _paths(cls, value: str) -> str:
-        return _absolute_path(value)
+    def _source(cls, value: str) -> str:
+        return _outside_kernel_trees(_absolute_path(value), "source")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return _outside_kernel_trees(_absolute_path(value), "target")
 
 
 class TmpfsMount(Section):
@@ -210,8 +247,13 @@ class TmpfsMount(Section):
 
     @field_validator("target")
     @classmethod
-    def _paths(cls, value: str) -> str:
-        return _absolute_path(value)
+    def _target(cls, value: str) -> str:
+        return _outside_kernel_trees(_absolute_path(value), "target")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: int | None) -> int:
+        return _tmpfs_size(value)
 
 
 def _mount_kind(value: object) -> object:
@@ -234,6 +276,12 @@ class Sandbox(Section):
     read_only: bool = True
     devices: list[Device] = Field(default_factory=list)
     mounts: list[Mount] = Field(default_factory=list)
+    tmp_size: Size = TMP_SIZE
+
+    @field_validator("tmp_size")
+    @classmethod
+    def _tmp_size(cls, value: int | None) -> int:
+        return _tmpfs_size(value)
 
     @field_validator("root")
     @classmethod
@@ -368,14 +416,16 @@ class Oom(Section):
 
 
 class Security(Section):
-    capabilities: list[Capability] = Field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    # None: not set in the file, DEFAULT_CAPABILITIES for root and nothing for another user.
+    # Set (even to the default list): exactly these, for any user (as ambient for non-root).
+    capabilities: list[Capability] | None = None
     no_new_privileges: bool = True
     seccomp: Literal["default", "unconfined"] = "default"
 
     @field_validator("capabilities")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        return sorted(set(value), key=CAPABILITIES.index)
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else sorted(set(value), key=CAPABILITIES.index)
 
 
 class Health(Section):

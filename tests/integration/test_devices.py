@@ -108,8 +108,12 @@ def _weak_unit(name: str, nodes: Path, devices: list[dict[str, str]]) -> UnitSpe
         name,
         PROBE,
         sandbox={"devices": devices, "mounts": [{"source": str(nodes), "target": "/nodes"}]},
-        # The default profile would refuse mknod itself; SYS_RAWIO is what /dev/mem asks for.
-        security={"seccomp": "unconfined", "capabilities": [*DEFAULT_CAPABILITIES, "SYS_RAWIO"]},
+        # The default profile would refuse mknod itself (and MKNOD is not a default capability);
+        # SYS_RAWIO is what /dev/mem asks for.
+        security={
+            "seccomp": "unconfined",
+            "capabilities": [*DEFAULT_CAPABILITIES, "MKNOD", "SYS_RAWIO"],
+        },
     )
 
 

@@ -24,7 +24,7 @@ import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
-from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.sandbox.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest, launch
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 
 pytestmark = [
@@ -84,7 +84,10 @@ def test_inside_view_of_a_default_sandbox() -> None:
     assert info["interfaces"] == {"lo": True}
     assert info["msg_queues"] == 0, "the host's SysV queue is not visible"
     want = mask_of(DEFAULT_CAPABILITIES)
-    assert info["caps"] == dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), want)
+    assert info["caps"] == {
+        **dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapAmb"), want),
+        "CapBnd": want | mask_of(EXEC_ONLY_CAPABILITIES),
+    }
     assert info["no_new_privs"] == 1
     assert info["seccomp"] == 2
     assert (info["uid"], info["gid"], info["cwd"]) == (0, 0, "/")
@@ -137,7 +140,10 @@ def test_user_group_workdir_env_and_ambient_caps() -> None:
     assert info["env"]["X"] == "1" and info["env"]["NOTIFY_SOCKET"] == "/run/notify"
     assert info["env"]["USER"] == "nobody"
     bit = 1 << 10
-    assert info["caps"] == dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), bit)
+    assert info["caps"] == {
+        **dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapAmb"), bit),
+        "CapBnd": bit | mask_of(EXEC_ONLY_CAPABILITIES),
+    }
 
 
 def test_unconfined_and_without_no_new_privs() -> None:

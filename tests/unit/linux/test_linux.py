@@ -29,7 +29,7 @@ def test_masks_use_kernel_numbering() -> None:
 
 def test_bounding_is_dropped_for_everything_not_kept() -> None:
     sys = RecordingSyscalls()
-    caps.drop_bounding(sys, caps.CapPlan(keep=0b101, last_cap=3))
+    caps.drop_bounding(sys, caps.CapPlan(bounding=0b101, root=0b101, non_root=0, last_cap=3))
     assert sys.calls == [("prctl", PR_CAPBSET_DROP, 1, 0), ("prctl", PR_CAPBSET_DROP, 3, 0)]
 
 
@@ -47,9 +47,19 @@ def test_user_switch_keeps_caps_only_across_the_switch_and_groups_come_first() -
 
 def test_all_sets_then_ambient() -> None:
     sys = RecordingSyscalls()
-    caps.set_sets(sys, caps.CapPlan(keep=1 << 10, last_cap=40))
+    caps.set_sets(sys, 1 << 10, last_cap=40)
     assert sys.calls[0] == ("capset", 1 << 10, 1 << 10, 1 << 10)
     assert sys.calls[-1] == ("prctl", PR_CAP_AMBIENT, 2, 10)
+
+
+def test_root_gets_the_list_and_another_user_nothing_unless_it_is_explicit() -> None:
+    default = ("CHOWN", "KILL")
+    implicit = caps.CapPlan.for_unit(None, default, 40)
+    assert implicit.bounding == caps.mask_of(default)
+    assert (implicit.granted(0), implicit.granted(65534)) == (caps.mask_of(default), 0)
+    explicit = caps.CapPlan.for_unit(["NET_BIND_SERVICE"], default, 40)
+    assert explicit.granted(0) == explicit.granted(1000) == explicit.bounding == 1 << 10
+    assert caps.CapPlan.for_unit([], default, 40).granted(0) == 0
 
 
 @pytest.mark.parametrize(

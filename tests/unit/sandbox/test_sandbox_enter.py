@@ -15,6 +15,7 @@ STATUS = """\
 Name:\tsh
 Uid:\t100000\t100000\t100000\t100000
 Gid:\t100065\t100065\t100065\t100065
+CapPrm:\t00000000000004ff
 CapBnd:\t00000000a80425fb
 NoNewPrivs:\t1
 Seccomp:\t2
@@ -49,7 +50,8 @@ def test_inspect_reads_the_running_sandbox(tmp_path: Path) -> None:
     target = enter.inspect(42, proc=str(tmp_path))
     assert target.cgroup_dirs == ("/sys/fs/cgroup/sandboxd/web",)
     assert (target.uid, target.gid) == (0, 65)
-    assert target.caps == 0xA80425FB and target.no_new_privs and target.seccomp
+    assert (target.bounding, target.permitted) == (0xA80425FB, 0x4FF)
+    assert target.no_new_privs and target.seccomp
     assert target.env == {"PATH": "/usr/bin:/bin", "HOME": "/", "NOTIFY_SOCKET": "/run/x"}
     flags = NAMESPACE_FLAGS
     assert target.clone_flags & flags["net"] == 0

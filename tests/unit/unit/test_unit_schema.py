@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from supervisor.unit.schema import DEFAULT_CAPABILITIES, DEFAULT_NAMESPACES, UnitFile
+from supervisor.unit.schema import DEFAULT_NAMESPACES, UnitFile
 from supervisor.unit.spec import UnitSpec
 
 
@@ -37,7 +37,7 @@ def test_defaults_are_filled_in() -> None:
     assert u.restart.policy == "on-failure"
     assert u.restart.delay == 0.1
     assert u.oom.policy == "restart"
-    assert u.security.capabilities == list(DEFAULT_CAPABILITIES)
+    assert u.security.capabilities is None  # DEFAULT_CAPABILITIES for root, none for others
     assert u.security.no_new_privileges is True
     assert u.health is None
     assert u.network.mode == "none"
