@@ -19,6 +19,23 @@ STATE_COLORS = {
 }
 
 
+# What a terminal would act on instead of showing: C0 and C1 controls and DEL (cursor moves,
+# colours, title changes, a fake "running" over a real "failed"), and the Unicode bidi
+# controls that reorder a line (Trojan Source). Services control some of what we print (their
+# STATUS= text, their exec paths inside errors), so every such string is shown escaped.
+_UNSAFE = {
+    *range(0x00, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F,
+    *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+}  # fmt: skip
+_ESCAPES = {c: ascii(chr(c))[1:-1] for c in _UNSAFE}
+
+
+def safe(text: str) -> str:
+    """`text` with every control and bidi character shown as a Python escape (\\x1b,
+    \\u202e), so what reaches the terminal is exactly what the line says."""
+    return text.translate(_ESCAPES)
+
+
 def use_color(stream: IO[str]) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
@@ -70,6 +87,7 @@ def table(
     header: Sequence[str], rows: Sequence[Sequence[str]], colors: Sequence[str | None], color: bool
 ) -> list[str]:
     """Left-aligned columns; `colors[i]` paints row i's second column (the state)."""
+    rows = [[safe(cell) for cell in row] for row in rows]
     widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
     # One format string for every line: a status of 1000 units is 1000 calls, not 7000.
     line = "  ".join(f"{{:<{w}}}" for w in widths).format

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from supervisor.cli import render
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
 def line(event: dict[str, Any]) -> str:
     detail = " ".join(f"{k}={v}" for k, v in (event.get("detail") or {}).items())
     text = f"{event.get('seq', '-'):>6}  {event['at']}  {event['unit']}  {event['event']}"
-    return f"{text}  {event['state']}  {detail}".rstrip()
+    return render.safe(f"{text}  {event['state']}  {detail}".rstrip())
 
 
 @exits

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from supervisor.cli import render
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
@@ -52,5 +53,5 @@ def report(result: dict[str, Any]) -> list[str]:
 @exits
 def run(args: argparse.Namespace) -> int:
     result = Client().reload()
-    sys.stdout.write("\n".join(report(result)) + "\n")
+    sys.stdout.write("\n".join(map(render.safe, report(result))) + "\n")
     return EXIT_FAILURE if result.get("invalid") else EXIT_OK

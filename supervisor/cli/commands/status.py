@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps({"units": units}, indent=indent) + "\n")
     elif len(names) == 1:
         now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
-        sys.stdout.write("\n".join(detail_lines(units[0], now, color)) + "\n")
+        lines = (render.safe(line) for line in detail_lines(units[0], now, color))
+        sys.stdout.write("\n".join(lines) + "\n")
     else:
         print_table(units)
     if names and any(u["state"] != "running" for u in units):
