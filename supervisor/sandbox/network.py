@@ -4,6 +4,9 @@ Modes (`[network].mode`): ``none`` (own netns with only `lo`, which PID 1 brings
 ``host`` (the host's netns) need nothing from here. ``bridge``: a veth pair joins the sandbox's
 netns to a host bridge (`network.bridge`, created on first use with the subnet's first
 address); the sandbox end is `eth0` with the unit's leased address, default route via the bridge.
+Each such port may send only from its own MAC and address: nftables rules per port in the
+bridge's own table (antispoof.py says what is enforced and why), installed at attach, removed
+at detach, rebuilt for the surviving sandboxes after a daemon restart.
 
 Lifecycle, as the engine calls it::
 
@@ -18,10 +21,11 @@ Lifecycle, as the engine calls it::
     await net.cleanup_orphans(running, known)          # after a daemon restart
 
 The daemon is one asyncio thread that forks sandboxes, so everything here is async on the
-daemon's loop and starts no thread and no process: pyroute2's `AsyncIPRoute` on sockets we
-open ourselves. For the sandbox side we enter its netns with setns(2) just long enough to open
-a netlink socket (a socket stays bound to the netns it was created in), then switch back; no
-`await` happens in between, so no other coroutine ever runs in the sandbox's netns.
+daemon's loop and starts no thread: pyroute2's `AsyncIPRoute` on sockets we open ourselves, and
+for the rules one nft(8) run per change, awaited through a pidfd (linux/nftables.py).
+For the sandbox side we enter its netns with setns(2) just long enough to open a netlink
+socket (a socket stays bound to the netns it was created in), then switch back; no `await`
+happens in between, so no other coroutine ever runs in the sandbox's netns.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
+from supervisor.linux import nftables
 from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
+from supervisor.sandbox import antispoof
+from supervisor.sandbox.antispoof import Port
 from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of, mac_for
 from supervisor.unit.schema import Network
 
@@ -91,6 +98,7 @@ class NetworkPlan:
 class CleanupReport:  # what cleanup_orphans removed, for the daemon's log
     removed_veths: list[str] = field(default_factory=list)
     released_leases: list[str] = field(default_factory=list)
+    filtered_ports: list[str] = field(default_factory=list)  # the rules rebuilt for these
 
 
 def _netlink_error(action: str, exc: NetlinkError | OSError) -> NetworkError:
@@ -176,9 +184,17 @@ class NetworkManager:
         # of pure-Python decoding); forgotten when an attach fails, so a bridge deleted by
         # hand costs one failed launch and is rebuilt for the restart.
         self._bridge_index: int | None = None
+        # The bridge's nftables table is known to be whole (built or checked by this daemon).
+        # Until then, and after any nft batch failed (`nft flush ruleset` takes our table
+        # too), an attach repairs the table with every live port instead of adding its own.
+        self._filter_ok = False
 
     def veth_for(self, unit: str) -> str:
         return veth_name(self.bridge, unit)
+
+    def port_for(self, unit: str, ip: ipaddress.IPv4Address) -> Port:
+        """What the unit's port may send from: the MAC its eth0 gets (mac_for) and `ip`."""
+        return Port(self.veth_for(unit), mac_for(ip), ip)
 
     # -- before launch ---------------------------------------------------------------------
 
@@ -332,6 +348,10 @@ class NetworkManager:
                     )
                     await inner.link("set", index=eth0, state="up")
                     await inner.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+                # Last, and still before the go byte: no code of the sandbox's has run yet,
+                # so nothing it sends ever passes unfiltered.
+                step = f"cannot install the anti-spoofing rules of {plan.host_veth}"
+                await self._filter(ipr, self.port_for(plan.unit, plan.address.ip))
         except BaseException as exc:
             self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
@@ -348,9 +368,13 @@ class NetworkManager:
 
         The kernel removes a veth pair with the last process of its netns, but it frees a
         netns asynchronously (cleanup_net), so the host end can linger for a moment; deleting
-        it here makes a restart that follows at once find its name free.
+        it here makes a restart that follows at once find its name free. Its anti-spoofing
+        rules go after it.
         """
-        return await self._delete(self.veth_for(unit))
+        veth = self.veth_for(unit)
+        gone = await self._delete(veth)
+        await self._unfilter(veth)
+        return gone
 
     def release(self, unit: str) -> bool:
         """The unit was removed: free its address lease. True if it had one."""
@@ -364,32 +388,104 @@ class NetworkManager:
         `running`: units whose sandboxes were re-adopted (their veths stay). `known`: units
         that still have a unit file (their leases stay, so they get the same address on their
         next start). Veths on our bridge that belong to no running unit are deleted; leases of
-        units neither running nor known are released. Links on other bridges are never
-        touched.
+        units neither running nor known are released. The bridge's anti-spoofing table is
+        rebuilt with exactly the surviving ports (a crashed daemon may have left rules of dead
+        sandboxes; an operator's `nft flush ruleset` may have taken all). Links on other
+        bridges and their tables are never touched.
+
+        A running unit without a lease (the subnet changed under it) loses its veth too: we
+        cannot know what it may send, and an unfiltered port could spoof.
         """
         running = set(running)
-        keep = {self.veth_for(u) for u in running}
+        leases = self.leases.leases()
+        keep = {self.veth_for(u): self.port_for(u, leases[u]) for u in running if u in leases}
         report = CleanupReport()
+        ports: list[Port] | None = None  # None: there is no bridge
         try:
             async with _rtnl() as ipr:
                 bridge = await _get_link(ipr, self.bridge)
                 if bridge is not None:
-                    for link in await _dump(ipr, "link", master=bridge["index"]):
-                        name = str(link.get_attr("IFLA_IFNAME"))
-                        if _kind(link) != "veth" or not name.startswith(VETH_PREFIX):
-                            continue
-                        if name not in keep and await _delete_link(ipr, name):
+                    ports = []
+                    for name, _ in await self._sandbox_ports(ipr, bridge["index"]):
+                        if name in keep:
+                            ports.append(keep[name])
+                        elif await _delete_link(ipr, name):
                             report.removed_veths.append(name)
         except (NetlinkError, OSError) as exc:
             raise _netlink_error(f"cannot list the ports of bridge {self.bridge}", exc) from None
         report.released_leases = self.leases.retain(running | set(known))
+        if ports is None:
+            await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
+        else:
+            await self._nft(antispoof.rebuild(self.bridge, ports), "cannot rebuild the rules")
+            self._filter_ok = True
+            report.filtered_ports = sorted(p.ifname for p in ports)
         return report
 
     async def remove_bridge(self) -> bool:
-        """Delete the bridge, for tests and uninstall; never on daemon exit, which may leave
-        sandboxes running (`on_exit = "leave"`)."""
+        """Delete the bridge and its rules table, for tests and uninstall; never on daemon
+        exit, which may leave sandboxes running (`on_exit = "leave"`)."""
         self._bridge_index = None
-        return await self._delete(self.bridge)
+        self._filter_ok = False
+        removed = await self._delete(self.bridge)
+        await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
+        return removed
+
+    # -- anti-spoofing rules (antispoof.py) ------------------------------------------------
+
+    async def _filter(self, ipr: Any, port: Port) -> None:
+        """Install `port`'s rules. The first time, and after a batch failed, repair the whole
+        table with every live port of the bridge instead: sandboxes attached before the table
+        was lost get their rules back, and the ones attaching now keep theirs (a repair
+        adds, it never deletes a port's rules)."""
+        if self._filter_ok:
+            try:
+                await nftables.run(antispoof.install(self.bridge, port))
+                return
+            except nftables.NftablesError:
+                self._filter_ok = False  # the repair says what is wrong if it fails too
+        ports = {p.ifname: p for p in await self._live_ports(ipr)}
+        ports[port.ifname] = port
+        await self._nft(antispoof.repair(self.bridge, ports.values()), "cannot install the rules")
+        self._filter_ok = True
+
+    async def _unfilter(self, veth: str) -> None:
+        if not self._filter_ok:
+            # The next attach repairs the table; until then a leftover chain matches no port.
+            return
+        await self._nft(antispoof.remove(self.bridge, veth), f"cannot remove the rules of {veth}")
+
+    async def _nft(self, commands: list[antispoof.Command], what: str) -> None:
+        try:
+            await nftables.run(commands)
+        except nftables.NftablesError as exc:
+            self._filter_ok = False
+            raise NetworkError(
+                f"{what} of table bridge {antispoof.table_name(self.bridge)}: {exc}"
+            ) from None
+
+    async def _live_ports(self, ipr: Any) -> list[Port]:
+        """The bridge's sandbox ports now, each with the address of its unit's lease (the
+        host veth's alias names the unit); a port whose unit has no lease is left out."""
+        bridge = await _get_link(ipr, self.bridge)
+        if bridge is None:
+            return []
+        leases = self.leases.leases()
+        return [
+            self.port_for(unit, leases[unit])
+            for name, unit in await self._sandbox_ports(ipr, bridge["index"])
+            if unit in leases and self.veth_for(unit) == name
+        ]
+
+    async def _sandbox_ports(self, ipr: Any, bridge_index: int) -> list[tuple[str, str]]:
+        """(veth name, unit from its alias or "") of every sandbox veth on the bridge."""
+        found = []
+        for link in await _dump(ipr, "link", master=bridge_index):
+            name = str(link.get_attr("IFLA_IFNAME"))
+            if _kind(link) == "veth" and name.startswith(VETH_PREFIX):
+                alias = str(link.get_attr("IFLA_IFALIAS") or "")
+                found.append((name, alias.removeprefix(ALIAS_PREFIX)))
+        return found
 
     async def _delete(self, ifname: str) -> bool:
         try:

@@ -1,0 +1,213 @@
+"""Anti-spoofing on the bridge: what each sandbox's port may send, as nftables JSON commands.
+
+Pure: builds the commands (libnftables-json(5)); supervisor/linux/nftables.py runs them and
+sandbox/network.py decides when (attach, detach, daemon start).
+
+The threat: a sandbox granted NET_RAW can write any frame, one granted NET_ADMIN can give its
+eth0 any MAC and address. Without a filter it can send gratuitous ARP for a neighbour's or the
+gateway's address (the host's or the neighbours' ARP entry moves to its MAC and their traffic
+to it), use a neighbour's MAC as Ethernet source (the bridge learns that MAC on its port), or
+send IPv4 from another address. IPAM gives every sandbox one address and a MAC derived from it
+(ipam.mac_for), and there is no DHCP, so a sandbox never legitimately sends anything else. Its
+port accepts exactly:
+
+- Ethernet source = its MAC, and of those only
+- ARP for Ethernet/IPv4, request or reply, sender MAC = its MAC, sender IP = its address;
+- IPv4 with source = its address.
+
+Everything else it sends is dropped, on purpose:
+
+- IPv6. sandboxd assigns no IPv6 address and routes none, so all a sandbox could send is
+  link-local neighbour discovery, which is itself the spoofing vector (a neighbour
+  advertisement for another's address, a router advertisement making the sandbox the host's
+  IPv6 router). Filtering it would mean parsing NDP options; dropping takes nothing that works.
+- VLAN-tagged frames, even VLAN 0, which the host untags and then processes as plain ARP or
+  IP: nft reads the ether type as sent (the tag included), so they fail the ether type test.
+- Any other ether type (STP, LLDP, IPX ...): nothing in a sandbox needs them.
+
+Where: one `bridge` family table per sandboxd bridge, ``sandboxd-<bridge>``; daemons on other
+bridges (tests run several) each own theirs, and no other table is ever touched. Its base
+chain hooks prerouting, which sees each frame as a port sends it, before the bridge learns the
+source MAC (br_handle_frame_finish) and before it is forwarded or delivered to the host::
+
+    table bridge sandboxd-sbx0 {
+        map ports { type ifname : verdict; elements = { "sbx1a2b..." : jump sbx1a2b... } }
+        chain prerouting {
+            type filter hook prerouting priority -500; policy accept;
+            iifname vmap @ports
+            meta ibrname "sbx0" iifname "sbx*" counter drop
+        }
+        chain sbx1a2b... {
+            ether saddr != 02:5b:0a:58:00:02 counter drop
+            ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4
+                arp operation { request, reply }
+                arp saddr ether 02:5b:0a:58:00:02 arp saddr ip 10.88.0.2 accept
+            ether type ip ip saddr 10.88.0.2 accept
+            counter drop
+        }
+    }
+
+A port chain always ends in accept or drop. The last base rule is the fail-closed default: a
+sandbox port of this bridge with no chain (its rules lost) sends nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+FAMILY = "bridge"
+TABLE_PREFIX = "sandboxd-"
+BASE_CHAIN = "prerouting"
+PORTS_MAP = "ports"
+# Ahead of the standard bridge priorities (dstnat -300, filter -200): we judge the frame
+# exactly as the sandbox sent it, before another table rewrites it.
+PRIORITY = -500
+
+Command = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Port:
+    """One sandbox's host-side veth and the only source addresses it may use."""
+
+    ifname: str  # the host end of the veth pair, on the bridge
+    mac: str  # the sandbox end's MAC (eth0), ipam.mac_for(ip)
+    ip: ipaddress.IPv4Address
+
+
+def table_name(bridge: str) -> str:
+    return TABLE_PREFIX + bridge
+
+
+# -- expressions -----------------------------------------------------------------------------
+
+
+def _match(left: Any, right: Any, op: str = "==") -> Command:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _payload(protocol: str, field: str) -> Any:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _meta(key: str) -> Any:
+    return {"meta": {"key": key}}
+
+
+_COUNTER: Command = {"counter": None}
+_DROP: Command = {"drop": None}
+_ACCEPT: Command = {"accept": None}
+
+
+def port_rules(port: Port) -> list[list[Command]]:
+    """The port chain's rules, in order (each a list of statements)."""
+    arp = [
+        _match(_payload("ether", "type"), "arp"),
+        # The fixed header fields too: the sender fields are read at the offsets of
+        # Ethernet/IPv4 ARP, so only that layout may pass.
+        _match(_payload("arp", "htype"), 1),
+        _match(_payload("arp", "ptype"), "ip"),
+        _match(_payload("arp", "hlen"), 6),
+        _match(_payload("arp", "plen"), 4),
+        _match(_payload("arp", "operation"), {"set": ["request", "reply"]}),
+        _match(_payload("arp", "saddr ether"), port.mac),
+        _match(_payload("arp", "saddr ip"), str(port.ip)),
+        _ACCEPT,
+    ]
+    ipv4 = [
+        _match(_payload("ether", "type"), "ip"),
+        _match(_payload("ip", "saddr"), str(port.ip)),
+        _ACCEPT,
+    ]
+    return [
+        [_match(_payload("ether", "saddr"), port.mac, "!="), _COUNTER, _DROP],
+        arp,
+        ipv4,
+        [_COUNTER, _DROP],
+    ]
+
+
+def base_rules() -> list[list[Command]]:
+    """The base chain: each port's frames go to its chain; other ports' frames pass."""
+    return [[{"vmap": {"key": _meta("iifname"), "data": "@" + PORTS_MAP}}]]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _obj(kind: str, bridge: str, **fields: Any) -> Command:
+    return {kind: {"family": FAMILY, "table": table_name(bridge), **fields}}
+
+
+def _table(bridge: str) -> Command:
+    return {"table": {"family": FAMILY, "name": table_name(bridge)}}
+
+
+def _rule(bridge: str, chain: str, expr: list[Command]) -> Command:
+    return {"add": _obj("rule", bridge, chain=chain, expr=expr)}
+
+
+def _element(bridge: str, ifname: str) -> Command:
+    return _obj("element", bridge, name=PORTS_MAP, elem=[[ifname, {"jump": {"target": ifname}}]])
+
+
+def install(bridge: str, port: Port) -> list[Command]:
+    """Give `port` its rules, replacing any it had; needs the table (`repair` builds it)."""
+    return [
+        {"add": _obj("chain", bridge, name=port.ifname)},
+        {"flush": _obj("chain", bridge, name=port.ifname)},
+        *(_rule(bridge, port.ifname, rule) for rule in port_rules(port)),
+        {"add": _element(bridge, port.ifname)},
+    ]
+
+
+def remove(bridge: str, ifname: str) -> list[Command]:
+    """Take a port's rules out. Adding before deleting makes it idempotent (nft 1.0.6 has no
+    `destroy`) while the table exists."""
+    chain = _obj("chain", bridge, name=ifname)
+    return [
+        {"add": chain},
+        {"add": _element(bridge, ifname)},
+        {"delete": _element(bridge, ifname)},
+        {"delete": chain},
+    ]
+
+
+def repair(bridge: str, ports: Iterable[Port]) -> list[Command]:
+    """Create the table's skeleton if missing, rewrite the base chain, (re)install `ports`.
+
+    Leaves other port chains alone, so it is safe while another attach installs its port."""
+    commands: list[Command] = [
+        {"add": _table(bridge)},
+        {"add": _obj("map", bridge, name=PORTS_MAP, type="ifname", map="verdict")},
+        {
+            "add": _obj(
+                "chain",
+                bridge,
+                name=BASE_CHAIN,
+                type="filter",
+                hook="prerouting",
+                prio=PRIORITY,
+                policy="accept",
+            )
+        },
+        {"flush": _obj("chain", bridge, name=BASE_CHAIN)},
+        *(_rule(bridge, BASE_CHAIN, rule) for rule in base_rules()),
+    ]
+    for port in ports:
+        commands += install(bridge, port)
+    return commands
+
+
+def rebuild(bridge: str, ports: Iterable[Port]) -> list[Command]:
+    """The table from scratch with exactly `ports`: what a restarted daemon installs. One
+    transaction, so no frame ever sees the table half built."""
+    return [*drop_table(bridge), *repair(bridge, ports)]
+
+
+def drop_table(bridge: str) -> list[Command]:
+    """Delete the bridge's table; idempotent (added first)."""
+    return [{"add": _table(bridge)}, {"delete": _table(bridge)}]
