@@ -3,7 +3,9 @@ host; restarts keep the address; stops, crashes and daemon crashes leave no veth
 
 Each test's daemon gets its own bridge ("sbxt<pid>d<n>") and a free /24 of 10.201.0.0/16 via
 its config's [network]; the fixture deletes the bridge and then checks that `ip -o link` shows
-nothing of ours and `ip netns` nothing new. Traffic stays inside the test's namespaces.
+nothing of ours and `ip netns` nothing new, and that the bridge's anti-spoofing table holds no
+port's rules any more before it deletes that too (the daemon keeps the table, as it keeps the
+bridge). Traffic stays inside the test's namespaces.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from itertools import count
 import pytest
 from _requires import requires_root
 from daemon_kit import Daemon, pid_alive, wait_for
+from test_network_bridge import filtered, rules
 
+from supervisor.sandbox.antispoof import table_name
 from supervisor.sandbox.network import veth_name
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -106,10 +110,15 @@ def net(daemon: Daemon) -> Iterator[Net]:
     yield Net(daemon, bridge, prefix)
     if daemon.proc is not None and daemon.proc.poll() is None:
         daemon.stop()
-    # Nothing runs any more: every veth of ours must be gone with its sandbox.
+    # Nothing runs any more: every veth of ours must be gone with its sandbox, and its rules.
     ours = [line for line in sh("ip", "-o", "link").splitlines() if f"master {bridge} " in line]
+    table = rules(bridge)
     subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
+    subprocess.run(drop, capture_output=True, check=False)
     assert ours == [], f"veths left on {bridge}: {ours}"
+    assert table is None or table.filtered == set(), f"rules left in {table_name(bridge)}"
+    assert rules(bridge) is None
     left = [line for line in sh("ip", "-o", "link").splitlines() if bridge in line]
     assert left == [], left
     assert sh("ip", "netns", "list") == netns_before
@@ -195,6 +204,9 @@ def test_daemon_kill9_readopts_and_cleans_up_removed_units(net: Net) -> None:
     d.start()
     web = d.wait_unit("web", running, 60)
     assert web["pid"] == units["web"]["pid"]  # re-adopted, not restarted
+    # The killed daemon left the rules of "gone"; the new one rebuilt the table at start.
+    assert net.veth("web") in filtered(net.bridge)
+    assert net.veth("gone") not in filtered(net.bridge)
     assert get(net.url("web"), timeout=10) == "hello from web\n"
     assert net.has_veth("web") and not net.has_veth("gone") and "gone" not in net.leases()
     # `kept` was re-adopted, then stopped by the reload (stop_timeout: sleep as PID 1 ignores
@@ -202,6 +214,7 @@ def test_daemon_kill9_readopts_and_cleans_up_removed_units(net: Net) -> None:
     assert set(d.status()) == {"web"}
     wait_for(lambda: net.leases() == {"web": leases["web"]}, 30, lambda: str(net.leases()))
     assert not net.has_veth("kept")
+    assert filtered(net.bridge) == {net.veth("web")}  # detached before its lease went
     assert not pid_alive(int(str(units["kept"]["pid"])))
     assert d.stop() == 0
 

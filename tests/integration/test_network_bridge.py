@@ -7,11 +7,14 @@ run inside with `nsenter --net`. Every test uses its own bridge ("sbxt<n>") and 
 and then check that `ip -o link` shows no veth or bridge of ours.
 
 Traffic only goes to addresses inside namespaces the tests created (and to the test bridge).
+Each bridge's anti-spoofing table ("sandboxd-<bridge>", antispoof.py) goes with the bridge;
+the fixtures check that too. What the rules stop is tests/security/test_bridge_spoofing.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ipaddress
 import json
@@ -32,6 +35,8 @@ from _requires import requires_root
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
+from supervisor.linux import nftables
+from supervisor.sandbox.antispoof import table_name
 from supervisor.sandbox.ipam import mac_for
 from supervisor.sandbox.network import NetworkManager, NetworkPlan
 from supervisor.unit.schema import Network
@@ -172,8 +177,53 @@ class Env:
         return NetworkManager(self.config)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+@dataclass(frozen=True)
+class Rules:
+    """A bridge's anti-spoofing table as the kernel has it: port chains and map entries."""
+
+    chains: set[str]
+    ports: set[str]
+
+    @property
+    def filtered(self) -> set[str]:
+        """Ports whose frames go through their chain (both halves must be there)."""
+        assert self.chains == self.ports, f"chains {self.chains} but ports {self.ports}"
+        return self.ports
+
+
+def rules(bridge: str) -> Rules | None:
+    """The table of `bridge`, or None if there is none."""
+    got = subprocess.run(
+        ["nft", "-j", "list", "table", "bridge", table_name(bridge)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if got.returncode != 0:
+        return None
+    items = json.loads(got.stdout)["nftables"]
+    chains = {i["chain"]["name"] for i in items if "chain" in i} - {"prerouting"}
+    ports = {e[0] for i in items if "map" in i for e in i["map"].get("elem", [])}
+    return Rules(chains, ports)
+
+
+def filtered(bridge: str) -> set[str]:
+    """The ports of `bridge` that have their rules (a chain and the map entry to it)."""
+    table = rules(bridge)
+    assert table is not None, f"no table {table_name(bridge)}"
+    return table.filtered
+
+
+def port_chain(bridge: str, veth: str | None) -> str:
+    """The port's chain as `nft list` prints it."""
+    assert veth
+    argv = ["nft", "list", "chain", "bridge", table_name(bridge), veth]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+@contextlib.contextmanager
+def bridge_env(tmp_path: Path) -> Iterator[Env]:
+    """A manager on its own bridge and /24; afterwards no link and no table of it is left."""
     n = (os.getpid() * 7 + next(_serial)) % 250
     bridge = f"sbxt{os.getpid() % 1000}x{next(_serial)}"
     subnet = ipaddress.IPv4Network(f"10.201.{n}.0/24")
@@ -184,13 +234,27 @@ def env(tmp_path: Path) -> Iterator[Env]:
     try:
         yield Env(net, config, subnet)
     finally:
+        # Every unit that got a veth has a lease (tests that release one also end it).
+        ours = {net.veth_for(unit) for unit in net.leases.leases()}
         # Veths whose netns is still being freed by the kernel would outlive the bridge.
         asyncio.run(net.cleanup_orphans(running=set()))
         asyncio.run(net.remove_bridge())
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-    # Deleting the bridge leaves its ports; any veth still around is a leak of the test.
-    left = [line for line in links().splitlines() if bridge in line or "sandboxd:" in line]
+    # Deleting the bridge leaves its ports; any veth still around is a leak of the test. Only
+    # ours are looked for: another env of the test, or other tests, may have theirs up.
+    left = [
+        line
+        for line in links().splitlines()
+        if bridge in line or any(f" {veth}@" in line for veth in ours)
+    ]
     assert left == [], f"links left behind: {left}"
+    assert rules(bridge) is None, f"table {table_name(bridge)} left behind"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with bridge_env(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture
@@ -428,6 +492,78 @@ def test_cleanup_orphans_removes_a_live_but_unknown_veth(
     report = asyncio.run(env.manager().cleanup_orphans(running=set(), known={"ghost"}))
     assert report.removed_veths == [env.net.veth_for("ghost")]
     assert host_veths(env, "ghost") == set()
+
+
+# -- anti-spoofing rules ---------------------------------------------------------------------
+
+
+def test_attach_installs_the_ports_rules_and_detach_removes_them(
+    env: Env, sandboxes: list[FakeSandbox]
+) -> None:
+    web = start(env, sandboxes, "web")
+    db = start(env, sandboxes, "db")
+    bridge = env.net.bridge
+    assert filtered(bridge) == {web.host_veth, db.host_veth}
+    assert web.address is not None
+    chain = port_chain(bridge, web.host_veth)
+    assert f"ether saddr != {mac_for(web.address.ip)}" in chain
+    assert (
+        f"arp saddr ether {mac_for(web.address.ip)} arp saddr ip {web.address.ip} accept" in chain
+    )
+    assert f"ip saddr {web.address.ip} accept" in chain
+    sandboxes[0].end(signal.SIGKILL)
+    asyncio.run(env.net.detach("web"))
+    assert filtered(bridge) == {db.host_veth}
+    assert asyncio.run(env.net.detach("web")) is False  # again: nothing to remove, no error
+    assert filtered(bridge) == {db.host_veth}
+
+
+def test_cleanup_orphans_rebuilds_the_rules_of_the_survivors_on_its_own_bridge_only(
+    env: Env, sandboxes: list[FakeSandbox], tmp_path: Path
+) -> None:
+    with bridge_env(tmp_path / "other") as other:
+        theirs = start(other, sandboxes, "theirs")
+        keep = start(env, sandboxes, "keep")
+        died = start(env, sandboxes, "died")
+        sandboxes[2].end(signal.SIGKILL)  # while "the daemon" is down
+        report = asyncio.run(env.manager().cleanup_orphans(running={"keep"}, known={"keep"}))
+        assert report.filtered_ports == [keep.host_veth]
+        assert filtered(env.net.bridge) == {keep.host_veth}
+        assert keep.address is not None
+        assert f"ip saddr {keep.address.ip} accept" in port_chain(env.net.bridge, keep.host_veth)
+        assert not has_link(died.host_veth)
+        # The other daemon's bridge, ports and table are untouched.
+        assert filtered(other.net.bridge) == {theirs.host_veth}
+        assert has_link(theirs.host_veth)
+        sandboxes[0].end(signal.SIGKILL)
+
+
+def test_a_lost_table_is_rebuilt_by_the_next_attach_for_every_live_port(
+    env: Env, sandboxes: list[FakeSandbox]
+) -> None:
+    first = start(env, sandboxes, "first")
+    # An operator's `nft flush ruleset` (here: only this test's table) takes the rules.
+    subprocess.run(["nft", "delete", "table", "bridge", table_name(env.net.bridge)], check=True)
+    second = start(env, sandboxes, "second")
+    assert filtered(env.net.bridge) == {first.host_veth, second.host_veth}
+
+
+def test_attach_fails_closed_when_the_rules_cannot_be_installed(
+    env: Env, sandboxes: list[FakeSandbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = spawn_sandbox()
+    sandboxes.append(box)
+    plan = asyncio.run(env.net.prepare("web", BRIDGE))
+    monkeypatch.setattr(nftables, "find_nft", lambda: "/bin/false")
+    with pytest.raises(NetworkError, match="cannot install the rules of table bridge sandboxd-"):
+        asyncio.run(env.net.attach(plan, box.pid))
+    monkeypatch.undo()
+    assert not has_link(plan.host_veth)  # no port without its rules
+    # With nft back, the restart works and repairs the table.
+    box.end()
+    sandboxes.remove(box)
+    again = start(env, sandboxes, "web")
+    assert filtered(env.net.bridge) == {again.host_veth}
 
 
 def _netns_in_use(inode: int) -> list[int]:
