@@ -93,8 +93,10 @@ def test_default_profile_compiles_and_denies_the_docker_set() -> None:
         "mount", "umount2", "reboot", "kexec_load", "init_module", "finit_module", "bpf",
         "keyctl", "add_key", "request_key", "ptrace", "unshare", "setns", "open_by_handle_at",
         "swapon", "swapoff", "pivot_root", "clock_settime", "settimeofday", "acct", "quotactl",
-        "perf_event_open", "lookup_dcookie", "userfaultfd", "delete_module",
+        "perf_event_open", "lookup_dcookie", "userfaultfd", "delete_module", "io_uring_setup",
+        "io_uring_enter", "io_uring_register", "sethostname", "pidfd_getfd", "mbind",
     } <= denied  # fmt: skip
+    assert "clone3" in seccomp.ENOSYS and "clone3" not in denied
     assert seccomp.default_bpf() is bpf, "compiled once"
 
 
