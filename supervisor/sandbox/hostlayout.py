@@ -24,11 +24,35 @@ ETC_ENTRIES = (
     "mime.types", "os-release", "debian_version", "login.defs", "shells", "environment",
 )  # fmt: skip
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def _every_cpu(leaf: str) -> tuple[str, ...]:
+    """`leaf` in the sysfs directory of every CPU the kernel may ever bring up (the possible
+    set is fixed at boot), so a CPU brought online later is covered at the next launch."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            spec = f.read().strip()
+    except OSError:
+        return ()
+    cpus: list[int] = []
+    for part in filter(None, spec.split(",")):
+        first, _, last = part.partition("-")
+        cpus += range(int(first), int(last or first) + 1)
+    return tuple(f"/sys/devices/system/cpu/cpu{n}/{leaf}" for n in cpus)
+
+
+# Hidden from every sandbox (an empty read-only tmpfs on a directory, /dev/null on a file):
+# kernel memory and internals that help an exploit, host hardware details, and counters that
+# leak what the host and its other tenants are doing (interrupt and thermal-throttle counts are
+# side channels). A superset of Docker's list; /proc/kmsg too, the kernel log the profile's
+# syslog(2) refusal is about (reading it would also take messages from the host's logger).
 MASKED = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/kmsg", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    *_every_cpu("thermal_throttle"),
 )  # fmt: skip
+# Readable but never writable: kernel tunables and hardware state (Docker's list).
 READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 # Where the host root's tmpfs is assembled: a directory no bind source lives under.
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/boot", "/tmp")
