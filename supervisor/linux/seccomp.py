@@ -174,6 +174,9 @@ def default_bpf() -> bytes:
     eperm = sc.ERRNO(errno.EPERM)
     filt = sc.SyscallFilter(sc.ALLOW)
     filt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    # A binary search over the syscall numbers instead of a linear chain: every allowed
+    # syscall of every service runs this program, ~20 instructions instead of ~100.
+    filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
     for action, names in ((eperm, denied_syscalls()), (sc.ERRNO(errno.ENOSYS), sorted(ENOSYS))):
         for name in names:
             nr = number(name)
