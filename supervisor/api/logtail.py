@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO
 
 from supervisor.engine.output import rotated_path
+from supervisor.linux import safefs
 
 CHUNK = 64 * 1024
 POLL_INTERVAL = 0.2
@@ -29,11 +31,21 @@ POLL_INTERVAL = 0.2
 _GAP = 2
 
 
+# A file the daemon did not write (a planted symlink to /etc/shadow, a hard link, a FIFO) is
+# as good as missing: the daemon reads as root for any member of the read group.
+_NOT_OURS = {errno.ENOENT, errno.ELOOP, errno.EPERM, errno.EMLINK, errno.EINVAL, errno.ENXIO}
+
+
 def _open(path: str) -> BinaryIO | None:
+    directory, name = os.path.split(path)
     try:
-        return open(path, "rb")  # owned by the caller
-    except FileNotFoundError:
-        return None
+        with safefs.directory(directory) as dir_fd:
+            fd = safefs.open_owned(dir_fd, name, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _NOT_OURS:
+            return None
+        raise
+    return os.fdopen(fd, "rb")  # owned by the caller
 
 
 def open_history(path: str) -> tuple[BinaryIO | None, list[BinaryIO]]:

@@ -33,9 +33,13 @@ from pathlib import Path
 
 import structlog
 
+from supervisor.linux import safefs
+
 log = structlog.get_logger("sandboxd.output")
 
 PIPE_SIZE = 1 << 20
+LOG_DIR_MODE = 0o750  # root and the configured group (daemondirs.py), which may read logs
+LOG_FILE_MODE = 0o640
 _F_SETPIPE_SZ = 1031
 _READ_CHUNK = 1 << 16
 _READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
@@ -60,6 +64,15 @@ class RotatingLog:
     When the file cannot take bytes (a full disk, a quota, an I/O error), they are read from
     the pipe and dropped, so a service never blocks on a full pipe: one warning per episode,
     the count in `dropped`, and a marker line in the file once writing works again.
+
+    The file is opened relative to its directory's fd (reached with no symlink in any
+    component), with O_NOFOLLOW, and must be a regular file the daemon owns with no other hard
+    link (linux/safefs.py); rotation renames within that directory fd. A planted
+    `<unit>.log -> /etc/shadow` (or a hard link to it) is never written through: it is left
+    alone and the output is dropped as above, the warning saying why, until someone removes
+    it. Refusing beats unlinking it: the log directory is root's, so a link there was put by
+    root (an operator moving a log to another disk) or is evidence of tampering; deleting
+    either would be a surprise, and the warning names the file.
     """
 
     def __init__(self, path: Path, max_size: int | None, keep: int) -> None:
@@ -99,11 +112,15 @@ class RotatingLog:
 
     def rotate(self) -> None:
         self.close()
-        for n in range(self.keep - 1, 0, -1):
+        name = self.path.name
+        with safefs.directory(self.path.parent) as dir_fd:
+            # rename(2) moves a symlink itself, never what it points to.
+            for n in range(self.keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(rotated_path(name, n), rotated_path(name, n + 1),
+                              src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # fmt: skip
             with contextlib.suppress(FileNotFoundError):
-                os.rename(rotated_path(self.path, n), rotated_path(self.path, n + 1))
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path, rotated_path(self.path, 1))
+                os.rename(name, rotated_path(name, 1), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -112,9 +129,10 @@ class RotatingLog:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o640)
+            # Without O_APPEND: splice(2) refuses such files (see the class docstring).
+            with safefs.directory(self.path.parent, mkdir_mode=LOG_DIR_MODE) as dir_fd:
+                self._fd = safefs.open_owned(dir_fd, self.path.name, os.O_WRONLY | os.O_CREAT,
+                                             LOG_FILE_MODE)  # fmt: skip
         # Always at the end, as O_APPEND would be (see the class docstring).
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
         return self._fd

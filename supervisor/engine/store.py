@@ -6,16 +6,22 @@ same). The default state_dir is /run, a tmpfs, where the fsync costs nothing; on
 state_dir it costs a few ms per save, which is why unchanged records are not rewritten. A file
 that does not parse, or that another program wrote, is reported and ignored: a bad state file
 must never keep the daemon from starting.
+
+Every file is opened relative to the directory's fd, which is reached with no symlink in any
+component, and never through a symlink itself (linux/safefs.py): a planted link in the state
+directory can neither redirect a write nor feed the daemon another file as a unit's state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from supervisor.linux import safefs
 from supervisor.log import get_logger
 
 FORMAT = "sandboxd-unit-state/1"
@@ -66,7 +72,9 @@ class Store:
         self._written: dict[str, bytes] = {}  # what each unit's file holds, as we wrote it
 
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the directory, or make an existing one ours alone again (0700)."""
+        with safefs.directory(self.dir, mkdir_mode=0o700) as fd:
+            safefs.check_owned(fd, str(self.dir), 0o700)
 
     def path(self, unit: str) -> Path:
         return self.dir / f"{unit}.json"
@@ -75,37 +83,37 @@ class Store:
         data = json.dumps(record.to_json(), sort_keys=True).encode()
         if self._written.get(record.unit) == data:
             return
-        target = self.path(record.unit)
-        tmp = target.with_name(f".{target.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, target)
+        with safefs.directory(self.dir) as fd:
+            safefs.write_atomic(fd, f"{record.unit}.json", data, 0o600)
         self._written[record.unit] = data
 
     def remove(self, unit: str) -> None:
         self._written.pop(unit, None)
-        self.path(unit).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError), safefs.directory(self.dir) as fd:
+            os.unlink(f"{unit}.json", dir_fd=fd)  # unlink never follows the name itself
 
     def load_all(self) -> dict[str, UnitRecord]:
         """Every readable record; the others are logged (`store.ignored`) and skipped."""
         records: dict[str, UnitRecord] = {}
         try:
-            paths = sorted(self.dir.glob("*.json"))
-        except OSError:
+            fd = safefs.open_dir(self.dir)
+        except FileNotFoundError:
             return records
-        for path in paths:
-            try:
-                record = UnitRecord.from_json(json.loads(path.read_bytes()))
-                if record.unit != path.stem:
-                    raise ValueError(f"names unit {record.unit!r}")
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("store.ignored", path=str(path), error=str(exc))
-                continue
-            records[record.unit] = record
+        except OSError as exc:
+            log.warning("store.unreadable", path=str(self.dir), error=exc.strerror or str(exc))
+            return records
+        try:
+            for name in sorted(n for n in os.listdir(fd) if n.endswith(".json")):
+                unit = name.removesuffix(".json")
+                try:
+                    record = UnitRecord.from_json(json.loads(safefs.read_owned(fd, name)))
+                    if record.unit != unit:
+                        raise ValueError(f"names unit {record.unit!r}")
+                except (OSError, ValueError, TypeError) as exc:
+                    error = exc.strerror if isinstance(exc, OSError) else str(exc)
+                    log.warning("store.ignored", path=str(self.dir / name), error=error)
+                    continue
+                records[record.unit] = record
+        finally:
+            os.close(fd)
         return records
