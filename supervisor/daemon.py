@@ -21,7 +21,7 @@ from typing import Any
 
 import sdnotify
 
-from supervisor import cgroups, log
+from supervisor import cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DaemonConfig, load_config
@@ -79,6 +79,10 @@ def _monotonic_usec() -> int:
 
 
 def _prepare_host(config: DaemonConfig) -> None:
+    # Every mode the daemon asks for is then the mode it gets, and its children (PID 1's mount
+    # points, the services) start from the usual 022 whoever started the daemon: under 077
+    # a sandbox's /etc would be unreadable to non-root services, under 000 world-writable.
+    os.umask(0o022)
     # Sandbox PID 1s are grandchildren (the launcher forks them and exits): as a subreaper the
     # daemon becomes their parent and gets their exit status.
     REAL.prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -86,8 +90,7 @@ def _prepare_host(config: DaemonConfig) -> None:
     # soft limit from the launcher.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    for directory in (config.state_dir, config.log_dir, config.data_dir):
-        directory.mkdir(parents=True, exist_ok=True)
+    daemondirs.prepare(config)  # before anything is written in them
 
 
 async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], str]) -> None:
@@ -98,6 +101,7 @@ async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], s
 
 async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
+    config = daemondirs.absolute(config)
     _prepare_host(config)
     manager = cgroups.new(config.cgroup_parent)
     network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
