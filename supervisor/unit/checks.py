@@ -5,6 +5,11 @@ than the one that will run the unit, so a missing binary or root directory is a 
 error; the launcher reports the real failure as `launch-error:` if it is still missing then.
 Each check is a small function in HOST_CHECKS, in the spirit of runc's validator list.
 
+A host path the sandbox mounts (bind source, root directory, device) must not go through a
+symlink anywhere: the launcher refuses to follow one (rootfs.py), because a sandbox that can
+write a shared directory could otherwise point a neighbour's mount at /etc. Validation names
+the link ahead of time, as a warning like the others (the launch is what enforces it).
+
 Cross-unit checks need every unit of the directory: `after` must name a unit file that exists,
 and `after` must not form a cycle (nothing in a cycle could ever start). Both are errors.
 """
@@ -18,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from supervisor.cgroups import cpuset, devices
 from supervisor.errors import CgroupError
+from supervisor.linux.safefs import symlink_in
 from supervisor.unit.diagnostics import UnitError
 from supervisor.unit.spec import UnitSpec
 
@@ -43,9 +49,25 @@ def _mounted(spec: UnitSpec, path: str) -> bool:
     )
 
 
+def _through_symlink(path: str, what: str) -> str | None:
+    found = symlink_in(path)
+    if found is None:
+        return None
+    link, target = found
+    return (
+        f"warning: {link} is a symlink (to {target}), and sandboxd follows none in {what}: "
+        f"the unit will fail to start; name the real path"
+    )
+
+
 def check_root(spec: UnitSpec) -> Iterator[UnitError]:
     root = spec.unit.sandbox.root
-    if root != "host" and not os.path.isdir(root):
+    if root == "host":
+        return
+    problem = _through_symlink(root, "a root directory")
+    if problem is not None:
+        yield UnitError(spec.path, "sandbox.root", problem)
+    elif not os.path.isdir(root):
         yield UnitError(
             spec.path, "sandbox.root", f"warning: {root} is not a directory on this host"
         )
@@ -69,21 +91,28 @@ def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
 def check_mount_sources(spec: UnitSpec) -> Iterator[UnitError]:
     for index, mount in enumerate(spec.unit.sandbox.mounts):
         source = getattr(mount, "source", None)
-        if source is not None and not os.path.exists(source):
-            yield UnitError(
-                spec.path,
-                f"sandbox.mounts[{index}].source",
-                f"warning: {source} does not exist on this host",
-            )
+        if source is None:
+            continue
+        key = f"sandbox.mounts[{index}].source"
+        problem = _through_symlink(source, "a bind source")
+        if problem is not None:
+            yield UnitError(spec.path, key, problem)
+        elif not os.path.exists(source):
+            yield UnitError(spec.path, key, f"warning: {source} does not exist on this host")
 
 
 def check_devices(spec: UnitSpec) -> Iterator[UnitError]:
     # The same test the cgroup backends apply at start (where it fails the unit): a path that
     # is missing or not a device node here cannot be allowed by major:minor.
     for index, device in enumerate(spec.unit.sandbox.devices):
+        key = f"sandbox.devices[{index}].path"
+        linked = _through_symlink(device.path, "a device path")
+        if linked is not None:
+            yield UnitError(spec.path, key, linked)
+            continue
         problem = devices.node_problem(device.path)
         if problem is not None:
-            yield UnitError(spec.path, f"sandbox.devices[{index}].path", f"warning: {problem}")
+            yield UnitError(spec.path, key, f"warning: {problem}")
 
 
 def check_cpus(spec: UnitSpec) -> Iterator[UnitError]:
