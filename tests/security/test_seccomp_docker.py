@@ -8,7 +8,9 @@ in four units:
   on capabilities, and an EPERM here cannot be a missing capability's;
 - control: the same capabilities and no filter. Each call must reach the kernel and fail there
   with another answer (the probe's arguments are harmless), so the EPERM above is the filter's;
-- paths: a default unit that reads the masked and read-only paths and tries to undo them.
+- paths: a default unit that reads the masked and read-only paths and tries to undo them;
+  paths-all-caps does the same with every capability (CAP_SYS_ADMIN included): the filter,
+  not a missing capability, is what keeps the masks in place.
 """
 
 from __future__ import annotations
@@ -102,13 +104,14 @@ def _probe_all(daemon: Any, units: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, dict[str, Any]]:
-    """Probe output per unit: "default", "all-caps", "control" and "paths"."""
+    """Probe output per unit kind (the keys of `units`)."""
     all_caps = "[security]\ncapabilities = " + json.dumps(every_capability()) + "\n"
     units = {
         "default": _unit(["syscalls"]),
         "all-caps": _unit(["syscalls"], all_caps),
         "control": _unit(["syscalls"], all_caps + 'seccomp = "unconfined"\n'),
         "paths": _unit(["paths", json.dumps(_paths_spec())]),
+        "paths-all-caps": _unit(["paths", json.dumps(_paths_spec())], all_caps),
     }
     failure: BaseException | None = None
     with daemon_factory("sec") as make:
@@ -226,30 +229,36 @@ def test_numbers_past_the_table_answer_enosys(runs: dict[str, dict[str, Any]]) -
     assert set(runs["default"]["unknown"].values()) == {"ENOSYS"}, runs["default"]["unknown"]
 
 
+PATH_RUNS = ("paths", "paths-all-caps")
+
+
 @pytest.mark.parametrize("path", [*hostlayout.MASKED, "aliases"])
 def test_masked_paths_are_hidden(runs: dict[str, dict[str, Any]], path: str) -> None:
-    seen = runs["paths"]["masked"]
     if path == "aliases":
-        checked = {p: seen[p] for p in _paths_spec()["aliases"] if seen[p] != "absent"}
+        paths = _paths_spec()["aliases"]
     elif not os.path.lexists(path):
         pytest.skip(f"{path} is not on this kernel")
     else:
-        checked = {path: seen[path]}
-    for p, answer in checked.items():
-        assert not answer.startswith("readable"), (p, answer)
+        paths = [path]
+    for kind in PATH_RUNS:
+        for p in paths:
+            answer = runs[kind]["masked"][p]
+            assert not answer.startswith("readable"), (kind, p, answer)
 
 
 @pytest.mark.parametrize("path", hostlayout.READ_ONLY)
 def test_read_only_paths_are_not_writable(runs: dict[str, dict[str, Any]], path: str) -> None:
     if not os.path.lexists(path):
         pytest.skip(f"{path} is not on this kernel")
-    seen = runs["paths"]["read_only"][path]
-    assert seen["ro_mount"] is True, seen
-    assert seen.get("open_for_write", "EROFS") == "EROFS", seen
+    for kind in PATH_RUNS:
+        seen = runs[kind]["read_only"][path]
+        assert seen["ro_mount"] is True, (kind, seen)
+        assert seen.get("open_for_write", "EROFS") == "EROFS", (kind, seen)
 
 
 def test_a_root_service_cannot_unmask_or_remount(runs: dict[str, dict[str, Any]]) -> None:
-    attempts = runs["paths"]["undo"]
-    assert any(k.startswith("umount ") for k in attempts), attempts
-    assert {"mount proc", "mount sysfs"} <= set(attempts)
-    assert set(attempts.values()) == {"EPERM"}, attempts
+    for kind in PATH_RUNS:
+        attempts = runs[kind]["undo"]
+        assert any(k.startswith("umount ") for k in attempts), attempts
+        assert {"mount proc", "mount sysfs"} <= set(attempts)
+        assert set(attempts.values()) == {"EPERM"}, (kind, attempts)
