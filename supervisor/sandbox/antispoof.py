@@ -35,7 +35,6 @@ source MAC (br_handle_frame_finish) and before it is forwarded or delivered to t
         chain prerouting {
             type filter hook prerouting priority -500; policy accept;
             iifname vmap @ports
-            meta ibrname "sbx0" iifname "sbx*" counter drop
         }
         chain sbx1a2b... {
             ether saddr != 02:5b:0a:58:00:02 counter drop
@@ -47,8 +46,12 @@ source MAC (br_handle_frame_finish) and before it is forwarded or delivered to t
         }
     }
 
-A port chain always ends in accept or drop. The last base rule is the fail-closed default: a
-sandbox port of this bridge with no chain (its rules lost) sends nothing.
+A port chain always ends in accept or drop. Frames of other ports (another daemon's, an
+interface the operator added to the bridge) pass untouched. There is no catch-all for a
+sandbox port without a chain: it would have to be scoped to this bridge (`meta ibrname` needs
+CONFIG_NFT_BRIDGE_META, which kernels such as the test VM's lack; unscoped, "sbx*" would hit
+other daemons' ports). Instead a sandbox never runs without its chain: attach installs it
+before the sandbox's first instruction and fails closed (no veth) if it cannot.
 """
 
 from __future__ import annotations
