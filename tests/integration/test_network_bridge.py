@@ -538,6 +538,20 @@ def test_cleanup_orphans_rebuilds_the_rules_of_the_survivors_on_its_own_bridge_o
         sandboxes[0].end(signal.SIGKILL)
 
 
+def test_cleanup_orphans_cuts_off_a_running_unit_whose_address_it_does_not_know(
+    env: Env, sandboxes: list[FakeSandbox]
+) -> None:
+    # Its lease is gone (as after a subnet change): no rules could say what it may send, and
+    # an unfiltered port could spoof, so its veth goes (the sandbox itself is the engine's).
+    plan = start(env, sandboxes, "drifted")
+    env.net.release("drifted")
+    report = asyncio.run(env.manager().cleanup_orphans(running={"drifted"}, known={"drifted"}))
+    assert report.removed_veths == [plan.host_veth]
+    assert report.filtered_ports == []
+    assert not has_link(plan.host_veth)
+    assert filtered(env.net.bridge) == set()
+
+
 def test_a_lost_table_is_rebuilt_by_the_next_attach_for_every_live_port(
     env: Env, sandboxes: list[FakeSandbox]
 ) -> None:
