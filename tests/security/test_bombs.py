@@ -43,6 +43,7 @@ GET = (
     "with urllib.request.urlopen('http://127.0.0.1:8080/', timeout=float(sys.argv[1])) as r:\n"
     "    sys.exit(0 if r.status == 200 else 1)\n"
 )
+MIN_ROUNDS = 3
 ROUND_TIMEOUT = 15.0  # one answer may take this long on a loaded 2-core runner
 
 
@@ -90,7 +91,8 @@ def test_bombs_do_not_take_the_host_down(sdaemons: Callable[[], Any]) -> None:
     daemon.wait_unit(mem, lambda u: u["oom_kills"] >= 1, 120)
     rounds, worst = 0, {"http": 0.0, "fork": 0.0, "status": 0.0}
     deadline = time.monotonic() + BOMB_SECONDS
-    while time.monotonic() < deadline:
+    # Both: the bombs' whole window, and enough rounds however slow a loaded runner is.
+    while time.monotonic() < deadline or rounds < MIN_ROUNDS:
         worst["http"] = max(worst["http"], http_get_in_netns(w["pid"]))
         t = time.monotonic()
         subprocess.run(["/bin/true"], check=True, timeout=ROUND_TIMEOUT)
@@ -110,7 +112,6 @@ def test_bombs_do_not_take_the_host_down(sdaemons: Callable[[], Any]) -> None:
     assert 1000 <= limit <= 1024, limit  # the default pids_max held
     assert status[mem]["oom_kills"] >= 2 and status[mem]["last_exit"] == "oom-killed", status[mem]
     assert status[web]["restarts"] == 0 and status[web]["health"] in ("healthy", None), status[web]
-    assert rounds >= 3
     assert daemon.stop(timeout=120) == 0  # kills ~1024 processes in the bomb's cgroup
 
 
