@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the cgroup-v2 integration tests (`-m cgroup_v2`) inside a pure cgroup v2 VM, in one boot.
+# Run the cgroup-v2 integration tests (`-m cgroup_v2`) and the whole security suite
+# (tests/security, `-m security`) inside a pure cgroup v2 VM, in one boot.
 # Our dev/CI hosts are v1/hybrid, so this is the only place the v2 paths run on a real kernel.
 # Extra arguments go to pytest. Without the rig this layer is skipped (loudly), except under
 # CI=true, where a missing rig fails unless SANDBOXD_SKIP_VM=1.
@@ -31,5 +32,6 @@ fi
 
 # The guest is TCG-emulated (~5x slower Python): generous per-test timeout; the rig passes
 # pytest's exit status through (125 = the rig itself failed).
-exec "$rig" --timeout "${VM_TIMEOUT:-1200}" -- \
-    .venv/bin/pytest -m cgroup_v2 -p no:cacheprovider -q -ra tests/integration "$@"
+exec "$rig" --timeout "${VM_TIMEOUT:-2400}" -- \
+    .venv/bin/pytest -m "cgroup_v2 or security" -p no:cacheprovider -q -ra \
+    tests/integration tests/security "$@"

@@ -163,8 +163,8 @@ class Daemon:
     # -- kernel views ------------------------------------------------------------------
 
     def cgroup_dirs(self) -> list[Path]:
-        if cgroup_version() == 2:
-            return [Path(CGROUP_ROOT) / self.cgroup_parent]
+        if cgroup_version() == 2:  # absent if the daemon never got as far as making it
+            return [p for p in [Path(CGROUP_ROOT) / self.cgroup_parent] if p.is_dir()]
         return [p for p in Path(CGROUP_ROOT).glob(f"*/{self.cgroup_parent}") if p.is_dir()]
 
     def cgroup_file(self, unit: str, name: str) -> Path:

@@ -13,6 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 from kit import daemon_factory
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is also one of the cgroup v2 VM's (scripts/test-v2.sh: `-m security`):
+    an attack must fail on both kinds of hosts."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.security)
+
+
 @pytest.fixture
 def sdaemons() -> Iterator[Callable[[], Any]]:
     """A factory of isolated, not yet started daemons; teardown checks for leftovers."""
