@@ -42,6 +42,9 @@ def resolve(user: str, group: str | None, passwd: str, group_file: str) -> Ident
         (u for u in users if (u[2] == user if user.isdigit() else u[0] == user)),
         None,
     )
+    if entry is None and user == "root":
+        # A minimal rootfs may have no /etc/passwd at all; root is uid 0 everywhere (Docker).
+        entry = ["root", "x", "0", "0", "root", "/root", "/bin/sh"]
     if entry is None and not user.isdigit():
         raise UnknownPrincipal(f"unknown user {user!r}: not in the sandbox's /etc/passwd")
     uid = int(user) if user.isdigit() else int(entry[2])  # type: ignore[index]

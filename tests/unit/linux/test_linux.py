@@ -78,6 +78,13 @@ def test_users_resolve_in_the_sandbox_files(
     assert users.resolve(user, group, PASSWD, GROUP) == want
 
 
+def test_root_needs_no_passwd_file() -> None:
+    """A minimal rootfs without /etc/passwd still runs the default user (issue 20)."""
+    assert users.resolve("root", None, "", "") == users.Identity(0, 0, [0], "/root", "root")
+    with pytest.raises(users.UnknownPrincipal):
+        users.resolve("app", None, "", "")
+
+
 def test_unknown_names_are_errors() -> None:
     with pytest.raises(users.UnknownPrincipal, match="unknown user 'ghost'"):
         users.resolve("ghost", None, PASSWD, GROUP)
