@@ -216,7 +216,7 @@ def teardown(d: Daemon) -> list[str]:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not d.leftover_pids(), 10)
+        wait_for(lambda: not d.leftover_pids(), 60)
     cgroups = d.leftover_cgroups()
     if cgroups:
         problems.append(f"cgroups left: {cgroups}")

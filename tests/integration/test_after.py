@@ -41,12 +41,12 @@ def test_waits_for_healthy_dependency_then_starts(daemon: Daemon) -> None:
     daemon.write_unit("app", APP)
     daemon.write_unit("top", APP.replace('["db"]', '["app", "db"]'))
     daemon.start()
-    app = daemon.wait_unit("app", lambda u: u["error"] is not None, 10)
+    app = daemon.wait_unit("app", lambda u: u["error"] is not None, 60)
     assert app["state"] == "starting" and app["pid"] is None
     assert app["error"].startswith("waiting for db (")
     assert daemon.status()["top"]["error"].startswith("waiting for app (")
     daemon.wait_unit("top", lambda u: u["state"] == "running", 30)
-    app = daemon.wait_unit("app", lambda u: u["state"] == "running", 10)
+    app = daemon.wait_unit("app", lambda u: u["state"] == "running", 60)
     assert app["error"] is None and app["restarts"] == 0
     # The launch order follows the health of db.
     events = daemon.events()
@@ -68,7 +68,7 @@ def test_failed_dependency_leaves_dependents_waiting(daemon: Daemon) -> None:
     daemon.write_unit("app", APP)
     daemon.start()
     daemon.wait_unit("db", lambda u: u["state"] == "failed", 20)
-    app = daemon.wait_unit("app", lambda u: u["error"] == "waiting for db (failed)", 10)
+    app = daemon.wait_unit("app", lambda u: u["error"] == "waiting for db (failed)", 60)
     assert app["state"] == "starting" and app["restarts"] == 0 and app["pid"] is None
     assert not [e for e in daemon.events("unit.started") if e["unit"] == "app"]
     # `sandboxctl start app` answers at once (it waits, it does not hang the API).

@@ -88,7 +88,7 @@ def test_start_stop_restart_reload(running: Daemon) -> None:
 
 
 def test_logs_and_follow_across_a_restart(running: Daemon) -> None:
-    wait_for(lambda: "tick" in sandboxctl(running, "logs", "web", "-n", "1").stdout, 10)
+    wait_for(lambda: "tick" in sandboxctl(running, "logs", "web", "-n", "1").stdout, 60)
     assert sandboxctl(running, "logs", "web").stdout.startswith("started\n")
     env = {**os.environ, "SANDBOXD_SOCKET": str(running.socket)}
     follow = subprocess.Popen(

@@ -200,7 +200,7 @@ def test_daemon_kill9_readopts_and_cleans_up_removed_units(net: Net) -> None:
     d.remove_unit("kept")
     d.remove_unit("gone")
     os.kill(int(str(units["gone"]["pid"])), signal.SIGKILL)  # this test daemon's sandbox
-    wait_for(lambda: not pid_alive(int(str(units["gone"]["pid"]))), 10)
+    wait_for(lambda: not pid_alive(int(str(units["gone"]["pid"]))), 60)
     d.start()
     web = d.wait_unit("web", running, 60)
     assert web["pid"] == units["web"]["pid"]  # re-adopted, not restarted

@@ -38,7 +38,7 @@ def test_kill9_readopt_and_lost(daemon: Daemon) -> None:
     daemon.kill9()
     assert pid_alive(a["pid"]) and pid_alive(b["pid"])
     os.kill(b["pid"], signal.SIGKILL)  # b's sandbox, started by this test's daemon
-    wait_for(lambda: not pid_alive(b["pid"]), 10)
+    wait_for(lambda: not pid_alive(b["pid"]), 60)
     time.sleep(0.2)
     daemon.start()
     again = daemon.wait_unit("a", lambda u: u["state"] == "running")

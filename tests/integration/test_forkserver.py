@@ -68,7 +68,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_dead(pid: int, timeout: float = 5.0) -> None:
+def wait_dead(pid: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while alive(pid):
         assert time.monotonic() < deadline, f"{pid} still alive"

@@ -111,7 +111,7 @@ def test_http_probe_against_http_server(daemon: Daemon) -> None:
     daemon.wait_unit("missing", lambda u: u["last_exit"] == "unhealthy", 30)
     daemon.remove_unit("missing")
     daemon.signal(signal.SIGHUP)
-    daemon.wait_unit("web", lambda u: "missing" not in daemon.status(), 10)
+    daemon.wait_unit("web", lambda u: "missing" not in daemon.status(), 60)
     hang_and_restart(daemon, "web")
 
 
@@ -215,7 +215,7 @@ def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Dae
     assert detail["state"] == "running" and detail["restarts"] == 0
     assert "fine" in daemon.unit("fs")["health_output"]
     # The orphaned command (re-parented to the daemon) was killed and reaped.
-    wait_for(lambda: not pid_alive(command), 10)
+    wait_for(lambda: not pid_alive(command), 60)
     wait_for(lambda: _zombies(daemon.proc.pid) == [], 10, lambda: str((command, server)))
     assert [e["unit"] for e in daemon.events("health.probe_server_lost")] == ["fs"]
 

@@ -64,7 +64,7 @@ class FakeSandbox:
     def argv(self, *cmd: str) -> list[str]:
         return ["nsenter", f"--net={self.netns}", "--", *cmd]
 
-    def run(self, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(*cmd), capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -281,7 +281,7 @@ def start(env: Env, boxes: list[FakeSandbox], unit: str, network: Network = BRID
     return plan
 
 
-def wait_http(url: str, timeout: float = 10) -> bytes:
+def wait_http(url: str, timeout: float = 60) -> bytes:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -298,7 +298,7 @@ def host_veths(env: Env, *units: str) -> set[str]:
     return {env.net.veth_for(u) for u in units if f" {env.net.veth_for(u)}@" in text}
 
 
-def wait_gone(predicate: object, timeout: float = 10) -> bool:
+def wait_gone(predicate: object, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not predicate():  # type: ignore[operator]
