@@ -119,7 +119,7 @@ def test_events_stream(tmp_path: Path) -> None:
             consumer = asyncio.create_task(consume())
             await asyncio.sleep(0)
             await rec.reload()
-            await asyncio.wait_for(consumer, 5)
+            await asyncio.wait_for(consumer, 60)
             assert rec.get_unit("a").state == State.EXITED.value
             await rec.shutdown(leave=False)
         assert seen == [("a", "started"), ("a", "exited")]
@@ -156,7 +156,7 @@ def test_events_say_a_file_was_fixed_and_a_unit_removed(tmp_path: Path) -> None:
             await rec.reload()  # a's file fixed
             loader.load.specs = {}
             await rec.reload()  # a's file removed
-            await asyncio.wait_for(until_seen("a", "removed"), 10)
+            await asyncio.wait_for(until_seen("a", "removed"), 60)
             consumer.cancel()
             await rec.shutdown(leave=False)
         assert seen == [

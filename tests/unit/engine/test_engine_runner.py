@@ -32,13 +32,13 @@ def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Non
     asyncio.run(asyncio.wait_for(wrapper(), 20))
 
 
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 5) -> None:
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
     await asyncio.wait_for(runner.wait(done), timeout)
 
 
 async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
     runner.remove()
-    await asyncio.wait_for(task, 15)
+    await asyncio.wait_for(task, 60)
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

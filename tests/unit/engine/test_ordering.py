@@ -40,13 +40,13 @@ def test_dependent_waits_then_follows(tmp_path: Path) -> None:
         async with Reconciler(config, rig.host, Loader(specs), rig.store) as rec:
             await rec.reload()
             app = rec.runners["app"]
-            await asyncio.wait_for(app.wait(lambda: app.waiting_for is not None), 5)
+            await asyncio.wait_for(app.wait(lambda: app.waiting_for is not None), 60)
             status = rec.get_unit("app")
             assert status.state == "starting" and status.pid is None
             assert status.error == "waiting for db (stopped)"
             assert (await rec.start("app")).state == "starting"  # answers, does not hang
             await rec.start("db")
-            await asyncio.wait_for(app.wait(lambda: app.state.value == "running"), 5)
+            await asyncio.wait_for(app.wait(lambda: app.state.value == "running"), 60)
             assert rec.get_unit("app").error is None and app.launches == 1
             await rec.shutdown(leave=False)
 

@@ -26,10 +26,10 @@ def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Non
 
 async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
     runner.remove()
-    await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(task, 60)
 
 
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 5) -> None:
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
     await asyncio.wait_for(runner.wait(done), timeout)
 
 
@@ -68,7 +68,7 @@ def test_starting_until_ready_then_watchdog_restart(tmp_path: Path) -> None:
         assert r.last_exit == "watchdog" and r.run is not None and r.run.pid != first
         assert state(r) is State.STARTING  # the new run is not ready until it says so
         r.remove()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
         assert not (tmp_path / "state" / "notify" / "svc").exists()
 
     run(main, tmp_path)
@@ -89,7 +89,7 @@ def test_start_timeout_extend_and_fail(tmp_path: Path) -> None:
         assert r.restarts == 0 and r.run is None
         assert rig.manager.cgroups["svc"].destroyed
         r.remove()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
 
     run(main, tmp_path)
 
