@@ -17,7 +17,6 @@ Layout (version 1)::
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -25,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from supervisor.errors import NetworkError
+from supervisor.linux import safefs
 
 FORMAT_VERSION = 1
 
@@ -141,7 +141,8 @@ class LeaseStore:
 
     def _read(self) -> dict[str, ipaddress.IPv4Address]:
         try:
-            raw = self.path.read_bytes()
+            with safefs.directory(self.path.parent) as directory:
+                raw = safefs.read_owned(directory, self.path.name)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -167,24 +168,12 @@ class LeaseStore:
             "subnet": str(self.subnet),
             "leases": {u: str(ip) for u, ip in sorted(leases.items())},
         }
-        directory = self.path.parent
-        tmp = directory / f".{self.path.name}.tmp"
+        text = json.dumps(data, indent=1).encode() + b"\n"
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, json.dumps(data, indent=1).encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.path)
-            # The rename itself is durable only once the directory entry is on disk.
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            # In the daemon's 0700 data dir, never through a symlink (linux/safefs.py).
+            with safefs.directory(self.path.parent, mkdir_mode=0o700) as directory:
+                safefs.write_atomic(directory, self.path.name, text, 0o600)
+                # The rename itself is durable only once the directory entry is on disk.
+                os.fsync(directory)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise NetworkError(f"cannot write leases {self.path}: {exc.strerror}") from None
