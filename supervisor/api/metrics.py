@@ -75,6 +75,11 @@ class UnitCollector(Collector):
             "how long the last health probe took",
             labels=["unit"],
         )
+        dropped = CounterMetricFamily(
+            "sandboxd_unit_output_dropped_bytes",
+            "service output dropped because the log file took no more (a full disk)",
+            labels=["unit"],
+        )
         up = GaugeMetricFamily("sandboxd_units", "units known to the daemon")
         units = self._controller.list_units(detail=True)
         up.add_metric([], len(units))
@@ -97,11 +102,12 @@ class UnitCollector(Collector):
                 (probes, "health_probes"),
                 (unhealthy, "health_unhealthy_total"),
                 (probe_seconds, "health_last_duration"),
+                (dropped, "output_dropped_bytes"),
             ):
                 if (value := _number(unit.extra, key)) is not None:
                     family.add_metric([unit.name], value)
         yield from (up, state, restarts, ooms, memory, cpu, pids)
-        yield from (health, health_failures, probes, unhealthy, probe_seconds)
+        yield from (health, health_failures, probes, unhealthy, probe_seconds, dropped)
 
 
 class Metrics:

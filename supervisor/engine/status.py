@@ -102,6 +102,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             "oom_policy": spec.unit.oom.policy if spec else None,
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
+            "output_dropped_bytes": r.sink.dropped,
             **r.readiness.view(),
             **r.health.view(),
         },

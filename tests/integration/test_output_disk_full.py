@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from _requires import requires_root
-from daemon_kit import Daemon
+from daemon_kit import Daemon, UnixHTTPConnection
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -53,6 +53,17 @@ def test_a_full_log_disk_drops_output_and_never_blocks_the_service(full_log_disk
     assert "No space left on device" in dropping[0]["error"]
     assert "Traceback" not in daemon.stderr_path().read_text()
     assert (daemon.logs / "flood.log").stat().st_size > 0  # what fitted was kept
+    dropped = daemon.unit("flood")["output_dropped_bytes"]
+    assert dropped > 20 << 20, dropped  # counted where operators look: status and /metrics
+    conn = UnixHTTPConnection(daemon.socket)
+    try:
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    sample = 'sandboxd_unit_output_dropped_bytes_total{unit="flood"} '
+    [line] = [line for line in metrics.splitlines() if line.startswith(sample)]
+    assert float(line.removeprefix(sample)) == dropped
 
     # Space returns: the next output gets in, after a line saying what was dropped.
     subprocess.run(["mount", "-o", "remount,size=64m", str(daemon.logs)], check=True)

@@ -109,6 +109,9 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     if usage.get("pids") is not None:
         parts.append(f"pids {usage['pids']}")
     field("usage", ", ".join(parts))
+    if unit.get("output_dropped_bytes"):
+        field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
+              "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip
     events = unit.get("recent_events") or []
     if events:
         lines.append("  recent events:")
