@@ -83,13 +83,15 @@ def daemon_factory(prefix: str) -> Iterator[Callable[[], Any]]:
         made.append(new_daemon(prefix))
         return made[-1]
 
-    yield make
     problems: list[str] = []
-    for d in made:
-        problems += _teardown(d)
-        problems += [f"left on the host: {p}" for p in host_leaks(d)]
-    for d in made:
-        shutil.rmtree(d.base, ignore_errors=True)
+    try:
+        yield make
+    finally:  # also when the block raised: its daemons and sandboxes must not outlive it
+        for d in made:
+            problems += _teardown(d)
+            problems += [f"left on the host: {p}" for p in host_leaks(d)]
+        for d in made:
+            shutil.rmtree(d.base, ignore_errors=True)
     assert not problems, problems
 
 
