@@ -9,6 +9,7 @@ scan of `[section]` headers and `key =` lines for everything else; it is omitted
 
 from __future__ import annotations
 
+import json
 import re
 import types
 import typing
@@ -139,10 +140,19 @@ def resolve(loc: tuple[str | int, ...]) -> tuple[str, list[str]]:
             candidates = _unwrap(field.annotation)
         elif (member := _tag_model(candidates, part)) is not None:
             candidates = [member]
-        else:
-            key += f".{part}" if key else part
+        else:  # a key the user chose (an env name): written as TOML writes it
+            key += f".{toml_key(part)}" if key else toml_key(part)
             candidates = []
     return key, choices
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(name: str) -> str:
+    """`name` as a TOML key: bare when it may be, else a quoted string with escapes, so that
+    a key holding a newline or a terminal escape still makes one printable error line."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
 
 
 def _short_repr(value: Any) -> str | None:

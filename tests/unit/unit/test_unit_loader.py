@@ -391,3 +391,17 @@ def test_edits_and_removals_are_seen(write_unit: WriteUnit, tmp_path: Path) -> N
     path.unlink()
     result = loader.load_directory(tmp_path)
     assert not result.specs and not result.errors
+
+
+def test_a_key_of_the_users_own_is_written_as_toml_writes_it(write_unit: WriteUnit) -> None:
+    """Regression (scripts/fuzz.sh, 2026-12-06): an env name holding a newline split the error
+    over two lines; now every user-chosen key that is not a bare TOML key is quoted."""
+    path = write_unit(
+        "web", SERVICE + '[service.env]\n"A\\n" = false\n"\\u001b[2J" = 1\nOK_NAME = true\n'
+    )
+    lines = lines_of(path)
+    # A quoted key's own line is not found: its section's line is shown.
+    assert ':3: service.env."A\\n": input should be a valid string, got False' in lines
+    assert ':3: service.env."\\u001b[2J": input should be a valid string, got 1' in lines
+    assert ":6: service.env.OK_NAME: input should be a valid string, got True" in lines
+    assert all("\n" not in line and "\x1b" not in line for line in lines)
