@@ -25,14 +25,14 @@ from supervisor import cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DaemonConfig, load_config
-from supervisor.engine.launching import SandboxNetwork, sandbox_launcher
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
+from supervisor.sandbox.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import set_fork_server
+from supervisor.sandbox.prober import ForkServerProber
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
@@ -104,8 +104,6 @@ async def serve(config: DaemonConfig) -> None:
     config = daemondirs.absolute(config)
     _prepare_host(config)
     manager = cgroups.new(config.cgroup_parent)
-    network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
-    launcher = sandbox_launcher(config.data_dir, network)
     store = Store(config.state_dir)
     store.prepare()
     notifier = Notifier()
@@ -113,19 +111,20 @@ async def serve(config: DaemonConfig) -> None:
     for signum, command in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
                             (signal.SIGHUP, "reload")):  # fmt: skip
         loop.add_signal_handler(signum, commands.put_nowait, command)
-    reconciler = Reconciler(
-        config, Host(loop, manager, launcher), UnitLoader(), store, network=network
-    )
     logger.info("daemon.starting", pid=os.getpid(), cgroup_version=manager.version,
                 units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
-    # Launchers are forked by a small helper process, not by this (large) daemon; sandbox
-    # PID 1s still re-parent to the daemon (see supervisor/sandbox/forkserver.py).
+    # Launchers and exec probes are forked by a small helper process, not by this (large)
+    # daemon; sandbox PID 1s still re-parent to the daemon (see supervisor/sandbox/forkserver.py).
     fork_server = ForkServer.start()
-    set_fork_server(fork_server)
     try:
+        network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
+        host = Host(
+            loop, manager, SandboxLauncher(config.data_dir, network, fork_server),
+            ForkServerProber(loop, fork_server),
+        )  # fmt: skip
+        reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)
     finally:
-        set_fork_server(None)
         fork_server.close()
     logger.info("daemon.stopped")
 

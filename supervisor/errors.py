@@ -78,6 +78,10 @@ class NetworkError(SupervisorError):
     """Building or tearing down a sandbox's network failed."""
 
 
+class ProbeStartError(SupervisorError):
+    """An exec health probe could not be started in its sandbox (the message says why)."""
+
+
 def errno_name(code: int) -> str:
     """`ENOENT` for 2; the number itself when unknown."""
     return errno_module.errorcode.get(code, str(code))

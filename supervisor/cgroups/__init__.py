@@ -17,7 +17,14 @@ from __future__ import annotations
 import os
 
 from supervisor.cgroups import v1, v2
-from supervisor.cgroups.base import CgroupStats, Closeable, Manager, OomEvent, UnitCgroup
+from supervisor.cgroups.base import (
+    CgroupStats,
+    Closeable,
+    Manager,
+    OomEvent,
+    Subgroup,
+    UnitCgroup,
+)
 from supervisor.cgroups.devices import DeviceAccess, DeviceError
 from supervisor.cgroups.resources import Limits
 from supervisor.linux.bpf import Bpf, LibcBpf
@@ -30,6 +37,7 @@ __all__ = [
     "Limits",
     "Manager",
     "OomEvent",
+    "Subgroup",
     "UnitCgroup",
     "detect_version",
     "new",

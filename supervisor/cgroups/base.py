@@ -38,6 +38,29 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
+class Subgroup(Protocol):
+    """A child cgroup of a unit's, in each hierarchy the unit has.
+
+    What runs in it counts against the unit's limits (memory, pids and cpu are hierarchical),
+    and the whole tree it spawns can be killed without touching the unit's own processes:
+    membership is inherited and cannot be left without privileges a sandbox does not have.
+    """
+
+    def procs_files(self) -> list[str]:
+        """Absolute paths of the cgroup.procs files a process joins it through."""
+        ...
+
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self) -> None:
+        """SIGKILL everything in it and return once it is empty (CgroupError if it does not)."""
+        ...
+
+    def destroy(self) -> None:
+        """kill_all if populated, then remove it. Idempotent."""
+        ...
+
+
 class UnitCgroup(Protocol):
     name: str
     # What the last apply() (including the one in Manager.create) could not express here.
@@ -85,12 +108,18 @@ class UnitCgroup(Protocol):
     def watch_oom(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
-        """Call `callback` from the loop for each OOM kill in the cgroup. No threads."""
+        """Call `callback` from the loop for each OOM kill in the cgroup. No threads.
+        Holds `Manager.oom_watch_fds` fds until closed."""
+        ...
+
+    def subgroup(self, name: str) -> Subgroup:
+        """Create (or reuse) the child cgroup `name` below this one, in every hierarchy."""
         ...
 
 
 class Manager(Protocol):
     version: int  # 1 or 2, for display only
+    oom_watch_fds: int  # fds one `UnitCgroup.watch_oom` holds (for fd budgets)
 
     def create(self, unit: str, limits: Limits) -> UnitCgroup:
         """Create (or reuse an empty leftover) cgroup for `unit` and apply `limits`.
@@ -108,6 +137,12 @@ class Manager(Protocol):
         ...
 
     def list_units(self) -> list[str]: ...
+
+    def unit_of(self, cgroup_path: str) -> str | None:
+        """The unit whose cgroup is `cgroup_path` as the kernel prints it (relative to the
+        hierarchy's root, e.g. the `task_memcg=` of an OOM kill record), or None if it is
+        not one of this manager's units."""
+        ...
 
 
 Unit = TypeVar("Unit", bound=UnitCgroup)
@@ -133,3 +168,13 @@ def create_unit(cg: Unit, where: str, make: Callable[[], object], limits: Limits
         cg.destroy()
         raise
     return cg
+
+
+def unit_in(cgroup_path: str, base: str) -> str | None:
+    """The last component of `cgroup_path` if its parent is `base` (both relative to the
+    hierarchy's root). A path printed from outside our cgroup namespace has more components
+    in front, so `base` is matched as a suffix of whole components."""
+    head, _, unit = cgroup_path.rstrip("/").rpartition("/")
+    if not unit or not ("/" + head.strip("/") + "/").endswith("/" + base.strip("/") + "/"):
+        return None
+    return unit

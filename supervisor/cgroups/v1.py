@@ -23,6 +23,7 @@ from supervisor.cgroups.base import (
     Closeable,
     OomEvent,
     create_unit,
+    unit_in,
 )
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
@@ -44,7 +45,7 @@ def open_manager(root: str, parent: str | None) -> V1Manager:
     rel = check_parent(parent or DEFAULT_PARENT)
     for name, mount in mounts.items():
         _ensure_path(name, mount, rel)
-    return V1Manager({name: os.path.join(mount, rel) for name, mount in mounts.items()})
+    return V1Manager({name: os.path.join(mount, rel) for name, mount in mounts.items()}, rel)
 
 
 def _ensure_path(controller: str, mount: str, rel: str) -> None:
@@ -75,9 +76,11 @@ def _set_if_differs(path: str, value: str) -> None:
 
 class V1Manager:
     version = 1
+    oom_watch_fds = 2  # an eventfd and memory.oom_control
 
-    def __init__(self, bases: dict[str, str]) -> None:
+    def __init__(self, bases: dict[str, str], parent: str) -> None:
         self._bases = bases  # controller -> <mount>/<parent>
+        self._parent = parent
 
     def _unit(self, unit: str) -> V1Unit:
         check_unit_name(unit)
@@ -93,6 +96,9 @@ class V1Manager:
 
     def list_units(self) -> list[str]:
         return files.child_dirs(self._bases["memory"])
+
+    def unit_of(self, cgroup_path: str) -> str | None:
+        return unit_in(cgroup_path, self._parent)
 
 
 class V1Unit:
@@ -213,6 +219,15 @@ class V1Unit:
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
         return oom.watch_oom_control(loop, self.name, self.dirs["memory"], callback)
+
+    def subgroup(self, name: str) -> V1Unit:
+        # The same directory below ours in each hierarchy; a V1Unit is exactly that shape
+        # (make() gives its cpuset the parent's cpus and mems, without which it refuses tasks).
+        sub = V1Unit(
+            f"{self.name}/{name}", {c: os.path.join(d, name) for c, d in self.dirs.items()}
+        )
+        sub.make()
+        return sub
 
 
 def _read_or_empty(path: str) -> str:

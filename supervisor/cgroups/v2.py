@@ -25,6 +25,7 @@ from supervisor.cgroups.base import (
     Closeable,
     OomEvent,
     create_unit,
+    unit_in,
 )
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v2_plan
@@ -47,9 +48,9 @@ def own_cgroup(proc_self_cgroup: str = "/proc/self/cgroup") -> str:
 
 def open_manager(root: str, parent: str | None, own: str, bpf: Bpf) -> V2Manager:
     if parent is not None:
-        return V2Manager(_make_path(root, check_parent(parent)), bpf)
+        return V2Manager(root, _make_path(root, check_parent(parent)), bpf)
     if own.strip("/") == "":
-        return V2Manager(_make_path(root, ROOT_BASE), bpf)
+        return V2Manager(root, _make_path(root, ROOT_BASE), bpf)
     own_rel = check_parent(own)
     if os.path.basename(own_rel) == DAEMON_LEAF:
         # Already moved by an earlier Manager in this process (or a re-exec): the delegated
@@ -64,7 +65,7 @@ def open_manager(root: str, parent: str | None, own: str, bpf: Bpf) -> V2Manager
     base = os.path.join(own_dir, UNITS_DIR)
     files.mkdir(base)
     _enable_controllers(base)
-    return V2Manager(base, bpf)
+    return V2Manager(root, base, bpf)
 
 
 def _move(pid: int, procs: str) -> None:
@@ -105,9 +106,11 @@ def _enable_controllers(path: str) -> None:
 
 class V2Manager:
     version = 2
+    oom_watch_fds = 1  # one inotify fd on memory.events
 
-    def __init__(self, base: str, bpf: Bpf) -> None:
+    def __init__(self, root: str, base: str, bpf: Bpf) -> None:
         self.base = base
+        self._base_rel = os.path.relpath(base, root)
         self._bpf = bpf
 
     def _unit(self, unit: str) -> V2Unit:
@@ -124,11 +127,11 @@ class V2Manager:
     def list_units(self) -> list[str]:
         return files.child_dirs(self.base)
 
+    def unit_of(self, cgroup_path: str) -> str | None:
+        return unit_in(cgroup_path, self._base_rel)
+
 
 class V2Unit:
-    # Linux >= 5.14: the kernel kills every task, forking or not, in one write.
-    KILL_FILE = "cgroup.kill"
-
     def __init__(self, name: str, path: str, bpf: Bpf) -> None:
         self.name = name
         self.path = path
@@ -182,22 +185,7 @@ class V2Unit:
         return bool(self.pids())
 
     def kill_all(self) -> None:
-        kill = self._file(self.KILL_FILE)
-        if os.path.exists(kill):
-            files.write(kill, "1")
-            if teardown.wait_until(lambda: not self.pids(), teardown.KILL_TIMEOUT):
-                return
-        teardown.freeze_and_kill(self.path, self.pids, self._freeze, self._thaw)
-
-    def _freeze(self) -> None:
-        files.write(self._file("cgroup.freeze"), "1")
-        events = self._file("cgroup.events")
-        teardown.wait_until(
-            lambda: files.read_keyed(events).get("frozen") == 1, teardown.FREEZE_TIMEOUT
-        )
-
-    def _thaw(self) -> None:
-        files.write(self._file("cgroup.freeze"), "0")
+        _kill_all(self.path, self.pids)
 
     def destroy(self) -> None:
         if not os.path.isdir(self.path):
@@ -216,3 +204,57 @@ class V2Unit:
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
         return oom.watch_memory_events(loop, self.name, self._file("memory.events"), callback)
+
+    def subgroup(self, name: str) -> V2Subgroup:
+        sub = V2Subgroup(os.path.join(self.path, name))
+        files.mkdir(sub.path)
+        return sub
+
+
+class V2Subgroup:
+    """A child of a unit's cgroup. It gets no device filter of its own: the unit's applies to
+    every descendant (all programs attached on the way up must allow an access)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def procs_files(self) -> list[str]:
+        return [os.path.join(self.path, "cgroup.procs")]
+
+    def pids(self) -> list[int]:
+        return files.read_pids(os.path.join(self.path, "cgroup.procs"))
+
+    def kill_all(self) -> None:
+        _kill_all(self.path, self.pids)
+
+    def destroy(self) -> None:
+        if not os.path.isdir(self.path):
+            return
+        if self.pids():
+            self.kill_all()
+        files.rmdir(self.path)
+
+
+# Linux >= 5.14: the kernel kills every task, forking or not, in one write.
+KILL_FILE = "cgroup.kill"
+
+
+def _kill_all(path: str, pids: Callable[[], list[int]]) -> None:
+    kill = os.path.join(path, KILL_FILE)
+    if os.path.exists(kill):
+        files.write(kill, "1")
+        if teardown.wait_until(lambda: not pids(), teardown.KILL_TIMEOUT):
+            return
+    teardown.freeze_and_kill(path, pids, lambda: _freeze(path), lambda: _thaw(path))
+
+
+def _freeze(path: str) -> None:
+    files.write(os.path.join(path, "cgroup.freeze"), "1")
+    events = os.path.join(path, "cgroup.events")
+    teardown.wait_until(
+        lambda: files.read_keyed(events).get("frozen") == 1, teardown.FREEZE_TIMEOUT
+    )
+
+
+def _thaw(path: str) -> None:
+    files.write(os.path.join(path, "cgroup.freeze"), "0")

@@ -1,4 +1,4 @@
-"""`[health]`: probes of a ready run, and the verdict that ends it (DESIGN.md, issue 10).
+"""`[health]`: probes of a ready run, and the verdict that ends it.
 
 One asyncio task per ready run (no thread): probe, wait `interval` (from the start of one probe
 to the start of the next), probe again. A probe that takes longer than `timeout` is a failure
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 from supervisor.cgroups import UnitCgroup
 from supervisor.engine.model import HealthState
+from supervisor.engine.ports import Prober
 from supervisor.engine.probe_exec import ExecProbe
 from supervisor.engine.probes import HttpProbe, Probe, ProbeResult, TcpProbe
 from supervisor.log import get_logger
-from supervisor.sandbox.launch import fork_server
 from supervisor.unit.schema import Health
 from supervisor.unit.spec import UnitSpec
 
@@ -37,18 +37,14 @@ Event = Callable[..., None]  # UnitRunner._event(name, level="info", **detail)
 
 
 def make_probe(
-    loop: asyncio.AbstractEventLoop,
-    unit: str,
-    health: Health,
-    pid: int,
-    cgroup: UnitCgroup | None,
+    unit: str, health: Health, pid: int, cgroup: UnitCgroup | None, prober: Prober | None
 ) -> Probe:
     if health.tcp is not None:
         return TcpProbe(pid, health.tcp)
     if health.http is not None:
         return HttpProbe(pid, health.http)
     assert health.exec is not None
-    return ExecProbe(loop, unit, pid, health.exec, cgroup=cgroup, server=fork_server())
+    return ExecProbe(unit, pid, health.exec, cgroup=cgroup, prober=prober)
 
 
 class HealthMonitor:
@@ -59,8 +55,10 @@ class HealthMonitor:
         clock: Clock,
         on_change: Callable[[], None],
         event: Event,
+        *,
+        prober: Prober | None = None,
     ) -> None:
-        self.unit, self.loop, self.clock = unit, loop, clock
+        self.unit, self.loop, self.clock, self._prober = unit, loop, clock, prober
         self._on_change, self._event = on_change, event
         self.state: HealthState | None = None
         self.failures = 0  # consecutive failures that counted
@@ -87,7 +85,7 @@ class HealthMonitor:
             return
         self.failures, self.last_output, self.last_ok = 0, None, None
         self._set("starting")
-        self._probe = make_probe(self.loop, self.unit, health, pid, cgroup)
+        self._probe = make_probe(self.unit, health, pid, cgroup, self._prober)
         self._task = self.loop.create_task(self._loop(self._probe, health),
                                            name=f"health:{self.unit}")  # fmt: skip
 

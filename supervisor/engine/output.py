@@ -25,22 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from supervisor.linux import safefs
+from supervisor.linux import pipes, safefs
 
 log = structlog.get_logger("sandboxd.output")
 
 PIPE_SIZE = 1 << 20
 LOG_DIR_MODE = 0o750  # root and the configured group (daemondirs.py), which may read logs
 LOG_FILE_MODE = 0o640
-_F_SETPIPE_SZ = 1031
 _READ_CHUNK = 1 << 16
 _READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
 
@@ -182,45 +178,6 @@ class RotatingLog:
         log.info("unit.output_resumed", unit=self.path.stem, dropped_bytes=count, error=why)
 
 
-@dataclass(frozen=True)
-class FdProblem:
-    """Why PID 1's fd `fd` is not the recorded pipe: `reason` is missing (no such fd),
-    not-a-pipe, other-pipe or unreadable; `found` is what the fd is instead, or the error."""
-
-    fd: int
-    reason: str
-    found: str | None = None
-
-
-def check_fd(pid: int, fd: int, inode: int) -> FdProblem | None:
-    """None if process `pid` holds the pipe `inode` as `fd`, else what is wrong with it."""
-    try:
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except FileNotFoundError:
-        return FdProblem(fd, "missing")
-    except OSError as exc:
-        return FdProblem(fd, "unreadable", exc.strerror)
-    if target == _pipe_name(inode):
-        return None
-    return FdProblem(fd, "other-pipe" if target.startswith("pipe:") else "not-a-pipe", target)
-
-
-def find_pipe(pid: int, inode: int) -> int | None:
-    """An fd of process `pid` that is the pipe `inode` (kept fds before stdio), or None."""
-    try:
-        fds = sorted((int(n) for n in os.listdir(f"/proc/{pid}/fd")), key=lambda n: (n < 3, n))
-    except OSError:
-        return None
-    for fd in fds:
-        if check_fd(pid, fd, inode) is None:
-            return fd
-    return None
-
-
-def _pipe_name(inode: int) -> str:
-    return f"pipe:[{inode}]"  # what /proc/<pid>/fd/<n> reads for a pipe (proc(5))
-
-
 class Capture:
     """One run's output pipe: the daemon's read end, drained into a RotatingLog.
 
@@ -241,9 +198,7 @@ class Capture:
         """A fresh pipe: (capture, write end for the service). Both ends are close-on-exec;
         the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly,
         under the same number (so `kept_fd` is `read_fd` here, and only here)."""
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a lower /proc/sys/fs/pipe-max-size: keep 64 KiB
-            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        read_fd, write_fd = pipes.new_pipe(PIPE_SIZE)
         return cls(loop, read_fd, sink, read_fd), write_fd
 
     @classmethod
@@ -251,20 +206,9 @@ class Capture:
         cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog, pid: int, fd: int, inode: int
     ) -> Capture | None:
         """Reattach to the pipe `inode` that PID 1 `pid` holds as `fd` or, failing that (see
-        `check_fd`), as any other fd; None if it holds it nowhere."""
-        found = fd if check_fd(pid, fd, inode) is None else find_pipe(pid, inode)
-        if found is None:
-            return None
-        try:
-            read_fd = os.open(f"/proc/{pid}/fd/{found}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        # Between the check and the open the fd may have been closed and its number reused.
-        st = os.fstat(read_fd)
-        if st.st_ino != inode or not stat.S_ISFIFO(st.st_mode):
-            os.close(read_fd)
-            return None
-        return cls(loop, read_fd, sink, found)
+        `pipes.check_fd`), as any other fd; None if it holds it nowhere."""
+        held = pipes.open_held_pipe(pid, fd, inode)
+        return None if held is None else cls(loop, held[0], sink, held[1])
 
     def _drain(self) -> bool:
         """Move what the pipe holds into the log (bounded); True if there may be more."""

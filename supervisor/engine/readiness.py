@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from supervisor.cgroups import UnitCgroup
-from supervisor.engine.launching import Bind
 from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
+from supervisor.engine.ports import Bind
 from supervisor.unit.spec import UnitSpec
 
 Clock = Callable[[], float]

@@ -23,16 +23,16 @@ from typing import Protocol
 from supervisor.config import DaemonConfig
 from supervisor.engine import diff, status
 from supervisor.engine.diff import Kind
-from supervisor.engine.kmsg import KmsgWatch, Victim, unit_of
-from supervisor.engine.launching import Networking
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
+from supervisor.engine.ports import Networking
 from supervisor.engine.run import Host
 from supervisor.engine.states import State
 from supervisor.engine.store import Store
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
+from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
 from supervisor.unit.spec import UnitSpec
 
@@ -89,7 +89,7 @@ class Reconciler:
         await self._tg.__aexit__(et, e, tb)
 
     def _on_oom_victim(self, victim: Victim) -> None:
-        runner = self.runners.get(unit_of(victim, self.config.cgroup_parent) or "")
+        runner = self.runners.get(self.host.cgroups.unit_of(victim.memcg) or "")
         if runner is not None:
             runner.note_oom_victim(victim.pid, victim.command)
 

@@ -7,7 +7,7 @@ nothing: the policy lives in the unit runner.
 
 Fds the daemon holds per run (`fds_per_run`), and nothing else once `launch` has returned:
 the pidfd of PID 1, the output pipe's read end, the log file (opened at the first output), and
-the OOM watch (v1: an eventfd and `memory.oom_control`; v2: one inotify fd). The launch's own
+the OOM watch (`Manager.oom_watch_fds`). The launch's own
 fds (the write end, the sync and go pipes, the launcher's pidfd) are closed before it returns.
 """
 
@@ -22,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
-from supervisor.engine import proc
-from supervisor.engine.launching import Launcher
-from supervisor.engine.output import Capture, FdProblem, RotatingLog, check_fd
+from supervisor.engine.exits import exit_reason
+from supervisor.engine.output import Capture, RotatingLog
+from supervisor.engine.ports import Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import pidfd as proc
+from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
 from supervisor.unit.schema import Resources, Sandbox
 from supervisor.unit.spec import UnitSpec
@@ -39,9 +41,9 @@ _UNKNOWN_STATUS_AFTER = 6.0
 _STATUS_POLL = 0.05
 
 
-def fds_per_run(cgroup_version: int) -> int:
+def fds_per_run(cgroups: Manager) -> int:
     """The most fds one running sandbox costs the daemon (see the module docstring)."""
-    return 3 + (2 if cgroup_version == 1 else 1)
+    return 3 + cgroups.oom_watch_fds
 
 
 def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:
@@ -52,11 +54,13 @@ def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:
 
 @dataclass(frozen=True)
 class Host:
-    """What runs need from the daemon: the loop, cgroups, the launcher, the clocks."""
+    """What runs need from the daemon: the loop, cgroups, the launcher, the prober (exec health
+    probes; None: they fail saying so), the clocks."""
 
     loop: asyncio.AbstractEventLoop
     cgroups: Manager
     launcher: Launcher
+    prober: Prober | None = None
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
@@ -126,7 +130,7 @@ class Run:
                 capture.close(drain=True)
             discard_cgroup(cgroup, spec.name)
             if pid > 0:
-                _reap_failed(pid)
+                proc.kill_and_reap(pid)
             if pidfd >= 0:
                 os.close(pidfd)
             raise
@@ -176,7 +180,7 @@ class Run:
                 log.error("unit.kill_failed", unit=self.unit, error=str(exc))
 
     def reason(self) -> str:
-        return proc.exit_reason(self.status, self.oom_kills)
+        return exit_reason(self.status, self.oom_kills)
 
     def _on_pidfd(self) -> None:
         self.host.loop.remove_reader(self.pidfd)
@@ -280,12 +284,3 @@ def discard_cgroup(cgroup: UnitCgroup, unit: str) -> None:
         cgroup.destroy()
     except CgroupError as exc:
         log.error("unit.cgroup_leftover", unit=unit, error=str(exc))
-
-
-def _reap_failed(pid: int) -> None:
-    """Reap a PID 1 that failed before exec (it has _exit()ed or was killed with its cgroup)."""
-    # Still our unreaped child, so the PID cannot have been reused: kill -9 by PID is safe.
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)

@@ -18,9 +18,9 @@ from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
-from supervisor.engine.launching import Networking
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
+from supervisor.engine.ports import Networking
 from supervisor.engine.readiness import Readiness
 from supervisor.engine.run import Host, Run, limits_from
 from supervisor.engine.states import State
@@ -81,7 +81,7 @@ class RunnerBase:
             name, state_dir, host.loop, host.monotonic, self._wake.set, self._event
         )
         self.health = HealthMonitor(name, host.loop, host.monotonic, self._health_changed,
-                                    self._event)  # fmt: skip
+                                    self._event, prober=host.prober)  # fmt: skip
 
     # -- commands (from the reconciler; never block) -------------------------------------
 

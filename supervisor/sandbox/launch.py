@@ -16,10 +16,11 @@ Nothing half-built is left: mounts live in PID 1's mount namespace and die with 
 destroys the cgroup.
 
 The daemon must be a child subreaper (PR_SET_CHILD_SUBREAPER) so PID 1 re-parents to it.
-With a fork server installed (`set_fork_server`, see forkserver.py) the launcher is forked by
-the server, a small separate process, which is what the daemon does; without one, launch()
-forks from the calling process, which must then have a single thread (STYLE rule 6: checked,
-fails closed). Both paths run the same children and speak the same protocol.
+Given a fork server (forkserver.py), the launcher is forked by the server, a small separate
+process, which is what the daemon does; without one, launch() forks from the calling process,
+which must then have a single thread: a fork copies only the calling thread, so a lock another
+thread held (the allocator's, logging's) stays locked forever in the child. That is checked,
+and fails closed. Both paths run the same children and speak the same protocol.
 """
 
 from __future__ import annotations
@@ -350,19 +351,6 @@ class Launched:
             self._go_w = self._sync_r = -1
 
 
-_server: ForkServer | None = None
-
-
-def set_fork_server(server: ForkServer | None) -> None:
-    """Make launch() go through `server` (None: fork from the calling process again)."""
-    global _server  # noqa: PLW0603  (one server per daemon, set at start-up)
-    _server = server
-
-
-def fork_server() -> ForkServer | None:
-    return _server
-
-
 def _fork_directly(plan: ChildPlan, fds: ChildFds, syscalls: Syscalls, name: str) -> DirectLauncher:
     threads = threading.active_count()
     if threads != 1:
@@ -397,11 +385,9 @@ def launch(
 ) -> Launched:
     """Start the launcher; return once PID 1 exists (waiting for Go). See the module docstring.
 
-    The launcher comes from `server`, else from the installed fork server (`set_fork_server`),
-    else from a fork of this process; a fake `syscalls` always means the latter."""
+    The launcher comes from `server` (the daemon's fork server), else from a fork of this
+    process."""
     name = req.spec.name
-    if syscalls is REAL and server is None:
-        server = _server
     plan = build_plan(req)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)

@@ -76,6 +76,7 @@ class StubCgroup:
 
 class StubManager:
     version = 0
+    oom_watch_fds = 0
 
     def __init__(self) -> None:
         self.created = 0
@@ -89,6 +90,9 @@ class StubManager:
 
     def list_units(self) -> list[str]:
         return []
+
+    def unit_of(self, cgroup_path: str) -> str | None:
+        return cgroup_path.rpartition("/")[2] or None
 
 
 @dataclass

@@ -357,7 +357,7 @@ def test_v2_freeze_fallback_without_cgroup_kill(env: Env, monkeypatch: pytest.Mo
     if env.version != 2:
         pytest.skip("the cgroup.kill fallback is a v2 path")
     cg = env.manager.create("esc", Limits())
-    monkeypatch.setattr(type(cg), "KILL_FILE", "no-such-file")  # as on Linux < 5.14
+    monkeypatch.setattr(sys.modules[type(cg).__module__], "KILL_FILE", "no-such-file")  # < 5.14
     pid, escapees = _double_fork_escapees(env, cg)
     cg.kill_all()
     assert cg.pids() == []

@@ -24,7 +24,7 @@ import harness  # lives with the probe it drives, in tests/probe
 from supervisor.errors import LaunchError
 from supervisor.sandbox.forkserver import ForkServer, ForkServerError
 from supervisor.sandbox.frames import recv_frame, send_frame
-from supervisor.sandbox.launch import LaunchRequest, build_plan, launch, set_fork_server
+from supervisor.sandbox.launch import LaunchRequest, build_plan, launch
 from supervisor.sandbox.plancodec import encode_plan
 from supervisor.sandbox.protocol import (
     MAX_KEEP_FDS,
@@ -49,11 +49,10 @@ pytestmark = [
 def server() -> Iterator[ForkServer]:
     harness.set_subreaper()
     srv = ForkServer.start()
-    set_fork_server(srv)
     try:
-        yield srv
+        with harness.through(srv):
+            yield srv
     finally:
-        set_fork_server(None)
         srv.close()
 
 
@@ -88,7 +87,9 @@ def test_the_server_is_small_and_loads_no_daemon_libraries(server: ForkServer) -
 def test_pid1_is_a_child_of_the_daemon_not_of_the_server(server: ForkServer) -> None:
     out = os.open("/dev/null", os.O_WRONLY)
     with harness.v1_cgroup() as procs:
-        launched = launch(LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out))
+        launched = launch(
+            LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out), server=server
+        )
         try:
             launched.go()
             ppid = int(status_field(launched.pid, "PPid"))
@@ -185,7 +186,7 @@ def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
     out = os.open("/dev/null", os.O_WRONLY)
     try:
         with pytest.raises(LaunchError) as info:
-            launch(LaunchRequest(spec, [], out, out, timeout=0.3))
+            launch(LaunchRequest(spec, [], out, out, timeout=0.3), server=server)
     finally:
         os.close(out)
     assert (info.value.stage, info.value.message) == (

@@ -26,11 +26,11 @@ import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor import cgroups
 from supervisor.config import DaemonConfig
-from supervisor.engine.launching import SandboxNetwork, sandbox_launcher
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host, Run, fds_per_run
+from supervisor.sandbox.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import LaunchRequest, launch, set_fork_server
+from supervisor.sandbox.launch import LaunchRequest, launch
 
 pytestmark = [
     pytest.mark.root,
@@ -77,14 +77,13 @@ def test_the_fork_server_launches_with_every_fd_above_1024() -> None:
     harness.set_subreaper()
     with fds_above_setsize():
         server = ForkServer.start()
-        set_fork_server(server)
         try:
             for _ in range(3):
                 read_fd, out = os.pipe2(os.O_CLOEXEC)
                 assert min(read_fd, out) >= FD_SETSIZE
                 with harness.v1_cgroup() as procs:
                     req = LaunchRequest(harness.unit(["/bin/echo", "hi"]), procs, out, out)
-                    launched = launch(req)
+                    launched = launch(req, server=server)
                     os.close(out)
                     launched.go()
                     _, status = os.waitpid(launched.pid, 0)
@@ -97,7 +96,6 @@ def test_the_fork_server_launches_with_every_fd_above_1024() -> None:
             server.ensure()
             assert len(open_fds()) == before
         finally:
-            set_fork_server(None)
             server.close()
 
 
@@ -110,12 +108,10 @@ def engine() -> Iterator[tuple[Host, Path]]:
     loop = asyncio.new_event_loop()
     data = Path(tempfile.mkdtemp(prefix="sbx-scale-", dir="/tmp"))
     server = ForkServer.start()
-    set_fork_server(server)
     try:
         network = SandboxNetwork(DaemonConfig(data_dir=data, state_dir=data / "state"))
-        yield Host(loop, manager, sandbox_launcher(data, network)), data
+        yield Host(loop, manager, SandboxLauncher(data, network, server)), data
     finally:
-        set_fork_server(None)
         server.close()
         loop.close()
         for unit in manager.list_units():
@@ -150,7 +146,7 @@ def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
                 host.loop.run_until_complete(asyncio.sleep(0.02))
             host.loop.run_until_complete(asyncio.sleep(0.05))
             during = open_fds()
-            assert len(during) - len(before) == n * fds_per_run(host.cgroups.version), [
+            assert len(during) - len(before) == n * fds_per_run(host.cgroups), [
                 os.readlink(f"/proc/self/fd/{fd}") for fd in set(during) - set(before)
             ]
         finally:

@@ -24,7 +24,7 @@ import pytest
 
 from supervisor.errors import LaunchError
 from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import ExtraBind, LaunchRequest, launch, set_fork_server
+from supervisor.sandbox.launch import ExtraBind, LaunchRequest, launch
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -158,7 +158,8 @@ def run(
                     extra_env=extra_env or {},
                     extra_binds=extra_binds or [],
                     overlay_dir=overlay_dir,
-                )
+                ),
+                server=_fork_server,
             )
         finally:
             os.close(out_w)
@@ -179,6 +180,20 @@ def run(
     return Run(launched.pid, status, data[out_r], data[err_r])
 
 
+_fork_server: ForkServer | None = None
+
+
+@contextlib.contextmanager
+def through(server: ForkServer) -> Iterator[ForkServer]:
+    """Inside the block, `launch` and `run` fork through `server` (the daemon's way)."""
+    global _fork_server  # noqa: PLW0603  (test-side: one server per test module at a time)
+    _fork_server = server
+    try:
+        yield server
+    finally:
+        _fork_server = None
+
+
 def mountinfo() -> list[str]:
     """The host's mount table, without per-mount ids that legitimately differ."""
     with open("/proc/self/mountinfo") as f:
@@ -193,9 +208,8 @@ def launch_path(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "direct"
         return
     server = ForkServer.start()
-    set_fork_server(server)
     try:
-        yield "forkserver"
+        with through(server):
+            yield "forkserver"
     finally:
-        set_fork_server(None)
         server.close()

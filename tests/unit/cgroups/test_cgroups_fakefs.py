@@ -13,6 +13,7 @@ from cgroups_fakes import RecordingBpf
 
 from supervisor import cgroups
 from supervisor.cgroups import files
+from supervisor.cgroups.base import unit_in
 from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
 
 V2_UNIT_FILES = {
@@ -151,6 +152,29 @@ def test_v2_own_cgroup_moves_daemon_to_a_leaf(tmp_path: Path) -> None:
     assert (own / "cgroup.subtree_control").read_text() == "+pids"
     lay_out(own / "units" / "web", V2_UNIT_FILES)
     assert manager.list_units() == ["web"]
+    # OOM records name cgroups relative to the hierarchy's root: only our units are ours.
+    assert manager.unit_of("/system.slice/sandboxd.service/units/web") == "web"
+    assert manager.unit_of("/system.slice/sandboxd.service/web") is None
+    assert manager.unit_of("/system.slice/other.service/units/web") is None
+    assert manager.oom_watch_fds == 1
+
+
+def test_v2_subgroup_is_a_child_of_the_unit(tmp_path: Path) -> None:
+    lay_out(tmp_path, V2_CONTROL)
+    lay_out(tmp_path / "t", V2_CONTROL)
+    lay_out(tmp_path / "t" / "web", V2_UNIT_FILES)
+    manager = cgroups.new("t", root=str(tmp_path), bpf=RecordingBpf())
+    unit = manager.open("web")
+    assert unit is not None
+    sub = unit.subgroup("probe")
+    d = tmp_path / "t" / "web" / "probe"
+    assert d.is_dir() and sub.procs_files() == [str(d / "cgroup.procs")]
+    (d / "cgroup.procs").write_text("5\n6\n")
+    assert sub.pids() == [5, 6] and unit.pids() == []
+    (d / "cgroup.procs").unlink()  # a real rmdir ignores kernel files; a fake one does not
+    sub.destroy()
+    assert not d.exists()
+    sub.destroy()  # idempotent
 
 
 def test_unit_names_cannot_escape_the_parent(tmp_path: Path) -> None:
@@ -199,6 +223,22 @@ def test_v1_layout_and_apply(tmp_path: Path) -> None:
     assert (tmp_path / "devices/sandboxd/web/devices.allow").read_text() == "c 136:* rw"
     assert len(unit.procs_files()) == 5
     assert manager.list_units() == ["web"]
+    assert manager.unit_of("/sandboxd/web") == "web"
+    assert manager.unit_of("/xsandboxd/web") is None
+    assert manager.oom_watch_fds == 2
+
+    # A sub-cgroup in every hierarchy; its cpuset starts with the unit's cpus and mems (a v1
+    # cpuset refuses tasks until they are set). A fake mkdir makes no kernel files: lay out.
+    for c in unit_files:
+        lay_out(tmp_path / c / "sandboxd" / "web" / "probe", {"cgroup.procs": ""})
+    lay_out(tmp_path / "cpuset/sandboxd/web/probe", {"cpuset.cpus": "", "cpuset.mems": ""})
+    sub = unit.subgroup("probe")
+    assert (tmp_path / "cpuset/sandboxd/web/probe/cpuset.cpus").read_text() == "0-3"
+    assert sorted(sub.procs_files()) == sorted(
+        str(tmp_path / c / "sandboxd/web/probe/cgroup.procs") for c in unit_files
+    )
+    (tmp_path / "pids/sandboxd/web/probe/cgroup.procs").write_text("7\n")
+    assert sub.pids() == [7]
 
 
 def test_v2_own_cgroup_already_the_leaf(tmp_path: Path) -> None:
@@ -213,3 +253,20 @@ def test_v2_own_cgroup_already_the_leaf(tmp_path: Path) -> None:
     assert not (own / "supervisor" / "supervisor").exists()
     lay_out(own / "units" / "db", V2_UNIT_FILES)
     assert manager.list_units() == ["db"]
+
+
+@pytest.mark.parametrize(
+    ("path", "base", "unit"),
+    [
+        ("/sandboxd-test-1-2/hog", "sandboxd-test-1-2", "hog"),
+        ("/sandboxd-test-1-2/hog", "sandboxd-test-1-3", None),  # another daemon's unit
+        ("/a/b/hog", "a/b", "hog"),
+        ("/a/b/hog", "b", "hog"),  # printed from outside our cgroup namespace
+        ("/xb/hog", "b", None),
+        ("/a/b/c/hog", "a/b", None),  # deeper: a sub-cgroup, not a unit
+        ("/", "sandboxd", None),
+        ("/sandboxd", "sandboxd", None),
+    ],
+)
+def test_unit_in(path: str, base: str, unit: str | None) -> None:
+    assert unit_in(path, base) == unit

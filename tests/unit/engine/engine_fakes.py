@@ -102,6 +102,7 @@ def _alive(pid: int) -> bool:
 
 class FakeManager:
     version = 0
+    oom_watch_fds = 0
 
     def __init__(self) -> None:
         self.cgroups: dict[str, FakeCgroup] = {}
@@ -121,6 +122,9 @@ class FakeManager:
 
     def list_units(self) -> list[str]:
         return [n for n, c in self.cgroups.items() if not c.destroyed]
+
+    def unit_of(self, cgroup_path: str) -> str | None:
+        return cgroup_path.rpartition("/")[2] or None
 
 
 @dataclass

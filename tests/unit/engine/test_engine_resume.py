@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from engine_fakes import Rig, make_rig, make_spec
 
-from supervisor.engine import proc
 from supervisor.engine.states import State
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
+from supervisor.linux import pidfd as proc
 from supervisor.unit.spec import UnitSpec
 
 

@@ -16,10 +16,10 @@ import structlog
 from engine_fakes import Rig, make_rig, make_spec
 from structlog.testing import capture_logs
 
-from supervisor.engine import proc
 from supervisor.engine.states import State
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
+from supervisor.linux import pidfd as proc
 
 CAPTURE = [structlog.contextvars.merge_contextvars]
 KERNEL = tuple(int(x) for x in os.uname().release.split(".")[:2])

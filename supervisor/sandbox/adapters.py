@@ -1,84 +1,35 @@
-"""The engine's view of the launcher: a callable that starts a sandbox and hands back its PID 1.
+"""The sandbox side of the engine's ports (engine/ports.py): launching and networking.
+(The third port, exec probes, is prober.py.)
 
-Injected into the runners so the state machine is tested with a fake launcher and fake
-cgroups, and so the engine depends on one small shape instead of the launcher's request type.
+The launcher builds bridge networking (network.py) between the fork and the go byte:
+prepare (validate, lease) → launch → attach (veth, eth0, route) → return. A network failure
+aborts the launch (PID 1 exits without building anything) and is a LaunchError with stage
+"network". `SandboxNetwork` is also what the runners call after a run (detach), on removal
+(release) and the reconciler at start-up (orphans). pyroute2 is imported on first use only:
+~170 ms of start-up that a daemon without bridge units never pays.
 
-The real launcher also builds bridge networking (sandbox/network.py) between the fork and the
-go byte: prepare (validate, lease) → launch → attach (veth, eth0, route) → return. A network
-failure aborts the launch (PID 1 exits without building anything) and is a LaunchError with
-stage "network", so the unit fails with `launch-error:network: …` like any launch error.
-`SandboxNetwork` is also what the runners call after a run (detach), on removal (release) and
-the reconciler at start-up (orphans). pyroute2 is imported on first use only: ~170 ms of
-start-up that a daemon without bridge units never pays.
+Launches go through the daemon's fork server, handed in by the daemon: no module global.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
+from supervisor.linux import pidfd
 from supervisor.log import get_logger
+from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
 
 if TYPE_CHECKING:
     from supervisor.sandbox.network import NetworkManager, NetworkPlan
 
 log = get_logger()
-
-
-class Started(Protocol):
-    """A sandbox whose PID 1 exists and waits for the go byte."""
-
-    @property
-    def pid(self) -> int: ...
-
-    def go(self) -> None:
-        """Let PID 1 build its root and exec; raises LaunchError if it failed before exec."""
-        ...
-
-
-Bind = tuple[str, str, bool]  # (host source, target inside the sandbox, read-only)
-
-
-class Launcher(Protocol):
-    def __call__(
-        self,
-        spec: UnitSpec,
-        cgroup: UnitCgroup,
-        output_fd: int,
-        keep_fds: Sequence[int],
-        *,
-        extra_env: Mapping[str, str] | None = None,
-        extra_binds: Sequence[Bind] = (),
-    ) -> Awaitable[Started]:
-        """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
-        `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
-        are what the daemon adds for this run (the notify socket). Raises LaunchError, and
-        leaves nothing of the sandbox behind when it does."""
-        ...
-
-
-class Networking(Protocol):
-    """What runners and the reconciler ask of sandbox networking beyond the launch."""
-
-    async def detach(self, spec: UnitSpec) -> None:
-        """A run of `spec` has ended: remove what the launch attached."""
-        ...
-
-    def release(self, unit: str) -> None:
-        """The unit is gone for good (its file was removed): free its address."""
-        ...
-
-    async def cleanup(self, running: Iterable[str], known: Iterable[str]) -> None:
-        """Daemon start, after re-adoption: remove what no running unit owns."""
-        ...
 
 
 class SandboxNetwork:
@@ -145,47 +96,36 @@ class SandboxNetwork:
                      released_leases=report.released_leases)  # fmt: skip
 
 
-def sandbox_launcher(data_dir: Path, network: SandboxNetwork) -> Launcher:
-    """The real launcher (supervisor.sandbox.launch) in the engine's shape."""
-    from supervisor.sandbox.launch import (  # noqa: PLC0415  (load late)
-        ExtraBind,
-        LaunchRequest,
-        launch,
-    )
+class SandboxLauncher:
+    """The real launcher (launch.py) through `server`, with bridge networking."""
 
-    async def start(
+    def __init__(self, data_dir: Path, network: SandboxNetwork, server: ForkServer | None) -> None:
+        self.data_dir, self.network, self.server = data_dir, network, server
+
+    async def __call__(
+        self,
         spec: UnitSpec,
         cgroup: UnitCgroup,
         output_fd: int,
         keep_fds: Sequence[int],
         *,
         extra_env: Mapping[str, str] | None = None,
-        extra_binds: Sequence[Bind] = (),
-    ) -> Started:
-        plan = await network.prepare(spec)
-        overlay = str(data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
+        extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
+    ) -> Launched:
+        plan = await self.network.prepare(spec)
+        overlay = str(self.data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds),
         )  # fmt: skip
-        started = launch(request)
+        started = launch(request, server=self.server)
         if plan is not None:
             try:
-                await network.attach(plan, started.pid)  # attach removes its own veth
+                await self.network.attach(plan, started.pid)  # attach removes its own veth
             except BaseException:
                 started.abort()  # PID 1 sees EOF instead of go and exits
-                _reap(started.pid)
+                # After abort() reaped its launcher PID 1 is our child (we are its subreaper).
+                pidfd.kill_and_reap(started.pid)
                 raise
         return started
-
-    return start
-
-
-def _reap(pid: int) -> None:
-    """Reap an aborted PID 1: after abort() reaped its launcher it is our child (we are its
-    subreaper), so its PID cannot have been reused and kill -9 by PID is safe."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)

@@ -3,8 +3,8 @@
 The cgroup's counter says *that* a process was OOM-killed; only the kernel log says *which*
 one. Each `oom-kill:constraint=...,oom_memcg=<path>,task_memcg=<path>,task=<comm>,pid=<pid>`
 record names the victim's cgroup, command and host PID. The daemon reads /dev/kmsg from its
-end (old records are not replayed) with `loop.add_reader` and hands each victim to the unit
-whose cgroup path ends with `/<parent>/<unit>` (just `/<unit>` without a configured parent).
+end (old records are not replayed) with `loop.add_reader`; which unit a victim's cgroup is,
+the cgroup manager says (`Manager.unit_of`).
 Best effort: without /dev/kmsg (containers, lockdown) victims are simply not reported.
 """
 
@@ -41,14 +41,6 @@ def parse(record: bytes) -> Victim | None:
         match["task"].decode(errors="replace"),
         int(match["pid"]),
     )
-
-
-def unit_of(victim: Victim, parent: str | None) -> str | None:
-    """The unit name if the victim's cgroup is `<...>/<parent>/<unit>` (or `<...>/<unit>`)."""
-    head, _, unit = victim.memcg.rstrip("/").rpartition("/")
-    if parent and not (head + "/").endswith("/" + parent.strip("/") + "/"):
-        return None
-    return unit or None
 
 
 class KmsgWatch:

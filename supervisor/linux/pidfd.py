@@ -1,9 +1,10 @@
-"""Process identity and exit status through pidfds: the engine's window on its services.
+"""Process identity and exit status through pidfds: how the daemon watches a service's PID 1.
 
 A PID alone is not an identity (PIDs are reused), so a service is known by its PID plus the
 `starttime` field of /proc/<pid>/stat, and watched through a pidfd, which always refers to the
 process it was opened for. Exit statuses come from `waitpid(pid)` for our own children only
-(STYLE rule 9: no waitpid(-1), no asyncio child watcher). A service re-adopted after a daemon
+(no waitpid(-1), no asyncio child watcher: a blind reap would steal the status of a
+process someone else in the daemon waits for). A service re-adopted after a daemon
 restart is no longer our child (it was reparented to init), so its status comes from
 PIDFD_GET_INFO with PIDFD_INFO_EXIT (Linux 6.15+), which keeps the status for holders of a pidfd
 once the real parent has reaped it; on older kernels the status is unknown.
@@ -11,6 +12,7 @@ once the real parent has reaped it; on older kernels the status is unknown.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -90,33 +92,6 @@ def exit_status_from_pidfd(pidfd: int) -> int | None:
     return int(status)
 
 
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"SIG{signum}"
-
-
-def describe_status(status: int) -> str:
-    """`exit-code:N` or `signal:NAME` for a wait status."""
-    if os.WIFSIGNALED(status):
-        return f"signal:{signal_name(os.WTERMSIG(status))}"
-    return f"exit-code:{os.waitstatus_to_exitcode(status)}"
-
-
-def exit_reason(status: int | None, oom_kills_during_run: int) -> str:
-    """The contract's exit reason (STYLE rule 11).
-
-    A SIGKILL with the cgroup's OOM counter moved during the run is `oom-killed`; a SIGKILL
-    without one (an operator's kill -9) stays `signal:SIGKILL`. An unknown status is `lost`.
-    """
-    if status is None:
-        return "oom-killed" if oom_kills_during_run else "lost"
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and oom_kills_during_run:
-        return "oom-killed"
-    return describe_status(status)
-
-
 def send_signal(pidfd: int, signum: int) -> bool:
     """Signal through the pidfd (never a reused PID); False if the process is already gone."""
     try:
@@ -124,3 +99,12 @@ def send_signal(pidfd: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL and reap our own unreaped child `pid` (a PID 1 that failed or was aborted before
+    exec). Safe by PID only because an unreaped child's PID cannot be reused."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.engine.kmsg import Victim, parse, unit_of
+from supervisor.linux.kmsg import Victim, parse
 
 V1 = (
     b"6,2773,1402827606,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=memhog,"
@@ -30,19 +30,3 @@ V1 = (
 )
 def test_parse(record: bytes, victim: Victim | None) -> None:
     assert parse(record) == victim
-
-
-@pytest.mark.parametrize(
-    ("memcg", "parent", "unit"),
-    [
-        ("/sandboxd-test-1-2/hog", "sandboxd-test-1-2", "hog"),
-        ("/sandboxd-test-1-2/hog", "sandboxd-test-1-3", None),  # another daemon's unit
-        ("/a/b/hog", "a/b", "hog"),
-        ("/a/b/hog", "b", "hog"),
-        ("/xb/hog", "b", None),
-        ("/system.slice/sandboxd.service/hog", None, "hog"),
-        ("/", None, None),
-    ],
-)
-def test_unit_of(memcg: str, parent: str | None, unit: str | None) -> None:
-    assert unit_of(Victim(memcg, "x", 1), parent) == unit

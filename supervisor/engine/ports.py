@@ -1,0 +1,109 @@
+"""The engine's ports: the small shapes through which it asks for sandboxes to be launched,
+networked and probed, without knowing how (supervisor/sandbox/ does it: adapters.py, prober.py).
+
+Injected through `Host` (engine/run.py), so the state machine is tested with a fake launcher
+and fake cgroups, and the engine depends on a few methods instead of the launcher's request
+types, the fork server's wire messages or the kernel calls behind them.
+
+A launch that also builds bridge networking does it between the fork and the go byte; a
+network failure is a LaunchError with stage "network", so the unit fails with
+`launch-error:network: …` like any launch error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from supervisor.cgroups import Subgroup, UnitCgroup
+from supervisor.unit.spec import UnitSpec
+
+
+class Started(Protocol):
+    """A sandbox whose PID 1 exists and waits for the go byte."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def go(self) -> None:
+        """Let PID 1 build its root and exec; raises LaunchError if it failed before exec."""
+        ...
+
+
+Bind = tuple[str, str, bool]  # (host source, target inside the sandbox, read-only)
+
+
+class Launcher(Protocol):
+    def __call__(
+        self,
+        spec: UnitSpec,
+        cgroup: UnitCgroup,
+        output_fd: int,
+        keep_fds: Sequence[int],
+        *,
+        extra_env: Mapping[str, str] | None = None,
+        extra_binds: Sequence[Bind] = (),
+    ) -> Awaitable[Started]:
+        """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
+        `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
+        are what the daemon adds for this run (the notify socket). Raises LaunchError, and
+        leaves nothing of the sandbox behind when it does."""
+        ...
+
+
+class Networking(Protocol):
+    """What runners and the reconciler ask of sandbox networking beyond the launch."""
+
+    async def detach(self, spec: UnitSpec) -> None:
+        """A run of `spec` has ended: remove what the launch attached."""
+        ...
+
+    def release(self, unit: str) -> None:
+        """The unit is gone for good (its file was removed): free its address."""
+        ...
+
+    async def cleanup(self, running: Iterable[str], known: Iterable[str]) -> None:
+        """Daemon start, after re-adoption: remove what no running unit owns."""
+        ...
+
+
+class ProbeOutcome(Protocol):
+    """How an exec probe's command ended, as the sandbox side saw it."""
+
+    @property
+    def status(self) -> int | None:
+        """Its wait status; None if none was reported (the fork server died meanwhile)."""
+        ...
+
+    @property
+    def timed_out(self) -> bool:
+        """Killed, with its process tree, when its timeout ran out."""
+        ...
+
+    @property
+    def output(self) -> str:
+        """The start of what it wrote to stdout and stderr."""
+        ...
+
+
+class ProbeJob(Protocol):
+    """One exec probe command running inside a sandbox."""
+
+    async def reported(self, within: float) -> bool:
+        """Wait until the sandbox side has said all it will; False if that took longer than
+        `within` seconds (something is stuck)."""
+        ...
+
+    def finish(self) -> ProbeOutcome:
+        """Stop waiting (synchronously), release what the job holds, and say what is known.
+        Idempotent. The job's command must have been killed first (its sub-cgroup)."""
+        ...
+
+
+class Prober(Protocol):
+    def start(
+        self, unit: str, pid: int, argv: Sequence[str], cgroup: Subgroup, timeout: float
+    ) -> ProbeJob:
+        """Run `argv` inside the sandbox whose PID 1 is `pid` (entered as `sandboxctl exec`
+        does), in `cgroup`, killed after `timeout` seconds. Raises ProbeStartError."""
+        ...

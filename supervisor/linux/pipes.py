@@ -1,0 +1,84 @@
+"""Pipes a service writes its output into, and finding them again in another process's fds.
+
+A re-adopting daemon has no fd of the output pipe of a service it did not start: it finds the
+pipe among PID 1's fds (/proc/<pid>/fd/<n>, whose link reads `pipe:[<inode>]`, proc(5)) and
+opens it there; opening a pipe's /proc link opens the pipe itself, with the access mode asked
+for, so read-only gives a read end even through the service's stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+
+_F_SETPIPE_SZ = 1031  # <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE + 7
+
+
+def new_pipe(size: int) -> tuple[int, int]:
+    """A close-on-exec pipe (read end, write end) with a `size`-byte buffer if the host allows
+    it (/proc/sys/fs/pipe-max-size), else the default 64 KiB."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, size)
+    return read_fd, write_fd
+
+
+@dataclass(frozen=True)
+class FdProblem:
+    """Why PID 1's fd `fd` is not the recorded pipe: `reason` is missing (no such fd),
+    not-a-pipe, other-pipe or unreadable; `found` is what the fd is instead, or the error."""
+
+    fd: int
+    reason: str
+    found: str | None = None
+
+
+def check_fd(pid: int, fd: int, inode: int) -> FdProblem | None:
+    """None if process `pid` holds the pipe `inode` as `fd`, else what is wrong with it."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except FileNotFoundError:
+        return FdProblem(fd, "missing")
+    except OSError as exc:
+        return FdProblem(fd, "unreadable", exc.strerror)
+    if target == _pipe_name(inode):
+        return None
+    return FdProblem(fd, "other-pipe" if target.startswith("pipe:") else "not-a-pipe", target)
+
+
+def find_pipe(pid: int, inode: int) -> int | None:
+    """An fd of process `pid` that is the pipe `inode` (kept fds before stdio), or None."""
+    try:
+        fds = sorted((int(n) for n in os.listdir(f"/proc/{pid}/fd")), key=lambda n: (n < 3, n))
+    except OSError:
+        return None
+    for fd in fds:
+        if check_fd(pid, fd, inode) is None:
+            return fd
+    return None
+
+
+def open_held_pipe(pid: int, fd: int, inode: int) -> tuple[int, int] | None:
+    """A non-blocking read end of the pipe `inode` that process `pid` holds as `fd` or, failing
+    that (see `check_fd`), as any other fd: (our fd, its fd number there); None if it holds
+    it nowhere."""
+    found = fd if check_fd(pid, fd, inode) is None else find_pipe(pid, inode)
+    if found is None:
+        return None
+    try:
+        read_fd = os.open(f"/proc/{pid}/fd/{found}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    # Between the check and the open the fd may have been closed and its number reused.
+    st = os.fstat(read_fd)
+    if st.st_ino != inode or not stat.S_ISFIFO(st.st_mode):
+        os.close(read_fd)
+        return None
+    return read_fd, found
+
+
+def _pipe_name(inode: int) -> str:
+    return f"pipe:[{inode}]"  # what /proc/<pid>/fd/<n> reads for a pipe (proc(5))
