@@ -30,9 +30,9 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
-from supervisor.sandbox.adapters import SandboxLauncher, SandboxNetwork
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.prober import ForkServerProber
+from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
@@ -114,7 +114,7 @@ async def serve(config: DaemonConfig) -> None:
     logger.info("daemon.starting", pid=os.getpid(), cgroup_version=manager.version,
                 units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
     # Launchers and exec probes are forked by a small helper process, not by this (large)
-    # daemon; sandbox PID 1s still re-parent to the daemon (see supervisor/sandbox/forkserver.py).
+    # daemon; sandbox PID 1s still re-parent to the daemon (supervisor/sandbox/host/forkserver.py).
     fork_server = ForkServer.start()
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use

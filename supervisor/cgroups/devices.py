@@ -77,9 +77,9 @@ def _char(major: int, minor: int | None) -> DeviceRule:
     return DeviceRule("c", major, minor, "rw")
 
 
-# The launcher's minimal /dev (sandbox/rootfs.py DEVICES, devpts): null, zero, full, random,
-# urandom, tty, ptmx and the pty slaves of the sandbox's own devpts instance (136-143 are all
-# pty majors; one is 1M slaves, plenty). No "m": nothing in a sandbox needs to create nodes.
+# The launcher's minimal /dev (sandbox/host/hostlayout.py DEVICES, devpts): null, zero, full,
+# random, urandom, tty, ptmx and the pty slaves of the sandbox's own devpts instance (136-143
+# are all pty majors; one is 1M slaves, plenty). No "m": nothing in a sandbox needs to create nodes.
 DEFAULT_RULES: tuple[DeviceRule, ...] = (
     _char(1, 3),  # /dev/null
     _char(1, 5),  # /dev/zero

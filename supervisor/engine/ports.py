@@ -1,5 +1,6 @@
 """The engine's ports: the small shapes through which it asks for sandboxes to be launched,
-networked and probed, without knowing how (supervisor/sandbox/ does it: adapters.py, prober.py).
+networked and probed, without knowing how (supervisor/sandbox/host/
+does it: adapters.py, prober.py).
 
 Injected through `Host` (engine/run.py), so the state machine is tested with a fake launcher
 and fake cgroups, and the engine depends on a few methods instead of the launcher's request

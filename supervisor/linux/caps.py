@@ -74,7 +74,7 @@ class CapPlan:
     ) -> CapPlan:
         """A unit's plan: `listed` is its `capabilities` (None when the file does not set it,
         then `default` applies to root only); `exec_only` joins the bounding set alone (see
-        launch.py). KeyError for an unknown name."""
+        sandbox/host/launch.py). KeyError for an unknown name."""
         mask = mask_of(default if listed is None else listed)
         return cls(mask | mask_of(exec_only), mask, 0 if listed is None else mask, last)
 

@@ -5,7 +5,7 @@ it later. So the daemon can open a socket *inside* a sandbox's network namespace
 into that namespace, calling socket(), and switching straight back, then connect and talk
 through it asynchronously from its own event loop like any other socket. The same holds for
 `pid_for_children`: a fork() while the daemon is in a sandbox's PID namespace puts the child
-in that namespace (sandbox/enter.py does this for `sandboxctl exec`).
+in that namespace (sandbox/child/enter.py does this for `sandboxctl exec`).
 
 Safe only because the daemon is single-threaded and nothing awaits between the two setns()
 calls (`briefly_in` is a plain, synchronous context manager): no other code runs while the

@@ -6,9 +6,10 @@ error; the launcher reports the real failure as `launch-error:` if it is still m
 Each check is a small function in HOST_CHECKS, in the spirit of runc's validator list.
 
 A host path the sandbox mounts (bind source, root directory, device) must not go through a
-symlink anywhere: the launcher refuses to follow one (rootfs.py), because a sandbox that can
-write a shared directory could otherwise point a neighbour's mount at /etc. Validation names
-the link ahead of time, as a warning like the others (the launch is what enforces it).
+symlink anywhere: the launcher refuses to follow one (sandbox/child/rootfs.py), because a
+sandbox that can write a shared directory could otherwise point a neighbour's mount at /etc.
+Validation names the link ahead of time, as a warning like the others (the launch is what
+enforces it).
 
 Cross-unit checks need every unit of the directory: `after` must name a unit file that exists,
 and `after` must not form a cycle (nothing in a cycle could ever start). Both are errors.

@@ -73,10 +73,10 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
 
 
 def fork_server_pid(daemon: int) -> int:
-    """The daemon's fork server: its child running `supervisor.sandbox.forkserver`."""
+    """The daemon's fork server: its child running `python -m supervisor.sandbox.server`."""
     for task in os.listdir(f"/proc/{daemon}/task"):
         for child in Path(f"/proc/{daemon}/task/{task}/children").read_text().split():
-            if b"supervisor.sandbox.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"supervisor.sandbox.server\x00" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return int(child)
     raise RuntimeError("the daemon has no fork server")
 

@@ -42,13 +42,13 @@ import pydantic  # noqa: F401
 import pyroute2  # noqa: F401
 import structlog  # noqa: F401
 
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.launch import LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
 
 # The daemon's own modules, best effort: the work tree is shared with engineers mid-change.
 missing = []
-for module in ("supervisor.daemon", "supervisor.api.server", "supervisor.sandbox.network"):
+for module in ("supervisor.daemon", "supervisor.api.server", "supervisor.sandbox.host.network"):
     try:
         importlib.import_module(module)
     except ImportError as err:

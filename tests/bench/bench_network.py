@@ -28,7 +28,7 @@ import threading
 import time
 
 from supervisor.config import DaemonConfig
-from supervisor.sandbox.network import NetworkManager
+from supervisor.sandbox.host.network import NetworkManager
 from supervisor.unit.schema import Network
 
 CLONE_NEWNET = 0x40000000

@@ -1,9 +1,9 @@
 """Real sandboxes in real unit cgroups, for the device and cpuset tests (v1 here, v2 in the VM).
 
 `sandbox_env` gives a Manager on its own parent `sandboxd-test-dc-<pid>-<n>`; sandboxes are
-launched through `supervisor.sandbox.launch` into a unit cgroup made by that manager, exactly as
-the daemon does. Teardown kills and reaps only the PIDs launched here, destroys every unit
-cgroup of the parent (which detaches v2 device filters) and removes the parent.
+launched through `supervisor.sandbox.host.launch` into a unit cgroup made by that manager,
+exactly as the daemon does. Teardown kills and reaps only the PIDs launched here, destroys
+every unit cgroup of the parent (which detaches v2 device filters) and removes the parent.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import harness  # tests/probe: unit specs, subreaper
 from supervisor import cgroups
 from supervisor.cgroups import UnitCgroup
 from supervisor.errors import LaunchError
-from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.sandbox.host.launch import LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
 
 _serial = count()

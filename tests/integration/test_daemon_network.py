@@ -25,8 +25,8 @@ from _requires import requires_root
 from daemon_kit import Daemon, pid_alive, wait_for
 from test_network_bridge import filtered, rules
 
-from supervisor.sandbox.antispoof import table_name
-from supervisor.sandbox.network import veth_name
+from supervisor.sandbox.host.antispoof import table_name
+from supervisor.sandbox.host.network import veth_name
 
 pytestmark = [pytest.mark.root, requires_root]
 PYTHON = "/usr/bin/python3"

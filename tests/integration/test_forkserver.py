@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
 import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
-from supervisor.sandbox.forkserver import ForkServer, ForkServerError
-from supervisor.sandbox.frames import recv_frame, send_frame
-from supervisor.sandbox.launch import LaunchRequest, build_plan, launch
-from supervisor.sandbox.plancodec import encode_plan
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
+from supervisor.sandbox.wire.frames import recv_frame, send_frame
+from supervisor.sandbox.wire.plancodec import encode_plan
+from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
     Forked,
@@ -233,7 +233,7 @@ def test_a_bad_request_is_answered_with_a_server_error(server: ForkServer) -> No
 
 DAEMON = r"""
 import os, sys, time
-from supervisor.sandbox.forkserver import ForkServer
+from supervisor.sandbox.host.forkserver import ForkServer
 server = ForkServer.start()
 print(server.pid, flush=True)
 time.sleep(60)

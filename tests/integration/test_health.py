@@ -209,7 +209,7 @@ def test_exec_probe_is_run_by_the_fork_server_and_survives_its_death(daemon: Dae
     # The daemon forks nothing for a probe: its fork server is the command's parent.
     server = _ppid(command)
     assert server != daemon.proc.pid and _ppid(server) == daemon.proc.pid
-    assert b"supervisor.sandbox.forkserver" in _cmdline(server)
+    assert b"supervisor.sandbox.server\x00" in _cmdline(server)
     os.kill(server, signal.SIGKILL)  # the daemon's fork server, started by this test's daemon
     detail = daemon.wait_unit("fs", lambda u: u["health"] == "healthy", 60)
     assert detail["state"] == "running" and detail["restarts"] == 0

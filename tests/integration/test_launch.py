@@ -1,6 +1,6 @@
 """Launching real sandboxes as root on this kernel: namespaces, root views, privileges, errors.
 
-Each test launches through `supervisor.sandbox.launch` exactly as the daemon does (we are a
+Each test launches through `supervisor.sandbox.host.launch` exactly as the daemon does (we are a
 child subreaper), checks from the outside (/proc/<pid>/ns, the cgroup) and from the inside (the
 probe's JSON), and leaves nothing behind: the module fixture compares the host's mount table.
 """
@@ -24,7 +24,7 @@ import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
-from supervisor.sandbox.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest, launch
+from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest, launch
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 
 pytestmark = [

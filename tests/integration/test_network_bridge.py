@@ -36,9 +36,9 @@ from _requires import requires_root
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
 from supervisor.linux import nftables
-from supervisor.sandbox.antispoof import table_name
-from supervisor.sandbox.ipam import mac_for
-from supervisor.sandbox.network import NetworkManager, NetworkPlan
+from supervisor.sandbox.host.antispoof import table_name
+from supervisor.sandbox.host.ipam import mac_for
+from supervisor.sandbox.host.network import NetworkManager, NetworkPlan
 from supervisor.unit.schema import Network
 
 pytestmark = [pytest.mark.root, requires_root]

@@ -33,7 +33,7 @@ from test_network_bridge import (  # the bridge fixture and link checks
 )
 
 from supervisor.errors import NetworkError
-from supervisor.sandbox.launch import Launched, LaunchRequest, launch
+from supervisor.sandbox.host.launch import Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
 
 __all__ = ["env"]  # a fixture, imported for pytest

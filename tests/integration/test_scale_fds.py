@@ -28,9 +28,9 @@ from supervisor import cgroups
 from supervisor.config import DaemonConfig
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host, Run, fds_per_run
-from supervisor.sandbox.adapters import SandboxLauncher, SandboxNetwork
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import LaunchRequest, launch
+from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.launch import LaunchRequest, launch
 
 pytestmark = [
     pytest.mark.root,

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from supervisor.errors import LaunchError
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import ExtraBind, LaunchRequest, launch
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.launch import ExtraBind, LaunchRequest, launch
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 

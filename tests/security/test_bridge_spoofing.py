@@ -46,9 +46,9 @@ from typing import Any
 import pytest
 from kit import cgroup_version, daemon_factory, uname
 
-from supervisor.sandbox.antispoof import table_name
-from supervisor.sandbox.ipam import mac_for
-from supervisor.sandbox.network import veth_name
+from supervisor.sandbox.host.antispoof import table_name
+from supervisor.sandbox.host.ipam import mac_for
+from supervisor.sandbox.host.network import veth_name
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 
 pytestmark = [

@@ -24,7 +24,7 @@ import pytest
 from kit import cgroup_version, uname
 
 from supervisor.linux.caps import mask_of
-from supervisor.sandbox.launch import EXEC_ONLY_CAPABILITIES
+from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 
 pytestmark = [

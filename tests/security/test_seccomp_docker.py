@@ -27,7 +27,7 @@ from _requires import requires_root
 from kit import cgroup_version, daemon_factory, uname
 
 from supervisor.linux import seccomp
-from supervisor.sandbox import hostlayout
+from supervisor.sandbox.host import hostlayout
 from supervisor.unit.schema import CAPABILITIES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.linux import seccomp
-from supervisor.sandbox import hostlayout
+from supervisor.sandbox.host import hostlayout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import docker_denied_syscalls as docker

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "supervisor"
 # What each layer may not import (its own package and the shared bottom — errors, log,
 # config — are always fine). A layer below never reaches up.
 UP = ("supervisor.api", "supervisor.cli", "supervisor.daemon")
+LOOP = ("asyncio", "structlog", "supervisor.log", "supervisor.config")
 FORBIDDEN = {
     "linux": ("supervisor.cgroups", "supervisor.sandbox", "supervisor.engine", "supervisor.unit",
               *UP),
@@ -30,7 +31,14 @@ FORBIDDEN = {
     "engine": ("supervisor.sandbox", "supervisor.cgroups.", "supervisor.linux.syscalls",
                "ctypes", "fcntl", *UP),
     "api": ("supervisor.sandbox", "supervisor.cgroups", "supervisor.cli", "supervisor.daemon"),
-    # `sandboxctl exec` enters a sandbox itself (sandbox/enter.py), as nsenter would.
+    # Inside sandbox/, by the process a line runs in (sandbox/__init__.py): what crosses
+    # processes (wire) and what runs after a fork (child) or in the small fork server never
+    # reach into the daemon's side, its event loop or its logging (a forked child that takes
+    # a lock another thread held hangs forever).
+    "sandbox/wire": ("supervisor.sandbox.host", "supervisor.sandbox.server", *LOOP),
+    "sandbox/server": ("supervisor.sandbox.host", *LOOP),
+    "sandbox/child": ("supervisor.sandbox.host", "supervisor.sandbox.server", *LOOP),
+    # `sandboxctl exec` enters a sandbox itself (sandbox/child/enter.py), as nsenter would.
     "cli": ("supervisor.engine", "supervisor.cgroups", "supervisor.api", "supervisor.daemon"),
 }  # fmt: skip
 # A file name of the cgroup filesystem (cgroup.procs, memory.events, freezer.state, ...):

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if unit["state"] != "running" or not unit.get("pid"):
         error(f"exec: {args.unit} is {unit['state']}, not running")
         return EXIT_NOT_RUNNING
-    from supervisor.sandbox import enter  # noqa: PLC0415 - keeps `sandboxctl status` fast
+    from supervisor.sandbox.child import enter  # noqa: PLC0415 - keeps `sandboxctl status` fast
 
     extra = {"TERM": os.environ["TERM"]} if "TERM" in os.environ else {}
     try:

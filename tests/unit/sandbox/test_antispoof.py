@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.sandbox import antispoof
-from supervisor.sandbox.antispoof import Port
+from supervisor.sandbox.host import antispoof
+from supervisor.sandbox.host.antispoof import Port
 
 MAC = "02:5b:0a:c9:05:0a"
 IP = ipaddress.IPv4Address("10.201.5.10")

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor.sandbox import hostlayout, rootfs
-from supervisor.sandbox.frames import recv_frame, send_frame
-from supervisor.sandbox.launch import LaunchRequest, build_plan
-from supervisor.sandbox.plancodec import decode_plan, encode_plan
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.child.stage import ChildPlan
+from supervisor.sandbox.host import hostlayout
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan
+from supervisor.sandbox.wire import mounts
+from supervisor.sandbox.wire.frames import recv_frame, send_frame
+from supervisor.sandbox.wire.plancodec import decode_plan, encode_plan
+from supervisor.sandbox.wire.protocol import (
     Forked,
     ForkRequest,
     Hello,
@@ -23,7 +25,6 @@ from supervisor.sandbox.protocol import (
     decode_server,
     encode_server,
 )
-from supervisor.sandbox.stage import ChildPlan
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -64,7 +65,7 @@ def test_bytes_travel_raw_after_the_json() -> None:
     data = encode_plan(plan)
     blob = bytes(range(256)) * 400
     assert blob in data, "not base64: a memcpy, not an encoding"
-    writes = [op for op in decode_plan(data).root_ops if isinstance(op, rootfs.WriteFile)]
+    writes = [op for op in decode_plan(data).root_ops if isinstance(op, mounts.WriteFile)]
     assert any(op.data == blob for op in writes)
 
 

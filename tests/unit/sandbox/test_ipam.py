@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import NetworkError
-from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of
+from supervisor.sandbox.host.ipam import LeaseStore, check_static, gateway_of
 
 SUBNET = ipaddress.IPv4Network("10.201.5.0/24")
 

@@ -19,12 +19,18 @@ import pytest
 
 from supervisor.errors import LaunchError
 from supervisor.linux.fake import RecordingSyscalls
-from supervisor.sandbox import hostlayout
-from supervisor.sandbox.frames import recv_frame, send_frame
-from supervisor.sandbox.launch import LaunchRequest, build_plan
-from supervisor.sandbox.plancodec import decode_plan, encode_plan
-from supervisor.sandbox.protocol import MAX_KEEP_FDS, ChildError, PidReport, ProtocolError, Reader
-from supervisor.sandbox.stage import ChildFds, ChildPlan, make_way, place_fds, run_launcher
+from supervisor.sandbox.child.stage import ChildFds, ChildPlan, make_way, place_fds, run_launcher
+from supervisor.sandbox.host import hostlayout
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan
+from supervisor.sandbox.wire.frames import recv_frame, send_frame
+from supervisor.sandbox.wire.plancodec import decode_plan, encode_plan
+from supervisor.sandbox.wire.protocol import (
+    MAX_KEEP_FDS,
+    ChildError,
+    PidReport,
+    ProtocolError,
+    Reader,
+)
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 

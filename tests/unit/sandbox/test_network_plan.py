@@ -11,8 +11,8 @@ import pytest
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
-from supervisor.sandbox.ipam import mac_for
-from supervisor.sandbox.network import NetworkManager, veth_name
+from supervisor.sandbox.host.ipam import mac_for
+from supervisor.sandbox.host.network import NetworkManager, veth_name
 from supervisor.unit.schema import Network
 
 

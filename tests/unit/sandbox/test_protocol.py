@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.wire.protocol import (
     ChildError,
     PidReport,
     ProtocolError,

@@ -13,10 +13,11 @@ from supervisor.linux.syscalls import (
     MS_REC,
     MS_REMOUNT,
 )
-from supervisor.sandbox import rootfs
-from supervisor.sandbox.hostlayout import DEVICES, HostLayout, HostPath
-from supervisor.sandbox.protocol import StageFailure
-from supervisor.sandbox.rootfs import (
+from supervisor.sandbox.child import rootfs
+from supervisor.sandbox.host import rootplan
+from supervisor.sandbox.host.hostlayout import DEVICES, HostLayout, HostPath
+from supervisor.sandbox.wire import mounts
+from supervisor.sandbox.wire.mounts import (
     Bind,
     Mask,
     Mkdir,
@@ -29,6 +30,7 @@ from supervisor.sandbox.rootfs import (
     UnitMount,
     WriteFile,
 )
+from supervisor.sandbox.wire.protocol import StageFailure
 
 NOSUID_SRC = 0x2
 
@@ -54,9 +56,9 @@ def layout(**extra: HostPath) -> HostLayout:
 
 
 def test_host_root_plan_shape() -> None:
-    ops = rootfs.plan_root(RootSpec(root="host", hostname="web"), layout())
+    ops = rootplan.plan_root(RootSpec(root="host", hostname="web"), layout())
     assert ops[0] == Mount(None, "/", None, MS_REC | MS_PRIVATE), "propagation cut first"
-    assert ops[1] == Mount("tmpfs", "/mnt", "tmpfs", rootfs._NOSUID_NODEV, "mode=0755")
+    assert ops[1] == Mount("tmpfs", "/mnt", "tmpfs", mounts.NOSUID_NODEV, "mode=0755")
     assert Symlink("usr/bin", "/mnt/bin") in ops
     usr = next(op for op in ops if isinstance(op, Bind) and op.source == "/usr")
     assert usr.remount is not None and usr.remount & MS_RDONLY
@@ -66,12 +68,12 @@ def test_host_root_plan_shape() -> None:
     assert not any("shadow" in str(op) or "/home" in str(op) for op in ops)
     assert Mask("/mnt/proc/kcore", False) in ops and Mask("/mnt/proc/acpi", True) in ops
     assert any(isinstance(op, ReadOnly) and op.path == "/mnt/proc/sys" for op in ops)
-    assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | rootfs._NOSUID_NODEV)
+    assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV)
     assert ops[-1] == PivotRoot("/mnt")
 
 
 def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None:
-    ops = rootfs.plan_root(RootSpec(root="host", hostname="x"), layout())
+    ops = rootplan.plan_root(RootSpec(root="host", hostname="x"), layout())
     index = {str(op): i for i, op in enumerate(ops)}
     proc = next(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.fstype == "proc")
     assert proc < index[str(Mask("/mnt/proc/kcore", False))]
@@ -83,12 +85,12 @@ def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None
 def test_staging_avoids_a_directory_holding_a_bind_source() -> None:
     spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/data", "/mnt/data"),))
     host = layout(__mnt__data=HostPath("dir"))
-    assert rootfs.staging_dir(spec, host) == "/media"
+    assert rootplan.staging_dir(spec, host) == "/media"
 
 
 def test_bind_remount_keeps_the_source_mounts_flags() -> None:
     spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/data"),))
-    ops = rootfs.plan_root(spec, layout(__data=HostPath("dir", flags=NOSUID_SRC | 0x8)))
+    ops = rootplan.plan_root(spec, layout(__data=HostPath("dir", flags=NOSUID_SRC | 0x8)))
     bind = next(op for op in ops if isinstance(op, Bind) and op.source == "/data")
     assert bind.remount == MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | 0x8
     assert bind.check, "unit mount targets are checked for symlinks"
@@ -97,19 +99,19 @@ def test_bind_remount_keeps_the_source_mounts_flags() -> None:
 def test_missing_bind_source_fails_at_plan_time() -> None:
     spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/nope"),))
     with pytest.raises(StageFailure, match="bind source /nope does not exist"):
-        rootfs.plan_root(spec, layout())
+        rootplan.plan_root(spec, layout())
 
 
 def test_directory_root_and_overlay() -> None:
     host = layout(__rootfs=HostPath("dir", flags=NOSUID_SRC))
-    plain = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
+    plain = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
     # Built on a fixed root-owned staging directory: the root's own host path is opened once,
     # as a bind source, and never walked again.
     assert plain[1] == Bind("/rootfs", "/mnt", True, None)
     assert not any("/rootfs" in str(vars(op)) for op in plain[2:])
     assert plain[-2] == RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
     assert plain[-1] == PivotRoot("/mnt")
-    over = rootfs.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
+    over = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
     mount = next(op for op in over if isinstance(op, Mount) and op.fstype == "overlay")
     assert mount.target == "/mnt" and mount.data is None
     assert mount.layers == (
@@ -123,14 +125,14 @@ def test_directory_root_and_overlay() -> None:
 
 def test_staging_for_a_directory_root_avoids_the_root_itself() -> None:
     host = layout(__mnt__rootfs=HostPath("dir"))
-    assert rootfs.staging_dir(RootSpec(root="/mnt/rootfs", hostname="x"), host) == "/media"
+    assert rootplan.staging_dir(RootSpec(root="/mnt/rootfs", hostname="x"), host) == "/media"
 
 
 def test_overlay_layers_are_mounted_by_fd_so_no_path_is_parsed_or_followed() -> None:
     # A "," or ":" in a path would split overlayfs's options: fds have neither.
     spec = RootSpec(root="/rootfs", hostname="x", overlay_dir="/a,b:c")
     sys = RecordingSyscalls()
-    rootfs.apply(sys, rootfs.plan_root(spec, layout(__rootfs=HostPath("dir"))))
+    rootfs.apply(sys, rootplan.plan_root(spec, layout(__rootfs=HostPath("dir"))))
     opens = [c for c in sys.calls if c[0] == "open_path"][:3]
     assert opens == [("open_path", "/rootfs"), ("open_path", "/a,b:c/upper"),
                      ("open_path", "/a,b:c/work")]  # fmt: skip
@@ -147,14 +149,14 @@ def test_host_root_overlay_layers_are_opened_without_symlinks() -> None:
     spec = RootSpec(root="host", hostname="x", overlay_dir="/var/o")
     sys = RecordingSyscalls(links={"/var/o/upper": "/etc"})  # planted in the daemon's tree
     with pytest.raises(StageFailure, match="overlay upperdir /var/o/upper/usr has a symlink"):
-        rootfs.apply(sys, rootfs.plan_root(spec, layout()))
+        rootfs.apply(sys, rootplan.plan_root(spec, layout()))
     assert not any(c[0] == "mount" and c[3] == "overlay" for c in sys.calls)
 
 
 def test_a_bind_source_is_opened_without_symlinks_and_the_fd_is_mounted() -> None:
     spec = RootSpec(root="host", hostname="x", mounts=(UnitMount("/srv", "/data"),))
     sys = RecordingSyscalls()
-    rootfs.apply(sys, rootfs.plan_root(spec, layout(__data=HostPath("dir"))))
+    rootfs.apply(sys, rootplan.plan_root(spec, layout(__data=HostPath("dir"))))
     at = sys.calls.index(("open_path", "/data"))
     fd = 100 + sum(1 for c in sys.calls[:at] if c[0] == "open_path")
     assert sys.calls[at + 1 : at + 4] == [
@@ -174,7 +176,7 @@ def test_a_bind_source_below_a_symlink_is_refused(root: str) -> None:
     host = layout(__shared__app__ssl=HostPath("dir"), __rootfs=HostPath("dir"))
     sys = RecordingSyscalls(links={"/shared/app": "/etc"})
     with pytest.raises(StageFailure) as info:
-        rootfs.apply(sys, rootfs.plan_root(spec, host))
+        rootfs.apply(sys, rootplan.plan_root(spec, host))
     assert info.value.errno == 40
     assert info.value.message == (
         "bind source /shared/app/ssl has a symlink in its path; sandboxd never follows one "
@@ -187,13 +189,13 @@ def test_a_root_directory_below_a_symlink_is_refused() -> None:
     sys = RecordingSyscalls(links={"/srv/roots": "/"})
     host = layout(__srv__roots__app=HostPath("dir"))
     with pytest.raises(StageFailure, match="bind source /srv/roots/app has a symlink"):
-        rootfs.apply(sys, rootfs.plan_root(RootSpec(root="/srv/roots/app", hostname="x"), host))
+        rootfs.apply(sys, rootplan.plan_root(RootSpec(root="/srv/roots/app", hostname="x"), host))
     assert not any(c[0] == "pivot_root" for c in sys.calls)
 
 
 def test_apply_records_the_mount_sequence_and_pivots_with_dot_dot() -> None:
     sys = RecordingSyscalls(kinds={"/mnt/etc/passwd": "file"})
-    rootfs.apply(sys, rootfs.plan_root(RootSpec(root="host", hostname="x"), layout()))
+    rootfs.apply(sys, rootplan.plan_root(RootSpec(root="host", hostname="x"), layout()))
     assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
     assert sys.calls[-4:] == [
         ("chdir", "/mnt"),
@@ -207,7 +209,7 @@ def test_a_symlinked_target_in_a_rootfs_is_refused() -> None:
     host = layout(__rootfs=HostPath("dir"))
     sys = RecordingSyscalls(links={"/mnt/tmp": "/etc"})
     with pytest.raises(StageFailure, match="resolves through a symlink"):
-        rootfs.apply(sys, rootfs.plan_root(RootSpec(root="/rootfs", hostname="x"), host))
+        rootfs.apply(sys, rootplan.plan_root(RootSpec(root="/rootfs", hostname="x"), host))
 
 
 def test_apply_names_the_failing_operation() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.linux.syscalls import NAMESPACE_FLAGS
-from supervisor.sandbox import enter
+from supervisor.sandbox.child import enter
 
 STATUS = """\
 Name:\tsh

@@ -18,10 +18,10 @@ from supervisor.linux.syscalls import (
     PR_CAPBSET_DROP,
     PR_SET_NO_NEW_PRIVS,
 )
-from supervisor.sandbox import hostlayout
-from supervisor.sandbox.launch import LaunchRequest, build_plan
-from supervisor.sandbox.protocol import GO, ChildError, PidReport, Reader
-from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher, run_pid1
+from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher, run_pid1
+from supervisor.sandbox.host import hostlayout
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan
+from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, Reader
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 

@@ -22,18 +22,18 @@ from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
 from supervisor.linux import pidfd
 from supervisor.log import get_logger
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.launch import ExtraBind, Launched, LaunchRequest, launch
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.network import NetworkManager, NetworkPlan
+    from supervisor.sandbox.host.network import NetworkManager, NetworkPlan
 
 log = get_logger()
 
 
 class SandboxNetwork:
-    """sandbox/network.py's NetworkManager for the engine: built on first bridge-mode use,
+    """sandbox/host/network.py's NetworkManager for the engine: built on first bridge-mode use,
     its errors as LaunchError (launch) or a logged error (teardown, which must not stop a
     runner from settling)."""
 
@@ -46,7 +46,7 @@ class SandboxNetwork:
 
     def manager(self) -> NetworkManager:
         if self._manager is None:
-            from supervisor.sandbox.network import NetworkManager  # noqa: PLC0415  (~170 ms)
+            from supervisor.sandbox.host.network import NetworkManager  # noqa: PLC0415  (~170 ms)
 
             self._manager = NetworkManager(self._config)
         return self._manager

@@ -2,8 +2,9 @@
 
 The daemon does not fork: the fork server forks the command into the sandbox (entered as
 `sandboxctl exec` does, but into the probe's sub-cgroup), kills it after `timeout`, reaps it
-and reports on a pipe (probe_run.py is the server's side; protocol.py, EnterRequest). Forking
-the daemon (~60 MB) for every probe was what limited how many units could be probed how often.
+and reports on a pipe (server/probe_run.py is the server's side; wire/protocol.py,
+EnterRequest). Forking the daemon (~60 MB) for every probe was what limited how many units
+could be probed how often.
 
 Here: send the request, read two pipes from the event loop (the report, the command's output),
 and decode the report. What the outcome means (healthy or not) is the engine's to say.
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from supervisor.cgroups import Subgroup
 from supervisor.errors import LaunchError, ProbeStartError
 from supervisor.linux import seccomp
-from supervisor.sandbox.forkserver import ForkServer, ForkServerError, ServerLauncher
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError, ServerLauncher
+from supervisor.sandbox.wire.protocol import (
     ChildError,
     EnterRequest,
     Exited,

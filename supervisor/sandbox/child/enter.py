@@ -36,9 +36,9 @@ from typing import NoReturn
 
 from supervisor.linux import caps, proc_cgroup, seccomp, users
 from supervisor.linux.syscalls import NAMESPACE_FILES, NAMESPACE_FLAGS, REAL, Syscalls
-from supervisor.sandbox import privileges
-from supervisor.sandbox.privileges import Privileges
-from supervisor.sandbox.protocol import StageFailure
+from supervisor.sandbox.child import privileges
+from supervisor.sandbox.child.privileges import Privileges
+from supervisor.sandbox.wire.protocol import StageFailure
 
 EXIT_CANNOT_ENTER = 126  # as a shell or docker exec: found but could not be run
 EXIT_NOT_FOUND = 127

@@ -15,7 +15,7 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from supervisor.sandbox.protocol import MAX_KEEP_FDS, ProtocolError
+from supervisor.sandbox.wire.protocol import MAX_KEEP_FDS, ProtocolError
 
 _FRAME = struct.Struct(">II")  # header length, body length
 _MAX_FDS = 4 + MAX_KEEP_FDS  # a request: sync_w, go_r, stdout, stderr and the kept fds

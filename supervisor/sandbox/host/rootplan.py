@@ -1,4 +1,4 @@
-"""The sandbox's root: a mount plan computed in the daemon, applied by PID 1 before exec.
+"""The sandbox's root, planned in the daemon: the mounts PID 1 applies (child/rootfs.py).
 
 `plan_root()` is pure (host facts come in a `HostLayout`, probed by hostlayout.py), so unit
 tests assert the whole plan; `apply()` runs it through a `Syscalls`. Everything happens in
@@ -28,13 +28,9 @@ Threats this module answers:
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from supervisor.linux.syscalls import (
-    MNT_DETACH,
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -44,9 +40,8 @@ from supervisor.linux.syscalls import (
     MS_REC,
     MS_REMOUNT,
     PRESERVED_MOUNT_FLAGS,
-    Syscalls,
 )
-from supervisor.sandbox.hostlayout import (
+from supervisor.sandbox.host.hostlayout import (
     DEVICES,
     ETC_ENTRIES,
     HOST_DIRS,
@@ -55,7 +50,23 @@ from supervisor.sandbox.hostlayout import (
     STAGING_CANDIDATES,
     HostLayout,
 )
-from supervisor.sandbox.protocol import StageFailure
+from supervisor.sandbox.wire.mounts import (
+    INIT_PATH,
+    NOSUID_NODEV,
+    NOSUID_NODEV_NOEXEC,
+    Bind,
+    Mask,
+    Mkdir,
+    Mount,
+    Op,
+    PivotRoot,
+    ReadOnly,
+    RemountRoot,
+    RootSpec,
+    Symlink,
+    WriteFile,
+)
+from supervisor.sandbox.wire.protocol import StageFailure
 
 DEV_LINKS = (
     ("/proc/self/fd", "fd"),
@@ -64,111 +75,6 @@ DEV_LINKS = (
     ("/proc/self/fd/2", "stderr"),
     ("pts/ptmx", "ptmx"),
 )
-INIT_PATH = "/dev/init"  # where init = true binds tini: outside any unit mount
-_NOSUID_NODEV = MS_NOSUID | MS_NODEV
-_NOSUID_NODEV_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
-
-
-@dataclass(frozen=True)
-class Mkdir:
-    path: str
-    mode: int = 0o755
-    parents: bool = False  # only for unit mount targets: our own tree is created top-down
-    check: bool = False  # the path is inside an untrusted tree: refuse symlinks
-
-
-@dataclass(frozen=True)
-class Mount:
-    """mount(2). `layers` are (option, host path) pairs, e.g. ("lowerdir", "/usr"): PID 1 opens
-    each path without following symlinks and passes `option=/proc/self/fd/N` before `data`."""
-
-    source: str | None
-    target: str
-    fstype: str | None
-    flags: int
-    data: str | None = None
-    layers: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Bind:
-    """Bind `source` (a host path, looked at by the daemon) on `target`, creating the target.
-    PID 1 opens `source` without following symlinks and mounts that fd (see the docstring).
-
-    `remount` is None for a plain bind, else the complete flags of the MS_REMOUNT that follows:
-    the wanted ones plus those of the source's mount (see the module docstring).
-    """
-
-    source: str
-    target: str
-    is_dir: bool
-    remount: int | None
-    check: bool = False
-
-
-@dataclass(frozen=True)
-class Symlink:
-    target: str
-    path: str
-
-
-@dataclass(frozen=True)
-class WriteFile:
-    path: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Mask:
-    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory."""
-
-    path: str
-    is_dir: bool
-
-
-@dataclass(frozen=True)
-class ReadOnly:
-    path: str
-    remount: int
-
-
-@dataclass(frozen=True)
-class RemountRoot:
-    path: str
-    flags: int
-
-
-@dataclass(frozen=True)
-class PivotRoot:
-    new_root: str
-
-
-Op = Mkdir | Mount | Bind | Symlink | WriteFile | Mask | ReadOnly | RemountRoot | PivotRoot
-
-
-@dataclass(frozen=True)
-class UnitMount:
-    """A unit mount or a daemon-supplied bind, flattened from the schema."""
-
-    target: str
-    source: str | None = None  # None: tmpfs
-    read_only: bool = True
-    size: int | None = None
-    mode: int = 0o1777
-
-
-@dataclass(frozen=True)
-class RootSpec:
-    root: str  # "host" or a directory
-    hostname: str
-    read_only: bool = True
-    overlay_dir: str | None = None  # set: copy-on-write layer with upper/work under it
-    mounts: tuple[UnitMount, ...] = ()
-    devices: tuple[tuple[str, bool], ...] = ()  # (path, read_only)
-    init_binary: str | None = None
-    sysfs: bool = True
-    tmp_size: int = 64 << 20  # bytes, for /tmp and /run: never unbounded (half of the host RAM)
-    run_size: int = 16 << 20
 
 
 def _under(path: str, parent: str) -> bool:
@@ -237,7 +143,7 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         ops.append(_bind(host, spec.init_binary, s + INIT_PATH, True, flags=MS_NOSUID | MS_NODEV))
     if not writable:
         if spec.root == "host":
-            ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | _NOSUID_NODEV))
+            ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV))
         else:
             found = host.get(spec.root)
             keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
@@ -255,7 +161,7 @@ def _overlay_dirs(overlay_dir: str, upper: str, work: str) -> list[Op]:
 
 
 def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
-    ops: list[Op] = [Mount("tmpfs", s, "tmpfs", _NOSUID_NODEV, "mode=0755")]
+    ops: list[Op] = [Mount("tmpfs", s, "tmpfs", NOSUID_NODEV, "mode=0755")]
     overlay = spec.overlay_dir
     if overlay is not None:
         ops += _overlay_dirs(overlay, f"{overlay}/upper", f"{overlay}/work")
@@ -284,7 +190,7 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
             # and leaves the host file out of reach even if a remount failed open.
             ops.append(WriteFile(s + path, found.data))
         elif found.kind == "dir":
-            ops.append(_bind(host, path, s + path, True, flags=_NOSUID_NODEV))
+            ops.append(_bind(host, path, s + path, True, flags=NOSUID_NODEV))
     hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{spec.hostname}\n"
     ops.append(WriteFile(s + "/etc/hostname", spec.hostname.encode() + b"\n"))
     ops.append(WriteFile(s + "/etc/hosts", hosts.encode()))
@@ -295,9 +201,9 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     targets = {m.target for m in spec.mounts}
     ops: list[Op] = [
         Mkdir(s + "/proc", check=check),
-        Mount("proc", s + "/proc", "proc", _NOSUID_NODEV_NOEXEC),
+        Mount("proc", s + "/proc", "proc", NOSUID_NODEV_NOEXEC),
         Mkdir(s + "/dev", check=check),
-        Mount("tmpfs", s + "/dev", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=0755,size=65536"),
+        Mount("tmpfs", s + "/dev", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=0755,size=65536"),
     ]
     # Devices are bound from the host's /dev (not mknod'ed) so /dev itself can be nodev, and
     # the same plan works inside a user namespace.
@@ -307,7 +213,7 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
         Mount("devpts", s + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620"),
         Mkdir(s + "/dev/shm", 0o1777),
-        Mount("shm", s + "/dev/shm", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=1777,size=67108864"),
+        Mount("shm", s + "/dev/shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=67108864"),
     ]  # fmt: skip
     ops += [Symlink(target, f"{s}/dev/{name}") for target, name in DEV_LINKS]
     for path, read_only in spec.devices:
@@ -315,7 +221,7 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
         ops.append(_bind(host, path, s + path, read_only, flags=MS_NOSUID | MS_NOEXEC))
     ops.append(Mkdir(s + "/sys", check=check))
     if spec.sysfs:
-        ops.append(Mount("sysfs", s + "/sys", "sysfs", MS_RDONLY | _NOSUID_NODEV_NOEXEC))
+        ops.append(Mount("sysfs", s + "/sys", "sysfs", MS_RDONLY | NOSUID_NODEV_NOEXEC))
     for path in MASKED:
         found = host.get(path)
         if found and (spec.sysfs or not path.startswith("/sys")):
@@ -323,12 +229,12 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     for path in READ_ONLY:
         found = host.get(path)
         if found:
-            flags = MS_BIND | MS_REMOUNT | MS_RDONLY | _NOSUID_NODEV_NOEXEC
+            flags = MS_BIND | MS_REMOUNT | MS_RDONLY | NOSUID_NODEV_NOEXEC
             ops.append(ReadOnly(s + path, flags | (found.flags & PRESERVED_MOUNT_FLAGS)))
     for path, mode, size in (("/tmp", "1777", spec.tmp_size), ("/run", "0755", spec.run_size)):
         if path not in targets:
             ops.append(Mkdir(s + path, check=check))
-            ops.append(Mount("tmpfs", s + path, "tmpfs", _NOSUID_NODEV, f"mode={mode},size={size}"))
+            ops.append(Mount("tmpfs", s + path, "tmpfs", NOSUID_NODEV, f"mode={mode},size={size}"))
     return ops
 
 
@@ -341,122 +247,9 @@ def _unit_mounts(spec: RootSpec, host: HostLayout, s: str, untrusted: bool) -> l
             data = f"mode={m.mode:o}" + (f",size={m.size}" if m.size else "")
             ops += [
                 Mkdir(target, parents=True, check=True),
-                Mount("tmpfs", target, "tmpfs", _NOSUID_NODEV, data),
+                Mount("tmpfs", target, "tmpfs", NOSUID_NODEV, data),
             ]
         else:
             ops.append(Mkdir(os.path.dirname(target), parents=True, check=True))
             ops.append(_bind(host, m.source, target, m.read_only, flags=MS_NOSUID, check=True))
     return ops
-
-
-def _check_target(sys: Syscalls, path: str) -> None:
-    if sys.resolve(path) != path:
-        raise StageFailure(
-            "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
-        )
-
-
-def fd_path(fd: int) -> str:
-    # mount(2) follows this magic link straight to the file the fd holds (runc's technique):
-    # the path it was opened by is never looked up again, so swapping it afterwards is useless.
-    return f"/proc/self/fd/{fd}"
-
-
-def _open_source(sys: Syscalls, what: str, path: str, directory: bool = False) -> int:
-    try:
-        return sys.open_path(path, directory)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StageFailure(
-                "rootfs",
-                errno.ELOOP,
-                f"{what} {path} has a symlink in its path; sandboxd never follows one there "
-                "(name the real path)",
-            ) from None
-        raise StageFailure.from_oserror("rootfs", f"open {what} {path}", err) from None
-
-
-def _mount_layers(sys: Syscalls, op: Mount) -> None:
-    fds: list[int] = []
-    try:
-        for option, path in op.layers:
-            fds.append(_open_source(sys, f"{op.fstype} {option}", path, directory=True))
-        names = [option for option, _ in op.layers]
-        options = [f"{name}={fd_path(fd)}" for name, fd in zip(names, fds, strict=True)]
-        data = ",".join(options + ([op.data] if op.data else []))
-        sys.mount(op.source, op.target, op.fstype, op.flags, data)
-    finally:
-        for fd in fds:
-            sys.close(fd)
-
-
-def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
-    fd = _open_source(sys, "bind source", source)
-    try:
-        sys.mount(fd_path(fd), target, None, MS_BIND, None)
-    finally:
-        sys.close(fd)
-
-
-def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
-    match op:
-        case Mkdir(path, mode, parents, check):
-            sys.mkdir(path, mode, parents)
-            if check:
-                _check_target(sys, path)
-        case Mount(source, target, fstype, flags, data, layers):
-            if layers:
-                _mount_layers(sys, op)
-            else:
-                sys.mount(source, target, fstype, flags, data)
-        case Bind(source, target, is_dir, remount, check):
-            if is_dir:
-                sys.mkdir(target, 0o755)
-            elif sys.kind(target) is None:
-                sys.touch(target)
-            if check:
-                _check_target(sys, target)
-            _bind_fd(sys, source, target)
-            if remount is not None:
-                sys.mount(None, target, None, remount, None)
-        case Symlink(target, path):
-            sys.symlink(target, path)
-        case WriteFile(path, data):
-            sys.write_file(path, data)
-        case Mask(path, is_dir):
-            if is_dir:
-                sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | _NOSUID_NODEV_NOEXEC, "size=0")
-            else:
-                _bind_fd(sys, "/dev/null", path)
-        case ReadOnly(path, remount):
-            sys.mount(path, path, None, MS_BIND, None)
-            sys.mount(None, path, None, remount, None)
-        case RemountRoot(path, flags):
-            sys.mount(None, path, None, flags, None)
-        case PivotRoot(new_root):
-            # pivot_root(".", ".") stacks the old root on top of the new one; unmounting "."
-            # then detaches the whole host tree from this namespace (no chroot escape left).
-            sys.chdir(new_root)
-            sys.pivot_root(".", ".")
-            sys.umount2(".", MNT_DETACH)
-            sys.chdir("/")
-
-
-def describe(op: Op) -> str:
-    match op:
-        case Bind(source, target, _, remount, _):
-            ro = " read-only" if remount is not None and remount & MS_RDONLY else ""
-            return f"bind {source} on {target}{ro}"
-        case Mount(source, target, fstype, _, _, layers):
-            over = "".join(f" {option}={path}" for option, path in layers)
-            return f"mount {fstype or source}{over} on {target}"
-        case _:
-            return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
-
-
-def apply(sys: Syscalls, ops: Iterable[Op]) -> None:
-    for op in ops:
-        try:
-            apply_op(sys, op)
-        except OSError as err:
-            raise StageFailure.from_oserror("rootfs", describe(op), err) from None

@@ -38,10 +38,12 @@ from typing import Protocol
 from supervisor.errors import LaunchError
 from supervisor.linux import caps, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
-from supervisor.sandbox import hostlayout, init, rootfs
-from supervisor.sandbox.forkserver import ForkServer
-from supervisor.sandbox.privileges import Privileges
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.child.privileges import Privileges
+from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher
+from supervisor.sandbox.host import hostlayout, init, rootplan
+from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.wire.mounts import RootSpec, UnitMount
+from supervisor.sandbox.wire.protocol import (
     GO,
     MAX_KEEP_FDS,
     ChildError,
@@ -52,7 +54,6 @@ from supervisor.sandbox.protocol import (
     StageFailure,
     describe,
 )
-from supervisor.sandbox.stage import ChildFds, ChildPlan, run_launcher
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 from supervisor.unit.spec import UnitSpec
 
@@ -98,18 +99,18 @@ def _rlimits() -> tuple[tuple[int, int, int], ...]:
     return ((resource.RLIMIT_NOFILE, soft, hard), (resource.RLIMIT_CORE, 0, 0))
 
 
-def root_spec(req: LaunchRequest, init_binary: str | None) -> rootfs.RootSpec:
+def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
     sandbox = req.spec.unit.sandbox
     if sandbox.overlay and not req.overlay_dir:
         raise LaunchError(req.spec.name, "plan", "overlay = true needs an overlay directory")
     mounts = [
-        rootfs.UnitMount(m.target, m.source, m.read_only)
+        UnitMount(m.target, m.source, m.read_only)
         if m.type == "bind"
-        else rootfs.UnitMount(m.target, None, False, m.size, m.mode)
+        else UnitMount(m.target, None, False, m.size, m.mode)
         for m in sandbox.mounts
     ]
-    mounts += [rootfs.UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
-    return rootfs.RootSpec(
+    mounts += [UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
+    return RootSpec(
         root=sandbox.root,
         hostname=req.spec.hostname,
         read_only=sandbox.read_only,
@@ -188,9 +189,9 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     try:
         spec = root_spec(req, init_binary)
         if host is None:
-            extra = rootfs.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
+            extra = rootplan.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
             host = hostlayout.HostLayout.probe(extra)
-        ops = rootfs.plan_root(spec, host)
+        ops = rootplan.plan_root(spec, host)
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None
     try:

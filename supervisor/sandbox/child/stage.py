@@ -33,9 +33,10 @@ from typing import NoReturn
 
 from supervisor.linux import caps, users
 from supervisor.linux.syscalls import Syscalls
-from supervisor.sandbox import privileges, rootfs
-from supervisor.sandbox.privileges import Privileges
-from supervisor.sandbox.protocol import GO, ChildError, PidReport, StageFailure, encode
+from supervisor.sandbox.child import privileges, rootfs
+from supervisor.sandbox.child.privileges import Privileges
+from supervisor.sandbox.wire import mounts
+from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, StageFailure, encode
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -49,7 +50,7 @@ class ChildPlan:
     hostname: str | None  # None: no uts namespace
     userns: bool  # own user namespace: become its root before touching any filesystem
     loopback: bool  # bring lo up (own net namespace)
-    root_ops: tuple[rootfs.Op, ...]
+    root_ops: tuple[mounts.Op, ...]
     user: str
     group: str | None
     workdir: str

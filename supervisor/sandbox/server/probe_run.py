@@ -1,4 +1,4 @@
-"""Exec health probes, the fork server's side (protocol.py, EnterRequest).
+"""Exec health probes, the fork server's side (wire/protocol.py, EnterRequest).
 
 Why the fork server and not the daemon: forking the daemon (~60 MB; page tables copied at fork,
 copy-on-write faults as Python touches its objects, teardown at exit) for every probe of every
@@ -12,7 +12,7 @@ with its launchers', SIGKILLs it at the deadline, reaps it and reports on the da
 The rest of the command's tree (double forks, daemons) is the daemon's to kill, through the
 probe sub-cgroup the command joined, once the report arrives.
 
-Entering is `sandboxctl exec`'s (enter.py): PID 1's namespaces, root, cwd, uid/gid,
+Entering is `sandboxctl exec`'s (child/enter.py): PID 1's namespaces, root, cwd, uid/gid,
 capabilities, no_new_privs, seccomp and environment, read from /proc while a pidfd of PID 1
 (passed by the daemon) proves it is still the same process; the command joins the probe
 sub-cgroup instead of PID 1's cgroups. Its stdin is /dev/null, its stdout and stderr the
@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, Syscalls
-from supervisor.sandbox import enter
-from supervisor.sandbox.protocol import EnterRequest, Exited, Message, PidReport, encode
+from supervisor.sandbox.child import enter
+from supervisor.sandbox.wire.protocol import EnterRequest, Exited, Message, PidReport, encode
 
 WHO = "health probe"  # the first words of a line the command's stderr gets if entering fails
 _PID_NS = NAMESPACE_FLAGS["pid"]
@@ -115,7 +115,7 @@ def _command_main(
     stdio: tuple[int, int, int],
     sys: Syscalls,
 ) -> NoReturn:
-    """The command, after fork: signals and stdio as a program expects them, then enter.py's
+    """The command, after fork: signals and stdio as a program expects them, then child/enter.py's
     child path (exec, or _exit with a line on stderr)."""
     try:
         sys.reset_signals()

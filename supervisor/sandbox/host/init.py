@@ -3,14 +3,14 @@
 tini does what STYLE rule 8 asks of a minimal init (bubblewrap's do_init): it forwards the
 signals it receives to the service, reaps every zombie re-parented to PID 1, and exits with the
 service's status. Static, so it runs in any root (a busybox rootfs has no glibc). It is bound
-read-only at `rootfs.INIT_PATH`, a path no unit mount can cover.
+read-only at `mounts.INIT_PATH`, a path no unit mount can cover.
 """
 
 from __future__ import annotations
 
 import os
 
-from supervisor.sandbox.rootfs import INIT_PATH
+from supervisor.sandbox.wire.mounts import INIT_PATH
 
 TINI_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/tini-static-amd64", "/sbin/tini-static")
 

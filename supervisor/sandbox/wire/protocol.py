@@ -17,7 +17,7 @@ Two pipes, both close-on-exec:
 Before Go the daemon does host-side setup (user namespace maps, veth). EOF on the sync pipe
 after Go means PID 1's execve succeeded: the close-on-exec write end closed with it.
 
-With a fork server (forkserver.py) the daemon does not fork the launcher itself: it asks the
+With a fork server (host/forkserver.py) the daemon does not fork the launcher itself: it asks the
 server over a Unix stream socketpair, and everything above stays as it is (the launcher and
 PID 1 still talk to the daemon directly through the pipes, which travel with the request).
 Frames: a 4-byte big-endian header length, a 4-byte body length, the header (one JSON
@@ -43,7 +43,7 @@ The server answers first and forks the next spare launcher afterwards, so that t
 which waits for the answer, never waits for a fork; the new spare's PID follows in a Spare
 notice, which the daemon reads with its next answer (it reaps that spare if the server dies).
 
-An EnterRequest (an exec health probe, sandbox/probe_run.py) is served by the server itself: it
+An EnterRequest (an exec health probe, server/probe_run.py) is served by the server itself: it
 forks the command into the sandbox and answers Forked with the command's PID and pidfd (or a
 ServerError if the sandbox could not be entered). On the report pipe (newline-terminated JSON,
 like the sync pipe): PidReport(the command's host PID), then Exited once the server has reaped

@@ -19,10 +19,10 @@ import struct
 from typing import Any
 
 from supervisor.linux.caps import CapPlan
-from supervisor.sandbox import rootfs
-from supervisor.sandbox.privileges import Privileges
-from supervisor.sandbox.protocol import ProtocolError
-from supervisor.sandbox.stage import ChildPlan
+from supervisor.sandbox.child.privileges import Privileges
+from supervisor.sandbox.child.stage import ChildPlan
+from supervisor.sandbox.wire import mounts
+from supervisor.sandbox.wire.protocol import ProtocolError
 
 _CLASSES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -30,15 +30,15 @@ _CLASSES: dict[str, type[Any]] = {
         ChildPlan,
         Privileges,
         CapPlan,
-        rootfs.Mkdir,
-        rootfs.Mount,
-        rootfs.Bind,
-        rootfs.Symlink,
-        rootfs.WriteFile,
-        rootfs.Mask,
-        rootfs.ReadOnly,
-        rootfs.RemountRoot,
-        rootfs.PivotRoot,
+        mounts.Mkdir,
+        mounts.Mount,
+        mounts.Bind,
+        mounts.Symlink,
+        mounts.WriteFile,
+        mounts.Mask,
+        mounts.ReadOnly,
+        mounts.RemountRoot,
+        mounts.PivotRoot,
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}

@@ -1,7 +1,7 @@
 """Anti-spoofing on the bridge: what each sandbox's port may send, as nftables JSON commands.
 
 Pure: builds the commands (libnftables-json(5)); supervisor/linux/nftables.py runs them and
-sandbox/network.py decides when (attach, detach, daemon start).
+sandbox/host/network.py decides when (attach, detach, daemon start).
 
 The threat: a sandbox granted NET_RAW can write any frame, one granted NET_ADMIN can give its
 eth0 any MAC and address. Without a filter it can send gratuitous ARP for a neighbour's or the

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from supervisor.linux import caps, users
 from supervisor.linux.syscalls import PR_SET_NO_NEW_PRIVS, Syscalls
-from supervisor.sandbox.protocol import StageFailure
+from supervisor.sandbox.wire.protocol import StageFailure
 
 
 @dataclass(frozen=True)

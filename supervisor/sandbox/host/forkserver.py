@@ -4,21 +4,21 @@ Why: fork, exit and exec cost grows with the forking process's address space (pa
 copied at fork and torn down at exit). The daemon carries aiohttp, pyroute2, pydantic and
 structlog (~60 MB); a fresh interpreter that imports only the launcher's modules is ~15 MB, so
 the launcher it forks is cheaper to create and to tear down. It is also single-threaded by
-construction, which STYLE rule 6 otherwise has to check in the daemon on every launch.
+construction, which the daemon otherwise has to check before every fork (launch.py).
 
     server = ForkServer.start()      # once, by the daemon (spawned, not forked: starts small)
-    set_fork_server(server)          # launch() now goes through it (supervisor.sandbox.launch)
+    launch(request, server=server)   # launch.py: the launcher is forked by the server
     ...
     server.close()                   # at shutdown
 
 The server also forks exec health probe commands into their sandboxes, watches and reaps them
-(`ForkServer.enter`, sandbox/probe_run.py): forking the big daemon for each probe is what kept
-it from probing many units often.
+(`ForkServer.enter`, sandbox/server/probe_run.py): forking the big daemon for each probe is
+what kept it from probing many units often.
 
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
 them, with the service's stdout/stderr and the fds PID 1 keeps, alongside the plan
-(protocol.py, the second table). The server forks the launcher exactly as the daemon would
-(ahead of time: a spare launcher waits for each request, serverloop.py); the launcher's PID 1
+(wire/protocol.py, the second table). The server forks the launcher exactly as the daemon would
+(ahead of time: a spare launcher waits for each request, server/serverloop.py); the launcher's PID 1
 re-parents to the daemon (a child subreaper; the server is not one), so the daemon still owns,
 watches and reaps every sandbox.
 The server only reaps its own launchers.
@@ -32,7 +32,6 @@ next request and starts a new one; a launch the death interrupted fails with sta
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import signal
 import socket
@@ -42,10 +41,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
-from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL
-from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.plancodec import encode_plan
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.child.stage import ChildFds, ChildPlan
+from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
+from supervisor.sandbox.wire.plancodec import encode_plan
+from supervisor.sandbox.wire.protocol import (
     EnterRequest,
     Forked,
     ForkRequest,
@@ -56,13 +55,12 @@ from supervisor.sandbox.protocol import (
     decode_server,
     encode_server,
 )
-from supervisor.sandbox.serverloop import serve
-from supervisor.sandbox.stage import ChildFds, ChildPlan
 
 if TYPE_CHECKING:
     import subprocess
 
 START_TIMEOUT = 10.0
+SERVER_MODULE = "supervisor.sandbox.server"  # its __main__ runs the server's loop
 
 
 class ForkServerError(SupervisorError):
@@ -156,7 +154,7 @@ class ForkServer:
         self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
     ) -> ServerLauncher | None:
         """Have the server fork an exec probe's command (`fds`: report_w, output_w and a pidfd
-        of the sandbox's PID 1; probe_run.py): a handle on the command, None if the server
+        of the sandbox's PID 1; server/probe_run.py): a handle on the command, None if the server
         died meanwhile, LaunchError if the sandbox could not be entered."""
         return self._request(unit, (encode_server(req), bpf), fds, deadline, spare=False)
 
@@ -279,7 +277,7 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     root = os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__)))
     # -S: no site-packages, the server needs the standard library and this package only.
-    argv = [sys.executable, "-S", "-m", __name__, str(theirs.fileno()), str(os.getpid())]
+    argv = [sys.executable, "-S", "-m", SERVER_MODULE, str(theirs.fileno()), str(os.getpid())]
     try:
         proc = subprocess.Popen(
             argv,
@@ -309,25 +307,3 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]
             raise
         raise ForkServerError(f"bad start-up: {err}") from None
     return proc, ours, hello.spare
-
-
-def main(argv: list[str] | None = None) -> int:
-    fd, daemon = (int(a) for a in (argv or sys.argv[1:]))
-    # Die with the daemon: a server outliving it would keep forking for nobody. getppid() after
-    # arming catches a daemon that died before.
-    REAL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != daemon:
-        return 1
-    # Orphaned sandbox PID 1s must go to the daemon, never to us (prctl(2): not inherited, but
-    # cleared explicitly in case the interpreter was started by a subreaper-aware wrapper).
-    REAL.prctl(PR_SET_CHILD_SUBREAPER, 0)
-    # No collection, ever: a forked launcher must not run finalizers, and the server allocates
-    # next to nothing.
-    gc.disable()
-    # Close-on-exec like every other fd here: exec probe commands are forked by this process.
-    os.set_inheritable(fd, False)
-    return serve(socket.socket(fileno=fd))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

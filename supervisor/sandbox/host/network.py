@@ -47,9 +47,9 @@ from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
 from supervisor.linux import nftables
 from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
-from supervisor.sandbox import antispoof
-from supervisor.sandbox.antispoof import Port
-from supervisor.sandbox.ipam import LeaseStore, check_static, gateway_of, mac_for
+from supervisor.sandbox.host import antispoof
+from supervisor.sandbox.host.antispoof import Port
+from supervisor.sandbox.host.ipam import LeaseStore, check_static, gateway_of, mac_for
 from supervisor.unit.schema import Network
 
 SANDBOX_IFNAME = "eth0"

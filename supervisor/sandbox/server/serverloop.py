@@ -1,4 +1,4 @@
-"""The fork server's side: spare launchers and the request loop (see forkserver.py).
+"""The fork server's side: spare launchers and the request loop (see host/forkserver.py).
 
 Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
 spare launcher is always forked ahead: a launch request is checked and handed to it (plan bytes
@@ -21,10 +21,12 @@ from dataclasses import replace
 from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
-from supervisor.sandbox import enter, probe_run
-from supervisor.sandbox.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.plancodec import decode_plan
-from supervisor.sandbox.protocol import (
+from supervisor.sandbox.child import enter
+from supervisor.sandbox.child.stage import ChildFds, run_launcher
+from supervisor.sandbox.server import probe_run
+from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
+from supervisor.sandbox.wire.plancodec import decode_plan
+from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
     EnterRequest,
@@ -38,7 +40,6 @@ from supervisor.sandbox.protocol import (
     encode,
     encode_server,
 )
-from supervisor.sandbox.stage import ChildFds, run_launcher
 
 REQUEST_FDS = 4  # sync_w, go_r, stdout, stderr; then up to MAX_KEEP_FDS kept fds
 ENTER_FDS = 3  # report_w, output_w, a pidfd of the sandbox's PID 1

@@ -1,7 +1,7 @@
 """What a sandbox's root needs to know about the host, looked at once per launch by the daemon.
 
 `HostLayout.probe()` stats every host path the mount plan may bind, mask or copy, so that
-`rootfs.plan_root()` stays pure (unit tests hand it a made-up layout) and the forked children
+`rootplan.plan_root()` stays pure (unit tests hand it a made-up layout) and the forked children
 never look at the host themselves. The path lists live here because they are both what is
 probed and what the plan shows of the host.
 """

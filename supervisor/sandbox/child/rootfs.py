@@ -1,0 +1,141 @@
+"""The sandbox's root, applied by PID 1: the mount plan (host/rootplan.py) through `Syscalls`.
+
+Fail closed: every operation either succeeds or aborts the launch with a StageFailure naming
+it. Every host path is opened without following a symlink and mounted through its fd, and
+every target inside an untrusted tree must resolve to itself (see host/rootplan.py for the
+threats).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+
+from supervisor.linux.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY, Syscalls
+from supervisor.sandbox.wire.mounts import (
+    NOSUID_NODEV_NOEXEC,
+    Bind,
+    Mask,
+    Mkdir,
+    Mount,
+    Op,
+    PivotRoot,
+    ReadOnly,
+    RemountRoot,
+    Symlink,
+    WriteFile,
+)
+from supervisor.sandbox.wire.protocol import StageFailure
+
+
+def _check_target(sys: Syscalls, path: str) -> None:
+    if sys.resolve(path) != path:
+        raise StageFailure(
+            "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
+        )
+
+
+def fd_path(fd: int) -> str:
+    # mount(2) follows this magic link straight to the file the fd holds (runc's technique):
+    # the path it was opened by is never looked up again, so swapping it afterwards is useless.
+    return f"/proc/self/fd/{fd}"
+
+
+def _open_source(sys: Syscalls, what: str, path: str, directory: bool = False) -> int:
+    try:
+        return sys.open_path(path, directory)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise StageFailure(
+                "rootfs",
+                errno.ELOOP,
+                f"{what} {path} has a symlink in its path; sandboxd never follows one there "
+                "(name the real path)",
+            ) from None
+        raise StageFailure.from_oserror("rootfs", f"open {what} {path}", err) from None
+
+
+def _mount_layers(sys: Syscalls, op: Mount) -> None:
+    fds: list[int] = []
+    try:
+        for option, path in op.layers:
+            fds.append(_open_source(sys, f"{op.fstype} {option}", path, directory=True))
+        names = [option for option, _ in op.layers]
+        options = [f"{name}={fd_path(fd)}" for name, fd in zip(names, fds, strict=True)]
+        data = ",".join(options + ([op.data] if op.data else []))
+        sys.mount(op.source, op.target, op.fstype, op.flags, data)
+    finally:
+        for fd in fds:
+            sys.close(fd)
+
+
+def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
+    fd = _open_source(sys, "bind source", source)
+    try:
+        sys.mount(fd_path(fd), target, None, MS_BIND, None)
+    finally:
+        sys.close(fd)
+
+
+def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
+    match op:
+        case Mkdir(path, mode, parents, check):
+            sys.mkdir(path, mode, parents)
+            if check:
+                _check_target(sys, path)
+        case Mount(source, target, fstype, flags, data, layers):
+            if layers:
+                _mount_layers(sys, op)
+            else:
+                sys.mount(source, target, fstype, flags, data)
+        case Bind(source, target, is_dir, remount, check):
+            if is_dir:
+                sys.mkdir(target, 0o755)
+            elif sys.kind(target) is None:
+                sys.touch(target)
+            if check:
+                _check_target(sys, target)
+            _bind_fd(sys, source, target)
+            if remount is not None:
+                sys.mount(None, target, None, remount, None)
+        case Symlink(target, path):
+            sys.symlink(target, path)
+        case WriteFile(path, data):
+            sys.write_file(path, data)
+        case Mask(path, is_dir):
+            if is_dir:
+                sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+            else:
+                _bind_fd(sys, "/dev/null", path)
+        case ReadOnly(path, remount):
+            sys.mount(path, path, None, MS_BIND, None)
+            sys.mount(None, path, None, remount, None)
+        case RemountRoot(path, flags):
+            sys.mount(None, path, None, flags, None)
+        case PivotRoot(new_root):
+            # pivot_root(".", ".") stacks the old root on top of the new one; unmounting "."
+            # then detaches the whole host tree from this namespace (no chroot escape left).
+            sys.chdir(new_root)
+            sys.pivot_root(".", ".")
+            sys.umount2(".", MNT_DETACH)
+            sys.chdir("/")
+
+
+def describe(op: Op) -> str:
+    match op:
+        case Bind(source, target, _, remount, _):
+            ro = " read-only" if remount is not None and remount & MS_RDONLY else ""
+            return f"bind {source} on {target}{ro}"
+        case Mount(source, target, fstype, _, _, layers):
+            over = "".join(f" {option}={path}" for option, path in layers)
+            return f"mount {fstype or source}{over} on {target}"
+        case _:
+            return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
+
+
+def apply(sys: Syscalls, ops: Iterable[Op]) -> None:
+    for op in ops:
+        try:
+            apply_op(sys, op)
+        except OSError as err:
+            raise StageFailure.from_oserror("rootfs", describe(op), err) from None

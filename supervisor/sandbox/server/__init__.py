@@ -1,0 +1,1 @@
+"""The fork server process: forks launchers and exec probe commands for the daemon."""

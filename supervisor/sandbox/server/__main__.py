@@ -1,0 +1,38 @@
+"""The fork server process: `python -S -m supervisor.sandbox.server FD DAEMON_PID`.
+
+Spawned by the daemon (host/forkserver.py), never imported by it. FD is the daemon's end of
+a Unix socket pair; the loop is serverloop.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import sys
+
+from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL
+from supervisor.sandbox.server.serverloop import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    fd, daemon = (int(a) for a in (argv or sys.argv[1:]))
+    # Die with the daemon: a server outliving it would keep forking for nobody. getppid() after
+    # arming catches a daemon that died before.
+    REAL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon:
+        return 1
+    # Orphaned sandbox PID 1s must go to the daemon, never to us (prctl(2): not inherited, but
+    # cleared explicitly in case the interpreter was started by a subreaper-aware wrapper).
+    REAL.prctl(PR_SET_CHILD_SUBREAPER, 0)
+    # No collection, ever: a forked launcher must not run finalizers, and the server allocates
+    # next to nothing.
+    gc.disable()
+    # Close-on-exec like every other fd here: exec probe commands are forked by this process.
+    os.set_inheritable(fd, False)
+    return serve(socket.socket(fileno=fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

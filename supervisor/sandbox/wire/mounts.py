@@ -1,0 +1,118 @@
+"""A sandbox root's mount plan as data: the operations PID 1 applies, in order.
+
+Computed in the daemon (host/rootplan.py), sent to the fork server inside the launch plan
+(plancodec.py), applied by PID 1 before exec (child/rootfs.py). Plain frozen dataclasses, so
+the plan can be compared whole in tests and encoded without a schema of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supervisor.linux.syscalls import MS_NODEV, MS_NOEXEC, MS_NOSUID
+
+INIT_PATH = "/dev/init"  # where init = true binds tini: outside any unit mount
+NOSUID_NODEV = MS_NOSUID | MS_NODEV
+NOSUID_NODEV_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+    mode: int = 0o755
+    parents: bool = False  # only for unit mount targets: our own tree is created top-down
+    check: bool = False  # the path is inside an untrusted tree: refuse symlinks
+
+
+@dataclass(frozen=True)
+class Mount:
+    """mount(2). `layers` are (option, host path) pairs, e.g. ("lowerdir", "/usr"): PID 1 opens
+    each path without following symlinks and passes `option=/proc/self/fd/N` before `data`."""
+
+    source: str | None
+    target: str
+    fstype: str | None
+    flags: int
+    data: str | None = None
+    layers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Bind `source` (a host path, looked at by the daemon) on `target`, creating the target.
+    PID 1 opens `source` without following symlinks and mounts that fd (see the docstring).
+
+    `remount` is None for a plain bind, else the complete flags of the MS_REMOUNT that follows:
+    the wanted ones plus those of the source's mount (see the module docstring).
+    """
+
+    source: str
+    target: str
+    is_dir: bool
+    remount: int | None
+    check: bool = False
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str
+    path: str
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory."""
+
+    path: str
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    path: str
+    remount: int
+
+
+@dataclass(frozen=True)
+class RemountRoot:
+    path: str
+    flags: int
+
+
+@dataclass(frozen=True)
+class PivotRoot:
+    new_root: str
+
+
+Op = Mkdir | Mount | Bind | Symlink | WriteFile | Mask | ReadOnly | RemountRoot | PivotRoot
+
+
+@dataclass(frozen=True)
+class UnitMount:
+    """A unit mount or a daemon-supplied bind, flattened from the schema."""
+
+    target: str
+    source: str | None = None  # None: tmpfs
+    read_only: bool = True
+    size: int | None = None
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    root: str  # "host" or a directory
+    hostname: str
+    read_only: bool = True
+    overlay_dir: str | None = None  # set: copy-on-write layer with upper/work under it
+    mounts: tuple[UnitMount, ...] = ()
+    devices: tuple[tuple[str, bool], ...] = ()  # (path, read_only)
+    init_binary: str | None = None
+    sysfs: bool = True
+    tmp_size: int = 64 << 20  # bytes, for /tmp and /run: never unbounded (half of the host RAM)
+    run_size: int = 16 << 20
