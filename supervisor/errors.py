@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno as errno_module
 import os
 
-# sandboxctl exit codes (DESIGN.md part 1, "sandboxctl").
+from supervisor.contract import LAUNCH_ERROR
+
+# sandboxctl exit codes (docs/control.md, "sandboxctl"): scripts rely on them.
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -50,7 +52,7 @@ class LaunchError(SupervisorError):
     @property
     def reason(self) -> str:
         """The exit reason as the contract spells it."""
-        return f"launch-error:{self.stage}: {self.message}"
+        return f"{LAUNCH_ERROR}{self.stage}: {self.message}"
 
 
 class CgroupError(SupervisorError):

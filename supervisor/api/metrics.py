@@ -19,10 +19,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from supervisor.api.openapi import STATES
+from supervisor.api.openapi import HEALTH_STATES, STATES
 from supervisor.engine.model import Controller
 
-HEALTH_STATES = ("healthy", "unhealthy", "starting")
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

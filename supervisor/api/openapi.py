@@ -10,10 +10,12 @@ from typing import Any
 
 from supervisor.api.errors import CODES, NO_SUCH_UNIT
 from supervisor.api.events import RING_SIZE
+from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason, HealthState, State
 
 MAX_LOG_LINES = 1_000_000
 MAX_SEQ = 2**53  # JSON numbers stay exact up to here
-STATES = ["starting", "running", "stopping", "stopped", "exited", "backoff", "failed", "invalid"]
+STATES = [s.value for s in State]
+HEALTH_STATES = [h.value for h in HealthState]
 ERROR_CODES = sorted({*CODES.values(), NO_SUCH_UNIT})
 
 
@@ -45,14 +47,14 @@ UNIT_STATUS: dict[str, Any] = {
         "pid": _nullable({"type": "integer", "minimum": 1}),
         "restarts": {"type": "integer", "minimum": 0},
         "last_exit": _nullable(
-            {"type": "string", "description": "exit-code:N, signal:NAME, oom-killed, "
-             "launch-error:<message> or lost"}
+            {"type": "string", "description": f"{EXIT_CODE}N, {SIGNAL}NAME, "
+             f"{LAUNCH_ERROR}<stage>: <message>, or one of: " + ", ".join(ExitReason)}
         ),
         "oom_kills": {"type": "integer", "minimum": 0},
         "memory_bytes": _nullable({"type": "integer", "minimum": 0}),
         "started_at": _nullable({"type": "string", "format": "date-time"}),
         "error": _nullable({"type": "string"}),
-        "health": _nullable({"type": "string", "enum": ["healthy", "unhealthy", "starting"]}),
+        "health": _nullable({"type": "string", "enum": HEALTH_STATES}),
         "next_start_in": _nullable(
             {"type": "number", "description": "seconds until the next start out of backoff"}
         ),

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from supervisor.api import auth
 from supervisor.api.server import Server, serve_on
+from supervisor.contract import State
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.errors import SupervisorError, UnitNotFound
 
@@ -33,8 +34,8 @@ def make_status(
         "restarts": 0,
         "last_exit": None,
         "oom_kills": 0,
-        "memory_bytes": 12 << 20 if state == "running" else None,
-        "started_at": EPOCH if state == "running" else None,
+        "memory_bytes": 12 << 20 if state == State.RUNNING.value else None,
+        "started_at": EPOCH if state == State.RUNNING.value else None,
         "error": None,
         "health": None,
         "limits": {"memory_max": 256 << 20, "pids_max": 1024, "cpu_max": 0.5},

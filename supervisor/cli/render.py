@@ -7,15 +7,17 @@ import os
 from collections.abc import Sequence
 from typing import IO
 
+from supervisor.contract import State
+
 STATE_COLORS = {
-    "running": "32",  # green
-    "starting": "33",  # yellow
-    "stopping": "33",
-    "backoff": "33",
-    "failed": "31",  # red
-    "invalid": "31",
-    "exited": "2",  # dim
-    "stopped": "2",
+    State.RUNNING.value: "32",  # green
+    State.STARTING.value: "33",  # yellow
+    State.STOPPING.value: "33",
+    State.BACKOFF.value: "33",
+    State.FAILED.value: "31",  # red
+    State.INVALID.value: "31",
+    State.EXITED.value: "2",  # dim
+    State.STOPPED.value: "2",
 }
 
 

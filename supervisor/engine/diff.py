@@ -18,7 +18,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from supervisor.engine.states import State
+from supervisor.contract import State
 from supervisor.unit.spec import UnitSpec
 
 

@@ -1,14 +1,16 @@
 """Exit reasons: what a wait status (and the cgroup's OOM counter) means to an operator.
 
-The reason is part of the contract (status, events, metrics): `exit-code:N`, `signal:NAME`,
+The reasons are part of the contract (supervisor/contract.py): `exit-code:N`, `signal:NAME`,
 `oom-killed`, `lost` (the status is unknown), plus the ones the runner gives when it ended the
-run itself (`unhealthy`, `watchdog`, `start-timeout`, ...).
+run itself (`unhealthy`, `watchdog`, `start-timeout`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+
+from supervisor.contract import EXIT_CODE, SIGNAL, ExitReason
 
 
 def signal_name(signum: int) -> str:
@@ -21,8 +23,8 @@ def signal_name(signum: int) -> str:
 def describe_status(status: int) -> str:
     """`exit-code:N` or `signal:NAME` for a wait status."""
     if os.WIFSIGNALED(status):
-        return f"signal:{signal_name(os.WTERMSIG(status))}"
-    return f"exit-code:{os.waitstatus_to_exitcode(status)}"
+        return f"{SIGNAL}{signal_name(os.WTERMSIG(status))}"
+    return f"{EXIT_CODE}{os.waitstatus_to_exitcode(status)}"
 
 
 def exit_reason(status: int | None, oom_kills_during_run: int) -> str:
@@ -34,7 +36,7 @@ def exit_reason(status: int | None, oom_kills_during_run: int) -> str:
     status is `lost`.
     """
     if status is None:
-        return "oom-killed" if oom_kills_during_run else "lost"
+        return (ExitReason.OOM_KILLED if oom_kills_during_run else ExitReason.LOST).value
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and oom_kills_during_run:
-        return "oom-killed"
+        return ExitReason.OOM_KILLED.value
     return describe_status(status)

@@ -23,10 +23,11 @@ import asyncio
 from collections.abc import Callable
 
 from supervisor.cgroups import UnitCgroup
-from supervisor.engine.model import HealthState
+from supervisor.contract import HealthState
 from supervisor.engine.ports import Prober
 from supervisor.engine.probe_exec import ExecProbe
 from supervisor.engine.probes import HttpProbe, Probe, ProbeResult, TcpProbe
+from supervisor.engine.states import StopReason
 from supervisor.log import get_logger
 from supervisor.unit.schema import Health
 from supervisor.unit.spec import UnitSpec
@@ -72,9 +73,10 @@ class HealthMonitor:
         self._probe: Probe | None = None
 
     @property
-    def verdict(self) -> str | None:
-        """ "unhealthy" while the current run has been found unhealthy, else None."""
-        return "unhealthy" if self.state == "unhealthy" and self._probe is not None else None
+    def verdict(self) -> StopReason | None:
+        """UNHEALTHY while the current run has been found unhealthy, else None."""
+        unhealthy = self.state is HealthState.UNHEALTHY and self._probe is not None
+        return StopReason.UNHEALTHY if unhealthy else None
 
     def begin(self, spec: UnitSpec, pid: int, cgroup: UnitCgroup | None) -> None:
         """The run became ready: probe it (if the unit has `[health]`)."""
@@ -84,7 +86,7 @@ class HealthMonitor:
             self.clear()
             return
         self.failures, self.last_output, self.last_ok = 0, None, None
-        self._set("starting")
+        self._set(HealthState.STARTING)
         self._probe = make_probe(self.unit, health, pid, cgroup, self._prober)
         self._task = self.loop.create_task(self._loop(self._probe, health),
                                            name=f"health:{self.unit}")  # fmt: skip
@@ -124,19 +126,20 @@ class HealthMonitor:
             if result.ok:
                 seen_ok = True
                 self.failures = 0
-                self._set("healthy")
+                self._set(HealthState.HEALTHY)
             elif seen_ok or now - began >= health.start_period:
                 self.failures += 1
                 if self.failures >= health.retries:
                     self.unhealthy_total += 1
-                    self._set("unhealthy")  # the runner logs unit.unhealthy as it ends the run
+                    # The runner logs unit.unhealthy as it ends the run.
+                    self._set(HealthState.UNHEALTHY)
                     return
             await asyncio.sleep(max(0.0, health.interval - (self.clock() - started)))
 
     def _set(self, state: HealthState) -> None:
         if state != self.state:
             before, self.state = self.state, state
-            if before is not None or state != "starting":
+            if before is not None or state is not HealthState.STARTING:
                 self._event("health", health=state, output=self.last_output)
             self._on_change()
 

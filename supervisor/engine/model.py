@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-HealthState = Literal["healthy", "unhealthy", "starting"]
+from supervisor.contract import HealthState
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class UnitStatus:
     """A snapshot of one unit. `to_json` is the stable `status --json` element (DESIGN.md)."""
 
     name: str
-    state: str  # supervisor.engine.states.State value
+    state: str  # supervisor.contract.State value
     pid: int | None
     restarts: int
     last_exit: str | None  # exit-code:N, signal:NAME, oom-killed, launch-error:..., lost

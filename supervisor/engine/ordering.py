@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from supervisor.engine.model import HealthState
-from supervisor.engine.states import State
+from supervisor.contract import HealthState, State
 from supervisor.unit.spec import UnitSpec
 
 
@@ -53,7 +52,7 @@ def not_ready(unit: Unit | None) -> str | None:
         return str(unit.state.value)
     if unit.spec is not None and unit.spec.unit.health is not None:
         health = unit.health.state
-        if health != "healthy":
+        if health is not HealthState.HEALTHY:
             return f"running, health {health or 'unknown'}"
     return None
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from supervisor.cgroups import UnitCgroup
 from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
 from supervisor.engine.ports import Bind
+from supervisor.engine.states import StopReason
 from supervisor.unit.spec import UnitSpec
 
 Clock = Callable[[], float]
@@ -114,16 +115,16 @@ class Readiness:
         self.ready = False
         self._start_deadline = self._watchdog_deadline = None
 
-    def overdue(self) -> str | None:
+    def overdue(self) -> StopReason | None:
         now = self.clock()
         if not self.ready:
             if self._start_deadline is not None and now >= self._start_deadline:
-                return "start-timeout"
+                return StopReason.START_TIMEOUT
             return None
         if self._triggered or (
             self._watchdog_deadline is not None and now >= self._watchdog_deadline
         ):
-            return "watchdog"
+            return StopReason.WATCHDOG
         return None
 
     def next_deadline(self) -> float | None:

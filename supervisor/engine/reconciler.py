@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Protocol
 
 from supervisor.config import DaemonConfig
+from supervisor.contract import State
 from supervisor.engine import diff, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
@@ -28,7 +29,6 @@ from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.run import Host
-from supervisor.engine.states import State
 from supervisor.engine.store import Store
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from supervisor.contract import State
 from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
@@ -23,7 +24,7 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.readiness import Readiness
 from supervisor.engine.run import Host, Run, limits_from
-from supervisor.engine.states import State
+from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import Store, UnitRecord
 from supervisor.engine.wakeup import Wakeup
 from supervisor.errors import CgroupError
@@ -71,7 +72,7 @@ class RunnerBase:
         self.launches = 0
         self._start = self._stop = self._removing = self._detaching = False
         self._forget = False  # removed for good: free what outlives runs (the address lease)
-        self._stop_reason: str | None = None  # why the daemon itself is ending the run
+        self._stop_reason: StopReason | None = None  # why the daemon itself ends the run
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._oom_seen = 0  # OOM kills of the current run already accounted
         self._wake = Wakeup()
@@ -151,7 +152,7 @@ class RunnerBase:
         self._changed.set()
 
     def note_oom_victim(self, pid: int, command: str) -> None:
-        """The kernel log named a victim in this unit's cgroup (see kmsg.py)."""
+        """The kernel log named a victim in this unit's cgroup (see linux/kmsg.py)."""
         main = pid == (self.run.pid if self.run else self._last_pid)
         self.oom_victims.append({"pid": pid, "command": command, "main": main})
         self._event("oom_victim", "warning", victim_pid=pid, command=command, main=main)
@@ -161,21 +162,20 @@ class RunnerBase:
         return self._start
 
     @property
-    def intent(self) -> str | None:
+    def intent(self) -> Intent | StopReason | None:
         """Why the current run is being (or is about to be) ended, for the state file, so
         that a daemon killed meanwhile is succeeded by one that finishes the same job:
-        "restart" (start again after the stop: `restart`, or a reload of a changed file),
-        "stop", the reason the daemon itself ends it (watchdog, unhealthy, oom-killed,
-        start-timeout: then the restart policy decides), or "self-stop" (the service said
-        STOPPING=1 and ends by itself). None while no end is under way."""
+        RESTART (start again after the stop: `restart`, or a reload of a changed file), STOP,
+        or the reason the daemon itself ends it (StopReason: then the restart policy decides).
+        None while no end is under way."""
         if self.run is None:
             return None
         if self._start and (self._stop or self.state is State.STOPPING):
-            return "restart"
+            return Intent.RESTART
         if self.state is State.STOPPING:
             # An operator's stop outranks the daemon's own reason for ending the run.
-            return "stop" if self._stop else (self._stop_reason or "stop")
-        return "stop" if self._stop else None
+            return Intent.STOP if self._stop else (self._stop_reason or Intent.STOP)
+        return Intent.STOP if self._stop else None
 
     async def wait(self, done: Callable[[], bool]) -> None:
         while not done():

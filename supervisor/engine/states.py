@@ -1,36 +1,39 @@
-"""The contract's unit states (DESIGN.md part 1) and what each one allows.
+"""Why the runner ends a run, and what an ending run is for: the runner's own vocabulary.
 
-The runner moves between these and nothing else; the predicates keep "may I start/stop this
-unit now?" in one place instead of scattered membership tests.
+The unit states themselves are part of the contract (supervisor/contract.py).
 """
 
 from __future__ import annotations
 
 import enum
 
+from supervisor.contract import ExitReason
 
-class State(enum.Enum):
-    STARTING = "starting"  # launching; not yet running (or not yet ready)
-    RUNNING = "running"
-    STOPPING = "stopping"  # stop_signal sent (or STOPPING=1 said), waiting for the exit
-    STOPPED = "stopped"  # stopped on purpose (sandboxctl stop, removed, daemon exit)
-    EXITED = "exited"  # ended by itself and no restart is due
-    BACKOFF = "backoff"  # waiting for a restart delay
-    FAILED = "failed"  # start limit hit or launch error; needs `sandboxctl start`
-    INVALID = "invalid"  # the file does not validate and no earlier version runs
 
-    def has_process(self) -> bool:
-        """A sandbox (cgroup, PID 1) exists in this state."""
-        return self in (State.STARTING, State.RUNNING, State.STOPPING)
+class StopReason(enum.Enum):
+    """Why the daemon itself ends a run; all but SELF_STOP are also the run's exit reason."""
 
-    def can_start(self) -> bool:
-        """`start` would launch a new run (a running unit is already started)."""
-        return self in (State.STOPPED, State.EXITED, State.BACKOFF, State.FAILED)
+    WATCHDOG = ExitReason.WATCHDOG.value
+    UNHEALTHY = ExitReason.UNHEALTHY.value
+    OOM_KILLED = ExitReason.OOM_KILLED.value  # oom.policy says the run must not go on
+    START_TIMEOUT = ExitReason.START_TIMEOUT.value
+    # The service said STOPPING=1: it ends itself (no stop_signal), and how it exits is what
+    # the restart policy judges.
+    SELF_STOP = "self-stop"
 
-    def can_stop(self) -> bool:
-        """`stop` has something to do: a process to end or a pending restart to cancel."""
-        return self in (State.STARTING, State.RUNNING, State.BACKOFF)
 
-    def is_settled(self) -> bool:
-        """No transition happens without a command: the runner is idle."""
-        return self in (State.STOPPED, State.EXITED, State.FAILED, State.INVALID)
+class Intent(enum.Enum):
+    """What an operator (or a reload) asked of an ending run."""
+
+    RESTART = "restart"  # start again after the stop (`restart`, a changed file)
+    STOP = "stop"  # `stop`, or the unit's removal
+
+
+def intent_from(value: str | None) -> Intent | StopReason | None:
+    """The state file's `intent` (an Intent or a StopReason value) back; None if unknown."""
+    for kind in (Intent, StopReason):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return None

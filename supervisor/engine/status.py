@@ -10,6 +10,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from supervisor.cgroups import UnitCgroup
+from supervisor.contract import State
 from supervisor.engine.model import UnitStatus
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError
@@ -43,7 +44,7 @@ def record(r: UnitRunner) -> UnitRecord:
         oom_base=run.oom_base if run else 0,
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
-        intent=r.intent,
+        intent=None if r.intent is None else r.intent.value,
     )
 
 
@@ -67,13 +68,13 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
     run, spec = r.run, r.spec
     usage = _usage(run) if detail else {}
     error = r.error
-    if r.waiting_for is not None and r.state.value == "starting":
+    if r.waiting_for is not None and r.state is State.STARTING:
         error = r.waiting_for
     if r.invalid:
         kept = " (the running version is kept)" if spec is not None else ""
         error = f"invalid unit file{kept}: " + "; ".join(r.invalid)
     next_start_in = None
-    if r.state.value == "backoff":
+    if r.state is State.BACKOFF:
         next_start_in = round(max(0.0, r.next_start - r.host.monotonic()), 3)
     summary = UnitStatus(
         name=r.name,

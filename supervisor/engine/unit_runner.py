@@ -1,4 +1,4 @@
-"""One unit's state machine, run as an asyncio task (STYLE rules 9, 10, 14).
+"""One unit's state machine, run as an asyncio task.
 
                                   waiting for `after` units
                                         ▲    │
@@ -32,9 +32,10 @@ import time
 
 import structlog
 
+from supervisor.contract import LAUNCH_ERROR, ExitReason, State
 from supervisor.engine.run import Run, discard_cgroup
 from supervisor.engine.runner_base import Blocker, RunnerBase
-from supervisor.engine.states import State
+from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 
@@ -44,8 +45,6 @@ __all__ = ["Blocker", "UnitRunner"]
 OOM_GRACE = 0.25
 # After SIGKILL to the whole cgroup, how long before the unit is reported unkillable.
 KILL_TIMEOUT = 10.0
-# The stop reason (and state-file intent) of a run that said STOPPING=1: it ends itself.
-SELF_STOP = "self-stop"
 
 
 class UnitRunner(RunnerBase):
@@ -66,7 +65,8 @@ class UnitRunner(RunnerBase):
             self._set(state)
             return
         # Records written before `intent` existed say only `stopping`: a stop.
-        intent = record.intent or ("stop" if record.state == State.STOPPING.value else None)
+        stopping = record.state == State.STOPPING.value
+        intent = intent_from(record.intent) or (Intent.STOP if stopping else None)
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
             self.run, self.run_spec = run, self.spec
@@ -76,30 +76,32 @@ class UnitRunner(RunnerBase):
             if intent is None:
                 self._set(State.RUNNING)
             else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
-                self._start = intent == "restart"
-                self._stop_reason = None if intent in ("restart", "stop") else intent
+                self._start = intent is Intent.RESTART
+                self._stop_reason = intent if isinstance(intent, StopReason) else None
                 self._set(State.STOPPING)
-            self._event("adopted", uptime=round(run.uptime(), 3), intent=intent)
+            self._event("adopted", uptime=round(run.uptime(), 3), intent=_value(intent))
             return
         leftover = self.host.cgroups.open(self.name)
         if leftover is not None:
             discard_cgroup(leftover, self.name)
-        self._record_exit("lost")
-        self._event("exited", "warning", reason="lost", pid=record.pid, intent=intent)
+        self._record_exit(ExitReason.LOST)
+        self._event("exited", "warning", reason=ExitReason.LOST.value, pid=record.pid,
+                    intent=_value(intent))  # fmt: skip
         match intent:
-            case "restart":
+            case Intent.RESTART:
                 self._start = True
                 self._set(State.STOPPED)
-            case "stop":
+            case Intent.STOP:
                 self._set(State.STOPPED)
-            case "start-timeout" if self.spec is not None:
+            case StopReason.START_TIMEOUT if self.spec is not None:
                 timeout = self.spec.unit.service.start_timeout
                 self.error = f"not ready within {timeout:g}s (start_timeout)"
                 self._set(State.FAILED)
             case _:
                 # A run that was ending itself (self-stop) left no exit status either: lost.
-                reason = "lost" if intent in (None, SELF_STOP) else intent
-                self.after_exit(reason, self.host.wall() - (record.started_at or 0.0))
+                reason = _exit_reason(intent) if isinstance(intent, StopReason) else None
+                self.after_exit(reason or ExitReason.LOST,
+                                self.host.wall() - (record.started_at or 0.0))  # fmt: skip
 
     # -- the task ------------------------------------------------------------------------
 
@@ -176,10 +178,8 @@ class UnitRunner(RunnerBase):
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
-            reason = (
-                exc.reason if isinstance(exc, LaunchError)
-                else f"launch-error:{'cgroup' if isinstance(exc, CgroupError) else 'notify'}: {exc}"
-            )  # fmt: skip
+            stage = "cgroup" if isinstance(exc, CgroupError) else "notify"
+            reason = exc.reason if isinstance(exc, LaunchError) else f"{LAUNCH_ERROR}{stage}: {exc}"
             self._record_exit(reason)
             self.error = f"could not start: {reason}"
             self._set(State.FAILED)
@@ -214,11 +214,12 @@ class UnitRunner(RunnerBase):
         else:
             await self._wake.sleep(self.readiness.next_deadline())
 
-    def _end_for(self, reason: str) -> None:
+    def _end_for(self, reason: StopReason) -> None:
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
         self._stop_reason = reason
-        level = "error" if reason == "start-timeout" else "warning"
-        self._event(reason.replace("-", "_"), level, **self.health.view(), **self.readiness.view())
+        level = "error" if reason is StopReason.START_TIMEOUT else "warning"
+        self._event(reason.value.replace("-", "_"), level, **self.health.view(),
+                    **self.readiness.view())  # fmt: skip
         self._set(State.STOPPING)
 
     async def _running(self) -> None:
@@ -239,7 +240,7 @@ class UnitRunner(RunnerBase):
             if self.spec and self.spec.unit.oom.policy != "continue":
                 await self._wake.sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
                 if not run.ended:
-                    self._stop_reason = "oom-killed"
+                    self._stop_reason = StopReason.OOM_KILLED
                     self._set(State.STOPPING)
         elif self._stop:
             self._stop = False
@@ -247,7 +248,7 @@ class UnitRunner(RunnerBase):
         elif self.readiness.stopping:
             # STOPPING=1, as systemd's "deactivating": the service began its own shutdown,
             # so its watchdog and probes no longer count, and stop_timeout bounds it.
-            self._stop_reason = SELF_STOP
+            self._stop_reason = StopReason.SELF_STOP
             self._set(State.STOPPING)
         elif (why := self.readiness.overdue() or self.health.verdict) is not None:
             self._end_for(why)
@@ -260,7 +261,7 @@ class UnitRunner(RunnerBase):
         signame, timeout = spec.unit.service.stop_signal, spec.unit.service.stop_timeout
         began = time.monotonic()
         sent: str | None = signame
-        if self._stop_reason == SELF_STOP:
+        if self._stop_reason is StopReason.SELF_STOP:
             sent = None
             self._event("stopping", "info", by="service", **self.readiness.view())
         else:
@@ -272,21 +273,21 @@ class UnitRunner(RunnerBase):
             run.kill_all()
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
-        reason, self._stop_reason = self._stop_reason, None
-        if reason == SELF_STOP:  # its own end: the restart policy judges how it exited
-            reason = run.reason() if run.ended else "lost"
-        if reason == "start-timeout":
+        stop_reason, self._stop_reason = self._stop_reason, None
+        if stop_reason is StopReason.START_TIMEOUT:
             self._stop = False
-            await self._end_run(reason)
+            await self._end_run(ExitReason.START_TIMEOUT)
             self.error = f"not ready within {spec.unit.service.start_timeout:g}s (start_timeout)"
             self._set(State.FAILED)
             self._event("failed", "error", reason=self.error)
             return
-        if reason is not None:
-            await self._ended(reason)  # which honours a stop or restart asked for meanwhile
+        if stop_reason is not None:
+            # Which honours a stop or restart asked for meanwhile. A self-stop is the run's
+            # own end: the restart policy judges how it exited.
+            await self._ended(_exit_reason(stop_reason) or _run_reason(run))
             return
         self._stop = False
-        await self._end_run(run.reason() if run.ended else "lost")
+        await self._end_run(_run_reason(run))
         self._set(State.STOPPED)
         self._event("stopped")
 
@@ -321,7 +322,7 @@ class UnitRunner(RunnerBase):
 
     def after_exit(self, reason: str, ran_for: float) -> None:
         assert self.spec is not None
-        if reason == "oom-killed" and self.spec.unit.oom.policy == "stop":
+        if reason == ExitReason.OOM_KILLED and self.spec.unit.oom.policy == "stop":
             self.error = 'OOM-killed; not restarted ([oom] policy = "stop")'
             self._set(State.EXITED)
             return
@@ -330,7 +331,7 @@ class UnitRunner(RunnerBase):
         if decision.verdict == "restart":
             self.next_start = self.host.monotonic() + decision.delay
             self._set(State.BACKOFF)
-            self._event("backoff", delay=decision.delay, reason=reason)
+            self._event("backoff", delay=decision.delay, reason=str(reason))
         elif decision.verdict == "give-up":
             self._set(State.FAILED)
             exits = list(self.recent_exits)
@@ -349,15 +350,15 @@ class UnitRunner(RunnerBase):
         run.finish()
         self.run = None
         self._record_exit(reason)
-        self._event("exited", reason=reason, pid=run.pid, status=wait_status,
+        self._event("exited", reason=str(reason), pid=run.pid, status=wait_status,
                     ran_for=round(run.uptime(), 3))  # fmt: skip
         if self.network is not None and spec is not None:
             # Before anything can launch again: the next run's veth has the same name.
             await self.network.detach(spec)
 
     def _record_exit(self, reason: str) -> None:
-        self.last_exit = reason
-        self.recent_exits.append(reason)
+        self.last_exit = str(reason)  # a plain string, also for an ExitReason
+        self.recent_exits.append(self.last_exit)
 
     def _account_oom(self) -> bool:
         """Count the run's new OOM kills; True if there were any."""
@@ -377,3 +378,16 @@ _VALUES = {s.value for s in State}
 
 def _signum(name: str) -> int:
     return int(signal.Signals[name])
+
+
+def _exit_reason(reason: StopReason) -> str | None:
+    """The exit reason of a run the daemon ended for `reason` (None: its own, SELF_STOP)."""
+    return None if reason is StopReason.SELF_STOP else reason.value
+
+
+def _run_reason(run: Run) -> str:
+    return run.reason() if run.ended else ExitReason.LOST.value
+
+
+def _value(intent: Intent | StopReason | None) -> str | None:
+    return None if intent is None else intent.value

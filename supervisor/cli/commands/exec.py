@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from supervisor.cli.client import Client, error, exits
+from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE
 
 HELP = "run a command inside a running unit's sandbox (namespaces, cgroup, user, caps, seccomp)"
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         error("exec: needs root (it enters the sandbox's namespaces itself)")
         return EXIT_FAILURE
     unit = Client().unit(args.unit)
-    if unit["state"] != "running" or not unit.get("pid"):
+    if unit["state"] != State.RUNNING.value or not unit.get("pid"):
         error(f"exec: {args.unit} is {unit['state']}, not running")
         return EXIT_NOT_RUNNING
     from supervisor.sandbox.child import enter  # noqa: PLC0415 - keeps `sandboxctl status` fast

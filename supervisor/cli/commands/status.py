@@ -10,6 +10,7 @@ from typing import Any
 
 from supervisor.cli import render
 from supervisor.cli.client import Client, error, exits
+from supervisor.contract import State
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
 HELP = "show units: state, pid, uptime, restarts, memory, last exit"
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
-    running = unit["state"] == "running"
+    running = unit["state"] == State.RUNNING.value
     return [
         unit["name"],
         unit["state"],
@@ -77,7 +78,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
 
     field("pid", unit.get("pid"))
     if unit.get("started_at"):
-        up = render.since(unit["started_at"], now) if state == "running" else None
+        up = render.since(unit["started_at"], now) if state == State.RUNNING.value else None
         field("started", unit["started_at"] + (f" (up {render.duration(up)})" if up else ""))
     field("health", unit.get("health"))
     field("restarts", unit.get("restarts"))
@@ -90,7 +91,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
                                                      if cap is not None else ""))  # fmt: skip
     else:
         field("oom kills", 0)
-    if state == "backoff" and unit.get("next_start_in") is not None:
+    if state == State.BACKOFF.value and unit.get("next_start_in") is not None:
         # The exit it restarts after; `error` says the same as a sentence ("restart in 4s
         # after ...") and would read twice here.
         why = unit.get("last_exit") or unit.get("error") or "the last run failed"
@@ -149,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
         print_table(units)
-    if names and any(u["state"] != "running" for u in units):
+    if names and any(u["state"] != State.RUNNING.value for u in units):
         return EXIT_NOT_RUNNING
     return EXIT_OK

@@ -11,12 +11,13 @@ import sys
 from typing import Any
 
 from supervisor.cli.client import ApiError, Client, error, exits
+from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
 
 EXPECTED = {
-    "start": ("running", "starting"),
-    "restart": ("running", "starting"),
-    "stop": ("stopped", "exited"),
+    "start": (State.RUNNING.value, State.STARTING.value),
+    "restart": (State.RUNNING.value, State.STARTING.value),
+    "stop": (State.STOPPED.value, State.EXITED.value),
 }
 
 

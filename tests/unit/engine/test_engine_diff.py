@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from supervisor.contract import State
 from supervisor.engine.diff import Actual, Kind, plan
-from supervisor.engine.states import State
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 

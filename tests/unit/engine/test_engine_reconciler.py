@@ -12,8 +12,8 @@ import pytest
 from engine_fakes import make_rig, make_spec
 
 from supervisor.config import DaemonConfig
+from supervisor.contract import State
 from supervisor.engine.reconciler import Reconciler
-from supervisor.engine.states import State
 from supervisor.errors import UnitNotFound
 from supervisor.unit.spec import UnitSpec
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from engine_fakes import Rig, make_rig, make_spec
 
-from supervisor.engine.states import State
+from supervisor.contract import State
+from supervisor.engine.states import StopReason
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
@@ -110,7 +111,7 @@ def test_adopted_self_stop_gets_no_signal_then_stop_timeout(tmp_path: Path) -> N
         spec = make_spec(service={"stop_timeout": "600ms"}, restart={"policy": "no"})
         pid = orphan()  # a `sleep`: SIGTERM would end it at once
         runner, task = await resumed(rig, record_of(spec, pid, "stopping", "self-stop"), spec)
-        assert runner.state is State.STOPPING and runner.intent == "self-stop"
+        assert runner.state is State.STOPPING and runner.intent is StopReason.SELF_STOP
         await asyncio.sleep(0.3)
         assert not gone(pid)  # no stop_signal: the service is ending by itself
         await until(runner, lambda: runner.state is State.EXITED)

@@ -16,7 +16,8 @@ import structlog
 from engine_fakes import Rig, make_rig, make_spec
 from structlog.testing import capture_logs
 
-from supervisor.engine.states import State
+from supervisor.contract import State
+from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
@@ -236,9 +237,9 @@ def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) ->
         await until(r, lambda: r.state is State.RUNNING)
         rig.manager.cgroups["svc"].oom_kill()
         await until(r, lambda: r.state is State.STOPPING)
-        assert r.intent == "oom-killed"
+        assert r.intent is StopReason.OOM_KILLED
         r.stop()  # the operator's stop must win over the restart the OOM policy would do
-        assert r.intent == "stop"
+        assert r.intent is Intent.STOP
         await until(r, lambda: r.state is not State.STOPPING)
         assert r.state is State.STOPPED and r.restarts == 0 and r.launches == 1
         assert r.last_exit == "oom-killed"  # why the run ended: the daemon's reason

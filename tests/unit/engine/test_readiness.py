@@ -12,8 +12,9 @@ import structlog
 from engine_fakes import Rig, make_rig, make_spec
 from structlog.testing import capture_logs
 
+from supervisor.contract import State
 from supervisor.engine.notify import SANDBOX_DIR, NotifyMessage
-from supervisor.engine.states import State
+from supervisor.engine.states import StopReason
 from supervisor.engine.unit_runner import UnitRunner
 
 
@@ -112,7 +113,7 @@ def test_stopping_1_is_the_service_ending_itself(tmp_path: Path) -> None:
         await until(r, lambda: r.state is State.RUNNING)
         say(r, stopping=True, status="draining")
         await until(r, lambda: r.state is State.STOPPING)
-        assert r.intent == "self-stop"
+        assert r.intent is StopReason.SELF_STOP
         await asyncio.sleep(0.5)  # past the watchdog timeout, with no WATCHDOG=1
         assert state(r) is State.STOPPING
         flag.touch()
