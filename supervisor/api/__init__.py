@@ -1,1 +1,1 @@
-"""The control API: HTTP/1.1 + JSON on the daemon's Unix socket (DESIGN.md, "Control API")."""
+"""The control API: HTTP/1.1 + JSON on the daemon's Unix socket (docs/control.md)."""

@@ -1,6 +1,6 @@
 """Reading and writing cgroupfs files, with errors that name the path and the value.
 
-Every write to a kernel file goes through `write()` (STYLE rule 2): the error a user sees is
+Every write to a kernel file goes through `write()`, so the error a user sees is
 `failed to write '268435456' to /sys/fs/cgroup/x/memory.max: Device or resource busy`, never a
 bare `OSError`. Readers parse the few formats cgroupfs uses (a number or "max", one pid per
 line, "key value" lines) and work the same against a tmp dir standing in for cgroupfs, which

@@ -1,6 +1,6 @@
 """Desired units x actual runners → actions. Pure: no I/O, no clock, table-tested.
 
-Reload semantics (DESIGN.md part 1): new → start (if autostart); removed → stop; changed →
+Reload semantics (README, "Unit files"): new → start (if autostart); removed → stop; changed →
 restart with the new spec, except a change confined to `[resources]`, which is applied live to
 the cgroup; unchanged → untouched; invalid → the running version keeps running and the unit
 reports the error.

@@ -37,7 +37,8 @@ class UnitEvent:
 
 @dataclass(frozen=True)
 class UnitStatus:
-    """A snapshot of one unit. `to_json` is the stable `status --json` element (DESIGN.md)."""
+    """A snapshot of one unit. `to_json` is the stable `status --json` element
+    (docs/control.md: keys may be added, never removed or renamed)."""
 
     name: str
     state: str  # supervisor.contract.State value

@@ -1,5 +1,5 @@
 """When a run counts as ready, and whether it still proves it is alive: the service side of
-sd_notify for one unit (DESIGN.md `ready`, `start_timeout`, `watchdog`).
+sd_notify for one unit (the README's `ready`, `start_timeout`, `watchdog`).
 
 The runner asks three questions and decides everything else itself:
 

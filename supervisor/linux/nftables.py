@@ -6,10 +6,11 @@ documented JSON schema (libnftables-json(5)) and sends the whole batch as one tr
 or nothing, which is what lets a caller replace a port's rules without a moment half-filtered.
 
 Why not asyncio.create_subprocess_exec: it needs asyncio's child watcher, and the daemon reaps
-only its own children by PID (STYLE rule 9). So: spawn with subprocess.Popen (vfork and exec,
-no thread), wait for the exit on the loop through a pidfd, reap exactly that PID. The batch
-goes in and the messages come out through memfds, not pipes: nft reads its whole input at
-once and nobody ever blocks on a full pipe, whatever the size of the batch.
+only its own children by PID (a blind reap would take the status of a process another part of
+the daemon waits for). So: spawn with subprocess.Popen (vfork and exec, no thread), wait for the
+exit on the loop through a pidfd, reap exactly that PID. The batch goes in and the messages come
+out through memfds, not pipes: nft reads its whole input at once and nobody ever blocks on a
+full pipe, whatever the size of the batch.
 
 The binary is looked up in root's system directories only, never in the daemon's PATH.
 """

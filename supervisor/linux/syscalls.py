@@ -5,7 +5,7 @@ object, so unit tests (no root) can assert the order of namespace and mount oper
 `linux.fake.RecordingSyscalls`, and the launcher runs them for real with `REAL`.
 
 Every method raises `OSError(errno, strerror, path)` on failure, never returns -1: the launcher
-turns that into `{stage, errno, message}` for the daemon (STYLE rule 5).
+turns that into `{stage, errno, message}` for the daemon: a child never fails silently.
 
 Python 3.11 has no os.unshare/os.setns/os.mount, hence ctypes. Everything here is safe to call
 in a forked child of a single-threaded process: no locks, no logging, no allocation beyond

@@ -1,4 +1,4 @@
-"""The unit file schema: one pydantic model per TOML section, every key of DESIGN.md part 1.
+"""The unit file schema: one pydantic model per TOML section, every key the README documents.
 
 Models are frozen and forbid unknown keys; defaults are filled in, so a validated `UnitFile`
 is the complete desired state of a unit. Durations are float seconds and sizes int bytes

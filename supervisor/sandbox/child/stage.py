@@ -1,8 +1,10 @@
 """The post-fork side of a launch: the launcher child and the sandbox's PID 1, up to execve.
 
-Runs in forked children of the daemon, so (STYLE rule 6): no event loop, no logging, no locks,
-no threads; only the plan computed by the daemon, `Syscalls` and raw os calls. Every failure
-becomes a `ChildError` on the close-on-exec sync pipe followed by `_exit` (rule 5).
+Runs in forked children, so: no event loop, no logging, no locks, no threads (a fork copies
+only the calling thread, and a lock another thread held stays held in the child forever);
+only the plan computed by the daemon, `Syscalls` and raw os calls. Every failure becomes a
+`ChildError` on the close-on-exec sync pipe followed by `_exit`: a child never fails silently,
+and the daemon reports it as `launch-error:<stage>: <message>`.
 
 Launcher (forked by the daemon):
   0. fds: the plan's `keep_fds` go to their planned numbers (inheritable), everything else but

@@ -1,7 +1,7 @@
 """`init = true`: Debian's static tini as PID 1, the service as its child (PID 2).
 
-tini does what STYLE rule 8 asks of a minimal init (bubblewrap's do_init): it forwards the
-signals it receives to the service, reaps every zombie re-parented to PID 1, and exits with the
+tini is the minimal init a PID 1 must be (as bubblewrap's do_init): it forwards the signals
+it receives to the service, reaps every zombie re-parented to PID 1, and exits with the
 service's status. Static, so it runs in any root (a busybox rootfs has no glibc). It is bound
 read-only at `mounts.INIT_PATH`, a path no unit mount can cover.
 """

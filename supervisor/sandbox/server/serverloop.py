@@ -84,7 +84,7 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
         plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
             raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
-    except ProtocolError as err:  # say so on the daemon's pipe (STYLE rule 5)
+    except ProtocolError as err:  # say so on the daemon's pipe: a child never fails silently
         with contextlib.suppress(OSError):
             os.write(sync_w, encode(ChildError("forkserver", 0, str(err))))
         os._exit(1)

@@ -9,7 +9,7 @@ Two pipes, both close-on-exec:
 |---|--------------|---------------|----------|---------------------------------------------------|
 | 1 | PidReport    | launcher      | daemon   | none; the launcher exits, the daemon reaps it     |
 | 2 | Go (b"G")    | daemon        | PID 1    | ChildError, or EOF on the sync pipe (= exec done) |
-| - | ChildError   | launcher or   | daemon   | none; the sender has _exit()ed (STYLE rule 5)     |
+| - | ChildError   | launcher or   | daemon   | none; the sender has _exit()ed (never silently)  |
 |   |              | PID 1         |          |                                                   |
 | - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without building anything             |
 |   |              | or aborted)   |          |                                                   |
