@@ -35,8 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-import kit
+from tests.support import kit
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -3,7 +3,7 @@ prints the daemon's CPU use (user+sys, % of one core) with and without probes, h
 answers a status request meanwhile (a loop held up by probes would show there), probe latency
 as the daemon measured it, and its fd count. Figures, not a pass/fail test.
 
-    .venv/bin/python tests/bench/bench_health.py [--units 100] [--seconds 20] \\
+    .venv/bin/python -m tests.bench.bench_health [--units 100] [--seconds 20] \\
         [--kind tcp|http|exec|mix]
 
 The services are tiny python3 TCP/HTTP servers (tcp/http probes connect from inside each
@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from daemon_kit import Daemon, teardown, wait_for
+from tests.support.daemon_kit import Daemon, teardown, wait_for
 
 TICK = os.sysconf("SC_CLK_TCK")
 SERVER = """
@@ -138,8 +137,7 @@ def crun_exec_cost(n: int, argv: list[str]) -> str:
     """`crun exec` into a running crun container (six namespaces, busybox root, limits)."""
     if shutil.which("crun") is None:
         return "crun not installed (apt-get install crun)"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_launch  # noqa: PLC0415  (its bundle: the same sandbox the launch bench uses)
+    from tests.bench import bench_launch  # noqa: PLC0415  (its bundle: the launch bench's sandbox)
 
     with tempfile.TemporaryDirectory(prefix="sbxd-bench-crun-exec-") as tmp:
         work = Path(tmp)

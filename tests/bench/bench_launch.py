@@ -1,7 +1,7 @@
 """Launch-to-exit latency of /bin/true in a full sandbox: sandboxd (fork server and direct fork)
 vs `crun run`.
 
-    sudo .venv/bin/python tests/bench/bench_launch.py [-n 100]
+    sudo .venv/bin/python -m tests.bench.bench_launch [-n 100]
 
 Every side gets the same sandbox: pid, mount, uts, ipc, net and cgroup namespaces, a busybox
 rootfs (read-only), a fresh cgroup with memory and pids limits created and removed per run.
@@ -31,12 +31,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 # What the daemon carries: the fork cost depends on the forking process's address space.
 import aiohttp.web  # noqa: F401
-import harness  # lives with the probe, in tests/probe
 import prometheus_client  # noqa: F401
 import pydantic  # noqa: F401
 import pyroute2  # noqa: F401
@@ -45,6 +41,7 @@ import structlog  # noqa: F401
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
+from tests.support import harness
 
 # The daemon's own modules, best effort: the work tree is shared with engineers mid-change.
 missing = []

@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-import kit
+from tests.support import kit
 
 MEMHOG = "b = []\nwhile True:\n    b.append(bytearray(4 << 20))\n"
 

@@ -2,7 +2,7 @@
 daemon's open fd count and RSS along the way, then checks that no zombie, cgroup, process or
 mount is left behind. Figures, not a pass/fail test (but leaks are reported loudly).
 
-    .venv/bin/python tests/bench/soak_restarts.py [--cycles 2000] [--units 2]
+    .venv/bin/python -m tests.bench.soak_restarts [--cycles 2000] [--units 2]
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from daemon_kit import Daemon, teardown
+from tests.support.daemon_kit import Daemon, teardown
 
 CRASHER = """
 [service]

@@ -10,7 +10,8 @@ import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
-from daemon_kit import Daemon, new_daemon, teardown
+
+from tests.support.daemon_kit import Daemon, new_daemon, teardown
 
 
 @pytest.fixture

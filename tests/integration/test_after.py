@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon
+
+from tests.support.daemon_kit import Daemon
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 import schemathesis
-from _api_helpers import wait_for
-from _requires import requires_root
 from hypothesis import HealthCheck, given, settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from supervisor.cli.client import UnixHTTPConnection
+from tests.support.requires import requires_root
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
     from daemon_kit import Daemon

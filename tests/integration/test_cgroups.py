@@ -16,21 +16,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
 
 import pytest
-from _requires import (
+
+from supervisor import cgroups
+from supervisor.cgroups import Limits, OomEvent, UnitCgroup
+from supervisor.errors import CgroupError
+from tests.support.requires import (
     CGROUP_ROOT,
     requires_cgroup_v1,
     requires_cgroup_v2,
     requires_root,
 )
-
-from supervisor import cgroups
-from supervisor.cgroups import Limits, OomEvent, UnitCgroup
-from supervisor.errors import CgroupError
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.root, requires_root]
 M = 1 << 20
@@ -132,13 +133,6 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_create_place_before_exec_and_destroy(env: Env) -> None:
     cg = env.manager.create("web", Limits())
     assert env.manager.list_units() == ["web"]
@@ -158,7 +152,7 @@ def test_create_place_before_exec_and_destroy(env: Env) -> None:
     assert lines and all(line.endswith(f"/{env.parent}/web") for line in lines), seen
 
     pid = env.spawn(cg, ["/bin/sleep", "1000"])
-    _wait_for(lambda: cg.pids() == [pid])
+    wait_for(lambda: cg.pids() == [pid])
     assert cg.is_populated()
     cg.destroy()
     assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
@@ -182,7 +176,7 @@ def test_memory_max_oom_kills_inside_the_cgroup(env: Env) -> None:
 def test_pids_max_stops_a_fork_bomb(env: Env) -> None:
     cg = env.manager.create("bomb", Limits(pids_max=48))
     pid = env.spawn(cg, ["/bin/bash", "-c", ":(){ :|:& };:"])
-    _wait_for(lambda: cg.stats().pids_current >= 40)
+    wait_for(lambda: cg.stats().pids_current >= 40)
     time.sleep(1.0)
     assert cg.stats().pids_current <= 48
     assert subprocess.run(["true"], check=False).returncode == 0  # the host can still fork
@@ -253,7 +247,7 @@ def test_live_update_on_a_running_cgroup(env: Env) -> None:
     ]
     cg = env.manager.create("live", Limits(memory_max=64 * M, swap_max=0, pids_max=100))
     pid = env.spawn(cg, ["/bin/sleep", "1000"])
-    _wait_for(lambda: cg.pids() == [pid])
+    wait_for(lambda: cg.pids() == [pid])
     for limits in (
         Limits(memory_max=128 * M, swap_max=0, pids_max=50, cpu_max=0.5),  # raise
         Limits(memory_max=16 * M, swap_max=0, pids_max=50, cpu_max=0.5),  # lower
@@ -286,7 +280,7 @@ def _watch_run(
 
         loop.add_reader(pidfd, on_exit)
         if kill:
-            _wait_for(lambda: cg.pids() == [pid])
+            wait_for(lambda: cg.pids() == [pid])
             os.kill(pid, signal.SIGKILL)
         t_exit = loop.run_until_complete(asyncio.wait_for(exited, 60))
         loop.remove_reader(pidfd)
@@ -338,7 +332,7 @@ def _double_fork_escapees(env: Env, cg: UnitCgroup) -> tuple[int, list[int]]:
     # reparented away from us and out of our process group and session.
     script = "setsid sh -c 'sleep 1000 & sleep 1000 & exit 0' & exec sleep 1000"
     pid = env.spawn(cg, ["/bin/sh", "-c", script])
-    _wait_for(lambda: len(cg.pids()) == 3)
+    wait_for(lambda: len(cg.pids()) == 3)
     escapees = [p for p in cg.pids() if p != pid]
     assert all(os.getsid(p) != os.getsid(pid) for p in escapees)
     return pid, escapees
@@ -350,7 +344,7 @@ def test_kill_all_catches_double_forked_escapees(env: Env) -> None:
     cg.kill_all()
     assert cg.pids() == []
     assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
-    _wait_for(lambda: all(_dead(p) for p in escapees), timeout=60)
+    wait_for(lambda: all(_dead(p) for p in escapees), timeout=60)
 
 
 def test_v2_freeze_fallback_without_cgroup_kill(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,13 +356,13 @@ def test_v2_freeze_fallback_without_cgroup_kill(env: Env, monkeypatch: pytest.Mo
     cg.kill_all()
     assert cg.pids() == []
     assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
-    _wait_for(lambda: all(_dead(p) for p in escapees), timeout=60)
+    wait_for(lambda: all(_dead(p) for p in escapees), timeout=60)
 
 
 def test_leftover_cgroups(env: Env) -> None:
     cg = env.manager.create("left", Limits(pids_max=10))
     pid = env.spawn(cg, ["/bin/sleep", "1000"])
-    _wait_for(lambda: cg.pids() == [pid])
+    wait_for(lambda: cg.pids() == [pid])
     # A "crashed run" left a populated cgroup: a clear error, never a crash or a silent reuse.
     with pytest.raises(CgroupError, match=r"'left' already exists with processes"):
         env.manager.create("left", Limits())

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from _api_helpers import wait_for
-from _requires import requires_root
+
+from tests.support.requires import requires_root
+from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
     from daemon_kit import Daemon

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
-from _cgroup_sandbox import SandboxEnv, python_unit, sandbox_env
-from _requires import CGROUP_ROOT, requires_root
 
 from supervisor.cgroups import Limits, cpuset
 from supervisor.errors import CgroupError
+from tests.support.cgroup_sandbox import SandboxEnv, python_unit, sandbox_env
+from tests.support.requires import CGROUP_ROOT, requires_root
 
 pytestmark = [
     pytest.mark.root,

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from _requires import cgroup_version, requires_root
-from daemon_kit import Daemon, pid_alive, wait_for
+
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.requires import cgroup_version, requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -49,7 +50,7 @@ def test_startup_status_stop(daemon: Daemon) -> None:
     assert abs((dt.datetime.now(dt.UTC) - started).total_seconds()) < 30
     assert web["memory_bytes"] and web["memory_bytes"] > 0
     assert daemon.status()["manual"]["state"] == "stopped"
-    wait_for(lambda: (daemon.logs / "web.log").read_text() == "started\n", 60)
+    wait_for(lambda: daemon.output("web") == "started\n", 60)
     # SIGTERM: sh as PID 1 of a PID namespace ignores SIGTERM, so stop escalates to SIGKILL of
     # the whole cgroup after stop_timeout.
     assert daemon.stop() == 0
@@ -143,7 +144,7 @@ def test_oom_policies(daemon: Daemon) -> None:
     assert pid1["last_exit"] == "oom-killed" and pid1["oom_kills"] >= 1
     child = daemon.wait_unit("child", lambda u: u["oom_kills"] >= 1)
     assert child["state"] == "running" and child["restarts"] == 0
-    wait_for(lambda: "survived" in (daemon.logs / "child.log").read_text(), 60)
+    wait_for(lambda: "survived" in daemon.output("child"), 60)
     kills = [e for e in daemon.events("unit.oom_kill") if e["unit"] == "child"]
     assert kills and kills[0]["pid1_alive"] is True and kills[0]["policy"] == "continue"
     # The kernel log names the victims: PID 1 itself in "pid1", a child process in "child".

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from itertools import count
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, pid_alive, wait_for
 from test_network_bridge import filtered, rules
 
 from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.network import veth_name
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 PYTHON = "/usr/bin/python3"

@@ -7,8 +7,9 @@ import signal
 import time
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, pid_alive, wait_for
+
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.requires import requires_root
 
 # A killed daemon's sandboxes must go to init, as on a real host (see not_a_subreaper).
 pytestmark = [pytest.mark.root, requires_root, pytest.mark.usefixtures("not_a_subreaper")]

@@ -20,13 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cgroup_sandbox import SandboxEnv, python_unit, sandbox_env
-from _requires import requires_root
 
 from supervisor.cgroups import DeviceAccess, DeviceError, Limits, devices, devices_bpf
 from supervisor.linux.bpf import BPF_CGROUP_DEVICE, BpfError, LibcBpf
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 from supervisor.unit.spec import UnitSpec
+from tests.support.cgroup_sandbox import SandboxEnv, python_unit, sandbox_env
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 __all__ = ["sandbox_env"]  # the fixture, re-exported for pytest

@@ -13,8 +13,9 @@ import signal
 import subprocess
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, wait_for
+
+from tests.support.daemon_kit import Daemon, wait_for
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root, pytest.mark.cgroup_v2, pytest.mark.cgroup_v1]
 

@@ -7,13 +7,10 @@ say "not escaped", and the reason is kept in the assertion message for the log.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # lives with the probe it drives, in tests/probe
+from tests.support import harness
 
 pytestmark = [
     pytest.mark.root,

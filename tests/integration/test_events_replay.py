@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, UnixHTTPConnection
+
+from tests.support.daemon_kit import Daemon, UnixHTTPConnection
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root, pytest.mark.usefixtures("not_a_subreaper")]
 

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # lives with the probe it drives, in tests/probe
-
 from supervisor.errors import LaunchError
 from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
@@ -36,6 +33,7 @@ from supervisor.sandbox.wire.protocol import (
     decode_server,
     encode_server,
 )
+from tests.support import harness
 
 pytestmark = [
     pytest.mark.root,

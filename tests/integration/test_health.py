@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _requires import CGROUP_ROOT, cgroup_version, requires_root
-from daemon_kit import Daemon, pid_alive, wait_for
+
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.requires import CGROUP_ROOT, cgroup_version, requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -12,20 +12,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # lives with the probe it drives, in tests/probe
-
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
 from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest, launch
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
+from tests.support import harness
 
 pytestmark = [
     pytest.mark.root,

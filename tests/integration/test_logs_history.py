@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, UnixHTTPConnection, wait_for
+
+from tests.support.daemon_kit import Daemon, UnixHTTPConnection, wait_for
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -31,7 +31,6 @@ from itertools import count
 from pathlib import Path
 
 import pytest
-from _requires import requires_root
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
@@ -40,6 +39,7 @@ from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.sandbox.host.network import NetworkManager, NetworkPlan
 from supervisor.unit.schema import Network
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 CLONE_NEWNET = 0x40000000

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # the launcher tests' helpers: throwaway cgroups, subreaper
 from test_network_bridge import (  # the bridge fixture and link checks
     Env,
     _netns_in_use,
@@ -35,6 +31,7 @@ from test_network_bridge import (  # the bridge fixture and link checks
 from supervisor.errors import NetworkError
 from supervisor.sandbox.host.launch import Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
+from tests.support import harness
 
 __all__ = ["env"]  # a fixture, imported for pytest
 pytestmark = [

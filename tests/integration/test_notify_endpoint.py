@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import structlog
-from _requires import requires_root
 
 from supervisor import cgroups
 from supervisor.cgroups import Limits, UnitCgroup
 from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -8,8 +8,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, UnixHTTPConnection
+
+from tests.support.daemon_kit import Daemon, UnixHTTPConnection
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, wait_for
+
+from tests.support.daemon_kit import Daemon, wait_for
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root, pytest.mark.usefixtures("not_a_subreaper")]
 

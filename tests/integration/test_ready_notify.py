@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _requires import requires_root
-from daemon_kit import Daemon, pid_alive, wait_for
+
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -162,8 +163,8 @@ def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
     assert drained["last_exit"] == "exit-code:0" and drained["restarts"] == 0  # on-failure
     (stopping,) = daemon.events("unit.stopping")
     assert stopping["by"] == "service" and "signal" not in stopping
-    wait_for(lambda: "drained" in (daemon.logs / "drain.log").read_text(), 60)
-    assert "got-term" not in (daemon.logs / "drain.log").read_text()
+    wait_for(lambda: "drained" in daemon.output("drain"), 60)
+    assert "got-term" not in daemon.output("drain")
 
 
 @pytest.mark.cgroup_v2  # the sender's cgroup check, on the v2 VM too
@@ -197,4 +198,4 @@ def test_example_unit_notify_toml(daemon: Daemon) -> None:
     detail = daemon.unit("notify")
     assert detail["notify_status"] == "serving" and detail["restarts"] == 0
     assert daemon.status()["heartbeat"]["state"] == "running"
-    wait_for(lambda: "notify: ready" in (daemon.logs / "notify.log").read_text(), 60)
+    wait_for(lambda: "notify: ready" in daemon.output("notify"), 60)

@@ -14,15 +14,11 @@ import glob
 import os
 import resource
 import signal
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # lives with the probe it drives, in tests/probe
 
 from supervisor import cgroups
 from supervisor.config import DaemonConfig
@@ -31,6 +27,7 @@ from supervisor.engine.run import Host, Run, fds_per_run
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import LaunchRequest, launch
+from tests.support import harness
 
 pytestmark = [
     pytest.mark.root,

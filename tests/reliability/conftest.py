@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kit import daemon_factory
+
+from tests.support.kit import daemon_factory
 
 
 @pytest.fixture

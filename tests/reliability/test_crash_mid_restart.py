@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit import cgroup_version, pid1s, uname, unit_text, wait_for
+
+from tests.support.kit import cgroup_version, pid1s, uname, unit_text, wait_for
 
 pytestmark = [
     pytest.mark.root,

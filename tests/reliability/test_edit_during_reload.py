@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import (
+
+from tests.support.kit import (
     MARK,
     cgroup_version,
     env_int,

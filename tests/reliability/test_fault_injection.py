@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kit import (
+
+from tests.support.kit import (
     cgroup_version,
     env_int,
     host_leaks,

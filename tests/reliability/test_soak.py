@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit import (
+
+from tests.support.kit import (
     cgroup_version,
     env_seconds,
     fd_count,

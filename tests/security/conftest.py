@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-from kit import daemon_factory
+from tests.support.kit import daemon_factory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

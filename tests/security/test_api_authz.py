@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit import cgroup_version, pid1s, uname, unit_text
+
+from tests.support.kit import cgroup_version, pid1s, uname, unit_text
 
 pytestmark = [
     pytest.mark.root,

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit import cgroup_version, env_seconds, poll, uname, unit_cgroups, unit_text
+
+from tests.support.kit import cgroup_version, env_seconds, poll, uname, unit_cgroups, unit_text
 
 pytestmark = [
     pytest.mark.root,

@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import cgroup_version, daemon_factory, uname
 
 from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.sandbox.host.network import veth_name
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
+from tests.support.kit import cgroup_version, daemon_factory, uname
 
 pytestmark = [
     pytest.mark.root,

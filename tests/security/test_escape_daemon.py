@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import cgroup_version, uname
+
+from tests.support.kit import cgroup_version, uname
 
 pytestmark = [
     pytest.mark.root,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import cgroup_version, uname
 
 from supervisor.cli.render import safe
+from tests.support.kit import cgroup_version, uname
 
 pytestmark = [
     pytest.mark.root,

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import cgroup_version, uname
 
 from supervisor.linux.caps import mask_of
 from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
+from tests.support.kit import cgroup_version, uname
 
 pytestmark = [
     pytest.mark.root,

@@ -18,20 +18,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _requires import requires_root
-from kit import cgroup_version, daemon_factory, uname
 
 from supervisor.linux import seccomp
 from supervisor.sandbox.host import hostlayout
 from supervisor.unit.schema import CAPABILITIES
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import docker_denied_syscalls as docker
+from tests.security import docker_denied_syscalls as docker
+from tests.support.kit import cgroup_version, daemon_factory, uname
+from tests.support.requires import requires_root
 
 pytestmark = [
     pytest.mark.root,

@@ -13,17 +13,13 @@ import errno
 import platform
 import random
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 
 from supervisor.linux import seccomp
 from supervisor.sandbox.host import hostlayout
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import docker_denied_syscalls as docker
-import docker_masked_paths as docker_paths
+from tests.security import docker_denied_syscalls as docker
+from tests.security import docker_masked_paths as docker_paths
 
 pytestmark = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the fixture's syscall numbers are x86_64's"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import cgroup_version, uname, unit_text, wait_for
+
+from tests.support.kit import cgroup_version, uname, unit_text, wait_for
 
 pytestmark = [
     pytest.mark.root,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +60,6 @@ def stream_open(
     conn = UnixHTTPConnection(str(path), timeout=10)
     conn.request("GET", url)
     return conn, conn.getresponse()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def unix_session(path: Path) -> Any:

@@ -7,9 +7,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from api_helpers import call_json, raw_exchange, wait_for
+from api_helpers import call_json, raw_exchange
 
 from supervisor.api.testing import FakeController, ServerThread
+from tests.support.waiting import wait_for
 
 
 def still_serving(path: Path) -> bool:

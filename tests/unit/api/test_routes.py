@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from api_helpers import call, call_json, stream_open, wait_for
+from api_helpers import call, call_json, stream_open
 
 from supervisor.api.testing import FakeController, ServerThread
 from supervisor.engine.model import ReloadResult, UnitEvent
+from tests.support.waiting import wait_for
 
 CONTRACT_KEYS = {
     "name", "state", "pid", "restarts", "last_exit", "oom_kills", "memory_bytes",

@@ -4,13 +4,13 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cli_helpers import sandboxctl
 
 from supervisor.api.testing import FakeController, ServerThread
 from supervisor.engine.model import ReloadResult
+from tests.support.waiting import wait_for
 
 
 def test_actions(daemon: ServerThread, controller: FakeController) -> None:
@@ -92,13 +92,6 @@ def _fds_of_regular_files() -> list[str]:
         except OSError:
             continue
     return found
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 async def daemon_close_streams(daemon: ServerThread) -> None:

@@ -28,7 +28,7 @@ from supervisor.sandbox.host.launch import ExtraBind, LaunchRequest, launch
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
-PROBE_DIR = str(Path(__file__).resolve().parent)
+PROBE_DIR = str(Path(__file__).resolve().parents[1] / "probe")  # tests/probe: probe.py
 HOST_PYTHON = "/usr/bin/python3"
 V1_ROOT = "/sys/fs/cgroup"
 _counter = itertools.count()

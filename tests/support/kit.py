@@ -17,30 +17,23 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
 
+from tests.support.daemon_kit import Daemon, pid_alive
+from tests.support.daemon_kit import teardown as _teardown
+from tests.support.requires import cgroup_version
+from tests.support.waiting import poll, wait_for
+
+__all__ = ["Daemon", "cgroup_version", "pid_alive", "poll", "wait_for"]
+
 TESTS = Path(__file__).resolve().parents[1]
 MARK = "SBXREL"
 _serial = count()
-
-
-# The real-daemon kit of the integration tests, imported by its own name (not as a conftest).
-sys.path.append(str(TESTS / "integration"))
-import _requires  # noqa: E402
-import daemon_kit  # noqa: E402
-
-Daemon: Any = daemon_kit.Daemon
-wait_for: Callable[..., None] = daemon_kit.wait_for
-pid_alive: Callable[[int], bool] = daemon_kit.pid_alive
-_teardown: Callable[[Any], list[str]] = daemon_kit.teardown
-cgroup_version: Callable[[], int] = _requires.cgroup_version
 
 
 def env_seconds(name: str, ci_default: float, local_default: float) -> float:
@@ -225,14 +218,3 @@ def host_leaks(daemon: Any) -> list[str]:
             leaks.append(f"veth {link.name} ({alias})")
     leaks += [f"process {u}: {[p.pid for p in ps]}" for u, ps in marked_processes(daemon).items()]
     return leaks
-
-
-def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """True once predicate() holds, False at the deadline (for checks that report details)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)

@@ -20,13 +20,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 from typing import Any
 
-from _requires import CGROUP_ROOT, cgroup_version
+from tests.support.requires import CGROUP_ROOT, cgroup_version
+from tests.support.waiting import wait_for
 
 _serial = count()
 START_TIMEOUT = 90.0  # TCG-emulated VM (cgroup v2 runs) is ~5x slower
@@ -179,18 +179,16 @@ class Daemon:
                 pids.update(int(p) for p in procs.read_text().split())
         return sorted(pids)
 
+    def output(self, unit: str) -> str:
+        """What the unit's service has written so far ("" before its first output: the daemon
+        creates the log file when output first arrives)."""
+        try:
+            return (self.logs / f"{unit}.log").read_text()
+        except FileNotFoundError:
+            return ""
+
     def leftover_cgroups(self) -> list[str]:
         return sorted(str(p) for d in self.cgroup_dirs() for p in d.iterdir() if p.is_dir())
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = 30.0, what: Callable[[], str] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s" + (f": {what()}" if what else ""))
-        time.sleep(0.05)
 
 
 def pid_alive(pid: int) -> bool:

@@ -13,7 +13,6 @@ import glob
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,16 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _requires import CGROUP_ROOT, requires_cgroup_v1, requires_cgroup_v2
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probe"))
-import harness  # tests/probe: unit specs, subreaper
 
 from supervisor import cgroups
 from supervisor.cgroups import UnitCgroup
 from supervisor.errors import LaunchError
 from supervisor.sandbox.host.launch import LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
+from tests.support import harness
+from tests.support.requires import CGROUP_ROOT, requires_cgroup_v1, requires_cgroup_v2
 
 _serial = count()
 
