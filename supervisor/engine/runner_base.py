@@ -26,6 +26,7 @@ from supervisor.engine.readiness import Readiness
 from supervisor.engine.run import Host, Run, limits_from
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import Store, UnitRecord
+from supervisor.engine.transitions import Leaving, Pending
 from supervisor.engine.wakeup import Wakeup
 from supervisor.errors import CgroupError
 from supervisor.log import get_logger
@@ -70,10 +71,11 @@ class RunnerBase:
         self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
         self.launches = 0
-        self._start = self._stop = self._removing = self._detaching = False
-        self._forget = False  # removed for good: free what outlives runs (the address lease)
+        self._pending = Pending.NONE  # a command not carried out yet
+        self._leaving = Leaving.STAYING  # whether (and how) the task is ending
         self._stop_reason: StopReason | None = None  # why the daemon itself ends the run
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
+        self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
         self._wake = Wakeup()
         self._changed = asyncio.Event()
@@ -91,24 +93,24 @@ class RunnerBase:
         if self.spec is None:
             return
         self.backoff.reset()
-        self._start, self._stop = True, False
+        self._pending = Pending.START
         self._wake.set()
 
     def stop(self) -> None:
-        self._start, self._stop = False, True
+        self._pending = Pending.STOP
         self._save_intent()
         self._wake.set()
 
     def restart(self) -> None:
         self.backoff.reset()
-        self._start, self._stop = True, self.state.has_process()
+        self._pending = Pending.RESTART if self.state.has_process() else Pending.START
         self._save_intent()
         self._wake.set()
 
     def remove(self, forget: bool = True) -> None:
         """Stop and drop the unit's state; `forget`: its file is gone, free its lease too
         (not on daemon shutdown, after which the unit keeps its address)."""
-        self._removing, self._forget = True, forget
+        self._leaving = Leaving.FORGOTTEN if forget else Leaving.REMOVED
         self.stop()
 
     def poke(self) -> None:
@@ -117,7 +119,7 @@ class RunnerBase:
 
     def detach(self) -> None:
         """End the task but leave a running service running (daemon exit, on_exit = leave)."""
-        self._detaching = True
+        self._leaving = Leaving.DETACHED
         self._wake.set()
 
     def replace(self, spec: UnitSpec) -> None:
@@ -159,7 +161,7 @@ class RunnerBase:
 
     @property
     def start_pending(self) -> bool:
-        return self._start
+        return self._pending.start
 
     @property
     def intent(self) -> Intent | StopReason | None:
@@ -170,12 +172,13 @@ class RunnerBase:
         None while no end is under way."""
         if self.run is None:
             return None
-        if self._start and (self._stop or self.state is State.STOPPING):
+        pending = self._pending
+        if pending.start and (pending.stop or self.state is State.STOPPING):
             return Intent.RESTART
         if self.state is State.STOPPING:
             # An operator's stop outranks the daemon's own reason for ending the run.
-            return Intent.STOP if self._stop else (self._stop_reason or Intent.STOP)
-        return Intent.STOP if self._stop else None
+            return Intent.STOP if pending.stop else (self._stop_reason or Intent.STOP)
+        return Intent.STOP if pending.stop else None
 
     async def wait(self, done: Callable[[], bool]) -> None:
         while not done():

@@ -16,11 +16,12 @@ watchdog (readiness.py) or `retries` failed probes (health.py), both then restar
 restart policy like a crash. A service that says STOPPING=1 goes to STOPPING on its own: no
 stop_signal, but stop_timeout still ends with SIGKILL, and its exit goes to the policy.
 
-Commands (start, stop, restart, remove, detach) only set intentions and wake the task; kernel
-events (PID 1 exited, OOM kill), notify messages and probe verdicts arrive through callbacks and
-wake it too. Each wake-up the task looks at its state and intentions and takes one step, so
-every transition is in `_step` and the functions it calls, and nothing changes state behind the
-task's back.
+Commands (start, stop, restart, remove, detach) only record a pending command (`Pending`) or
+how the task ends (`Leaving`) and wake the task; kernel events (PID 1 exited, OOM kill), notify
+messages and probe verdicts arrive through callbacks and wake it too. Each wake-up the task
+gathers the facts, asks the transition table (transitions.py: `decide`, tested over every
+legal combination) for the next step, and runs that step's method below, so nothing changes
+state behind the task's back.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import dataclasses
 import functools
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -37,6 +39,7 @@ from supervisor.engine.run import Run, discard_cgroup
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
+from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
 from supervisor.errors import CgroupError, LaunchError
 
 __all__ = ["Blocker", "UnitRunner"]
@@ -76,7 +79,7 @@ class UnitRunner(RunnerBase):
             if intent is None:
                 self._set(State.RUNNING)
             else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
-                self._start = intent is Intent.RESTART
+                self._pending = Pending.START if intent is Intent.RESTART else Pending.NONE
                 self._stop_reason = intent if isinstance(intent, StopReason) else None
                 self._set(State.STOPPING)
             self._event("adopted", uptime=round(run.uptime(), 3), intent=_value(intent))
@@ -89,7 +92,7 @@ class UnitRunner(RunnerBase):
                     intent=_value(intent))  # fmt: skip
         match intent:
             case Intent.RESTART:
-                self._start = True
+                self._pending = Pending.START
                 self._set(State.STOPPED)
             case Intent.STOP:
                 self._set(State.STOPPED)
@@ -117,58 +120,129 @@ class UnitRunner(RunnerBase):
                     self._save()
                     self.run.detach()
                     self.run = None
-                elif self._removing:
+                elif self._leaving.removing:
                     self.store.remove(self.name)
-                    if self._forget:  # its file is gone (not a daemon shutdown)
+                    if self._leaving is Leaving.FORGOTTEN:  # its file is gone
                         if self.network is not None:
                             self.network.release(self.name)
                         self._event("removed")
 
     async def _step(self) -> bool:
-        """One transition; True when the task is done."""
-        match self.state:
-            case State.STARTING if self.run is None:
-                await self._before_launch()
-            case State.STARTING:
-                await self._until_ready()
-            case State.RUNNING:
-                await self._running()
-            case State.STOPPING:
-                await self._stopping()
-            case State.BACKOFF:
-                await self._backoff()
-            case _:
-                if self._removing or self._detaching:
-                    return True
-                if self._start and self.spec is not None:
-                    self._start = False
-                    self._set(State.STARTING)
-                else:
-                    self._stop = False
-                    await self._wake.sleep()
+        """One transition (transitions.py says which); True when the task is done."""
+        facts, self._blocked_by = self._facts()
+        step = decide(facts)
+        if step is Step.FINISH:
+            return True
+        await self._steps[step]()
         return False
 
-    async def _before_launch(self) -> None:
-        """STARTING, nothing launched yet: wait for the `after` units, then launch."""
-        assert self.spec is not None
-        if self._stop or self._removing or self._detaching:
-            self._stop, self.waiting_for = False, None
-            self._set(State.STOPPED, save=not self._detaching)
-            return
-        self._start = False
-        blocked = self._blocker(self.spec) if self._blocker else None
-        if blocked is None:
-            self.waiting_for = None
-            await self._launch()
+    @functools.cached_property
+    def _steps(self) -> dict[Step, Callable[[], Awaitable[None]]]:
+        return {
+            Step.IDLE: self._idle,
+            Step.BEGIN_START: self._begin_start,
+            Step.ABORT_START: self._abort_start,
+            Step.WAIT_FOR_DEPS: self._wait_for_deps,
+            Step.LAUNCH: self._launch,
+            Step.READY: self._ready,
+            Step.ENDED: self._run_ended,
+            Step.DETACH: self._detach,
+            Step.OOM: self._oom,
+            Step.STOP: self._stop,
+            Step.SELF_STOP: self._self_stop,
+            Step.END_FOR_REASON: self._end_for_reason,
+            Step.WAIT: self._wait,
+            Step.STOP_RUN: self._stopping,
+            Step.CANCEL_RESTART: self._cancel_restart,
+            Step.LEAVE_BACKOFF: self._leave_backoff,
+            Step.RESTART: self._restart,
+        }
+
+    async def _idle(self) -> None:
+        self._pending = self._pending.without_stop()  # settled: nothing left to stop
+        await self._wake.sleep()
+
+    async def _begin_start(self) -> None:
+        self._pending = self._pending.without_start()
+        self._set(State.STARTING)
+
+    async def _abort_start(self) -> None:
+        self._pending, self.waiting_for = self._pending.without_stop(), None
+        self._set(State.STOPPED, save=self._leaving is not Leaving.DETACHED)
+
+    async def _wait_for_deps(self) -> None:
+        self._pending = self._pending.without_start()
+        if self._blocked_by != self.waiting_for:
+            self.waiting_for = self._blocked_by
+            self._event("waiting", reason=self._blocked_by)
+            self._changed.set()
+        await self._wake.sleep()
+
+    async def _run_ended(self) -> None:
+        assert self.run is not None
+        await self._ended(self.run.reason())
+
+    async def _stop(self) -> None:
+        self._pending = self._pending.without_stop()
+        self._set(State.STOPPING)
+
+    async def _self_stop(self) -> None:
+        # STOPPING=1, as systemd's "deactivating": the service began its own shutdown, so its
+        # watchdog and probes no longer count, and stop_timeout bounds it.
+        self._stop_reason = StopReason.SELF_STOP
+        self._set(State.STOPPING)
+
+    async def _end_for_reason(self) -> None:
+        why = self.readiness.overdue() or self.health.verdict
+        assert why is not None
+        self._end_for(why)
+
+    async def _wait(self) -> None:
+        if self.state is State.BACKOFF:
+            await self._wake.sleep(self.next_start - self.host.monotonic())
         else:
-            if blocked != self.waiting_for:
-                self.waiting_for = blocked
-                self._event("waiting", reason=blocked)
-                self._changed.set()
-            await self._wake.sleep()
+            await self._wake.sleep(self.readiness.next_deadline())
+
+    async def _cancel_restart(self) -> None:
+        self._pending = self._pending.without_stop()
+        self.health.clear()
+        self._set(State.STOPPED)
+
+    async def _leave_backoff(self) -> None:
+        self._save()
+        self._set(State.STOPPED, save=False)
+
+    async def _restart(self) -> None:
+        self._pending = self._pending.without_start()
+        self.restarts += 1
+        self._set(State.STARTING)
+
+    def _facts(self) -> tuple[Facts, str | None]:
+        """What is true now, for `decide`; and, while starting, the `after` unit waited for."""
+        run, spec = self.run, self.spec
+        blocked_by = None
+        if self.state is State.STARTING and run is None and spec is not None and self._blocker:
+            blocked_by = self._blocker(spec)
+        facts = Facts(
+            state=self.state,
+            pending=self._pending,
+            leaving=self._leaving,
+            has_spec=spec is not None,
+            launched=run is not None,
+            ended=run is not None and run.ended,
+            ready=self.readiness.ready,
+            overdue=run is not None and self.readiness.overdue() is not None,
+            unhealthy=self.health.verdict is not None,
+            new_oom_kills=run is not None and run.oom_kills > self._oom_seen,
+            self_stopping=self.readiness.stopping,
+            blocked=blocked_by is not None,
+            backoff_over=self.host.monotonic() >= self.next_start,
+        )
+        return facts, blocked_by
 
     async def _launch(self) -> None:
         assert self.spec is not None
+        self._pending, self.waiting_for = self._pending.without_start(), None
         self.launches += 1
         self.backoff.record_start()
         spec = self.spec
@@ -190,29 +264,14 @@ class UnitRunner(RunnerBase):
         self.health.clear()
         self._event("started")
         if self.readiness.ready:
-            self._ready()
+            await self._ready()
         else:
             self._changed.set()
 
-    def _ready(self) -> None:
+    async def _ready(self) -> None:
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
         self._set(State.RUNNING)
-
-    async def _until_ready(self) -> None:
-        """STARTING, launched: wait for READY=1 (ready = "notify")."""
-        run = self.run
-        assert run is not None
-        if run.ended:
-            await self._ended(run.reason())
-        elif self._stop or self._detaching:
-            await self._running()
-        elif self.readiness.ready:
-            self._ready()
-        elif (why := self.readiness.overdue()) is not None:
-            self._end_for(why)
-        else:
-            await self._wake.sleep(self.readiness.next_deadline())
 
     def _end_for(self, reason: StopReason) -> None:
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
@@ -222,38 +281,29 @@ class UnitRunner(RunnerBase):
                     **self.readiness.view())  # fmt: skip
         self._set(State.STOPPING)
 
-    async def _running(self) -> None:
+    async def _detach(self) -> None:
+        """Leave the running service for the next daemon (on_exit = "leave")."""
         run = self.run
         assert run is not None
-        if self._detaching:
-            self._save()
-            self.health.end()
-            self.readiness.end_run()
-            run.detach()
-            self.run = None
-            self._event("detached")
-            self._set(State.STOPPED, save=False)
-            return
-        if run.ended:
-            await self._ended(run.reason())
-        elif self._account_oom():
-            if self.spec and self.spec.unit.oom.policy != "continue":
-                await self._wake.sleep(OOM_GRACE)  # PID 1's own exit, if it was the victim
-                if not run.ended:
-                    self._stop_reason = StopReason.OOM_KILLED
-                    self._set(State.STOPPING)
-        elif self._stop:
-            self._stop = False
-            self._set(State.STOPPING)
-        elif self.readiness.stopping:
-            # STOPPING=1, as systemd's "deactivating": the service began its own shutdown,
-            # so its watchdog and probes no longer count, and stop_timeout bounds it.
-            self._stop_reason = StopReason.SELF_STOP
-            self._set(State.STOPPING)
-        elif (why := self.readiness.overdue() or self.health.verdict) is not None:
-            self._end_for(why)
-        else:
-            await self._wake.sleep(self.readiness.next_deadline())
+        self._save()
+        self.health.end()
+        self.readiness.end_run()
+        run.detach()
+        self.run = None
+        self._event("detached")
+        self._set(State.STOPPED, save=False)
+
+    async def _oom(self) -> None:
+        """New OOM kills in the cgroup: counted; unless oom.policy is "continue", the run ends
+        (after a moment in which PID 1's own exit shows whether it was the victim)."""
+        run = self.run
+        assert run is not None
+        self._account_oom()
+        if self.spec and self.spec.unit.oom.policy != "continue":
+            await self._wake.sleep(OOM_GRACE)
+            if not run.ended:
+                self._stop_reason = StopReason.OOM_KILLED
+                self._set(State.STOPPING)
 
     async def _stopping(self) -> None:
         run, spec = self.run, self.run_spec
@@ -275,7 +325,7 @@ class UnitRunner(RunnerBase):
                 self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
         stop_reason, self._stop_reason = self._stop_reason, None
         if stop_reason is StopReason.START_TIMEOUT:
-            self._stop = False
+            self._pending = self._pending.without_stop()
             await self._end_run(ExitReason.START_TIMEOUT)
             self.error = f"not ready within {spec.unit.service.start_timeout:g}s (start_timeout)"
             self._set(State.FAILED)
@@ -286,25 +336,10 @@ class UnitRunner(RunnerBase):
             # own end: the restart policy judges how it exited.
             await self._ended(_exit_reason(stop_reason) or _run_reason(run))
             return
-        self._stop = False
+        self._pending = self._pending.without_stop()
         await self._end_run(_run_reason(run))
         self._set(State.STOPPED)
         self._event("stopped")
-
-    async def _backoff(self) -> None:
-        if self._stop or self._removing:
-            self._stop = False
-            self.health.clear()
-            self._set(State.STOPPED)
-        elif self._detaching:
-            self._save()
-            self._set(State.STOPPED, save=False)
-        elif self._start or self.host.monotonic() >= self.next_start:
-            self._start = False
-            self.restarts += 1
-            self._set(State.STARTING)
-        else:
-            await self._wake.sleep(self.next_start - self.host.monotonic())
 
     # -- exits ---------------------------------------------------------------------------
 
@@ -312,10 +347,10 @@ class UnitRunner(RunnerBase):
         """PID 1 ended without being asked to: apply the OOM and restart policies."""
         ran_for = self.run.uptime() if self.run else 0.0
         await self._end_run(reason)
-        if self._stop or self._removing:
-            self._stop = False
+        if self._pending.stop or self._leaving.removing:
+            self._pending = self._pending.without_stop()
             self._set(State.STOPPED)
-        elif self._start:
+        elif self._pending.start:
             self._set(State.STARTING)
         else:
             self.after_exit(reason, ran_for)
