@@ -110,8 +110,11 @@ class Job:
         except TimeoutError:
             return False
         finally:
-            self.loop.remove_reader(self.report_fd)
-            self.loop.remove_reader(self.output_fd)
+            # Unless finish() got here first (the run ended while the probe ran): it removed
+            # them and closed the fds, whose numbers may already belong to someone else.
+            if self.outcome is None:
+                self.loop.remove_reader(self.report_fd)
+                self.loop.remove_reader(self.output_fd)
         return True
 
     def finish(self) -> Outcome:
