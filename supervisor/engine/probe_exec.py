@@ -81,9 +81,10 @@ class ExecProbe:
         if self._job is not job:  # close() got there first
             return
         self._job = None
-        if self._cgroup is not None and self._cgroup.pids():
+        if self._cgroup is not None:
             with contextlib.suppress(CgroupError, OSError):
-                self._cgroup.kill_all()
+                if self._cgroup.pids():
+                    self._cgroup.kill_all()
         job.finish()
 
     def close(self) -> None:

@@ -233,7 +233,7 @@ class UnitRunner(RunnerBase):
             ready=self.readiness.ready,
             overdue=run is not None and self.readiness.overdue() is not None,
             unhealthy=self.health.verdict is not None,
-            new_oom_kills=run is not None and run.oom_kills > self._oom_seen,
+            new_oom_kills=self._new_oom_kills() > 0,
             self_stopping=self.readiness.stopping,
             blocked=blocked_by is not None,
             backoff_over=self.host.monotonic() >= self.next_start,
@@ -395,17 +395,20 @@ class UnitRunner(RunnerBase):
         self.last_exit = str(reason)  # a plain string, also for an ExitReason
         self.recent_exits.append(self.last_exit)
 
-    def _account_oom(self) -> bool:
-        """Count the run's new OOM kills; True if there were any."""
-        if self.run is None or self.run.oom_kills <= self._oom_seen:
-            return False
-        new = self.run.oom_kills - self._oom_seen
+    def _new_oom_kills(self) -> int:
+        """OOM kills in the run's cgroup not accounted yet."""
+        return 0 if self.run is None else max(0, self.run.oom_kills - self._oom_seen)
+
+    def _account_oom(self) -> None:
+        """Count the run's new OOM kills, and say so."""
+        new = self._new_oom_kills()
+        if self.run is None or not new:
+            return
         self._oom_seen = self.run.oom_kills
         self.oom_kills += new
         policy = self.spec.unit.oom.policy if self.spec else "restart"
         self._event("oom_kill", "warning", count=new, pid1_alive=not self.run.ended,
                     policy=policy)  # fmt: skip
-        return True
 
 
 _VALUES = {s.value for s in State}
