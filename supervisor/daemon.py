@@ -38,7 +38,8 @@ from supervisor.unit.loader import UnitLoader
 logger = log.get_logger()
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `sandboxd`; also the source of its man page and shell completion."""
     p = argparse.ArgumentParser(
         prog="sandboxd",
         description="Declarative sandbox supervisor (runs in the foreground).",
@@ -52,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--cgroup-parent")
     p.add_argument("--log-format", choices=["json", "console"])
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 class Notifier:
