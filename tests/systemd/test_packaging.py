@@ -48,6 +48,11 @@ INSTALLED = (
     "/usr/lib/tmpfiles.d/sandboxd.conf",
     "/usr/lib/sysusers.d/sandboxd.conf",
     "/etc/sandboxd/sandboxd.toml",
+    "/usr/local/share/man/man1/sandboxctl.1",
+    "/usr/local/share/man/man5/sandboxd.unit.5",
+    "/usr/local/share/man/man8/sandboxd.8",
+    "/usr/local/share/bash-completion/completions/sandboxctl",
+    "/usr/local/share/zsh/site-functions/_sandboxctl",
 )
 DROPIN = Path("/etc/systemd/system/sandboxd.service.d/test-watchdog.conf")
 # The guest is TCG-emulated: Python runs ~5x slower than on a host.
