@@ -60,7 +60,8 @@ fi
 stamp=.venv/.sandboxd-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     step "upgrading pip in .venv" .venv/bin/pip install --upgrade pip
-    step "installing sandboxd and its dev tools into .venv (editable)" .venv/bin/pip install -e '.[dev]'
+    step "installing sandboxd and its dev tools into .venv (editable)" \
+        .venv/bin/pip install -e '.[dev]'
     touch "$stamp"
 fi
 
