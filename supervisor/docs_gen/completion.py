@@ -159,11 +159,17 @@ def bash(command: Command, units_dir: Path) -> str:
 # --- zsh ------------------------------------------------------------------------------------
 
 
+def _sq(text: str) -> str:
+    """Text inside a single-quoted zsh word."""
+    return text.replace("'", "'\\''")
+
+
 def _zq(text: str) -> str:
-    """Text inside an _arguments description: brackets and colons escaped."""
+    """Text inside an _arguments spec (explanation, message) or a _describe name: the
+    characters that delimit its fields escaped with a backslash, which zsh removes."""
     for ch in "\\[]:":
         text = text.replace(ch, "\\" + ch)
-    return text.replace("'", "'\\''")
+    return _sq(text)
 
 
 def _zsh_action(kind: Kind, choices: tuple[str, ...], units: str) -> str:
@@ -204,7 +210,9 @@ def _zsh_specs(command: Command, units: str) -> list[str]:
 def zsh(command: Command, units_dir: Path) -> str:
     ident = _ident(command.prog)
     units = f"{ident}_units"
-    ctl = '"${words[1]}"' if command.commands else "sandboxctl"
+    # The sandboxctl being completed (a venv's, say); _arguments shifts $words for a verb's
+    # arguments, so it is kept before that.
+    ctl = f'"${{{ident}_cmd:-sandboxctl}}"' if command.commands else "sandboxctl"
     lines = [
         f"#compdef {command.prog}",
         f"# zsh completion for {command.prog}: generated from its argparse parser by",
@@ -226,9 +234,11 @@ def zsh(command: Command, units_dir: Path) -> str:
         "    typeset -A opt_args",
     ]
     if command.commands:
+        lines.append(f"    local {ident}_cmd=${{words[1]}}")
         lines.append("    local -a verbs=(")
         for verb in command.commands:
-            lines.append(f"        '{_zq(verb.name)}:{_zq(verb.summary)}'")
+            # _describe: "name:description", only the name's colons escaped
+            lines.append(f"        '{_zq(verb.name)}:{_sq(verb.summary)}'")
         lines += [
             "    )",
             "    _arguments -C \\",

@@ -161,3 +161,32 @@ def test_the_command_writes_every_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert written == sorted(generate.render(README.read_text(encoding="utf-8")))
     assert docs_gen_main(["--readme", str(tmp_path / "missing.md"), str(tmp_path)]) == 1
     assert "missing.md" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
+def test_the_zsh_scripts_parse_and_list_unit_names(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "fallback.toml").write_text("")
+    files = generate.render(None, units_dir=units)
+    for rel, text in files.items():
+        if rel.startswith("zsh/"):
+            subprocess.run(["zsh", "-n"], input=text.encode(), check=True)
+    script = tmp_path / "_sandboxctl"
+    script.write_text(files["zsh/_sandboxctl"])
+    ctl = tmp_path / "ctl"
+    ctl.write_text('#!/bin/sh\necho \'{"units": [{"name": "web"}, {"name": "db"}]}\'\n')
+    ctl.chmod(0o755)
+    # The unit lister alone, outside the completion system: _wanted stubbed to print what it
+    # would offer, _arguments to do nothing (sourcing the file runs _sandboxctl once).
+    shell = (
+        "_arguments() { :; }; _wanted() { local a=${@[-1]}; print -rl -- ${(P)a}; }; "
+        f"source {script}; _sandboxctl_cmd=$1 _sandboxctl_units"
+    )
+
+    def offered(cmd: Path) -> list[str]:
+        argv = ["zsh", "-f", "-c", shell, "zsh", str(cmd)]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+
+    assert offered(ctl) == ["web", "db"]
+    assert offered(tmp_path / "missing") == ["fallback"]
