@@ -17,6 +17,13 @@ from supervisor.docs_gen.cli_model import Command, Kind, Option
 _NAMES = r"""grep -o '"name": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'"""
 
 
+def _names_units(command: Command) -> bool:
+    """Whether any argument of the command or its verbs is a unit name (sandboxctl's are,
+    and the unit lister asks the sandboxctl being completed)."""
+    kinds = [o.kind for o in command.options] + [p.kind for p in command.positionals]
+    return Kind.UNIT in kinds or any(_names_units(c) for c in command.commands)
+
+
 def _ident(prog: str) -> str:
     return "_" + prog.replace("-", "_")
 
@@ -63,21 +70,24 @@ def bash(command: Command, units_dir: Path) -> str:
         f"# bash completion for {command.prog}: generated from its argparse parser by",
         "# supervisor.docs_gen (do not edit; regenerate).",
         "",
-        f"{ident}_units() {{",
-        "    local out f",
-        '    if out=$(timeout 2 "${COMP_WORDS[0]}" status --json 2>/dev/null); then'
-        if command.commands
-        else "    if out=$(timeout 2 sandboxctl status --json 2>/dev/null); then",
-        f"        printf '%s\\n' \"$out\" | {_NAMES}",
-        "        return",
-        "    fi",
-        f"    for f in {_shq(str(units_dir))}/*.toml; do",
-        "        [[ -e $f ]] || continue",
-        "        f=${f##*/}",
-        '        printf "%s\\n" "${f%.toml}"',
-        "    done",
-        "}",
-        "",
+    ]
+    if _names_units(command):
+        lines += [
+            f"{ident}_units() {{",
+            "    local out f",
+            '    if out=$(timeout 2 "${COMP_WORDS[0]}" status --json 2>/dev/null); then',
+            f"        printf '%s\\n' \"$out\" | {_NAMES}",
+            "        return",
+            "    fi",
+            f"    for f in {_shq(str(units_dir))}/*.toml; do",
+            "        [[ -e $f ]] || continue",
+            "        f=${f##*/}",
+            '        printf "%s\\n" "${f%.toml}"',
+            "    done",
+            "}",
+            "",
+        ]
+    lines += [
         f"{ident}() {{",
         "    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}",
         "    local verb= start=1 i word flags valued positionals",
@@ -187,15 +197,15 @@ def _zsh_action(kind: Kind, choices: tuple[str, ...], units: str) -> str:
 def _zsh_specs(command: Command, units: str) -> list[str]:
     specs: list[str] = []
     for o in command.options:
-        help_ = _zq(o.help)
+        help_ = f"[{_zq(o.help)}]" if o.help else ""  # no empty [] for a flag without help
         value = ""
         if o.metavar:
             value = f":{_zq(o.metavar)}:{_zsh_action(o.kind, o.choices, units)}"
         if len(o.flags) > 1:
             excl = "(" + " ".join(o.flags) + ")"
-            specs.append(f"'{excl}'{{{','.join(o.flags)}}}'[{help_}]{value}'")
+            specs.append(f"'{excl}'{{{','.join(o.flags)}}}'{help_}{value}'")
         else:
-            specs.append(f"'{o.flags[0]}[{help_}]{value}'")
+            specs.append(f"'{o.flags[0]}{help_}{value}'")
     for i, p in enumerate(command.positionals, start=1):
         action = _zsh_action(p.kind, (), units)
         if p.kind is Kind.COMMAND:
@@ -210,25 +220,30 @@ def _zsh_specs(command: Command, units: str) -> list[str]:
 def zsh(command: Command, units_dir: Path) -> str:
     ident = _ident(command.prog)
     units = f"{ident}_units"
-    # The sandboxctl being completed (a venv's, say); _arguments shifts $words for a verb's
-    # arguments, so it is kept before that.
-    ctl = f'"${{{ident}_cmd:-sandboxctl}}"' if command.commands else "sandboxctl"
     lines = [
         f"#compdef {command.prog}",
         f"# zsh completion for {command.prog}: generated from its argparse parser by",
         "# supervisor.docs_gen (do not edit; regenerate).",
         "",
-        f"{units}() {{",
-        "    local -a units",
-        "    local out",
-        f"    if out=$(timeout 2 {ctl} status --json 2>/dev/null); then",
-        f'        units=(${{(f)"$(print -r -- "$out" | {_NAMES})"}})',
-        "    else",
-        f"        units=({_shq(str(units_dir))}/*.toml(N:t:r))",
-        "    fi",
-        "    _wanted units expl unit compadd -a units",
-        "}",
-        "",
+    ]
+    if _names_units(command):
+        # The sandboxctl being completed (a venv's, say), kept by the completer before
+        # _arguments shifts $words for a verb's arguments.
+        lines += [
+            f"{units}() {{",
+            "    local -a units",
+            "    local out",
+            f'    local ctl="${{{ident}_cmd:-sandboxctl}}"',
+            '    if out=$(timeout 2 "$ctl" status --json 2>/dev/null); then',
+            f'        units=(${{(f)"$(print -r -- "$out" | {_NAMES})"}})',
+            "    else",
+            f"        units=({_shq(str(units_dir))}/*.toml(N:t:r))",
+            "    fi",
+            "    _wanted units expl unit compadd -a units",
+            "}",
+            "",
+        ]
+    lines += [
         f"{ident}() {{",
         "    local curcontext=$curcontext state line expl",
         "    typeset -A opt_args",
