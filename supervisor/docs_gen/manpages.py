@@ -11,6 +11,15 @@ UNIT_SECTION = "Unit files"
 CONFIG_SECTION = "Daemon configuration"
 
 
+def summary(description: str) -> str:
+    """The NAME line's text: the description's first clause ("Declarative sandbox supervisor"
+    of "Declarative sandbox supervisor: runs each ...")."""
+    first = " ".join(description.split())
+    for stop in (": ", ". ", "; "):
+        first = first.split(stop, 1)[0]
+    return first.removesuffix(".")
+
+
 def _header(name: str, section: int, title: str, manual: str) -> list[str]:
     # No date: the same source gives the same page (reproducible builds).
     return [
@@ -58,7 +67,7 @@ def program_page(
     """The page of a program: its parser's description, usage, flags and epilog; with verbs,
     one subsection per verb, with its own usage, arguments and epilog. `extra` is a
     (title, Markdown) section added before SEE ALSO."""
-    lines = _header(command.prog, section, command.description, manual)
+    lines = _header(command.prog, section, summary(command.description), manual)
     lines += _synopsis(command)
     lines += [".SH DESCRIPTION", roff.escape(command.description)]
     if command.options or command.positionals:

@@ -21,7 +21,7 @@ from supervisor.cli import main as cli_main
 from supervisor.daemon import build_parser as daemon_parser
 from supervisor.docs_gen import generate, roff
 from supervisor.docs_gen.__main__ import main as docs_gen_main
-from supervisor.docs_gen.manpages import UNIT_SECTION
+from supervisor.docs_gen.manpages import UNIT_SECTION, summary
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -190,3 +190,13 @@ def test_the_zsh_scripts_parse_and_list_unit_names(tmp_path: Path) -> None:
 
     assert offered(ctl) == ["web", "db"]
     assert offered(tmp_path / "missing") == ["fallback"]
+
+
+def test_the_name_line_is_the_first_clause_of_the_description() -> None:
+    assert summary("Declarative sandbox supervisor: runs each unit. More.") == (
+        "Declarative sandbox supervisor"
+    )
+    assert summary("control sandboxd, the declarative sandbox supervisor") == (
+        "control sandboxd, the declarative sandbox supervisor"
+    )
+    assert summary("Runs in the foreground (really).") == "Runs in the foreground (really)"
