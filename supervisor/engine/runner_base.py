@@ -77,7 +77,7 @@ class RunnerBase:
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
-        self._wake = Wakeup()
+        self._wake = Wakeup(host.monotonic)
         self._changed = asyncio.Event()
         state_dir = state_dir if state_dir is not None else store.dir.parent
         self.readiness = Readiness(
@@ -179,6 +179,12 @@ class RunnerBase:
             # An operator's stop outranks the daemon's own reason for ending the run.
             return Intent.STOP if pending.stop else (self._stop_reason or Intent.STOP)
         return Intent.STOP if pending.stop else None
+
+    @property
+    def idle(self) -> bool:
+        """The task is waiting with nothing left to act on (every command and event so far
+        has been handled): what a test waits for before asserting that nothing happened."""
+        return self._wake.idle
 
     async def wait(self, done: Callable[[], bool]) -> None:
         while not done():

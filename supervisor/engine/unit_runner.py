@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -309,7 +308,7 @@ class UnitRunner(RunnerBase):
         run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
         signame, timeout = spec.unit.service.stop_signal, spec.unit.service.stop_timeout
-        began = time.monotonic()
+        began = self.host.monotonic()
         sent: str | None = signame
         if self._stop_reason is StopReason.SELF_STOP:
             sent = None
@@ -318,11 +317,11 @@ class UnitRunner(RunnerBase):
             run.signal(_signum(signame))
             self._event("stopping", signal=signame)
         if not await self._wake.sleep_until(lambda: run.ended, timeout):
-            self._event("stop_timeout", "warning", elapsed=round(time.monotonic() - began, 3),
+            self._event("stop_timeout", "warning", elapsed=round(self.host.monotonic() - began, 3),
                         signal=sent)  # fmt: skip
             run.kill_all()
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
-                self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
+                self._event("unkillable", "error", elapsed=round(self.host.monotonic() - began, 3))
         stop_reason, self._stop_reason = self._stop_reason, None
         if stop_reason is StopReason.START_TIMEOUT:
             self._pending = self._pending.without_stop()

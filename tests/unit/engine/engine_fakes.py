@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,36 @@ class FakeLauncher:
         return Spawned(pid, self.fail)
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so: a deadline (watchdog,
+    start_timeout, stop_timeout, backoff) passes when the test advances past it, never because
+    the machine was slow."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def settled(runner: UnitRunner, timeout: float = 60) -> None:
+    """Until the unit's task has acted on everything handed to it and waits again."""
+    async with asyncio.timeout(timeout):
+        while not runner.idle:
+            await asyncio.sleep(0.001)
+
+
+async def advance(clock: ManualClock, runner: UnitRunner, seconds: float) -> None:
+    """Move the clock, let the task look at it, and wait until it has acted."""
+    await settled(runner)
+    clock.advance(seconds)
+    runner.poke()
+    await settled(runner)
+
+
 @dataclass
 class Rig:
     host: Host
@@ -180,9 +211,10 @@ class Rig:
         )
 
 
-def make_rig(tmp_path: Path) -> Rig:
+def make_rig(tmp_path: Path, clock: ManualClock | None = None) -> Rig:
+    """`clock`: the engine's monotonic clock (default: the real one)."""
     manager, launcher = FakeManager(), FakeLauncher()
-    host = Host(asyncio.get_running_loop(), manager, launcher)
+    host = Host(asyncio.get_running_loop(), manager, launcher, monotonic=clock or time.monotonic)
     store = Store(tmp_path / "state")
     store.prepare()
     return Rig(host, manager, launcher, store, tmp_path / "log")

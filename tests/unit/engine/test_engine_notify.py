@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -76,7 +77,9 @@ class Endpoint:
             s.sendmsg([data], ancillary, 0, str(self.endpoint.host_socket))
 
     def pump(self) -> None:
-        self.loop.run_until_complete(asyncio.sleep(0.05))
+        """Run the loop until the endpoint has taken every datagram sent so far."""
+        while select.select([self.endpoint._sock], [], [], 0)[0]:
+            self.loop.run_until_complete(asyncio.sleep(0))
 
     def close(self) -> None:
         self.endpoint.close()

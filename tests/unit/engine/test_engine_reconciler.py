@@ -75,7 +75,20 @@ def test_reload_semantics(tmp_path: Path) -> None:
             assert result.invalid == {"bad": ["bad.toml: service.exec: field required"]}
 
             await rec.start("new")
-            await asyncio.sleep(0.2)
+
+            def applied() -> bool:  # the edit restarted, the removed unit gone
+                now = {s.name: s for s in rec.list_units()}
+                edit = now.get("edit")
+                return (
+                    "gone" not in now
+                    and edit is not None
+                    and edit.state == "running"
+                    and edit.pid not in (None, pids["edit"])
+                )
+
+            async with asyncio.timeout(60):
+                while not applied():
+                    await asyncio.sleep(0.01)
             status = {s.name: s for s in rec.list_units()}
             assert "gone" not in status
             assert status["keep"].pid == pids["keep"]  # untouched

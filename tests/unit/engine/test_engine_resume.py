@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import ManualClock, Rig, advance, make_rig, make_spec
 
 from supervisor.contract import State
 from supervisor.engine.states import StopReason
@@ -23,11 +23,15 @@ from supervisor.linux import pidfd as proc
 from supervisor.unit.spec import UnitSpec
 
 
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
+def run(
+    main: Callable[[Rig], Coroutine[Any, Any, None]],
+    tmp_path: Path,
+    clock: ManualClock | None = None,
+) -> None:
     async def wrapper() -> None:
-        await main(make_rig(tmp_path))
+        await main(make_rig(tmp_path, clock))
 
-    asyncio.run(asyncio.wait_for(wrapper(), 60))
+    asyncio.run(asyncio.wait_for(wrapper(), 120))
 
 
 async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 30) -> None:
@@ -107,18 +111,22 @@ def test_adopted_run_ended_by_the_daemon_goes_through_the_policy(tmp_path: Path)
 
 
 def test_adopted_self_stop_gets_no_signal_then_stop_timeout(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     async def main(rig: Rig) -> None:
         spec = make_spec(service={"stop_timeout": "600ms"}, restart={"policy": "no"})
         pid = orphan()  # a `sleep`: SIGTERM would end it at once
         runner, task = await resumed(rig, record_of(spec, pid, "stopping", "self-stop"), spec)
         assert runner.state is State.STOPPING and runner.intent is StopReason.SELF_STOP
-        await asyncio.sleep(0.3)
+        await advance(clock, runner, 0.59)
         assert not gone(pid)  # no stop_signal: the service is ending by itself
+        assert runner.state is State.STOPPING
+        await advance(clock, runner, 0.01)  # stop_timeout: SIGKILL
         await until(runner, lambda: runner.state is State.EXITED)
         assert gone(pid) and runner.launches == 0
         await finish(runner, task)
 
-    run(main, tmp_path)
+    run(main, tmp_path, clock)
 
 
 @pytest.mark.parametrize(

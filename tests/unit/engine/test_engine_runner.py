@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import Rig, make_rig, make_spec, settled
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
@@ -30,7 +30,7 @@ def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Non
     async def wrapper() -> None:
         await main(make_rig(tmp_path))
 
-    asyncio.run(asyncio.wait_for(wrapper(), 20))
+    asyncio.run(asyncio.wait_for(wrapper(), 120))
 
 
 async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
@@ -154,7 +154,8 @@ def test_oom_kill_of_another_process(tmp_path: Path) -> None:
         await until(r, lambda: r.state is State.RUNNING)
         pid = r.run.pid if r.run else 0
         rig.manager.cgroups["svc"].oom_kill()
-        await asyncio.sleep(0.4)
+        await until(r, lambda: r.oom_kills == 1)
+        await settled(r)
         assert r.state is State.RUNNING and r.oom_kills == 1 and r.run and r.run.pid == pid
         # restart: the sandbox is restarted as a failure with reason oom-killed
         r2 = rig.runner(make_spec("r2", restart={"delay": "10ms"}))
