@@ -25,8 +25,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from supervisor.cgroups import UnitCgroup
-from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
+from supervisor.cgroups import UnitCgroup, member_check
+from supervisor.engine.notify import NotifyEndpoint, NotifyMessage
 from supervisor.engine.ports import Bind
 from supervisor.engine.states import StopReason
 from supervisor.unit.spec import UnitSpec
@@ -101,7 +101,7 @@ class Readiness:
                 self.configure(spec)
             except OSError as exc:
                 self._event("notify_unavailable", "error", error=str(exc))
-        self._member = cgroup_membership(cgroup.procs_files()) if cgroup is not None else None
+        self._member = member_check(cgroup) if cgroup is not None else None
         self.status_text, self.stopping, self.errno, self._triggered = None, False, None, False
         self.reloading = False
         self._watchdog, self._watchdog_deadline = service.watchdog, None

@@ -1,4 +1,4 @@
-"""sd_notify endpoint: parsing, the cgroup check's path mapping, and a real datagram socket."""
+"""sd_notify endpoint: parsing and a real datagram socket."""
 
 from __future__ import annotations
 
@@ -12,17 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.engine import notify
 from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, parse
-
-V1_MOUNTINFO = """\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:35 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-"""
-V1_SELF = "9:name=systemd:/\n8:pids:/\n4:memory:/\n0::/\n"
 
 
 def test_parse_assignments() -> None:
@@ -41,22 +31,6 @@ def test_parse_assignments() -> None:
     assert parse(b"READY=0", 1).ready is False  # type: ignore[union-attr]
     assert parse(b"\xff\xfe", 1) is None
     assert parse(b"garbage without assignment", 1) is None
-
-
-def test_membership_reads_proc(tmp_path: Path) -> None:
-    (tmp_path / "self").mkdir()
-    (tmp_path / "self" / "cgroup").write_text(V1_SELF)
-    (tmp_path / "self" / "mountinfo").write_text(V1_MOUNTINFO)
-    for pid, text in ((10, "8:pids:/sandboxd/web\n4:memory:/sandboxd/web/sub\n"),
-                      (11, "8:pids:/sandboxd/web\n4:memory:/sandboxd/webby\n"),
-                      (12, "8:pids:/\n4:memory:/\n")):  # fmt: skip
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "cgroup").write_text(text)
-    check = notify.cgroup_membership(
-        ["/sys/fs/cgroup/memory/sandboxd/web/cgroup.procs",
-         "/sys/fs/cgroup/pids/sandboxd/web/cgroup.procs"], proc=str(tmp_path),
-    )  # fmt: skip
-    assert check(10) and not check(11) and not check(12) and not check(13) and not check(0)
 
 
 class Endpoint:
