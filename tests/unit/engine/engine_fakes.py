@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,29 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def run(
+    main: Callable[[Rig], Coroutine[Any, Any, None]],
+    tmp_path: Path,
+    clock: ManualClock | None = None,
+) -> None:
+    """`main(rig)` in a fresh event loop, with a rig on `clock` (default: the real clock)."""
+
+    async def wrapper() -> None:
+        await main(make_rig(tmp_path, clock))
+
+    asyncio.run(asyncio.wait_for(wrapper(), 120))
+
+
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
+    await asyncio.wait_for(runner.wait(done), timeout)
+
+
+async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
+    """Remove the unit and wait for its task to end."""
+    runner.remove()
+    await asyncio.wait_for(task, 60)
 
 
 async def settled(runner: UnitRunner, timeout: float = 60) -> None:

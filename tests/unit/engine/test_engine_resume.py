@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import ManualClock, Rig, advance, make_rig, make_spec
+from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, until
 
 from supervisor.contract import State
 from supervisor.engine.states import StopReason
@@ -21,21 +20,6 @@ from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
 from supervisor.unit.spec import UnitSpec
-
-
-def run(
-    main: Callable[[Rig], Coroutine[Any, Any, None]],
-    tmp_path: Path,
-    clock: ManualClock | None = None,
-) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path, clock))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 120))
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 30) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
 
 
 def orphan() -> int:
@@ -62,11 +46,6 @@ async def resumed(rig: Rig, record: UnitRecord, spec: UnitSpec) -> tuple[UnitRun
     runner = rig.runner(spec)
     runner.resume(record)
     return runner, asyncio.create_task(runner.main())
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 30)
 
 
 @pytest.mark.parametrize(

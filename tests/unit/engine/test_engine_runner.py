@@ -7,39 +7,21 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from engine_fakes import Rig, make_rig, make_spec, settled
+from engine_fakes import Rig, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
-from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
 
 CAPTURE = [structlog.contextvars.merge_contextvars]
 KERNEL = tuple(int(x) for x in os.uname().release.split(".")[:2])
-
-
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 120))
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 60)
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

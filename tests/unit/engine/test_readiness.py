@@ -4,38 +4,17 @@ handed to the runner's Readiness as the endpoint would after its cgroup check.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
-from engine_fakes import ManualClock, Rig, advance, make_rig, make_spec, settled
+from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
 from supervisor.engine.notify import SANDBOX_DIR, NotifyMessage
 from supervisor.engine.states import StopReason
 from supervisor.engine.unit_runner import UnitRunner
-
-
-def run(
-    main: Callable[[Rig], Coroutine[Any, Any, None]],
-    tmp_path: Path,
-    clock: ManualClock | None = None,
-) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path, clock))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 120))
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 60)
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
 
 
 def state(r: UnitRunner) -> State:
