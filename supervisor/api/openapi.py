@@ -58,6 +58,10 @@ UNIT_STATUS: dict[str, Any] = {
         "next_start_in": _nullable(
             {"type": "number", "description": "seconds until the next start out of backoff"}
         ),
+        "uptime": _nullable(
+            {"type": "number", "minimum": 0, "description": "seconds the current run has run, "
+             "by the monotonic clock (a wall-clock step does not change it)"}
+        ),
     },
 }  # fmt: skip
 

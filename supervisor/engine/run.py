@@ -65,6 +65,15 @@ class Host:
     wall: Callable[[], float] = time.time
 
 
+def run_age(pid_start: int | None, started_at: float | None, wall_now: float) -> float:
+    """Seconds since a run began, by its PID 1's start on the boot clock; the wall clock
+    (which steps) only for a record from an earlier boot or without a start time."""
+    age = proc.seconds_since_start(pid_start) if pid_start is not None else None
+    if age is None:
+        age = wall_now - (started_at or wall_now)
+    return max(0.0, age)
+
+
 class Run:
     def __init__(
         self,
@@ -84,7 +93,12 @@ class Run:
         self.own_child, self.cgroup, self.capture = own_child, cgroup, capture
         self.oom_base, self.started_at, self._on_change = oom_base, started_at, on_change
         self.pid_start = proc.start_time(pid)
-        self.started_mono = host.monotonic() - max(0.0, host.wall() - started_at)
+        # How long it has run: 0 for a launch; for an adopted PID 1, its age on the boot clock
+        # (a wall-clock step while no daemon ran must not make it look older or younger).
+        age = 0.0
+        if not own_child:
+            age = run_age(self.pid_start, started_at, host.wall())
+        self.started_mono = host.monotonic() - age
         self.ended = False
         self.status: int | None = None  # wait status; None with `ended`: unknown
         self.oom_kills = 0  # OOM kills in this run's cgroup so far

@@ -88,6 +88,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         error=error,
         health=r.health.state,
         next_start_in=next_start_in,
+        uptime=round(run.uptime(), 3) if run else None,
     )
     if not detail:
         return summary

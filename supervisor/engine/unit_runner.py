@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from supervisor.contract import LAUNCH_ERROR, ExitReason, State
-from supervisor.engine.run import Run, discard_cgroup
+from supervisor.engine.run import Run, discard_cgroup, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
@@ -102,8 +102,8 @@ class UnitRunner(RunnerBase):
             case _:
                 # A run that was ending itself (self-stop) left no exit status either: lost.
                 reason = _exit_reason(intent) if isinstance(intent, StopReason) else None
-                self.after_exit(reason or ExitReason.LOST,
-                                self.host.wall() - (record.started_at or 0.0))  # fmt: skip
+                ran_for = run_age(record.pid_start, record.started_at, self.host.wall())
+                self.after_exit(reason or ExitReason.LOST, ran_for)
 
     # -- the task ------------------------------------------------------------------------
 

@@ -38,13 +38,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
+def uptime(unit: dict[str, Any], now: dt.datetime) -> float | None:
+    """The daemon's monotonic `uptime`; from `started_at` only for an older daemon (that one
+    moves when the wall clock is stepped)."""
+    up = unit.get("uptime")
+    if isinstance(up, int | float) and not isinstance(up, bool):
+        return float(up)
+    return render.since(unit.get("started_at"), now)
+
+
 def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
     running = unit["state"] == State.RUNNING.value
     return [
         unit["name"],
         unit["state"],
         str(unit["pid"]) if unit.get("pid") else "-",
-        render.duration(render.since(unit.get("started_at"), now)) if running else "-",
+        render.duration(uptime(unit, now)) if running else "-",
         str(unit.get("restarts", 0)),
         render.size(unit.get("memory_bytes")),
         unit.get("last_exit") or "-",
@@ -78,7 +87,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
 
     field("pid", unit.get("pid"))
     if unit.get("started_at"):
-        up = render.since(unit["started_at"], now) if state == State.RUNNING.value else None
+        up = uptime(unit, now) if state == State.RUNNING.value else None
         field("started", unit["started_at"] + (f" (up {render.duration(up)})" if up else ""))
     field("health", unit.get("health"))
     field("restarts", unit.get("restarts"))

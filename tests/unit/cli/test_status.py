@@ -8,7 +8,7 @@ from cli_helpers import sandboxctl
 
 from supervisor.api.testing import ServerThread
 from supervisor.cli import render
-from supervisor.cli.commands.status import detail_lines
+from supervisor.cli.commands.status import detail_lines, row
 
 
 def test_table_is_aligned_without_color(daemon: ServerThread) -> None:
@@ -99,3 +99,15 @@ def test_unreachable_is_exit_5_with_one_line(monkeypatch: pytest.MonkeyPatch) ->
             "sandboxctl: cannot reach sandboxd at /tmp/sbx-definitely-missing.sock: "
             "no such socket (is sandboxd running?)\n"
         )
+
+
+def test_uptime_comes_from_the_daemons_monotonic_figure() -> None:
+    """A wall-clock step moves `started_at` against now; the daemon's `uptime` does not move."""
+    now = dt.datetime(2026, 1, 1, 1, 0, 5, tzinfo=dt.UTC)  # an hour past started_at + 5 s
+    unit = {"name": "web", "state": "running", "pid": 7, "restarts": 0, "memory_bytes": None,
+            "last_exit": None, "started_at": "2026-01-01T00:00:00+00:00",
+            "uptime": 5.0}  # fmt: skip
+    assert row(unit, now)[3] == "5s"
+    assert any("(up 5s)" in line for line in detail_lines(unit, now, color=False))
+    older = {k: v for k, v in unit.items() if k != "uptime"}  # a daemon without the field
+    assert row(older, now)[3] == "1h0m"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, until
 
 from supervisor.contract import State
+from supervisor.engine.run import run_age
 from supervisor.engine.states import StopReason
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
@@ -156,3 +158,33 @@ def test_restart_command_is_saved_before_the_task_acts(tmp_path: Path) -> None:
         await finish(runner, task)
 
     run(main, tmp_path)
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_changes_no_adopted_uptime(tmp_path: Path, step: float) -> None:
+    """The wall clock stepped an hour while no daemon ran: the re-adopted run's age (what
+    `reset_after` judges) comes from its PID 1's start on the boot clock, not the step."""
+
+    async def main(rig: Rig) -> None:
+        rig.host = dataclasses.replace(rig.host, wall=lambda: time.time() + step)
+        spec = make_spec()
+        pid = orphan()
+        age = run_age(proc.start_time(pid), None, 0.0)
+        runner, task = await resumed(rig, record_of(spec, pid, "running", None), spec)
+        assert runner.state is State.RUNNING and runner.run is not None
+        assert age <= runner.run.uptime() < age + 30
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+def test_run_age_prefers_the_boot_clock() -> None:
+    own_start = proc.start_time(os.getpid())
+    assert own_start is not None
+    own_age = run_age(own_start, None, 0.0)
+    for wall_now in (time.time() - 3600, time.time() + 3600):
+        assert own_age <= run_age(own_start, time.time(), wall_now) < own_age + 30
+    assert run_age(None, 100.0, 160.0) == 60.0  # no start time: the wall clock it is
+    future = int(1e12)  # a start later than now: a record from an earlier boot
+    assert run_age(future, 100.0, 160.0) == 60.0
+    assert run_age(future, 200.0, 160.0) == 0.0  # never negative

@@ -16,6 +16,7 @@ from engine_fakes import Rig, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
+from supervisor.engine.run import run_age
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
 from supervisor.linux import pidfd as proc
@@ -175,7 +176,10 @@ def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
         )  # fmt: skip
         r = rig.runner(spec)
         r.resume(record)
-        assert r.state is State.RUNNING and r.run is not None and r.run.uptime() >= 99
+        # Its age is its PID 1's, on the boot clock, not what the record's wall time says.
+        age = run_age(record.pid_start, None, 0.0)
+        assert r.state is State.RUNNING and r.run is not None
+        assert age <= r.run.uptime() < age + 30
         task = asyncio.create_task(r.main())
         os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
         await until(r, lambda: r.state is State.BACKOFF, timeout=10)
