@@ -93,12 +93,9 @@ class Run:
         self.own_child, self.cgroup, self.capture = own_child, cgroup, capture
         self.oom_base, self.started_at, self._on_change = oom_base, started_at, on_change
         self.pid_start = proc.start_time(pid)
-        # How long it has run: 0 for a launch; for an adopted PID 1, its age on the boot clock
-        # (a wall-clock step while no daemon ran must not make it look older or younger).
-        age = 0.0
-        if not own_child:
-            age = run_age(self.pid_start, started_at, host.wall())
-        self.started_mono = host.monotonic() - age
+        # The run began when its PID 1 did, by the boot clock: the same figure for a launch and
+        # for a re-adoption (a wall-clock step while no daemon ran must not move it).
+        self.started_mono = host.monotonic() - run_age(self.pid_start, started_at, host.wall())
         self.ended = False
         self.status: int | None = None  # wait status; None with `ended`: unknown
         self.oom_kills = 0  # OOM kills in this run's cgroup so far
