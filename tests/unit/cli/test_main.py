@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -68,3 +69,13 @@ def test_exec_passes_options_after_the_unit_to_the_command() -> None:
     for argv in (["exec", "web", "--", "ls", "--bogus"], ["exec", "web", "ls", "--bogus"]):
         args, extra = parser.parse_known_args(argv)
         assert not extra and args.argv[-2:] == ["ls", "--bogus"], argv
+
+
+def test_every_argument_of_every_verb_says_what_it_is() -> None:
+    # Completions and man pages are generated from these texts.
+    parser = build_parser({verb: importlib.import_module(m) for verb, m in COMMANDS.items()})
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb, sub in action.choices.items():
+                for arg in sub._actions:
+                    assert arg.help, (verb, arg.option_strings or arg.dest)
