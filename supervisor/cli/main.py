@@ -35,7 +35,7 @@ DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"
 EPILOG = """\
 exit status: 0 ok; 1 failure or invalid units; 2 usage; 3 a named unit is not running;
 4 no such unit; 5 the daemon is unreachable (socket: $SANDBOXD_SOCKET or
-/run/sandboxd/control.sock)
+/run/sandboxd/control.sock; `logs` then reads the log files itself)
 
 EXAMPLE:
   sandboxctl validate units/        # check unit files, no daemon needed
