@@ -55,9 +55,7 @@ def read(
     try:
         with safefs.directory(directory) as dir_fd:
             owner = os.fstat(dir_fd).st_uid
-            has_log = any(
-                _exists(dir_fd, n) for n in (name, os.path.basename(rotated_path(name, 1)))
-            )
+            has_log = any(_exists(dir_fd, n) for n in (name, rotated_path(name, 1)))
     except FileNotFoundError:  # no daemon has written any output here yet
         owner, has_log = None, False
     except OSError as exc:
