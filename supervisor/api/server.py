@@ -201,5 +201,12 @@ async def serve(
     """The daemon's entry point to the API: listen on `config.socket_path` until `close()`."""
     policy = auth.Policy.for_group(config.group)
     if policy.group_gid is None:
-        log.warning("api.no_group", group=config.group, detail="only root can use the socket")
+        # Not a fault: a host without the group simply has no read-only users, so this is said
+        # once per start at info level, with what to do if read-only access is wanted.
+        log.info(
+            "api.no_group",
+            group=config.group,
+            detail=f"no group {config.group!r}: only root can use the socket; to let members"
+            f" read status and logs, create it (groupadd --system {config.group}) and restart",
+        )
     return await serve_on(controller, config.socket_path, policy, metrics, event_log=EventLog())

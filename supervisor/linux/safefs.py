@@ -88,11 +88,14 @@ def directory(path: str | os.PathLike[str], mkdir_mode: int | None = None) -> It
         os.close(fd)
 
 
-def check_owned(fd: int, name: str, mode: int | None, dir_fd: int | None = None) -> None:
-    """Make sure the file or directory open as `fd` is ours, then give it `mode` and the group
-    of `dir_fd` (each if given). OSError saying what is wrong if it is not ours."""
+def check_owned(
+    fd: int, name: str, mode: int | None, dir_fd: int | None = None, owner: int | None = None
+) -> None:
+    """Make sure the file or directory open as `fd` is ours (or `owner`'s: a reader that is not
+    the daemon names the daemon's uid), then give it `mode` and the group of `dir_fd` (each if
+    given). OSError saying what is wrong if it is not."""
     st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
+    if st.st_uid != (os.geteuid() if owner is None else owner):
         raise _refused(errno.EPERM, f"owned by uid {st.st_uid}, not by this daemon", name)
     if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
         # A hard link planted in our directory would make us write into its other name.
@@ -105,10 +108,12 @@ def check_owned(fd: int, name: str, mode: int | None, dir_fd: int | None = None)
         os.fchmod(fd, mode)
 
 
-def open_owned(dir_fd: int, name: str, flags: int, mode: int | None = None) -> int:
+def open_owned(
+    dir_fd: int, name: str, flags: int, mode: int | None = None, owner: int | None = None
+) -> int:
     """Open (or create, with O_CREAT) the regular file `name` in the directory `dir_fd`: never
-    through a symlink, never a FIFO or device, never a file someone else owns or links to.
-    With `mode`, the file ends up with that mode and the directory's group."""
+    through a symlink, never a FIFO or device, never a file someone else (than us, or `owner`)
+    owns or links to. With `mode`, the file ends up with that mode and the directory's group."""
     try:
         # O_NONBLOCK: opening a planted FIFO must fail or return at once, not hang the daemon.
         fd = os.open(
@@ -125,7 +130,7 @@ def open_owned(dir_fd: int, name: str, flags: int, mode: int | None = None) -> i
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _refused(errno.EINVAL, "is not a regular file", name)
-        check_owned(fd, name, mode, dir_fd if mode is not None else None)
+        check_owned(fd, name, mode, dir_fd if mode is not None else None, owner)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

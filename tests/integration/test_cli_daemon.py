@@ -156,11 +156,30 @@ def test_exec_errors(running: Daemon) -> None:
 
 def test_unreachable_daemon(running: Daemon) -> None:
     running.stop()
-    for argv in (("status",), ("reload",), ("logs", "web"), ("exec", "web", "--", "true")):
+    for argv in (("status",), ("reload",), ("exec", "web", "--", "true")):
         result = sandboxctl(running, *argv)
         assert result.returncode == 5, (argv, result)
         assert result.stderr.startswith(f"sandboxctl: cannot reach sandboxd at {running.socket}: ")
         assert result.stderr.count("\n") == 1
+
+
+def test_logs_without_the_daemon_are_the_daemons(running: Daemon) -> None:
+    wait_for(lambda: "tick" in sandboxctl(running, "logs", "web", "-n", "1").stdout, 60)
+    stopped = json.loads(sandboxctl(running, "stop", "web", "--json").stdout)["units"]
+    assert [(u["name"], u["ok"], u["state"]) for u in stopped] == [("web", True, "stopped")]
+    views = [(), ("-n", "3"), ("--json",)]
+    through = {argv: sandboxctl(running, "logs", "web", *argv) for argv in views}
+    assert all(r.returncode == 0 and r.stderr == "" for r in through.values()), through
+    assert running.stop() == 0
+    paths = ("--config", str(running.config), "--log-dir", str(running.logs))
+    for argv in views:
+        direct = sandboxctl(running, "logs", "web", *argv, *paths)
+        assert (direct.returncode, direct.stdout) == (0, through[argv].stdout), argv
+        assert direct.stderr == (
+            f"sandboxctl: cannot reach sandboxd at {running.socket}: no such socket (is sandboxd "
+            f"running?); reading the log files in {running.logs} directly\n"
+        )
+    assert sandboxctl(running, "logs", "ghost", *paths).returncode == 4
 
 
 def test_exec_into_a_user_namespace(daemon: Daemon) -> None:

@@ -2,7 +2,8 @@
 
 Problems go to stderr, one `FILE[:LINE]: KEY: message` line each (warnings read
 `...: KEY: warning: message` and never fail the check); the summary goes to stdout, so
-`sandboxctl validate >/dev/null` shows only the problems.
+`sandboxctl validate >/dev/null` shows only the problems. With --json, the whole report
+(problems included) is one object on stdout.
 
 A directory is checked as the daemon loads it, cross-unit checks included (`after` must name a
 unit file, no dependency cycles). Files named one by one may be headed for another directory,
@@ -12,6 +13,7 @@ so an `after` naming a unit that is neither among them nor beside them is only a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ EXAMPLE:
   sandboxctl validate                          # /etc/sandboxd/units (units_dir)
   sandboxctl validate units/ new-service.toml
   sandboxctl validate --no-host-checks build/units/   # for another host
+  sandboxctl validate --json units/ | jq -r '.errors[] | "\\(.path): \\(.message)"'
 """
 
 
@@ -52,6 +55,12 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="PATH",
         help="daemon config to read units_dir from (default: /etc/sandboxd/sandboxd.toml)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print the report as one object on stdout, problems included: {"valid", "invalid",'
+        ' "unreadable", "summary", "errors": [{"path", "line", "key", "message"}], "warnings"}',
     )
     p.add_argument(
         "--no-host-checks",
@@ -134,6 +143,26 @@ def summary(report: Report) -> str:
     return text
 
 
+_WARNING = "warning: "
+
+
+def _problem(error: UnitError) -> dict[str, Any]:
+    # A warning's list says it is one: its message drops the prefix the text line needs.
+    message = error.message.removeprefix(_WARNING)
+    return {"path": error.path, "line": error.line, "key": error.key, "message": message}
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    return {
+        "valid": report.valid,
+        "invalid": report.invalid,
+        "unreadable": report.unreadable,
+        "summary": summary(report),
+        "errors": [_problem(e) for e in report.errors],
+        "warnings": [_problem(w) for w in report.warnings],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: pydantic takes ~200 ms to import, and `sandboxctl status`
     # (which imports every verb module to build its parser) should not pay for it.
@@ -149,8 +178,11 @@ def run(args: argparse.Namespace) -> int:
             _check_directory(path, args.host_checks, report)
     if files:
         _check_files(files, args.host_checks, report)
-    for problem in [*report.errors, *report.warnings]:
-        print(problem, file=sys.stderr)
-    sys.stderr.flush()
-    print(summary(report))
+    if args.json:
+        print(json.dumps(as_json(report)))
+    else:
+        for problem in [*report.errors, *report.warnings]:
+            print(problem, file=sys.stderr)
+        sys.stderr.flush()
+        print(summary(report))
     return EXIT_FAILURE if report.invalid or report.unreadable else EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,32 @@ def test_the_example_units_are_valid(capsys: pytest.CaptureFixture[str]) -> None
     code, out, err = run(capsys, "validate", "--no-host-checks", str(REPO_UNITS))
     assert (code, err) == (EXIT_OK, [])
     assert 4 <= int(out.split()[0]) <= 6 and out.endswith(" units valid\n")
+
+
+def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(
+        tmp_path / "u",
+        web=GOOD,
+        bad='[service]\nexec = ["true"]\n',
+        far='[service]\nexec = ["/no/such/binary"]\n',
+    )
+    code, out, err = run(capsys, "validate", "--json", str(d))
+    assert (code, err) == (EXIT_FAILURE, [])  # the problems are in the report
+    report = json.loads(out)
+    assert report["valid"] == 2 and report["invalid"] == 1 and report["unreadable"] == 0
+    assert report["summary"] == "2 units valid, 1 invalid (1 warning)"
+    assert report["errors"] == [
+        {"path": f"{d}/bad.toml", "line": 2, "key": "service.exec[0]",
+         "message": "must be an absolute path, got 'true'"}
+    ]  # fmt: skip
+    [warning] = report["warnings"]
+    assert warning["path"] == f"{d}/far.toml" and warning["key"] == "service.exec[0]"
+    assert not warning["message"].startswith("warning:")
+
+
+def test_json_all_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web=GOOD)
+    code, out, _ = run(capsys, "validate", str(d), "--json")
+    assert code == EXIT_OK
+    assert json.loads(out) == {"valid": 1, "invalid": 0, "unreadable": 0,
+                               "summary": "1 unit valid", "errors": [], "warnings": []}  # fmt: skip

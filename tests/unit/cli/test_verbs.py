@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -21,6 +22,32 @@ def test_actions(daemon: ServerThread, controller: FakeController) -> None:
     assert sandboxctl("restart", "web").code == 0
     assert controller.calls == [("stop", "web"), ("stop", "cron"), ("start", "web"),
                                 ("restart", "web")]  # fmt: skip
+
+
+def test_actions_json(daemon: ServerThread, controller: FakeController) -> None:
+    controller.fail.add("web")
+    result = sandboxctl("start", "web", "cron", "--json")
+    assert result.code == 1
+    assert result.err == "sandboxctl: web: start failed: web: launch failed\n"
+    units = json.loads(result.out)["units"]
+    assert [(u["name"], u["ok"], u["state"], u["error"]) for u in units] == [
+        ("web", False, None, "web: launch failed"),
+        ("cron", True, "running", None),
+    ]
+    assert units[1]["unit"]["name"] == "cron" and units[0]["unit"] is None
+    result = sandboxctl("stop", "cron", "--json")
+    assert result.code == 0 and json.loads(result.out)["units"][0]["state"] == "stopped"
+    assert len(result.out.splitlines()) == 1  # one object, nothing else on stdout
+
+
+def test_actions_json_unknown_unit(daemon: ServerThread, controller: FakeController) -> None:
+    result = sandboxctl("restart", "web", "ghost", "--json")
+    assert result.code == 4 and result.err == "sandboxctl: no such unit: ghost\n"
+    assert json.loads(result.out) == {
+        "units": [{"name": "ghost", "ok": False, "state": None, "error": "no such unit",
+                   "unit": None}]
+    }  # fmt: skip
+    assert controller.calls == []
 
 
 def test_unknown_unit_acts_on_nothing(daemon: ServerThread, controller: FakeController) -> None:
