@@ -46,7 +46,7 @@ class RunnerBase:
         host: Host,
         store: Store,
         sink: RotatingLog,
-        emit: Callable[[UnitEvent], None],
+        emit: Callable[[UnitEvent], UnitEvent],
         state_dir: Path | None = None,
         blocker: Blocker | None = None,
         on_change: Callable[[str], None] | None = None,
@@ -238,8 +238,7 @@ class RunnerBase:
         with structlog.contextvars.bound_contextvars(**bound):
             getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
         event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
-        self.recent_events.append(event)
-        self._emit(event)
+        self.recent_events.append(self._emit(event))  # numbered by the reconciler
 
     # -- views ---------------------------------------------------------------------------
 
