@@ -62,6 +62,10 @@ UNIT_STATUS: dict[str, Any] = {
             {"type": "number", "minimum": 0, "description": "seconds the current run has run, "
              "by the monotonic clock (a wall-clock step does not change it)"}
         ),
+        "file_invalid": {
+            "type": "boolean",
+            "description": "the unit file is invalid now; the last valid version is what runs",
+        },
     },
 }  # fmt: skip
 

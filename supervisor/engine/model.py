@@ -57,6 +57,8 @@ class UnitStatus:
     # Beyond the contract's minimum; may grow, never shrink.
     next_start_in: float | None = None  # seconds until a start out of backoff
     uptime: float | None = None  # seconds the current run has run, on the monotonic clock
+    # The unit file is invalid now, and the last valid version is what runs (or would).
+    file_invalid: bool = False
     spec_hash: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class UnitStatus:
             "health": self.health,
             "next_start_in": self.next_start_in,
             "uptime": self.uptime,
+            "file_invalid": self.file_invalid,
         }
         if detail:
             data.update(
