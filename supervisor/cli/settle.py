@@ -17,12 +17,16 @@ the unit's state after it, so one event settles a unit:
 Anything else (`stopping` and `stopped` of a restart's old run, `waiting` for `after` units,
 `started` while not ready yet) leaves the unit pending; a unit still pending at the deadline
 is reported as not settled, which is a failure.
+
+A gap in `seq` means events were dropped (the daemon keeps 1000, and a client that reads
+slower than they come loses the oldest of its queue): then the units still pending are looked
+up in status once, and those in one of the states above are settled from it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,25 +76,57 @@ def pending(last: dict[str, Any] | None, timeout: float) -> Outcome:
     return Outcome("pending", False, f"not settled within {timeout:g}s{doing}", last)
 
 
+def from_status(unit: dict[str, Any]) -> Outcome | None:
+    """The outcome a unit's status shows, when events that would have said it were lost."""
+    state, why = unit.get("state"), unit.get("last_exit") or unit.get("error") or ""
+    lost = " (from status: events were lost)"
+    if state == State.RUNNING.value:
+        return Outcome(state, True, "running" + lost)
+    if state == State.FAILED.value:
+        return Outcome(state, False, f"failed: {unit.get('error') or why}{lost}")
+    if state == State.BACKOFF.value:
+        return Outcome(state, why == CLEAN_EXIT, f"backoff: after {why}{lost}")
+    if state == State.EXITED.value:
+        return Outcome(state, why == CLEAN_EXIT, f"exited: {why}{lost}")
+    return None
+
+
+Lookup = Callable[[], list[dict[str, Any]]]  # every unit's status (GET /v1/units)
+
+
 def settle(
-    events: Iterable[dict[str, Any]], units: Iterable[str], after: int, timeout: float
+    events: Iterable[dict[str, Any]],
+    units: Iterable[str],
+    after: int,
+    timeout: float,
+    lookup: Lookup | None = None,
 ) -> dict[str, Outcome]:
     """Each of `units`' outcome, from `events` (a stream that ends at the deadline), ignoring
-    those numbered `after` or lower (from before the reload acted)."""
+    those numbered `after` or lower (from before the reload acted); after a gap in the
+    numbering, from `lookup` for those it settles."""
     waiting = set(units)
     last: dict[str, dict[str, Any]] = {}
     done: dict[str, Outcome] = {}
+    newest = after
     for event in events:
+        seq = int(event.get("seq") or 0)
+        if seq > newest + 1 and lookup is not None:
+            for status in lookup():
+                found = from_status(status) if status.get("name") in waiting else None
+                if found is not None:
+                    done[status["name"]] = found
+                    waiting.discard(status["name"])
+        newest = max(newest, seq)
         unit = event.get("unit")
-        if unit not in waiting or int(event.get("seq") or after + 1) <= after:
+        if unit not in waiting or (seq and seq <= after):
             continue
         last[unit] = event
         result = outcome(event)
         if result is not None:
             done[unit] = result
             waiting.discard(unit)
-            if not waiting:
-                break
+        if not waiting:
+            break
     for unit in waiting:
         done[unit] = pending(last.get(unit), timeout)
     return done

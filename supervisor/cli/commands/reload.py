@@ -92,7 +92,7 @@ def wait(client: Client, result: dict[str, Any], timeout: float) -> dict[str, se
         return {}
     seq = result.get("seq")  # absent from an older daemon's answer: live events only
     events = client.events(since=seq, follow=True, deadline=settle.deadline(timeout))
-    return settle.settle(events, units, int(seq or 0), timeout)
+    return settle.settle(events, units, int(seq or 0), timeout, lookup=client.units)
 
 
 @exits
