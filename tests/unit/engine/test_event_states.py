@@ -8,33 +8,22 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import Rig, finish, make_spec, run, until
 
 from supervisor.contract import State
 from supervisor.engine.notify import NotifyMessage
-from supervisor.engine.unit_runner import UnitRunner
 
 
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Rig:
-    rig: Rig | None = None
+def events_of(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> Rig:
+    """Run `main` as engine_fakes.run does, and hand back its rig (with the events)."""
+    rigs: list[Rig] = []
 
-    async def wrapper() -> None:
-        nonlocal rig
-        rig = make_rig(tmp_path)
+    async def keep(rig: Rig) -> None:
+        rigs.append(rig)
         await main(rig)
 
-    asyncio.run(asyncio.wait_for(wrapper(), 60))
-    assert rig is not None
-    return rig
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool]) -> None:
-    await asyncio.wait_for(runner.wait(done), 60)
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 60)
+    run(keep, tmp_path)
+    return rigs[0]
 
 
 def pairs(rig: Rig) -> list[tuple[str, str]]:
@@ -49,7 +38,7 @@ def test_a_crash_then_backoff_then_failed(tmp_path: Path) -> None:
         await until(r, lambda: r.state is State.FAILED)
         await finish(r, task)
 
-    rig = run(main, tmp_path)
+    rig = events_of(main, tmp_path)
     assert pairs(rig)[:7] == [
         ("started", "running"),  # ready = "started": running from the exec on
         ("exited", "backoff"),  # the issue's `memhog exited running`
@@ -78,7 +67,7 @@ def test_a_clean_exit_a_stop_and_a_restart(tmp_path: Path) -> None:
         for r, task in zip((job, svc), tasks, strict=True):
             await finish(r, task)
 
-    rig = run(main, tmp_path)
+    rig = events_of(main, tmp_path)
     job = [(e.event, e.state) for e in rig.events if e.unit == "job"]
     assert job[:2] == [("started", "running"), ("exited", "exited")]
     svc = [(e.event, e.state) for e in rig.events if e.unit == "svc"]
@@ -110,7 +99,7 @@ def test_notify_is_running_at_ready_and_a_start_timeout_ends_failed(tmp_path: Pa
         for r, task in zip((ok, late), tasks, strict=True):
             await finish(r, task)
 
-    rig = run(main, tmp_path)
+    rig = events_of(main, tmp_path)
     ok = [e for e in rig.events if e.unit == "ok"]
     assert [(e.event, e.state) for e in ok[:2]] == [("started", "starting"), ("ready", "running")]
     assert ok[1].detail["status_text"] == "up" and ok[1].detail["notify_pid"] > 0
