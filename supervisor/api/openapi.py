@@ -62,6 +62,10 @@ UNIT_STATUS: dict[str, Any] = {
             {"type": "number", "minimum": 0, "description": "seconds the current run has run, "
              "by the monotonic clock (a wall-clock step does not change it)"}
         ),
+        "file_invalid": {
+            "type": "boolean",
+            "description": "the unit file is invalid now; the last valid version is what runs",
+        },
     },
 }  # fmt: skip
 
@@ -108,8 +112,18 @@ RELOAD_RESULT: dict[str, Any] = {
         "started": _NAMES,
         "restarted": _NAMES,
         "updated": {**_NAMES, "description": "resource-only changes applied live"},
-        "stopped": _NAMES,
+        "stopped": {**_NAMES, "description": "file gone: the unit's run is being stopped"},
         "unchanged": _NAMES,
+        "removed": {
+            **_NAMES,
+            "description": "file gone and nothing to stop: the unit never ran (it was "
+            "invalid) or its run had already ended",
+        },
+        "fixed": {
+            **_NAMES,
+            "description": "invalid before, valid again and the same as the version that "
+            "runs, so nothing changes (also listed in unchanged)",
+        },
         "deferred": {
             **_NAMES,
             "description": "new or changed units taken in without a start (autostart = false, "
@@ -121,6 +135,12 @@ RELOAD_RESULT: dict[str, Any] = {
             "description": "unit name -> error lines",
         },
         "ok": {"type": "boolean", "description": "false when any unit is invalid"},
+        "seq": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "the newest event's seq when the reload began to act: follow "
+            "/v1/events?since=seq to see how the units it started fare",
+        },
     },
 }
 

@@ -46,7 +46,7 @@ class RunnerBase:
         host: Host,
         store: Store,
         sink: RotatingLog,
-        emit: Callable[[UnitEvent], None],
+        emit: Callable[[UnitEvent], UnitEvent],
         state_dir: Path | None = None,
         blocker: Blocker | None = None,
         on_change: Callable[[str], None] | None = None,
@@ -77,6 +77,10 @@ class RunnerBase:
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
+        # The `exited` event of a run that just ended, told by the next `_set`: an event
+        # carries the state after it, and what an exit leads to (backoff, failed, a restart)
+        # is decided only after the run is cleaned up.
+        self._exit_told: tuple[str, dict[str, object]] | None = None
         self._wake = Wakeup(host.monotonic)
         self._changed = asyncio.Event()
         state_dir = state_dir if state_dir is not None else store.dir.parent
@@ -126,9 +130,9 @@ class RunnerBase:
         """A new spec for the next start; the current run keeps its own."""
         self.spec = spec
         self.backoff.policy = spec.unit.restart
-        self.set_invalid([])
         if self.state is State.INVALID:
-            self._set(State.STOPPED)
+            self._set(State.STOPPED)  # first: `valid` says what the unit is now
+        self.set_invalid([])
         self._save()
 
     def update_live(self, spec: UnitSpec) -> None:
@@ -199,9 +203,16 @@ class RunnerBase:
             self.health.clear()
         if save:
             self._save()
+        if self._exit_told is not None:
+            (level, detail), self._exit_told = self._exit_told, None
+            self._event("exited", level, **detail)
         self._changed.set()
         if self._on_change is not None:
             self._on_change(self.name)
+
+    def _exited(self, level: str = "info", **detail: object) -> None:
+        """The run ended: say so with the state it leads to, at the next `_set`."""
+        self._exit_told = (level, detail)
 
     def _health_changed(self) -> None:
         self._wake.set()  # an unhealthy verdict is the task's to act on
@@ -227,8 +238,7 @@ class RunnerBase:
         with structlog.contextvars.bound_contextvars(**bound):
             getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
         event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
-        self.recent_events.append(event)
-        self._emit(event)
+        self.recent_events.append(self._emit(event))  # numbered by the reconciler
 
     # -- views ---------------------------------------------------------------------------
 

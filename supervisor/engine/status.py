@@ -89,6 +89,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         health=r.health.state,
         next_start_in=next_start_in,
         uptime=round(run.uptime(), 3) if run else None,
+        file_invalid=bool(r.invalid) and spec is not None,
     )
     if not detail:
         return summary

@@ -87,8 +87,8 @@ class UnitRunner(RunnerBase):
         if leftover is not None:
             discard_cgroup(leftover, self.name)
         self._record_exit(ExitReason.LOST)
-        self._event("exited", "warning", reason=ExitReason.LOST.value, pid=record.pid,
-                    intent=_value(intent))  # fmt: skip
+        self._exited("warning", reason=ExitReason.LOST.value, pid=record.pid,
+                     intent=_value(intent))  # fmt: skip
         match intent:
             case Intent.RESTART:
                 self._pending = Pending.START
@@ -261,13 +261,20 @@ class UnitRunner(RunnerBase):
         self.run_spec, self._oom_seen, self.error = spec, 0, None
         self.readiness.begin_run(spec, self.run.cgroup)
         self.health.clear()
-        self._event("started")
-        if self.readiness.ready:
-            await self._ready()
+        if self.readiness.ready:  # ready = "started": running from the exec on
+            self._become_running()
+            self._event("started")
         else:
+            self._event("started")
             self._changed.set()
 
     async def _ready(self) -> None:
+        """READY=1 arrived while starting (ready = "notify")."""
+        self._become_running()
+        self._event("ready", notify_pid=self.readiness.ready_pid,
+                    status_text=self.readiness.status_text)  # fmt: skip
+
+    def _become_running(self) -> None:
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
         self._set(State.RUNNING)
@@ -276,9 +283,9 @@ class UnitRunner(RunnerBase):
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
         self._stop_reason = reason
         level = "error" if reason is StopReason.START_TIMEOUT else "warning"
+        self._set(State.STOPPING)
         self._event(reason.value.replace("-", "_"), level, **self.health.view(),
                     **self.readiness.view())  # fmt: skip
-        self._set(State.STOPPING)
 
     async def _detach(self) -> None:
         """Leave the running service for the next daemon (on_exit = "leave")."""
@@ -289,8 +296,8 @@ class UnitRunner(RunnerBase):
         self.readiness.end_run()
         run.detach()
         self.run = None
-        self._event("detached")
         self._set(State.STOPPED, save=False)
+        self._event("detached")
 
     async def _oom(self) -> None:
         """New OOM kills in the cgroup: counted; unless oom.policy is "continue", the run ends
@@ -384,8 +391,8 @@ class UnitRunner(RunnerBase):
         run.finish()
         self.run = None
         self._record_exit(reason)
-        self._event("exited", reason=str(reason), pid=run.pid, status=wait_status,
-                    ran_for=round(run.uptime(), 3))  # fmt: skip
+        self._exited(reason=str(reason), pid=run.pid, status=wait_status,
+                     ran_for=round(run.uptime(), 3))  # fmt: skip
         if self.network is not None and spec is not None:
             # Before anything can launch again: the next run's veth has the same name.
             await self.network.detach(spec)

@@ -23,6 +23,14 @@ EXAMPLE:
   sandboxctl status --json | jq '.units[] | select(.state != "running") | .name'
 """
 HEADER = ("UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST-EXIT")
+# A launch error can run to a paragraph; the table keeps one line per unit (the full text is in
+# `status UNIT` and --json).
+LAST_EXIT_WIDTH = 40
+BROKEN = "*"  # after the state: the unit file is invalid, the last valid version runs
+BROKEN_HINT = (
+    f"{BROKEN} unit file invalid, running the last valid version: "
+    "see sandboxctl status UNIT / sandboxctl validate"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -51,12 +59,12 @@ def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
     running = unit["state"] == State.RUNNING.value
     return [
         unit["name"],
-        unit["state"],
+        unit["state"] + (BROKEN if unit.get("file_invalid") else ""),
         str(unit["pid"]) if unit.get("pid") else "-",
         render.duration(uptime(unit, now)) if running else "-",
         str(unit.get("restarts", 0)),
         render.size(unit.get("memory_bytes")),
-        unit.get("last_exit") or "-",
+        render.clip(render.safe(unit.get("last_exit") or "-"), LAST_EXIT_WIDTH),
     ]
 
 
@@ -64,7 +72,10 @@ def print_table(units: list[dict[str, Any]]) -> None:
     now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
     rows = [row(u, now) for u in units]
     colors = [render.STATE_COLORS.get(u["state"]) for u in units]
-    sys.stdout.write("\n".join(render.table(HEADER, rows, colors, color)) + "\n")
+    lines = render.table(HEADER, rows, colors, color)
+    if any(u.get("file_invalid") for u in units):
+        lines.append(BROKEN_HINT)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _limit(key: str, value: Any) -> str:

@@ -42,7 +42,8 @@ def controller(tmp_path: Path) -> FakeController:
 def daemon(controller: FakeController, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
     sock_dir = Path(tempfile.mkdtemp(prefix="sbx-cli-", dir="/tmp"))
     try:
-        with ServerThread(controller, sock_dir / "control.sock", auth.Policy(None)) as server:
+        policy = auth.Policy(None)
+        with ServerThread(controller, sock_dir / "control.sock", policy, history=True) as server:
             monkeypatch.setenv("SANDBOXD_SOCKET", str(server.path))
             yield server
     finally:

@@ -6,7 +6,7 @@ import json
 import pytest
 from cli_helpers import sandboxctl
 
-from supervisor.api.testing import ServerThread
+from supervisor.api.testing import FakeController, ServerThread, make_status
 from supervisor.cli import render
 from supervisor.cli.commands.status import detail_lines, row
 
@@ -112,3 +112,28 @@ def test_uptime_comes_from_the_daemons_monotonic_figure() -> None:
     assert any("(up 5s)" in line for line in detail_lines(unit, now, color=False))
     older = {k: v for k, v in unit.items() if k != "uptime"}  # a daemon without the field
     assert row(older, now)[3] == "1h0m"
+
+
+def test_a_broken_file_is_marked_and_a_long_last_exit_cut(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    long_exit = "launch-error:user: unknown user 'root': not in /srv/root/etc/passwd (nor uid)"
+    controller.units["api"] = make_status(
+        "api", last_exit=long_exit, file_invalid=True,
+        error="invalid unit file (the running version is kept): api.toml: service.exec: ...",
+    )  # fmt: skip
+    lines = sandboxctl("status").out.splitlines()
+    api = next(line for line in lines if line.startswith("api "))
+    assert api.split()[1] == "running*"
+    assert api.endswith("launch-error:user: unknown user 'root':…")
+    assert len(api[lines[0].index("LAST-EXIT") :]) == 40
+    assert lines[-1] == (
+        "* unit file invalid, running the last valid version: "
+        "see sandboxctl status UNIT / sandboxctl validate"
+    )
+    assert sum("*" in line for line in lines) == 2  # only the broken unit, and the hint
+    assert f"last exit:    {long_exit}" in sandboxctl("status", "api").out
+    (unit,) = json.loads(sandboxctl("status", "api", "--json").out)["units"]
+    assert unit["last_exit"] == long_exit and unit["file_invalid"] is True
+    del controller.units["api"]
+    assert "*" not in sandboxctl("status").out  # no hint without a broken file

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -10,7 +11,7 @@ from pathlib import Path
 from cli_helpers import sandboxctl
 
 from supervisor.api.testing import FakeController, ServerThread
-from supervisor.engine.model import ReloadResult
+from supervisor.engine.model import ReloadResult, UnitEvent
 from tests.support.waiting import wait_for
 
 
@@ -68,15 +69,79 @@ def test_reload_report_and_exit(daemon: ServerThread, controller: FakeController
     result = sandboxctl("reload")
     assert (result.code, result.out) == (0, "nothing changed\n")
     controller.reload_result = ReloadResult(
-        started=["a", "b"], restarted=["c"], stopped=["d"],
-        invalid={"bad": ["bad.toml: service.exec: field required"]},
+        started=["a", "b"], restarted=["c"], stopped=["d"], removed=["broken"],
+        fixed=["web"], invalid={"bad": ["bad.toml: service.exec: field required"]},
     )  # fmt: skip
-    result = sandboxctl("reload")
+    result = sandboxctl("reload", "--no-wait")
     assert result.code == 1
     assert result.out == (
-        "started: a, b\nrestarted: c\nstopped: d\ninvalid: bad\n"
-        "  bad.toml: service.exec: field required\n"
+        "started: a, b\nrestarted: c\nstopped: d\nremoved: broken\n"
+        "valid again, no change: web\ninvalid: bad\n  bad.toml: service.exec: field required\n"
     )
+
+
+def _event(unit: str, name: str, state: str, **detail: object) -> UnitEvent:
+    return UnitEvent(unit, name, dt.datetime.now(dt.UTC), state, dict(detail))
+
+
+def test_reload_waits_for_what_it_started(daemon: ServerThread, controller: FakeController) -> None:
+    # Before the reload: a crash loop's last backoff, which must not count as an outcome.
+    daemon.call(_publish(controller, _event("c", "backoff", "backoff", reason="exit-code:1")))
+    controller.reload_result = ReloadResult(started=["a", "b", "n"], restarted=["c"])
+    controller.reload_events = [
+        _event("a", "started", "running"),
+        _event("n", "started", "starting"),
+        _event("c", "stopping", "stopping"),
+        _event("b", "failed", "failed", reason="launch-error:user: unknown user 'x'"),
+        _event("c", "exited", "stopped", reason="signal:SIGTERM"),
+        _event("c", "stopped", "stopped"),
+        _event("c", "started", "running"),
+        _event("n", "ready", "running"),
+    ]
+    result = sandboxctl("reload")
+    assert result.code == 1, result
+    assert result.out == (
+        "started: a, b, n\nrestarted: c\n"
+        "a: running\nb: failed: launch-error:user: unknown user 'x'\nc: running\n"
+        "n: running (ready)\n"
+    )
+    controller.reload_events = [_event(n, "started", "running") for n in ("a", "b", "n", "c")]
+    result = sandboxctl("reload", "--json")
+    assert result.code == 0, result
+    answer = json.loads(result.out)
+    assert answer["started"] == ["a", "b", "n"] and answer["seq"] > 0
+    assert {n: (o["state"], o["ok"]) for n, o in answer["outcomes"].items()} == {
+        n: ("running", True) for n in ("a", "b", "c", "n")
+    }
+    assert answer["outcomes"]["a"]["event"]["event"] == "started"
+
+
+def test_reload_backoff_after_a_failure_and_never_settling_fail(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    controller.reload_result = ReloadResult(started=["loop", "slow", "job", "always"])
+    controller.reload_events = [
+        _event("loop", "exited", "backoff", reason="exit-code:2"),
+        _event("loop", "backoff", "backoff", reason="exit-code:2", delay=0.1),
+        _event("always", "backoff", "backoff", reason="exit-code:0", delay=1),
+        _event("job", "exited", "exited", reason="exit-code:0"),
+        _event("slow", "waiting", "starting", reason="waiting for db (not running)"),
+    ]
+    result = sandboxctl("reload", "--timeout", "0.5")
+    assert result.code == 1, result
+    assert result.out.splitlines()[1:] == [
+        "always: backoff: restarting in 1s after exit-code:0",
+        "job: exited: exit-code:0",
+        "loop: backoff: restarting in 0.1s after exit-code:2",
+        "slow: not settled within 0.5s (starting after waiting: waiting for db (not running))",
+    ]
+    no_wait = sandboxctl("reload", "--no-wait", "--json")
+    assert no_wait.code == 0 and json.loads(no_wait.out)["outcomes"] == {}
+    assert sandboxctl("reload", "--timeout", "0").code == 2
+
+
+async def _publish(controller: FakeController, event: UnitEvent) -> None:
+    controller.publish(event)
 
 
 def test_logs(daemon: ServerThread, controller: FakeController) -> None:

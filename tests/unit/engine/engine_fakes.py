@@ -230,8 +230,12 @@ class Rig:
     def runner(self, spec: UnitSpec) -> UnitRunner:
         sink = RotatingLog(self.log_dir / f"{spec.name}.log", 1 << 20, 2)
         return UnitRunner(
-            spec.name, spec, host=self.host, store=self.store, sink=sink, emit=self.events.append
+            spec.name, spec, host=self.host, store=self.store, sink=sink, emit=self.emit
         )
+
+    def emit(self, event: Any) -> Any:
+        self.events.append(event)
+        return event
 
 
 def make_rig(tmp_path: Path, clock: ManualClock | None = None) -> Rig:
