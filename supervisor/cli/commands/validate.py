@@ -1,6 +1,6 @@
 """`sandboxctl validate [PATH...]`: check unit files offline, exactly as the daemon would load them.
 
-Problems go to stderr, one `FILE[:LINE]: KEY: message` line each (warnings read
+Problems go to stderr, one `FILE[:LINE[:COL]]: KEY: message` line each (warnings read
 `...: KEY: warning: message` and never fail the check); the summary goes to stdout, so
 `sandboxctl validate >/dev/null` shows only the problems.
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
-Each problem is one line on stderr, FILE[:LINE]: KEY: message; host checks (a missing
+Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
 binary or root directory on this machine) are warnings and do not fail the check.
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
