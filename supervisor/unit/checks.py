@@ -138,6 +138,37 @@ def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
         )
 
 
+# Mount points every sandbox gets (sandbox/host/rootplan.py), and the tmpfs among them that
+# hold whatever a unit mounts below them.
+_MOUNT_POINTS = ("/dev", "/proc", "/run", "/sys", "/tmp")
+_OWN_TMPFS = ("/dev", "/run", "/tmp")
+
+
+def check_writable_root_mount_points(spec: UnitSpec) -> Iterator[UnitError]:
+    """A writable root directory (read_only = false, no overlay) must hold its mount points:
+    sandboxd creates nothing in a root directory, and the overlay it uses to provide missing
+    ones for a read-only root would swallow the service's writes here."""
+    sandbox = spec.unit.sandbox
+    root = _root_dir(spec)
+    if root is None or sandbox.read_only or sandbox.overlay:
+        return
+    targets = [m.target for m in sandbox.mounts]
+    wanted = list(_MOUNT_POINTS)
+    for target in targets:
+        inside = [t for t in (*_OWN_TMPFS, *targets) if t != target]
+        if not any(target.startswith(t.rstrip("/") + "/") for t in inside):
+            wanted.append(target)
+    missing = [p for p in wanted if not os.path.lexists(os.path.join(root, p.lstrip("/")))]
+    if missing:
+        yield UnitError(
+            spec.path,
+            "sandbox.read_only",
+            f"warning: {root} lacks {', '.join(missing)}, where the sandbox mounts things, and "
+            "sandboxd creates nothing in a root directory: with read_only = false the unit "
+            "will fail to start; create them there or set overlay = true",
+        )
+
+
 def check_user(spec: UnitSpec) -> Iterator[UnitError]:
     """`user` and `group` names must be in the sandbox's /etc/passwd and /etc/group, read as
     the launch reads them (numeric ids and root need no entry)."""
@@ -233,6 +264,7 @@ HOST_CHECKS: tuple[HostCheck, ...] = (
     check_root,
     check_exec,
     check_user,
+    check_writable_root_mount_points,
     check_mount_sources,
     check_devices,
     check_cpus,

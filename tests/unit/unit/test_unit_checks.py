@@ -139,3 +139,21 @@ def test_host_root_users_come_from_the_host_passwd(tmp_path: Path) -> None:
         f"{tmp_path}/u.toml: service.user: warning: unknown user 'no-such-user-sbx': not in "
         "this host's /etc/passwd: the unit will fail to start"
     ]
+
+
+def test_a_writable_rootfs_must_hold_its_mount_points(tmp_path: Path) -> None:
+    root = rootfs(tmp_path)
+    for d in ("dev", "proc", "sys", "tmp"):
+        (root / d).mkdir()
+    writable = unit_in(root, "/bin/sh") + "read_only = false\n"
+    mounts = (
+        'mounts = [{ type = "tmpfs", target = "/data" }, { type = "tmpfs", target = "/tmp/x" }]\n'
+    )
+    assert rootfs_warnings(tmp_path, writable + mounts) == [
+        f"sandbox.read_only: warning: {root} lacks /run, /data, where the sandbox mounts things, "
+        "and sandboxd creates nothing in a root directory: with read_only = false the unit will "
+        "fail to start; create them there or set overlay = true"
+    ]
+    # A read-only root gets a private overlay for them, and overlay = true has its own upper.
+    assert rootfs_warnings(tmp_path, unit_in(root, "/bin/sh") + mounts) == []
+    assert rootfs_warnings(tmp_path, writable + "overlay = true\n" + mounts) == []
