@@ -52,6 +52,7 @@ class UnitStatus:
     health: HealthState | None
     # Beyond the contract's minimum; may grow, never shrink.
     next_start_in: float | None = None  # seconds until a start out of backoff
+    network: dict[str, str | None] | None = None  # mode; bridge: address, mac, bridge, gateway
     spec_hash: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,7 @@ class UnitStatus:
             "error": self.error,
             "health": self.health,
             "next_start_in": self.next_start_in,
+            "network": self.network,
         }
         if detail:
             data.update(

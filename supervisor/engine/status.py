@@ -88,6 +88,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         error=error,
         health=r.health.state,
         next_start_in=next_start_in,
+        network=_network(r, spec),
     )
     if not detail:
         return summary
@@ -108,6 +109,14 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             **r.health.view(),
         },
     )
+
+
+def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:
+    if spec is None:
+        return None
+    if r.network is None:  # a daemon without networking (tests): the mode is still known
+        return {"mode": spec.unit.network.mode}
+    return r.network.view(spec)
 
 
 def _live_cgroup(run: Run | None) -> UnitCgroup | None:
