@@ -217,6 +217,11 @@ def _with_line(error: UnitError, text: str) -> UnitError:
     return dataclasses.replace(error, line=locate(key_lines(text), loc))
 
 
+def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
+    """`errors` of the file whose source is `text`, each given its key's line, in line order."""
+    return in_line_order([_with_line(e, text) for e in errors])
+
+
 class UnitLoader:
     """Loads unit directories, reusing the result for files that did not change."""
 
@@ -285,7 +290,7 @@ class UnitLoader:
         if self._host_checks:
             for name, spec in result.specs.items():
                 if warnings := checks.host_warnings(spec):
-                    result.warnings[name] = warnings
+                    result.warnings[name] = located(warnings, texts.get(name, ""))
         return result
 
     @staticmethod
@@ -293,9 +298,7 @@ class UnitLoader:
         found = cross_unit_errors(result.specs, known)
         for name, errors in found.items():
             result.specs.pop(name)
-            result.errors[name] = in_line_order(
-                [_with_line(e, texts.get(name, "")) for e in errors]
-            )
+            result.errors[name] = located(errors, texts.get(name, ""))
 
 
 def cross_unit_errors(

@@ -90,7 +90,13 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
 
 def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     from supervisor.unit import checks  # noqa: PLC0415 (see run)
-    from supervisor.unit.loader import SUFFIX, UnitError, UnitFileError, load_unit  # noqa: PLC0415
+    from supervisor.unit.loader import (  # noqa: PLC0415
+        SUFFIX,
+        UnitError,
+        UnitFileError,
+        load_unit,
+        located,
+    )
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
@@ -104,18 +110,29 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     in_cycles: set[str] = set()
     for name, errors in checks.cycles(specs):
         in_cycles.add(name)
-        report.errors.extend(errors)
+        report.errors.extend(located(errors, _source(specs[name].path)))
     report.invalid += len(in_cycles)
     report.valid += len(specs) - len(in_cycles)
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
-    for _, errors in checks.unknown_after(specs, set(specs) | beside):
-        report.warnings.extend(
+    warnings: dict[str, list[UnitError]] = {}
+    for name, errors in checks.unknown_after(specs, set(specs) | beside):
+        warnings.setdefault(name, []).extend(
             UnitError(e.path, e.key, f"warning: {e.message} among or beside the files checked")
             for e in errors
         )
     if host_checks:
-        for spec in specs.values():
-            report.warnings.extend(checks.host_warnings(spec))
+        for name, spec in specs.items():
+            warnings.setdefault(name, []).extend(checks.host_warnings(spec))
+    for name, found in warnings.items():
+        report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _source(path: str) -> str:
+    """A unit's text, to give its warnings line numbers ("" if it is gone since: no lines)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _plural(count: int, word: str) -> str:
