@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import supervisor.unit.loader as loader_module
+from supervisor.unit.diagnostics import key_lines, locate
 from supervisor.unit.loader import (
     MAX_FILE_SIZE,
     UnitError,
@@ -481,3 +482,25 @@ def test_a_key_of_the_users_own_is_written_as_toml_writes_it(write_unit: WriteUn
     assert ':3: service.env."\\u001b[2J": input should be a valid string, got 1' in lines
     assert ":6: service.env.OK_NAME: input should be a valid string, got True" in lines
     assert all("\n" not in line and "\x1b" not in line for line in lines)
+
+
+def test_the_key_locator_reads_headers_dotted_and_quoted_keys() -> None:
+    text = (
+        "# a comment\n"  # 1
+        "service.exec = ['/bin/true']\n"  # 2: a dotted key at the top level
+        "[service.env]\n"  # 3
+        '"MY VAR" = "x"\n'  # 4
+        "  PATH = '/bin'  # indented\n"  # 5
+        "[[ sandbox.mounts ]]\n"  # 6: spaces inside the brackets
+        "target = '/a'\n"  # 7
+        "[[sandbox.mounts]]\n"  # 8
+        "target = '/b'\n"  # 9
+    )
+    lines = key_lines(text)
+    assert lines[("service", "exec")] == 2
+    assert lines[("service", "env", "MY VAR")] == 4
+    assert lines[("service", "env", "PATH")] == 5
+    assert lines[("sandbox", "mounts", 0, "target")] == 7
+    assert lines[("sandbox", "mounts", 1, "target")] == 9
+    assert locate(lines, ("sandbox", "mounts", 1, "source")) == 8, "the element's header"
+    assert locate(lines, ("network", "mode")) is None
