@@ -66,8 +66,23 @@ UNIT_STATUS: dict[str, Any] = {
             "type": "boolean",
             "description": "the unit file is invalid now; the last valid version is what runs",
         },
+        "network": _nullable(_ref("UnitNetwork")),
     },
 }  # fmt: skip
+
+UNIT_NETWORK: dict[str, Any] = {
+    "type": "object",
+    "description": "the unit's [network]: its mode and, for bridge mode, the address leased to "
+    "it (kept while it is stopped; null before its first start), its MAC, bridge and gateway",
+    "required": ["mode"],
+    "properties": {
+        "mode": {"type": "string", "enum": ["none", "host", "bridge"]},
+        "address": _nullable({"type": "string", "description": "IPv4 with prefix, 10.88.0.2/16"}),
+        "mac": _nullable({"type": "string"}),
+        "bridge": _nullable({"type": "string"}),
+        "gateway": _nullable({"type": "string"}),
+    },
+}
 
 UNIT_EVENT: dict[str, Any] = {
     "type": "object",
@@ -371,6 +386,7 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {
                 "UnitStatus": UNIT_STATUS,
+                "UnitNetwork": UNIT_NETWORK,
                 "UnitDetail": UNIT_DETAIL,
                 "UnitEvent": UNIT_EVENT,
                 "ReloadResult": RELOAD_RESULT,

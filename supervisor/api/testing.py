@@ -22,6 +22,10 @@ from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.errors import SupervisorError, UnitNotFound
 
 T = TypeVar("T")
+BRIDGE = {
+    "mode": "bridge", "address": "10.88.0.2/16", "mac": "02:5b:0a:58:00:02", "bridge": "sbx0",
+    "gateway": "10.88.0.1",
+}  # fmt: skip
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -41,6 +45,7 @@ def make_status(
         "health": None,
         "limits": {"memory_max": 256 << 20, "pids_max": 1024, "cpu_max": 0.5},
         "usage": {"memory_bytes": 12 << 20, "cpu_usage_usec": 1_500_000, "pids": 3},
+        "network": {"mode": "none"},
     }
     fields.update(kw)
     return UnitStatus(**fields)  # type: ignore[arg-type]

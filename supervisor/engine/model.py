@@ -59,6 +59,7 @@ class UnitStatus:
     uptime: float | None = None  # seconds the current run has run, on the monotonic clock
     # The unit file is invalid now, and the last valid version is what runs (or would).
     file_invalid: bool = False
+    network: dict[str, str | None] | None = None  # mode; bridge: address, mac, bridge, gateway
     spec_hash: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +82,7 @@ class UnitStatus:
             "next_start_in": self.next_start_in,
             "uptime": self.uptime,
             "file_invalid": self.file_invalid,
+            "network": self.network,
         }
         if detail:
             data.update(

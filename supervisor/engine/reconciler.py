@@ -48,6 +48,9 @@ class Loaded(Protocol):
     @property
     def errors(self) -> Mapping[str, Sequence[object]]: ...
 
+    @property
+    def warnings(self) -> Mapping[str, Sequence[object]]: ...
+
 
 class Loader(Protocol):
     def load_directory(self, directory: Path) -> Loaded: ...
@@ -130,6 +133,12 @@ class Reconciler:
             self.last_reload_seconds = time.perf_counter() - began
         for observe in self.reload_observers:
             observe(self.last_reload_seconds)
+        # What `sandboxctl validate` warns about (a user or binary missing in a root
+        # directory, ...): logged at every reload, as validate prints it at every run, so the
+        # journal explains a launch error to come. Warnings never block a unit.
+        for name, warnings in sorted(loaded.warnings.items()):
+            for warning in warnings:
+                log.warning("unit.warning", unit=name, problem=str(warning))
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,

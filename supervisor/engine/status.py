@@ -90,6 +90,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         next_start_in=next_start_in,
         uptime=round(run.uptime(), 3) if run else None,
         file_invalid=bool(r.invalid) and spec is not None,
+        network=_network(r, spec),
     )
     if not detail:
         return summary
@@ -110,6 +111,14 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             **r.health.view(),
         },
     )
+
+
+def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:
+    if spec is None:
+        return None
+    if r.network is None:  # a daemon without networking (tests): the mode is still known
+        return {"mode": spec.unit.network.mode}
+    return r.network.view(spec)
 
 
 def _live_cgroup(run: Run | None) -> UnitCgroup | None:

@@ -46,6 +46,55 @@ def symlink_in(path: str) -> tuple[str, str] | None:
     return None
 
 
+_MAX_LINKS = 40  # the kernel's own limit on symlinks in one lookup (ELOOP beyond it)
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of `path` as a process chrooted at `root` would see it, or None if it
+    does not exist there (or loops).
+
+    Symlinks are followed as the kernel would after pivot_root: an absolute target starts
+    again at `root`, and `..` stops at `root`, so a rootfs's `/bin -> usr/bin` or
+    `/etc/alternatives/x -> /usr/bin/y` resolve inside it and never to the host's files. Only
+    lstat and readlink are used, on prefixes already resolved, so no host symlink is followed
+    either. For offline checks (validate); the launch itself does not rely on it.
+    """
+    root = root.rstrip("/") or "/"
+    todo = [p for p in path.split("/") if p]
+    todo.reverse()
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        current = os.path.join(root, *done, part)
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return None
+            try:
+                target = os.readlink(current)
+            except OSError:
+                return None
+            if target.startswith("/"):
+                done = []
+            todo.extend(reversed([p for p in target.split("/") if p]))
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            return None  # a file in the middle of the path: ENOTDIR
+        done.append(part)
+    return os.path.join(root, *done)
+
+
 def explain(err: OSError, path: str) -> str:
     """`err` from opening `path` as one phrase; names the symlink for ELOOP."""
     if err.errno == errno.ELOOP:

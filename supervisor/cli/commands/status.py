@@ -88,6 +88,22 @@ def _limit(key: str, value: Any) -> str:
     return str(value)
 
 
+def _network(network: dict[str, Any] | None) -> str | None:
+    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1)`; the mode alone for
+    the others."""
+    if not network:
+        return None
+    mode = network.get("mode")
+    if mode != "bridge":
+        return str(mode)
+    if not network.get("address"):
+        return f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    return (
+        f"bridge {network['address']} (mac {network.get('mac')}, bridge {network.get('bridge')}, "
+        f"gateway {network.get('gateway')})"
+    )
+
+
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
     state = unit["state"]
     lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
@@ -130,6 +146,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     if usage.get("pids") is not None:
         parts.append(f"pids {usage['pids']}")
     field("usage", ", ".join(parts))
+    field("network", _network(unit.get("network")))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip

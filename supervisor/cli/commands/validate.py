@@ -1,6 +1,6 @@
 """`sandboxctl validate [PATH...]`: check unit files offline, exactly as the daemon would load them.
 
-Problems go to stderr, one `FILE[:LINE]: KEY: message` line each (warnings read
+Problems go to stderr, one `FILE[:LINE[:COL]]: KEY: message` line each (warnings read
 `...: KEY: warning: message` and never fail the check); the summary goes to stdout, so
 `sandboxctl validate >/dev/null` shows only the problems. With --json, the whole report
 (problems included) is one object on stdout.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
-Each problem is one line on stderr, FILE[:LINE]: KEY: message; host checks (a missing
+Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
 binary or root directory on this machine) are warnings and do not fail the check.
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
@@ -99,7 +99,13 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
 
 def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     from supervisor.unit import checks  # noqa: PLC0415 (see run)
-    from supervisor.unit.loader import SUFFIX, UnitError, UnitFileError, load_unit  # noqa: PLC0415
+    from supervisor.unit.loader import (  # noqa: PLC0415
+        SUFFIX,
+        UnitError,
+        UnitFileError,
+        load_unit,
+        located,
+    )
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
@@ -113,18 +119,29 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     in_cycles: set[str] = set()
     for name, errors in checks.cycles(specs):
         in_cycles.add(name)
-        report.errors.extend(errors)
+        report.errors.extend(located(errors, _source(specs[name].path)))
     report.invalid += len(in_cycles)
     report.valid += len(specs) - len(in_cycles)
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
-    for _, errors in checks.unknown_after(specs, set(specs) | beside):
-        report.warnings.extend(
+    warnings: dict[str, list[UnitError]] = {}
+    for name, errors in checks.unknown_after(specs, set(specs) | beside):
+        warnings.setdefault(name, []).extend(
             UnitError(e.path, e.key, f"warning: {e.message} among or beside the files checked")
             for e in errors
         )
     if host_checks:
-        for spec in specs.values():
-            report.warnings.extend(checks.host_warnings(spec))
+        for name, spec in specs.items():
+            warnings.setdefault(name, []).extend(checks.host_warnings(spec))
+    for name, found in warnings.items():
+        report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _source(path: str) -> str:
+    """A unit's text, to give its warnings line numbers ("" if it is gone since: no lines)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _plural(count: int, word: str) -> str:

@@ -57,6 +57,26 @@ def test_detail_shows_limits_usage_oom_and_events(daemon: ServerThread) -> None:
     assert "recent exits: oom-killed" in out
 
 
+def test_detail_and_json_show_the_bridge_address(daemon: ServerThread) -> None:
+    out = sandboxctl("status", "web").out
+    assert (
+        "network:      bridge 10.88.0.2/16 (mac 02:5b:0a:58:00:02, bridge sbx0, "
+        "gateway 10.88.0.1)\n" in out
+    )
+    detail = json.loads(sandboxctl("status", "web", "--json").out)["units"][0]
+    listed = json.loads(sandboxctl("status", "--json").out)["units"]
+    assert detail["network"]["address"] == "10.88.0.2/16"
+    assert [u["network"] for u in listed if u["name"] == "web"] == [detail["network"]]
+    assert "network:      none\n" in sandboxctl("status", "cron").out
+
+
+def test_a_bridge_unit_before_its_first_lease() -> None:
+    unit = {"name": "web", "state": "stopped", "network": {"mode": "bridge", "address": None,
+                                                           "bridge": "sbx0"}}  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert "  network:      bridge (no address leased yet; bridge sbx0)" in lines
+
+
 def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
     out = sandboxctl("status", "db").out
     assert "next start:   in 2.5s (after exit-code:1)" in out

@@ -84,7 +84,8 @@ def test_host_warnings_do_not_fail(tmp_path: Path, capsys: pytest.CaptureFixture
     code, out, err = run(capsys, "validate", str(d))
     assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
     assert err == [
-        f"{d}/web.toml: service.exec[0]: warning: /nonexistent/bin/web does not exist on this host"
+        f"{d}/web.toml:2: service.exec[0]: warning: /nonexistent/bin/web does not exist on this "
+        "host"
     ]
     assert run(capsys, "validate", "--no-host-checks", str(d)) == (EXIT_OK, "1 unit valid\n", [])
 
@@ -107,9 +108,25 @@ def test_files_named_one_by_one(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, err = run(capsys, "validate", str(d / "web.toml"))
     assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
     assert err == [
-        f'{d}/web.toml: service.after[1]: warning: no unit named "cache" among or beside '
+        f'{d}/web.toml:3: service.after[1]: warning: no unit named "cache" among or beside '
         "the files checked"
     ]
+
+
+def test_warnings_carry_lines_in_line_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "[resources]\n"  # 1
+        "cpu_max = 4000\n"  # 2
+        "[service]\n"  # 3
+        'exec = ["/nonexistent/bin/web"]\n'  # 4
+    )
+    d = units(tmp_path / "u", web=text)
+    for target in (d, d / "web.toml"):  # a directory and a file named: the same lines
+        code, _, err = run(capsys, "validate", str(target))
+        assert code == EXIT_OK
+        assert [line.split(": ")[0].rsplit(":", 1)[1] for line in err] == ["2", "4"], err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from engine_fakes import make_rig, make_spec
+from structlog.testing import capture_logs
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
@@ -22,6 +23,7 @@ from supervisor.unit.spec import UnitSpec
 class FakeLoad:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[object]] = field(default_factory=dict)
+    warnings: dict[str, list[object]] = field(default_factory=dict)
 
 
 class FakeLoader:
@@ -249,3 +251,28 @@ def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
             await rec.shutdown(leave=False)
 
     asyncio.run(main())
+
+
+def test_reload_logs_the_host_check_warnings(tmp_path: Path) -> None:
+    async def main() -> list[dict[str, Any]]:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        loader.load.specs = {"a": make_spec("a", service={"autostart": False})}
+        loader.load.warnings = {"a": ["a.toml: service.user: warning: unknown user 'app'"]}
+        config = DaemonConfig(units_dir=tmp_path, log_dir=tmp_path / "log")
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            with capture_logs() as events:
+                result = await rec.reload()
+            assert result.deferred == ["a"], "a warning does not block the unit"
+            await rec.shutdown(leave=False)
+        return events
+
+    events = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [e for e in events if e["event"] == "unit.warning"] == [
+        {
+            "event": "unit.warning",
+            "log_level": "warning",
+            "unit": "a",
+            "problem": "a.toml: service.user: warning: unknown user 'app'",
+        }
+    ]
