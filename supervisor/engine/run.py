@@ -150,6 +150,20 @@ class Run:
         pidfd = proc.open_pidfd(record.pid, record.pid_start)
         if pidfd is None:
             return None
+        cgroup = host.cgroups.open(record.unit)
+        try:
+            member = cgroup is not None and record.pid in cgroup.pids()
+            problem = "the process is not in the unit's cgroup"
+        except CgroupError as exc:
+            member, problem = False, f"the unit's cgroup cannot be read: {exc}"
+        if not member:
+            # The same pid and start time, yet not in the unit's cgroup: the pid was reused
+            # by another process with a record that says otherwise (corrupt or planted), or
+            # the sandbox was moved out by hand. Never adopt, and so never signal, a process
+            # that the unit cannot be shown to own.
+            os.close(pidfd)
+            log.warning("unit.adopt_refused", unit=record.unit, pid=record.pid, error=problem)
+            return None
         capture = None
         if record.output_fd is not None and record.output_inode is not None:
             capture = _reopen_output(
@@ -158,7 +172,7 @@ class Run:
             )  # fmt: skip
         return cls(
             host, record.unit, record.pid, pidfd, own_child=False,
-            cgroup=host.cgroups.open(record.unit), capture=capture, oom_base=record.oom_base,
+            cgroup=cgroup, capture=capture, oom_base=record.oom_base,
             started_at=record.started_at, on_change=on_change,
         )  # fmt: skip
 

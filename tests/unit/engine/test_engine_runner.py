@@ -15,6 +15,7 @@ import structlog
 from engine_fakes import Rig, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
+from supervisor.cgroups import Limits
 from supervisor.contract import State
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
@@ -173,6 +174,7 @@ def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
             "svc", "running", spec=spec.to_json(), spec_hash=spec.hash, pid=pid,
             pid_start=proc.start_time(pid), started_at=time.time() - 100, restarts=4,
         )  # fmt: skip
+        rig.manager.create("svc", Limits()).add_pid(pid)  # where a sandbox's PID 1 is
         r = rig.runner(spec)
         r.resume(record)
         assert r.state is State.RUNNING and r.run is not None and r.run.uptime() >= 99
