@@ -36,6 +36,7 @@ from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
+SAVE_RETRY_SECONDS = 2.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,6 +94,14 @@ def _prepare_host(config: DaemonConfig) -> None:
     daemondirs.prepare(config)  # before anything is written in them
 
 
+async def _retry_saves(store: Store) -> None:
+    # A state record that a full or failing state disk refused is written once it can be
+    # (store.py): a unit whose state does not change again would otherwise never catch up.
+    while True:
+        await asyncio.sleep(SAVE_RETRY_SECONDS)
+        store.retry()
+
+
 async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], str]) -> None:
     while True:
         notifier.send("WATCHDOG=1", f"STATUS={summary()}")
@@ -141,7 +150,7 @@ async def _run(
         api = await api_server.serve(reconciler, config, metrics=metrics)
         notifier.send("READY=1", f"STATUS={reconciler.summary()}")
         logger.info("daemon.ready", summary=reconciler.summary())
-        background: list[asyncio.Task[None]] = []
+        background = [loop.create_task(_retry_saves(reconciler.store))]
         interval = notifier.watchdog_interval()
         if interval:
             background.append(loop.create_task(_watchdog(notifier, interval, reconciler.summary)))
