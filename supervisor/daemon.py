@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
+from supervisor.linux import fdlimit
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.host.forkserver import ForkServer
@@ -89,8 +89,10 @@ def _prepare_host(config: DaemonConfig) -> None:
     REAL.prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Per unit: a pidfd, the output pipe, the log file, OOM watch fds. Services get their own
     # soft limit from the launcher.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = fdlimit.raise_soft_limit()
+    # Said once, so that a `launch-error:resources: too many open files` can be read against
+    # the limit the daemon really had (systemd's LimitNOFILE=, or the shell's ulimit -Hn).
+    logger.info("daemon.nofile", limit=hard, was=soft)
     daemondirs.prepare(config)  # before anything is written in them
 
 

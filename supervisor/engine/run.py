@@ -27,6 +27,7 @@ from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.ports import Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import fdlimit
 from supervisor.linux import pidfd as proc
 from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
@@ -104,7 +105,9 @@ class Run:
         cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
-        LaunchError/CgroupError after undoing what it did."""
+        LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
+        anything, if the daemon is too short of fds to launch and still serve its API."""
+        fdlimit.check_headroom()
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )

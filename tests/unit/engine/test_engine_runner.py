@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
@@ -105,6 +106,33 @@ def test_launch_error_is_failed(tmp_path: Path) -> None:
         assert rig.manager.cgroups["svc"].destroyed
         rig.launcher.fail = None
         r.start()  # an operator start resets the failed unit
+        await until(r, lambda: r.state is State.RUNNING)
+        await finish(r, task)
+
+    run(main, tmp_path)
+
+
+@pytest.mark.parametrize("policy", ["on-failure", "no"])
+def test_a_launch_out_of_fds_is_retried_like_a_crash(tmp_path: Path, policy: str) -> None:
+    """EMFILE from any step of a launch (here the launcher's): `launch-error:resources`, and
+    a retry in backoff that succeeds once fds are back (policy "no": failed, as any launch
+    error, since it asked for no retries)."""
+
+    async def main(rig: Rig) -> None:
+        rig.launcher.fail, rig.launcher.fail_errno = "pipe: Too many open files", errno.EMFILE
+        r = rig.runner(make_spec(restart={"policy": policy, "delay": "10ms"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        want = State.BACKOFF if policy != "no" else State.FAILED
+        await until(r, lambda: r.state is want)
+        assert r.last_exit is not None
+        assert r.last_exit.startswith(
+            "launch-error:resources: too many open files (EMFILE: none free of the daemon's "
+            "limit of "
+        ), r.last_exit
+        rig.launcher.fail = None  # fds are back
+        if policy == "no":
+            r.start()
         await until(r, lambda: r.state is State.RUNNING)
         await finish(r, task)
 
