@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import sys
 import time
@@ -31,6 +30,7 @@ from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
+from supervisor.linux import fdlimit
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
@@ -39,6 +39,7 @@ from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
+SAVE_RETRY_SECONDS = 2.0
 
 
 DESCRIPTION = """\
@@ -148,9 +149,19 @@ def _prepare_host(config: DaemonConfig) -> None:
     REAL.prctl(PR_SET_CHILD_SUBREAPER, 1)
     # Per unit: a pidfd, the output pipe, the log file, OOM watch fds. Services get their own
     # soft limit from the launcher.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = fdlimit.raise_soft_limit()
+    # Said once, so that a `launch-error:resources: too many open files` can be read against
+    # the limit the daemon really had (systemd's LimitNOFILE=, or the shell's ulimit -Hn).
+    logger.info("daemon.nofile", limit=hard, was=soft)
     daemondirs.prepare(config)  # before anything is written in them
+
+
+async def _retry_saves(store: Store) -> None:
+    # A state record that a full or failing state disk refused is written once it can be
+    # (store.py): a unit whose state does not change again would otherwise never catch up.
+    while True:
+        await asyncio.sleep(SAVE_RETRY_SECONDS)
+        store.retry()
 
 
 async def _watchdog(notifier: Notifier, interval: float, summary: Callable[[], str]) -> None:
@@ -201,7 +212,7 @@ async def _run(
         api = await api_server.serve(reconciler, config, metrics=metrics)
         notifier.send("READY=1", f"STATUS={reconciler.summary()}")
         logger.info("daemon.ready", summary=reconciler.summary())
-        background: list[asyncio.Task[None]] = []
+        background = [loop.create_task(_retry_saves(reconciler.store))]
         interval = notifier.watchdog_interval()
         if interval:
             background.append(loop.create_task(_watchdog(notifier, interval, reconciler.summary)))

@@ -109,6 +109,9 @@ class Reconciler:
         for name, record in self.store.load_all().items():
             spec = status.spec_from_json(record.spec)
             if spec is None:
+                if record.spec is not None:  # not an invalid unit's record: a broken one
+                    log.warning("store.ignored", path=str(self.store.path(name)),
+                                error="the recorded unit spec does not validate")  # fmt: skip
                 self.store.remove(name)
                 continue
             runner = self._new_runner(name, spec)

@@ -27,6 +27,7 @@ from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.ports import Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import fdlimit
 from supervisor.linux import pidfd as proc
 from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
@@ -115,7 +116,9 @@ class Run:
         cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
-        LaunchError/CgroupError after undoing what it did."""
+        LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
+        anything, if the daemon is too short of fds to launch and still serve its API."""
+        fdlimit.check_headroom()
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
@@ -161,6 +164,20 @@ class Run:
         pidfd = proc.open_pidfd(record.pid, record.pid_start)
         if pidfd is None:
             return None
+        cgroup = host.cgroups.open(record.unit)
+        try:
+            member = cgroup is not None and record.pid in cgroup.pids()
+            problem = "the process is not in the unit's cgroup"
+        except CgroupError as exc:
+            member, problem = False, f"the unit's cgroup cannot be read: {exc}"
+        if not member:
+            # The same pid and start time, yet not in the unit's cgroup: the pid was reused
+            # by another process with a record that says otherwise (corrupt or planted), or
+            # the sandbox was moved out by hand. Never adopt, and so never signal, a process
+            # that the unit cannot be shown to own.
+            os.close(pidfd)
+            log.warning("unit.adopt_refused", unit=record.unit, pid=record.pid, error=problem)
+            return None
         capture = None
         if record.output_fd is not None and record.output_inode is not None:
             capture = _reopen_output(
@@ -169,7 +186,7 @@ class Run:
             )  # fmt: skip
         return cls(
             host, record.unit, record.pid, pidfd, own_child=False,
-            cgroup=host.cgroups.open(record.unit), capture=capture, oom_base=record.oom_base,
+            cgroup=cgroup, capture=capture, oom_base=record.oom_base,
             started_at=record.started_at, on_change=on_change,
         )  # fmt: skip
 

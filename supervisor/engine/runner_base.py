@@ -227,10 +227,8 @@ class RunnerBase:
             self._save()
 
     def _save(self) -> None:
-        try:
-            self.store.save(self.record())
-        except OSError as exc:
-            log.error("unit.state_not_saved", error=str(exc))
+        # A failed save is the store's to report and retry (store.py); the change stands.
+        self.store.save(self.record())
 
     def _event(self, name: str, level: str = "info", **detail: object) -> None:
         pid = self.run.pid if self.run else detail.pop("pid", None)

@@ -33,13 +33,15 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from supervisor.contract import LAUNCH_ERROR, ExitReason, State
+from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
+from supervisor.engine.backoff import Decision
 from supervisor.engine.run import Run, discard_cgroup, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import fdlimit
 
 __all__ = ["Blocker", "UnitRunner"]
 # After an OOM kill, how long PID 1 gets to show it was the victim (its exit) before the kill
@@ -251,12 +253,7 @@ class UnitRunner(RunnerBase):
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
-            stage = "cgroup" if isinstance(exc, CgroupError) else "notify"
-            reason = exc.reason if isinstance(exc, LaunchError) else f"{LAUNCH_ERROR}{stage}: {exc}"
-            self._record_exit(reason)
-            self.error = f"could not start: {reason}"
-            self._set(State.FAILED)
-            self._event("failed", "error", reason=reason)
+            self._launch_failed(exc)
             return
         self.run_spec, self._oom_seen, self.error = spec, 0, None
         self.readiness.begin_run(spec, self.run.cgroup)
@@ -267,6 +264,34 @@ class UnitRunner(RunnerBase):
         else:
             self._event("started")
             self._changed.set()
+
+    def _launch_failed(self, exc: LaunchError | CgroupError | OSError) -> None:
+        exhausted = fdlimit.exhausted(exc)
+        if exhausted is not None:
+            # Out of fds: nothing is wrong with the unit, and fds come back as other runs
+            # end, so it is retried through [restart] like a crash rather than failed.
+            reason = f"{LAUNCH_ERROR}{LAUNCH_RESOURCES}: {fdlimit.describe(exc, exhausted)}"
+            self._record_exit(reason)
+            decision = self.backoff.on_exit(reason, 0.0)
+            if decision.verdict == "restart":
+                self._backoff(decision, reason, "warning")
+                return
+        elif isinstance(exc, LaunchError):
+            reason = exc.reason
+            self._record_exit(reason)
+        else:
+            stage = "cgroup" if isinstance(exc, CgroupError) else "notify"
+            reason = f"{LAUNCH_ERROR}{stage}: {exc}"
+            self._record_exit(reason)
+        self.error = f"could not start: {reason}"
+        self._set(State.FAILED)
+        self._event("failed", "error", reason=reason)
+
+    def _backoff(self, decision: Decision, reason: str, level: str = "info") -> None:
+        self.error = decision.why
+        self.next_start = self.host.monotonic() + decision.delay
+        self._set(State.BACKOFF)
+        self._event("backoff", level, delay=decision.delay, reason=str(reason))
 
     async def _ready(self) -> None:
         """READY=1 arrived while starting (ready = "notify")."""
@@ -370,9 +395,7 @@ class UnitRunner(RunnerBase):
         decision = self.backoff.on_exit(reason, ran_for)
         self.error = decision.why
         if decision.verdict == "restart":
-            self.next_start = self.host.monotonic() + decision.delay
-            self._set(State.BACKOFF)
-            self._event("backoff", delay=decision.delay, reason=str(reason))
+            self._backoff(decision, reason)
         elif decision.verdict == "give-up":
             self._set(State.FAILED)
             exits = list(self.recent_exits)

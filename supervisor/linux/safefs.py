@@ -194,13 +194,20 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None
         os.unlink(tmp, dir_fd=dir_fd)  # a leftover (or planted) temp: O_EXCL needs it gone
     fd = open_owned(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        # ENOSPC and the like: `name` is untouched; the torn temp would only hold on to
+        # the space (or inode) that the next attempt needs.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def read_owned(dir_fd: int, name: str) -> bytes:

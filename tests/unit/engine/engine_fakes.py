@@ -132,15 +132,17 @@ class FakeManager:
 class Spawned:
     pid: int
     fail: str | None = None
+    errno: int = 2
 
     def go(self) -> None:
         if self.fail:
-            raise LaunchError("svc", "exec", self.fail, 2)
+            raise LaunchError("svc", "exec", self.fail, self.errno)
 
 
 class FakeLauncher:
     def __init__(self) -> None:
         self.fail: str | None = None
+        self.fail_errno = 2  # ENOENT, as a missing binary
         self.launched: list[int] = []
         self.extra_binds: list[tuple[str, str, bool]] = []
 
@@ -162,7 +164,7 @@ class FakeLauncher:
         )  # fmt: skip
         cgroup.add_pid(pid)
         self.launched.append(pid)
-        return Spawned(pid, self.fail)
+        return Spawned(pid, self.fail, self.fail_errno)
 
 
 class ManualClock:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, until
 
+from supervisor.cgroups import Limits
 from supervisor.contract import State
 from supervisor.engine.run import run_age
 from supervisor.engine.states import StopReason
@@ -44,7 +45,14 @@ def record_of(spec: UnitSpec, pid: int, state: str, intent: str | None) -> UnitR
     )  # fmt: skip
 
 
-async def resumed(rig: Rig, record: UnitRecord, spec: UnitSpec) -> tuple[UnitRunner, Any]:
+async def resumed(
+    rig: Rig, record: UnitRecord, spec: UnitSpec, *, in_cgroup: bool = True
+) -> tuple[UnitRunner, Any]:
+    """A runner resumed from `record`; `in_cgroup`: the record's pid is in the unit's cgroup,
+    as a sandbox's PID 1 is (re-adoption refuses a pid that is not)."""
+    cgroup = rig.manager.create(spec.name, Limits())
+    if in_cgroup and record.pid is not None:
+        cgroup.add_pid(record.pid)
     runner = rig.runner(spec)
     runner.resume(record)
     return runner, asyncio.create_task(runner.main())
@@ -188,3 +196,25 @@ def test_run_age_prefers_the_boot_clock() -> None:
     future = int(1e12)  # a start later than now: a record from an earlier boot
     assert run_age(future, 100.0, 160.0) == 60.0
     assert run_age(future, 200.0, 160.0) == 0.0  # never negative
+
+
+def test_a_live_pid_outside_the_units_cgroup_is_never_adopted_nor_signalled(
+    tmp_path: Path,
+) -> None:
+    """PID reuse with a matching start time (a corrupt or planted record): the process is not
+    in the unit's cgroup, so the run is `lost` and the process is left alone."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(restart={"policy": "no"})
+        pid = orphan()
+        try:
+            record = record_of(spec, pid, "stopping", "stop")
+            runner, task = await resumed(rig, record, spec, in_cgroup=False)
+            assert runner.run is None and runner.last_exit == "lost"
+            await until(runner, lambda: runner.state is State.STOPPED)
+            assert not gone(pid) and rig.launcher.launched == []
+            await finish(runner, task)
+        finally:
+            os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+
+    run(main, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import structlog
 from engine_fakes import Rig, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
+from supervisor.cgroups import Limits
 from supervisor.contract import State
 from supervisor.engine.run import run_age
 from supervisor.engine.states import Intent, StopReason
@@ -111,6 +113,33 @@ def test_launch_error_is_failed(tmp_path: Path) -> None:
     run(main, tmp_path)
 
 
+@pytest.mark.parametrize("policy", ["on-failure", "no"])
+def test_a_launch_out_of_fds_is_retried_like_a_crash(tmp_path: Path, policy: str) -> None:
+    """EMFILE from any step of a launch (here the launcher's): `launch-error:resources`, and
+    a retry in backoff that succeeds once fds are back (policy "no": failed, as any launch
+    error, since it asked for no retries)."""
+
+    async def main(rig: Rig) -> None:
+        rig.launcher.fail, rig.launcher.fail_errno = "pipe: Too many open files", errno.EMFILE
+        r = rig.runner(make_spec(restart={"policy": policy, "delay": "10ms"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        want = State.BACKOFF if policy != "no" else State.FAILED
+        await until(r, lambda: r.state is want)
+        assert r.last_exit is not None
+        assert r.last_exit.startswith(
+            "launch-error:resources: too many open files (EMFILE: none free of the daemon's "
+            "limit of "
+        ), r.last_exit
+        rig.launcher.fail = None  # fds are back
+        if policy == "no":
+            r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        await finish(r, task)
+
+    run(main, tmp_path)
+
+
 def test_oom_kill_of_pid1_per_policy(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
         r = rig.runner(make_spec(oom={"policy": "stop"}))
@@ -174,6 +203,7 @@ def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
             "svc", "running", spec=spec.to_json(), spec_hash=spec.hash, pid=pid,
             pid_start=proc.start_time(pid), started_at=time.time() - 100, restarts=4,
         )  # fmt: skip
+        rig.manager.create("svc", Limits()).add_pid(pid)  # where a sandbox's PID 1 is
         r = rig.runner(spec)
         r.resume(record)
         # Its age is its PID 1's, on the boot clock, not what the record's wall time says.
