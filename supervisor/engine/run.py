@@ -108,6 +108,12 @@ class Run:
                 self._oom_watch = cgroup.watch_oom(host.loop, self._on_oom)
             except CgroupError as exc:
                 log.warning("unit.oom_watch_failed", unit=unit, error=str(exc))
+            # The watch signals only kills after it exists. One before it (a service out of
+            # memory at once, or while no daemon watched an adopted run) is in the counter
+            # already: count it now, and wake the runner once this run is its own.
+            self._refresh_oom()
+            if self.oom_kills:
+                host.loop.call_soon(on_change)
 
     # -- creation ------------------------------------------------------------------------
 

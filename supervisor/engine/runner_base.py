@@ -185,6 +185,11 @@ class RunnerBase:
         return Intent.STOP if pending.stop else None
 
     @property
+    def oom_accounted(self) -> int:
+        """The current run's OOM kills already counted in `oom_kills`."""
+        return self._oom_seen
+
+    @property
     def idle(self) -> bool:
         """The task is waiting with nothing left to act on (every command and event so far
         has been handled): what a test waits for before asserting that nothing happened."""

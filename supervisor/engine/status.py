@@ -41,7 +41,7 @@ def record(r: UnitRunner) -> UnitRecord:
         last_exit=r.last_exit,
         recent_exits=list(r.recent_exits),
         oom_kills=r.oom_kills,
-        oom_base=run.oom_base if run else 0,
+        oom_base=run.oom_base + r.oom_accounted if run else 0,
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=None if r.intent is None else r.intent.value,

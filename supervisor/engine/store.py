@@ -44,7 +44,9 @@ class UnitRecord:
     last_exit: str | None = None
     recent_exits: list[str] = field(default_factory=list)
     oom_kills: int = 0  # all runs
-    oom_base: int = 0  # the cgroup's oom counter at this run's launch
+    # The cgroup's oom counter up to which this run's kills are counted in `oom_kills` (its
+    # value at launch, plus the kills accounted since): a next daemon counts only later ones.
+    oom_base: int = 0
     output_fd: int | None = None  # fd number of the output pipe's read end inside PID 1
     output_inode: int | None = None  # that pipe's inode, to check the fd before reopening it
     intent: str | None = None  # why the run is ending: restart | stop | the daemon's reason

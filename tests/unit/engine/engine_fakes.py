@@ -143,6 +143,9 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.fail: str | None = None
         self.fail_errno = 2  # ENOENT, as a missing binary
+        # An OOM kill in the new cgroup before the daemon holds the run (no watch yet): a
+        # service that runs out of memory at once, on a busy machine.
+        self.oom_at_once = False
         self.launched: list[int] = []
         self.extra_binds: list[tuple[str, str, bool]] = []
 
@@ -164,6 +167,8 @@ class FakeLauncher:
         )  # fmt: skip
         cgroup.add_pid(pid)
         self.launched.append(pid)
+        if self.oom_at_once:
+            cgroup.oom_kill()
         return Spawned(pid, self.fail, self.fail_errno)
 
 

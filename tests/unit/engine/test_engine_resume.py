@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, until
+from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
 
 from supervisor.cgroups import Limits
 from supervisor.contract import State
 from supervisor.engine.run import run_age
 from supervisor.engine.states import StopReason
+from supervisor.engine.status import record as unit_record
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
@@ -46,11 +47,12 @@ def record_of(spec: UnitSpec, pid: int, state: str, intent: str | None) -> UnitR
 
 
 async def resumed(
-    rig: Rig, record: UnitRecord, spec: UnitSpec, *, in_cgroup: bool = True
+    rig: Rig, record: UnitRecord, spec: UnitSpec, *, in_cgroup: bool = True, oom_counter: int = 0
 ) -> tuple[UnitRunner, Any]:
     """A runner resumed from `record`; `in_cgroup`: the record's pid is in the unit's cgroup,
     as a sandbox's PID 1 is (re-adoption refuses a pid that is not)."""
     cgroup = rig.manager.create(spec.name, Limits())
+    cgroup.oom = oom_counter
     if in_cgroup and record.pid is not None:
         cgroup.add_pid(record.pid)
     runner = rig.runner(spec)
@@ -216,5 +218,24 @@ def test_a_live_pid_outside_the_units_cgroup_is_never_adopted_nor_signalled(
             await finish(runner, task)
         finally:
             os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+
+    run(main, tmp_path)
+
+
+def test_oom_kills_while_no_daemon_watched_are_counted_once(tmp_path: Path) -> None:
+    """The record says up to where the last daemon counted (`oom_base`): a kill after that,
+    while no daemon ran, is counted at re-adoption, and none before it is counted again."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(oom={"policy": "continue"})
+        pid = orphan()
+        # 5 kills in the cgroup at launch, 2 counted by the last daemon, 1 while none ran.
+        record = dataclasses.replace(record_of(spec, pid, "running", None), oom_kills=2, oom_base=7)
+        runner, task = await resumed(rig, record, spec, oom_counter=8)
+        await until(runner, lambda: runner.oom_kills == 3)
+        await settled(runner)
+        assert runner.oom_kills == 3 and runner.state is State.RUNNING
+        assert unit_record(runner).oom_base == 8  # what a next daemon starts from
+        await finish(runner, task)
 
     run(main, tmp_path)

@@ -263,3 +263,22 @@ def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) ->
         await finish(r, task)
 
     run(main, tmp_path)
+
+
+def test_an_oom_kill_before_the_watch_exists_is_counted(tmp_path: Path) -> None:
+    """The kernel killed a process in the new cgroup before the run's OOM watch was set up
+    (whose counter starts from the current value): the run counts it from the launch's base."""
+
+    async def main(rig: Rig) -> None:
+        rig.launcher.oom_at_once = True
+        r = rig.runner(make_spec(oom={"policy": "continue"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.oom_kills == 1)
+        await settled(r)
+        assert r.state is State.RUNNING and r.restarts == 0
+        await finish(r, task)
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    assert [e["count"] for e in events(logs, "unit.oom_kill")] == [1]
