@@ -5,7 +5,6 @@ import json
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 
 from cli_helpers import sandboxctl
@@ -161,12 +160,22 @@ def test_logs_follow(daemon: ServerThread, controller: FakeController) -> None:
         inode = path.stat().st_ino
         return any(os.stat(fd).st_ino == inode for fd in _fds_of_regular_files())
 
+    def follower_read_all(path: Path) -> bool:
+        """The server's descriptor of `path` is at its end: it has read (and, in the same
+        step, sent) everything in it."""
+        inode, size = path.stat().st_ino, path.stat().st_size
+        for fd in _fds_of_regular_files():
+            if os.stat(fd).st_ino == inode:
+                fdinfo = Path(fd.replace("/fd/", "/fdinfo/")).read_text()
+                if int(fdinfo.split()[1]) == size:  # "pos:\t<offset>" is the first line
+                    return True
+        return False
+
     def later() -> None:
         wait_for(lambda: follower_has_open(log))
         log.rename(log.with_suffix(".log.1"))
         log.write_text("second run\n")
-        wait_for(lambda: follower_has_open(log))  # reopened: read and sent in the same step
-        time.sleep(0.3)
+        wait_for(lambda: follower_read_all(log))
         daemon.call(daemon_close_streams(daemon))
 
     threading.Thread(target=later).start()
