@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the cgroup-v2 integration tests (`-m cgroup_v2`) and the whole security suite
-# (tests/security, `-m security`) inside a pure cgroup v2 VM, in one boot.
+# Run the cgroup-v2 integration tests (`-m cgroup_v2`), the whole security suite
+# (tests/security, `-m security`) and the wall-clock step test (`-m wall_clock`) inside a pure
+# cgroup v2 VM, in one boot.
 # Our dev/CI hosts are v1/hybrid, so this is the only place the v2 paths run on a real kernel.
 # Extra arguments go to pytest. Without the rig this layer is skipped (loudly), except under
 # CI=true, where a missing rig fails unless SANDBOXD_SKIP_VM=1.
@@ -32,6 +33,9 @@ fi
 
 # The guest is TCG-emulated (~5x slower Python): generous per-test timeout; the rig passes
 # pytest's exit status through (125 = the rig itself failed).
+# The VM is thrown away after the run, so it is also where the wall clock may be stepped
+# (`wall_clock`: tests/reliability/test_clock_step.py).
 exec "$rig" --timeout "${VM_TIMEOUT:-2400}" -- \
-    .venv/bin/pytest -m "cgroup_v2 or security" -p no:cacheprovider -q -ra \
-    tests/integration tests/security "$@"
+    env SANDBOXD_MAY_STEP_CLOCK=1 \
+    .venv/bin/pytest -m "cgroup_v2 or security or wall_clock" -p no:cacheprovider -q -ra \
+    tests/integration tests/security tests/reliability/test_clock_step.py "$@"

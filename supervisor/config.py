@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from supervisor.errors import ConfigError
+from supervisor.log import LogFormat
 from supervisor.unit.schema import Size, _did_you_mean
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
@@ -51,7 +52,7 @@ class DaemonConfig(BaseModel):
     cgroup_parent: str | None = None  # None: v2 the daemon's own cgroup; v1 "sandboxd"
     group: str = "sandboxd"  # members may read status and logs through the socket
     on_exit: Literal["stop", "leave"] = "stop"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_format: LogFormat = "auto"
     log_max_size: Size = 10 << 20
     log_keep: int = Field(default=5, ge=1, le=100)
     network: NetworkConfig = Field(default_factory=NetworkConfig)

@@ -64,3 +64,8 @@ class ExitReason(enum.StrEnum):
 EXIT_CODE = "exit-code:"
 SIGNAL = "signal:"
 LAUNCH_ERROR = "launch-error:"
+# The launch-error stage of a launch that ran out of a host resource (file descriptors:
+# `launch-error:resources: too many open files ...`). Unlike every other stage it says nothing
+# about the unit, and it passes, so it goes through `[restart]` like a crash (backoff) instead
+# of failing the unit for good.
+LAUNCH_RESOURCES = "resources"

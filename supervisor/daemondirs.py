@@ -16,10 +16,11 @@ however the daemon was started (run.sh, --data-dir, tests), and a directory left
 an earlier version or by hand is tightened.
 
 The daemon refuses to start, with one line naming the directory, when a configured directory
-or one of its parents is a symlink (sandboxd follows none in its own trees), is not a
-directory, belongs to another user (who could swap or fill it), is writable by every user
-without the sticky bit, or cannot be given its mode. A parent writable by its group only
-draws a warning: distributions ship some (Ubuntu's /var/log is root:syslog 0775).
+or one of its parents (or `units/` or `notify/` in state_dir) is a symlink (sandboxd follows
+none in its own trees), is not a directory, belongs to another user (who could swap or fill
+it), is writable by every user without the sticky bit, or cannot be given its mode. A parent
+writable by its group only draws a warning: distributions ship some (Ubuntu's /var/log is
+root:syslog 0775).
 """
 
 from __future__ import annotations
@@ -208,6 +209,26 @@ def _tighten_overlays(data_fd: int, data_dir: str) -> None:
         os.close(overlay)
 
 
+def _refuse_link(parent: int, key: str, path: str, name: str) -> None:
+    """A state subdirectory replaced by a symlink or another file: the records and sockets
+    there would be another tree's, so the daemon refuses to start, saying which, rather than
+    failing later on a path it will not follow. Nothing is removed: what is there may be
+    the operator's (a directory moved aside), and the running sandboxes are not touched."""
+    try:
+        st = os.lstat(name, dir_fd=parent)
+    except FileNotFoundError:
+        return  # made below
+    where = f"{path}/{name}"
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(name, dir_fd=parent)
+        raise DirectoryError(
+            key, path, f"{where} is a symlink (to {target}), and sandboxd follows none in its "
+            "own trees; put the directory itself there"
+        )  # fmt: skip
+    if not stat.S_ISDIR(st.st_mode):
+        raise DirectoryError(key, path, f"{where} is not a directory")
+
+
 def prepare(config: DaemonConfig) -> None:
     """Create and tighten every directory of the daemon; DirectoryError if one cannot be."""
     for entry in wanted(config):
@@ -221,6 +242,7 @@ def prepare(config: DaemonConfig) -> None:
             _tighten(fd, entry.key, entry.path, entry.mode, entry.gid)
             if entry.path == os.path.abspath(config.state_dir):
                 for name in STATE_SUBDIRS:
+                    _refuse_link(fd, entry.key, entry.path, name)
                     sub = _tighten_child(fd, entry.key, entry.path, name, PRIVATE)
                     if sub is not None:
                         os.close(sub)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, get_args
 
 import structlog
 
+# The one declaration of the formats: the config key and `sandboxd --log-format` take these.
 LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 
 def configure(fmt: LogFormat = "auto", level: int = logging.INFO) -> None:

@@ -1,7 +1,9 @@
 """The event stream's memory: numbered unit events, the last RING_SIZE of them kept for replay.
 
-Every event the engine publishes gets a sequence number `seq` (1, 2, 3, ... for the life of
-one daemon; `epoch` tells daemons apart, since a new one counts from 1 again). A client asks
+Every event the engine publishes has a sequence number `seq` (1, 2, 3, ... for the life of
+one daemon; `epoch` tells daemons apart, since a new one counts from 1 again). The engine
+numbers them as it publishes them (events of a controller that does not are numbered here), so
+a reload's answer can name the seq its consequences follow. A client asks
 for what it missed with `since=SEQ` (the kept events after SEQ) or for recent history with
 `replay=N` (the last N), then gets the live events. There is no gap and no repeat between the
 two: the backlog is copied and the live subscription made in one synchronous step.
@@ -73,7 +75,9 @@ class EventLog:
         return self._seq
 
     def add(self, event: UnitEvent) -> None:
-        self._seq += 1
+        # The engine's number (a reload's answer names a seq to follow from); never a step
+        # back, whatever a controller that numbers only some of its events says.
+        self._seq = max(self._seq + 1, event.seq)
         numbered = Numbered(self._seq, event)
         self._ring.append(numbered)
         for subscription in self._subscriptions:
@@ -105,7 +109,7 @@ class EventLog:
         stream = controller.events()
         try:
             seed = [e for unit in controller.list_units(detail=True) for e in unit.recent_events]
-            for event in sorted(seed, key=lambda e: e.at):
+            for event in sorted(seed, key=lambda e: (e.seq, e.at)):
                 self.add(event)
             # The stream subscribes when it is first iterated, which runs without yielding to
             # the loop after the snapshot above: no event can fall between the two.

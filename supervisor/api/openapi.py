@@ -58,8 +58,31 @@ UNIT_STATUS: dict[str, Any] = {
         "next_start_in": _nullable(
             {"type": "number", "description": "seconds until the next start out of backoff"}
         ),
+        "uptime": _nullable(
+            {"type": "number", "minimum": 0, "description": "seconds the current run has run, "
+             "by the monotonic clock (a wall-clock step does not change it)"}
+        ),
+        "file_invalid": {
+            "type": "boolean",
+            "description": "the unit file is invalid now; the last valid version is what runs",
+        },
+        "network": _nullable(_ref("UnitNetwork")),
     },
 }  # fmt: skip
+
+UNIT_NETWORK: dict[str, Any] = {
+    "type": "object",
+    "description": "the unit's [network]: its mode and, for bridge mode, the address leased to "
+    "it (kept while it is stopped; null before its first start), its MAC, bridge and gateway",
+    "required": ["mode"],
+    "properties": {
+        "mode": {"type": "string", "enum": ["none", "host", "bridge"]},
+        "address": _nullable({"type": "string", "description": "IPv4 with prefix, 10.88.0.2/16"}),
+        "mac": _nullable({"type": "string"}),
+        "bridge": _nullable({"type": "string"}),
+        "gateway": _nullable({"type": "string"}),
+    },
+}
 
 UNIT_EVENT: dict[str, Any] = {
     "type": "object",
@@ -104,8 +127,18 @@ RELOAD_RESULT: dict[str, Any] = {
         "started": _NAMES,
         "restarted": _NAMES,
         "updated": {**_NAMES, "description": "resource-only changes applied live"},
-        "stopped": _NAMES,
+        "stopped": {**_NAMES, "description": "file gone: the unit's run is being stopped"},
         "unchanged": _NAMES,
+        "removed": {
+            **_NAMES,
+            "description": "file gone and nothing to stop: the unit never ran (it was "
+            "invalid) or its run had already ended",
+        },
+        "fixed": {
+            **_NAMES,
+            "description": "invalid before, valid again and the same as the version that "
+            "runs, so nothing changes (also listed in unchanged)",
+        },
         "deferred": {
             **_NAMES,
             "description": "new or changed units taken in without a start (autostart = false, "
@@ -117,6 +150,12 @@ RELOAD_RESULT: dict[str, Any] = {
             "description": "unit name -> error lines",
         },
         "ok": {"type": "boolean", "description": "false when any unit is invalid"},
+        "seq": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "the newest event's seq when the reload began to act: follow "
+            "/v1/events?since=seq to see how the units it started fare",
+        },
     },
 }
 
@@ -347,6 +386,7 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {
                 "UnitStatus": UNIT_STATUS,
+                "UnitNetwork": UNIT_NETWORK,
                 "UnitDetail": UNIT_DETAIL,
                 "UnitEvent": UNIT_EVENT,
                 "ReloadResult": RELOAD_RESULT,

@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from supervisor.api.events import EventLog
-from supervisor.api.logtail import read_log
 from supervisor.api.validation import QUERY
 from supervisor.engine.model import Controller
+from supervisor.logtail import read_log
 
 CONTROLLER_KEY = web.AppKey("controller", Controller)
 EVENT_LOG_KEY = web.AppKey("event_log", EventLog)

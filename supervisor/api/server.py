@@ -17,10 +17,13 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from supervisor.api import auth, routes, validation
 from supervisor.api.errors import json_errors
@@ -49,10 +52,11 @@ def make_app(
     policy: auth.Policy,
     metrics: Metrics,
     event_log: EventLog | None = None,
+    first: Sequence[Middleware] = (),
 ) -> web.Application:
     spec = document()
     app = web.Application(
-        middlewares=[json_errors, auth.middleware(policy), validation.middleware(spec)],
+        middlewares=[*first, json_errors, auth.middleware(policy), validation.middleware(spec)],
         client_max_size=MAX_BODY,
     )
     app[routes.CONTROLLER_KEY] = controller
@@ -90,11 +94,41 @@ def _remove_stale(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class ListeningSocket(socket.socket):
+    """A listening socket whose accept() fails at most once per event loop round.
+
+    asyncio's accept loop (Python 3.11, selector_events._accept_connection) goes on calling
+    accept() up to `backlog` times after one has failed with EMFILE, scheduling a retry and
+    reporting an error for each: 512 failed syscalls and reports every second, for as long as
+    the daemon is out of fds. Here the calls after the first failure in a round say "nothing
+    to accept", which ends that loop; asyncio's one retry a second stays.
+    """
+
+    _resting = False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._resting:
+            raise BlockingIOError(errno.EAGAIN, "resting after a failed accept")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                self._resting = True
+                asyncio.get_running_loop().call_soon(self._rest_over)
+            raise
+
+    def _rest_over(self) -> None:
+        self._resting = False
+
+
 def bind_socket(path: Path, gid: int | None, mode: int = SOCKET_MODE) -> socket.socket:
     """A listening socket at `path` that never exists with a wider mode than `mode`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = ListeningSocket(socket.AF_UNIX, socket.SOCK_STREAM)
     # The daemon is single-threaded, so a temporary umask affects no one else. Without it the
     # socket would exist briefly with the inherited umask's wider mode before the chmod.
     old = os.umask(0o777 & ~mode)
@@ -118,6 +152,49 @@ def bind_socket(path: Path, gid: int | None, mode: int = SOCKET_MODE) -> socket.
     return sock
 
 
+# asyncio's words when accept() fails with EMFILE, ENFILE, ENOBUFS or ENOMEM: it then stops
+# reading the listening socket for a second and tries again (never spinning, never closing
+# it), and reports each failed try to the loop's exception handler.
+_ACCEPT_FAILED = "socket.accept() out of system resource"
+
+
+class AcceptWatch:
+    """Turn asyncio's report of a failed accept (by default a traceback on stderr every
+    second for as long as it lasts) into one `api.accept_paused` warning per episode, and
+    `api.accept_resumed` at the first request served after it. Other reports go on to the
+    handler that was there before."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._previous = loop, loop.get_exception_handler()
+        self.failed = 0  # accepts that failed in this episode
+        loop.set_exception_handler(self._handle)
+
+    def _handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != _ACCEPT_FAILED:
+            if self._previous is not None:
+                self._previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        self.failed += 1
+        if self.failed == 1:
+            exc = context.get("exception")
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.warning("api.accept_paused", error=error,
+                        detail="no new API connection until descriptors free up; "
+                        "retried every second")  # fmt: skip
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.failed:
+            log.info("api.accept_resumed", failed_accepts=self.failed)
+            self.failed = 0
+        return await handler(request)
+
+    def close(self) -> None:
+        self._loop.set_exception_handler(self._previous)
+
+
 class Server:
     def __init__(
         self,
@@ -125,8 +202,10 @@ class Server:
         path: Path,
         sock: socket.socket,
         feeder: asyncio.Task[None] | None = None,
+        watch: AcceptWatch | None = None,
     ) -> None:
         self._runner, self.path, self._sock, self._feeder = runner, path, sock, feeder
+        self._watch = watch
 
     @property
     def metrics(self) -> Metrics:
@@ -138,6 +217,8 @@ class Server:
             await _cancel(self._feeder)
         finally:
             self._sock.close()
+            if self._watch is not None:
+                self._watch.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             log.info("api.closed", socket=str(self.path))
@@ -154,7 +235,8 @@ async def serve_on(
 ) -> Server:
     metrics = metrics or Metrics()
     metrics.bind(controller)
-    app = make_app(controller, policy, metrics, event_log)
+    watch = AcceptWatch(asyncio.get_running_loop())
+    app = make_app(controller, policy, metrics, event_log, first=[watch.middleware])
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -169,18 +251,20 @@ async def serve_on(
         await runner.setup()
         sock = bind_socket(path, policy.group_gid, mode)
     except BaseException:
+        watch.close()
         await _cancel(feeder)
         raise
     try:
         await web.SockSite(runner, sock, backlog=BACKLOG).start()
     except BaseException:
+        watch.close()
         await runner.cleanup()
         await _cancel(feeder)
         sock.close()
         path.unlink(missing_ok=True)
         raise
     log.info("api.listening", socket=str(path), group_gid=policy.group_gid)
-    return Server(runner, path, sock, feeder)
+    return Server(runner, path, sock, feeder, watch)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -201,5 +285,12 @@ async def serve(
     """The daemon's entry point to the API: listen on `config.socket_path` until `close()`."""
     policy = auth.Policy.for_group(config.group)
     if policy.group_gid is None:
-        log.warning("api.no_group", group=config.group, detail="only root can use the socket")
+        # Not a fault: a host without the group simply has no read-only users, so this is said
+        # once per start at info level, with what to do if read-only access is wanted.
+        log.info(
+            "api.no_group",
+            group=config.group,
+            detail=f"no group {config.group!r}: only root can use the socket; to let members"
+            f" read status and logs, create it (groupadd --system {config.group}) and restart",
+        )
     return await serve_on(controller, config.socket_path, policy, metrics, event_log=EventLog())

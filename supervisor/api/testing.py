@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from supervisor.api import auth
+from supervisor.api.events import EventLog
 from supervisor.api.server import Server, serve_on
 from supervisor.contract import State
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.errors import SupervisorError, UnitNotFound
 
 T = TypeVar("T")
+BRIDGE = {
+    "mode": "bridge", "address": "10.88.0.2/16", "mac": "02:5b:0a:58:00:02", "bridge": "sbx0",
+    "gateway": "10.88.0.1",
+}  # fmt: skip
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -40,6 +45,7 @@ def make_status(
         "health": None,
         "limits": {"memory_max": 256 << 20, "pids_max": 1024, "cpu_max": 0.5},
         "usage": {"memory_bytes": 12 << 20, "cpu_usage_usec": 1_500_000, "pids": 3},
+        "network": {"mode": "none"},
     }
     fields.update(kw)
     return UnitStatus(**fields)  # type: ignore[arg-type]
@@ -53,9 +59,11 @@ class FakeController:
         self.log_dir = log_dir or Path("/nonexistent")
         self.calls: list[tuple[str, str]] = []
         self.reload_result = ReloadResult(unchanged=sorted(self.units))
+        self.reload_events: list[UnitEvent] = []  # what the next reload publishes
         self.action_delay = 0.0
         self.fail: set[str] = set()  # units whose start fails
         self._subscribers: list[asyncio.Queue[UnitEvent]] = []
+        self.event_seq = 0
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
         units = list(self.units.values())
@@ -72,6 +80,9 @@ class FakeController:
             raise UnitNotFound(name) from None
 
     def publish(self, event: UnitEvent) -> None:
+        """Number `event` as the engine does and hand it to every subscriber."""
+        self.event_seq += 1
+        event = dataclasses.replace(event, seq=self.event_seq)
         for queue in self._subscribers:
             queue.put_nowait(event)
 
@@ -86,8 +97,11 @@ class FakeController:
 
     async def reload(self) -> ReloadResult:
         self.calls.append(("reload", ""))
+        seq = self.event_seq
         await asyncio.sleep(self.action_delay)
-        return self.reload_result
+        for event in self.reload_events:
+            self.publish(event)
+        return dataclasses.replace(self.reload_result, seq=seq)
 
     async def start(self, name: str) -> UnitStatus:
         self.get_unit(name)
@@ -151,17 +165,23 @@ class ServerThread:
         socket_path: Path,
         policy: auth.Policy | None = None,
         mode: int = 0o660,
+        *,
+        history: bool = False,
     ) -> None:
         self.controller, self.path = controller, socket_path
         self.policy = policy or auth.Policy(group_gid=None)
         self.mode = mode
+        self.event_log = EventLog() if history else None  # as the daemon's: since, replay
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: Server | None = None
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
-        self._server = self.call(serve_on(self.controller, self.path, self.policy, mode=self.mode))
+        serving = serve_on(
+            self.controller, self.path, self.policy, mode=self.mode, event_log=self.event_log
+        )
+        self._server = self.call(serving)
         return self
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:

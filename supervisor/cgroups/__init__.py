@@ -26,6 +26,7 @@ from supervisor.cgroups.base import (
     UnitCgroup,
 )
 from supervisor.cgroups.devices import DeviceAccess, DeviceError
+from supervisor.cgroups.membership import member_check
 from supervisor.cgroups.resources import Limits
 from supervisor.linux.bpf import Bpf, LibcBpf
 
@@ -40,6 +41,7 @@ __all__ = [
     "Subgroup",
     "UnitCgroup",
     "detect_version",
+    "member_check",
     "new",
 ]
 

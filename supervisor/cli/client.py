@@ -131,13 +131,23 @@ class Client:
             conn.close()
         return json.loads(raw)
 
-    def stream(self, url: str) -> Iterator[bytes]:
-        """The body of a streaming answer, chunk by chunk as the daemon sends it."""
+    def stream(self, url: str, deadline: float | None = None) -> Iterator[bytes]:
+        """The body of a streaming answer, chunk by chunk as the daemon sends it; with a
+        `deadline` (time.monotonic()), it ends quietly when that passes."""
         conn, response = self._open("GET", url, None)
         try:
             while True:
                 try:
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or conn.sock is None:
+                            return
+                        conn.sock.settimeout(left)
                     chunk = response.read1(CHUNK)
+                except TimeoutError:
+                    if deadline is None:
+                        raise Unreachable(self.path, "timed out") from None
+                    return
                 except (OSError, http.client.HTTPException) as exc:
                     raise Unreachable(self.path, _reason(exc)) from None
                 if not chunk:
@@ -175,14 +185,16 @@ class Client:
         since: int | None = None,
         replay: int | None = None,
         follow: bool = True,
+        deadline: float | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Unit events, one dict each: the kept ones asked for, then (with `follow`) live."""
+        """Unit events, one dict each: the kept ones asked for, then (with `follow`) live,
+        until `deadline` (time.monotonic()) if given."""
         query: dict[str, str] = {"follow": "1" if follow else "0"}
         for key, value in (("unit", unit), ("since", since), ("replay", replay)):
             if value is not None:
                 query[key] = str(value)
         buffer = b""
-        for chunk in self.stream("/v1/events?" + urlencode(query)):
+        for chunk in self.stream("/v1/events?" + urlencode(query), deadline):
             *lines, buffer = (buffer + chunk).split(b"\n")
             for line in lines:
                 if line.strip():

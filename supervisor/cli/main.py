@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any, NoReturn
 
 from supervisor import __version__
 from supervisor.errors import EXIT_USAGE, SupervisorError
@@ -34,13 +35,46 @@ DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"
 EPILOG = """\
 exit status: 0 ok; 1 failure or invalid units; 2 usage; 3 a named unit is not running;
 4 no such unit; 5 the daemon is unreachable (socket: $SANDBOXD_SOCKET or
-/run/sandboxd/control.sock)
+/run/sandboxd/control.sock; `logs` then reads the log files itself)
 
 EXAMPLE:
   sandboxctl validate units/        # check unit files, no daemon needed
   sandboxctl status                 # every unit, one line each
   sandboxctl restart web
 """
+
+
+class VerbParser(argparse.ArgumentParser):
+    """A verb's parser: when parsing fails and an option it does not know was given, that option
+    is the error it reports (argparse would report a missing UNIT first: `logs --bogus`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unknown: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._unknown = []
+        for arg in args or ():
+            if arg == "--":
+                break
+            if self._is_unknown_option(arg):
+                self._unknown.append(arg)
+        return super().parse_known_args(args, namespace)
+
+    def _is_unknown_option(self, arg: str) -> bool:
+        parsed: Any = self._parse_optional(arg)
+        if parsed is None:  # a positional
+            return False
+        # Python 3.11 answers one (action, option, value) tuple, later versions a list of them.
+        choices = parsed if isinstance(parsed, list) else [parsed]
+        return all(choice[0] is None for choice in choices)
+
+    def error(self, message: str) -> NoReturn:
+        if self._unknown:
+            message = f"unrecognized arguments: {' '.join(self._unknown)}"
+        super().error(message)
 
 
 def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
@@ -59,9 +93,26 @@ def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sandboxctl {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=VerbParser
+    )
     for module in modules.values():
         module.register(subparsers)
+    return parser
+
+
+def _parser_for(
+    parser: argparse.ArgumentParser, argv: Sequence[str], verb: str, first_extra: str
+) -> argparse.ArgumentParser:
+    """The parser whose usage fits an unrecognized argument: the verb's when it came after the
+    verb (argparse itself would show the top-level usage, which does not say what the verb
+    takes), the top-level one when it came before."""
+    if first_extra in argv[: list(argv).index(verb)]:
+        return parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            verb_parser: argparse.ArgumentParser = action.choices[verb]
+            return verb_parser
     return parser
 
 
@@ -71,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     modules = _modules(argv)
     parser = build_parser(modules)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _parser_for(parser, argv, args.command, extra[0]).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

@@ -38,6 +38,11 @@ def safe(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` characters, the last one `…` when something was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def use_color(stream: IO[str]) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 

@@ -24,15 +24,19 @@ class UnitEvent:
     at: dt.datetime
     state: str
     detail: dict[str, Any] = field(default_factory=dict)
+    # The engine's number for it: 1, 2, 3, ... in the order it was published, for the life of
+    # one daemon (0: not published by an engine). The API's `seq`.
+    seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "unit": self.unit,
             "event": self.event,
             "at": self.at.isoformat(),
             "state": self.state,
             "detail": self.detail,
         }
+        return {"seq": self.seq, **data} if self.seq else data
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class UnitStatus:
     health: HealthState | None
     # Beyond the contract's minimum; may grow, never shrink.
     next_start_in: float | None = None  # seconds until a start out of backoff
+    uptime: float | None = None  # seconds the current run has run, on the monotonic clock
+    # The unit file is invalid now, and the last valid version is what runs (or would).
+    file_invalid: bool = False
+    network: dict[str, str | None] | None = None  # mode; bridge: address, mac, bridge, gateway
     spec_hash: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +80,9 @@ class UnitStatus:
             "error": self.error,
             "health": self.health,
             "next_start_in": self.next_start_in,
+            "uptime": self.uptime,
+            "file_invalid": self.file_invalid,
+            "network": self.network,
         }
         if detail:
             data.update(
@@ -90,12 +101,20 @@ class ReloadResult:
     started: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)  # resource-only changes applied live
-    stopped: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # file gone: its run is being stopped
     unchanged: list[str] = field(default_factory=list)
     invalid: dict[str, list[str]] = field(default_factory=dict)  # unit -> error lines
     # New or changed units taken in without a start: autostart = false, or stopped by an
     # operator (reload never undoes an explicit stop); they use the new spec on their next start.
     deferred: list[str] = field(default_factory=list)
+    # File gone, nothing to stop: it never ran (invalid) or its run had already ended.
+    removed: list[str] = field(default_factory=list)
+    # Invalid before, valid again and the same as the version that runs: no change to apply
+    # (also in `unchanged`).
+    fixed: list[str] = field(default_factory=list)
+    # The newest event's seq when the reload began to act: what it caused comes after, so a
+    # client follows `events?since=seq` to learn how the units it started fared.
+    seq: int = 0
 
     @property
     def ok(self) -> bool:

@@ -3,7 +3,7 @@
 Interface for the unit runner (no threads: loop.add_reader):
 
     endpoint = NotifyEndpoint.open(config.state_dir, unit, loop, on_message,
-                                   accept_pid=cgroup_membership(cgroup.procs_files()))
+                                   accept_pid=cgroups.member_check(cgroup))
     LaunchRequest(..., extra_env=endpoint.service_env(watchdog_seconds),
                   extra_binds=[ExtraBind(*endpoint.bind)])
     ...                                   # on_message(NotifyMessage) for each accepted datagram
@@ -27,13 +27,11 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-
-from supervisor.linux import proc_cgroup
 
 log = structlog.get_logger("sandboxd.notify")
 
@@ -99,32 +97,6 @@ def parse(data: bytes, pid: int) -> NotifyMessage | None:
         watchdog_usec=_int(fields["WATCHDOG_USEC"]) if "WATCHDOG_USEC" in fields else None,
         fields={k: v for k, v in fields.items() if k != "MAINPID"},
     )
-
-
-# --- who is in the unit's cgroup ---------------------------------------------------------
-
-
-def cgroup_membership(procs_files: Sequence[str], proc: str = "/proc") -> Callable[[int], bool]:
-    """A check `pid -> bool`: is the process in the unit's cgroup (or below it)?
-
-    `procs_files` is UnitCgroup.procs_files(). Reads /proc/<pid>/cgroup, which still answers
-    for a sender that exited but was not yet reaped (a shell's `systemd-notify --ready`),
-    where cgroup.procs no longer lists it.
-    """
-    _, mount_list = proc_cgroup.read(proc)
-    wanted = proc_cgroup.paths_of([os.path.dirname(p) for p in procs_files], mount_list)
-
-    def check(pid: int) -> bool:
-        if pid <= 0:
-            return False
-        try:
-            with open(f"{proc}/{pid}/cgroup") as f:
-                cgroups = proc_cgroup.hierarchies(f.read())
-        except OSError:
-            return False  # gone: cannot prove it was ours
-        return proc_cgroup.contains(cgroups, wanted)
-
-    return check
 
 
 # --- the socket ---------------------------------------------------------------------------

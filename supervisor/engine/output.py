@@ -31,6 +31,7 @@ from pathlib import Path
 import structlog
 
 from supervisor.linux import pipes, safefs
+from supervisor.logtail import rotated_path
 
 log = structlog.get_logger("sandboxd.output")
 
@@ -39,11 +40,6 @@ LOG_DIR_MODE = 0o750  # root and the configured group (daemondirs.py), which may
 LOG_FILE_MODE = 0o640
 _READ_CHUNK = 1 << 16
 _READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
-
-
-def rotated_path(path: str | os.PathLike[str], n: int) -> str:
-    """The name of the `n`th newest rotated file of the log at `path` (1 is the newest)."""
-    return f"{os.fspath(path)}.{n}"
 
 
 class RotatingLog:

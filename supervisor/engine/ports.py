@@ -67,6 +67,13 @@ class Networking(Protocol):
         """Daemon start, after re-adoption: remove what no running unit owns."""
         ...
 
+    def view(self, spec: UnitSpec) -> dict[str, str | None]:
+        """What `status` shows of the unit's network: `mode`, and for bridge mode the address
+        leased to the unit (with the subnet's prefix; kept while it is stopped), its MAC, the
+        bridge and the gateway (None before its first start). Cheap: called per unit of a
+        list of 1000."""
+        ...
+
 
 class ProbeOutcome(Protocol):
     """How an exec probe's command ended, as the sandbox side saw it."""

@@ -25,8 +25,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from supervisor.cgroups import UnitCgroup
-from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
+from supervisor.cgroups import UnitCgroup, member_check
+from supervisor.engine.notify import NotifyEndpoint, NotifyMessage
 from supervisor.engine.ports import Bind
 from supervisor.engine.states import StopReason
 from supervisor.unit.spec import UnitSpec
@@ -56,6 +56,7 @@ class Readiness:
         self.endpoint: NotifyEndpoint | None = None
         self._member: Callable[[int], bool] | None = None  # the current run's cgroup check
         self.ready = False
+        self.ready_pid: int | None = None  # who sent READY=1 (the runner tells `ready`)
         self.status_text: str | None = None  # the last STATUS=
         self.stopping = False  # STOPPING=1 seen in this run
         self.reloading = False  # RELOADING=1 seen, and no READY=1 since
@@ -101,9 +102,9 @@ class Readiness:
                 self.configure(spec)
             except OSError as exc:
                 self._event("notify_unavailable", "error", error=str(exc))
-        self._member = cgroup_membership(cgroup.procs_files()) if cgroup is not None else None
+        self._member = member_check(cgroup) if cgroup is not None else None
         self.status_text, self.stopping, self.errno, self._triggered = None, False, None, False
-        self.reloading = False
+        self.reloading, self.ready_pid = False, None
         self._watchdog, self._watchdog_deadline = service.watchdog, None
         self.ready = adopted or service.ready == "started"
         self._start_deadline = None if self.ready else self.clock() + service.start_timeout
@@ -174,9 +175,9 @@ class Readiness:
             if self.ready:
                 self._arm_watchdog()
         if msg.ready and not self.ready:
-            self.ready = True
+            # The `ready` event is the runner's, once the unit is running.
+            self.ready, self.ready_pid = True, msg.pid
             self._arm_watchdog()
-            self._event("ready", notify_pid=msg.pid, status_text=self.status_text)
         elif msg.watchdog and self.ready:
             self._arm_watchdog()
         if msg.watchdog_trigger:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ class Loaded(Protocol):
     @property
     def errors(self) -> Mapping[str, Sequence[object]]: ...
 
+    @property
+    def warnings(self) -> Mapping[str, Sequence[object]]: ...
+
 
 class Loader(Protocol):
     def load_directory(self, directory: Path) -> Loaded: ...
@@ -71,6 +75,7 @@ class Reconciler:
         self._tg = asyncio.TaskGroup()
         self._reload_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
+        self.event_seq = 0  # the seq of the newest event published
         self.last_reload_seconds = 0.0
         self.reload_observers: list[Callable[[float], None]] = []  # e.g. the metrics histogram
         self._read_kmsg = read_kmsg
@@ -104,6 +109,9 @@ class Reconciler:
         for name, record in self.store.load_all().items():
             spec = status.spec_from_json(record.spec)
             if spec is None:
+                if record.spec is not None:  # not an invalid unit's record: a broken one
+                    log.warning("store.ignored", path=str(self.store.path(name)),
+                                error="the recorded unit spec does not validate")  # fmt: skip
                 self.store.remove(name)
                 continue
             runner = self._new_runner(name, spec)
@@ -122,16 +130,23 @@ class Reconciler:
             loaded = self.loader.load_directory(self.config.units_dir)
             errors = {n: [str(e) for e in errs] for n, errs in loaded.errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
-            result = ReloadResult()
+            result = ReloadResult(seq=self.event_seq)
             for action in diff.plan(loaded.specs, errors, actual):
                 self._apply(action, result)
             self.last_reload_seconds = time.perf_counter() - began
         for observe in self.reload_observers:
             observe(self.last_reload_seconds)
+        # What `sandboxctl validate` warns about (a user or binary missing in a root
+        # directory, ...): logged at every reload, as validate prints it at every run, so the
+        # journal explains a launch error to come. Warnings never block a unit.
+        for name, warnings in sorted(loaded.warnings.items()):
+            for warning in warnings:
+                log.warning("unit.warning", unit=name, problem=str(warning))
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,
-            stopped=result.stopped, invalid=sorted(result.invalid), deferred=result.deferred,
+            stopped=result.stopped, removed=result.removed, fixed=result.fixed,
+            invalid=sorted(result.invalid), deferred=result.deferred,
         )  # fmt: skip
         return result
 
@@ -152,9 +167,7 @@ class Reconciler:
                     result.deferred.append(name)
             case Kind.STOP:
                 assert runner is not None
-                del self.runners[name]
-                runner.remove()
-                result.stopped.append(name)
+                self._remove(runner, result)
             case Kind.RESTART:
                 assert runner is not None and spec is not None
                 runner.replace(spec)
@@ -170,14 +183,27 @@ class Reconciler:
                 result.updated.append(name)
             case Kind.KEEP:
                 assert runner is not None
-                runner.set_invalid([])
-                result.unchanged.append(name)
+                self._keep(runner, result)
             case Kind.INVALID | Kind.INVALID_KEEPS_RUNNING:
                 if runner is None:
                     runner = self._new_runner(name, None)
                     self._spawn(runner)
                 runner.set_invalid(list(action.errors))
                 result.invalid[name] = list(action.errors)
+
+    def _keep(self, runner: UnitRunner, result: ReloadResult) -> None:
+        if runner.invalid:  # fixed back to the version that runs: nothing else to do
+            result.fixed.append(runner.name)
+        runner.set_invalid([])
+        result.unchanged.append(runner.name)
+
+    def _remove(self, runner: UnitRunner, result: ReloadResult) -> None:
+        """Its file is gone. Only a unit with a run (or a restart pending) is stopped; one
+        that never ran or whose run already ended is just removed, and says so."""
+        del self.runners[runner.name]
+        live = runner.state.has_process() or runner.state is State.BACKOFF
+        runner.remove()
+        (result.stopped if live else result.removed).append(runner.name)
 
     def _new_runner(self, name: str, spec: UnitSpec | None) -> UnitRunner:
         sink = RotatingLog(
@@ -272,12 +298,17 @@ class Reconciler:
         finally:
             self._subscribers.discard(queue)
 
-    def _emit(self, event: UnitEvent) -> None:
+    def _emit(self, event: UnitEvent) -> UnitEvent:
+        """Number `event` and hand it to every subscriber; the numbered event is returned for
+        the unit's own recent events."""
+        self.event_seq += 1
+        event = dataclasses.replace(event, seq=self.event_seq)
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
             queue.put_nowait(event)
+        return event
 
     def log_path(self, name: str) -> str:
         self._runner(name)

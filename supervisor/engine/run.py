@@ -27,6 +27,7 @@ from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.ports import Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import fdlimit
 from supervisor.linux import pidfd as proc
 from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
@@ -65,6 +66,15 @@ class Host:
     wall: Callable[[], float] = time.time
 
 
+def run_age(pid_start: int | None, started_at: float | None, wall_now: float) -> float:
+    """Seconds since a run began, by its PID 1's start on the boot clock; the wall clock
+    (which steps) only for a record from an earlier boot or without a start time."""
+    age = proc.seconds_since_start(pid_start) if pid_start is not None else None
+    if age is None:
+        age = wall_now - (started_at or wall_now)
+    return max(0.0, age)
+
+
 class Run:
     def __init__(
         self,
@@ -84,7 +94,9 @@ class Run:
         self.own_child, self.cgroup, self.capture = own_child, cgroup, capture
         self.oom_base, self.started_at, self._on_change = oom_base, started_at, on_change
         self.pid_start = proc.start_time(pid)
-        self.started_mono = host.monotonic() - max(0.0, host.wall() - started_at)
+        # The run began when its PID 1 did, by the boot clock: the same figure for a launch and
+        # for a re-adoption (a wall-clock step while no daemon ran must not move it).
+        self.started_mono = host.monotonic() - run_age(self.pid_start, started_at, host.wall())
         self.ended = False
         self.status: int | None = None  # wait status; None with `ended`: unknown
         self.oom_kills = 0  # OOM kills in this run's cgroup so far
@@ -96,6 +108,12 @@ class Run:
                 self._oom_watch = cgroup.watch_oom(host.loop, self._on_oom)
             except CgroupError as exc:
                 log.warning("unit.oom_watch_failed", unit=unit, error=str(exc))
+            # The watch signals only kills after it exists. One before it (a service out of
+            # memory at once, or while no daemon watched an adopted run) is in the counter
+            # already: count it now, and wake the runner once this run is its own.
+            self._refresh_oom()
+            if self.oom_kills:
+                host.loop.call_soon(on_change)
 
     # -- creation ------------------------------------------------------------------------
 
@@ -104,7 +122,9 @@ class Run:
         cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
-        LaunchError/CgroupError after undoing what it did."""
+        LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
+        anything, if the daemon is too short of fds to launch and still serve its API."""
+        fdlimit.check_headroom()
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
@@ -150,6 +170,20 @@ class Run:
         pidfd = proc.open_pidfd(record.pid, record.pid_start)
         if pidfd is None:
             return None
+        cgroup = host.cgroups.open(record.unit)
+        try:
+            member = cgroup is not None and record.pid in cgroup.pids()
+            problem = "the process is not in the unit's cgroup"
+        except CgroupError as exc:
+            member, problem = False, f"the unit's cgroup cannot be read: {exc}"
+        if not member:
+            # The same pid and start time, yet not in the unit's cgroup: the pid was reused
+            # by another process with a record that says otherwise (corrupt or planted), or
+            # the sandbox was moved out by hand. Never adopt, and so never signal, a process
+            # that the unit cannot be shown to own.
+            os.close(pidfd)
+            log.warning("unit.adopt_refused", unit=record.unit, pid=record.pid, error=problem)
+            return None
         capture = None
         if record.output_fd is not None and record.output_inode is not None:
             capture = _reopen_output(
@@ -158,7 +192,7 @@ class Run:
             )  # fmt: skip
         return cls(
             host, record.unit, record.pid, pidfd, own_child=False,
-            cgroup=host.cgroups.open(record.unit), capture=capture, oom_base=record.oom_base,
+            cgroup=cgroup, capture=capture, oom_base=record.oom_base,
             started_at=record.started_at, on_change=on_change,
         )  # fmt: skip
 

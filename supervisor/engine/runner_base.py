@@ -46,7 +46,7 @@ class RunnerBase:
         host: Host,
         store: Store,
         sink: RotatingLog,
-        emit: Callable[[UnitEvent], None],
+        emit: Callable[[UnitEvent], UnitEvent],
         state_dir: Path | None = None,
         blocker: Blocker | None = None,
         on_change: Callable[[str], None] | None = None,
@@ -77,7 +77,11 @@ class RunnerBase:
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
-        self._wake = Wakeup()
+        # The `exited` event of a run that just ended, told by the next `_set`: an event
+        # carries the state after it, and what an exit leads to (backoff, failed, a restart)
+        # is decided only after the run is cleaned up.
+        self._exit_told: tuple[str, dict[str, object]] | None = None
+        self._wake = Wakeup(host.monotonic)
         self._changed = asyncio.Event()
         state_dir = state_dir if state_dir is not None else store.dir.parent
         self.readiness = Readiness(
@@ -126,9 +130,9 @@ class RunnerBase:
         """A new spec for the next start; the current run keeps its own."""
         self.spec = spec
         self.backoff.policy = spec.unit.restart
-        self.set_invalid([])
         if self.state is State.INVALID:
-            self._set(State.STOPPED)
+            self._set(State.STOPPED)  # first: `valid` says what the unit is now
+        self.set_invalid([])
         self._save()
 
     def update_live(self, spec: UnitSpec) -> None:
@@ -180,6 +184,17 @@ class RunnerBase:
             return Intent.STOP if pending.stop else (self._stop_reason or Intent.STOP)
         return Intent.STOP if pending.stop else None
 
+    @property
+    def oom_accounted(self) -> int:
+        """The current run's OOM kills already counted in `oom_kills`."""
+        return self._oom_seen
+
+    @property
+    def idle(self) -> bool:
+        """The task is waiting with nothing left to act on (every command and event so far
+        has been handled): what a test waits for before asserting that nothing happened."""
+        return self._wake.idle
+
     async def wait(self, done: Callable[[], bool]) -> None:
         while not done():
             self._changed.clear()
@@ -193,9 +208,16 @@ class RunnerBase:
             self.health.clear()
         if save:
             self._save()
+        if self._exit_told is not None:
+            (level, detail), self._exit_told = self._exit_told, None
+            self._event("exited", level, **detail)
         self._changed.set()
         if self._on_change is not None:
             self._on_change(self.name)
+
+    def _exited(self, level: str = "info", **detail: object) -> None:
+        """The run ended: say so with the state it leads to, at the next `_set`."""
+        self._exit_told = (level, detail)
 
     def _health_changed(self) -> None:
         self._wake.set()  # an unhealthy verdict is the task's to act on
@@ -210,10 +232,8 @@ class RunnerBase:
             self._save()
 
     def _save(self) -> None:
-        try:
-            self.store.save(self.record())
-        except OSError as exc:
-            log.error("unit.state_not_saved", error=str(exc))
+        # A failed save is the store's to report and retry (store.py); the change stands.
+        self.store.save(self.record())
 
     def _event(self, name: str, level: str = "info", **detail: object) -> None:
         pid = self.run.pid if self.run else detail.pop("pid", None)
@@ -221,8 +241,7 @@ class RunnerBase:
         with structlog.contextvars.bound_contextvars(**bound):
             getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
         event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
-        self.recent_events.append(event)
-        self._emit(event)
+        self.recent_events.append(self._emit(event))  # numbered by the reconciler
 
     # -- views ---------------------------------------------------------------------------
 

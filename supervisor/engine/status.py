@@ -41,7 +41,7 @@ def record(r: UnitRunner) -> UnitRecord:
         last_exit=r.last_exit,
         recent_exits=list(r.recent_exits),
         oom_kills=r.oom_kills,
-        oom_base=run.oom_base if run else 0,
+        oom_base=run.oom_base + r.oom_accounted if run else 0,
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=None if r.intent is None else r.intent.value,
@@ -88,6 +88,9 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         error=error,
         health=r.health.state,
         next_start_in=next_start_in,
+        uptime=round(run.uptime(), 3) if run else None,
+        file_invalid=bool(r.invalid) and spec is not None,
+        network=_network(r, spec),
     )
     if not detail:
         return summary
@@ -108,6 +111,14 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             **r.health.view(),
         },
     )
+
+
+def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:
+    if spec is None:
+        return None
+    if r.network is None:  # a daemon without networking (tests): the mode is still known
+        return {"mode": spec.unit.network.mode}
+    return r.network.view(spec)
 
 
 def _live_cgroup(run: Run | None) -> UnitCgroup | None:

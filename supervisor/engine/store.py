@@ -44,7 +44,9 @@ class UnitRecord:
     last_exit: str | None = None
     recent_exits: list[str] = field(default_factory=list)
     oom_kills: int = 0  # all runs
-    oom_base: int = 0  # the cgroup's oom counter at this run's launch
+    # The cgroup's oom counter up to which this run's kills are counted in `oom_kills` (its
+    # value at launch, plus the kills accounted since): a next daemon counts only later ones.
+    oom_base: int = 0
     output_fd: int | None = None  # fd number of the output pipe's read end inside PID 1
     output_inode: int | None = None  # that pipe's inode, to check the fd before reopening it
     intent: str | None = None  # why the run is ending: restart | stop | the daemon's reason
@@ -55,21 +57,83 @@ class UnitRecord:
 
     @classmethod
     def from_json(cls, data: Any) -> UnitRecord:
+        """The record in `data`; ValueError naming the first key that is missing, unknown or
+        of the wrong type. Every value is checked here, so that nothing downstream (adoption
+        does arithmetic on `started_at`, signals `pid`) meets a string where it expects a
+        number: a hand-edited or corrupted record is refused whole, never half used."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} document")
         fields = {k: v for k, v in data.items() if k != "format"}
-        record = cls(**fields)
-        if not isinstance(record.unit, str) or not isinstance(record.state, str):
-            raise ValueError("unit and state must be strings")
-        if record.pid is not None and (not isinstance(record.pid, int) or record.pid <= 1):
-            raise ValueError(f"bad pid {record.pid!r}")
-        return record
+        for key in ("unit", "state"):
+            if key not in fields:
+                raise ValueError(f"{key}: missing")
+        for key, value in fields.items():
+            check = _CHECKS.get(key)
+            if check is None:
+                raise ValueError(f"{key}: unknown key")
+            if not check(value):
+                raise ValueError(f"{key}: {_EXPECTED[key]} expected, not {value!r:.60}")
+        return cls(**fields)
+
+
+def _count(value: Any) -> bool:
+    # bool is an int to Python, never a count or a pid in a record we wrote.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+# How each key of a record is checked, and how the error says what was expected.
+_CHECKS: dict[str, Any] = {
+    "unit": _text, "state": _text,
+    "spec": _optional(lambda v: isinstance(v, dict)),
+    "spec_hash": _optional(_text), "restart_hash": _optional(_text),
+    "pid": _optional(lambda v: _count(v) and v > 1),
+    "pid_start": _optional(_count), "started_at": _optional(_time),
+    "restarts": _count, "last_exit": _optional(_text),
+    "recent_exits": lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v),
+    "oom_kills": _count, "oom_base": _count,
+    "output_fd": _optional(_count), "output_inode": _optional(_count),
+    "intent": _optional(_text),
+}  # fmt: skip
+_EXPECTED = {
+    "unit": "a string", "state": "a string", "spec": "an object or null",
+    "spec_hash": "a string or null", "restart_hash": "a string or null",
+    "pid": "a pid above 1 or null", "pid_start": "a count or null",
+    "started_at": "a time or null", "restarts": "a count", "last_exit": "a string or null",
+    "recent_exits": "a list of strings", "oom_kills": "a count", "oom_base": "a count",
+    "output_fd": "an fd number or null", "output_inode": "an inode number or null",
+    "intent": "a string or null",
+}  # fmt: skip
 
 
 class Store:
+    """The records, and what a failed save left to write.
+
+    A save is a side effect of a state change (a start, a stop, an exit), never a reason to
+    refuse or undo one: when the state directory cannot take a record (ENOSPC on a full
+    disk, EIO, a read-only remount), the old file stays whole, the change goes ahead in
+    memory, and the record waits in `unsaved` for `retry()` (the daemon calls it every few
+    seconds) or the unit's next save. One warning (`store.save_failed`) opens the episode and
+    one `store.save_resumed` closes it once every waiting record is on disk, however many
+    saves failed between them.
+    """
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "units"
         self._written: dict[str, bytes] = {}  # what each unit's file holds, as we wrote it
+        self.unsaved: dict[str, UnitRecord] = {}  # the latest record of each failed save
+        self._failed = 0  # saves that failed in this episode
 
     def prepare(self) -> None:
         """Create the directory, or make an existing one ours alone again (0700)."""
@@ -79,18 +143,41 @@ class Store:
     def path(self, unit: str) -> Path:
         return self.dir / f"{unit}.json"
 
-    def save(self, record: UnitRecord) -> None:
+    def save(self, record: UnitRecord) -> bool:
+        """Write `record` (atomically); False if it could not be, and it waits in `unsaved`."""
         data = json.dumps(record.to_json(), sort_keys=True).encode()
-        if self._written.get(record.unit) == data:
-            return
-        with safefs.directory(self.dir) as fd:
-            safefs.write_atomic(fd, f"{record.unit}.json", data, 0o600)
-        self._written[record.unit] = data
+        if self._written.get(record.unit) != data:
+            try:
+                with safefs.directory(self.dir) as fd:
+                    safefs.write_atomic(fd, f"{record.unit}.json", data, 0o600)
+            except OSError as exc:
+                self.unsaved[record.unit] = record
+                self._failed += 1
+                if self._failed == 1:
+                    log.warning("store.save_failed", unit=record.unit,
+                                path=str(self.path(record.unit)),
+                                error=exc.strerror or str(exc))  # fmt: skip
+                return False
+            self._written[record.unit] = data
+        self._saved(record.unit)
+        return True
+
+    def retry(self) -> None:
+        """Write the records that failed saves left behind."""
+        for record in list(self.unsaved.values()):
+            if not self.save(record):
+                return  # still failing: the next retry tries again
 
     def remove(self, unit: str) -> None:
         self._written.pop(unit, None)
         with contextlib.suppress(FileNotFoundError), safefs.directory(self.dir) as fd:
             os.unlink(f"{unit}.json", dir_fd=fd)  # unlink never follows the name itself
+        self._saved(unit)
+
+    def _saved(self, unit: str) -> None:
+        if self.unsaved.pop(unit, None) is not None and not self.unsaved and self._failed:
+            log.info("store.save_resumed", failed_saves=self._failed)
+            self._failed = 0
 
     def load_all(self) -> dict[str, UnitRecord]:
         """Every readable record; the others are logged (`store.ignored`) and skipped."""

@@ -29,18 +29,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 
-from supervisor.contract import LAUNCH_ERROR, ExitReason, State
-from supervisor.engine.run import Run, discard_cgroup
+from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
+from supervisor.engine.backoff import Decision
+from supervisor.engine.run import Run, discard_cgroup, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
 from supervisor.errors import CgroupError, LaunchError
+from supervisor.linux import fdlimit
 
 __all__ = ["Blocker", "UnitRunner"]
 # After an OOM kill, how long PID 1 gets to show it was the victim (its exit) before the kill
@@ -88,8 +89,8 @@ class UnitRunner(RunnerBase):
         if leftover is not None:
             discard_cgroup(leftover, self.name)
         self._record_exit(ExitReason.LOST)
-        self._event("exited", "warning", reason=ExitReason.LOST.value, pid=record.pid,
-                    intent=_value(intent))  # fmt: skip
+        self._exited("warning", reason=ExitReason.LOST.value, pid=record.pid,
+                     intent=_value(intent))  # fmt: skip
         match intent:
             case Intent.RESTART:
                 self._pending = Pending.START
@@ -103,8 +104,8 @@ class UnitRunner(RunnerBase):
             case _:
                 # A run that was ending itself (self-stop) left no exit status either: lost.
                 reason = _exit_reason(intent) if isinstance(intent, StopReason) else None
-                self.after_exit(reason or ExitReason.LOST,
-                                self.host.wall() - (record.started_at or 0.0))  # fmt: skip
+                ran_for = run_age(record.pid_start, record.started_at, self.host.wall())
+                self.after_exit(reason or ExitReason.LOST, ran_for)
 
     # -- the task ------------------------------------------------------------------------
 
@@ -252,23 +253,53 @@ class UnitRunner(RunnerBase):
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
-            stage = "cgroup" if isinstance(exc, CgroupError) else "notify"
-            reason = exc.reason if isinstance(exc, LaunchError) else f"{LAUNCH_ERROR}{stage}: {exc}"
-            self._record_exit(reason)
-            self.error = f"could not start: {reason}"
-            self._set(State.FAILED)
-            self._event("failed", "error", reason=reason)
+            self._launch_failed(exc)
             return
         self.run_spec, self._oom_seen, self.error = spec, 0, None
         self.readiness.begin_run(spec, self.run.cgroup)
         self.health.clear()
-        self._event("started")
-        if self.readiness.ready:
-            await self._ready()
+        if self.readiness.ready:  # ready = "started": running from the exec on
+            self._become_running()
+            self._event("started")
         else:
+            self._event("started")
             self._changed.set()
 
+    def _launch_failed(self, exc: LaunchError | CgroupError | OSError) -> None:
+        exhausted = fdlimit.exhausted(exc)
+        if exhausted is not None:
+            # Out of fds: nothing is wrong with the unit, and fds come back as other runs
+            # end, so it is retried through [restart] like a crash rather than failed.
+            reason = f"{LAUNCH_ERROR}{LAUNCH_RESOURCES}: {fdlimit.describe(exc, exhausted)}"
+            self._record_exit(reason)
+            decision = self.backoff.on_exit(reason, 0.0)
+            if decision.verdict == "restart":
+                self._backoff(decision, reason, "warning")
+                return
+        elif isinstance(exc, LaunchError):
+            reason = exc.reason
+            self._record_exit(reason)
+        else:
+            stage = "cgroup" if isinstance(exc, CgroupError) else "notify"
+            reason = f"{LAUNCH_ERROR}{stage}: {exc}"
+            self._record_exit(reason)
+        self.error = f"could not start: {reason}"
+        self._set(State.FAILED)
+        self._event("failed", "error", reason=reason)
+
+    def _backoff(self, decision: Decision, reason: str, level: str = "info") -> None:
+        self.error = decision.why
+        self.next_start = self.host.monotonic() + decision.delay
+        self._set(State.BACKOFF)
+        self._event("backoff", level, delay=decision.delay, reason=str(reason))
+
     async def _ready(self) -> None:
+        """READY=1 arrived while starting (ready = "notify")."""
+        self._become_running()
+        self._event("ready", notify_pid=self.readiness.ready_pid,
+                    status_text=self.readiness.status_text)  # fmt: skip
+
+    def _become_running(self) -> None:
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
         self._set(State.RUNNING)
@@ -277,9 +308,9 @@ class UnitRunner(RunnerBase):
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
         self._stop_reason = reason
         level = "error" if reason is StopReason.START_TIMEOUT else "warning"
+        self._set(State.STOPPING)
         self._event(reason.value.replace("-", "_"), level, **self.health.view(),
                     **self.readiness.view())  # fmt: skip
-        self._set(State.STOPPING)
 
     async def _detach(self) -> None:
         """Leave the running service for the next daemon (on_exit = "leave")."""
@@ -290,8 +321,8 @@ class UnitRunner(RunnerBase):
         self.readiness.end_run()
         run.detach()
         self.run = None
-        self._event("detached")
         self._set(State.STOPPED, save=False)
+        self._event("detached")
 
     async def _oom(self) -> None:
         """New OOM kills in the cgroup: counted; unless oom.policy is "continue", the run ends
@@ -309,7 +340,7 @@ class UnitRunner(RunnerBase):
         run, spec = self.run, self.run_spec
         assert run is not None and spec is not None
         signame, timeout = spec.unit.service.stop_signal, spec.unit.service.stop_timeout
-        began = time.monotonic()
+        began = self.host.monotonic()
         sent: str | None = signame
         if self._stop_reason is StopReason.SELF_STOP:
             sent = None
@@ -318,11 +349,11 @@ class UnitRunner(RunnerBase):
             run.signal(_signum(signame))
             self._event("stopping", signal=signame)
         if not await self._wake.sleep_until(lambda: run.ended, timeout):
-            self._event("stop_timeout", "warning", elapsed=round(time.monotonic() - began, 3),
+            self._event("stop_timeout", "warning", elapsed=round(self.host.monotonic() - began, 3),
                         signal=sent)  # fmt: skip
             run.kill_all()
             if not await self._wake.sleep_until(lambda: run.ended, KILL_TIMEOUT):
-                self._event("unkillable", "error", elapsed=round(time.monotonic() - began, 3))
+                self._event("unkillable", "error", elapsed=round(self.host.monotonic() - began, 3))
         stop_reason, self._stop_reason = self._stop_reason, None
         if stop_reason is StopReason.START_TIMEOUT:
             self._pending = self._pending.without_stop()
@@ -364,9 +395,7 @@ class UnitRunner(RunnerBase):
         decision = self.backoff.on_exit(reason, ran_for)
         self.error = decision.why
         if decision.verdict == "restart":
-            self.next_start = self.host.monotonic() + decision.delay
-            self._set(State.BACKOFF)
-            self._event("backoff", delay=decision.delay, reason=str(reason))
+            self._backoff(decision, reason)
         elif decision.verdict == "give-up":
             self._set(State.FAILED)
             exits = list(self.recent_exits)
@@ -385,8 +414,8 @@ class UnitRunner(RunnerBase):
         run.finish()
         self.run = None
         self._record_exit(reason)
-        self._event("exited", reason=str(reason), pid=run.pid, status=wait_status,
-                    ran_for=round(run.uptime(), 3))  # fmt: skip
+        self._exited(reason=str(reason), pid=run.pid, status=wait_status,
+                     ran_for=round(run.uptime(), 3))  # fmt: skip
         if self.network is not None and spec is not None:
             # Before anything can launch again: the next run's veth has the same name.
             await self.network.detach(spec)

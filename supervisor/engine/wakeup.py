@@ -1,6 +1,10 @@
 """The one primitive a unit task waits on: "something happened" (a command or a kernel event),
 with an optional timeout. Level-triggered: the task re-reads its state after every wake-up, so a
-wake-up that arrives while the task is busy is never lost."""
+wake-up that arrives while the task is busy is never lost.
+
+Deadlines are kept on the host's monotonic clock (`Host.monotonic`), the same clock the task
+decides by; the timeout is only how long to sleep before looking again. A test that freezes that
+clock therefore decides when a deadline passes, however slowly the machine runs."""
 
 from __future__ import annotations
 
@@ -10,28 +14,37 @@ from collections.abc import Callable
 
 
 class Wakeup:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._event = asyncio.Event()
+        self._clock = clock
+        self._sleeping = False
 
     def set(self) -> None:
         self._event.set()
 
+    @property
+    def idle(self) -> bool:
+        """Asleep with no wake-up pending: the task has acted on everything it was told."""
+        return self._sleeping and not self._event.is_set()
+
     async def sleep(self, timeout: float | None = None) -> bool:
         """Wait for a wake-up (True) or the timeout (False)."""
+        self._sleeping = True
         try:
             async with asyncio.timeout(timeout):
                 await self._event.wait()
         except TimeoutError:
             return False
         finally:
+            self._sleeping = False
             self._event.clear()
         return True
 
     async def sleep_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Wake-ups until `done()` (True) or the timeout (False)."""
-        deadline = time.monotonic() + timeout
+        """Wake-ups until `done()` (True) or the timeout on the clock (False)."""
+        deadline = self._clock() + timeout
         while not done():
-            left = deadline - time.monotonic()
+            left = deadline - self._clock()
             if left <= 0:
                 return False
             await self.sleep(left)

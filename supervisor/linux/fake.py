@@ -103,7 +103,13 @@ class RecordingSyscalls:
         return self.kinds.get(path, "dir")
 
     def resolve(self, path: str) -> str:
-        return self.links.get(path, path)
+        # As realpath: a link anywhere in the path (the existing part of it) redirects the rest.
+        prefix = ""
+        for part in path.strip("/").split("/"):
+            prefix += "/" + part
+            if prefix in self.links:
+                return self.links[prefix] + path[len(prefix) :]
+        return path
 
     def open_path(self, path: str, directory: bool = False) -> int:
         self._record("open_path", path)

@@ -17,6 +17,7 @@ import fcntl
 import os
 import signal
 import struct
+import time
 
 # <linux/pidfd.h>: struct pidfd_info, first published size (64 bytes, exit_code at offset 60).
 _PIDFD_INFO_SIZE = 64
@@ -40,6 +41,14 @@ def start_time(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat (clock ticks after boot); None if there is no such PID."""
     fields = _stat(pid)
     return int(fields[19]) if fields else None
+
+
+def seconds_since_start(pid_start: int) -> float | None:
+    """How long ago a process with this `starttime` (start_time()) started, on the boot clock,
+    which no wall-clock step moves; None if that is in the future (a record from an earlier
+    boot)."""
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - pid_start / os.sysconf("SC_CLK_TCK")
+    return age if age >= 0 else None
 
 
 def is_running(pid: int, expected_start: int) -> bool:

@@ -46,6 +46,55 @@ def symlink_in(path: str) -> tuple[str, str] | None:
     return None
 
 
+_MAX_LINKS = 40  # the kernel's own limit on symlinks in one lookup (ELOOP beyond it)
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of `path` as a process chrooted at `root` would see it, or None if it
+    does not exist there (or loops).
+
+    Symlinks are followed as the kernel would after pivot_root: an absolute target starts
+    again at `root`, and `..` stops at `root`, so a rootfs's `/bin -> usr/bin` or
+    `/etc/alternatives/x -> /usr/bin/y` resolve inside it and never to the host's files. Only
+    lstat and readlink are used, on prefixes already resolved, so no host symlink is followed
+    either. For offline checks (validate); the launch itself does not rely on it.
+    """
+    root = root.rstrip("/") or "/"
+    todo = [p for p in path.split("/") if p]
+    todo.reverse()
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        current = os.path.join(root, *done, part)
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return None
+            try:
+                target = os.readlink(current)
+            except OSError:
+                return None
+            if target.startswith("/"):
+                done = []
+            todo.extend(reversed([p for p in target.split("/") if p]))
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            return None  # a file in the middle of the path: ENOTDIR
+        done.append(part)
+    return os.path.join(root, *done)
+
+
 def explain(err: OSError, path: str) -> str:
     """`err` from opening `path` as one phrase; names the symlink for ELOOP."""
     if err.errno == errno.ELOOP:
@@ -88,11 +137,14 @@ def directory(path: str | os.PathLike[str], mkdir_mode: int | None = None) -> It
         os.close(fd)
 
 
-def check_owned(fd: int, name: str, mode: int | None, dir_fd: int | None = None) -> None:
-    """Make sure the file or directory open as `fd` is ours, then give it `mode` and the group
-    of `dir_fd` (each if given). OSError saying what is wrong if it is not ours."""
+def check_owned(
+    fd: int, name: str, mode: int | None, dir_fd: int | None = None, owner: int | None = None
+) -> None:
+    """Make sure the file or directory open as `fd` is ours (or `owner`'s: a reader that is not
+    the daemon names the daemon's uid), then give it `mode` and the group of `dir_fd` (each if
+    given). OSError saying what is wrong if it is not."""
     st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
+    if st.st_uid != (os.geteuid() if owner is None else owner):
         raise _refused(errno.EPERM, f"owned by uid {st.st_uid}, not by this daemon", name)
     if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
         # A hard link planted in our directory would make us write into its other name.
@@ -105,10 +157,12 @@ def check_owned(fd: int, name: str, mode: int | None, dir_fd: int | None = None)
         os.fchmod(fd, mode)
 
 
-def open_owned(dir_fd: int, name: str, flags: int, mode: int | None = None) -> int:
+def open_owned(
+    dir_fd: int, name: str, flags: int, mode: int | None = None, owner: int | None = None
+) -> int:
     """Open (or create, with O_CREAT) the regular file `name` in the directory `dir_fd`: never
-    through a symlink, never a FIFO or device, never a file someone else owns or links to.
-    With `mode`, the file ends up with that mode and the directory's group."""
+    through a symlink, never a FIFO or device, never a file someone else (than us, or `owner`)
+    owns or links to. With `mode`, the file ends up with that mode and the directory's group."""
     try:
         # O_NONBLOCK: opening a planted FIFO must fail or return at once, not hang the daemon.
         fd = os.open(
@@ -125,7 +179,7 @@ def open_owned(dir_fd: int, name: str, flags: int, mode: int | None = None) -> i
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _refused(errno.EINVAL, "is not a regular file", name)
-        check_owned(fd, name, mode, dir_fd if mode is not None else None)
+        check_owned(fd, name, mode, dir_fd if mode is not None else None, owner)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -140,13 +194,20 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None
         os.unlink(tmp, dir_fd=dir_fd)  # a leftover (or planted) temp: O_EXCL needs it gone
     fd = open_owned(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        # ENOSPC and the like: `name` is untouched; the torn temp would only hold on to
+        # the space (or inode) that the next attempt needs.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def read_owned(dir_fd: int, name: str) -> bytes:

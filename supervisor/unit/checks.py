@@ -3,7 +3,10 @@
 Host checks look at this machine: `sandboxctl validate` runs offline, possibly on another host
 than the one that will run the unit, so a missing binary or root directory is a warning, never an
 error; the launcher reports the real failure as `launch-error:` if it is still missing then.
-Each check is a small function in HOST_CHECKS, in the spirit of runc's validator list.
+Each check is a small function in HOST_CHECKS, in the spirit of runc's validator list. In a
+root directory, paths are resolved as the sandbox will see them (`safefs.resolve_in_root`): the
+rootfs's symlinks are followed inside it, never out to the host's files, so a warning is about
+that rootfs and not about this machine. The daemon logs the same warnings at every reload.
 
 A host path the sandbox mounts (bind source, root directory, device) must not go through a
 symlink anywhere: the launcher refuses to follow one (sandbox/child/rootfs.py), because a
@@ -24,7 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 from supervisor.cgroups import cpuset, devices
 from supervisor.errors import CgroupError
-from supervisor.linux.safefs import symlink_in
+from supervisor.linux import users
+from supervisor.linux.safefs import resolve_in_root, symlink_in
 from supervisor.unit.diagnostics import UnitError
 from supervisor.unit.spec import UnitSpec
 
@@ -37,10 +41,40 @@ def _cpu_count() -> int | None:
     return os.cpu_count()
 
 
-def _in_root(spec: UnitSpec, path: str) -> str:
-    """Where `path` inside the sandbox is on this host, before any mount is applied."""
+_ETC_FILE_MAX = 1 << 20
+# passwd/group texts by host path: a reload runs the host checks of every unit, and 1000 units
+# naming a user should cost 1000 fstats, not 1000 reads of the same file.
+_FILE_CACHE: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def _root_dir(spec: UnitSpec) -> str | None:
+    """The unit's root directory if it has one that exists here (else its own check warns)."""
     root = spec.unit.sandbox.root
-    return path if root == "host" else os.path.join(root, path.lstrip("/"))
+    if root == "host" or symlink_in(root) is not None or not os.path.isdir(root):
+        return None
+    return root
+
+
+def _sandbox_file(spec: UnitSpec, path: str) -> str | None:
+    """The text of `path` as the sandbox will see it, before mounts; None if it is missing.
+    In a root directory, symlinks resolve inside it; `root = "host"` copies the host's /etc."""
+    root = _root_dir(spec)
+    if root is None and spec.unit.sandbox.root != "host":
+        return None
+    where = path if root is None else resolve_in_root(root, path)
+    if where is None:
+        return None
+    try:
+        with open(where, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = _FILE_CACHE.get(where)
+            if cached is None or cached[0] != key:
+                cached = (key, f.read(_ETC_FILE_MAX).decode("utf-8", errors="replace"))
+                _FILE_CACHE[where] = cached
+            return cached[1]
+    except OSError:
+        return None
 
 
 def _mounted(spec: UnitSpec, path: str) -> bool:
@@ -78,15 +112,99 @@ def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
     argv0 = spec.unit.service.exec[0]
     if _mounted(spec, argv0):
         return  # provided by a mount; the source is checked by check_mount_sources
-    where = _in_root(spec, argv0)
-    # lexists inside a rootfs: its absolute symlinks point into the rootfs, not at this host.
-    exists = os.path.exists(where) if where == argv0 else os.path.lexists(where)
-    if not exists:
+    if spec.unit.sandbox.root == "host":
+        if not os.path.exists(argv0):
+            yield UnitError(
+                spec.path, "service.exec[0]", f"warning: {argv0} does not exist on this host"
+            )
+        elif not os.access(argv0, os.X_OK):
+            yield UnitError(spec.path, "service.exec[0]", f"warning: {argv0} is not executable")
+        return
+    root = _root_dir(spec)
+    if root is None:
+        return  # check_root says why
+    # Resolved as the sandbox will: the rootfs's absolute symlinks point into the rootfs.
+    where = resolve_in_root(root, argv0)
+    problem = None
+    if where is None:
+        problem = f"{argv0} does not exist in the root directory {root}"
+    elif not os.path.isfile(where):
+        problem = f"{argv0} is not a regular file in the root directory {root}"
+    elif not os.stat(where).st_mode & 0o111:
+        problem = f"{argv0} is not executable in the root directory {root}"
+    if problem is not None:
         yield UnitError(
-            spec.path, "service.exec[0]", f"warning: {argv0} does not exist on this host"
+            spec.path, "service.exec[0]", f"warning: {problem}: the unit will fail to start"
         )
-    elif where == argv0 and not os.access(where, os.X_OK):
-        yield UnitError(spec.path, "service.exec[0]", f"warning: {argv0} is not executable")
+
+
+# Mount points every sandbox gets (sandbox/host/rootplan.py), and the tmpfs among them that
+# hold whatever a unit mounts below them.
+_MOUNT_POINTS = ("/dev", "/proc", "/run", "/sys", "/tmp")
+_OWN_TMPFS = ("/dev", "/run", "/tmp")
+
+
+def check_writable_root_mount_points(spec: UnitSpec) -> Iterator[UnitError]:
+    """A writable root directory (read_only = false, no overlay) must hold its mount points:
+    sandboxd creates nothing in a root directory, and the overlay it uses to provide missing
+    ones for a read-only root would swallow the service's writes here."""
+    sandbox = spec.unit.sandbox
+    root = _root_dir(spec)
+    if root is None or sandbox.read_only or sandbox.overlay:
+        return
+    targets = [m.target for m in sandbox.mounts]
+    wanted = list(_MOUNT_POINTS)
+    for target in targets:
+        inside = [t for t in (*_OWN_TMPFS, *targets) if t != target]
+        if not any(target.startswith(t.rstrip("/") + "/") for t in inside):
+            wanted.append(target)
+    missing = [p for p in wanted if not os.path.lexists(os.path.join(root, p.lstrip("/")))]
+    if missing:
+        yield UnitError(
+            spec.path,
+            "sandbox.read_only",
+            f"warning: {root} lacks {', '.join(missing)}, where the sandbox mounts things, and "
+            "sandboxd creates nothing in a root directory: with read_only = false the unit "
+            "will fail to start; create them there or set overlay = true",
+        )
+
+
+def check_user(spec: UnitSpec) -> Iterator[UnitError]:
+    """`user` and `group` names must be in the sandbox's /etc/passwd and /etc/group, read as
+    the launch reads them (numeric ids and root need no entry)."""
+    service = spec.unit.service
+    user, group = service.user, service.group
+    names_user = not user.isdigit() and user != "root"
+    names_group = group is not None and not group.isdigit()
+    if not (names_user or names_group) or _mounted(spec, "/etc/passwd"):
+        return
+    root = spec.unit.sandbox.root
+    if root != "host" and _root_dir(spec) is None:
+        return  # check_root says why
+    where = "this host's /etc" if root == "host" else f"{root.rstrip('/')}/etc"
+    passwd = _sandbox_file(spec, "/etc/passwd")
+    if names_user:
+        try:
+            users.resolve(user, None, passwd or "", "")
+        except users.UnknownPrincipal:
+            missing = "" if passwd is not None else " (there is no passwd file)"
+            yield UnitError(
+                spec.path,
+                "service.user",
+                f"warning: unknown user {user!r}: not in {where}/passwd{missing}: "
+                "the unit will fail to start",
+            )
+            return
+    if names_group and group is not None and not _mounted(spec, "/etc/group"):
+        group_file = _sandbox_file(spec, "/etc/group")
+        if not any(row.split(":")[0] == group for row in (group_file or "").splitlines()):
+            missing = "" if group_file is not None else " (there is no group file)"
+            yield UnitError(
+                spec.path,
+                "service.group",
+                f"warning: unknown group {group!r}: not in {where}/group{missing}: "
+                "the unit will fail to start",
+            )
 
 
 def check_mount_sources(spec: UnitSpec) -> Iterator[UnitError]:
@@ -145,6 +263,8 @@ def check_cpu_max(spec: UnitSpec) -> Iterator[UnitError]:
 HOST_CHECKS: tuple[HostCheck, ...] = (
     check_root,
     check_exec,
+    check_user,
+    check_writable_root_mount_points,
     check_mount_sources,
     check_devices,
     check_cpus,

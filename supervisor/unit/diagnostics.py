@@ -1,10 +1,13 @@
-"""Turn TOML and pydantic failures into one human line each: `FILE:LINE: KEY: message`.
+"""Turn TOML and pydantic failures into one human line each: `FILE:LINE: KEY: message`
+(`FILE:LINE:COLUMN: ...` for TOML syntax errors, whose parser knows the column).
 
 KEY is the dotted path of the offending key as the user wrote it (`service.exec[0]`,
 `sandbox.mounts[1].target`), or one of three pseudo-keys for problems above the key level:
 `file` (cannot read, not UTF-8, empty, too large), `syntax` (not valid TOML) and `name` (the
 file stem is not a safe unit name). LINE comes from tomllib for syntax errors and from a cheap
 scan of `[section]` headers and `key =` lines for everything else; it is omitted when unknown.
+A file's problems are listed in line order (`in_line_order`), those without a line last, so a
+reader fixes them top to bottom.
 """
 
 from __future__ import annotations
@@ -35,10 +38,19 @@ class UnitError:
     key: str
     message: str
     line: int | None = None
+    column: int | None = None  # only with a line; 1-based, as editors count
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
         return f"{where}: {self.key}: {self.message}"
+
+
+def in_line_order(errors: list[UnitError]) -> list[UnitError]:
+    """`errors` sorted by where they are in the file; those with no known line keep their order
+    after the located ones (the sort is stable)."""
+    return sorted(errors, key=lambda e: (e.line is None, e.line or 0, e.column or 0))
 
 
 class UnitFileError(SupervisorError):
@@ -51,42 +63,81 @@ class UnitFileError(SupervisorError):
 
 # --- where in the source a key is -------------------------------------------------------------
 
-_HEADER = re.compile(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_HEADER = re.compile(r"\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _SIMPLE_KEY = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _ASSIGN = re.compile(rf"\s*({_SIMPLE_KEY}(?:\s*\.\s*{_SIMPLE_KEY})*)\s*=")
 _KEY_PART = re.compile(r"[A-Za-z0-9_-]+|\"([^\"]*)\"|'([^']*)'")
+# One inline table alone on its line of a multi-line array: `  { source = "/a", ... },`.
+_INLINE_TABLE_LINE = re.compile(r"\s*\{[^{}]*\}\s*,?\s*(?:#.*)?$")
+_ARRAY_OPEN = re.compile(r"\s*\[\s*(?:#.*)?$")
+
+KeyPath = tuple[str | int, ...]
 
 
 def _split_key(text: str) -> tuple[str, ...]:
     return tuple(m.group(1) or m.group(2) or m.group(0) for m in _KEY_PART.finditer(text))
 
 
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """First line (1-based) of every table header and `key =` line, by dotted key path.
+def _opens_multiline_string(rest: str) -> str | None:
+    """The delimiter of a multi-line string that `rest` (a value) opens and does not close."""
+    for quote in ('"""', "'''"):
+        if rest.count(quote) % 2 == 1:
+            return quote
+    return None
 
-    A heuristic, not a parser: it runs only on files that already parsed, and a wrong guess costs
-    a line number, never an error. Lines inside multi-line strings may be misread; that is rare.
+
+def key_lines(text: str) -> dict[KeyPath, int]:
+    """First line (1-based) of every table header and `key =` line, by key path.
+
+    Array elements get an int part where the file makes them plain: the Nth `[[a.b]]` header
+    is ("a", "b", N-1), and in an array written one inline table per line, that line is
+    ("key", N-1). A heuristic, not a parser: it runs only on files that already parsed, and a
+    wrong guess costs a line number, never an error. Lines inside multi-line strings are
+    skipped, so `key = ...` text in a script does not count.
     """
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
+    lines: dict[KeyPath, int] = {}
+    table: KeyPath = ()
+    arrays: dict[tuple[str, ...], int] = {}  # [[path]] headers seen so far
+    in_string: str | None = None  # the delimiter while inside a multi-line string
+    array: KeyPath | None = None  # the key of a multi-line array being read
+    element = 0
     for number, line in enumerate(text.splitlines(), start=1):
+        if in_string is not None:
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        if array is not None:
+            if _INLINE_TABLE_LINE.match(line):
+                lines.setdefault((*array, element), number)
+                element += 1
+                continue
+            if line.strip().startswith("]"):
+                array = None
+                continue
+            if line.strip() and not line.strip().startswith("#"):
+                array = None  # not one table a line: element lines are unknown
         if header := _HEADER.match(line):
-            table = _split_key(header.group(1))
-            lines.setdefault(table, number)
+            path = _split_key(header.group(2))
+            lines.setdefault(path, number)
+            table = path
+            if header.group(1) == "[[":
+                arrays[path] = arrays.get(path, -1) + 1
+                table = (*path, arrays[path])
+                lines.setdefault(table, number)
         elif assign := _ASSIGN.match(line):
-            lines.setdefault(table + _split_key(assign.group(1)), number)
+            key = (*table, *_split_key(assign.group(1)))
+            lines.setdefault(key, number)
+            rest = line[assign.end() :]
+            in_string = _opens_multiline_string(rest)
+            if _ARRAY_OPEN.match(rest):
+                array, element = key, 0
     return lines
 
 
-def locate(lines: dict[tuple[str, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    """The line of the longest prefix of `loc` (string parts only) found in `lines`."""
-    names: list[str] = []
-    for part in loc:
-        if not isinstance(part, str):
-            break
-        names.append(part)
-    for end in range(len(names), 0, -1):
-        if (found := lines.get(tuple(names[:end]))) is not None:
+def locate(lines: dict[KeyPath, int], loc: KeyPath) -> int | None:
+    """The line of the longest prefix of `loc` found in `lines`."""
+    for end in range(len(loc), 0, -1):
+        if (found := lines.get(tuple(loc[:end]))) is not None:
             return found
     return None
 
@@ -117,13 +168,15 @@ def _tag_model(candidates: list[Any], tag: str) -> type[BaseModel] | None:
     return None
 
 
-def resolve(loc: tuple[str | int, ...]) -> tuple[str, list[str]]:
-    """The display key for a pydantic location, and the key names valid at its parent.
+def resolve(loc: tuple[str | int, ...]) -> tuple[str, list[str], KeyPath]:
+    """The display key for a pydantic location, the key names valid at its parent, and the
+    location as written in the file (for `locate`).
 
     Tags of discriminated unions (`sandbox.mounts.0.bind.target`) are dropped: the user never
     wrote "bind" there.
     """
     key = ""
+    written: list[str | int] = []
     candidates: list[Any] = [UnitFile]
     choices: list[str] = list(UnitFile.model_fields)
     for part in loc:
@@ -131,19 +184,22 @@ def resolve(loc: tuple[str | int, ...]) -> tuple[str, list[str]]:
         choices = [name for m in models for name in m.model_fields]
         if isinstance(part, int):
             key += f"[{part}]"
+            written.append(part)
             items = [typing.get_args(t) for t in candidates if typing.get_origin(t) is list]
             candidates = [u for args in items for a in args for u in _unwrap(a)]
             continue
         field = next((m.model_fields[part] for m in models if part in m.model_fields), None)
         if field is not None:
             key += f".{part}" if key else part
+            written.append(part)
             candidates = _unwrap(field.annotation)
         elif (member := _tag_model(candidates, part)) is not None:
             candidates = [member]
         else:  # a key the user chose (an env name): written as TOML writes it
             key += f".{toml_key(part)}" if key else toml_key(part)
+            written.append(part)
             candidates = []
-    return key, choices
+    return key, choices, tuple(written)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -196,6 +252,7 @@ def from_validation(path: str, exc: ValidationError, text: str) -> list[UnitErro
         sub_key = (err.get("ctx") or {}).get("key")
         if isinstance(sub_key, str):
             loc += tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", sub_key) if p)
-        key, choices = resolve(loc)
-        errors.append(UnitError(path, key or "unit", _message(err, choices), locate(lines, loc)))
+        key, choices, written = resolve(loc)
+        line = locate(lines, written)
+        errors.append(UnitError(path, key or "unit", _message(err, choices), line))
     return errors

@@ -33,6 +33,7 @@ from supervisor.unit.diagnostics import (
     UnitError,
     UnitFileError,
     from_validation,
+    in_line_order,
     key_lines,
     locate,
 )
@@ -124,15 +125,17 @@ def _parse_toml(path: str, text: str) -> dict[str, object]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        # tomllib says "... (at line 3, column 7)"; that becomes the FILE:3:7: prefix.
         where = _TOML_WHERE.match(str(exc))
+        line = column = None
         if where is None:
-            message, line = str(exc), None
+            message = str(exc)
         elif where["line"] is None:
-            message, line = f"{where['msg']} (at end of file)", None
+            message = f"{where['msg']} (at end of file)"
         else:
-            message, line = f"{where['msg']} (column {where['col']})", int(where["line"])
+            message, line, column = where["msg"], int(where["line"]), int(where["col"])
         message = "invalid TOML: " + message[:1].lower() + message[1:]
-        raise UnitFileError([UnitError(path, KEY_SYNTAX, message, line)]) from None
+        raise UnitFileError([UnitError(path, KEY_SYNTAX, message, line, column)]) from None
     except RecursionError:
         raise UnitFileError(
             [UnitError(path, KEY_SYNTAX, "invalid TOML: nested too deeply")]
@@ -152,9 +155,9 @@ def parse_unit(path: str, name: str, data: bytes) -> UnitSpec:
             raise _file_error(path, EMPTY_MESSAGE)
         unit = UnitFile.model_validate(_parse_toml(path, text))
     except UnitFileError as exc:
-        raise UnitFileError(errors + exc.errors) from None
+        raise UnitFileError(in_line_order(errors + exc.errors)) from None
     except ValidationError as exc:
-        raise UnitFileError(errors + from_validation(path, exc, text)) from None
+        raise UnitFileError(in_line_order(errors + from_validation(path, exc, text))) from None
     if errors:
         raise UnitFileError(errors)
     return UnitSpec(name=name, path=path, unit=unit)
@@ -208,8 +211,15 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
 def _with_line(error: UnitError, text: str) -> UnitError:
     if error.line is not None or not text:
         return error
-    loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", error.key) if p)
+    loc: tuple[str | int, ...] = tuple(
+        int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", error.key) if p
+    )
     return dataclasses.replace(error, line=locate(key_lines(text), loc))
+
+
+def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
+    """`errors` of the file whose source is `text`, each given its key's line, in line order."""
+    return in_line_order([_with_line(e, text) for e in errors])
 
 
 class UnitLoader:
@@ -280,7 +290,7 @@ class UnitLoader:
         if self._host_checks:
             for name, spec in result.specs.items():
                 if warnings := checks.host_warnings(spec):
-                    result.warnings[name] = warnings
+                    result.warnings[name] = located(warnings, texts.get(name, ""))
         return result
 
     @staticmethod
@@ -288,7 +298,7 @@ class UnitLoader:
         found = cross_unit_errors(result.specs, known)
         for name, errors in found.items():
             result.specs.pop(name)
-            result.errors[name] = [_with_line(e, texts.get(name, "")) for e in errors]
+            result.errors[name] = located(errors, texts.get(name, ""))
 
 
 def cross_unit_errors(

@@ -156,11 +156,30 @@ def test_exec_errors(running: Daemon) -> None:
 
 def test_unreachable_daemon(running: Daemon) -> None:
     running.stop()
-    for argv in (("status",), ("reload",), ("logs", "web"), ("exec", "web", "--", "true")):
+    for argv in (("status",), ("reload",), ("exec", "web", "--", "true")):
         result = sandboxctl(running, *argv)
         assert result.returncode == 5, (argv, result)
         assert result.stderr.startswith(f"sandboxctl: cannot reach sandboxd at {running.socket}: ")
         assert result.stderr.count("\n") == 1
+
+
+def test_logs_without_the_daemon_are_the_daemons(running: Daemon) -> None:
+    wait_for(lambda: "tick" in sandboxctl(running, "logs", "web", "-n", "1").stdout, 60)
+    stopped = json.loads(sandboxctl(running, "stop", "web", "--json").stdout)["units"]
+    assert [(u["name"], u["ok"], u["state"]) for u in stopped] == [("web", True, "stopped")]
+    views = [(), ("-n", "3"), ("--json",)]
+    through = {argv: sandboxctl(running, "logs", "web", *argv) for argv in views}
+    assert all(r.returncode == 0 and r.stderr == "" for r in through.values()), through
+    assert running.stop() == 0
+    paths = ("--config", str(running.config), "--log-dir", str(running.logs))
+    for argv in views:
+        direct = sandboxctl(running, "logs", "web", *argv, *paths)
+        assert (direct.returncode, direct.stdout) == (0, through[argv].stdout), argv
+        assert direct.stderr == (
+            f"sandboxctl: cannot reach sandboxd at {running.socket}: no such socket (is sandboxd "
+            f"running?); reading the log files in {running.logs} directly\n"
+        )
+    assert sandboxctl(running, "logs", "ghost", *paths).returncode == 4
 
 
 def test_exec_into_a_user_namespace(daemon: Daemon) -> None:
@@ -176,3 +195,55 @@ def test_exec_into_a_user_namespace(daemon: Daemon) -> None:
     assert host_uid != "65534"  # mapped: nobody inside is someone else on the host
     result = sandboxctl(daemon, "exec", "userns", "--", "/bin/sh", "-c", "id -u; id -g")
     assert (result.returncode, result.stdout) == (0, "65534\n65534\n"), result
+
+
+def test_reload_waits_for_the_units_it_started(running: Daemon) -> None:
+    running.write_unit("fine", SLEEPER.replace("autostart = false", "autostart = true"))
+    running.write_unit("nouser", TICKER.replace('user = "nobody"', 'user = "no-such-user"'))
+    # ready = "notify": an exit before READY=1 is a failed start (with ready = "started" the
+    # unit is running from the exec on, and a crash after it is no outcome of the reload).
+    loop = '[service]\nexec = ["/bin/sh", "-c", "exit 3"]\nready = "notify"\n'
+    loop += '[restart]\ndelay = "5s"\n'
+    running.write_unit("loop", loop)
+    result = sandboxctl(running, "reload")
+    assert result.returncode == 1, result
+    lines = result.stdout.splitlines()
+    assert lines[0] == "started: fine, loop, nouser"
+    assert lines[1] == "fine: running"
+    assert lines[2] == "loop: backoff: restarting in 5s after exit-code:3"
+    assert lines[3].startswith("nouser: failed: launch-error:user: "), lines
+    # The event stream says what the exit led to, not the state before it.
+    events = sandboxctl(running, "events", "loop", "--no-follow", "--json").stdout.splitlines()
+    exited = [json.loads(e) for e in events if json.loads(e)["event"] == "exited"]
+    assert exited[0]["state"] == "backoff", exited
+    # Fixed while crash-looping: the backoff from before the reload is no outcome of it.
+    running.write_unit("loop", SLEEPER.replace("autostart = false", "autostart = true"))
+    running.remove_unit("nouser")
+    fixed = sandboxctl(running, "reload", "--json")
+    assert fixed.returncode == 0, fixed
+    answer = json.loads(fixed.stdout)
+    assert answer["restarted"] == ["loop"] and answer["removed"] == ["nouser"]
+    assert answer["outcomes"]["loop"]["state"] == "running" and answer["outcomes"]["loop"]["ok"]
+    # --no-wait: the old behaviour, at once and without outcomes.
+    again = SLEEPER.replace("autostart = false", "autostart = true").replace("1000", "2000")
+    running.write_unit("loop", again)
+    quick = sandboxctl(running, "reload", "--no-wait")
+    assert (quick.returncode, quick.stdout) == (0, "restarted: loop\n")
+
+
+def test_a_broken_file_shows_in_status_and_reload(running: Daemon) -> None:
+    running.write_unit("web", TICKER.replace('user = "nobody"', "user = 'nobody'\nbogus = 1"))
+    assert sandboxctl(running, "reload").returncode == 1
+    lines = sandboxctl(running, "status").stdout.splitlines()
+    web = next(line for line in lines if line.startswith("web "))
+    assert web.split()[1] == "running*"
+    assert lines[-1].startswith("* unit file invalid, running the last valid version")
+    running.write_unit("web", TICKER)  # back to the version that runs
+    back = sandboxctl(running, "reload")
+    assert (back.returncode, back.stdout) == (0, "valid again, no change: web\n"), back
+    assert "*" not in sandboxctl(running, "status").stdout
+    running.write_unit("broken", "[service]\n")
+    assert sandboxctl(running, "reload").returncode == 1
+    running.remove_unit("broken")
+    gone = sandboxctl(running, "reload")
+    assert (gone.returncode, gone.stdout) == (0, "removed: broken\n"), gone

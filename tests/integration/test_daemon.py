@@ -168,6 +168,23 @@ def test_two_daemons_side_by_side(daemons: Callable[[], Daemon]) -> None:
     assert b.stop() == 0
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_exits_promptly_after_daemon_stopped(daemon: Daemon, signum: int) -> None:
+    # The process used to linger after `daemon.stopped` while the interpreter tore itself
+    # down; it now leaves at once (daemon.exit_now; tests/unit/test_daemon_cli.py checks that
+    # no teardown runs). The bound here is generous: only a regression to seconds trips it.
+    daemon.write_unit("web", SLEEPER)
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    assert daemon.proc is not None
+    daemon.signal(signum)
+    wait_for(lambda: bool(daemon.events("daemon.stopped")), 60)
+    assert daemon.proc.wait(10) == 0
+    lines = daemon.stderr_path().read_text().splitlines()
+    assert json.loads(lines[-1])["event"] == "daemon.stopped"  # nothing after it, all flushed
+    assert not daemon.leftover_pids()
+
+
 def _v2() -> bool:
     return cgroup_version() == 2
 

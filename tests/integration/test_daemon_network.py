@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -241,4 +242,43 @@ def test_bad_static_addresses_fail_with_nothing_built(net: Net) -> None:
     assert not net.has_veth("outside") and not net.has_veth("taken") and net.has_veth("owner")
     assert net.leases() == {"owner": f"{net.prefix}10"}
     assert len(d.leftover_pids()) == 3  # the running sandboxes' PID 1s, no half-built one
+    assert d.stop() == 0
+
+
+def test_status_shows_a_bridge_units_address_and_mac(net: Net) -> None:
+    d = net.daemon
+    # The service prints the MAC its eth0 really has, then waits.
+    show = 'exec = ["/bin/sh", "-c", "cat /sys/class/net/eth0/address; exec sleep 1000"]'
+    net.write("pinned", show, f'mode = "bridge"\naddress = "{net.prefix}20/24"')
+    net.write("leased", show)
+    net.write("isolated", 'exec = ["/bin/sleep", "1000"]', 'mode = "none"')
+    d.start()
+    for name in ("pinned", "leased", "isolated"):
+        d.wait_unit(name, running, 60)
+    wait_for(lambda: d.output("pinned") and d.output("leased"), 60)
+    listed = d.status()
+    for name in ("pinned", "leased"):
+        detail = d.unit(name)
+        assert detail["network"] == listed[name]["network"], "list and detail views agree"
+        assert detail["network"] == {
+            "mode": "bridge",
+            "address": f"{net.leases()[name]}/24",
+            "mac": d.output(name).strip(),  # what the kernel gave eth0
+            "bridge": net.bridge,
+            "gateway": f"{net.prefix}1",
+        }
+    assert d.unit("pinned")["network"]["address"] == f"{net.prefix}20/24"
+    assert listed["isolated"]["network"] == {"mode": "none"}
+    env = {**os.environ, "SANDBOXD_SOCKET": str(d.socket), "NO_COLOR": "1"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli.main", "status", "pinned"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert (
+        f"  network:      bridge {net.prefix}20/24 (mac {d.output('pinned').strip()}, "
+        f"bridge {net.bridge}, gateway {net.prefix}1)\n" in shown.stdout
+    ), shown
+    # Stopped, the unit keeps its lease, and status still says which address is its.
+    assert post(d, "/v1/units/pinned/stop")["state"] == "stopped"
+    assert d.unit("pinned")["network"]["address"] == f"{net.prefix}20/24"
     assert d.stop() == 0

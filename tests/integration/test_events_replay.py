@@ -167,7 +167,8 @@ def test_sandboxctl_events(running: Daemon) -> None:
     events, _ = kept(running, "replay=1000&unit=web")
     out = ctl("web", "--replay", "1000", "--no-follow")
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    header, *lines = out.stdout.splitlines()
+    assert header.split() == ["SEQ", "TIME", "UNIT", "EVENT", "STATE", "DETAIL"]
     assert len(lines) == len(events)
     seq, _at, unit, event, state, *_ = lines[0].split()
     assert (int(seq), unit, event, state) == (

@@ -203,6 +203,85 @@ def test_overlay_on_a_directory_root_leaves_the_lower_untouched(
     assert (overlay / "upper/created").read_text() == "new\n"
 
 
+def tree(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Every entry under `root` with its mode, size, mtime and ctime: what a write would move."""
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        found[str(path.relative_to(root))] = (
+            st.st_mode,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
+    return found
+
+
+def test_a_rootfs_lacking_mount_points_starts_and_is_left_byte_for_byte(
+    busybox_root: Path,
+) -> None:
+    for d in ("proc", "dev", "sys", "tmp", "run", "srv"):
+        (busybox_root / d).rmdir()
+    before = tree(busybox_root)
+    script = (
+        "ls -d /proc/self /dev/null /sys/kernel /tmp /run /data && echo ok > /tmp/t && "
+        "cat /tmp/t; grep ' / ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1; "
+        "touch /x 2>&1; mkdir /newdir 2>&1; cat /marker"
+    )
+    spec = harness.unit(
+        ["/bin/sh", "-c", script],
+        sandbox={
+            "root": str(busybox_root),
+            "mounts": [{"type": "tmpfs", "target": "/data/cache"}],  # /data is missing too
+        },
+        service={"user": "app"},
+    )
+    res = harness.run(spec)
+    out = res.stdout.decode()
+    assert res.exit_code == 0, (out, res.stderr)
+    lines = out.splitlines()
+    assert sorted(lines[:6]) == ["/data", "/dev/null", "/proc/self", "/run", "/sys/kernel", "/tmp"]
+    assert lines[6] == "ok", "/tmp is writable"
+    assert lines[7] == "overlay ro", "the overlay over a read-only root is read-only"
+    assert "Read-only file system" in out.split("\n", 8)[-1]
+    assert out.endswith("lower\n")
+    assert tree(busybox_root) == before, "the daemon wrote into the operator's rootfs"
+
+
+def test_a_rootfs_with_its_mount_points_gets_no_overlay(busybox_root: Path) -> None:
+    before = tree(busybox_root)
+    spec = harness.unit(
+        ["/bin/sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1"],
+        sandbox={"root": str(busybox_root)},
+    )
+    res = harness.run(spec)
+    assert res.stdout.decode().split() != [], res.stderr
+    assert res.stdout.decode().split()[0] != "overlay"
+    assert res.stdout.decode().split()[1] == "ro"
+    assert tree(busybox_root) == before
+
+
+def test_a_writable_rootfs_lacking_mount_points_is_refused_untouched(busybox_root: Path) -> None:
+    (busybox_root / "proc").rmdir()
+    before = tree(busybox_root)
+    spec = harness.unit(["/bin/true"], sandbox={"root": str(busybox_root), "read_only": False})
+    with pytest.raises(LaunchError) as info:
+        harness.run(spec)
+    assert info.value.stage == "plan"
+    assert f"root directory {busybox_root} lacks /proc" in str(info.value)
+    assert tree(busybox_root) == before
+
+
+def test_a_complete_writable_rootfs_is_written_by_the_service(busybox_root: Path) -> None:
+    spec = harness.unit(
+        ["/bin/sh", "-c", "echo service > /written"],
+        sandbox={"root": str(busybox_root), "read_only": False},
+    )
+    res = harness.run(spec)
+    assert res.exit_code == 0, res.stderr
+    assert (busybox_root / "written").read_text() == "service\n"
+
+
 def test_overlay_on_the_host_root(tmp_path: Path) -> None:
     overlay = tmp_path / "overlay"
     spec = harness.unit(

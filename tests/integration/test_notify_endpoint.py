@@ -21,8 +21,8 @@ import pytest
 import structlog
 
 from supervisor import cgroups
-from supervisor.cgroups import Limits, UnitCgroup
-from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, cgroup_membership
+from supervisor.cgroups import Limits, UnitCgroup, member_check
+from supervisor.engine.notify import NotifyEndpoint, NotifyMessage
 from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -38,7 +38,7 @@ class Rig:
         self.got: list[NotifyMessage] = []
         self.endpoint = NotifyEndpoint.open(
             self.state, "web", self.loop, self.got.append,
-            cgroup_membership(self.cgroup.procs_files()),
+            member_check(self.cgroup),
         )  # fmt: skip
 
     def in_cgroup(self, script: str, until: Callable[[], bool]) -> None:

@@ -82,10 +82,18 @@ class Daemon:
 
     # -- process -----------------------------------------------------------------------
 
-    def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        wait_ready: bool = True,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
+        """`wrapper`: a command the daemon runs under (`["prlimit", "--nofile=64:64", "--"]`),
+        which must exec it: `proc.pid` is the daemon's pid."""
         assert self.proc is None or self.proc.poll() is not None
         self.runs += 1
         argv = [
+            *(wrapper or []),
             sys.executable, "-m", "supervisor", "--config", str(self.config),
             "--units-dir", str(self.units), "--state-dir", str(self.state),
             "--log-dir", str(self.logs), "--data-dir", str(self.data),

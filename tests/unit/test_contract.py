@@ -12,7 +12,15 @@ from pathlib import Path
 
 from supervisor.api.openapi import document
 from supervisor.cli.render import STATE_COLORS
-from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason, HealthState, State
+from supervisor.contract import (
+    EXIT_CODE,
+    LAUNCH_ERROR,
+    LAUNCH_RESOURCES,
+    SIGNAL,
+    ExitReason,
+    HealthState,
+    State,
+)
 from supervisor.engine.states import Intent, StopReason, intent_from
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +44,7 @@ def test_the_readme_names_every_exit_reason() -> None:
     text = _section(README, "## States and exit reasons")
     for reason in (*ExitReason, EXIT_CODE, SIGNAL, LAUNCH_ERROR):
         assert f"`{reason}" in text, reason
+    assert f"`{LAUNCH_ERROR}{LAUNCH_RESOURCES}: " in text  # the stage that is retried
 
 
 def test_control_doc_names_every_health_value() -> None:

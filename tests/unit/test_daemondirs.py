@@ -94,6 +94,22 @@ def test_a_symlinked_directory_is_refused(tmp_path: Path) -> None:
     assert _mode(tmp_path / "elsewhere") == 0o777 & ~_umask(), "the target is left alone"
 
 
+@pytest.mark.parametrize("sub", ["units", "notify"])
+def test_a_state_subdirectory_replaced_by_a_symlink_is_refused(tmp_path: Path, sub: str) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o755)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / sub).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(daemondirs.DirectoryError) as info:
+        daemondirs.prepare(_config(tmp_path))
+    assert str(info.value) == (
+        f"state_dir {tmp_path}/state: {tmp_path}/state/{sub} is a symlink (to "
+        f"{tmp_path}/elsewhere), and sandboxd follows none in its own trees; put the directory "
+        "itself there"
+    )
+    assert (tmp_path / "state" / sub).is_symlink(), "nothing is removed"
+    assert _mode(tmp_path / "elsewhere") == 0o755, "the target is left alone"
+
+
 def test_a_symlinked_parent_is_refused(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "var").symlink_to(tmp_path / "real")

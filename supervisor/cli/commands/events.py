@@ -1,8 +1,10 @@
-"""`sandboxctl events [UNIT] [--since SEQ | --replay N] [--no-follow] [--json]`: unit events."""
+"""`sandboxctl events [UNIT] [--since SEQ | --replay N] [--no-follow] [--json]`: unit events,
+recent ones first (the last 10 unless told otherwise, as `journalctl -f`), in aligned columns."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from typing import Any
@@ -13,16 +15,23 @@ from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
 HELP = "print unit events (started, exited, oom-kill, ...) as they happen, after recent ones"
-EPILOG = """\
-each line: SEQ AT UNIT EVENT STATE [DETAIL...]; SEQ numbers the events of one daemon run, so
---since SEQ resumes after the last one seen. The daemon keeps the last 1000 events; a later
-daemon numbers from 1 again, and --since a number it has not reached yet prints all it keeps.
-Without --no-follow, keeps printing new events until interrupted
+DEFAULT_REPLAY = 10
+EPILOG = f"""\
+columns: SEQ TIME UNIT EVENT STATE DETAIL; TIME is UTC, STATE the unit's state after the event.
+First the last {DEFAULT_REPLAY} kept events (--replay N for more, --replay 0 for none), or those
+after --since SEQ: SEQ numbers the events of one daemon run, so --since resumes after the last
+one seen. The daemon keeps the last 1000 events; a later daemon numbers from 1 again, and
+--since a number it has not reached yet prints all it keeps. Without --no-follow, keeps
+printing new events until interrupted
 
 EXAMPLE:
   sandboxctl events web --replay 20
   sandboxctl events --since 1234 --json --no-follow
 """
+HEADER = ("SEQ", "TIME", "UNIT", "EVENT", "STATE", "DETAIL")
+# Starting widths; a longer value widens its column from that line on (a stream cannot look
+# ahead). The state column fits every state, the event column most event names.
+MIN_WIDTHS = (6, 24, 12, 14, 8)
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +45,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("unit", metavar="UNIT", nargs="?", help="only this unit's events")
     first = p.add_mutually_exclusive_group()
     first.add_argument("--since", type=count, metavar="SEQ", help="first the kept events after SEQ")
-    first.add_argument("--replay", type=count, metavar="N", help="first the last N kept events")
+    first.add_argument(
+        "--replay", type=count, metavar="N",
+        help=f"first the last N kept events (default {DEFAULT_REPLAY}; 0: none)",
+    )  # fmt: skip
     p.add_argument(
         "--no-follow", dest="follow", action="store_false", help="stop after the kept events"
     )
@@ -44,18 +56,49 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
-def line(event: dict[str, Any]) -> str:
-    detail = " ".join(f"{k}={v}" for k, v in (event.get("detail") or {}).items())
-    text = f"{event.get('seq', '-'):>6}  {event['at']}  {event['unit']}  {event['event']}"
-    return render.safe(f"{text}  {event['state']}  {detail}".rstrip())
+def when(at: str) -> str:
+    """The API's ISO 8601 time as fixed-width UTC to the millisecond (`...T14:50:56.123Z`)."""
+    try:
+        moment = dt.datetime.fromisoformat(at).astimezone(dt.UTC)
+    except (TypeError, ValueError):
+        return at
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Columns:
+    """Lines laid out as the status table's, for a stream: widths only ever grow."""
+
+    def __init__(self) -> None:
+        self.widths = list(MIN_WIDTHS)
+        self.fresh = True  # no header yet
+
+    def header(self) -> str:
+        self.fresh = False
+        return self._join(list(HEADER))
+
+    def line(self, event: dict[str, Any]) -> str:
+        detail = " ".join(f"{k}={v}" for k, v in (event.get("detail") or {}).items())
+        cells = [str(event.get("seq", "-")), when(event["at"]), event["unit"], event["event"],
+                 event["state"], detail]  # fmt: skip
+        return self._join([render.safe(cell) for cell in cells])
+
+    def _join(self, cells: list[str]) -> str:
+        self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells, strict=False)]
+        seq = cells[0].rjust(self.widths[0])
+        rest = [c.ljust(w) for c, w in zip(cells[1:-1], self.widths[1:], strict=True)]
+        return "  ".join([seq, *rest, cells[-1]]).rstrip()
 
 
 @exits
 def run(args: argparse.Namespace) -> int:
-    events = Client().events(args.unit, args.since, args.replay, args.follow)
+    replay = args.replay if args.replay is not None or args.since is not None else DEFAULT_REPLAY
+    events = Client().events(args.unit, args.since, replay, args.follow)
+    columns = None if args.json else Columns()
     try:
         for event in events:
-            text = json.dumps(event) if args.json else line(event)
+            if columns is not None and columns.fresh:  # after the daemon said yes: no 404
+                sys.stdout.write(columns.header() + "\n")
+            text = json.dumps(event) if columns is None else columns.line(event)
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:  # the way to end a followed stream

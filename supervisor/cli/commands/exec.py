@@ -30,8 +30,13 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("unit", metavar="UNIT")
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    p.add_argument("unit", metavar="UNIT", help="the running unit to enter")
+    p.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD...",
+        help="the command and its arguments, after -- (its options are its own)",
+    )
     p.set_defaults(run=run)
 
 

@@ -19,4 +19,4 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return unit_action.act("start", args.units)
+    return unit_action.act("start", args.units, args.json)

@@ -23,6 +23,14 @@ EXAMPLE:
   sandboxctl status --json | jq '.units[] | select(.state != "running") | .name'
 """
 HEADER = ("UNIT", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST-EXIT")
+# A launch error can run to a paragraph; the table keeps one line per unit (the full text is in
+# `status UNIT` and --json).
+LAST_EXIT_WIDTH = 40
+BROKEN = "*"  # after the state: the unit file is invalid, the last valid version runs
+BROKEN_HINT = (
+    f"{BROKEN} unit file invalid, running the last valid version: "
+    "see sandboxctl status UNIT / sandboxctl validate"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -38,16 +46,25 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
+def uptime(unit: dict[str, Any], now: dt.datetime) -> float | None:
+    """The daemon's monotonic `uptime`; from `started_at` only for an older daemon (that one
+    moves when the wall clock is stepped)."""
+    up = unit.get("uptime")
+    if isinstance(up, int | float) and not isinstance(up, bool):
+        return float(up)
+    return render.since(unit.get("started_at"), now)
+
+
 def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
     running = unit["state"] == State.RUNNING.value
     return [
         unit["name"],
-        unit["state"],
+        unit["state"] + (BROKEN if unit.get("file_invalid") else ""),
         str(unit["pid"]) if unit.get("pid") else "-",
-        render.duration(render.since(unit.get("started_at"), now)) if running else "-",
+        render.duration(uptime(unit, now)) if running else "-",
         str(unit.get("restarts", 0)),
         render.size(unit.get("memory_bytes")),
-        unit.get("last_exit") or "-",
+        render.clip(render.safe(unit.get("last_exit") or "-"), LAST_EXIT_WIDTH),
     ]
 
 
@@ -55,7 +72,10 @@ def print_table(units: list[dict[str, Any]]) -> None:
     now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
     rows = [row(u, now) for u in units]
     colors = [render.STATE_COLORS.get(u["state"]) for u in units]
-    sys.stdout.write("\n".join(render.table(HEADER, rows, colors, color)) + "\n")
+    lines = render.table(HEADER, rows, colors, color)
+    if any(u.get("file_invalid") for u in units):
+        lines.append(BROKEN_HINT)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _limit(key: str, value: Any) -> str:
@@ -68,6 +88,22 @@ def _limit(key: str, value: Any) -> str:
     return str(value)
 
 
+def _network(network: dict[str, Any] | None) -> str | None:
+    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1)`; the mode alone for
+    the others."""
+    if not network:
+        return None
+    mode = network.get("mode")
+    if mode != "bridge":
+        return str(mode)
+    if not network.get("address"):
+        return f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    return (
+        f"bridge {network['address']} (mac {network.get('mac')}, bridge {network.get('bridge')}, "
+        f"gateway {network.get('gateway')})"
+    )
+
+
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
     state = unit["state"]
     lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
@@ -78,7 +114,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
 
     field("pid", unit.get("pid"))
     if unit.get("started_at"):
-        up = render.since(unit["started_at"], now) if state == State.RUNNING.value else None
+        up = uptime(unit, now) if state == State.RUNNING.value else None
         field("started", unit["started_at"] + (f" (up {render.duration(up)})" if up else ""))
     field("health", unit.get("health"))
     field("restarts", unit.get("restarts"))
@@ -110,6 +146,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     if usage.get("pids") is not None:
         parts.append(f"pids {usage['pids']}")
     field("usage", ", ".join(parts))
+    field("network", _network(unit.get("network")))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip

@@ -21,4 +21,4 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return unit_action.act("stop", args.units)
+    return unit_action.act("stop", args.units, args.json)

@@ -1,8 +1,9 @@
 """`sandboxctl validate [PATH...]`: check unit files offline, exactly as the daemon would load them.
 
-Problems go to stderr, one `FILE[:LINE]: KEY: message` line each (warnings read
+Problems go to stderr, one `FILE[:LINE[:COL]]: KEY: message` line each (warnings read
 `...: KEY: warning: message` and never fail the check); the summary goes to stdout, so
-`sandboxctl validate >/dev/null` shows only the problems.
+`sandboxctl validate >/dev/null` shows only the problems. With --json, the whole report
+(problems included) is one object on stdout.
 
 A directory is checked as the daemon loads it, cross-unit checks included (`after` must name a
 unit file, no dependency cycles). Files named one by one may be headed for another directory,
@@ -12,6 +13,7 @@ so an `after` naming a unit that is neither among them nor beside them is only a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
-Each problem is one line on stderr, FILE[:LINE]: KEY: message; host checks (a missing
+Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
 binary or root directory on this machine) are warnings and do not fail the check.
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
@@ -35,6 +37,7 @@ EXAMPLE:
   sandboxctl validate                          # /etc/sandboxd/units (units_dir)
   sandboxctl validate units/ new-service.toml
   sandboxctl validate --no-host-checks build/units/   # for another host
+  sandboxctl validate --json units/ | jq -r '.errors[] | "\\(.path): \\(.message)"'
 """
 
 
@@ -52,6 +55,12 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="PATH",
         help="daemon config to read units_dir from (default: /etc/sandboxd/sandboxd.toml)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print the report as one object on stdout, problems included: {"valid", "invalid",'
+        ' "unreadable", "summary", "errors": [{"path", "line", "key", "message"}], "warnings"}',
     )
     p.add_argument(
         "--no-host-checks",
@@ -90,7 +99,13 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
 
 def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     from supervisor.unit import checks  # noqa: PLC0415 (see run)
-    from supervisor.unit.loader import SUFFIX, UnitError, UnitFileError, load_unit  # noqa: PLC0415
+    from supervisor.unit.loader import (  # noqa: PLC0415
+        SUFFIX,
+        UnitError,
+        UnitFileError,
+        load_unit,
+        located,
+    )
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
@@ -104,18 +119,29 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     in_cycles: set[str] = set()
     for name, errors in checks.cycles(specs):
         in_cycles.add(name)
-        report.errors.extend(errors)
+        report.errors.extend(located(errors, _source(specs[name].path)))
     report.invalid += len(in_cycles)
     report.valid += len(specs) - len(in_cycles)
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
-    for _, errors in checks.unknown_after(specs, set(specs) | beside):
-        report.warnings.extend(
+    warnings: dict[str, list[UnitError]] = {}
+    for name, errors in checks.unknown_after(specs, set(specs) | beside):
+        warnings.setdefault(name, []).extend(
             UnitError(e.path, e.key, f"warning: {e.message} among or beside the files checked")
             for e in errors
         )
     if host_checks:
-        for spec in specs.values():
-            report.warnings.extend(checks.host_warnings(spec))
+        for name, spec in specs.items():
+            warnings.setdefault(name, []).extend(checks.host_warnings(spec))
+    for name, found in warnings.items():
+        report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _source(path: str) -> str:
+    """A unit's text, to give its warnings line numbers ("" if it is gone since: no lines)."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _plural(count: int, word: str) -> str:
@@ -134,6 +160,26 @@ def summary(report: Report) -> str:
     return text
 
 
+_WARNING = "warning: "
+
+
+def _problem(error: UnitError) -> dict[str, Any]:
+    # A warning's list says it is one: its message drops the prefix the text line needs.
+    message = error.message.removeprefix(_WARNING)
+    return {"path": error.path, "line": error.line, "key": error.key, "message": message}
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    return {
+        "valid": report.valid,
+        "invalid": report.invalid,
+        "unreadable": report.unreadable,
+        "summary": summary(report),
+        "errors": [_problem(e) for e in report.errors],
+        "warnings": [_problem(w) for w in report.warnings],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: pydantic takes ~200 ms to import, and `sandboxctl status`
     # (which imports every verb module to build its parser) should not pay for it.
@@ -149,8 +195,11 @@ def run(args: argparse.Namespace) -> int:
             _check_directory(path, args.host_checks, report)
     if files:
         _check_files(files, args.host_checks, report)
-    for problem in [*report.errors, *report.warnings]:
-        print(problem, file=sys.stderr)
-    sys.stderr.flush()
-    print(summary(report))
+    if args.json:
+        print(json.dumps(as_json(report)))
+    else:
+        for problem in [*report.errors, *report.warnings]:
+            print(problem, file=sys.stderr)
+        sys.stderr.flush()
+        print(summary(report))
     return EXIT_FAILURE if report.invalid or report.unreadable else EXIT_OK

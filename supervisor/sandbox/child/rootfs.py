@@ -80,6 +80,10 @@ def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
 def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
     match op:
         case Mkdir(path, mode, parents, check):
+            # Checked before too: a link in the part that exists (DIR/srv -> /etc) would make
+            # the mkdir itself create a host directory.
+            if check:
+                _check_target(sys, path)
             sys.mkdir(path, mode, parents)
             if check:
                 _check_target(sys, path)
@@ -89,6 +93,8 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             else:
                 sys.mount(source, target, fstype, flags, data)
         case Bind(source, target, is_dir, remount, check):
+            if check:
+                _check_target(sys, target)
             if is_dir:
                 sys.mkdir(target, 0o755)
             elif sys.kind(target) is None:

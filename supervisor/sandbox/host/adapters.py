@@ -13,6 +13,8 @@ Launches go through the daemon's fork server, handed in by the daemon: no module
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
 from supervisor.linux import pidfd
 from supervisor.log import get_logger
+from supervisor.sandbox.host import ipam
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from supervisor.sandbox.host.network import NetworkManager, NetworkPlan
 
 log = get_logger()
+_Leased = tuple[tuple[int, int, int, int], dict[str, ipaddress.IPv4Address]]
 
 
 class SandboxNetwork:
@@ -43,6 +47,7 @@ class SandboxNetwork:
         # Where NetworkManager keeps its leases: without that file no bridge unit ever ran,
         # so there is no veth or lease to clean up and no reason to load pyroute2.
         self._leases = config.data_dir / "network" / "leases.json"
+        self._leased_cache: _Leased | None = None
 
     def manager(self) -> NetworkManager:
         if self._manager is None:
@@ -82,6 +87,39 @@ class SandboxNetwork:
                 log.info("unit.network_released", unit=unit)
         except NetworkError as exc:
             log.error("unit.network_release_failed", unit=unit, error=str(exc))
+
+    def view(self, spec: UnitSpec) -> dict[str, str | None]:
+        mode = spec.unit.network.mode
+        if mode != "bridge":
+            return {"mode": mode}
+        ip = self._leased().get(spec.name)
+        subnet = ipaddress.IPv4Network(self._config.network.subnet)
+        return {
+            "mode": mode,
+            "address": f"{ip}/{subnet.prefixlen}" if ip else None,
+            "mac": ipam.mac_for(ip) if ip else None,
+            "bridge": self._config.network.bridge,
+            "gateway": str(ipam.gateway_of(subnet)),
+        }
+
+    def _leased(self) -> dict[str, ipaddress.IPv4Address]:
+        """The lease table, read again only when the file changed (one stat per call): the
+        status of 1000 units must not read and parse it 1000 times. Every write replaces the
+        file (a new inode), so the signature moves with it."""
+        try:
+            st = os.stat(self._leases)
+        except OSError:
+            return {}
+        signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        if self._leased_cache is None or self._leased_cache[0] != signature:
+            store = ipam.LeaseStore(
+                self._leases, ipaddress.IPv4Network(self._config.network.subnet)
+            )
+            try:
+                self._leased_cache = (signature, store.leases())
+            except NetworkError:
+                return {}  # a corrupt file: the next launch reports it
+        return self._leased_cache[1]
 
     async def cleanup(self, running: Iterable[str], known: Iterable[str]) -> None:
         if not self._leases.exists():

@@ -8,12 +8,14 @@ probed and what the plan shows of the host.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from supervisor.linux.syscalls import MS_RDONLY, PRESERVED_MOUNT_FLAGS, FileKind
+from supervisor.linux.syscalls import MS_RDONLY, PRESERVED_MOUNT_FLAGS, FileKind, open_nofollow
 
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What programs need from /etc to run, resolve names and verify TLS; nothing with secrets.
@@ -104,6 +106,9 @@ class HostLayout:
     """
 
     entries: dict[str, HostPath] = field(default_factory=dict)
+    # Paths inside a root directory (keyed as the sandbox names them, "/proc"), looked at with
+    # no symlink followed: what the plan would otherwise have to create in there.
+    in_root: dict[str, HostPath] = field(default_factory=dict)
 
     @classmethod
     def probe(cls, extra: Iterable[str] = ()) -> HostLayout:
@@ -124,3 +129,32 @@ class HostLayout:
 
     def get(self, path: str) -> HostPath | None:
         return self.entries.get(path)
+
+    def with_root_paths(self, root: str, paths: Iterable[str]) -> HostLayout:
+        """This layout plus `paths` (absolute, as the sandbox sees them) inside the directory
+        `root`, each looked at without following a symlink in any component: a link is
+        reported as "link" (the launch refuses it as a mount target), never followed."""
+        found: dict[str, HostPath] = {}
+        for path in paths:
+            entry = _probe_in_root(root, path)
+            if entry is not None:
+                found[path] = entry
+        return dataclasses.replace(self, in_root={**self.in_root, **found})
+
+    def in_root_kind(self, path: str) -> FileKind | None:
+        entry = self.in_root.get(path)
+        return entry.kind if entry is not None else None
+
+
+def _probe_in_root(root: str, path: str) -> HostPath | None:
+    try:
+        fd = open_nofollow(os.path.join(root, path.lstrip("/")), os.O_PATH)
+    except OSError as err:
+        return HostPath("link") if err.errno == errno.ELOOP else None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        return HostPath("dir")
+    return HostPath("file" if stat.S_ISREG(mode) else "other")

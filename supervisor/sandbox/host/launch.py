@@ -191,6 +191,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         if host is None:
             extra = rootplan.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
             host = hostlayout.HostLayout.probe(extra)
+            if inside := rootplan.root_paths(spec, host):
+                host = host.with_root_paths(spec.root, inside)
         ops = rootplan.plan_root(spec, host)
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None

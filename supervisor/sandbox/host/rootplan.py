@@ -18,6 +18,9 @@ Threats this module answers:
   is what gets mounted, through /proc/self/fd/N: a path swapped after the open changes nothing;
 - a movable root directory: the root is bound (by fd) onto a fixed, root-owned staging
   directory (/mnt, ...) and built there, so no later step goes through its host path again;
+- writing into an operator's root directory: it is bound read-only before the plan mounts
+  anything on it, and mount points it lacks come from a private overlay with a tmpfs upper
+  (`_directory_root`), so the directory is left byte for byte as it was;
 - host secrets: root = "host" shows only /usr, /bin, /sbin, /lib* and a curated /etc, never
   /etc/shadow, /root, /home, /var, /run or other sandboxes' state;
 - kernel interfaces: /proc and /sys paths that leak host memory or flip host switches are
@@ -67,6 +70,10 @@ from supervisor.sandbox.wire.mounts import (
     WriteFile,
 )
 from supervisor.sandbox.wire.protocol import StageFailure
+
+# The upper layer of a read-only root directory's overlay (see _directory_root): it holds only
+# the mount points the directory lacks, so it is tiny.
+ROOT_UPPER, ROOT_WORK, ROOT_UPPER_SIZE = "/upper", "/work", "1m"
 
 DEV_LINKS = (
     ("/proc/self/fd", "fd"),
@@ -123,12 +130,105 @@ def _bind(
     return Bind(source, target, found.kind == "dir", remount if wanted else None, check)
 
 
+def _inner_ops(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
+    """What goes on top of the root itself: kernel filesystems, unit mounts, init."""
+    untrusted = spec.root != "host"  # a directory's content may be hostile
+    ops = _kernel_filesystems(spec, host, s, untrusted)
+    ops += _unit_mounts(spec, host, s, untrusted)
+    if spec.init_binary:
+        ops.append(_bind(host, spec.init_binary, s + INIT_PATH, True, flags=MS_NOSUID | MS_NODEV))
+    return ops
+
+
+def _made_in_root(ops: list[Op], s: str) -> dict[str, bool]:
+    """Paths (as the sandbox names them) that `ops` would create in the root itself rather
+    than in a filesystem they mounted first, each with whether it is a directory."""
+    mounted: list[str] = []
+    made: dict[str, bool] = {}
+
+    def note(path: str, is_dir: bool) -> None:
+        if _under(path, s) and path != s and not any(_under(path, m) for m in mounted):
+            made.setdefault(path[len(s) :], is_dir)
+
+    for op in ops:
+        match op:
+            case Mkdir(path, _, parents, _):
+                parts = path[len(s) :].strip("/").split("/") if _under(path, s) else []
+                steps = range(1, len(parts) + 1) if parents else [len(parts)]
+                for n in steps:
+                    note(s + "/" + "/".join(parts[:n]), True)
+            case Bind(_, target, is_dir, _, _):
+                note(target, is_dir)
+                mounted.append(target)
+            case Symlink(_, path) | WriteFile(path, _):
+                note(path, False)
+            case Mount(_, target, _, _, _, _) | Mask(target, _) | ReadOnly(target, _):
+                mounted.append(target)
+    return made
+
+
+def root_paths(spec: RootSpec, host: HostLayout) -> list[str]:
+    """The paths inside a root directory that the plan needs to exist there (mount points):
+    what `HostLayout.with_root_paths` must look at before `plan_root`."""
+    if spec.root == "host" or spec.overlay_dir is not None:
+        return []
+    s = staging_dir(spec, host)
+    return sorted(_made_in_root(_inner_ops(spec, host, s), s))
+
+
+def _missing_in_root(made: dict[str, bool], host: HostLayout) -> list[str]:
+    # A symlink counts as present: the launch refuses it as a mount target, with its name,
+    # and an overlay would not make it any less of a link.
+    missing = []
+    for path, is_dir in made.items():
+        kind = host.in_root_kind(path)
+        if kind is None or (is_dir and kind not in ("dir", "link")):
+            missing.append(path)
+    return sorted(missing)
+
+
+def _directory_root(spec: RootSpec, host: HostLayout, s: str, inner: list[Op]) -> list[Op]:
+    """A root directory is the operator's, and the daemon writes nothing into it.
+
+    When it has every mount point the plan needs, it is bound read-only from the first
+    operation on, so nothing the plan does can write into it (a mount point removed since
+    the daemon looked makes the launch fail with EROFS, not a directory appear). When one is
+    missing, a read-only root gets an overlay: the directory as its read-only lower layer and
+    a small tmpfs, made in this mount namespace alone, as the upper one, where the mount
+    points are made; the tmpfs is reachable only through the overlay (pivot_root detaches its
+    mount) and ends with the namespace. A writable root without `overlay` is the service's to
+    write, so a tmpfs upper would silently lose its writes: that is refused instead.
+    """
+    found = host.get(spec.root)
+    keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
+    missing = _missing_in_root(_made_in_root(inner, s), host)
+    if not missing:
+        return [Bind(spec.root, s, True, MS_BIND | MS_REMOUNT | MS_RDONLY | keep)]
+    if not spec.read_only:
+        raise StageFailure(
+            "rootfs",
+            2,
+            f"root directory {spec.root} lacks {', '.join(missing)}, where the sandbox mounts "
+            "things, and sandboxd creates nothing in a root directory; with read_only = false "
+            "the service writes into it directly, so create them there (mkdir) or set "
+            "overlay = true",
+        )
+    upper, work = s + ROOT_UPPER, s + ROOT_WORK
+    return [
+        Mount("tmpfs", s, "tmpfs", NOSUID_NODEV, f"mode=0700,size={ROOT_UPPER_SIZE}"),
+        Mkdir(upper, 0o755),
+        Mkdir(work, 0o700),
+        _overlay(s, keep, spec.root, upper, work),
+    ]
+
+
 def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
     """Every operation, in order, that turns the host's mount tree into the sandbox's root."""
     s = staging_dir(spec, host)
     ops: list[Op] = [Mount(None, "/", None, MS_REC | MS_PRIVATE)]
-    writable = spec.overlay_dir is not None or not spec.read_only
-    untrusted = spec.root != "host"  # a directory's content may be hostile
+    inner = _inner_ops(spec, host, s)
+    found = host.get(spec.root)
+    keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
     if spec.root == "host":
         ops += _host_root(spec, host, s)
     elif spec.overlay_dir is not None:
@@ -136,18 +236,15 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         ops += _overlay_dirs(spec.overlay_dir, upper, work)
         ops.append(_overlay(s, MS_NOSUID, spec.root, upper, work))
     else:
-        ops.append(Bind(spec.root, s, True, None))
-    ops += _kernel_filesystems(spec, host, s, untrusted)
-    ops += _unit_mounts(spec, host, s, untrusted)
-    if spec.init_binary:
-        ops.append(_bind(host, spec.init_binary, s + INIT_PATH, True, flags=MS_NOSUID | MS_NODEV))
-    if not writable:
-        if spec.root == "host":
+        ops += _directory_root(spec, host, s, inner)
+    ops += inner
+    if spec.overlay_dir is None:
+        if spec.root == "host" and spec.read_only:
             ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV))
-        else:
-            found = host.get(spec.root)
-            keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
+        elif spec.read_only:
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | keep))
+        elif spec.root != "host":  # bound read-only while the plan ran: the service may write
+            ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | keep))
     ops.append(PivotRoot(s))
     return ops
 

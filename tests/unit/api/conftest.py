@@ -9,7 +9,7 @@ import pytest
 from api_helpers import MEMBERS_GID
 
 from supervisor.api import auth
-from supervisor.api.testing import FakeController, ServerThread, make_status
+from supervisor.api.testing import BRIDGE, FakeController, ServerThread, make_status
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def sock_dir() -> Iterator[Path]:
 def controller(tmp_path: Path) -> FakeController:
     return FakeController(
         [
-            make_status("web"),
+            make_status("web", network=BRIDGE),
             make_status("db", "backoff", restarts=3, error="exit-code:1", next_start_in=2.5),
             make_status("cron", "stopped"),
         ],

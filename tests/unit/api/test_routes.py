@@ -215,9 +215,10 @@ def test_event_stream(server: ServerThread, controller: FakeController) -> None:
         while b"\n" not in buf:
             buf += response.read1(4096)
         event = json.loads(buf)
+        # seq: the controller numbers its events, as the engine does
         assert event == {
-            "unit": "web", "event": "oom-kill", "at": at.isoformat(), "state": "backoff",
-            "detail": {},
+            "seq": 2, "unit": "web", "event": "oom-kill", "at": at.isoformat(),
+            "state": "backoff", "detail": {},
         }  # fmt: skip
     finally:
         conn.close()

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import structlog
 
 from supervisor.api import auth
 from supervisor.api.server import SocketInUse, bind_socket, serve
@@ -57,6 +58,21 @@ def test_serve_from_config_and_close_removes_socket(sock_dir: Path) -> None:
         assert not config.socket_path.exists()
 
     asyncio.run(scenario())
+
+
+def test_a_missing_group_is_one_info_line_with_the_fix(sock_dir: Path) -> None:
+    config = DaemonConfig(socket=sock_dir / "control.sock", group="no-such-group-x")
+
+    async def scenario() -> None:
+        server = await serve(FakeController([make_status("web")]), config)
+        await server.close()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    said = [e for e in logs if e["event"] == "api.no_group"]
+    assert len(said) == 1 and said[0]["log_level"] == "info", said
+    assert "groupadd --system no-such-group-x" in said[0]["detail"]
+    assert not [e for e in logs if e["log_level"] == "warning"], logs
 
 
 def test_curl_works(server: ServerThread) -> None:

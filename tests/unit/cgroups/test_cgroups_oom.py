@@ -1,36 +1,57 @@
-"""The OOM watch's counter logic on a plain pipe standing in for inotify/eventfd (no root)."""
+"""The OOM watch's counter logic on a plain pipe standing in for inotify/eventfd (no root).
+
+The counter is a script of readings, not a timer race: the watch reads it at construction, at
+the wakeup and at each recheck, so the tests say exactly which reading shows the kill."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 
 from supervisor.cgroups.base import OomEvent
-from supervisor.cgroups.oom import CounterWatch
+from supervisor.cgroups.oom import RECHECK_DELAYS, CounterWatch
 
 
-async def _run(bump_after: float | None) -> list[OomEvent]:
+async def _run(readings: Iterator[int]) -> tuple[list[OomEvent], int]:
+    """Events reported after one wakeup, and how many times the counter was read."""
     loop = asyncio.get_running_loop()
-    counter = [2]
     events: list[OomEvent] = []
+    reads = 0
+    last = 0
+
+    def counter() -> int:
+        nonlocal reads, last
+        reads += 1
+        last = next(readings, last)
+        return last
+
     r, w = os.pipe()
     os.set_blocking(r, False)
-    watch = CounterWatch(loop, "web", [r], lambda: counter[0], events.append)
+    watch = CounterWatch(loop, "web", [r], counter, events.append)
     try:
         os.write(w, b"x")  # the wakeup, e.g. v1's "under OOM" before the kill
-        if bump_after is not None:
-            loop.call_later(bump_after, lambda: counter.__setitem__(0, 3))
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(60):
+            while reads < 2:  # the wakeup's own look
+                await asyncio.sleep(0.001)
+        # Timers run in deadline order, so every recheck (all scheduled at the wakeup, the
+        # latest max(RECHECK_DELAYS) after it) has run before this sleep ends.
+        await asyncio.sleep(max(RECHECK_DELAYS) + 0.01)
     finally:
         watch.close()
         watch.close()  # idempotent
         os.close(w)
-    return events
+    return events, reads
 
 
 def test_a_kill_counted_after_the_wakeup_is_still_reported() -> None:
-    assert asyncio.run(_run(bump_after=0.015)) == [OomEvent("web", 3)]
+    # Construction 2, the wakeup still 2 (the kernel counts the kill a moment later), then 3.
+    events, reads = asyncio.run(_run(iter([2, 2, 2, 3])))
+    assert events == [OomEvent("web", 3)]
+    assert reads == 4  # reported at the second recheck; the rest were cancelled
 
 
 def test_a_wakeup_without_a_kill_reports_nothing() -> None:
-    assert asyncio.run(_run(bump_after=None)) == []
+    events, reads = asyncio.run(_run(iter([2])))
+    assert events == []
+    assert reads == 2 + len(RECHECK_DELAYS)  # every recheck looked

@@ -8,10 +8,10 @@ import io
 import sys
 from types import ModuleType
 
-from supervisor.cli.commands import logs, reload, restart, start, status, stop
+from supervisor.cli.commands import events, logs, reload, restart, start, status, stop
 from supervisor.errors import EXIT_USAGE
 
-VERBS: tuple[ModuleType, ...] = (status, reload, start, stop, restart, logs)
+VERBS: tuple[ModuleType, ...] = (status, reload, start, stop, restart, logs, events)
 
 
 def parser() -> argparse.ArgumentParser:

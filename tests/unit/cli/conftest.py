@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from supervisor.api import auth
-from supervisor.api.testing import FakeController, ServerThread, make_status
+from supervisor.api.testing import BRIDGE, FakeController, ServerThread, make_status
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,9 @@ def quiet_server_logs() -> Iterator[None]:
 def controller(tmp_path: Path) -> FakeController:
     return FakeController(
         [
-            make_status("web", restarts=2, oom_kills=1, recent_exits=["oom-killed"]),
+            make_status(
+                "web", restarts=2, oom_kills=1, recent_exits=["oom-killed"], network=BRIDGE
+            ),
             make_status(
                 "db",
                 "backoff",
@@ -42,7 +44,8 @@ def controller(tmp_path: Path) -> FakeController:
 def daemon(controller: FakeController, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
     sock_dir = Path(tempfile.mkdtemp(prefix="sbx-cli-", dir="/tmp"))
     try:
-        with ServerThread(controller, sock_dir / "control.sock", auth.Policy(None)) as server:
+        policy = auth.Policy(None)
+        with ServerThread(controller, sock_dir / "control.sock", policy, history=True) as server:
             monkeypatch.setenv("SANDBOXD_SOCKET", str(server.path))
             yield server
     finally:

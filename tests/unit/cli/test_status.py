@@ -6,9 +6,9 @@ import json
 import pytest
 from cli_helpers import sandboxctl
 
-from supervisor.api.testing import ServerThread
+from supervisor.api.testing import FakeController, ServerThread, make_status
 from supervisor.cli import render
-from supervisor.cli.commands.status import detail_lines
+from supervisor.cli.commands.status import detail_lines, row
 
 
 def test_table_is_aligned_without_color(daemon: ServerThread) -> None:
@@ -57,6 +57,26 @@ def test_detail_shows_limits_usage_oom_and_events(daemon: ServerThread) -> None:
     assert "recent exits: oom-killed" in out
 
 
+def test_detail_and_json_show_the_bridge_address(daemon: ServerThread) -> None:
+    out = sandboxctl("status", "web").out
+    assert (
+        "network:      bridge 10.88.0.2/16 (mac 02:5b:0a:58:00:02, bridge sbx0, "
+        "gateway 10.88.0.1)\n" in out
+    )
+    detail = json.loads(sandboxctl("status", "web", "--json").out)["units"][0]
+    listed = json.loads(sandboxctl("status", "--json").out)["units"]
+    assert detail["network"]["address"] == "10.88.0.2/16"
+    assert [u["network"] for u in listed if u["name"] == "web"] == [detail["network"]]
+    assert "network:      none\n" in sandboxctl("status", "cron").out
+
+
+def test_a_bridge_unit_before_its_first_lease() -> None:
+    unit = {"name": "web", "state": "stopped", "network": {"mode": "bridge", "address": None,
+                                                           "bridge": "sbx0"}}  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert "  network:      bridge (no address leased yet; bridge sbx0)" in lines
+
+
 def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
     out = sandboxctl("status", "db").out
     assert "next start:   in 2.5s (after exit-code:1)" in out
@@ -92,10 +112,48 @@ def test_formats() -> None:
 
 def test_unreachable_is_exit_5_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDBOXD_SOCKET", "/tmp/sbx-definitely-missing.sock")
-    for argv in (("status",), ("reload",), ("start", "x"), ("logs", "x")):
+    # `logs` reads the files instead (tests/unit/cli/test_logs.py)
+    for argv in (("status",), ("reload",), ("start", "x")):
         result = sandboxctl(*argv)
         assert result.code == 5, (argv, result)
         assert result.err == (
             "sandboxctl: cannot reach sandboxd at /tmp/sbx-definitely-missing.sock: "
             "no such socket (is sandboxd running?)\n"
         )
+
+
+def test_uptime_comes_from_the_daemons_monotonic_figure() -> None:
+    """A wall-clock step moves `started_at` against now; the daemon's `uptime` does not move."""
+    now = dt.datetime(2026, 1, 1, 1, 0, 5, tzinfo=dt.UTC)  # an hour past started_at + 5 s
+    unit = {"name": "web", "state": "running", "pid": 7, "restarts": 0, "memory_bytes": None,
+            "last_exit": None, "started_at": "2026-01-01T00:00:00+00:00",
+            "uptime": 5.0}  # fmt: skip
+    assert row(unit, now)[3] == "5s"
+    assert any("(up 5s)" in line for line in detail_lines(unit, now, color=False))
+    older = {k: v for k, v in unit.items() if k != "uptime"}  # a daemon without the field
+    assert row(older, now)[3] == "1h0m"
+
+
+def test_a_broken_file_is_marked_and_a_long_last_exit_cut(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    long_exit = "launch-error:user: unknown user 'root': not in /srv/root/etc/passwd (nor uid)"
+    controller.units["api"] = make_status(
+        "api", last_exit=long_exit, file_invalid=True,
+        error="invalid unit file (the running version is kept): api.toml: service.exec: ...",
+    )  # fmt: skip
+    lines = sandboxctl("status").out.splitlines()
+    api = next(line for line in lines if line.startswith("api "))
+    assert api.split()[1] == "running*"
+    assert api.endswith("launch-error:user: unknown user 'root':…")
+    assert len(api[lines[0].index("LAST-EXIT") :]) == 40
+    assert lines[-1] == (
+        "* unit file invalid, running the last valid version: "
+        "see sandboxctl status UNIT / sandboxctl validate"
+    )
+    assert sum("*" in line for line in lines) == 2  # only the broken unit, and the hint
+    assert f"last exit:    {long_exit}" in sandboxctl("status", "api").out
+    (unit,) = json.loads(sandboxctl("status", "api", "--json").out)["units"]
+    assert unit["last_exit"] == long_exit and unit["file_invalid"] is True
+    del controller.units["api"]
+    assert "*" not in sandboxctl("status").out  # no hint without a broken file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,8 @@ def test_host_warnings_do_not_fail(tmp_path: Path, capsys: pytest.CaptureFixture
     code, out, err = run(capsys, "validate", str(d))
     assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
     assert err == [
-        f"{d}/web.toml: service.exec[0]: warning: /nonexistent/bin/web does not exist on this host"
+        f"{d}/web.toml:2: service.exec[0]: warning: /nonexistent/bin/web does not exist on this "
+        "host"
     ]
     assert run(capsys, "validate", "--no-host-checks", str(d)) == (EXIT_OK, "1 unit valid\n", [])
 
@@ -106,9 +108,25 @@ def test_files_named_one_by_one(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, err = run(capsys, "validate", str(d / "web.toml"))
     assert (code, out) == (EXIT_OK, "1 unit valid (1 warning)\n")
     assert err == [
-        f'{d}/web.toml: service.after[1]: warning: no unit named "cache" among or beside '
+        f'{d}/web.toml:3: service.after[1]: warning: no unit named "cache" among or beside '
         "the files checked"
     ]
+
+
+def test_warnings_carry_lines_in_line_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "[resources]\n"  # 1
+        "cpu_max = 4000\n"  # 2
+        "[service]\n"  # 3
+        'exec = ["/nonexistent/bin/web"]\n'  # 4
+    )
+    d = units(tmp_path / "u", web=text)
+    for target in (d, d / "web.toml"):  # a directory and a file named: the same lines
+        code, _, err = run(capsys, "validate", str(target))
+        assert code == EXIT_OK
+        assert [line.split(": ")[0].rsplit(":", 1)[1] for line in err] == ["2", "4"], err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,3 +149,32 @@ def test_the_example_units_are_valid(capsys: pytest.CaptureFixture[str]) -> None
     code, out, err = run(capsys, "validate", "--no-host-checks", str(REPO_UNITS))
     assert (code, err) == (EXIT_OK, [])
     assert 4 <= int(out.split()[0]) <= 6 and out.endswith(" units valid\n")
+
+
+def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(
+        tmp_path / "u",
+        web=GOOD,
+        bad='[service]\nexec = ["true"]\n',
+        far='[service]\nexec = ["/no/such/binary"]\n',
+    )
+    code, out, err = run(capsys, "validate", "--json", str(d))
+    assert (code, err) == (EXIT_FAILURE, [])  # the problems are in the report
+    report = json.loads(out)
+    assert report["valid"] == 2 and report["invalid"] == 1 and report["unreadable"] == 0
+    assert report["summary"] == "2 units valid, 1 invalid (1 warning)"
+    assert report["errors"] == [
+        {"path": f"{d}/bad.toml", "line": 2, "key": "service.exec[0]",
+         "message": "must be an absolute path, got 'true'"}
+    ]  # fmt: skip
+    [warning] = report["warnings"]
+    assert warning["path"] == f"{d}/far.toml" and warning["key"] == "service.exec[0]"
+    assert not warning["message"].startswith("warning:")
+
+
+def test_json_all_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = units(tmp_path / "u", web=GOOD)
+    code, out, _ = run(capsys, "validate", str(d), "--json")
+    assert code == EXIT_OK
+    assert json.loads(out) == {"valid": 1, "invalid": 0, "unreadable": 0,
+                               "summary": "1 unit valid", "errors": [], "warnings": []}  # fmt: skip

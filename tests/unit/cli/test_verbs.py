@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 
 from cli_helpers import sandboxctl
 
 from supervisor.api.testing import FakeController, ServerThread
-from supervisor.engine.model import ReloadResult
+from supervisor.engine.model import ReloadResult, UnitEvent
 from tests.support.waiting import wait_for
 
 
@@ -21,6 +22,32 @@ def test_actions(daemon: ServerThread, controller: FakeController) -> None:
     assert sandboxctl("restart", "web").code == 0
     assert controller.calls == [("stop", "web"), ("stop", "cron"), ("start", "web"),
                                 ("restart", "web")]  # fmt: skip
+
+
+def test_actions_json(daemon: ServerThread, controller: FakeController) -> None:
+    controller.fail.add("web")
+    result = sandboxctl("start", "web", "cron", "--json")
+    assert result.code == 1
+    assert result.err == "sandboxctl: web: start failed: web: launch failed\n"
+    units = json.loads(result.out)["units"]
+    assert [(u["name"], u["ok"], u["state"], u["error"]) for u in units] == [
+        ("web", False, None, "web: launch failed"),
+        ("cron", True, "running", None),
+    ]
+    assert units[1]["unit"]["name"] == "cron" and units[0]["unit"] is None
+    result = sandboxctl("stop", "cron", "--json")
+    assert result.code == 0 and json.loads(result.out)["units"][0]["state"] == "stopped"
+    assert len(result.out.splitlines()) == 1  # one object, nothing else on stdout
+
+
+def test_actions_json_unknown_unit(daemon: ServerThread, controller: FakeController) -> None:
+    result = sandboxctl("restart", "web", "ghost", "--json")
+    assert result.code == 4 and result.err == "sandboxctl: no such unit: ghost\n"
+    assert json.loads(result.out) == {
+        "units": [{"name": "ghost", "ok": False, "state": None, "error": "no such unit",
+                   "unit": None}]
+    }  # fmt: skip
+    assert controller.calls == []
 
 
 def test_unknown_unit_acts_on_nothing(daemon: ServerThread, controller: FakeController) -> None:
@@ -41,15 +68,79 @@ def test_reload_report_and_exit(daemon: ServerThread, controller: FakeController
     result = sandboxctl("reload")
     assert (result.code, result.out) == (0, "nothing changed\n")
     controller.reload_result = ReloadResult(
-        started=["a", "b"], restarted=["c"], stopped=["d"],
-        invalid={"bad": ["bad.toml: service.exec: field required"]},
+        started=["a", "b"], restarted=["c"], stopped=["d"], removed=["broken"],
+        fixed=["web"], invalid={"bad": ["bad.toml: service.exec: field required"]},
     )  # fmt: skip
-    result = sandboxctl("reload")
+    result = sandboxctl("reload", "--no-wait")
     assert result.code == 1
     assert result.out == (
-        "started: a, b\nrestarted: c\nstopped: d\ninvalid: bad\n"
-        "  bad.toml: service.exec: field required\n"
+        "started: a, b\nrestarted: c\nstopped: d\nremoved: broken\n"
+        "valid again, no change: web\ninvalid: bad\n  bad.toml: service.exec: field required\n"
     )
+
+
+def _event(unit: str, name: str, state: str, **detail: object) -> UnitEvent:
+    return UnitEvent(unit, name, dt.datetime.now(dt.UTC), state, dict(detail))
+
+
+def test_reload_waits_for_what_it_started(daemon: ServerThread, controller: FakeController) -> None:
+    # Before the reload: a crash loop's last backoff, which must not count as an outcome.
+    daemon.call(_publish(controller, _event("c", "backoff", "backoff", reason="exit-code:1")))
+    controller.reload_result = ReloadResult(started=["a", "b", "n"], restarted=["c"])
+    controller.reload_events = [
+        _event("a", "started", "running"),
+        _event("n", "started", "starting"),
+        _event("c", "stopping", "stopping"),
+        _event("b", "failed", "failed", reason="launch-error:user: unknown user 'x'"),
+        _event("c", "exited", "stopped", reason="signal:SIGTERM"),
+        _event("c", "stopped", "stopped"),
+        _event("c", "started", "running"),
+        _event("n", "ready", "running"),
+    ]
+    result = sandboxctl("reload")
+    assert result.code == 1, result
+    assert result.out == (
+        "started: a, b, n\nrestarted: c\n"
+        "a: running\nb: failed: launch-error:user: unknown user 'x'\nc: running\n"
+        "n: running (ready)\n"
+    )
+    controller.reload_events = [_event(n, "started", "running") for n in ("a", "b", "n", "c")]
+    result = sandboxctl("reload", "--json")
+    assert result.code == 0, result
+    answer = json.loads(result.out)
+    assert answer["started"] == ["a", "b", "n"] and answer["seq"] > 0
+    assert {n: (o["state"], o["ok"]) for n, o in answer["outcomes"].items()} == {
+        n: ("running", True) for n in ("a", "b", "c", "n")
+    }
+    assert answer["outcomes"]["a"]["event"]["event"] == "started"
+
+
+def test_reload_backoff_after_a_failure_and_never_settling_fail(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    controller.reload_result = ReloadResult(started=["loop", "slow", "job", "always"])
+    controller.reload_events = [
+        _event("loop", "exited", "backoff", reason="exit-code:2"),
+        _event("loop", "backoff", "backoff", reason="exit-code:2", delay=0.1),
+        _event("always", "backoff", "backoff", reason="exit-code:0", delay=1),
+        _event("job", "exited", "exited", reason="exit-code:0"),
+        _event("slow", "waiting", "starting", reason="waiting for db (not running)"),
+    ]
+    result = sandboxctl("reload", "--timeout", "0.5")
+    assert result.code == 1, result
+    assert result.out.splitlines()[1:] == [
+        "always: backoff: restarting in 1s after exit-code:0",
+        "job: exited: exit-code:0",
+        "loop: backoff: restarting in 0.1s after exit-code:2",
+        "slow: not settled within 0.5s (starting after waiting: waiting for db (not running))",
+    ]
+    no_wait = sandboxctl("reload", "--no-wait", "--json")
+    assert no_wait.code == 0 and json.loads(no_wait.out)["outcomes"] == {}
+    assert sandboxctl("reload", "--timeout", "0").code == 2
+
+
+async def _publish(controller: FakeController, event: UnitEvent) -> None:
+    controller.publish(event)
 
 
 def test_logs(daemon: ServerThread, controller: FakeController) -> None:
@@ -69,12 +160,22 @@ def test_logs_follow(daemon: ServerThread, controller: FakeController) -> None:
         inode = path.stat().st_ino
         return any(os.stat(fd).st_ino == inode for fd in _fds_of_regular_files())
 
+    def follower_read_all(path: Path) -> bool:
+        """The server's descriptor of `path` is at its end: it has read (and, in the same
+        step, sent) everything in it."""
+        inode, size = path.stat().st_ino, path.stat().st_size
+        for fd in _fds_of_regular_files():
+            if os.stat(fd).st_ino == inode:
+                fdinfo = Path(fd.replace("/fd/", "/fdinfo/")).read_text()
+                if int(fdinfo.split()[1]) == size:  # "pos:\t<offset>" is the first line
+                    return True
+        return False
+
     def later() -> None:
         wait_for(lambda: follower_has_open(log))
         log.rename(log.with_suffix(".log.1"))
         log.write_text("second run\n")
-        wait_for(lambda: follower_has_open(log))  # reopened: read and sent in the same step
-        time.sleep(0.3)
+        wait_for(lambda: follower_read_all(log))
         daemon.call(daemon_close_streams(daemon))
 
     threading.Thread(target=later).start()

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,20 @@ class FakeManager:
 class Spawned:
     pid: int
     fail: str | None = None
+    errno: int = 2
 
     def go(self) -> None:
         if self.fail:
-            raise LaunchError("svc", "exec", self.fail, 2)
+            raise LaunchError("svc", "exec", self.fail, self.errno)
 
 
 class FakeLauncher:
     def __init__(self) -> None:
         self.fail: str | None = None
+        self.fail_errno = 2  # ENOENT, as a missing binary
+        # An OOM kill in the new cgroup before the daemon holds the run (no watch yet): a
+        # service that runs out of memory at once, on a busy machine.
+        self.oom_at_once = False
         self.launched: list[int] = []
         self.extra_binds: list[tuple[str, str, bool]] = []
 
@@ -161,7 +167,62 @@ class FakeLauncher:
         )  # fmt: skip
         cgroup.add_pid(pid)
         self.launched.append(pid)
-        return Spawned(pid, self.fail)
+        if self.oom_at_once:
+            cgroup.oom_kill()
+        return Spawned(pid, self.fail, self.fail_errno)
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test says so: a deadline (watchdog,
+    start_timeout, stop_timeout, backoff) passes when the test advances past it, never because
+    the machine was slow."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run(
+    main: Callable[[Rig], Coroutine[Any, Any, None]],
+    tmp_path: Path,
+    clock: ManualClock | None = None,
+) -> None:
+    """`main(rig)` in a fresh event loop, with a rig on `clock` (default: the real clock)."""
+
+    async def wrapper() -> None:
+        await main(make_rig(tmp_path, clock))
+
+    asyncio.run(asyncio.wait_for(wrapper(), 120))
+
+
+async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
+    await asyncio.wait_for(runner.wait(done), timeout)
+
+
+async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
+    """Remove the unit and wait for its task to end."""
+    runner.remove()
+    await asyncio.wait_for(task, 60)
+
+
+async def settled(runner: UnitRunner, timeout: float = 60) -> None:
+    """Until the unit's task has acted on everything handed to it and waits again."""
+    async with asyncio.timeout(timeout):
+        while not runner.idle:
+            await asyncio.sleep(0.001)
+
+
+async def advance(clock: ManualClock, runner: UnitRunner, seconds: float) -> None:
+    """Move the clock, let the task look at it, and wait until it has acted."""
+    await settled(runner)
+    clock.advance(seconds)
+    runner.poke()
+    await settled(runner)
 
 
 @dataclass
@@ -176,13 +237,18 @@ class Rig:
     def runner(self, spec: UnitSpec) -> UnitRunner:
         sink = RotatingLog(self.log_dir / f"{spec.name}.log", 1 << 20, 2)
         return UnitRunner(
-            spec.name, spec, host=self.host, store=self.store, sink=sink, emit=self.events.append
+            spec.name, spec, host=self.host, store=self.store, sink=sink, emit=self.emit
         )
 
+    def emit(self, event: Any) -> Any:
+        self.events.append(event)
+        return event
 
-def make_rig(tmp_path: Path) -> Rig:
+
+def make_rig(tmp_path: Path, clock: ManualClock | None = None) -> Rig:
+    """`clock`: the engine's monotonic clock (default: the real one)."""
     manager, launcher = FakeManager(), FakeLauncher()
-    host = Host(asyncio.get_running_loop(), manager, launcher)
+    host = Host(asyncio.get_running_loop(), manager, launcher, monotonic=clock or time.monotonic)
     store = Store(tmp_path / "state")
     store.prepare()
     return Rig(host, manager, launcher, store, tmp_path / "log")

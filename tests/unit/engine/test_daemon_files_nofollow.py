@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.api.logtail import read_log
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.store import Store, UnitRecord
+from supervisor.logtail import read_log
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""sd_notify endpoint: parsing, the cgroup check's path mapping, and a real datagram socket."""
+"""sd_notify endpoint: parsing and a real datagram socket."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -11,17 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.engine import notify
 from supervisor.engine.notify import NotifyEndpoint, NotifyMessage, parse
-
-V1_MOUNTINFO = """\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:35 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-"""
-V1_SELF = "9:name=systemd:/\n8:pids:/\n4:memory:/\n0::/\n"
 
 
 def test_parse_assignments() -> None:
@@ -42,22 +33,6 @@ def test_parse_assignments() -> None:
     assert parse(b"garbage without assignment", 1) is None
 
 
-def test_membership_reads_proc(tmp_path: Path) -> None:
-    (tmp_path / "self").mkdir()
-    (tmp_path / "self" / "cgroup").write_text(V1_SELF)
-    (tmp_path / "self" / "mountinfo").write_text(V1_MOUNTINFO)
-    for pid, text in ((10, "8:pids:/sandboxd/web\n4:memory:/sandboxd/web/sub\n"),
-                      (11, "8:pids:/sandboxd/web\n4:memory:/sandboxd/webby\n"),
-                      (12, "8:pids:/\n4:memory:/\n")):  # fmt: skip
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "cgroup").write_text(text)
-    check = notify.cgroup_membership(
-        ["/sys/fs/cgroup/memory/sandboxd/web/cgroup.procs",
-         "/sys/fs/cgroup/pids/sandboxd/web/cgroup.procs"], proc=str(tmp_path),
-    )  # fmt: skip
-    assert check(10) and not check(11) and not check(12) and not check(13) and not check(0)
-
-
 class Endpoint:
     """A real endpoint on a temp dir, driven by a private loop."""
 
@@ -76,7 +51,9 @@ class Endpoint:
             s.sendmsg([data], ancillary, 0, str(self.endpoint.host_socket))
 
     def pump(self) -> None:
-        self.loop.run_until_complete(asyncio.sleep(0.05))
+        """Run the loop until the endpoint has taken every datagram sent so far."""
+        while select.select([self.endpoint._sock], [], [], 0)[0]:
+            self.loop.run_until_complete(asyncio.sleep(0))
 
     def close(self) -> None:
         self.endpoint.close()

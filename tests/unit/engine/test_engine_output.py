@@ -38,12 +38,17 @@ def test_rotation_continues_an_existing_file(tmp_path: Path) -> None:
 
 
 def test_capture_drains_and_reopens(tmp_path: Path) -> None:
+    async def logged(text: bytes) -> None:
+        async with asyncio.timeout(60):
+            while not (tmp_path / "u.log").exists() or (tmp_path / "u.log").read_bytes() != text:
+                await asyncio.sleep(0.005)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         sink = RotatingLog(tmp_path / "u.log", None, 1)
         capture, write_fd = Capture.new(loop, sink)
         os.write(write_fd, b"hello\n")
-        await asyncio.sleep(0.05)
+        await logged(b"hello\n")
         # A "PID 1" holding the read end: here, this process under another fd number.
         spare = os.dup(capture.read_fd)
         capture.close()
@@ -52,7 +57,7 @@ def test_capture_drains_and_reopens(tmp_path: Path) -> None:
         assert again is not None
         assert Capture.reopen(loop, sink, os.getpid(), spare, capture.inode + 1) is None
         os.close(write_fd)  # EOF: the reader stops
-        await asyncio.sleep(0.05)
+        await logged(b"hello\nwhile no daemon reads\n")
         again.close()
         os.close(spare)
 

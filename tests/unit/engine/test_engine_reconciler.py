@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from engine_fakes import make_rig, make_spec
+from structlog.testing import capture_logs
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
@@ -22,6 +23,7 @@ from supervisor.unit.spec import UnitSpec
 class FakeLoad:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[object]] = field(default_factory=dict)
+    warnings: dict[str, list[object]] = field(default_factory=dict)
 
 
 class FakeLoader:
@@ -75,7 +77,20 @@ def test_reload_semantics(tmp_path: Path) -> None:
             assert result.invalid == {"bad": ["bad.toml: service.exec: field required"]}
 
             await rec.start("new")
-            await asyncio.sleep(0.2)
+
+            def applied() -> bool:  # the edit restarted, the removed unit gone
+                now = {s.name: s for s in rec.list_units()}
+                edit = now.get("edit")
+                return (
+                    "gone" not in now
+                    and edit is not None
+                    and edit.state == "running"
+                    and edit.pid not in (None, pids["edit"])
+                )
+
+            async with asyncio.timeout(60):
+                while not applied():
+                    await asyncio.sleep(0.01)
             status = {s.name: s for s in rec.list_units()}
             assert "gone" not in status
             assert status["keep"].pid == pids["keep"]  # untouched
@@ -124,6 +139,41 @@ def test_events_stream(tmp_path: Path) -> None:
             await rec.shutdown(leave=False)
         assert seen == [("a", "started"), ("a", "exited")]
 
+
+def test_reload_names_the_seq_its_events_follow(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, log_dir=tmp_path / "log")
+        seen: list[Any] = []
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+
+            async def consume() -> None:
+                async for event in rec.events():
+                    seen.append(event)
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0)
+            loader.load.specs = {"a": make_spec("a")}
+            first = await rec.reload()
+            await rec.start("a")
+            loader.load.specs = {"a": make_spec("a", script="sleep 200")}
+            second = await rec.reload()
+            runner = rec.runners["a"]
+            await runner.wait(lambda: runner.launches == 2 and runner.state is State.RUNNING)
+            consumer.cancel()
+            recent = rec.list_units(detail=True)[0].recent_events
+            await rec.shutdown(leave=False)
+        assert first.seq == 0
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # numbered as published
+        before = [(e.event, e.state) for e in seen if e.seq <= second.seq]
+        after = [(e.event, e.state) for e in seen if e.seq > second.seq]
+        assert before == [("started", "running")]  # the first run's, before the reload acted
+        assert after[0] == ("stopping", "stopping") and after[-1] == ("started", "running")
+        assert [e.seq for e in recent] == [e.seq for e in seen]  # the unit's memory agrees
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
@@ -150,12 +200,17 @@ def test_events_say_a_file_was_fixed_and_a_unit_removed(tmp_path: Path) -> None:
             await rec.reload()
             await rec.start("a")
             loader.load.errors = {"a": ["a.toml: service.exec: required key is missing"]}
-            await rec.reload()  # a keeps running with its error; zz's file is gone
+            broken = await rec.reload()  # a keeps running with its error; zz's file is gone
+            # zz never ran: nothing was stopped, it was removed
+            assert (broken.removed, broken.stopped, broken.fixed) == (["zz"], [], [])
             await asyncio.wait_for(until_seen("zz", "removed"), 10)  # its task's last word
             loader.load.errors = {}
-            await rec.reload()  # a's file fixed
+            fixed = await rec.reload()  # a's file fixed, back to the version that runs
+            assert fixed.fixed == ["a"] and fixed.unchanged == ["a"] and fixed.ok
+            assert (await rec.reload()).fixed == []  # said once
             loader.load.specs = {}
-            await rec.reload()  # a's file removed
+            gone = await rec.reload()  # a's file removed
+            assert (gone.stopped, gone.removed) == (["a"], [])
             await asyncio.wait_for(until_seen("a", "removed"), 60)
             consumer.cancel()
             await rec.shutdown(leave=False)
@@ -196,3 +251,28 @@ def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
             await rec.shutdown(leave=False)
 
     asyncio.run(main())
+
+
+def test_reload_logs_the_host_check_warnings(tmp_path: Path) -> None:
+    async def main() -> list[dict[str, Any]]:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        loader.load.specs = {"a": make_spec("a", service={"autostart": False})}
+        loader.load.warnings = {"a": ["a.toml: service.user: warning: unknown user 'app'"]}
+        config = DaemonConfig(units_dir=tmp_path, log_dir=tmp_path / "log")
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            with capture_logs() as events:
+                result = await rec.reload()
+            assert result.deferred == ["a"], "a warning does not block the unit"
+            await rec.shutdown(leave=False)
+        return events
+
+    events = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [e for e in events if e["event"] == "unit.warning"] == [
+        {
+            "event": "unit.warning",
+            "log_level": "warning",
+            "unit": "a",
+            "problem": "a.toml: service.user: warning: unknown user 'app'",
+        }
+    ]

@@ -4,34 +4,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
 
+from supervisor.cgroups import Limits
 from supervisor.contract import State
+from supervisor.engine.run import run_age
 from supervisor.engine.states import StopReason
+from supervisor.engine.status import record as unit_record
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
 from supervisor.unit.spec import UnitSpec
-
-
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 60))
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 30) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
 
 
 def orphan() -> int:
@@ -54,15 +46,18 @@ def record_of(spec: UnitSpec, pid: int, state: str, intent: str | None) -> UnitR
     )  # fmt: skip
 
 
-async def resumed(rig: Rig, record: UnitRecord, spec: UnitSpec) -> tuple[UnitRunner, Any]:
+async def resumed(
+    rig: Rig, record: UnitRecord, spec: UnitSpec, *, in_cgroup: bool = True, oom_counter: int = 0
+) -> tuple[UnitRunner, Any]:
+    """A runner resumed from `record`; `in_cgroup`: the record's pid is in the unit's cgroup,
+    as a sandbox's PID 1 is (re-adoption refuses a pid that is not)."""
+    cgroup = rig.manager.create(spec.name, Limits())
+    cgroup.oom = oom_counter
+    if in_cgroup and record.pid is not None:
+        cgroup.add_pid(record.pid)
     runner = rig.runner(spec)
     runner.resume(record)
     return runner, asyncio.create_task(runner.main())
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 30)
 
 
 @pytest.mark.parametrize(
@@ -107,18 +102,22 @@ def test_adopted_run_ended_by_the_daemon_goes_through_the_policy(tmp_path: Path)
 
 
 def test_adopted_self_stop_gets_no_signal_then_stop_timeout(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     async def main(rig: Rig) -> None:
         spec = make_spec(service={"stop_timeout": "600ms"}, restart={"policy": "no"})
         pid = orphan()  # a `sleep`: SIGTERM would end it at once
         runner, task = await resumed(rig, record_of(spec, pid, "stopping", "self-stop"), spec)
         assert runner.state is State.STOPPING and runner.intent is StopReason.SELF_STOP
-        await asyncio.sleep(0.3)
+        await advance(clock, runner, 0.59)
         assert not gone(pid)  # no stop_signal: the service is ending by itself
+        assert runner.state is State.STOPPING
+        await advance(clock, runner, 0.01)  # stop_timeout: SIGKILL
         await until(runner, lambda: runner.state is State.EXITED)
         assert gone(pid) and runner.launches == 0
         await finish(runner, task)
 
-    run(main, tmp_path)
+    run(main, tmp_path, clock)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +165,77 @@ def test_restart_command_is_saved_before_the_task_acts(tmp_path: Path) -> None:
         assert rig.store.load_all()[spec.name].intent == "stop"
         await until(runner, lambda: runner.state is State.STOPPED)
         assert rig.store.load_all()[spec.name].intent is None
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_changes_no_adopted_uptime(tmp_path: Path, step: float) -> None:
+    """The wall clock stepped an hour while no daemon ran: the re-adopted run's age (what
+    `reset_after` judges) comes from its PID 1's start on the boot clock, not the step."""
+
+    async def main(rig: Rig) -> None:
+        rig.host = dataclasses.replace(rig.host, wall=lambda: time.time() + step)
+        spec = make_spec()
+        pid = orphan()
+        age = run_age(proc.start_time(pid), None, 0.0)
+        runner, task = await resumed(rig, record_of(spec, pid, "running", None), spec)
+        assert runner.state is State.RUNNING and runner.run is not None
+        assert age <= runner.run.uptime() < age + 30
+        await finish(runner, task)
+
+    run(main, tmp_path)
+
+
+def test_run_age_prefers_the_boot_clock() -> None:
+    own_start = proc.start_time(os.getpid())
+    assert own_start is not None
+    own_age = run_age(own_start, None, 0.0)
+    for wall_now in (time.time() - 3600, time.time() + 3600):
+        assert own_age <= run_age(own_start, time.time(), wall_now) < own_age + 30
+    assert run_age(None, 100.0, 160.0) == 60.0  # no start time: the wall clock it is
+    future = int(1e12)  # a start later than now: a record from an earlier boot
+    assert run_age(future, 100.0, 160.0) == 60.0
+    assert run_age(future, 200.0, 160.0) == 0.0  # never negative
+
+
+def test_a_live_pid_outside_the_units_cgroup_is_never_adopted_nor_signalled(
+    tmp_path: Path,
+) -> None:
+    """PID reuse with a matching start time (a corrupt or planted record): the process is not
+    in the unit's cgroup, so the run is `lost` and the process is left alone."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(restart={"policy": "no"})
+        pid = orphan()
+        try:
+            record = record_of(spec, pid, "stopping", "stop")
+            runner, task = await resumed(rig, record, spec, in_cgroup=False)
+            assert runner.run is None and runner.last_exit == "lost"
+            await until(runner, lambda: runner.state is State.STOPPED)
+            assert not gone(pid) and rig.launcher.launched == []
+            await finish(runner, task)
+        finally:
+            os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+
+    run(main, tmp_path)
+
+
+def test_oom_kills_while_no_daemon_watched_are_counted_once(tmp_path: Path) -> None:
+    """The record says up to where the last daemon counted (`oom_base`): a kill after that,
+    while no daemon ran, is counted at re-adoption, and none before it is counted again."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(oom={"policy": "continue"})
+        pid = orphan()
+        # 5 kills in the cgroup at launch, 2 counted by the last daemon, 1 while none ran.
+        record = dataclasses.replace(record_of(spec, pid, "running", None), oom_kills=2, oom_base=7)
+        runner, task = await resumed(rig, record, spec, oom_counter=8)
+        await until(runner, lambda: runner.oom_kills == 3)
+        await settled(runner)
+        assert runner.oom_kills == 3 and runner.state is State.RUNNING
+        assert unit_record(runner).oom_base == 8  # what a next daemon starts from
         await finish(runner, task)
 
     run(main, tmp_path)

@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import Rig, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
+from supervisor.cgroups import Limits
 from supervisor.contract import State
+from supervisor.engine.run import run_age
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
-from supervisor.engine.unit_runner import UnitRunner
 from supervisor.linux import pidfd as proc
 
 CAPTURE = [structlog.contextvars.merge_contextvars]
 KERNEL = tuple(int(x) for x in os.uname().release.split(".")[:2])
-
-
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 20))
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 60)
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -128,6 +113,33 @@ def test_launch_error_is_failed(tmp_path: Path) -> None:
     run(main, tmp_path)
 
 
+@pytest.mark.parametrize("policy", ["on-failure", "no"])
+def test_a_launch_out_of_fds_is_retried_like_a_crash(tmp_path: Path, policy: str) -> None:
+    """EMFILE from any step of a launch (here the launcher's): `launch-error:resources`, and
+    a retry in backoff that succeeds once fds are back (policy "no": failed, as any launch
+    error, since it asked for no retries)."""
+
+    async def main(rig: Rig) -> None:
+        rig.launcher.fail, rig.launcher.fail_errno = "pipe: Too many open files", errno.EMFILE
+        r = rig.runner(make_spec(restart={"policy": policy, "delay": "10ms"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        want = State.BACKOFF if policy != "no" else State.FAILED
+        await until(r, lambda: r.state is want)
+        assert r.last_exit is not None
+        assert r.last_exit.startswith(
+            "launch-error:resources: too many open files (EMFILE: none free of the daemon's "
+            "limit of "
+        ), r.last_exit
+        rig.launcher.fail = None  # fds are back
+        if policy == "no":
+            r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        await finish(r, task)
+
+    run(main, tmp_path)
+
+
 def test_oom_kill_of_pid1_per_policy(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
         r = rig.runner(make_spec(oom={"policy": "stop"}))
@@ -154,7 +166,8 @@ def test_oom_kill_of_another_process(tmp_path: Path) -> None:
         await until(r, lambda: r.state is State.RUNNING)
         pid = r.run.pid if r.run else 0
         rig.manager.cgroups["svc"].oom_kill()
-        await asyncio.sleep(0.4)
+        await until(r, lambda: r.oom_kills == 1)
+        await settled(r)
         assert r.state is State.RUNNING and r.oom_kills == 1 and r.run and r.run.pid == pid
         # restart: the sandbox is restarted as a failure with reason oom-killed
         r2 = rig.runner(make_spec("r2", restart={"delay": "10ms"}))
@@ -190,9 +203,13 @@ def test_readopt_a_process_that_is_not_our_child(tmp_path: Path) -> None:
             "svc", "running", spec=spec.to_json(), spec_hash=spec.hash, pid=pid,
             pid_start=proc.start_time(pid), started_at=time.time() - 100, restarts=4,
         )  # fmt: skip
+        rig.manager.create("svc", Limits()).add_pid(pid)  # where a sandbox's PID 1 is
         r = rig.runner(spec)
         r.resume(record)
-        assert r.state is State.RUNNING and r.run is not None and r.run.uptime() >= 99
+        # Its age is its PID 1's, on the boot clock, not what the record's wall time says.
+        age = run_age(record.pid_start, None, 0.0)
+        assert r.state is State.RUNNING and r.run is not None
+        assert age <= r.run.uptime() < age + 30
         task = asyncio.create_task(r.main())
         os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
         await until(r, lambda: r.state is State.BACKOFF, timeout=10)
@@ -246,3 +263,22 @@ def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) ->
         await finish(r, task)
 
     run(main, tmp_path)
+
+
+def test_an_oom_kill_before_the_watch_exists_is_counted(tmp_path: Path) -> None:
+    """The kernel killed a process in the new cgroup before the run's OOM watch was set up
+    (whose counter starts from the current value): the run counts it from the launch's base."""
+
+    async def main(rig: Rig) -> None:
+        rig.launcher.oom_at_once = True
+        r = rig.runner(make_spec(oom={"policy": "continue"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.oom_kills == 1)
+        await settled(r)
+        assert r.state is State.RUNNING and r.restarts == 0
+        await finish(r, task)
+
+    with capture_logs(processors=CAPTURE) as logs:
+        run(main, tmp_path)
+    assert [e["count"] for e in events(logs, "unit.oom_kill")] == [1]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from structlog.testing import capture_logs
 
 from supervisor.engine.store import FORMAT as FMT
 from supervisor.engine.store import Store, UnitRecord
+from supervisor.linux import safefs
 
 
 @pytest.fixture
@@ -46,6 +49,18 @@ def test_round_trip(store: Store) -> None:
         json.dumps({"format": FMT, "unit": "bad", "state": "x", "surprise": 1}).encode(),
         json.dumps({"format": FMT, "unit": "other", "state": "x"}).encode(),
         b"[1, 2]",
+        b"\xff\xfe garbage",
+        b'{"format": "sandboxd-unit-state/1", "unit": "bad", "st',  # torn
+        # Wrong types a later step would trip over (arithmetic, signals, iteration).
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "started_at": "1"}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "pid_start": -1}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "pid": True}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "pid": 1}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "recent_exits": "ab"}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "spec": [1]}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "restarts": None}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "output_fd": "3"}).encode(),
+        json.dumps({"format": FMT, "unit": ["bad"], "state": "x"}).encode(),
     ],
 )
 def test_corrupt_or_foreign_is_logged_and_ignored(store: Store, content: bytes) -> None:
@@ -80,3 +95,45 @@ def test_a_record_saved_again_after_remove_is_written(store: Store) -> None:
     store.remove("web")
     store.save(record)
     assert store.load_all() == {"web": record}
+
+
+def test_a_failed_save_keeps_the_old_file_warns_once_and_catches_up(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = UnitRecord("web", "running", pid=1234, pid_start=99)
+    store.save(old)
+    real = safefs.write_atomic
+
+    def full(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safefs, "write_atomic", full)
+    new = UnitRecord("web", "stopping", pid=1234, pid_start=99, intent="stop")
+    with capture_logs() as logs:
+        assert not store.save(new)
+        assert not store.save(UnitRecord("db", "running"))
+        store.retry()
+    assert [(e["event"], e["unit"]) for e in logs] == [("store.save_failed", "web")]
+    assert logs[0]["error"] == "No space left on device"
+    assert store.load_all() == {"web": old}
+    assert set(store.unsaved) == {"web", "db"}
+
+    monkeypatch.setattr(safefs, "write_atomic", real)
+    with capture_logs() as logs:
+        store.retry()
+    assert [(e["event"], e["failed_saves"]) for e in logs] == [("store.save_resumed", 3)]
+    assert store.load_all() == {"web": new, "db": UnitRecord("db", "running")}
+    assert store.unsaved == {}
+
+
+def test_a_torn_write_leaves_no_temp_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.save(UnitRecord("web", "running"))
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert not store.save(UnitRecord("web", "stopping"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in store.dir.iterdir()) == ["web.json"]
+    assert store.load_all()["web"].state == "running"

@@ -18,6 +18,7 @@ from supervisor.unit.spec import UnitSpec
 class Load:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[object]] = field(default_factory=dict)
+    warnings: dict[str, list[object]] = field(default_factory=dict)
 
 
 class Loader:

@@ -4,12 +4,11 @@ handed to the runner's Readiness as the endpoint would after its cgroup check.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
-from engine_fakes import Rig, make_rig, make_spec
+from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
@@ -18,24 +17,14 @@ from supervisor.engine.states import StopReason
 from supervisor.engine.unit_runner import UnitRunner
 
 
-def run(main: Callable[[Rig], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
-    async def wrapper() -> None:
-        await main(make_rig(tmp_path))
-
-    asyncio.run(asyncio.wait_for(wrapper(), 20))
-
-
-async def finish(runner: UnitRunner, task: asyncio.Task[None]) -> None:
-    runner.remove()
-    await asyncio.wait_for(task, 60)
-
-
-async def until(runner: UnitRunner, done: Callable[[], bool], timeout: float = 60) -> None:
-    await asyncio.wait_for(runner.wait(done), timeout)
-
-
 def state(r: UnitRunner) -> State:
     return r.state  # read afresh (mypy narrows attribute reads across awaits)
+
+
+async def through_backoff(clock: ManualClock, r: UnitRunner) -> None:
+    """The restart delay, passed on the clock."""
+    await until(r, lambda: r.state is State.BACKOFF)
+    await advance(clock, r, r.next_start - clock.now)
 
 
 def say(r: UnitRunner, **fields: Any) -> None:
@@ -44,6 +33,8 @@ def say(r: UnitRunner, **fields: Any) -> None:
 
 
 def test_starting_until_ready_then_watchdog_restart(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     async def main(rig: Rig) -> None:
         spec = make_spec(service={"ready": "notify", "watchdog": "300ms"},
                          restart={"delay": "10ms"})  # fmt: skip
@@ -56,48 +47,56 @@ def test_starting_until_ready_then_watchdog_restart(tmp_path: Path) -> None:
                                              SANDBOX_DIR, True)]  # fmt: skip
         assert (tmp_path / "state" / "notify" / "svc" / "notify.sock").exists()
         say(r, status="warming")
-        await asyncio.sleep(0.05)
+        await settled(r)
         assert r.state is State.STARTING and r.readiness.status_text == "warming"
         say(r, ready=True, status="serving")
         await until(r, lambda: r.state is State.RUNNING)
         first = r.run.pid if r.run else 0
-        for _ in range(4):  # kept alive past the timeout
-            await asyncio.sleep(0.1)
+        for _ in range(4):  # kept alive past the timeout (0.4 s > 0.3 s)
+            await advance(clock, r, 0.1)
             say(r, watchdog=True)
+        await advance(clock, r, 0.29)
         assert state(r) is State.RUNNING and r.restarts == 0
-        await until(r, lambda: r.restarts == 1 and r.run is not None)  # silent: restarted
+        await advance(clock, r, 0.01)  # silent for the whole timeout: restarted
+        await through_backoff(clock, r)
+        await until(r, lambda: r.restarts == 1 and r.run is not None)
         assert r.last_exit == "watchdog" and r.run is not None and r.run.pid != first
         assert state(r) is State.STARTING  # the new run is not ready until it says so
         r.remove()
         await asyncio.wait_for(task, 60)
         assert not (tmp_path / "state" / "notify" / "svc").exists()
 
-    run(main, tmp_path)
+    run(main, tmp_path, clock)
 
 
 def test_start_timeout_extend_and_fail(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     async def main(rig: Rig) -> None:
         spec = make_spec(service={"ready": "notify", "start_timeout": "200ms"})
         r = rig.runner(spec)
         task = asyncio.create_task(r.main())
         r.start()
         await until(r, lambda: r.run is not None)
-        began = asyncio.get_running_loop().time()
-        say(r, extend_timeout_usec=500_000)
+        await advance(clock, r, 0.1)
+        say(r, extend_timeout_usec=500_000)  # from now: 0.5 s instead of the 0.1 s left
+        await advance(clock, r, 0.45)
+        assert state(r) is State.STARTING
+        await advance(clock, r, 0.05)
         await until(r, lambda: r.state is State.FAILED)
-        assert asyncio.get_running_loop().time() - began >= 0.45
         assert r.last_exit == "start-timeout" and r.error and "start_timeout" in r.error
         assert r.restarts == 0 and r.run is None
         assert rig.manager.cgroups["svc"].destroyed
         r.remove()
         await asyncio.wait_for(task, 60)
 
-    run(main, tmp_path)
+    run(main, tmp_path, clock)
 
 
 def test_stopping_1_is_the_service_ending_itself(tmp_path: Path) -> None:
     """STOPPING=1: `stopping` at once, no stop_signal, the watchdog no longer counts, and the
     exit that follows goes to the restart policy (a clean one is final with on-failure)."""
+    clock = ManualClock()
 
     async def main(rig: Rig) -> None:
         flag = tmp_path / "done"
@@ -114,7 +113,7 @@ def test_stopping_1_is_the_service_ending_itself(tmp_path: Path) -> None:
         say(r, stopping=True, status="draining")
         await until(r, lambda: r.state is State.STOPPING)
         assert r.intent is StopReason.SELF_STOP
-        await asyncio.sleep(0.5)  # past the watchdog timeout, with no WATCHDOG=1
+        await advance(clock, r, 0.5)  # past the watchdog timeout, with no WATCHDOG=1
         assert state(r) is State.STOPPING
         flag.touch()
         await until(r, lambda: r.state is State.EXITED)
@@ -123,12 +122,14 @@ def test_stopping_1_is_the_service_ending_itself(tmp_path: Path) -> None:
         assert (tmp_path / "log" / "svc.log").read_text() == "up\n"  # no SIGTERM came
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        run(main, tmp_path)
+        run(main, tmp_path, clock)
     (stopping,) = [e for e in logs if e["event"] == "unit.stopping"]
     assert stopping["by"] == "service" and stopping["notify_status"] == "draining"
 
 
 def test_stopping_1_then_hanging_is_killed_after_stop_timeout(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     async def main(rig: Rig) -> None:
         spec = make_spec(
             script="while :; do sleep 0.02; done",
@@ -140,18 +141,21 @@ def test_stopping_1_then_hanging_is_killed_after_stop_timeout(tmp_path: Path) ->
         r.start()
         await until(r, lambda: r.state is State.RUNNING)
         first = r.run.pid if r.run else 0
-        began = asyncio.get_running_loop().time()
         say(r, stopping=True)
+        await advance(clock, r, 0.29)
+        assert state(r) is State.STOPPING and r.run is not None and r.run.pid == first
+        await advance(clock, r, 0.01)  # stop_timeout: SIGKILL
+        await through_backoff(clock, r)
         await until(r, lambda: r.restarts == 1 and r.state is State.RUNNING)
-        assert asyncio.get_running_loop().time() - began >= 0.3
         assert r.last_exit == "signal:SIGKILL" and r.run is not None and r.run.pid != first
         assert not r.readiness.stopping  # the new run has said nothing yet
         await finish(r, task)
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        run(main, tmp_path)
+        run(main, tmp_path, clock)
     (timeout,) = [e for e in logs if e["event"] == "unit.stop_timeout"]
     assert timeout["signal"] is None  # none was sent: it was stopping by itself
+    assert timeout["elapsed"] == 0.3
 
 
 def test_reloading_1_shows_until_ready_1(tmp_path: Path) -> None:
@@ -166,7 +170,7 @@ def test_reloading_1_shows_until_ready_1(tmp_path: Path) -> None:
         assert r.readiness.view()["notify_reloading"] is True
         say(r, ready=True, status="serving")
         assert r.readiness.view()["notify_reloading"] is False
-        await asyncio.sleep(0.05)
+        await settled(r)
         assert state(r) is State.RUNNING and r.restarts == 0  # shown, not acted on
         await finish(r, task)
 

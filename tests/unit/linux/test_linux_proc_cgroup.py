@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from supervisor.cgroups import member_check
 from supervisor.linux import proc_cgroup as pc
 
 V1_MOUNTINFO = """\
@@ -50,3 +53,28 @@ def test_v2_with_a_mount_root() -> None:
     assert pc.paths_of(["/sys/fs/cgroup/web"], mount_list) == {frozenset(): "/sandboxd.service/web"}
     # a cgroup outside what the mount shows has no directory here
     assert pc.directories(pc.hierarchies("0::/other/web\n"), mount_list) == []
+
+
+class Procs:
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+
+    def procs_files(self) -> list[str]:
+        return self.files
+
+
+def test_membership_reads_proc(tmp_path: Path) -> None:
+    """cgroups.member_check (the sd_notify sender check) maps /proc/<pid>/cgroup through
+    mountinfo onto the unit's directories: a sub-cgroup counts, a sibling with a prefix does not."""
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_text(V1_SELF)
+    (tmp_path / "self" / "mountinfo").write_text(V1_MOUNTINFO)
+    for pid, text in ((10, "8:pids:/sandboxd/web\n4:memory:/sandboxd/web/sub\n"),
+                      (11, "8:pids:/sandboxd/web\n4:memory:/sandboxd/webby\n"),
+                      (12, "8:pids:/\n4:memory:/\n")):  # fmt: skip
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(text)
+    procs = Procs(["/sys/fs/cgroup/memory/sandboxd/web/cgroup.procs",
+                   "/sys/fs/cgroup/pids/sandboxd/web/cgroup.procs"])  # fmt: skip
+    check = member_check(procs, proc=str(tmp_path))
+    assert check(10) and not check(11) and not check(12) and not check(13) and not check(0)

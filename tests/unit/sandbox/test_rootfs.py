@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from supervisor.linux.fake import RecordingSyscalls
@@ -102,14 +104,27 @@ def test_missing_bind_source_fails_at_plan_time() -> None:
         rootplan.plan_root(spec, layout())
 
 
+MOUNT_POINTS = ("/dev", "/proc", "/run", "/sys", "/tmp")
+
+
+def rootfs_layout(*present: str, **extra: HostPath) -> HostLayout:
+    """`layout()` with a root directory /rootfs holding `present` (default: every mount point)."""
+    host = layout(__rootfs=HostPath("dir", flags=NOSUID_SRC), **extra)
+    have = present or MOUNT_POINTS
+    return dataclasses.replace(host, in_root={p: HostPath("dir") for p in have})
+
+
 def test_directory_root_and_overlay() -> None:
-    host = layout(__rootfs=HostPath("dir", flags=NOSUID_SRC))
+    host = rootfs_layout()
     plain = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
     # Built on a fixed root-owned staging directory: the root's own host path is opened once,
-    # as a bind source, and never walked again.
-    assert plain[1] == Bind("/rootfs", "/mnt", True, None)
+    # as a bind source, and never walked again. Read-only from the start: nothing the plan
+    # does can write into the operator's directory.
+    ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
+    assert plain[1] == Bind("/rootfs", "/mnt", True, ro)
     assert not any("/rootfs" in str(vars(op)) for op in plain[2:])
-    assert plain[-2] == RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    assert not any(isinstance(op, Mount) and op.fstype == "overlay" for op in plain)
+    assert plain[-2] == RemountRoot("/mnt", ro)
     assert plain[-1] == PivotRoot("/mnt")
     over = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
     mount = next(op for op in over if isinstance(op, Mount) and op.fstype == "overlay")
@@ -188,6 +203,7 @@ def test_a_bind_source_below_a_symlink_is_refused(root: str) -> None:
 def test_a_root_directory_below_a_symlink_is_refused() -> None:
     sys = RecordingSyscalls(links={"/srv/roots": "/"})
     host = layout(__srv__roots__app=HostPath("dir"))
+    host = dataclasses.replace(host, in_root={p: HostPath("link") for p in MOUNT_POINTS})
     with pytest.raises(StageFailure, match="bind source /srv/roots/app has a symlink"):
         rootfs.apply(sys, rootplan.plan_root(RootSpec(root="/srv/roots/app", hostname="x"), host))
     assert not any(c[0] == "pivot_root" for c in sys.calls)
@@ -218,3 +234,69 @@ def test_apply_names_the_failing_operation() -> None:
         rootfs.apply(sys, [PivotRoot("/mnt")])
     assert info.value.stage == "rootfs"
     assert info.value.message == "pivotroot /mnt: Invalid argument"
+
+
+# --- a root directory is never written: mount points it lacks come from a private overlay ---
+
+
+def test_the_paths_a_root_directory_must_have() -> None:
+    spec = RootSpec(
+        root="/rootfs",
+        hostname="x",
+        mounts=(
+            UnitMount("/srv/data/www", "/data"),  # parents first: /srv, /srv/data
+            UnitMount("/srv/data/www/static", None),  # inside the bind above: not the root's
+            UnitMount("/tmp/cache", None),  # inside our /tmp tmpfs
+            UnitMount("/etc/app.conf", "/data/app_conf"),  # a file bind: the file must exist
+        ),
+    )
+    host = rootfs_layout(__data=HostPath("dir"), __data__app_conf=HostPath("file"))
+    assert rootplan.root_paths(spec, host) == [
+        "/dev", "/etc", "/etc/app.conf", "/proc", "/run", "/srv", "/srv/data", "/srv/data/www",
+        "/sys", "/tmp",
+    ]  # fmt: skip
+    assert rootplan.root_paths(RootSpec(root="host", hostname="x"), host) == []
+    overlay = RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o")
+    assert rootplan.root_paths(overlay, host) == [], "overlay = true writes into its upper"
+
+
+def test_a_root_lacking_mount_points_gets_a_private_overlay_and_stays_read_only() -> None:
+    host = rootfs_layout("/dev", "/tmp")
+    ops = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x"), host)
+    assert ops[1:5] == [
+        Mount("tmpfs", "/mnt", "tmpfs", mounts.NOSUID_NODEV, "mode=0700,size=1m"),
+        Mkdir("/mnt/upper", 0o755),
+        Mkdir("/mnt/work", 0o700),
+        Mount("overlay", "/mnt", "overlay", MS_NOSUID, None,
+              (("lowerdir", "/rootfs"), ("upperdir", "/mnt/upper"), ("workdir", "/mnt/work"))),
+    ]  # fmt: skip
+    assert not any(isinstance(op, Bind) and op.source == "/rootfs" for op in ops)
+    assert ops[-2] == RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, ops)
+    # The lower layer is opened like a bind source: no symlink followed, mounted by fd.
+    assert ("open_path", "/rootfs") in sys.calls
+
+
+def test_a_writable_root_lacking_mount_points_is_refused_not_written() -> None:
+    host = rootfs_layout("/dev", "/tmp", "/run")
+    with pytest.raises(StageFailure) as info:
+        rootplan.plan_root(RootSpec(root="/rootfs", hostname="x", read_only=False), host)
+    assert info.value.message.startswith(
+        "root directory /rootfs lacks /proc, /sys, where the sandbox mounts things, and "
+        "sandboxd creates nothing in a root directory;"
+    )
+
+
+def test_a_complete_writable_root_is_bound_read_only_until_the_plan_is_done() -> None:
+    ops = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x", read_only=False),
+                             rootfs_layout())  # fmt: skip
+    assert ops[1] == Bind("/rootfs", "/mnt", True, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    assert ops[-2] == RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_NOSUID)
+
+
+def test_a_link_in_the_existing_part_of_a_target_is_refused_before_any_mkdir() -> None:
+    sys = RecordingSyscalls(links={"/mnt/srv": "/etc"})
+    with pytest.raises(StageFailure, match="resolves through a symlink"):
+        rootfs.apply(sys, [Mkdir("/mnt/srv/www", parents=True, check=True)])
+    assert not any(c[0] == "mkdir" for c in sys.calls)

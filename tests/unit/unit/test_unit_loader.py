@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import supervisor.unit.loader as loader_module
+from supervisor.unit.diagnostics import key_lines, locate
 from supervisor.unit.loader import (
     MAX_FILE_SIZE,
     UnitError,
@@ -42,7 +43,7 @@ def test_a_minimal_unit_loads(write_unit: WriteUnit) -> None:
     [
         pytest.param(
             '[service\nexec = ["/bin/true"]\n',
-            ":1: syntax: invalid TOML: expected ']' at the end of a table declaration (column 9)",
+            ":1:9: syntax: invalid TOML: expected ']' at the end of a table declaration",
             id="toml-syntax",
         ),
         pytest.param(
@@ -256,6 +257,82 @@ def test_unit_error_shape() -> None:
         "a.toml:3: service.exec: must not be empty"
     )
     assert str(UnitError("a.toml", "file", "empty file")) == "a.toml: file: empty file"
+    assert str(UnitError("a.toml", "syntax", "invalid TOML: x", 3, 7)) == (
+        "a.toml:3:7: syntax: invalid TOML: x"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param('[service]\nexec = ["/bin/true"]\nuser = app\n', ":3:8:", id="bare-value"),
+        pytest.param('[service]\nexec = ["/bin/true"\nuser = "a"\n', ":3:1:", id="unclosed"),
+        pytest.param("[service]\n  exec ==\n", ":2:9:", id="indented"),
+    ],
+)
+def test_toml_syntax_errors_carry_line_and_column(
+    write_unit: WriteUnit, content: str, expected: str
+) -> None:
+    [line] = lines_of(write_unit("web", content))
+    assert line.startswith(expected + " syntax: invalid TOML: "), line
+    assert "(column" not in line and "at line" not in line
+
+
+def test_problems_of_one_file_are_listed_in_line_order(write_unit: WriteUnit) -> None:
+    # pydantic reports by schema field order (service before sandbox, exec before user);
+    # the reader gets them top to bottom, with the unlocatable name error last.
+    text = (
+        "[sandbox]\n"  # 1
+        "hostname = 7\n"  # 2
+        "[resources]\n"  # 3
+        "cpu_weight = 0\n"  # 4
+        "[service]\n"  # 5
+        "user = []\n"  # 6
+        'exec = ["rel"]\n'  # 7
+    )
+    lines = lines_of(write_unit("bad name", text))
+    assert [line.split(":")[1] for line in lines] == ["2", "4", "6", "7", " name"]
+    assert lines[-1].startswith(": name: 'bad name' is not a valid unit name")
+
+
+def test_array_elements_are_located_on_their_own_lines(write_unit: WriteUnit) -> None:
+    text = (
+        '[service]\nexec = ["/bin/true"]\n'  # 1-2
+        "[[sandbox.mounts]]\n"  # 3
+        'source = "/srv"\ntarget = "/srv"\n'  # 4-5
+        "[[sandbox.mounts]]\n"  # 6
+        'source = "/var"\n'  # 7
+        'target = "rel"\n'  # 8
+        "[[sandbox.devices]]\n"  # 9
+        'path = "/dev/null"\n'  # 10
+        "[[sandbox.devices]]\n"  # 11
+        'path = "/dev/zero"\n'  # 12
+        'access = "x"\n'  # 13
+    )
+    assert [line.split(": ")[0:2] for line in lines_of(write_unit("web", text))] == [
+        [":8", "sandbox.mounts[1].target"],
+        [":13", "sandbox.devices[1].access"],
+    ]
+    inline = (
+        '[service]\nexec = ["/bin/true"]\n[sandbox]\nmounts = [\n'  # 1-4
+        '  { source = "/srv", target = "/srv" },\n'  # 5
+        "  # a comment between elements\n"  # 6
+        '  { type = "tmpfs", target = "/tmp/x", size = "1K" },\n'  # 7
+        "]\n"
+    )
+    [line] = lines_of(write_unit("web", inline))
+    assert line.startswith(":7: sandbox.mounts[1].size: "), line
+
+
+def test_lines_inside_a_multiline_string_are_not_keys(write_unit: WriteUnit) -> None:
+    text = (
+        '[service]\nexec = ["/bin/sh", "-c", """\n'  # 1-2
+        "user = nobody\n"  # 3: script text, not a key
+        '"""]\n'  # 4
+        "user = []\n"  # 5
+    )
+    [line] = lines_of(write_unit("web", text))
+    assert line.startswith(":5: service.user: "), line
 
 
 # --- directories -------------------------------------------------------------------------------
@@ -274,8 +351,8 @@ def test_a_directory_of_1000_units_with_3_bad(tmp_path: Path, write_unit: WriteU
             f"{tmp_path}/unit0100.toml:2: service.exec[0]: must be an absolute path, got 'echo'"
         ],
         "unit0500": [
-            f"{tmp_path}/unit0500.toml:1: syntax: invalid TOML: expected ']' at the end of a "
-            "table declaration (column 9)"
+            f"{tmp_path}/unit0500.toml:1:9: syntax: invalid TOML: expected ']' at the end of a "
+            "table declaration"
         ],
         "unit0999": [
             f"{tmp_path}/unit0999.toml:1: file: not valid UTF-8 (byte 0xff): "
@@ -405,3 +482,25 @@ def test_a_key_of_the_users_own_is_written_as_toml_writes_it(write_unit: WriteUn
     assert ':3: service.env."\\u001b[2J": input should be a valid string, got 1' in lines
     assert ":6: service.env.OK_NAME: input should be a valid string, got True" in lines
     assert all("\n" not in line and "\x1b" not in line for line in lines)
+
+
+def test_the_key_locator_reads_headers_dotted_and_quoted_keys() -> None:
+    text = (
+        "# a comment\n"  # 1
+        "service.exec = ['/bin/true']\n"  # 2: a dotted key at the top level
+        "[service.env]\n"  # 3
+        '"MY VAR" = "x"\n'  # 4
+        "  PATH = '/bin'  # indented\n"  # 5
+        "[[ sandbox.mounts ]]\n"  # 6: spaces inside the brackets
+        "target = '/a'\n"  # 7
+        "[[sandbox.mounts]]\n"  # 8
+        "target = '/b'\n"  # 9
+    )
+    lines = key_lines(text)
+    assert lines[("service", "exec")] == 2
+    assert lines[("service", "env", "MY VAR")] == 4
+    assert lines[("service", "env", "PATH")] == 5
+    assert lines[("sandbox", "mounts", 0, "target")] == 7
+    assert lines[("sandbox", "mounts", 1, "target")] == 9
+    assert locate(lines, ("sandbox", "mounts", 1, "source")) == 8, "the element's header"
+    assert locate(lines, ("network", "mode")) is None

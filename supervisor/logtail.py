@@ -1,5 +1,9 @@
-"""Read the tail of a service log, across its rotated files, and follow it across rotation,
-truncation and restarts.
+"""Service log files: their names, and reading their tail across the rotated files, following
+it across rotation, truncation and restarts.
+
+A bottom module: the engine writes these files (engine/output.py, by the names declared here),
+the API serves them (`GET /v1/units/{name}/logs`) and `sandboxctl logs` reads them itself
+while the daemon is unreachable (cli/logfiles.py), all with this one reader.
 
 The engine appends a service's output to `<log_dir>/<unit>.log` and rotates by renaming it to
 `<unit>.log.1` (and `.1` to `.2`, ...) and opening a new file at the first write after that
@@ -21,7 +25,6 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO
 
-from supervisor.engine.output import rotated_path
 from supervisor.linux import safefs
 
 CHUNK = 64 * 1024
@@ -31,16 +34,21 @@ POLL_INTERVAL = 0.2
 _GAP = 2
 
 
+def rotated_path(path: str | os.PathLike[str], n: int) -> str:
+    """The name of the `n`th newest rotated file of the log at `path` (1 is the newest)."""
+    return f"{os.fspath(path)}.{n}"
+
+
 # A file the daemon did not write (a planted symlink to /etc/shadow, a hard link, a FIFO) is
 # as good as missing: the daemon reads as root for any member of the read group.
 _NOT_OURS = {errno.ENOENT, errno.ELOOP, errno.EPERM, errno.EMLINK, errno.EINVAL, errno.ENXIO}
 
 
-def _open(path: str) -> BinaryIO | None:
+def _open(path: str, owner: int | None) -> BinaryIO | None:
     directory, name = os.path.split(path)
     try:
         with safefs.directory(directory) as dir_fd:
-            fd = safefs.open_owned(dir_fd, name, os.O_RDONLY)
+            fd = safefs.open_owned(dir_fd, name, os.O_RDONLY, owner=owner)
     except OSError as exc:
         if exc.errno in _NOT_OURS:
             return None
@@ -48,12 +56,13 @@ def _open(path: str) -> BinaryIO | None:
     return os.fdopen(fd, "rb")  # owned by the caller
 
 
-def open_history(path: str) -> tuple[BinaryIO | None, list[BinaryIO]]:
-    """(the current file or None, the rotated files newest first), all open.
+def open_history(path: str, owner: int | None = None) -> tuple[BinaryIO | None, list[BinaryIO]]:
+    """(the current file or None, the rotated files newest first), all open; only files owned
+    by `owner` (default: this process's user) count.
 
     A rotation between two opens would show one file twice (under its old and its new name):
     only its first, newer, place counts, which keeps the order right."""
-    current = _open(path)
+    current = _open(path, owner)
     seen = set()
     if current is not None:
         st = os.fstat(current.fileno())
@@ -62,7 +71,7 @@ def open_history(path: str) -> tuple[BinaryIO | None, list[BinaryIO]]:
     n = missing = 0
     while missing < _GAP:
         n += 1
-        f = _open(rotated_path(path, n))
+        f = _open(rotated_path(path, n), owner)
         if f is None:
             missing += 1
             continue
@@ -112,11 +121,16 @@ def _rotated(f: BinaryIO, path: str) -> bool:
 
 
 async def read_log(
-    path: str, lines: int | None = None, follow: bool = False, poll: float = POLL_INTERVAL
+    path: str,
+    lines: int | None = None,
+    follow: bool = False,
+    poll: float = POLL_INTERVAL,
+    owner: int | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the last `lines` lines of `path` and its rotated files (all they hold when None),
-    oldest first, then new output if `follow`."""
-    current, rotated = open_history(path)
+    oldest first, then new output if `follow`. `owner` is the uid the files must belong to:
+    the daemon's (this process's by default; sandboxctl reading without a daemon names it)."""
+    current, rotated = open_history(path, owner)
     history = [*reversed(rotated), *([current] if current is not None else [])]
     try:
         first, offset = (0, 0) if lines is None else tail_start(history, lines)
@@ -127,7 +141,7 @@ async def read_log(
                 yield chunk
         # The newest file (the current one, unless it is still to be created) is followed.
         newest = history[-1] if history else None
-        async with contextlib.aclosing(_follow(newest, path, follow, poll)) as chunks:
+        async with contextlib.aclosing(_follow(newest, path, follow, poll, owner)) as chunks:
             async for chunk in chunks:
                 yield chunk
     finally:
@@ -136,7 +150,7 @@ async def read_log(
 
 
 async def _follow(
-    f: BinaryIO | None, path: str, follow: bool, poll: float
+    f: BinaryIO | None, path: str, follow: bool, poll: float, owner: int | None
 ) -> AsyncGenerator[bytes, None]:
     """The rest of `f` (the newest log file, or None if there was none yet), then, if `follow`,
     whatever comes next under `path` and in the files rotated after `f`."""
@@ -148,7 +162,7 @@ async def _follow(
             if not follow:
                 return
             if f is None or _rotated(f, path):
-                current, rotated = open_history(path)
+                current, rotated = open_history(path, owner)
                 # What was written before the rename, then every file rotated since (more than
                 # one if the log rotates faster than we poll), oldest first.
                 chain = [f, *_newer_than(f, rotated)] if f is not None else []

@@ -1,0 +1,103 @@
+"""A full state disk (issue 29): the state dir is a real 1 MiB tmpfs, filled up by the test.
+
+A state save is a side effect of a state change, so the change goes ahead: the restart asked
+for happens, the other services are untouched, the old record stays whole (never torn, no
+temp file left), the daemon says so once for the whole episode, and once space returns the
+record catches up without any further change to the unit, so that a daemon killed then
+re-adopts the new run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kit import cgroup_version, pid1s, uname, unit_text, wait_for
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),
+]
+
+
+def fill(directory: Path) -> Path:
+    """A file in `directory` that takes every free block of its filesystem."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        chunk = bytes(4096)
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return filler
+    finally:
+        os.close(fd)
+
+
+def record(daemon: Any, unit: str) -> dict[str, Any]:
+    return dict(json.loads((daemon.state / "units" / f"{unit}.json").read_bytes()))
+
+
+def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
+    rdaemons: Callable[[], Any],
+) -> None:
+    daemon = rdaemons()
+    daemon.state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "sbx-test-state",
+                    str(daemon.state)], check=True)  # fmt: skip
+    try:
+        a, b = uname(daemon, "a"), uname(daemon, "b")
+        for name in (a, b):
+            daemon.write_unit(name, unit_text(["/bin/sleep", "100000"], daemon, name))
+        daemon.start()
+        first = daemon.wait_unit(a, lambda u: u["state"] == "running", 60)
+        bystander = daemon.wait_unit(b, lambda u: u["state"] == "running", 60)
+        wait_for(lambda: record(daemon, a).get("pid") == first["pid"], 60)
+        before = (daemon.state / "units" / f"{a}.json").read_bytes()
+
+        filler = fill(daemon.state)
+        status, body = daemon.request("POST", f"/v1/units/{a}/restart")
+        assert status == 200, body  # the restart is not refused for want of a state file
+        second = daemon.wait_unit(a, lambda u: u["state"] == "running" and u["pid"] != first["pid"],
+                                  60)  # fmt: skip
+        # stopping, starting, running: three saves failed, the old record is whole.
+        assert (daemon.state / "units" / f"{a}.json").read_bytes() == before
+        assert sorted(p.name for p in (daemon.state / "units").iterdir()) == sorted(
+            [f"{a}.json", f"{b}.json"]
+        )  # no torn temp file left
+        failed = daemon.events("store.save_failed")
+        assert len(failed) == 1, failed  # one warning for the episode
+        assert failed[0]["unit"] == a and "No space left on device" in failed[0]["error"]
+        assert daemon.status()[b]["pid"] == bystander["pid"]  # untouched
+
+        filler.unlink()  # space returns: the record catches up with no change to the unit
+        wait_for(lambda: record(daemon, a).get("pid") == second["pid"], 60,
+                 lambda: f"record: {record(daemon, a)}")  # fmt: skip
+        resumed = daemon.events("store.save_resumed")
+        assert len(resumed) == 1 and resumed[0]["failed_saves"] >= 3, resumed
+        assert "Traceback" not in daemon.stderr_path().read_text()
+
+        # The caught-up record is the one the next daemon goes by: it re-adopts the new run.
+        daemon.kill9()
+        daemon.start()
+        again = daemon.wait_unit(a, lambda u: u["state"] == "running", 60)
+        assert again["pid"] == second["pid"], again
+        assert pid1s(daemon)[a] == [second["pid"]]
+        assert daemon.status()[b]["pid"] == bystander["pid"]
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.stop()
+        subprocess.run(["umount", str(daemon.state)], check=True)
