@@ -14,6 +14,9 @@
 #   /usr/local/bin/{sandboxd,sandboxctl} -> /opt/sandboxd/venv/bin/…
 #   /etc/systemd/system/sandboxd.service, sandboxd-sandboxes.service
 #   /usr/lib/tmpfiles.d/sandboxd.conf, /usr/lib/sysusers.d/sandboxd.conf
+#   /usr/local/share/man/man{1,5,8}/, /usr/local/share/bash-completion/completions/,
+#   /usr/local/share/zsh/site-functions/   man pages and completions, generated from the release
+#   (the whole list: packaging/layout.sh, shared with uninstall.sh and build-deb.sh)
 #   /etc/sandboxd/sandboxd.toml       only if absent (an existing config is never overwritten):
 #                                     the documented defaults, etc/sandboxd/sandboxd.toml
 set -euo pipefail
@@ -21,6 +24,8 @@ set -euo pipefail
 prefix=/opt/sandboxd
 here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(dirname "$here")
+# shellcheck source=packaging/layout.sh
+source "$here/layout.sh"
 python=python3
 wheels=
 enable=1
@@ -64,6 +69,9 @@ else
     "$release/bin/pip" install --quiet "$checkout"
 fi
 "$release/bin/sandboxd" --help >/dev/null || die "the new release does not run: $release"
+# Man pages and completions from this release's own parsers (and the checkout's README).
+"$release/bin/python" -m supervisor.docs_gen --readme "$checkout/README.md" "$release/gen" \
+    >/dev/null || die "could not generate the man pages and completions"
 ln -sfn "releases/$stamp" "$prefix/venv.new"
 mv -T "$prefix/venv.new" "$prefix/venv"
 
@@ -81,14 +89,10 @@ for dir in "${old[@]}"; do
 done
 
 # 3. Files of the systemd integration.
-install -m 0755 "$here/sandboxd-stop" "$here/sandboxd-holder" "$prefix/libexec/"
-install -m 0644 "$checkout/README.md" "$prefix/README.md" 2>/dev/null || true
+layout_install local "$checkout" "$release/gen" ""
 for tool in sandboxd sandboxctl; do
     ln -sfn "$prefix/venv/bin/$tool" "/usr/local/bin/$tool"
 done
-install -m 0644 "$here/sandboxd.service" "$here/sandboxd-sandboxes.service" /etc/systemd/system/
-install -D -m 0644 "$here/sandboxd.tmpfiles" /usr/lib/tmpfiles.d/sandboxd.conf
-install -D -m 0644 "$here/sandboxd.sysusers" /usr/lib/sysusers.d/sandboxd.conf
 systemd-sysusers /usr/lib/sysusers.d/sandboxd.conf
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/sandboxd.conf
 if [[ ! -e /etc/sandboxd/sandboxd.toml ]]; then

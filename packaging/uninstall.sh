@@ -5,6 +5,8 @@
 set -euo pipefail
 
 prefix=/opt/sandboxd
+# shellcheck source=packaging/layout.sh
+source "$(dirname "$0")/layout.sh"
 purge=0
 case ${1:-} in
 "") ;;
@@ -24,9 +26,8 @@ if [[ -d /run/systemd/system ]]; then
     systemctl disable --now --quiet sandboxd.service 2>/dev/null || true
     systemctl stop sandboxd-sandboxes.service 2>/dev/null || true
 fi
-rm -f /etc/systemd/system/sandboxd.service /etc/systemd/system/sandboxd-sandboxes.service
+layout_remove local
 rm -rf /etc/systemd/system/sandboxd.service.d /etc/systemd/system/sandboxd-sandboxes.service.d
-rm -f /usr/lib/tmpfiles.d/sandboxd.conf /usr/lib/sysusers.d/sandboxd.conf
 for tool in sandboxd sandboxctl; do
     # Only our own links: never a sandboxd installed some other way.
     if [[ $(readlink "/usr/local/bin/$tool" || true) == "$prefix"/* ]]; then

@@ -8,7 +8,7 @@
 # kept in .hypothesis/ so the next run replays it first; turn it into a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -x .venv/bin/pytest ]] || ./scripts/setup.sh
+[[ -x .venv/bin/pytest ]] || ./scripts/setup.sh --no-next
 
 targets=()
 case ${1:-all} in

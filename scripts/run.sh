@@ -4,5 +4,5 @@
 # /var/lib/sandboxd); Ctrl-C stops the daemon and every service it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --no-next
 exec .venv/bin/sandboxd --units-dir "$PWD/units" "$@"

@@ -1,8 +1,48 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian host (run as root): the kernel-side tools sandboxd and its
 # tests use, then a venv in .venv with the package and its dev tools.
+#
+# One line per step it takes, nothing when there is nothing to do. A step's own output (apt,
+# debconf, pip, setuptools) is kept out of the way and shown only when that step fails, so a
+# failure still says why. Once it has done something it says what to run next; scripts that
+# call it first (run.sh, test.sh) pass --no-next, because they are what runs next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+next=1
+case ${1:-} in
+"") ;;
+--no-next) next=0 ;;
+*)
+    echo "usage: scripts/setup.sh [--no-next]" >&2
+    exit 2
+    ;;
+esac
+
+did=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# step MESSAGE CMD...: say what is being done, run CMD with its output captured; on failure,
+# show that output and stop.
+step() {
+    local message=$1 rc=0
+    shift
+    echo "setup: $message"
+    did=1
+    "$@" >"$out" 2>&1 || rc=$?
+    if ((rc)); then
+        cat "$out" >&2
+        echo "setup: failed ($message): exit status $rc; its output is above" >&2
+        exit "$rc"
+    fi
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "$@"
+}
 
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
     iputils-ping)
@@ -11,17 +51,21 @@ for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
 done
 if ((${#missing[@]})); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    step "installing Debian packages: ${missing[*]}" apt_install "${missing[@]}"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
-    python3 -m venv .venv
+    step "creating .venv" python3 -m venv .venv
 fi
 stamp=.venv/.sandboxd-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev]'
+    step "upgrading pip in .venv" .venv/bin/pip install --upgrade pip
+    step "installing sandboxd and its dev tools into .venv (editable)" \
+        .venv/bin/pip install -e '.[dev]'
     touch "$stamp"
+fi
+
+if ((did && next)); then
+    echo "setup: done. Next: scripts/run.sh (the daemon on units/), scripts/test.sh (every test" \
+        "layer), or .venv/bin/sandboxctl --help"
 fi

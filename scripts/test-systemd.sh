@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Run the systemd end-to-end test (tests/systemd: install, start, reload, restart, OOM, journal,
-# watchdog, stop, uninstall) inside ONE `../shared/vm/run --systemd` boot: a throw-away Debian
-# bookworm VM with systemd 252 as PID 1 on pure cgroup v2. It installs for real (/opt, /etc),
-# which is why it never runs on the host itself.
+# Run the systemd end-to-end tests (tests/systemd: the Debian package installed, upgraded with
+# a service kept running, and purged; then install.sh: install, start, reload, restart, OOM,
+# journal, watchdog, stop, uninstall) inside ONE `../shared/vm/run --systemd` boot: a
+# throw-away Debian bookworm VM with systemd 252 as PID 1 on pure cgroup v2. It installs for
+# real (/opt, /etc), which is why it never runs on the host itself.
 # The VM has no network: the wheels (sandboxd + deps) are built here first, into build/wheels,
-# and installed offline in the VM with Debian's python3, as a user would on an offline host.
+# and installed offline in the VM with Debian's python3, as a user would on an offline host;
+# so are two builds of the .deb (versions -1 and -2, for the upgrade), into build/deb-test.
 # Extra arguments go to pytest. Without the rig this layer is skipped (loudly), except under
 # CI=true, where a missing rig fails unless SANDBOXD_SKIP_VM=1.
 set -euo pipefail
@@ -36,8 +38,15 @@ if ! .venv/bin/pip wheel --quiet --no-index --find-links "$wheels" -w "$wheels" 
     .venv/bin/pip wheel --quiet -w "$wheels" .
 fi
 
+# Two package builds from these wheels: the second is the upgrade of the first.
+debs=build/deb-test
+rm -rf "$debs"
+version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("sandboxd"))')
+deb1=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-1")
+deb2=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-2")
+
 # The guest is TCG-emulated (~5x slower Python); the rig passes pytest's exit status through
 # (125 = the rig itself failed).
-SANDBOXD_SYSTEMD_E2E=1 SANDBOXD_WHEELS="$PWD/$wheels" exec \
+SANDBOXD_SYSTEMD_E2E=1 SANDBOXD_WHEELS="$PWD/$wheels" SANDBOXD_DEBS="$deb1:$deb2" exec \
     "$rig" --systemd --timeout "${VM_TIMEOUT:-1500}" -- \
     .venv/bin/pytest -m systemd -p no:cacheprovider -q -ra -x tests/systemd "$@"

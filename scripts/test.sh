@@ -12,7 +12,7 @@
 # Extra arguments go to the host pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh || exit 1
+./scripts/setup.sh --no-next || exit 1
 
 logs=build/test-logs
 mkdir -p "$logs"

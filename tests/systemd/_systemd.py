@@ -1,11 +1,23 @@
-"""Shared by conftest.py and the tests: when this layer may run, and the journal for reports."""
+"""Shared by conftest.py and the tests: when this layer may run, the journal for reports, and
+the helpers of the scenarios (commands, waits, the daemon's units over its socket)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from supervisor.cli.client import Client, Unreachable
 
 E2E_ENV = "SANDBOXD_SYSTEMD_E2E"
+SOCKET = "/run/sandboxd/control.sock"
+# The guest is TCG-emulated: Python runs ~5x slower than on a host.
+SLOW = 120.0
+T = TypeVar("T")
 
 
 def skip_reason() -> str | None:
@@ -27,3 +39,49 @@ def journal_tail(lines: int = 60) -> str:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return out.stdout + out.stderr
+
+
+def sh(*argv: str, check: bool = True, timeout: float = SLOW) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and out.returncode != 0:
+        pytest.fail(f"{' '.join(argv)}: exit {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = SLOW) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (OSError, Unreachable):  # no socket between two daemons; a process gone
+            last = None
+        if last:
+            return last
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def units() -> dict[str, dict[str, Any]]:
+    return {u["name"]: u for u in Client(SOCKET).units()}
+
+
+def running(*names: str) -> Callable[[], dict[str, dict[str, Any]] | None]:
+    def probe() -> dict[str, dict[str, Any]] | None:
+        now = units()
+        ok = all(now.get(n, {}).get("state") == "running" for n in names)
+        return now if ok else None
+
+    return probe
+
+
+def main_pid() -> int:
+    return int(sh("systemctl", "show", "-p", "MainPID", "--value", "sandboxd").stdout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -13,16 +13,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from _systemd import skip_reason
-
-from supervisor.cli.client import Client, Unreachable
+from _systemd import SLOW, alive, main_pid, running, sh, skip_reason, units, wait_for
 
 _REASON = skip_reason()
 pytestmark = [
@@ -35,7 +30,6 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 WHEELS = Path(os.environ.get("SANDBOXD_WHEELS", CHECKOUT / "build" / "wheels"))
 UNITS = Path("/etc/sandboxd/units")
 LOGS = Path("/var/log/sandboxd")
-SOCKET = "/run/sandboxd/control.sock"
 HOLDER_CGROUP = Path("/sys/fs/cgroup/system.slice/sandboxd-sandboxes.service")
 INSTALLED = (
     "/usr/local/bin/sandboxd",
@@ -48,10 +42,13 @@ INSTALLED = (
     "/usr/lib/tmpfiles.d/sandboxd.conf",
     "/usr/lib/sysusers.d/sandboxd.conf",
     "/etc/sandboxd/sandboxd.toml",
+    "/usr/local/share/man/man1/sandboxctl.1",
+    "/usr/local/share/man/man5/sandboxd.unit.5",
+    "/usr/local/share/man/man8/sandboxd.8",
+    "/usr/local/share/bash-completion/completions/sandboxctl",
+    "/usr/local/share/zsh/site-functions/_sandboxctl",
 )
 DROPIN = Path("/etc/systemd/system/sandboxd.service.d/test-watchdog.conf")
-# The guest is TCG-emulated: Python runs ~5x slower than on a host.
-SLOW = 120.0
 
 # A shell PID 1 (dash) that handles SIGTERM (PID 1 only gets signals it has a handler for)
 # and writes a numbered line a second, to show its output still reaches the log file after
@@ -93,60 +90,13 @@ burst = 50
 """
 
 state: dict[str, Any] = {}
-T = TypeVar("T")
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def sh(*argv: str, check: bool = True, timeout: float = SLOW) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and out.returncode != 0:
-        pytest.fail(f"{' '.join(argv)}: exit {out.returncode}\n{out.stdout}\n{out.stderr}")
-    return out
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = SLOW) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except (OSError, Unreachable):  # no socket between two daemons; a process gone
-            last = None
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def units() -> dict[str, dict[str, Any]]:
-    return {u["name"]: u for u in Client(SOCKET).units()}
-
-
-def running(*names: str) -> Callable[[], dict[str, dict[str, Any]] | None]:
-    def probe() -> dict[str, dict[str, Any]] | None:
-        now = units()
-        ok = all(now.get(n, {}).get("state") == "running" for n in names)
-        return now if ok else None
-
-    return probe
-
-
-def main_pid() -> int:
-    return int(sh("systemctl", "show", "-p", "MainPID", "--value", "sandboxd").stdout)
-
-
 def cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text().strip().removeprefix("0::")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def journal_events(since: str = "") -> list[dict[str, Any]]:
