@@ -44,8 +44,9 @@ apt_install() {
     apt-get install -y -q --no-install-recommends "$@"
 }
 
+# groff-base and zsh: the tests render the generated man pages and load the zsh completion.
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping)
+    iputils-ping groff-base zsh)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
