@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 
 from supervisor.cli.client import Client, Unreachable
+from tests.support.waiting import poll
 
 E2E_ENV = "SANDBOXD_SYSTEMD_E2E"
 SOCKET = "/run/sandboxd/control.sock"
@@ -49,17 +49,22 @@ def sh(*argv: str, check: bool = True, timeout: float = SLOW) -> subprocess.Comp
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = SLOW) -> T:
-    deadline = time.monotonic() + timeout
+    """`probe()`'s first true answer (tests.support.waiting's loop; an unreachable daemon
+    between two runs, or a process gone, counts as not yet)."""
     last: T | None = None
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         try:
             last = probe()
-        except (OSError, Unreachable):  # no socket between two daemons; a process gone
+        except (OSError, Unreachable):
             last = None
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        return bool(last)
+
+    if not poll(ready, timeout, interval=0.5):
+        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    assert last is not None
+    return last
 
 
 def units() -> dict[str, dict[str, Any]]:
