@@ -40,3 +40,15 @@ def not_a_subreaper() -> Iterator[None]:
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
     yield
     libc.prctl(_PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
+
+
+@pytest.fixture
+def a_subreaper() -> Iterator[None]:
+    """The test process as a child subreaper (as after a launcher test, or as the daemon is):
+    orphans of its descendants become its children, and stay zombies until it reaps them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int(0)
+    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)

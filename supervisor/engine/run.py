@@ -221,7 +221,9 @@ class Run:
         if self.own_child:
             self.status = proc.reap(self.pid)
         if self.status is None:
-            self._status_deadline = self.host.monotonic() + _UNKNOWN_STATUS_AFTER
+            # How long init may take to reap it is the machine's time, not a unit deadline:
+            # the loop's clock, so a test's frozen Host.monotonic cannot make this wait forever.
+            self._status_deadline = self.host.loop.time() + _UNKNOWN_STATUS_AFTER
             self._poll_status()
         else:
             self._ended()
@@ -229,7 +231,7 @@ class Run:
     def _poll_status(self) -> None:
         # Not our child (re-adopted): init reaps it, then the kernel keeps the status for us.
         self.status = proc.exit_status_from_pidfd(self.pidfd)
-        if self.status is None and self.host.monotonic() < self._status_deadline:
+        if self.status is None and self.host.loop.time() < self._status_deadline:
             self.host.loop.call_later(_STATUS_POLL, self._poll_status)
         else:
             self._ended()

@@ -101,12 +101,25 @@ def test_adopted_run_ended_by_the_daemon_goes_through_the_policy(tmp_path: Path)
     run(main, tmp_path)
 
 
-def test_adopted_self_stop_gets_no_signal_then_stop_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reaper", ["init", "nobody"])
+def test_adopted_self_stop_gets_no_signal_then_stop_timeout(
+    tmp_path: Path, reaper: str, request: pytest.FixtureRequest
+) -> None:
+    """`nobody`: the orphan's parent is this process as a subreaper that never reaps (as
+    pytest is once a launcher test made it one): its exit status never shows, and the run
+    still ends once the wait for it is over, on the machine's time, whatever the unit's
+    clock says."""
     clock = ManualClock()
+    if reaper == "init":
+        request.getfixturevalue("not_a_subreaper")
+    else:
+        request.getfixturevalue("a_subreaper")
 
     async def main(rig: Rig) -> None:
         spec = make_spec(service={"stop_timeout": "600ms"}, restart={"policy": "no"})
         pid = orphan()  # a `sleep`: SIGTERM would end it at once
+        if reaper == "nobody":
+            request.addfinalizer(lambda: os.waitpid(pid, 0))  # our zombie, reaped at the end
         runner, task = await resumed(rig, record_of(spec, pid, "stopping", "self-stop"), spec)
         assert runner.state is State.STOPPING and runner.intent is StopReason.SELF_STOP
         await advance(clock, runner, 0.59)
