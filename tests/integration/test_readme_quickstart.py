@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -116,4 +117,5 @@ def test_the_quick_start_works_as_written() -> None:
                 proc.kill()
                 proc.wait(10)
         problems = teardown(d)
+        shutil.rmtree(d.base, ignore_errors=True)
     assert not problems, problems
