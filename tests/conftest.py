@@ -10,6 +10,7 @@ replay what it found.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Iterator
@@ -27,6 +28,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
 
 
+@contextlib.contextmanager
+def _child_subreaper(on: bool) -> Iterator[None]:
+    """The test process's PR_SET_CHILD_SUBREAPER set to `on`, and put back afterwards."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int(0)
+    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
+
+
 @pytest.fixture
 def not_a_subreaper() -> Iterator[None]:
     """The test process as an ordinary parent, for tests about what happens to orphans.
@@ -34,21 +48,13 @@ def not_a_subreaper() -> Iterator[None]:
     Launcher tests make the pytest process a child subreaper (as the daemon is), and it stays
     so for the rest of the session. Then orphans a test expects init to reap (a killed daemon's
     sandboxes) become never-reaped zombies of pytest, and their exit status never shows up."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = ctypes.c_int(0)
-    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    yield
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
+    with _child_subreaper(False):
+        yield
 
 
 @pytest.fixture
 def a_subreaper() -> Iterator[None]:
     """The test process as a child subreaper (as after a launcher test, or as the daemon is):
     orphans of its descendants become its children, and stay zombies until it reaps them."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = ctypes.c_int(0)
-    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    yield
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
+    with _child_subreaper(True):
+        yield
