@@ -14,6 +14,7 @@ from supervisor.contract import State
 from supervisor.engine.model import UnitStatus
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError
+from supervisor.images.oci import Image
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -54,9 +55,11 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
         return None
     fields = dict(data)
     name, path = fields.pop("name", None), fields.pop("path", "")
+    image = fields.pop("image", None)
     try:
-        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields))
-    except ValueError:
+        recorded = Image.from_json(image) if isinstance(image, dict) else None
+        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields), recorded)
+    except (ValueError, KeyError, TypeError):
         return None
 
 

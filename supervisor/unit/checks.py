@@ -109,6 +109,8 @@ def check_root(spec: UnitSpec) -> Iterator[UnitError]:
 
 
 def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
+    if spec.unit.sandbox.image is not None:
+        return  # in the image's layers, which may not be unpacked yet: the launch checks
     argv0 = spec.unit.service.exec[0]
     if _mounted(spec, argv0):
         return  # provided by a mount; the source is checked by check_mount_sources
@@ -173,6 +175,8 @@ def check_user(spec: UnitSpec) -> Iterator[UnitError]:
     """`user` and `group` names must be in the sandbox's /etc/passwd and /etc/group, read as
     the launch reads them (numeric ids and root need no entry)."""
     service = spec.unit.service
+    if spec.unit.sandbox.image is not None:
+        return  # the image's /etc/passwd is in a layer, read at launch
     user, group = service.user, service.group
     names_user = not user.isdigit() and user != "root"
     names_group = group is not None and not group.isdigit()

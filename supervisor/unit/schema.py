@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.images.reference import parse_ref
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -269,6 +270,9 @@ Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type"), BeforeVal
 
 class Sandbox(Section):
     root: str = "host"
+    # An OCI image layout ("PATH[:TAG]") or "docker-archive:PATH": its layers are the root, as
+    # read-only overlay lower layers (images/); read at load time by unit/imagedefaults.py.
+    image: str | None = None
     overlay: bool = False
     hostname: str | None = None  # None: the unit name
     namespaces: list[Namespace] = Field(default_factory=lambda: list(DEFAULT_NAMESPACES))
@@ -294,6 +298,19 @@ class Sandbox(Section):
         if path == "/":
             raise ValueError('root = "/" would expose the whole host; use root = "host"')
         return path
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_ref(value))
+
+    @model_validator(mode="after")
+    def _image_or_root(self) -> Sandbox:
+        if self.image is not None and self.root != "host":
+            raise keyed_error(
+                "image", "image and root are mutually exclusive: the image's layers are the root"
+            )
+        return self
 
     @field_validator("hostname")
     @classmethod

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
+from supervisor.images.store import STORE_DIR
 from supervisor.linux import pidfd
 from supervisor.log import get_logger
-from supervisor.sandbox.host import ipam
+from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
@@ -150,10 +151,17 @@ class SandboxLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
     ) -> Launched:
+        sandbox = spec.unit.sandbox
+        layers: tuple[str, ...] = ()
+        if sandbox.image is not None:  # before the network: nothing to undo if it fails
+            layers = await imagefetch.ensure_layers(str(self.data_dir / STORE_DIR), spec)
         plan = await self.network.prepare(spec)
-        overlay = str(self.data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
+        # An image unit that may write keeps its writes in its own upper layer, as overlay.
+        persistent = sandbox.overlay if sandbox.image is None else not sandbox.read_only
+        overlay = str(self.data_dir / "overlay" / spec.name) if persistent else None
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
+            image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds),
         )  # fmt: skip

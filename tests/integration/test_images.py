@@ -1,0 +1,92 @@
+"""Images as sandbox roots, through real daemons: an OCI layout built with umoci and its
+`docker save` form made by skopeo, the layer store shared between units, the image's config as
+defaults, and a `reload` onto a rebuilt tag."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon_kit import Daemon, wait_for
+from tests.support.images import build_busybox, requires_image_tools, to_archive
+from tests.support.requires import requires_root
+
+pytestmark = [pytest.mark.root, requires_root, requires_image_tools]
+
+# What the service reports about its root: the deleted file, the image's config as defaults.
+REPORT = (
+    "test -e /etc/doomed && echo doomed=present || echo doomed=absent; cat /etc/motd; "
+    "echo uid=$(id -u) pwd=$(pwd) greeting=$GREETING; exec sleep 1000"
+)
+
+
+def _unit(image: str, extra: str = "") -> str:
+    return f"""
+[service]
+exec = ["/bin/sh", "-c", "{REPORT}"]
+stop_timeout = "500ms"
+[sandbox]
+image = "{image}"
+{extra}
+"""
+
+
+def _layers(daemon: Daemon) -> dict[str, int]:
+    """Each stored layer directory and the inode of its root."""
+    store = daemon.data / "images" / "layers"
+    return {p.name: p.stat().st_ino for p in store.iterdir()} if store.is_dir() else {}
+
+
+@pytest.mark.cgroup_v2
+def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
+    oci = build_busybox(tmp_path / "busybox", "1.0")
+    archive = to_archive(oci, tmp_path / "busybox.tar")
+    daemon.write_unit("a", _unit(oci))
+    daemon.start()
+    wait_for(lambda: "greeting=" in daemon.output("a"), 60, lambda: daemon.output("a"))
+    out = daemon.output("a")
+    assert "doomed=absent" in out  # the second layer's whiteout hides the first's file
+    assert "built by scripts/build-example-image.sh" in out
+    # User, WorkingDir and Env from the image config (User "app" is in the image's passwd).
+    assert "uid=1000 pwd=/home/app greeting=hello" in out
+    first = _layers(daemon)
+    assert len(first) == 2
+    busybox = next((daemon.data / "images" / "layers").glob("*/bin/busybox")).stat()
+
+    # The archive form of the same image, and a second unit on the OCI form: no new layer,
+    # and the layers on disk are the very same directories and files.
+    daemon.write_unit("b", _unit(archive))
+    daemon.write_unit("c", _unit(oci))
+    code, _ = daemon.request("POST", "/v1/reload")
+    assert code == 200
+    for name in ("b", "c"):
+        wait_for(lambda n=name: "greeting=hello" in daemon.output(n), 60,
+                 lambda n=name: daemon.output(n))  # fmt: skip
+        assert "doomed=absent" in daemon.output(name)
+    assert _layers(daemon) == first
+    again = next((daemon.data / "images" / "layers").glob("*/bin/busybox")).stat()
+    assert (again.st_ino, again.st_size) == (busybox.st_ino, busybox.st_size)
+    assert daemon.stop() == 0
+
+
+def test_reload_follows_a_rebuilt_tag(daemon: Daemon, tmp_path: Path) -> None:
+    layout = tmp_path / "img"
+    oci = build_busybox(layout, "v")
+    daemon.write_unit("a", _unit(oci))
+    daemon.start()
+    first = daemon.wait_unit("a", lambda u: u["state"] == "running")
+    # Reload with nothing changed: the same run goes on.
+    code, _ = daemon.request("POST", "/v1/reload")
+    assert code == 200 and daemon.unit("a")["pid"] == first["pid"]
+    # The tag now names another image (a new config: another manifest digest).
+    subprocess.run(
+        ["umoci", "config", "--image", oci, "--config.env", "GREETING=rebuilt"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    code, _ = daemon.request("POST", "/v1/reload")
+    assert code == 200
+    wait_for(lambda: "greeting=rebuilt" in daemon.output("a"), 60, lambda: daemon.output("a"))
+    assert daemon.unit("a")["pid"] != first["pid"]
+    assert daemon.stop() == 0
