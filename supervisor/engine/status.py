@@ -110,10 +110,24 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
             "output_dropped_bytes": r.sink.dropped,
+            "image": _image(spec),
             **r.readiness.view(),
             **r.health.view(),
         },
     )
+
+
+def _image(spec: UnitSpec | None) -> dict[str, Any] | None:
+    """The image the unit runs from, as loaded: what `status UNIT` shows of it."""
+    if spec is None or spec.image is None:
+        return None
+    image = spec.image
+    return {
+        "ref": image.ref,
+        "digest": image.digest,
+        "layers": [layer.diff_id for layer in image.layers],
+        "exposed_ports": list(image.config.exposed_ports),
+    }
 
 
 def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:

@@ -53,6 +53,9 @@ def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
     assert "uid=1000 pwd=/home/app greeting=hello" in out
     first = _layers(daemon)
     assert len(first) == 2
+    image = daemon.unit("a")["image"]
+    assert image["ref"] == oci and image["exposed_ports"] == ["8080/tcp"]
+    assert image["digest"].startswith("sha256:") and len(image["layers"]) == 2
     busybox = next((daemon.data / "images" / "layers").glob("*/bin/busybox")).stat()
 
     # The archive form of the same image, and a second unit on the OCI form: no new layer,
@@ -89,4 +92,17 @@ def test_reload_follows_a_rebuilt_tag(daemon: Daemon, tmp_path: Path) -> None:
     assert code == 200
     wait_for(lambda: "greeting=rebuilt" in daemon.output("a"), 60, lambda: daemon.output("a"))
     assert daemon.unit("a")["pid"] != first["pid"]
+    assert daemon.stop() == 0
+
+
+@pytest.mark.usefixtures("not_a_subreaper")  # the killed daemon's sandbox goes to init
+def test_image_sandbox_is_readopted(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.write_unit("a", _unit(build_busybox(tmp_path / "img")))
+    daemon.start()
+    first = daemon.wait_unit("a", lambda u: u["state"] == "running")
+    daemon.kill9()
+    daemon.start()
+    again = daemon.wait_unit("a", lambda u: u["state"] == "running")
+    assert (again["pid"], again["restarts"]) == (first["pid"], 0)
+    assert [e["unit"] for e in daemon.events("unit.adopted")] == ["a"]
     assert daemon.stop() == 0
