@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build a small OCI image from Debian's busybox-static with umoci, without any network:
-#   scripts/build-example-image.sh [LAYOUT_DIR] [TAG]    (default /var/lib/sandboxd/images/busybox, tag latest)
+#   scripts/build-example-image.sh [LAYOUT_DIR] [TAG]    (default /var/lib/images/busybox, tag latest)
 # Two layers, like a real image built on a base: the first holds busybox, its applet links, an
 # /etc/passwd and a file /etc/doomed; the second deletes /etc/doomed (a whiteout) and adds
 # /etc/motd. The config sets Entrypoint, Cmd, Env, WorkingDir, User, StopSignal and
 # ExposedPorts, so units/image.toml shows how an image's config becomes a unit's defaults.
 # Nothing is rebuilt when the tag is already there (remove the directory to rebuild).
 set -euo pipefail
-layout=${1:-/var/lib/sandboxd/images/busybox}
+layout=${1:-/var/lib/images/busybox}
 tag=${2:-latest}
 busybox=/bin/busybox
 for tool in umoci "$busybox"; do
@@ -26,7 +26,7 @@ umoci unpack --image "$layout:$tag" "$work/b1" >/dev/null
 r=$work/b1/rootfs
 mkdir -p "$r/bin" "$r/etc" "$r/srv" "$r/home/app"
 cp "$busybox" "$r/bin/busybox"
-for applet in sh ls cat echo sleep id touch rm mkdir stat httpd env pwd; do ln -sf busybox "$r/bin/$applet"; done
+for applet in sh ls cat echo sleep id touch rm mkdir stat httpd env pwd wget grep ps hostname; do ln -sf busybox "$r/bin/$applet"; done
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$r/etc/passwd"
 printf 'root:x:0:\napp:x:1000:\n' >"$r/etc/group"
 echo "deleted in the second layer" >"$r/etc/doomed"

@@ -4,7 +4,9 @@ defaults, and a `reload` onto a rebuilt tag."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,4 +107,23 @@ def test_image_sandbox_is_readopted(daemon: Daemon, tmp_path: Path) -> None:
     again = daemon.wait_unit("a", lambda u: u["state"] == "running")
     assert (again["pid"], again["restarts"]) == (first["pid"], 0)
     assert [e["unit"] for e in daemon.events("unit.adopted")] == ["a"]
+    assert daemon.stop() == 0
+
+
+def test_example_unit_image_toml(daemon: Daemon, tmp_path: Path) -> None:
+    """units/image.toml as shipped, on a fresh build of its image (not the host's copy)."""
+    text = (Path(__file__).resolve().parents[2] / "units" / "image.toml").read_text()
+    assert '"/var/lib/images/busybox:latest"' in text
+    daemon.write_unit("image", text.replace("/var/lib/images/busybox", str(tmp_path / "img")))
+    build_busybox(tmp_path / "img")
+    daemon.start()
+    unit = daemon.wait_unit("image", lambda u: u["health"] == "healthy", 60)
+    enter = ["sandboxctl", "exec", "image", "--", "/bin/wget", "-qO-", "http://127.0.0.1:8080/"]
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / enter[0]), *enter[1:]],
+        env={**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and "hello from an image" in out.stdout, out
+    assert unit["pid"] == daemon.unit("image")["pid"]
     assert daemon.stop() == 0
