@@ -8,17 +8,20 @@
 A layer directory is written once, by unpack.py in the helper process (__main__.py), and never
 changed afterwards: sandboxes see it only as an overlayfs lower layer, read-only, so writes go
 to their own upper layer. Because its name is its digest and the rename is atomic, two
-concurrent unpacks of one layer both succeed and one copy stays.
+concurrent unpacks of one layer both succeed and one copy stays. Unpacks hold `images/.lock`
+shared and a prune holds it exclusively (flock), so a prune never takes a layer that is being
+unpacked from under its unpack (its temporary directory, or the layer just renamed in).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from supervisor.images.oci import Image, ImageError, open_layers
@@ -56,10 +59,24 @@ class LayerStore:
                 raise ImageError(path, "not a directory (the layer store follows no symlink)")
             os.chmod(path, PRIVATE)
 
+    @contextlib.contextmanager
+    def _locked(self, how: int) -> Iterator[None]:
+        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)
+
     def ensure(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> list[str]:
         """Every layer of `image` unpacked (the missing ones now); their directories, bottom
         layer first. ImageError names the layer at fault; nothing of it is left behind."""
         self._dirs()
+        with self._locked(fcntl.LOCK_SH):
+            self._ensure(image, limits)
+        return [self.layer_path(layer.diff_id) for layer in image.layers]
+
+    def _ensure(self, image: Image, limits: Limits) -> None:
         missing = {layer.diff_id for layer in image.layers if not self.has(layer.diff_id)}
         if missing:
             for layer, where, opened in open_layers(image):
@@ -84,7 +101,6 @@ class LayerStore:
                 finally:
                     if os.path.lexists(tmp):
                         shutil.rmtree(tmp, ignore_errors=True)
-        return [self.layer_path(layer.diff_id) for layer in image.layers]
 
     def stored(self) -> list[StoredLayer]:
         """Every complete layer in the store, with its size on disk."""
@@ -101,7 +117,13 @@ class LayerStore:
     def prune(self, in_use: Iterable[str]) -> list[StoredLayer]:
         """Remove every layer no id in `in_use` names, and leftovers of interrupted unpacks;
         returns what was removed."""
-        keep = set(in_use)
+        if not os.path.isdir(self.root):
+            return []
+        self._dirs()
+        with self._locked(fcntl.LOCK_EX):
+            return self._prune(set(in_use))
+
+    def _prune(self, keep: set[str]) -> list[StoredLayer]:
         removed = [layer for layer in self.stored() if layer.diff_id not in keep]
         for layer in removed:
             # Renamed away first, so no launch can pick up a half-removed layer.

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon_kit import Daemon, wait_for
-from tests.support.images import build_busybox, requires_image_tools, to_archive
+from tests.support.images import (
+    add_file,
+    build_busybox,
+    requires_image_tools,
+    tar_bytes,
+    to_archive,
+    write_layout,
+)
 from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root, requires_image_tools]
@@ -126,4 +133,52 @@ def test_example_unit_image_toml(daemon: Daemon, tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0 and "hello from an image" in out.stdout, out
     assert unit["pid"] == daemon.unit("image")["pid"]
+    assert daemon.stop() == 0
+
+
+def _sandboxctl(daemon: Daemon, *args: str) -> str:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "sandboxctl"), *args],
+        env={**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out
+    return out.stdout
+
+
+def test_images_and_prune(daemon: Daemon, tmp_path: Path) -> None:
+    busybox = build_busybox(tmp_path / "busybox", "1.0")
+    other = write_layout(tmp_path / "other", [tar_bytes(lambda t: add_file(t, "data/x", b"1"))])
+    daemon.write_unit("a", _unit(busybox))
+    # A command the image lacks: the launch fails after its layer was unpacked.
+    daemon.write_unit("b", f'[sandbox]\nimage = "{other}"\n[restart]\npolicy = "no"\n')
+    daemon.start()
+    daemon.wait_unit("a", lambda u: u["state"] == "running", 60)
+    daemon.wait_unit("b", lambda u: u["last_exit"] is not None, 60)
+    layers = daemon.data / "images" / "layers"
+    assert len(list(layers.iterdir())) == 3
+    code, answer = daemon.request("GET", "/v1/images")
+    assert code == 200 and answer["unused"] == {"layers": 0, "size": 0}
+    rows = {row["tag"]: row for row in answer["images"]}
+    assert rows["1.0"]["units"] == ["a"] and rows["1.0"]["layers"] == 2
+    assert rows["1.0"]["unpacked"] and rows["1.0"]["size"] > 1 << 20  # busybox itself
+    assert rows["latest"]["units"] == ["b"] and rows["latest"]["name"] == str(tmp_path / "other")
+    table = _sandboxctl(daemon, "images").splitlines()
+    assert table[0].split() == ["NAME", "TAG", "DIGEST", "SIZE", "UNITS"]
+
+    # Nothing to prune while every image has a unit.
+    assert _sandboxctl(daemon, "images", "prune") == "removed 0 layers, 0B freed\n"
+    daemon.remove_unit("b")
+    code, _ = daemon.request("POST", "/v1/reload")
+    assert code == 200
+    code, answer = daemon.request("GET", "/v1/images")
+    assert [row["units"] for row in answer["images"]] == [["a"]]
+    assert answer["unused"]["layers"] == 1
+    assert "1 unused layers" in _sandboxctl(daemon, "images")
+    assert _sandboxctl(daemon, "images", "prune").startswith("removed 1 layers, ")
+    assert len(list(layers.iterdir())) == 2  # a's, which it runs on, stay
+    assert (tmp_path / "other" / "index.json").exists()  # the operator's image is never touched
+    # a is unharmed and starts again from the store without unpacking.
+    code, _ = daemon.request("POST", "/v1/units/a/restart")
+    assert code == 200 and daemon.unit("a")["state"] == "running"
     assert daemon.stop() == 0

@@ -6,7 +6,8 @@ exits, health checks and API requests wait on that loop. So the daemon runs the 
 (`python -m supervisor.images unpack`) as a child process and waits for its exit through a
 pidfd (linux/childwait.py); when every layer is already in the store, the launch goes ahead
 after a few stat calls, with no process at all. The helper's one-line error (the file at fault
-and why) becomes `launch-error:image: ...`.
+and why) becomes `launch-error:image: ...`. `sandboxctl images` (sizes on disk) and its
+`prune` go through the same helper (`HelperStore`, the engine's `ImageStore` port).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 
-from supervisor.errors import LaunchError
+from supervisor.errors import ImageStoreError, LaunchError
 from supervisor.images.store import LayerStore
 from supervisor.linux.childwait import wait_child
 from supervisor.unit.spec import UnitSpec
@@ -26,6 +28,41 @@ STAGE = "image"
 TIMEOUT = 1800.0
 MESSAGE_LIMIT = 2000
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class HelperError(Exception):
+    """The helper failed; the message is its last line on stderr."""
+
+
+async def _helper(args: list[str], timeout: float) -> str:
+    """Run `python -m supervisor.images ARGS...`; its stdout. HelperError on failure."""
+    out = os.memfd_create("image-helper-out", os.MFD_CLOEXEC)
+    err = os.memfd_create("image-helper-err", os.MFD_CLOEXEC)
+    try:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisor.images", *args],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd="/",
+                env={"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"},
+            )  # fmt: skip
+        except OSError as exc:
+            raise HelperError(f"cannot run the image helper: {exc}") from None
+        status = await wait_child(proc, timeout)
+        if status is None:
+            raise HelperError(f"the image helper took longer than {timeout:g}s; killed")
+        if status != 0:
+            text = _read(err, 4 * MESSAGE_LIMIT).strip()
+            message = text.splitlines()[-1] if text else f"exit status {status}"
+            raise HelperError(message[:MESSAGE_LIMIT])
+        return _read(out, 64 << 20)
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+def _read(fd: int, limit: int) -> str:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, min(size, limit), 0).decode("utf-8", "replace")
 
 
 async def ensure_layers(
@@ -40,25 +77,28 @@ async def ensure_layers(
     paths = tuple(store.layer_path(layer.diff_id) for layer in image.layers)
     if all(os.path.isdir(path) for path in paths):
         return paths
-    out = os.memfd_create("image-unpack", os.MFD_CLOEXEC)
     try:
-        argv = [sys.executable, "-m", "supervisor.images", "unpack", store_root,
-                json.dumps(image.to_json())]  # fmt: skip
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd="/",
-                env={"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"},
-            )  # fmt: skip
-        except OSError as exc:
-            raise LaunchError(spec.name, STAGE, f"cannot run the unpack helper: {exc}") from None
-        status = await wait_child(proc, timeout)
-        if status is None:
-            raise LaunchError(spec.name, STAGE, f"unpacking took longer than {timeout:g}s; killed")
-        if status != 0:
-            size = os.fstat(out).st_size
-            text = os.pread(out, min(size, 4 * MESSAGE_LIMIT), 0).decode("utf-8", "replace")
-            message = text.strip().splitlines()[-1] if text.strip() else f"exit status {status}"
-            raise LaunchError(spec.name, STAGE, message[:MESSAGE_LIMIT])
-    finally:
-        os.close(out)
+        await _helper(["unpack", store_root, json.dumps(image.to_json())], timeout)
+    except HelperError as exc:
+        raise LaunchError(spec.name, STAGE, str(exc)) from None
     return paths
+
+
+class HelperStore:
+    """The engine's `ImageStore` port: the layer store's slow work in the helper process."""
+
+    def __init__(self, store_root: str, timeout: float = TIMEOUT) -> None:
+        self.store_root, self.timeout = store_root, timeout
+
+    async def stored(self) -> dict[str, int]:
+        try:
+            return dict(json.loads(await _helper(["usage", self.store_root], self.timeout)))
+        except HelperError as exc:
+            raise ImageStoreError(f"layer store {self.store_root}: {exc}") from None
+
+    async def prune(self, in_use: Iterable[str]) -> dict[str, int]:
+        args = ["prune", self.store_root, *sorted(set(in_use))]
+        try:
+            return dict(json.loads(await _helper(args, self.timeout)))
+        except HelperError as exc:
+            raise ImageStoreError(f"layer store {self.store_root}: {exc}") from None
