@@ -77,6 +77,7 @@ class _Tree:
                                   | os.O_CLOEXEC, dir_fd=fd)  # fmt: skip
                 except FileNotFoundError:
                     os.mkdir(part, 0o755, dir_fd=fd)
+                    os.chmod(part, 0o755, dir_fd=fd)  # whatever the helper's umask
                     nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                                   | os.O_CLOEXEC, dir_fd=fd)  # fmt: skip
                 except OSError as exc:  # ELOOP / ENOTDIR: a symlink or a file on the way

@@ -22,7 +22,8 @@ from tests.support.images import (
 )
 from tests.support.requires import requires_root
 
-pytestmark = [pytest.mark.root, requires_root, requires_image_tools]
+# cgroup_v2: the v2 VM runs these too (scripts/test-v2.sh adds umoci and skopeo to its image).
+pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2, requires_root, requires_image_tools]
 
 # What the service reports about its root: the deleted file, the image's config as defaults.
 REPORT = (
@@ -48,7 +49,6 @@ def _layers(daemon: Daemon) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in store.iterdir()} if store.is_dir() else {}
 
 
-@pytest.mark.cgroup_v2
 def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
     oci = build_busybox(tmp_path / "busybox", "1.0")
     archive = to_archive(oci, tmp_path / "busybox.tar")
