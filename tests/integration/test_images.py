@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2, requires_root, requires_i
 # What the service reports about its root: the deleted file, the image's config as defaults.
 REPORT = (
     "test -e /etc/doomed && echo doomed=present || echo doomed=absent; cat /etc/motd; "
+    "grep -o '^overlay / overlay r[ow]' /proc/mounts; "
     "echo uid=$(id -u) pwd=$(pwd) greeting=$GREETING; exec sleep 1000"
 )
 
@@ -57,6 +58,8 @@ def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
     wait_for(lambda: "greeting=" in daemon.output("a"), 60, lambda: daemon.output("a"))
     out = daemon.output("a")
     assert "doomed=absent" in out  # the second layer's whiteout hides the first's file
+    # read_only = true (the default): the layers under a read-only root.
+    assert "overlay / overlay ro" in out
     assert "built by scripts/build-example-image.sh" in out
     # User, WorkingDir and Env from the image config (User "app" is in the image's passwd).
     assert "uid=1000 pwd=/home/app greeting=hello" in out
