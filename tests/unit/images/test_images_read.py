@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from supervisor.cli.main import main
 from supervisor.engine.status import spec_from_json
 from supervisor.images.oci import ImageError, read_image
 from supervisor.images.reference import parse_ref
-from supervisor.unit.loader import UnitFileError, load_unit
+from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit
 from tests.support.images import add_file, tar_bytes, write_layout
 
 LAYER = tar_bytes(lambda t: add_file(t, "bin/app", b"#!/bin/sh\n", 0o755))
@@ -166,3 +167,18 @@ def test_validate_checks_layer_digests(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.startswith(f"{unit}:2: sandbox.image: {blob}: digest does not match: "), err
     assert main(["validate", "--no-host-checks", str(tmp_path)]) == 0
+
+
+def test_the_loader_sees_a_new_image_under_an_unchanged_file(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    units.mkdir()
+    ref = write_layout(tmp_path / "img", [LAYER], "v1", CONFIG)
+    unit = units / "web.toml"
+    unit.write_text(f'[sandbox]\nimage = "{ref}"\n')
+    os.utime(unit, (1_000_000_000, 1_000_000_000))  # long past: the cache trusts its stat
+    loader = UnitLoader()
+    first = loader.load_directory(units).specs["web"]
+    assert loader.load_directory(units).specs["web"].hash == first.hash
+    write_layout(tmp_path / "img", [LAYER], "v1", {**CONFIG, "Env": ["MODE=rebuilt"]})
+    again = loader.load_directory(units).specs["web"]
+    assert again.hash != first.hash and again.unit.service.env["MODE"] == "rebuilt"
