@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
-from supervisor.linux import pidfd
+from supervisor.linux import pidfd, resolvconf
 from supervisor.log import get_logger
 from supervisor.sandbox.host import ipam
 from supervisor.sandbox.host.forkserver import ForkServer
@@ -48,6 +48,19 @@ class SandboxNetwork:
         # so there is no veth or lease to clean up and no reason to load pyroute2.
         self._leases = config.data_dir / "network" / "leases.json"
         self._leased_cache: _Leased | None = None
+        self._dns_warned: str | None = None  # the last "no nameserver" warning logged
+
+    def resolv_conf(self, spec: UnitSpec) -> bytes | None:
+        """The /etc/resolv.conf of a bridge unit with a host root (None: nothing to write).
+        A host without a nameserver a sandbox can reach is logged once, not per launch."""
+        network = spec.unit.network
+        if network.mode != "bridge" or spec.unit.sandbox.root != "host":
+            return None
+        resolv = resolvconf.for_sandbox(network.dns, network.dns_search)
+        if resolv.warning is not None and resolv.warning != self._dns_warned:
+            log.warning("unit.network_no_dns", unit=spec.name, warning=resolv.warning)
+        self._dns_warned = resolv.warning
+        return resolv.content
 
     def manager(self) -> NetworkManager:
         if self._manager is None:
@@ -155,7 +168,7 @@ class SandboxLauncher:
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
-            keep_fds=list(keep_fds),
+            keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:
