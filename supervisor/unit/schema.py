@@ -463,9 +463,25 @@ _DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_
 class Network(Section):
     mode: Literal["none", "host", "bridge"] = "none"
     address: str | None = None
+    address6: str | None = None  # needs the daemon's subnet6
     # None: not set (the host's servers, see linux/resolvconf.py).
     dns: list[str] | None = Field(default=None, min_length=1, max_length=MAX_NAMESERVERS)
     dns_search: list[str] | None = Field(default=None, max_length=6)
+
+    @field_validator("address6")
+    @classmethod
+    def _address6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            iface = ipaddress.IPv6Interface(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IPv6 address with prefix, e.g. fd00:88::10/64"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/64")
+        return str(iface)
 
     @field_validator("dns")
     @classmethod
@@ -510,8 +526,9 @@ class Network(Section):
 
     @model_validator(mode="after")
     def _address_needs_bridge(self) -> Network:
-        if self.address is not None and self.mode != "bridge":
-            raise keyed_error("address", 'address is only used with mode = "bridge"')
+        for key in ("address", "address6"):
+            if getattr(self, key) is not None and self.mode != "bridge":
+                raise keyed_error(key, f'{key} is only used with mode = "bridge"')
         for key in ("dns", "dns_search"):
             if getattr(self, key) is None or self.mode == "bridge":
                 continue

@@ -129,6 +129,9 @@ def test_a_wrong_sandbox_type_is_reported_as_such() -> None:
         ({"health": {"tcp": 80, "http": "http://x/"}}, ("health",)),
         ({"network": {"address": "10.0.0.1/8"}}, ("network",)),
         ({"network": {"mode": "bridge", "address": "10.0.0.1"}}, ("network", "address")),
+        ({"network": {"mode": "bridge", "address6": "fd00::10"}}, ("network", "address6")),
+        ({"network": {"mode": "bridge", "address6": "10.0.0.1/8"}}, ("network", "address6")),
+        ({"network": {"address6": "fd00::10/64"}}, ("network",)),
         ({"network": {"mode": "bridge", "dns": ["dns.example"]}}, ("network", "dns")),
         ({"network": {"mode": "bridge", "dns": ["fe80::1%eth0"]}}, ("network", "dns")),
         ({"network": {"mode": "bridge", "dns": []}}, ("network", "dns")),
@@ -160,3 +163,8 @@ def test_dns_keys_need_bridge_mode_and_a_host_root(key: str) -> None:
     assert "sees the host's own /etc/resolv.conf" in msg
     [(loc, msg)] = errors(network={"mode": "bridge", key: value}, sandbox={"root": "/srv/rootfs"})
     assert 'needs root = "host"' in msg and "keeps its own /etc/resolv.conf" in msg
+
+
+def test_address6_parses_and_normalises() -> None:
+    net = unit(network={"mode": "bridge", "address6": "FD00:88:0::10/64"}).network
+    assert net.address6 == "fd00:88::10/64"
