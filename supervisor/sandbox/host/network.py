@@ -4,6 +4,8 @@ Modes (`[network].mode`): ``none`` (own netns with only `lo`, which PID 1 brings
 ``host`` (the host's netns) need nothing from here. ``bridge``: a veth pair joins the sandbox's
 netns to a host bridge (`network.bridge`, created on first use with the subnet's first
 address); the sandbox end is `eth0` with the unit's leased address, default route via the bridge.
+With the config's `subnet6` the same again for IPv6: the bridge's first IPv6 address, a second
+lease (ipam.Lease6Store), the address and a default route on eth0.
 Each such port may send only from its own MAC and address: nftables rules per port in the
 bridge's own table (antispoof.py says what is enforced and why), installed at attach, removed
 at detach, rebuilt for the surviving sandboxes after a daemon restart.
