@@ -19,6 +19,7 @@ reaches the host's file. Host paths are parameters: tests never read or touch th
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,12 +75,24 @@ def reachable(server: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local)
 
 
+# Texts by path, with the stat signature they were read at: a reload checks every bridge unit
+# (unit/checks.py) and every launch builds a file, so 1000 units cost 1000 stats, not reads.
+_CACHE: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
-            return f.read(_READ_MAX).decode("utf-8", "replace")
+            st = os.fstat(f.fileno())
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = _CACHE.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            text = f.read(_READ_MAX).decode("utf-8", "replace")
     except OSError:
         return None
+    _CACHE[path] = (key, text)
+    return text
 
 
 def host_resolver(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,13 @@ def test_dns_search_replaces_the_host_search(tmp_path: Path) -> None:
     assert "h.example" not in got.content.decode()
     empty = resolvconf.for_sandbox(None, [], **files(tmp_path, host))
     assert empty.content.decode().splitlines()[1:] == ["nameserver 198.51.100.7"]
+
+
+def test_a_changed_host_file_is_read_again(tmp_path: Path) -> None:
+    paths = files(tmp_path, "nameserver 198.51.100.7\n")
+    assert b"198.51.100.7" in resolvconf.for_sandbox(None, None, **paths).content
+    # Replaced as resolvconf(8) or systemd-resolved do: a new file renamed over the old.
+    new = tmp_path / "new"
+    new.write_text("nameserver 198.51.100.8\n")
+    os.rename(new, paths["host_path"])
+    assert b"198.51.100.8" in resolvconf.for_sandbox(None, None, **paths).content
