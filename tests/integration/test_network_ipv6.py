@@ -114,7 +114,8 @@ def test_a_bridge_sandbox_gets_its_ipv6_address_and_reaches_the_bridge(
         assert got["forged"] == errno.EINPROGRESS  # the SYN from the forged address is out
         chain = port_chain(net.bridge, net.veth_for("six"))
         assert f"ip6 saddr != {{ {pinned}, fe80::" in chain
-        # The port's source check drops it (its counter moves); the host never sees it.
+        # The port's source check drops it (its counter moves: the kernel's own probes from
+        # the unspecified source `::` are dropped by an earlier rule); the host never sees it.
         wait_for(lambda: spoof_drops(net.bridge, net.veth_for("six")) > 0, timeout=20)
     assert seen == [pinned]
     ip4 = net.leases.get("six")
@@ -127,10 +128,47 @@ def test_a_bridge_sandbox_gets_its_ipv6_address_and_reaches_the_bridge(
     assert net.leases6 is not None and str(net.leases6.get("six")) == pinned
 
 
-def spoof_drops(bridge: str, veth: str | None) -> int:
-    """Packets the port's "IPv6 from a foreign source" rule dropped."""
+def spoof_drops(bridge: str, veth: str | None, rule: str = "ip6 saddr !=") -> int:
+    """Packets the port's rule containing `rule` dropped (default: IPv6 from a foreign
+    source)."""
     lines = port_chain(bridge, veth).splitlines()
-    line = next(rule for rule in lines if "ip6 saddr !=" in rule)
+    line = next(line for line in lines if rule in line and "drop" in line)
     match = re.search(r"counter packets (\d+)", line)
     assert match, line
     return int(match.group(1))
+
+
+# With NET_RAW, from its own address (which passes the source check): a router
+# advertisement to all nodes (it would make the sandbox the host's and neighbours' IPv6
+# router) and a neighbour advertisement claiming the bridge's address (it would move the
+# gateway's traffic to the sandbox). The kernel fills in the ICMPv6 checksum.
+FORGE_ND = r"""
+import socket, struct, sys
+gateway = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+index = socket.if_nametoindex("eth0")
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+na = struct.pack("!BBHI", 136, 0, 0, 0xA0000000) + gateway
+for packet in (ra, na):
+    s.sendto(packet, ("ff02::1", 0, 0, index))
+print("sent", flush=True)
+"""
+
+
+def test_router_and_neighbour_advertisements_for_others_are_dropped(
+    env6: Env, stack: contextlib.ExitStack
+) -> None:
+    net = env6.net
+    assert net.gateway6 is not None
+    spec = harness.unit(
+        [PYTHON, "-c", FORGE_ND, str(net.gateway6)],
+        name="forger",
+        network={"mode": "bridge"},
+        security={"capabilities": ["NET_RAW"]},
+    )
+    assert start(env6, stack, spec).output() == "sent\n"
+    veth = net.veth_for("forger")
+    wait_for(lambda: spoof_drops(net.bridge, veth, "nd-router-advert") >= 1, timeout=20)
+    wait_for(lambda: spoof_drops(net.bridge, veth, "nd-neighbor-advert counter") >= 1, timeout=20)

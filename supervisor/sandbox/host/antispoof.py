@@ -23,7 +23,8 @@ port accepts exactly:
   offset 8 of the ICMPv6 header: nft 1.0.6 has no `icmpv6 taddr`). Addresses are added with
   IFA_F_NODAD (the leases make them unique), so a sandbox never needs the unspecified source
   `::` of duplicate address detection, which would let it probe, and so block, a neighbour's
-  address while that neighbour starts.
+  address while that neighbour starts (the kernel still probes its link-local address that
+  way; that goes, uncounted, and the address works all the same).
 
 Everything else it sends is dropped, on purpose:
 
@@ -162,6 +163,10 @@ def ipv6_rules(
     advert = _match(_payload("icmpv6", "type"), "nd-neighbor-advert")
     own = {"set": [str(ip6), str(link_local)]}
     return [
+        # The unspecified source: the kernel's own duplicate address detection and MLD reports
+        # of the link-local address while it is tentative (a second or so after eth0 comes
+        # up). Dropped before the source check, so that check's counter counts only forgeries.
+        [ip6_frame, _match(_payload("ip6", "saddr"), "::"), _DROP],
         [ip6_frame, _match(_payload("ip6", "saddr"), own, "!="), _COUNTER, _DROP],
         [ip6_frame, _match(_payload("ip6", "nexthdr"), {"set": ["tcp", "udp", "ipv6-icmp"]},
                            "!="), _COUNTER, _DROP],

@@ -290,7 +290,7 @@ def test_own_ipv6_passes_from_both_own_addresses() -> None:
 
 
 def test_spoofed_ipv6_is_dropped() -> None:
-    for src in ("fd00:88::14", "fd00:88::1", "fe80::1", "::", "2001:db8::1"):
+    for src in ("fd00:88::14", "fd00:88::1", "fe80::1", "::", "2001:db8::1", "::1"):
         assert v6_verdict(ipv6(src)) == "drop", src
     assert v6_verdict(ipv6(eth_src=VICTIM_MAC)) == "drop"
     # A neighbour advertisement for the gateway's or a neighbour's address, from its own.
