@@ -120,3 +120,6 @@ class RootSpec:
     # an overlay of them, read-only; `overlay_dir` gives it a persistent upper, else the mount
     # points get a tmpfs upper private to the sandbox and the root is read-only.
     layers: tuple[str, ...] = ()
+    # The /etc/resolv.conf a host root gets instead of the host's (bridge mode: the host's
+    # loopback nameservers are unreachable from the sandbox; linux/resolvconf.py).
+    resolv_conf: bytes | None = None

@@ -182,3 +182,10 @@ def test_the_loader_sees_a_new_image_under_an_unchanged_file(tmp_path: Path) -> 
     write_layout(tmp_path / "img", [LAYER], "v1", {**CONFIG, "Env": ["MODE=rebuilt"]})
     again = loader.load_directory(units).specs["web"]
     assert again.hash != first.hash and again.unit.service.env["MODE"] == "rebuilt"
+
+
+def test_dns_needs_a_host_root_not_an_image(tmp_path: Path) -> None:
+    ref = write_layout(tmp_path / "img", [LAYER], "v1", CONFIG)
+    body = f'[sandbox]\nimage = "{ref}"\n[network]\nmode = "bridge"\ndns = ["10.0.0.53"]\n'
+    with pytest.raises(UnitFileError, match=r"an image keeps its own /etc/resolv\.conf"):
+        load_unit(_unit(tmp_path, body))
