@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         metavar="DIR",
-        help="overlay upper layers and IP leases (key data_dir)",
+        help="overlay upper layers, image layers and IP leases (key data_dir)",
     )
     p.add_argument(
         "--cgroup-parent",

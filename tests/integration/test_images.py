@@ -5,6 +5,7 @@ defaults, and a `reload` onto a rebuilt tag."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,9 @@ def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
     assert "uid=1000 pwd=/home/app greeting=hello" in out
     first = _layers(daemon)
     assert len(first) == 2
+    # The store holds the image's setuid files: no host user may reach it.
+    for d in ("images", "images/layers", "images/tmp"):
+        assert stat.S_IMODE((daemon.data / d).stat().st_mode) == 0o700, d
     image = daemon.unit("a")["image"]
     assert image["ref"] == oci and image["exposed_ports"] == ["8080/tcp"]
     assert image["digest"].startswith("sha256:") and len(image["layers"]) == 2
