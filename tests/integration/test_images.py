@@ -85,6 +85,8 @@ def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
                  lambda n=name: daemon.output(n))  # fmt: skip
         assert "doomed=absent" in daemon.output(name)
     assert _layers(daemon) == first
+    # Only the first start unpacked anything.
+    assert [e["unit"] for e in daemon.events("image.unpacked")] == ["a"]
     again = next((daemon.data / "images" / "layers").glob("*/bin/busybox")).stat()
     assert (again.st_ino, again.st_size) == (busybox.st_ino, busybox.st_size)
     assert daemon.stop() == 0

@@ -16,12 +16,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 
 from supervisor.errors import ImageStoreError, LaunchError
 from supervisor.images.store import LayerStore
 from supervisor.linux.childwait import wait_child
+from supervisor.log import get_logger
 from supervisor.unit.spec import UnitSpec
+
+log = get_logger()
 
 STAGE = "image"
 # Unpacking gigabytes on a slow disk takes minutes; this only bounds a wedged helper.
@@ -75,12 +79,18 @@ async def ensure_layers(
         raise LaunchError(spec.name, STAGE, "the unit names an image that was not loaded")
     store = LayerStore(store_root)
     paths = tuple(store.layer_path(layer.diff_id) for layer in image.layers)
-    if all(os.path.isdir(path) for path in paths):
+    missing = sum(not os.path.isdir(path) for path in paths)
+    if not missing:
         return paths
+    log.info("image.unpacking", unit=spec.name, image=image.ref, layers=missing)
+    began = time.monotonic()
     try:
         await _helper(["unpack", store_root, json.dumps(image.to_json())], timeout)
     except HelperError as exc:
+        log.warning("image.unpack_failed", unit=spec.name, image=image.ref, error=str(exc))
         raise LaunchError(spec.name, STAGE, str(exc)) from None
+    log.info("image.unpacked", unit=spec.name, image=image.ref,
+             seconds=round(time.monotonic() - began, 3))  # fmt: skip
     return paths
 
 
