@@ -54,8 +54,15 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
         return None
     fields = dict(data)
     name, path = fields.pop("name", None), fields.pop("path", "")
+    template, dropins = fields.pop("template", None), fields.pop("dropins", None) or []
     try:
-        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields))
+        return UnitSpec(
+            str(name),
+            str(path),
+            UnitFile.model_validate(fields),
+            template=str(template) if template else None,
+            dropins=tuple(str(d) for d in dropins),
+        )
     except ValueError:
         return None
 
@@ -104,6 +111,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         extra={
             "invalid": list(r.invalid),
             "oom_policy": spec.unit.oom.policy if spec else None,
+            **(spec.sources_json() if spec else {}),
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
             "output_dropped_bytes": r.sink.dropped,

@@ -33,6 +33,10 @@ class UnitSpec:
     name: str
     path: str
     unit: UnitFile
+    # Where it came from, besides `path` (for an instance, the template): shown by status and
+    # `sandboxctl cat`, never hashed, so moving a key into a drop-in restarts nothing.
+    template: str | None = None
+    dropins: tuple[str, ...] = ()
     hash: str = field(init=False)
     restart_hash: str = field(init=False)  # the hash without the live-applicable sections
 
@@ -49,4 +53,12 @@ class UnitSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical, JSON-able form (what the hash covers), for state files and the API."""
-        return {"name": self.name, "path": self.path, **self.unit.model_dump(mode="json")}
+        return {
+            "name": self.name,
+            "path": self.path,
+            **self.sources_json(),
+            **self.unit.model_dump(mode="json"),
+        }
+
+    def sources_json(self) -> dict[str, Any]:
+        return {"template": self.template, "dropins": list(self.dropins)}
