@@ -93,6 +93,10 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
     report.invalid += len(load.errors)
     for errors in load.errors.values():
         report.errors.extend(errors)
+    # A template's own section (its instances list) belongs to no instance: counted apart.
+    report.invalid += len(load.template_errors)
+    for errors in load.template_errors.values():
+        report.errors.extend(errors)
     for warnings in load.warnings.values():
         report.warnings.extend(warnings)
 
