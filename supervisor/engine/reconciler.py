@@ -35,6 +35,7 @@ from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
+from supervisor.unit.loader import unit_names
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -119,7 +120,7 @@ class Reconciler:
             resumed.append(runner)
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            known = [p.stem for p in self.config.units_dir.glob("*.toml")]
+            known = sorted(unit_names(self.config.units_dir))  # instances included
             await self.network.cleanup(running, known)
         for runner in resumed:
             self._spawn(runner)

@@ -385,6 +385,31 @@ def template_instances(
     return found, errors
 
 
+def unit_names(directory: str | os.PathLike[str]) -> set[str]:
+    """The names of the units `directory` defines, valid or not, without validating them:
+    file stems (templates excepted) and the instances templates list. For the daemon's
+    cleanup at start, which must not take a listed instance's network lease for a leftover."""
+    directory = os.fspath(directory)
+    try:
+        names = [e for e in os.listdir(directory) if e.endswith(SUFFIX) and not e.startswith(".")]
+    except OSError:
+        return set()
+    found: set[str] = set()
+    for file_name in names:
+        stem = file_name.removesuffix(SUFFIX)
+        if not stem.endswith("@"):
+            found.add(stem)
+            continue
+        try:
+            sources = [read_source(p) for p in [os.path.join(directory, file_name),
+                                                *dropin_paths(directory, stem)]]  # fmt: skip
+        except UnitFileError:
+            continue
+        listed, _ = template_instances(sources[0], sources[1:])
+        found.update(stem + instance for instance in listed)
+    return found
+
+
 def instance_name_problem(prefix: str, instance: str) -> str | None:
     """Why `prefix@instance` is not a usable unit name (None: it is)."""
     shown = repr(instance) if len(instance) <= 40 else repr(instance[:40]) + "..."

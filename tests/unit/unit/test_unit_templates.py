@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit
+from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit, unit_names
 
 TEMPLATE = """\
 [template]
@@ -290,3 +290,11 @@ def test_corpus_of_bad_templates_and_dropins(tmp_path: Path, case: str) -> None:
         assert "is not a valid instance name" in str(errors[0])
         return
     assert [str(e).removeprefix(f"{tmp_path}/") for e in errors] == [expected]
+
+
+def test_unit_names_lists_instances_and_no_template(tmp_path: Path) -> None:
+    write(tmp_path / "web@.toml", TEMPLATE)
+    write(tmp_path / "web@8080.toml")
+    write(tmp_path / "broken@.toml", "[oops\n")
+    write(tmp_path / "db.toml", "not even toml")
+    assert unit_names(tmp_path) == {"web@8081", "web@8080", "db"}
