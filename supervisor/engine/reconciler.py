@@ -52,6 +52,9 @@ class Loaded(Protocol):
     @property
     def warnings(self) -> Mapping[str, Sequence[object]]: ...
 
+    @property
+    def template_errors(self) -> Mapping[str, Sequence[object]]: ...
+
 
 class Loader(Protocol):
     def load_directory(self, directory: Path) -> Loaded: ...
@@ -143,6 +146,11 @@ class Reconciler:
         for name, warnings in sorted(loaded.warnings.items()):
             for warning in warnings:
                 log.warning("unit.warning", unit=name, problem=str(warning))
+        # A template's own mistakes (a bad name in its instances) belong to no unit: without
+        # this line only `sandboxctl validate` would say why an instance does not exist.
+        for path, problems in sorted(loaded.template_errors.items()):
+            for problem in problems:
+                log.warning("unit.template_invalid", template=path, problem=str(problem))
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,

@@ -208,8 +208,11 @@ def read_source(path: str) -> compose.Source:
     return compose.Source(path, text, _parse_toml(path, text))
 
 
-def dropin_paths(directory: str, stem: str) -> list[str]:
-    """`STEM.toml.d/*.toml` in `directory`, in lexical order (hidden files skipped)."""
+def dropin_paths(directory: str, stem: str, listing: frozenset[str] | None = None) -> list[str]:
+    """`STEM.toml.d/*.toml` in `directory`, in lexical order (hidden files skipped). `listing`,
+    the directory's entries when the caller has them, spares a failing listdir per unit."""
+    if listing is not None and stem + compose.DROPIN_DIR_SUFFIX not in listing:
+        return []
     folder = os.path.join(directory, stem + compose.DROPIN_DIR_SUFFIX)
     try:
         names = os.listdir(folder)
@@ -288,21 +291,31 @@ class Composition:
         return spec, []
 
 
-def _merged_dropins(directory: str, stems: list[str]) -> tuple[str, ...]:
+def _merged_dropins(
+    directory: str, stems: list[str], listing: frozenset[str] | None
+) -> tuple[str, ...]:
     """Drop-ins of several directories (template's, then instance's) by file name, lexical;
     for one file name in both, the later directory's (the instance's) wins, as in systemd."""
     by_name: dict[str, str] = {}
     for stem in stems:
-        for path in dropin_paths(directory, stem):
+        for path in dropin_paths(directory, stem, listing):
             by_name[os.path.basename(path)] = path
     return tuple(by_name[n] for n in sorted(by_name))
 
 
-def composition_of(directory: str, name: str) -> Composition | None:
+def composition_of(
+    directory: str, name: str, listing: frozenset[str] | None = None
+) -> Composition | None:
     """How unit `name` in `directory` is made, when more than its own file makes it (None:
-    `NAME.toml` alone, or no such unit); raises UnitFileError for a refused enable file."""
+    `NAME.toml` alone, or no such unit); raises UnitFileError for a refused enable file.
+    `listing`: the directory's entries, when the caller has listed it."""
     path = os.path.join(directory, name + SUFFIX)
     prefix, at, instance = name.partition("@")
+    if listing is not None and not (at and instance):  # the common case: no stat at all
+        if name + SUFFIX not in listing:
+            return None
+        dropins = _merged_dropins(directory, [name], listing)
+        return Composition(name, path, dropins) if dropins else None
     try:
         st: os.stat_result | None = os.lstat(path)
     except OSError:
@@ -313,13 +326,13 @@ def composition_of(directory: str, name: str) -> Composition | None:
             _check_enable_file(path, st, template)
         elif not os.path.isfile(template):
             return None
-        dropins = _merged_dropins(directory, [prefix + "@", name])
+        dropins = _merged_dropins(directory, [prefix + "@", name], listing)
         return Composition(
             name, template, dropins, compose.Instance(prefix, instance), path if st else None
         )
     if st is None:
         return None
-    dropins = _merged_dropins(directory, [name])
+    dropins = _merged_dropins(directory, [name], listing)
     return Composition(name, path, dropins) if dropins else None
 
 
@@ -383,6 +396,46 @@ def template_instances(
         elif item not in found:
             found.append(item)
     return found, errors
+
+
+def load_template(path: str | os.PathLike[str]) -> tuple[list[UnitSpec], list[UnitError]]:
+    """A template file checked on its own (`sandboxctl validate web@.toml`): every instance it
+    has (listed, or an empty file or link beside it), composed as the daemon would, and the
+    problems of the template's own section. ([], []) when it has no instance yet."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    stem = os.path.basename(path).removesuffix(SUFFIX)
+    try:
+        sources = [read_source(p) for p in [path, *dropin_paths(directory, stem)]]
+    except UnitFileError as exc:
+        return [], exc.errors
+    listed, errors = template_instances(sources[0], sources[1:])
+    names = [stem + instance for instance in listed]
+    try:
+        beside = sorted(os.listdir(directory))
+    except OSError:
+        beside = []
+    for entry in beside:
+        name = entry.removesuffix(SUFFIX)
+        if entry.endswith(SUFFIX) and name.startswith(stem) and name != stem and name not in names:
+            names.append(name)
+    specs: list[UnitSpec] = []
+    memo: dict[str, compose.Source | UnitFileError] = {}
+    for name in names:
+        try:
+            composition = composition_of(directory, name)
+        except UnitFileError as exc:
+            errors.extend(exc.errors)
+            continue
+        if composition is None or composition.instance is None:
+            continue  # a complete unit file of its own: not this template's
+        spec, problems = composition.load(memo)
+        if spec is not None:
+            specs.append(spec)
+        for problem in problems:  # one template error is every instance's: said once
+            if problem not in errors:
+                errors.append(problem)
+    return specs, errors
 
 
 def unit_names(directory: str | os.PathLike[str]) -> set[str]:
@@ -489,8 +542,8 @@ class UnitLoader:
     def load_file(self, path: str, name: str) -> tuple[UnitSpec | None, list[UnitError], str]:
         """One file through the cache: (spec or None, errors, source text)."""
         cached = self._cache.get(path)
-        try:
-            sig = _signature(os.stat(path))
+        try:  # lstat: a file replaced by a link to it must not look unchanged
+            sig = _signature(os.lstat(path))
         except OSError:
             sig = None
         if cached is not None and cached.signature == sig and cached.trusted:
@@ -532,6 +585,7 @@ class UnitLoader:
                 [UnitError(directory, "directory", f"cannot read: {_strerror(exc)}")]
             ) from None
         names = sorted(e for e in entries if e.endswith(SUFFIX) and not e.startswith("."))
+        listing = frozenset(entries)
         result = DirectoryLoad()
         texts: dict[str, str] = {}
         seen: set[str] = set()
@@ -541,11 +595,11 @@ class UnitLoader:
             seen.add(os.path.join(directory, file_name))
             name = file_name.removesuffix(SUFFIX)
             if name.endswith("@"):  # a template: its instances are found below
-                instances.update(self._listed_instances(directory, name, memo))
+                instances.update(self._listed_instances(directory, name, memo, listing))
             else:
-                self._load_unit_file(directory, file_name, memo, result, texts)
+                self._load_unit_file(directory, file_name, (memo, listing), result, texts)
         for name in sorted(instances - result.specs.keys() - result.errors.keys()):
-            composition = composition_of(directory, name)
+            composition = composition_of(directory, name, listing)
             if composition is not None:
                 self._compose(composition, memo, result, texts)
         for stale in self._cache.keys() - seen:
@@ -566,14 +620,16 @@ class UnitLoader:
         self,
         directory: str,
         file_name: str,
-        memo: dict[str, compose.Source | UnitFileError],
+        shared: tuple[dict[str, compose.Source | UnitFileError], frozenset[str]],
         result: DirectoryLoad,
         texts: dict[str, str],
     ) -> None:
+        """One plain or instance file; `shared` is this load's (parsed files, dir entries)."""
+        memo, listing = shared
         name = file_name.removesuffix(SUFFIX)
         key = name if UNIT_NAME.fullmatch(name) else file_name
         try:
-            composition = composition_of(directory, name)
+            composition = composition_of(directory, name, listing)
         except UnitFileError as exc:
             result.errors[key] = exc.errors
             return
@@ -604,7 +660,11 @@ class UnitLoader:
             result.errors[name] = errors
 
     def _listed_instances(
-        self, directory: str, stem: str, memo: dict[str, compose.Source | UnitFileError]
+        self,
+        directory: str,
+        stem: str,
+        memo: dict[str, compose.Source | UnitFileError],
+        listing: frozenset[str],
     ) -> list[str]:
         """The instances a template lists, with its drop-ins. When the template (or one of its
         drop-ins) does not parse, the instances it listed last time: each is then invalid and
@@ -612,7 +672,7 @@ class UnitLoader:
         path = os.path.join(directory, stem + SUFFIX)
         sources: list[compose.Source] = []
         try:
-            for file in [path, *dropin_paths(directory, stem)]:
+            for file in [path, *dropin_paths(directory, stem, listing)]:
                 found = memo.get(file)
                 if found is None:
                     try:

@@ -113,6 +113,9 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
+        if path.name.endswith("@" + SUFFIX):  # a template: checked through its instances
+            _check_template(path, specs, report)
+            continue
         try:
             spec = load_unit(path)
         except UnitFileError as exc:
@@ -138,6 +141,21 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
             warnings.setdefault(name, []).extend(checks.host_warnings(spec))
     for name, found in warnings.items():
         report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _check_template(path: Path, specs: dict[str, UnitSpec], report: Report) -> None:
+    from supervisor.unit.loader import UnitError, load_template  # noqa: PLC0415 (see run)
+
+    found, errors = load_template(path)
+    specs.update((spec.name, spec) for spec in found)
+    if errors:
+        report.invalid += 1
+        report.errors.extend(errors)
+    elif not found:
+        report.warnings.append(
+            UnitError(str(path), "template", "warning: no instance to check it with (an empty "
+                      "or linked NAME@INSTANCE.toml beside it, or [template] instances)")
+        )  # fmt: skip
 
 
 def _source(path: str) -> str:
