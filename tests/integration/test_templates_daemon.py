@@ -97,6 +97,14 @@ def test_instances_of_one_template_serve_on_their_ports(daemon: Daemon) -> None:
     dropped = sandboxctl(daemon, "reload", "--json")
     assert json.loads(dropped.stdout)["stopped"] == ["web@18082"], dropped
 
+    # A bad name in the list is the template's own mistake: logged, and the rest run on.
+    (daemon.units / "web@.toml").write_text(TEMPLATE.replace('"18082"', '"bad name"'))
+    assert sandboxctl(daemon, "reload").returncode == 0
+    [logged] = daemon.events("unit.template_invalid")
+    assert logged["template"] == str(daemon.units / "web@.toml")
+    assert "template.instances[0]: 'bad name' is not a valid instance name" in logged["problem"]
+    assert sorted(daemon.status()) == ["web@18081", "web@18083"]
+
 
 def test_a_dropin_applies_live_and_a_broken_one_keeps_the_unit(daemon: Daemon) -> None:
     daemon.write_unit("app", TICKER)

@@ -129,6 +129,15 @@ def test_load_unit_of_an_instance_file_composes_it(tmp_path: Path) -> None:
         load_unit(tmp_path / "web@.toml")
 
 
+def test_an_absolute_link_to_its_own_template_is_an_instance(tmp_path: Path) -> None:
+    write(tmp_path / "web@.toml", OK_TEMPLATE)
+    (tmp_path / "web@abs.toml").symlink_to(tmp_path / "web@.toml")
+    (tmp_path / "web@dot.toml").symlink_to("./web@.toml")
+    result = load(tmp_path)
+    assert result.errors == {}
+    assert sorted(result.specs) == ["web@abs", "web@dot"]
+
+
 def test_a_plain_unit_file_may_not_be_a_symlink(tmp_path: Path) -> None:
     write(tmp_path / "real" / "x.toml", '[service]\nexec = ["/bin/true"]\n')
     (tmp_path / "x.toml").symlink_to(tmp_path / "real" / "x.toml")
