@@ -53,10 +53,13 @@ class UnitSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical, JSON-able form (what the hash covers), for state files and the API."""
+        # The sources only when there are some: a plain unit's record stays what an older
+        # daemon reads back (it refuses unknown keys), so a downgrade still re-adopts it.
+        sources = self.sources_json() if self.template or self.dropins else {}
         return {
             "name": self.name,
             "path": self.path,
-            **self.sources_json(),
+            **sources,
             **self.unit.model_dump(mode="json"),
         }
 

@@ -267,6 +267,24 @@ CORPUS = {
         "p",
         "p.toml.d/a.toml:1: file: not valid UTF-8 (byte 0xff): unit files are UTF-8 text",
     ),
+    "specifier-expands-to-a-refused-mount": (
+        {
+            "t@.toml": '[service]\nexec = ["/bin/true"]\n[sandbox]\n'
+            'mounts = [{ type = "tmpfs", target = "/%i" }]\n',
+            "t@proc.toml": "",
+        },
+        "t@proc",
+        "t@.toml:4: sandbox.mounts[0].target: target '/proc' is in the kernel's /proc",
+    ),
+    "dropin-adds-a-refused-mount": (
+        {
+            "p.toml": OK_TEMPLATE,
+            "p.toml.d/m.toml": '[sandbox]\nmounts = [{ source = "/dev", target = "/d" }]\n',
+        },
+        "p",
+        "p.toml.d/m.toml:2: sandbox.mounts[0].source: source '/dev' is in the kernel's /dev "
+        "(list devices in sandbox.devices)",
+    ),
     "template-missing-service": (
         {"t@.toml": "[resources]\npids_max = 5\n", "t@1.toml": ""},
         "t@1",
@@ -307,3 +325,21 @@ def test_unit_names_lists_instances_and_no_template(tmp_path: Path) -> None:
     write(tmp_path / "broken@.toml", "[oops\n")
     write(tmp_path / "db.toml", "not even toml")
     assert unit_names(tmp_path) == {"web@8081", "web@8080", "db"}
+
+
+def test_the_state_record_keeps_the_sources_and_a_plain_units_record_its_old_shape(
+    tmp_path: Path,
+) -> None:
+    from supervisor.engine.status import spec_from_json  # noqa: PLC0415 (engine over unit)
+
+    write(tmp_path / "web@.toml", TEMPLATE)
+    write(tmp_path / "web@.toml.d" / "a.toml", "[resources]\npids_max = 9\n")
+    write(tmp_path / "plain.toml", OK_TEMPLATE)
+    specs = load(tmp_path).specs
+    again = spec_from_json(specs["web@8081"].to_json())
+    assert again is not None and again.hash == specs["web@8081"].hash
+    assert (again.template, again.dropins) == (
+        specs["web@8081"].template,
+        specs["web@8081"].dropins,
+    )
+    assert "template" not in specs["plain"].to_json() and "dropins" not in specs["plain"].to_json()
