@@ -35,7 +35,7 @@ from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
-from supervisor.unit.loader import unit_names
+from supervisor.unit.instances import unit_names
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()

@@ -144,7 +144,8 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
 
 
 def _check_template(path: Path, specs: dict[str, UnitSpec], report: Report) -> None:
-    from supervisor.unit.loader import UnitError, load_template  # noqa: PLC0415 (see run)
+    from supervisor.unit.diagnostics import UnitError  # noqa: PLC0415 (see run)
+    from supervisor.unit.instances import load_template  # noqa: PLC0415
 
     found, errors = load_template(path)
     specs.update((spec.name, spec) for spec in found)

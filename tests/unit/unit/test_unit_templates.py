@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit, unit_names
+from supervisor.unit.instances import unit_names
+from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit
 
 TEMPLATE = """\
 [template]
