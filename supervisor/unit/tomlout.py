@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-from supervisor.unit.diagnostics import toml_key
-
 UNSET = "not set"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _string(text: str) -> str:
+    # A JSON string is a TOML basic string (the same escapes, \u for control characters),
+    # except DEL, which JSON leaves raw and TOML forbids.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else _string(name)
 
 
 def scalar(value: Any) -> str:
@@ -27,12 +37,11 @@ def scalar(value: Any) -> str:
             return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
         return repr(value)
     if isinstance(value, str):
-        # A JSON string is a TOML basic string (the same escapes; \u for control characters).
-        return json.dumps(value, ensure_ascii=False)
+        return _string(value)
     if isinstance(value, list):
         return "[" + ", ".join(scalar(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {scalar(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_key(k)} = {scalar(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
@@ -45,13 +54,13 @@ def _table(path: str, table: dict[str, Any], out: list[str], header: str) -> Non
     nested: list[tuple[str, Any]] = []
     for key, value in table.items():
         if value is None:
-            out.append(f"# {toml_key(key)}: {UNSET}")
+            out.append(f"# {_key(key)}: {UNSET}")
         elif isinstance(value, dict) or _is_table_array(value):
             nested.append((key, value))
         else:
-            out.append(f"{toml_key(key)} = {scalar(value)}")
+            out.append(f"{_key(key)} = {scalar(value)}")
     for key, value in nested:
-        sub = f"{path}.{toml_key(key)}"
+        sub = f"{path}.{_key(key)}"
         if isinstance(value, dict):
             out.append("")
             _table(sub, value, out, f"[{sub}]")
@@ -68,9 +77,9 @@ def dumps(unit: dict[str, Any]) -> str:
         if out:
             out.append("")
         if value is None:
-            out.append(f"# [{toml_key(section)}]: {UNSET}")
+            out.append(f"# [{_key(section)}]: {UNSET}")
         elif isinstance(value, dict):
-            _table(toml_key(section), value, out, f"[{toml_key(section)}]")
+            _table(_key(section), value, out, f"[{_key(section)}]")
         else:
-            out.append(f"{toml_key(section)} = {scalar(value)}")
+            out.append(f"{_key(section)} = {scalar(value)}")
     return "\n".join(out) + "\n"
