@@ -2,8 +2,9 @@
 
 Only the shapes a unit's JSON form has: tables of scalars, arrays of scalars, nested tables
 (`[service.env]`) and arrays of tables (`[[sandbox.mounts]]`). TOML has no null, so a key that
-is unset (None: e.g. `cpu_max`, or `[health]` itself) is written as a comment saying so; the
-output parses back to the same unit. Sizes are already strings ("64M", "max") in the JSON form.
+is unset (None: e.g. `cpu_max`, or `[health]` itself) is written as a comment saying so, except
+`pids_max`, whose None (unlimited) is not its default: it is written "max". The output parses
+back to the same unit. Sizes are already strings ("64M", "max") in the JSON form.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def _table(path: str, table: dict[str, Any], out: list[str], header: str) -> Non
 def dumps(unit: dict[str, Any]) -> str:
     """`unit` (a UnitFile's `model_dump(mode="json")`) as TOML, one table per section."""
     out: list[str] = []
+    resources = unit.get("resources")
+    if isinstance(resources, dict) and "pids_max" in resources and resources["pids_max"] is None:
+        # Unlimited, but the default is 1024: left out, it would read back as 1024.
+        unit = {**unit, "resources": {**resources, "pids_max": "max"}}
     for section, value in unit.items():
         if out:
             out.append("")

@@ -81,7 +81,7 @@ def test_a_rich_unit_round_trips_through_effective(
         'env = { "A B" = "1", C = "\\u00e9" }\n'
         '[sandbox]\nmounts = [{ type = "tmpfs", target = "/cache", size = "8M" },'
         ' { source = "/srv", target = "/srv" }]\n'
-        '[health]\nexec = ["/bin/true"]\n[resources]\ncpu_max = 0.5\n'
+        '[health]\nexec = ["/bin/true"]\n[resources]\ncpu_max = 0.5\npids_max = "max"\n'
     )
     out = run(capsys, "cat", "--units-dir", str(tmp_path), "--effective", "rich")[1]
     data = tomllib.loads(out[out.index("# effective") :])
