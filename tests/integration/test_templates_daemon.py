@@ -138,3 +138,25 @@ def test_a_dropin_applies_live_and_a_broken_one_keeps_the_unit(daemon: Daemon) -
     assert app["state"] == "running" and app["pid"] == first["pid"]
     assert app["file_invalid"] and f"{dropins}/60-bad.toml:2" in app["error"]
     assert int(limit.read_text()) == 32 << 20  # the running version is kept
+
+
+def test_an_instance_is_readopted_with_its_sources_after_a_daemon_kill(daemon: Daemon) -> None:
+    (daemon.units / "job@.toml").write_text(TICKER.replace("64M", "48M"))
+    (daemon.units / "job@a.toml").write_text("")
+    (daemon.units / "job@.toml.d").mkdir()
+    (daemon.units / "job@.toml.d" / "p.toml").write_text("[resources]\npids_max = 32\n")
+    daemon.start()
+    before = daemon.wait_unit("job@a", lambda u: u["state"] == "running")
+    daemon.kill9()
+    daemon.start()
+    after = daemon.wait_unit("job@a", lambda u: u["state"] == "running")
+    assert after["pid"] == before["pid"]  # adopted, not restarted
+    assert [e["unit"] for e in daemon.events("unit.adopted")] == ["job@a"]
+    detail = daemon.unit("job@a")
+    assert detail["template"] == str(daemon.units / "job@.toml")
+    assert detail["dropins"] == [str(daemon.units / "job@.toml.d" / "p.toml")]
+    assert detail["limits"]["pids_max"] == 32
+    # The first reload finds the files unchanged: nothing restarts.
+    reloaded = json.loads(sandboxctl(daemon, "reload", "--json").stdout)
+    assert reloaded["restarted"] == [] and reloaded["started"] == []
+    assert daemon.status()["job@a"]["pid"] == before["pid"]
