@@ -81,6 +81,13 @@ UNIT_NETWORK: dict[str, Any] = {
         "mac": _nullable({"type": "string"}),
         "bridge": _nullable({"type": "string"}),
         "gateway": _nullable({"type": "string"}),
+        "address6": _nullable(
+            {
+                "type": "string",
+                "description": "with the daemon's subnet6 only: IPv6 with prefix, fd00:88::2/64",
+            }
+        ),
+        "gateway6": _nullable({"type": "string"}),
     },
 }
 

@@ -98,9 +98,11 @@ def _network(network: dict[str, Any] | None) -> str | None:
         return str(mode)
     if not network.get("address"):
         return f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    six = f" {network['address6']}" if network.get("address6") else ""
+    gateway6 = f", gateway6 {network['gateway6']}" if network.get("address6") else ""
     return (
-        f"bridge {network['address']} (mac {network.get('mac')}, bridge {network.get('bridge')}, "
-        f"gateway {network.get('gateway')})"
+        f"bridge {network['address']}{six} (mac {network.get('mac')}, "
+        f"bridge {network.get('bridge')}, gateway {network.get('gateway')}{gateway6})"
     )
 
 
