@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "exec": "supervisor.cli.commands.exec",
     "validate": "supervisor.cli.commands.validate",
     "images": "supervisor.cli.commands.images",
+    "cat": "supervisor.cli.commands.cat",
 }
 
 DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"

@@ -35,6 +35,7 @@ from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
+from supervisor.unit.instances import unit_names
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -50,6 +51,9 @@ class Loaded(Protocol):
 
     @property
     def warnings(self) -> Mapping[str, Sequence[object]]: ...
+
+    @property
+    def template_errors(self) -> Mapping[str, Sequence[object]]: ...
 
 
 class Loader(Protocol):
@@ -120,7 +124,7 @@ class Reconciler:
             resumed.append(runner)
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            known = [p.stem for p in self.config.units_dir.glob("*.toml")]
+            known = sorted(unit_names(self.config.units_dir))  # instances included
             await self.network.cleanup(running, known)
         for runner in resumed:
             self._spawn(runner)
@@ -143,6 +147,11 @@ class Reconciler:
         for name, warnings in sorted(loaded.warnings.items()):
             for warning in warnings:
                 log.warning("unit.warning", unit=name, problem=str(warning))
+        # A template's own mistakes (a bad name in its instances) belong to no unit: without
+        # this line only `sandboxctl validate` would say why an instance does not exist.
+        for path, problems in sorted(loaded.template_errors.items()):
+            for problem in problems:
+                log.warning("unit.template_invalid", template=path, problem=str(problem))
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,

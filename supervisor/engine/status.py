@@ -56,9 +56,17 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
     fields = dict(data)
     name, path = fields.pop("name", None), fields.pop("path", "")
     image = fields.pop("image", None)
+    template, dropins = fields.pop("template", None), fields.pop("dropins", None) or []
     try:
         recorded = Image.from_json(image) if isinstance(image, dict) else None
-        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields), recorded)
+        return UnitSpec(
+            str(name),
+            str(path),
+            UnitFile.model_validate(fields),
+            recorded,
+            template=str(template) if template else None,
+            dropins=tuple(str(d) for d in dropins),
+        )
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -107,6 +115,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         extra={
             "invalid": list(r.invalid),
             "oom_policy": spec.unit.oom.policy if spec else None,
+            **(spec.sources_json() if spec else {}),
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
             "output_dropped_bytes": r.sink.dropped,

@@ -38,6 +38,10 @@ class UnitSpec:
     # in `unit`); its digest and layers are part of the hash, so a tag that now names another
     # image is a changed spec and `reload` restarts the unit onto it.
     image: Image | None = None
+    # Where it came from, besides `path` (for an instance, the template): shown by status and
+    # `sandboxctl cat`, never hashed, so moving a key into a drop-in restarts nothing.
+    template: str | None = None
+    dropins: tuple[str, ...] = ()
     hash: str = field(init=False)
     restart_hash: str = field(init=False)  # the hash without the live-applicable sections
 
@@ -58,7 +62,18 @@ class UnitSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical, JSON-able form (what the hash covers), for state files and the API."""
-        data = {"name": self.name, "path": self.path, **self.unit.model_dump(mode="json")}
+        # The sources only when there are some: a plain unit's record stays what an older
+        # daemon reads back (it refuses unknown keys), so a downgrade still re-adopts it.
+        sources = self.sources_json() if self.template or self.dropins else {}
+        data = {
+            "name": self.name,
+            "path": self.path,
+            **sources,
+            **self.unit.model_dump(mode="json"),
+        }
         if self.image is not None:
             data["image"] = self.image.to_json()
         return data
+
+    def sources_json(self) -> dict[str, Any]:
+        return {"template": self.template, "dropins": list(self.dropins)}

@@ -145,6 +145,8 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         field("next start", f"in {render.duration(unit['next_start_in'])} (after {why})")
     elif unit.get("error"):
         field("error", unit["error"])
+    field("template", unit.get("template"))
+    field("drop-ins", ", ".join(unit.get("dropins") or []))
     field("limits", " ".join(f"{k}={_limit(k, v)}" for k, v in limits.items() if v is not None))
     usage = unit.get("usage") or {}
     parts = []

@@ -95,6 +95,10 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
     report.invalid += len(load.errors)
     for errors in load.errors.values():
         report.errors.extend(errors)
+    # A template's own section (its instances list) belongs to no instance: counted apart.
+    report.invalid += len(load.template_errors)
+    for errors in load.template_errors.values():
+        report.errors.extend(errors)
     for warnings in load.warnings.values():
         report.warnings.extend(warnings)
     if host_checks:
@@ -131,6 +135,9 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
+        if path.name.endswith("@" + SUFFIX):  # a template: checked through its instances
+            _check_template(path, specs, report)
+            continue
         try:
             spec = load_unit(path)
         except UnitFileError as exc:
@@ -157,6 +164,22 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
         _verify_images([s for n, s in specs.items() if n not in in_cycles], report)
     for name, found in warnings.items():
         report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _check_template(path: Path, specs: dict[str, UnitSpec], report: Report) -> None:
+    from supervisor.unit.diagnostics import UnitError  # noqa: PLC0415 (see run)
+    from supervisor.unit.instances import load_template  # noqa: PLC0415
+
+    found, errors = load_template(path)
+    specs.update((spec.name, spec) for spec in found)
+    if errors:
+        report.invalid += 1
+        report.errors.extend(errors)
+    elif not found:
+        report.warnings.append(
+            UnitError(str(path), "template", "warning: no instance to check it with (an empty "
+                      "or linked NAME@INSTANCE.toml beside it, or [template] instances)")
+        )  # fmt: skip
 
 
 def _source(path: str) -> str:

@@ -169,3 +169,15 @@ def test_a_broken_file_is_marked_and_a_long_last_exit_cut(
     assert unit["last_exit"] == long_exit and unit["file_invalid"] is True
     del controller.units["api"]
     assert "*" not in sandboxctl("status").out  # no hint without a broken file
+
+
+def test_detail_names_the_template_and_the_dropins() -> None:
+    unit = {
+        "name": "web@8080", "state": "running", "template": "/u/web@.toml",
+        "dropins": ["/u/web@.toml.d/a.toml", "/u/web@8080.toml.d/b.toml"],
+    }  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert "  template:     /u/web@.toml" in lines
+    assert "  drop-ins:     /u/web@.toml.d/a.toml, /u/web@8080.toml.d/b.toml" in lines
+    plain = detail_lines({"name": "db", "state": "running"}, dt.datetime.now(dt.UTC), False)
+    assert not any("template" in line or "drop-ins" in line for line in plain)
