@@ -189,3 +189,29 @@ def test_dns_needs_a_host_root_not_an_image(tmp_path: Path) -> None:
     body = f'[sandbox]\nimage = "{ref}"\n[network]\nmode = "bridge"\ndns = ["10.0.0.53"]\n'
     with pytest.raises(UnitFileError, match=r"an image keeps its own /etc/resolv\.conf"):
         load_unit(_unit(tmp_path, body))
+
+
+def test_a_template_instance_and_a_drop_in_get_the_image_defaults(tmp_path: Path) -> None:
+    """Templates and drop-ins are merged first; the image's config then fills what the merged
+    unit leaves out, and a missing image is an error naming the file that set it."""
+    ref = write_layout(tmp_path / "img", [LAYER], "v1", CONFIG)
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "app@.toml").write_text('[service]\nenv = { PORT = "%i" }\n')
+    (units / "app@.toml.d").mkdir()
+    (units / "app@.toml.d" / "image.toml").write_text(f'[sandbox]\nimage = "{ref}"\n')
+    (units / "app@8080.toml").write_text("")
+    spec = load_unit(units / "app@8080.toml")
+    assert spec.image is not None and spec.image.config.exposed_ports == ("53/udp", "80/tcp")
+    assert spec.unit.service.exec == ["/bin/app", "--port", "80"]
+    assert spec.unit.service.env == {"PATH": "/usr/bin:/bin", "MODE": "image", "PORT": "8080"}
+    assert spec.template == str(units / "app@.toml")
+    again = spec_from_json(json.loads(json.dumps(spec.to_json())))
+    assert again is not None and again.hash == spec.hash and again.dropins == spec.dropins
+
+    dropin = units / "app@.toml.d" / "image.toml"
+    dropin.write_text(f'[sandbox]\nimage = "{tmp_path}/missing"\n')
+    with pytest.raises(UnitFileError) as info:
+        load_unit(units / "app@8080.toml")
+    (error,) = info.value.errors
+    assert (error.path, error.key, error.line) == (str(dropin), "sandbox.image", 2)
