@@ -288,6 +288,10 @@ class UnitLoader:
             del self._cache[stale]
         self._cross_check(result, set(result.specs) | set(result.errors), texts)
         if self._host_checks:
+            for name in [n for n, s in result.specs.items() if s.unit.network.ports]:
+                if refused := checks.listener_conflicts(result.specs[name]):
+                    result.specs.pop(name)
+                    result.errors[name] = located(refused, texts.get(name, ""))
             for name, spec in result.specs.items():
                 if warnings := checks.host_warnings(spec):
                     result.warnings[name] = located(warnings, texts.get(name, ""))
@@ -304,8 +308,14 @@ class UnitLoader:
 def cross_unit_errors(
     specs: dict[str, UnitSpec], known: Iterable[str]
 ) -> dict[str, list[UnitError]]:
-    """`after` naming no unit file at all, and dependency cycles; keyed by unit name."""
+    """`after` naming no unit file at all, dependency cycles, and ports two units publish;
+    keyed by unit name."""
     found: dict[str, list[UnitError]] = {}
-    for name, errors in [*checks.unknown_after(specs, set(known)), *checks.cycles(specs)]:
+    found_all = [
+        *checks.unknown_after(specs, set(known)),
+        *checks.cycles(specs),
+        *checks.port_conflicts(specs),
+    ]
+    for name, errors in found_all:
         found.setdefault(name, []).extend(errors)
     return found

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.unit.ports import PublishedPort, parse_published_port
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -454,9 +455,23 @@ class Health(Section):
         return self
 
 
+Published = Annotated[
+    PublishedPort, BeforeValidator(parse_published_port), PlainSerializer(str, return_type=str)
+]
+
+
 class Network(Section):
     mode: Literal["none", "host", "bridge"] = "none"
     address: str | None = None
+    # Masquerade the sandbox's traffic leaving the host; None: the default, on in bridge mode
+    # (a spec written back must read back in every mode, so the default is not spelled out).
+    outbound: bool | None = None
+    ports: list[Published] = Field(default_factory=list, max_length=256)
+
+    @property
+    def nat_outbound(self) -> bool:
+        """Whether the unit's traffic may leave the host (outbound NAT)."""
+        return self.mode == "bridge" and self.outbound is not False
 
     @field_validator("address")
     @classmethod
@@ -475,8 +490,17 @@ class Network(Section):
 
     @model_validator(mode="after")
     def _address_needs_bridge(self) -> Network:
-        if self.address is not None and self.mode != "bridge":
-            raise keyed_error("address", 'address is only used with mode = "bridge"')
+        if self.mode == "bridge":
+            for i, port in enumerate(self.ports):
+                for j in range(i):
+                    if port.overlaps(self.ports[j]):
+                        raise keyed_error(
+                            f"ports[{i}]", f"{port} overlaps ports[{j}] ({self.ports[j]})"
+                        )
+            return self
+        for key in ("address", "outbound", "ports"):
+            if getattr(self, key) not in (None, []):
+                raise keyed_error(key, f'{key} is only used with mode = "bridge"')
         return self
 
 

@@ -116,12 +116,14 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
             report.errors.extend(exc.errors)
             continue
         specs[spec.name] = spec
-    in_cycles: set[str] = set()
-    for name, errors in checks.cycles(specs):
-        in_cycles.add(name)
-        report.errors.extend(located(errors, _source(specs[name].path)))
-    report.invalid += len(in_cycles)
-    report.valid += len(specs) - len(in_cycles)
+    refused: set[str] = set()
+    host = [(n, checks.listener_conflicts(s)) for n, s in specs.items()] if host_checks else []
+    for name, errors in [*checks.cycles(specs), *checks.port_conflicts(specs), *host]:
+        if errors:
+            refused.add(name)
+            report.errors.extend(located(errors, _source(specs[name].path)))
+    report.invalid += len(refused)
+    report.valid += len(specs) - len(refused)
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
     warnings: dict[str, list[UnitError]] = {}
     for name, errors in checks.unknown_after(specs, set(specs) | beside):
