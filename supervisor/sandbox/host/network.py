@@ -50,6 +50,9 @@ from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
 from supervisor.sandbox.host import antispoof
 from supervisor.sandbox.host.antispoof import Port
 from supervisor.sandbox.host.ipam import LeaseStore, check_static, gateway_of, mac_for
+from supervisor.sandbox.host.nat import UnitNat
+from supervisor.sandbox.host.nattable import NatTable
+from supervisor.unit.ports import PublishedPort
 from supervisor.unit.schema import Network
 
 SANDBOX_IFNAME = "eth0"
@@ -82,6 +85,8 @@ class NetworkPlan:
     host_veth: str | None = None
     address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
+    outbound: bool = False
+    ports: tuple[PublishedPort, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """For state files and `status`: plain strings, null where a mode has no value."""
@@ -99,6 +104,7 @@ class CleanupReport:  # what cleanup_orphans removed, for the daemon's log
     removed_veths: list[str] = field(default_factory=list)
     released_leases: list[str] = field(default_factory=list)
     filtered_ports: list[str] = field(default_factory=list)  # the rules rebuilt for these
+    nat_units: list[str] = field(default_factory=list)  # NAT rules rebuilt for these
 
 
 def _netlink_error(action: str, exc: NetlinkError | OSError) -> NetworkError:
@@ -179,6 +185,8 @@ class NetworkManager:
         self.subnet = ipaddress.IPv4Network(config.network.subnet)
         self.gateway = gateway_of(self.subnet)
         self.leases = LeaseStore(config.data_dir / "network" / "leases.json", self.subnet)
+        # Outbound NAT and published ports (nat.py, nattable.py): a table of its own.
+        self.nat = NatTable(self.bridge, str(self.subnet), config.data_dir / "network" / "nat")
         self._sys = syscalls
         # The bridge as last verified. Checked once, not per launch (two netlink round trips
         # of pure-Python decoding); forgotten when an attach fails, so a bridge deleted by
@@ -208,6 +216,9 @@ class NetworkManager:
         if network.mode != "bridge":
             return NetworkPlan(unit=unit, mode=network.mode)
         static = check_static(network.address, self.subnet) if network.address else None
+        ports = tuple(network.ports)
+        if conflict := self.nat.conflict(unit, ports):
+            raise NetworkError(conflict)
         if self._bridge_index is None:
             self._bridge_index = await self.ensure_bridge()
         ip = self.leases.acquire(unit, static)
@@ -219,6 +230,8 @@ class NetworkManager:
             host_veth=self.veth_for(unit),
             address=ipaddress.IPv4Interface(f"{ip}/{self.subnet.prefixlen}"),
             gateway=self.gateway,
+            outbound=network.nat_outbound,
+            ports=ports,
         )
 
     async def ensure_bridge(self) -> int:
@@ -352,11 +365,19 @@ class NetworkManager:
                 # so nothing it sends ever passes unfiltered.
                 step = f"cannot install the anti-spoofing rules of {plan.host_veth}"
                 await self._filter(ipr, self.port_for(plan.unit, plan.address.ip))
+            # Also before the go byte: a service may bind its port and expect it published.
+            entry = self.nat_for(plan)
+            if entry.needs_table():
+                await self.nat.add(entry)
+            else:
+                await self.nat.discard(plan.unit)  # rules of an earlier version of the unit
         except BaseException as exc:
             self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
                 async with _rtnl() as ipr:
                     await _delete_link(ipr, plan.host_veth)
+            with contextlib.suppress(NetworkError):
+                await self.nat.discard(plan.unit)
             if isinstance(exc, NetlinkError | OSError):
                 raise _netlink_error(step, exc) from None
             raise
@@ -374,7 +395,16 @@ class NetworkManager:
         veth = self.veth_for(unit)
         gone = await self._delete(veth)
         await self._unfilter(veth)
+        await self.nat.discard(unit)
         return gone
+
+    def nat_for(self, plan: NetworkPlan) -> UnitNat:
+        """The unit's entry in the NAT table (its chain is named after its veth: no user text
+        in an nft name)."""
+        assert plan.address is not None
+        return UnitNat(
+            plan.unit, self.veth_for(plan.unit), plan.address.ip, plan.outbound, plan.ports
+        )
 
     def release(self, unit: str) -> bool:
         """The unit was removed: free its address lease. True if it had one."""
@@ -414,6 +444,10 @@ class NetworkManager:
         except (NetlinkError, OSError) as exc:
             raise _netlink_error(f"cannot list the ports of bridge {self.bridge}", exc) from None
         report.released_leases = self.leases.retain(running | set(known))
+        # Rules of running units only, each once, from their files (nattable.py).
+        report.nat_units = await self.nat.rebuild(
+            [u for u in running if self.veth_for(u) in {p.ifname for p in ports or []}]
+        )
         if ports is None:
             await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
         else:
@@ -429,6 +463,7 @@ class NetworkManager:
         self._filter_ok = False
         removed = await self._delete(self.bridge)
         await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
+        await self.nat.drop()
         return removed
 
     # -- anti-spoofing rules (antispoof.py) ------------------------------------------------
