@@ -89,19 +89,25 @@ def _limit(key: str, value: Any) -> str:
 
 
 def _network(network: dict[str, Any] | None) -> str | None:
-    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1)`; the mode alone for
-    the others."""
+    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1), ports 8080:80/tcp`
+    (`, no outbound` if it may not reach out); the mode alone for the others."""
     if not network:
         return None
     mode = network.get("mode")
     if mode != "bridge":
         return str(mode)
     if not network.get("address"):
-        return f"bridge (no address leased yet; bridge {network.get('bridge')})"
-    return (
-        f"bridge {network['address']} (mac {network.get('mac')}, bridge {network.get('bridge')}, "
-        f"gateway {network.get('gateway')})"
-    )
+        text = f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    else:
+        text = (
+            f"bridge {network['address']} (mac {network.get('mac')}, bridge "
+            f"{network.get('bridge')}, gateway {network.get('gateway')})"
+        )
+    if network.get("outbound") is False:
+        text += ", no outbound"
+    if ports := network.get("ports"):
+        text += ", ports " + ", ".join(str(p) for p in ports)
+    return text
 
 
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:

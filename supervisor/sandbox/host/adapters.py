@@ -88,7 +88,7 @@ class SandboxNetwork:
         except NetworkError as exc:
             log.error("unit.network_release_failed", unit=unit, error=str(exc))
 
-    def view(self, spec: UnitSpec) -> dict[str, str | None]:
+    def view(self, spec: UnitSpec) -> dict[str, str | bool | list[str] | None]:
         mode = spec.unit.network.mode
         if mode != "bridge":
             return {"mode": mode}
@@ -100,6 +100,8 @@ class SandboxNetwork:
             "mac": ipam.mac_for(ip) if ip else None,
             "bridge": self._config.network.bridge,
             "gateway": str(ipam.gateway_of(subnet)),
+            "outbound": spec.unit.network.nat_outbound,
+            "ports": [str(p) for p in spec.unit.network.ports],
         }
 
     def _leased(self) -> dict[str, ipaddress.IPv4Address]:
