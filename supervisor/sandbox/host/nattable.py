@@ -61,9 +61,15 @@ class NatTable:
             if self._whole:
                 batch = [*(nat.remove(self.bridge, old) if old else []), *nat.install(
                     self.bridge, entry)]  # fmt: skip
-            else:
+                try:
+                    await nftables.run(batch)
+                except nftables.NftablesError:
+                    # The table changed under us (`nft flush ruleset`): rebuild it whole
+                    # below, with every unit we know, instead of failing this start.
+                    self._whole = False
+            if not self._whole:
                 batch = nat.rebuild(self.bridge, self.subnet, self._units.values())
-            await self._run(batch, f"cannot install the NAT rules of {entry.unit}")
+                await self._run(batch, f"cannot install the NAT rules of {entry.unit}")
             self._sysctls(entry)
 
     async def discard(self, unit: str) -> None:
@@ -107,8 +113,9 @@ class NatTable:
 
     async def drop(self) -> None:
         async with self._lock:
-            self._units, self._whole = {}, False
+            self._units = {}
             await self._run(nat.drop_table(self.bridge), "cannot remove the NAT table")
+            self._whole = False  # no table now: the next add builds it
 
     # -- nft and sysctls -------------------------------------------------------------------
 
