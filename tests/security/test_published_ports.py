@@ -32,7 +32,7 @@ import pytest
 from supervisor.sandbox.host import nat
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
-from tests.support.kit import cgroup_version, daemon_factory
+from tests.support.kit import cgroup_version, daemon_factory, uname
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -88,12 +88,16 @@ class Lab:
     bridge: str
     prefix: str
 
-    def write(self, name: str, exec_argv: list[str], network: str, extra: str = "") -> None:
+    def name(self, stem: str) -> str:
+        """The unit's name, unique on the host (kit.host_leaks looks at host-wide aliases)."""
+        return str(uname(self.daemon, stem))
+
+    def write(self, stem: str, exec_argv: list[str], network: str, extra: str = "") -> None:
         text = (
             f'[service]\nexec = {json.dumps(exec_argv)}\nstop_timeout = "2s"\n'
             f'[restart]\npolicy = "no"\n[network]\nmode = "bridge"\n{network}\n{extra}'
         )
-        self.daemon.write_unit(name, text)
+        self.daemon.write_unit(self.name(stem), text)
 
     def reload(self) -> dict[str, Any]:
         code, body = self.daemon.request("POST", "/v1/reload")
@@ -150,7 +154,7 @@ def test_a_sandbox_cannot_reach_host_loopback_through_route_localnet(lab: Lab) -
         # The published port puts route_localnet on: the guard is what stands in the way.
         lab.write("web", [PY, "-m", "http.server", "8080"], f'ports = ["{free_port()}:8080"]')
         d.start()
-        d.wait_unit("web", lambda u: u["state"] == "running", 120)
+        d.wait_unit(lab.name("web"), lambda u: u["state"] == "running", 120)
         localnet = Path(f"/proc/sys/net/ipv4/conf/{lab.bridge}/route_localnet").read_text()
         assert localnet.strip() == "1"
         marker.bind((gateway, 0))
@@ -161,13 +165,14 @@ def test_a_sandbox_cannot_reach_host_loopback_through_route_localnet(lab: Lab) -
         lab.write(
             "sender", argv, f'address = "{sender_ip}/24"', f"[security]\ncapabilities = {caps}\n"
         )
-        assert lab.reload()["started"] == ["sender"]
+        assert lab.reload()["started"] == [lab.name("sender")]
         assert marker.recv(100) == b"marker"  # the crafted frames do reach the host
         wait_for(lambda: guard_drops(lab.bridge) >= 3, 60, lambda: str(guard_drops(lab.bridge)))
         with pytest.raises(BlockingIOError):
             loopback_only.recv(100)  # all three were dropped before routing
-        done = d.wait_unit("sender", lambda u: u["state"] in ("exited", "failed"), 60)
-        assert done["last_exit"] == "exit-code:0", d.output("sender")
+        sender = lab.name("sender")
+        done = d.wait_unit(sender, lambda u: u["state"] in ("exited", "failed"), 60)
+        assert done["last_exit"] == "exit-code:0", d.output(sender)
 
 
 def test_a_neighbour_cannot_take_a_published_port(lab: Lab) -> None:
@@ -175,7 +180,8 @@ def test_a_neighbour_cannot_take_a_published_port(lab: Lab) -> None:
     port = free_port()
     lab.write("web", [PY, "-m", "http.server", "8080", "-d", "/etc"], f'ports = ["{port}:8080"]')
     d.start()
-    d.wait_unit("web", lambda u: u["state"] == "running", 120)
+    web = lab.name("web")
+    d.wait_unit(web, lambda u: u["state"] == "running", 120)
 
     def served() -> bool:
         try:
@@ -192,10 +198,11 @@ def test_a_neighbour_cannot_take_a_published_port(lab: Lab) -> None:
     # but web runs on with the port, and the thief's start fails naming web.
     lab.write("aa-thief", sleeper, f'ports = ["127.0.0.1:{port}:9999"]')
     result = lab.reload()
-    assert "conflicts with" in " ".join(result["invalid"]["zz-thief"])
-    assert 'of unit "aa-thief"' in " ".join(result["invalid"]["web"])
-    thief = d.wait_unit("aa-thief", lambda u: u["state"] == "failed", 60)
+    early, late = lab.name("aa-thief"), lab.name("zz-thief")
+    assert f'of unit "{early}"' in " ".join(result["invalid"][late])  # first in name order
+    assert f'of unit "{early}"' in " ".join(result["invalid"][web])
+    thief = d.wait_unit(early, lambda u: u["state"] == "failed", 60)
     assert str(thief["last_exit"]).startswith("launch-error:network: "), thief
-    assert f'conflicts with {port}:8080/tcp of unit "web"' in str(thief["last_exit"])
-    assert "zz-thief" not in d.status() or d.status()["zz-thief"]["state"] != "running"
-    assert d.unit("web")["state"] == "running" and served()
+    assert f'conflicts with {port}:8080/tcp of unit "{web}"' in str(thief["last_exit"])
+    assert late not in d.status() or d.status()[late]["state"] != "running"
+    assert d.unit(web)["state"] == "running" and served()
