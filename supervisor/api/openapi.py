@@ -82,6 +82,13 @@ UNIT_NETWORK: dict[str, Any] = {
         "mac": _nullable({"type": "string"}),
         "bridge": _nullable({"type": "string"}),
         "gateway": _nullable({"type": "string"}),
+        "address6": _nullable(
+            {
+                "type": "string",
+                "description": "with the daemon's subnet6 only: IPv6 with prefix, fd00:88::2/64",
+            }
+        ),
+        "gateway6": _nullable({"type": "string"}),
         "outbound": {"type": "boolean", "description": "its traffic may leave the host (NAT)"},
         "ports": {
             "type": "array",

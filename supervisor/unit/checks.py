@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from supervisor.cgroups import cpuset, devices
 from supervisor.errors import CgroupError
-from supervisor.linux import listeners, users
+from supervisor.linux import listeners, resolvconf, users
 from supervisor.linux.safefs import resolve_in_root, symlink_in
 from supervisor.unit.diagnostics import UnitError
 from supervisor.unit.ports import PublishedPort
@@ -263,6 +263,20 @@ def check_cpu_max(spec: UnitSpec) -> Iterator[UnitError]:
         )
 
 
+def check_dns(spec: UnitSpec) -> Iterator[UnitError]:
+    """A bridge unit that takes the host's nameservers gets none if they are all on the
+    host's loopback (a local stub or dnsmasq); say so rather than let names fail later."""
+    network = spec.unit.network
+    if network.mode != "bridge" or network.dns or spec.unit.sandbox.root != "host":
+        return
+    # Looked up at call time, so tests can point them at files of their own.
+    resolved = resolvconf.for_sandbox(
+        None, None, host_path=resolvconf.HOST_RESOLV, upstream_path=resolvconf.RESOLVED_UPSTREAM
+    )
+    if resolved.warning is not None:
+        yield UnitError(spec.path, "network.dns", f"warning: {resolved.warning}")
+
+
 HOST_CHECKS: tuple[HostCheck, ...] = (
     check_root,
     check_exec,
@@ -272,6 +286,7 @@ HOST_CHECKS: tuple[HostCheck, ...] = (
     check_devices,
     check_cpus,
     check_cpu_max,
+    check_dns,
 )
 
 

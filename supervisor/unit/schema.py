@@ -455,6 +455,12 @@ class Health(Section):
         return self
 
 
+# glibc reads at most this many nameservers (MAXNS in resolv.h); more would be silently unused.
+MAX_NAMESERVERS = 3
+_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                     r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")  # fmt: skip
+
+
 Published = Annotated[
     PublishedPort, BeforeValidator(parse_published_port), PlainSerializer(str, return_type=str)
 ]
@@ -463,10 +469,55 @@ Published = Annotated[
 class Network(Section):
     mode: Literal["none", "host", "bridge"] = "none"
     address: str | None = None
+    address6: str | None = None  # needs the daemon's subnet6
     # Masquerade the sandbox's traffic leaving the host; None: the default, on in bridge mode
     # (a spec written back must read back in every mode, so the default is not spelled out).
     outbound: bool | None = None
     ports: list[Published] = Field(default_factory=list, max_length=256)
+    # None: not set (the host's servers, see linux/resolvconf.py).
+    dns: list[str] | None = Field(default=None, min_length=1, max_length=MAX_NAMESERVERS)
+    dns_search: list[str] | None = Field(default=None, max_length=6)
+
+    @field_validator("address6")
+    @classmethod
+    def _address6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            iface = ipaddress.IPv6Interface(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IPv6 address with prefix, e.g. fd00:88::10/64"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/64")
+        return str(iface)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        servers = []
+        for entry in value:
+            try:
+                ip = ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(
+                    f'{entry!r} is not an IP address, e.g. "192.0.2.53" or "2001:db8::53"'
+                ) from None
+            if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+                raise ValueError(f"{entry!r} names a host interface, which the sandbox lacks")
+            servers.append(str(ip))
+        return servers
+
+    @field_validator("dns_search")
+    @classmethod
+    def _dns_search(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not _DOMAIN.fullmatch(entry):
+                raise ValueError(f'{entry!r} is not a domain name such as "example.internal"')
+        return value
 
     @property
     def nat_outbound(self) -> bool:
@@ -497,10 +548,21 @@ class Network(Section):
                         raise keyed_error(
                             f"ports[{i}]", f"{port} overlaps ports[{j}] ({self.ports[j]})"
                         )
-            return self
-        for key in ("address", "outbound", "ports"):
-            if getattr(self, key) not in (None, []):
+        for key in ("address", "address6", "outbound", "ports"):
+            if getattr(self, key) not in (None, []) and self.mode != "bridge":
                 raise keyed_error(key, f'{key} is only used with mode = "bridge"')
+        for key in ("dns", "dns_search"):
+            if getattr(self, key) is None or self.mode == "bridge":
+                continue
+            if self.mode == "host":
+                raise keyed_error(
+                    key,
+                    f'{key} is only used with mode = "bridge"; with mode = "host" the sandbox '
+                    "sees the host's own /etc/resolv.conf",
+                )
+            raise keyed_error(
+                key, f'{key} is only used with mode = "bridge"; mode = "none" has no network'
+            )
         return self
 
 
@@ -513,6 +575,19 @@ class UnitFile(Section):
     security: Security = Field(default_factory=Security)
     health: Health | None = None
     network: Network = Field(default_factory=Network)
+
+    @model_validator(mode="after")
+    def _dns_needs_host_root(self) -> UnitFile:
+        # Only a host root's /etc is the daemon's to write; a root directory is the
+        # operator's (written into by nothing) and brings its own /etc/resolv.conf.
+        for key in ("dns", "dns_search"):
+            if getattr(self.network, key) is not None and self.sandbox.root != "host":
+                raise keyed_error(
+                    f"network.{key}",
+                    f'{key} needs root = "host": a root directory keeps its own '
+                    "/etc/resolv.conf, which sandboxd does not write into",
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -99,9 +99,11 @@ def _network(network: dict[str, Any] | None) -> str | None:
     if not network.get("address"):
         text = f"bridge (no address leased yet; bridge {network.get('bridge')})"
     else:
+        six = f" {network['address6']}" if network.get("address6") else ""
+        gateway6 = f", gateway6 {network['gateway6']}" if network.get("address6") else ""
         text = (
-            f"bridge {network['address']} (mac {network.get('mac')}, bridge "
-            f"{network.get('bridge')}, gateway {network.get('gateway')})"
+            f"bridge {network['address']}{six} (mac {network.get('mac')}, "
+            f"bridge {network.get('bridge')}, gateway {network.get('gateway')}{gateway6})"
         )
     if network.get("outbound") is False:
         text += ", no outbound"

@@ -36,7 +36,7 @@ from functools import cache
 from typing import Protocol
 
 from supervisor.errors import LaunchError
-from supervisor.linux import caps, seccomp
+from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher
@@ -86,6 +86,8 @@ class LaunchRequest:
     # Our fds that PID 1 inherits under the same numbers, not close-on-exec (the output pipe's
     # read end: engine/output.py). At least 3, not stdout_fd/stderr_fd, each once.
     keep_fds: tuple[int, ...] | list[int] = ()
+    # A bridge sandbox's /etc/resolv.conf (linux/resolvconf.py); None: built from the host's.
+    resolv_conf: bytes | None = None
 
 
 @cache
@@ -110,6 +112,10 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         for m in sandbox.mounts
     ]
     mounts += [UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
+    network = req.spec.unit.network
+    resolv = req.resolv_conf
+    if resolv is None and network.mode == "bridge" and sandbox.root == "host":
+        resolv = resolvconf.for_sandbox(network.dns, network.dns_search).content
     return RootSpec(
         root=sandbox.root,
         hostname=req.spec.hostname,
@@ -122,6 +128,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
+        resolv_conf=resolv if sandbox.root == "host" else None,
     )
 
 

@@ -278,6 +278,11 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     for name in ETC_ENTRIES:
         path = f"/etc/{name}"
         found = host.get(path)
+        if name == "resolv.conf" and spec.resolv_conf is not None:
+            # Written, never bound or linked: the sandbox's copy is its own (a host file
+            # that is a symlink into /run would point at nothing in here anyway).
+            ops.append(WriteFile(s + path, spec.resolv_conf))
+            continue
         if found is None:
             continue
         if found.kind == "link":

@@ -116,3 +116,6 @@ class RootSpec:
     sysfs: bool = True
     tmp_size: int = 64 << 20  # bytes, for /tmp and /run: never unbounded (half of the host RAM)
     run_size: int = 16 << 20
+    # The /etc/resolv.conf a host root gets instead of the host's (bridge mode: the host's
+    # loopback nameservers are unreachable from the sandbox; linux/resolvconf.py).
+    resolv_conf: bytes | None = None

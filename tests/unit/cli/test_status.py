@@ -77,6 +77,18 @@ def test_a_bridge_unit_before_its_first_lease() -> None:
     assert "  network:      bridge (no address leased yet; bridge sbx0)" in lines
 
 
+def test_a_bridge_unit_with_an_ipv6_lease() -> None:
+    network = {"mode": "bridge", "address": "10.88.0.2/16", "mac": "02:5b:0a:58:00:02",
+               "bridge": "sbx0", "gateway": "10.88.0.1", "address6": "fd00:88::2/64",
+               "gateway6": "fd00:88::1"}  # fmt: skip
+    unit = {"name": "web", "state": "stopped", "network": network}
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert (
+        "  network:      bridge 10.88.0.2/16 fd00:88::2/64 (mac 02:5b:0a:58:00:02, bridge sbx0, "
+        "gateway 10.88.0.1, gateway6 fd00:88::1)"
+    ) in lines
+
+
 def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
     out = sandboxctl("status", "db").out
     assert "next start:   in 2.5s (after exit-code:1)" in out
