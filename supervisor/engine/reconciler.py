@@ -19,11 +19,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
-from supervisor.engine import diff, status
+from supervisor.engine import diff, images, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
@@ -72,6 +72,7 @@ class Reconciler:
         self.runners: dict[str, UnitRunner] = {}
         self.ordering = Ordering(self.runners)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
+        self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
         self._tg = asyncio.TaskGroup()
         self._reload_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
@@ -202,6 +203,8 @@ class Reconciler:
         that never ran or whose run already ended is just removed, and says so."""
         del self.runners[runner.name]
         live = runner.state.has_process() or runner.state is State.BACKOFF
+        if live:
+            self._retiring.add(runner)
         runner.remove()
         (result.stopped if live else result.removed).append(runner.name)
 
@@ -231,6 +234,7 @@ class Reconciler:
         try:
             await runner.main()
         finally:
+            self._retiring.discard(runner)
             if self._tasks.get(runner.name) is asyncio.current_task():
                 del self._tasks[runner.name]
 
@@ -313,6 +317,28 @@ class Reconciler:
     def log_path(self, name: str) -> str:
         self._runner(name)
         return str(self.config.log_dir / f"{name}.log")
+
+    def _specs(self) -> list[tuple[str, UnitSpec]]:
+        return [(name, r.spec) for name, r in sorted(self.runners.items()) if r.spec is not None]
+
+    def _layers_in_use(self) -> set[str]:
+        """What a unit names, and what a run still runs on: a reload may have moved a unit to
+        another image while its old run stops, or removed it while it stops."""
+        runners = [*self.runners.values(), *self._retiring]
+        specs = [s for r in runners for s in (r.spec, r.run_spec) if s is not None]
+        return images.in_use(specs)
+
+    async def images(self) -> dict[str, Any]:
+        stored = await self.host.images.stored() if self.host.images else {}
+        return images.report(self._specs(), stored)
+
+    async def prune_images(self) -> dict[str, Any]:
+        if self.host.images is None:
+            return {"removed": 0, "freed": 0}
+        # Under the reload lock: a reload cannot bring in a unit on a layer being removed.
+        async with self._reload_lock:
+            removed = await self.host.images.prune(self._layers_in_use())
+        return {"removed": len(removed), "freed": sum(removed.values())}
 
 
 def _start_settled(runner: UnitRunner, launches_before: int) -> bool:

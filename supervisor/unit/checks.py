@@ -112,6 +112,8 @@ def check_root(spec: UnitSpec) -> Iterator[UnitError]:
 
 
 def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
+    if spec.unit.sandbox.image is not None:
+        return  # in the image's layers, which may not be unpacked yet: the launch checks
     argv0 = spec.unit.service.exec[0]
     if _mounted(spec, argv0):
         return  # provided by a mount; the source is checked by check_mount_sources
@@ -176,6 +178,8 @@ def check_user(spec: UnitSpec) -> Iterator[UnitError]:
     """`user` and `group` names must be in the sandbox's /etc/passwd and /etc/group, read as
     the launch reads them (numeric ids and root need no entry)."""
     service = spec.unit.service
+    if spec.unit.sandbox.image is not None:
+        return  # the image's /etc/passwd is in a layer, read at launch
     user, group = service.user, service.group
     names_user = not user.isdigit() and user != "root"
     names_group = group is not None and not group.isdigit()
@@ -267,7 +271,8 @@ def check_dns(spec: UnitSpec) -> Iterator[UnitError]:
     """A bridge unit that takes the host's nameservers gets none if they are all on the
     host's loopback (a local stub or dnsmasq); say so rather than let names fail later."""
     network = spec.unit.network
-    if network.mode != "bridge" or network.dns or spec.unit.sandbox.root != "host":
+    sandbox = spec.unit.sandbox
+    if network.mode != "bridge" or network.dns or sandbox.root != "host" or sandbox.image:
         return
     # Looked up at call time, so tests can point them at files of their own.
     resolved = resolvconf.for_sandbox(

@@ -22,6 +22,7 @@ import time
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -37,6 +38,7 @@ from supervisor.unit.diagnostics import (
     key_lines,
     locate,
 )
+from supervisor.unit.imagedefaults import KEY, ImageDefaultsError, apply_image, image_value
 from supervisor.unit.schema import UNIT_NAME, UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -53,6 +55,8 @@ SUFFIX = ".toml"
 # Far above any real unit (a few hundred bytes); keeps a stray log file from being parsed.
 MAX_FILE_SIZE = 1 << 20
 EMPTY_MESSAGE = "empty file: a unit needs at least [service] exec = [...]"
+# A line that sets `image` (in [sandbox]); a false match only costs a parse.
+_IMAGE_KEY = re.compile(r"^\s*image\s*=", re.MULTILINE)
 _RACY_NS = 2_000_000_000  # coarser than any filesystem timestamp granularity we meet
 _TOML_WHERE = re.compile(
     r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
@@ -153,14 +157,25 @@ def parse_unit(path: str, name: str, data: bytes) -> UnitSpec:
         text = _decode(path, data)
         if not text.strip():
             raise _file_error(path, EMPTY_MESSAGE)
-        unit = UnitFile.model_validate(_parse_toml(path, text))
+        parsed: dict[str, Any] = _parse_toml(path, text)
+        image = None
+        if (value := image_value(parsed)) is not None:
+            try:
+                parsed, image = apply_image(parsed, value)
+            except ImageDefaultsError as exc:
+                errors.append(_with_line(UnitError(path, exc.key, exc.message), text))
+        unit = UnitFile.model_validate(parsed)
     except UnitFileError as exc:
         raise UnitFileError(in_line_order(errors + exc.errors)) from None
     except ValidationError as exc:
-        raise UnitFileError(in_line_order(errors + from_validation(path, exc, text))) from None
+        found = from_validation(path, exc, text)
+        if any(e.key == KEY for e in errors):
+            # The image would have given the command: no second error for the missing exec.
+            found = [e for e in found if e.key not in ("service", "service.exec")]
+        raise UnitFileError(in_line_order(errors + found)) from None
     if errors:
         raise UnitFileError(errors)
-    return UnitSpec(name=name, path=path, unit=unit)
+    return UnitSpec(name=name, path=path, unit=unit, image=image)
 
 
 def load_unit(path: str | os.PathLike[str], name: str | None = None) -> UnitSpec:
@@ -236,7 +251,10 @@ class UnitLoader:
             sig = _signature(os.stat(path))
         except OSError:
             sig = None
-        if cached is not None and cached.signature == sig and cached.trusted:
+        # An image unit is parsed again every time: its image may have changed on disk under
+        # an unchanged file (a new digest for the tag), and `reload` must see that.
+        image_unit = cached is not None and _IMAGE_KEY.search(cached.text) is not None
+        if cached is not None and cached.signature == sig and cached.trusted and not image_unit:
             return cached.spec, list(cached.errors), cached.text
         try:
             data, st = read_unit_bytes(path)
@@ -245,7 +263,7 @@ class UnitLoader:
             return None, exc.errors, ""
         digest = hashlib.sha256(data).digest()
         now = time.time_ns()
-        if cached is not None and cached.digest == digest:
+        if cached is not None and cached.digest == digest and not image_unit:
             entry = dataclasses.replace(cached, signature=_signature(st), hashed_at_ns=now)
         else:
             errors: tuple[UnitError, ...] = ()

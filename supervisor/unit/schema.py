@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.images.reference import parse_ref
 from supervisor.unit.ports import PublishedPort, parse_published_port
 from supervisor.unit.quantities import (
     format_duration,
@@ -270,6 +271,9 @@ Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type"), BeforeVal
 
 class Sandbox(Section):
     root: str = "host"
+    # An OCI image layout ("PATH[:TAG]") or "docker-archive:PATH": its layers are the root, as
+    # read-only overlay lower layers (images/); read at load time by unit/imagedefaults.py.
+    image: str | None = None
     overlay: bool = False
     hostname: str | None = None  # None: the unit name
     namespaces: list[Namespace] = Field(default_factory=lambda: list(DEFAULT_NAMESPACES))
@@ -295,6 +299,19 @@ class Sandbox(Section):
         if path == "/":
             raise ValueError('root = "/" would expose the whole host; use root = "host"')
         return path
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_ref(value))
+
+    @model_validator(mode="after")
+    def _image_or_root(self) -> Sandbox:
+        if self.image is not None and self.root != "host":
+            raise keyed_error(
+                "image", "image and root are mutually exclusive: the image's layers are the root"
+            )
+        return self
 
     @field_validator("hostname")
     @classmethod
@@ -580,8 +597,17 @@ class UnitFile(Section):
     def _dns_needs_host_root(self) -> UnitFile:
         # Only a host root's /etc is the daemon's to write; a root directory is the
         # operator's (written into by nothing) and brings its own /etc/resolv.conf.
+        # So is an image's (its layers are shared and read-only).
         for key in ("dns", "dns_search"):
-            if getattr(self.network, key) is not None and self.sandbox.root != "host":
+            if getattr(self.network, key) is None:
+                continue
+            if self.sandbox.image is not None:
+                raise keyed_error(
+                    f"network.{key}",
+                    f'{key} needs root = "host": an image keeps its own /etc/resolv.conf, '
+                    "which sandboxd does not write into",
+                )
+            if self.sandbox.root != "host":
                 raise keyed_error(
                     f"network.{key}",
                     f'{key} needs root = "host": a root directory keeps its own '

@@ -112,6 +112,15 @@ def _network(network: dict[str, Any] | None) -> str | None:
     return text
 
 
+def _image(image: dict[str, Any] | None) -> str | None:
+    if not image:
+        return None
+    ports = ", ".join(image.get("exposed_ports") or [])
+    exposes = f"; exposes {ports}" if ports else ""
+    layers = len(image.get("layers") or [])
+    return f"{image['ref']} ({image['digest'][:19]}…, {layers} layers{exposes})"
+
+
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
     state = unit["state"]
     lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
@@ -155,6 +164,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         parts.append(f"pids {usage['pids']}")
     field("usage", ", ".join(parts))
     field("network", _network(unit.get("network")))
+    field("image", _image(unit.get("image")))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
+from supervisor.images.store import STORE_DIR
 from supervisor.linux import pidfd, resolvconf
 from supervisor.log import get_logger
-from supervisor.sandbox.host import ipam
+from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
@@ -57,7 +58,8 @@ class SandboxNetwork:
         """The /etc/resolv.conf of a bridge unit with a host root (None: nothing to write).
         A host without a nameserver a sandbox can reach is logged once, not per launch."""
         network = spec.unit.network
-        if network.mode != "bridge" or spec.unit.sandbox.root != "host":
+        sandbox = spec.unit.sandbox
+        if network.mode != "bridge" or sandbox.root != "host" or sandbox.image is not None:
             return None
         resolv = resolvconf.for_sandbox(network.dns, network.dns_search)
         if resolv.warning is not None and resolv.warning != self._dns_warned:
@@ -190,10 +192,17 @@ class SandboxLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
     ) -> Launched:
+        sandbox = spec.unit.sandbox
+        layers: tuple[str, ...] = ()
+        if sandbox.image is not None:  # before the network: nothing to undo if it fails
+            layers = await imagefetch.ensure_layers(str(self.data_dir / STORE_DIR), spec)
         plan = await self.network.prepare(spec)
-        overlay = str(self.data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
+        # An image unit that may write keeps its writes in its own upper layer, as overlay.
+        persistent = sandbox.overlay if sandbox.image is None else not sandbox.read_only
+        overlay = str(self.data_dir / "overlay" / spec.name) if persistent else None
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
+            image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
         )  # fmt: skip
