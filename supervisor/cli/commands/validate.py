@@ -30,7 +30,8 @@ HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
 Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
-binary or root directory on this machine) are warnings and do not fail the check. An image's
+binary or root directory on this machine) are warnings and do not fail the check, except a
+published port a process of this host already listens on. An image's
 layer blobs are read in full and their digests checked (not with --no-host-checks).
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
