@@ -73,7 +73,8 @@ UNIT_STATUS: dict[str, Any] = {
 UNIT_NETWORK: dict[str, Any] = {
     "type": "object",
     "description": "the unit's [network]: its mode and, for bridge mode, the address leased to "
-    "it (kept while it is stopped; null before its first start), its MAC, bridge and gateway",
+    "it (kept while it is stopped; null before its first start), its MAC, bridge and gateway, "
+    "whether it has outbound NAT and its published ports",
     "required": ["mode"],
     "properties": {
         "mode": {"type": "string", "enum": ["none", "host", "bridge"]},
@@ -88,6 +89,12 @@ UNIT_NETWORK: dict[str, Any] = {
             }
         ),
         "gateway6": _nullable({"type": "string"}),
+        "outbound": {"type": "boolean", "description": "its traffic may leave the host (NAT)"},
+        "ports": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": 'published ports, canonical: "127.0.0.1:5353:53/udp"',
+        },
     },
 }
 

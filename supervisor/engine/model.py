@@ -14,6 +14,10 @@ from typing import Any, Protocol
 
 from supervisor.contract import HealthState
 
+# A unit's [network] as status shows it: mode; for bridge mode address, mac, bridge, gateway,
+# outbound and ports.
+NetworkView = dict[str, str | bool | list[str] | None]
+
 
 @dataclass(frozen=True)
 class UnitEvent:
@@ -59,7 +63,7 @@ class UnitStatus:
     uptime: float | None = None  # seconds the current run has run, on the monotonic clock
     # The unit file is invalid now, and the last valid version is what runs (or would).
     file_invalid: bool = False
-    network: dict[str, str | None] | None = None  # mode; bridge: address, mac, bridge, gateway
+    network: NetworkView | None = None  # mode; bridge: address, mac, bridge, gateway, ports
     spec_hash: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from supervisor.cgroups import Subgroup, UnitCgroup
+from supervisor.engine.model import NetworkView
 from supervisor.unit.spec import UnitSpec
 
 
@@ -67,7 +68,7 @@ class Networking(Protocol):
         """Daemon start, after re-adoption: remove what no running unit owns."""
         ...
 
-    def view(self, spec: UnitSpec) -> dict[str, str | None]:
+    def view(self, spec: UnitSpec) -> NetworkView:
         """What `status` shows of the unit's network: `mode`, and for bridge mode the address
         leased to the unit (with the subnet's prefix; kept while it is stopped), its MAC, the
         bridge and the gateway (None before its first start). Cheap: called per unit of a

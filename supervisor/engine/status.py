@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.cgroups import UnitCgroup
 from supervisor.contract import State
-from supervisor.engine.model import UnitStatus
+from supervisor.engine.model import NetworkView, UnitStatus
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError
 from supervisor.images.oci import Image
@@ -139,7 +139,7 @@ def _image(spec: UnitSpec | None) -> dict[str, Any] | None:
     }
 
 
-def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:
+def _network(r: UnitRunner, spec: UnitSpec | None) -> NetworkView | None:
     if spec is None:
         return None
     if r.network is None:  # a daemon without networking (tests): the mode is still known

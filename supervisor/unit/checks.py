@@ -15,7 +15,9 @@ Validation names the link ahead of time, as a warning like the others (the launc
 enforces it).
 
 Cross-unit checks need every unit of the directory: `after` must name a unit file that exists,
-and `after` must not form a cycle (nothing in a cycle could ever start). Both are errors.
+`after` must not form a cycle (nothing in a cycle could ever start), and no two bridge units may
+publish the same host port. All are errors, and so is a published port a host process already
+listens on (`listener_conflicts`): that one would break a program that runs now.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from collections.abc import Callable, Iterator, Mapping
 
 from supervisor.cgroups import cpuset, devices
 from supervisor.errors import CgroupError
-from supervisor.linux import resolvconf, users
+from supervisor.linux import listeners, resolvconf, users
 from supervisor.linux.safefs import resolve_in_root, symlink_in
 from supervisor.unit.diagnostics import UnitError
+from supervisor.unit.ports import PublishedPort
 from supervisor.unit.spec import UnitSpec
 
 HostCheck = Callable[[UnitSpec], Iterator[UnitError]]
@@ -386,3 +389,53 @@ def cycles(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]
         for name in sorted(members):
             cycle = " -> ".join(_shortest_cycle(graph, name, members))
             yield name, [UnitError(specs[name].path, "service.after", f"dependency cycle: {cycle}")]
+
+
+def port_conflicts(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]]]:
+    """Bridge units publishing a port another unit already publishes (same protocol, port
+    and a common host address). In name order the first unit keeps the port and each later
+    one is refused, naming the unit that has it: a running unit never loses its port to a
+    file added beside it."""
+    taken: list[tuple[str, PublishedPort]] = []
+    for name in sorted(specs):
+        network = specs[name].unit.network
+        if network.mode != "bridge":
+            continue
+        errors = []
+        for i, port in enumerate(network.ports):
+            for other, theirs in taken:
+                if port.overlaps(theirs):
+                    errors.append(
+                        UnitError(
+                            specs[name].path,
+                            f"network.ports[{i}]",
+                            f'{port} conflicts with {theirs} of unit "{other}"',
+                        )
+                    )
+                    break
+        if errors:
+            yield name, errors
+        else:
+            taken.extend((name, port) for port in network.ports)
+
+
+def listener_conflicts(spec: UnitSpec) -> list[UnitError]:
+    """Published ports a socket of the host already listens on: the DNAT rule would take its
+    traffic away. An error, unlike the host warnings, since starting would break a running
+    program; checked only where host checks run (not `validate --offline`)."""
+    ports = spec.unit.network.ports if spec.unit.network.mode == "bridge" else []
+    if not ports:
+        return []
+    found = listeners.listening()
+    errors = []
+    for i, port in enumerate(ports):
+        for sock in found:
+            probe = PublishedPort(port.protocol, sock.port, sock.port, 1, sock.address)
+            if port.overlaps(probe):
+                who = listeners.owner(sock.inode) or "a process sandboxd cannot see"
+                where = f"{sock.address or '*'}:{sock.port}/{sock.protocol}"
+                errors.append(
+                    UnitError(spec.path, f"network.ports[{i}]", f"{port}: {who} listens on {where}")
+                )
+                break
+    return errors

@@ -193,6 +193,18 @@ def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
     return in_line_order([_with_line(e, text) for e in errors])
 
 
+def _check_on_host(result: DirectoryLoad, texts: dict[str, str]) -> None:
+    """What only this host can tell: a published port a host process holds (an error), and
+    the host checks' warnings (the exec binary or root missing here)."""
+    for name in [n for n, s in result.specs.items() if s.unit.network.ports]:
+        if refused := checks.listener_conflicts(result.specs[name]):
+            result.specs.pop(name)
+            result.errors[name] = located(refused, texts.get(name, ""))
+    for name, spec in result.specs.items():
+        if warnings := checks.host_warnings(spec):
+            result.warnings[name] = located(warnings, texts.get(name, ""))
+
+
 class UnitLoader:
     """Loads unit directories, reusing the result for files that did not change."""
 
@@ -277,9 +289,7 @@ class UnitLoader:
         }
         self._cross_check(result, set(result.specs) | set(result.errors), texts)
         if self._host_checks:
-            for name, spec in result.specs.items():
-                if warnings := checks.host_warnings(spec):
-                    result.warnings[name] = located(warnings, texts.get(name, ""))
+            _check_on_host(result, texts)
         return result
 
     def _load_unit_file(
@@ -368,8 +378,14 @@ class UnitLoader:
 def cross_unit_errors(
     specs: dict[str, UnitSpec], known: Iterable[str]
 ) -> dict[str, list[UnitError]]:
-    """`after` naming no unit file at all, and dependency cycles; keyed by unit name."""
+    """`after` naming no unit file at all, dependency cycles, and ports two units publish;
+    keyed by unit name."""
     found: dict[str, list[UnitError]] = {}
-    for name, errors in [*checks.unknown_after(specs, set(known)), *checks.cycles(specs)]:
+    found_all = [
+        *checks.unknown_after(specs, set(known)),
+        *checks.cycles(specs),
+        *checks.port_conflicts(specs),
+    ]
+    for name, errors in found_all:
         found.setdefault(name, []).extend(errors)
     return found

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from supervisor.images.reference import parse_ref
+from supervisor.unit.ports import PublishedPort, parse_published_port
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -477,10 +478,19 @@ _DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_
                      r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")  # fmt: skip
 
 
+Published = Annotated[
+    PublishedPort, BeforeValidator(parse_published_port), PlainSerializer(str, return_type=str)
+]
+
+
 class Network(Section):
     mode: Literal["none", "host", "bridge"] = "none"
     address: str | None = None
     address6: str | None = None  # needs the daemon's subnet6
+    # Masquerade the sandbox's traffic leaving the host; None: the default, on in bridge mode
+    # (a spec written back must read back in every mode, so the default is not spelled out).
+    outbound: bool | None = None
+    ports: list[Published] = Field(default_factory=list, max_length=256)
     # None: not set (the host's servers, see linux/resolvconf.py).
     dns: list[str] | None = Field(default=None, min_length=1, max_length=MAX_NAMESERVERS)
     dns_search: list[str] | None = Field(default=None, max_length=6)
@@ -526,6 +536,11 @@ class Network(Section):
                 raise ValueError(f'{entry!r} is not a domain name such as "example.internal"')
         return value
 
+    @property
+    def nat_outbound(self) -> bool:
+        """Whether the unit's traffic may leave the host (outbound NAT)."""
+        return self.mode == "bridge" and self.outbound is not False
+
     @field_validator("address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
@@ -543,8 +558,15 @@ class Network(Section):
 
     @model_validator(mode="after")
     def _address_needs_bridge(self) -> Network:
-        for key in ("address", "address6"):
-            if getattr(self, key) is not None and self.mode != "bridge":
+        if self.mode == "bridge":
+            for i, port in enumerate(self.ports):
+                for j in range(i):
+                    if port.overlaps(self.ports[j]):
+                        raise keyed_error(
+                            f"ports[{i}]", f"{port} overlaps ports[{j}] ({self.ports[j]})"
+                        )
+        for key in ("address", "address6", "outbound", "ports"):
+            if getattr(self, key) not in (None, []) and self.mode != "bridge":
                 raise keyed_error(key, f'{key} is only used with mode = "bridge"')
         for key in ("dns", "dns_search"):
             if getattr(self, key) is None or self.mode == "bridge":

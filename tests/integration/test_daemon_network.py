@@ -266,6 +266,8 @@ def test_status_shows_a_bridge_units_address_and_mac(net: Net) -> None:
             "mac": d.output(name).strip(),  # what the kernel gave eth0
             "bridge": net.bridge,
             "gateway": f"{net.prefix}1",
+            "outbound": True,
+            "ports": [],
         }
     assert d.unit("pinned")["network"]["address"] == f"{net.prefix}20/24"
     assert listed["isolated"]["network"] == {"mode": "none"}

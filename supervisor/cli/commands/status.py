@@ -89,21 +89,27 @@ def _limit(key: str, value: Any) -> str:
 
 
 def _network(network: dict[str, Any] | None) -> str | None:
-    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1)`; the mode alone for
-    the others."""
+    """`bridge 10.88.0.2/16 (mac ..., bridge sbx0, gateway 10.88.0.1), ports 8080:80/tcp`
+    (`, no outbound` if it may not reach out); the mode alone for the others."""
     if not network:
         return None
     mode = network.get("mode")
     if mode != "bridge":
         return str(mode)
     if not network.get("address"):
-        return f"bridge (no address leased yet; bridge {network.get('bridge')})"
-    six = f" {network['address6']}" if network.get("address6") else ""
-    gateway6 = f", gateway6 {network['gateway6']}" if network.get("address6") else ""
-    return (
-        f"bridge {network['address']}{six} (mac {network.get('mac')}, "
-        f"bridge {network.get('bridge')}, gateway {network.get('gateway')}{gateway6})"
-    )
+        text = f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    else:
+        six = f" {network['address6']}" if network.get("address6") else ""
+        gateway6 = f", gateway6 {network['gateway6']}" if network.get("address6") else ""
+        text = (
+            f"bridge {network['address']}{six} (mac {network.get('mac')}, "
+            f"bridge {network.get('bridge')}, gateway {network.get('gateway')}{gateway6})"
+        )
+    if network.get("outbound") is False:
+        text += ", no outbound"
+    if ports := network.get("ports"):
+        text += ", ports " + ", ".join(str(p) for p in ports)
+    return text
 
 
 def _image(image: dict[str, Any] | None) -> str | None:

@@ -30,7 +30,8 @@ HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
 Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
-binary or root directory on this machine) are warnings and do not fail the check. An image's
+binary or root directory on this machine) are warnings and do not fail the check, except a
+published port a process of this host already listens on. An image's
 layer blobs are read in full and their digests checked (not with --no-host-checks).
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
@@ -145,12 +146,14 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
             report.errors.extend(exc.errors)
             continue
         specs[spec.name] = spec
-    in_cycles: set[str] = set()
-    for name, errors in checks.cycles(specs):
-        in_cycles.add(name)
-        report.errors.extend(located(errors, _source(specs[name].path)))
-    report.invalid += len(in_cycles)
-    report.valid += len(specs) - len(in_cycles)
+    refused: set[str] = set()
+    host = [(n, checks.listener_conflicts(s)) for n, s in specs.items()] if host_checks else []
+    for name, errors in [*checks.cycles(specs), *checks.port_conflicts(specs), *host]:
+        if errors:
+            refused.add(name)
+            report.errors.extend(located(errors, _source(specs[name].path)))
+    report.invalid += len(refused)
+    report.valid += len(specs) - len(refused)
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
     warnings: dict[str, list[UnitError]] = {}
     for name, errors in checks.unknown_after(specs, set(specs) | beside):
@@ -161,7 +164,7 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     if host_checks:
         for name, spec in specs.items():
             warnings.setdefault(name, []).extend(checks.host_warnings(spec))
-        _verify_images([s for n, s in specs.items() if n not in in_cycles], report)
+        _verify_images([s for n, s in specs.items() if n not in refused], report)
     for name, found in warnings.items():
         report.warnings.extend(located(found, _source(specs[name].path)))
 

@@ -106,7 +106,7 @@ class SandboxNetwork:
         except NetworkError as exc:
             log.error("unit.network_release_failed", unit=unit, error=str(exc))
 
-    def view(self, spec: UnitSpec) -> dict[str, str | None]:
+    def view(self, spec: UnitSpec) -> dict[str, str | bool | list[str] | None]:
         mode = spec.unit.network.mode
         if mode != "bridge":
             return {"mode": mode}
@@ -118,6 +118,8 @@ class SandboxNetwork:
             "mac": ipam.mac_for(ip) if ip else None,
             "bridge": self._config.network.bridge,
             "gateway": str(ipam.gateway_of(subnet)),
+            "outbound": spec.unit.network.nat_outbound,
+            "ports": [str(p) for p in spec.unit.network.ports],
         }
         if self._config.network.subnet6 is not None:  # the IPv6 keys only where there is IPv6
             subnet6 = ipaddress.IPv6Network(self._config.network.subnet6)

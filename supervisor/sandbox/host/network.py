@@ -60,6 +60,9 @@ from supervisor.sandbox.host.ipam import (
     gateway_of,
     mac_for,
 )
+from supervisor.sandbox.host.nat import UnitNat
+from supervisor.sandbox.host.nattable import NatTable
+from supervisor.unit.ports import PublishedPort
 from supervisor.unit.schema import Network
 
 SANDBOX_IFNAME = "eth0"
@@ -95,6 +98,8 @@ class NetworkPlan:
     gateway: ipaddress.IPv4Address | None = None
     address6: ipaddress.IPv6Interface | None = None  # with the daemon's subnet6 only
     gateway6: ipaddress.IPv6Address | None = None
+    outbound: bool = False
+    ports: tuple[PublishedPort, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """For state files and `status`: plain strings, null where a mode has no value."""
@@ -114,6 +119,7 @@ class CleanupReport:  # what cleanup_orphans removed, for the daemon's log
     removed_veths: list[str] = field(default_factory=list)
     released_leases: list[str] = field(default_factory=list)
     filtered_ports: list[str] = field(default_factory=list)  # the rules rebuilt for these
+    nat_units: list[str] = field(default_factory=list)  # NAT rules rebuilt for these
 
 
 def _netlink_error(action: str, exc: NetlinkError | OSError) -> NetworkError:
@@ -202,6 +208,8 @@ class NetworkManager:
             self.subnet6 = ipaddress.IPv6Network(config.network.subnet6)
             self.gateway6 = gateway6_of(self.subnet6)
             self.leases6 = Lease6Store(config.data_dir / "network" / "leases6.json", self.subnet6)
+        # Outbound NAT and published ports (nat.py, nattable.py): a table of its own.
+        self.nat = NatTable(self.bridge, str(self.subnet), config.data_dir / "network" / "nat")
         self._sys = syscalls
         # The bridge as last verified. Checked once, not per launch (two netlink round trips
         # of pure-Python decoding); forgotten when an attach fails, so a bridge deleted by
@@ -245,6 +253,9 @@ class NetworkManager:
                     "set network.subnet6 in the daemon config"
                 )
             static6 = check_static6(network.address6, self.subnet6)
+        ports = tuple(network.ports)
+        if conflict := self.nat.conflict(unit, ports):
+            raise NetworkError(conflict)
         if self._bridge_index is None:
             self._bridge_index = await self.ensure_bridge()
         ip = self.leases.acquire(unit, static)
@@ -262,6 +273,8 @@ class NetworkManager:
             gateway=self.gateway,
             address6=address6,
             gateway6=self.gateway6 if address6 is not None else None,
+            outbound=network.nat_outbound,
+            ports=ports,
         )
 
     async def ensure_bridge(self) -> int:
@@ -433,11 +446,19 @@ class NetworkManager:
                 step = f"cannot install the anti-spoofing rules of {plan.host_veth}"
                 ip6 = plan.address6.ip if plan.address6 is not None else None
                 await self._filter(ipr, self.port_for(plan.unit, plan.address.ip, ip6))
+            # Also before the go byte: a service may bind its port and expect it published.
+            entry = self.nat_for(plan)
+            if entry.needs_table():
+                await self.nat.add(entry)
+            else:
+                await self.nat.discard(plan.unit)  # rules of an earlier version of the unit
         except BaseException as exc:
             self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
                 async with _rtnl() as ipr:
                     await _delete_link(ipr, plan.host_veth)
+            with contextlib.suppress(NetworkError):
+                await self.nat.discard(plan.unit)
             if isinstance(exc, NetlinkError | OSError):
                 raise _netlink_error(step, exc) from None
             raise
@@ -455,7 +476,16 @@ class NetworkManager:
         veth = self.veth_for(unit)
         gone = await self._delete(veth)
         await self._unfilter(veth)
+        await self.nat.discard(unit)
         return gone
+
+    def nat_for(self, plan: NetworkPlan) -> UnitNat:
+        """The unit's entry in the NAT table (its chain is named after its veth: no user text
+        in an nft name)."""
+        assert plan.address is not None
+        return UnitNat(
+            plan.unit, self.veth_for(plan.unit), plan.address.ip, plan.outbound, plan.ports
+        )
 
     def release(self, unit: str) -> bool:
         """The unit was removed: free its address leases. True if it had one."""
@@ -503,6 +533,10 @@ class NetworkManager:
         report.released_leases = self.leases.retain(running | set(known))
         if self.leases6 is not None:
             self.leases6.retain(running | set(known))
+        # Rules of running units only, each once, from their files (nattable.py).
+        report.nat_units = await self.nat.rebuild(
+            [u for u in running if self.veth_for(u) in {p.ifname for p in ports or []}]
+        )
         if ports is None:
             await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
         else:
@@ -518,6 +552,7 @@ class NetworkManager:
         self._filter_ok = False
         removed = await self._delete(self.bridge)
         await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
+        await self.nat.drop()
         return removed
 
     # -- anti-spoofing rules (antispoof.py) ------------------------------------------------

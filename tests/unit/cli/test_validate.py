@@ -211,3 +211,30 @@ def test_a_template_file_is_checked_through_its_instances(
         f"{d}/web@.toml: template: warning: no instance to check it with (an empty or linked "
         "NAME@INSTANCE.toml beside it, or [template] instances)"
     ]
+
+
+def test_published_port_conflicts_between_files_and_with_a_host_listener(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        net = '[network]\nmode = "bridge"\nports = ["{}:80"]\n'
+        d = units(
+            tmp_path / "u",
+            a=GOOD + net.format(18080), b=GOOD + net.format(18080), c=GOOD + net.format(busy),
+        )  # fmt: skip
+        files = [str(d / f"{n}.toml") for n in "abc"]
+        code, out, err = run(capsys, "validate", *files)
+        assert (code, out) == (EXIT_FAILURE, "1 unit valid, 2 invalid\n")
+        assert err[0] == (
+            f'{d}/b.toml:5: network.ports[0]: 18080:80/tcp conflicts with 18080:80/tcp of unit "a"'
+        )
+        assert err[1].startswith(f"{d}/c.toml:5: network.ports[0]: {busy}:80/tcp: ")
+        assert err[1].endswith(f" listens on 127.0.0.1:{busy}/tcp")
+        # Offline (--no-host-checks) the host's sockets are not looked at.
+        code, out, err = run(capsys, "validate", "--no-host-checks", *files)
+        assert (code, out) == (EXIT_FAILURE, "2 units valid, 1 invalid\n")

@@ -30,13 +30,13 @@ def test_view_shows_the_leased_address_and_rereads_only_a_changed_file(
     assert net.view(spec("web", "host")) == {"mode": "host"}
     unleased = net.view(spec("web", "bridge"))
     assert unleased == {"mode": "bridge", "address": None, "mac": None, "bridge": "sbx0",
-                        "gateway": "10.88.0.1"}  # fmt: skip
+                        "gateway": "10.88.0.1", "outbound": True, "ports": []}  # fmt: skip
     store = LeaseStore(config.data_dir / "network" / "leases.json", ipaddress.ip_network(
         "10.88.0.0/16"))  # fmt: skip
     store.acquire("web", ipaddress.IPv4Interface("10.88.0.7/16"))
     assert net.view(spec("web", "bridge")) == {
         "mode": "bridge", "address": "10.88.0.7/16", "mac": "02:5b:0a:58:00:07",
-        "bridge": "sbx0", "gateway": "10.88.0.1",
+        "bridge": "sbx0", "gateway": "10.88.0.1", "outbound": True, "ports": [],
     }  # fmt: skip
     reads = []
     real = adapters.ipam.LeaseStore.leases
