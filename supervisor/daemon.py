@@ -26,6 +26,7 @@ from supervisor import __version__, cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
+from supervisor.engine import logwriter
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -40,6 +41,7 @@ from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
+_FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for the log writer
 
 
 DESCRIPTION = """\
@@ -241,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(args.config, overrides)
         log.configure(config.log_format)
         asyncio.run(serve(config))
+        # The last runs' output, drained by the writer thread; not waited for past a few
+        # seconds, since a stalled log filesystem may never return (the bytes it has not taken
+        # are still in the services' pipes, for the next daemon).
+        if not logwriter.WRITER.flush(timeout=_FLUSH_TIMEOUT):
+            logger.warning("daemon.output_unflushed", timeout=_FLUSH_TIMEOUT)
     except (SupervisorError, OSError) as exc:
         _fatal(str(exc))
     except Exception as exc:  # a bug (e.g. from a runner task): the traceback, then one line

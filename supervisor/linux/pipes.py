@@ -9,12 +9,17 @@ for, so read-only gives a read end even through the service's stdout.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import stat
 from dataclasses import dataclass
 
 _F_SETPIPE_SZ = 1031  # <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE + 7
+_SPLICE_F_NONBLOCK = 2  # <fcntl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.tee.restype = ctypes.c_ssize_t
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
 
 
 def new_pipe(size: int) -> tuple[int, int]:
@@ -24,6 +29,23 @@ def new_pipe(size: int) -> tuple[int, int]:
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, size)
     return read_fd, write_fd
+
+
+def tee(src: int, dst: int, count: int) -> int:
+    """Copy up to `count` bytes from pipe `src` into pipe `dst` without consuming them (tee(2),
+    which Python's os lacks): the bytes stay in `src` until read. 0 when `src` is empty and has
+    no writer left; BlockingIOError when it is empty and a writer may still write."""
+    moved = _libc.tee(src, dst, count, _SPLICE_F_NONBLOCK)
+    if moved < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # EAGAIN comes out as BlockingIOError
+    return int(moved)
+
+
+def discard(fd: int, count: int) -> None:
+    """Read and forget exactly `count` bytes the caller knows are in pipe `fd`."""
+    while count > 0:
+        count -= len(os.read(fd, min(count, 1 << 16))) or count
 
 
 @dataclass(frozen=True)

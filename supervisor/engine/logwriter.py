@@ -1,0 +1,63 @@
+"""The daemon's one thread besides the loop: it moves service output into log files.
+
+A write to a regular file cannot be made non-blocking: O_NONBLOCK does not apply to regular
+files, and a filesystem whose writes stall (a hung NFS server, a dying disk, a FUSE daemon)
+keeps the writer in the kernel for as long as it stalls. Made on the loop, such a write froze
+supervision with it: `status`, exits, OOM kills. So every log-file operation (open, rotate,
+splice, the dropped-bytes line) runs here, one job at a time in submission order (so a log's
+jobs never overlap or reorder), and the loop learns each result through
+`call_soon_threadsafe` (asyncio's self-pipe). A job only moves bytes and touches no engine
+state; the one thing it shares with the loop is an output pipe, under that pipe's lock
+(output.OutputPipe). One thread for all units, not one per unit: the log dir is one
+filesystem, and a stall there stalls every writer into it anyway; the loop stops waiting for
+a stuck one after output.STALL_AFTER and drops that unit's output instead.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger("sandboxd.output")
+
+
+class LogWriter:
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` on the writer thread after every job submitted before it."""
+        with self._start:
+            if self._thread is None:
+                # A daemon thread: a process exiting while a write is stuck must not wait for
+                # it (what the write had taken is still in the service's pipe).
+                self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the jobs submitted so far; False if they are still
+        running (a stalled filesystem): the caller goes on without them."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self.submit(done.set)
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:  # a bug in one job must not stop every unit's logging
+                log.exception("output.writer_failed")
+
+
+# The daemon's writer. Module-level because a log dir is the daemon's, not a unit's, and every
+# Capture must queue behind the same thread for a log's jobs to stay in order.
+WRITER = LogWriter()
