@@ -45,8 +45,9 @@ apt_install() {
 }
 
 # groff-base and zsh: the tests render the generated man pages and load the zsh completion.
+# fuse3 (fusermount3, libfuse3): the stalled log disk test's FUSE filesystem (mfusepy).
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping groff-base zsh)
+    iputils-ping groff-base zsh fuse3)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
