@@ -1,10 +1,10 @@
 """`sandboxd`: flags, logging, the event loop, signals and sd_notify around the reconciler.
 
-Foreground, one thread, one asyncio loop. SIGHUP reloads; SIGTERM/SIGINT stop every unit
-(stop_signal, stop_timeout, then SIGKILL to the cgroup) and exit 0 — or, with
-`on_exit = "leave"`, leave them running for the next daemon to re-adopt, and the process exits
-as soon as `daemon.stopped` is logged (exit_now). A top-level error is one line on stderr and
-exit status 1.
+Foreground, one asyncio loop (and the log writer thread, engine/logwriter.py). SIGHUP reloads;
+SIGTERM/SIGINT stop every unit (stop_signal, stop_timeout, then SIGKILL to the cgroup) and
+exit 0 — or, with `on_exit = "leave"`, leave them running for the next daemon to re-adopt,
+and the process exits as soon as `daemon.stopped` is logged (exit_now). A top-level error is
+one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
