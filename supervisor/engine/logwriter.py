@@ -26,7 +26,7 @@ log = structlog.get_logger("sandboxd.output")
 
 class LogWriter:
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
@@ -49,9 +49,20 @@ class LogWriter:
         self.submit(done.set)
         return done.wait(timeout)
 
+    def stop(self, timeout: float) -> bool:
+        """End the thread after the jobs submitted so far (a later `submit` starts another);
+        False if it is still busy after `timeout` seconds. For tests that run Captures in a
+        process that then forks directly (launch.py refuses to fork with a second thread)."""
+        with self._start:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return True
+            self._jobs.put(None)
+        thread.join(timeout)
+        return not thread.is_alive()
+
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
+        while (job := self._jobs.get()) is not None:
             try:
                 job()
             except Exception:  # a bug in one job must not stop every unit's logging
