@@ -15,6 +15,7 @@ a stuck one after output.STALL_AFTER and drops that unit's output instead.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -24,11 +25,16 @@ import structlog
 log = structlog.get_logger("sandboxd.output")
 
 
+FDS = 2  # the thread's staging pipe (output.RotatingLog.take): once per daemon, not per unit
+
+
 class LogWriter:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
+        # (read end, write end) of the pipe the thread stages output in; only its jobs use it.
+        self.spare: tuple[int, int] | None = None
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run `job` on the writer thread after every job submitted before it."""
@@ -62,11 +68,17 @@ class LogWriter:
         return not thread.is_alive()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                job()
-            except Exception:  # a bug in one job must not stop every unit's logging
-                log.exception("output.writer_failed")
+        self.spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            while (job := self._jobs.get()) is not None:
+                try:
+                    job()
+                except Exception:  # a bug in one job must not stop every unit's logging
+                    log.exception("output.writer_failed")
+        finally:
+            spare, self.spare = self.spare, None
+            for fd in spare:
+                os.close(fd)
 
 
 # The daemon's writer. Module-level because a log dir is the daemon's, not a unit's, and every

@@ -83,19 +83,6 @@ class OutputPipe:
             return got, got - skipped
 
 
-_spares = threading.local()
-
-
-def _spare_pipe() -> tuple[int, int]:
-    """The calling thread's staging pipe for `RotatingLog.take` (one per thread, not per unit:
-    a thread takes for one log at a time, and it costs two fds)."""
-    spare: tuple[int, int] | None = getattr(_spares, "pipe", None)
-    if spare is None:
-        spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        _spares.pipe = spare
-    return spare
-
-
 class RotatingLog:
     """A unit's log file, rotated by size. Opened lazily; closed between runs.
 
@@ -141,9 +128,19 @@ class RotatingLog:
         """Bytes of output dropped, over the daemon's life."""
         return self.dropped_by_writer + self.dropped_stalled
 
-    def take(self, pipe: OutputPipe | int, limit: int = _READ_CHUNK) -> int:
+    def take(
+        self, pipe: OutputPipe | int, limit: int = _READ_CHUNK, spare: tuple[int, int] | None = None
+    ) -> int:
         """Move up to `limit` bytes from `pipe` into the log: the count moved (or dropped),
-        0 at end of file. BlockingIOError when the pipe is empty."""
+        0 at end of file. BlockingIOError when the pipe is empty. `spare`: an empty pipe to
+        stage the bytes in (the writer thread's), else one is made for this call."""
+        if spare is None:
+            spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                return self.take(pipe, limit, spare)
+            finally:
+                os.close(spare[0])
+                os.close(spare[1])
         src = pipe if isinstance(pipe, OutputPipe) else OutputPipe(pipe)
         try:
             fd = self._room_for_more()
@@ -152,7 +149,7 @@ class RotatingLog:
         except OSError as exc:
             return self._drop(src, limit, exc)
         count = limit if self.max_size is None else min(limit, self.max_size - self._size)
-        spare_read, spare_write = _spare_pipe()
+        spare_read, spare_write = spare
         teed = src.tee(spare_write, count)  # the pipe's side raises from here
         written = 0
         try:
@@ -402,7 +399,7 @@ class Capture:
         """Move what the pipe holds into the log (bounded); False at end of file."""
         for _ in range(rounds):
             try:
-                moved = self._sink.take(self._pipe)
+                moved = self._sink.take(self._pipe, spare=self._writer.spare)
             except BlockingIOError:
                 return True
             if not moved:  # every writer is gone; PID 1's read end keeps the pipe itself alive

@@ -83,6 +83,12 @@ def test_a_stalled_log_disk_never_freezes_supervision(rdaemons: Callable[[], Any
         # Bounded memory: 8 MiB of output the disk did not take is not held by the daemon.
         assert rss_kib(daemon.proc.pid) < rss_before + 16 * 1024
 
+        # The restarted victim's "up" waits behind the stalled write too, and is dropped once
+        # it has waited STALL_AFTER: the stall lasts until then, however slow the machine.
+        def victim_dropping() -> bool:
+            return any(e.get("unit") == victim for e in daemon.events("unit.output_dropping"))
+
+        wait_for(victim_dropping, 60)
         fs.resume()
         # What was dropped is counted, and said in each log where the gap is, at once (the
         # victim writes nothing more).
