@@ -262,7 +262,8 @@ def exit_now(code: int) -> NoReturn:
     is free every object of every module (pydantic, aiohttp, structlog...) one by one: 0.1 s of
     CPU on an idle host, seconds on a loaded one, during which the process lingered after
     `daemon.stopped` and `systemctl stop` or a script waiting for it waited too. No atexit
-    handler or thread of ours has work left at this point; buffered output is flushed here."""
+    handler has work left at this point, and the log writer thread has none either (or is
+    stuck on a stalled filesystem and given up on, see main); buffered output is flushed here."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()
