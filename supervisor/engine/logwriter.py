@@ -8,7 +8,7 @@ splice, the dropped-bytes line) runs here, one job at a time in submission order
 jobs never overlap or reorder), and the loop learns each result through
 `call_soon_threadsafe` (asyncio's self-pipe). A job only moves bytes and touches no engine
 state; the one thing it shares with the loop is an output pipe, under that pipe's lock
-(output.OutputPipe). One thread for all units, not one per unit: the log dir is one
+(linux/pipes.OutputPipe). One thread for all units, not one per unit: the log dir is one
 filesystem, and a stall there stalls every writer into it anyway; the loop stops waiting for
 a stuck one after output.STALL_AFTER and drops that unit's output instead.
 """

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import structlog
 
 from supervisor.engine.logwriter import WRITER, LogWriter
 from supervisor.linux import pipes, safefs
+from supervisor.linux.pipes import OutputPipe
 from supervisor.logtail import rotated_path
 
 log = structlog.get_logger("sandboxd.output")
@@ -46,41 +46,6 @@ _READS_PER_WAKEUP = 16  # bound one drain so a chatty unit cannot starve the oth
 # A log write taking longer than this is stalled: the loop drops the unit's output meanwhile.
 STALL_AFTER = 2.0
 STALLED = "writes to the log file stalled"
-
-
-class OutputPipe:
-    """A service's output pipe as the writer thread and the loop share it.
-
-    The writer copies bytes out with tee(2), which leaves them in the pipe, and consumes them
-    only once they are in the file. While a write stalls, the loop may read (and drop) from the
-    same pipe so that the service does not block; it then reads the teed bytes first, and
-    `_teed` says how many of them it took, so that the writer consumes only the rest. The lock
-    is held only around non-blocking pipe calls, never across a file write."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._lock = threading.Lock()
-        self._teed = 0
-
-    def tee(self, dst: int, count: int) -> int:
-        with self._lock:
-            self._teed = pipes.tee(self.fd, dst, count)
-            return self._teed
-
-    def consume(self) -> None:
-        """Take out what the last `tee` copied (less what `drop` already read)."""
-        with self._lock:
-            pipes.discard(self.fd, self._teed)
-            self._teed = 0
-
-    def drop(self, limit: int) -> tuple[int, int]:
-        """Read up to `limit` bytes and forget them: (bytes read, of which not already copied
-        by a `tee`). (0, 0) at end of file; BlockingIOError when empty."""
-        with self._lock:
-            got = len(os.read(self.fd, limit))
-            skipped = min(self._teed, got)
-            self._teed -= skipped
-            return got, got - skipped
 
 
 class RotatingLog:
@@ -375,8 +340,13 @@ class Capture:
         if self._stalled is not None:
             self._unwatch()
             count, self._stalled = self._stalled, None
-            # The marker line is the sink's: written by the writer thread, before what follows.
-            self._writer.submit(lambda: self._sink.note_dropped(count, STALLED))
+            if count:
+                # The marker line is the sink's: written by the writer thread, before what
+                # follows; it says `unit.output_resumed` too.
+                self._writer.submit(lambda: self._sink.note_dropped(count, STALLED))
+            else:  # the service wrote nothing meanwhile: no line in its log, the episode ends
+                log.info("unit.output_resumed", unit=self._sink.path.stem, dropped_bytes=0,
+                         error=STALLED)  # fmt: skip
         if self._closing is not None:
             self._writer.submit(self._finish)
         elif open_:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.engine.output import Capture, OutputPipe, RotatingLog
+from supervisor.engine.output import Capture, RotatingLog
+from supervisor.linux.pipes import OutputPipe
 
 
 def test_rotation_keeps_n_files(tmp_path: Path) -> None:
