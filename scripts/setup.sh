@@ -46,8 +46,9 @@ apt_install() {
 
 # groff-base and zsh: the tests render the generated man pages and load the zsh completion.
 # fuse3 (fusermount3, libfuse3): the stalled log disk test's FUSE filesystem (mfusepy).
+# umoci and skopeo: the example image (units/image.toml) and the image tests are built with them.
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping groff-base zsh fuse3)
+    iputils-ping groff-base zsh fuse3 umoci skopeo)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
@@ -65,6 +66,13 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     step "installing sandboxd and its dev tools into .venv (editable)" \
         .venv/bin/pip install -e '.[dev]'
     touch "$stamp"
+fi
+
+# The image units/image.toml runs, built from busybox-static without any network.
+example_image=/var/lib/images/busybox
+if [[ ! -f $example_image/index.json ]]; then
+    step "building the example image $example_image:latest (scripts/build-example-image.sh)" \
+        scripts/build-example-image.sh "$example_image" latest
 fi
 
 if ((did && next)); then

@@ -19,6 +19,8 @@ from supervisor.log import LogFormat
 from supervisor.unit.schema import Size, _did_you_mean
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
+# The longest IPv6 subnet prefix: 256 addresses, as many as an IPv4 /24.
+MAX_PREFIX6 = 120
 
 
 class NetworkConfig(BaseModel):
@@ -38,6 +40,32 @@ class NetworkConfig(BaseModel):
             ) from None
         if net.prefixlen > 30:
             raise ValueError(f"{value!r} is too small: it needs room for the bridge and sandboxes")
+        return str(net)
+
+    # None: IPv4 only (IPv6 from sandboxes is dropped at their ports, antispoof.py).
+    subnet6: str | None = None
+
+    @field_validator("subnet6")
+    @classmethod
+    def _subnet6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.IPv6Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not an IPv6 network such as fd00:88::/64: {exc}"
+            ) from None
+        if net.prefixlen > MAX_PREFIX6:
+            raise ValueError(
+                f"{value!r} is too small: a prefix up to /{MAX_PREFIX6} leaves room for the "
+                "bridge and sandboxes (/64 is usual)"
+            )
+        if net.is_link_local or net.is_multicast or net.is_loopback or net.is_unspecified:
+            raise ValueError(
+                f"{value!r} is not a unicast range for hosts; use a unique local one "
+                "(fd00::/8, e.g. fd00:88::/64) or a global prefix routed to this host"
+            )
         return str(net)
 
 

@@ -31,11 +31,13 @@ from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
+from supervisor.images.store import STORE_DIR
 from supervisor.linux import fdlimit
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.host.forkserver import ForkServer
+from supervisor.sandbox.host.imagefetch import HelperStore
 from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit.loader import UnitLoader
 
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         metavar="DIR",
-        help="overlay upper layers and IP leases (key data_dir)",
+        help="overlay upper layers, image layers and IP leases (key data_dir)",
     )
     p.add_argument(
         "--cgroup-parent",
@@ -194,6 +196,7 @@ async def serve(config: DaemonConfig) -> None:
         host = Host(
             loop, manager, SandboxLauncher(config.data_dir, network, fork_server),
             ForkServerProber(loop, fork_server),
+            images=HelperStore(str(config.data_dir / STORE_DIR)),
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)

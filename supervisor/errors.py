@@ -80,6 +80,10 @@ class NetworkError(SupervisorError):
     """Building or tearing down a sandbox's network failed."""
 
 
+class ImageStoreError(SupervisorError):
+    """The layer store could not be read or pruned (the message names it and says why)."""
+
+
 class ProbeStartError(SupervisorError):
     """An exec health probe could not be started in its sandbox (the message says why)."""
 

@@ -81,6 +81,13 @@ UNIT_NETWORK: dict[str, Any] = {
         "mac": _nullable({"type": "string"}),
         "bridge": _nullable({"type": "string"}),
         "gateway": _nullable({"type": "string"}),
+        "address6": _nullable(
+            {
+                "type": "string",
+                "description": "with the daemon's subnet6 only: IPv6 with prefix, fd00:88::2/64",
+            }
+        ),
+        "gateway6": _nullable({"type": "string"}),
     },
 }
 
@@ -156,6 +163,54 @@ RELOAD_RESULT: dict[str, Any] = {
             "description": "the newest event's seq when the reload began to act: follow "
             "/v1/events?since=seq to see how the units it started fare",
         },
+    },
+}
+
+IMAGES: dict[str, Any] = {
+    "type": "object",
+    "required": ["images", "unused"],
+    "properties": {
+        "images": {
+            "type": "array",
+            "description": "each image (reference and digest) some unit names, by reference",
+            "items": {
+                "type": "object",
+                "required": ["ref", "name", "tag", "digest", "layers", "size", "unpacked",
+                             "units"],
+                "properties": {
+                    "ref": {"type": "string", "description": "as in the unit, normalised"},
+                    "name": {"type": "string", "description": "the layout or archive path"},
+                    "tag": _nullable({"type": "string", "description": "null for an archive"}),
+                    "digest": {"type": "string", "description": "the manifest's sha256 (an "
+                               "archive: the config's)"},
+                    "layers": {"type": "integer", "minimum": 0},
+                    "size": {"type": "integer", "minimum": 0, "description": "bytes on disk "
+                             "of its unpacked layers (a layer shared with another image counts "
+                             "in both)"},
+                    "unpacked": {"type": "boolean", "description": "every layer is in the "
+                                 "store (false before the first start)"},
+                    "units": _NAMES,
+                },
+            },
+        },
+        "unused": {
+            "type": "object",
+            "required": ["layers", "size"],
+            "description": "stored layers no unit uses: what a prune removes",
+            "properties": {
+                "layers": {"type": "integer", "minimum": 0},
+                "size": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+}  # fmt: skip
+
+PRUNE_RESULT: dict[str, Any] = {
+    "type": "object",
+    "required": ["removed", "freed"],
+    "properties": {
+        "removed": {"type": "integer", "minimum": 0, "description": "layers removed"},
+        "freed": {"type": "integer", "minimum": 0, "description": "bytes on disk freed"},
     },
 }
 
@@ -266,6 +321,30 @@ def document() -> dict[str, Any]:
                     "requestBody": EMPTY_BODY,
                     "responses": {
                         "200": _json(_ref("ReloadResult"), "what the reload did"),
+                        **_WITH_BODY,
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/images": {
+                "get": {
+                    "operationId": "listImages",
+                    "summary": "the images units run from, their size on disk, and the "
+                    "stored layers no unit uses",
+                    "responses": {
+                        "200": _json(_ref("Images"), "images by reference"),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/images/prune": {
+                "post": {
+                    "operationId": "pruneImages",
+                    "summary": "remove every stored layer no unit uses (never one a unit "
+                    "names or still runs on)",
+                    "requestBody": EMPTY_BODY,
+                    "responses": {
+                        "200": _json(_ref("PruneResult"), "what was removed"),
                         **_WITH_BODY,
                         **_COMMON,
                     },
@@ -390,6 +469,8 @@ def document() -> dict[str, Any]:
                 "UnitDetail": UNIT_DETAIL,
                 "UnitEvent": UNIT_EVENT,
                 "ReloadResult": RELOAD_RESULT,
+                "Images": IMAGES,
+                "PruneResult": PRUNE_RESULT,
                 "Error": ERROR,
             }
         },

@@ -44,6 +44,14 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(result.to_json())
 
 
+async def list_images(request: web.Request) -> web.Response:
+    return web.json_response(await _controller(request).images())
+
+
+async def prune_images(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.shield(_controller(request).prune_images()))
+
+
 def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         controller, name = _controller(request), request.match_info["name"]
@@ -137,6 +145,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/units", list_units)
     app.router.add_get("/v1/units/{name}", get_unit)
     app.router.add_post("/v1/reload", reload)
+    app.router.add_get("/v1/images", list_images)
+    app.router.add_post("/v1/images/prune", prune_images)
     for verb in ACTIONS:
         app.router.add_post(f"/v1/units/{{name}}/{verb}", unit_action(verb))
     app.router.add_get("/v1/units/{name}/logs", logs)

@@ -64,6 +64,7 @@ class FakeController:
         self.fail: set[str] = set()  # units whose start fails
         self._subscribers: list[asyncio.Queue[UnitEvent]] = []
         self.event_seq = 0
+        self.unused_layers = 3  # stored layers no unit uses, until prune_images
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
         units = list(self.units.values())
@@ -132,6 +133,21 @@ class FakeController:
                 yield await queue.get()
         finally:
             self._subscribers.remove(queue)
+
+    async def images(self) -> dict[str, Any]:
+        return {
+            "images": [{
+                "ref": "/var/lib/images/web:1.0", "name": "/var/lib/images/web", "tag": "1.0",
+                "digest": "sha256:" + "ab" * 32, "layers": 2, "size": 4 << 20,
+                "unpacked": True, "units": sorted(self.units)[:1],
+            }],
+            "unused": {"layers": self.unused_layers, "size": self.unused_layers << 20},
+        }  # fmt: skip
+
+    async def prune_images(self) -> dict[str, Any]:
+        self.calls.append(("prune_images", ""))
+        removed, self.unused_layers = self.unused_layers, 0
+        return {"removed": removed, "freed": removed << 20}
 
     def log_path(self, name: str) -> str:
         self.get_unit(name)

@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "events": "supervisor.cli.commands.events",
     "exec": "supervisor.cli.commands.exec",
     "validate": "supervisor.cli.commands.validate",
+    "images": "supervisor.cli.commands.images",
+    "cat": "supervisor.cli.commands.cat",
 }
 
 DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"

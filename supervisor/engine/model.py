@@ -150,6 +150,15 @@ class Controller(Protocol):
         """A live stream of events, from now on, until the consumer stops iterating."""
         ...
 
+    async def images(self) -> dict[str, Any]:
+        """The images units name, their size on disk and the units on each, and the layers
+        no unit uses (`GET /v1/images`, docs/control.md). Raises ImageStoreError."""
+        ...
+
+    async def prune_images(self) -> dict[str, Any]:
+        """Remove every stored layer no unit uses: `{"removed": N, "freed": bytes}`."""
+        ...
+
     def log_path(self, name: str) -> str:
         """The service output log file of a unit (raises UnitNotFound)."""
         ...

@@ -108,6 +108,19 @@ class ProbeJob(Protocol):
         ...
 
 
+class ImageStore(Protocol):
+    """The layer store of image units (images/store.py), whose slow work (walking and removing
+    trees) runs outside the daemon's loop. Both raise ImageStoreError."""
+
+    async def stored(self) -> dict[str, int]:
+        """Every layer in the store: diff id -> bytes on disk."""
+        ...
+
+    async def prune(self, in_use: Iterable[str]) -> dict[str, int]:
+        """Remove every layer not in `in_use`; what was removed, as `stored`."""
+        ...
+
+
 class Prober(Protocol):
     def start(
         self, unit: str, pid: int, argv: Sequence[str], cgroup: Subgroup, timeout: float

@@ -19,11 +19,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
-from supervisor.engine import diff, status
+from supervisor.engine import diff, images, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
@@ -35,6 +35,7 @@ from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
+from supervisor.unit.instances import unit_names
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -50,6 +51,9 @@ class Loaded(Protocol):
 
     @property
     def warnings(self) -> Mapping[str, Sequence[object]]: ...
+
+    @property
+    def template_errors(self) -> Mapping[str, Sequence[object]]: ...
 
 
 class Loader(Protocol):
@@ -72,6 +76,7 @@ class Reconciler:
         self.runners: dict[str, UnitRunner] = {}
         self.ordering = Ordering(self.runners)
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
+        self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
         self._tg = asyncio.TaskGroup()
         self._reload_lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[UnitEvent]] = set()
@@ -119,7 +124,7 @@ class Reconciler:
             resumed.append(runner)
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            known = [p.stem for p in self.config.units_dir.glob("*.toml")]
+            known = sorted(unit_names(self.config.units_dir))  # instances included
             await self.network.cleanup(running, known)
         for runner in resumed:
             self._spawn(runner)
@@ -142,6 +147,11 @@ class Reconciler:
         for name, warnings in sorted(loaded.warnings.items()):
             for warning in warnings:
                 log.warning("unit.warning", unit=name, problem=str(warning))
+        # A template's own mistakes (a bad name in its instances) belong to no unit: without
+        # this line only `sandboxctl validate` would say why an instance does not exist.
+        for path, problems in sorted(loaded.template_errors.items()):
+            for problem in problems:
+                log.warning("unit.template_invalid", template=path, problem=str(problem))
         log.info(
             "daemon.reloaded", seconds=round(self.last_reload_seconds, 4),
             started=result.started, restarted=result.restarted, updated=result.updated,
@@ -202,6 +212,8 @@ class Reconciler:
         that never ran or whose run already ended is just removed, and says so."""
         del self.runners[runner.name]
         live = runner.state.has_process() or runner.state is State.BACKOFF
+        if live:
+            self._retiring.add(runner)
         runner.remove()
         (result.stopped if live else result.removed).append(runner.name)
 
@@ -231,6 +243,7 @@ class Reconciler:
         try:
             await runner.main()
         finally:
+            self._retiring.discard(runner)
             if self._tasks.get(runner.name) is asyncio.current_task():
                 del self._tasks[runner.name]
 
@@ -313,6 +326,28 @@ class Reconciler:
     def log_path(self, name: str) -> str:
         self._runner(name)
         return str(self.config.log_dir / f"{name}.log")
+
+    def _specs(self) -> list[tuple[str, UnitSpec]]:
+        return [(name, r.spec) for name, r in sorted(self.runners.items()) if r.spec is not None]
+
+    def _layers_in_use(self) -> set[str]:
+        """What a unit names, and what a run still runs on: a reload may have moved a unit to
+        another image while its old run stops, or removed it while it stops."""
+        runners = [*self.runners.values(), *self._retiring]
+        specs = [s for r in runners for s in (r.spec, r.run_spec) if s is not None]
+        return images.in_use(specs)
+
+    async def images(self) -> dict[str, Any]:
+        stored = await self.host.images.stored() if self.host.images else {}
+        return images.report(self._specs(), stored)
+
+    async def prune_images(self) -> dict[str, Any]:
+        if self.host.images is None:
+            return {"removed": 0, "freed": 0}
+        # Under the reload lock: a reload cannot bring in a unit on a layer being removed.
+        async with self._reload_lock:
+            removed = await self.host.images.prune(self._layers_in_use())
+        return {"removed": len(removed), "freed": sum(removed.values())}
 
 
 def _start_settled(runner: UnitRunner, launches_before: int) -> bool:

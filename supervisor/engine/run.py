@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
 from supervisor.engine.exits import exit_reason
 from supervisor.engine.output import Capture, RotatingLog
-from supervisor.engine.ports import Launcher, Prober
+from supervisor.engine.ports import ImageStore, Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.linux import faultpoint, fdlimit
@@ -62,6 +62,7 @@ class Host:
     cgroups: Manager
     launcher: Launcher
     prober: Prober | None = None
+    images: ImageStore | None = None  # None: no layer store (tests); `images` reports none
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 

@@ -14,6 +14,7 @@ from supervisor.contract import State
 from supervisor.engine.model import UnitStatus
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError
+from supervisor.images.oci import Image
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -54,9 +55,19 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
         return None
     fields = dict(data)
     name, path = fields.pop("name", None), fields.pop("path", "")
+    image = fields.pop("image", None)
+    template, dropins = fields.pop("template", None), fields.pop("dropins", None) or []
     try:
-        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields))
-    except ValueError:
+        recorded = Image.from_json(image) if isinstance(image, dict) else None
+        return UnitSpec(
+            str(name),
+            str(path),
+            UnitFile.model_validate(fields),
+            recorded,
+            template=str(template) if template else None,
+            dropins=tuple(str(d) for d in dropins),
+        )
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -104,13 +115,28 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
         extra={
             "invalid": list(r.invalid),
             "oom_policy": spec.unit.oom.policy if spec else None,
+            **(spec.sources_json() if spec else {}),
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
             "output_dropped_bytes": r.sink.dropped,
+            "image": _image(spec),
             **r.readiness.view(),
             **r.health.view(),
         },
     )
+
+
+def _image(spec: UnitSpec | None) -> dict[str, Any] | None:
+    """The image the unit runs from, as loaded: what `status UNIT` shows of it."""
+    if spec is None or spec.image is None:
+        return None
+    image = spec.image
+    return {
+        "ref": image.ref,
+        "digest": image.digest,
+        "layers": [layer.diff_id for layer in image.layers],
+        "exposed_ports": list(image.config.exposed_ports),
+    }
 
 
 def _network(r: UnitRunner, spec: UnitSpec | None) -> dict[str, str | None] | None:

@@ -5,29 +5,25 @@ expressions, set descriptors) is large and differs between versions; `nft -j` ta
 documented JSON schema (libnftables-json(5)) and sends the whole batch as one transaction, all
 or nothing, which is what lets a caller replace a port's rules without a moment half-filtered.
 
-Why not asyncio.create_subprocess_exec: it needs asyncio's child watcher, and the daemon reaps
-only its own children by PID (a blind reap would take the status of a process another part of
-the daemon waits for). So: spawn with subprocess.Popen (vfork and exec, no thread), wait for the
-exit on the loop through a pidfd, reap exactly that PID. The batch goes in and the messages come
-out through memfds, not pipes: nft reads its whole input at once and nobody ever blocks on a
-full pipe, whatever the size of the batch.
+nft runs as a child process waited for on the loop (childwait.py). The batch goes in and the
+messages come out through memfds, not pipes: nft reads its whole input at once and nobody ever
+blocks on a full pipe, whatever the size of the batch.
 
 The binary is looked up in root's system directories only, never in the daemon's PATH.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from supervisor.errors import SupervisorError
+from supervisor.linux.childwait import wait_child
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT = 30.0  # nft takes milliseconds; this only bounds a wedged one
@@ -79,7 +75,7 @@ async def run(
             )
         except OSError as exc:
             raise NftablesError(f"cannot run {path}: {exc.strerror or exc}") from None
-        status = await _wait(proc, timeout)
+        status = await wait_child(proc, timeout)
         if status is None:
             raise NftablesError(f"{path} did not finish within {timeout:g}s; killed")
         if status != 0:
@@ -97,49 +93,3 @@ def _output(fd: int) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = "; ".join(dict.fromkeys(lines)) or "no message"
     return message[:MESSAGE_LIMIT]
-
-
-async def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The child's return code once it has exited, without blocking the loop; None after a
-    timeout. Timed out or cancelled, the child is killed and reaped in the background."""
-    loop = asyncio.get_running_loop()
-    pidfd = os.pidfd_open(proc.pid)  # our unreaped child: the PID cannot be reused
-    exited = loop.create_future()
-
-    def readable() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, readable)
-    try:
-        async with asyncio.timeout(timeout):
-            await exited
-    except BaseException as exc:
-        loop.remove_reader(pidfd)
-        _kill_and_reap_later(loop, proc, pidfd)
-        if isinstance(exc, TimeoutError):
-            return None
-        raise
-    loop.remove_reader(pidfd)
-    os.close(pidfd)
-    return proc.wait()  # it has exited (the pidfd said so): this does not block
-
-
-def _kill_and_reap_later(
-    loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes], pidfd: int
-) -> None:
-    """SIGKILL it and reap it once it is gone, off the caller's path (a process killed while
-    the kernel holds nfnetlink's lock for another batch may take a moment to die). Takes
-    `pidfd` over."""
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-
-    def reap() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        proc.wait()
-
-    try:
-        loop.add_reader(pidfd, reap)
-    except RuntimeError:  # the loop is closing: the daemon exits, its parent reaps
-        os.close(pidfd)

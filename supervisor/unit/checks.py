@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from supervisor.cgroups import cpuset, devices
 from supervisor.errors import CgroupError
-from supervisor.linux import users
+from supervisor.linux import resolvconf, users
 from supervisor.linux.safefs import resolve_in_root, symlink_in
 from supervisor.unit.diagnostics import UnitError
 from supervisor.unit.spec import UnitSpec
@@ -109,6 +109,8 @@ def check_root(spec: UnitSpec) -> Iterator[UnitError]:
 
 
 def check_exec(spec: UnitSpec) -> Iterator[UnitError]:
+    if spec.unit.sandbox.image is not None:
+        return  # in the image's layers, which may not be unpacked yet: the launch checks
     argv0 = spec.unit.service.exec[0]
     if _mounted(spec, argv0):
         return  # provided by a mount; the source is checked by check_mount_sources
@@ -173,6 +175,8 @@ def check_user(spec: UnitSpec) -> Iterator[UnitError]:
     """`user` and `group` names must be in the sandbox's /etc/passwd and /etc/group, read as
     the launch reads them (numeric ids and root need no entry)."""
     service = spec.unit.service
+    if spec.unit.sandbox.image is not None:
+        return  # the image's /etc/passwd is in a layer, read at launch
     user, group = service.user, service.group
     names_user = not user.isdigit() and user != "root"
     names_group = group is not None and not group.isdigit()
@@ -260,6 +264,21 @@ def check_cpu_max(spec: UnitSpec) -> Iterator[UnitError]:
         )
 
 
+def check_dns(spec: UnitSpec) -> Iterator[UnitError]:
+    """A bridge unit that takes the host's nameservers gets none if they are all on the
+    host's loopback (a local stub or dnsmasq); say so rather than let names fail later."""
+    network = spec.unit.network
+    sandbox = spec.unit.sandbox
+    if network.mode != "bridge" or network.dns or sandbox.root != "host" or sandbox.image:
+        return
+    # Looked up at call time, so tests can point them at files of their own.
+    resolved = resolvconf.for_sandbox(
+        None, None, host_path=resolvconf.HOST_RESOLV, upstream_path=resolvconf.RESOLVED_UPSTREAM
+    )
+    if resolved.warning is not None:
+        yield UnitError(spec.path, "network.dns", f"warning: {resolved.warning}")
+
+
 HOST_CHECKS: tuple[HostCheck, ...] = (
     check_root,
     check_exec,
@@ -269,6 +288,7 @@ HOST_CHECKS: tuple[HostCheck, ...] = (
     check_devices,
     check_cpus,
     check_cpu_max,
+    check_dns,
 )
 
 

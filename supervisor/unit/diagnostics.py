@@ -16,6 +16,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -221,6 +222,8 @@ def _short_repr(value: Any) -> str | None:
 def _message(err: ErrorDetails, choices: list[str]) -> str:
     kind, loc = err["type"], err["loc"]
     if kind == "extra_forbidden":
+        if tuple(loc) == ("template",):  # compose.TEMPLATE_SECTION, outside a template
+            return "only a template (NAME@.toml) or its drop-ins may have a [template] section"
         what = "unknown section" if len(loc) == 1 else "unknown key"
         return what + _did_you_mean(str(loc[-1]), choices)
     if kind == "missing":
@@ -244,7 +247,15 @@ def _message(err: ErrorDetails, choices: list[str]) -> str:
     return f"{message}, got {shown}" if shown is not None else message
 
 
-def from_validation(path: str, exc: ValidationError, text: str) -> list[UnitError]:
+def from_validation(
+    path: str,
+    exc: ValidationError,
+    text: str,
+    place: Callable[[KeyPath, str], UnitError] | None = None,
+) -> list[UnitError]:
+    """One UnitError per pydantic error. `place(loc, message)` makes it when the table was
+    merged from several files (compose.py: the file that set the key); by default it is in
+    `path`, whose source is `text`."""
     lines = key_lines(text)
     errors: list[UnitError] = []
     for err in exc.errors():
@@ -253,6 +264,9 @@ def from_validation(path: str, exc: ValidationError, text: str) -> list[UnitErro
         if isinstance(sub_key, str):
             loc += tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", sub_key) if p)
         key, choices, written = resolve(loc)
+        if place is not None:
+            errors.append(place(loc, _message(err, choices)))
+            continue
         line = locate(lines, written)
         errors.append(UnitError(path, key or "unit", _message(err, choices), line))
     return errors

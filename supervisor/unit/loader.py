@@ -4,6 +4,9 @@ A unit is `<name>.toml`; the name is the file stem and must be a safe name (UNIT
 never escape as tracebacks: each becomes a `UnitError` line (see diagnostics.py for the
 `FILE:LINE: KEY: message` shape) and a file with any error yields no spec at all.
 
+Reading one file safely is files.py; units made of several files (a template's instances,
+drop-ins) are found by instances.py and merged by compose.py.
+
 `UnitLoader` keeps a cache so that `reload` with 1000 unchanged files costs stat + read + hash,
 not TOML parsing and validation: an entry is reused when the content hash matches, and without
 even reading when the stat signature (mtime, size, inode, device) matches and the file was
@@ -17,19 +20,16 @@ import dataclasses
 import hashlib
 import os
 import re
-import stat
 import time
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
-from supervisor.unit import checks
+from supervisor.unit import checks, compose
 from supervisor.unit.diagnostics import (
-    KEY_FILE,
     KEY_NAME,
-    KEY_SYNTAX,
     UnitError,
     UnitFileError,
     from_validation,
@@ -37,10 +37,31 @@ from supervisor.unit.diagnostics import (
     key_lines,
     locate,
 )
+from supervisor.unit.files import (
+    EMPTY_MESSAGE,
+    MAX_FILE_SIZE,
+    SUFFIX,
+    decode_text,
+    file_error,
+    parse_toml,
+    read_source,
+    read_unit_bytes,
+    strerror,
+)
+from supervisor.unit.imagedefaults import KEY, ImageDefaultsError, apply_image, image_value
+from supervisor.unit.instances import (
+    TEMPLATE_MESSAGE,
+    Composition,
+    composition_of,
+    dropin_paths,
+    template_instances,
+)
 from supervisor.unit.schema import UNIT_NAME, UnitFile
 from supervisor.unit.spec import UnitSpec
 
 __all__ = [
+    "MAX_FILE_SIZE",
+    "SUFFIX",
     "DirectoryLoad",
     "UnitError",
     "UnitFileError",
@@ -48,52 +69,9 @@ __all__ = [
     "load_unit",
     "parse_unit",
 ]
-
-SUFFIX = ".toml"
-# Far above any real unit (a few hundred bytes); keeps a stray log file from being parsed.
-MAX_FILE_SIZE = 1 << 20
-EMPTY_MESSAGE = "empty file: a unit needs at least [service] exec = [...]"
+# A line that sets `image` (in [sandbox]); a false match only costs a parse.
+_IMAGE_KEY = re.compile(r"^\s*image\s*=", re.MULTILINE)
 _RACY_NS = 2_000_000_000  # coarser than any filesystem timestamp granularity we meet
-_TOML_WHERE = re.compile(
-    r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
-)
-
-
-def _file_error(path: str, message: str, line: int | None = None) -> UnitFileError:
-    return UnitFileError([UnitError(path, KEY_FILE, message, line)])
-
-
-def _strerror(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
-
-
-def read_unit_bytes(path: str) -> tuple[bytes, os.stat_result]:
-    """The file's bytes and stat; refuses what is not a regular file or is too large.
-
-    O_NONBLOCK: a FIFO named `x.toml` must not hang the daemon's reload; it is then refused by
-    the S_ISREG check.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise _file_error(path, f"cannot read: {_strerror(exc)}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _file_error(path, "not a regular file")
-        if st.st_size > MAX_FILE_SIZE:
-            raise _file_error(path, f"file too large ({st.st_size} bytes; the limit is 1M)")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_FILE_SIZE:  # grew after fstat
-                raise _file_error(path, "file too large (the limit is 1M)")
-        return b"".join(chunks), st
-    except OSError as exc:
-        raise _file_error(path, f"cannot read: {_strerror(exc)}") from None
-    finally:
-        os.close(fd)
 
 
 def _name_error(path: str, name: str) -> UnitError | None:
@@ -108,69 +86,57 @@ def _name_error(path: str, name: str) -> UnitError | None:
     )
 
 
-def _decode(path: str, data: bytes) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        bad = data[exc.start : exc.start + 1].hex()
-        raise _file_error(
-            path, f"not valid UTF-8 (byte 0x{bad}): unit files are UTF-8 text", line
-        ) from None
-    # Editors on other systems may write a byte order mark; TOML itself does not allow one.
-    return text.removeprefix("\ufeff")
-
-
-def _parse_toml(path: str, text: str) -> dict[str, object]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib says "... (at line 3, column 7)"; that becomes the FILE:3:7: prefix.
-        where = _TOML_WHERE.match(str(exc))
-        line = column = None
-        if where is None:
-            message = str(exc)
-        elif where["line"] is None:
-            message = f"{where['msg']} (at end of file)"
-        else:
-            message, line, column = where["msg"], int(where["line"]), int(where["col"])
-        message = "invalid TOML: " + message[:1].lower() + message[1:]
-        raise UnitFileError([UnitError(path, KEY_SYNTAX, message, line, column)]) from None
-    except RecursionError:
-        raise UnitFileError(
-            [UnitError(path, KEY_SYNTAX, "invalid TOML: nested too deeply")]
-        ) from None
-    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
-        raise UnitFileError([UnitError(path, KEY_SYNTAX, f"invalid TOML: {exc}")]) from None
-
-
 def parse_unit(path: str, name: str, data: bytes) -> UnitSpec:
     """Validate one unit's bytes; raises UnitFileError listing every problem found."""
     errors: list[UnitError] = []
     if (bad_name := _name_error(path, name)) is not None:
         errors.append(bad_name)
     try:
-        text = _decode(path, data)
+        text = decode_text(path, data)
         if not text.strip():
-            raise _file_error(path, EMPTY_MESSAGE)
-        unit = UnitFile.model_validate(_parse_toml(path, text))
+            raise file_error(path, EMPTY_MESSAGE)
+        parsed: dict[str, Any] = parse_toml(path, text)
+        image = None
+        if (value := image_value(parsed)) is not None:
+            try:
+                parsed, image = apply_image(parsed, value)
+            except ImageDefaultsError as exc:
+                errors.append(_with_line(UnitError(path, exc.key, exc.message), text))
+        unit = UnitFile.model_validate(parsed)
     except UnitFileError as exc:
         raise UnitFileError(in_line_order(errors + exc.errors)) from None
     except ValidationError as exc:
-        raise UnitFileError(in_line_order(errors + from_validation(path, exc, text))) from None
+        found = from_validation(path, exc, text)
+        if any(e.key == KEY for e in errors):
+            # The image would have given the command: no second error for the missing exec.
+            found = [e for e in found if e.key not in ("service", "service.exec")]
+        raise UnitFileError(in_line_order(errors + found)) from None
     if errors:
         raise UnitFileError(errors)
-    return UnitSpec(name=name, path=path, unit=unit)
+    return UnitSpec(name=name, path=path, unit=unit, image=image)
 
 
 def load_unit(path: str | os.PathLike[str], name: str | None = None) -> UnitSpec:
-    """Load one unit file; `name` defaults to the file stem."""
+    """Load one unit file; `name` defaults to the file stem. A template's instance or a unit
+    with drop-ins is composed from the files beside it, as the daemon would."""
     path = os.fspath(path)
+    base = os.path.basename(path)
     if name is None:
-        base = os.path.basename(path)
         name = base.removesuffix(SUFFIX)
-    data, _ = read_unit_bytes(path)
-    return parse_unit(path, name, data)
+    directory = os.path.dirname(path) or "."
+    if name != base.removesuffix(SUFFIX) or not base.endswith(SUFFIX):
+        data, _ = read_unit_bytes(path)
+        return parse_unit(path, name, data)
+    if name.endswith("@"):
+        raise file_error(path, TEMPLATE_MESSAGE)
+    composition = composition_of(directory, name)
+    if composition is None:
+        data, _ = read_unit_bytes(path)
+        return parse_unit(path, name, data)
+    spec, errors = composition.load({})
+    if spec is None:
+        raise UnitFileError(errors)
+    return spec
 
 
 @dataclass
@@ -184,6 +150,11 @@ class DirectoryLoad:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[UnitError]] = field(default_factory=dict)
     warnings: dict[str, list[UnitError]] = field(default_factory=dict)
+    # Units made of several files: their files in merge order (instance file, base, drop-ins).
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    # Problems of a template's own [template] section or file, by template path: its instances
+    # are not units yet, so these are nobody's errors unless reported apart.
+    template_errors: dict[str, list[UnitError]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -227,16 +198,21 @@ class UnitLoader:
 
     def __init__(self, host_checks: bool = True) -> None:
         self._cache: dict[str, _Entry] = {}
+        self._instances: dict[str, list[str]] = {}  # template path -> instances listed last
+        self._template_errors: dict[str, list[UnitError]] = {}
         self._host_checks = host_checks
 
     def load_file(self, path: str, name: str) -> tuple[UnitSpec | None, list[UnitError], str]:
         """One file through the cache: (spec or None, errors, source text)."""
         cached = self._cache.get(path)
-        try:
-            sig = _signature(os.stat(path))
+        try:  # lstat: a file replaced by a link to it must not look unchanged
+            sig = _signature(os.lstat(path))
         except OSError:
             sig = None
-        if cached is not None and cached.signature == sig and cached.trusted:
+        # An image unit is parsed again every time: its image may have changed on disk under
+        # an unchanged file (a new digest for the tag), and `reload` must see that.
+        image_unit = cached is not None and _IMAGE_KEY.search(cached.text) is not None
+        if cached is not None and cached.signature == sig and cached.trusted and not image_unit:
             return cached.spec, list(cached.errors), cached.text
         try:
             data, st = read_unit_bytes(path)
@@ -245,7 +221,7 @@ class UnitLoader:
             return None, exc.errors, ""
         digest = hashlib.sha256(data).digest()
         now = time.time_ns()
-        if cached is not None and cached.digest == digest:
+        if cached is not None and cached.digest == digest and not image_unit:
             entry = dataclasses.replace(cached, signature=_signature(st), hashed_at_ns=now)
         else:
             errors: tuple[UnitError, ...] = ()
@@ -260,38 +236,126 @@ class UnitLoader:
         return entry.spec, list(entry.errors), entry.text
 
     def load_directory(self, directory: str | os.PathLike[str]) -> DirectoryLoad:
-        """Every `*.toml` in `directory` (hidden files skipped), then the cross-unit checks."""
+        """Every `*.toml` in `directory` (hidden files skipped), templates instantiated and
+        drop-ins merged, then the cross-unit checks.
+
+        Units made of several files (instances, drop-ins) are composed at every load, without
+        the cache: they are few, and their result depends on more than one file's signature.
+        """
         directory = os.fspath(directory)
+        self._template_errors = {}
         try:
-            names = sorted(
-                entry
-                for entry in os.listdir(directory)
-                if entry.endswith(SUFFIX) and not entry.startswith(".")
-            )
+            entries = os.listdir(directory)
         except OSError as exc:
             raise UnitFileError(
-                [UnitError(directory, "directory", f"cannot read: {_strerror(exc)}")]
+                [UnitError(directory, "directory", f"cannot read: {strerror(exc)}")]
             ) from None
+        names = sorted(e for e in entries if e.endswith(SUFFIX) and not e.startswith("."))
+        listing = frozenset(entries)
         result = DirectoryLoad()
         texts: dict[str, str] = {}
         seen: set[str] = set()
+        memo: dict[str, compose.Source | UnitFileError] = {}
+        instances: set[str] = set()
         for file_name in names:
-            path = os.path.join(directory, file_name)
+            seen.add(os.path.join(directory, file_name))
             name = file_name.removesuffix(SUFFIX)
-            seen.add(path)
-            spec, errors, texts[name] = self.load_file(path, name)
-            if spec is not None:
-                result.specs[name] = spec
+            if name.endswith("@"):  # a template: its instances are found below
+                instances.update(self._listed_instances(directory, name, memo, listing))
             else:
-                result.errors[name if UNIT_NAME.fullmatch(name) else file_name] = errors
+                self._load_unit_file(directory, file_name, (memo, listing), result, texts)
+        for name in sorted(instances - result.specs.keys() - result.errors.keys()):
+            composition = composition_of(directory, name, listing)
+            if composition is not None:
+                self._compose(composition, memo, result, texts)
         for stale in self._cache.keys() - seen:
             del self._cache[stale]
+        for template in self._instances.keys() - seen:
+            del self._instances[template]
+        result.template_errors = {
+            p: errors for p, errors in self._template_errors.items() if p in seen and errors
+        }
         self._cross_check(result, set(result.specs) | set(result.errors), texts)
         if self._host_checks:
             for name, spec in result.specs.items():
                 if warnings := checks.host_warnings(spec):
                     result.warnings[name] = located(warnings, texts.get(name, ""))
         return result
+
+    def _load_unit_file(
+        self,
+        directory: str,
+        file_name: str,
+        shared: tuple[dict[str, compose.Source | UnitFileError], frozenset[str]],
+        result: DirectoryLoad,
+        texts: dict[str, str],
+    ) -> None:
+        """One plain or instance file; `shared` is this load's (parsed files, dir entries)."""
+        memo, listing = shared
+        name = file_name.removesuffix(SUFFIX)
+        key = name if UNIT_NAME.fullmatch(name) else file_name
+        try:
+            composition = composition_of(directory, name, listing)
+        except UnitFileError as exc:
+            result.errors[key] = exc.errors
+            return
+        if composition is not None:
+            self._compose(composition, memo, result, texts)
+            return
+        spec, errors, texts[name] = self.load_file(os.path.join(directory, file_name), name)
+        if spec is not None:
+            result.specs[name] = spec
+        else:
+            result.errors[key] = errors
+
+    def _compose(
+        self,
+        composition: Composition,
+        memo: dict[str, compose.Source | UnitFileError],
+        result: DirectoryLoad,
+        texts: dict[str, str],
+    ) -> None:
+        spec, errors = composition.load(memo)
+        name = composition.name
+        result.sources[name] = composition.sources
+        base = memo.get(composition.base)
+        texts[name] = base.text if isinstance(base, compose.Source) else ""
+        if spec is not None:
+            result.specs[name] = spec
+        else:
+            result.errors[name] = errors
+
+    def _listed_instances(
+        self,
+        directory: str,
+        stem: str,
+        memo: dict[str, compose.Source | UnitFileError],
+        listing: frozenset[str],
+    ) -> list[str]:
+        """The instances a template lists, with its drop-ins. When the template (or one of its
+        drop-ins) does not parse, the instances it listed last time: each is then invalid and
+        keeps running its last valid version, instead of vanishing (and being stopped)."""
+        path = os.path.join(directory, stem + SUFFIX)
+        sources: list[compose.Source] = []
+        try:
+            for file in [path, *dropin_paths(directory, stem, listing)]:
+                found = memo.get(file)
+                if found is None:
+                    try:
+                        found = read_source(file)
+                    except UnitFileError as exc:
+                        found = exc
+                    memo[file] = found
+                if isinstance(found, UnitFileError):
+                    raise found
+                sources.append(found)
+        except UnitFileError as exc:
+            self._template_errors[path] = exc.errors
+            return [stem + i for i in self._instances.get(path, [])]
+        listed, errors = template_instances(sources[0], sources[1:])
+        self._template_errors[path] = errors
+        self._instances[path] = listed
+        return [stem + i for i in listed]
 
     @staticmethod
     def _cross_check(result: DirectoryLoad, known: set[str], texts: dict[str, str]) -> None:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.images.reference import parse_ref
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -269,6 +270,9 @@ Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type"), BeforeVal
 
 class Sandbox(Section):
     root: str = "host"
+    # An OCI image layout ("PATH[:TAG]") or "docker-archive:PATH": its layers are the root, as
+    # read-only overlay lower layers (images/); read at load time by unit/imagedefaults.py.
+    image: str | None = None
     overlay: bool = False
     hostname: str | None = None  # None: the unit name
     namespaces: list[Namespace] = Field(default_factory=lambda: list(DEFAULT_NAMESPACES))
@@ -294,6 +298,19 @@ class Sandbox(Section):
         if path == "/":
             raise ValueError('root = "/" would expose the whole host; use root = "host"')
         return path
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_ref(value))
+
+    @model_validator(mode="after")
+    def _image_or_root(self) -> Sandbox:
+        if self.image is not None and self.root != "host":
+            raise keyed_error(
+                "image", "image and root are mutually exclusive: the image's layers are the root"
+            )
+        return self
 
     @field_validator("hostname")
     @classmethod
@@ -454,9 +471,60 @@ class Health(Section):
         return self
 
 
+# glibc reads at most this many nameservers (MAXNS in resolv.h); more would be silently unused.
+MAX_NAMESERVERS = 3
+_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                     r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")  # fmt: skip
+
+
 class Network(Section):
     mode: Literal["none", "host", "bridge"] = "none"
     address: str | None = None
+    address6: str | None = None  # needs the daemon's subnet6
+    # None: not set (the host's servers, see linux/resolvconf.py).
+    dns: list[str] | None = Field(default=None, min_length=1, max_length=MAX_NAMESERVERS)
+    dns_search: list[str] | None = Field(default=None, max_length=6)
+
+    @field_validator("address6")
+    @classmethod
+    def _address6(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            iface = ipaddress.IPv6Interface(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IPv6 address with prefix, e.g. fd00:88::10/64"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/64")
+        return str(iface)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        servers = []
+        for entry in value:
+            try:
+                ip = ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(
+                    f'{entry!r} is not an IP address, e.g. "192.0.2.53" or "2001:db8::53"'
+                ) from None
+            if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+                raise ValueError(f"{entry!r} names a host interface, which the sandbox lacks")
+            servers.append(str(ip))
+        return servers
+
+    @field_validator("dns_search")
+    @classmethod
+    def _dns_search(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            if not _DOMAIN.fullmatch(entry):
+                raise ValueError(f'{entry!r} is not a domain name such as "example.internal"')
+        return value
 
     @field_validator("address")
     @classmethod
@@ -475,8 +543,21 @@ class Network(Section):
 
     @model_validator(mode="after")
     def _address_needs_bridge(self) -> Network:
-        if self.address is not None and self.mode != "bridge":
-            raise keyed_error("address", 'address is only used with mode = "bridge"')
+        for key in ("address", "address6"):
+            if getattr(self, key) is not None and self.mode != "bridge":
+                raise keyed_error(key, f'{key} is only used with mode = "bridge"')
+        for key in ("dns", "dns_search"):
+            if getattr(self, key) is None or self.mode == "bridge":
+                continue
+            if self.mode == "host":
+                raise keyed_error(
+                    key,
+                    f'{key} is only used with mode = "bridge"; with mode = "host" the sandbox '
+                    "sees the host's own /etc/resolv.conf",
+                )
+            raise keyed_error(
+                key, f'{key} is only used with mode = "bridge"; mode = "none" has no network'
+            )
         return self
 
 
@@ -489,6 +570,28 @@ class UnitFile(Section):
     security: Security = Field(default_factory=Security)
     health: Health | None = None
     network: Network = Field(default_factory=Network)
+
+    @model_validator(mode="after")
+    def _dns_needs_host_root(self) -> UnitFile:
+        # Only a host root's /etc is the daemon's to write; a root directory is the
+        # operator's (written into by nothing) and brings its own /etc/resolv.conf.
+        # So is an image's (its layers are shared and read-only).
+        for key in ("dns", "dns_search"):
+            if getattr(self.network, key) is None:
+                continue
+            if self.sandbox.image is not None:
+                raise keyed_error(
+                    f"network.{key}",
+                    f'{key} needs root = "host": an image keeps its own /etc/resolv.conf, '
+                    "which sandboxd does not write into",
+                )
+            if self.sandbox.root != "host":
+                raise keyed_error(
+                    f"network.{key}",
+                    f'{key} needs root = "host": a root directory keeps its own '
+                    "/etc/resolv.conf, which sandboxd does not write into",
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod

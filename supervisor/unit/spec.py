@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.images.oci import Image
 from supervisor.unit.schema import UnitFile
 
 # Sections whose change is applied to the running cgroup without a restart.
@@ -33,6 +34,14 @@ class UnitSpec:
     name: str
     path: str
     unit: UnitFile
+    # The image `unit.sandbox.image` named when the unit was loaded (its defaults are already
+    # in `unit`); its digest and layers are part of the hash, so a tag that now names another
+    # image is a changed spec and `reload` restarts the unit onto it.
+    image: Image | None = None
+    # Where it came from, besides `path` (for an instance, the template): shown by status and
+    # `sandboxctl cat`, never hashed, so moving a key into a drop-in restarts nothing.
+    template: str | None = None
+    dropins: tuple[str, ...] = ()
     hash: str = field(init=False)
     restart_hash: str = field(init=False)  # the hash without the live-applicable sections
 
@@ -40,6 +49,10 @@ class UnitSpec:
         data = {"name": self.name, **self.unit.model_dump(mode="json")}
         # Encoded per section, once: the load benchmark spends a good share of its time here.
         parts = {key: canonical_json(value) for key, value in data.items()}
+        if self.image is not None:
+            parts["image"] = canonical_json(
+                [self.image.digest, [layer.diff_id for layer in self.image.layers]]
+            )
         object.__setattr__(self, "hash", _digest(parts))
         object.__setattr__(self, "restart_hash", _digest(parts, LIVE_SECTIONS))
 
@@ -49,4 +62,18 @@ class UnitSpec:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical, JSON-able form (what the hash covers), for state files and the API."""
-        return {"name": self.name, "path": self.path, **self.unit.model_dump(mode="json")}
+        # The sources only when there are some: a plain unit's record stays what an older
+        # daemon reads back (it refuses unknown keys), so a downgrade still re-adopts it.
+        sources = self.sources_json() if self.template or self.dropins else {}
+        data = {
+            "name": self.name,
+            "path": self.path,
+            **sources,
+            **self.unit.model_dump(mode="json"),
+        }
+        if self.image is not None:
+            data["image"] = self.image.to_json()
+        return data
+
+    def sources_json(self) -> dict[str, Any]:
+        return {"template": self.template, "dropins": list(self.dropins)}

@@ -222,14 +222,16 @@ def port_chain(bridge: str, veth: str | None) -> str:
 
 
 @contextlib.contextmanager
-def bridge_env(tmp_path: Path) -> Iterator[Env]:
-    """A manager on its own bridge and /24; afterwards no link and no table of it is left."""
+def bridge_env(tmp_path: Path, ipv6: bool = False) -> Iterator[Env]:
+    """A manager on its own bridge and /24 (and a ULA /64 with `ipv6`); afterwards no link and
+    no table of it is left."""
     n = (os.getpid() * 7 + next(_serial)) % 250
     bridge = f"sbxt{os.getpid() % 1000}x{next(_serial)}"
     subnet = ipaddress.IPv4Network(f"10.201.{n}.0/24")
-    config = DaemonConfig.model_validate(
-        {"data_dir": str(tmp_path / "data"), "network": {"bridge": bridge, "subnet": str(subnet)}}
-    )
+    network = {"bridge": bridge, "subnet": str(subnet)}
+    if ipv6:
+        network["subnet6"] = f"fd00:201:{n:x}::/64"
+    config = DaemonConfig.model_validate({"data_dir": str(tmp_path / "data"), "network": network})
     net = NetworkManager(config)
     try:
         yield Env(net, config, subnet)

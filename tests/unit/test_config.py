@@ -28,6 +28,7 @@ def test_defaults_match_the_contract() -> None:
     assert c.socket_path == Path("/run/sandboxd/control.sock")
     assert c.log_max_size == 10 << 20
     assert c.network.subnet == "10.88.0.0/16"
+    assert c.network.subnet6 is None
     assert Path("/etc/sandboxd/sandboxd.toml") == DEFAULT_CONFIG_PATH
 
 
@@ -70,6 +71,10 @@ def test_overrides_win_and_none_is_ignored(tmp_path: Path) -> None:
         ("log_keep = 0\n", "log_keep", "greater than or equal to 1"),
         ("log_max_size = 'lots'\n", "log_max_size", "invalid size 'lots'"),
         ("[network]\nsubnet = '10.0.0.0/31'\n", "network.subnet", "'10.0.0.0/31' is too small"),
+        ("[network]\nsubnet6 = '10.0.0.0/8'\n", "network.subnet6", "not an IPv6 network"),
+        ("[network]\nsubnet6 = 'fd00::1/64'\n", "network.subnet6", "has host bits set"),
+        ("[network]\nsubnet6 = 'fd00::/124'\n", "network.subnet6", "up to /120"),
+        ("[network]\nsubnet6 = 'fe80::/64'\n", "network.subnet6", "not a unicast range"),
         ("on_exit = 'explode'\n", "on_exit", "'stop' or 'leave'"),
         ("units_dir = \n", None, "invalid TOML"),
         (b"\xff", None, "invalid TOML"),
@@ -85,3 +90,9 @@ def test_errors_are_one_line_naming_file_and_key(
     assert str(info.value).startswith(prefix)
     assert gist in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_subnet6_is_normalised(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[network]\nsubnet6 = 'FD00:88:0::/64'\n")
+    assert load_config(path).network.subnet6 == "fd00:88::/64"

@@ -21,6 +21,9 @@ LOOP = ("asyncio", "structlog", "supervisor.log", "supervisor.config")
 FORBIDDEN = {
     "linux": ("supervisor.cgroups", "supervisor.sandbox", "supervisor.engine", "supervisor.unit",
               *UP),
+    # Images are read by unit/ (defaults), unpacked by a helper the sandbox side runs.
+    "images": ("supervisor.cgroups", "supervisor.sandbox", "supervisor.engine",
+               "supervisor.unit", *UP, *LOOP),
     "cgroups": ("supervisor.sandbox", "supervisor.engine", "supervisor.unit", *UP),
     # unit/checks.py asks the cgroup and linux helpers whether a host can run a unit.
     "unit": ("supervisor.sandbox", "supervisor.engine", *UP),

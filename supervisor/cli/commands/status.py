@@ -98,10 +98,21 @@ def _network(network: dict[str, Any] | None) -> str | None:
         return str(mode)
     if not network.get("address"):
         return f"bridge (no address leased yet; bridge {network.get('bridge')})"
+    six = f" {network['address6']}" if network.get("address6") else ""
+    gateway6 = f", gateway6 {network['gateway6']}" if network.get("address6") else ""
     return (
-        f"bridge {network['address']} (mac {network.get('mac')}, bridge {network.get('bridge')}, "
-        f"gateway {network.get('gateway')})"
+        f"bridge {network['address']}{six} (mac {network.get('mac')}, "
+        f"bridge {network.get('bridge')}, gateway {network.get('gateway')}{gateway6})"
     )
+
+
+def _image(image: dict[str, Any] | None) -> str | None:
+    if not image:
+        return None
+    ports = ", ".join(image.get("exposed_ports") or [])
+    exposes = f"; exposes {ports}" if ports else ""
+    layers = len(image.get("layers") or [])
+    return f"{image['ref']} ({image['digest'][:19]}…, {layers} layers{exposes})"
 
 
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
@@ -134,6 +145,8 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         field("next start", f"in {render.duration(unit['next_start_in'])} (after {why})")
     elif unit.get("error"):
         field("error", unit["error"])
+    field("template", unit.get("template"))
+    field("drop-ins", ", ".join(unit.get("dropins") or []))
     field("limits", " ".join(f"{k}={_limit(k, v)}" for k, v in limits.items() if v is not None))
     usage = unit.get("usage") or {}
     parts = []
@@ -147,6 +160,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         parts.append(f"pids {usage['pids']}")
     field("usage", ", ".join(parts))
     field("network", _network(unit.get("network")))
+    field("image", _image(unit.get("image")))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip

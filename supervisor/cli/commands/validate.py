@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,8 @@ HELP = "check unit files offline (no daemon needed)"
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
 Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing
-binary or root directory on this machine) are warnings and do not fail the check.
+binary or root directory on this machine) are warnings and do not fail the check. An image's
+layer blobs are read in full and their digests checked (not with --no-host-checks).
 
 exit status: 0 all valid; 1 any unit invalid; 2 usage
 
@@ -93,8 +95,32 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
     report.invalid += len(load.errors)
     for errors in load.errors.values():
         report.errors.extend(errors)
+    # A template's own section (its instances list) belongs to no instance: counted apart.
+    report.invalid += len(load.template_errors)
+    for errors in load.template_errors.values():
+        report.errors.extend(errors)
     for warnings in load.warnings.values():
         report.warnings.extend(warnings)
+    if host_checks:
+        _verify_images(load.specs.values(), report)
+
+
+def _verify_images(specs: Iterable[UnitSpec], report: Report) -> None:
+    """Read every layer blob of each image unit and check its digests. The daemon does not
+    (it would stall its loop on large images): it verifies a layer when it unpacks it."""
+    from supervisor.images.oci import ImageError, verify  # noqa: PLC0415 (see run)
+    from supervisor.unit.loader import UnitError, located  # noqa: PLC0415
+
+    for spec in specs:
+        if spec.image is None:
+            continue
+        try:
+            verify(spec.image)
+        except ImageError as exc:
+            report.valid -= 1
+            report.invalid += 1
+            error = UnitError(spec.path, "sandbox.image", str(exc))
+            report.errors.extend(located([error], _source(spec.path)))
 
 
 def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
@@ -109,6 +135,9 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
 
     specs: dict[str, UnitSpec] = {}
     for path in paths:
+        if path.name.endswith("@" + SUFFIX):  # a template: checked through its instances
+            _check_template(path, specs, report)
+            continue
         try:
             spec = load_unit(path)
         except UnitFileError as exc:
@@ -132,8 +161,25 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
     if host_checks:
         for name, spec in specs.items():
             warnings.setdefault(name, []).extend(checks.host_warnings(spec))
+        _verify_images([s for n, s in specs.items() if n not in in_cycles], report)
     for name, found in warnings.items():
         report.warnings.extend(located(found, _source(specs[name].path)))
+
+
+def _check_template(path: Path, specs: dict[str, UnitSpec], report: Report) -> None:
+    from supervisor.unit.diagnostics import UnitError  # noqa: PLC0415 (see run)
+    from supervisor.unit.instances import load_template  # noqa: PLC0415
+
+    found, errors = load_template(path)
+    specs.update((spec.name, spec) for spec in found)
+    if errors:
+        report.invalid += 1
+        report.errors.extend(errors)
+    elif not found:
+        report.warnings.append(
+            UnitError(str(path), "template", "warning: no instance to check it with (an empty "
+                      "or linked NAME@INSTANCE.toml beside it, or [template] instances)")
+        )  # fmt: skip
 
 
 def _source(path: str) -> str:

@@ -60,8 +60,12 @@ def _mount_layers(sys: Syscalls, op: Mount) -> None:
     try:
         for option, path in op.layers:
             fds.append(_open_source(sys, f"{op.fstype} {option}", path, directory=True))
-        names = [option for option, _ in op.layers]
-        options = [f"{name}={fd_path(fd)}" for name, fd in zip(names, fds, strict=True)]
+        # One option per name: overlayfs takes several lower layers as lowerdir=a:b (top
+        # first), and a repeated lowerdir= would replace the earlier one.
+        joined: dict[str, list[str]] = {}
+        for (name, _), fd in zip(op.layers, fds, strict=True):
+            joined.setdefault(name, []).append(fd_path(fd))
+        options = [f"{name}={':'.join(paths)}" for name, paths in joined.items()]
         data = ",".join(options + ([op.data] if op.data else []))
         sys.mount(op.source, op.target, op.fstype, op.flags, data)
     finally:

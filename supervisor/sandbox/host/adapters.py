@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
-from supervisor.linux import pidfd
+from supervisor.images.store import STORE_DIR
+from supervisor.linux import pidfd, resolvconf
 from supervisor.log import get_logger
-from supervisor.sandbox.host import ipam
+from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
 from supervisor.unit.spec import UnitSpec
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = get_logger()
 _Leased = tuple[tuple[int, int, int, int], dict[str, ipaddress.IPv4Address]]
+_Leased6 = tuple[tuple[int, int, int, int], dict[str, ipaddress.IPv6Address]]
 
 
 class SandboxNetwork:
@@ -48,6 +50,22 @@ class SandboxNetwork:
         # so there is no veth or lease to clean up and no reason to load pyroute2.
         self._leases = config.data_dir / "network" / "leases.json"
         self._leased_cache: _Leased | None = None
+        self._leases6 = config.data_dir / "network" / "leases6.json"
+        self._leased6_cache: _Leased6 | None = None
+        self._dns_warned: str | None = None  # the last "no nameserver" warning logged
+
+    def resolv_conf(self, spec: UnitSpec) -> bytes | None:
+        """The /etc/resolv.conf of a bridge unit with a host root (None: nothing to write).
+        A host without a nameserver a sandbox can reach is logged once, not per launch."""
+        network = spec.unit.network
+        sandbox = spec.unit.sandbox
+        if network.mode != "bridge" or sandbox.root != "host" or sandbox.image is not None:
+            return None
+        resolv = resolvconf.for_sandbox(network.dns, network.dns_search)
+        if resolv.warning is not None and resolv.warning != self._dns_warned:
+            log.warning("unit.network_no_dns", unit=spec.name, warning=resolv.warning)
+        self._dns_warned = resolv.warning
+        return resolv.content
 
     def manager(self) -> NetworkManager:
         if self._manager is None:
@@ -94,13 +112,35 @@ class SandboxNetwork:
             return {"mode": mode}
         ip = self._leased().get(spec.name)
         subnet = ipaddress.IPv4Network(self._config.network.subnet)
-        return {
+        view = {
             "mode": mode,
             "address": f"{ip}/{subnet.prefixlen}" if ip else None,
             "mac": ipam.mac_for(ip) if ip else None,
             "bridge": self._config.network.bridge,
             "gateway": str(ipam.gateway_of(subnet)),
         }
+        if self._config.network.subnet6 is not None:  # the IPv6 keys only where there is IPv6
+            subnet6 = ipaddress.IPv6Network(self._config.network.subnet6)
+            ip6 = self._leased6().get(spec.name)
+            view["address6"] = f"{ip6}/{subnet6.prefixlen}" if ip6 else None
+            view["gateway6"] = str(ipam.gateway6_of(subnet6))
+        return view
+
+    def _leased6(self) -> dict[str, ipaddress.IPv6Address]:
+        """The IPv6 lease table (the config has a subnet6), cached as `_leased`'s."""
+        subnet6 = self._config.network.subnet6
+        try:
+            st = os.stat(self._leases6)
+        except OSError:
+            return {}
+        signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        if self._leased6_cache is None or self._leased6_cache[0] != signature:
+            store = ipam.Lease6Store(self._leases6, ipaddress.IPv6Network(str(subnet6)))
+            try:
+                self._leased6_cache = (signature, store.leases())
+            except NetworkError:
+                return {}  # a corrupt file: the next launch reports it
+        return self._leased6_cache[1]
 
     def _leased(self) -> dict[str, ipaddress.IPv4Address]:
         """The lease table, read again only when the file changed (one stat per call): the
@@ -150,12 +190,19 @@ class SandboxLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
     ) -> Launched:
+        sandbox = spec.unit.sandbox
+        layers: tuple[str, ...] = ()
+        if sandbox.image is not None:  # before the network: nothing to undo if it fails
+            layers = await imagefetch.ensure_layers(str(self.data_dir / STORE_DIR), spec)
         plan = await self.network.prepare(spec)
-        overlay = str(self.data_dir / "overlay" / spec.name) if spec.unit.sandbox.overlay else None
+        # An image unit that may write keeps its writes in its own upper layer, as overlay.
+        persistent = sandbox.overlay if sandbox.image is None else not sandbox.read_only
+        overlay = str(self.data_dir / "overlay" / spec.name) if persistent else None
         request = LaunchRequest(
             spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
+            image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
-            keep_fds=list(keep_fds),
+            keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:

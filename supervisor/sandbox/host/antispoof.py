@@ -13,14 +13,25 @@ port accepts exactly:
 
 - Ethernet source = its MAC, and of those only
 - ARP for Ethernet/IPv4, request or reply, sender MAC = its MAC, sender IP = its address;
-- IPv4 with source = its address.
+- IPv4 with source = its address;
+- with the daemon's `subnet6`, IPv6 with source = its IPv6 address or the fe80:: address the
+  kernel derives from its MAC (ipam.link_local_for), and of those only TCP, UDP and ICMPv6
+  directly after the IPv6 header (an extension header could hide an ICMPv6 message from the
+  next rules, and nothing a service sends needs one), no router advertisement or redirect
+  (either would make the sandbox its neighbours' or the host's IPv6 router), and a neighbour
+  advertisement only for one of its own addresses (its target, read as the 16 bytes at
+  offset 8 of the ICMPv6 header: nft 1.0.6 has no `icmpv6 taddr`). Addresses are added with
+  IFA_F_NODAD (the leases make them unique), so a sandbox never needs the unspecified source
+  `::` of duplicate address detection, which would let it probe, and so block, a neighbour's
+  address while that neighbour starts (the kernel still probes its link-local address that
+  way; that goes, uncounted, and the address works all the same).
 
 Everything else it sends is dropped, on purpose:
 
-- IPv6. sandboxd assigns no IPv6 address and routes none, so all a sandbox could send is
+- IPv6 from a port without an IPv6 address (no `subnet6`): all a sandbox could send then is
   link-local neighbour discovery, which is itself the spoofing vector (a neighbour
   advertisement for another's address, a router advertisement making the sandbox the host's
-  IPv6 router). Filtering it would mean parsing NDP options; dropping takes nothing that works.
+  IPv6 router); dropping takes nothing that works.
 - VLAN-tagged frames, even VLAN 0, which the host untags and then processes as plain ARP or
   IP: nft reads the ether type as sent (the tag included), so they fail the ether type test.
 - Any other ether type (STP, LLDP, IPX ...): nothing in a sandbox needs them.
@@ -61,6 +72,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor.sandbox.host.ipam import link_local_for
+
 FAMILY = "bridge"
 TABLE_PREFIX = "sandboxd-"
 BASE_CHAIN = "prerouting"
@@ -79,6 +92,7 @@ class Port:
     ifname: str  # the host end of the veth pair, on the bridge
     mac: str  # the sandbox end's MAC (eth0), ipam.mac_for(ip)
     ip: ipaddress.IPv4Address
+    ip6: ipaddress.IPv6Address | None = None  # its lease in the daemon's subnet6, if any
 
 
 def table_name(bridge: str) -> str:
@@ -129,8 +143,40 @@ def port_rules(port: Port) -> list[list[Command]]:
         [_match(_payload("ether", "saddr"), port.mac, "!="), _COUNTER, _DROP],
         arp,
         ipv4,
+        *(ipv6_rules(port.ip6, link_local_for(port.mac)) if port.ip6 else []),
         [_COUNTER, _DROP],
     ]
+
+
+def _target(ip: ipaddress.IPv6Address) -> Command:
+    """A neighbour advertisement's target address is `ip` (ICMPv6 header + 8 bytes)."""
+    raw = {"payload": {"base": "th", "offset": 64, "len": 128}}
+    return _match(raw, f"0x{int(ip):032x}")
+
+
+def ipv6_rules(
+    ip6: ipaddress.IPv6Address, link_local: ipaddress.IPv6Address
+) -> list[list[Command]]:
+    """A port's IPv6 rules (see the module's docstring), between IPv4 and the final drop."""
+    ip6_frame = _match(_payload("ether", "type"), "ip6")
+    icmp = _match(_payload("ip6", "nexthdr"), "ipv6-icmp")
+    advert = _match(_payload("icmpv6", "type"), "nd-neighbor-advert")
+    own = {"set": [str(ip6), str(link_local)]}
+    return [
+        # The unspecified source: the kernel's own duplicate address detection and MLD reports
+        # of the link-local address while it is tentative (a second or so after eth0 comes
+        # up). Dropped before the source check, so that check's counter counts only forgeries.
+        [ip6_frame, _match(_payload("ip6", "saddr"), "::"), _DROP],
+        [ip6_frame, _match(_payload("ip6", "saddr"), own, "!="), _COUNTER, _DROP],
+        [ip6_frame, _match(_payload("ip6", "nexthdr"), {"set": ["tcp", "udp", "ipv6-icmp"]},
+                           "!="), _COUNTER, _DROP],
+        [ip6_frame, icmp, _match(_payload("icmpv6", "type"),
+                                 {"set": ["nd-router-advert", "nd-redirect"]}), _COUNTER, _DROP],
+        [ip6_frame, icmp, advert, _target(ip6), _ACCEPT],
+        [ip6_frame, icmp, advert, _target(link_local), _ACCEPT],
+        [ip6_frame, icmp, advert, _COUNTER, _DROP],
+        [ip6_frame, _ACCEPT],
+    ]  # fmt: skip
 
 
 def base_rules() -> list[list[Command]]:

@@ -1,4 +1,5 @@
-"""IPv4 address leases for bridge-mode sandboxes, persisted in `<data_dir>/network/leases.json`.
+"""Address leases for bridge-mode sandboxes, persisted in `<data_dir>/network/leases.json`
+(IPv4) and, with a `subnet6` in the daemon config, `leases6.json` (IPv6, same layout).
 
 A lease maps a unit name to one address of the daemon's subnet. It is taken before the first
 launch, kept across restarts of the unit and of the daemon (so a service keeps its address and
@@ -20,18 +21,33 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Generic, TypeVar, cast
 
 from supervisor.errors import NetworkError
 from supervisor.linux import safefs
 
 FORMAT_VERSION = 1
+Addr = TypeVar("Addr", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
 def gateway_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The bridge's own address: the subnet's first host address (10.88.0.1 for 10.88.0.0/16)."""
     return subnet.network_address + 1
+
+
+def gateway6_of(subnet: ipaddress.IPv6Network) -> ipaddress.IPv6Address:
+    """The bridge's IPv6 address: the first after the subnet-router anycast (fd00:88::1)."""
+    return subnet.network_address + 1
+
+
+def link_local_for(mac: str) -> ipaddress.IPv6Address:
+    """The fe80:: address the kernel gives an interface with `mac` (modified EUI-64, RFC 4291
+    appendix A; the default addr_gen_mode of a new netns): what a port may also send from."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid)
 
 
 def mac_for(ip: ipaddress.IPv4Address) -> str:
@@ -69,27 +85,54 @@ def check_static(address: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4I
     return ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}")
 
 
-class LeaseStore:
-    """The lease table of one daemon (one subnet, one file)."""
+def check_static6(address: str, subnet: ipaddress.IPv6Network) -> ipaddress.IPv6Interface:
+    """Validate a unit's `network.address6` against the daemon's `subnet6`, as check_static."""
+    try:
+        iface = ipaddress.IPv6Interface(address)
+    except ValueError:
+        raise NetworkError(f"address6 {address!r} is not an IPv6 address with prefix") from None
+    ip = iface.ip
+    if ip not in subnet:
+        raise NetworkError(f"address6 {ip} is outside the daemon's subnet6 {subnet}")
+    if iface.network.prefixlen != subnet.prefixlen:
+        raise NetworkError(
+            f"address6 {address} has prefix /{iface.network.prefixlen} but the daemon's "
+            f"subnet6 is {subnet}; write {ip}/{subnet.prefixlen}"
+        )
+    if ip == subnet.network_address:
+        raise NetworkError(f"address6 {ip} is the subnet-router anycast address of {subnet}")
+    if ip == gateway6_of(subnet):
+        raise NetworkError(f"address6 {ip} is the bridge's own address (the gateway of {subnet})")
+    return ipaddress.IPv6Interface(f"{ip}/{subnet.prefixlen}")
 
-    def __init__(self, path: Path, subnet: ipaddress.IPv4Network) -> None:
+
+class Leases(Generic[Addr]):
+    """The lease table of one daemon for one address family (one subnet, one file)."""
+
+    def __init__(
+        self,
+        path: Path,
+        subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        parse: Callable[[str], Addr],
+    ) -> None:
         self.path = path
         self.subnet = subnet
+        self._parse: Callable[[str], Addr] = parse
 
     # -- queries ---------------------------------------------------------------------------
 
-    def leases(self) -> dict[str, ipaddress.IPv4Address]:
+    def leases(self) -> dict[str, Addr]:
         """unit name -> leased address, as on disk now."""
         return self._read()
 
-    def get(self, unit: str) -> ipaddress.IPv4Address | None:
+    def get(self, unit: str) -> Addr | None:
         return self._read().get(unit)
 
     # -- changes ---------------------------------------------------------------------------
 
     def acquire(
-        self, unit: str, static: ipaddress.IPv4Interface | None = None
-    ) -> ipaddress.IPv4Address:
+        self, unit: str, static: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+    ) -> Addr:
         """The unit's address: its existing lease, the static one asked for, or a free one.
 
         A static address held by another unit is an error (never a silent steal). A unit whose
@@ -98,7 +141,7 @@ class LeaseStore:
         leases = self._read()
         current = leases.get(unit)
         if static is not None:
-            wanted = static.ip
+            wanted = self._parse(str(static.ip))
             holder = next((u for u, ip in leases.items() if ip == wanted and u != unit), None)
             if holder is not None:
                 raise NetworkError(f"address {wanted} is already leased to unit {holder!r}")
@@ -131,15 +174,17 @@ class LeaseStore:
 
     # -- file ------------------------------------------------------------------------------
 
-    def _first_free(self, taken: Iterable[ipaddress.IPv4Address]) -> ipaddress.IPv4Address:
-        used = set(taken) | {gateway_of(self.subnet)}
-        # hosts() is lazy: a /16 is not materialised, the scan stops at the first gap.
+    def _first_free(self, taken: Iterable[Addr]) -> Addr:
+        # The first host address is the bridge's (gateway_of, gateway6_of).
+        used: set[object] = {*taken, self.subnet.network_address + 1}
+        # hosts() is lazy: a /16 (or a /64) is not materialised, the scan stops at the first
+        # gap. Its addresses are of this store's family (the subnet's).
         for ip in self.subnet.hosts():
             if ip not in used:
-                return ip
+                return cast(Addr, ip)
         raise NetworkError(f"no free address left in {self.subnet} ({len(used) - 1} leased)")
 
-    def _read(self) -> dict[str, ipaddress.IPv4Address]:
+    def _read(self) -> dict[str, Addr]:
         try:
             with safefs.directory(self.path.parent) as directory:
                 raw = safefs.read_owned(directory, self.path.name)
@@ -151,7 +196,7 @@ class LeaseStore:
             data = json.loads(raw)
             if data.get("version") != FORMAT_VERSION:
                 raise ValueError(f"unsupported version {data.get('version')!r}")
-            table = {str(u): ipaddress.IPv4Address(ip) for u, ip in data["leases"].items()}
+            table = {str(u): self._parse(ip) for u, ip in data["leases"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # Fail closed: guessing would risk giving a running sandbox's address to another.
             raise NetworkError(
@@ -162,7 +207,7 @@ class LeaseStore:
         # forget them rather than fail every bridge unit.
         return {u: ip for u, ip in table.items() if ip in self.subnet}
 
-    def _write(self, leases: dict[str, ipaddress.IPv4Address]) -> None:
+    def _write(self, leases: dict[str, Addr]) -> None:
         data = {
             "version": FORMAT_VERSION,
             "subnet": str(self.subnet),
@@ -177,3 +222,17 @@ class LeaseStore:
                 os.fsync(directory)
         except OSError as exc:
             raise NetworkError(f"cannot write leases {self.path}: {exc.strerror}") from None
+
+
+class LeaseStore(Leases[ipaddress.IPv4Address]):
+    """IPv4 leases: `<data_dir>/network/leases.json`."""
+
+    def __init__(self, path: Path, subnet: ipaddress.IPv4Network) -> None:
+        super().__init__(path, subnet, ipaddress.IPv4Address)
+
+
+class Lease6Store(Leases[ipaddress.IPv6Address]):
+    """IPv6 leases (daemon `subnet6`): `<data_dir>/network/leases6.json`."""
+
+    def __init__(self, path: Path, subnet: ipaddress.IPv6Network) -> None:
+        super().__init__(path, subnet, ipaddress.IPv6Address)

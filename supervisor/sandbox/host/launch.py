@@ -36,7 +36,7 @@ from functools import cache
 from typing import Protocol
 
 from supervisor.errors import LaunchError
-from supervisor.linux import caps, seccomp
+from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher
@@ -80,12 +80,16 @@ class LaunchRequest:
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. NOTIFY_SOCKET
     extra_binds: list[ExtraBind] = field(default_factory=list)
     overlay_dir: str | None = None  # required by overlay = true: upper/ and work/ go here
+    # An image unit's layer directories in the store, bottom first (imagefetch.py made them).
+    image_layers: tuple[str, ...] = ()
     # user namespace only: (first id inside, first id on the host, count), for uid and gid.
     id_map: tuple[int, int, int] = (0, 100000, 65536)
     timeout: float = 30.0  # for the launcher's report and for PID 1 reaching exec
     # Our fds that PID 1 inherits under the same numbers, not close-on-exec (the output pipe's
     # read end: engine/output.py). At least 3, not stdout_fd/stderr_fd, each once.
     keep_fds: tuple[int, ...] | list[int] = ()
+    # A bridge sandbox's /etc/resolv.conf (linux/resolvconf.py); None: built from the host's.
+    resolv_conf: bytes | None = None
 
 
 @cache
@@ -101,8 +105,13 @@ def _rlimits() -> tuple[tuple[int, int, int], ...]:
 
 def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
     sandbox = req.spec.unit.sandbox
-    if sandbox.overlay and not req.overlay_dir:
+    # An image always has an upper layer: the unit's own when it may write (read_only = false),
+    # else a tmpfs for mount points only (rootplan._image_root).
+    persistent = sandbox.overlay if sandbox.image is None else not sandbox.read_only
+    if persistent and not req.overlay_dir:
         raise LaunchError(req.spec.name, "plan", "overlay = true needs an overlay directory")
+    if sandbox.image is not None and not req.image_layers:
+        raise LaunchError(req.spec.name, "plan", f"image {sandbox.image}: no layers unpacked")
     mounts = [
         UnitMount(m.target, m.source, m.read_only)
         if m.type == "bind"
@@ -110,11 +119,17 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         for m in sandbox.mounts
     ]
     mounts += [UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
+    network = req.spec.unit.network
+    resolv = req.resolv_conf
+    host_root = sandbox.root == "host" and sandbox.image is None  # an image keeps its own /etc
+    if resolv is None and network.mode == "bridge" and host_root:
+        resolv = resolvconf.for_sandbox(network.dns, network.dns_search).content
     return RootSpec(
         root=sandbox.root,
         hostname=req.spec.hostname,
+        layers=tuple(reversed(req.image_layers)),  # overlayfs wants the top layer first
         read_only=sandbox.read_only,
-        overlay_dir=req.overlay_dir if sandbox.overlay else None,
+        overlay_dir=req.overlay_dir if persistent else None,
         mounts=tuple(mounts),
         devices=tuple((d.path, "w" not in d.access) for d in sandbox.devices),
         init_binary=init_binary,
@@ -122,6 +137,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
+        resolv_conf=resolv if host_root else None,
     )
 
 

@@ -4,6 +4,8 @@ Modes (`[network].mode`): ``none`` (own netns with only `lo`, which PID 1 brings
 ``host`` (the host's netns) need nothing from here. ``bridge``: a veth pair joins the sandbox's
 netns to a host bridge (`network.bridge`, created on first use with the subnet's first
 address); the sandbox end is `eth0` with the unit's leased address, default route via the bridge.
+With the config's `subnet6` the same again for IPv6: the bridge's first IPv6 address, a second
+lease (ipam.Lease6Store), the address and a default route on eth0.
 Each such port may send only from its own MAC and address: nftables rules per port in the
 bridge's own table (antispoof.py says what is enforced and why), installed at attach, removed
 at detach, rebuilt for the surviving sandboxes after a daemon restart.
@@ -49,13 +51,22 @@ from supervisor.linux import faultpoint, nftables
 from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
 from supervisor.sandbox.host import antispoof
 from supervisor.sandbox.host.antispoof import Port
-from supervisor.sandbox.host.ipam import LeaseStore, check_static, gateway_of, mac_for
+from supervisor.sandbox.host.ipam import (
+    Lease6Store,
+    LeaseStore,
+    check_static,
+    check_static6,
+    gateway6_of,
+    gateway_of,
+    mac_for,
+)
 from supervisor.unit.schema import Network
 
 SANDBOX_IFNAME = "eth0"
 VETH_PREFIX = "sbx"
 IFNAMSIZ = 15  # usable characters of a Linux interface name
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02  # the leases make addresses unique: no duplicate address detection
 ALIAS_PREFIX = "sandboxd:"  # IFLA_IFALIAS of host veths: `ip link` shows whose it is
 
 Mode = Literal["none", "host", "bridge"]
@@ -82,6 +93,8 @@ class NetworkPlan:
     host_veth: str | None = None
     address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
+    address6: ipaddress.IPv6Interface | None = None  # with the daemon's subnet6 only
+    gateway6: ipaddress.IPv6Address | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For state files and `status`: plain strings, null where a mode has no value."""
@@ -91,6 +104,8 @@ class NetworkPlan:
             "host_veth": self.host_veth,
             "address": str(self.address) if self.address else None,
             "gateway": str(self.gateway) if self.gateway else None,
+            "address6": str(self.address6) if self.address6 else None,
+            "gateway6": str(self.gateway6) if self.gateway6 else None,
         }
 
 
@@ -179,6 +194,14 @@ class NetworkManager:
         self.subnet = ipaddress.IPv4Network(config.network.subnet)
         self.gateway = gateway_of(self.subnet)
         self.leases = LeaseStore(config.data_dir / "network" / "leases.json", self.subnet)
+        # IPv6 beside IPv4 when the config has a subnet6: its own lease file, same rules.
+        self.subnet6: ipaddress.IPv6Network | None = None
+        self.gateway6: ipaddress.IPv6Address | None = None
+        self.leases6: Lease6Store | None = None
+        if config.network.subnet6 is not None:
+            self.subnet6 = ipaddress.IPv6Network(config.network.subnet6)
+            self.gateway6 = gateway6_of(self.subnet6)
+            self.leases6 = Lease6Store(config.data_dir / "network" / "leases6.json", self.subnet6)
         self._sys = syscalls
         # The bridge as last verified. Checked once, not per launch (two netlink round trips
         # of pure-Python decoding); forgotten when an attach fails, so a bridge deleted by
@@ -192,9 +215,15 @@ class NetworkManager:
     def veth_for(self, unit: str) -> str:
         return veth_name(self.bridge, unit)
 
-    def port_for(self, unit: str, ip: ipaddress.IPv4Address) -> Port:
-        """What the unit's port may send from: the MAC its eth0 gets (mac_for) and `ip`."""
-        return Port(self.veth_for(unit), mac_for(ip), ip)
+    def port_for(
+        self, unit: str, ip: ipaddress.IPv4Address, ip6: ipaddress.IPv6Address | None = None
+    ) -> Port:
+        """What the unit's port may send from: the MAC its eth0 gets (mac_for), `ip`, and
+        `ip6` (with its link-local address) if it has one."""
+        return Port(self.veth_for(unit), mac_for(ip), ip, ip6)
+
+    def _leases6(self) -> dict[str, ipaddress.IPv6Address]:
+        return self.leases6.leases() if self.leases6 is not None else {}
 
     # -- before launch ---------------------------------------------------------------------
 
@@ -208,9 +237,21 @@ class NetworkManager:
         if network.mode != "bridge":
             return NetworkPlan(unit=unit, mode=network.mode)
         static = check_static(network.address, self.subnet) if network.address else None
+        static6 = None
+        if network.address6 is not None:
+            if self.subnet6 is None:
+                raise NetworkError(
+                    f"address6 {network.address6} is set but the daemon has no IPv6 subnet; "
+                    "set network.subnet6 in the daemon config"
+                )
+            static6 = check_static6(network.address6, self.subnet6)
         if self._bridge_index is None:
             self._bridge_index = await self.ensure_bridge()
         ip = self.leases.acquire(unit, static)
+        address6 = None
+        if self.leases6 is not None and self.subnet6 is not None:
+            ip6 = self.leases6.acquire(unit, static6)
+            address6 = ipaddress.IPv6Interface(f"{ip6}/{self.subnet6.prefixlen}")
         return NetworkPlan(
             unit=unit,
             mode="bridge",
@@ -219,6 +260,8 @@ class NetworkManager:
             host_veth=self.veth_for(unit),
             address=ipaddress.IPv4Interface(f"{ip}/{self.subnet.prefixlen}"),
             gateway=self.gateway,
+            address6=address6,
+            gateway6=self.gateway6 if address6 is not None else None,
         )
 
     async def ensure_bridge(self) -> int:
@@ -257,6 +300,19 @@ class NetworkManager:
                             address=str(self.gateway),
                             prefixlen=self.subnet.prefixlen,
                         )
+                if self.subnet6 is not None and self.gateway6 is not None:
+                    addrs6 = await _dump(ipr, "addr", index=index, family=socket.AF_INET6)
+                    have6 = {str(a.get_attr("IFA_ADDRESS")) for a in addrs6}
+                    if str(self.gateway6) not in have6:
+                        with contextlib.suppress(NetlinkError):  # EEXIST: a concurrent prepare
+                            await ipr.addr(
+                                "add",
+                                index=index,
+                                family=socket.AF_INET6,
+                                address=str(self.gateway6),
+                                prefixlen=self.subnet6.prefixlen,
+                                flags=IFA_F_NODAD,
+                            )
                 if not link["flags"] & IFF_UP:
                     await ipr.link("set", index=index, state="up")
                 return index
@@ -274,6 +330,17 @@ class NetworkManager:
                 raise NetworkError(
                     f"subnet {self.subnet} overlaps {net} on host interface {name}; set "
                     "network.subnet in the daemon config to a free range"
+                )
+        if self.subnet6 is None:
+            return
+        for addr in await _dump(ipr, "addr", family=socket.AF_INET6):
+            net6 = ipaddress.IPv6Network(
+                f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False
+            )
+            if net6.overlaps(self.subnet6):
+                raise NetworkError(
+                    f"subnet6 {self.subnet6} overlaps {net6} on host interface index "
+                    f"{addr['index']}; set network.subnet6 in the daemon config to a free range"
                 )
 
     # -- between launch and go -------------------------------------------------------------
@@ -347,12 +414,26 @@ class NetworkManager:
                         address=str(plan.address.ip),
                         prefixlen=plan.address.network.prefixlen,
                     )
+                    if plan.address6 is not None and plan.gateway6 is not None:
+                        await inner.addr(
+                            "add",
+                            index=eth0,
+                            family=socket.AF_INET6,
+                            address=str(plan.address6.ip),
+                            prefixlen=plan.address6.network.prefixlen,
+                            flags=IFA_F_NODAD,
+                        )
                     await inner.link("set", index=eth0, state="up")
                     await inner.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway))
+                    if plan.address6 is not None and plan.gateway6 is not None:
+                        await inner.route(
+                            "add", dst="::/0", gateway=str(plan.gateway6), family=socket.AF_INET6
+                        )
                 # Last, and still before the go byte: no code of the sandbox's has run yet,
                 # so nothing it sends ever passes unfiltered.
                 step = f"cannot install the anti-spoofing rules of {plan.host_veth}"
-                await self._filter(ipr, self.port_for(plan.unit, plan.address.ip))
+                ip6 = plan.address6.ip if plan.address6 is not None else None
+                await self._filter(ipr, self.port_for(plan.unit, plan.address.ip, ip6))
         except BaseException as exc:
             self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
@@ -378,7 +459,9 @@ class NetworkManager:
         return gone
 
     def release(self, unit: str) -> bool:
-        """The unit was removed: free its address lease. True if it had one."""
+        """The unit was removed: free its address leases. True if it had one."""
+        if self.leases6 is not None:
+            self.leases6.release(unit)
         return self.leases.release(unit)
 
     async def cleanup_orphans(
@@ -398,8 +481,12 @@ class NetworkManager:
         cannot know what it may send, and an unfiltered port could spoof.
         """
         running = set(running)
-        leases = self.leases.leases()
-        keep = {self.veth_for(u): self.port_for(u, leases[u]) for u in running if u in leases}
+        leases, leases6 = self.leases.leases(), self._leases6()
+        keep = {
+            self.veth_for(u): self.port_for(u, leases[u], leases6.get(u))
+            for u in running
+            if u in leases
+        }
         report = CleanupReport()
         ports: list[Port] | None = None  # None: there is no bridge
         try:
@@ -415,6 +502,8 @@ class NetworkManager:
         except (NetlinkError, OSError) as exc:
             raise _netlink_error(f"cannot list the ports of bridge {self.bridge}", exc) from None
         report.released_leases = self.leases.retain(running | set(known))
+        if self.leases6 is not None:
+            self.leases6.retain(running | set(known))
         if ports is None:
             await self._nft(antispoof.drop_table(self.bridge), "cannot remove the rules")
         else:
@@ -471,9 +560,9 @@ class NetworkManager:
         bridge = await _get_link(ipr, self.bridge)
         if bridge is None:
             return []
-        leases = self.leases.leases()
+        leases, leases6 = self.leases.leases(), self._leases6()
         return [
-            self.port_for(unit, leases[unit])
+            self.port_for(unit, leases[unit], leases6.get(unit))
             for name, unit in await self._sandbox_ports(ipr, bridge["index"])
             if unit in leases and self.veth_for(unit) == name
         ]

@@ -88,10 +88,12 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _overlay(target: str, flags: int, lower: str, upper: str, work: str) -> Mount:
+def _overlay(target: str, flags: int, lower: str | tuple[str, ...], upper: str, work: str) -> Mount:
     # The layers travel as /proc/self/fd/N, never as paths in the options: no symlink in them
-    # is followed, and a "," or ":" in a path cannot be misparsed by overlayfs.
-    layers = (("lowerdir", lower), ("upperdir", upper), ("workdir", work))
+    # is followed, and a "," or ":" in a path cannot be misparsed by overlayfs. Several lower
+    # layers (an image's, top first) are joined with ":" into one lowerdir by PID 1.
+    lowers = (lower,) if isinstance(lower, str) else lower
+    layers = (*(("lowerdir", path) for path in lowers), ("upperdir", upper), ("workdir", work))
     return Mount("overlay", target, "overlay", flags, None, layers)
 
 
@@ -106,6 +108,7 @@ def staging_dir(spec: RootSpec, host: HostLayout) -> str:
     swap, and that holds no path the plan still has to open (it gets covered)."""
     sources = bind_sources(spec) + ([spec.overlay_dir] if spec.overlay_dir else [])
     sources += [spec.root] if spec.root != "host" else []
+    sources += list(spec.layers)
     for cand in STAGING_CANDIDATES:
         found = host.get(cand)
         if found and found.kind == "dir" and not any(_under(p, cand) for p in sources):
@@ -132,7 +135,8 @@ def _bind(
 
 def _inner_ops(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     """What goes on top of the root itself: kernel filesystems, unit mounts, init."""
-    untrusted = spec.root != "host"  # a directory's content may be hostile
+    # A directory's or an image's content may be hostile.
+    untrusted = spec.root != "host" or bool(spec.layers)
     ops = _kernel_filesystems(spec, host, s, untrusted)
     ops += _unit_mounts(spec, host, s, untrusted)
     if spec.init_binary:
@@ -170,7 +174,7 @@ def _made_in_root(ops: list[Op], s: str) -> dict[str, bool]:
 def root_paths(spec: RootSpec, host: HostLayout) -> list[str]:
     """The paths inside a root directory that the plan needs to exist there (mount points):
     what `HostLayout.with_root_paths` must look at before `plan_root`."""
-    if spec.root == "host" or spec.overlay_dir is not None:
+    if spec.root == "host" or spec.overlay_dir is not None or spec.layers:
         return []
     s = staging_dir(spec, host)
     return sorted(_made_in_root(_inner_ops(spec, host, s), s))
@@ -229,7 +233,9 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
     inner = _inner_ops(spec, host, s)
     found = host.get(spec.root)
     keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
-    if spec.root == "host":
+    if spec.layers:
+        ops += _image_root(spec, s)
+    elif spec.root == "host":
         ops += _host_root(spec, host, s)
     elif spec.overlay_dir is not None:
         upper, work = f"{spec.overlay_dir}/upper", f"{spec.overlay_dir}/work"
@@ -238,7 +244,10 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
     else:
         ops += _directory_root(spec, host, s, inner)
     ops += inner
-    if spec.overlay_dir is None:
+    if spec.layers:
+        if spec.overlay_dir is None:  # read-only: the tmpfs upper holds mount points only
+            ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID))
+    elif spec.overlay_dir is None:
         if spec.root == "host" and spec.read_only:
             ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV))
         elif spec.read_only:
@@ -247,6 +256,26 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | keep))
     ops.append(PivotRoot(s))
     return ops
+
+
+def _image_root(spec: RootSpec, s: str) -> list[Op]:
+    """An image's root: its layers as overlay lower layers, which overlayfs never writes (the
+    layer store is shared by every unit on the image). A writable root gets the unit's own
+    persistent upper layer; a read-only one a small tmpfs upper, in this mount namespace alone,
+    that holds only the mount points the image lacks, and the root is then made read-only."""
+    if spec.overlay_dir is not None:
+        upper, work = f"{spec.overlay_dir}/upper", f"{spec.overlay_dir}/work"
+        return [
+            *_overlay_dirs(spec.overlay_dir, upper, work),
+            _overlay(s, MS_NOSUID, spec.layers, upper, work),
+        ]
+    upper, work = s + ROOT_UPPER, s + ROOT_WORK
+    return [
+        Mount("tmpfs", s, "tmpfs", NOSUID_NODEV, f"mode=0700,size={ROOT_UPPER_SIZE}"),
+        Mkdir(upper, 0o755),
+        Mkdir(work, 0o700),
+        _overlay(s, MS_NOSUID, spec.layers, upper, work),
+    ]
 
 
 def _overlay_dirs(overlay_dir: str, upper: str, work: str) -> list[Op]:
@@ -278,6 +307,11 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     for name in ETC_ENTRIES:
         path = f"/etc/{name}"
         found = host.get(path)
+        if name == "resolv.conf" and spec.resolv_conf is not None:
+            # Written, never bound or linked: the sandbox's copy is its own (a host file
+            # that is a symlink into /run would point at nothing in here anyway).
+            ops.append(WriteFile(s + path, spec.resolv_conf))
+            continue
         if found is None:
             continue
         if found.kind == "link":

@@ -106,7 +106,7 @@ class UnitMount:
 
 @dataclass(frozen=True)
 class RootSpec:
-    root: str  # "host" or a directory
+    root: str  # "host" or a directory (ignored when `layers` is set)
     hostname: str
     read_only: bool = True
     overlay_dir: str | None = None  # set: copy-on-write layer with upper/work under it
@@ -116,3 +116,10 @@ class RootSpec:
     sysfs: bool = True
     tmp_size: int = 64 << 20  # bytes, for /tmp and /run: never unbounded (half of the host RAM)
     run_size: int = 16 << 20
+    # An image's layers (host directories of the layer store), top layer first: the root is
+    # an overlay of them, read-only; `overlay_dir` gives it a persistent upper, else the mount
+    # points get a tmpfs upper private to the sandbox and the root is read-only.
+    layers: tuple[str, ...] = ()
+    # The /etc/resolv.conf a host root gets instead of the host's (bridge mode: the host's
+    # loopback nameservers are unreachable from the sandbox; linux/resolvconf.py).
+    resolv_conf: bytes | None = None

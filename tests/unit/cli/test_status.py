@@ -77,6 +77,18 @@ def test_a_bridge_unit_before_its_first_lease() -> None:
     assert "  network:      bridge (no address leased yet; bridge sbx0)" in lines
 
 
+def test_a_bridge_unit_with_an_ipv6_lease() -> None:
+    network = {"mode": "bridge", "address": "10.88.0.2/16", "mac": "02:5b:0a:58:00:02",
+               "bridge": "sbx0", "gateway": "10.88.0.1", "address6": "fd00:88::2/64",
+               "gateway6": "fd00:88::1"}  # fmt: skip
+    unit = {"name": "web", "state": "stopped", "network": network}
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert (
+        "  network:      bridge 10.88.0.2/16 fd00:88::2/64 (mac 02:5b:0a:58:00:02, bridge sbx0, "
+        "gateway 10.88.0.1, gateway6 fd00:88::1)"
+    ) in lines
+
+
 def test_backoff_says_when_and_why(daemon: ServerThread) -> None:
     out = sandboxctl("status", "db").out
     assert "next start:   in 2.5s (after exit-code:1)" in out
@@ -157,3 +169,15 @@ def test_a_broken_file_is_marked_and_a_long_last_exit_cut(
     assert unit["last_exit"] == long_exit and unit["file_invalid"] is True
     del controller.units["api"]
     assert "*" not in sandboxctl("status").out  # no hint without a broken file
+
+
+def test_detail_names_the_template_and_the_dropins() -> None:
+    unit = {
+        "name": "web@8080", "state": "running", "template": "/u/web@.toml",
+        "dropins": ["/u/web@.toml.d/a.toml", "/u/web@8080.toml.d/b.toml"],
+    }  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert "  template:     /u/web@.toml" in lines
+    assert "  drop-ins:     /u/web@.toml.d/a.toml, /u/web@8080.toml.d/b.toml" in lines
+    plain = detail_lines({"name": "db", "state": "running"}, dt.datetime.now(dt.UTC), False)
+    assert not any("template" in line or "drop-ins" in line for line in plain)

@@ -178,3 +178,36 @@ def test_json_all_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == EXIT_OK
     assert json.loads(out) == {"valid": 1, "invalid": 0, "unreadable": 0,
                                "summary": "1 unit valid", "errors": [], "warnings": []}  # fmt: skip
+
+
+def test_a_template_is_checked_but_not_counted_as_a_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = units(tmp_path / "u", **{"web@": '[service]\nexec = ["/bin/echo", "%i"]\n', "web@1": ""})
+    assert run(capsys, "validate", str(d)) == (EXIT_OK, "1 unit valid\n", [])
+    (d / "web@.toml").write_text(
+        '[template]\ninstances = ["a/b"]\n[service]\nexec = ["/bin/true"]\n'
+    )
+    code, out, err = run(capsys, "validate", str(d))
+    assert (code, out) == (EXIT_FAILURE, "1 unit valid, 1 invalid\n")
+    assert [line.split(": ", 2)[:2] for line in err] == [
+        [f"{d}/web@.toml:2", "template.instances[0]"]
+    ]
+
+
+def test_a_template_file_is_checked_through_its_instances(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = units(tmp_path / "u", **{"web@": '[template]\ninstances = ["a"]\n' + GOOD, "web@b": ""})
+    assert run(capsys, "validate", str(d / "web@.toml")) == (EXIT_OK, "2 units valid\n", [])
+    (d / "web@.toml").write_text('[service]\nexec = ["/bin/echo", "%q"]\n')
+    code, out, err = run(capsys, "validate", str(d / "web@.toml"))
+    assert (code, out) == (EXIT_FAILURE, "0 units valid, 1 invalid\n")
+    assert len(err) == 1 and err[0].startswith(f"{d}/web@.toml:2: service.exec[1]: unknown spec")
+    (d / "web@b.toml").unlink()
+    code, out, err = run(capsys, "validate", str(d / "web@.toml"))
+    assert (code, out) == (EXIT_OK, "0 units valid (1 warning)\n")
+    assert err == [
+        f"{d}/web@.toml: template: warning: no instance to check it with (an empty or linked "
+        "NAME@INSTANCE.toml beside it, or [template] instances)"
+    ]

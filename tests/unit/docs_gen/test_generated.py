@@ -128,6 +128,7 @@ def test_bash_completes_verbs_flags_and_unit_names(tmp_path: Path) -> None:
     units.mkdir()
     (units / "fallback.toml").write_text("")
     (units / "not-a-unit.txt").write_text("")
+    (units / "tmpl@.toml").write_text("")  # a template is not a unit
     text = generate.render(None, units_dir=units)["bash/sandboxctl"]
     script = tmp_path / "sandboxctl.bash"
     script.write_text(text)
@@ -149,6 +150,8 @@ def test_bash_completes_verbs_flags_and_unit_names(tmp_path: Path) -> None:
     assert _complete(script, [str(ctl), "status", "web", ""]) == ["web", "batch"]
     assert _complete(script, [str(ctl), "events", "--since", ""]) == []  # a number
     assert _complete(script, [str(down), "stop", ""]) == ["fallback"]
+    assert _complete(script, [str(ctl), "cat", "--e"]) == ["--effective"]
+    assert _complete(script, [str(ctl), "cat", ""]) == ["web", "batch"]
     assert _complete(script, [str(ctl), "exec", "web", "--", "bas"]) >= ["bash"]
     assert _complete(script, [str(ctl), "validate", str(units / "fa")]) == [
         str(units / "fallback.toml")
@@ -168,6 +171,7 @@ def test_the_zsh_scripts_parse_and_list_unit_names(tmp_path: Path) -> None:
     units = tmp_path / "units"
     units.mkdir()
     (units / "fallback.toml").write_text("")
+    (units / "tmpl@.toml").write_text("")  # a template is not a unit
     files = generate.render(None, units_dir=units)
     for rel, text in files.items():
         if rel.startswith("zsh/"):

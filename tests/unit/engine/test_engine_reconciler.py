@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import make_rig, make_spec
+from engine_fakes import ManualClock, make_rig, make_spec
 from structlog.testing import capture_logs
 
 from supervisor.config import DaemonConfig
@@ -24,6 +24,7 @@ class FakeLoad:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[object]] = field(default_factory=dict)
     warnings: dict[str, list[object]] = field(default_factory=dict)
+    template_errors: dict[str, list[object]] = field(default_factory=dict)
 
 
 class FakeLoader:
@@ -231,7 +232,9 @@ def test_events_say_a_file_was_fixed_and_a_unit_removed(tmp_path: Path) -> None:
 
 def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
     async def main() -> None:
-        rig = make_rig(tmp_path)
+        # A clock that stands still: the three views are read at different moments, and
+        # `uptime` must not differ between them because the machine was slow.
+        rig = make_rig(tmp_path, ManualClock())
         loader = FakeLoader()
         config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
                               log_dir=tmp_path / "log")  # fmt: skip

@@ -19,6 +19,7 @@ class Load:
     specs: dict[str, UnitSpec] = field(default_factory=dict)
     errors: dict[str, list[object]] = field(default_factory=dict)
     warnings: dict[str, list[object]] = field(default_factory=dict)
+    template_errors: dict[str, list[object]] = field(default_factory=dict)
 
 
 class Loader:

@@ -36,7 +36,11 @@ def verdict(rules: list[list[dict[str, Any]]], frame: Frame) -> str:
             if "match" in statement:
                 match = statement["match"]
                 payload = match["left"]["payload"]
-                value = frame.get((payload["protocol"], payload["field"]))
+                if "base" in payload:  # only the neighbour advertisement's target is read raw
+                    assert (payload["base"], payload["offset"], payload["len"]) == ("th", 64, 128)
+                    value = frame.get(("icmpv6", "target"))
+                else:
+                    value = frame.get((payload["protocol"], payload["field"]))
                 right = match["right"]
                 hit = value in (right["set"] if isinstance(right, dict) else [right])
                 if hit != (match["op"] == "=="):
@@ -244,3 +248,61 @@ def test_rebuild_is_one_batch_that_drops_the_table_then_repairs() -> None:
 def test_the_base_chain_sends_each_port_to_its_own_chain() -> None:
     (rule,) = antispoof.base_rules()
     assert rule == [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ports"}}]
+
+
+# -- IPv6 (a port with a lease in the daemon's subnet6) --------------------------------------
+
+IP6 = ipaddress.IPv6Address("fd00:88::a")
+LINK_LOCAL = "fe80::5b:aff:fec9:50a"  # what the kernel derives from MAC (modified EUI-64)
+PORT6 = Port("sbx0123456789ab", MAC, IP, IP6)
+
+
+def ipv6(src: str = str(IP6), nexthdr: str = "udp", icmp: str | None = None,
+         target: str | None = None, eth_src: str = MAC) -> Frame:  # fmt: skip
+    frame: Frame = {("ether", "saddr"): eth_src, ("ether", "type"): "ip6",
+                    ("ip6", "saddr"): src, ("ip6", "nexthdr"): nexthdr}  # fmt: skip
+    if icmp is not None:
+        frame[("icmpv6", "type")] = icmp
+    if target is not None:
+        frame[("icmpv6", "target")] = f"0x{int(ipaddress.IPv6Address(target)):032x}"
+    return frame
+
+
+def v6_verdict(frame: Frame) -> str:
+    return verdict(antispoof.port_rules(PORT6), frame)
+
+
+def test_the_link_local_address_is_the_kernels_eui64_one() -> None:
+    from supervisor.sandbox.host.ipam import link_local_for  # noqa: PLC0415
+
+    assert str(link_local_for(MAC)) == LINK_LOCAL
+
+
+def test_own_ipv6_passes_from_both_own_addresses() -> None:
+    for src in (str(IP6), LINK_LOCAL):
+        assert v6_verdict(ipv6(src, "tcp")) == "accept"
+        assert v6_verdict(ipv6(src, "udp")) == "accept"
+        assert v6_verdict(ipv6(src, "ipv6-icmp", "echo-request")) == "accept"
+        assert v6_verdict(ipv6(src, "ipv6-icmp", "nd-neighbor-solicit")) == "accept"
+        assert v6_verdict(ipv6(src, "ipv6-icmp", "nd-router-solicit")) == "accept"
+    for target in (str(IP6), LINK_LOCAL):
+        assert v6_verdict(ipv6(LINK_LOCAL, "ipv6-icmp", "nd-neighbor-advert", target)) == "accept"
+
+
+def test_spoofed_ipv6_is_dropped() -> None:
+    for src in ("fd00:88::14", "fd00:88::1", "fe80::1", "::", "2001:db8::1", "::1"):
+        assert v6_verdict(ipv6(src)) == "drop", src
+    assert v6_verdict(ipv6(eth_src=VICTIM_MAC)) == "drop"
+    # A neighbour advertisement for the gateway's or a neighbour's address, from its own.
+    for target in ("fd00:88::1", "fd00:88::14", "fe80::5b:aff:fec9:514"):
+        assert v6_verdict(ipv6(str(IP6), "ipv6-icmp", "nd-neighbor-advert", target)) == "drop"
+    for kind in ("nd-router-advert", "nd-redirect"):
+        assert v6_verdict(ipv6(LINK_LOCAL, "ipv6-icmp", kind)) == "drop", kind
+    # Extension headers (hop-by-hop, routing, fragment, ...) could hide an ICMPv6 message.
+    for nexthdr in ("hopopts", "frag", "routing", "dstopts", "esp"):
+        assert v6_verdict(ipv6(nexthdr=nexthdr)) == "drop", nexthdr
+
+
+def test_without_subnet6_all_ipv6_is_dropped_still() -> None:
+    assert port_verdict(ipv6(LINK_LOCAL, "ipv6-icmp", "nd-neighbor-solicit")) == "drop"
+    assert port_verdict(ipv6()) == "drop"

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import NetworkError
-from supervisor.sandbox.host.ipam import LeaseStore, check_static, gateway_of
+from supervisor.sandbox.host.ipam import (
+    Lease6Store,
+    LeaseStore,
+    check_static,
+    check_static6,
+    gateway6_of,
+    gateway_of,
+    link_local_for,
+)
 
 SUBNET = ipaddress.IPv4Network("10.201.5.0/24")
 
@@ -135,3 +143,55 @@ def test_unreadable_and_unwritable_files_are_network_errors(tmp_path: Path) -> N
     with pytest.raises(NetworkError, match=r"cannot write leases .*: Is a directory"):
         store.acquire("b")
     assert list(store.leases()) == ["a"]
+
+
+# -- IPv6 (daemon subnet6) ---------------------------------------------------------------------
+
+SUBNET6 = ipaddress.IPv6Network("fd00:88::/64")
+
+
+def test_gateway6_and_link_local() -> None:
+    assert gateway6_of(SUBNET6) == ipaddress.IPv6Address("fd00:88::1")
+    # Modified EUI-64 of the MAC the lease 10.88.0.2 gives (02:5b:0a:58:00:02): the U/L bit
+    # flipped back, ff:fe in the middle (what the kernel derives, see test_network_ipv6.py).
+    assert str(link_local_for("02:5b:0a:58:00:02")) == "fe80::5b:aff:fe58:2"
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("fd00:89::10/64", "outside the daemon's subnet6 fd00:88::/64"),
+        ("fd00:88::10/48", "has prefix /48 but the daemon's subnet6 is fd00:88::/64"),
+        ("fd00:88::/64", "subnet-router anycast"),
+        ("fd00:88::1/64", "the bridge's own address"),
+        ("10.0.0.1/8", "is not an IPv6 address"),
+    ],
+)
+def test_check_static6_rejects(address: str, message: str) -> None:
+    with pytest.raises(NetworkError, match=message):
+        check_static6(address, SUBNET6)
+
+
+def test_ipv6_leases_are_allocated_pinned_and_kept_like_ipv4(tmp_path: Path) -> None:
+    path = tmp_path / "network" / "leases6.json"
+    store = Lease6Store(path, SUBNET6)
+    assert str(store.acquire("a")) == "fd00:88::2"
+    pinned = check_static6("fd00:88::42/64", SUBNET6)
+    assert str(store.acquire("b", pinned)) == "fd00:88::42"
+    assert str(store.acquire("c")) == "fd00:88::3"
+    with pytest.raises(NetworkError, match="already leased to unit 'b'"):
+        store.acquire("d", pinned)
+    again = Lease6Store(path, SUBNET6)  # a daemon restart
+    assert {u: str(ip) for u, ip in again.leases().items()} == {
+        "a": "fd00:88::2", "b": "fd00:88::42", "c": "fd00:88::3"}  # fmt: skip
+    assert again.retain(["b"]) == ["a", "c"]
+    assert json.loads(path.read_text())["subnet"] == "fd00:88::/64"
+    # After the operator moves subnet6, old leases are forgotten, never configured.
+    assert Lease6Store(path, ipaddress.IPv6Network("fd00:99::/64")).leases() == {}
+
+
+def test_a_small_ipv6_subnet_runs_out_cleanly(tmp_path: Path) -> None:
+    store = Lease6Store(tmp_path / "l6.json", ipaddress.IPv6Network("fd00:88::/126"))
+    assert [str(store.acquire(u)) for u in "ab"] == ["fd00:88::2", "fd00:88::3"]
+    with pytest.raises(NetworkError, match="no free address left"):
+        store.acquire("c")

@@ -53,6 +53,8 @@ def test_none_and_host_need_no_kernel_work(tmp_path: Path, mode: str) -> None:
             "host_veth": None,
             "address": None,
             "gateway": None,
+            "address6": None,
+            "gateway6": None,
         }
         await net.attach(plan, pid=1)  # nothing to attach: pid is not even looked at
 
@@ -73,4 +75,19 @@ def test_bad_static_address_fails_before_any_netlink(
     net = manager(tmp_path)
     with pytest.raises(NetworkError, match=message):
         asyncio.run(net.prepare("web", Network(mode="bridge", address=address)))
+    assert not (tmp_path / "network").exists()
+
+
+def test_address6_needs_the_daemons_subnet6_and_fits_it(tmp_path: Path) -> None:
+    net = manager(tmp_path)
+    assert net.subnet6 is None and net.leases6 is None  # IPv4 only unless configured
+    with pytest.raises(NetworkError, match=r"set network\.subnet6 in the daemon config"):
+        asyncio.run(net.prepare("web", Network(mode="bridge", address6="fd00:88::10/64")))
+    config = DaemonConfig.model_validate(
+        {"data_dir": str(tmp_path), "network": {"bridge": "sbxt-unit", "subnet6": "fd00:88::/64"}}
+    )
+    with pytest.raises(NetworkError, match="outside the daemon's subnet6"):
+        asyncio.run(
+            NetworkManager(config).prepare("web", Network(mode="bridge", address6="fd00:1::9/64"))
+        )
     assert not (tmp_path / "network").exists()

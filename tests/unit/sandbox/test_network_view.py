@@ -11,7 +11,7 @@ import pytest
 from supervisor.config import DaemonConfig
 from supervisor.sandbox.host import adapters
 from supervisor.sandbox.host.adapters import SandboxNetwork
-from supervisor.sandbox.host.ipam import LeaseStore
+from supervisor.sandbox.host.ipam import Lease6Store, LeaseStore
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -52,3 +52,19 @@ def test_view_shows_the_leased_address_and_rereads_only_a_changed_file(
     store.release("web")
     assert net.view(spec("web", "bridge"))["address"] is None
     assert reads == [1]
+
+
+def test_view_shows_the_ipv6_lease_only_with_subnet6(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    plain = SandboxNetwork(DaemonConfig(data_dir=data))
+    assert "address6" not in plain.view(spec("web", "bridge"))
+    config = DaemonConfig.model_validate(
+        {"data_dir": str(data), "network": {"subnet6": "fd00:88::/64"}}
+    )
+    net = SandboxNetwork(config)
+    view = net.view(spec("web", "bridge"))
+    assert (view["address6"], view["gateway6"]) == (None, "fd00:88::1")
+    store = Lease6Store(data / "network" / "leases6.json", ipaddress.IPv6Network("fd00:88::/64"))
+    store.acquire("web")
+    assert net.view(spec("web", "bridge"))["address6"] == "fd00:88::2/64"
+    assert net.view(spec("web", "none")) == {"mode": "none"}

@@ -300,3 +300,18 @@ def test_a_link_in_the_existing_part_of_a_target_is_refused_before_any_mkdir() -
     with pytest.raises(StageFailure, match="resolves through a symlink"):
         rootfs.apply(sys, [Mkdir("/mnt/srv/www", parents=True, check=True)])
     assert not any(c[0] == "mkdir" for c in sys.calls)
+
+
+def test_a_host_root_gets_the_planned_resolv_conf_instead_of_the_hosts() -> None:
+    host = layout(
+        **{"/etc/resolv.conf": HostPath("link", "../run/systemd/resolve/stub-resolv.conf")}
+    )
+    plain = rootplan.plan_root(RootSpec(root="host", hostname="x"), host)
+    assert Symlink("../run/systemd/resolve/stub-resolv.conf", "/mnt/etc/resolv.conf") in plain
+    spec = RootSpec(root="host", hostname="x", resolv_conf=b"nameserver 192.0.2.53\n")
+    ops = rootplan.plan_root(spec, host)
+    # A copy in the root's private tmpfs: neither a bind nor a link reaches the host's file.
+    assert WriteFile("/mnt/etc/resolv.conf", b"nameserver 192.0.2.53\n") in ops
+    assert [op for op in ops if "resolv.conf" in str(op)] == [
+        WriteFile("/mnt/etc/resolv.conf", b"nameserver 192.0.2.53\n")
+    ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from supervisor.linux import resolvconf
 from supervisor.unit.checks import host_warnings
 from supervisor.unit.loader import load_unit
 
@@ -157,3 +160,18 @@ def test_a_writable_rootfs_must_hold_its_mount_points(tmp_path: Path) -> None:
     # A read-only root gets a private overlay for them, and overlay = true has its own upper.
     assert rootfs_warnings(tmp_path, unit_in(root, "/bin/sh") + mounts) == []
     assert rootfs_warnings(tmp_path, writable + "overlay = true\n" + mounts) == []
+
+
+def test_a_bridge_unit_is_warned_when_the_host_has_only_loopback_nameservers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 127.0.0.53\n")
+    monkeypatch.setattr(resolvconf, "HOST_RESOLV", str(host))
+    monkeypatch.setattr(resolvconf, "RESOLVED_UPSTREAM", str(tmp_path / "missing"))
+    [found] = warnings_for(tmp_path, '[network]\nmode = "bridge"\n')
+    assert found.startswith(f"{tmp_path}/u.toml: network.dns: warning: no nameserver a sandbox")
+    # The unit's own servers, or a host with a reachable one, need no warning.
+    assert warnings_for(tmp_path, '[network]\nmode = "bridge"\ndns = ["192.0.2.53"]\n') == []
+    host.write_text("nameserver 127.0.0.1\nnameserver 198.51.100.7\n")
+    assert warnings_for(tmp_path, '[network]\nmode = "bridge"\n') == []

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.unit.loader import UnitFileError, load_unit
+from supervisor.unit import tomlout
+from supervisor.unit.loader import UnitFileError, UnitLoader, load_unit
 from supervisor.unit.schema import CAPABILITIES, UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -272,3 +273,58 @@ def test_wrongly_typed_values_only_ever_fail_as_unit_errors(data: dict[str, Any]
             assert exc.errors
             for error in exc.errors:
                 assert "\n" not in str(error) or "\n" in error.message  # one line per problem
+
+
+@SETTINGS
+@given(data=units, name=names)
+def test_the_effective_toml_of_cat_reads_back_as_the_same_unit(
+    data: dict[str, Any], name: str
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        first = load_unit(_write(tmp, name, to_toml_raw(data)))
+        again = load_unit(_write(tmp, name, tomlout.dumps(first.unit.model_dump(mode="json"))))
+        assert again.unit == first.unit and again.hash == first.hash
+
+
+@SETTINGS
+@given(template=st.binary(max_size=256), dropin=st.binary(max_size=256), instance=names)
+def test_random_templates_and_dropins_only_fail_naming_one_of_their_files(
+    template: bytes, dropin: bytes, instance: str
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(tmp, "t@", template)
+        _write(tmp, f"t@{instance}", b"")
+        (Path(tmp) / "t@.toml.d").mkdir()
+        (Path(tmp) / "t@.toml.d" / "a.toml").write_bytes(dropin)
+        load = UnitLoader(host_checks=False).load_directory(tmp)
+        mine = (f"{tmp}/t@.toml", f"{tmp}/t@.toml.d/a.toml", f"{tmp}/t@{instance}.toml")
+        for errors in [*load.errors.values(), *load.template_errors.values()]:
+            assert errors and all(str(e).startswith(mine) for e in errors)
+            assert all("\n" not in str(e) or "\n" in e.message for e in errors)
+
+
+@SETTINGS
+@given(
+    base=st.dictionaries(
+        st.sampled_from(["service", "resources", "template", "bogus"]),
+        st.dictionaries(section_keys, toml_values, max_size=4),
+        max_size=3,
+    ),
+    over=st.dictionaries(
+        st.sampled_from(["service", "resources", "sandbox", "template"]),
+        st.dictionaries(section_keys, toml_values, max_size=4),
+        max_size=3,
+    ),
+)
+def test_wrongly_typed_templates_and_dropins_only_fail_as_unit_errors(
+    base: dict[str, Any], over: dict[str, Any]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(tmp, "t@", to_toml_raw(base))
+        _write(tmp, "t@x", b"")
+        (Path(tmp) / "t@x.toml.d").mkdir()
+        (Path(tmp) / "t@x.toml.d" / "z.toml").write_text(to_toml_raw(over))
+        load = UnitLoader(host_checks=False).load_directory(tmp)
+        # The instance exists (its file does) whatever the template says: valid or invalid.
+        assert ("t@x" in load.specs) != ("t@x" in load.errors)
+        assert all(load.errors.values())

@@ -129,6 +129,14 @@ def test_a_wrong_sandbox_type_is_reported_as_such() -> None:
         ({"health": {"tcp": 80, "http": "http://x/"}}, ("health",)),
         ({"network": {"address": "10.0.0.1/8"}}, ("network",)),
         ({"network": {"mode": "bridge", "address": "10.0.0.1"}}, ("network", "address")),
+        ({"network": {"mode": "bridge", "address6": "fd00::10"}}, ("network", "address6")),
+        ({"network": {"mode": "bridge", "address6": "10.0.0.1/8"}}, ("network", "address6")),
+        ({"network": {"address6": "fd00::10/64"}}, ("network",)),
+        ({"network": {"mode": "bridge", "dns": ["dns.example"]}}, ("network", "dns")),
+        ({"network": {"mode": "bridge", "dns": ["fe80::1%eth0"]}}, ("network", "dns")),
+        ({"network": {"mode": "bridge", "dns": []}}, ("network", "dns")),
+        ({"network": {"mode": "bridge", "dns": ["192.0.2.1"] * 4}}, ("network", "dns")),
+        ({"network": {"mode": "bridge", "dns_search": ["a b"]}}, ("network", "dns_search")),
         ({"service": {"exec": ["/bin/true"], "user": "a b"}}, ("service", "user")),
         ({"service": {"exec": ["/bin/true"], "env": {"A=B": "x"}}}, ("service", "env")),
         ({"service": {"exec": ["/bin/true"], "workdir": "tmp"}}, ("service", "workdir")),
@@ -136,3 +144,27 @@ def test_a_wrong_sandbox_type_is_reported_as_such() -> None:
 )
 def test_rejects(sections: dict[str, Any], loc: tuple[str | int, ...]) -> None:
     assert [loc] == [e[0] for e in errors(**sections)]
+
+
+def test_dns_keys_parse_and_normalise() -> None:
+    net = unit(network={"mode": "bridge", "dns": ["192.0.2.53", "2001:DB8::53"],
+                        "dns_search": ["example.internal", "corp.example."]}).network  # fmt: skip
+    assert net.dns == ["192.0.2.53", "2001:db8::53"]
+    assert net.dns_search == ["example.internal", "corp.example."]
+    assert unit(network={"mode": "bridge"}).network.dns is None
+
+
+@pytest.mark.parametrize("key", ["dns", "dns_search"])
+def test_dns_keys_need_bridge_mode_and_a_host_root(key: str) -> None:
+    value = ["192.0.2.53"] if key == "dns" else ["example.internal"]
+    [(loc, msg)] = errors(network={"mode": "none", key: value})
+    assert loc == ("network",) and 'only used with mode = "bridge"' in msg
+    [(loc, msg)] = errors(network={"mode": "host", key: value})
+    assert "sees the host's own /etc/resolv.conf" in msg
+    [(loc, msg)] = errors(network={"mode": "bridge", key: value}, sandbox={"root": "/srv/rootfs"})
+    assert 'needs root = "host"' in msg and "keeps its own /etc/resolv.conf" in msg
+
+
+def test_address6_parses_and_normalises() -> None:
+    net = unit(network={"mode": "bridge", "address6": "FD00:88:0::10/64"}).network
+    assert net.address6 == "fd00:88::10/64"
