@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import time
@@ -81,6 +82,7 @@ def stall(seconds: float, chatty: int = 4) -> dict[str, Any]:
             daemon.stop(120)
     finally:
         problems = kit._teardown(daemon)
+        shutil.rmtree(daemon.base, ignore_errors=True)
         if problems:
             out["error"] = f"cleanup: {problems}"
     return out
@@ -113,6 +115,7 @@ def memory(units: int) -> dict[str, Any]:
                     daemon.stop(900)
     finally:
         problems = kit._teardown(daemon)
+        shutil.rmtree(daemon.base, ignore_errors=True)
         if problems:
             out["error"] = f"cleanup: {problems}"
     return out
