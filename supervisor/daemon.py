@@ -1,10 +1,10 @@
 """`sandboxd`: flags, logging, the event loop, signals and sd_notify around the reconciler.
 
-Foreground, one thread, one asyncio loop. SIGHUP reloads; SIGTERM/SIGINT stop every unit
-(stop_signal, stop_timeout, then SIGKILL to the cgroup) and exit 0 — or, with
-`on_exit = "leave"`, leave them running for the next daemon to re-adopt, and the process exits
-as soon as `daemon.stopped` is logged (exit_now). A top-level error is one line on stderr and
-exit status 1.
+Foreground, one asyncio loop (and the log writer thread, engine/logwriter.py). SIGHUP reloads;
+SIGTERM/SIGINT stop every unit (stop_signal, stop_timeout, then SIGKILL to the cgroup) and
+exit 0 — or, with `on_exit = "leave"`, leave them running for the next daemon to re-adopt,
+and the process exits as soon as `daemon.stopped` is logged (exit_now). A top-level error is
+one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from supervisor import __version__, cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
+from supervisor.engine import logwriter
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -42,6 +43,7 @@ from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
+_FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for the log writer
 
 
 DESCRIPTION = """\
@@ -244,6 +246,11 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(args.config, overrides)
         log.configure(config.log_format)
         asyncio.run(serve(config))
+        # The last runs' output, drained by the writer thread; not waited for past a few
+        # seconds, since a stalled log filesystem may never return (the bytes it has not taken
+        # are still in the services' pipes, for the next daemon).
+        if not logwriter.WRITER.flush(timeout=_FLUSH_TIMEOUT):
+            logger.warning("daemon.output_unflushed", timeout=_FLUSH_TIMEOUT)
     except (SupervisorError, OSError) as exc:
         _fatal(str(exc))
     except Exception as exc:  # a bug (e.g. from a runner task): the traceback, then one line
@@ -258,7 +265,8 @@ def exit_now(code: int) -> NoReturn:
     is free every object of every module (pydantic, aiohttp, structlog...) one by one: 0.1 s of
     CPU on an idle host, seconds on a loaded one, during which the process lingered after
     `daemon.stopped` and `systemctl stop` or a script waiting for it waited too. No atexit
-    handler or thread of ours has work left at this point; buffered output is flushed here."""
+    handler has work left at this point, and the log writer thread has none either (or is
+    stuck on a stalled filesystem and given up on, see main); buffered output is flushed here."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()

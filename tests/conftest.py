@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
+from supervisor.engine import logwriter
+
 # Not named "default": schemathesis applies only the settings that differ from Hypothesis' own
 # "default" profile, so redefining that one would silently drop derandomize for the API fuzzer.
 settings.register_profile("repeatable", deadline=None, derandomize=True, database=None)
@@ -58,3 +60,12 @@ def a_subreaper() -> Iterator[None]:
     orphans of its descendants become its children, and stay zombies until it reaps them."""
     with _child_subreaper(True):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_log_writer_left() -> Iterator[None]:
+    """Tests that run Captures in this process start the daemon's log writer thread; it ends
+    with the test, because launcher tests fork this process directly, which launch.py (rightly)
+    refuses while a second thread exists."""
+    yield
+    assert logwriter.WRITER.stop(timeout=60), "the log writer is still busy after the test"

@@ -129,8 +129,10 @@ def bind_socket(path: Path, gid: int | None, mode: int = SOCKET_MODE) -> socket.
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
     sock = ListeningSocket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The daemon is single-threaded, so a temporary umask affects no one else. Without it the
-    # socket would exist briefly with the inherited umask's wider mode before the chmod.
+    # A temporary umask affects no one else: the loop is the daemon's only thread but the log
+    # writer (engine/logwriter.py), which creates only log files, whose mode it sets with
+    # fchmod (safefs.open_owned), and the log dir, which daemondirs made before the API binds.
+    # Without it the socket would exist briefly with the inherited umask's wider mode.
     old = os.umask(0o777 & ~mode)
     try:
         sock.bind(str(path))

@@ -26,11 +26,14 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
+from supervisor.engine.logwriter import WRITER, LogWriter
 from supervisor.linux import pipes, safefs
+from supervisor.linux.pipes import OutputPipe
 from supervisor.logtail import rotated_path
 
 log = structlog.get_logger("sandboxd.output")
@@ -39,23 +42,32 @@ PIPE_SIZE = 1 << 20
 LOG_DIR_MODE = 0o750  # root and the configured group (daemondirs.py), which may read logs
 LOG_FILE_MODE = 0o640
 _READ_CHUNK = 1 << 16
-_READS_PER_WAKEUP = 16  # bound one wakeup's work so a chatty unit cannot starve the loop
+_READS_PER_WAKEUP = 16  # bound one drain so a chatty unit cannot starve the other units
+# A log write taking longer than this is stalled: the loop drops the unit's output meanwhile.
+STALL_AFTER = 2.0
+STALLED = "writes to the log file stalled"
 
 
 class RotatingLog:
     """A unit's log file, rotated by size. Opened lazily; closed between runs.
 
-    `take` moves output from a pipe into the file with splice(2), inside the kernel: a byte is
-    either still in the pipe or already in the file (page cache), never only in the daemon's
-    memory, so a daemon killed at any instant loses nothing (the next one drains the rest of
-    the pipe). splice(2) refuses a file opened with O_APPEND, so the file is opened without it
-    and each take starts at the file's current end, which is what O_APPEND does for the only
-    writer (and keeps a file truncated by hand from growing a hole). On a filesystem that
-    cannot splice (EINVAL), bytes are copied through memory instead, with that window open.
+    `take` moves output from a pipe into the file inside the kernel: tee(2) copies it into a
+    staging pipe without consuming it, splice(2) moves the copy into the file, and only then is
+    it consumed from the service's pipe. So a byte leaves the pipe only once it is in the file
+    (page cache), and a daemon killed at any instant loses nothing: the next one drains the
+    rest of the pipe (a kill between the write and the consume writes up to one chunk twice).
+    splice(2) refuses a file opened with O_APPEND, so the file is opened without it and each
+    take starts at the file's current end, which is what O_APPEND does for the only writer
+    (and keeps a file truncated by hand from growing a hole). On a filesystem that cannot
+    splice (EINVAL), the copy goes through memory, still consumed only once written.
+
+    Every call that touches the file runs on the writer thread (logwriter.py), never on the
+    loop: a stalled filesystem stalls that thread only.
 
     When the file cannot take bytes (a full disk, a quota, an I/O error), they are read from
     the pipe and dropped, so a service never blocks on a full pipe: one warning per episode,
-    the count in `dropped`, and a marker line in the file once writing works again.
+    the count in `dropped`, and a marker line in the file once writing works again. A stalled
+    write is an episode too (Capture drops from the loop and calls `note_dropped`).
 
     The file is opened relative to its directory's fd (reached with no symlink in any
     component), with O_NOFOLLOW, and must be a regular file the daemon owns with no other hard
@@ -69,27 +81,64 @@ class RotatingLog:
 
     def __init__(self, path: Path, max_size: int | None, keep: int) -> None:
         self.path, self.max_size, self.keep = path, max_size, keep
-        self.dropped = 0  # bytes of output dropped, over the daemon's life
+        self.dropped_by_writer = 0  # bytes the file could not take (the writer thread's count)
+        self.dropped_stalled = 0  # bytes dropped by the loop while a write stalled (its count)
         self._fd: int | None = None
         self._size = 0
         self._splice = True
         self._dropping: tuple[int, str] | None = None  # (bytes so far, why) while dropping
 
-    def take(self, pipe_fd: int, limit: int = _READ_CHUNK) -> int:
-        """Move up to `limit` bytes from `pipe_fd` into the log: the count moved (or dropped),
-        0 at end of file. BlockingIOError when the pipe is empty."""
+    @property
+    def dropped(self) -> int:
+        """Bytes of output dropped, over the daemon's life."""
+        return self.dropped_by_writer + self.dropped_stalled
+
+    def take(
+        self, pipe: OutputPipe | int, limit: int = _READ_CHUNK, spare: tuple[int, int] | None = None
+    ) -> int:
+        """Move up to `limit` bytes from `pipe` into the log: the count moved (or dropped),
+        0 at end of file. BlockingIOError when the pipe is empty. `spare`: an empty pipe to
+        stage the bytes in (the writer thread's), else one is made for this call."""
+        if spare is None:
+            spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                return self.take(pipe, limit, spare)
+            finally:
+                os.close(spare[0])
+                os.close(spare[1])
+        src = pipe if isinstance(pipe, OutputPipe) else OutputPipe(pipe)
         try:
             fd = self._room_for_more()
             if self._dropping is not None:
                 self._resume()
-            count = limit if self.max_size is None else min(limit, self.max_size - self._size)
-            moved = self._move(pipe_fd, fd, count)
-        except BlockingIOError:
-            raise
-        except OSError as exc:  # the file's side: the pipe's side raises from the read below
-            return self._drop(pipe_fd, limit, exc)
-        self._size += moved
-        return moved
+        except OSError as exc:
+            return self._drop(src, limit, exc)
+        count = limit if self.max_size is None else min(limit, self.max_size - self._size)
+        spare_read, spare_write = spare
+        teed = src.tee(spare_write, count)  # the pipe's side raises from here
+        written = 0
+        try:
+            while written < teed:
+                written += self._move(spare_read, fd, teed - written)
+        except OSError as exc:  # the file's side: what it did not take is dropped
+            with contextlib.suppress(OSError):
+                pipes.discard(spare_read, teed - written)
+            self._size += written
+            src.consume()
+            self._count_dropped(teed - written, exc.strerror or str(exc))
+            return teed
+        self._size += written
+        src.consume()
+        return teed
+
+    def note_dropped(self, count: int, why: str) -> None:
+        """Record `count` bytes dropped elsewhere (a stalled write) and say so in the file now,
+        not at the unit's next output (a quiet unit may have none for hours)."""
+        so_far = 0 if self._dropping is None else self._dropping[0]
+        self._dropping = (so_far + count, why)
+        with contextlib.suppress(OSError):  # still failing: the next take says it
+            self._room_for_more()
+            self._resume()
 
     def write(self, data: bytes) -> None:
         """Append `data` (whole, into one file: rotated first if it would not fit)."""
@@ -136,34 +185,41 @@ class RotatingLog:
             fd = self._open()
         return fd
 
-    def _move(self, pipe_fd: int, fd: int, count: int) -> int:
+    def _move(self, spare: int, fd: int, count: int) -> int:
         if self._splice:
             try:
-                return os.splice(pipe_fd, fd, count, flags=os.SPLICE_F_NONBLOCK)
+                moved = os.splice(spare, fd, count)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self._splice = False
                 log.info("unit.output_copied", unit=self.path.stem, file=str(self.path),
                          detail="the log's filesystem cannot splice: output is copied through "
-                         "memory, and a daemon killed mid-copy may lose that copy")  # fmt: skip
-        data = os.read(pipe_fd, count)
+                         "memory (still consumed from the pipe only once written)")  # fmt: skip
+            else:
+                if not moved:  # never for a staging pipe holding `count` bytes; no endless loop
+                    raise OSError(errno.EIO, "splice into the log moved nothing")
+                return moved
+        data = os.read(spare, count)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         return len(data)
 
-    def _drop(self, pipe_fd: int, limit: int, exc: OSError) -> int:
-        data = os.read(pipe_fd, limit)  # BlockingIOError if empty, as in take
-        self.dropped += len(data)
+    def _drop(self, src: OutputPipe, limit: int, exc: OSError) -> int:
+        got, dropped = src.drop(limit)  # BlockingIOError if empty, as in take
+        self._count_dropped(dropped, exc.strerror or str(exc))
+        return got
+
+    def _count_dropped(self, count: int, why: str) -> None:
+        self.dropped_by_writer += count
         if self._dropping is None:
-            self._dropping = (0, exc.strerror or str(exc))
+            self._dropping = (0, why)
             log.warning("unit.output_dropping", unit=self.path.stem, file=str(self.path),
-                        error=self._dropping[1],
+                        error=why,
                         detail="the log file takes no more output: it is dropped (and counted) "
                         "until it does again, so the service never blocks")  # fmt: skip
-        self._dropping = (self._dropping[0] + len(data), self._dropping[1])
-        return len(data)
+        self._dropping = (self._dropping[0] + count, self._dropping[1])
 
     def _resume(self) -> None:
         """Say in the file what was dropped; raises OSError (still dropping) if it cannot."""
@@ -177,17 +233,35 @@ class RotatingLog:
 class Capture:
     """One run's output pipe: the daemon's read end, drained into a RotatingLog.
 
+    The loop watches the pipe; when it has output, the loop stops watching and hands one
+    bounded drain to the writer thread (logwriter.py), and watches again when it is done. A
+    drain still running after STALL_AFTER seconds means the log's filesystem is stalled: the
+    loop then reads and drops what the service writes (counted, one `unit.output_dropping`
+    warning, a marker line once the write returns), as for a full disk, so that neither the
+    service nor the loop ever waits for that filesystem.
+
     `kept_fd` is the number under which the sandbox's PID 1 holds the pipe (what the state
     file records for the next daemon); `read_fd` is the daemon's own fd for it."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, read_fd: int, sink: RotatingLog, kept_fd: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_fd: int,
+        sink: RotatingLog,
+        kept_fd: int,
+        writer: LogWriter = WRITER,
     ) -> None:
         self._loop, self.read_fd, self._sink, self.kept_fd = loop, read_fd, sink, kept_fd
+        self._writer = writer
+        self._pipe = OutputPipe(read_fd)
         self.inode = os.fstat(read_fd).st_ino
         os.set_blocking(read_fd, False)
-        self._reading = True
-        loop.add_reader(read_fd, self._drain)
+        self._busy = False  # a drain is queued or running on the writer thread
+        self._closing: bool | None = None  # once closed: whether to drain first
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stalled: int | None = None  # bytes dropped in this stall episode, while stalled
+        self._reading = False
+        self._watch(self._ready)
 
     @classmethod
     def new(cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog) -> tuple[Capture, int]:
@@ -206,30 +280,105 @@ class Capture:
         held = pipes.open_held_pipe(pid, fd, inode)
         return None if held is None else cls(loop, held[0], sink, held[1])
 
-    def _drain(self) -> bool:
-        """Move what the pipe holds into the log (bounded); True if there may be more."""
-        for _ in range(_READS_PER_WAKEUP):
-            try:
-                moved = self._sink.take(self.read_fd)
-            except BlockingIOError:
-                return False
-            if not moved:  # every writer is gone; PID 1's read end keeps the pipe itself alive
-                self._stop_reading()
-                return False
-        return True
+    def close(self, drain: bool = True) -> None:
+        """Stop watching and close the read end, on the writer thread after the drain under
+        way (and, if `drain`, after taking what is buffered): never waits for the file."""
+        if self._closing is not None:
+            return
+        self._closing = drain
+        self._unwatch()
+        if not self._busy:
+            self._writer.submit(self._finish)
 
-    def _stop_reading(self) -> None:
+    # The loop's side.
+
+    def _watch(self, callback: Callable[[], None]) -> None:
+        self._unwatch()
+        self._loop.add_reader(self.read_fd, callback)
+        self._reading = True
+
+    def _unwatch(self) -> None:
         if self._reading:
             self._loop.remove_reader(self.read_fd)
             self._reading = False
 
-    def close(self, drain: bool = True) -> None:
-        """Stop reading (after taking what is buffered, if `drain`) and close the read end."""
-        if self.read_fd < 0:
-            return
-        while drain and self._reading and self._drain():
-            pass
-        self._stop_reading()
+    def _ready(self) -> None:
+        self._unwatch()
+        self._busy = True
+        self._stall_timer = self._loop.call_later(STALL_AFTER, self._stall)
+        self._writer.submit(self._drain_job)
+
+    def _stall(self) -> None:
+        self._stall_timer = None
+        if self._busy and self._closing is None:
+            self._stalled = 0
+            log.warning("unit.output_dropping", unit=self._sink.path.stem,
+                        file=str(self._sink.path), error=STALLED,
+                        detail="writes to the log file stalled: the service's output is "
+                        "dropped (and counted) until one returns, so the service and the "
+                        "daemon never wait for that filesystem")  # fmt: skip
+            self._watch(self._drop_stalled)
+
+    def _drop_stalled(self) -> None:
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                got, dropped = self._pipe.drop(_READ_CHUNK)
+            except BlockingIOError:
+                return
+            self._sink.dropped_stalled += dropped
+            assert self._stalled is not None
+            self._stalled += dropped
+            if not got:  # every writer is gone
+                self._unwatch()
+                return
+
+    def _drained(self, open_: bool) -> None:
+        self._busy = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._stalled is not None:
+            self._unwatch()
+            count, self._stalled = self._stalled, None
+            if count:
+                # The marker line is the sink's: written by the writer thread, before what
+                # follows; it says `unit.output_resumed` too.
+                self._writer.submit(lambda: self._sink.note_dropped(count, STALLED))
+            else:  # the service wrote nothing meanwhile: no line in its log, the episode ends
+                log.info("unit.output_resumed", unit=self._sink.path.stem, dropped_bytes=0,
+                         error=STALLED)  # fmt: skip
+        if self._closing is not None:
+            self._writer.submit(self._finish)
+        elif open_:
+            self._watch(self._ready)
+
+    def _post(self, callback: Callable[[bool], None], arg: bool) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is exiting
+            self._loop.call_soon_threadsafe(callback, arg)
+
+    # The writer thread's side.
+
+    def _drain_job(self) -> None:
+        open_ = True
+        try:
+            open_ = self._drain()
+        finally:  # even after a bug, so that the loop does not wait for this capture forever
+            self._post(self._drained, open_)
+
+    def _drain(self, rounds: int = _READS_PER_WAKEUP) -> bool:
+        """Move what the pipe holds into the log (bounded); False at end of file."""
+        for _ in range(rounds):
+            try:
+                moved = self._sink.take(self._pipe, spare=self._writer.spare)
+            except BlockingIOError:
+                return True
+            if not moved:  # every writer is gone; PID 1's read end keeps the pipe itself alive
+                return False
+        return True
+
+    def _finish(self) -> None:
+        if self._closing:
+            # What the pipe held at close, at most (a service still writing never ends it).
+            self._drain(PIPE_SIZE // _READ_CHUNK + 1)
         os.close(self.read_fd)
-        self.read_fd = -1
         self._sink.close()

@@ -27,7 +27,7 @@ from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.ports import ImageStore, Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
-from supervisor.linux import fdlimit
+from supervisor.linux import faultpoint, fdlimit
 from supervisor.linux import pidfd as proc
 from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
@@ -129,6 +129,7 @@ class Run:
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
+        faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
         capture: Capture | None = None
         pid = pidfd = -1
         try:

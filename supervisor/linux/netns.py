@@ -7,11 +7,13 @@ through it asynchronously from its own event loop like any other socket. The sam
 `pid_for_children`: a fork() while the daemon is in a sandbox's PID namespace puts the child
 in that namespace (sandbox/child/enter.py does this for `sandboxctl exec`).
 
-Safe only because the daemon is single-threaded and nothing awaits between the two setns()
-calls (`briefly_in` is a plain, synchronous context manager): no other code runs while the
-daemon is away. Switching back to its own namespace goes through an fd opened once, on first
-use, never through a path (which would now resolve inside the sandbox). If the
-switch back fails, the daemon cannot know where its next socket would live: it exits at once
+Safe only because nothing awaits between the two setns() calls (`briefly_in` is a plain,
+synchronous context manager), so no other code of the loop runs while it is away, and setns(2)
+moves only the calling thread: the daemon's one other thread, the log writer
+(engine/logwriter.py), stays in the daemon's namespaces and opens no socket anyway. Switching
+back to its own namespace goes through an fd opened once, on first use, never through a path
+(which would now resolve inside the sandbox). If the switch back fails, the daemon cannot know
+where its next socket would live: it exits at once
 (crash-only; services keep running and the next daemon re-adopts them).
 """
 

@@ -9,12 +9,18 @@ for, so read-only gives a read end even through the service's stdout.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import stat
+import threading
 from dataclasses import dataclass
 
 _F_SETPIPE_SZ = 1031  # <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE + 7
+_SPLICE_F_NONBLOCK = 2  # <fcntl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.tee.restype = ctypes.c_ssize_t
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
 
 
 def new_pipe(size: int) -> tuple[int, int]:
@@ -24,6 +30,58 @@ def new_pipe(size: int) -> tuple[int, int]:
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, size)
     return read_fd, write_fd
+
+
+def tee(src: int, dst: int, count: int) -> int:
+    """Copy up to `count` bytes from pipe `src` into pipe `dst` without consuming them (tee(2),
+    which Python's os lacks): the bytes stay in `src` until read. 0 when `src` is empty and has
+    no writer left; BlockingIOError when it is empty and a writer may still write."""
+    moved = _libc.tee(src, dst, count, _SPLICE_F_NONBLOCK)
+    if moved < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # EAGAIN comes out as BlockingIOError
+    return int(moved)
+
+
+def discard(fd: int, count: int) -> None:
+    """Read and forget exactly `count` bytes the caller knows are in pipe `fd`."""
+    while count > 0:
+        count -= len(os.read(fd, min(count, 1 << 16))) or count
+
+
+class OutputPipe:
+    """A service's output pipe as the writer thread and the loop share it.
+
+    The writer copies bytes out with tee(2), which leaves them in the pipe, and consumes them
+    only once they are in the file. While a write stalls, the loop may read (and drop) from the
+    same pipe so that the service does not block; it then reads the teed bytes first, and
+    `_teed` says how many of them it took, so that the writer consumes only the rest. The lock
+    is held only around non-blocking pipe calls, never across a file write."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self._teed = 0
+
+    def tee(self, dst: int, count: int) -> int:
+        with self._lock:
+            self._teed = tee(self.fd, dst, count)
+            return self._teed
+
+    def consume(self) -> None:
+        """Take out what the last `tee` copied (less what `drop` already read)."""
+        with self._lock:
+            discard(self.fd, self._teed)
+            self._teed = 0
+
+    def drop(self, limit: int) -> tuple[int, int]:
+        """Read up to `limit` bytes and forget them: (bytes read, of which not already copied
+        by a `tee`). (0, 0) at end of file; BlockingIOError when empty."""
+        with self._lock:
+            got = len(os.read(self.fd, limit))
+            skipped = min(self._teed, got)
+            self._teed -= skipped
+            return got, got - skipped
 
 
 @dataclass(frozen=True)

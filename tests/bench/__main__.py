@@ -8,12 +8,15 @@ systemd-container), then runs, on this machine in this run:
      (bench_oom_restart.py);
   3. density: N idle sandboxes under one daemon (start time, daemon RSS and idle CPU, host
      memory per sandbox, processes per sandbox), reload with one change and `sandboxctl status`
-     on those N units; the same N with `crun run -d` (bench_density.py).
+     on those N units; the same N with `crun run -d` (bench_density.py);
+  4. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
+     stalls for --stall seconds (a FUSE filesystem), the daemon's memory with no unit and with
+     --density units, and per unit (bench_faults.py).
 Goals checked in the last column: launch median <= crun's; daemon < 150 MB RSS and < 2% of a
 core idle with 1000 sandboxes; no per-sandbox helper process.
 
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
---cycles N (20), --skip-install, --only peers,oom,density.
+--cycles N (20), --stall SECONDS (10), --skip-install, --only peers,oom,density,faults.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bench import bench_density, bench_oom_restart, bench_peers
+from tests.bench import bench_density, bench_faults, bench_oom_restart, bench_peers
 
 PEERS = {
     "crun": "crun", "runc": "runc", "bwrap": "bubblewrap", "systemd-nspawn": "systemd-container"
@@ -84,8 +87,9 @@ def main() -> None:  # noqa: PLR0912 - one linear report
     parser.add_argument("--crun-n", type=int, default=None)
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--stall", type=float, default=10.0)
     parser.add_argument("--skip-install", action="store_true")
-    parser.add_argument("--only", default="peers,oom,density")
+    parser.add_argument("--only", default="peers,oom,density,faults")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("python -m tests.bench: needs root (namespaces, cgroups, peers)")
@@ -154,6 +158,9 @@ def main() -> None:  # noqa: PLR0912 - one linear report
                     (f"density: delete {crun_n} containers, crun", f"{c['stop_all_s']:.1f} s",
                      "crun delete -f, sequential"),
                 ]  # fmt: skip
+
+    if "faults" in only:
+        rows += bench_faults.rows(args.stall, args.density)
 
     width = max(len(r[0]) for r in rows) + 2
     fig = max(len(r[1]) for r in rows) + 2

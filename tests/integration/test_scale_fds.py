@@ -22,6 +22,7 @@ import pytest
 
 from supervisor import cgroups
 from supervisor.config import DaemonConfig
+from supervisor.engine import logwriter
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host, Run, fds_per_run
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
@@ -142,8 +143,11 @@ def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
                 assert host.loop.time() < deadline, "services did not write their output"
                 host.loop.run_until_complete(asyncio.sleep(0.02))
             host.loop.run_until_complete(asyncio.sleep(0.05))
+            assert logwriter.WRITER.flush(30)  # the log files are opened on the writer thread
             during = open_fds()
-            assert len(during) - len(before) == n * fds_per_run(host.cgroups), [
+            # Plus the writer thread's staging pipe: once per daemon, not per run.
+            expected = n * fds_per_run(host.cgroups) + logwriter.FDS
+            assert len(during) - len(before) == expected, [
                 os.readlink(f"/proc/self/fd/{fd}") for fd in set(during) - set(before)
             ]
         finally:
@@ -155,4 +159,5 @@ def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
             for run in runs:
                 run.finish()
         assert all(run.status is not None for run in runs)
+        assert logwriter.WRITER.stop(30)  # the runs' last closes, and the staging pipe
         assert open_fds() == before

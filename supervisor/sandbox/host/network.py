@@ -47,7 +47,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from supervisor.config import DaemonConfig
 from supervisor.errors import NetworkError
-from supervisor.linux import nftables
+from supervisor.linux import faultpoint, nftables
 from supervisor.linux.syscalls import CLONE_NEWNET, REAL, Syscalls
 from supervisor.sandbox.host import antispoof
 from supervisor.sandbox.host.antispoof import Port
@@ -417,6 +417,7 @@ class NetworkManager:
                             f"bridge {plan.bridge!r} is gone (removed by hand?)"
                         ) from None
                     raise
+                faultpoint.reached(faultpoint.NETWORK_VETH_ATTACHED, plan.unit)
                 step = f"cannot configure {SANDBOX_IFNAME} in the sandbox"
                 async with _rtnl(_socket_in_netns(self._sys, nsfd)) as inner:
                     eth0 = (await inner.link("get", ifname=SANDBOX_IFNAME))[0]["index"]

@@ -1,0 +1,169 @@
+"""Operations cut in half (issue 29): the daemon is SIGKILLed in the middle of a launch, and the
+next daemon cleans up exactly what belonged to that launch and nothing else.
+
+The daemon freezes itself at a named point (supervisor/linux/faultpoint.py,
+SANDBOXD_FAULT_STOP_AT), so the kill lands there and nowhere else: after the unit's cgroup was
+made and before anything was forked; after the unit's veth was put on the bridge and before its
+PID 1 got the go byte. A bystander unit, running through all of it, must keep its PID, its
+cgroup, its veth and its address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.linux import faultpoint
+from supervisor.sandbox.host.antispoof import table_name
+from supervisor.sandbox.host.network import veth_name
+from tests.support.kit import (
+    cgroup_version,
+    pid1s,
+    uname,
+    unit_cgroups,
+    unit_text,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),
+]
+
+SLEEP = ["/bin/sleep", "100000"]
+
+
+def running(u: dict[str, Any]) -> bool:
+    return u["state"] == "running"
+
+
+def stopped(pid: int) -> bool:
+    """The process froze itself at its fault point (SIGSTOP: state T)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def freeze_at(daemon: Any, point: str, unit: str) -> None:
+    """Start `daemon` so that it stops itself at `point` for `unit`; return once it has."""
+    daemon.start(wait_ready=False, env={faultpoint.ENV: f"{point}:{unit}"})
+    wait_for(lambda: daemon.proc.poll() is not None or stopped(daemon.proc.pid), 90,
+             lambda: daemon.stderr_path().read_text()[-2000:])  # fmt: skip
+    assert daemon.proc.poll() is None, daemon.stderr_path().read_text()[-2000:]
+
+
+def test_a_launch_killed_after_its_cgroup_was_made(rdaemons: Callable[[], Any]) -> None:
+    daemon = rdaemons()
+    calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
+    daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
+    daemon.start()
+    bystander = daemon.wait_unit(calm, running, 60)
+    daemon.kill9()  # the bystander runs on, for the next daemons to re-adopt
+
+    daemon.write_unit(victim, unit_text(SLEEP, daemon, victim))
+    freeze_at(daemon, faultpoint.LAUNCH_CGROUP_CREATED, victim)
+    assert unit_cgroups(daemon).get(victim) == set()  # made, and nothing forked into it
+    daemon.kill9()
+
+    daemon.start()
+    launched = daemon.wait_unit(victim, running, 60)
+    assert daemon.unit(calm)["pid"] == bystander["pid"]  # re-adopted, untouched
+    assert pid1s(daemon) == {calm: [bystander["pid"]], victim: [launched["pid"]]}
+    cgroups = unit_cgroups(daemon)
+    assert sorted(cgroups) == sorted([calm, victim]), cgroups  # the same cgroup, reused
+    assert launched["pid"] in cgroups[victim] and bystander["pid"] in cgroups[calm]
+    assert not daemon.events("unit.leftover_killed")  # nothing was in it to kill
+    assert "Traceback" not in daemon.stderr_path().read_text()
+    assert daemon.stop() == 0
+
+
+def _free_prefix() -> str:
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True)
+    used_text = used.stdout
+    for i in range(190):
+        n = (i + os.getpid()) % 190 + 60
+        if f" 10.202.{n}." not in used_text:
+            return f"10.202.{n}."
+    raise AssertionError("no free 10.202.x.0/24 on this host")
+
+
+@contextlib.contextmanager
+def own_bridge(daemon: Any) -> Iterator[str]:
+    """A bridge and subnet for this daemon alone; deleted (with its rules table) at the end."""
+    bridge = f"sbxr{os.getpid() % 1000}p{daemon.tag.rsplit('x', 1)[1]}"
+    daemon.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{_free_prefix()}0/24"\n')
+    try:
+        yield bridge
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
+        subprocess.run(drop, capture_output=True, check=False)
+
+
+def ports(bridge: str) -> dict[str, int]:
+    """The links on `bridge`: name -> ifindex."""
+    found = {}
+    for link in Path("/sys/class/net").iterdir():
+        master = link / "master"
+        if master.exists() and os.path.basename(os.readlink(master)) == bridge:
+            found[link.name] = int((link / "ifindex").read_text())
+    return found
+
+
+def leases(daemon: Any) -> dict[str, str]:
+    path = daemon.data / "network" / "leases.json"
+    return dict(json.loads(path.read_text())["leases"])
+
+
+def test_a_network_attach_killed_after_the_veth_was_made(rdaemons: Callable[[], Any]) -> None:
+    daemon = rdaemons()
+    with own_bridge(daemon) as bridge:
+        calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
+        net = {"network": {"mode": "bridge"}}
+        daemon.write_unit(calm, unit_text(SLEEP, daemon, calm, **net))
+        daemon.start()
+        bystander = daemon.wait_unit(calm, running, 60)
+        calm_port = ports(bridge)
+        assert list(calm_port) == [veth_name(bridge, calm)]
+        daemon.kill9()
+
+        daemon.write_unit(victim, unit_text(SLEEP, daemon, victim, **net))
+        freeze_at(daemon, faultpoint.NETWORK_VETH_ATTACHED, victim)
+        half = ports(bridge)
+        assert sorted(half) == sorted([veth_name(bridge, calm), veth_name(bridge, victim)])
+        address = leases(daemon)[victim]
+        waiting = unit_cgroups(daemon)[victim]  # launcher's PID 1, waiting for the go byte
+        assert waiting
+        daemon.kill9()
+
+        daemon.start()
+        launched = daemon.wait_unit(victim, running, 60)
+        # The half-made sandbox is gone; its lease is kept (the unit file is still there), so
+        # the unit has the same address, as after any restart; its veth is a new one.
+        assert not any(alive(pid) for pid in waiting), waiting
+        assert leases(daemon) == {calm: leases(daemon)[calm], victim: address}
+        now = ports(bridge)
+        assert sorted(now) == sorted(half), now
+        assert now[veth_name(bridge, calm)] == calm_port[veth_name(bridge, calm)]  # untouched
+        assert daemon.unit(calm)["pid"] == bystander["pid"]
+        assert pid1s(daemon) == {calm: [bystander["pid"]], victim: [launched["pid"]]}
+        assert sorted(unit_cgroups(daemon)) == sorted([calm, victim])
+        assert "Traceback" not in daemon.stderr_path().read_text()
+        assert daemon.stop() == 0
