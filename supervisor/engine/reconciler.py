@@ -122,6 +122,7 @@ class Reconciler:
             runner = self._new_runner(name, spec)
             runner.resume(record)
             resumed.append(runner)
+        self.ordering.check_all()
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
             known = sorted(unit_names(self.config.units_dir))  # instances included
@@ -138,6 +139,8 @@ class Reconciler:
             result = ReloadResult(seq=self.event_seq)
             for action in diff.plan(loaded.specs, errors, actual):
                 self._apply(action, result)
+            for name in list(result.started):  # once every new unit has its runner
+                result.started.extend(self._pull_in(name))
             self.last_reload_seconds = time.perf_counter() - began
         for observe in self.reload_observers:
             observe(self.last_reload_seconds)
@@ -275,14 +278,36 @@ class Reconciler:
             raise UnitNotFound(name) from None
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
-        return [status.unit_status(self.runners[n], detail=detail) for n in sorted(self.runners)]
+        return [self._status(self.runners[n], detail) for n in sorted(self.runners)]
 
     def get_unit(self, name: str) -> UnitStatus:
-        return status.unit_status(self._runner(name))
+        return self._status(self._runner(name), True)
+
+    def _status(self, runner: UnitRunner, detail: bool) -> UnitStatus:
+        unit = status.unit_status(runner, detail=detail)
+        if not detail:
+            return unit
+        # The reverse edges need every unit: the runner knows only its own file.
+        return dataclasses.replace(unit, extra=unit.extra | self.ordering.dependents(unit.name))
+
+    def _pull_in(self, name: str) -> list[str]:
+        """Start the units `name` requires or wants that are not up (nor on their way): a
+        start brings its dependencies up (as systemd's Requires= and Wants= do), whatever
+        their `autostart`. Its own start then waits for them (ordering.py)."""
+        started = []
+        for other in self.ordering.pulled_in(name):
+            runner = self.runners.get(other)
+            if runner is None or runner.spec is None or runner.start_pending:
+                continue
+            if runner.state.is_settled():
+                runner.start()
+                started.append(other)
+        return started
 
     async def start(self, name: str) -> UnitStatus:
         runner = self._runner(name)
         if runner.spec is not None and runner.state not in (State.RUNNING, State.STARTING):
+            self._pull_in(name)
             before = runner.launches
             runner.start()
             await runner.wait(lambda: _start_settled(runner, before))

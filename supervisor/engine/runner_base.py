@@ -121,6 +121,19 @@ class RunnerBase:
         """Something this unit may wait for changed (a dependency): look again."""
         self._wake.set()
 
+    def dependency_down(self, name: str, state: str) -> None:
+        """A unit this one `requires` left `running` (now `state`): stop the run and start
+        again, a start that waits for `name` to be back (ordering.py). The restart history is
+        kept: this is not the unit's failure, and not an operator's fresh start either."""
+        if self.run is None or self.state is State.STOPPING or self._pending.stop:
+            return  # nothing running, or already ending (its policy's restart waits too)
+        if self._leaving is not Leaving.STAYING:
+            return
+        self._pending = Pending.RESTART
+        self._save_intent()
+        self._event("dependency_down", "warning", dependency=name, dependency_state=state)
+        self._wake.set()
+
     def detach(self) -> None:
         """End the task but leave a running service running (daemon exit, on_exit = leave)."""
         self._leaving = Leaving.DETACHED
