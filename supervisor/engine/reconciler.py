@@ -306,8 +306,9 @@ class Reconciler:
 
     async def start(self, name: str) -> UnitStatus:
         runner = self._runner(name)
+        if runner.spec is not None:
+            self._pull_in(name)  # also for a unit already starting: it may wait for them
         if runner.spec is not None and runner.state not in (State.RUNNING, State.STARTING):
-            self._pull_in(name)
             before = runner.launches
             runner.start()
             await runner.wait(lambda: _start_settled(runner, before))
