@@ -31,11 +31,13 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
+from supervisor.engine.transient import TransientError, TransientUnits
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
 from supervisor.unit.instances import unit_names
+from supervisor.unit.loader import cross_unit_errors
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -75,6 +77,8 @@ class Reconciler:
         self.network = network
         self.runners: dict[str, UnitRunner] = {}
         self.ordering = Ordering(self.runners)
+        self.transient = TransientUnits(config.state_dir / "transient")
+        self._removing: set[str] = set()  # transient units being removed after their run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
         self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
         self._tg = asyncio.TaskGroup()
@@ -125,7 +129,8 @@ class Reconciler:
         self.ordering.check_all()
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            known = sorted(unit_names(self.config.units_dir))  # instances included
+            # Instances included, and the transient units (loaded at the first reload).
+            known = sorted(unit_names(self.config.units_dir) | self.transient.names())
             await self.network.cleanup(running, known)
         for runner in resumed:
             self._spawn(runner)
@@ -134,10 +139,11 @@ class Reconciler:
         async with self._reload_lock:
             began = time.perf_counter()
             loaded = self.loader.load_directory(self.config.units_dir)
-            errors = {n: [str(e) for e in errs] for n, errs in loaded.errors.items() if errs}
+            specs, unit_errors = self._with_transient(loaded)
+            errors = {n: [str(e) for e in errs] for n, errs in unit_errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
             result = ReloadResult(seq=self.event_seq)
-            for action in diff.plan(loaded.specs, errors, actual):
+            for action in diff.plan(specs, errors, actual):
                 self._apply(action, result)
             for name in list(result.started):  # once every new unit has its runner
                 result.started.extend(self._pull_in(name))
@@ -162,6 +168,32 @@ class Reconciler:
             invalid=sorted(result.invalid), deferred=result.deferred,
         )  # fmt: skip
         return result
+
+    def _with_transient(
+        self, loaded: Loaded
+    ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
+        """The unit files' units and the transient ones. A file that takes a transient unit's
+        name is ignored (with a warning) until that unit is gone: the API refused the name
+        while the file existed, so the file came later."""
+        t_specs, t_errors = self.transient.load()
+        transient = t_specs.keys() | t_errors.keys()
+        specs = {n: s for n, s in loaded.specs.items() if n not in transient}
+        errors: dict[str, Sequence[object]] = {
+            n: e for n, e in loaded.errors.items() if n not in transient
+        }
+        for name in sorted(transient & (loaded.specs.keys() | loaded.errors.keys())):
+            log.warning("unit.name_taken", unit=name, file=str(self.config.units_dir),
+                        problem="a transient unit (sandboxctl run) has this name; the "
+                        "file is ignored until it is removed")  # fmt: skip
+        specs |= t_specs
+        errors |= t_errors
+        # A transient unit may name file units in `after`/`requires`; the files' own checks
+        # ran without it.
+        crossed = cross_unit_errors(specs, specs.keys() | errors.keys())
+        for name in t_specs.keys() & crossed.keys():
+            specs.pop(name)
+            errors[name] = crossed[name]
+        return specs, errors
 
     def _apply(self, action: diff.Action, result: ReloadResult) -> None:
         name, spec, runner = action.name, action.spec, self.runners.get(action.name)
@@ -227,10 +259,29 @@ class Reconciler:
         runner = UnitRunner(
             name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
             state_dir=self.config.state_dir, blocker=self.ordering.blocker,
-            on_change=self.ordering.changed, network=self.network,
+            on_change=self._changed, network=self.network,
         )  # fmt: skip
+        runner.tell_output_closed = name in self.transient.names()
         self.runners[name] = runner
         return runner
+
+    def _changed(self, name: str) -> None:
+        self.ordering.changed(name)
+        runner = self.runners.get(name)
+        if runner is None or name in self._removing or not self.transient.removes_on_exit(name):
+            return
+        # `--rm`: once a run has ended and nothing is to follow (not a restart, not backoff).
+        over = runner.state.is_settled() and runner.last_exit is not None
+        if over and not runner.start_pending:
+            self._removing.add(name)
+            self._tg.create_task(self._remove_transient(name), name=f"rm:{name}")
+
+    async def _remove_transient(self, name: str) -> None:
+        try:
+            self.transient.delete(name)
+            await self.reload()
+        finally:
+            self._removing.discard(name)
 
     def _spawn(self, runner: UnitRunner) -> None:
         previous = self._tasks.get(runner.name)
@@ -348,6 +399,50 @@ class Reconciler:
                     queue.get_nowait()
             queue.put_nowait(event)
         return event
+
+    async def create(
+        self, name: str | None, unit: dict[str, Any], remove: bool
+    ) -> tuple[int, UnitStatus]:
+        """A transient unit (transient.py): validated, written, loaded and started (unless
+        `autostart = false`); returns once that start has had its effect, as `start` does,
+        with the seq of the newest event before it existed. Raises InvalidUnit,
+        TransientError (the name is taken)."""
+        seq = self.event_seq
+        taken = set(self.runners) | unit_names(self.config.units_dir) | self.transient.names()
+        if name is None:
+            name = self.transient.fresh_name(taken)
+        elif name in taken:
+            raise TransientError(f"a unit named {name} exists already")
+        self.transient.create(name, unit, remove)
+        for old in self.config.log_dir.glob(f"{name}.log*"):
+            old.unlink(missing_ok=True)  # a new unit: `run --wait` prints its output from byte 0
+        await self.reload()
+        runner = self._runner(name)
+        if runner.spec is None:  # a cross-unit error: no unit is left behind
+            problems = list(runner.invalid)
+            self.transient.delete(name)
+            await self.reload()
+            raise TransientError("; ".join(problems) or f"{name} is invalid")
+        await runner.wait(lambda: _start_settled(runner, 0))
+        return seq, self.get_unit(name)
+
+    async def delete(self, name: str) -> None:
+        """Stop and remove a transient unit; returns once its run has ended."""
+        self._runner(name)
+        if name not in self.transient.names():
+            raise TransientError(f"{name} is not a transient unit: remove its file instead")
+        task = self._tasks.get(name)
+        self.transient.delete(name)
+        await self.reload()
+        if task is not None:
+            await asyncio.wait([task])
+
+    def kill(self, name: str, signum: int) -> UnitStatus:
+        """Send `signum` to the unit's PID 1 (what `run --wait` forwards)."""
+        runner = self._runner(name)
+        if runner.run is None or not runner.run.signal(signum):
+            raise TransientError(f"{name} is not running")
+        return self.get_unit(name)
 
     def log_path(self, name: str) -> str:
         self._runner(name)

@@ -77,6 +77,8 @@ class RunnerBase:
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
+        # Say `output_closed` after each run (transient units: what `run --wait` waits for).
+        self.tell_output_closed = False
         # The `exited` event of a run that just ended, told by the next `_set`: an event
         # carries the state after it, and what an exit leads to (backoff, failed, a restart)
         # is decided only after the run is cleaned up.
