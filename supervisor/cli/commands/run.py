@@ -72,7 +72,12 @@ def register(subparsers: Any) -> None:
         dest="properties",
         help="a unit file key, SECTION.KEY=VALUE (repeatable)",
     )
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD ARG...")
+    p.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="CMD ARG...",
+        help="the command (service.exec); a bare name is looked for in the sandbox's root",
+    )
 
 
 def status_of(reason: str | None) -> int:
