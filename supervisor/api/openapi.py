@@ -314,6 +314,10 @@ CREATE_UNIT = {
                 },
                 "unit": {"type": "object"},
                 "remove": {"type": "boolean"},
+                "start": {
+                    "type": "boolean",
+                    "description": "false: make it stopped (default true)",
+                },
             },
             ["unit"],
         ),

@@ -66,7 +66,9 @@ def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 async def create_unit(request: web.Request) -> web.Response:
     body = _body(request)
-    create = _controller(request).create(body.get("name"), body["unit"], body.get("remove", False))
+    create = _controller(request).create(
+        body.get("name"), body["unit"], body.get("remove", False), body.get("start", True)
+    )
     seq, status = await asyncio.shield(create)
     return web.json_response({"name": status.name, "seq": seq, "unit": status.to_json(True)})
 

@@ -150,7 +150,7 @@ class FakeController:
         return {"removed": removed, "freed": removed << 20}
 
     async def create(
-        self, name: str | None, unit: dict[str, Any], remove: bool
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
     ) -> tuple[int, UnitStatus]:
         name = name or f"run-{len(self.units):08x}"
         if name in self.units:
@@ -160,6 +160,8 @@ class FakeController:
         self.calls.append(("create", name))
         seq = self.event_seq
         self.units[name] = make_status(name, "stopped")
+        if not start:
+            return seq, self.units[name]
         return seq, self._set(name, "running", "started")
 
     async def delete(self, name: str) -> None:

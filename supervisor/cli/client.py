@@ -147,6 +147,14 @@ class Client:
         """The body of a streaming answer, chunk by chunk as the daemon sends it; with a
         `deadline` (time.monotonic()), it ends quietly when that passes."""
         conn, response = self._open("GET", url, None)
+        yield from self._chunks(conn, response, deadline)
+
+    def _chunks(
+        self,
+        conn: UnixHTTPConnection,
+        response: http.client.HTTPResponse,
+        deadline: float | None,
+    ) -> Iterator[bytes]:
         try:
             while True:
                 try:
@@ -185,8 +193,10 @@ class Client:
         detail: dict[str, Any] = self.request("POST", unit_path(name, verb), ACTION_TIMEOUT)
         return detail
 
-    def create(self, unit: dict[str, Any], name: str | None, remove: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"unit": unit, "remove": remove}
+    def create(
+        self, unit: dict[str, Any], name: str | None, remove: bool, start: bool = True
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"unit": unit, "remove": remove, "start": start}
         if name is not None:
             body["name"] = name
         answer: dict[str, Any] = self.request("POST", "/v1/units", ACTION_TIMEOUT, body)
@@ -197,6 +207,12 @@ class Client:
 
     def kill(self, name: str, signal_name: str) -> None:
         self.request("POST", unit_path(name, "kill"), READ_TIMEOUT, {"signal": signal_name})
+
+    def follow_logs(self, name: str) -> Iterator[bytes]:
+        """A unit's whole log, then new output: connected before this returns (the stream
+        misses nothing written after), unlike `logs`, which connects when iterated."""
+        conn, response = self._open("GET", unit_path(name, "logs") + "?follow=1", None)
+        return self._chunks(conn, response, None)
 
     def logs(self, name: str, lines: int | None, follow: bool) -> Iterator[bytes]:
         query: dict[str, str] = {"follow": "1" if follow else "0"}

@@ -168,10 +168,11 @@ class Controller(Protocol):
         ...
 
     async def create(
-        self, name: str | None, unit: dict[str, Any], remove: bool
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
     ) -> tuple[int, UnitStatus]:
-        """Make and start a transient unit: (the newest event's seq before it, the unit).
-        Raises supervisor.errors.InvalidUnit, or SupervisorError (the name is taken)."""
+        """Make (and, with `start`, start) a transient unit: (the newest event's seq before
+        it, the unit). Raises supervisor.errors.InvalidUnit, or SupervisorError (the name is
+        taken)."""
         ...
 
     async def delete(self, name: str) -> None:

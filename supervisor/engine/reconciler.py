@@ -79,6 +79,8 @@ class Reconciler:
         self.ordering = Ordering(self.runners)
         self.transient = TransientUnits(config.state_dir / "transient")
         self._removing: set[str] = set()  # transient units being removed after their run
+        self._held: set[str] = set()  # transient units made but not to be started yet
+        self._closing = False  # shutting down: no more reloads of its own
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
         self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
         self._tg = asyncio.TaskGroup()
@@ -205,7 +207,7 @@ class Reconciler:
                     self._spawn(runner)
                 else:
                     runner.replace(spec)
-                if action.kind is Kind.START:
+                if action.kind is Kind.START and name not in self._held:
                     runner.start()
                     result.started.append(name)
                 else:
@@ -270,6 +272,8 @@ class Reconciler:
         runner = self.runners.get(name)
         if runner is None or name in self._removing or not self.transient.removes_on_exit(name):
             return
+        if self._closing:  # stopped by the daemon's exit: kept for the next daemon
+            return
         # `--rm`: once a run has ended and nothing is to follow (not a restart, not backoff).
         over = runner.state.is_settled() and runner.last_exit is not None
         if over and not runner.start_pending:
@@ -303,6 +307,7 @@ class Reconciler:
 
     async def shutdown(self, leave: bool) -> None:
         """Stop every unit (or leave them running) and wait for every runner task to end."""
+        self._closing = True
         for runner in list(self.runners.values()):
             if leave:
                 runner.detach()
@@ -401,11 +406,12 @@ class Reconciler:
         return event
 
     async def create(
-        self, name: str | None, unit: dict[str, Any], remove: bool
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
     ) -> tuple[int, UnitStatus]:
-        """A transient unit (transient.py): validated, written, loaded and started (unless
-        `autostart = false`); returns once that start has had its effect, as `start` does,
-        with the seq of the newest event before it existed. Raises InvalidUnit,
+        """A transient unit (transient.py): validated, written, loaded and, with `start`,
+        started (unless `autostart = false`); returns once that start has had its effect, as
+        `start` does, with the seq of the newest event before it existed. Without `start`
+        the client starts it (`run --wait`: after it follows the log). Raises InvalidUnit,
         TransientError (the name is taken)."""
         seq = self.event_seq
         taken = set(self.runners) | unit_names(self.config.units_dir) | self.transient.names()
@@ -416,7 +422,12 @@ class Reconciler:
         self.transient.create(name, unit, remove)
         for old in self.config.log_dir.glob(f"{name}.log*"):
             old.unlink(missing_ok=True)  # a new unit: `run --wait` prints its output from byte 0
-        await self.reload()
+        if not start:
+            self._held.add(name)
+        try:
+            await self.reload()
+        finally:
+            self._held.discard(name)
         runner = self._runner(name)
         if runner.spec is None:  # a cross-unit error: no unit is left behind
             problems = list(runner.invalid)

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from supervisor.cli.client import ApiError, Client, Unreachable, error, exits
@@ -108,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     client = Client()
     try:
-        answer = client.create(unit, args.name, args.rm)
+        # With --wait the client starts it, once it follows the log: a short run with --rm
+        # could otherwise be over (and gone) before the log is asked for.
+        answer = client.create(unit, args.name, args.rm, start=not args.wait)
     except ApiError as exc:
         if exc.code != "invalid-unit":
             raise
@@ -135,9 +138,13 @@ class Waiter:
         self.interrupts = 0
 
     def wait(self, seq: int) -> int:
-        threading.Thread(target=self._print_output, daemon=True).start()
+        output = self.client.follow_logs(self.name)
+        threading.Thread(target=self._print_output, args=(output,), daemon=True).start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._forward)
+        started = self.client.action(self.name, "start")
+        if started["state"] == "stopped":  # autostart = false does not hold back `start`
+            return EXIT_FAILURE
         status, written = self._until_over(seq)
         if written is not None:
             with self.progress:
@@ -145,10 +152,10 @@ class Waiter:
         sys.stdout.flush()
         return status
 
-    def _print_output(self) -> None:
+    def _print_output(self, output: Iterator[bytes]) -> None:
         out = sys.stdout.buffer
         try:
-            for chunk in self.client.logs(self.name, None, follow=True):
+            for chunk in output:
                 out.write(chunk)
                 out.flush()
                 with self.progress:

@@ -55,6 +55,10 @@ def test_wait_prints_the_output_and_exits_with_its_status(running: Daemon) -> No
     assert running.unit("job")["last_exit"] == "exit-code:7"
     ok = sandboxctl(running, "run", "--wait", "--rm", "true")
     assert ok.returncode == 0 and ok.stdout == "", ok.stderr
+    # A short run that is removed at once still has all of its output printed.
+    for _ in range(3):
+        hello = sandboxctl(running, "run", "--wait", "--rm", "echo", "hello")
+        assert hello.returncode == 0 and hello.stdout == "hello\n", hello.stderr
     oom = sandboxctl(running, "run", "--wait", "--rm", "-p", "resources.memory_max=32M",
                      "-p", "resources.swap_max=0", "--",
                      "python3", "-c", "b = b'x' * (200 << 20)")  # fmt: skip
