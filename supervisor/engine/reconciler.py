@@ -31,13 +31,12 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
-from supervisor.engine.transient import TransientError, TransientUnits
+from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
 from supervisor.unit.instances import unit_names
-from supervisor.unit.loader import cross_unit_errors
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -174,27 +173,11 @@ class Reconciler:
     def _with_transient(
         self, loaded: Loaded
     ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
-        """The unit files' units and the transient ones. A file that takes a transient unit's
-        name is ignored (with a warning) until that unit is gone: the API refused the name
-        while the file existed, so the file came later."""
-        t_specs, t_errors = self.transient.load()
-        transient = t_specs.keys() | t_errors.keys()
-        specs = {n: s for n, s in loaded.specs.items() if n not in transient}
-        errors: dict[str, Sequence[object]] = {
-            n: e for n, e in loaded.errors.items() if n not in transient
-        }
-        for name in sorted(transient & (loaded.specs.keys() | loaded.errors.keys())):
+        specs, errors, shadowed = merge(loaded.specs, loaded.errors, *self.transient.load())
+        for name in shadowed:
             log.warning("unit.name_taken", unit=name, file=str(self.config.units_dir),
                         problem="a transient unit (sandboxctl run) has this name; the "
                         "file is ignored until it is removed")  # fmt: skip
-        specs |= t_specs
-        errors |= t_errors
-        # A transient unit may name file units in `after`/`requires`; the files' own checks
-        # ran without it.
-        crossed = cross_unit_errors(specs, specs.keys() | errors.keys())
-        for name in t_specs.keys() & crossed.keys():
-            specs.pop(name)
-            errors[name] = crossed[name]
         return specs, errors
 
     def _apply(self, action: diff.Action, result: ReloadResult) -> None:

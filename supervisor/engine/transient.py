@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from supervisor.errors import InvalidUnit, SupervisorError
 from supervisor.linux import safefs
 from supervisor.unit.diagnostics import UnitError, UnitFileError
-from supervisor.unit.loader import SUFFIX, UnitLoader, parse_unit
+from supervisor.unit.loader import SUFFIX, UnitLoader, cross_unit_errors, parse_unit
 from supervisor.unit.spec import UnitSpec
 from supervisor.unit.tomlout import dumps
 
@@ -135,3 +135,27 @@ class TransientUnits:
     def removes_on_exit(self, name: str) -> bool:
         meta = self.meta.get(name)
         return meta is not None and meta.remove
+
+
+def merge(
+    file_specs: Mapping[str, UnitSpec],
+    file_errors: Mapping[str, Sequence[object]],
+    specs: dict[str, UnitSpec],
+    errors: Mapping[str, Sequence[object]],
+) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]], list[str]]:
+    """The unit files' units and the transient ones (`specs`, `errors`), and the names of the
+    files ignored because a transient unit has their name: the API refused the name while the
+    file existed, so the file came later, and waits until that unit is gone."""
+    transient = specs.keys() | errors.keys()
+    shadowed = sorted(transient & (file_specs.keys() | file_errors.keys()))
+    all_specs = {n: s for n, s in file_specs.items() if n not in transient} | specs
+    all_errors = {n: e for n, e in file_errors.items() if n not in transient} | dict(errors)
+    # A transient unit may name file units in `after`/`requires`; the files' own checks ran
+    # without it, and a file cannot name a transient unit (its loader knows none).
+    if not specs:  # nothing new to check: the usual reload pays nothing for this
+        return all_specs, all_errors, shadowed
+    crossed = cross_unit_errors(all_specs, all_specs.keys() | all_errors.keys())
+    for name in specs.keys() & crossed.keys():
+        all_specs.pop(name)
+        all_errors[name] = crossed[name]
+    return all_specs, all_errors, shadowed

@@ -14,7 +14,7 @@ from test_ordering import Loader
 
 from supervisor.config import DaemonConfig
 from supervisor.engine.reconciler import Reconciler
-from supervisor.engine.transient import TransientError, TransientUnits
+from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.errors import InvalidUnit
 
 SLEEP = {"service": {"exec": ["/bin/sh", "-c", "sleep 100"], "stop_timeout": "1s"}}
@@ -107,3 +107,13 @@ def test_files_of_another_boot_and_half_made_ones_are_forgotten(tmp_path: Path) 
     assert list(specs) == ["now"] and not errors
     assert units.removes_on_exit("now") and not units.removes_on_exit("old")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["now.json", "now.toml"]
+
+
+def test_a_later_file_with_a_transient_units_name_is_ignored(tmp_path: Path) -> None:
+    units = TransientUnits(tmp_path)
+    units.create("job", SLEEP, remove=False)
+    t_specs, t_errors = units.load()
+    files = {"job": make_spec("job"), "web": make_spec("web")}
+    specs, errors, shadowed = merge(files, {}, t_specs, t_errors)
+    assert shadowed == ["job"] and not errors
+    assert specs["job"].path == str(tmp_path / "job.toml") and specs["web"] is files["web"]
