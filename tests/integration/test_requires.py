@@ -9,11 +9,13 @@ says (an allocation over its memory limit, or an exit): the test decides when, n
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon_kit import Daemon
+from tests.support.daemon_kit import Daemon, pid_alive, wait_for
 from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -110,4 +112,18 @@ def test_failed_dependency_leaves_its_dependent_stopped_and_waiting(daemon: Daem
     code, body = daemon.request("POST", "/v1/units/web/start")
     assert code == 200, body
     daemon.wait_unit("web", lambda u: u["state"] == "running", 60)
+    assert daemon.unit("db")["state"] == "running"
+
+
+def test_a_dependency_lost_while_no_daemon_ran_stops_its_dependent(daemon: Daemon) -> None:
+    _setup(daemon)
+    web, db = daemon.unit("web"), daemon.unit("db")
+    daemon.kill9()
+    os.kill(db["pid"], signal.SIGKILL)  # db's PID 1, started by this test's daemon
+    wait_for(lambda: not pid_alive(db["pid"]), 60)
+    daemon.start()
+    # The new daemon finds db lost (then restarts it) and web re-adopted but bound to it.
+    after = daemon.wait_unit("web", lambda u: u["state"] == "running" and u["pid"] != web["pid"])
+    assert after["restarts"] == 0
+    assert [e for e in daemon.events("unit.dependency_down", run=2) if e["unit"] == "web"]
     assert daemon.unit("db")["state"] == "running"
