@@ -49,8 +49,11 @@ def record(r: UnitRunner) -> UnitRecord:
     )
 
 
-def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
-    """The UnitSpec a state file recorded (None if absent or no longer valid)."""
+def spec_from_json(
+    data: dict[str, Any] | None, hashes: tuple[str | None, str | None] = (None, None)
+) -> UnitSpec | None:
+    """The UnitSpec a state file recorded (None if absent or no longer valid). `hashes`, the
+    recorded ones, stand for a unit with credentials, whose contents the record never holds."""
     if not data:
         return None
     fields = dict(data)
@@ -58,7 +61,9 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
     image = fields.pop("image", None)
     try:
         recorded = Image.from_json(image) if isinstance(image, dict) else None
-        return UnitSpec(str(name), str(path), UnitFile.model_validate(fields), recorded)
+        unit = UnitFile.model_validate(fields)
+        known = (hashes[0], hashes[1]) if hashes[0] and hashes[1] else None
+        return UnitSpec(str(name), str(path), unit, recorded, recorded_hashes=known)
     except (ValueError, KeyError, TypeError):
         return None
 

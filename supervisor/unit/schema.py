@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from supervisor.images.reference import parse_ref
+from supervisor.unit.credentials import Credential, check_name
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -570,6 +571,14 @@ class UnitFile(Section):
     security: Security = Field(default_factory=Security)
     health: Health | None = None
     network: Network = Field(default_factory=Network)
+    credentials: dict[str, Credential] = Field(default_factory=dict)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credential_names(cls, value: dict[str, Credential]) -> dict[str, Credential]:
+        for name in value:
+            check_name(name)
+        return value
 
     @model_validator(mode="after")
     def _dns_needs_host_root(self) -> UnitFile:
