@@ -54,6 +54,7 @@ from supervisor.sandbox.wire.protocol import (
     StageFailure,
     describe,
 )
+from supervisor.unit import credentials
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 from supervisor.unit.spec import UnitSpec
 
@@ -221,6 +222,10 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         )
     except KeyError as err:
         raise LaunchError(name, "plan", f"unknown capability {err}") from None
+    secrets = _credentials(req)
+    env = {**unit.service.env, **req.extra_env}
+    if secrets:
+        env[credentials.ENV] = credentials.DIRECTORY
     return ChildPlan(
         cgroup_procs=tuple(req.cgroup_procs),
         clone_flags=flags,
@@ -234,7 +239,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         exec_path=exec_path,
         argv=tuple(argv),
         service_path=unit.service.exec[0],
-        env=tuple({**unit.service.env, **req.extra_env}.items()),
+        env=tuple(env.items()),
         privileges=Privileges(
             caps=cap_plan,
             no_new_privs=unit.security.no_new_privileges,
@@ -245,7 +250,25 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         stderr_fd=req.stderr_fd,
         sysctls=net_sysctls(req),
         keep_fds=keep,
+        credentials=secrets,
+        credentials_dir=credentials.DIRECTORY,
     )
+
+
+def _credentials(req: LaunchRequest) -> tuple[tuple[str, bytes], ...]:
+    """The unit's credentials, read now (a rotated file is what this run sees)."""
+    spec = req.spec
+    wanted = spec.unit.credentials
+    if spec.recorded_hashes is not None and any(c.value is not None for c in wanted.values()):
+        # A spec read back from a state file: a `value` was never written there.
+        raise LaunchError(
+            spec.name, credentials.STAGE, "credential values are not kept across a daemon "
+            "restart: run `sandboxctl reload` so the unit file is read again",
+        )  # fmt: skip
+    try:
+        return credentials.read_all(wanted)
+    except credentials.CredentialError as err:
+        raise LaunchError(spec.name, credentials.STAGE, f"{err.key}: {err.message}") from None
 
 
 def _read_message(
