@@ -58,7 +58,8 @@ class Credential(BaseModel):
                     "key": "env",
                 },
             )
-        given = [key for key in ("file", "value") if key in data]
+        # A null is what the JSON form (a state file) holds for the source not used.
+        given = [key for key in ("file", "value") if data.get(key) is not None]
         if len(given) != 1:
             raise PydanticCustomError(
                 "unit_value", 'needs exactly one of file = "/path" or value = "..."'

@@ -135,3 +135,28 @@ def test_changed_source_restarts_on_reload_and_missing_is_an_error(
     invalid = ctl(daemon, "validate", str(daemon.units / "db.toml"))
     assert invalid.returncode != 0
     assert "credentials.db_password.file" in invalid.stdout + invalid.stderr, invalid
+
+
+@pytest.mark.usefixtures("not_a_subreaper")
+def test_an_inline_value_survives_a_daemon_kill9_without_a_restart(daemon: Daemon) -> None:
+    daemon.write_unit(
+        "tok",
+        '[service]\nexec = ["/bin/sh", "-c", "exec sleep 1000"]\nstop_timeout = "500ms"\n'
+        '[restart]\ndelay = "100ms"\n[credentials]\ntoken = { value = "v4lue-kept" }\n',
+    )
+    daemon.start()
+    first = daemon.wait_unit("tok", lambda u: u["state"] == "running")
+    daemon.kill9()
+    daemon.start()
+    again = daemon.wait_unit("tok", lambda u: u["state"] == "running")
+    assert again["pid"] == first["pid"] and again["restarts"] == 0, daemon.events("store.ignored")
+    reload = ctl(daemon, "reload")
+    assert "restarted" not in reload.stdout, reload.stdout
+    # The next run (after the first reload read the file again) gets the value, not "(hidden)".
+    os.kill(first["pid"], 9)  # the sandbox this test's daemon started
+    daemon.wait_unit("tok", lambda u: u["state"] == "running" and u["pid"] != first["pid"])
+    seen = ctl(daemon, "exec", "tok", "--", "/bin/cat", "/run/credentials/token")
+    assert seen.stdout == "v4lue-kept", seen
+    for path in daemon.state.rglob("*"):
+        if path.is_file():
+            assert b"v4lue-kept" not in path.read_bytes(), path
