@@ -46,6 +46,7 @@ def record(r: UnitRunner) -> UnitRecord:
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=None if r.intent is None else r.intent.value,
+        listen=r.listeners.record() if run else [],
     )
 
 

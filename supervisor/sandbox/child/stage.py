@@ -75,6 +75,9 @@ class ChildPlan:
     # [credentials] as (file name, bytes), read by the daemon at this start, installed by PID 1
     # under credentials_dir (child/credentials.py); they travel only in this plan.
     credentials: tuple[tuple[str, bytes], ...] = ()
+    # Socket activation: the names of the last len(listen_names) keep_fds (3..), for
+    # LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID.
+    listen_names: tuple[str, ...] = ()
     credentials_dir: str = ""
 
 
@@ -195,6 +198,7 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
         if plan.hostname:
             env["HOSTNAME"] = plan.hostname
         env.update(plan.env)
+        env.update(listen_env(plan))
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
@@ -204,6 +208,21 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
     except BaseException as exc:  # a child must never die silently
         _report(fds.sync_w, ChildError("pid1", 0, f"{type(exc).__name__}: {exc}"))
     exit(127)
+
+
+def listen_env(plan: ChildPlan) -> dict[str, str]:
+    """sd_listen_fds(3)'s variables. LISTEN_PID is the service's PID as it sees itself: ours
+    (the exec keeps it), or with tini in front, its first child's, which in a new PID
+    namespace is always 2 (tini forks nothing before it)."""
+    if not plan.listen_names:
+        return {}
+    env = {"LISTEN_FDS": str(len(plan.listen_names)), "LISTEN_FDNAMES": ":".join(plan.listen_names)}
+    pid = os.getpid()
+    if plan.exec_path == plan.service_path:
+        env["LISTEN_PID"] = str(pid)
+    elif pid == 1:
+        env["LISTEN_PID"] = "2"
+    return env
 
 
 def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:

@@ -91,6 +91,9 @@ class LaunchRequest:
     keep_fds: tuple[int, ...] | list[int] = ()
     # A bridge sandbox's /etc/resolv.conf (linux/resolvconf.py); None: built from the host's.
     resolv_conf: bytes | None = None
+    # Socket activation: our fds (the unit's [[listen]] sockets) and their names; the service
+    # gets them as fds 3.. in this order, with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
+    listen_fds: tuple[tuple[int, str], ...] = ()
 
 
 @cache
@@ -187,6 +190,26 @@ def kept_fds(req: LaunchRequest) -> tuple[int, ...]:
     return keep
 
 
+LISTEN_FDS_START = 3  # sd_listen_fds(3)
+
+
+def fd_targets(
+    req: LaunchRequest, keep: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(our fds, the numbers PID 1 gets them under): the kept fds keep their numbers unless a
+    listen socket needs it (3..), then take the next free one; listen sockets follow in order."""
+    listen = tuple(range(LISTEN_FDS_START, LISTEN_FDS_START + len(req.listen_fds)))
+    used, targets = set(listen), []
+    for fd in keep:
+        target = fd
+        while target in used:
+            target += 1
+        used.add(target)
+        targets.append(target)
+    sources = keep + tuple(fd for fd, _ in req.listen_fds)
+    return sources, tuple(targets) + listen
+
+
 def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) -> ChildPlan:
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
@@ -249,7 +272,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         stdout_fd=req.stdout_fd,
         stderr_fd=req.stderr_fd,
         sysctls=net_sysctls(req),
-        keep_fds=keep,
+        keep_fds=fd_targets(req, keep)[1],
+        listen_names=tuple(name for _, name in req.listen_fds),
         credentials=secrets,
         credentials_dir=credentials.DIRECTORY,
     )
@@ -436,7 +460,7 @@ def launch(
     deadline = time.monotonic() + req.timeout
     launcher: LauncherChild | None = None
     # Ours are the planned numbers; the fork server passes them along (SCM_RIGHTS).
-    fds = ChildFds(sync_w, go_r, plan.keep_fds)
+    fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
     try:
         if server is None:
             launcher = _fork_directly(plan, fds, syscalls, name)
