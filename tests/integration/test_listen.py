@@ -5,6 +5,7 @@ the daemon itself is killed and started again."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,3 +158,53 @@ def test_a_unit_without_host_network_is_told_why(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 1, out
     assert "listen[0].tcp: tcp sockets need network.mode" in out.stdout + out.stderr
+
+
+def test_dbus_daemon_serves_on_a_socket_it_was_given(daemon: Daemon, tmp_path: Path) -> None:
+    """A real program with systemd socket activation (`--address=systemd:`, sd_listen_fds)."""
+    if shutil.which("dbus-daemon") is None or shutil.which("dbus-send") is None:
+        pytest.skip("needs dbus-daemon and dbus-send")
+    path = tmp_path / "bus.sock"
+    daemon.write_unit(
+        "bus",
+        f"""
+[service]
+exec = ["/usr/bin/dbus-daemon", "--session", "--nofork", "--nopidfile", "--address=systemd:"]
+stop_timeout = "2s"
+[[listen]]
+unix = "{path}"
+mode = 0o600
+""",
+    )
+    daemon.start()
+    daemon.wait_unit("bus", lambda u: u["state"] == "running")
+    out = subprocess.run(
+        ["dbus-send", f"--bus=unix:path={path}", "--print-reply",
+         "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0 and "org.freedesktop.DBus" in out.stdout, out
+
+
+def test_tini_passes_the_sockets_on(daemon: Daemon, tmp_path: Path) -> None:
+    if not any(shutil.which(n) for n in ("tini", "tini-static")):
+        pytest.skip("needs tini")
+    path = tmp_path / "web.sock"
+    daemon.write_unit(
+        "web",
+        f"""
+[service]
+exec = ["/usr/bin/python3", "-c", '''{SERVER}''']
+stop_timeout = "500ms"
+[sandbox]
+init = true
+[[listen]]
+unix = "{path}"
+""",
+    )
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(path))
+        c.sendall(b"hi\n")
+        assert c.makefile().readline().split()[:2] == ["ok", "2"]  # the service is PID 2
