@@ -160,3 +160,15 @@ def test_an_inline_value_survives_a_daemon_kill9_without_a_restart(daemon: Daemo
     for path in daemon.state.rglob("*"):
         if path.is_file():
             assert b"v4lue-kept" not in path.read_bytes(), path
+
+
+def test_an_exec_probe_sees_the_credentials(daemon: Daemon, tmp_path: Path) -> None:
+    source = _secret_file(tmp_path, SECRET)
+    daemon.write_unit(
+        "db",
+        UNIT.format(source=source)
+        + '[health]\nexec = ["/bin/sh", "-c", "test -r $CREDENTIALS_DIRECTORY/db_password"]\n'
+        'interval = "200ms"\n',
+    )
+    daemon.start()
+    daemon.wait_unit("db", lambda u: u["state"] == "running" and u.get("health") == "healthy")
