@@ -172,3 +172,18 @@ def test_an_exec_probe_sees_the_credentials(daemon: Daemon, tmp_path: Path) -> N
     )
     daemon.start()
     daemon.wait_unit("db", lambda u: u["state"] == "running" and u.get("health") == "healthy")
+
+
+def test_in_a_user_namespace_the_files_belong_to_the_mapped_user(daemon: Daemon) -> None:
+    daemon.write_unit(
+        "u",
+        '[service]\nexec = ["/bin/sh", "-c", "exec sleep 1000"]\nuser = "nobody"\n'
+        'stop_timeout = "500ms"\n[sandbox]\n'
+        'namespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
+        '[credentials]\nt = { value = "v4lue-userns" }\n',
+    )
+    daemon.start()
+    daemon.wait_unit("u", lambda u: u["state"] == "running")
+    seen = ctl(daemon, "exec", "u", "--", "/bin/sh", "-c", "stat -c '%a %u' /run/credentials/t; "
+               "cat /run/credentials/t")  # fmt: skip
+    assert seen.stdout == "400 65534\nv4lue-userns", seen
