@@ -112,7 +112,7 @@ class Reconciler:
         so it never meets a veth of a launch of this daemon's."""
         resumed: list[UnitRunner] = []
         for name, record in self.store.load_all().items():
-            spec = status.spec_from_json(record.spec)
+            spec = status.spec_from_json(record.spec, (record.spec_hash, record.restart_hash))
             if spec is None:
                 if record.spec is not None:  # not an invalid unit's record: a broken one
                     log.warning("store.ignored", path=str(self.store.path(name)),
@@ -193,7 +193,7 @@ class Reconciler:
                 result.updated.append(name)
             case Kind.KEEP:
                 assert runner is not None
-                self._keep(runner, result)
+                self._keep(runner, result, spec)
             case Kind.INVALID | Kind.INVALID_KEEPS_RUNNING:
                 if runner is None:
                     runner = self._new_runner(name, None)
@@ -201,7 +201,11 @@ class Reconciler:
                 runner.set_invalid(list(action.errors))
                 result.invalid[name] = list(action.errors)
 
-    def _keep(self, runner: UnitRunner, result: ReloadResult) -> None:
+    def _keep(self, runner: UnitRunner, result: ReloadResult, spec: UnitSpec | None) -> None:
+        if spec is not None and runner.spec is not None and spec.unit.credentials:
+            # The same meaning, but a spec read back from a state file has no secret values
+            # (`value =` credentials) to start the next run with.
+            runner.spec = spec
         if runner.invalid:  # fixed back to the version that runs: nothing else to do
             result.fixed.append(runner.name)
         runner.set_invalid([])

@@ -19,6 +19,7 @@ from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
+from supervisor.engine.listeners import Listeners
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
@@ -68,6 +69,7 @@ class RunnerBase:
         self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
         self._last_pid = 0
         self.run: Run | None = None
+        self.listeners = Listeners(name)  # [[listen]]: held across the service's restarts
         self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
         self.launches = 0

@@ -46,11 +46,15 @@ def record(r: UnitRunner) -> UnitRecord:
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=None if r.intent is None else r.intent.value,
+        listen=r.listeners.record() if run else [],
     )
 
 
-def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
-    """The UnitSpec a state file recorded (None if absent or no longer valid)."""
+def spec_from_json(
+    data: dict[str, Any] | None, hashes: tuple[str | None, str | None] = (None, None)
+) -> UnitSpec | None:
+    """The UnitSpec a state file recorded (None if absent or no longer valid). `hashes`, the
+    recorded ones, stand for a unit with credentials, whose contents the record never holds."""
     if not data:
         return None
     fields = dict(data)
@@ -59,13 +63,16 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
     template, dropins = fields.pop("template", None), fields.pop("dropins", None) or []
     try:
         recorded = Image.from_json(image) if isinstance(image, dict) else None
+        unit = UnitFile.model_validate(fields)
+        known = (hashes[0], hashes[1]) if hashes[0] and hashes[1] else None
         return UnitSpec(
             str(name),
             str(path),
-            UnitFile.model_validate(fields),
+            unit,
             recorded,
             template=str(template) if template else None,
             dropins=tuple(str(d) for d in dropins),
+            recorded_hashes=known,
         )
     except (ValueError, KeyError, TypeError):
         return None

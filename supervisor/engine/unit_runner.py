@@ -74,6 +74,8 @@ class UnitRunner(RunnerBase):
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
             self.run, self.run_spec = run, self.spec
+            if self.spec is not None and record.listen:
+                self.listeners.adopt(self.spec, run.pidfd, record.listen)
             if self.spec is not None:
                 self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
                 self.health.begin(self.spec, run.pid, run.cgroup)
@@ -117,6 +119,8 @@ class UnitRunner(RunnerBase):
             finally:
                 self.health.end()
                 self.readiness.close()
+                # The daemon's copies: a service left running keeps its own (fds 3..).
+                self.listeners.close()
                 if self.run is not None:  # cancelled: the service lives on for the next daemon
                     self._save()
                     self.run.detach()
@@ -249,7 +253,10 @@ class UnitRunner(RunnerBase):
         spec = self.spec
         try:
             env, binds = self.readiness.launch_extras(spec)
-            launcher = functools.partial(self.host.launcher, extra_env=env, extra_binds=binds)
+            sockets = self.listeners.ensure(spec)
+            launcher = functools.partial(
+                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets
+            )
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:

@@ -191,6 +191,7 @@ class SandboxLauncher:
         *,
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
+        listen_fds: Sequence[tuple[int, str]] = (),
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -205,6 +206,7 @@ class SandboxLauncher:
             image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
+            listen_fds=tuple(listen_fds),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:
