@@ -44,9 +44,10 @@ apt_install() {
     apt-get install -y -q --no-install-recommends "$@"
 }
 
-# groff-base and zsh: the tests render the generated man pages and load the zsh completion.
+# groff-base and zsh: the tests render the generated man pages and load the zsh completion;
+# prometheus for its promtool, which checks that /metrics is valid exposition text.
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping groff-base zsh)
+    iputils-ping groff-base zsh prometheus)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
