@@ -446,8 +446,9 @@ def document() -> dict[str, Any]:
                     "summary": "Prometheus metrics (text exposition format)",
                     "responses": {
                         "200": {
-                            "description": "per-unit state, restarts, OOM kills, memory, cpu, "
-                            "pids; the daemon's reconcile duration",
+                            "description": "per-unit state, restarts, OOM kills, memory and its "
+                            "peak, cpu, pids, I/O bytes, pressure (cgroup v2); the daemon's "
+                            "reconcile, start and restart durations",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         **_COMMON,
