@@ -25,7 +25,7 @@ from supervisor.config import DaemonConfig
 from supervisor.contract import State
 from supervisor.engine import diff, images, status
 from supervisor.engine.diff import Kind
-from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
@@ -83,6 +83,9 @@ class Reconciler:
         self.event_seq = 0  # the seq of the newest event published
         self.last_reload_seconds = 0.0
         self.reload_observers: list[Callable[[float], None]] = []  # e.g. the metrics histogram
+        # (kind, seconds): "start" from a launch to running, "restart" from the end of a run
+        # to the next running when [restart] restarted it.
+        self.timing_observers: list[Callable[[str, float], None]] = []
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
 
@@ -228,10 +231,14 @@ class Reconciler:
         runner = UnitRunner(
             name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
             state_dir=self.config.state_dir, blocker=self.ordering.blocker,
-            on_change=self.ordering.changed, network=self.network,
+            on_change=self.ordering.changed, network=self.network, on_timing=self._timing,
         )  # fmt: skip
         self.runners[name] = runner
         return runner
+
+    def _timing(self, kind: str, seconds: float) -> None:
+        for observe in self.timing_observers:
+            observe(kind, seconds)
 
     def _spawn(self, runner: UnitRunner) -> None:
         previous = self._tasks.get(runner.name)
@@ -283,6 +290,10 @@ class Reconciler:
 
     def get_unit(self, name: str) -> UnitStatus:
         return status.unit_status(self._runner(name))
+
+    def top(self) -> TopFrame:
+        rows = [status.top_row(self.runners[n]) for n in sorted(self.runners)]
+        return TopFrame(monotonic=self.host.monotonic(), at=status.now(), units=rows)
 
     async def start(self, name: str) -> UnitStatus:
         runner = self._runner(name)

@@ -220,6 +220,7 @@ class UnitRunner(RunnerBase):
     async def _restart(self) -> None:
         self._pending = self._pending.without_start()
         self.restarts += 1
+        self._restart_from = self._run_ended_at
         self._set(State.STARTING)
 
     def _facts(self) -> tuple[Facts, str | None]:
@@ -249,6 +250,7 @@ class UnitRunner(RunnerBase):
         assert self.spec is not None
         self._pending, self.waiting_for = self._pending.without_start(), None
         self.launches += 1
+        self._launch_began = self.host.monotonic()
         self.backoff.record_start()
         spec = self.spec
         try:
@@ -310,6 +312,13 @@ class UnitRunner(RunnerBase):
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
         self._set(State.RUNNING)
+        self._timing("start", self._launch_began)
+        self._timing("restart", self._restart_from)
+        self._launch_began = self._restart_from = None
+
+    def _timing(self, kind: str, since: float | None) -> None:
+        if since is not None and self._on_timing is not None:
+            self._on_timing(kind, max(0.0, self.host.monotonic() - since))
 
     def _end_for(self, reason: StopReason) -> None:
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
@@ -420,6 +429,7 @@ class UnitRunner(RunnerBase):
         wait_status, self._last_pid = run.status, run.pid
         run.finish()
         self.run = None
+        self._run_ended_at = self.host.monotonic()
         self._record_exit(reason)
         self._exited(reason=str(reason), pid=run.pid, status=wait_status,
                      ran_for=round(run.uptime(), 3))  # fmt: skip
