@@ -24,6 +24,7 @@ from supervisor.sandbox.wire.mounts import (
     RemountRoot,
     Symlink,
     WriteFile,
+    WriteInRoot,
 )
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -33,6 +34,19 @@ def _check_target(sys: Syscalls, path: str) -> None:
         raise StageFailure(
             "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
         )
+
+
+# Why a WriteInRoot is left undone rather than failing the launch: the tree has no such place
+# of its own. ENOENT: the file's directory is missing in the tree (e.g. resolv.conf a link to
+# /run/systemd/resolve/..., which the image lacks); EXDEV: the path leads onto a mount (the
+# sandbox's /run tmpfs, /proc, a unit's bind of its own resolv.conf), whose content is not
+# the tree's to get; ELOOP: a link loop; ENOTDIR/EISDIR/EINVAL: a file or directory where a
+# directory or a regular file should be; ENOSYS: a kernel before 5.6 (no openat2), where the
+# write could not be confined. The image then keeps its own file, as before this op existed.
+_LEFT_ALONE = frozenset(
+    {errno.ENOENT, errno.EXDEV, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL,
+     errno.ENOSYS}
+)  # fmt: skip
 
 
 def fd_path(fd: int) -> str:
@@ -112,6 +126,12 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             sys.symlink(target, path)
         case WriteFile(path, data):
             sys.write_file(path, data)
+        case WriteInRoot(root, path, data, mode):
+            try:
+                sys.write_in_root(root, path, data, mode)
+            except OSError as err:
+                if err.errno not in _LEFT_ALONE:
+                    raise
         case Mask(path, is_dir):
             if is_dir:
                 sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
@@ -139,6 +159,8 @@ def describe(op: Op) -> str:
         case Mount(source, target, fstype, _, _, layers):
             over = "".join(f" {option}={path}" for option, path in layers)
             return f"mount {fstype or source}{over} on {target}"
+        case WriteInRoot(root, path, _, _):
+            return f"write {path} in the root at {root}"
         case _:
             return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
 
