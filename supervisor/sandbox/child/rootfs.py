@@ -37,12 +37,13 @@ def _check_target(sys: Syscalls, path: str) -> None:
 
 
 # Why a WriteInRoot is left undone rather than failing the launch: the tree has no such place
-# of its own. ENOENT: the file's directory is missing in the tree (e.g. resolv.conf a link to
-# /run/systemd/resolve/..., which the image lacks); EXDEV: the path leads onto a mount (the
-# sandbox's /run tmpfs, /proc, a unit's bind of its own resolv.conf), whose content is not
-# the tree's to get; ELOOP: a link loop; ENOTDIR/EISDIR/EINVAL: a file or directory where a
-# directory or a regular file should be; ENOSYS: a kernel before 5.6 (no openat2), where the
-# write could not be confined. The image then keeps its own file, as before this op existed.
+# of its own. ENOENT: the file's directory is missing in the tree (resolv.conf a link to
+# /opt/x/resolv.conf in an image without /opt/x); EXDEV: the path leads onto a mount (the
+# sandbox's /run tmpfs, where systemd's stub-resolv.conf link points, /proc, a unit's bind of
+# its own resolv.conf), which is not the tree's to write; ELOOP: a link loop;
+# ENOTDIR/EISDIR/EINVAL: a file or directory where a directory or a regular file should be
+# (a FIFO or a device node is never opened for writing); ENOSYS: a kernel before 5.6 (no
+# openat2), where the write could not be confined. The image then keeps its own file.
 _LEFT_ALONE = frozenset(
     {errno.ENOENT, errno.EXDEV, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL,
      errno.ENOSYS}
