@@ -28,7 +28,10 @@ from tests.support.images import add_entry, add_file, requires_image_tools, tar_
 from tests.support.requires import requires_root
 
 pytestmark = [pytest.mark.root, requires_root, requires_image_tools]
-REPORT = "cat /etc/resolv.conf; echo status=$?; exec sleep 1000"
+# A FIFO would block cat (as it would have blocked sandboxd's write, had it opened it).
+REPORT = (
+    "test -p /etc/resolv.conf && echo fifo || cat /etc/resolv.conf; echo status=$?; exec sleep 1000"
+)
 
 
 def _free_prefix() -> str:
@@ -124,7 +127,7 @@ def _store_digest(daemon: Daemon) -> str:
 
 
 @pytest.mark.parametrize("read_only", [True, False])
-@pytest.mark.parametrize("how", ["absolute_file", "dotdot_file", "etc_dir"])
+@pytest.mark.parametrize("how", ["absolute_file", "dotdot_file", "etc_dir", "fifo"])
 def test_a_hostile_resolv_conf_link_never_reaches_the_host(
     daemon: Daemon, victim: Path, tmp_path: Path, how: str, read_only: bool
 ) -> None:
@@ -133,6 +136,8 @@ def test_a_hostile_resolv_conf_link_never_reaches_the_host(
         "dotdot_file": [("etc/resolv.conf", tarfile.SYMTYPE, f"../../../../..{victim}/victim")],
         # /etc itself: the file would be created in the host directory.
         "etc_dir": [("etc", tarfile.SYMTYPE, str(victim))],
+        # Opening a FIFO for writing would block PID 1 (a device node is refused at unpack).
+        "fifo": [("etc/resolv.conf", tarfile.FIFOTYPE, "")],
     }[how]
     ref = _image(tmp_path / "img", *entries)
     before = _snapshot(victim)
@@ -143,6 +148,8 @@ def test_a_hostile_resolv_conf_link_never_reaches_the_host(
     assert daemon.unit("evil")["state"] == "running"
     assert _snapshot(victim) == before, "the host directory or its file changed"
     assert "host data" not in daemon.output("evil"), "the host file was read through the link"
+    if how == "fifo":
+        assert "fifo\nstatus=0" in daemon.output("evil"), "the image's FIFO is left as it is"
     assert daemon.stop() == 0
 
 
