@@ -240,9 +240,10 @@ def write_in_root(root: str, path: str, data: bytes, mode: int) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the probe: still refused
             raise OSError(errno.EINVAL, "not a regular file", path)
-        os.ftruncate(fd, 0)
+        # Owner and mode first: a refusal there leaves the image's content as it was.
         os.fchown(fd, 0, 0)
         os.fchmod(fd, mode)
+        os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
