@@ -623,22 +623,16 @@ class UnitFile(Section):
 
     @model_validator(mode="after")
     def _dns_needs_host_root(self) -> UnitFile:
-        # Only a host root's /etc is the daemon's to write; a root directory is the
+        # A host root's /etc is the daemon's to write, and so is an image's upper layer (the
+        # unit's own; the shared layers are never written). A root directory is the
         # operator's (written into by nothing) and brings its own /etc/resolv.conf.
-        # So is an image's (its layers are shared and read-only).
         for key in ("dns", "dns_search"):
-            if getattr(self.network, key) is None:
+            if getattr(self.network, key) is None or self.sandbox.image is not None:
                 continue
-            if self.sandbox.image is not None:
-                raise keyed_error(
-                    f"network.{key}",
-                    f'{key} needs root = "host": an image keeps its own /etc/resolv.conf, '
-                    "which sandboxd does not write into",
-                )
             if self.sandbox.root != "host":
                 raise keyed_error(
                     f"network.{key}",
-                    f'{key} needs root = "host": a root directory keeps its own '
+                    f'{key} needs root = "host" or an image: a root directory keeps its own '
                     "/etc/resolv.conf, which sandboxd does not write into",
                 )
         return self

@@ -55,11 +55,12 @@ class SandboxNetwork:
         self._dns_warned: str | None = None  # the last "no nameserver" warning logged
 
     def resolv_conf(self, spec: UnitSpec) -> bytes | None:
-        """The /etc/resolv.conf of a bridge unit with a host root (None: nothing to write).
+        """The /etc/resolv.conf of a bridge unit with a host root or an image (None: nothing
+        to write; a root directory keeps its own).
         A host without a nameserver a sandbox can reach is logged once, not per launch."""
         network = spec.unit.network
         sandbox = spec.unit.sandbox
-        if network.mode != "bridge" or sandbox.root != "host" or sandbox.image is not None:
+        if network.mode != "bridge" or (sandbox.root != "host" and sandbox.image is None):
             return None
         resolv = resolvconf.for_sandbox(network.dns, network.dns_search)
         if resolv.warning is not None and resolv.warning != self._dns_warned:

@@ -125,8 +125,10 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
     mounts += [UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
     network = req.spec.unit.network
     resolv = req.resolv_conf
-    host_root = sandbox.root == "host" and sandbox.image is None  # an image keeps its own /etc
-    if resolv is None and network.mode == "bridge" and host_root:
+    # A host root's /etc and an image's upper layer are the sandbox's own to write; a root
+    # directory is the operator's, and keeps its own /etc/resolv.conf.
+    own_etc = sandbox.root == "host" or sandbox.image is not None
+    if resolv is None and network.mode == "bridge" and own_etc:
         resolv = resolvconf.for_sandbox(network.dns, network.dns_search).content
     return RootSpec(
         root=sandbox.root,
@@ -141,7 +143,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
-        resolv_conf=resolv if host_root else None,
+        resolv_conf=resolv if own_etc and network.mode == "bridge" else None,
     )
 
 
