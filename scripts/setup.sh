@@ -47,8 +47,9 @@ apt_install() {
 # groff-base and zsh: the tests render the generated man pages and load the zsh completion.
 # fuse3 (fusermount3, libfuse3): the stalled log disk test's FUSE filesystem (mfusepy).
 # umoci and skopeo: the example image (units/image.toml) and the image tests are built with them.
+# prometheus for its promtool, which checks that /metrics is valid exposition text.
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping groff-base zsh fuse3 umoci skopeo)
+    iputils-ping groff-base zsh fuse3 umoci skopeo prometheus)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

@@ -211,6 +211,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     reconciler.reload_observers.append(metrics.observe_reconcile)
+    reconciler.timing_observers.append(metrics.observe_timing)
     async with reconciler:
         await reconciler.resume()
         await reconciler.reload()

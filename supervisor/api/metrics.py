@@ -3,8 +3,9 @@
 Unit metrics are not kept as live objects: a custom collector reads the units' detail views
 (`Controller.list_units(detail=True)`) on each scrape, so a removed unit disappears and nothing
 can drift from what `status` shows.
-The daemon's own timings (reconcile duration) are ordinary instruments the engine feeds through
-`Metrics.observe_reconcile` or `Metrics.reconcile_timer()`.
+The daemon's own timings (reconcile, start and restart durations) are ordinary instruments the
+engine feeds through `Metrics.observe_reconcile`, `Metrics.reconcile_timer()` and
+`Metrics.observe_timing`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from supervisor.api.openapi import HEALTH_STATES, STATES
 from supervisor.engine.model import Controller
 
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A start is a fork and an exec (tens of ms) up to a readiness wait (start_timeout: minutes);
+# a restart adds the [restart] delay, which backs off to max_delay.
+START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+RESTART_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+PSI_RESOURCES = ("cpu", "memory", "io")
+PSI_KINDS = ("some", "full")
+PSI_WINDOWS = ("avg10", "avg60", "avg300")
 
 
 def _number(usage: dict[str, Any], key: str) -> float | None:
@@ -79,6 +87,30 @@ class UnitCollector(Collector):
             "service output dropped because the log file took no more (a full disk)",
             labels=["unit"],
         )
+        peak = GaugeMetricFamily(
+            "sandboxd_unit_memory_peak_bytes",
+            "the most memory the unit's cgroup has used (v2: since the cgroup was made; v1: "
+            "max_usage_in_bytes)",
+            labels=["unit"],
+        )
+        io_read = CounterMetricFamily(
+            "sandboxd_unit_io_read_bytes", "bytes read from block devices", labels=["unit"]
+        )
+        io_write = CounterMetricFamily(
+            "sandboxd_unit_io_write_bytes", "bytes written to block devices", labels=["unit"]
+        )
+        stalled = CounterMetricFamily(
+            "sandboxd_unit_pressure_stalled_seconds",
+            "time tasks of the unit were stalled on a resource (PSI total; some: at least one "
+            "task, full: all non-idle tasks at once; cgroup v2 only)",
+            labels=["unit", "resource", "kind"],
+        )
+        pressure = GaugeMetricFamily(
+            "sandboxd_unit_pressure_ratio",
+            "share of wall time stalled on a resource, averaged over the window (PSI avg10, "
+            "avg60, avg300 as 0..1; cgroup v2 only)",
+            labels=["unit", "resource", "kind", "window"],
+        )
         up = GaugeMetricFamily("sandboxd_units", "units known to the daemon")
         units = self._controller.list_units(detail=True)
         up.add_metric([], len(units))
@@ -93,6 +125,14 @@ class UnitCollector(Collector):
                 cpu.add_metric([unit.name], usec / 1e6)
             if (count := _number(unit.usage, "pids")) is not None:
                 pids.add_metric([unit.name], count)
+            for family, key in (
+                (peak, "memory_peak_bytes"),
+                (io_read, "io_read_bytes"),
+                (io_write, "io_write_bytes"),
+            ):
+                if (value := _number(unit.usage, key)) is not None:
+                    family.add_metric([unit.name], value)
+            _add_pressure(stalled, pressure, unit.name, unit.usage.get("pressure"))
             if unit.health is not None:
                 for verdict in HEALTH_STATES:
                     health.add_metric([unit.name, verdict], 1.0 if unit.health == verdict else 0.0)
@@ -107,6 +147,30 @@ class UnitCollector(Collector):
                     family.add_metric([unit.name], value)
         yield from (up, state, restarts, ooms, memory, cpu, pids)
         yield from (health, health_failures, probes, unhealthy, probe_seconds, dropped)
+        yield from (peak, io_read, io_write, stalled, pressure)
+
+
+def _add_pressure(
+    stalled: CounterMetricFamily, ratio: GaugeMetricFamily, unit: str, pressure: object
+) -> None:
+    """A unit's PSI, as status shows it: {resource: {kind: {avg10, ..., total}}}. Absent
+    (cgroup v1, a kernel without PSI) adds no sample at all, never a zero."""
+    if not isinstance(pressure, dict):
+        return
+    for resource in PSI_RESOURCES:
+        lines = pressure.get(resource)
+        if not isinstance(lines, dict):
+            continue
+        for kind in PSI_KINDS:
+            line = lines.get(kind)
+            if not isinstance(line, dict):
+                continue
+            if (total := _number(line, "total")) is not None:
+                stalled.add_metric([unit, resource, kind], total / 1e6)
+            for window in PSI_WINDOWS:
+                if (avg := _number(line, window)) is not None:
+                    ratio.add_metric([unit, resource, kind, window.removeprefix("avg") + "s"],
+                                     avg / 100)  # fmt: skip
 
 
 class Metrics:
@@ -121,6 +185,19 @@ class Metrics:
             buckets=RECONCILE_BUCKETS,
             registry=self.registry,
         )
+        self.start_seconds = Histogram(
+            "sandboxd_unit_start_duration_seconds",
+            "time from a unit's launch to running (ready, for a unit that says so)",
+            buckets=START_BUCKETS,
+            registry=self.registry,
+        )
+        self.restart_seconds = Histogram(
+            "sandboxd_unit_restart_duration_seconds",
+            "time from the end of a run to running again, for restarts by [restart] (the "
+            "delay included)",
+            buckets=RESTART_BUCKETS,
+            registry=self.registry,
+        )
         self._bound: UnitCollector | None = None
 
     def bind(self, controller: Controller) -> None:
@@ -131,6 +208,11 @@ class Metrics:
 
     def observe_reconcile(self, seconds: float) -> None:
         self.reconcile_seconds.observe(seconds)
+
+    def observe_timing(self, kind: str, seconds: float) -> None:
+        """The engine's `timing_observers` hook: kind is "start" or "restart"."""
+        histogram = self.start_seconds if kind == "start" else self.restart_seconds
+        histogram.observe(seconds)
 
     @contextmanager
     def reconcile_timer(self) -> Iterator[None]:

@@ -137,6 +137,59 @@ UNIT_DETAIL: dict[str, Any] = {
     ]
 }
 
+_COUNT = _nullable({"type": "integer", "minimum": 0})
+_PSI_LINE: dict[str, Any] = {
+    "type": "object",
+    "required": ["avg10", "avg60", "avg300", "total"],
+    "properties": {
+        "avg10": {"type": "number", "minimum": 0, "description": "% of the last 10 s stalled"},
+        "avg60": {"type": "number", "minimum": 0},
+        "avg300": {"type": "number", "minimum": 0},
+        "total": {"type": "integer", "minimum": 0, "description": "microseconds stalled"},
+    },
+}
+PSI: dict[str, Any] = {
+    "type": "object",
+    "description": "one resource's pressure stall information: `some` (at least one task "
+    "stalled) and `full` (all non-idle tasks stalled at once)",
+    "required": ["some"],
+    "properties": {"some": _ref("PsiLine"), "full": _ref("PsiLine")},
+}
+TOP_UNIT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "name", "state", "pid", "restarts", "health", "memory_max", "memory_bytes",
+        "cpu_usage_usec", "pids", "io_read_bytes", "io_write_bytes", "memory_pressure",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "state": {"type": "string", "enum": STATES},
+        "pid": _nullable({"type": "integer", "minimum": 1}),
+        "restarts": {"type": "integer", "minimum": 0},
+        "health": _nullable({"type": "string", "enum": HEALTH_STATES}),
+        "memory_max": _COUNT,
+        "memory_bytes": _COUNT,
+        "cpu_usage_usec": _COUNT,
+        "pids": _COUNT,
+        "io_read_bytes": _COUNT,
+        "io_write_bytes": _COUNT,
+        "memory_pressure": _nullable(_ref("Psi")),
+    },
+}  # fmt: skip
+TOP_FRAME: dict[str, Any] = {
+    "type": "object",
+    "required": ["monotonic", "at", "units"],
+    "properties": {
+        "monotonic": {
+            "type": "number",
+            "description": "the daemon's monotonic clock (seconds) when the frame was read: "
+            "a rate is the difference of two frames' counters over the difference of this",
+        },
+        "at": {"type": "string", "format": "date-time"},
+        "units": {"type": "array", "items": _ref("TopUnit")},
+    },
+}
+
 _NAMES = {"type": "array", "items": {"type": "string"}}
 RELOAD_RESULT: dict[str, Any] = {
     "type": "object",
@@ -409,6 +462,18 @@ def document() -> dict[str, Any]:
                 },
                 **CREATE_UNIT,
             },
+            "/v1/top": {
+                "get": {
+                    "operationId": "top",
+                    "summary": "every unit's counters in one frame (what `sandboxctl top` shows): "
+                    "cpu time, memory, pids, I/O bytes, memory pressure; null where not running "
+                    "or not measured (pressure on cgroup v1)",
+                    "responses": {
+                        "200": _json(_ref("TopFrame"), "all units, sorted by name"),
+                        **_COMMON,
+                    },
+                }
+            },
             "/v1/units/{name}": {
                 "delete": DELETE_UNIT,
                 "get": {
@@ -561,8 +626,9 @@ def document() -> dict[str, Any]:
                     "summary": "Prometheus metrics (text exposition format)",
                     "responses": {
                         "200": {
-                            "description": "per-unit state, restarts, OOM kills, memory, cpu, "
-                            "pids; the daemon's reconcile duration",
+                            "description": "per-unit state, restarts, OOM kills, memory and its "
+                            "peak, cpu, pids, I/O bytes, pressure (cgroup v2); the daemon's "
+                            "reconcile, start and restart durations",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         **_COMMON,
@@ -579,6 +645,10 @@ def document() -> dict[str, Any]:
                 "ReloadResult": RELOAD_RESULT,
                 "Images": IMAGES,
                 "PruneResult": PRUNE_RESULT,
+                "TopFrame": TOP_FRAME,
+                "TopUnit": TOP_UNIT,
+                "Psi": PSI,
+                "PsiLine": _PSI_LINE,
                 "Error": ERROR,
             }
         },

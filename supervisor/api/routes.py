@@ -35,6 +35,10 @@ async def list_units(request: web.Request) -> web.Response:
     return web.json_response({"units": [u.to_json() for u in units]})
 
 
+async def top(request: web.Request) -> web.Response:
+    return web.json_response(_controller(request).top().to_json())
+
+
 async def get_unit(request: web.Request) -> web.Response:
     status = _controller(request).get_unit(request.match_info["name"])
     return web.json_response(status.to_json(detail=True))
@@ -178,6 +182,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/units/{name}", get_unit)
     app.router.add_delete("/v1/units/{name}", delete_unit)
     app.router.add_post("/v1/units/{name}/kill", kill_unit)
+    app.router.add_get("/v1/top", top)
     app.router.add_post("/v1/reload", reload)
     app.router.add_get("/v1/images", list_images)
     app.router.add_post("/v1/images/prune", prune_images)

@@ -18,7 +18,7 @@ from supervisor.api import auth
 from supervisor.api.events import EventLog
 from supervisor.api.server import Server, serve_on
 from supervisor.contract import State
-from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.errors import InvalidUnit, SupervisorError, UnitNotFound
 
 T = TypeVar("T")
@@ -51,6 +51,27 @@ def make_status(
     return UnitStatus(**fields)  # type: ignore[arg-type]
 
 
+def top_row(status: UnitStatus, **kw: object) -> dict[str, Any]:
+    """A `top` row as the engine builds one, from a status's usage and limits."""
+    usage = status.usage if status.state == State.RUNNING.value else {}
+    row: dict[str, Any] = {
+        "name": status.name,
+        "state": status.state,
+        "pid": status.pid,
+        "restarts": status.restarts,
+        "health": status.health,
+        "memory_max": status.limits.get("memory_max"),
+        "memory_bytes": usage.get("memory_bytes"),
+        "cpu_usage_usec": usage.get("cpu_usage_usec"),
+        "pids": usage.get("pids"),
+        "io_read_bytes": usage.get("io_read_bytes"),
+        "io_write_bytes": usage.get("io_write_bytes"),
+        "memory_pressure": (usage.get("pressure") or {}).get("memory"),
+    }
+    row.update(kw)
+    return row
+
+
 class FakeController:
     """Units in a dict; actions flip states and publish events; logs live in `log_dir`."""
 
@@ -58,6 +79,8 @@ class FakeController:
         self.units = {u.name: u for u in units}
         self.log_dir = log_dir or Path("/nonexistent")
         self.calls: list[tuple[str, str]] = []
+        self.top_frames: list[TopFrame] = []
+        self.top_calls = 0
         self.reload_result = ReloadResult(unchanged=sorted(self.units))
         self.reload_events: list[UnitEvent] = []  # what the next reload publishes
         self.action_delay = 0.0
@@ -73,6 +96,14 @@ class FakeController:
         # As the engine's list view: the detail-only fields are not filled.
         return [dataclasses.replace(u, spec_hash=None, limits={}, usage={}, recent_events=[],
                                     recent_exits=[], extra={}) for u in units]  # fmt: skip
+
+    def top(self) -> TopFrame:
+        """The next of `top_frames` if a test queued some (the last one repeats), else a
+        frame made from the units' status, one second after the previous one."""
+        self.top_calls += 1
+        if self.top_frames:
+            return self.top_frames.pop(0) if len(self.top_frames) > 1 else self.top_frames[0]
+        return TopFrame(float(self.top_calls), EPOCH, [top_row(u) for u in self.units.values()])
 
     def get_unit(self, name: str) -> UnitStatus:
         try:

@@ -18,6 +18,7 @@ import os
 
 from supervisor.cgroups import v1, v2
 from supervisor.cgroups.base import (
+    CgroupSample,
     CgroupStats,
     Closeable,
     Manager,
@@ -31,6 +32,7 @@ from supervisor.cgroups.resources import Limits
 from supervisor.linux.bpf import Bpf, LibcBpf
 
 __all__ = [
+    "CgroupSample",
     "CgroupStats",
     "Closeable",
     "DeviceAccess",

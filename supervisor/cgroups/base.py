@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from supervisor.cgroups.pressure import Pressure, PsiFile
 from supervisor.cgroups.resources import Limits
 from supervisor.errors import CgroupError
 
@@ -26,6 +27,25 @@ class CgroupStats:
     cpu_usage_usec: int
     pids_current: int
     oom_kills: int
+    # None where the backend cannot say: no blkio hierarchy (v1), no PSI (v1, or a kernel
+    # without it). Absent is not zero: a graph of zeros would claim a measurement.
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+    pressure: Pressure | None = None
+
+
+@dataclass(frozen=True)
+class CgroupSample:
+    """What `sandboxctl top` shows of one unit per frame: the fewest files that give it
+    (five on v2), so a frame of 1000 units stays cheap. Counters, not rates: the client
+    divides the difference of two frames by the time between them."""
+
+    memory_current: int
+    cpu_usage_usec: int
+    pids_current: int
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    memory_pressure: PsiFile | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class UnitCgroup(Protocol):
         ...
 
     def stats(self) -> CgroupStats: ...
+
+    def sample(self) -> CgroupSample: ...
 
     def memory_current(self) -> int:
         """One file read, for views of many units at once (`stats` reads five)."""

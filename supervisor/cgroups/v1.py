@@ -16,9 +16,10 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from supervisor.cgroups import cpuset, devices, files, oom, teardown
+from supervisor.cgroups import cpuset, devices, files, oom, pressure, teardown
 from supervisor.cgroups.base import (
     REQUIRED_CONTROLLERS,
+    CgroupSample,
     CgroupStats,
     Closeable,
     OomEvent,
@@ -27,7 +28,7 @@ from supervisor.cgroups.base import (
 )
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
-from supervisor.errors import MissingControllerError
+from supervisor.errors import CgroupError, MissingControllerError
 
 HIERARCHIES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset", "devices")
 DEFAULT_PARENT = "sandboxd"
@@ -165,6 +166,7 @@ class V1Unit:
             files.write(self._file(name), value)
 
     def stats(self) -> CgroupStats:
+        io_read, io_write = self._io()
         usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
         return CgroupStats(
             memory_current=self.memory_current(),
@@ -172,7 +174,30 @@ class V1Unit:
             cpu_usage_usec=usage_ns // 1000,
             pids_current=files.read_int(self._file("pids.current")),
             oom_kills=self.oom_kill_count(),
+            io_read_bytes=io_read,
+            io_write_bytes=io_write,
         )
+
+    def sample(self) -> CgroupSample:
+        io_read, io_write = self._io()
+        usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
+        return CgroupSample(
+            memory_current=self.memory_current(),
+            cpu_usage_usec=usage_ns // 1000,
+            pids_current=files.read_int(self._file("pids.current")),
+            memory_pressure=None,  # v1 keeps no PSI per cgroup
+            io_read_bytes=io_read,
+            io_write_bytes=io_write,
+        )
+
+    def _io(self) -> tuple[int | None, int | None]:
+        # The throttle layer's counters exist whatever the I/O scheduler (the CFQ/BFQ ones
+        # do not); no blkio hierarchy, nothing to say.
+        try:
+            text = files.read(self._file("blkio.throttle.io_service_bytes_recursive"))
+        except (KeyError, CgroupError):
+            return None, None
+        return pressure.parse_blkio_bytes(text)
 
     def memory_current(self) -> int:
         return files.read_int(self._file("memory.usage_in_bytes"))

@@ -18,9 +18,10 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from supervisor.cgroups import cpuset, devices, devices_bpf, files, oom, teardown
+from supervisor.cgroups import cpuset, devices, devices_bpf, files, oom, pressure, teardown
 from supervisor.cgroups.base import (
     REQUIRED_CONTROLLERS,
+    CgroupSample,
     CgroupStats,
     Closeable,
     OomEvent,
@@ -161,6 +162,7 @@ class V2Unit:
         return list(plan.unsupported)
 
     def stats(self) -> CgroupStats:
+        io_read, io_write = self._io()
         peak = self._file("memory.peak")
         return CgroupStats(
             memory_current=self.memory_current(),
@@ -168,7 +170,29 @@ class V2Unit:
             cpu_usage_usec=files.read_keyed(self._file("cpu.stat")).get("usage_usec", 0),
             pids_current=files.read_int(self._file("pids.current")),
             oom_kills=self.oom_kill_count(),
+            io_read_bytes=io_read,
+            io_write_bytes=io_write,
+            pressure=pressure.read_pressure(self.path),
         )
+
+    def sample(self) -> CgroupSample:
+        io_read, io_write = self._io()
+        return CgroupSample(
+            memory_current=self.memory_current(),
+            cpu_usage_usec=files.read_keyed(self._file("cpu.stat")).get("usage_usec", 0),
+            pids_current=files.read_int(self._file("pids.current")),
+            io_read_bytes=io_read,
+            io_write_bytes=io_write,
+            memory_pressure=pressure.read_psi(self._file("memory.pressure")),
+        )
+
+    def _io(self) -> tuple[int | None, int | None]:
+        # io.stat exists only where the io controller is enabled for the unit.
+        try:
+            text = files.read(self._file("io.stat"))
+        except CgroupError:
+            return None, None
+        return pressure.parse_io_stat(text)
 
     def memory_current(self) -> int:
         return files.read_int(self._file("memory.current"))

@@ -185,6 +185,10 @@ class Client:
         detail: dict[str, Any] = self.request("GET", unit_path(name))
         return detail
 
+    def top(self) -> dict[str, Any]:
+        frame: dict[str, Any] = self.request("GET", "/v1/top")
+        return frame
+
     def reload(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/v1/reload", ACTION_TIMEOUT)
         return result

@@ -21,6 +21,7 @@ from supervisor.errors import EXIT_USAGE, SupervisorError
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {
     "status": "supervisor.cli.commands.status",
+    "top": "supervisor.cli.commands.top",
     "reload": "supervisor.cli.commands.reload",
     "start": "supervisor.cli.commands.start",
     "stop": "supervisor.cli.commands.stop",

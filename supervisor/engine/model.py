@@ -101,6 +101,20 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class TopFrame:
+    """Every unit's counters at one instant, for `sandboxctl top` (GET /v1/top)."""
+
+    # The daemon's monotonic clock when the frame was read: rates are differences of two
+    # frames over the difference of their `monotonic`, immune to wall clock steps.
+    monotonic: float
+    at: dt.datetime
+    units: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"monotonic": self.monotonic, "at": self.at.isoformat(), "units": self.units}
+
+
+@dataclass(frozen=True)
 class ReloadResult:
     started: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
@@ -138,6 +152,10 @@ class Controller(Protocol):
 
     def get_unit(self, name: str) -> UnitStatus:
         """Raises supervisor.errors.UnitNotFound."""
+        ...
+
+    def top(self) -> TopFrame:
+        """Every unit's `top` row, by name, in one pass (a few cgroup files per unit)."""
         ...
 
     async def reload(self) -> ReloadResult: ...

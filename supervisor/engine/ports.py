@@ -45,10 +45,12 @@ class Launcher(Protocol):
         *,
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[Bind] = (),
+        listen_fds: Sequence[tuple[int, str]] = (),
     ) -> Awaitable[Started]:
         """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
         `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
-        are what the daemon adds for this run (the notify socket). Raises LaunchError, and
+        are what the daemon adds for this run (the notify socket); `listen_fds` (fd, name)
+        become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES. Raises LaunchError, and
         leaves nothing of the sandbox behind when it does."""
         ...
 

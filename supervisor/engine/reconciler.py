@@ -25,7 +25,7 @@ from supervisor.config import DaemonConfig
 from supervisor.contract import State
 from supervisor.engine import diff, images, status
 from supervisor.engine.diff import Kind
-from supervisor.engine.model import ReloadResult, UnitEvent, UnitStatus
+from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
@@ -88,6 +88,9 @@ class Reconciler:
         self.event_seq = 0  # the seq of the newest event published
         self.last_reload_seconds = 0.0
         self.reload_observers: list[Callable[[float], None]] = []  # e.g. the metrics histogram
+        # (kind, seconds): "start" from a launch to running, "restart" from the end of a run
+        # to the next running when [restart] restarted it.
+        self.timing_observers: list[Callable[[str, float], None]] = []
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
 
@@ -117,7 +120,7 @@ class Reconciler:
         so it never meets a veth of a launch of this daemon's."""
         resumed: list[UnitRunner] = []
         for name, record in self.store.load_all().items():
-            spec = status.spec_from_json(record.spec)
+            spec = status.spec_from_json(record.spec, (record.spec_hash, record.restart_hash))
             if spec is None:
                 if record.spec is not None:  # not an invalid unit's record: a broken one
                     log.warning("store.ignored", path=str(self.store.path(name)),
@@ -213,7 +216,7 @@ class Reconciler:
                 result.updated.append(name)
             case Kind.KEEP:
                 assert runner is not None
-                self._keep(runner, result)
+                self._keep(runner, result, spec)
             case Kind.INVALID | Kind.INVALID_KEEPS_RUNNING:
                 if runner is None:
                     runner = self._new_runner(name, None)
@@ -221,7 +224,11 @@ class Reconciler:
                 runner.set_invalid(list(action.errors))
                 result.invalid[name] = list(action.errors)
 
-    def _keep(self, runner: UnitRunner, result: ReloadResult) -> None:
+    def _keep(self, runner: UnitRunner, result: ReloadResult, spec: UnitSpec | None) -> None:
+        if spec is not None and runner.spec is not None and spec.unit.credentials:
+            # The same meaning, but a spec read back from a state file has no secret values
+            # (`value =` credentials) to start the next run with.
+            runner.spec = spec
         if runner.invalid:  # fixed back to the version that runs: nothing else to do
             result.fixed.append(runner.name)
         runner.set_invalid([])
@@ -244,7 +251,7 @@ class Reconciler:
         runner = UnitRunner(
             name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
             state_dir=self.config.state_dir, blocker=self.ordering.blocker,
-            on_change=self._changed, network=self.network,
+            on_change=self._changed, network=self.network, on_timing=self._timing,
         )  # fmt: skip
         runner.tell_output_closed = name in self.transient.names()
         self.runners[name] = runner
@@ -269,6 +276,10 @@ class Reconciler:
             await self.reload()
         finally:
             self._removing.discard(name)
+
+    def _timing(self, kind: str, seconds: float) -> None:
+        for observe in self.timing_observers:
+            observe(kind, seconds)
 
     def _spawn(self, runner: UnitRunner) -> None:
         previous = self._tasks.get(runner.name)
@@ -342,6 +353,10 @@ class Reconciler:
                 runner.start()
                 started.append(other)
         return started
+
+    def top(self) -> TopFrame:
+        rows = [status.top_row(self.runners[n]) for n in sorted(self.runners)]
+        return TopFrame(monotonic=self.host.monotonic(), at=status.now(), units=rows)
 
     async def start(self, name: str) -> UnitStatus:
         runner = self._runner(name)

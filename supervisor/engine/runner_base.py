@@ -19,6 +19,7 @@ from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
+from supervisor.engine.listeners import Listeners
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
@@ -51,8 +52,11 @@ class RunnerBase:
         blocker: Blocker | None = None,
         on_change: Callable[[str], None] | None = None,
         network: Networking | None = None,
+        on_timing: Callable[[str, float], None] | None = None,
     ) -> None:
         self.host, self.store, self.sink, self._emit = host, store, sink, emit
+        # ("start" | "restart", seconds) for the daemon's histograms (api/metrics.py).
+        self._on_timing = on_timing
         self.network = network
         self._blocker, self._on_change = blocker, on_change
         self.name, self.spec = name, spec
@@ -68,9 +72,13 @@ class RunnerBase:
         self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
         self._last_pid = 0
         self.run: Run | None = None
+        self.listeners = Listeners(name)  # [[listen]]: held across the service's restarts
         self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
         self.launches = 0
+        self._launch_began: float | None = None  # monotonic: the launch not running yet
+        self._restart_from: float | None = None  # monotonic: the end of a run being restarted
+        self._run_ended_at = 0.0
         self._pending = Pending.NONE  # a command not carried out yet
         self._leaving = Leaving.STAYING  # whether (and how) the task is ending
         self._stop_reason: StopReason | None = None  # why the daemon itself ends the run
@@ -221,6 +229,9 @@ class RunnerBase:
         self.state = state
         if state.is_settled():
             self.health.clear()
+            # A start after this is an operator's, not the end of a launch or restart begun
+            # before: it must not show up in the histograms as one long start.
+            self._launch_began = self._restart_from = None
         if save:
             self._save()
         if self._exit_told is not None:

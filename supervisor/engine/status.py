@@ -46,11 +46,15 @@ def record(r: UnitRunner) -> UnitRecord:
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
         intent=None if r.intent is None else r.intent.value,
+        listen=r.listeners.record() if run else [],
     )
 
 
-def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
-    """The UnitSpec a state file recorded (None if absent or no longer valid)."""
+def spec_from_json(
+    data: dict[str, Any] | None, hashes: tuple[str | None, str | None] = (None, None)
+) -> UnitSpec | None:
+    """The UnitSpec a state file recorded (None if absent or no longer valid). `hashes`, the
+    recorded ones, stand for a unit with credentials, whose contents the record never holds."""
     if not data:
         return None
     fields = dict(data)
@@ -59,13 +63,16 @@ def spec_from_json(data: dict[str, Any] | None) -> UnitSpec | None:
     template, dropins = fields.pop("template", None), fields.pop("dropins", None) or []
     try:
         recorded = Image.from_json(image) if isinstance(image, dict) else None
+        unit = UnitFile.model_validate(fields)
+        known = (hashes[0], hashes[1]) if hashes[0] and hashes[1] else None
         return UnitSpec(
             str(name),
             str(path),
-            UnitFile.model_validate(fields),
+            unit,
             recorded,
             template=str(template) if template else None,
             dropins=tuple(str(d) for d in dropins),
+            recorded_hashes=known,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -182,4 +189,44 @@ def _usage(run: Run | None) -> dict[str, Any]:
         "cpu_usage_usec": stats.cpu_usage_usec,
         "pids": stats.pids_current,
         "oom_kills_this_run": run.oom_kills,
+        "io_read_bytes": stats.io_read_bytes,
+        "io_write_bytes": stats.io_write_bytes,
+        # None (JSON null) where the kernel keeps none (cgroup v1): absent, not zero.
+        "pressure": stats.pressure,
     }
+
+
+def top_row(r: UnitRunner) -> dict[str, Any]:
+    """One unit in a `top` frame: counters and gauges, never rates (the client has two
+    frames and the time between them; the daemon keeps no history per viewer)."""
+    run, spec = r.run, r.spec
+    row: dict[str, Any] = {
+        "name": r.name,
+        "state": r.state.value,
+        "pid": run.pid if run else None,
+        "restarts": r.restarts,
+        "health": r.health.state,
+        "memory_max": spec.unit.resources.memory_max if spec else None,
+        "memory_bytes": None,
+        "cpu_usage_usec": None,
+        "pids": None,
+        "io_read_bytes": None,
+        "io_write_bytes": None,
+        "memory_pressure": None,
+    }
+    cgroup = _live_cgroup(run)
+    if cgroup is None:
+        return row
+    try:
+        sample = cgroup.sample()
+    except (CgroupError, OSError):
+        return row  # the cgroup went with its run
+    row.update(
+        memory_bytes=sample.memory_current,
+        cpu_usage_usec=sample.cpu_usage_usec,
+        pids=sample.pids_current,
+        io_read_bytes=sample.io_read_bytes,
+        io_write_bytes=sample.io_write_bytes,
+        memory_pressure=sample.memory_pressure,
+    )
+    return row

@@ -50,6 +50,8 @@ class UnitRecord:
     output_fd: int | None = None  # fd number of the output pipe's read end inside PID 1
     output_inode: int | None = None  # that pipe's inode, to check the fd before reopening it
     intent: str | None = None  # why the run is ending: restart | stop | the daemon's reason
+    # [[listen]] sockets as [fd in PID 1, socket inode]: what the next daemon takes back.
+    listen: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         # Shallow, for json.dumps only: asdict() deep-copies the spec, a few ms per save.
@@ -105,6 +107,8 @@ _CHECKS: dict[str, Any] = {
     "oom_kills": _count, "oom_base": _count,
     "output_fd": _optional(_count), "output_inode": _optional(_count),
     "intent": _optional(_text),
+    "listen": lambda v: isinstance(v, list)
+    and all(isinstance(p, list) and len(p) == 2 and all(_count(x) for x in p) for p in v),
 }  # fmt: skip
 _EXPECTED = {
     "unit": "a string", "state": "a string", "spec": "an object or null",
@@ -113,7 +117,7 @@ _EXPECTED = {
     "started_at": "a time or null", "restarts": "a count", "last_exit": "a string or null",
     "recent_exits": "a list of strings", "oom_kills": "a count", "oom_base": "a count",
     "output_fd": "an fd number or null", "output_inode": "an inode number or null",
-    "intent": "a string or null",
+    "intent": "a string or null", "listen": "a list of [fd, inode] pairs",
 }  # fmt: skip
 
 

@@ -74,6 +74,8 @@ class UnitRunner(RunnerBase):
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
             self.run, self.run_spec = run, self.spec
+            if self.spec is not None and record.listen:
+                self.listeners.adopt(self.spec, run.pidfd, record.listen)
             if self.spec is not None:
                 self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
                 self.health.begin(self.spec, run.pid, run.cgroup)
@@ -117,6 +119,8 @@ class UnitRunner(RunnerBase):
             finally:
                 self.health.end()
                 self.readiness.close()
+                # The daemon's copies: a service left running keeps its own (fds 3..).
+                self.listeners.close()
                 if self.run is not None:  # cancelled: the service lives on for the next daemon
                     self._save()
                     self.run.detach()
@@ -216,6 +220,7 @@ class UnitRunner(RunnerBase):
     async def _restart(self) -> None:
         self._pending = self._pending.without_start()
         self.restarts += 1
+        self._restart_from = self._run_ended_at
         self._set(State.STARTING)
 
     def _facts(self) -> tuple[Facts, str | None]:
@@ -245,11 +250,15 @@ class UnitRunner(RunnerBase):
         assert self.spec is not None
         self._pending, self.waiting_for = self._pending.without_start(), None
         self.launches += 1
+        self._launch_began = self.host.monotonic()
         self.backoff.record_start()
         spec = self.spec
         try:
             env, binds = self.readiness.launch_extras(spec)
-            launcher = functools.partial(self.host.launcher, extra_env=env, extra_binds=binds)
+            sockets = self.listeners.ensure(spec)
+            launcher = functools.partial(
+                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets
+            )
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
@@ -303,6 +312,13 @@ class UnitRunner(RunnerBase):
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
         self._set(State.RUNNING)
+        self._timing("start", self._launch_began)
+        self._timing("restart", self._restart_from)
+        self._launch_began = self._restart_from = None
+
+    def _timing(self, kind: str, since: float | None) -> None:
+        if since is not None and self._on_timing is not None:
+            self._on_timing(kind, max(0.0, self.host.monotonic() - since))
 
     def _end_for(self, reason: StopReason) -> None:
         """The daemon ends the run itself (stop_signal, then SIGKILL), for `reason`."""
@@ -415,6 +431,7 @@ class UnitRunner(RunnerBase):
             run.capture.on_closed = self._output_closed
         run.finish()
         self.run = None
+        self._run_ended_at = self.host.monotonic()
         self._record_exit(reason)
         self._exited(reason=str(reason), pid=run.pid, status=wait_status,
                      ran_for=round(run.uptime(), 3))  # fmt: skip

@@ -94,6 +94,9 @@ class RecordingSyscalls:
     def write_file(self, path: str, data: bytes, create: bool = True) -> None:
         self._record("write_file", path, data)
 
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None:
+        self._record("write_in_root", root, path, data, mode)
+
     def read_file(self, path: str) -> bytes:
         if path not in self.files:
             raise FileNotFoundError(2, "No such file or directory", path)

@@ -93,6 +93,12 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # openat2(2) <linux/openat2.h>: refuse a symlink in any component of the path (magic links
 # such as /proc/self/fd/N included).
 RESOLVE_NO_SYMLINKS = 0x04
+# Resolve as if the dirfd were "/" (an absolute link or ".." stays inside it), cross no mount
+# point, follow no magic link: how a file inside an untrusted tree is reached (write_in_root).
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS
 AT_FDCWD = -100
 
 # Syscalls glibc has no wrapper for (or only recently): numbers per architecture. openat2 is
@@ -126,6 +132,7 @@ class Syscalls(Protocol):
     def touch(self, path: str) -> None: ...
     def symlink(self, target: str, path: str) -> None: ...
     def write_file(self, path: str, data: bytes, create: bool = True) -> None: ...
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None: ...
     def read_file(self, path: str) -> bytes: ...
     def kind(self, path: str, follow: bool = False) -> FileKind | None: ...
     def resolve(self, path: str) -> str: ...
@@ -170,6 +177,78 @@ class _OpenHow(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _openat2_missing = False  # set once the kernel said ENOSYS (before 5.6): walk instead
+
+
+def openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    """openat2(2), close-on-exec; OSError(ENOSYS) before Linux 5.6."""
+    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"openat2: unsupported architecture {platform.machine()}")
+    # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
+    flags |= os.O_CLOEXEC
+    how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
+    fd = int(
+        _libc.syscall(
+            ctypes.c_long(nr),
+            ctypes.c_long(dir_fd),
+            os.fsencode(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def write_in_root(root: str, path: str, data: bytes, mode: int) -> None:
+    """Write `path` (absolute as the tree names it) inside the directory `root`, resolving
+    every component with RESOLVE_IN_ROOT: an untrusted tree's symlinks (/etc -> /tmp/x,
+    resolv.conf -> ../../host/file) are followed within `root` and never reach the host.
+
+    A missing top-level parent (an image without /etc) is made with mkdirat on `root`'s fd,
+    which follows nothing. Only a regular file is written (a FIFO would block, a device node
+    would reach a host device): it is looked at through an O_PATH fd first, which opens
+    nothing, then truncated and written; owner root, `mode`. OSError as the kernel says
+    (ENOENT: the file's directory is missing inside the tree; EXDEV: a mount is in the way).
+    """
+    rel = path.lstrip("/")
+    parent = os.path.dirname(rel)
+    root_fd = open_nofollow(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        if parent and "/" not in parent:
+            # mkdirat follows no link in its last component: a dangling /etc -> /x gives
+            # EEXIST here and ENOENT from the open below, and nothing is created.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parent, 0o755, dir_fd=root_fd)
+        try:
+            probe = openat2(root_fd, rel, os.O_PATH, 0, IN_ROOT)
+        except FileNotFoundError:
+            probe = -1  # the file itself is missing (its directory is checked by the open)
+        if probe >= 0:
+            try:
+                kind = os.fstat(probe).st_mode
+            finally:
+                os.close(probe)
+            if not stat.S_ISREG(kind):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOCTTY | os.O_NONBLOCK
+        fd = openat2(root_fd, rel, flags, mode, IN_ROOT)
+    finally:
+        os.close(root_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the probe: still refused
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        # Owner and mode first: a refusal there leaves the image's content as it was.
+        os.fchown(fd, 0, 0)
+        os.fchmod(fd, mode)
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def open_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) -> int:
@@ -335,6 +414,9 @@ class LibcSyscalls:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None:
+        write_in_root(root, path, data, mode)
 
     def read_file(self, path: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

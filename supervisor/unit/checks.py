@@ -273,7 +273,7 @@ def check_dns(spec: UnitSpec) -> Iterator[UnitError]:
     host's loopback (a local stub or dnsmasq); say so rather than let names fail later."""
     network = spec.unit.network
     sandbox = spec.unit.sandbox
-    if network.mode != "bridge" or network.dns or sandbox.root != "host" or sandbox.image:
+    if network.mode != "bridge" or network.dns or (sandbox.root != "host" and not sandbox.image):
         return
     # Looked up at call time, so tests can point them at files of their own.
     resolved = resolvconf.for_sandbox(

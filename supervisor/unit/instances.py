@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor.images.oci import Image
-from supervisor.unit import compose
+from supervisor.unit import compose, credentials
 from supervisor.unit.diagnostics import (
     KEY_FILE,
     UnitError,
@@ -110,11 +110,23 @@ class Composition:
                 invalid = [e for e in invalid if e.key not in ("service", "service.exec")]
             errors.extend(invalid)
             return None, in_line_order(errors)
+        secrets = None
+        if unit.credentials:
+            try:
+                secrets = credentials.digest(credentials.read_all(unit.credentials))
+            except credentials.CredentialError as exc:
+                errors.append(merged.error(tuple(exc.key.split(".")), exc.message))
         if errors:
             return None, errors
         template_path = self.base if self.instance is not None else None
         spec = UnitSpec(
-            self.name, self.base, unit, image, template=template_path, dropins=self.dropins
+            self.name,
+            self.base,
+            unit,
+            image,
+            template=template_path,
+            dropins=self.dropins,
+            credentials_digest=secrets,
         )
         return spec, []
 

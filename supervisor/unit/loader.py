@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from supervisor.unit import checks, compose
+from supervisor.unit import checks, compose, credentials
 from supervisor.unit.diagnostics import (
     KEY_NAME,
     UnitError,
@@ -71,6 +71,8 @@ __all__ = [
 ]
 # A line that sets `image` (in [sandbox]); a false match only costs a parse.
 _IMAGE_KEY = re.compile(r"^\s*image\s*=", re.MULTILINE)
+# A [credentials] table (or a dotted or inline spelling of it).
+_CREDENTIALS_KEY = re.compile(r"^\s*\[?\s*credentials\b", re.MULTILINE)
 _RACY_NS = 2_000_000_000  # coarser than any filesystem timestamp granularity we meet
 
 
@@ -111,9 +113,15 @@ def parse_unit(path: str, name: str, data: bytes) -> UnitSpec:
             # The image would have given the command: no second error for the missing exec.
             found = [e for e in found if e.key not in ("service", "service.exec")]
         raise UnitFileError(in_line_order(errors + found)) from None
+    secrets = None
+    if unit.credentials:
+        try:
+            secrets = credentials.digest(credentials.read_all(unit.credentials))
+        except credentials.CredentialError as exc:
+            errors.append(_with_line(UnitError(path, exc.key, exc.message), text))
     if errors:
         raise UnitFileError(errors)
-    return UnitSpec(name=name, path=path, unit=unit, image=image)
+    return UnitSpec(name=name, path=path, unit=unit, image=image, credentials_digest=secrets)
 
 
 def load_unit(path: str | os.PathLike[str], name: str | None = None) -> UnitSpec:
@@ -223,7 +231,11 @@ class UnitLoader:
             sig = None
         # An image unit is parsed again every time: its image may have changed on disk under
         # an unchanged file (a new digest for the tag), and `reload` must see that.
-        image_unit = cached is not None and _IMAGE_KEY.search(cached.text) is not None
+        # So is a unit with credentials: a secret file may change under it.
+        image_unit = cached is not None and (
+            _IMAGE_KEY.search(cached.text) is not None
+            or _CREDENTIALS_KEY.search(cached.text) is not None
+        )
         if cached is not None and cached.signature == sig and cached.trusted and not image_unit:
             return cached.spec, list(cached.errors), cached.text
         try:

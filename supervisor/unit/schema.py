@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from supervisor.images.reference import parse_ref
+from supervisor.unit.credentials import Credential, check_name
+from supervisor.unit.listen import Listen
 from supervisor.unit.ports import PublishedPort, parse_published_port
 from supervisor.unit.quantities import (
     format_duration,
@@ -601,25 +603,45 @@ class UnitFile(Section):
     security: Security = Field(default_factory=Security)
     health: Health | None = None
     network: Network = Field(default_factory=Network)
+    credentials: dict[str, Credential] = Field(default_factory=dict)
+    listen: list[Listen] = Field(default_factory=list, max_length=64)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credential_names(cls, value: dict[str, Credential]) -> dict[str, Credential]:
+        for name in value:
+            check_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _listen_needs_host_network(self) -> UnitFile:
+        # An inet socket must live in the network namespace its clients reach, and a sandbox
+        # gets a fresh one at every start: only the host's outlives the service's restarts.
+        for i, entry in enumerate(self.listen):
+            if entry.kind != "unix" and self.network.mode != "host":
+                raise keyed_error(
+                    f"listen.{i}.{entry.kind}",
+                    f'{entry.kind} sockets need network.mode = "host" (a sandbox\'s own network '
+                    "namespace is new at every start); a unix socket works in any mode",
+                )
+        names = [entry.fd_name() for entry in self.listen]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise keyed_error(f"listen.{i}.name", f"{name!r} is used twice")
+        return self
 
     @model_validator(mode="after")
     def _dns_needs_host_root(self) -> UnitFile:
-        # Only a host root's /etc is the daemon's to write; a root directory is the
+        # A host root's /etc is the daemon's to write, and so is an image's upper layer (the
+        # unit's own; the shared layers are never written). A root directory is the
         # operator's (written into by nothing) and brings its own /etc/resolv.conf.
-        # So is an image's (its layers are shared and read-only).
         for key in ("dns", "dns_search"):
-            if getattr(self.network, key) is None:
+            if getattr(self.network, key) is None or self.sandbox.image is not None:
                 continue
-            if self.sandbox.image is not None:
-                raise keyed_error(
-                    f"network.{key}",
-                    f'{key} needs root = "host": an image keeps its own /etc/resolv.conf, '
-                    "which sandboxd does not write into",
-                )
             if self.sandbox.root != "host":
                 raise keyed_error(
                     f"network.{key}",
-                    f'{key} needs root = "host": a root directory keeps its own '
+                    f'{key} needs root = "host" or an image: a root directory keeps its own '
                     "/etc/resolv.conf, which sandboxd does not write into",
                 )
         return self

@@ -42,6 +42,12 @@ class UnitSpec:
     # `sandboxctl cat`, never hashed, so moving a key into a drop-in restarts nothing.
     template: str | None = None
     dropins: tuple[str, ...] = ()
+    # A digest of the `[credentials]` contents as read when the unit was loaded
+    # (unit/credentials.py): a changed secret file is a changed spec, though its value is never
+    # in the spec's JSON. None: no credentials, or a spec read back from a state file, which
+    # then keeps the hashes it was recorded with (`recorded_hashes`).
+    credentials_digest: str | None = None
+    recorded_hashes: tuple[str, str] | None = None
     hash: str = field(init=False)
     restart_hash: str = field(init=False)  # the hash without the live-applicable sections
 
@@ -53,6 +59,12 @@ class UnitSpec:
             parts["image"] = canonical_json(
                 [self.image.digest, [layer.diff_id for layer in self.image.layers]]
             )
+        if self.credentials_digest is not None:
+            parts["credentials"] = canonical_json(self.credentials_digest)
+        if self.recorded_hashes is not None and self.unit.credentials:
+            object.__setattr__(self, "hash", self.recorded_hashes[0])
+            object.__setattr__(self, "restart_hash", self.recorded_hashes[1])
+            return
         object.__setattr__(self, "hash", _digest(parts))
         object.__setattr__(self, "restart_hash", _digest(parts, LIVE_SECTIONS))
 

@@ -78,13 +78,21 @@ def dumps(unit: dict[str, Any]) -> str:
     if isinstance(resources, dict) and "pids_max" in resources and resources["pids_max"] is None:
         # Unlimited, but the default is 1024: left out, it would read back as 1024.
         unit = {**unit, "resources": {**resources, "pids_max": "max"}}
-    for section, value in unit.items():
-        if out:
-            out.append("")
+    # Top-level keys first: in TOML, a key after a table header belongs to that table.
+    plain = [(k, v) for k, v in unit.items() if not isinstance(v, dict) and not _is_table_array(v)]
+    for section, value in plain:
         if value is None:
             out.append(f"# [{_key(section)}]: {UNSET}")
-        elif isinstance(value, dict):
-            _table(_key(section), value, out, f"[{_key(section)}]")
         else:
             out.append(f"{_key(section)} = {scalar(value)}")
+    for section, value in unit.items():
+        if isinstance(value, dict):
+            if out:
+                out.append("")
+            _table(_key(section), value, out, f"[{_key(section)}]")
+        elif _is_table_array(value):
+            for item in value:
+                if out:
+                    out.append("")
+                _table(_key(section), item, out, f"[[{_key(section)}]]")
     return "\n".join(out) + "\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import log
-from supervisor.cgroups import CgroupStats, Limits
+from supervisor.cgroups import CgroupSample, CgroupStats, Limits
 from supervisor.config import DaemonConfig
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
@@ -51,6 +51,9 @@ class StubCgroup:
 
     def stats(self) -> CgroupStats:
         return CgroupStats(0, None, 0, 1, 0)
+
+    def sample(self) -> CgroupSample:
+        return CgroupSample(0, 0, 1, None, None, None)
 
     def memory_current(self) -> int:
         return 0

@@ -4,6 +4,7 @@ the daemon goes on supervising (a crashing unit keeps being restarted throughout
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -21,7 +22,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from supervisor.cli.client import UnixHTTPConnection
-from tests.support.requires import requires_root
+from tests.support.requires import cgroup_version, requires_root
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -125,6 +126,28 @@ def test_metrics_of_real_units(running: Daemon) -> None:
     assert curl(running.socket, "POST", "/v1/reload")[0] == 200
     _, text = curl(running.socket, "GET", "/metrics")
     assert "sandboxd_reconcile_duration_seconds_count 2.0" in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (prometheus)")
+def test_metrics_pass_promtool_with_io_peak_pressure_and_histograms(running: Daemon) -> None:
+    running.write_unit("crasher", CRASHER)
+    assert curl(running.socket, "POST", "/v1/reload")[0] == 200
+    restarted = 'sandboxd_unit_restart_duration_seconds_bucket{le="+Inf"} 0.0'
+
+    def after_a_restart() -> bool:
+        text = curl(running.socket, "GET", "/metrics")[1]
+        return "sandboxd_unit_restart_duration_seconds_count" in text and restarted not in text
+
+    wait_for(after_a_restart, 60, lambda: "no restart timed")
+    _, text = curl(running.socket, "GET", "/metrics")
+    assert 'sandboxd_unit_memory_peak_bytes{unit="web"}' in text
+    assert 'sandboxd_unit_io_read_bytes_total{unit="web"}' in text
+    assert "sandboxd_unit_start_duration_seconds_count" in text
+    pressure = 'sandboxd_unit_pressure_ratio{kind="some",resource="memory",unit="web",window="10s"}'
+    assert (pressure in text) == (cgroup_version() == 2)  # v1: no sample, never a zero
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def _raw(sock: Path, data: bytes) -> bytes:

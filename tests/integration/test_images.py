@@ -17,13 +17,15 @@ from tests.support.images import (
     add_file,
     build_busybox,
     requires_image_tools,
+    requires_skopeo,
     tar_bytes,
     to_archive,
     write_layout,
 )
 from tests.support.requires import requires_root
 
-# cgroup_v2: the v2 VM runs these too (scripts/test-v2.sh adds umoci and skopeo to its image).
+# cgroup_v2: the v2 VM runs these too (scripts/test-v2.sh adds umoci to its image; skopeo cannot
+# be there, so the docker-archive test runs on the host only).
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v2, requires_root, requires_image_tools]
 
 # What the service reports about its root: the deleted file, the image's config as defaults.
@@ -51,6 +53,7 @@ def _layers(daemon: Daemon) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in store.iterdir()} if store.is_dir() else {}
 
 
+@requires_skopeo
 def test_oci_and_archive_share_layers(daemon: Daemon, tmp_path: Path) -> None:
     oci = build_busybox(tmp_path / "busybox", "1.0")
     archive = to_archive(oci, tmp_path / "busybox.tar")

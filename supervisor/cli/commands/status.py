@@ -128,6 +128,46 @@ def _dependency_lines(unit: dict[str, Any]) -> list[str]:
     return [f"  {label:<14}{names}" for label, names in named]
 
 
+def usage_text(memory: int | None, usage: dict[str, Any]) -> str:
+    parts = []
+    if memory is not None:
+        parts.append(f"memory {render.size(memory)}")
+    if usage.get("memory_peak_bytes") is not None:
+        parts.append(f"peak {render.size(usage['memory_peak_bytes'])}")
+    if usage.get("cpu_usage_usec") is not None:
+        parts.append(f"cpu {render.duration(usage['cpu_usage_usec'] / 1e6)}")
+    if usage.get("pids") is not None:
+        parts.append(f"pids {usage['pids']}")
+    if usage.get("io_read_bytes") is not None:
+        parts.append(f"read {render.size(usage['io_read_bytes'])}")
+    if usage.get("io_write_bytes") is not None:
+        parts.append(f"written {render.size(usage['io_write_bytes'])}")
+    return ", ".join(parts)
+
+
+PSI_ABSENT = "not measured (no PSI: cgroup v1, or a kernel without it)"
+
+
+def pressure_lines(pressure: dict[str, Any] | None) -> list[str]:
+    """PSI as `status UNIT` shows it: per resource, some and full as avg10/avg60 % and the
+    time stalled in all. Absent says so: zeros would read as a measured calm."""
+    if not pressure:
+        return [f"  {'pressure:':<14}{PSI_ABSENT}"]
+    lines = [f"  {'pressure:':<14}avg10/avg60 % of time stalled, and in all"]
+    for resource in ("cpu", "memory", "io"):
+        kinds = pressure.get(resource)
+        if not kinds:
+            continue
+        parts = []
+        for kind in ("some", "full"):
+            line = kinds.get(kind)
+            if line:
+                total = render.duration(line["total"] / 1e6)
+                parts.append(f"{kind} {line['avg10']:.2f}/{line['avg60']:.2f} {total}")
+        lines.append(f"    {resource:<10}  " + "   ".join(parts))
+    return lines
+
+
 def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
     state = unit["state"]
     lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
@@ -163,16 +203,9 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     field("drop-ins", ", ".join(unit.get("dropins") or []))
     field("limits", " ".join(f"{k}={_limit(k, v)}" for k, v in limits.items() if v is not None))
     usage = unit.get("usage") or {}
-    parts = []
-    if unit.get("memory_bytes") is not None:
-        parts.append(f"memory {render.size(unit['memory_bytes'])}")
-    if usage.get("memory_peak_bytes") is not None:
-        parts.append(f"peak {render.size(usage['memory_peak_bytes'])}")
-    if usage.get("cpu_usage_usec") is not None:
-        parts.append(f"cpu {render.duration(usage['cpu_usage_usec'] / 1e6)}")
-    if usage.get("pids") is not None:
-        parts.append(f"pids {usage['pids']}")
-    field("usage", ", ".join(parts))
+    field("usage", usage_text(unit.get("memory_bytes"), usage))
+    if usage:
+        lines.extend(pressure_lines(usage.get("pressure")))
     field("network", _network(unit.get("network")))
     field("image", _image(unit.get("image")))
     if unit.get("output_dropped_bytes"):

@@ -24,6 +24,7 @@ from supervisor.sandbox.wire.mounts import (
     RemountRoot,
     Symlink,
     WriteFile,
+    WriteInRoot,
 )
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -33,6 +34,20 @@ def _check_target(sys: Syscalls, path: str) -> None:
         raise StageFailure(
             "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
         )
+
+
+# Why a WriteInRoot is left undone rather than failing the launch: the tree has no such place
+# of its own. ENOENT: the file's directory is missing in the tree (resolv.conf a link to
+# /opt/x/resolv.conf in an image without /opt/x); EXDEV: the path leads onto a mount (the
+# sandbox's /run tmpfs, where systemd's stub-resolv.conf link points, /proc, a unit's bind of
+# its own resolv.conf), which is not the tree's to write; ELOOP: a link loop;
+# ENOTDIR/EISDIR/EINVAL: a file or directory where a directory or a regular file should be
+# (a FIFO or a device node is never opened for writing); ENOSYS: a kernel before 5.6 (no
+# openat2), where the write could not be confined. The image then keeps its own file.
+_LEFT_ALONE = frozenset(
+    {errno.ENOENT, errno.EXDEV, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EINVAL,
+     errno.ENOSYS}
+)  # fmt: skip
 
 
 def fd_path(fd: int) -> str:
@@ -112,6 +127,12 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             sys.symlink(target, path)
         case WriteFile(path, data):
             sys.write_file(path, data)
+        case WriteInRoot(root, path, data, mode):
+            try:
+                sys.write_in_root(root, path, data, mode)
+            except OSError as err:
+                if err.errno not in _LEFT_ALONE:
+                    raise
         case Mask(path, is_dir):
             if is_dir:
                 sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
@@ -139,6 +160,8 @@ def describe(op: Op) -> str:
         case Mount(source, target, fstype, _, _, layers):
             over = "".join(f" {option}={path}" for option, path in layers)
             return f"mount {fstype or source}{over} on {target}"
+        case WriteInRoot(root, path, _, _):
+            return f"write {path} in the root at {root}"
         case _:
             return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
 

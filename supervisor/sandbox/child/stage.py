@@ -19,7 +19,8 @@ PID 1:
   4. wait for Go (host-side setup such as uid maps and veth is done by then), then the
      sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
-  6. identity: user and group resolved in the sandbox's own /etc;
+  6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
+     that user, on a read-only ramfs of this mount namespace (credentials.py);
   7. privileges dropped in the one order that works (privileges.py, shared with
      `sandboxctl exec` and exec probes), with the workdir entered as the service's user;
      execve.
@@ -35,7 +36,7 @@ from typing import NoReturn
 
 from supervisor.linux import caps, users
 from supervisor.linux.syscalls import Syscalls
-from supervisor.sandbox.child import privileges, rootfs
+from supervisor.sandbox.child import credentials, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
 from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, StageFailure, encode
@@ -71,6 +72,13 @@ class ChildPlan:
     # them); e.g. the output pipe's read end, so that the pipe keeps a reader while no daemon
     # runs (engine/output.py).
     keep_fds: tuple[int, ...] = ()
+    # [credentials] as (file name, bytes), read by the daemon at this start, installed by PID 1
+    # under credentials_dir (child/credentials.py); they travel only in this plan.
+    credentials: tuple[tuple[str, bytes], ...] = ()
+    # Socket activation: the names of the last len(listen_names) keep_fds (3..), for
+    # LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID.
+    listen_names: tuple[str, ...] = ()
+    credentials_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,11 +192,13 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
             _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
         build_sandbox(plan, sys)
         identity = resolve_identity(plan, sys)
+        credentials.install(sys, plan.credentials, identity, plan.credentials_dir)
         privileges.drop(sys, plan.privileges, identity, lambda: enter_workdir(plan, sys))
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
         if plan.hostname:
             env["HOSTNAME"] = plan.hostname
         env.update(plan.env)
+        env.update(listen_env(plan))
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
@@ -198,6 +208,21 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
     except BaseException as exc:  # a child must never die silently
         _report(fds.sync_w, ChildError("pid1", 0, f"{type(exc).__name__}: {exc}"))
     exit(127)
+
+
+def listen_env(plan: ChildPlan) -> dict[str, str]:
+    """sd_listen_fds(3)'s variables. LISTEN_PID is the service's PID as it sees itself: ours
+    (the exec keeps it), or with tini in front, its first child's, which in a new PID
+    namespace is always 2 (tini forks nothing before it)."""
+    if not plan.listen_names:
+        return {}
+    env = {"LISTEN_FDS": str(len(plan.listen_names)), "LISTEN_FDNAMES": ":".join(plan.listen_names)}
+    pid = os.getpid()
+    if plan.exec_path == plan.service_path:
+        env["LISTEN_PID"] = str(pid)
+    elif pid == 1:
+        env["LISTEN_PID"] = "2"
+    return env
 
 
 def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:

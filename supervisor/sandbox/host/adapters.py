@@ -55,11 +55,12 @@ class SandboxNetwork:
         self._dns_warned: str | None = None  # the last "no nameserver" warning logged
 
     def resolv_conf(self, spec: UnitSpec) -> bytes | None:
-        """The /etc/resolv.conf of a bridge unit with a host root (None: nothing to write).
+        """The /etc/resolv.conf of a bridge unit with a host root or an image (None: nothing
+        to write; a root directory keeps its own).
         A host without a nameserver a sandbox can reach is logged once, not per launch."""
         network = spec.unit.network
         sandbox = spec.unit.sandbox
-        if network.mode != "bridge" or sandbox.root != "host" or sandbox.image is not None:
+        if network.mode != "bridge" or (sandbox.root != "host" and sandbox.image is None):
             return None
         resolv = resolvconf.for_sandbox(network.dns, network.dns_search)
         if resolv.warning is not None and resolv.warning != self._dns_warned:
@@ -191,6 +192,7 @@ class SandboxLauncher:
         *,
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
+        listen_fds: Sequence[tuple[int, str]] = (),
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -205,6 +207,7 @@ class SandboxLauncher:
             image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
+            listen_fds=tuple(listen_fds),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:

@@ -54,6 +54,7 @@ from supervisor.sandbox.wire.protocol import (
     StageFailure,
     describe,
 )
+from supervisor.unit import credentials
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 from supervisor.unit.spec import UnitSpec
 
@@ -90,6 +91,9 @@ class LaunchRequest:
     keep_fds: tuple[int, ...] | list[int] = ()
     # A bridge sandbox's /etc/resolv.conf (linux/resolvconf.py); None: built from the host's.
     resolv_conf: bytes | None = None
+    # Socket activation: our fds (the unit's [[listen]] sockets) and their names; the service
+    # gets them as fds 3.. in this order, with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
+    listen_fds: tuple[tuple[int, str], ...] = ()
 
 
 @cache
@@ -121,8 +125,10 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
     mounts += [UnitMount(b.target, b.source, b.read_only) for b in req.extra_binds]
     network = req.spec.unit.network
     resolv = req.resolv_conf
-    host_root = sandbox.root == "host" and sandbox.image is None  # an image keeps its own /etc
-    if resolv is None and network.mode == "bridge" and host_root:
+    # A host root's /etc and an image's upper layer are the sandbox's own to write; a root
+    # directory is the operator's, and keeps its own /etc/resolv.conf.
+    own_etc = sandbox.root == "host" or sandbox.image is not None
+    if resolv is None and network.mode == "bridge" and own_etc:
         resolv = resolvconf.for_sandbox(network.dns, network.dns_search).content
     return RootSpec(
         root=sandbox.root,
@@ -137,7 +143,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
-        resolv_conf=resolv if host_root else None,
+        resolv_conf=resolv if own_etc and network.mode == "bridge" else None,
     )
 
 
@@ -186,6 +192,26 @@ def kept_fds(req: LaunchRequest) -> tuple[int, ...]:
     return keep
 
 
+LISTEN_FDS_START = 3  # sd_listen_fds(3)
+
+
+def fd_targets(
+    req: LaunchRequest, keep: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(our fds, the numbers PID 1 gets them under): the kept fds keep their numbers unless a
+    listen socket needs it (3..), then take the next free one; listen sockets follow in order."""
+    listen = tuple(range(LISTEN_FDS_START, LISTEN_FDS_START + len(req.listen_fds)))
+    used, targets = set(listen), []
+    for fd in keep:
+        target = fd
+        while target in used:
+            target += 1
+        used.add(target)
+        targets.append(target)
+    sources = keep + tuple(fd for fd, _ in req.listen_fds)
+    return sources, tuple(targets) + listen
+
+
 def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) -> ChildPlan:
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
@@ -221,6 +247,10 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         )
     except KeyError as err:
         raise LaunchError(name, "plan", f"unknown capability {err}") from None
+    secrets = _credentials(req)
+    env = {**unit.service.env, **req.extra_env}
+    if secrets:
+        env[credentials.ENV] = credentials.DIRECTORY
     return ChildPlan(
         cgroup_procs=tuple(req.cgroup_procs),
         clone_flags=flags,
@@ -234,7 +264,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         exec_path=exec_path,
         argv=tuple(argv),
         service_path=unit.service.exec[0],
-        env=tuple({**unit.service.env, **req.extra_env}.items()),
+        env=tuple(env.items()),
         privileges=Privileges(
             caps=cap_plan,
             no_new_privs=unit.security.no_new_privileges,
@@ -244,8 +274,27 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         stdout_fd=req.stdout_fd,
         stderr_fd=req.stderr_fd,
         sysctls=net_sysctls(req),
-        keep_fds=keep,
+        keep_fds=fd_targets(req, keep)[1],
+        listen_names=tuple(name for _, name in req.listen_fds),
+        credentials=secrets,
+        credentials_dir=credentials.DIRECTORY,
     )
+
+
+def _credentials(req: LaunchRequest) -> tuple[tuple[str, bytes], ...]:
+    """The unit's credentials, read now (a rotated file is what this run sees)."""
+    spec = req.spec
+    wanted = spec.unit.credentials
+    if spec.recorded_hashes is not None and any(c.value is not None for c in wanted.values()):
+        # A spec read back from a state file: a `value` was never written there.
+        raise LaunchError(
+            spec.name, credentials.STAGE, "credential values are not kept across a daemon "
+            "restart: run `sandboxctl reload` so the unit file is read again",
+        )  # fmt: skip
+    try:
+        return credentials.read_all(wanted)
+    except credentials.CredentialError as err:
+        raise LaunchError(spec.name, credentials.STAGE, f"{err.key}: {err.message}") from None
 
 
 def _read_message(
@@ -413,7 +462,7 @@ def launch(
     deadline = time.monotonic() + req.timeout
     launcher: LauncherChild | None = None
     # Ours are the planned numbers; the fork server passes them along (SCM_RIGHTS).
-    fds = ChildFds(sync_w, go_r, plan.keep_fds)
+    fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
     try:
         if server is None:
             launcher = _fork_directly(plan, fds, syscalls, name)

@@ -10,7 +10,10 @@ Threats this module answers:
 - mount propagation: our mounts must not appear on the host, nor host mounts in here, so "/"
   is made recursively private first;
 - a malicious rootfs: a symlink inside a root directory (e.g. DIR/tmp -> /etc) would point our
-  mounts and writes at host paths, so every target must resolve to itself;
+  mounts and writes at host paths, so every target must resolve to itself; the one file
+  written into an image (its /etc/resolv.conf in bridge mode, where a link is normal) is
+  instead resolved inside the root (openat2 RESOLVE_IN_ROOT on the staging root's fd), so
+  `/etc -> /tmp/x` or `resolv.conf -> ../../host/file` lands in the image, never on the host;
 - a redirected source: a sandbox that can write a host directory can turn `shared/app` into a
   symlink to /etc, and a neighbour binding `shared/app/ssl` would get the host's /etc/ssl. So
   every host path the plan mounts (bind sources, the root directory, overlay layers) is opened
@@ -68,6 +71,7 @@ from supervisor.sandbox.wire.mounts import (
     RootSpec,
     Symlink,
     WriteFile,
+    WriteInRoot,
 )
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -244,6 +248,11 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
     else:
         ops += _directory_root(spec, host, s, inner)
     ops += inner
+    if spec.layers and spec.resolv_conf is not None:
+        # Into the unit's own upper layer (overlayfs copies up; the shared layers are lower
+        # layers, never written), after every mount so the path cannot be walked onto one
+        # (/proc, /run, a unit bind: RESOLVE_NO_XDEV), before the root turns read-only.
+        ops.append(WriteInRoot(s, "/etc/resolv.conf", spec.resolv_conf))
     if spec.layers:
         if spec.overlay_dir is None:  # read-only: the tmpfs upper holds mount points only
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID))

@@ -66,6 +66,20 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
+class WriteInRoot:
+    """Write a file into an untrusted tree (an image's root) with `path` resolved inside
+    `root`: a symlink in it (absolute or through "..") is followed as if `root` were "/", and
+    the walk may not leave `root`'s own filesystem (no magic link, no mount crossed). Creates
+    `path`'s parent when it is a top-level directory the tree lacks; a path that cannot be
+    resolved so (its directory missing, a mount in the way) is left alone (child/rootfs.py)."""
+
+    root: str
+    path: str  # absolute, as the sandbox names it
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
 class Mask:
     """Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory."""
 
@@ -90,7 +104,18 @@ class PivotRoot:
     new_root: str
 
 
-Op = Mkdir | Mount | Bind | Symlink | WriteFile | Mask | ReadOnly | RemountRoot | PivotRoot
+Op = (
+    Mkdir
+    | Mount
+    | Bind
+    | Symlink
+    | WriteFile
+    | WriteInRoot
+    | Mask
+    | ReadOnly
+    | RemountRoot
+    | PivotRoot
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +145,8 @@ class RootSpec:
     # an overlay of them, read-only; `overlay_dir` gives it a persistent upper, else the mount
     # points get a tmpfs upper private to the sandbox and the root is read-only.
     layers: tuple[str, ...] = ()
-    # The /etc/resolv.conf a host root gets instead of the host's (bridge mode: the host's
-    # loopback nameservers are unreachable from the sandbox; linux/resolvconf.py).
+    # The /etc/resolv.conf a host root or an image gets instead of the host's or the image's
+    # (bridge mode: the host's loopback nameservers are unreachable from the sandbox, and an
+    # image's own file is usually missing or useless; linux/resolvconf.py). Never used for a
+    # root directory: that is the operator's tree.
     resolv_conf: bytes | None = None

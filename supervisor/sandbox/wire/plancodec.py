@@ -35,6 +35,7 @@ _CLASSES: dict[str, type[Any]] = {
         mounts.Bind,
         mounts.Symlink,
         mounts.WriteFile,
+        mounts.WriteInRoot,
         mounts.Mask,
         mounts.ReadOnly,
         mounts.RemountRoot,

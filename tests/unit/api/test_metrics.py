@@ -70,3 +70,45 @@ def test_metrics_endpoint(server: ServerThread) -> None:
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert ("sandboxd_unit_state", (("state", "backoff"), ("unit", "db"))) in samples(raw.decode())
+
+
+PSI = {
+    "some": {"avg10": 12.5, "avg60": 3.0, "avg300": 0.5, "total": 2_500_000},
+    "full": {"avg10": 4.0, "avg60": 1.0, "avg300": 0.0, "total": 1_000_000},
+}
+
+
+def test_io_peak_and_pressure_per_unit() -> None:
+    usage = {
+        "memory_bytes": 1, "memory_peak_bytes": 8 << 20, "io_read_bytes": 4096,
+        "io_write_bytes": 512, "pressure": {"memory": PSI, "cpu": {"some": PSI["some"]}},
+    }  # fmt: skip
+    controller = FakeController([make_status("web", usage=usage), make_status("v1")])
+    metrics = Metrics()
+    metrics.bind(controller)
+    got = samples(metrics.render().decode())
+    web = ("unit", "web")
+    assert got[("sandboxd_unit_memory_peak_bytes", (web,))] == 8 << 20
+    assert got[("sandboxd_unit_io_read_bytes_total", (web,))] == 4096
+    assert got[("sandboxd_unit_io_write_bytes_total", (web,))] == 512
+    stalled = "sandboxd_unit_pressure_stalled_seconds_total"
+    assert got[(stalled, (("kind", "full"), ("resource", "memory"), web))] == 1.0
+    assert got[(stalled, (("kind", "some"), ("resource", "cpu"), web))] == 2.5
+    ratio = "sandboxd_unit_pressure_ratio"
+    assert got[(ratio, (("kind", "some"), ("resource", "memory"), web, ("window", "10s")))] == 0.125
+    assert got[(ratio, (("kind", "full"), ("resource", "memory"), web, ("window", "60s")))] == 0.01
+    # No PSI (cgroup v1): no sample at all, never a zero that would look measured.
+    assert not [k for k in got if "pressure" in k[0] and ("unit", "v1") in k[1]]
+    assert not [k for k in got if "pressure" in k[0] and ("resource", "io") in k[1]]
+
+
+def test_start_and_restart_histograms() -> None:
+    metrics = Metrics()
+    metrics.observe_timing("start", 0.03)
+    metrics.observe_timing("start", 7.0)
+    metrics.observe_timing("restart", 1.2)
+    got = samples(metrics.render().decode())
+    assert got[("sandboxd_unit_start_duration_seconds_count", ())] == 2
+    assert got[("sandboxd_unit_start_duration_seconds_bucket", (("le", "0.05"),))] == 1
+    assert got[("sandboxd_unit_restart_duration_seconds_count", ())] == 1
+    assert got[("sandboxd_unit_restart_duration_seconds_bucket", (("le", "2.5"),))] == 1

@@ -225,3 +225,12 @@ def test_event_stream(server: ServerThread, controller: FakeController) -> None:
     wait_for(lambda: controller.subscribers == 0)  # the vanished client's handler ended
     status, _ = call_json(server.path, "GET", "/v1/events?unit=ghost")
     assert status == 404
+
+
+def test_top_is_every_unit_in_one_frame(server: ServerThread) -> None:
+    status, frame = call_json(server.path, "GET", "/v1/top")
+    assert status == 200
+    assert set(frame) == {"monotonic", "at", "units"}
+    web = next(u for u in frame["units"] if u["name"] == "web")
+    assert web["memory_bytes"] == 12 << 20 and web["memory_max"] == 256 << 20
+    assert web["cpu_usage_usec"] == 1_500_000 and web["memory_pressure"] is None

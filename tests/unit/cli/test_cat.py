@@ -114,3 +114,22 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cat", "--help")
     assert code == EXIT_OK
     assert "EXAMPLE:\n  sandboxctl cat web@8080 " in out
+
+
+def test_effective_keeps_listen_entries_and_hides_credential_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "act.toml").write_text(
+        '[service]\nexec = ["/bin/true"]\n'
+        '[credentials]\ntoken = { value = "s3cret-value" }\n'
+        '[[listen]]\nunix = "/run/act.sock"\n'
+        '[[listen]]\nunix = "/run/act2.sock"\nname = "admin"\n'
+    )
+    code, out, _ = run(capsys, "cat", "--units-dir", str(tmp_path), "act", "--effective")
+    assert code == EXIT_OK
+    effective = out[out.index("# effective: act") :]
+    assert "s3cret-value" not in effective
+    data = tomllib.loads(effective)
+    assert [entry["unix"] for entry in data["listen"]] == ["/run/act.sock", "/run/act2.sock"]
+    assert data["listen"][1]["name"] == "admin"
+    assert set(data["credentials"]) == {"token"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.cgroups import CgroupStats, Limits, OomEvent
+from supervisor.cgroups import CgroupSample, CgroupStats, Limits, OomEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -56,6 +56,9 @@ class FakeCgroup:
 
     def stats(self) -> CgroupStats:
         return CgroupStats(self.memory_current(), None, 0, len(self.pids_), self.oom)
+
+    def sample(self) -> CgroupSample:
+        return CgroupSample(self.memory_current(), 0, len(self.pids_), None, None, None)
 
     def memory_current(self) -> int:
         return 1 << 20
@@ -158,6 +161,7 @@ class FakeLauncher:
         *,
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),
+        listen_fds: Sequence[tuple[int, str]] = (),
     ) -> Spawned:
         argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
         self.extra_binds = list(extra_binds)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_fakes import ManualClock, make_rig, make_spec
+from engine_fakes import ManualClock, make_rig, make_spec, until
 from structlog.testing import capture_logs
 
 from supervisor.config import DaemonConfig
@@ -279,3 +279,40 @@ def test_reload_logs_the_host_check_warnings(tmp_path: Path) -> None:
             "problem": "a.toml: service.user: warning: unknown user 'app'",
         }
     ]
+
+
+def test_top_frame_and_start_restart_timings(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
+                              log_dir=tmp_path / "log")  # fmt: skip
+        flag = tmp_path / "crashed-once"
+        loader.load.specs = {
+            "web": make_spec("web", resources={"memory_max": "64M"}),
+            "crash": make_spec("crash", f"[ -e {flag} ] && exec sleep 100; touch {flag}; exit 1",
+                               restart={"delay": "10ms"}),
+            "manual": make_spec("manual", service={"autostart": False}),
+        }  # fmt: skip
+        timings: list[tuple[str, float]] = []
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            rec.timing_observers.append(lambda kind, seconds: timings.append((kind, seconds)))
+            await rec.reload()
+            crash = rec.runners["crash"]
+            await until(crash, lambda: crash.restarts == 1 and crash.state is State.RUNNING)
+            await rec.start("web")
+            frame = rec.top()
+            rows = {row["name"]: row for row in frame.to_json()["units"]}
+            assert list(rows) == ["crash", "manual", "web"]
+            assert rows["web"]["memory_max"] == 64 << 20
+            assert rows["web"]["memory_bytes"] == 1 << 20 and rows["web"]["pids"] == 1
+            assert rows["manual"]["state"] == "stopped" and rows["manual"]["memory_bytes"] is None
+            assert rows["crash"]["restarts"] == 1
+            kinds = [kind for kind, _ in timings]
+            assert kinds.count("start") == 3 and kinds.count("restart") == 1
+            assert all(seconds >= 0 for _, seconds in timings)
+            restart = next(s for k, s in timings if k == "restart")
+            assert restart >= 0.01  # the [restart] delay is part of it
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 60))

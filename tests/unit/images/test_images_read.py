@@ -184,11 +184,15 @@ def test_the_loader_sees_a_new_image_under_an_unchanged_file(tmp_path: Path) -> 
     assert again.hash != first.hash and again.unit.service.env["MODE"] == "rebuilt"
 
 
-def test_dns_needs_a_host_root_not_an_image(tmp_path: Path) -> None:
+def test_dns_is_allowed_with_an_image_in_bridge_mode(tmp_path: Path) -> None:
+    # Written into the unit's own upper layer at launch (rootplan WriteInRoot), as Docker does.
     ref = write_layout(tmp_path / "img", [LAYER], "v1", CONFIG)
-    body = f'[sandbox]\nimage = "{ref}"\n[network]\nmode = "bridge"\ndns = ["10.0.0.53"]\n'
-    with pytest.raises(UnitFileError, match=r"an image keeps its own /etc/resolv\.conf"):
-        load_unit(_unit(tmp_path, body))
+    body = (
+        f'[sandbox]\nimage = "{ref}"\n[network]\nmode = "bridge"\ndns = ["10.0.0.53"]\n'
+        'dns_search = ["example.internal"]\n'
+    )
+    network = load_unit(_unit(tmp_path, body)).unit.network
+    assert network.dns == ["10.0.0.53"] and network.dns_search == ["example.internal"]
 
 
 def test_a_template_instance_and_a_drop_in_get_the_image_defaults(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import socket
@@ -67,6 +68,12 @@ def test_bytes_travel_raw_after_the_json() -> None:
     assert blob in data, "not base64: a memcpy, not an encoding"
     writes = [op for op in decode_plan(data).root_ops if isinstance(op, mounts.WriteFile)]
     assert any(op.data == blob for op in writes)
+
+
+def test_a_write_inside_the_root_travels_with_its_bytes_and_mode() -> None:
+    op = mounts.WriteInRoot("/mnt", "/etc/resolv.conf", b"nameserver 192.0.2.53\n", 0o644)
+    plan = dataclasses.replace(plan_for(), root_ops=(op, mounts.PivotRoot("/mnt")))
+    assert decode_plan(encode_plan(plan)).root_ops == (op, mounts.PivotRoot("/mnt"))
 
 
 def test_only_plan_classes_are_accepted() -> None:

@@ -27,6 +27,23 @@ def test_a_bridge_unit_with_a_host_root_gets_its_resolv_conf() -> None:
     assert root_spec(given, None).resolv_conf == b"nameserver 192.0.2.9\n"
 
 
+def test_a_bridge_unit_with_an_image_gets_its_resolv_conf_and_a_root_directory_does_not(
+    tmp_path: Path,
+) -> None:
+    image = harness.unit(["/bin/true"], network={"mode": "bridge", "dns": ["192.0.2.53"]},
+                         sandbox={"image": "/var/lib/images/busybox:1"})  # fmt: skip
+    req = LaunchRequest(image, [], 1, 2, image_layers=("/layers/a",))
+    content = root_spec(req, None).resolv_conf
+    assert content is not None and b"\nnameserver 192.0.2.53\n" in content
+    net = SandboxNetwork(DaemonConfig.model_validate({"data_dir": str(tmp_path)}))
+    assert net.resolv_conf(image) == content
+    directory = harness.unit(["/bin/true"], network={"mode": "bridge"},
+                             sandbox={"root": str(tmp_path)})  # fmt: skip
+    given = LaunchRequest(directory, [], 1, 2, resolv_conf=b"nameserver 192.0.2.9\n")
+    assert root_spec(given, None).resolv_conf is None
+    assert net.resolv_conf(directory) is None
+
+
 @pytest.mark.parametrize("mode", ["none", "host"])
 def test_other_modes_keep_the_hosts_file(mode: str) -> None:
     assert root_spec(LaunchRequest(spec(mode=mode), [], 1, 2), None).resolv_conf is None

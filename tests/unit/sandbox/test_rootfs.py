@@ -31,6 +31,7 @@ from supervisor.sandbox.wire.mounts import (
     Symlink,
     UnitMount,
     WriteFile,
+    WriteInRoot,
 )
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -315,3 +316,58 @@ def test_a_host_root_gets_the_planned_resolv_conf_instead_of_the_hosts() -> None
     assert [op for op in ops if "resolv.conf" in str(op)] == [
         WriteFile("/mnt/etc/resolv.conf", b"nameserver 192.0.2.53\n")
     ]
+
+
+RESOLV = b"nameserver 192.0.2.53\n"
+LAYERS = ("/var/lib/sandboxd/layers/top", "/var/lib/sandboxd/layers/base")
+
+
+@pytest.mark.parametrize("overlay_dir", [None, "/var/o"])
+def test_an_image_gets_its_resolv_conf_written_inside_its_root_before_it_turns_read_only(
+    overlay_dir: str | None,
+) -> None:
+    spec = RootSpec(root="host", hostname="x", layers=LAYERS, overlay_dir=overlay_dir,
+                    resolv_conf=RESOLV)  # fmt: skip
+    ops = rootplan.plan_root(spec, layout())
+    write = WriteInRoot("/mnt", "/etc/resolv.conf", RESOLV)
+    assert ops.count(write) == 1
+    assert not any(isinstance(op, WriteFile | Symlink) and "resolv" in op.path for op in ops)
+    at = ops.index(write)
+    overlay = max(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.target == "/mnt")
+    assert ops[overlay].fstype == "overlay" and overlay < at
+    # After every mount, so resolving the path may not walk onto one (RESOLVE_NO_XDEV refuses
+    # /proc, /run, unit binds); then the read-only remount (a read-only image) and the pivot.
+    assert all(not isinstance(op, Mount | Bind | Mask | ReadOnly) for op in ops[at + 1 :])
+    tail = [RemountRoot("/mnt", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)] * (not overlay_dir)
+    assert ops[at + 1 :] == [*tail, PivotRoot("/mnt")]
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, ops)
+    assert ("write_in_root", "/mnt", "/etc/resolv.conf", RESOLV, 0o644) in sys.calls
+
+
+def test_only_an_image_with_a_planned_resolv_conf_gets_the_write() -> None:
+    plain = rootplan.plan_root(RootSpec(root="host", hostname="x", layers=LAYERS), layout())
+    assert not any(isinstance(op, WriteInRoot) for op in plain), "not bridge mode: left alone"
+    host = rootplan.plan_root(RootSpec(root="host", hostname="x", resolv_conf=RESOLV), layout())
+    assert not any(isinstance(op, WriteInRoot) for op in host), "a host root's /etc is a tmpfs"
+    # A root directory is the operator's: even handed a resolv.conf, nothing is written in it.
+    for spec in (RootSpec(root="/rootfs", hostname="x", resolv_conf=RESOLV),
+                 RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o",
+                          resolv_conf=RESOLV)):  # fmt: skip
+        ops = rootplan.plan_root(spec, rootfs_layout())
+        assert not any(isinstance(op, WriteInRoot | WriteFile) for op in ops)
+
+
+@pytest.mark.parametrize("err", [2, 18, 40, 20, 21, 22, 38])  # ENOENT EXDEV ELOOP ... ENOSYS
+def test_a_resolv_conf_the_image_has_no_place_for_is_left_alone(err: int) -> None:
+    sys = RecordingSyscalls(fail={"write_in_root": err})
+    rootfs.apply(sys, [WriteInRoot("/mnt", "/etc/resolv.conf", RESOLV), PivotRoot("/mnt")])
+    assert "pivot_root" in sys.names()
+
+
+def test_any_other_failure_to_write_inside_the_root_fails_the_launch() -> None:
+    sys = RecordingSyscalls(fail={"write_in_root": 28})  # ENOSPC: the tmpfs upper is full
+    with pytest.raises(StageFailure) as info:
+        rootfs.apply(sys, [WriteInRoot("/mnt", "/etc/resolv.conf", RESOLV), PivotRoot("/mnt")])
+    assert info.value.message.startswith("write /etc/resolv.conf in the root at /mnt")
+    assert "pivot_root" not in sys.names()

@@ -9,6 +9,7 @@ import pytest
 from supervisor.linux import resolvconf
 from supervisor.unit.checks import host_warnings
 from supervisor.unit.loader import load_unit
+from tests.support.images import add_file, tar_bytes, write_layout
 
 
 def warnings_for(tmp_path: Path, text: str) -> list[str]:
@@ -173,5 +174,11 @@ def test_a_bridge_unit_is_warned_when_the_host_has_only_loopback_nameservers(
     assert found.startswith(f"{tmp_path}/u.toml: network.dns: warning: no nameserver a sandbox")
     # The unit's own servers, or a host with a reachable one, need no warning.
     assert warnings_for(tmp_path, '[network]\nmode = "bridge"\ndns = ["192.0.2.53"]\n') == []
+    # An image gets the same resolv.conf, so the same warning; a root directory keeps its own.
+    ref = write_layout(tmp_path / "img", [tar_bytes(lambda t: add_file(t, "bin/true"))])
+    image = f'[sandbox]\nimage = "{ref}"\n[network]\nmode = "bridge"\n'
+    assert [w.split(": ", 2)[1] for w in warnings_for(tmp_path, image)] == ["network.dns"]
+    root = f'[sandbox]\nroot = "{tmp_path}"\n[network]\nmode = "bridge"\n'
+    assert not any("network.dns" in w for w in warnings_for(tmp_path, root))
     host.write_text("nameserver 127.0.0.1\nnameserver 198.51.100.7\n")
     assert warnings_for(tmp_path, '[network]\nmode = "bridge"\n') == []

@@ -71,6 +71,9 @@ def to_toml(unit: UnitFile) -> str:
         data["resources"]["pids_max"] = "max"
     out = []
     for section, body in _drop_none(data).items():
+        if isinstance(body, list):  # [[listen]]: none generated, an empty list is the default
+            assert not body
+            continue
         out.append(f"[{section}]")
         out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items())
         out.append("")

@@ -162,7 +162,7 @@ def test_dns_keys_need_bridge_mode_and_a_host_root(key: str) -> None:
     [(loc, msg)] = errors(network={"mode": "host", key: value})
     assert "sees the host's own /etc/resolv.conf" in msg
     [(loc, msg)] = errors(network={"mode": "bridge", key: value}, sandbox={"root": "/srv/rootfs"})
-    assert 'needs root = "host"' in msg and "keeps its own /etc/resolv.conf" in msg
+    assert 'needs root = "host" or an image' in msg and "keeps its own /etc/resolv.conf" in msg
 
 
 def test_address6_parses_and_normalises() -> None:
