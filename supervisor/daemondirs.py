@@ -1,7 +1,8 @@
 """The daemon's own directories: created, checked and tightened at every start.
 
     state_dir             0700 root:root (0750 root:<group> when the control socket is in it)
-      units/, notify/     0700
+      units/, notify/,    0700
+      transient/
     data_dir              0700 root:root
       overlay/            0700, and each overlay/<unit>/ and its work/ (upper/ stays 0755:
                           it is the mode of the sandbox's merged root)
@@ -43,7 +44,7 @@ log = get_logger()
 PRIVATE = 0o700
 SHARED_WITH_GROUP = 0o750
 # Within the directories, set at start (other code creates them with these modes too).
-STATE_SUBDIRS = ("units", "notify")
+STATE_SUBDIRS = ("units", "notify", "transient")
 OVERLAY = "overlay"
 
 

@@ -42,6 +42,15 @@ class UnitNotFound(SupervisorError):
         super().__init__(f"no such unit: {name}")
 
 
+class InvalidUnit(SupervisorError):
+    """A unit given through the API (a transient unit) does not validate: `errors`, each
+    `KEY: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
 class LaunchError(SupervisorError):
     """Starting a sandbox failed before the service's exec; `stage` says where."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from supervisor.errors import SupervisorError, UnitNotFound
+from supervisor.errors import InvalidUnit, SupervisorError, UnitNotFound
 
 log = structlog.get_logger("sandboxd.api")
 
@@ -28,6 +28,7 @@ CODES: dict[int, str] = {
     500: "internal",
 }
 NO_SUCH_UNIT = "no-such-unit"
+INVALID_UNIT = "invalid-unit"  # a transient unit that does not validate (409, with `errors`)
 
 
 def error_body(message: str, code: str) -> dict[str, Any]:
@@ -47,6 +48,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except UnitNotFound as exc:
         return json_error(404, str(exc), NO_SUCH_UNIT)
+    except InvalidUnit as exc:
+        body = {**error_body(f"invalid unit: {exc}", INVALID_UNIT), "errors": exc.errors}
+        return web.json_response(body, status=409)
     except SupervisorError as exc:
         return json_error(409, str(exc))
     except web.HTTPException as exc:

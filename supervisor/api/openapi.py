@@ -6,9 +6,10 @@ so the document is the contract clients can generate code from, not a guess.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
-from supervisor.api.errors import CODES, NO_SUCH_UNIT
+from supervisor.api.errors import CODES, INVALID_UNIT, NO_SUCH_UNIT
 from supervisor.api.events import RING_SIZE
 from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason, HealthState, State
 
@@ -16,7 +17,10 @@ MAX_LOG_LINES = 1_000_000
 MAX_SEQ = 2**53  # JSON numbers stay exact up to here
 STATES = [s.value for s in State]
 HEALTH_STATES = [h.value for h in HealthState]
-ERROR_CODES = sorted({*CODES.values(), NO_SUCH_UNIT})
+ERROR_CODES = sorted({*CODES.values(), NO_SUCH_UNIT, INVALID_UNIT})
+SIGNALS = sorted(s.name for s in signal.Signals)
+# A transient unit's name: a unit name without `@` (that would read as a template's instance).
+TRANSIENT_NAME = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +289,11 @@ ERROR: dict[str, Any] = {
             "description": "for a request that does not match this document: what is wrong "
             "(`query.n`, `body`)",
         },
+        "errors": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "for `invalid-unit`: every problem of the unit, `KEY: message`",
+        },
     },
 }
 
@@ -333,6 +342,95 @@ def _action(verb: str, what: str) -> dict[str, Any]:
     }
 
 
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "additionalProperties": False, "properties": properties,
+              "required": required}  # fmt: skip
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+CREATE_UNIT = {
+    "post": {
+        "operationId": "createUnit",
+        "summary": "make a transient unit (no file; `sandboxctl run`) and start it",
+        "description": '`unit` holds the tables a unit file would (`{"service": {"exec": '
+        '["/bin/true"]}}`), validated as a file is. The unit is written under the state '
+        "dir, kept by `reload` and a daemon restart, forgotten at reboot; with `remove`, it is "
+        "removed once its run is over. Answers once the start has had its effect, as "
+        "`start` does, with `seq`: the newest event before the unit existed (follow "
+        "`/v1/events?since=seq` to see all of its events).",
+        "requestBody": _body(
+            {
+                "name": {
+                    "type": "string",
+                    "pattern": TRANSIENT_NAME,
+                    "description": "default: run-<8 hex digits>",
+                },
+                "unit": {"type": "object"},
+                "remove": {"type": "boolean"},
+                "start": {
+                    "type": "boolean",
+                    "description": "false: make it stopped (default true)",
+                },
+            },
+            ["unit"],
+        ),
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["name", "seq", "unit"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "seq": {"type": "integer", "minimum": 0},
+                        "unit": _ref("UnitDetail"),
+                    },
+                },
+                "the unit, once its start has had its effect",
+            ),
+            "409": _error(
+                "the unit does not validate (`invalid-unit`, with `errors`), or the name is taken"
+            ),
+            **_WITH_BODY,
+            **_COMMON,
+        },
+    }
+}
+DELETE_UNIT = {
+    "operationId": "deleteUnit",
+    "summary": "stop and remove a transient unit",
+    "parameters": [NAME],
+    "responses": {
+        "200": _json(
+            {
+                "type": "object",
+                "required": ["removed"],
+                "properties": {"removed": {"type": "string"}},
+            },
+            "the unit's run has ended and it is gone",
+        ),
+        "409": _error("not a transient unit (remove its file and reload)"),
+        **_UNIT_ERRORS,
+    },
+}
+KILL_UNIT = {
+    "post": {
+        "operationId": "killUnit",
+        "summary": "send a signal to the unit's PID 1 (what `run --wait` forwards)",
+        "parameters": [NAME],
+        "requestBody": _body(
+            {"signal": {"type": "string", "enum": SIGNALS, "example": "SIGINT"}},
+            ["signal"],
+        ),
+        "responses": {
+            "200": _json(_ref("UnitDetail"), "the unit after the signal was sent"),
+            "409": _error("the unit is not running"),
+            **_WITH_BODY,
+            **_UNIT_ERRORS,
+        },
+    }
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -361,7 +459,8 @@ def document() -> dict[str, Any]:
                         ),
                         **_COMMON,
                     },
-                }
+                },
+                **CREATE_UNIT,
             },
             "/v1/top": {
                 "get": {
@@ -376,6 +475,7 @@ def document() -> dict[str, Any]:
                 }
             },
             "/v1/units/{name}": {
+                "delete": DELETE_UNIT,
                 "get": {
                     "operationId": "getUnit",
                     "summary": "one unit in detail: limits, usage, recent events",
@@ -384,7 +484,7 @@ def document() -> dict[str, Any]:
                         "200": _json(_ref("UnitDetail"), "the unit"),
                         **_UNIT_ERRORS,
                     },
-                }
+                },
             },
             "/v1/reload": {
                 "post": {
@@ -425,6 +525,7 @@ def document() -> dict[str, Any]:
             "/v1/units/{name}/start": _action("start", "start a unit (resets a failed one)"),
             "/v1/units/{name}/stop": _action("stop", "stop a unit"),
             "/v1/units/{name}/restart": _action("restart", "restart a unit"),
+            "/v1/units/{name}/kill": KILL_UNIT,
             "/v1/units/{name}/logs": {
                 "get": {
                     "operationId": "unitLogs",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from supervisor.api.events import EventLog
-from supervisor.api.validation import QUERY
+from supervisor.api.validation import BODY, QUERY
 from supervisor.engine.model import Controller
 from supervisor.logtail import read_log
 
@@ -65,6 +66,36 @@ def unit_action(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         return web.json_response(status.to_json(detail=True))
 
     return handle
+
+
+async def create_unit(request: web.Request) -> web.Response:
+    body = _body(request)
+    create = _controller(request).create(
+        body.get("name"), body["unit"], body.get("remove", False), body.get("start", True)
+    )
+    seq, status = await asyncio.shield(create)
+    return web.json_response({"name": status.name, "seq": seq, "unit": status.to_json(True)})
+
+
+async def delete_unit(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await asyncio.shield(_controller(request).delete(name))
+    return web.json_response({"removed": name})
+
+
+async def kill_unit(request: web.Request) -> web.Response:
+    body = _body(request)
+    try:
+        signum = signal.Signals[body["signal"]]
+    except KeyError:
+        raise web.HTTPBadRequest(reason=f"no signal named {body['signal']}") from None
+    status = _controller(request).kill(request.match_info["name"], signum)
+    return web.json_response(status.to_json(detail=True))
+
+
+def _body(request: web.Request) -> dict[str, Any]:
+    """The body, checked against the OpenAPI document (validation.py): its fields are there."""
+    return cast(dict[str, Any], request[BODY])
 
 
 def _query(request: web.Request) -> dict[str, Any]:
@@ -147,7 +178,10 @@ def _line(data: dict[str, Any]) -> bytes:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/units", list_units)
+    app.router.add_post("/v1/units", create_unit)
     app.router.add_get("/v1/units/{name}", get_unit)
+    app.router.add_delete("/v1/units/{name}", delete_unit)
+    app.router.add_post("/v1/units/{name}/kill", kill_unit)
     app.router.add_get("/v1/top", top)
     app.router.add_post("/v1/reload", reload)
     app.router.add_get("/v1/images", list_images)

@@ -19,7 +19,7 @@ from supervisor.api.events import EventLog
 from supervisor.api.server import Server, serve_on
 from supervisor.contract import State
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
-from supervisor.errors import SupervisorError, UnitNotFound
+from supervisor.errors import InvalidUnit, SupervisorError, UnitNotFound
 
 T = TypeVar("T")
 BRIDGE = {
@@ -179,6 +179,33 @@ class FakeController:
         self.calls.append(("prune_images", ""))
         removed, self.unused_layers = self.unused_layers, 0
         return {"removed": removed, "freed": removed << 20}
+
+    async def create(
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
+    ) -> tuple[int, UnitStatus]:
+        name = name or f"run-{len(self.units):08x}"
+        if name in self.units:
+            raise SupervisorError(f"a unit named {name} exists already")
+        if "service" not in unit:
+            raise InvalidUnit(["service: required section missing"])
+        self.calls.append(("create", name))
+        seq = self.event_seq
+        self.units[name] = make_status(name, "stopped")
+        if not start:
+            return seq, self.units[name]
+        return seq, self._set(name, "running", "started")
+
+    async def delete(self, name: str) -> None:
+        self.get_unit(name)
+        self.calls.append(("delete", name))
+        del self.units[name]
+
+    def kill(self, name: str, signum: int) -> UnitStatus:
+        unit = self.get_unit(name)
+        if unit.state != "running":
+            raise SupervisorError(f"{name} is not running")
+        self.calls.append(("kill", f"{name} {signum}"))
+        return unit
 
     def log_path(self, name: str) -> str:
         self.get_unit(name)

@@ -17,6 +17,7 @@ does not know is an error when the app is made (and in a unit test), never silen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -97,12 +98,55 @@ class Param:
         return value
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "boolean": (bool,), "object": (dict,), "integer": (int,),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Field:
+    """One top-level key of a body: its JSON type, and for a string its length and pattern.
+    What an `object` field holds is the handler's to check (a unit is checked by the unit
+    parser, which names the key)."""
+
+    type: str
+    max_length: int | None = None
+    pattern: re.Pattern[str] | None = None
+    enum: tuple[str, ...] | None = None
+
+    @classmethod
+    def compile(cls, name: str, schema: Mapping[str, Any]) -> Field:
+        kind = schema.get("type")
+        known = {"type", "maxLength", "pattern", "enum", "description", "example"}
+        if kind not in _FIELD_TYPES or set(schema) - known:
+            raise SchemaNotSupported(f"body field {name}: {schema}")
+        pattern, enum = schema.get("pattern"), schema.get("enum")
+        return cls(kind, schema.get("maxLength"), re.compile(pattern) if pattern else None,
+                   tuple(enum) if enum else None)  # fmt: skip
+
+    def check(self, name: str, value: object) -> None:
+        if not isinstance(value, _FIELD_TYPES[self.type]) or (
+            self.type == "integer" and isinstance(value, bool)
+        ):
+            raise Invalid(f"body.{name}", f"must be a json {self.type}")
+        if isinstance(value, str):
+            if self.max_length is not None and len(value) > self.max_length:
+                raise Invalid(f"body.{name}", f"longer than {self.max_length} characters")
+            if self.pattern is not None and not self.pattern.search(value):
+                raise Invalid(f"body.{name}", f"must match {self.pattern.pattern}")
+            if self.enum is not None and value not in self.enum:
+                raise Invalid(f"body.{name}", f"must be one of {', '.join(self.enum)}")
+
+
 @dataclass(frozen=True)
 class Body:
-    """A JSON request body. Every body the API takes today is an empty object (actions take no
-    parameters), the one shape compiled; anything else in the document is refused up front."""
+    """A JSON request body: an empty object (actions take no parameters), or an object of
+    named fields (`Field`), some required, no others; anything else in the document is
+    refused up front."""
 
     required: bool
+    fields: Mapping[str, Field] = dataclasses.field(default_factory=dict)
+    needed: frozenset[str] = frozenset()
 
     @classmethod
     def compile(cls, spec: Mapping[str, Any]) -> Body:
@@ -110,9 +154,17 @@ class Body:
         if set(content) != set(_JSON_TYPES):
             raise SchemaNotSupported(f"request body media types {sorted(content)}")
         schema = content["application/json"]["schema"]
-        if schema != _EMPTY_OBJECT:
+        if schema == _EMPTY_OBJECT:
+            return cls(bool(spec.get("required")))
+        if (
+            schema.get("type") != "object"
+            or schema.get("additionalProperties") is not False
+            or set(schema) - {"type", "additionalProperties", "properties", "required"}
+        ):
             raise SchemaNotSupported(f"request body schema {schema}")
-        return cls(bool(spec.get("required")))
+        properties = schema.get("properties", {})
+        fields = {name: Field.compile(name, value) for name, value in properties.items()}
+        return cls(bool(spec.get("required")), fields, frozenset(schema.get("required", ())))
 
     def parse(self, request: web.Request, raw: bytes) -> dict[str, Any] | None:
         if not raw:
@@ -130,8 +182,17 @@ class Body:
             raise Invalid("body", f"invalid json: {_lower_first(str(exc))}") from None
         if not isinstance(value, dict):
             raise Invalid("body", f"must be a json object, got {type(value).__name__}")
-        if value:
-            raise Invalid("body", f"takes no keys, got {', '.join(sorted(value))}")
+        if not self.fields:
+            if value:
+                raise Invalid("body", f"takes no keys, got {', '.join(sorted(value))}")
+            return value
+        for name in sorted(value):
+            field = self.fields.get(name)
+            if field is None:
+                raise Invalid(f"body.{name}", "unknown key for this operation")
+            field.check(name, value[name])
+        for name in sorted(self.needed - value.keys()):
+            raise Invalid(f"body.{name}", "is required")
         return value
 
 

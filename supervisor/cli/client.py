@@ -41,8 +41,11 @@ class Unreachable(Exception):
 class ApiError(Exception):
     """The daemon answered with an error: `code` is the API's stable slug."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, errors: list[str] | None = None
+    ) -> None:
         self.status, self.code, self.message = status, code, message
+        self.errors = errors or []  # `invalid-unit`: each problem, `KEY: message`
         super().__init__(message)
 
     @property
@@ -121,8 +124,17 @@ class Client:
                 conn.close()
         return conn, response
 
-    def request(self, method: str, url: str, timeout: float | None = READ_TIMEOUT) -> Any:
-        conn, response = self._open(method, url, timeout, b"{}" if method == "POST" else None)
+    def request(
+        self,
+        method: str,
+        url: str,
+        timeout: float | None = READ_TIMEOUT,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        conn, response = self._open(
+            method, url, timeout, data if data is not None or method != "POST" else b"{}"
+        )
         try:
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -135,6 +147,14 @@ class Client:
         """The body of a streaming answer, chunk by chunk as the daemon sends it; with a
         `deadline` (time.monotonic()), it ends quietly when that passes."""
         conn, response = self._open("GET", url, None)
+        yield from self._chunks(conn, response, deadline)
+
+    def _chunks(
+        self,
+        conn: UnixHTTPConnection,
+        response: http.client.HTTPResponse,
+        deadline: float | None,
+    ) -> Iterator[bytes]:
         try:
             while True:
                 try:
@@ -177,6 +197,27 @@ class Client:
         detail: dict[str, Any] = self.request("POST", unit_path(name, verb), ACTION_TIMEOUT)
         return detail
 
+    def create(
+        self, unit: dict[str, Any], name: str | None, remove: bool, start: bool = True
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"unit": unit, "remove": remove, "start": start}
+        if name is not None:
+            body["name"] = name
+        answer: dict[str, Any] = self.request("POST", "/v1/units", ACTION_TIMEOUT, body)
+        return answer
+
+    def delete(self, name: str) -> None:
+        self.request("DELETE", unit_path(name), ACTION_TIMEOUT)
+
+    def kill(self, name: str, signal_name: str) -> None:
+        self.request("POST", unit_path(name, "kill"), READ_TIMEOUT, {"signal": signal_name})
+
+    def follow_logs(self, name: str) -> Iterator[bytes]:
+        """A unit's whole log, then new output: connected before this returns (the stream
+        misses nothing written after), unlike `logs`, which connects when iterated."""
+        conn, response = self._open("GET", unit_path(name, "logs") + "?follow=1", None)
+        return self._chunks(conn, response, None)
+
     def logs(self, name: str, lines: int | None, follow: bool) -> Iterator[bytes]:
         query: dict[str, str] = {"follow": "1" if follow else "0"}
         if lines is not None:
@@ -208,7 +249,9 @@ class Client:
 def _api_error(response: http.client.HTTPResponse) -> ApiError:
     try:
         body = json.loads(response.read())
-        return ApiError(response.status, str(body["code"]), str(body["error"]))
+        errors = body.get("errors")
+        errors = [str(e) for e in errors] if isinstance(errors, list) else None
+        return ApiError(response.status, str(body["code"]), str(body["error"]), errors)
     except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
         return ApiError(response.status, "error", f"http {response.status} {response.reason}")
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "start": "supervisor.cli.commands.start",
     "stop": "supervisor.cli.commands.stop",
     "restart": "supervisor.cli.commands.restart",
+    "run": "supervisor.cli.commands.run",
     "logs": "supervisor.cli.commands.logs",
     "events": "supervisor.cli.commands.events",
     "exec": "supervisor.cli.commands.exec",
@@ -44,6 +45,7 @@ EXAMPLE:
   sandboxctl validate units/        # check unit files, no daemon needed
   sandboxctl status                 # every unit, one line each
   sandboxctl restart web
+  sandboxctl run --wait --rm -p resources.memory_max=64M -- python3 -c 'print(42)'
 """
 
 

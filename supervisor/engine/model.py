@@ -184,3 +184,19 @@ class Controller(Protocol):
     def log_path(self, name: str) -> str:
         """The service output log file of a unit (raises UnitNotFound)."""
         ...
+
+    async def create(
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
+    ) -> tuple[int, UnitStatus]:
+        """Make (and, with `start`, start) a transient unit: (the newest event's seq before
+        it, the unit). Raises supervisor.errors.InvalidUnit, or SupervisorError (the name is
+        taken)."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Stop and remove a transient unit (SupervisorError for a unit with a file)."""
+        ...
+
+    def kill(self, name: str, signum: int) -> UnitStatus:
+        """Send `signum` to the unit's PID 1 (SupervisorError when it has none)."""
+        ...

@@ -85,6 +85,7 @@ class RotatingLog:
         self.dropped_stalled = 0  # bytes dropped by the loop while a write stalled (its count)
         self._fd: int | None = None
         self._size = 0
+        self.written = 0  # bytes written into the log files, over the daemon's life
         self._splice = True
         self._dropping: tuple[int, str] | None = None  # (bytes so far, why) while dropping
 
@@ -124,10 +125,12 @@ class RotatingLog:
             with contextlib.suppress(OSError):
                 pipes.discard(spare_read, teed - written)
             self._size += written
+            self.written += written
             src.consume()
             self._count_dropped(teed - written, exc.strerror or str(exc))
             return teed
         self._size += written
+        self.written += written
         src.consume()
         return teed
 
@@ -150,6 +153,7 @@ class RotatingLog:
         while view:
             view = view[os.write(fd, view) :]
         self._size += len(data)
+        self.written += len(data)
 
     def rotate(self) -> None:
         self.close()
@@ -261,6 +265,9 @@ class Capture:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stalled: int | None = None  # bytes dropped in this stall episode, while stalled
         self._reading = False
+        # Told (on the loop) once the pipe is closed and its last bytes are in the log, with the
+        # sink's `written`: a client following the log knows then it has seen everything.
+        self.on_closed: Callable[[int], None] | None = None
         self._watch(self._ready)
 
     @classmethod
@@ -382,3 +389,6 @@ class Capture:
             self._drain(PIPE_SIZE // _READ_CHUNK + 1)
         os.close(self.read_fd)
         self._sink.close()
+        if self.on_closed is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is exiting
+                self._loop.call_soon_threadsafe(self.on_closed, self._sink.written)

@@ -31,6 +31,7 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
+from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
 from supervisor.linux.kmsg import KmsgWatch, Victim
@@ -75,6 +76,10 @@ class Reconciler:
         self.network = network
         self.runners: dict[str, UnitRunner] = {}
         self.ordering = Ordering(self.runners)
+        self.transient = TransientUnits(config.state_dir / "transient")
+        self._removing: set[str] = set()  # transient units being removed after their run
+        self._held: set[str] = set()  # transient units made but not to be started yet
+        self._closing = False  # shutting down: no more reloads of its own
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
         self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
         self._tg = asyncio.TaskGroup()
@@ -125,9 +130,11 @@ class Reconciler:
             runner = self._new_runner(name, spec)
             runner.resume(record)
             resumed.append(runner)
+        self.ordering.check_all()
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            known = sorted(unit_names(self.config.units_dir))  # instances included
+            # Instances included, and the transient units (loaded at the first reload).
+            known = sorted(unit_names(self.config.units_dir) | self.transient.names())
             await self.network.cleanup(running, known)
         for runner in resumed:
             self._spawn(runner)
@@ -136,11 +143,14 @@ class Reconciler:
         async with self._reload_lock:
             began = time.perf_counter()
             loaded = self.loader.load_directory(self.config.units_dir)
-            errors = {n: [str(e) for e in errs] for n, errs in loaded.errors.items() if errs}
+            specs, unit_errors = self._with_transient(loaded)
+            errors = {n: [str(e) for e in errs] for n, errs in unit_errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
             result = ReloadResult(seq=self.event_seq)
-            for action in diff.plan(loaded.specs, errors, actual):
+            for action in diff.plan(specs, errors, actual):
                 self._apply(action, result)
+            for name in list(result.started):  # once every new unit has its runner
+                result.started.extend(self._pull_in(name))
             self.last_reload_seconds = time.perf_counter() - began
         for observe in self.reload_observers:
             observe(self.last_reload_seconds)
@@ -163,6 +173,16 @@ class Reconciler:
         )  # fmt: skip
         return result
 
+    def _with_transient(
+        self, loaded: Loaded
+    ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
+        specs, errors, shadowed = merge(loaded.specs, loaded.errors, *self.transient.load())
+        for name in shadowed:
+            log.warning("unit.name_taken", unit=name, file=str(self.config.units_dir),
+                        problem="a transient unit (sandboxctl run) has this name; the "
+                        "file is ignored until it is removed")  # fmt: skip
+        return specs, errors
+
     def _apply(self, action: diff.Action, result: ReloadResult) -> None:
         name, spec, runner = action.name, action.spec, self.runners.get(action.name)
         match action.kind:
@@ -173,7 +193,7 @@ class Reconciler:
                     self._spawn(runner)
                 else:
                     runner.replace(spec)
-                if action.kind is Kind.START:
+                if action.kind is Kind.START and name not in self._held:
                     runner.start()
                     result.started.append(name)
                 else:
@@ -231,10 +251,31 @@ class Reconciler:
         runner = UnitRunner(
             name, spec, host=self.host, store=self.store, sink=sink, emit=self._emit,
             state_dir=self.config.state_dir, blocker=self.ordering.blocker,
-            on_change=self.ordering.changed, network=self.network, on_timing=self._timing,
+            on_change=self._changed, network=self.network, on_timing=self._timing,
         )  # fmt: skip
+        runner.tell_output_closed = name in self.transient.names()
         self.runners[name] = runner
         return runner
+
+    def _changed(self, name: str) -> None:
+        self.ordering.changed(name)
+        runner = self.runners.get(name)
+        if runner is None or name in self._removing or not self.transient.removes_on_exit(name):
+            return
+        if self._closing:  # stopped by the daemon's exit: kept for the next daemon
+            return
+        # `--rm`: once a run has ended and nothing is to follow (not a restart, not backoff).
+        over = runner.state.is_settled() and runner.last_exit is not None
+        if over and not runner.start_pending:
+            self._removing.add(name)
+            self._tg.create_task(self._remove_transient(name), name=f"rm:{name}")
+
+    async def _remove_transient(self, name: str) -> None:
+        try:
+            self.transient.delete(name)
+            await self.reload()
+        finally:
+            self._removing.discard(name)
 
     def _timing(self, kind: str, seconds: float) -> None:
         for observe in self.timing_observers:
@@ -260,6 +301,7 @@ class Reconciler:
 
     async def shutdown(self, leave: bool) -> None:
         """Stop every unit (or leave them running) and wait for every runner task to end."""
+        self._closing = True
         for runner in list(self.runners.values()):
             if leave:
                 runner.detach()
@@ -286,10 +328,31 @@ class Reconciler:
             raise UnitNotFound(name) from None
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
-        return [status.unit_status(self.runners[n], detail=detail) for n in sorted(self.runners)]
+        return [self._status(self.runners[n], detail) for n in sorted(self.runners)]
 
     def get_unit(self, name: str) -> UnitStatus:
-        return status.unit_status(self._runner(name))
+        return self._status(self._runner(name), True)
+
+    def _status(self, runner: UnitRunner, detail: bool) -> UnitStatus:
+        unit = status.unit_status(runner, detail=detail)
+        if not detail:
+            return unit
+        # The reverse edges need every unit: the runner knows only its own file.
+        return dataclasses.replace(unit, extra=unit.extra | self.ordering.dependents(unit.name))
+
+    def _pull_in(self, name: str) -> list[str]:
+        """Start the units `name` requires or wants that are not up (nor on their way): a
+        start brings its dependencies up (as systemd's Requires= and Wants= do), whatever
+        their `autostart`. Its own start then waits for them (ordering.py)."""
+        started = []
+        for other in self.ordering.pulled_in(name):
+            runner = self.runners.get(other)
+            if runner is None or runner.spec is None or runner.start_pending:
+                continue
+            if runner.state.is_settled():
+                runner.start()
+                started.append(other)
+        return started
 
     def top(self) -> TopFrame:
         rows = [status.top_row(self.runners[n]) for n in sorted(self.runners)]
@@ -297,6 +360,8 @@ class Reconciler:
 
     async def start(self, name: str) -> UnitStatus:
         runner = self._runner(name)
+        if runner.spec is not None:
+            self._pull_in(name)  # also for a unit already starting: it may wait for them
         if runner.spec is not None and runner.state not in (State.RUNNING, State.STARTING):
             before = runner.launches
             runner.start()
@@ -337,6 +402,56 @@ class Reconciler:
                     queue.get_nowait()
             queue.put_nowait(event)
         return event
+
+    async def create(
+        self, name: str | None, unit: dict[str, Any], remove: bool, start: bool = True
+    ) -> tuple[int, UnitStatus]:
+        """A transient unit (transient.py): validated, written, loaded and, with `start`,
+        started (unless `autostart = false`); returns once that start has had its effect, as
+        `start` does, with the seq of the newest event before it existed. Without `start`
+        the client starts it (`run --wait`: after it follows the log). Raises InvalidUnit,
+        TransientError (the name is taken)."""
+        seq = self.event_seq
+        taken = set(self.runners) | unit_names(self.config.units_dir) | self.transient.names()
+        if name is None:
+            name = self.transient.fresh_name(taken)
+        elif name in taken:
+            raise TransientError(f"a unit named {name} exists already")
+        self.transient.create(name, unit, remove)
+        for old in self.config.log_dir.glob(f"{name}.log*"):
+            old.unlink(missing_ok=True)  # a new unit: `run --wait` prints its output from byte 0
+        if not start:
+            self._held.add(name)
+        try:
+            await self.reload()
+        finally:
+            self._held.discard(name)
+        runner = self._runner(name)
+        if runner.spec is None:  # a cross-unit error: no unit is left behind
+            problems = list(runner.invalid)
+            self.transient.delete(name)
+            await self.reload()
+            raise TransientError("; ".join(problems) or f"{name} is invalid")
+        await runner.wait(lambda: _start_settled(runner, 0))
+        return seq, self.get_unit(name)
+
+    async def delete(self, name: str) -> None:
+        """Stop and remove a transient unit; returns once its run has ended."""
+        self._runner(name)
+        if name not in self.transient.names():
+            raise TransientError(f"{name} is not a transient unit: remove its file instead")
+        task = self._tasks.get(name)
+        self.transient.delete(name)
+        await self.reload()
+        if task is not None:
+            await asyncio.wait([task])
+
+    def kill(self, name: str, signum: int) -> UnitStatus:
+        """Send `signum` to the unit's PID 1 (what `run --wait` forwards)."""
+        runner = self._runner(name)
+        if runner.run is None or not runner.run.signal(signum):
+            raise TransientError(f"{name} is not running")
+        return self.get_unit(name)
 
     def log_path(self, name: str) -> str:
         self._runner(name)

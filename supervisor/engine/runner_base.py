@@ -85,6 +85,8 @@ class RunnerBase:
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for
         self._oom_seen = 0  # OOM kills of the current run already accounted
+        # Say `output_closed` after each run (transient units: what `run --wait` waits for).
+        self.tell_output_closed = False
         # The `exited` event of a run that just ended, told by the next `_set`: an event
         # carries the state after it, and what an exit leads to (backoff, failed, a restart)
         # is decided only after the run is cleaned up.
@@ -127,6 +129,19 @@ class RunnerBase:
 
     def poke(self) -> None:
         """Something this unit may wait for changed (a dependency): look again."""
+        self._wake.set()
+
+    def dependency_down(self, name: str, state: str) -> None:
+        """A unit this one `requires` left `running` (now `state`): stop the run and start
+        again, a start that waits for `name` to be back (ordering.py). The restart history is
+        kept: this is not the unit's failure, and not an operator's fresh start either."""
+        if self.run is None or self.state is State.STOPPING or self._pending.stop:
+            return  # nothing running, or already ending (its policy's restart waits too)
+        if self._leaving is not Leaving.STAYING:
+            return
+        self._pending = Pending.RESTART
+        self._save_intent()
+        self._event("dependency_down", "warning", dependency=name, dependency_state=state)
         self._wake.set()
 
     def detach(self) -> None:

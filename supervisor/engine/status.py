@@ -125,12 +125,19 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             **(spec.sources_json() if spec else {}),
             "oom_victims": list(r.oom_victims),
             "waiting_for": r.waiting_for,
+            **_dependencies(spec),
             "output_dropped_bytes": r.sink.dropped,
             "image": _image(spec),
             **r.readiness.view(),
             **r.health.view(),
         },
     )
+
+
+def _dependencies(spec: UnitSpec | None) -> dict[str, list[str]]:
+    """The units this one names; the reverse edges come from the reconciler (it has them all)."""
+    service = spec.unit.service if spec else None
+    return {k: list(getattr(service, k)) if service else [] for k in ("requires", "wants", "after")}
 
 
 def _image(spec: UnitSpec | None) -> dict[str, Any] | None:

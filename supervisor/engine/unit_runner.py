@@ -427,6 +427,8 @@ class UnitRunner(RunnerBase):
         self.health.end()  # first: the probe sub-cgroup must be gone before the unit's
         self.readiness.end_run()
         wait_status, self._last_pid = run.status, run.pid
+        if run.capture is not None and self.tell_output_closed:
+            run.capture.on_closed = self._output_closed
         run.finish()
         self.run = None
         self._run_ended_at = self.host.monotonic()
@@ -436,6 +438,10 @@ class UnitRunner(RunnerBase):
         if self.network is not None and spec is not None:
             # Before anything can launch again: the next run's veth has the same name.
             await self.network.detach(spec)
+
+    def _output_closed(self, written: int) -> None:
+        """The ended run's output is all in the log: `written` bytes since the daemon began."""
+        self._event("output_closed", written=written)
 
     def _record_exit(self, reason: str) -> None:
         self.last_exit = str(reason)  # a plain string, also for an ExitReason

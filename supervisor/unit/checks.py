@@ -14,8 +14,9 @@ sandbox that can write a shared directory could otherwise point a neighbour's mo
 Validation names the link ahead of time, as a warning like the others (the launch is what
 enforces it).
 
-Cross-unit checks need every unit of the directory: `after` must name a unit file that exists,
-`after` must not form a cycle (nothing in a cycle could ever start), and no two bridge units may
+Cross-unit checks need every unit of the directory: `after`, `requires` and `wants` must name a
+unit file that exists and must not form a cycle together (nothing in a cycle could ever start:
+each of the three orders a start), and no two bridge units may
 publish the same host port. All are errors, and so is a published port a host process already
 listens on (`listener_conflicts`): that one would break a program that runs now.
 """
@@ -302,14 +303,20 @@ def host_warnings(spec: UnitSpec) -> list[UnitError]:
 # --- cross-unit checks ------------------------------------------------------------------------
 
 
+DEPENDENCY_KEYS = ("after", "requires", "wants")
+
+
 def unknown_after(
     specs: Mapping[str, UnitSpec], known: set[str]
 ) -> Iterator[tuple[str, list[UnitError]]]:
-    """Units whose `after` names a unit with no file (an invalid file still counts as known)."""
+    """Units whose `after`, `requires` or `wants` names a unit with no file (an invalid file
+    still counts as known)."""
     for name, spec in specs.items():
+        service = spec.unit.service
         errors = [
-            UnitError(spec.path, f"service.after[{i}]", f'no unit named "{other}"')
-            for i, other in enumerate(spec.unit.service.after)
+            UnitError(spec.path, f"service.{key}[{i}]", f'no unit named "{other}"')
+            for key in DEPENDENCY_KEYS
+            for i, other in enumerate(getattr(service, key))
             if other not in known
         ]
         if errors:
@@ -377,9 +384,10 @@ def _shortest_cycle(graph: Mapping[str, list[str]], start: str, within: set[str]
 
 
 def cycles(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]]]:
-    """Every unit on an `after` cycle, each with a cycle through it: "a -> b -> a"."""
+    """Every unit on a cycle of `after`, `requires` and `wants` edges (each orders a start),
+    each with a cycle through it: "a -> b -> a"."""
     graph = {
-        name: [other for other in spec.unit.service.after if other in specs]
+        name: [other for other in spec.unit.service.starts_after if other in specs]
         for name, spec in specs.items()
     }
     for component in _components(graph):
@@ -388,7 +396,15 @@ def cycles(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]
             continue
         for name in sorted(members):
             cycle = " -> ".join(_shortest_cycle(graph, name, members))
-            yield name, [UnitError(specs[name].path, "service.after", f"dependency cycle: {cycle}")]
+            key = _edge_key(specs[name], _shortest_cycle(graph, name, members)[1])
+            yield name, [UnitError(specs[name].path, key, f"dependency cycle: {cycle}")]
+
+
+def _edge_key(spec: UnitSpec, other: str) -> str:
+    """The key whose edge to `other` a cycle error points at: the first that names it."""
+    service = spec.unit.service
+    key = next(k for k in DEPENDENCY_KEYS if other in getattr(service, k))
+    return f"service.{key}"
 
 
 def port_conflicts(specs: Mapping[str, UnitSpec]) -> Iterator[tuple[str, list[UnitError]]]:

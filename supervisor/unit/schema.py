@@ -160,6 +160,15 @@ class Service(Section):
     watchdog: Duration = 0.0
     autostart: bool = True
     after: list[UnitName] = Field(default_factory=list)
+    # Both order the start as `after` does; `requires` also binds the unit's run to the other
+    # unit's (engine/ordering.py), `wants` does not.
+    requires: list[UnitName] = Field(default_factory=list)
+    wants: list[UnitName] = Field(default_factory=list)
+
+    @property
+    def starts_after(self) -> list[str]:
+        """Every unit this one's start waits for: `after`, `requires` and `wants`, once each."""
+        return list(dict.fromkeys([*self.after, *self.requires, *self.wants]))
 
     @field_validator("exec")
     @classmethod
@@ -198,7 +207,7 @@ class Service(Section):
             raise ValueError(f"{value!r} is not a valid user or group name")
         return value
 
-    @field_validator("after")
+    @field_validator("after", "requires", "wants")
     @classmethod
     def _after(cls, names: list[str]) -> list[str]:
         if len(set(names)) != len(names):

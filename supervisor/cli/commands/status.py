@@ -121,6 +121,13 @@ def _image(image: dict[str, Any] | None) -> str | None:
     return f"{image['ref']} ({image['digest'][:19]}…, {layers} layers{exposes})"
 
 
+def _dependency_lines(unit: dict[str, Any]) -> list[str]:
+    """What the unit names and, the other way, which units name it ("required by: web")."""
+    keys = ("requires", "wants", "after", "required_by", "wanted_by", "before")
+    named = [(key.replace("_", " ") + ":", ", ".join(unit[key])) for key in keys if unit.get(key)]
+    return [f"  {label:<14}{names}" for label, names in named]
+
+
 def usage_text(memory: int | None, usage: dict[str, Any]) -> str:
     parts = []
     if memory is not None:
@@ -191,6 +198,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         field("next start", f"in {render.duration(unit['next_start_in'])} (after {why})")
     elif unit.get("error"):
         field("error", unit["error"])
+    lines.extend(_dependency_lines(unit))
     field("template", unit.get("template"))
     field("drop-ins", ", ".join(unit.get("dropins") or []))
     field("limits", " ".join(f"{k}={_limit(k, v)}" for k, v in limits.items() if v is not None))

@@ -181,3 +181,15 @@ def test_detail_names_the_template_and_the_dropins() -> None:
     assert "  drop-ins:     /u/web@.toml.d/a.toml, /u/web@8080.toml.d/b.toml" in lines
     plain = detail_lines({"name": "db", "state": "running"}, dt.datetime.now(dt.UTC), False)
     assert not any("template" in line or "drop-ins" in line for line in plain)
+
+
+def test_detail_names_dependencies_both_ways() -> None:
+    unit = {
+        "name": "db", "state": "stopped", "requires": [], "wants": ["disk"], "after": [],
+        "required_by": ["api", "web"], "wanted_by": [], "before": ["backup"],
+    }  # fmt: skip
+    lines = detail_lines(unit, dt.datetime.now(dt.UTC), color=False)
+    assert "  wants:        disk" in lines
+    assert "  required by:  api, web" in lines
+    assert "  before:       backup" in lines
+    assert not any(line.startswith(("  requires", "  wanted by", "  after")) for line in lines)

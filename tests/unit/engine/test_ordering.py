@@ -53,3 +53,81 @@ def test_dependent_waits_then_follows(tmp_path: Path) -> None:
             await rec.shutdown(leave=False)
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def _config(tmp_path: Path) -> DaemonConfig:
+    return DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state", log_dir=tmp_path / "log")
+
+
+def test_requires_stops_with_its_dependency_and_comes_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        specs = {
+            "db": make_spec("db"),
+            "app": make_spec("app", service={"requires": ["db"]}),
+            "api": make_spec("api", service={"requires": ["app"]}),  # down the chain too
+        }
+        async with Reconciler(_config(tmp_path), rig.host, Loader(specs), rig.store) as rec:
+            await rec.reload()
+            app, api = rec.runners["app"], rec.runners["api"]
+            await asyncio.wait_for(api.wait(lambda: api.state.value == "running"), 60)
+            status = rec.get_unit("db").to_json(detail=True)
+            assert status["required_by"] == ["app"] and status["wanted_by"] == []
+            assert rec.get_unit("app").to_json(detail=True)["requires"] == ["db"]
+            await rec.stop("db")
+            await asyncio.wait_for(app.wait(lambda: app.waiting_for is not None), 60)
+            assert app.run is None and rec.get_unit("app").error == "waiting for db (stopped)"
+            await asyncio.wait_for(api.wait(lambda: api.waiting_for is not None), 60)
+            assert [e.detail for e in app.recent_events if e.event == "dependency_down"] == [
+                {"dependency": "db", "dependency_state": "stopping"}
+            ]
+            await rec.start("db")
+            await asyncio.wait_for(api.wait(lambda: api.state.value == "running"), 60)
+            assert app.state.value == "running" and app.launches == 2 and api.launches == 2
+            assert app.restarts == 0  # not the unit's own failure
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_wants_orders_without_binding(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        specs = {"db": make_spec("db"), "app": make_spec("app", service={"wants": ["db"]})}
+        async with Reconciler(_config(tmp_path), rig.host, Loader(specs), rig.store) as rec:
+            await rec.reload()
+            app = rec.runners["app"]
+            await asyncio.wait_for(app.wait(lambda: app.state.value == "running"), 60)
+            assert rec.get_unit("db").to_json(detail=True)["wanted_by"] == ["app"]
+            await rec.stop("db")
+            await asyncio.wait_for(app.wait(lambda: app.idle), 60)
+            assert app.state.value == "running" and app.launches == 1
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_start_pulls_in_what_it_requires_and_wants(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        off = {"autostart": False}
+        specs = {
+            "db": make_spec("db", service=off),
+            "cache": make_spec("cache", service=off),
+            "unrelated": make_spec("unrelated", service=off),
+            "app": make_spec("app", service={"requires": ["db"], "wants": ["cache"]}),
+        }
+        async with Reconciler(_config(tmp_path), rig.host, Loader(specs), rig.store) as rec:
+            result = await rec.reload()
+            assert sorted(result.started) == ["app", "cache", "db"]
+            app = rec.runners["app"]
+            await asyncio.wait_for(app.wait(lambda: app.state.value == "running"), 60)
+            assert rec.runners["unrelated"].state.value == "stopped"
+            await rec.stop("app")
+            await rec.stop("db")
+            assert (await rec.start("app")).state in ("starting", "running")
+            await asyncio.wait_for(app.wait(lambda: app.state.value == "running"), 60)
+            assert rec.runners["db"].state.value == "running"
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -412,6 +412,35 @@ def test_dependency_cycles_are_errors(write_unit: WriteUnit, tmp_path: Path) -> 
     )
 
 
+def test_cycles_across_after_requires_and_wants_are_errors(
+    write_unit: WriteUnit, tmp_path: Path
+) -> None:
+    write_unit("web", SERVICE + "requires = ['db']\n")
+    write_unit("db", SERVICE + "wants = ['cache']\n")
+    write_unit("cache", SERVICE + "after = ['web']\n")
+    write_unit("api", SERVICE + "requires = ['web']\nwants = ['db']\n")  # waits on a cycle
+    result = UnitLoader().load_directory(tmp_path)
+    assert list(result.specs) == ["api"]
+    assert [str(e) for e in result.errors["web"]] == [
+        f"{tmp_path}/web.toml:3: service.requires: dependency cycle: web -> db -> cache -> web"
+    ]
+    assert [str(e) for e in result.errors["db"]] == [
+        f"{tmp_path}/db.toml:3: service.wants: dependency cycle: db -> cache -> web -> db"
+    ]
+
+
+def test_requires_and_wants_must_name_units(write_unit: WriteUnit, tmp_path: Path) -> None:
+    write_unit("db", SERVICE)
+    write_unit("web", SERVICE + "requires = ['db', 'queue']\nwants = ['cache']\n")
+    write_unit("twice", SERVICE + "requires = ['db', 'db']\n")
+    result = UnitLoader().load_directory(tmp_path)
+    assert [str(e) for e in result.errors["web"]] == [
+        f'{tmp_path}/web.toml:3: service.requires[1]: no unit named "queue"',
+        f'{tmp_path}/web.toml:4: service.wants[0]: no unit named "cache"',
+    ]
+    assert [e.message for e in result.errors["twice"]] == ["lists a unit twice"]
+
+
 # --- the cache ---------------------------------------------------------------------------------
 
 

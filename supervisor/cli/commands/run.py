@@ -1,0 +1,209 @@
+"""`sandboxctl run [--name N] [--wait] [--rm] [-p KEY=VALUE ...] [--] CMD ARG...`: a transient
+unit, one with no file (the daemon keeps it under its state dir: see the README).
+
+Without --wait it prints the unit's name once the start has had its effect. With --wait it
+prints the service's output as it comes (the log, through the API), forwards SIGINT and
+SIGTERM to its PID 1 (a second SIGINT stops the unit: a PID 1 without a handler ignores
+signals), and exits with the service's status, once the unit's run is over and its output is
+all printed (the daemon's `output_closed` event says how many bytes that is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from supervisor.cli.client import ApiError, Client, Unreachable, error, exits
+from supervisor.cli.properties import PropertyError, build
+from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason
+from supervisor.errors import EXIT_FAILURE, EXIT_USAGE
+
+LAUNCH_FAILED = 126  # as a shell says of a command it could not run (and `exec` does)
+HELP = "run a command as a transient unit (no unit file), optionally waiting for it"
+EPILOG = f"""\
+-p takes any key a unit file has, as SECTION.KEY=VALUE (VALUE is a TOML value, or else a
+string: -p resources.memory_max=64M -p sandbox.root=/srv/root -p service.env.LANG=C), validated
+as a file is. CMD is service.exec: a bare name is looked for in /usr/local/sbin ... /bin of the
+sandbox's root. restart.policy defaults to "no" here. The name defaults to run-<8 hex digits>.
+
+A transient unit survives a daemon restart (it is re-adopted) and `reload`, not a reboot; it is
+not in units_dir and `validate` does not see it; `sandboxctl stop`, `start`, `status`, `logs`
+work on it as on any unit; `--rm` removes it once its run is over (also without --wait).
+
+exit status: without --wait 0, or 1 if it could not start; with --wait the service's own
+(128+N for a signal N, 137 for an OOM kill, {LAUNCH_FAILED} if it could not start); 2 a bad -p
+or command (naming the key); 5 the daemon is unreachable
+
+EXAMPLE:
+  sandboxctl run --wait --rm -p resources.memory_max=64M -- python3 -c 'print(42)'
+  sandboxctl run --name scratch -p sandbox.root=/srv/root sleep 600
+  sandboxctl stop scratch
+"""
+OOM_STATUS = 128 + signal.SIGKILL
+SETTLED = ("exited", "failed", "stopped")
+OUTPUT_GRACE = 10.0  # after the end, how long the rest of the output may take to arrive
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--name", metavar="N", help="the unit's name (default: run-<8 hex digits>)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="print its output, forward SIGINT/SIGTERM, exit with its status",
+    )
+    p.add_argument("--rm", action="store_true", help="remove the unit once its run is over")
+    p.add_argument(
+        "-p",
+        "--property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="properties",
+        help="a unit file key, SECTION.KEY=VALUE (repeatable)",
+    )
+    p.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="CMD ARG...",
+        help="the command (service.exec); a bare name is looked for in the sandbox's root",
+    )
+
+
+def status_of(reason: str | None) -> int:
+    """The exit status a shell would report for a run that ended for `reason`."""
+    if reason is None:
+        return EXIT_FAILURE
+    if reason.startswith(EXIT_CODE):
+        return int(reason.removeprefix(EXIT_CODE))
+    if reason.startswith(SIGNAL):
+        try:
+            return 128 + signal.Signals[reason.removeprefix(SIGNAL)]
+        except KeyError:
+            return EXIT_FAILURE
+    if reason == ExitReason.OOM_KILLED:
+        return OOM_STATUS
+    if reason.startswith(LAUNCH_ERROR):
+        return LAUNCH_FAILED
+    return EXIT_FAILURE
+
+
+@exits
+def run(args: argparse.Namespace) -> int:
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    try:
+        unit = build(args.properties, command)
+    except PropertyError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    client = Client()
+    try:
+        # With --wait the client starts it, once it follows the log: a short run with --rm
+        # could otherwise be over (and gone) before the log is asked for.
+        answer = client.create(unit, args.name, args.rm, start=not args.wait)
+    except ApiError as exc:
+        if exc.code != "invalid-unit":
+            raise
+        for problem in exc.errors or [exc.message]:
+            error(f"invalid unit: {problem}")
+        return EXIT_USAGE
+    name, state = answer["name"], answer["unit"]["state"]
+    if not args.wait:
+        print(name)
+        if state == "failed":
+            error(f"{name}: {answer['unit'].get('error') or 'failed'}")
+            return EXIT_FAILURE
+        return 0
+    return Waiter(client, name).wait(int(answer["seq"]))
+
+
+class Waiter:
+    """`--wait`: the output on one thread, the events (the end, output_closed) on this one."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client, self.name = client, name
+        self.printed = 0
+        self.progress = threading.Condition()
+        self.interrupts = 0
+
+    def wait(self, seq: int) -> int:
+        output = self.client.follow_logs(self.name)
+        threading.Thread(target=self._print_output, args=(output,), daemon=True).start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._forward)
+        started = self.client.action(self.name, "start")
+        if started["state"] == "stopped":  # autostart = false does not hold back `start`
+            return EXIT_FAILURE
+        status, written = self._until_over(seq)
+        if written is not None:
+            with self.progress:
+                self.progress.wait_for(lambda: self.printed >= written, OUTPUT_GRACE)
+        sys.stdout.flush()
+        return status
+
+    def _print_output(self, output: Iterator[bytes]) -> None:
+        out = sys.stdout.buffer
+        try:
+            for chunk in output:
+                out.write(chunk)
+                out.flush()
+                with self.progress:
+                    self.printed += len(chunk)
+                    self.progress.notify_all()
+        except (OSError, ApiError, Unreachable):  # the unit went (--rm): its output ended
+            return
+
+    def _until_over(self, seq: int) -> tuple[int, int | None]:
+        """(exit status, bytes of output) once the unit's run is over; the byte count is None
+        when the daemon did not say it within OUTPUT_GRACE."""
+        status: int | None = None
+        written: int | None = None
+        for event in self.client.events(since=seq, follow=True):
+            seq = max(seq, int(event.get("seq") or 0))
+            if event.get("unit") != self.name:
+                continue
+            kind, detail = event.get("event"), event.get("detail") or {}
+            if kind == "started":
+                written = None  # a restart: wait for this run's output
+            elif kind == "output_closed":
+                written = int(detail.get("written", 0))
+            elif kind == "exited" and event.get("state") in SETTLED:
+                status = status_of(detail.get("reason"))
+            elif kind == "failed" and status is None:  # could not launch: no run, no output
+                error(f"{self.name}: {detail.get('reason')}")
+                return LAUNCH_FAILED, 0
+            if status is not None:
+                break
+        if status is None:  # the stream ended: the daemon went away
+            return EXIT_FAILURE, None
+        if written is None:  # the output's end may come after the exit: wait for it, bounded
+            deadline = time.monotonic() + OUTPUT_GRACE
+            for event in self.client.events(since=seq, follow=True, deadline=deadline):
+                if event.get("unit") == self.name and event.get("event") == "output_closed":
+                    written = int((event.get("detail") or {}).get("written", 0))
+                    break
+        return status, written
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.interrupts += signum == signal.SIGINT
+        try:
+            if self.interrupts >= 2:
+                error(f"{self.name}: stopping (a second interrupt)")
+                threading.Thread(target=self.client.action, args=(self.name, "stop"),
+                                 daemon=True).start()  # fmt: skip
+            else:
+                self.client.kill(self.name, name)
+        except ApiError as exc:
+            error(f"{self.name}: {exc.message}")
