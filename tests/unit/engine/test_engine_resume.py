@@ -172,7 +172,9 @@ def test_restart_command_is_saved_before_the_task_acts(tmp_path: Path) -> None:
         runner.start()
         await until(runner, lambda: runner.state is State.RUNNING)
         assert rig.store.load_all()[spec.name].intent is None
-        runner.restart()  # no await in between: the file says it before any transition
+        # No await in between: the intent is queued before any transition, and a unit's
+        # records land in order, so the file says it before any record of what followed.
+        runner.restart()
         assert rig.store.load_all()[spec.name].intent == "restart"
         runner.stop()
         assert rig.store.load_all()[spec.name].intent == "stop"
