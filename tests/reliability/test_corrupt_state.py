@@ -53,7 +53,8 @@ def plant(
     store = Store(daemon.state)
     store.prepare()
     if record is not None:
-        assert store.save(record)
+        store.save(record)
+        assert store.flush(30) and not store.unsaved  # written on the state writer thread
     if raw is not None:
         store.path(name).write_bytes(raw)
 
