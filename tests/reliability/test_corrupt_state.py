@@ -137,6 +137,7 @@ def test_a_state_dir_replaced_by_a_symlink_stops_the_start_not_the_sandboxes(
     daemon.write_unit(name, sleeper(daemon, name))
     daemon.start()
     pid = daemon.wait_unit(name, lambda u: u["state"] == "running", 60)["pid"]
+    daemon.wait_recorded()
     daemon.kill9()  # the sandbox stays, for the next daemon to re-adopt
 
     link = daemon.base / replaced
