@@ -2,10 +2,11 @@
 
 The state dir is a real FUSE filesystem whose writes stall while the test says so
 (tests/support/stallfs.py). State records are written on the daemon's state writer thread,
-so during the stall `status` and `stop` answer at once and a service killed with SIGKILL is
-restarted; once writes return, the records on disk are the latest ones. A daemon SIGKILLed
-during the stall leaves the records from before it, and the next daemon goes by the units'
-cgroups as well: the run the records do not know of is killed and the unit started once.
+so during the stall `status` and `stop` answer at once, a service killed with SIGKILL is
+restarted and an OOM kill is handled; once writes return, the records on disk are the latest
+ones. A daemon SIGKILLed during the stall leaves the records from before it, and the next
+daemon goes by the units' cgroups as well: the run the records do not know of is killed and
+the unit started once.
 """
 
 from __future__ import annotations
@@ -115,6 +116,18 @@ def test_a_stalled_state_disk_never_freezes_supervision(stalled_state: tuple[Any
     assert daemon.request("POST", f"/v1/units/{bystander}/stop")[0] == 200
     assert time.monotonic() - began < 5
     daemon.wait_unit(bystander, lambda u: u["state"] == "stopped", 60)
+    # An OOM kill during the stall is handled on time (a unit added by a reload: its records
+    # wait too).
+    hog = uname(daemon, "hog")
+    daemon.write_unit(hog, unit_text(
+        ["/usr/bin/python3", "-c", "b = b'\\1' * (200 << 20)"], daemon, hog,
+        resources={"memory_max": "48M", "swap_max": "0"}, oom={"policy": "stop"},
+    ))  # fmt: skip
+    began = time.monotonic()
+    assert daemon.request("POST", "/v1/reload")[0] == 200
+    oomed = daemon.wait_unit(hog, lambda u: u["state"] == "exited", 60)
+    assert oomed["last_exit"] == "oom-killed" and oomed["oom_kills"] >= 1, oomed
+    assert time.monotonic() - began < 5
     # Nothing reached the disk: the stall is real, the records are the ones from before it.
     assert record(daemon, victim)["pid"] == first[victim]["pid"]
     assert record(daemon, bystander)["state"] == "running"
@@ -127,11 +140,13 @@ def test_a_stalled_state_disk_never_freezes_supervision(stalled_state: tuple[Any
     fs.resume()
     # The latest records land: each unit's last state, not one of those in between.
     wait_for(lambda: record(daemon, victim).get("pid") == again["pid"]
-             and record(daemon, bystander).get("state") == "stopped", 60,
+             and record(daemon, bystander).get("state") == "stopped"
+             and record(daemon, hog).get("last_exit") == "oom-killed", 60,
              lambda: f"{record(daemon, victim)} {record(daemon, bystander)}")  # fmt: skip
     assert record(daemon, victim)["state"] == "running"
+    assert record(daemon, hog)["state"] == "exited"
     assert sorted(p.name for p in (daemon.state / "units").iterdir()) == sorted(
-        [f"{victim}.json", f"{bystander}.json"]
+        [f"{victim}.json", f"{bystander}.json", f"{hog}.json"]
     )  # no temp file left
     assert daemon.events("store.save_failed") == []  # a stall is not a failure
     assert "Traceback" not in daemon.stderr_path().read_text()
