@@ -196,3 +196,28 @@ def test_a_daemon_killed_during_a_state_stall_is_followed_by_one_run_per_unit(
     finally:
         unrelated.kill()
         unrelated.wait(30)
+
+
+def test_an_exiting_daemon_waits_for_a_stalled_state_disk_a_bounded_time(
+    stalled_state: tuple[Any, Stall],
+) -> None:
+    daemon, fs = stalled_state
+    victim, bystander = two_units(daemon)
+    daemon.start()
+    first = started_and_recorded(daemon, victim, bystander)
+
+    fs.stall()
+    restarted(daemon, victim, first[victim]["pid"])  # records now wait on the writer thread
+    daemon.signal(signal.SIGTERM)  # stops both units: their last records wait as well
+    # The daemon gives up on them after 5 s and says so, during the stall.
+    wait_for(lambda: bool(daemon.events("daemon.state_unflushed")), 60,
+             lambda: daemon.stderr_path().read_text()[-2000:])  # fmt: skip
+    [unflushed] = daemon.events("daemon.state_unflushed")
+    assert unflushed["timeout"] == 5.0 and unflushed["waiting"] >= 1, unflushed
+    assert not pid1s(daemon).get(victim) and not pid1s(daemon).get(bystander)  # stopped
+    # It is gone once the stuck write returns (the kernel waits that write out), with status 0,
+    # and the records are the ones from before the stall, whole.
+    fs.resume()
+    assert daemon.proc is not None and daemon.proc.wait(60) == 0
+    assert record(daemon, victim)["pid"] == first[victim]["pid"]
+    assert record(daemon, bystander)["pid"] == first[bystander]["pid"]
