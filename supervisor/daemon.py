@@ -1,6 +1,7 @@
 """`sandboxd`: flags, logging, the event loop, signals and sd_notify around the reconciler.
 
-Foreground, one asyncio loop (and the log writer thread, engine/logwriter.py). SIGHUP reloads;
+Foreground, one asyncio loop (and two writer threads: engine/logwriter.py for service output,
+engine/statewriter.py for state records). SIGHUP reloads;
 SIGTERM/SIGINT stop every unit (stop_signal, stop_timeout, then SIGKILL to the cgroup) and
 exit 0 — or, with `on_exit = "leave"`, leave them running for the next daemon to re-adopt,
 and the process exits as soon as `daemon.stopped` is logged (exit_now). A top-level error is
@@ -26,7 +27,7 @@ from supervisor import __version__, cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
-from supervisor.engine import logwriter
+from supervisor.engine import logwriter, statewriter
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -43,7 +44,7 @@ from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
-_FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for the log writer
+_FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for each writer thread
 
 
 DESCRIPTION = """\
@@ -247,6 +248,13 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(args.config, overrides)
         log.configure(config.log_format)
         asyncio.run(serve(config))
+        # The last state records (each unit's final state, or the run left for the next daemon),
+        # on the state writer thread; not waited for past a few seconds: on a stalled state dir
+        # the previous records stay whole, and the next daemon goes by them and by the units'
+        # cgroups (engine/store.py).
+        if not statewriter.WRITER.flush(timeout=_FLUSH_TIMEOUT):
+            logger.warning("daemon.state_unflushed", timeout=_FLUSH_TIMEOUT,
+                           waiting=statewriter.WRITER.pending())  # fmt: skip
         # The last runs' output, drained by the writer thread; not waited for past a few
         # seconds, since a stalled log filesystem may never return (the bytes it has not taken
         # are still in the services' pipes, for the next daemon).
@@ -266,7 +274,7 @@ def exit_now(code: int) -> NoReturn:
     is free every object of every module (pydantic, aiohttp, structlog...) one by one: 0.1 s of
     CPU on an idle host, seconds on a loaded one, during which the process lingered after
     `daemon.stopped` and `systemctl stop` or a script waiting for it waited too. No atexit
-    handler has work left at this point, and the log writer thread has none either (or is
+    handler has work left at this point, and the writer threads have none either (or are
     stuck on a stalled filesystem and given up on, see main); buffered output is flushed here."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream

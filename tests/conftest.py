@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from supervisor.engine import logwriter
+from supervisor.engine import logwriter, statewriter
 
 # Not named "default": schemathesis applies only the settings that differ from Hypothesis' own
 # "default" profile, so redefining that one would silently drop derandomize for the API fuzzer.
@@ -63,9 +63,10 @@ def a_subreaper() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _no_log_writer_left() -> Iterator[None]:
-    """Tests that run Captures in this process start the daemon's log writer thread; it ends
-    with the test, because launcher tests fork this process directly, which launch.py (rightly)
-    refuses while a second thread exists."""
+def _no_writer_thread_left() -> Iterator[None]:
+    """Tests that run Captures or save state records in this process start the daemon's log
+    and state writer threads; they end with the test, because launcher tests fork this process
+    directly, which launch.py (rightly) refuses while a second thread exists."""
     yield
     assert logwriter.WRITER.stop(timeout=60), "the log writer is still busy after the test"
+    assert statewriter.WRITER.stop(timeout=60), "the state writer is still busy after the test"

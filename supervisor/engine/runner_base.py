@@ -252,13 +252,15 @@ class RunnerBase:
             self._on_change(self.name)
 
     def _save_intent(self) -> None:
-        # A command's intent goes to disk before the task acts on it. Saves that change
-        # nothing are skipped by the store, so this costs nothing for a unit without a run.
+        # A command's intent is queued for the disk before the task acts on it, so it lands
+        # before any record of what the command led to (store.py writes a unit's records in
+        # order). Saves that change nothing are skipped, so this costs nothing without a run.
         if self.run is not None:
             self._save()
 
     def _save(self) -> None:
-        # A failed save is the store's to report and retry (store.py); the change stands.
+        # Queued, never written here (a stalled state dir must not hold the loop); a failed
+        # write is the store's to report and retry (store.py); the change stands.
         self.store.save(self.record())
 
     def _event(self, name: str, level: str = "info", **detail: object) -> None:

@@ -7,6 +7,15 @@ state_dir it costs a few ms per save, which is why unchanged records are not rew
 that does not parse, or that another program wrote, is reported and ignored: a bad state file
 must never keep the daemon from starting.
 
+Records are written on the state writer thread (statewriter.py), never on the loop: a state
+dir whose writes stall holds that thread, not supervision. So a record reaches the disk a
+little after the change it describes, and a daemon killed in between leaves the previous one.
+That is safe because the record is not the last word on what runs, the unit's cgroup is: a
+recorded PID 1 is adopted only if it is still that process and still in the unit's cgroup,
+and anything else found in the cgroup when the unit starts again is killed first
+(run._fresh_cgroup, `unit.leftover_killed`), so the next daemon never runs a unit twice and
+never signals a process that is not the unit's.
+
 Every file is opened relative to the directory's fd, which is reached with no symlink in any
 component, and never through a symlink itself (linux/safefs.py): a planted link in the state
 directory can neither redirect a write nor feed the daemon another file as a unit's state.
@@ -17,10 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from supervisor.engine import statewriter
+from supervisor.engine.statewriter import StateWriter
 from supervisor.linux import safefs
 from supervisor.log import get_logger
 
@@ -122,22 +134,34 @@ _EXPECTED = {
 
 
 class Store:
-    """The records, and what a failed save left to write.
+    """The records, handed to the state writer thread (statewriter.py), and what failed saves
+    left to write.
+
+    `save` and `remove` never touch the disk: they queue the unit's latest record (or its
+    removal) and return, so a stalled state dir holds only the writer thread, never the loop.
+    A unit's records land in the order they were saved; one that a newer record replaced before
+    it was written is never written (latest wins), so at most one record per unit waits,
+    however long the disk stalls.
 
     A save is a side effect of a state change (a start, a stop, an exit), never a reason to
     refuse or undo one: when the state directory cannot take a record (ENOSPC on a full
     disk, EIO, a read-only remount), the old file stays whole, the change goes ahead in
-    memory, and the record waits in `unsaved` for `retry()` (the daemon calls it every few
+    memory, and the unit waits in `unsaved` for `retry()` (the daemon calls it every few
     seconds) or the unit's next save. One warning (`store.save_failed`) opens the episode and
     one `store.save_resumed` closes it once every waiting record is on disk, however many
     saves failed between them.
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, writer: StateWriter | None = None) -> None:
         self.dir = state_dir / "units"
+        self.writer = writer if writer is not None else statewriter.WRITER
+        # The loop's side: the latest record of each unit handed to the writer.
+        self._queued: dict[str, bytes] = {}
+        # The writer's side, also read by the loop: under the lock.
+        self._lock = threading.Lock()
         self._written: dict[str, bytes] = {}  # what each unit's file holds, as we wrote it
-        self.unsaved: dict[str, UnitRecord] = {}  # the latest record of each failed save
-        self._failed = 0  # saves that failed in this episode
+        self._unsaved: set[str] = set()  # units whose latest write failed
+        self._failed = 0  # writes that failed in this episode
 
     def prepare(self) -> None:
         """Create the directory, or make an existing one ours alone again (0700)."""
@@ -147,41 +171,66 @@ class Store:
     def path(self, unit: str) -> Path:
         return self.dir / f"{unit}.json"
 
-    def save(self, record: UnitRecord) -> bool:
-        """Write `record` (atomically); False if it could not be, and it waits in `unsaved`."""
-        data = json.dumps(record.to_json(), sort_keys=True).encode()
-        if self._written.get(record.unit) != data:
-            try:
-                with safefs.directory(self.dir) as fd:
-                    safefs.write_atomic(fd, f"{record.unit}.json", data, 0o600)
-            except OSError as exc:
-                self.unsaved[record.unit] = record
-                self._failed += 1
-                if self._failed == 1:
-                    log.warning("store.save_failed", unit=record.unit,
-                                path=str(self.path(record.unit)),
-                                error=exc.strerror or str(exc))  # fmt: skip
-                return False
-            self._written[record.unit] = data
-        self._saved(record.unit)
-        return True
+    @property
+    def unsaved(self) -> set[str]:
+        """The units whose record on disk is older than their latest save (it failed)."""
+        with self._lock:
+            return set(self._unsaved)
 
-    def retry(self) -> None:
-        """Write the records that failed saves left behind."""
-        for record in list(self.unsaved.values()):
-            if not self.save(record):
-                return  # still failing: the next retry tries again
+    def save(self, record: UnitRecord) -> None:
+        """Queue `record` to be written (atomically) after the unit's earlier records."""
+        data = json.dumps(record.to_json(), sort_keys=True).encode()
+        if self._queued.get(record.unit) != data:  # unchanged records are not rewritten
+            self._queued[record.unit] = data
+            self._submit(record.unit, data)
 
     def remove(self, unit: str) -> None:
-        self._written.pop(unit, None)
-        with contextlib.suppress(FileNotFoundError), safefs.directory(self.dir) as fd:
-            os.unlink(f"{unit}.json", dir_fd=fd)  # unlink never follows the name itself
-        self._saved(unit)
+        """Queue the removal of the unit's file after its earlier records."""
+        self._queued.pop(unit, None)
+        self._submit(unit, None)
 
-    def _saved(self, unit: str) -> None:
-        if self.unsaved.pop(unit, None) is not None and not self.unsaved and self._failed:
-            log.info("store.save_resumed", failed_saves=self._failed)
-            self._failed = 0
+    def retry(self) -> None:
+        """Queue again the latest record (or removal) of each unit whose write failed."""
+        for unit in sorted(self.unsaved):
+            self._submit(unit, self._queued.get(unit))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (blocking) up to `timeout` s for what was queued; False if it is still waiting.
+        For the daemon's exit, after the loop has ended, and for tests."""
+        return self.writer.flush(timeout)
+
+    def _submit(self, unit: str, data: bytes | None) -> None:
+        self.writer.submit((self.dir, unit), lambda: self._write(unit, data))
+
+    def _write(self, unit: str, data: bytes | None) -> None:
+        # On the writer thread.
+        try:
+            if data is None:
+                with contextlib.suppress(FileNotFoundError), safefs.directory(self.dir) as fd:
+                    os.unlink(f"{unit}.json", dir_fd=fd)  # unlink never follows the name itself
+            elif self._written.get(unit) != data:
+                with safefs.directory(self.dir) as fd:
+                    safefs.write_atomic(fd, f"{unit}.json", data, 0o600)
+        except OSError as exc:
+            with self._lock:
+                self._unsaved.add(unit)
+                self._failed += 1
+                first = self._failed == 1
+            if first:
+                log.warning("store.save_failed", unit=unit, path=str(self.path(unit)),
+                            error=exc.strerror or str(exc))  # fmt: skip
+            return
+        with self._lock:
+            if data is None:
+                self._written.pop(unit, None)
+            else:
+                self._written[unit] = data
+            self._unsaved.discard(unit)
+            failed = self._failed if not self._unsaved else 0
+            if failed:
+                self._failed = 0
+        if failed:
+            log.info("store.save_resumed", failed_saves=failed)
 
     def load_all(self) -> dict[str, UnitRecord]:
         """Every readable record; the others are logged (`store.ignored`) and skipped."""

@@ -42,8 +42,10 @@ from supervisor.engine.store import UnitRecord
 from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.linux import fdlimit
+from supervisor.log import get_logger
 
 __all__ = ["Blocker", "UnitRunner"]
+log = get_logger()
 # After an OOM kill, how long PID 1 gets to show it was the victim (its exit) before the kill
 # counts as one of another process.
 OOM_GRACE = 0.25
@@ -89,6 +91,11 @@ class UnitRunner(RunnerBase):
             return
         leftover = self.host.cgroups.open(self.name)
         if leftover is not None:
+            if leftover.is_populated():
+                # A run the record does not name: its record had not reached the disk when
+                # the daemon died (store.py). The cgroup is the truth: it never runs twice.
+                log.warning("unit.leftover_killed", unit=self.name, pids=leftover.pids(),
+                            recorded_pid=record.pid)  # fmt: skip
             discard_cgroup(leftover, self.name)
         self._record_exit(ExitReason.LOST)
         self._exited("warning", reason=ExitReason.LOST.value, pid=record.pid,

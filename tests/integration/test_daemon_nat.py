@@ -219,6 +219,7 @@ def test_nat_ports_hairpin_readoption_and_stop(net: Net, outside: Outside, forei
 
     # kill -9 and a new daemon: the sandbox is re-adopted, its rules rebuilt once.
     web_pid = d.unit("web")["pid"]
+    d.wait_recorded()
     d.kill9()
     d.start()
     assert d.wait_unit("web", running, 60)["pid"] == web_pid
@@ -251,6 +252,7 @@ def test_removed_units_lose_their_rules_after_a_daemon_kill9(net: Net, foreign: 
     gone = d.wait_unit("gone", running, 60)
     d.wait_unit("web", running, 60)
     assert unit_chains(net.bridge) == sorted([net.veth("web"), net.veth("gone")])
+    d.wait_recorded()
     d.kill9()
     d.remove_unit("gone")
     os.kill(int(str(gone["pid"])), 9)  # this test daemon's sandbox

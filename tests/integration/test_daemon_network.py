@@ -195,6 +195,7 @@ def test_daemon_kill9_readopts_and_cleans_up_removed_units(net: Net) -> None:
     units = {n: d.wait_unit(n, running, 60) for n in ("web", "kept", "gone")}
     assert get(net.url("web")) == "hello from web\n"
     leases = net.leases()
+    d.wait_recorded()
     d.kill9()
     # While no daemon runs: one unit is removed but its sandbox lives on; another is removed
     # and its sandbox dies (its veth may outlive it for a moment).

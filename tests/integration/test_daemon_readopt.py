@@ -36,6 +36,7 @@ def test_kill9_readopt_and_lost(daemon: Daemon) -> None:
     daemon.start()
     a = daemon.wait_unit("a", lambda u: u["state"] == "running")
     b = daemon.wait_unit("b", lambda u: u["state"] == "running")
+    daemon.wait_recorded()
     daemon.kill9()
     assert pid_alive(a["pid"]) and pid_alive(b["pid"])
     os.kill(b["pid"], signal.SIGKILL)  # b's sandbox, started by this test's daemon
@@ -99,6 +100,7 @@ def test_output_survives_a_daemon_restart(daemon: Daemon) -> None:
     holders = [fd for fd in os.listdir(f"/proc/{pid}/fd") if fd not in ("0", "1", "2")]
     assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in holders] == [out]
     time.sleep(0.3)
+    daemon.wait_recorded()
     daemon.kill9()
     log = daemon.logs / "talk.log"
     at_kill = len(log.read_text().split())

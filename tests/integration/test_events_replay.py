@@ -143,6 +143,7 @@ def test_bad_parameters(running: Daemon) -> None:
 def test_a_new_daemon_numbers_again(running: Daemon) -> None:
     events, stream = kept(running, "replay=1000")
     epoch = stream.header("X-Event-Epoch")
+    running.wait_recorded()
     running.kill9()  # the services keep running; the next daemon re-adopts them
     running.start()
     for name in ("web", "db"):

@@ -121,6 +121,7 @@ def test_image_sandbox_is_readopted(daemon: Daemon, tmp_path: Path) -> None:
     daemon.write_unit("a", _unit(build_busybox(tmp_path / "img")))
     daemon.start()
     first = daemon.wait_unit("a", lambda u: u["state"] == "running")
+    daemon.wait_recorded()
     daemon.kill9()
     daemon.start()
     again = daemon.wait_unit("a", lambda u: u["state"] == "running")

@@ -71,6 +71,7 @@ def test_shell_output_survives_repeated_daemon_restarts(daemon: Daemon) -> None:
     pids = {"alpha": alpha, "beta": beta}
     for unit in pids:
         wait_for(lambda unit=unit: len(outs(daemon.logs / f"{unit}.log")) > 5, 30)
+    daemon.wait_recorded()
     kept = {u: record(daemon, u)["output_fd"] for u in pids}
     assert kept["alpha"] != kept["beta"]
     for restart in range(3):
@@ -79,6 +80,7 @@ def test_shell_output_survives_repeated_daemon_restarts(daemon: Daemon) -> None:
             fd = record(daemon, unit)["output_fd"]
             assert fd == kept[unit], (restart, unit, fd, kept)
             assert os.readlink(f"/proc/{pid}/fd/{fd}") == pipe_of(pid)
+        daemon.wait_recorded()
         daemon.kill9()
         marks = {u: outs(daemon.logs / f"{u}.log")[-1] for u in pids}
         daemon.start()
@@ -138,6 +140,7 @@ def tamper_then_restart_daemon(daemon: Daemon, how: str) -> tuple[int, int, Path
     pid = daemon.wait_unit("py", lambda u: u["state"] == "running")["pid"]
     log = daemon.logs / "py.log"
     wait_for(lambda: log.exists() and "tampered" in log.read_text(), 30)
+    daemon.wait_recorded()
     fd = record(daemon, "py")["output_fd"]
     daemon.kill9()
     daemon.start()

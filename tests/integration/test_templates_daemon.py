@@ -147,6 +147,7 @@ def test_an_instance_is_readopted_with_its_sources_after_a_daemon_kill(daemon: D
     (daemon.units / "job@.toml.d" / "p.toml").write_text("[resources]\npids_max = 32\n")
     daemon.start()
     before = daemon.wait_unit("job@a", lambda u: u["state"] == "running")
+    daemon.wait_recorded()
     daemon.kill9()
     daemon.start()
     after = daemon.wait_unit("job@a", lambda u: u["state"] == "running")

@@ -99,6 +99,7 @@ def test_a_wall_clock_step_moves_no_deadline(
 
     # A daemon killed and started again, an hour behind the clock the runs were launched at:
     # the re-adopted run's age continues from the boot clock.
+    daemon.wait_recorded()
     daemon.kill9()
     daemon.start()
     daemon.wait_unit("steady", lambda u: u["state"] == "running", 90)

@@ -53,7 +53,8 @@ def plant(
     store = Store(daemon.state)
     store.prepare()
     if record is not None:
-        assert store.save(record)
+        store.save(record)
+        assert store.flush(30) and not store.unsaved  # written on the state writer thread
     if raw is not None:
         store.path(name).write_bytes(raw)
 
@@ -136,6 +137,7 @@ def test_a_state_dir_replaced_by_a_symlink_stops_the_start_not_the_sandboxes(
     daemon.write_unit(name, sleeper(daemon, name))
     daemon.start()
     pid = daemon.wait_unit(name, lambda u: u["state"] == "running", 60)["pid"]
+    daemon.wait_recorded()
     daemon.kill9()  # the sandbox stays, for the next daemon to re-adopt
 
     link = daemon.base / replaced

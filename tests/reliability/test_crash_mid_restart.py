@@ -34,6 +34,7 @@ def stubborn(daemon: Any, name: str, variant: int = 0) -> str:
 
 def kill_while_stopping(daemon: Any, name: str) -> None:
     wait_for(lambda: daemon.status()[name]["state"] == "stopping", 30)
+    daemon.wait_recorded()  # the intent, which the next daemon carries out
     daemon.kill9()
 
 

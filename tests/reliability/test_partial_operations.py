@@ -73,6 +73,7 @@ def test_a_launch_killed_after_its_cgroup_was_made(rdaemons: Callable[[], Any]) 
     daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
     daemon.start()
     bystander = daemon.wait_unit(calm, running, 60)
+    daemon.wait_recorded()
     daemon.kill9()  # the bystander runs on, for the next daemons to re-adopt
 
     daemon.write_unit(victim, unit_text(SLEEP, daemon, victim))
@@ -142,6 +143,7 @@ def test_a_network_attach_killed_after_the_veth_was_made(rdaemons: Callable[[], 
         bystander = daemon.wait_unit(calm, running, 60)
         calm_port = ports(bridge)
         assert list(calm_port) == [veth_name(bridge, calm)]
+        daemon.wait_recorded()
         daemon.kill9()
 
         daemon.write_unit(victim, unit_text(SLEEP, daemon, victim, **net))

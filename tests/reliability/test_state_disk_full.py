@@ -71,7 +71,7 @@ def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
         assert status == 200, body  # the restart is not refused for want of a state file
         second = daemon.wait_unit(a, lambda u: u["state"] == "running" and u["pid"] != first["pid"],
                                   60)  # fmt: skip
-        # stopping, starting, running: three saves failed, the old record is whole.
+        # stopping, starting, running: none of them reached the disk, the old record is whole.
         assert (daemon.state / "units" / f"{a}.json").read_bytes() == before
         assert sorted(p.name for p in (daemon.state / "units").iterdir()) == sorted(
             [f"{a}.json", f"{b}.json"]
@@ -85,7 +85,9 @@ def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
         wait_for(lambda: record(daemon, a).get("pid") == second["pid"], 60,
                  lambda: f"record: {record(daemon, a)}")  # fmt: skip
         resumed = daemon.events("store.save_resumed")
-        assert len(resumed) == 1 and resumed[0]["failed_saves"] >= 3, resumed
+        # At least one write failed per record tried; how many were tried is not fixed: a
+        # record that a newer one replaced before the writer thread reached it is never tried.
+        assert len(resumed) == 1 and resumed[0]["failed_saves"] >= 1, resumed
         assert "Traceback" not in daemon.stderr_path().read_text()
 
         # The caught-up record is the one the next daemon goes by: it re-adopts the new run.

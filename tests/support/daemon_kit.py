@@ -133,6 +133,32 @@ class Daemon:
         self.proc.kill()
         self.proc.wait(10)
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The unit state records on disk, by unit (a file caught mid-rename is left out)."""
+        found = {}
+        for path in (self.state / "units").glob("*.json"):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                found[path.stem] = json.loads(path.read_bytes())
+        return found
+
+    def wait_recorded(self, timeout: float = 60.0) -> None:
+        """Wait until every unit's record on disk says the state and PID `status` shows. The
+        daemon writes records on its state writer thread, a moment after the change (issue 29):
+        a test that SIGKILLs it to see runs re-adopted waits for this first, or it tests the
+        crash before the record landed (tests/reliability/test_state_disk_stall.py does)."""
+
+        def recorded() -> bool:
+            records = self.records()
+            for name, unit in self.status().items():
+                record = records.get(name, {})
+                if record.get("pid") != unit.get("pid"):
+                    return False
+                if record and record.get("state") != unit["state"]:
+                    return False
+            return True
+
+        wait_for(recorded, timeout, lambda: f"records {self.records()} status {self.status()}")
+
     # -- API ---------------------------------------------------------------------------
 
     def request(self, method: str, path: str) -> tuple[int, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from supervisor.cgroups import CgroupSample, CgroupStats, Limits, OomEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.run import Host
-from supervisor.engine.store import Store
+from supervisor.engine.store import Store, UnitRecord
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.unit.schema import UnitFile
@@ -249,10 +249,19 @@ class Rig:
         return event
 
 
+class FlushedStore(Store):
+    """A store whose `load_all` reads what every earlier save and removal left on disk: they
+    are written on the state writer thread, and a test reads the files right after acting."""
+
+    def load_all(self) -> dict[str, UnitRecord]:
+        assert self.flush(30), "the state writer is still busy"
+        return super().load_all()
+
+
 def make_rig(tmp_path: Path, clock: ManualClock | None = None) -> Rig:
     """`clock`: the engine's monotonic clock (default: the real one)."""
     manager, launcher = FakeManager(), FakeLauncher()
     host = Host(asyncio.get_running_loop(), manager, launcher, monotonic=clock or time.monotonic)
-    store = Store(tmp_path / "state")
+    store = FlushedStore(tmp_path / "state")
     store.prepare()
     return Rig(host, manager, launcher, store, tmp_path / "log")

@@ -109,6 +109,7 @@ def test_the_state_store_never_follows_a_planted_symlink(tmp_path: Path, victim:
         assert store.load_all() == {}, "a linked file is not read as the unit's state"
     assert [e["event"] for e in events] == ["store.ignored"]
     store.save(UnitRecord("web", "running"))
+    assert store.flush(30)  # written on the state writer thread
     assert victim.read_text() == before
     assert not (store.dir / "web.json").is_symlink()
     assert store.load_all()["web"].state == "running"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
+from structlog.testing import capture_logs
 
 from supervisor.cgroups import Limits
 from supervisor.contract import State
@@ -172,7 +174,9 @@ def test_restart_command_is_saved_before_the_task_acts(tmp_path: Path) -> None:
         runner.start()
         await until(runner, lambda: runner.state is State.RUNNING)
         assert rig.store.load_all()[spec.name].intent is None
-        runner.restart()  # no await in between: the file says it before any transition
+        # No await in between: the intent is queued before any transition, and a unit's
+        # records land in order, so the file says it before any record of what followed.
+        runner.restart()
         assert rig.store.load_all()[spec.name].intent == "restart"
         runner.stop()
         assert rig.store.load_all()[spec.name].intent == "stop"
@@ -231,6 +235,47 @@ def test_a_live_pid_outside_the_units_cgroup_is_never_adopted_nor_signalled(
             await finish(runner, task)
         finally:
             os.kill(pid, signal.SIGKILL)  # this test's own process, killed by PID
+
+    run(main, tmp_path)
+
+
+def test_a_run_the_record_does_not_name_is_killed_and_said(tmp_path: Path) -> None:
+    """The daemon died before its latest record reached the disk (state saves are written on
+    a thread, store.py): the record names an earlier run, whose PID 1 is gone, and the unit's
+    cgroup holds the run it did not know of. The cgroup is the truth: that run is killed (one
+    `unit.leftover_killed`), and the unit starts once, per its policy."""
+
+    async def main(rig: Rig) -> None:
+        spec = make_spec(restart={"policy": "always", "delay": "10ms"})
+        earlier, unrecorded = orphan(), orphan()
+        try:
+            record = record_of(spec, earlier, "running", None)
+            os.kill(earlier, signal.SIGKILL)  # this test's own process, killed by PID
+            deadline = time.monotonic() + 20
+            while not gone(earlier):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            rig.manager.create(spec.name, Limits()).add_pid(unrecorded)
+            runner = rig.runner(spec)
+            with capture_logs() as logs:
+                runner.resume(record)
+            task = asyncio.create_task(runner.main())
+            assert runner.last_exit == "lost"
+            killed = [e for e in logs if e["event"] == "unit.leftover_killed"]
+            assert [(e["unit"], e["pids"], e["recorded_pid"]) for e in killed] == [
+                (spec.name, [unrecorded], earlier)
+            ]
+            await until(runner, lambda: runner.state is State.RUNNING)
+            assert len(rig.launcher.launched) == 1
+            deadline = time.monotonic() + 20
+            while not gone(unrecorded):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            await finish(runner, task)
+        finally:
+            for pid in (earlier, unrecorded):  # this test's own processes, killed by PID
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     run(main, tmp_path)
 

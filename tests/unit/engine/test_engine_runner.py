@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from supervisor.cgroups import Limits
 from supervisor.contract import State
+from supervisor.engine import logwriter
 from supervisor.engine.run import run_age
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import UnitRecord
@@ -51,6 +52,7 @@ def test_crash_backoff_then_failed(tmp_path: Path) -> None:
     assert len(events(logs, "unit.failed")) == 1
     started = events(logs, "unit.started")
     assert len(started) == 3 and all(e["unit"] == "svc" and e["pid"] > 0 for e in started)
+    assert logwriter.WRITER.flush(30)  # the log file is written on the log writer thread
     assert (tmp_path / "log" / "svc.log").read_text() == "out\n" * 3
 
 
@@ -72,15 +74,27 @@ def test_policy_no_and_clean_exit(tmp_path: Path) -> None:
     run(main, tmp_path)
 
 
+async def trapped(flag: Path) -> None:
+    """Until the service's shell has run its `trap '' TERM` (it touches `flag` next): `running`
+    comes at the launch, and a SIGTERM before the trap would end the shell at once."""
+    async with asyncio.timeout(60):
+        while not flag.exists():
+            await asyncio.sleep(0.01)
+
+
+def ignoring_term(flag: Path) -> str:
+    return f"trap '' TERM; touch {flag}; while :; do sleep 0.05; done"
+
+
 def test_stop_escalates_to_the_cgroup(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
-        spec = make_spec(
-            script="trap '' TERM; while :; do sleep 0.05; done", service={"stop_timeout": "300ms"}
-        )
+        flag = tmp_path / "trapped"
+        spec = make_spec(script=ignoring_term(flag), service={"stop_timeout": "300ms"})
         r = rig.runner(spec)
         task = asyncio.create_task(r.main())
         r.start()
         await until(r, lambda: r.state is State.RUNNING)
+        await trapped(flag)
         began = time.monotonic()
         r.stop()
         await until(r, lambda: r.state is State.STOPPED)
@@ -243,8 +257,9 @@ def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) ->
     async def main(rig: Rig) -> None:
         # An OOM kill of another process: the daemon ends the run (reason oom-killed); PID 1
         # ignores SIGTERM, so the run stays `stopping` for stop_timeout.
+        flag = tmp_path / "trapped"
         spec = make_spec(
-            script="trap '' TERM; while :; do sleep 0.05; done",
+            script=ignoring_term(flag),
             service={"stop_timeout": "500ms"},
             restart={"delay": "10ms"},
         )
@@ -252,6 +267,7 @@ def test_operator_stop_during_a_daemon_initiated_stop_is_kept(tmp_path: Path) ->
         task = asyncio.create_task(r.main())
         r.start()
         await until(r, lambda: r.state is State.RUNNING)
+        await trapped(flag)
         rig.manager.cgroups["svc"].oom_kill()
         await until(r, lambda: r.state is State.STOPPING)
         assert r.intent is StopReason.OOM_KILLED

@@ -13,11 +13,12 @@ from structlog.testing import capture_logs
 from supervisor.engine.store import FORMAT as FMT
 from supervisor.engine.store import Store, UnitRecord
 from supervisor.linux import safefs
+from tests.unit.engine.engine_fakes import FlushedStore
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path)
+    s = FlushedStore(tmp_path)
     s.prepare()
     return s
 
@@ -80,11 +81,14 @@ def test_an_unchanged_record_is_not_rewritten(store: Store) -> None:
     record = UnitRecord("web", "running", pid=1234, pid_start=99)
     store.save(record)
     path = store.path("web")
+    assert store.flush(30)
     inode = path.stat().st_ino
     store.save(UnitRecord("web", "running", pid=1234, pid_start=99))
+    assert store.flush(30)
     assert path.stat().st_ino == inode  # not replaced
     record.state = "stopping"
     store.save(record)
+    assert store.flush(30)
     assert path.stat().st_ino != inode
     assert store.load_all()["web"].state == "stopping"
 
@@ -102,6 +106,7 @@ def test_a_failed_save_keeps_the_old_file_warns_once_and_catches_up(
 ) -> None:
     old = UnitRecord("web", "running", pid=1234, pid_start=99)
     store.save(old)
+    assert store.flush(30)
     real = safefs.write_atomic
 
     def full(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
@@ -110,20 +115,25 @@ def test_a_failed_save_keeps_the_old_file_warns_once_and_catches_up(
     monkeypatch.setattr(safefs, "write_atomic", full)
     new = UnitRecord("web", "stopping", pid=1234, pid_start=99, intent="stop")
     with capture_logs() as logs:
-        assert not store.save(new)
-        assert not store.save(UnitRecord("db", "running"))
+        store.save(new)
+        assert store.flush(30)
+        store.save(UnitRecord("db", "running"))
+        assert store.flush(30)
         store.retry()
+        assert store.flush(30)
     assert [(e["event"], e["unit"]) for e in logs] == [("store.save_failed", "web")]
     assert logs[0]["error"] == "No space left on device"
     assert store.load_all() == {"web": old}
-    assert set(store.unsaved) == {"web", "db"}
+    assert store.unsaved == {"web", "db"}
 
     monkeypatch.setattr(safefs, "write_atomic", real)
     with capture_logs() as logs:
         store.retry()
-    assert [(e["event"], e["failed_saves"]) for e in logs] == [("store.save_resumed", 3)]
+        assert store.flush(30)
+    # web, db, then web and db again from the retry: four writes failed.
+    assert [(e["event"], e["failed_saves"]) for e in logs] == [("store.save_resumed", 4)]
     assert store.load_all() == {"web": new, "db": UnitRecord("db", "running")}
-    assert store.unsaved == {}
+    assert not store.unsaved
 
 
 def test_a_torn_write_leaves_no_temp_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,8 +142,11 @@ def test_a_torn_write_leaves_no_temp_file(store: Store, monkeypatch: pytest.Monk
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    assert store.flush(30)
     monkeypatch.setattr(os, "fsync", no_space)
-    assert not store.save(UnitRecord("web", "stopping"))
+    store.save(UnitRecord("web", "stopping"))
+    assert store.flush(30)
+    assert store.unsaved == {"web"}
     monkeypatch.undo()
     assert sorted(p.name for p in store.dir.iterdir()) == ["web.json"]
     assert store.load_all()["web"].state == "running"
