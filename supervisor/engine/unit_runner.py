@@ -75,28 +75,9 @@ class UnitRunner(RunnerBase):
         intent = intent_from(record.intent) or (Intent.STOP if stopping else None)
         run = Run.adopt(self.host, record, self.sink, self._wake.set)
         if run is not None:
-            self.run, self.run_spec = run, self.spec
-            if self.spec is not None and record.listen:
-                self.listeners.adopt(self.spec, run.pidfd, record.listen)
-            if self.spec is not None:
-                self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
-                self.health.begin(self.spec, run.pid, run.cgroup)
-            if intent is None:
-                self._set(State.RUNNING)
-            else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
-                self._pending = Pending.START if intent is Intent.RESTART else Pending.NONE
-                self._stop_reason = intent if isinstance(intent, StopReason) else None
-                self._set(State.STOPPING)
-            self._event("adopted", uptime=round(run.uptime(), 3), intent=_value(intent))
+            self._resume_adopted(run, record, intent)
             return
-        leftover = self.host.cgroups.open(self.name)
-        if leftover is not None:
-            if leftover.is_populated():
-                # A run the record does not name: its record had not reached the disk when
-                # the daemon died (store.py). The cgroup is the truth: it never runs twice.
-                log.warning("unit.leftover_killed", unit=self.name, pids=leftover.pids(),
-                            recorded_pid=record.pid)  # fmt: skip
-            discard_cgroup(leftover, self.name)
+        self._discard_leftover(record)
         self._record_exit(ExitReason.LOST)
         self._exited("warning", reason=ExitReason.LOST.value, pid=record.pid,
                      intent=_value(intent))  # fmt: skip
@@ -115,6 +96,36 @@ class UnitRunner(RunnerBase):
                 reason = _exit_reason(intent) if isinstance(intent, StopReason) else None
                 ran_for = run_age(record.pid_start, record.started_at, self.host.wall())
                 self.after_exit(reason or ExitReason.LOST, ran_for)
+
+    def _resume_adopted(
+        self, run: Run, record: UnitRecord, intent: Intent | StopReason | None
+    ) -> None:
+        """A recorded PID 1 still running in the unit's cgroup: watch it again, and finish the
+        intent the previous daemon had for it."""
+        self.run, self.run_spec = run, self.spec
+        if self.spec is not None and record.listen:
+            self.listeners.adopt(self.spec, run.pidfd, record.listen)
+        if self.spec is not None:
+            self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
+            self.health.begin(self.spec, run.pid, run.cgroup)
+        if intent is None:
+            self._set(State.RUNNING)
+        else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
+            self._pending = Pending.START if intent is Intent.RESTART else Pending.NONE
+            self._stop_reason = intent if isinstance(intent, StopReason) else None
+            self._set(State.STOPPING)
+        self._event("adopted", uptime=round(run.uptime(), 3), intent=_value(intent))
+
+    def _discard_leftover(self, record: UnitRecord) -> None:
+        """The recorded run is gone: kill whatever the unit's cgroup still holds and remove it."""
+        leftover = self.host.cgroups.open(self.name)
+        if leftover is not None:
+            if leftover.is_populated():
+                # A run the record does not name: its record had not reached the disk when
+                # the daemon died (store.py). The cgroup is the truth: it never runs twice.
+                log.warning("unit.leftover_killed", unit=self.name, pids=leftover.pids(),
+                            recorded_pid=record.pid)  # fmt: skip
+            discard_cgroup(leftover, self.name)
 
     # -- the task ------------------------------------------------------------------------
 

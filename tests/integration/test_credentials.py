@@ -146,6 +146,7 @@ def test_an_inline_value_survives_a_daemon_kill9_without_a_restart(daemon: Daemo
     )
     daemon.start()
     first = daemon.wait_unit("tok", lambda u: u["state"] == "running")
+    daemon.wait_recorded()
     daemon.kill9()
     daemon.start()
     again = daemon.wait_unit("tok", lambda u: u["state"] == "running")

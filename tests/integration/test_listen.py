@@ -103,6 +103,7 @@ def test_no_connection_refused_across_a_daemon_kill9(daemon: Daemon) -> None:
     first = daemon.wait_unit("web", lambda u: u["state"] == "running")
     for i in range(2000):
         if i == 500:
+            daemon.wait_recorded()  # records land on the state writer thread
             daemon.kill9()  # the service keeps serving on its own copy
         if i == 800:
             daemon.start()

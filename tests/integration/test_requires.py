@@ -118,6 +118,7 @@ def test_failed_dependency_leaves_its_dependent_stopped_and_waiting(daemon: Daem
 def test_a_dependency_lost_while_no_daemon_ran_stops_its_dependent(daemon: Daemon) -> None:
     _setup(daemon)
     web, db = daemon.unit("web"), daemon.unit("db")
+    daemon.wait_recorded()
     daemon.kill9()
     os.kill(db["pid"], signal.SIGKILL)  # db's PID 1, started by this test's daemon
     wait_for(lambda: not pid_alive(db["pid"]), 60)

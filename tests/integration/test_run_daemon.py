@@ -118,6 +118,7 @@ def test_transient_unit_is_readopted_after_kill_9_and_kept_by_reload(
     pid = daemon.wait_unit("keep", lambda u: u["state"] == "running")["pid"]
     code, result = daemon.request("POST", "/v1/reload")
     assert code == 200 and "keep" in result["unchanged"], result
+    daemon.wait_recorded()
     daemon.kill9()
     assert pid_alive(pid)
     daemon.start()
