@@ -76,7 +76,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--sort", choices=top_view.SORTS, default=top_view.DEFAULT_SORT, metavar="COLUMN",
-        help=f"sort by: {', '.join(top_view.SORTS)} (default {top_view.DEFAULT_SORT})",
+        # argparse expands % in help: the `mem%` column must be written %%.
+        help=f"sort by: {', '.join(top_view.SORTS)} (default {top_view.DEFAULT_SORT})".replace(
+            "%", "%%"
+        ),
     )  # fmt: skip
     p.set_defaults(run=run)
 
