@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from supervisor.images.oci import Image, ImageError, open_layers
 from supervisor.images.unpack import DEFAULT_LIMITS, Limits, UnsafeLayer, unpack
+from supervisor.linux import faultpoint
 
 PRIVATE = 0o700
 STORE_DIR = "images"  # in data_dir
@@ -72,9 +73,24 @@ class LayerStore:
         """Every layer of `image` unpacked (the missing ones now); their directories, bottom
         layer first. ImageError names the layer at fault; nothing of it is left behind."""
         self._dirs()
+        self._clear_leftovers()
         with self._locked(fcntl.LOCK_SH):
             self._ensure(image, limits)
         return [self.layer_path(layer.diff_id) for layer in image.layers]
+
+    def _clear_leftovers(self) -> None:
+        """Remove what interrupted unpacks left in tmp/ (a helper killed with its daemon), but
+        only while no other helper holds the store: a running unpack's tmp dir is its own."""
+        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another unpack or a prune runs: the next one clears
+            for name in os.listdir(self.tmp):
+                shutil.rmtree(os.path.join(self.tmp, name), ignore_errors=True)
+        finally:
+            os.close(fd)
 
     def _ensure(self, image: Image, limits: Limits) -> None:
         missing = {layer.diff_id for layer in image.layers if not self.has(layer.diff_id)}
@@ -92,6 +108,7 @@ class LayerStore:
                     except (OSError, EOFError, ValueError) as exc:
                         raise ImageError(where, f"cannot unpack: {exc}") from None
                     opened.check(layer, where)
+                    faultpoint.reached(faultpoint.IMAGE_LAYER_UNPACKED, layer.diff_id)
                     os.chmod(tmp, 0o755)  # the layer's root: the merged root's mode
                     try:
                         os.rename(tmp, self.layer_path(layer.diff_id))

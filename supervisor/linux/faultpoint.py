@@ -1,6 +1,7 @@
 """Named points where the reliability tests freeze the daemon, to kill it mid-operation.
 
-With `SANDBOXD_FAULT_STOP_AT=<point>:<unit>` in its environment, the daemon stops itself
+With `SANDBOXD_FAULT_STOP_AT=<point>:<unit>` in its environment, the daemon (or its image
+helper) stops itself
 (SIGSTOP) when it reaches that point for that unit; the test sees the stopped state in
 /proc/<pid>/stat, looks at what exists at that instant (a cgroup, a veth), and SIGKILLs it. A
 signal from outside could not land between two given lines; a stop from inside always does.
@@ -17,6 +18,9 @@ ENV = "SANDBOXD_FAULT_STOP_AT"
 # The points, where they are, and what exists there (the tests name them).
 LAUNCH_CGROUP_CREATED = "launch.cgroup_created"  # engine/run.py: a cgroup, nothing forked
 NETWORK_VETH_ATTACHED = "network.veth_attached"  # host/network.py: veth on the bridge, no go
+# images/store.py, in the unpack helper process (it inherits the environment; the "unit" is
+# the layer's diff id): the layer whole in tmp/, not yet renamed into layers/.
+IMAGE_LAYER_UNPACKED = "image.layer_unpacked"
 
 
 def reached(point: str, unit: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from supervisor.images.oci import read_image
+from supervisor.images.reference import parse_ref
 from supervisor.linux import faultpoint
 from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.network import veth_name
+from tests.support.images import build_busybox, requires_image_tools
 from tests.support.kit import (
     cgroup_version,
     pid1s,
@@ -169,3 +173,58 @@ def test_a_network_attach_killed_after_the_veth_was_made(rdaemons: Callable[[], 
         assert sorted(unit_cgroups(daemon)) == sorted([calm, victim])
         assert "Traceback" not in daemon.stderr_path().read_text()
         assert daemon.stop() == 0
+
+
+def _stopped_helper(daemon: Any) -> int | None:
+    """The daemon's image helper (`python -m supervisor.images`), once it froze itself."""
+    children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children")
+    for pid in map(int, children.read_text().split()):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"supervisor.images" in argv and stopped(pid):
+                return pid
+    return None
+
+
+@requires_image_tools
+def test_an_image_unpack_killed_before_its_layer_was_renamed(
+    rdaemons: Callable[[], Any], tmp_path: Path
+) -> None:
+    """The unpack helper is killed with the daemon after a layer is whole in the store's tmp/
+    and before its rename: the next daemon's unpack removes the leftover, unpacks the layer
+    again, keeps the layer that was already complete, and the bystander runs on."""
+    ref = build_busybox(tmp_path / "busybox")
+    bottom, top = (layer.diff_id for layer in read_image(parse_ref(ref)).layers)
+    daemon = rdaemons()
+    calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
+    daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
+    daemon.start()
+    bystander = daemon.wait_unit(calm, running, 60)
+    daemon.wait_recorded()
+    daemon.kill9()
+
+    store = daemon.data / "images"
+    daemon.write_unit(victim, unit_text(SLEEP, daemon, victim, sandbox={"image": ref}))
+    daemon.start(wait_ready=False, env={faultpoint.ENV: f"{faultpoint.IMAGE_LAYER_UNPACKED}:{top}"})
+    wait_for(lambda: _stopped_helper(daemon) is not None, 120,
+             lambda: daemon.stderr_path().read_text()[-2000:])  # fmt: skip
+    helper = _stopped_helper(daemon)
+    assert helper is not None
+    half = list((store / "tmp").iterdir())
+    assert len(half) == 1 and half[0].name.startswith(top[7:19]), half
+    stored = {p.name: p.stat().st_ino for p in (store / "layers").iterdir()}
+    assert list(stored) == [bottom.removeprefix("sha256:")]
+    daemon.kill9()
+    os.kill(helper, signal.SIGKILL)  # our daemon's child, by PID
+    wait_for(lambda: not alive(helper), 30)
+
+    daemon.start()
+    launched = daemon.wait_unit(victim, running, 120)
+    assert list((store / "tmp").iterdir()) == []
+    now = {p.name: p.stat().st_ino for p in (store / "layers").iterdir()}
+    assert sorted(now) == sorted([bottom.removeprefix("sha256:"), top.removeprefix("sha256:")])
+    assert now[bottom.removeprefix("sha256:")] == stored[bottom.removeprefix("sha256:")]
+    assert daemon.unit(calm)["pid"] == bystander["pid"]
+    assert pid1s(daemon) == {calm: [bystander["pid"]], victim: [launched["pid"]]}
+    assert "Traceback" not in daemon.stderr_path().read_text()
+    assert daemon.stop() == 0

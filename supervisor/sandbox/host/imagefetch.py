@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from supervisor.errors import ImageStoreError, LaunchError
 from supervisor.images.store import LayerStore
+from supervisor.linux import faultpoint
 from supervisor.linux.childwait import wait_child
 from supervisor.log import get_logger
 from supervisor.unit.spec import UnitSpec
@@ -47,7 +48,7 @@ async def _helper(args: list[str], timeout: float) -> str:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "supervisor.images", *args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd="/",
-                env={"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"},
+                env=_helper_env(),
             )  # fmt: skip
         except OSError as exc:
             raise HelperError(f"cannot run the image helper: {exc}") from None
@@ -62,6 +63,15 @@ async def _helper(args: list[str], timeout: float) -> str:
     finally:
         os.close(out)
         os.close(err)
+
+
+def _helper_env() -> dict[str, str]:
+    """A clean environment, but for a reliability test's fault point, which must reach the
+    helper to freeze it mid-unpack (linux/faultpoint.py)."""
+    env = {"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"}
+    if (point := os.environ.get(faultpoint.ENV)) is not None:
+        env[faultpoint.ENV] = point
+    return env
 
 
 def _read(fd: int, limit: int) -> str:
