@@ -103,3 +103,46 @@ def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.stop()
         subprocess.run(["umount", str(daemon.state)], check=True)
+
+
+def test_a_full_data_disk_fails_the_services_writes_not_the_daemon(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """The data dir (overlay upper layers, leases, the layer store) on a 2 MiB tmpfs: a service
+    whose copy-on-write layer fills it gets ENOSPC for its own writes and runs on; the daemon,
+    its API and a neighbour are not disturbed, and the unit restarts cleanly on request."""
+    daemon = rdaemons()
+    daemon.data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "sbx-test-data",
+                    str(daemon.data)], check=True)  # fmt: skip
+    try:
+        writer, calm = uname(daemon, "writer"), uname(daemon, "calm")
+        script = ("head -c 8000000 /dev/zero > /usr/sbx-fill; echo fill-exit=$?; "
+                  "echo more > /usr/sbx-more; echo more-exit=$?; exec sleep 100000")  # fmt: skip
+        daemon.write_unit(writer, unit_text(["/bin/sh", "-c", script], daemon, writer,
+                                            sandbox={"overlay": True}))  # fmt: skip
+        daemon.write_unit(calm, unit_text(["/bin/sleep", "100000"], daemon, calm))
+        daemon.start()
+        bystander = daemon.wait_unit(calm, lambda u: u["state"] == "running", 60)
+        wait_for(lambda: "more-exit=" in daemon.output(writer), 60,
+                 lambda: daemon.output(writer))  # fmt: skip
+        out = daemon.output(writer)
+        assert "No space left on device" in out and "fill-exit=1" in out, out
+        assert "more-exit=1" in out, out  # still full: the service's writes fail, nothing else
+        first = daemon.wait_unit(writer, lambda u: u["state"] == "running", 10)
+        assert daemon.status()[calm]["pid"] == bystander["pid"]
+        # The host's /usr never saw it: the writes went to the (full) upper layer only.
+        assert not Path("/usr/sbx-fill").exists()
+
+        status, body = daemon.request("POST", f"/v1/units/{writer}/restart")
+        assert status == 200, body
+        daemon.wait_unit(writer, lambda u: u["state"] == "running" and u["pid"] != first["pid"],
+                         60)  # fmt: skip
+        assert daemon.status()[calm]["pid"] == bystander["pid"]
+        assert "Traceback" not in daemon.stderr_path().read_text()
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.stop()
+        subprocess.run(["umount", str(daemon.data)], check=True)
