@@ -112,8 +112,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     response.charset = "utf-8"
     response.enable_chunked_encoding()
     await response.prepare(request)
-    async for chunk in read_log(path, lines, follow):
-        await response.write(chunk)
+    try:
+        async for chunk in read_log(path, lines, follow):
+            await response.write(chunk)
+    except ConnectionResetError:
+        # The client left: aiohttp's finish_response meets the closed transport and ends the
+        # answer quietly, where a raised error would be logged with a traceback.
+        return response
     await response.write_eof()
     return response
 
@@ -135,12 +140,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     subscription = event_log.subscribe(only, since, replay)
     headers = {**STREAM_HEADERS, "X-Event-Epoch": event_log.epoch,
                "X-Event-Seq": str(event_log.newest)}  # fmt: skip
+    response: web.StreamResponse | None = None
     try:
         response = await _ndjson_response(request, headers)
         for numbered in subscription.backlog:
             await response.write(_line(numbered.to_json()))
         while follow:
             await response.write(_line((await subscription.next()).to_json()))
+    except ConnectionResetError:
+        if response is None:
+            raise
+        return response  # the client left (`run --wait` once it has the exit)
     finally:
         subscription.close()
     await response.write_eof()
@@ -156,6 +166,8 @@ async def _live_events(request: web.Request, only: str | None, follow: bool) -> 
             async for event in stream:
                 if only is None or event.unit == only:
                     await response.write(_line(event.to_json()))
+        except ConnectionResetError:
+            return response  # the client left
         finally:
             closer = getattr(stream, "aclose", None)
             if closer is not None:

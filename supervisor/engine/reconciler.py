@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
-from supervisor.engine import diff, images, status
+from supervisor.engine import diff, images, statewriter, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
@@ -79,6 +79,7 @@ class Reconciler:
         self.transient = TransientUnits(config.state_dir / "transient")
         self._removing: set[str] = set()  # transient units being removed after their run
         self._held: set[str] = set()  # transient units made but not to be started yet
+        self._creating: set[str] = set()  # transient units being written (create)
         self._closing = False  # shutting down: no more reloads of its own
         self._tasks: dict[str, asyncio.Task[None]] = {}  # current and retiring runners
         self._retiring: set[UnitRunner] = set()  # removed, still stopping (their layers stay)
@@ -413,11 +414,20 @@ class Reconciler:
         TransientError (the name is taken)."""
         seq = self.event_seq
         taken = set(self.runners) | unit_names(self.config.units_dir) | self.transient.names()
+        taken |= self._creating
         if name is None:
             name = self.transient.fresh_name(taken)
         elif name in taken:
             raise TransientError(f"a unit named {name} exists already")
-        self.transient.create(name, unit, remove)
+        # Validated here; written on the state writer thread (a stalled state dir holds this
+        # request, never the loop). The name is reserved meanwhile: a second request for it,
+        # answered while this one waits, must not write it too.
+        write = self.transient.prepare(name, unit, remove)
+        self._creating.add(name)
+        try:
+            await statewriter.run_on(self.store.writer, write)
+        finally:
+            self._creating.discard(name)
         for old in self.config.log_dir.glob(f"{name}.log*"):
             old.unlink(missing_ok=True)  # a new unit: `run --wait` prints its output from byte 0
         if not start:

@@ -18,6 +18,8 @@ and a unit saved often does not push the others back in line.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 from collections.abc import Callable, Hashable
 
@@ -100,3 +102,33 @@ class StateWriter:
 # The daemon's writer, module-level like logwriter.WRITER: every Store queues behind it, and
 # the daemon's exit (daemon.main) and the tests' teardown reach it without a reference.
 WRITER = StateWriter()
+
+
+_calls = itertools.count()
+
+
+async def run_on(writer: StateWriter, job: Callable[[], None]) -> None:
+    """Run `job` on `writer`'s thread and wait for it without holding the loop; its exception,
+    if any, is raised here. For a write an API answer depends on (a transient unit's file)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def wrapped() -> None:
+        try:
+            job()
+        except Exception as exc:  # handed to the awaiting coroutine, not logged as a bug
+            loop.call_soon_threadsafe(settle, exc)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    # A key of its own: a job that a later one replaced would never settle its future.
+    writer.submit(("call", next(_calls)), wrapped)
+    await done

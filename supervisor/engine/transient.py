@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,13 @@ class TransientUnits:
             return None
 
     def create(self, name: str, unit: Mapping[str, Any], remove: bool) -> None:
-        """Validate `unit` (a unit file's tables, as JSON) and write it; raises
-        InvalidUnit."""
+        """Validate `unit` (a unit file's tables, as JSON) and write it; raises InvalidUnit,
+        TransientError (the state dir refused the write)."""
+        self.prepare(name, unit, remove)()
+
+    def prepare(self, name: str, unit: Mapping[str, Any], remove: bool) -> Callable[[], None]:
+        """Validate `unit` now (InvalidUnit) and return the write, which the daemon runs on
+        the state writer thread: a stalled state dir must not hold the loop."""
         bad = [k for k, v in unit.items() if not isinstance(v, dict)]
         if bad:
             raise InvalidUnit([f"{k}: must be a table ([{k}])" for k in sorted(bad)])
@@ -121,10 +126,22 @@ class TransientUnits:
         except UnitFileError as exc:
             raise InvalidUnit([_problem(e) for e in exc.errors]) from None
         meta = {"remove": remove, "boot_id": self._boot}
-        with safefs.directory(self.dir, mkdir_mode=0o700) as fd:
-            # The metadata first: a unit file without it is a half-made one, removed at load.
-            safefs.write_atomic(fd, f"{name}{META}", json.dumps(meta).encode())
-            safefs.write_atomic(fd, f"{name}{SUFFIX}", text.encode())
+
+        def write() -> None:
+            try:
+                with safefs.directory(self.dir, mkdir_mode=0o700) as fd:
+                    # The metadata first: a unit file without it is a half-made one, removed
+                    # at load.
+                    safefs.write_atomic(fd, f"{name}{META}", json.dumps(meta).encode())
+                    safefs.write_atomic(fd, f"{name}{SUFFIX}", text.encode())
+            except OSError as exc:
+                for suffix in (SUFFIX, META):
+                    with contextlib.suppress(OSError):
+                        (self.dir / f"{name}{suffix}").unlink()
+                reason = (exc.strerror or str(exc)).lower()
+                raise TransientError(f"cannot write {name} in {self.dir}: {reason}") from None
+
+        return write
 
     def delete(self, name: str) -> None:
         for suffix in (SUFFIX, META):

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,41 @@ def test_a_full_data_disk_fails_the_services_writes_not_the_daemon(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.stop()
         subprocess.run(["umount", str(daemon.data)], check=True)
+
+
+def test_a_transient_unit_on_a_full_state_disk_is_refused_with_the_reason(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """`sandboxctl run` needs its unit file in the state dir: on a full disk it fails with the
+    reason, leaves no half-written file, and works again once space returns."""
+    daemon = rdaemons()
+    daemon.state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "sbx-test-state",
+                    str(daemon.state)], check=True)  # fmt: skip
+    env = {**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)}
+    env.pop("TERM", None)
+    run = [sys.executable, "-m", "supervisor.cli.main", "run", "--name"]
+    try:
+        daemon.start()
+        (daemon.state / "transient").mkdir(exist_ok=True)
+        filler = fill(daemon.state)
+        name = uname(daemon, "once").replace("@", "-")  # a transient name has no '@'
+        out = subprocess.run([*run, name, "--", "/bin/true"], env=env, capture_output=True,
+                             text=True, timeout=120, check=False)  # fmt: skip
+        assert out.returncode != 0, out
+        assert "no space left on device" in out.stderr, out.stderr
+        assert list((daemon.state / "transient").iterdir()) == []
+        assert name not in daemon.status()
+
+        filler.unlink()
+        out = subprocess.run([*run, name, "--wait", "--rm", "--", "/bin/true"], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        text = daemon.stderr_path().read_text()
+        assert "Traceback" not in text, text[text.index("Traceback") - 300 :]
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.stop()
+        subprocess.run(["umount", str(daemon.state)], check=True)

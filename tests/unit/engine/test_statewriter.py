@@ -4,6 +4,7 @@ waits for the disk (issue 29)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.engine.statewriter import StateWriter
+from supervisor.engine.statewriter import StateWriter, run_on
 from supervisor.engine.store import Store, UnitRecord
 from supervisor.linux import safefs
 from tests.support.waiting import wait_for
@@ -164,3 +165,22 @@ def test_the_retry_writes_the_latest_record_not_the_one_that_failed(
     assert store.load_all() == {"web": UnitRecord("web", "running")}
     assert [e["event"] for e in logs] == ["store.save_failed", "store.save_resumed"]
     assert logs[1]["failed_saves"] == 2
+
+
+def test_run_on_waits_for_the_job_and_raises_its_error() -> None:
+    writer = StateWriter()
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def main() -> None:
+        await run_on(writer, lambda: ran.append("done"))
+        assert ran == ["done"]
+        with pytest.raises(OSError, match="No space left"):
+            await run_on(writer, fails)
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert writer.stop(5)
