@@ -37,6 +37,9 @@ from tests.support.kit import (
 )
 
 pytestmark = [
+    # The killed daemon's orphans (a half-made PID 1, the image helper) go to init, which reaps
+    # them, not to a pytest that a launcher test left a subreaper.
+    pytest.mark.usefixtures("not_a_subreaper"),
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),

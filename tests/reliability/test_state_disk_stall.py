@@ -153,6 +153,9 @@ def test_a_stalled_state_disk_never_freezes_supervision(stalled_state: tuple[Any
     assert daemon.stop() == 0
 
 
+# The killed daemon's sandbox must go to init, which reaps it: a pytest made a subreaper by a
+# launcher test would keep it a zombie, and it would never leave /proc.
+@pytest.mark.usefixtures("not_a_subreaper")
 def test_a_daemon_killed_during_a_state_stall_is_followed_by_one_run_per_unit(
     stalled_state: tuple[Any, Stall],
 ) -> None:
