@@ -151,7 +151,10 @@ class Daemon:
             records = self.records()
             for name, unit in self.status().items():
                 record = records.get(name, {})
-                if record.get("pid") != unit.get("pid"):
+                # A unit waiting for READY=1 is saved on entering `starting`, before its launch
+                # gives it a PID, and not again until it is ready: its record has no PID yet.
+                starting = unit["state"] == record.get("state") == "starting"
+                if record.get("pid") != unit.get("pid") and not starting:
                     return False
                 if record and record.get("state") != unit["state"]:
                     return False
