@@ -46,7 +46,9 @@ deb1=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$versi
 deb2=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-2")
 
 # The guest is TCG-emulated (~5x slower Python); the rig passes pytest's exit status through
-# (125 = the rig itself failed).
+# (125 = the rig itself failed). The image is the v2 VM's (one cached image for both).
+# shellcheck source=scripts/vm-packages.sh
+source scripts/vm-packages.sh
 SANDBOXD_SYSTEMD_E2E=1 SANDBOXD_WHEELS="$PWD/$wheels" SANDBOXD_DEBS="$deb1:$deb2" exec \
     "$rig" --systemd --timeout "${VM_TIMEOUT:-1500}" -- \
     .venv/bin/pytest -m systemd -p no:cacheprovider -q -ra -x tests/systemd "$@"

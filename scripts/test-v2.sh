@@ -38,11 +38,8 @@ fi
 # Two security files stay on the host: hostile layers (unpack) and hostile resolv.conf links
 # (openat2 RESOLVE_IN_ROOT) behave the same on either cgroup version, and their Python unpacking
 # under TCG is slow; the image tests proper (tests/integration/test_images.py) run here.
-# umoci builds the images of tests/integration/test_images.py (the VM has no network, so it must
-# be in its image). Not skopeo: its dependency golang-github-containers-common fails to configure
-# under debootstrap, and the image build fails; the one test that needs skopeo (the
-# docker-archive form) runs on the host only.
-export VM_PACKAGES="${VM_PACKAGES:+$VM_PACKAGES }umoci"
+# shellcheck source=scripts/vm-packages.sh
+source scripts/vm-packages.sh
 exec "$rig" --timeout "${VM_TIMEOUT:-2400}" -- \
     env SANDBOXD_MAY_STEP_CLOCK=1 \
     .venv/bin/pytest -m "cgroup_v2 or security or wall_clock" -p no:cacheprovider -q -ra \
