@@ -131,6 +131,20 @@ class Composition:
         return spec, []
 
 
+def read_memoized(
+    path: str, memo: dict[str, compose.Source | UnitFileError]
+) -> compose.Source | UnitFileError:
+    """One parsed file or why it does not parse, read once per directory load (`memo`)."""
+    found = memo.get(path)
+    if found is None:
+        try:
+            found = read_source(path)
+        except UnitFileError as exc:
+            found = exc
+        memo[path] = found
+    return found
+
+
 def _read_sources(
     paths: list[str], memo: dict[str, compose.Source | UnitFileError]
 ) -> tuple[list[compose.Source], list[UnitError]]:
@@ -138,13 +152,7 @@ def _read_sources(
     errors: list[UnitError] = []
     sources: list[compose.Source] = []
     for path in paths:
-        found = memo.get(path)
-        if found is None:
-            try:
-                found = read_source(path)
-            except UnitFileError as exc:
-                found = exc
-            memo[path] = found
+        found = read_memoized(path, memo)
         if isinstance(found, UnitFileError):
             errors.extend(found.errors)
         else:

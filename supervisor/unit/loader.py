@@ -44,7 +44,6 @@ from supervisor.unit.files import (
     decode_text,
     file_error,
     parse_toml,
-    read_source,
     read_unit_bytes,
     strerror,
 )
@@ -54,6 +53,7 @@ from supervisor.unit.instances import (
     Composition,
     composition_of,
     dropin_paths,
+    read_memoized,
     template_instances,
 )
 from supervisor.unit.schema import UNIT_NAME, UnitFile
@@ -361,13 +361,7 @@ class UnitLoader:
         sources: list[compose.Source] = []
         try:
             for file in [path, *dropin_paths(directory, stem, listing)]:
-                found = memo.get(file)
-                if found is None:
-                    try:
-                        found = read_source(file)
-                    except UnitFileError as exc:
-                        found = exc
-                    memo[file] = found
+                found = read_memoized(file, memo)
                 if isinstance(found, UnitFileError):
                     raise found
                 sources.append(found)
