@@ -125,8 +125,26 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
             shutil.rmtree(d, ignore_errors=True)
 
 
-def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+def interleave(
+    runners: dict[str, Runner], skipped: dict[str, str], n: int
+) -> dict[str, list[float]]:
+    """`n` timed runs of each side, one side after the other, after 3 warm-up rounds; a side
+    that fails leaves, with the reason in `skipped`."""
     results: dict[str, list[float]] = {}
+    for i in range(n + 3):
+        for name, run in list(runners.items()):
+            try:
+                ms = run()
+            except RuntimeError as exc:
+                skipped[name] = f"failed on run {i}: {exc}"
+                del runners[name]
+                continue
+            if i >= 3:  # warm-up
+                results.setdefault(name, []).append(ms)
+    return results
+
+
+def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-peers-") as tmp:
         work = Path(tmp)
         rootfs = work / "rootfs"
@@ -134,16 +152,7 @@ def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
         (rootfs / "usr/lib").mkdir(parents=True)
         (rootfs / "usr/lib/os-release").write_text("ID=busybox\n")  # nspawn wants an OS tree
         with sides(rootfs, work) as (runners, skipped):
-            for i in range(n + 3):
-                for name, run in list(runners.items()):
-                    try:
-                        ms = run()
-                    except RuntimeError as exc:
-                        skipped[name] = f"failed on run {i}: {exc}"
-                        del runners[name]
-                        continue
-                    if i >= 3:  # warm-up
-                        results.setdefault(name, []).append(ms)
+            results = interleave(runners, skipped, n)
     return results, skipped
 
 

@@ -90,22 +90,12 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
 
 
 def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
-    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-run-") as tmp:
         work = Path(tmp)
         rootfs = work / "rootfs"
         bl.busybox_rootfs(rootfs)
         with sides(rootfs, work) as (runners, skipped):
-            for i in range(n + 3):
-                for name, run in list(runners.items()):
-                    try:
-                        ms = run()
-                    except RuntimeError as exc:
-                        skipped[name] = f"failed on run {i}: {exc}"
-                        del runners[name]
-                        continue
-                    if i >= 3:  # warm-up
-                        results.setdefault(name, []).append(ms)
+            results = bench_peers.interleave(runners, skipped, n)
     return results, skipped
 
 
