@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,22 @@ def fill(directory: Path) -> Path:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def on_tmpfs(daemon: Any, directory: Path, size: str) -> Iterator[None]:
+    """`directory` (one of the daemon's) made a fresh tmpfs of `size`, to be filled up; at the
+    end, even on failure, the daemon is stopped and the tmpfs unmounted."""
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
+                    f"sbx-test-{directory.name}", str(directory)], check=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.stop()
+        subprocess.run(["umount", str(directory)], check=True)
+
+
 def record(daemon: Any, unit: str) -> dict[str, Any]:
     return dict(json.loads((daemon.state / "units" / f"{unit}.json").read_bytes()))
 
@@ -54,10 +70,7 @@ def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
     rdaemons: Callable[[], Any],
 ) -> None:
     daemon = rdaemons()
-    daemon.state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "sbx-test-state",
-                    str(daemon.state)], check=True)  # fmt: skip
-    try:
+    with on_tmpfs(daemon, daemon.state, "1m"):
         a, b = uname(daemon, "a"), uname(daemon, "b")
         for name in (a, b):
             daemon.write_unit(name, unit_text(["/bin/sleep", "100000"], daemon, name))
@@ -99,11 +112,6 @@ def test_a_full_state_disk_keeps_the_old_record_and_catches_up(
         assert pid1s(daemon)[a] == [second["pid"]]
         assert daemon.status()[b]["pid"] == bystander["pid"]
         assert daemon.stop() == 0
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.stop()
-        subprocess.run(["umount", str(daemon.state)], check=True)
 
 
 def test_a_full_data_disk_fails_the_services_writes_not_the_daemon(
@@ -113,10 +121,7 @@ def test_a_full_data_disk_fails_the_services_writes_not_the_daemon(
     whose copy-on-write layer fills it gets ENOSPC for its own writes and runs on; the daemon,
     its API and a neighbour are not disturbed, and the unit restarts cleanly on request."""
     daemon = rdaemons()
-    daemon.data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "sbx-test-data",
-                    str(daemon.data)], check=True)  # fmt: skip
-    try:
+    with on_tmpfs(daemon, daemon.data, "2m"):
         writer, calm = uname(daemon, "writer"), uname(daemon, "calm")
         script = ("head -c 8000000 /dev/zero > /usr/sbx-fill; echo fill-exit=$?; "
                   "echo more > /usr/sbx-more; echo more-exit=$?; exec sleep 100000")  # fmt: skip
@@ -142,11 +147,6 @@ def test_a_full_data_disk_fails_the_services_writes_not_the_daemon(
         assert daemon.status()[calm]["pid"] == bystander["pid"]
         assert "Traceback" not in daemon.stderr_path().read_text()
         assert daemon.stop() == 0
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.stop()
-        subprocess.run(["umount", str(daemon.data)], check=True)
 
 
 def test_a_transient_unit_on_a_full_state_disk_is_refused_with_the_reason(
@@ -155,13 +155,10 @@ def test_a_transient_unit_on_a_full_state_disk_is_refused_with_the_reason(
     """`sandboxctl run` needs its unit file in the state dir: on a full disk it fails with the
     reason, leaves no half-written file, and works again once space returns."""
     daemon = rdaemons()
-    daemon.state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "sbx-test-state",
-                    str(daemon.state)], check=True)  # fmt: skip
     env = {**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)}
     env.pop("TERM", None)
     run = [sys.executable, "-m", "supervisor.cli.main", "run", "--name"]
-    try:
+    with on_tmpfs(daemon, daemon.state, "1m"):
         daemon.start()
         (daemon.state / "transient").mkdir(exist_ok=True)
         filler = fill(daemon.state)
@@ -180,8 +177,3 @@ def test_a_transient_unit_on_a_full_state_disk_is_refused_with_the_reason(
         text = daemon.stderr_path().read_text()
         assert "Traceback" not in text, text[text.index("Traceback") - 300 :]
         assert daemon.stop() == 0
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.stop()
-        subprocess.run(["umount", str(daemon.state)], check=True)
