@@ -94,8 +94,16 @@ class Readiness:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def begin_run(self, spec: UnitSpec, cgroup: UnitCgroup | None, adopted: bool = False) -> None:
-        """A run was launched (or re-adopted, which was ready before the daemon restarted)."""
+    def begin_run(
+        self,
+        spec: UnitSpec,
+        cgroup: UnitCgroup | None,
+        adopted: bool = False,
+        starting_for: float | None = None,
+    ) -> None:
+        """A run was launched, or re-adopted after a daemon restart: ready by then, or, with
+        `starting_for`, still starting (launched that many seconds ago: its `start_timeout`
+        runs on from there, and its READY=1 may still come)."""
         service = spec.unit.service
         if adopted:
             try:
@@ -106,8 +114,9 @@ class Readiness:
         self.status_text, self.stopping, self.errno, self._triggered = None, False, None, False
         self.reloading, self.ready_pid = False, None
         self._watchdog, self._watchdog_deadline = service.watchdog, None
-        self.ready = adopted or service.ready == "started"
-        self._start_deadline = None if self.ready else self.clock() + service.start_timeout
+        self.ready = (adopted and starting_for is None) or service.ready == "started"
+        started = self.clock() - (starting_for or 0.0)
+        self._start_deadline = None if self.ready else started + service.start_timeout
         if self.ready:
             self._arm_watchdog()
 

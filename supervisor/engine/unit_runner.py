@@ -105,10 +105,17 @@ class UnitRunner(RunnerBase):
         self.run, self.run_spec = run, self.spec
         if self.spec is not None and record.listen:
             self.listeners.adopt(self.spec, run.pidfd, record.listen)
+        # A run recorded while still starting (ready = "notify", no READY=1 yet) stays so:
+        # its READY=1 may still come, through the same notify directory.
+        starting = record.state == State.STARTING.value and intent is None and self.spec is not None
         if self.spec is not None:
-            self.readiness.begin_run(self.spec, run.cgroup, adopted=True)
-            self.health.begin(self.spec, run.pid, run.cgroup)
-        if intent is None:
+            self.readiness.begin_run(self.spec, run.cgroup, adopted=True,
+                                     starting_for=run.uptime() if starting else None)  # fmt: skip
+            if not starting:
+                self.health.begin(self.spec, run.pid, run.cgroup)
+        if starting:
+            self._set(State.STARTING)
+        elif intent is None:
             self._set(State.RUNNING)
         else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
             self._pending = Pending.START if intent is Intent.RESTART else Pending.NONE
@@ -290,6 +297,9 @@ class UnitRunner(RunnerBase):
             self._event("started")
         else:
             self._event("started")
+            # Recorded now, not only once ready: a daemon restart in between must find (and
+            # re-adopt) this run, not kill it as a leftover nobody recorded.
+            self._save()
             self._changed.set()
 
     def _launch_failed(self, exc: LaunchError | CgroupError | OSError) -> None:

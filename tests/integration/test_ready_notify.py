@@ -138,6 +138,40 @@ def test_never_ready_is_failed_after_start_timeout(daemon: Daemon) -> None:
     assert [e["unit"] for e in daemon.events("unit.start_timeout")] == ["mute"]
 
 
+def test_still_starting_is_readopted_after_kill9_and_becomes_ready(daemon: Daemon) -> None:
+    """A run not ready yet when the daemon dies is recorded with its PID: the next daemon
+    re-adopts it as `starting` (not killed as an unrecorded leftover), its start_timeout runs
+    on, and its READY=1, sent to the new daemon, makes it `running` in place."""
+    ctl, mounts = control_dir(daemon)
+    script = "while [ ! -e /ctl/go ]; do sleep 0.05; done; systemd-notify --ready; exec sleep 1000"
+    daemon.write_unit("late", unit(script, mounts=mounts, start_timeout="120s"))
+    daemon.start()
+    before = daemon.wait_unit("late", lambda u: u["pid"] is not None)
+    assert before["state"] == "starting"
+    daemon.wait_recorded()  # records are written off the loop (store.py)
+    daemon.kill9()
+    daemon.start()
+    after = daemon.wait_unit("late", lambda u: u["pid"] is not None)
+    assert after["state"] == "starting" and after["pid"] == before["pid"], after
+    assert not daemon.events("unit.leftover_killed")
+    (ctl / "go").touch()
+    ready = daemon.wait_unit("late", lambda u: u["state"] == "running", 20)
+    assert ready["pid"] == before["pid"] and ready["restarts"] == 0, ready
+
+
+def test_readopted_starting_run_keeps_its_start_timeout(daemon: Daemon) -> None:
+    daemon.write_unit("mute", unit("exec sleep 1000", start_timeout="4s"))
+    daemon.start()
+    first = daemon.wait_unit("mute", lambda u: u["pid"] is not None)
+    daemon.wait_recorded()
+    daemon.kill9()
+    daemon.start()
+    mute = daemon.wait_unit("mute", lambda u: u["state"] == "failed", 30)
+    assert mute["last_exit"] == "start-timeout" and not pid_alive(first["pid"]), mute
+    (timeout,) = daemon.events("unit.start_timeout")  # this daemon's log: the adopted run
+    assert timeout["pid"] == first["pid"], timeout
+
+
 @pytest.mark.cgroup_v2  # the sender's cgroup check, on the v2 VM too
 def test_stopping_1_is_the_service_ending_itself(daemon: Daemon) -> None:
     ctl, mounts = control_dir(daemon)
