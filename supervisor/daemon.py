@@ -40,6 +40,7 @@ from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.imagefetch import HelperStore
 from supervisor.sandbox.host.prober import ForkServerProber
+from supervisor.unit import credentials
 from supervisor.unit.loader import UnitLoader
 
 logger = log.get_logger()
@@ -159,6 +160,7 @@ def _prepare_host(config: DaemonConfig) -> None:
     # the limit the daemon really had (systemd's LimitNOFILE=, or the shell's ulimit -Hn).
     logger.info("daemon.nofile", limit=hard, was=soft)
     daemondirs.prepare(config)  # before anything is written in them
+    credentials.use_key(credentials.daemon_key(config.data_dir))  # before any unit is loaded
 
 
 async def _retry_saves(store: Store) -> None:

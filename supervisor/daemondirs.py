@@ -4,6 +4,7 @@
       units/, notify/,    0700
       transient/
     data_dir              0700 root:root
+      credentials.key     0600: the key of credential digests (unit/credentials.py)
       overlay/            0700, and each overlay/<unit>/ and its work/ (upper/ stays 0755:
                           it is the mode of the sandbox's merged root)
     log_dir               0750 root:<group> (root:root if the group does not exist)

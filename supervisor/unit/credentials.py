@@ -2,7 +2,9 @@
 
 The model keeps where a secret comes from, never lets its value out: a `value` serialises as
 HIDDEN, so the spec's JSON form (status, the API, state files) cannot carry it, and the spec
-hash covers the contents through `digest()` instead. The daemon reads the sources as root when
+hash covers the contents through `digest()` instead: an HMAC under the daemon's own key (kept
+in data_dir, root-only), so a spec hash seen in `status` or a state file cannot be used to test
+guesses of a short secret offline. The daemon reads the sources as root when
 a unit is loaded (to validate and hash) and again at every start (`read_all`), so a rotated
 file is what the next run sees.
 """
@@ -10,12 +12,15 @@ file is what the next run sees.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
+
+from supervisor.linux import safefs
 
 # A credential is a file name inside the directory: no slash, no leading dot ("." and ".."),
 # short enough for any filesystem.
@@ -26,6 +31,8 @@ DIRECTORY = "/run/credentials"
 ENV = "CREDENTIALS_DIRECTORY"
 MAX_SIZE = 1 << 20  # per credential: it lives in unswappable memory
 HIDDEN = "(hidden)"
+KEY_FILE = "credentials.key"  # in data_dir: persistent, so hashes survive daemon restarts
+KEY_SIZE = 32
 # The launch-error stage of a credential that cannot be read at start, or put in place.
 STAGE = "credentials"
 
@@ -120,9 +127,34 @@ def read_all(credentials: dict[str, Credential]) -> tuple[tuple[str, bytes], ...
     return tuple((name, read(name, cred)) for name, cred in sorted(credentials.items()))
 
 
+# The key digests are made with. A process that never sets one (`sandboxctl validate`, `cat`)
+# gets a random one: its hashes are compared with no other process's and shown nowhere.
+_key = os.urandom(KEY_SIZE)
+
+
+def use_key(key: bytes) -> None:
+    global _key  # noqa: PLW0603 - one key per process, set once by the daemon at start
+    _key = key
+
+
+def daemon_key(data_dir: str | os.PathLike[str]) -> bytes:
+    """The daemon's digest key, made on first use: 32 random bytes in data_dir/KEY_FILE, 0600.
+    Kept across restarts and reboots, so an unchanged secret keeps its unit's hash (a new key
+    would restart every unit with credentials at the next reload)."""
+    with safefs.directory(data_dir) as dir_fd:
+        try:
+            key = safefs.read_owned(dir_fd, KEY_FILE)
+        except FileNotFoundError:
+            key = b""
+        if len(key) != KEY_SIZE:  # absent, or torn by hand: a new one
+            key = os.urandom(KEY_SIZE)
+            safefs.write_atomic(dir_fd, KEY_FILE, key, 0o600)
+    return key
+
+
 def digest(contents: tuple[tuple[str, bytes], ...]) -> str:
-    """What the spec hash covers: a digest of every name and content, never a value."""
-    h = hashlib.sha256()
+    """What the spec hash covers: a keyed digest of every name and content, never a value."""
+    h = hmac.new(_key, digestmod=hashlib.sha256)
     for name, data in contents:
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)

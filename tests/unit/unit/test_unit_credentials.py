@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.unit import credentials
 from supervisor.unit.loader import UnitFileError, UnitLoader, parse_unit
 from supervisor.unit.spec import UnitSpec
 
@@ -79,3 +80,29 @@ def test_bad_credentials_name_the_key(body: str, expected: str) -> None:
     found = errors(body)
     assert any(expected in e for e in found), found
     assert all("DB_PASSWORD" not in e or "env" in e for e in found)
+
+
+def test_the_digest_is_keyed_so_a_hash_cannot_test_guesses(tmp_path: Path) -> None:
+    """Without the daemon's key, the hash of a unit with a short secret cannot be recomputed
+    from a guess: the same secret under two keys hashes differently, and under one key alike."""
+    contents = (("token", b"1234"),)
+    saved = credentials._key
+    try:
+        credentials.use_key(b"k" * credentials.KEY_SIZE)
+        one, again = credentials.digest(contents), parse('token = { value = "1234" }').hash
+        assert credentials.digest(contents) == one
+        credentials.use_key(b"j" * credentials.KEY_SIZE)
+        assert credentials.digest(contents) != one
+        assert parse('token = { value = "1234" }').hash != again
+    finally:
+        credentials.use_key(saved)
+
+
+def test_the_daemon_key_is_made_once_root_only_and_kept(tmp_path: Path) -> None:
+    key = credentials.daemon_key(tmp_path)
+    path = tmp_path / credentials.KEY_FILE
+    assert len(key) == credentials.KEY_SIZE and path.read_bytes() == key
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert credentials.daemon_key(tmp_path) == key  # kept: hashes survive a daemon restart
+    path.write_bytes(b"torn")
+    assert credentials.daemon_key(tmp_path) not in (key, b"torn")
