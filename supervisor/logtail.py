@@ -19,10 +19,10 @@ Polling keeps this independent of inotify limits and of the filesystem the log l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor, Future
 from typing import BinaryIO
 
 from supervisor.linux import safefs
@@ -120,66 +120,109 @@ def _rotated(f: BinaryIO, path: str) -> bool:
     return (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev) or mine.st_size < f.tell()
 
 
+class LogReader:
+    """The blocking half of `read_log`: each `step()` does a bounded amount of I/O (an open
+    of the history, or one read of at most CHUNK bytes), so a caller can run each step on a
+    thread and keep its event loop free of a log disk that stalls (the daemon does)."""
+
+    def __init__(self, path: str, lines: int | None, follow: bool, owner: int | None) -> None:
+        self.path, self.lines, self.follow, self.owner = path, lines, follow, owner
+        self._started = False
+        self._older: list[BinaryIO] = []  # files to read to their end first, oldest first
+        self._newest: BinaryIO | None = None  # the file followed (None: none written yet)
+
+    def step(self) -> bytes | None:
+        """The next chunk; b"" when there is nothing new yet (follow: ask again after a
+        pause); None at the end (not following)."""
+        if not self._started:
+            self._started = True
+            self._start()
+        while True:
+            while self._older:
+                if chunk := self._older[0].read(CHUNK):
+                    return chunk
+                self._older.pop(0).close()
+            f = self._newest
+            if f is not None and (chunk := f.read(CHUNK)):
+                return chunk
+            if not self.follow:
+                return None
+            if not (f is None or _rotated(f, self.path)) or not self._reopen():
+                return b""
+
+    def _start(self) -> None:
+        current, rotated = open_history(self.path, self.owner)
+        history = [*reversed(rotated), *([current] if current is not None else [])]
+        first, offset = (0, 0) if self.lines is None else tail_start(history, self.lines)
+        for f in history[:first]:
+            f.close()
+        history = history[first:]
+        for index, f in enumerate(history):
+            f.seek(offset if index == 0 else 0)
+        self._older, self._newest = history[:-1], (history[-1] if history else None)
+
+    def _reopen(self) -> bool:
+        """After a rotation or truncation: what was written to the followed file before it,
+        then every file rotated since (more than one if the log rotates faster than we poll),
+        oldest first, then the new file. False when there is nothing new to follow yet."""
+        f = self._newest
+        current, rotated = open_history(self.path, self.owner)
+        chain = [f, *_newer_than(f, rotated)] if f is not None else []
+        # Hold on to the newest file read until the path exists again.
+        keep = current if current is not None else (chain[-1] if chain else None)
+        for g in set(rotated) - {*chain, keep}:
+            g.close()
+        if keep is f:
+            return False
+        self._older = [g for g in chain if g is not keep]
+        self._newest = keep
+        return True
+
+    def close(self) -> None:
+        for f in {*self._older, self._newest} - {None}:
+            assert f is not None
+            f.close()
+        self._older, self._newest = [], None
+
+
 async def read_log(
     path: str,
     lines: int | None = None,
     follow: bool = False,
+    *,
     poll: float = POLL_INTERVAL,
     owner: int | None = None,
+    offload: Executor | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the last `lines` lines of `path` and its rotated files (all they hold when None),
     oldest first, then new output if `follow`. `owner` is the uid the files must belong to:
-    the daemon's (this process's by default; sandboxctl reading without a daemon names it)."""
-    current, rotated = open_history(path, owner)
-    history = [*reversed(rotated), *([current] if current is not None else [])]
-    try:
-        first, offset = (0, 0) if lines is None else tail_start(history, lines)
-        for index in range(first, len(history)):
-            history[index].seek(offset if index == first else 0)
-        for f in history[first:-1]:
-            while chunk := f.read(CHUNK):
-                yield chunk
-        # The newest file (the current one, unless it is still to be created) is followed.
-        newest = history[-1] if history else None
-        async with contextlib.aclosing(_follow(newest, path, follow, poll, owner)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    finally:
-        for f in history:
-            f.close()
-
-
-async def _follow(
-    f: BinaryIO | None, path: str, follow: bool, poll: float, owner: int | None
-) -> AsyncGenerator[bytes, None]:
-    """The rest of `f` (the newest log file, or None if there was none yet), then, if `follow`,
-    whatever comes next under `path` and in the files rotated after `f`."""
+    the daemon's (this process's by default; sandboxctl reading without a daemon names it).
+    With `offload`, every blocking step runs on that executor's threads, one at a time."""
+    reader = LogReader(path, lines, follow, owner)
+    running: Future[bytes | None] | None = None
     try:
         while True:
-            if f is not None:
-                while chunk := f.read(CHUNK):
-                    yield chunk
-            if not follow:
+            if offload is None:
+                chunk = reader.step()
+            else:
+                running = offload.submit(reader.step)
+                chunk = await asyncio.wrap_future(running)
+                running = None
+            if chunk is None:
                 return
-            if f is None or _rotated(f, path):
-                current, rotated = open_history(path, owner)
-                # What was written before the rename, then every file rotated since (more than
-                # one if the log rotates faster than we poll), oldest first.
-                chain = [f, *_newer_than(f, rotated)] if f is not None else []
-                for g in chain:
-                    while chunk := g.read(CHUNK):
-                        yield chunk
-                # Hold on to the newest file read until the path exists again.
-                keep = current if current is not None else (chain[-1] if chain else None)
-                for g in {*chain, *rotated} - {keep}:
-                    g.close()
-                if keep is not f:
-                    f = keep
-                    continue
-            await asyncio.sleep(poll)
+            if chunk:
+                yield chunk
+            else:
+                await asyncio.sleep(poll)
     finally:
-        if f is not None:
-            f.close()
+        if offload is None:
+            reader.close()
+        elif running is not None:
+            # Left mid-step (the client went away): close once that step is over, never
+            # under its feet; on the executor too, as a close may wait on the disk as well.
+            running.add_done_callback(lambda _: offload.submit(reader.close))
+        else:
+            offload.submit(reader.close)
 
 
 def _newer_than(f: BinaryIO, rotated: list[BinaryIO]) -> list[BinaryIO]:

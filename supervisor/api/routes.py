@@ -16,6 +16,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from supervisor.api.events import EventLog
+from supervisor.api.logreaders import LogReaders
 from supervisor.api.validation import BODY, QUERY
 from supervisor.engine.model import Controller
 from supervisor.logtail import read_log
@@ -24,6 +25,8 @@ CONTROLLER_KEY = web.AppKey("controller", Controller)
 EVENT_LOG_KEY = web.AppKey("event_log", EventLog)
 ACTIONS = ("start", "stop", "restart")
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Log files are read on these threads, never on the loop (a stalled log disk): logreaders.py.
+_LOG_READERS = LogReaders()
 
 
 def _controller(request: web.Request) -> Controller:
@@ -113,7 +116,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        async for chunk in read_log(path, lines, follow):
+        async for chunk in read_log(path, lines, follow, offload=_LOG_READERS):
             await response.write(chunk)
     except ConnectionResetError:
         # The client left: aiohttp's finish_response meets the closed transport and ends the

@@ -4,7 +4,7 @@ A stalled disk (a hung NFS server, a dying drive) cannot be faked in-process: th
 write(2) that stays in the kernel. device-mapper is not in every test kernel; FUSE is. This
 runs the filesystem in its own process (`python -m tests.support.stallfs BACKING MOUNT FLAG`,
 through `stalling_fs`), so that a stalled write holds only the writer, never the test: while
-the file FLAG exists, every write waits for it to go away.
+the file FLAG exists, every write waits for it to go away; while FLAG-reads exists, every read.
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ class Stall:
     def stall(self) -> None:
         self.flag.touch()
 
+    def stall_reads(self) -> None:
+        _reads_flag(self.flag).touch()
+
     def resume(self) -> None:
         self.flag.unlink(missing_ok=True)
+        _reads_flag(self.flag).unlink(missing_ok=True)
+
+
+def _reads_flag(flag: Path) -> Path:
+    return flag.with_name(flag.name + "-reads")
 
 
 def fuse_missing() -> str | None:
@@ -86,6 +94,8 @@ def stalling_fs(mount: Path) -> Iterator[Stall]:
 
 def _serve(backing: str, mount: str, flag: str) -> None:
     from mfusepy import FUSE, FuseOSError, Operations  # noqa: PLC0415  (see fuse_missing)
+
+    reads_flag = str(_reads_flag(Path(flag)))
 
     def real(path: str) -> str:
         return os.path.join(backing, path.lstrip("/"))
@@ -147,6 +157,8 @@ def _serve(backing: str, mount: str, flag: str) -> None:
             return os.open(real(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            while os.path.exists(reads_flag):
+                time.sleep(0.05)
             return os.pread(fh, size, offset)
 
         def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
