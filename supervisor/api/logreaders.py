@@ -2,11 +2,11 @@
 stall (a hung NFS server, a dying drive) holds a reader, never the daemon's event loop: a read
 of a regular file cannot be made non-blocking (O_NONBLOCK does not apply to it).
 
-A small fixed number of daemon threads: requests beyond that wait in the queue (a stalled disk
-then stalls log requests, nothing else), and, unlike ThreadPoolExecutor's workers, which the
-interpreter joins at exit, a thread stuck in a read never holds up the daemon's exit. The
-threads touch nothing of the engine: only the files of the one request each step belongs to
-(logtail.LogReader).
+At most a few daemon threads, each ending when idle for a while: requests beyond that wait in
+the queue (a stalled disk then stalls log requests, nothing else), and, unlike
+ThreadPoolExecutor's workers, which the interpreter joins at exit, a thread stuck in a read
+never holds up the daemon's exit. The threads touch nothing of the engine: only the files of
+the one request each step belongs to (logtail.LogReader).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 WORKERS = 4
+IDLE_SECONDS = 30.0  # a thread with nothing to read for this long ends
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -42,7 +43,14 @@ class LogReaders(Executor):
 
     def _run(self) -> None:
         while True:
-            future, fn, args, kwargs = self._jobs.get()
+            try:
+                future, fn, args, kwargs = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:  # submit() puts first, then counts threads under the lock
+                    if self._jobs.empty():
+                        self._threads.remove(threading.current_thread())
+                        return
+                continue
             if not future.set_running_or_notify_cancel():
                 continue
             try:

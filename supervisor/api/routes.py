@@ -11,12 +11,12 @@ import asyncio
 import json
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any, cast
 
 from aiohttp import web
 
 from supervisor.api.events import EventLog
-from supervisor.api.logreaders import LogReaders
 from supervisor.api.validation import BODY, QUERY
 from supervisor.engine.model import Controller
 from supervisor.logtail import read_log
@@ -25,8 +25,9 @@ CONTROLLER_KEY = web.AppKey("controller", Controller)
 EVENT_LOG_KEY = web.AppKey("event_log", EventLog)
 ACTIONS = ("start", "stop", "restart")
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-# Log files are read on these threads, never on the loop (a stalled log disk): logreaders.py.
-_LOG_READERS = LogReaders()
+# Where log files are read: the daemon's log-reader threads (api/logreaders.py: never on the
+# loop, a log disk may stall); without one (in-process test servers) on the loop itself.
+LOG_READERS_KEY = web.AppKey("log_readers", Executor)
 
 
 def _controller(request: web.Request) -> Controller:
@@ -116,7 +117,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        async for chunk in read_log(path, lines, follow, offload=_LOG_READERS):
+        async for chunk in read_log(path, lines, follow, offload=request.app.get(LOG_READERS_KEY)):
             await response.write(chunk)
     except ConnectionResetError:
         # The client left: aiohttp's finish_response meets the closed transport and ends the

@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from supervisor.api import auth, routes, validation
 from supervisor.api.errors import json_errors
 from supervisor.api.events import EventLog
+from supervisor.api.logreaders import LogReaders
 from supervisor.api.metrics import METRICS_KEY, Metrics, handle_metrics
 from supervisor.api.openapi import document
 from supervisor.config import DaemonConfig
@@ -52,7 +54,9 @@ def make_app(
     policy: auth.Policy,
     metrics: Metrics,
     event_log: EventLog | None = None,
+    *,
     first: Sequence[Middleware] = (),
+    log_readers: Executor | None = None,
 ) -> web.Application:
     spec = document()
     app = web.Application(
@@ -63,6 +67,8 @@ def make_app(
     app[METRICS_KEY] = metrics
     if event_log is not None:
         app[routes.EVENT_LOG_KEY] = event_log
+    if log_readers is not None:
+        app[routes.LOG_READERS_KEY] = log_readers
     routes.add_routes(app)
 
     async def openapi(request: web.Request) -> web.Response:
@@ -234,11 +240,13 @@ async def serve_on(
     mode: int = SOCKET_MODE,
     *,
     event_log: EventLog | None = None,
+    log_readers: Executor | None = None,
 ) -> Server:
     metrics = metrics or Metrics()
     metrics.bind(controller)
     watch = AcceptWatch(asyncio.get_running_loop())
-    app = make_app(controller, policy, metrics, event_log, first=[watch.middleware])
+    app = make_app(controller, policy, metrics, event_log, first=[watch.middleware],
+                   log_readers=log_readers)  # fmt: skip
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -295,4 +303,5 @@ async def serve(
             detail=f"no group {config.group!r}: only root can use the socket; to let members"
             f" read status and logs, create it (groupadd --system {config.group}) and restart",
         )
-    return await serve_on(controller, config.socket_path, policy, metrics, event_log=EventLog())
+    return await serve_on(controller, config.socket_path, policy, metrics, event_log=EventLog(),
+                          log_readers=LogReaders())  # fmt: skip
