@@ -297,3 +297,23 @@ def test_a_changed_socket_gets_a_new_netns_and_none_without_one(net: Net) -> Non
     d.remove_unit("web")
     post(d, "/v1/reload")
     wait_for(lambda: not net.has_veth("web"), 60)
+
+
+@pytest.mark.usefixtures("unmounts")
+def test_a_user_namespace_sandbox_joins_the_daemons_netns(daemon: Daemon) -> None:
+    """The held namespace belongs to the daemon's user namespace: joined before the sandbox's
+    own is made; lo and ping_group_range were set by the daemon, and /sys is not mounted."""
+    text = web_unit('mode = "none"', 'tcp = "127.0.0.1:9000"')
+    text += '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
+    daemon.write_unit("web", text)
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running", 60)
+    wait_for(lambda: "serving 1 ['web']" in daemon.output("web"), 60)
+    # Every group may ping (a user namespace reads the ends through its own mapping).
+    held = sh("nsenter", f"--net={netns_file(daemon, 'web')}", "cat",
+              "/proc/sys/net/ipv4/ping_group_range")  # fmt: skip
+    assert held.split() == ["0", "2147483647"], held
+    out = sandboxctl(daemon, "exec", "web", "--", "/usr/bin/python3", "-c", CONNECT, "9000")
+    assert out.returncode == 0 and out.stdout.split() == ["ok", "1", "web"], out
+    out = sandboxctl(daemon, "exec", "web", "--", "/bin/ls", "/sys")
+    assert out.stdout.strip() == "", out
