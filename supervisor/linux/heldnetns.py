@@ -30,7 +30,6 @@ from collections.abc import Iterator
 from supervisor.linux import netns
 from supervisor.linux.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, REAL, Syscalls
 
-NSFS_MAGIC = 0x6E736673  # statfs(2) f_type of an nsfs file: what a held namespace's file is
 # Every group may open ICMP datagram sockets (ping without CAP_NET_RAW), as a per-run
 # namespace allows through the launch plan (launch.net_sysctls); set here, from the daemon's
 # user namespace, because a sandbox with its own user namespace cannot write the sysctls of a
@@ -59,8 +58,9 @@ def is_held(path: str) -> bool:
 
 
 def _is_nsfs(fd: int) -> bool:
-    # os.fstatvfs has no f_type; the nsfs file of a network namespace answers NS_GET_NSTYPE,
-    # but a simpler proof is that it can be compared with our own: a regular file cannot.
+    # Python has no statfs(2) f_type to check for nsfs; every nsfs inode (an empty regular
+    # file) lives on the one nsfs superblock, so its device is that of our own namespace's
+    # file, which no file of a real filesystem (a file left unmounted) shares.
     try:
         st = os.fstat(fd)
     except OSError:
