@@ -46,12 +46,15 @@ class Launcher(Protocol):
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[Bind] = (),
         listen_fds: Sequence[tuple[int, str]] = (),
+        netns: str | None = None,
     ) -> Awaitable[Started]:
         """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
         `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
         are what the daemon adds for this run (the notify socket); `listen_fds` (fd, name)
-        become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES. Raises LaunchError, and
-        leaves nothing of the sandbox behind when it does."""
+        become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES; `netns`, a held network
+        namespace's file (engine/listeners.py), is joined instead of a new namespace (in
+        bridge mode its veth is built once, at the first run that finds none). Raises
+        LaunchError, and leaves nothing of the sandbox behind when it does."""
         ...
 
 
@@ -59,7 +62,12 @@ class Networking(Protocol):
     """What runners and the reconciler ask of sandbox networking beyond the launch."""
 
     async def detach(self, spec: UnitSpec) -> None:
-        """A run of `spec` has ended: remove what the launch attached."""
+        """A run of `spec` has ended: remove what the launch attached (not for a unit with a
+        held network namespace, whose veth and rules outlive its runs: see `drop`)."""
+        ...
+
+    async def drop(self, unit: str) -> None:
+        """The unit's held network namespace is let go: remove its veth and rules."""
         ...
 
     def release(self, unit: str) -> None:

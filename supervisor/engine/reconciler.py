@@ -25,6 +25,7 @@ from supervisor.config import DaemonConfig
 from supervisor.contract import State
 from supervisor.engine import diff, images, statewriter, status
 from supervisor.engine.diff import Kind
+from supervisor.engine.listeners import NETNS_DIR
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
@@ -34,6 +35,7 @@ from supervisor.engine.store import Store
 from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.engine.unit_runner import UnitRunner
 from supervisor.errors import UnitNotFound
+from supervisor.linux import heldnetns
 from supervisor.linux.kmsg import KmsgWatch, Victim
 from supervisor.log import get_logger
 from supervisor.unit.instances import unit_names
@@ -132,13 +134,29 @@ class Reconciler:
             runner.resume(record)
             resumed.append(runner)
         self.ordering.check_all()
+        # Instances included, and the transient units (loaded at the first reload).
+        known = sorted(unit_names(self.config.units_dir) | self.transient.names())
+        # A unit re-adopted without a file keeps its namespace until the reload removes it.
+        held = self._keep_held_netns(set(known) | {r.name for r in resumed})
         if self.network is not None:
             running = [r.name for r in resumed if r.run is not None]
-            # Instances included, and the transient units (loaded at the first reload).
-            known = sorted(unit_names(self.config.units_dir) | self.transient.names())
-            await self.network.cleanup(running, known)
+            # A held netns keeps its veth, rules and published ports while its unit is down.
+            await self.network.cleanup(sorted(set(running) | held), known)
         for runner in resumed:
             self._spawn(runner)
+
+    def _keep_held_netns(self, known: set[str]) -> set[str]:
+        """Drop the held network namespaces of units that no longer exist (their files went
+        while no daemon ran); the names of those kept."""
+        directory = str(self.store.dir.parent / NETNS_DIR)  # where the runners hold them
+        kept: set[str] = set()
+        for name in heldnetns.listed(directory):
+            if name in known:
+                kept.add(name)
+                continue
+            heldnetns.drop(heldnetns.path_for(directory, name))
+            log.info("daemon.netns_orphan_dropped", unit=name)
+        return kept
 
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:

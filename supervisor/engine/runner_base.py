@@ -19,7 +19,7 @@ from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
-from supervisor.engine.listeners import Listeners
+from supervisor.engine.listeners import NETNS_DIR, Listeners
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
@@ -72,7 +72,9 @@ class RunnerBase:
         self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
         self._last_pid = 0
         self.run: Run | None = None
-        self.listeners = Listeners(name)  # [[listen]]: held across the service's restarts
+        state_dir = state_dir if state_dir is not None else store.dir.parent
+        # [[listen]]: held across the service's restarts, inet ones in a held netns
+        self.listeners = Listeners(name, str(state_dir / NETNS_DIR))
         self.run_spec: UnitSpec | None = None  # the spec the current run was launched with
         self.next_start = 0.0  # monotonic time of the start out of BACKOFF
         self.launches = 0
@@ -93,7 +95,6 @@ class RunnerBase:
         self._exit_told: tuple[str, dict[str, object]] | None = None
         self._wake = Wakeup(host.monotonic)
         self._changed = asyncio.Event()
-        state_dir = state_dir if state_dir is not None else store.dir.parent
         self.readiness = Readiness(
             name, state_dir, host.loop, host.monotonic, self._wake.set, self._event
         )

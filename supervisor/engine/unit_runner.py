@@ -63,6 +63,8 @@ class UnitRunner(RunnerBase):
             record.restarts, record.last_exit, record.oom_kills
         )  # fmt: skip
         self.recent_exits.extend(record.recent_exits)
+        if self.spec is not None:
+            self.listeners.resume(self.spec)
         if record.pid is None:
             state = State(record.state) if record.state in _VALUES else State.STOPPED
             if state.has_process() or state is State.BACKOFF:
@@ -152,6 +154,9 @@ class UnitRunner(RunnerBase):
                     self.run = None
                 elif self._leaving.removing:
                     self.store.remove(self.name)
+                    # Its sockets died with the service and the daemon's copies: nothing is
+                    # left to hold (a daemon that leaves its services running keeps it).
+                    await self._drop_netns()
                     if self._leaving is Leaving.FORGOTTEN:  # its file is gone
                         if self.network is not None:
                             self.network.release(self.name)
@@ -280,10 +285,13 @@ class UnitRunner(RunnerBase):
         spec = self.spec
         try:
             env, binds = self.readiness.launch_extras(spec)
+            if self.listeners.netns_stale(spec):  # its network or inet sockets changed
+                await self._drop_netns()
             sockets = self.listeners.ensure(spec)
             launcher = functools.partial(
-                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets
-            )
+                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets,
+                netns=self.listeners.netns_for(spec),
+            )  # fmt: skip
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:
@@ -301,6 +309,13 @@ class UnitRunner(RunnerBase):
             # re-adopt) this run, not kill it as a leftover nobody recorded.
             self._save()
             self._changed.set()
+
+    async def _drop_netns(self) -> None:
+        """Let the unit's held network namespace go, with its veth and rules."""
+        if self.listeners.drop_netns():
+            if self.network is not None:
+                await self.network.drop(self.name)
+            self._event("netns_dropped")
 
     def _launch_failed(self, exc: LaunchError | CgroupError | OSError) -> None:
         exhausted = fdlimit.exhausted(exc)

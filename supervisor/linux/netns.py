@@ -36,6 +36,21 @@ class NamespaceError(OSError):
     """The target's namespace could not be entered (it is gone, or the kernel refused)."""
 
 
+def own_fd(kind: str) -> int:
+    """The daemon's own namespace of `kind`, opened once (heldnetns.py returns through it)."""
+    return _own_fd(kind)
+
+
+def return_to_own(own: int, kind: str, sys_: Syscalls = REAL) -> None:
+    """setns back to `own` (from own_fd); exits the daemon if the kernel refuses."""
+    try:
+        sys_.setns(own, NAMESPACE_FLAGS[kind])
+    except OSError as exc:  # pragma: no cover - needs a kernel that refuses our own ns
+        os.write(2, f"sandboxd: fatal: cannot return to own {kind} namespace: {exc}\n".encode())
+        sys.stderr.flush()
+        os._exit(EXIT_LOST_NAMESPACE)
+
+
 def _own_fd(kind: str) -> int:
     fd = _own.get(kind)
     if fd is None:
@@ -72,12 +87,7 @@ def briefly_in(ns_fd: int, kind: str, sys_: Syscalls = REAL) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            sys_.setns(own, flag)
-        except OSError as exc:  # pragma: no cover - needs a kernel that refuses our own ns
-            os.write(2, f"sandboxd: fatal: cannot return to own {kind} namespace: {exc}\n".encode())
-            sys.stderr.flush()
-            os._exit(EXIT_LOST_NAMESPACE)
+        return_to_own(own, kind, sys_)
 
 
 def socket_in(pid: int, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:

@@ -8,7 +8,9 @@ listen backlog while the service restarts instead of being refused.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 from typing import Any
 
@@ -89,3 +91,17 @@ class Listen(BaseModel):
             return "unix"
         _, port = parse_inet(getattr(self, self.kind), self.kind)
         return f"{self.kind}-{port}"
+
+
+def needs_held_netns(listen: list[Listen] | tuple[Listen, ...], mode: str) -> bool:
+    """A unit whose tcp/udp sockets must live in its own network namespace: one the daemon
+    holds across its runs (linux/heldnetns.py), as the host's namespace outlives them too."""
+    return mode != "host" and any(entry.kind != "unix" for entry in listen)
+
+
+def held_netns_key(listen: list[Listen] | tuple[Listen, ...], network: BaseModel) -> str:
+    """What a held namespace was made for: a unit whose network section or inet sockets
+    changed gets a new one (its veth, address and routes are built once per namespace)."""
+    inet = [entry.model_dump(mode="json") for entry in listen if entry.kind != "unix"]
+    text = json.dumps([network.model_dump(mode="json"), inet], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

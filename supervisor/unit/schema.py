@@ -614,16 +614,7 @@ class UnitFile(Section):
         return value
 
     @model_validator(mode="after")
-    def _listen_needs_host_network(self) -> UnitFile:
-        # An inet socket must live in the network namespace its clients reach, and a sandbox
-        # gets a fresh one at every start: only the host's outlives the service's restarts.
-        for i, entry in enumerate(self.listen):
-            if entry.kind != "unix" and self.network.mode != "host":
-                raise keyed_error(
-                    f"listen.{i}.{entry.kind}",
-                    f'{entry.kind} sockets need network.mode = "host" (a sandbox\'s own network '
-                    "namespace is new at every start); a unix socket works in any mode",
-                )
+    def _listen_names(self) -> UnitFile:
         names = [entry.fd_name() for entry in self.listen]
         for i, name in enumerate(names):
             if name in names[:i]:

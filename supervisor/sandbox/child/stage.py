@@ -12,8 +12,9 @@ Launcher (forked by the daemon):
   1. join the unit's cgroup: before unshare, so that the cgroup namespace is rooted at the
      unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
      first instruction);
-  2. unshare every namespace in one call: the user namespace, if any, is created first by the
-     kernel and owns the others;
+  2. join the unit's held network namespace, if it has one (tcp/udp [[listen]] sockets live
+     there across runs); unshare every namespace in one call: the user namespace, if any, is
+     created first by the kernel and owns the others;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
 PID 1:
   4. wait for Go (host-side setup such as uid maps and veth is done by then), then the
@@ -35,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux import caps, users
-from supervisor.linux.syscalls import Syscalls
+from supervisor.linux.syscalls import CLONE_NEWNET, Syscalls
 from supervisor.sandbox.child import credentials, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
@@ -79,6 +80,9 @@ class ChildPlan:
     # LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID.
     listen_names: tuple[str, ...] = ()
     credentials_dir: str = ""
+    # A held network namespace's file (linux/heldnetns.py), joined by the launcher before it
+    # unshares the rest; clone_flags then lack CLONE_NEWNET.
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,10 @@ def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os.
         place_fds(plan, fds, sys)
         for procs in plan.cgroup_procs:
             _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
+        if plan.netns is not None:
+            # Before unshare: entering a network namespace owned by the daemon's user
+            # namespace needs the daemon's privileges, not those of a new user namespace.
+            _step("listen", f"join the held netns {plan.netns}", join_netns, plan.netns, sys)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
         pid = sys.fork()
         if pid == 0:
@@ -174,6 +182,14 @@ def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os.
         _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
+
+
+def join_netns(path: str, sys: Syscalls) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        sys.setns(fd, CLONE_NEWNET)
+    finally:
+        os.close(fd)
 
 
 def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:

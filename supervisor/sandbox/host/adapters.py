@@ -28,6 +28,7 @@ from supervisor.log import get_logger
 from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
+from supervisor.unit.listen import needs_held_netns
 from supervisor.unit.spec import UnitSpec
 
 if TYPE_CHECKING:
@@ -84,19 +85,25 @@ class SandboxNetwork:
         except NetworkError as exc:
             raise LaunchError(spec.name, "network", str(exc)) from None
 
-    async def attach(self, plan: NetworkPlan, pid: int) -> None:
+    async def attach(self, plan: NetworkPlan, pid: int, held: bool = False) -> None:
         try:
-            await self.manager().attach(plan, pid)
+            await self.manager().attach(plan, pid, held=held)
         except NetworkError as exc:
             raise LaunchError(plan.unit, "network", str(exc)) from None
 
     async def detach(self, spec: UnitSpec) -> None:
-        if spec.unit.network.mode != "bridge":
-            return
+        unit = spec.unit
+        if unit.network.mode != "bridge" or needs_held_netns(unit.listen, unit.network.mode):
+            return  # a held netns keeps its veth, rules and published ports between runs
+        await self.drop(spec.name)
+
+    async def drop(self, unit: str) -> None:
+        if self._manager is None and not self._leases.exists():
+            return  # bridge mode was never used: nothing of it to remove
         try:
-            await self.manager().detach(spec.name)
+            await self.manager().detach(unit)
         except NetworkError as exc:
-            log.error("unit.network_detach_failed", unit=spec.name, error=str(exc))
+            log.error("unit.network_detach_failed", unit=unit, error=str(exc))
 
     def release(self, unit: str) -> None:
         if not self._leases.exists():
@@ -193,6 +200,7 @@ class SandboxLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
         listen_fds: Sequence[tuple[int, str]] = (),
+        netns: str | None = None,
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -207,12 +215,13 @@ class SandboxLauncher:
             image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
-            listen_fds=tuple(listen_fds),
+            listen_fds=tuple(listen_fds), netns=netns,
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:
             try:
-                await self.network.attach(plan, started.pid)  # attach removes its own veth
+                # attach removes its own veth; in a held netns it builds it once
+                await self.network.attach(plan, started.pid, held=netns is not None)
             except BaseException:
                 started.abort()  # PID 1 sees EOF instead of go and exits
                 # After abort() reaped its launcher PID 1 is our child (we are its subreaper).

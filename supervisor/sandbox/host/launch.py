@@ -94,6 +94,9 @@ class LaunchRequest:
     # Socket activation: our fds (the unit's [[listen]] sockets) and their names; the service
     # gets them as fds 3.. in this order, with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES.
     listen_fds: tuple[tuple[int, str], ...] = ()
+    # A network namespace the daemon holds for the unit (linux/heldnetns.py): the launcher
+    # joins it instead of unsharing a new one; `lo` is up and its sysctls set already.
+    netns: str | None = None
 
 
 @cache
@@ -139,8 +142,10 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         mounts=tuple(mounts),
         devices=tuple((d.path, "w" not in d.access) for d in sandbox.devices),
         init_binary=init_binary,
-        # sysfs can only be mounted by the owner of the network namespace.
-        sysfs="net" in sandbox.namespaces or "user" not in sandbox.namespaces,
+        # sysfs can only be mounted by the owner of the network namespace (a held one is
+        # the daemon's user namespace's, not the sandbox's).
+        sysfs="user" not in sandbox.namespaces
+        or ("net" in sandbox.namespaces and req.netns is None),
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
         resolv_conf=resolv if own_etc and network.mode == "bridge" else None,
@@ -161,8 +166,8 @@ def net_sysctls(req: LaunchRequest) -> tuple[tuple[str, str], ...]:
     `ping` works without CAP_NET_RAW (not a default capability: raw sockets forge packets), as
     in Docker. The range must be gids the writer's user namespace maps, or the kernel refuses."""
     namespaces = req.spec.unit.sandbox.namespaces
-    if "net" not in namespaces:
-        return ()
+    if "net" not in namespaces or req.netns is not None:
+        return ()  # the host's, or a held one (heldnetns.py set it once)
     first, _, count = req.id_map if "user" in namespaces else (0, 0, 2**31)
     return (("net/ipv4/ping_group_range", f"{first} {first + count - 1}"),)
 
@@ -218,6 +223,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     keep = kept_fds(req)
     flags = 0
     for ns in unit.sandbox.namespaces:
+        if ns == "net" and req.netns is not None:
+            continue  # joined (ChildPlan.netns), not made
         flags |= NAMESPACE_FLAGS[ns]
     argv = list(unit.service.exec)
     exec_path = argv[0]
@@ -256,7 +263,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         clone_flags=flags,
         hostname=req.spec.hostname if "uts" in unit.sandbox.namespaces else None,
         userns="user" in unit.sandbox.namespaces,
-        loopback="net" in unit.sandbox.namespaces,
+        loopback="net" in unit.sandbox.namespaces and req.netns is None,
+        netns=req.netns,
         root_ops=tuple(ops),
         user=unit.service.user,
         group=unit.service.group,

@@ -358,8 +358,12 @@ class NetworkManager:
 
     # -- between launch and go -------------------------------------------------------------
 
-    async def attach(self, plan: NetworkPlan, pid: int) -> None:
+    async def attach(self, plan: NetworkPlan, pid: int, held: bool = False) -> None:
         """Wire the sandbox whose PID 1 is `pid` (waiting for its go byte) to the bridge.
+
+        `held`: PID 1 is in a network namespace the daemon holds across runs
+        (linux/heldnetns.py); an eth0 already in it was built by an earlier run (its veth,
+        rules and NAT are kept between runs), so only the rules are made sure of.
 
         On failure the host veth (and with it the sandbox end) is removed before
         NetworkError is raised; the engine then kills the half-started sandbox.
@@ -378,9 +382,40 @@ class NetworkManager:
                 raise NetworkError(
                     f"pid {pid} shares the daemon's netns; bridge mode needs its own"
                 )
+            if held and await self._reattach(plan, nsfd):
+                return
             await self._attach(plan, nsfd)
         finally:
             os.close(nsfd)
+
+    async def _reattach(self, plan: NetworkPlan, nsfd: int) -> bool:
+        """In a held netns: True if its eth0 (with the plan's address) and the host veth are
+        still there, their rules and NAT made sure of; False: build them (`_attach`)."""
+        assert plan.host_veth and plan.address
+        try:
+            async with _rtnl() as ipr:
+                host = await _get_link(ipr, plan.host_veth)
+                if host is None or host.get_attr("IFLA_MASTER") != plan.bridge_index:
+                    return False
+                async with _rtnl(_socket_in_netns(self._sys, nsfd)) as inner:
+                    eth0 = await _get_link(inner, SANDBOX_IFNAME)
+                    if eth0 is None:
+                        return False
+                    addrs = await _dump(inner, "addr", index=eth0["index"], family=socket.AF_INET)
+                    have = {str(a.get_attr("IFA_ADDRESS")) for a in addrs}
+                    if str(plan.address.ip) not in have:
+                        return False
+                if not self._filter_ok:  # repaired with every live port (_filter)
+                    ip6 = plan.address6.ip if plan.address6 is not None else None
+                    await self._filter(ipr, self.port_for(plan.unit, plan.address.ip, ip6))
+            entry = self.nat_for(plan)
+            if entry.needs_table():
+                await self.nat.add(entry)
+            else:
+                await self.nat.discard(plan.unit)
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"cannot check {plan.host_veth} of the held netns", exc) from None
+        return True
 
     async def _attach(self, plan: NetworkPlan, nsfd: int) -> None:
         assert plan.host_veth and plan.address and plan.gateway and plan.bridge

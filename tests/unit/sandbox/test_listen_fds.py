@@ -6,8 +6,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from supervisor.linux.syscalls import CLONE_NEWNET, CLONE_NEWUSER
 from supervisor.sandbox.child.stage import listen_env
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, fd_targets
+from supervisor.sandbox.wire.mounts import Mount
+from supervisor.sandbox.wire.plancodec import decode_plan, encode_plan
 from supervisor.unit.loader import parse_unit
 
 
@@ -31,3 +34,22 @@ def test_listen_env() -> None:
     assert listen_env(dataclasses.replace(plan, listen_names=())) == {}
     behind_tini = listen_env(dataclasses.replace(plan, exec_path="/dev/init"))
     assert "LISTEN_PID" not in behind_tini  # not PID 1 of a namespace here: unknown
+
+
+def test_a_held_netns_is_joined_not_made() -> None:
+    text = (
+        b'[service]\nexec = ["/bin/true"]\n[sandbox]\nnamespaces = ["mount", "pid", "net", "user"]'
+    )
+    spec = parse_unit("/u/web.toml", "web", text)
+    fresh = build_plan(LaunchRequest(spec, [], 1, 1))
+    held = build_plan(LaunchRequest(spec, [], 1, 1, netns="/run/sandboxd/netns/web"))
+    assert fresh.clone_flags & CLONE_NEWNET and fresh.loopback and fresh.sysctls
+    assert fresh.netns is None and any(isinstance(op, Mount) and op.fstype == "sysfs"
+                                       for op in fresh.root_ops)  # fmt: skip
+    # Joined by the launcher; lo, ping_group_range were set once by the daemon; no sysfs: a
+    # user namespace does not own the daemon's netns.
+    assert held.netns == "/run/sandboxd/netns/web"
+    assert not held.clone_flags & CLONE_NEWNET and held.clone_flags & CLONE_NEWUSER
+    assert not held.loopback and held.sysctls == ()
+    assert not any(isinstance(op, Mount) and op.fstype == "sysfs" for op in held.root_ops)
+    assert decode_plan(encode_plan(held)) == held

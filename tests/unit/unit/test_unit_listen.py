@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from supervisor.unit.listen import held_netns_key, needs_held_netns
 from supervisor.unit.loader import UnitFileError, parse_unit
 
 HOST = '[service]\nexec = ["/bin/true"]\n[network]\nmode = "host"\n'
@@ -28,12 +29,36 @@ def test_kinds_and_default_names() -> None:
     assert names(body) == ["tcp-8080", "tcp-8081", "udp-5353", "ctl"]
 
 
-def test_a_unix_socket_needs_no_host_network() -> None:
-    head = '[service]\nexec = ["/bin/true"]\n'
-    assert names('[[listen]]\nunix = "/run/web.sock"\n', head) == ["unix"]
-    assert 'listen[0].tcp: tcp sockets need network.mode = "host"' in error(
-        "[[listen]]\ntcp = 8080\n", head
-    )
+@pytest.mark.parametrize("mode", ["none", "bridge", "host"])
+def test_every_kind_works_in_every_network_mode(mode: str) -> None:
+    head = f'[service]\nexec = ["/bin/true"]\n[network]\nmode = "{mode}"\n'
+    body = '[[listen]]\nunix = "/run/web.sock"\n[[listen]]\ntcp = 8080\n[[listen]]\nudp = 53\n'
+    assert names(body, head) == ["unix", "tcp-8080", "udp-53"]
+
+
+def test_only_inet_sockets_outside_the_host_network_need_a_held_netns() -> None:
+    def held(mode: str, body: str) -> bool:
+        head = f'[service]\nexec = ["/bin/true"]\n[network]\nmode = "{mode}"\n'
+        unit = parse_unit("/units/u.toml", "u", (head + body).encode()).unit
+        return needs_held_netns(unit.listen, unit.network.mode)
+
+    assert held("none", "[[listen]]\ntcp = 8080\n")
+    assert held("bridge", '[[listen]]\nunix = "/run/a.sock"\n[[listen]]\nudp = 53\n')
+    assert not held("host", "[[listen]]\ntcp = 8080\n")
+    assert not held("bridge", '[[listen]]\nunix = "/run/a.sock"\n')
+    assert not held("none", "")
+
+
+def test_the_held_netns_key_follows_the_network_and_inet_sockets() -> None:
+    def key(body: str) -> str:
+        unit = parse_unit("/units/u.toml", "u", body.encode()).unit
+        return held_netns_key(unit.listen, unit.network)
+
+    base = '[service]\nexec = ["/bin/true"]\n[network]\nmode = "bridge"\n[[listen]]\ntcp = 80\n'
+    assert key(base) == key(base.replace("/bin/true", "/bin/false"))
+    assert key(base) == key(base + '[[listen]]\nunix = "/run/a.sock"\n')
+    assert key(base) != key(base + "[[listen]]\nudp = 53\n")
+    assert key(base) != key(base.replace('mode = "bridge"', 'mode = "none"'))
 
 
 @pytest.mark.parametrize(
