@@ -68,6 +68,12 @@ class JournalStream:
             ("SYSLOG_IDENTIFIER", self.unit.encode()),
             ("SANDBOXD_UNIT", self.unit.encode()),
         ]
+        if sender.daemon_unit is not None:
+            # journald derives _SYSTEMD_UNIT from the service's cgroup, which the packaged
+            # units put under sandboxd-sandboxes.service. `journalctl -u sandboxd` also shows
+            # what a root process logs about that unit (_UID=0 with OBJECT_SYSTEMD_UNIT), and
+            # a service's line is its supervisor's output: so `-u sandboxd` finds them.
+            self._fields.append(("OBJECT_SYSTEMD_UNIT", sender.daemon_unit.encode()))
         self._partial = bytearray()
         self._dropping: int | None = None  # lines dropped in this episode, while dropping
         self.sent = 0  # entries sent, over the daemon's life

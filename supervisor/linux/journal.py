@@ -56,6 +56,23 @@ def available() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM")) or os.path.exists(SOCKET_PATH)
 
 
+def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str | None:
+    """The systemd unit this process runs in (`sandboxd.service`), as journald derives
+    `_SYSTEMD_UNIT` from a cgroup path: the first component after the slices; None outside
+    a unit (no systemd, or a cgroup v1 host without the unified line)."""
+    try:
+        with open(cgroup_file) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    path = next((line[3:] for line in lines if line.startswith("0::")), "")
+    for part in path.split("/"):
+        if part.endswith(".slice") or not part:
+            continue
+        return part if part.endswith((".service", ".scope")) else None
+    return None
+
+
 def encode(fields: Iterable[tuple[str, bytes]]) -> bytes:
     """One entry in the native format. ValueError for a field name journald would refuse
     (upper-case letters, digits and `_`, not starting with `_`, at most 64 characters)."""
@@ -80,8 +97,9 @@ class JournalSocket:
     """The daemon's socket to journald (one for every unit). Not thread-safe: one thread (the
     log writer) sends."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, daemon_unit: str | None = None) -> None:
         self.path = path or socket_path()
+        self.daemon_unit = daemon_unit  # the daemon's own systemd unit (own_unit()), if any
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def send(self, entry: bytes, pid: int | None = None) -> None:

@@ -112,3 +112,23 @@ def test_the_socket_is_journalds_unless_a_test_names_another(
     assert journal.socket_path() == "/run/systemd/journal/socket"
     monkeypatch.setenv(journal.SOCKET_ENV, "/tmp/x.sock")
     assert journal.socket_path() == "/tmp/x.sock"
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "unit"),
+    [
+        ("0::/system.slice/sandboxd.service\n", "sandboxd.service"),
+        ("0::/system.slice/sandboxd.service/holder\n", "sandboxd.service"),
+        ("0::/user.slice/user-0.slice/session-3.scope\n", "session-3.scope"),
+        ("0::/\n", None),
+        ("12:pids:/\n0::/init.scope\n", "init.scope"),
+        ("12:pids:/system.slice/x.service\n", None),  # v1 lines only: no unified path
+        ("0::/sandboxd-test-1/units/web\n", None),
+    ],
+)
+def test_the_daemons_own_unit_is_read_as_journald_reads_it(
+    tmp_path: Path, cgroup: str, unit: str | None
+) -> None:
+    path = tmp_path / "cgroup"
+    path.write_text(cgroup)
+    assert journal.own_unit(str(path)) == unit
