@@ -47,9 +47,11 @@ _UNKNOWN_STATUS_AFTER = 6.0
 _STATUS_POLL = 0.05
 
 
-def fds_per_run(cgroups: Manager) -> int:
-    """The most fds one running sandbox costs the daemon (see the module docstring)."""
-    return 3 + cgroups.oom_watch_fds
+def fds_per_run(cgroups: Manager, output: Output = "file") -> int:
+    """The most fds one running sandbox costs the daemon (see the module docstring). With the
+    journal, stderr has a pipe of its own (journalout.py): one more with `both`; `journal`
+    alone has that pipe but never opens the log file."""
+    return 3 + (output == "both") + cgroups.oom_watch_fds
 
 
 def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:
