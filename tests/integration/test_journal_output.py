@@ -160,3 +160,29 @@ def test_no_journal_drops_and_counts_the_lines_and_the_service_runs_on(
     wait_for(lambda: daemon.unit("chatty")["output_dropped_bytes"] >= 2 * len("out 0\nerr 0\n"), 60)
     assert len(daemon.events("unit.journal_dropping")) == 2
     assert daemon.unit("chatty")["state"] == "running"
+
+
+def test_a_journal_that_reads_nothing_never_holds_the_service_or_the_file(
+    daemon: Daemon, journal: FakeJournal
+) -> None:
+    # The fake journal is never read: its queue fills and every later send fails with EAGAIN,
+    # as with a stalled journald. The service still writes all it has, the file gets all of it.
+    daemon.write_unit("flood", """
+[service]
+exec = ["/bin/sh", "-c", '''
+i=0
+while [ $i -lt 5000 ]; do echo "line $i"; i=$((i + 1)); done
+echo done
+trap "exit 0" TERM
+while :; do sleep 1 & wait $!; done''']
+stop_timeout = "2s"
+output = "both"
+""")  # fmt: skip
+    start(daemon, journal, "file")
+    # Many more lines than the socket's queue holds (net.unix.max_dgram_qlen: 10 by the
+    # kernel's default, 512 as systemd sets it).
+    wait_for(lambda: "done" in daemon.output("flood").splitlines(), 300)
+    assert len(daemon.output("flood").splitlines()) == 5001
+    wait_for(lambda: daemon.unit("flood")["output_dropped_bytes"] > 0, 300)
+    assert len(daemon.events("unit.journal_dropping")) == 1, "one warning for the episode"
+    assert daemon.unit("flood")["state"] == "running"
