@@ -6,8 +6,9 @@ the daemon's own fds). It reports what happens through one `on_change` callback 
 nothing: the policy lives in the unit runner.
 
 Fds the daemon holds per run (`fds_per_run`), and nothing else once `launch` has returned:
-the pidfd of PID 1, the output pipe's read end, the log file (opened at the first output), and
-the OOM watch (`Manager.oom_watch_fds`). The launch's own
+the pidfd of PID 1, the output pipe's read end (and stderr's, when output goes to the journal),
+the log file (opened at the first output; never with `output = "journal"`), and the OOM watch
+(`Manager.oom_watch_fds`). The launch's own
 fds (the write end, the sync and go pipes, the launcher's pidfd) are closed before it returns.
 """
 
