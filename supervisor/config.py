@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from supervisor.contract import Output
 from supervisor.errors import ConfigError
+from supervisor.linux import journal
 from supervisor.log import LogFormat
 from supervisor.unit.schema import Size, _did_you_mean
 
@@ -84,6 +86,9 @@ class DaemonConfig(BaseModel):
     log_max_size: Size = 10 << 20
     log_keep: int = Field(default=5, ge=1, le=100)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    # Where service output goes unless a unit says (`[service] output`). Under systemd the
+    # journal is where operators look first, so there it goes to both; elsewhere to files only.
+    output: Output = Field(default_factory=lambda: "both" if journal.available() else "file")
 
     @property
     def socket_path(self) -> Path:

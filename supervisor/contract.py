@@ -10,6 +10,7 @@ api/errors.py; event names are listed in docs/control.md (checked against the en
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 
 class State(enum.Enum):
@@ -69,3 +70,10 @@ LAUNCH_ERROR = "launch-error:"
 # about the unit, and it passes, so it goes through `[restart]` like a crash (backoff) instead
 # of failing the unit for good.
 LAUNCH_RESOURCES = "resources"
+
+
+# Where a service's output goes: the daemon config's `output` and a unit's `[service] output`.
+# `file`: <log_dir>/<unit>.log, what `sandboxctl logs` reads; `journal`: journald, one entry
+# per line; `both`: each line to both.
+Output = Literal["file", "journal", "both"]
+OUTPUTS: tuple[Output, ...] = ("file", "journal", "both")

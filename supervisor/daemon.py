@@ -33,7 +33,8 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import fdlimit
+from supervisor.linux import fdlimit, journal
+from supervisor.linux.journal import JournalSocket
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
@@ -200,6 +201,7 @@ async def serve(config: DaemonConfig) -> None:
             loop, manager, SandboxLauncher(config.data_dir, network, fork_server),
             ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
+            output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)

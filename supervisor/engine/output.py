@@ -28,6 +28,7 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -83,6 +84,7 @@ class RotatingLog:
         self.path, self.max_size, self.keep = path, max_size, keep
         self.dropped_by_writer = 0  # bytes the file could not take (the writer thread's count)
         self.dropped_stalled = 0  # bytes dropped by the loop while a write stalled (its count)
+        self.dropped_journal = 0  # lines the journal did not take (journalout.py, writer thread)
         self._fd: int | None = None
         self._size = 0
         self.written = 0  # bytes written into the log files, over the daemon's life
@@ -91,8 +93,8 @@ class RotatingLog:
 
     @property
     def dropped(self) -> int:
-        """Bytes of output dropped, over the daemon's life."""
-        return self.dropped_by_writer + self.dropped_stalled
+        """Bytes of output dropped (from the file or the journal), over the daemon's life."""
+        return self.dropped_by_writer + self.dropped_stalled + self.dropped_journal
 
     def take(
         self, pipe: OutputPipe | int, limit: int = _READ_CHUNK, spare: tuple[int, int] | None = None
@@ -234,6 +236,23 @@ class RotatingLog:
         log.info("unit.output_resumed", unit=self.path.stem, dropped_bytes=count, error=why)
 
 
+class Sink(Protocol):
+    """Where a Capture moves a pipe's bytes: a RotatingLog, or a journalout.JournalStream."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def written(self) -> int: ...
+
+    dropped_stalled: int
+
+    def take(
+        self, pipe: OutputPipe | int, limit: int = ..., spare: tuple[int, int] | None = None
+    ) -> int: ...
+    def note_dropped(self, count: int, why: str) -> None: ...
+    def close(self) -> None: ...
+
+
 class Capture:
     """One run's output pipe: the daemon's read end, drained into a RotatingLog.
 
@@ -251,7 +270,7 @@ class Capture:
         self,
         loop: asyncio.AbstractEventLoop,
         read_fd: int,
-        sink: RotatingLog,
+        sink: Sink,
         kept_fd: int,
         writer: LogWriter = WRITER,
     ) -> None:
@@ -271,7 +290,7 @@ class Capture:
         self._watch(self._ready)
 
     @classmethod
-    def new(cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog) -> tuple[Capture, int]:
+    def new(cls, loop: asyncio.AbstractEventLoop, sink: Sink) -> tuple[Capture, int]:
         """A fresh pipe: (capture, write end for the service). Both ends are close-on-exec;
         the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly,
         under the same number (so `kept_fd` is `read_fd` here, and only here)."""
@@ -280,7 +299,7 @@ class Capture:
 
     @classmethod
     def reopen(
-        cls, loop: asyncio.AbstractEventLoop, sink: RotatingLog, pid: int, fd: int, inode: int
+        cls, loop: asyncio.AbstractEventLoop, sink: Sink, pid: int, fd: int, inode: int
     ) -> Capture | None:
         """Reattach to the pipe `inode` that PID 1 `pid` holds as `fd` or, failing that (see
         `pipes.check_fd`), as any other fd; None if it holds it nowhere."""

@@ -47,8 +47,10 @@ class Launcher(Protocol):
         extra_binds: Sequence[Bind] = (),
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
+        stderr_fd: int | None = None,
     ) -> Awaitable[Started]:
-        """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
+        """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr (or
+        `stderr_fd` as its stderr, when the daemon keeps the streams apart for the journal), and
         `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
         are what the daemon adds for this run (the notify socket); `listen_fds` (fd, name)
         become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES; `netns`, a held network

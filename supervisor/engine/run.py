@@ -6,8 +6,9 @@ the daemon's own fds). It reports what happens through one `on_change` callback 
 nothing: the policy lives in the unit runner.
 
 Fds the daemon holds per run (`fds_per_run`), and nothing else once `launch` has returned:
-the pidfd of PID 1, the output pipe's read end, the log file (opened at the first output), and
-the OOM watch (`Manager.oom_watch_fds`). The launch's own
+the pidfd of PID 1, the output pipe's read end (and stderr's, when output goes to the journal),
+the log file (opened at the first output; never with `output = "journal"`), and the OOM watch
+(`Manager.oom_watch_fds`). The launch's own
 fds (the write end, the sync and go pipes, the launcher's pidfd) are closed before it returns.
 """
 
@@ -22,13 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
+from supervisor.contract import OUTPUTS as OUTPUT_VALUES
+from supervisor.contract import Output
 from supervisor.engine.exits import exit_reason
-from supervisor.engine.output import Capture, RotatingLog
+from supervisor.engine.journalout import JournalStream, to_journal
+from supervisor.engine.output import Capture, RotatingLog, Sink
 from supervisor.engine.ports import ImageStore, Launcher, Prober
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.linux import faultpoint, fdlimit
+from supervisor.linux import journal as jnl
 from supervisor.linux import pidfd as proc
+from supervisor.linux.journal import JournalSocket
 from supervisor.linux.pipes import FdProblem, check_fd
 from supervisor.log import get_logger
 from supervisor.unit.schema import Resources, Sandbox
@@ -42,9 +48,11 @@ _UNKNOWN_STATUS_AFTER = 6.0
 _STATUS_POLL = 0.05
 
 
-def fds_per_run(cgroups: Manager) -> int:
-    """The most fds one running sandbox costs the daemon (see the module docstring)."""
-    return 3 + cgroups.oom_watch_fds
+def fds_per_run(cgroups: Manager, output: Output = "file") -> int:
+    """The most fds one running sandbox costs the daemon (see the module docstring). With the
+    journal, stderr has a pipe of its own (journalout.py): one more with `both`; `journal`
+    alone has that pipe but never opens the log file."""
+    return 3 + (output == "both") + cgroups.oom_watch_fds
 
 
 def limits_from(resources: Resources, sandbox: Sandbox | None = None) -> Limits:
@@ -63,6 +71,8 @@ class Host:
     launcher: Launcher
     prober: Prober | None = None
     images: ImageStore | None = None  # None: no layer store (tests); `images` reports none
+    output: Output = "file"  # the daemon config's `output`: a unit without its own goes there
+    journal: JournalSocket | None = None  # None: no journal (tests): output goes to the file
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
@@ -90,9 +100,13 @@ class Run:
         oom_base: int,
         started_at: float,
         on_change: Callable[[], None],
+        err_capture: Capture | None = None,
+        output: Output = "file",
     ) -> None:
         self.host, self.unit, self.pid, self.pidfd = host, unit, pid, pidfd
         self.own_child, self.cgroup, self.capture = own_child, cgroup, capture
+        # With the journal, stderr has a pipe of its own (journalout.py); else it shares stdout's.
+        self.err_capture, self.output = err_capture, output
         self.oom_base, self.started_at, self._on_change = oom_base, started_at, on_change
         self.pid_start = proc.start_time(pid)
         # The run began when its PID 1 did, by the boot clock: the same figure for a launch and
@@ -130,16 +144,29 @@ class Run:
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
         faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
-        capture: Capture | None = None
+        capture = err_capture = None
         pid = pidfd = -1
+        output = output_of(host, spec)
         try:
             oom_base = cgroup.oom_kill_count()
-            capture, write_fd = Capture.new(host.loop, sink)
+            out_sink, err_sink = _sinks(host, sink, output)
+            capture, write_fd = Capture.new(host.loop, out_sink)
+            err_fd: int | None = None
             try:
-                started = await host.launcher(spec, cgroup, write_fd, [capture.kept_fd])
+                if err_sink is None:
+                    started = await host.launcher(spec, cgroup, write_fd, [capture.kept_fd])
+                else:
+                    err_capture, err_fd = Capture.new(host.loop, err_sink)
+                    started = await host.launcher(
+                        spec, cgroup, write_fd, [capture.kept_fd, err_capture.kept_fd],
+                        stderr_fd=err_fd,
+                    )  # fmt: skip
             finally:
                 os.close(write_fd)  # the service holds it now; EOF comes when it is gone
+                if err_fd is not None:
+                    os.close(err_fd)
             pid = started.pid
+            _tell_pid(pid, out_sink, err_sink)
             # Hold the pidfd before `go`, so an instant exit is still seen on this process.
             try:
                 pidfd = os.pidfd_open(pid)
@@ -148,8 +175,9 @@ class Run:
                 raise LaunchError(spec.name, "watch", message) from None
             started.go()
         except BaseException:
-            if capture is not None:
-                capture.close(drain=True)
+            for opened in (capture, err_capture):
+                if opened is not None:
+                    opened.close(drain=True)
             discard_cgroup(cgroup, spec.name)
             if pid > 0:
                 proc.kill_and_reap(pid)
@@ -159,6 +187,7 @@ class Run:
         return cls(
             host, spec.name, pid, pidfd, own_child=True, cgroup=cgroup, capture=capture,
             oom_base=oom_base, started_at=host.wall(), on_change=on_change,
+            err_capture=err_capture, output=output,
         )  # fmt: skip
 
     @classmethod
@@ -186,16 +215,28 @@ class Run:
             os.close(pidfd)
             log.warning("unit.adopt_refused", unit=record.unit, pid=record.pid, error=problem)
             return None
-        capture = None
+        # The run keeps the output its launch had (a changed unit restarts, never re-routes).
+        output: Output = next((o for o in OUTPUT_VALUES if o == record.output), "file")
+        if record.error_fd is None or host.journal is None:
+            output = "file"  # a run with one pipe: it goes to the file, as its launch chose
+        out_sink, err_sink = _sinks(host, sink, output)
+        _tell_pid(record.pid, out_sink, err_sink)
+        capture = err_capture = None
         if record.output_fd is not None and record.output_inode is not None:
             capture = _reopen_output(
-                host, sink, record.unit, pid=record.pid, fd=record.output_fd,
+                host, out_sink, record.unit, pid=record.pid, fd=record.output_fd,
                 inode=record.output_inode,
+            )  # fmt: skip
+        if err_sink is not None and record.error_fd is not None and record.error_inode:
+            err_capture = _reopen_output(
+                host, err_sink, record.unit, pid=record.pid, fd=record.error_fd,
+                inode=record.error_inode,
             )  # fmt: skip
         return cls(
             host, record.unit, record.pid, pidfd, own_child=False,
             cgroup=cgroup, capture=capture, oom_base=record.oom_base,
             started_at=record.started_at, on_change=on_change,
+            err_capture=err_capture, output=output,
         )  # fmt: skip
 
     # -- while it runs -------------------------------------------------------------------
@@ -270,17 +311,57 @@ class Run:
         if self._oom_watch is not None:
             self._oom_watch.close()
             self._oom_watch = None
-        if self.capture is not None:
-            self.capture.close(drain=True)
-            self.capture = None
+        for capture in (self.capture, self.err_capture):
+            if capture is not None:
+                capture.close(drain=True)
+        self.capture = self.err_capture = None
         if self.pidfd >= 0:
             self.host.loop.remove_reader(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = -1
 
 
+def on_output_closed(run: Run, callback: Callable[[int], None]) -> None:
+    """Call `callback` (with the log's `written`) once every output pipe of `run` is closed and
+    drained: its output is all in the log (and the journal)."""
+    captures = [c for c in (run.capture, run.err_capture) if c is not None]
+    left = len(captures)
+
+    def closed(written: int) -> None:
+        nonlocal left
+        left -= 1
+        if not left:
+            callback(written)
+
+    for capture in captures:
+        capture.on_closed = closed
+
+
+def output_of(host: Host, spec: UnitSpec) -> Output:
+    """Where a launch of `spec` sends its output: the unit's `output`, else the daemon's."""
+    output = spec.unit.service.output or host.output
+    # A host without a journal socket (the engine's tests) keeps output in the file.
+    return output if host.journal is not None or not to_journal(output) else "file"
+
+
+def _sinks(host: Host, sink: RotatingLog, output: Output) -> tuple[Sink, Sink | None]:
+    """(stdout's sink, stderr's or None when stderr shares stdout's pipe)."""
+    if not to_journal(output) or host.journal is None:
+        return sink, None
+    both = output == "both"
+    out = JournalStream(host.journal, sink, jnl.PRIORITY_STDOUT, both=both)
+    return out, JournalStream(host.journal, sink, jnl.PRIORITY_STDERR, both=both)
+
+
+def _tell_pid(pid: int, *sinks: Sink | None) -> None:
+    # Before the service can write (the launch's go, or now for an adopted run).
+    for sink in sinks:
+        if isinstance(sink, JournalStream):
+            sink.pid = pid
+
+
 def _reopen_output(
-    host: Host, sink: RotatingLog, unit: str, *, pid: int, fd: int, inode: int
+    host: Host, sink: Sink, unit: str, *, pid: int, fd: int, inode: int
 ) -> Capture | None:
     """The adopted run's output pipe, through PID 1's fds; says in the log when the recorded
     fd was not that pipe (and why), and whether the pipe was found elsewhere."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.cgroups import UnitCgroup
 from supervisor.contract import State
 from supervisor.engine.model import NetworkView, UnitStatus
+from supervisor.engine.run import output_of
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError
 from supervisor.images.oci import Image
@@ -45,6 +46,9 @@ def record(r: UnitRunner) -> UnitRecord:
         oom_base=run.oom_base + r.oom_accounted if run else 0,
         output_fd=run.capture.kept_fd if run and run.capture else None,
         output_inode=run.capture.inode if run and run.capture else None,
+        error_fd=run.err_capture.kept_fd if run and run.err_capture else None,
+        error_inode=run.err_capture.inode if run and run.err_capture else None,
+        output=run.output if run else None,
         intent=None if r.intent is None else r.intent.value,
         listen=r.listeners.record() if run else [],
     )
@@ -127,6 +131,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             "waiting_for": r.waiting_for,
             **_dependencies(spec),
             "output_dropped_bytes": r.sink.dropped,
+            "output": run.output if run else output_of(r.host, spec) if spec else None,
             "image": _image(spec),
             **r.readiness.view(),
             **r.health.view(),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from supervisor.contract import OUTPUTS
 from supervisor.engine import statewriter
 from supervisor.engine.statewriter import StateWriter
 from supervisor.linux import safefs
@@ -61,6 +62,10 @@ class UnitRecord:
     oom_base: int = 0
     output_fd: int | None = None  # fd number of the output pipe's read end inside PID 1
     output_inode: int | None = None  # that pipe's inode, to check the fd before reopening it
+    # With output to the journal, stderr's own pipe, kept the same way (journalout.py).
+    error_fd: int | None = None
+    error_inode: int | None = None
+    output: str | None = None  # where the run's output goes: file, journal, both (None: file)
     intent: str | None = None  # why the run is ending: restart | stop | the daemon's reason
     # [[listen]] sockets as [fd in PID 1, socket inode]: what the next daemon takes back.
     listen: list[list[int]] = field(default_factory=list)
@@ -118,6 +123,8 @@ _CHECKS: dict[str, Any] = {
     "recent_exits": lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v),
     "oom_kills": _count, "oom_base": _count,
     "output_fd": _optional(_count), "output_inode": _optional(_count),
+    "error_fd": _optional(_count), "error_inode": _optional(_count),
+    "output": _optional(lambda v: v in OUTPUTS),
     "intent": _optional(_text),
     "listen": lambda v: isinstance(v, list)
     and all(isinstance(p, list) and len(p) == 2 and all(_count(x) for x in p) for p in v),
@@ -129,6 +136,8 @@ _EXPECTED = {
     "started_at": "a time or null", "restarts": "a count", "last_exit": "a string or null",
     "recent_exits": "a list of strings", "oom_kills": "a count", "oom_base": "a count",
     "output_fd": "an fd number or null", "output_inode": "an inode number or null",
+    "error_fd": "an fd number or null", "error_inode": "an inode number or null",
+    "output": "file, journal, both or null",
     "intent": "a string or null", "listen": "a list of [fd, inode] pairs",
 }  # fmt: skip
 

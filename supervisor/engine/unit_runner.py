@@ -35,7 +35,7 @@ import structlog
 
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
 from supervisor.engine.backoff import Decision
-from supervisor.engine.run import Run, discard_cgroup, run_age
+from supervisor.engine.run import Run, discard_cgroup, on_output_closed, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
@@ -470,8 +470,8 @@ class UnitRunner(RunnerBase):
         self.health.end()  # first: the probe sub-cgroup must be gone before the unit's
         self.readiness.end_run()
         wait_status, self._last_pid = run.status, run.pid
-        if run.capture is not None and self.tell_output_closed:
-            run.capture.on_closed = self._output_closed
+        if self.tell_output_closed:
+            on_output_closed(run, self._output_closed)
         run.finish()
         self.run = None
         self._run_ended_at = self.host.monotonic()

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.contract import Output
 from supervisor.images.reference import parse_ref
 from supervisor.unit.credentials import Credential, check_name
 from supervisor.unit.listen import Listen
@@ -164,6 +165,8 @@ class Service(Section):
     # unit's (engine/ordering.py), `wants` does not.
     requires: list[UnitName] = Field(default_factory=list)
     wants: list[UnitName] = Field(default_factory=list)
+    # None: the daemon config's `output` (a change there restarts no unit).
+    output: Output | None = None
 
     @property
     def starts_after(self) -> list[str]:

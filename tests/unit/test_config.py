@@ -96,3 +96,19 @@ def test_subnet6_is_normalised(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[network]\nsubnet6 = 'FD00:88:0::/64'\n")
     assert load_config(path).network.subnet6 == "fd00:88::/64"
+
+
+def test_output_defaults_to_both_where_there_is_a_journal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("supervisor.linux.journal.SOCKET_PATH", "/nonexistent/journal/socket")
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert DaemonConfig().output == "file"
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")  # what systemd sets for a service's stderr
+    assert DaemonConfig().output == "both"
+
+
+def test_output_in_the_file_wins_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, 'output = "journal"\n')).output == "journal"
+    with pytest.raises(ConfigError, match=r"sandboxd.toml: output: .*'file', 'journal' or 'both'"):
+        load_config(write(tmp_path, 'output = "syslog"\n'))

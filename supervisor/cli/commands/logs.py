@@ -25,9 +25,12 @@ prints what <unit>.log and its rotated files (<unit>.log.1 ... .N) hold, oldest 
 takes the last N lines of that, across the rotated files too. With -f, keeps printing new
 output, across log rotation and restarts of the service, until interrupted.
 
-The files are the service's bytes as written: stdout and stderr share one pipe, and no time
-or stream is recorded per line. --json prints one {"unit", "text"} object per line (text
-without its newline; bytes that are not UTF-8 shown as \\xNN escapes).
+The files are the service's bytes as written: no time or stream is recorded per line. A unit
+whose output goes only to the journal (output = "journal") has no log file: logs says so and
+names the journalctl command (journalctl SANDBOXD_UNIT=<unit>).
+
+--json prints one {"unit", "text"} object per line (text without its newline; bytes that are
+not UTF-8 shown as \\xNN escapes).
 
 Without a reachable daemon, the files are read directly (a note on stderr says so): from
 --log-dir, else log_dir of the daemon config (--config, default /etc/sandboxd/sandboxd.toml).
@@ -131,9 +134,23 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def journal_note(unit: str, follow: bool) -> str:
+    """What `logs` says of a unit whose output goes only to the journal."""
+    command = f"journalctl SANDBOXD_UNIT={unit}" + (" -f" if follow else "")
+    return (
+        f'sandboxctl: {unit} sends its output to the journal (output = "journal"), not to '
+        f"a log file; read it with: {command}"
+    )
+
+
 def _through_daemon(args: argparse.Namespace) -> Iterator[bytes]:
     """The daemon's stream with its first chunk already received, so that an unreachable
-    daemon raises here, before anything is printed."""
-    chunks = iter(Client().logs(args.unit, args.lines, args.follow))
+    daemon raises here, before anything is printed. A unit whose output goes only to the
+    journal has no log file to show: a note says where its output is instead."""
+    client = Client()
+    if client.unit(args.unit).get("output") == "journal":
+        print(journal_note(args.unit, args.follow), file=sys.stderr)
+        return iter(())
+    chunks = iter(client.logs(args.unit, args.lines, args.follow))
     first = next(chunks, b"")
     return itertools.chain([first] if first else [], chunks)

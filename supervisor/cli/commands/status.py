@@ -208,9 +208,12 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         lines.extend(pressure_lines(usage.get("pressure")))
     field("network", _network(unit.get("network")))
     field("image", _image(unit.get("image")))
+    if unit.get("output") not in (None, "file"):
+        field("output", f"{unit['output']} (journalctl SANDBOXD_UNIT={unit['name']})")
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
-              "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip
+              "file or the journal took no more (see the daemon's unit.output_dropping or "
+              "unit.journal_dropping warning)")  # fmt: skip
     events = unit.get("recent_events") or []
     if events:
         lines.append("  recent events:")

@@ -201,6 +201,7 @@ class SandboxLauncher:
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
+        stderr_fd: int | None = None,
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -211,7 +212,8 @@ class SandboxLauncher:
         persistent = sandbox.overlay if sandbox.image is None else not sandbox.read_only
         overlay = str(self.data_dir / "overlay" / spec.name) if persistent else None
         request = LaunchRequest(
-            spec, cgroup.procs_files(), output_fd, output_fd, overlay_dir=overlay,
+            spec, cgroup.procs_files(), output_fd,
+            output_fd if stderr_fd is None else stderr_fd, overlay_dir=overlay,
             image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),

@@ -163,12 +163,14 @@ class FakeLauncher:
         extra_binds: Sequence[tuple[str, str, bool]] = (),
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
+        stderr_fd: int | None = None,
     ) -> Spawned:
         argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
         self.extra_binds = list(extra_binds)
+        err = output_fd if stderr_fd is None else stderr_fd
         pid = os.posix_spawn(
             argv[0], argv, {**os.environ, **(extra_env or {})},
-            file_actions=[(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)],
+            file_actions=[(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
         )  # fmt: skip
         cgroup.add_pid(pid)
         self.launched.append(pid)

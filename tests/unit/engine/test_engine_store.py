@@ -27,6 +27,7 @@ def test_round_trip(store: Store) -> None:
     record = UnitRecord(
         "web", "running", spec={"name": "web"}, spec_hash="h", pid=1234, pid_start=99,
         started_at=1.5, restarts=2, recent_exits=["exit-code:1"], output_fd=3,
+        output_inode=77, error_fd=4, error_inode=78, output="journal",
     )  # fmt: skip
     store.save(record)
     assert store.load_all() == {"web": record}
@@ -61,6 +62,8 @@ def test_round_trip(store: Store) -> None:
         json.dumps({"format": FMT, "unit": "bad", "state": "x", "spec": [1]}).encode(),
         json.dumps({"format": FMT, "unit": "bad", "state": "x", "restarts": None}).encode(),
         json.dumps({"format": FMT, "unit": "bad", "state": "x", "output_fd": "3"}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "error_fd": -4}).encode(),
+        json.dumps({"format": FMT, "unit": "bad", "state": "x", "output": "syslog"}).encode(),
         json.dumps({"format": FMT, "unit": ["bad"], "state": "x"}).encode(),
     ],
 )

@@ -168,3 +168,11 @@ def test_dns_keys_need_bridge_mode_and_a_host_root(key: str) -> None:
 def test_address6_parses_and_normalises() -> None:
     net = unit(network={"mode": "bridge", "address6": "FD00:88:0::10/64"}).network
     assert net.address6 == "fd00:88::10/64"
+
+
+def test_service_output_overrides_the_daemons_or_leaves_it() -> None:
+    assert unit().service.output is None  # the daemon config's `output`
+    assert unit(service={"exec": ["/bin/true"], "output": "journal"}).service.output == "journal"
+    [(loc, msg)] = errors(service={"exec": ["/bin/true"], "output": "syslog"})
+    assert loc == ("service", "output")
+    assert "'file', 'journal' or 'both'" in msg
