@@ -13,10 +13,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NoReturn
 
 from supervisor import __version__
 from supervisor.errors import EXIT_USAGE, SupervisorError
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from supervisor.api import auth
 from supervisor.api.testing import FakeController, ServerThread, many_units
-from supervisor.cli.client import UnixHTTPConnection
+from tests.support.daemon_kit import UnixHTTPConnection
 
 TARGET_MS = 300.0
 
