@@ -10,7 +10,7 @@ time goes. Prints medians and p95 and exits 1 if a median misses its goal. The s
 against a real daemon running 1000 real sandboxes (cgroup reads included) are part of
 bench_density.py; `python -m tests.bench --only control` puts these in its table.
 
-    .venv/bin/python tests/bench/bench_status.py [-n 1000] [--runs 20]
+    .venv/bin/python -m tests.bench.bench_status [-n 1000] [--runs 20]
 """
 
 from __future__ import annotations
