@@ -35,8 +35,7 @@ def _controller(request: web.Request) -> Controller:
 
 
 async def list_units(request: web.Request) -> web.Response:
-    units = sorted(_controller(request).list_units(), key=lambda u: u.name)
-    return web.json_response({"units": [u.to_json() for u in units]})
+    return web.json_response({"units": _controller(request).list_view()})
 
 
 async def top(request: web.Request) -> web.Response:

@@ -97,6 +97,9 @@ class FakeController:
         return [dataclasses.replace(u, spec_hash=None, limits={}, usage={}, recent_events=[],
                                     recent_exits=[], extra={}) for u in units]  # fmt: skip
 
+    def list_view(self) -> list[dict[str, Any]]:
+        return [u.to_json() for u in sorted(self.list_units(), key=lambda u: u.name)]
+
     def top(self) -> TopFrame:
         """The next of `top_frames` if a test queued some (the last one repeats), else a
         frame made from the units' status, one second after the previous one."""

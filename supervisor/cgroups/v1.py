@@ -113,6 +113,13 @@ class V1Unit:
             unique.setdefault(os.path.realpath(os.path.dirname(path)), path)
         self._unique = list(unique.values())
         self.unsupported: tuple[str, ...] = ()
+        self._kept: dict[str, files.KeptFile] = {}  # the views' files (files.KeptFile)
+
+    def _kept_file(self, name: str) -> files.KeptFile:
+        kept = self._kept.get(name)
+        if kept is None:
+            kept = self._kept[name] = files.KeptFile(self._file(name))
+        return kept
 
     def exists(self) -> bool:
         return os.path.isdir(self.dirs["memory"])
@@ -180,11 +187,11 @@ class V1Unit:
 
     def sample(self) -> CgroupSample:
         io_read, io_write = self._io()
-        usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
+        usage_ns = self._kept_file("cpuacct.usage").read_int() if "cpuacct" in self.dirs else 0
         return CgroupSample(
             memory_current=self.memory_current(),
             cpu_usage_usec=usage_ns // 1000,
-            pids_current=files.read_int(self._file("pids.current")),
+            pids_current=self._kept_file("pids.current").read_int(),
             memory_pressure=None,  # v1 keeps no PSI per cgroup
             io_read_bytes=io_read,
             io_write_bytes=io_write,
@@ -194,13 +201,13 @@ class V1Unit:
         # The throttle layer's counters exist whatever the I/O scheduler (the CFQ/BFQ ones
         # do not); no blkio hierarchy, nothing to say.
         try:
-            text = files.read(self._file("blkio.throttle.io_service_bytes_recursive"))
+            text = self._kept_file("blkio.throttle.io_service_bytes_recursive").read()
         except (KeyError, CgroupError):
             return None, None
         return pressure.parse_blkio_bytes(text)
 
     def memory_current(self) -> int:
-        return files.read_int(self._file("memory.usage_in_bytes"))
+        return self._kept_file("memory.usage_in_bytes").read_int()
 
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.oom_control")).get("oom_kill", 0)
@@ -235,6 +242,8 @@ class V1Unit:
         )
 
     def destroy(self) -> None:
+        for kept in self._kept.values():
+            kept.close()
         if self.is_populated():
             self.kill_all()
         for path in self.dirs.values():

@@ -138,9 +138,16 @@ class V2Unit:
         self.path = path
         self._bpf = bpf
         self.unsupported: tuple[str, ...] = ()
+        self._kept: dict[str, files.KeptFile] = {}  # the views' files (files.KeptFile)
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    def _kept_file(self, name: str) -> files.KeptFile:
+        kept = self._kept.get(name)
+        if kept is None:
+            kept = self._kept[name] = files.KeptFile(self._file(name))
+        return kept
 
     def procs_files(self) -> list[str]:
         return [self._file("cgroup.procs")]
@@ -177,10 +184,11 @@ class V2Unit:
 
     def sample(self) -> CgroupSample:
         io_read, io_write = self._io()
+        cpu_stat = self._kept_file("cpu.stat")
         return CgroupSample(
             memory_current=self.memory_current(),
-            cpu_usage_usec=files.read_keyed(self._file("cpu.stat")).get("usage_usec", 0),
-            pids_current=files.read_int(self._file("pids.current")),
+            cpu_usage_usec=files.parse_keyed(cpu_stat.read(), cpu_stat.path).get("usage_usec", 0),
+            pids_current=self._kept_file("pids.current").read_int(),
             io_read_bytes=io_read,
             io_write_bytes=io_write,
             memory_pressure=pressure.read_psi(self._file("memory.pressure")),
@@ -189,13 +197,13 @@ class V2Unit:
     def _io(self) -> tuple[int | None, int | None]:
         # io.stat exists only where the io controller is enabled for the unit.
         try:
-            text = files.read(self._file("io.stat"))
+            text = self._kept_file("io.stat").read()
         except CgroupError:
             return None, None
         return pressure.parse_io_stat(text)
 
     def memory_current(self) -> int:
-        return files.read_int(self._file("memory.current"))
+        return self._kept_file("memory.current").read_int()
 
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.events")).get("oom_kill", 0)
@@ -212,6 +220,8 @@ class V2Unit:
         _kill_all(self.path, self.pids)
 
     def destroy(self) -> None:
+        for kept in self._kept.values():
+            kept.close()
         if not os.path.isdir(self.path):
             return
         if self.is_populated():

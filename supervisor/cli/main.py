@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NoReturn
 
 from supervisor import __version__
 from supervisor.errors import EXIT_USAGE, SupervisorError
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {
@@ -49,7 +53,30 @@ EXAMPLE:
 """
 
 
-class VerbParser(argparse.ArgumentParser):
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (with it bz2 and lzma, a few
+    ms of every `sandboxctl` call: argparse asks for the width whenever a parser is built):
+    $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Parser(argparse.ArgumentParser):
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # typeshed's formatter protocol names `prog` only; every HelpFormatter takes `width`.
+        width = _columns() - 2  # argparse's own margin
+        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
+
+
+class VerbParser(Parser):
     """A verb's parser: when parsing fails and an option it does not know was given, that option
     is the error it reports (argparse would report a missing UNIT first: `logs --bogus`)."""
 
@@ -91,7 +118,7 @@ def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
 
 
 def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sandboxctl",
         description=DESCRIPTION,
         epilog=EPILOG,

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Where a bare command name is looked for, inside the sandbox's root (not the caller's $PATH:
 # the sandbox does not see the caller's filesystem).

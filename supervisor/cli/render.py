@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
-from typing import IO
 
 from supervisor.contract import State
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import IO
 
 STATE_COLORS = {
     State.RUNNING.value: "32",  # green

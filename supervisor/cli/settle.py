@@ -28,9 +28,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from supervisor.contract import EXIT_CODE, State
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Lookup = Callable[[], list[dict[str, Any]]]  # every unit's status (GET /v1/units)
+
 
 CLEAN_EXIT = f"{EXIT_CODE}0"
 
@@ -89,9 +95,6 @@ def from_status(unit: dict[str, Any]) -> Outcome | None:
     if state == State.EXITED.value:
         return Outcome(state, why == CLEAN_EXIT, f"exited: {why}{lost}")
     return None
-
-
-Lookup = Callable[[], list[dict[str, Any]]]  # every unit's status (GET /v1/units)
 
 
 def settle(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from supervisor.cli import render
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # column name -> the header shown. Every column sorts (`--sort NAME`); the keys c, m, p, i, r
 # pick the usual ones on a terminal.

@@ -150,6 +150,10 @@ class Controller(Protocol):
         (`to_json()`), which keeps a status of 1000 units cheap; with it, as `get_unit`."""
         ...
 
+    def list_view(self) -> list[dict[str, Any]]:
+        """GET /v1/units: every unit's `UnitStatus.to_json()`, by name, built as dicts."""
+        ...
+
     def get_unit(self, name: str) -> UnitStatus:
         """Raises supervisor.errors.UnitNotFound."""
         ...

@@ -349,6 +349,9 @@ class Reconciler:
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
         return [self._status(self.runners[n], detail) for n in sorted(self.runners)]
 
+    def list_view(self) -> list[dict[str, Any]]:
+        return [status.list_row(self.runners[n]) for n in sorted(self.runners)]
+
     def get_unit(self, name: str) -> UnitStatus:
         return self._status(self._runner(name), True)
 

@@ -1,7 +1,9 @@
 """The daemon's file-descriptor limit, and what running out of descriptors looks like.
 
-The daemon holds about four fds per running unit (pidfd, output pipe, OOM watch, log file), so
-it raises its soft RLIMIT_NOFILE to the hard limit at start (`raise_soft_limit`). Should it
+The daemon holds about four fds per running unit (pidfd, output pipe, OOM watch, log file),
+and once a unit has been shown by `status` or `top` up to five more (its cgroup's view files,
+kept open only while under half the limit: cgroups/files.py's KeptFile), so it raises its soft
+RLIMIT_NOFILE to the hard limit at start (`raise_soft_limit`). Should it
 still run out, EMFILE (this process at its limit) or ENFILE (the whole host at fs.file-max)
 may surface from any step of a launch: a pipe, a pidfd, a cgroup file, the fork server's
 reply. `exhausted` finds it wherever it was raised, and `describe` says it in one line. Before

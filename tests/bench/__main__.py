@@ -6,17 +6,26 @@ systemd-container), then runs, on this machine in this run:
      runc, bwrap, systemd-nspawn (bench_peers.py);
   2. OOM kill -> restarted exec (delay 0) and `sandboxctl reload` -> new unit running
      (bench_oom_restart.py);
-  3. density: N idle sandboxes under one daemon (start time, daemon RSS and idle CPU, host
-     memory per sandbox, processes per sandbox), reload with one change and `sandboxctl status`
-     on those N units; the same N with `crun run -d` (bench_density.py);
-  4. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
+  3. control: `sandboxctl status` and `status UNIT` end to end, fresh processes, against the
+     API server on a fake controller with --density units (bench_status.py);
+  4. density: N idle sandboxes under one daemon (start time, daemon RSS and idle CPU, host
+     memory per sandbox, processes per sandbox), reload with one change, `sandboxctl status`
+     and `status UNIT` end to end, the daemon's list view and `top` frame on those N units;
+     the same N with `crun run -d` (bench_density.py);
+  5. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
      stalls for --stall seconds (a FUSE filesystem), the daemon's memory with no unit and with
      --density units, and per unit (bench_faults.py).
-Goals checked in the last column: launch median <= crun's; daemon < 150 MB RSS and < 2% of a
-core idle with 1000 sandboxes; no per-sandbox helper process.
+Each row with a goal (issue 23's, else issue 9's and 26's; tests/bench/goals.py) says MET or
+MISSED: launch median <= 0.5x crun's; 1000 starts in <= 0.5x the time of 1000 `crun run -d`;
+host memory per sandbox <= crun's; daemon < 150 MB RSS and < 2% of a core idle; no per-sandbox
+helper; OOM kill -> restarted exec p95 < 25 ms; `status` on 1000 units < 50 ms and a verb that
+only asks the daemon < 40 ms end to end; the daemon's list view < 10 ms and a `top` frame
+< 50 ms at 1000 units.
 
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
---cycles N (20), --stall SECONDS (10), --skip-install, --only peers,oom,density,faults.
+--cycles N (20), --stall SECONDS (10), --skip-install,
+--only peers,oom,control,density,faults, --markdown FILE (the table, with the date, machine
+and load, replaces what is between `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
 """
 
 from __future__ import annotations
@@ -32,8 +41,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.bench import bench_density, bench_faults, bench_oom_restart, bench_peers
+from tests.bench import (
+    bench_density,
+    bench_faults,
+    bench_oom_restart,
+    bench_peers,
+    bench_status,
+    goals,
+)
+from tests.bench.goals import Row, at_most_times, under
 
+SECTIONS = ("peers", "oom", "control", "density", "faults")
+OOM_P95_GOAL_MS = 25.0  # OOM kill -> restarted exec, p95 (issue 23)
 PEERS = {
     "crun": "crun", "runc": "runc", "bwrap": "bubblewrap", "systemd-nspawn": "systemd-container"
 }  # fmt: skip
@@ -80,8 +99,93 @@ def helpers_ok(d: dict[str, Any]) -> bool:
     return bool(d["processes_per_sandbox"] == 1 and d["non_sandbox_children"] <= 1)
 
 
-def main() -> None:  # noqa: PLR0912 - one linear report
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+def peer_rows(n: int) -> list[Row]:
+    results, skipped = bench_peers.measure(n)
+    print("\n".join(bench_peers.report(results, skipped, n)), flush=True)
+    med = {name: statistics.median(xs) for name, xs in results.items()}
+    rows = []
+    for name, xs in results.items():
+        what = f"launch /bin/true: {name} (median / p95)"
+        if name == "sandboxd":
+            rows.append(at_most_times(what, fmt_ms(xs), med[name], ("crun", med.get("crun")), 0.5))
+        else:
+            ratio = (
+                f"sandboxd/{name} = {med['sandboxd'] / med[name]:.2f}x" if "sandboxd" in med else ""
+            )
+            rows.append(Row(what, fmt_ms(xs), note=ratio))
+    return rows + [
+        Row(f"launch /bin/true: {name}", "not measured", note=why) for name, why in skipped.items()
+    ]
+
+
+def oom_rows(cycles: int) -> list[Row]:
+    rows = []
+    for measure, xs in bench_oom_restart.run(cycles).items():
+        what = measure.strip() + " (median / p95)"
+        if what.startswith("OOM kill -> restarted exec"):
+            p95 = bench_oom_restart.p95(xs) if xs else None
+            row = under(
+                what, p95, OOM_P95_GOAL_MS, "ms", f"p95 held to the goal; {len(xs)} samples"
+            )
+            rows.append(Row(row.what, fmt_ms(xs), f"p95 {row.goal}", row.met, row.note))
+        else:
+            rows.append(Row(what, fmt_ms(xs), note=f"{len(xs)} samples"))
+    return rows
+
+
+def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
+    d: dict[str, Any] = bench_density.sandboxd_density(n, idle, runs)
+    c: dict[str, Any] = bench_density.crun_density(crun_n) if crun_n else {"error": "--crun-n 0"}
+    crun_ok = "error" not in c and crun_n == n
+    start = f"{d['start_all_s']:.1f} s"
+    rows = [
+        at_most_times(f"density: start {n} sandboxes, sandboxd", start, d["start_all_s"],
+                      (f"crun run -d x{n}", c["start_all_s"] if crun_ok else None), 0.5),
+        under(f"density: daemon RSS with {n}", d["rss_mb"], 150, "MB",
+              f"fork server {d['forkserver_rss_mb']:.1f} MB"),
+        under(f"density: daemon idle CPU ({d['idle_window_s']:.0f} s)", d["idle_cpu_pct"], 2,
+              "% of a core"),
+        at_most_times("density: host memory per sandbox, sandboxd",
+                      f"{d['host_kib_per_sandbox']:.0f} KiB", d["host_kib_per_sandbox"],
+                      ("crun", c["host_kib_per_sandbox"] if crun_ok else None), 1),
+        Row("density: processes per sandbox, sandboxd", f"{d['processes_per_sandbox']:.2f}",
+            "no per-sandbox helper", helpers_ok(d),
+            f"{d['non_sandbox_children']} other child of the daemon (the fork server)"),
+        Row(f"reload, {n} units, one changed: API answer", f"{d['reload_api_ms']:.0f} ms",
+            note=f"engine {d['reload_engine_ms']:.0f} ms; changed unit restarted after "
+            f"{d['reload_to_restarted_ms']:.0f} ms"),
+        under(f"sandboxctl status on {n} units, end to end (median of {runs})", d["status_ms"],
+              bench_status.STATUS_GOAL_MS, "ms", f"--json {d['status_json_ms']:.0f} ms"),
+        under(f"sandboxctl status UNIT with {n} units, end to end (median of {runs})",
+              d["status_unit_ms"], bench_status.VERB_GOAL_MS, "ms",
+              "a verb that only asks the daemon"),
+        under(f"daemon list view, {n} units (GET /v1/units, kept-alive)", d["status_api_ms"],
+              bench_status.LIST_GOAL_MS, "ms"),
+        under(f"daemon top frame, {n} units (GET /v1/top, kept-alive)", d["top_api_ms"],
+              bench_status.TOP_GOAL_MS, "ms"),
+        Row(f"density: stop {n} sandboxes", f"{d['stop_all_s']:.1f} s", note="daemon SIGTERM"),
+    ]  # fmt: skip
+    if "error" in c:
+        return [*rows, Row("density: crun", "not measured", note=c["error"])]
+    return [
+        *rows,
+        Row(f"density: start {crun_n} containers, crun run -d", f"{c['start_all_s']:.1f} s",
+            note=f"{crun_n / c['start_all_s']:.0f} starts/s (sequential CLI calls)"),
+        Row("density: host memory per container, crun", f"{c['host_kib_per_sandbox']:.0f} KiB",
+            note="MemAvailable delta / N (noisy)"),
+        Row("density: processes per container, crun", f"{c['processes_per_sandbox']:.2f}",
+            note="no monitor (conmon would add 1)"),
+        Row(f"density: delete {crun_n} containers, crun", f"{c['stop_all_s']:.1f} s",
+            note="crun delete -f, sequential"),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-n", type=int, default=50)
     parser.add_argument("--density", type=int, default=1000)
     parser.add_argument("--crun-n", type=int, default=None)
@@ -89,86 +193,37 @@ def main() -> None:  # noqa: PLR0912 - one linear report
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--stall", type=float, default=10.0)
     parser.add_argument("--skip-install", action="store_true")
-    parser.add_argument("--only", default="peers,oom,density,faults")
+    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="also write the table into FILE's block"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if unknown := only - set(SECTIONS):
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))} (from {', '.join(SECTIONS)})")
     if os.geteuid() != 0:
         sys.exit("python -m tests.bench: needs root (namespaces, cgroups, peers)")
-    only = set(args.only.split(","))
-    if not args.skip_install:
+    if not args.skip_install and "peers" in only:
         install_peers()
     header = machine()
-    rows: list[tuple[str, str, str]] = []  # what, figure, goal/comparison
-
+    rows: list[Row] = []
     if "peers" in only:
-        results, skipped = bench_peers.measure(args.n)
-        print("\n".join(bench_peers.report(results, skipped, args.n)), flush=True)
-        ours = statistics.median(results["sandboxd"]) if "sandboxd" in results else None
-        for name, xs in results.items():
-            note = ""
-            if ours is not None and name != "sandboxd":
-                note = f"sandboxd/{name} = {ours / statistics.median(xs):.2f}x"
-            if name == "sandboxd" and "crun" in results:
-                goal = ours is not None and ours <= statistics.median(results["crun"])
-                note = f"goal <= crun median: {'met' if goal else 'MISSED'}"
-            rows.append((f"launch /bin/true: {name} (median / p95)", fmt_ms(xs), note))
-        rows += [(f"launch /bin/true: {n}", "not measured", why) for n, why in skipped.items()]
-
+        rows += peer_rows(args.n)
     if "oom" in only:
-        for what, xs in bench_oom_restart.run(args.cycles).items():
-            rows.append((what.strip() + " (median / p95)", fmt_ms(xs), f"{len(xs)} samples"))
-
+        rows += oom_rows(args.cycles)
+    if "control" in only:
+        rows += bench_status.rows(args.density, args.n)
     if "density" in only:
-        n = args.density
-        d: dict[str, Any] = bench_density.sandboxd_density(n, args.idle, 10)
-        rows += [
-            (f"density: start {n} sandboxes, sandboxd", f"{d['start_all_s']:.1f} s",
-             f"{n / d['start_all_s']:.0f} starts/s"),
-            (f"density: daemon RSS with {n}", f"{d['rss_mb']:.1f} MB",
-             f"goal < 150 MB: {'met' if d['rss_mb'] < 150 else 'MISSED'}; fork server "
-             f"{d['forkserver_rss_mb']:.1f} MB"),
-            (f"density: daemon idle CPU ({d['idle_window_s']:.0f} s)",
-             f"{d['idle_cpu_pct']:.2f} % of a core",
-             f"goal < 2%: {'met' if d['idle_cpu_pct'] < 2 else 'MISSED'}"),
-            ("density: host memory per sandbox, sandboxd",
-             f"{d['host_kib_per_sandbox']:.0f} KiB", "MemAvailable delta / N (noisy)"),
-            ("density: processes per sandbox, sandboxd", f"{d['processes_per_sandbox']:.2f}",
-             f"{d['non_sandbox_children']} other child of the daemon (the fork server); "
-             f"goal: no per-sandbox helper: {'met' if helpers_ok(d) else 'MISSED'}"),
-            (f"reload, {n} units, one changed: API answer", f"{d['reload_api_ms']:.0f} ms",
-             f"engine {d['reload_engine_ms']:.0f} ms; changed unit restarted after "
-             f"{d['reload_to_restarted_ms']:.0f} ms"),
-            (f"sandboxctl status on {n} units", f"{d['status_ms']:.0f} ms",
-             f"--json {d['status_json_ms']:.0f} ms; API alone {d['status_api_ms']:.0f} ms"),
-            (f"density: stop {n} sandboxes", f"{d['stop_all_s']:.1f} s", "daemon SIGTERM"),
-        ]  # fmt: skip
-        crun_n = args.crun_n if args.crun_n is not None else n
-        if crun_n:
-            c = bench_density.crun_density(crun_n)
-            if "error" in c:
-                rows.append(("density: crun", "not measured", c["error"]))
-            else:
-                rows += [
-                    (f"density: start {crun_n} containers, crun run -d",
-                     f"{c['start_all_s']:.1f} s",
-                     f"{crun_n / c['start_all_s']:.0f} starts/s (sequential CLI calls)"),
-                    ("density: host memory per container, crun",
-                     f"{c['host_kib_per_sandbox']:.0f} KiB", "MemAvailable delta / N (noisy)"),
-                    ("density: processes per container, crun",
-                     f"{c['processes_per_sandbox']:.2f}", "no monitor (conmon would add 1)"),
-                    (f"density: delete {crun_n} containers, crun", f"{c['stop_all_s']:.1f} s",
-                     "crun delete -f, sequential"),
-                ]  # fmt: skip
-
+        crun_n = args.crun_n if args.crun_n is not None else args.density
+        rows += density_rows(args.density, crun_n, args.idle, min(args.n, 20))
     if "faults" in only:
-        rows += bench_faults.rows(args.stall, args.density)
-
-    width = max(len(r[0]) for r in rows) + 2
-    fig = max(len(r[1]) for r in rows) + 2
+        rows += [Row(w, f, note=n) for w, f, n in bench_faults.rows(args.stall, args.density)]
+    header += f", load {os.getloadavg()[0]:.1f} at the end"
     print(f"\nsandboxd vs peers — {header}")
-    print(f"{'measure':{width}}{'figure':{fig}}notes")
-    print("-" * (width + fig + 40))
-    for what, figure, note in rows:
-        print(f"{what:{width}}{figure:{fig}}{note}")
+    print("\n".join(goals.table(rows)))
+    if args.markdown is not None:
+        goals.write_block(args.markdown, goals.markdown(rows, header))
+        print(f"table written to {args.markdown}")
 
 
 if __name__ == "__main__":

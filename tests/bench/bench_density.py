@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench.bench_status import time_api
 from tests.support import kit
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -161,19 +162,25 @@ def reconcile_one_change(daemon: Any, name: str) -> dict[str, float]:
 
 
 def status_timings(daemon: Any, runs: int) -> dict[str, float]:
+    """The control path on these N units, medians: `sandboxctl status` (table, --json) and
+    `status UNIT` (a verb that only asks the daemon) as fresh processes; the daemon's list view
+    and a `top` frame over a kept-alive connection (GET /v1/units, GET /v1/top: what the daemon
+    takes, plus one local round trip)."""
     env = {**os.environ, "SANDBOXD_SOCKET": str(daemon.socket)}
     ctl = str(Path(sys.executable).parent / "sandboxctl")  # the venv's
+    one = sorted(daemon.status())[0]
     out: dict[str, float] = {}
-    for label, extra in (("status_ms", []), ("status_json_ms", ["--json"])):
+    for label, extra in (("status_ms", []), ("status_json_ms", ["--json"]),
+                         ("status_unit_ms", [one])):  # fmt: skip
         xs = []
         for _ in range(runs):
             t0 = time.monotonic()
             subprocess.run([ctl, "status", *extra], env=env, check=True, capture_output=True)
             xs.append((time.monotonic() - t0) * 1000)
         out[label] = statistics.median(xs)
-    t0 = time.monotonic()
-    daemon.status()
-    out["status_api_ms"] = (time.monotonic() - t0) * 1000
+    api_runs = max(runs, 50)
+    out["status_api_ms"] = statistics.median(time_api(daemon.socket, api_runs, "/v1/units"))
+    out["top_api_ms"] = statistics.median(time_api(daemon.socket, api_runs, "/v1/top"))
     return out
 
 

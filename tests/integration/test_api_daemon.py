@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from supervisor.cli.client import UnixHTTPConnection
+from tests.support.daemon_kit import UnixHTTPConnection
 from tests.support.requires import cgroup_version, requires_root
 from tests.support.waiting import wait_for
 

@@ -327,6 +327,41 @@ def test_stats(env: Env) -> None:
     assert s.oom_kills == 0
 
 
+def _fds_under(path: str) -> list[str]:
+    """Our open fds on files below `path` (a cgroup's kept view files)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the fd listdir itself used
+            continue
+        if target.startswith(path + "/"):
+            found.append(target)
+    return found
+
+
+def test_views_read_afresh_through_kept_fds_that_destroy_closes(env: Env) -> None:
+    """sample() and memory_current() keep their files open (a `top` frame of 1000 units is a
+    pread per file): each read is the kernel's value now, and destroy() closes them."""
+    cg = env.manager.create("kept", Limits())
+    unit_dir = os.path.dirname(
+        env.path("kept", "memory.current" if env.version == 2 else "memory.usage_in_bytes")
+    )
+    assert cg.sample().pids_current == 0
+    assert _fds_under(unit_dir), "the view's files are kept open"
+    pid = env.spawn(cg, ["/bin/sleep", "1000"])
+    wait_for(lambda: cg.pids() == [pid])
+    first = cg.sample()
+    assert first.pids_current == 1
+    assert first.memory_current > 0 and cg.memory_current() > 0
+    os.kill(pid, signal.SIGKILL)
+    env.wait(pid)
+    wait_for(lambda: cg.sample().pids_current == 0)
+    cg.destroy()
+    assert _fds_under(unit_dir) == []
+    assert not os.path.exists(unit_dir)
+
+
 def _double_fork_escapees(env: Env, cg: UnitCgroup) -> tuple[int, list[int]]:
     # The shell starts a new session whose leader backgrounds two sleepers and exits: they are
     # reparented away from us and out of our process group and session.

@@ -7,12 +7,15 @@ import argparse
 import datetime as dt
 import json
 import sys
-from typing import Any
 
 from supervisor.cli import render
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "print unit events (started, exited, oom-kill, ...) as they happen, after recent ones"
 DEFAULT_REPLAY = 10

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from supervisor.cli.client import Client, error, exits
 from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "run a command inside a running unit's sandbox (namespaces, cgroup, user, caps, seccomp)"
 EPILOG = """\

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from supervisor.cli import render
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "list the images units run from, or prune the layers no unit uses"
 EPILOG = """\

@@ -12,12 +12,15 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from supervisor.cli import logfiles
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 HELP = "print a unit's output (stdout and stderr, as captured in log_dir/<unit>.log)"
 EPILOG = """\

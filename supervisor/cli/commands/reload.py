@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from supervisor.cli import render, settle
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "re-read every unit file, reconcile (like SIGHUP) and wait for what it started"
 EPILOG = """\

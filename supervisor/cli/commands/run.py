@@ -16,12 +16,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from supervisor.cli.client import ApiError, Client, Unreachable, error, exits
 from supervisor.cli.properties import PropertyError, build
 from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 LAUNCH_FAILED = 126  # as a shell says of a command it could not run (and `exec` does)
 HELP = "run a command as a transient unit (no unit file), optionally waiting for it"

@@ -6,12 +6,15 @@ import argparse
 import datetime as dt
 import json
 import sys
-from typing import Any
 
 from supervisor.cli import render
 from supervisor.cli.client import Client, error, exits
 from supervisor.contract import State
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "show units: state, pid, uptime, restarts, memory, last exit"
 EPILOG = """\

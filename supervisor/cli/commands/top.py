@@ -20,11 +20,14 @@ import time
 import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from supervisor.cli import render, top_view
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP = "show every unit's cpu, memory, pids, I/O and memory pressure, refreshed"
 DEFAULT_DELAY = 2.0

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from supervisor.cli.client import ApiError, Client, error, exits
 from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
+
+TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXPECTED = {
     "start": (State.RUNNING.value, State.STARTING.value),

@@ -13,7 +13,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from supervisor.cli.client import UnixHTTPConnection
+from tests.support.daemon_kit import UnixHTTPConnection
 
 MEMBERS_GID = 100  # "users" on Debian; tests connect as nobody with it as an extra group
 

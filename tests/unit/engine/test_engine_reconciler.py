@@ -256,6 +256,48 @@ def test_list_view_reads_less_and_shows_the_same(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_the_list_view_is_the_status_list_as_json_in_every_state(tmp_path: Path) -> None:
+    """GET /v1/units builds its rows as dicts (status.list_row); they are, key for key, what
+    the UnitStatus views say: running, stopped, in backoff, invalid, and running an earlier
+    valid version of a file that is invalid now."""
+
+    async def main() -> None:
+        rig = make_rig(tmp_path, ManualClock())  # uptime and next_start_in stand still
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
+                              log_dir=tmp_path / "log")  # fmt: skip
+        loader.load.specs = {
+            "web": make_spec("web"),
+            "manual": make_spec("manual", service={"autostart": False}),
+            "crash": make_spec("crash", script="exit 1", restart={"delay": "30s"}),
+        }
+        loader.load.errors = {"bad": ["bad.toml: service.exec: field required"]}
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            await rec.reload()
+            await rec.start("web")
+            crash = rec.runners["crash"]
+            await until(crash, lambda: crash.state is State.BACKOFF)
+
+            def views() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                return rec.list_view(), [u.to_json() for u in rec.list_units()]
+
+            direct, via_status = views()
+            assert direct == via_status
+            states = {row["name"]: row["state"] for row in direct}
+            assert states == {"bad": "invalid", "crash": "backoff", "manual": "stopped",
+                              "web": "running"}  # fmt: skip
+            assert [row["name"] for row in direct] == sorted(states)
+            del loader.load.specs["web"]
+            loader.load.errors["web"] = ["web.toml: service.exec: field required"]
+            await rec.reload()
+            direct, via_status = views()
+            assert direct == via_status
+            assert next(row for row in direct if row["name"] == "web")["file_invalid"] is True
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
 def test_reload_logs_the_host_check_warnings(tmp_path: Path) -> None:
     async def main() -> list[dict[str, Any]]:
         rig = make_rig(tmp_path)

@@ -1,0 +1,75 @@
+"""KeptFile: a view file read through one kept fd, afresh each time, errors naming the path."""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.cgroups import files
+from supervisor.errors import CgroupError
+
+
+def _open_fds_on(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except FileNotFoundError:
+            continue
+    return count
+
+
+@pytest.fixture
+def current(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "memory.current"
+    path.write_text("4096\n")
+    yield path
+
+
+def test_reads_afresh_through_one_kept_fd(current: Path) -> None:
+    kept = files.KeptFile(str(current))
+    assert kept.read_int() == 4096
+    assert _open_fds_on(current) == 1
+    files.write(str(current), 8192)  # as the kernel's value moves
+    assert kept.read_int() == 8192 and kept.read() == "8192"
+    assert _open_fds_on(current) == 1
+    kept.close()
+    assert _open_fds_on(current) == 0
+
+
+def test_a_long_file_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "blkio.throttle.io_service_bytes_recursive"
+    text = "".join(f"8:{i} Read {i}\n" for i in range(20000))  # > 64 KiB
+    path.write_text(text)
+    kept = files.KeptFile(str(path))
+    assert kept.read() == text.strip()
+    assert kept.read() == text.strip()
+    kept.close()
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    missing = files.KeptFile(str(tmp_path / "pids.current"))
+    with pytest.raises(CgroupError, match=r"failed to read .*pids\.current: No such file"):
+        missing.read()
+    garbage = tmp_path / "cpuacct.usage"
+    garbage.write_text("lots\n")
+    kept = files.KeptFile(str(garbage))
+    with pytest.raises(CgroupError, match=r"unexpected content in .*cpuacct\.usage: 'lots'"):
+        kept.read_int()
+    kept.close()
+
+
+def test_no_fd_is_kept_past_half_the_fd_limit(
+    current: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (8, hard))  # every fd is past 4
+    kept = files.KeptFile(str(current))
+    assert kept.read_int() == 4096
+    assert _open_fds_on(current) == 0
+    files.write(str(current), 1)
+    assert kept.read_int() == 1

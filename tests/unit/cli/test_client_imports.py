@@ -1,0 +1,60 @@
+"""A verb that only asks the daemon imports none of the daemon's heavy packages (issue 23).
+
+Its imports are most of its time: each of these was once on the path and cost milliseconds of
+every call. Checked in a fresh interpreter against the real API server; what the interpreter
+had imported before sandboxctl's entry point (site, an editable install's finder) is not
+counted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from supervisor.api.testing import ServerThread
+
+HEAVY = (
+    "pydantic", "structlog", "aiohttp", "asyncio", "http.client", "email", "ssl", "typing",
+    "urllib.parse", "supervisor.api", "supervisor.engine", "supervisor.unit", "supervisor.config",
+)  # fmt: skip
+PROBE = """
+import contextlib, io, json, sys
+before = set(sys.modules)
+from supervisor.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["status", "web"],
+        ["stop", "cron"],
+        ["start", "cron"],
+        ["restart", "web"],
+        ["reload"],
+        ["images"],
+        ["top", "--once"],
+        ["events", "--no-follow"],
+    ],
+)
+def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["code"] == 0, result.stderr
+    heavy = [m for m in answer["new"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
