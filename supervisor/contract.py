@@ -10,7 +10,6 @@ api/errors.py; event names are listed in docs/control.md (checked against the en
 from __future__ import annotations
 
 import enum
-from typing import Literal
 
 
 class State(enum.Enum):
@@ -75,5 +74,19 @@ LAUNCH_RESOURCES = "resources"
 # Where a service's output goes: the daemon config's `output` and a unit's `[service] output`.
 # `file`: <log_dir>/<unit>.log, what `sandboxctl logs` reads; `journal`: journald, one entry
 # per line; `both`: each line to both.
-Output = Literal["file", "journal", "both"]
 OUTPUTS: tuple[Output, ...] = ("file", "journal", "both")
+# The type `Output` (a Literal of OUTPUTS) is made on first use, not at import: sandboxctl
+# imports this module and must not import typing (cli/__init__.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Output = Literal["file", "journal", "both"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Output":
+        from typing import Literal  # noqa: PLC0415
+
+        return Literal[OUTPUTS]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
