@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from supervisor.errors import ConfigError
 from supervisor.log import LogFormat
+from supervisor.unit import userns
 from supervisor.unit.schema import Size, _did_you_mean
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
@@ -84,6 +85,24 @@ class DaemonConfig(BaseModel):
     log_max_size: Size = 10 << 20
     log_keep: int = Field(default=5, ge=1, le=100)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    # Host ids (first-last, inclusive) whose 65536-aligned blocks `user_namespace = "pick"`
+    # hands out, skipping those the subordinate-id files give host users (unit/userns.py).
+    userns_pool: str = userns.DEFAULT_POOL
+    subuid_file: Path = Path("/etc/subuid")
+    subgid_file: Path = Path("/etc/subgid")
+
+    @field_validator("userns_pool")
+    @classmethod
+    def _userns_pool(cls, value: str) -> str:
+        return str(userns.parse_pool(value))
+
+    @property
+    def pool(self) -> userns.IdRange:
+        return userns.parse_pool(self.userns_pool)
+
+    def subids(self) -> list[userns.Reserved]:
+        """The host users' subordinate uid and gid ranges, read now."""
+        return userns.read_subids(str(self.subuid_file), str(self.subgid_file))
 
     @property
     def socket_path(self) -> Path:
