@@ -46,11 +46,13 @@ class Launcher(Protocol):
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[Bind] = (),
         listen_fds: Sequence[tuple[int, str]] = (),
+        userns: tuple[int, int] | None = None,
     ) -> Awaitable[Started]:
         """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr, and
         `keep_fds` inherited by PID 1 under the same numbers; `extra_env` and `extra_binds`
         are what the daemon adds for this run (the notify socket); `listen_fds` (fd, name)
-        become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES. Raises LaunchError, and
+        become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES; `userns` (host base,
+        size) is the unit's id range when its sandbox has a user namespace. Raises LaunchError, and
         leaves nothing of the sandbox behind when it does."""
         ...
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
 from supervisor.engine.exits import exit_reason
+from supervisor.engine.idranges import IdRanges
 from supervisor.engine.output import Capture, RotatingLog
 from supervisor.engine.ports import ImageStore, Launcher, Prober
 from supervisor.engine.store import UnitRecord
@@ -63,6 +64,9 @@ class Host:
     launcher: Launcher
     prober: Prober | None = None
     images: ImageStore | None = None  # None: no layer store (tests); `images` reports none
+    # The units' user-namespace ranges; None (tests): a unit with a user namespace fails its
+    # launch, having no range.
+    id_ranges: IdRanges | None = None
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 

@@ -128,6 +128,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             **_dependencies(spec),
             "output_dropped_bytes": r.sink.dropped,
             "image": _image(spec),
+            "userns": None if (ids := r.id_range()) is None else str(ids),
             **r.readiness.view(),
             **r.health.view(),
         },

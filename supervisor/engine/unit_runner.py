@@ -274,9 +274,11 @@ class UnitRunner(RunnerBase):
         try:
             env, binds = self.readiness.launch_extras(spec)
             sockets = self.listeners.ensure(spec)
+            ids = self.id_range()
             launcher = functools.partial(
-                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets
-            )
+                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets,
+                userns=None if ids is None else (ids.base, ids.size),
+            )  # fmt: skip
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)
         except (LaunchError, CgroupError, OSError) as exc:

@@ -208,6 +208,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
         lines.extend(pressure_lines(usage.get("pressure")))
     field("network", _network(unit.get("network")))
     field("image", _image(unit.get("image")))
+    field("userns", unit.get("userns"))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file took no more (see the daemon's unit.output_dropping warning)")  # fmt: skip

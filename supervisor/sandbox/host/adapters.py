@@ -193,6 +193,7 @@ class SandboxLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),  # (source, target, read-only)
         listen_fds: Sequence[tuple[int, str]] = (),
+        userns: tuple[int, int] | None = None,
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -207,7 +208,7 @@ class SandboxLauncher:
             image_layers=layers,
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
-            listen_fds=tuple(listen_fds),
+            listen_fds=tuple(listen_fds), id_map=None if userns is None else (0, *userns),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:

@@ -162,6 +162,7 @@ class FakeLauncher:
         extra_env: Mapping[str, str] | None = None,
         extra_binds: Sequence[tuple[str, str, bool]] = (),
         listen_fds: Sequence[tuple[int, str]] = (),
+        userns: tuple[int, int] | None = None,
     ) -> Spawned:
         argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
         self.extra_binds = list(extra_binds)
