@@ -164,3 +164,21 @@ def test_a_picked_unit_survives_sigterm_restart_of_the_daemon(daemon: Daemon) ->
     daemon.start()
     unit = daemon.wait_unit("calm", lambda u: u["state"] == "running")
     assert _range(daemon, "calm") == picked and _host_uids(unit["pid"])[0] == picked[0]
+
+
+def test_exec_enters_as_the_units_own_ids(daemon: Daemon) -> None:
+    # A service that drops to nobody is the base uid + 65534 on the host; `sandboxctl exec`
+    # enters as that user of the unit's namespace, not as a host uid.
+    _configure(daemon)
+    daemon.write_unit(
+        "dropped",
+        '[service]\nexec = ["/bin/sleep", "1000"]\nuser = "nobody"\nstop_timeout = "500ms"\n'
+        + USERNS,
+    )
+    daemon.start()
+    unit = daemon.wait_unit("dropped", lambda u: u["state"] == "running")
+    first, _ = _range(daemon, "dropped")
+    assert _host_uids(unit["pid"]) == [first + 65534] * 4
+    seen = ctl(daemon, "exec", "dropped", "--", "/bin/sh", "-c", "id -u; cat /proc/self/uid_map")
+    assert seen.returncode == 0, seen
+    assert seen.stdout.split() == ["65534", "0", str(first), str(BLOCK)], seen
