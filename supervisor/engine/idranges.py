@@ -58,15 +58,17 @@ class IdRanges:
         without a valid spec (an invalid file, a removed unit still stopping): they keep their
         blocks. A unit in neither gives its block back."""
         keep = set(known) - set(specs)
-        held = {n: b for n, b in self._picks.items() if n in keep}
-        result = userns.assign(specs, self.pool, self.reserved, self._picks, held)
-        ranges = dict(result.ranges)
-        ranges.update((n, userns.IdRange(b, userns.BLOCK)) for n, b in held.items())
-        for name in sorted(set(self._picks) - set(result.picks)):
+        held = {n: r for n, r in self._ranges.items() if n in keep}
+        result = userns.assign(
+            specs, self.pool, self.reserved, picks=self._picks, held=held, before=self._ranges
+        )
+        ranges = {**result.ranges, **held}
+        picks = {**{n: b for n, b in self._picks.items() if n in held}, **result.picks}
+        for name in sorted(set(self._picks) - set(picks)):
             log.info("unit.userns_released", unit=name, range=str(self._ranges.get(name)))
-        if result.picks != self._picks or not self._saved:
-            self._saved = self._write(result.picks)
-            self._picks = result.picks
+        if picks != self._picks or not self._saved:
+            self._saved = self._write(picks)
+            self._picks = picks
         for name in result.new:
             log.info("unit.userns_picked", unit=name, range=str(result.ranges[name]))
         self._ranges = ranges

@@ -137,20 +137,25 @@ def assign(
     specs: Mapping[str, UnitSpec],
     pool: IdRange,
     reserved: list[Reserved],
+    *,
     picks: Mapping[str, int] | None = None,
-    held: Mapping[str, int] | None = None,
+    held: Mapping[str, IdRange] | None = None,
+    before: Mapping[str, IdRange] | None = None,
 ) -> Assignment:
     """Give every unit with a user namespace its range.
 
-    `picks` are the blocks picked before (kept while still free and in the pool), `held`
-    those of units that are not in `specs` now but still exist (an invalid file keeps its
-    unit's block). An explicit range must not overlap a subordinate-id entry, a held or picked
-    block of another unit, or an explicit range of a unit earlier in name order: the unit
-    that had the ids keeps them, the other is refused (an error on its user_namespace key).
-    Units that find no free block are refused too, naming the pool."""
-    picks, held = dict(picks or {}), dict(held or {})
-    out = Assignment(picks=dict(held))
-    taken: list[tuple[str, IdRange]] = [(u, IdRange(b, BLOCK)) for u, b in held.items()]
+    `picks` are the blocks picked before (kept while still free and in the pool); `held` the
+    ranges of units that are not in `specs` now but still exist (an invalid file keeps its
+    unit's range while its last version may run); `before` every unit's range at the last
+    assignment. An explicit range must not overlap a subordinate-id entry, a held or picked
+    block of another unit, or another explicit range: the unit that had the ids keeps them
+    (then the unit earlier in name order), the other is refused with an error on its
+    user_namespace key. So a file added beside a running unit never takes its ids. Units that
+    find no free block are refused too, naming the pool. `picks` of the result are only
+    those of `specs`."""
+    picks, held, before = dict(picks or {}), dict(held or {}), dict(before or {})
+    out = Assignment()
+    taken: list[tuple[str, IdRange]] = list(held.items())
     wants = {name: wanted(spec) for name, spec in sorted(specs.items())}
     kept = {n: b for n, b in picks.items() if wants.get(n) == "pick"}
     for name, base in kept.items():  # the picks first: a new explicit range yields to them
@@ -163,19 +168,20 @@ def assign(
         ):
             taken.append((name, block))
     kept = {n: b for n, b in kept.items() if (n, IdRange(b, BLOCK)) in taken}
-    for name, want in wants.items():
-        if not isinstance(want, IdRange):
-            continue
-        problem = next((str(r) for r in reserved if r.ids.overlaps(want)), None)
+    explicit = [(n, w) for n, w in wants.items() if isinstance(w, IdRange)]
+    # Ranges units already had go first, then new ones in name order (sorted is stable).
+    explicit.sort(key=lambda item: before.get(item[0]) != item[1])
+    for name, pinned in explicit:
+        problem = next((str(r) for r in reserved if r.ids.overlaps(pinned)), None)
         if problem is None:
             problem = next((f'the range of unit "{u}" ({r})' for u, r in taken
-                            if r.overlaps(want)), None)  # fmt: skip
+                            if r.overlaps(pinned)), None)  # fmt: skip
         if problem is not None:
-            message = f"{want} overlaps {problem}"
+            message = f"{pinned} overlaps {problem}"
             out.errors[name] = [UnitError(specs[name].path, KEY, message)]
             continue
-        taken.append((name, want))
-        out.ranges[name] = want
+        taken.append((name, pinned))
+        out.ranges[name] = pinned
     # The aligned blocks anything taken touches: one set lookup per block of the pool.
     covered = {i for _, r in taken for i in range(r.base // BLOCK, r.end // BLOCK + 1)}
     free = (b for b in _blocks(pool) if not any(r.ids.overlaps(b) for r in reserved))

@@ -182,3 +182,28 @@ def test_exec_enters_as_the_units_own_ids(daemon: Daemon) -> None:
     seen = ctl(daemon, "exec", "dropped", "--", "/bin/sh", "-c", "id -u; cat /proc/self/uid_map")
     assert seen.returncode == 0, seen
     assert seen.stdout.split() == ["65534", "0", str(first), str(BLOCK)], seen
+
+
+def test_an_explicit_range_is_used_and_an_overlapping_one_refused_at_reload(
+    daemon: Daemon,
+) -> None:
+    _configure(daemon)
+    daemon.write_unit("picked", SHOW + USERNS)
+    daemon.write_unit("pinned", SHOW + "[sandbox]\nuser_namespace = { base = 3000000 }\n")
+    daemon.start()
+    pinned = daemon.wait_unit("pinned", lambda u: u["state"] == "running")
+    assert _range(daemon, "pinned") == (3000000, 3000000 + BLOCK - 1)
+    assert _host_uids(pinned["pid"])[0] == 3000000
+    daemon.wait_unit("picked", lambda u: u["state"] == "running")
+    taken, _ = _range(daemon, "picked")
+    # One over the pinned range, one over the picked block: both refused, naming file and key.
+    daemon.write_unit("over", SHOW + "[sandbox]\nuser_namespace = { base = 3065535, size = 2 }\n")
+    daemon.write_unit("steal", SHOW + f"[sandbox]\nuser_namespace = {{ base = {taken + 5} }}\n")
+    ctl(daemon, "reload")  # exits 1: there are invalid units
+    for name, holder in (("over", "pinned"), ("steal", "picked")):
+        unit = daemon.wait_unit(name, lambda u: u["state"] == "invalid")
+        assert f"{daemon.units}/{name}.toml:" in unit["error"], unit
+        assert "sandbox.user_namespace: " in unit["error"], unit
+        assert f'overlaps the range of unit "{holder}"' in unit["error"], unit
+    assert _range(daemon, "picked") == (taken, taken + BLOCK - 1)
+    assert daemon.unit("pinned")["state"] == "running" and daemon.unit("pinned")["error"] is None

@@ -71,3 +71,13 @@ def test_a_corrupt_file_is_refused_rather_than_guessed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         IdRanges(tmp_path, POOL, [])
     assert "corrupt" in str(info.value) and "userns.json" in str(info.value)
+
+
+def test_an_explicit_range_of_an_invalid_unit_stays_taken(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path, POOL, [])
+    assert ranges.assign({"x": spec("x", user_namespace={"base": 9 * BLOCK})}, []) == {}
+    assert not (tmp_path / "userns.json").exists()  # explicit ranges are the file's to say
+    # "x" is invalid now and may still run its last version: "y" cannot have its ids.
+    found = ranges.assign({"y": spec("y", user_namespace={"base": 9 * BLOCK + 1})}, ["x"])
+    assert 'overlaps the range of unit "x"' in found["y"][0].message
+    assert ranges.get("x") == IdRange(9 * BLOCK, BLOCK) and ranges.get("y") is None

@@ -159,11 +159,26 @@ def test_explicit_ranges_refuse_overlaps_in_name_order_and_subordinate_ids() -> 
 
 def test_a_held_block_stays_taken_and_an_empty_pool_refuses_the_rest() -> None:
     specs = {n: spec(n, namespaces=ALL) for n in ("a", "b", "c", "d", "e", "f")}
-    held = {"invalid-now": 4 * BLOCK}
+    held = {"invalid-now": IdRange(4 * BLOCK, BLOCK)}
     out = userns.assign(specs, POOL, [], held=held)
-    assert out.picks["invalid-now"] == 4 * BLOCK and "invalid-now" not in out.ranges
+    assert "invalid-now" not in out.ranges and "invalid-now" not in out.picks
+    assert out.ranges["a"] == IdRange(5 * BLOCK, BLOCK)
     assert sorted(out.ranges) == ["a", "b", "c", "d", "e"]
     assert out.errors["f"][0].message == f"no free block of 65536 ids left in userns_pool {POOL}"
+
+
+def test_a_unit_that_had_an_explicit_range_keeps_it_against_a_new_one() -> None:
+    specs = {
+        "a-new": spec("a-new", user_namespace={"base": 1050, "size": 10}),
+        "z-old": spec("z-old", user_namespace={"base": 1000, "size": 100}),
+    }
+    out = userns.assign(specs, POOL, [], before={"z-old": IdRange(1000, 100)})
+    assert out.ranges == {"z-old": IdRange(1000, 100)}
+    assert (
+        out.errors["a-new"][0].message == '1050-1059 overlaps the range of unit "z-old" (1000-1099)'
+    )
+    # Without a history, name order decides (as `validate` sees a directory).
+    assert list(userns.assign(specs, POOL, []).errors) == ["z-old"]
 
 
 def test_a_pick_a_host_user_now_owns_is_given_up_for_another() -> None:
