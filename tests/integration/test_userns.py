@@ -4,12 +4,9 @@ uid outside, two units never share ids, and a unit keeps its block until its fil
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -120,37 +117,6 @@ def test_a_unit_keeps_its_range_until_its_file_is_removed(daemon: Daemon) -> Non
     daemon.wait_unit("newcomer", lambda u: u["state"] == "running")
     assert _range(daemon, "newcomer") == picked
     assert [e["unit"] for e in daemon.events("unit.userns_released")] == ["keep"]
-
-
-@pytest.fixture
-def root_only_file() -> Iterator[Path]:
-    # In a directory of its own that any uid may enter: the sandbox's root (the unit's base
-    # uid on the host) looks the bind source up.
-    where = Path(tempfile.mkdtemp(prefix="sbx-userns-"))
-    where.chmod(0o755)
-    secret = where / "secret"
-    secret.write_text("root only\n")
-    secret.chmod(0o600)
-    yield secret
-    shutil.rmtree(where)
-
-
-def test_a_root_only_host_file_is_unreadable_for_root_inside(
-    daemon: Daemon, root_only_file: Path
-) -> None:
-    _configure(daemon)
-    daemon.write_unit(
-        "reader",
-        '[service]\nexec = ["/bin/sh", "-c", "id -u; cat /srv/secret; echo rc=$?; '
-        'exec sleep 1000"]\nstop_timeout = "500ms"\n' + USERNS
-        + f'mounts = [{{ source = "{root_only_file}", target = "/srv/secret" }}]\n',
-    )  # fmt: skip
-    daemon.start()
-    daemon.wait_unit("reader", lambda u: u["state"] == "running")
-    wait_for(lambda: "rc=" in daemon.output("reader"), 30, lambda: daemon.output("reader"))
-    out = daemon.output("reader")
-    assert out.startswith("0\n") and "Permission denied" in out and "rc=1" in out, out
-    assert "root only" not in out
 
 
 def test_a_picked_unit_survives_sigterm_restart_of_the_daemon(daemon: Daemon) -> None:
