@@ -117,12 +117,16 @@ def _blocks(pool: IdRange) -> Iterator[IdRange]:
 
 def pool_blocks(pool: IdRange, reserved: list[Reserved]) -> tuple[int, list[Reserved]]:
     """How many blocks of the pool may be picked, and the entries that took some away."""
-    count, hit = 0, []
-    for block in _blocks(pool):
-        clash = [r for r in reserved if r.ids.overlaps(block)]
-        hit += [r for r in clash if r not in hit]
-        count += not clash
-    return count, hit
+    # Block i holds ids i*BLOCK..(i+1)*BLOCK-1: counted by index, not built one by one.
+    first, last = -(-pool.base // BLOCK), (pool.end + 1) // BLOCK - 1
+    lost: set[int] = set()
+    hit = []
+    for entry in reserved:
+        low, high = max(first, entry.ids.base // BLOCK), min(last, entry.ids.end // BLOCK)
+        if low <= high:
+            hit.append(entry)
+            lost.update(range(low, high + 1))
+    return max(0, last - first + 1) - len(lost), hit
 
 
 @dataclass
@@ -167,7 +171,8 @@ def assign(
             and not any(r.ids.overlaps(block) for r in reserved)
         ):
             taken.append((name, block))
-    kept = {n: b for n, b in kept.items() if (n, IdRange(b, BLOCK)) in taken}
+    still_free = {name for name, _ in taken}
+    kept = {n: b for n, b in kept.items() if n in still_free}
     explicit = [(n, w) for n, w in wants.items() if isinstance(w, IdRange)]
     # Ranges units already had go first, then new ones in name order (sorted is stable).
     explicit.sort(key=lambda item: before.get(item[0]) != item[1])
