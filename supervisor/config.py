@@ -18,6 +18,7 @@ from supervisor.contract import Output
 from supervisor.errors import ConfigError
 from supervisor.linux import journal
 from supervisor.log import LogFormat
+from supervisor.unit import userns
 from supervisor.unit.schema import Size, _did_you_mean
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
@@ -89,6 +90,24 @@ class DaemonConfig(BaseModel):
     # Where service output goes unless a unit says (`[service] output`). Under systemd the
     # journal is where operators look first, so there it goes to both; elsewhere to files only.
     output: Output = Field(default_factory=lambda: "both" if journal.available() else "file")
+    # Host ids (first-last, inclusive) whose 65536-aligned blocks `user_namespace = "pick"`
+    # hands out, skipping those the subordinate-id files give host users (unit/userns.py).
+    userns_pool: str = userns.DEFAULT_POOL
+    subuid_file: Path = Path("/etc/subuid")
+    subgid_file: Path = Path("/etc/subgid")
+
+    @field_validator("userns_pool")
+    @classmethod
+    def _userns_pool(cls, value: str) -> str:
+        return str(userns.parse_pool(value))
+
+    @property
+    def pool(self) -> userns.IdRange:
+        return userns.parse_pool(self.userns_pool)
+
+    def subids(self) -> list[userns.Reserved]:
+        """The host users' subordinate uid and gid ranges, read now."""
+        return userns.read_subids(str(self.subuid_file), str(self.subgid_file))
 
     @property
     def socket_path(self) -> Path:

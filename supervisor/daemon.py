@@ -28,6 +28,7 @@ from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
 from supervisor.engine import logwriter, statewriter
+from supervisor.engine.idranges import IdRanges
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -202,6 +203,7 @@ async def serve(config: DaemonConfig) -> None:
             ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
+            id_ranges=IdRanges(config.data_dir, config.pool, config.subids()),
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)

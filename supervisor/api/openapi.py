@@ -132,6 +132,14 @@ UNIT_DETAIL: dict[str, Any] = {
                 "usage": {"type": "object", "description": "cgroup statistics"},
                 "recent_events": {"type": "array", "items": _ref("UnitEvent")},
                 "recent_exits": {"type": "array", "items": {"type": "string"}},
+                "userns": _nullable(
+                    {
+                        "type": "string",
+                        "pattern": "^[0-9]+-[0-9]+$",
+                        "description": "the host ids (first-last) of the unit's user namespace; "
+                        "null without one",
+                    }
+                ),
             },
         },
     ]

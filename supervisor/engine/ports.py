@@ -48,6 +48,7 @@ class Launcher(Protocol):
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
         stderr_fd: int | None = None,
+        userns: tuple[int, int] | None = None,
     ) -> Awaitable[Started]:
         """Fork the sandbox into `cgroup` with `output_fd` as its stdout and stderr (or
         `stderr_fd` as its stderr, when the daemon keeps the streams apart for the journal), and
@@ -55,7 +56,8 @@ class Launcher(Protocol):
         are what the daemon adds for this run (the notify socket); `listen_fds` (fd, name)
         become the service's fds 3.. with LISTEN_FDS/LISTEN_FDNAMES; `netns`, a held network
         namespace's file (engine/listeners.py), is joined instead of a new namespace (in
-        bridge mode its veth is built once, at the first run that finds none). Raises
+        bridge mode its veth is built once, at the first run that finds none); `userns` (host
+        base, size) is the unit's id range when its sandbox has a user namespace. Raises
         LaunchError, and leaves nothing of the sandbox behind when it does."""
         ...
 

@@ -163,6 +163,7 @@ class Reconciler:
             began = time.perf_counter()
             loaded = self.loader.load_directory(self.config.units_dir)
             specs, unit_errors = self._with_transient(loaded)
+            self._assign_id_ranges(specs, unit_errors)
             errors = {n: [str(e) for e in errs] for n, errs in unit_errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
             result = ReloadResult(seq=self.event_seq)
@@ -201,6 +202,20 @@ class Reconciler:
                         problem="a transient unit (sandboxctl run) has this name; the "
                         "file is ignored until it is removed")  # fmt: skip
         return specs, errors
+
+    def _assign_id_ranges(
+        self, specs: dict[str, UnitSpec], errors: dict[str, Sequence[object]]
+    ) -> None:
+        """User-namespace ranges for this reload's units (idranges.py); a unit refused one
+        becomes invalid like any unit with a cross-unit error. A removed unit whose run still
+        stops keeps its block until it has ended."""
+        if self.host.id_ranges is None:
+            return
+        live = {n for n, r in self.runners.items() if r.state.has_process()}
+        known = set(errors) | live | {r.name for r in self._retiring}
+        for name, refused in self.host.id_ranges.assign(specs, known).items():
+            del specs[name]
+            errors[name] = refused
 
     def _apply(self, action: diff.Action, result: ReloadResult) -> None:
         name, spec, runner = action.name, action.spec, self.runners.get(action.name)

@@ -26,6 +26,7 @@ from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
 from supervisor.contract import OUTPUTS as OUTPUT_VALUES
 from supervisor.contract import Output
 from supervisor.engine.exits import exit_reason
+from supervisor.engine.idranges import IdRanges
 from supervisor.engine.journalout import JournalStream, to_journal
 from supervisor.engine.output import Capture, RotatingLog, Sink
 from supervisor.engine.ports import ImageStore, Launcher, Prober
@@ -73,6 +74,9 @@ class Host:
     images: ImageStore | None = None  # None: no layer store (tests); `images` reports none
     output: Output = "file"  # the daemon config's `output`: a unit without its own goes there
     journal: JournalSocket | None = None  # None: no journal (tests): output goes to the file
+    # The units' user-namespace ranges; None (tests): a unit with a user namespace fails its
+    # launch, having no range.
+    id_ranges: IdRanges | None = None
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 

@@ -33,6 +33,7 @@ from supervisor.errors import CgroupError
 from supervisor.log import get_logger
 from supervisor.unit.schema import Restart
 from supervisor.unit.spec import UnitSpec
+from supervisor.unit.userns import IdRange
 
 log = get_logger()
 Blocker = Callable[[UnitSpec], str | None]  # why a unit may not launch yet (ordering.py)
@@ -273,6 +274,13 @@ class RunnerBase:
         self.recent_events.append(self._emit(event))  # numbered by the reconciler
 
     # -- views ---------------------------------------------------------------------------
+
+    def id_range(self) -> IdRange | None:
+        """The host ids of the unit's user namespace (None: it has none, or no range yet)."""
+        spec, ranges = self.spec, self.host.id_ranges
+        if spec is None or ranges is None or "user" not in spec.unit.sandbox.namespaces:
+            return None
+        return ranges.get(self.name)
 
     def actual(self) -> Actual:
         s = self.spec

@@ -124,6 +124,7 @@ def unit_status(r: UnitRunner, *, detail: bool = True) -> UnitStatus:
             "output_dropped_bytes": r.sink.dropped,
             "output": run.output if run else output_of(r.host, spec) if spec else None,
             "image": _image(spec),
+            "userns": None if (ids := r.id_range()) is None else str(ids),
             **r.readiness.view(),
             **r.health.view(),
         },

@@ -288,9 +288,11 @@ class UnitRunner(RunnerBase):
             if self.listeners.netns_stale(spec):  # its network or inet sockets changed
                 await self._drop_netns()
             sockets = self.listeners.ensure(spec)
+            ids = self.id_range()
             launcher = functools.partial(
                 self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets,
                 netns=self.listeners.netns_for(spec),
+                userns=None if ids is None else (ids.base, ids.size),
             )  # fmt: skip
             host = dataclasses.replace(self.host, launcher=launcher)
             self.run = await Run.launch(host, spec, self.sink, self._wake.set)

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -283,6 +284,24 @@ def _mount_kind(value: object) -> object:
 Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type"), BeforeValidator(_mount_kind)]
 
 
+# A user namespace's range (unit/userns.py): 65536 ids cover every 16-bit uid an image uses.
+USERNS_SIZE = 65536
+MAX_HOST_ID = 2**32 - 2  # (uid_t)-1 means "no id" and cannot be mapped
+
+
+class UserNamespaceRange(Section):
+    """Host ids base..base+size-1, as uid and gid 0..size-1 inside."""
+
+    base: int = Field(ge=1, le=MAX_HOST_ID)
+    size: int = Field(default=USERNS_SIZE, ge=1, le=USERNS_SIZE * 256)
+
+    @model_validator(mode="after")
+    def _fits(self) -> UserNamespaceRange:
+        if self.base + self.size - 1 > MAX_HOST_ID:
+            raise keyed_error("size", f"base + size - 1 passes the last host id {MAX_HOST_ID}")
+        return self
+
+
 class Sandbox(Section):
     root: str = "host"
     # An OCI image layout ("PATH[:TAG]") or "docker-archive:PATH": its layers are the root, as
@@ -296,6 +315,31 @@ class Sandbox(Section):
     devices: list[Device] = Field(default_factory=list)
     mounts: list[Mount] = Field(default_factory=list)
     tmp_size: Size = TMP_SIZE
+    # None: "pick" when `namespaces` lists "user", else the host's ids (unit/userns.py).
+    user_namespace: Literal["pick", "host"] | UserNamespaceRange | None = None
+
+    @field_validator("user_namespace", mode="before")
+    @classmethod
+    def _user_namespace(cls, value: object) -> object:
+        # One message per mistake, naming the key, instead of one per member of the union.
+        if value is None or value in ("pick", "host") or isinstance(value, UserNamespaceRange):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(
+                f'must be "pick", "host" or a table such as {{ base = 1048576, size = 65536 }}, '
+                f"got {value!r}"
+            )
+        try:
+            return UserNamespaceRange.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or first["ctx"].get("key", "")
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                message = "unknown key" + _did_you_mean(key, ["base", "size"])
+            elif first["type"] == "unit_value":
+                key = first["ctx"]["key"]
+            raise keyed_error(key, message) from None
 
     @field_validator("tmp_size")
     @classmethod
@@ -664,4 +708,30 @@ class UnitFile(Section):
                 "sandbox.namespaces",
                 f'network.mode = "{mode}" needs the "net" namespace here',
             )
+        return _user_namespace(data, explicit=isinstance(namespaces, list))
+
+
+def _user_namespace(data: dict[str, Any], explicit: bool) -> dict[str, Any]:
+    """`user_namespace` and the "user" namespace, as `[network].mode` and "net": asking for a
+    range ("pick" or a table) adds the namespace to the default list; only an explicit
+    contradiction is an error."""
+    sandbox = data.get("sandbox") or {}
+    if not isinstance(sandbox, dict):
         return data
+    chosen, namespaces = sandbox.get("user_namespace"), sandbox.get("namespaces")
+    listed = isinstance(namespaces, list) and "user" in namespaces
+    if chosen == "host" and listed:
+        raise keyed_error(
+            "sandbox.user_namespace",
+            'is "host" but sandbox.namespaces lists "user"; drop one of them',
+        )
+    if chosen is None or chosen == "host" or listed:
+        return data
+    if explicit:
+        raise keyed_error(
+            "sandbox.user_namespace",
+            'asks for a user namespace but sandbox.namespaces does not list "user"; add it '
+            "there (or leave namespaces out to get the default list with it)",
+        )
+    base = namespaces if isinstance(namespaces, list) else list(DEFAULT_NAMESPACES)
+    return {**data, "sandbox": {**sandbox, "namespaces": [*base, "user"]}}

@@ -356,13 +356,23 @@ def test_init_forwards_signals_and_exits_with_the_service() -> None:
     assert os.waitstatus_to_exitcode(status) == 143
 
 
-def test_user_namespace_maps_root_to_an_unprivileged_range() -> None:
+def test_user_namespace_maps_root_to_the_range_asked_for() -> None:
     spec = harness.unit(
         ["/bin/sh", "-c", "cat /proc/self/uid_map; id -u"],
         sandbox={"namespaces": ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]},
     )
-    res = harness.run(spec)
-    assert res.stdout.split() == [b"0", b"100000", b"65536", b"0"], res.stderr
+    res = harness.run(spec, id_map=(0, 3 << 20, 65536))
+    assert res.stdout.split() == [b"0", str(3 << 20).encode(), b"65536", b"0"], res.stderr
+
+
+def test_a_user_namespace_without_a_range_is_refused() -> None:
+    spec = harness.unit(
+        ["/bin/true"],
+        sandbox={"namespaces": ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]},
+    )
+    with pytest.raises(LaunchError) as info:
+        harness.run(spec)
+    assert info.value.stage == "plan" and "id range" in info.value.message
 
 
 @pytest.mark.parametrize(

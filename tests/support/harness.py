@@ -142,8 +142,10 @@ def run(
     overlay_dir: str | None = None,
     extra_binds: list[ExtraBind] | None = None,
     extra_env: dict[str, str] | None = None,
+    id_map: tuple[int, int, int] | None = None,
 ) -> Run:
-    """Launch, Go, collect stdout/stderr until EOF, reap. LaunchError propagates (after reaping)."""
+    """Launch, Go, collect stdout/stderr until EOF, reap. LaunchError propagates (after reaping).
+    `id_map`: a user namespace's (0, host base, size), as the daemon gives each unit its own."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     with contextlib.ExitStack() as stack:
@@ -158,6 +160,7 @@ def run(
                     extra_env=extra_env or {},
                     extra_binds=extra_binds or [],
                     overlay_dir=overlay_dir,
+                    id_map=id_map,
                 ),
                 server=_fork_server,
             )

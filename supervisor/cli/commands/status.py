@@ -213,6 +213,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
     field("image", _image(unit.get("image")))
     if unit.get("output") not in (None, "file"):
         field("output", f"{unit['output']} (journalctl SANDBOXD_UNIT={unit['name']})")
+    field("userns", unit.get("userns"))
     if unit.get("output_dropped_bytes"):
         field("output lost", f"{render.size(unit['output_dropped_bytes'])} dropped: the log "
               "file or the journal took no more (see the daemon's unit.output_dropping or "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
+    from supervisor.config import DaemonConfig
     from supervisor.unit.loader import UnitError
     from supervisor.unit.spec import UnitSpec
 
@@ -57,7 +58,8 @@ def register(subparsers: Any) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        help="daemon config to read units_dir from (default: /etc/sandboxd/sandboxd.toml)",
+        help="daemon config to read units_dir, userns_pool and the subordinate id files from"
+        " (default: /etc/sandboxd/sandboxd.toml)",
     )
     p.add_argument(
         "--json",
@@ -76,6 +78,8 @@ def register(subparsers: Any) -> None:
 
 @dataclass
 class Report:
+    # The daemon config the units are checked against (user-namespace pool, subordinate ids).
+    config: DaemonConfig | None = None
     valid: int = 0
     invalid: int = 0
     unreadable: int = 0  # directories that could not be listed
@@ -92,8 +96,9 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
         report.unreadable += 1
         report.errors.extend(exc.errors)
         return
-    report.valid += len(load.specs)
-    report.invalid += len(load.errors)
+    refused = _check_id_ranges(load.specs, report)
+    report.valid += len(load.specs) - refused
+    report.invalid += len(load.errors) + refused
     for errors in load.errors.values():
         report.errors.extend(errors)
     # A template's own section (its instances list) belongs to no instance: counted apart.
@@ -104,6 +109,21 @@ def _check_directory(path: Path, host_checks: bool, report: Report) -> None:
         report.warnings.extend(warnings)
     if host_checks:
         _verify_images(load.specs.values(), report)
+
+
+def _check_id_ranges(specs: Mapping[str, UnitSpec], report: Report) -> int:
+    """User-namespace ranges as the daemon would assign them with nothing picked yet:
+    explicit ranges overlapping each other or a host user's subordinate ids, and more units
+    to pick for than the pool has blocks. Returns how many units that refused."""
+    from supervisor.unit import userns  # noqa: PLC0415 (see run)
+    from supervisor.unit.loader import located  # noqa: PLC0415
+
+    if report.config is None or not any(userns.wanted(s) for s in specs.values()):
+        return 0
+    found = userns.assign(specs, report.config.pool, report.config.subids())
+    for name, errors in sorted(found.errors.items()):
+        report.errors.extend(located(errors, _source(specs[name].path)))
+    return len(found.errors)
 
 
 def _verify_images(specs: Iterable[UnitSpec], report: Report) -> None:
@@ -152,8 +172,10 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
         if errors:
             refused.add(name)
             report.errors.extend(located(errors, _source(specs[name].path)))
-    report.invalid += len(refused)
-    report.valid += len(specs) - len(refused)
+    crossed = {n: s for n, s in specs.items() if n not in refused}
+    refused_ids = _check_id_ranges(crossed, report)
+    report.invalid += len(refused) + refused_ids
+    report.valid += len(specs) - len(refused) - refused_ids
     beside = {p.name.removesuffix(SUFFIX) for path in paths for p in path.parent.glob("*" + SUFFIX)}
     warnings: dict[str, list[UnitError]] = {}
     for name, errors in checks.unknown_after(specs, set(specs) | beside):
@@ -234,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
     # (which imports every verb module to build its parser) should not pay for it.
     from supervisor.config import load_config  # noqa: PLC0415
 
-    report = Report()
+    config = load_config(args.config)
+    report = Report(config=config)
     paths: list[Path] = args.paths
     if not paths:  # the configured units_dir is a directory even when it does not exist
-        _check_directory(load_config(args.config).units_dir, args.host_checks, report)
+        _check_directory(config.units_dir, args.host_checks, report)
     files = [p for p in paths if not p.is_dir()]
     for path in paths:
         if path.is_dir():

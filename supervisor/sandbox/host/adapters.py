@@ -202,6 +202,7 @@ class SandboxLauncher:
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
         stderr_fd: int | None = None,
+        userns: tuple[int, int] | None = None,
     ) -> Launched:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
@@ -218,6 +219,7 @@ class SandboxLauncher:
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
             listen_fds=tuple(listen_fds), netns=netns,
+            id_map=None if userns is None else (0, *userns),
         )  # fmt: skip
         started = launch(request, server=self.server)
         if plan is not None:

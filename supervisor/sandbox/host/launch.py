@@ -83,8 +83,9 @@ class LaunchRequest:
     overlay_dir: str | None = None  # required by overlay = true: upper/ and work/ go here
     # An image unit's layer directories in the store, bottom first (imagefetch.py made them).
     image_layers: tuple[str, ...] = ()
-    # user namespace only: (first id inside, first id on the host, count), for uid and gid.
-    id_map: tuple[int, int, int] = (0, 100000, 65536)
+    # user namespace only: (first id inside, first id on the host, count), for uid and gid:
+    # the unit's own range (engine/idranges.py), never shared with another sandbox.
+    id_map: tuple[int, int, int] | None = None
     timeout: float = 30.0  # for the launcher's report and for PID 1 reaching exec
     # Our fds that PID 1 inherits under the same numbers, not close-on-exec (the output pipe's
     # read end: engine/output.py). At least 3, not stdout_fd/stderr_fd, each once.
@@ -168,7 +169,7 @@ def net_sysctls(req: LaunchRequest) -> tuple[tuple[str, str], ...]:
     namespaces = req.spec.unit.sandbox.namespaces
     if "net" not in namespaces or req.netns is not None:
         return ()  # the host's, or a held one (heldnetns.py set it once)
-    first, _, count = req.id_map if "user" in namespaces else (0, 0, 2**31)
+    first, _, count = req.id_map if "user" in namespaces and req.id_map else (0, 0, 2**31)
     return (("net/ipv4/ping_group_range", f"{first} {first + count - 1}"),)
 
 
@@ -221,6 +222,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
     keep = kept_fds(req)
+    if "user" in unit.sandbox.namespaces and req.id_map is None:
+        raise LaunchError(name, "plan", "a user namespace needs an id range, and none was given")
     flags = 0
     for ns in unit.sandbox.namespaces:
         if ns == "net" and req.netns is not None:
@@ -364,6 +367,7 @@ class Launched:
         return self.request.spec.name
 
     def _write_id_maps(self) -> None:
+        assert self.request.id_map is not None  # build_plan refused a launch without one
         inside, outside, count = self.request.id_map
         for name in ("uid_map", "gid_map"):
             path = f"/proc/{self.pid}/{name}"

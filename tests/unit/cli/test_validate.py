@@ -238,3 +238,47 @@ def test_published_port_conflicts_between_files_and_with_a_host_listener(
         # Offline (--no-host-checks) the host's sockets are not looked at.
         code, out, err = run(capsys, "validate", "--no-host-checks", *files)
         assert (code, out) == (EXIT_FAILURE, "2 units valid, 1 invalid\n")
+
+
+USERNS = '[service]\nexec = ["/bin/true"]\n[sandbox]\nuser_namespace = {}\n'
+
+
+def test_overlapping_user_namespace_ranges_name_the_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "subuid").write_text("alice:3000000:65536\n")
+    config = tmp_path / "sandboxd.toml"
+    config.write_text(f'subuid_file = "{tmp_path / "subuid"}"\nsubgid_file = "/nonexistent"\n')
+    d = units(
+        tmp_path / "u",
+        a=USERNS.format("{ base = 2000000 }"),
+        b=USERNS.format("{ base = 2065535, size = 10 }"),
+        c=USERNS.format("{ base = 3065535, size = 1 }"),
+        d=USERNS.format('"pick"'),
+    )
+    for argv in ([str(d)], [str(d / f"{n}.toml") for n in "abcd"]):
+        code, out, err = run(capsys, "validate", "--config", str(config), *argv)
+        assert (code, out) == (EXIT_FAILURE, "2 units valid, 2 invalid\n"), err
+        assert err == [
+            f'{d}/b.toml:4: sandbox.user_namespace: 2065535-2065544 overlaps the range of unit "a"'
+            " (2000000-2065535)",
+            f"{d}/c.toml:4: sandbox.user_namespace: 3065535-3065535 overlaps "
+            f"{tmp_path}/subuid entry of alice (3000000-3065535)",
+        ]
+
+
+def test_a_pool_too_small_for_the_units_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "sandboxd.toml"
+    config.write_text(
+        'userns_pool = "65536-196607"\nsubuid_file = "/nonexistent"\nsubgid_file = "/nonexistent"\n'
+    )
+    pick = USERNS.format('"pick"')
+    d = units(tmp_path / "u", a=pick, b=pick, c=pick)
+    code, out, err = run(capsys, "validate", "--config", str(config), str(d))
+    assert (code, out) == (EXIT_FAILURE, "2 units valid, 1 invalid\n")
+    assert err == [
+        f"{d}/c.toml:4: sandbox.user_namespace: no free block of 65536 ids left in userns_pool "
+        "65536-196607"
+    ]

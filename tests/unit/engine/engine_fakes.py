@@ -164,6 +164,7 @@ class FakeLauncher:
         listen_fds: Sequence[tuple[int, str]] = (),
         netns: str | None = None,
         stderr_fd: int | None = None,
+        userns: tuple[int, int] | None = None,
     ) -> Spawned:
         argv = ["/bin/true"] if self.fail else list(spec.unit.service.exec)
         self.extra_binds = list(extra_binds)

@@ -43,7 +43,8 @@ HOST = hostlayout.HostLayout(
 def plan_for(**sections: dict[str, object]) -> ChildPlan:
     data: dict[str, object] = {"service": {"exec": ["/bin/app", "--flag"]}, **sections}
     spec = UnitSpec("web", "/u/web.toml", UnitFile.model_validate(data))
-    return build_plan(LaunchRequest(spec, ["/cg/pids/web/cgroup.procs"], 5, 6), HOST)
+    ids = (0, 1 << 20, 65536)  # a user namespace's range, as the daemon gives each unit one
+    return build_plan(LaunchRequest(spec, ["/cg/pids/web/cgroup.procs"], 5, 6, id_map=ids), HOST)
 
 
 @pytest.mark.parametrize(

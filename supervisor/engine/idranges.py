@@ -1,0 +1,114 @@
+"""Each unit's user-namespace range, decided at every reload and persisted in
+`<data_dir>/userns.json`, the way bridge units' addresses are (sandbox/host/ipam.py).
+
+A picked block is kept across the unit's restarts, daemon restarts (`kill -9` included: the
+file is written, atomically, before the reload that picked it hands out any launch) and
+reloads, so the files a service wrote stay its own; it is freed at the first reload after the
+unit's file is gone and its last run has ended. Explicit ranges are not stored: the unit file
+says them. The decision itself is unit/userns.py's `assign`.
+
+Layout (version 1)::
+
+    {"version": 1, "pool": "524288-1878982656", "picks": {"web": 1048576, "db": 1114112}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from supervisor.errors import ConfigError
+from supervisor.linux import safefs
+from supervisor.log import get_logger
+from supervisor.unit import userns
+from supervisor.unit.diagnostics import UnitError
+from supervisor.unit.spec import UnitSpec
+
+log = get_logger()
+FORMAT_VERSION = 1
+FILE_NAME = "userns.json"
+
+
+class IdRanges:
+    """The ranges of one daemon's units: `assign` at reload, `get` at launch and in status."""
+
+    def __init__(self, data_dir: Path, pool: userns.IdRange, reserved: list[userns.Reserved]):
+        self.path = data_dir / FILE_NAME
+        self.pool, self.reserved = pool, reserved
+        self._ranges: dict[str, userns.IdRange] = {}
+        self._picks = self._read()
+        self._saved = True  # False after a failed write: the next reload tries again
+        for name, base in self._picks.items():  # before the first reload (re-adopted runs)
+            self._ranges[name] = userns.IdRange(base, userns.BLOCK)
+        count, hit = userns.pool_blocks(pool, reserved)
+        if hit:
+            log.info("daemon.userns_pool_skipped", pool=str(pool), free_blocks=count,
+                     skipped=[str(r) for r in hit])  # fmt: skip
+
+    def get(self, unit: str) -> userns.IdRange | None:
+        return self._ranges.get(unit)
+
+    def assign(
+        self, specs: Mapping[str, UnitSpec], known: Iterable[str]
+    ) -> dict[str, list[UnitError]]:
+        """Give every unit of `specs` with a user namespace its range; return the units refused
+        (an explicit range that overlaps, no free block left). `known` are the units that exist
+        without a valid spec (an invalid file, a removed unit still stopping): they keep their
+        blocks. A unit in neither gives its block back."""
+        keep = set(known) - set(specs)
+        held = {n: r for n, r in self._ranges.items() if n in keep}
+        result = userns.assign(
+            specs, self.pool, self.reserved, picks=self._picks, held=held, before=self._ranges
+        )
+        ranges = {**result.ranges, **held}
+        picks = {**{n: b for n, b in self._picks.items() if n in held}, **result.picks}
+        for name in sorted(set(self._picks) - set(picks)):
+            log.info("unit.userns_released", unit=name, range=str(self._ranges.get(name)))
+        if picks != self._picks or not self._saved:
+            self._saved = self._write(picks)
+            self._picks = picks
+        for name in result.new:
+            log.info("unit.userns_picked", unit=name, range=str(result.ranges[name]))
+        self._ranges = ranges
+        return result.errors
+
+    # -- file ------------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, int]:
+        try:
+            with safefs.directory(self.path.parent) as directory:
+                raw = safefs.read_owned(directory, self.path.name)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigError(str(self.path), "", f"cannot read: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported version {data.get('version')!r}")
+            picks = {str(u): int(b) for u, b in data["picks"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Fail closed: guessing could hand a running sandbox's ids to another unit.
+            raise ConfigError(
+                str(self.path), "", f"corrupt ({exc}); fix or remove it while no sandbox runs"
+            ) from None
+        return picks
+
+    def _write(self, picks: dict[str, int]) -> bool:
+        data = {
+            "version": FORMAT_VERSION,
+            "pool": str(self.pool),
+            "picks": dict(sorted(picks.items())),
+        }
+        text = json.dumps(data, indent=1).encode() + b"\n"
+        try:
+            with safefs.directory(self.path.parent, mkdir_mode=0o700) as directory:
+                safefs.write_atomic(directory, self.path.name, text, 0o600)
+                os.fsync(directory)  # the rename is durable once the directory entry is
+        except OSError as exc:
+            # The picks stay in memory (and hold for this daemon); the next reload writes again.
+            log.error("daemon.userns_save_failed", path=str(self.path), error=exc.strerror)
+            return False
+        return True

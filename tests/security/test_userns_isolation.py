@@ -1,0 +1,101 @@
+"""Root in a sandbox with a user namespace is not root on the host, nor in another sandbox.
+
+Each unit with a user namespace gets host ids of its own (unit/userns.py): its root is an
+unprivileged uid outside, whose capabilities cover only files its own namespace maps. So a
+host file only root may read stays unreadable when bound in, and a file one sandbox writes
+into a directory two sandboxes share cannot be read, changed or removed by the other's root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kit import cgroup_version, uname
+from tests.support.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),
+]
+USERNS = '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
+
+
+def unit(script: str, *mounts: str) -> str:
+    text = f'[service]\nexec = ["/bin/sh", "-c", "{script}"]\nstop_timeout = "300ms"\n'
+    text += '[restart]\npolicy = "no"\n' + USERNS
+    return text + f"mounts = [{', '.join(mounts)}]\n"
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    # Any uid may enter it: a sandbox's root (its unit's base uid) looks bind sources up.
+    where = Path(tempfile.mkdtemp(prefix="sbx-userns-"))
+    where.chmod(0o755)
+    yield where
+    shutil.rmtree(where)
+
+
+def test_a_root_only_host_file_is_unreadable_for_root_inside(
+    sdaemons: Callable[[], Any], host_dir: Path
+) -> None:
+    secret = host_dir / "secret"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    daemon = sdaemons()
+    name = uname(daemon, "reader")
+    script = "id -u; cat /srv/secret; echo rc=$?; chmod 644 /srv/secret; echo chmod=$?"
+    daemon.write_unit(name, unit(script, f'{{ source = "{secret}", target = "/srv/secret" }}'))
+    daemon.start()
+    wait_for(lambda: "chmod=" in daemon.output(name), 60, lambda: daemon.output(name))
+    out = daemon.output(name)
+    assert out.startswith("0\n") and "Permission denied" in out and "rc=1" in out, out
+    assert "root only" not in out and "chmod=1" in out, out
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert daemon.stop() == 0
+
+
+def test_root_of_one_sandbox_cannot_touch_what_another_wrote(
+    sdaemons: Callable[[], Any], host_dir: Path
+) -> None:
+    shared = host_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # both sandboxes' roots may create files here, as on a shared /tmp
+    bind = f'{{ source = "{shared}", target = "/shared", read_only = false }}'
+    daemon = sdaemons()
+    writer, thief = uname(daemon, "writer"), uname(daemon, "thief")
+    daemon.write_unit(
+        writer, unit("umask 077; echo mine > /shared/secret; echo wrote; exec sleep 1000", bind)
+    )
+    daemon.write_unit(
+        thief,
+        unit(
+            "while [ ! -s /shared/secret ]; do sleep 0.05; done; "
+            "cat /shared/secret; echo read=$?; chmod 666 /shared/secret; echo chmod=$?; "
+            "rm -f /shared/secret; echo rm=$?; echo theirs > /shared/secret; echo write=$?",
+            bind,
+        ),
+    )
+    daemon.start()
+    wait_for(lambda: "write=" in daemon.output(thief), 60, lambda: daemon.output(thief))
+    out = daemon.output(thief)
+    for step in ("read", "chmod", "rm"):
+        assert f"{step}=1" in out, out
+    assert "write=0" not in out and "write=" in out, out  # the shell's own status: 2
+    assert out.count("Permission denied") + out.count("Operation not permitted") == 4, out
+    assert "mine" not in out, out
+    # On the host the file is the writer's base uid's (its root), untouched.
+    owner = daemon.unit(writer)["userns"].split("-")[0]
+    thief_base = daemon.unit(thief)["userns"].split("-")[0]
+    assert owner != thief_base
+    st = (shared / "secret").stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (int(owner), 0o600)
+    assert (shared / "secret").read_text() == "mine\n"
+    assert daemon.stop() == 0

@@ -1,0 +1,83 @@
+"""The daemon's user-namespace ranges on disk (engine/idranges.py): picked once, read back by
+the next daemon, freed when the unit is gone, and a corrupt file refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.engine.idranges import IdRanges
+from supervisor.errors import ConfigError
+from supervisor.unit.schema import UnitFile
+from supervisor.unit.spec import UnitSpec
+from supervisor.unit.userns import BLOCK, IdRange, Reserved
+
+POOL = IdRange(2 * BLOCK, 4 * BLOCK)
+
+
+def spec(name: str, **sandbox: Any) -> UnitSpec:
+    data = {"service": {"exec": ["/bin/true"]}, "sandbox": {"user_namespace": "pick", **sandbox}}
+    return UnitSpec(name, f"/u/{name}.toml", UnitFile.model_validate(data))
+
+
+def on_disk(data_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((data_dir / "userns.json").read_text()))
+
+
+def test_picks_are_written_and_read_back_by_the_next_daemon(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path, POOL, [])
+    assert ranges.assign({"a": spec("a"), "b": spec("b")}, []) == {}
+    assert on_disk(tmp_path) == {
+        "version": 1, "pool": str(POOL), "picks": {"a": 2 * BLOCK, "b": 3 * BLOCK}
+    }  # fmt: skip
+    assert (tmp_path / "userns.json").stat().st_mode & 0o777 == 0o600
+    again = IdRanges(tmp_path, POOL, [])
+    # Known before any reload (a re-adopted run's status), and the same after one.
+    assert again.get("b") == IdRange(3 * BLOCK, BLOCK)
+    assert again.assign({"b": spec("b"), "a": spec("a")}, []) == {}
+    assert (again.get("a"), again.get("b")) == (
+        IdRange(2 * BLOCK, BLOCK),
+        IdRange(3 * BLOCK, BLOCK),
+    )
+
+
+def test_a_unit_still_known_keeps_its_block_and_a_removed_one_frees_it(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path, POOL, [])
+    ranges.assign({"a": spec("a"), "b": spec("b")}, [])
+    # "a" is invalid now (known, no spec): its block is neither freed nor given to "c".
+    ranges.assign({"b": spec("b"), "c": spec("c")}, ["a"])
+    assert on_disk(tmp_path)["picks"] == {"a": 2 * BLOCK, "b": 3 * BLOCK, "c": 4 * BLOCK}
+    assert ranges.get("a") == IdRange(2 * BLOCK, BLOCK)
+    # Gone: the next unit to pick gets it.
+    ranges.assign({"b": spec("b"), "c": spec("c"), "d": spec("d")}, [])
+    assert on_disk(tmp_path)["picks"] == {"b": 3 * BLOCK, "c": 4 * BLOCK, "d": 2 * BLOCK}
+    assert ranges.get("a") is None
+
+
+def test_refused_units_are_returned_with_their_errors(tmp_path: Path) -> None:
+    alice = Reserved("/etc/subuid", "alice", IdRange(5 * BLOCK, BLOCK))
+    ranges = IdRanges(tmp_path, POOL, [alice])
+    found = ranges.assign({n: spec(n) for n in "abcd"}, [])
+    assert list(found) == ["d"] and found["d"][0].key == "sandbox.user_namespace"
+    assert ranges.get("d") is None
+
+
+def test_a_corrupt_file_is_refused_rather_than_guessed(tmp_path: Path) -> None:
+    (tmp_path / "userns.json").write_text('{"version": 1, "picks": {"a": "many"}}')
+    (tmp_path / "userns.json").chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        IdRanges(tmp_path, POOL, [])
+    assert "corrupt" in str(info.value) and "userns.json" in str(info.value)
+
+
+def test_an_explicit_range_of_an_invalid_unit_stays_taken(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path, POOL, [])
+    assert ranges.assign({"x": spec("x", user_namespace={"base": 9 * BLOCK})}, []) == {}
+    assert not (tmp_path / "userns.json").exists()  # explicit ranges are the file's to say
+    # "x" is invalid now and may still run its last version: "y" cannot have its ids.
+    found = ranges.assign({"y": spec("y", user_namespace={"base": 9 * BLOCK + 1})}, ["x"])
+    assert 'overlaps the range of unit "x"' in found["y"][0].message
+    assert ranges.get("x") == IdRange(9 * BLOCK, BLOCK) and ranges.get("y") is None
