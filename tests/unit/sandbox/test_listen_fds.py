@@ -41,8 +41,9 @@ def test_a_held_netns_is_joined_not_made() -> None:
         b'[service]\nexec = ["/bin/true"]\n[sandbox]\nnamespaces = ["mount", "pid", "net", "user"]'
     )
     spec = parse_unit("/u/web.toml", "web", text)
-    fresh = build_plan(LaunchRequest(spec, [], 1, 1))
-    held = build_plan(LaunchRequest(spec, [], 1, 1, netns="/run/sandboxd/netns/web"))
+    ids = (0, 1 << 20, 65536)  # the unit's user-namespace range
+    fresh = build_plan(LaunchRequest(spec, [], 1, 1, id_map=ids))
+    held = build_plan(LaunchRequest(spec, [], 1, 1, netns="/run/sandboxd/netns/web", id_map=ids))
     assert fresh.clone_flags & CLONE_NEWNET and fresh.loopback and fresh.sysctls
     assert fresh.netns is None and any(isinstance(op, Mount) and op.fstype == "sysfs"
                                        for op in fresh.root_ops)  # fmt: skip
