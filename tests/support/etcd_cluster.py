@@ -145,17 +145,17 @@ class EtcdCluster:
 
     # -- questions ---------------------------------------------------------------------
 
-    def etcdctl(self, *args: str, endpoints: list[str] | None = None) -> str:
+    def etcdctl(self, *args: str, endpoints: list[str] | None = None, stdin: bytes = b"") -> str:
         eps = ",".join(endpoints or [m.client_url for m in self.members if m.running])
         done = subprocess.run(
             [ETCDCTL, "--endpoints", eps, "--dial-timeout", "2s", "--command-timeout", "5s",
              *args],
-            check=False, capture_output=True, text=True,
+            check=False, capture_output=True, input=stdin,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         if done.returncode != 0:
-            raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.decode().strip()}")
+        return done.stdout.decode()
 
     def _healthy(self, m: Member) -> bool:
         if not m.running:
@@ -204,8 +204,9 @@ class EtcdCluster:
         wait_for(elected, START_TIMEOUT, lambda: "no leader elected")
         return found[-1]
 
-    def put(self, key: str, value: str) -> None:
-        self.etcdctl("put", key, value)
+    def put(self, key: str, value: str | bytes) -> None:
+        """The value on stdin: any bytes, of any size (an argument could be neither)."""
+        self.etcdctl("put", key, stdin=value.encode() if isinstance(value, str) else value)
 
     def delete(self, key: str) -> None:
         self.etcdctl("del", key)
@@ -213,6 +214,8 @@ class EtcdCluster:
     def get_prefix(self, prefix: str) -> dict[str, str]:
         out = json.loads(self.etcdctl("get", "--prefix", prefix, "-w", "json"))
         return {
-            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode(
+                errors="replace"
+            )
             for kv in out.get("kvs", [])
         }
