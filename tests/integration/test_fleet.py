@@ -10,8 +10,11 @@ long, only that the watch and the lease keepalive failed meanwhile, which takes 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +262,50 @@ def test_lease_expiry_removes_a_dead_nodes_reports(
     n1.start()
     assert n1.wait_unit("a", running)["pid"] == a["pid"]
     wait_report(etcd, "n1", "a", running)
+
+
+def fleet(etcd: EtcdCluster, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli.main", "fleet", *argv,
+         "--endpoints", ",".join(etcd.endpoints)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_fleet_apply_diff_and_status(
+    etcd: EtcdCluster, daemons: Callable[[], Daemon], tmp_path: Path
+) -> None:
+    (tmp_path / "a.toml").write_text(SLEEPER)
+    (tmp_path / "b.toml").write_text(SLEEPER)
+    etcd.put(unit_key("n1", "old"), SLEEPER)
+    diff = fleet(etcd, "diff", str(tmp_path), "--node", "n1")
+    assert diff.returncode == 1 and diff.stdout.split("\n")[:3] == ["+ a", "+ b", "- old"], diff
+    applied = fleet(etcd, "apply", str(tmp_path), "--node", "n1")
+    assert applied.returncode == 0, applied.stderr
+    assert sorted(etcd.get_prefix(f"{PREFIX}/nodes/n1/units/")) == [
+        unit_key("n1", "a"), unit_key("n1", "b")]  # fmt: skip
+    assert fleet(etcd, "diff", str(tmp_path), "--node", "n1").returncode == 0
+    # One invalid file: nothing at all is written.
+    (tmp_path / "a.toml").write_text(SLEEPER2)
+    (tmp_path / "c.toml").write_text("[service]\nexec = []\nmemry = 1\n")
+    refused = fleet(etcd, "apply", str(tmp_path), "--node", "n1")
+    assert refused.returncode == 1 and f"{tmp_path / 'c.toml'}:" in refused.stderr, refused
+    assert etcd.get_prefix(unit_key("n1", "a"))[unit_key("n1", "a")] == SLEEPER
+    (tmp_path / "c.toml").unlink()
+    # The node runs what was applied, and fleet status shows its reports.
+    n1 = node(daemons, etcd, "n1")
+    n1.start()
+    for unit in ("a", "b"):
+        wait_report(etcd, "n1", unit, running)
+    shown = fleet(etcd, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = {(r["node"], r["name"]): r for r in json.loads(shown.stdout)["reports"]}
+    assert rows[("n1", "a")]["state"] == "running" and rows[("n1", "a")]["restarts"] == 0
+    table = fleet(etcd, "status").stdout.splitlines()
+    assert table[0].split() == ["NODE", "UNIT", "STATE", "RESTARTS", "LAST-EXIT", "REPORTED"]
+    assert [line.split()[:3] for line in table[1:]] == [["n1", "a", "running"],
+                                                         ["n1", "b", "running"]]  # fmt: skip
+    # A changed file applied: the node restarts that unit onto it.
+    pid = n1.unit("a")["pid"]
+    assert fleet(etcd, "apply", str(tmp_path), "--node", "n1").stdout.startswith("~ a")
+    n1.wait_unit("a", lambda u: running(u) and u["pid"] != pid)
