@@ -74,9 +74,11 @@ class DesiredState:
             else:
                 self.values[kv.key] = kv
                 changed = True
-        # A batch without events is a progress notice: every change up to its header
-        # revision has been sent. A batch with events says nothing about what follows them.
-        self.revision = newest if batch.events else max(newest, batch.revision)
+        # A batch without events (but the first, `created`) is a progress notice: every change
+        # up to its header revision has been sent. A batch with events says nothing about what
+        # follows them.
+        progress = not batch.events and not batch.created
+        self.revision = max(newest, batch.revision) if progress else newest
         return changed
 
     def _mine(self, key: str) -> bool:

@@ -72,8 +72,12 @@ class Event:
 
 @dataclass(frozen=True)
 class WatchBatch:
-    revision: int  # the header's: every change up to it has been sent
+    revision: int  # the header's: the store's revision when the response was sent
     events: list[Event]
+    # The watch's first response: its header revision is the store's at creation, with the
+    # events from the start revision still to come (only a progress notice says that every
+    # change up to its revision was sent).
+    created: bool = False
 
 
 class Compacted(EtcdError):
@@ -257,7 +261,8 @@ async def _batches(response: aiohttp.ClientResponse, endpoint: str) -> AsyncIter
                 Event(KeyValue.from_json(e["kv"]), e.get("type") == "DELETE")
                 for e in result.get("events", [])
             ]
-            yield WatchBatch(int(result.get("header", {}).get("revision", 0)), events)
+            revision = int(result.get("header", {}).get("revision", 0))
+            yield WatchBatch(revision, events, bool(result.get("created", False)))
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise Unreachable(f"{endpoint}: {_describe(exc)}") from None
 

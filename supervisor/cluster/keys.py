@@ -47,10 +47,10 @@ def prefix_end(key: str) -> str:
 
 
 def watched(prefix: str) -> tuple[str, str]:
-    """The one range the node agent watches: the whole prefix (both unit dirs lie in it;
-    keys of other nodes and status keys are ignored as they pass)."""
-    root = normalized(prefix) + "/"
-    return root, prefix_end(root)
+    """The one range the node agent watches: from all/units/ to the end of nodes/, which
+    holds both unit dirs of every node and leaves out status/, written on every change of any
+    unit of any node (other nodes' keys are ignored as they pass)."""
+    return all_units(prefix), prefix_end(f"{normalized(prefix)}/nodes/")
 
 
 def unit_of(key: str, prefix: str, node: str) -> tuple[str, bool] | None:

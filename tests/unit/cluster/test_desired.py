@@ -39,7 +39,8 @@ def test_key_layout() -> None:
     assert keys.node_units("/sandboxd/v1/", "n1") == "/sandboxd/v1/nodes/n1/units/"
     assert keys.status_key(P, "n1", "web") == "/sandboxd/v1/status/n1/web"
     assert keys.alive_key(P, "n1") == "/sandboxd/v1/nodes/n1/alive"
-    assert keys.watched(P) == ("/sandboxd/v1/", "/sandboxd/v10")
+    # From all/units/ to the end of nodes/: status/ (written at every change) is left out.
+    assert keys.watched(P) == ("/sandboxd/v1/all/units/", "/sandboxd/v1/nodes0")
     assert keys.unit_of(f"{P}/nodes/n1/units/web", P, "n1") == ("web", True)
     assert keys.unit_of(f"{P}/all/units/web", P, "n1") == ("web", False)
     for other in (f"{P}/nodes/n2/units/web", f"{P}/nodes/n1/alive", f"{P}/status/n1/web",
@@ -81,6 +82,11 @@ def test_events_seen_already_are_not_applied_twice() -> None:
     # Another node's change moves the revision on, and is no change of ours.
     assert not state.apply(WatchBatch(13, [put(f"{P}/nodes/n2/units/x", UNIT, 13)]))
     assert state.revision == 13
+    # A new watch's first answer carries the store's revision, not a promise: the events
+    # from the start revision are still to come and must not be skipped.
+    assert not state.apply(WatchBatch(30, [], created=True))
+    assert state.revision == 13
+    assert state.apply(WatchBatch(30, [put(f"{P}/all/units/late", UNIT, 14)]))
     # A progress notice (no events) says every change up to its revision was sent.
     assert not state.apply(WatchBatch(20, []))
     assert state.revision == 20
