@@ -215,6 +215,8 @@ async def _run(
     reconciler.reload_observers.append(metrics.observe_reconcile)
     reconciler.timing_observers.append(metrics.observe_timing)
     agent = _cluster_agent(config, reconciler)
+    if agent is not None:
+        agent.reachability_observers.append(metrics.observe_cluster)
     async with reconciler:
         await reconciler.resume()
         await reconciler.reload()

@@ -59,6 +59,9 @@ class Agent:
         self._dirty.set()  # the first reports
         self.unreachable_since: float | None = None  # monotonic, while an episode lasts
         self.episodes = 0  # for the metric: how many times etcd became unreachable
+        # Told True at the first answer and at each episode's end, False at its start.
+        self.reachability_observers: list[Callable[[bool], None]] = []
+        self._answered = False
         self._written: dict[str, str] = {}  # unit -> the report last written (its JSON)
         self._lease = 0
 
@@ -91,12 +94,21 @@ class Agent:
             self.episodes += 1
             log.warning("cluster.unreachable", endpoints=self.gateway.endpoints,
                         error=str(problem), services="left as they are")  # fmt: skip
+            self._tell(False)
 
     def _reachable(self) -> None:
         if self.unreachable_since is not None:
             seconds = round(time.monotonic() - self.unreachable_since, 3)
             self.unreachable_since = None
             log.info("cluster.reachable", after_seconds=seconds)
+            self._tell(True)
+        elif not self._answered:
+            self._tell(True)
+        self._answered = True
+
+    def _tell(self, reachable: bool) -> None:
+        for observe in self.reachability_observers:
+            observe(reachable)
 
     # -- desired state ---------------------------------------------------------------------
 
