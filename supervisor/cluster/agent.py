@@ -27,13 +27,21 @@ from typing import Any
 
 from supervisor.cluster import keys
 from supervisor.cluster.desired import DesiredState
-from supervisor.cluster.gateway import Compacted, EtcdError, Gateway, Unreachable, tls_context
+from supervisor.cluster.gateway import (
+    Compacted,
+    EtcdError,
+    Gateway,
+    Unreachable,
+    b64,
+    tls_context,
+)
 from supervisor.config import ClusterConfig
 from supervisor.log import get_logger
 
 log = get_logger()
 RETRY = 1.0  # seconds between attempts while etcd is unreachable
 CLOSE_TIMEOUT = 3.0  # the daemon's exit does not wait longer for etcd
+TXN_OPS = 100  # reports written per transaction; etcd refuses over --max-txn-ops (128)
 # Fields of a status that change without a state change (they are read, not told): left out
 # of the report, which is written on change only.
 VOLATILE = ("memory_bytes", "uptime", "next_start_in")
@@ -170,6 +178,8 @@ class Agent:
                     self._unreachable(exc)
                 else:
                     log.warning("cluster.error", error=str(exc))
+                    if "lease not found" in str(exc):  # expired while we could not renew it
+                        self._lease = 0
                 await asyncio.sleep(RETRY)
 
     async def _new_lease(self) -> None:
@@ -189,15 +199,27 @@ class Agent:
             data["node"] = self.node
             data["revision"] = self.applied_revision(name)
             current[name] = json.dumps(data, sort_keys=True)
+        now = _now()
+        ops: list[tuple[str, dict[str, Any]]] = []
         for name, text in sorted(current.items()):
             if self._written.get(name) != text:
-                body = json.loads(text) | {"reported_at": _now()}
-                await self.gateway.put(keys.status_key(self.prefix, self.node, name),
-                                       json.dumps(body), self._lease)  # fmt: skip
-                self._written[name] = text
+                body = json.dumps(json.loads(text) | {"reported_at": now})
+                key = b64(keys.status_key(self.prefix, self.node, name))
+                ops.append((name, {"request_put": {"key": key, "value": b64(body),
+                                                   "lease": str(self._lease)}}))  # fmt: skip
         for name in sorted(self._written.keys() - current.keys()):
-            await self.gateway.delete(keys.status_key(self.prefix, self.node, name))
-            del self._written[name]
+            key = b64(keys.status_key(self.prefix, self.node, name))
+            ops.append((name, {"request_delete_range": {"key": key}}))
+        # A burst of changes (a thousand units starting) is a few transactions, not a request
+        # per unit; each below etcd's default limit of operations per transaction.
+        for at in range(0, len(ops), TXN_OPS):
+            batch = ops[at : at + TXN_OPS]
+            await self.gateway.txn([], [op for _name, op in batch])
+            for name, _op in batch:
+                if name in current:
+                    self._written[name] = current[name]
+                else:
+                    del self._written[name]
 
 
 def _dir_range(prefix: str) -> tuple[str, str]:

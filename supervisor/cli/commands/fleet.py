@@ -72,6 +72,7 @@ def register(subparsers: Any) -> None:
 
 
 T = TypeVar("T")
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,6 +222,10 @@ async def _apply(client: Gateway, args: argparse.Namespace, plan: Plan) -> int:
         "key": gw.b64(base), "range_end": gw.b64(end), "target": "MOD",
         "result": "LESS", "mod_revision": str(revision + 1),
     }  # fmt: skip
+    if len(ops) > MAX_TXN_OPS:
+        print(f"sandboxctl: {len(ops)} changes to {base} in one transaction: more than etcd's "
+              f"default --max-txn-ops ({MAX_TXN_OPS}) allows; etcd may refuse it (raise the "
+              "limit on the members, or apply in parts)", file=sys.stderr)  # fmt: skip
     if not await client.txn([unchanged], ops):
         print(f"sandboxctl: {base} changed while this apply ran; nothing was written: run it "
               "again", file=sys.stderr)  # fmt: skip
