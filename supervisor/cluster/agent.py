@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from supervisor.cluster import keys
@@ -52,7 +52,7 @@ class Agent:
         self,
         config: ClusterConfig,
         reload: Callable[[], Awaitable[object]],
-        reported: Callable[[], dict[str, dict[str, Any]]],
+        reported: Callable[[Collection[str] | None], dict[str, dict[str, Any]]],
         gateway: Gateway | None = None,
     ) -> None:
         self.config = config
@@ -65,6 +65,10 @@ class Agent:
         self._reload, self._reported = reload, reported
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first reports
+        # The units whose state changed since the last reports; None: every unit (a reload,
+        # a new lease, a failed write). Only those are asked for: a thousand units starting
+        # one by one must not cost a million status reads.
+        self._pending: set[str] | None = None
         self.unreachable_since: float | None = None  # monotonic, while an episode lasts
         self.episodes = 0  # for the metric: how many times etcd became unreachable
         # Told True at the first answer and at each episode's end, False at its start.
@@ -73,8 +77,12 @@ class Agent:
         self._written: dict[str, str] = {}  # unit -> the report last written (its JSON)
         self._lease = 0
 
-    def changed(self, _name: str | None = None) -> None:
-        """A unit's state changed, or a reload happened: report soon."""
+    def changed(self, name: str | None = None) -> None:
+        """Unit `name`'s state changed, or (None) a reload happened: report soon."""
+        if name is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending.add(name)
         self._dirty.set()
 
     async def run(self) -> None:
@@ -170,10 +178,11 @@ class Agent:
                     renew_at = time.monotonic() + interval
                 if self._dirty.is_set():
                     self._dirty.clear()
-                    await self._report()
+                    names, self._pending = self._pending, set()
+                    await self._report(names)
                 self._reachable()
             except (Unreachable, EtcdError) as exc:
-                self._dirty.set()  # whatever was not written is written next time
+                self.changed()  # whatever was not written is written next time
                 if isinstance(exc, Unreachable):
                     self._unreachable(exc)
                 else:
@@ -185,6 +194,7 @@ class Agent:
     async def _new_lease(self) -> None:
         self._lease = await self.gateway.grant(self.config.lease_ttl)
         self._written = {}  # the old lease's keys are gone (or going): write every report
+        self._pending = None
         alive = {"node": self.node, "since": _now(), "lease_ttl": self.config.lease_ttl}
         await self.gateway.put(keys.alive_key(self.prefix, self.node), json.dumps(alive),
                                self._lease)  # fmt: skip
@@ -192,9 +202,11 @@ class Agent:
         # would keep units that are gone now: clear them, the current ones follow.
         await self.gateway.delete(*_dir_range(keys.status_dir(self.prefix, self.node)))
 
-    async def _report(self) -> None:
+    async def _report(self, names: set[str] | None) -> None:
+        """Write the reports of `names` (None: every unit) that differ from what was written,
+        and delete those of units that are gone."""
         current = {}
-        for name, status in self._reported().items():
+        for name, status in self._reported(names).items():
             data = {k: v for k, v in status.items() if k not in VOLATILE}
             data["node"] = self.node
             data["revision"] = self.applied_revision(name)
@@ -207,7 +219,8 @@ class Agent:
                 key = b64(keys.status_key(self.prefix, self.node, name))
                 ops.append((name, {"request_put": {"key": key, "value": b64(body),
                                                    "lease": str(self._lease)}}))  # fmt: skip
-        for name in sorted(self._written.keys() - current.keys()):
+        asked = self._written.keys() if names is None else names & self._written.keys()
+        for name in sorted(asked - current.keys()):
             key = b64(keys.status_key(self.prefix, self.node, name))
             ops.append((name, {"request_delete_range": {"key": key}}))
         # A burst of changes (a thousand units starting) is a few transactions, not a request

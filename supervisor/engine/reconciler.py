@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -369,12 +369,14 @@ class Reconciler:
             extra["shadowed"] = self.shadowed[unit.name]
         return dataclasses.replace(unit, extra=extra)
 
-    def reported(self) -> dict[str, dict[str, Any]]:
-        """Every unit's `status --json` object with its spec hash and origin, by name: what the
-        fleet's status keys hold (cluster/agent.py): the list view, no detail (it is asked
-        for at every change)."""
+    def reported(self, names: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Every unit's (or those of `names`) `status --json` object with its spec hash and
+        origin, by name: what the fleet's status keys hold (cluster/agent.py): the list view,
+        no detail (it is asked for at every change)."""
         found = {}
-        for name, runner in self.runners.items():
+        chosen = self.runners if names is None else {n: self.runners[n] for n in names
+                                                       if n in self.runners}  # fmt: skip
+        for name, runner in chosen.items():
             unit = status.unit_status(runner)
             data = unit.to_json() | {"spec_hash": runner.spec.hash if runner.spec else None}
             data["source"] = runner.spec.path if runner.spec is not None else None

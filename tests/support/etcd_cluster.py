@@ -75,6 +75,7 @@ class EtcdCluster:
     size: int = 3
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sbxd-etcd-")))
     members: list[Member] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)  # for every member (bench_fleet)
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
@@ -112,7 +113,7 @@ class EtcdCluster:
             "--initial-cluster", self._initial, "--initial-cluster-state", "new",
             "--initial-cluster-token", self._token,
             # Fast elections: a killed leader is replaced within a second or two.
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
+            "--heartbeat-interval", "100", "--election-timeout", "1000", *self.extra_args,
         ]  # fmt: skip
         with open(m.log_path, "ab") as log:
             m.proc = subprocess.Popen(

@@ -71,7 +71,7 @@ def make(script: Script, reloads: list[int]) -> Agent:
         reloads.append(1)
 
     config = ClusterConfig(endpoints=["http://fake:2379"], node="n1")
-    return Agent(config, reload, dict, gateway=script)  # type: ignore[arg-type]
+    return Agent(config, reload, lambda _names: {}, gateway=script)  # type: ignore[arg-type]
 
 
 def test_compaction_reads_everything_again(monkeypatch: pytest.MonkeyPatch) -> None:
