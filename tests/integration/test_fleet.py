@@ -10,6 +10,7 @@ long, only that the watch and the lease keepalive failed meanwhile, which takes 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -309,3 +310,25 @@ def test_fleet_apply_diff_and_status(
     pid = n1.unit("a")["pid"]
     assert fleet(etcd, "apply", str(tmp_path), "--node", "n1").stdout.startswith("~ a")
     n1.wait_unit("a", lambda u: running(u) and u["pid"] != pid)
+
+
+def test_restart_while_etcd_is_down_keeps_the_etcd_units(
+    etcd: EtcdCluster, daemons: Callable[[], Daemon]
+) -> None:
+    n1 = node(daemons, etcd, "n1")
+    n1.start()
+    etcd.put(unit_key("n1", "a"), SLEEPER)
+    a = n1.wait_unit("a", running)
+    n1.wait_recorded()
+    n1.kill9()
+    etcd.stop_all()
+    # No desired state can be read: the re-adopted unit runs on as it was, not stopped by the
+    # first reload (which knows no etcd unit yet).
+    n1.start()
+    wait_for(lambda: bool(n1.events("cluster.unreachable")), 60)
+    n1.signal(signal.SIGHUP)  # a reload meanwhile changes nothing either
+    wait_for(lambda: len(n1.events("daemon.reloaded")) >= 2, 60)
+    assert n1.unit("a")["pid"] == a["pid"] and n1.unit("a")["state"] == "running"
+    etcd.start_all()
+    etcd.delete(unit_key("n1", "a"))  # read once etcd is back: now it goes
+    wait_for(lambda: "a" not in n1.status() and not pid_alive(a["pid"]), 60)
