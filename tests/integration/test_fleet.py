@@ -332,3 +332,19 @@ def test_restart_while_etcd_is_down_keeps_the_etcd_units(
     etcd.start_all()
     etcd.delete(unit_key("n1", "a"))  # read once etcd is back: now it goes
     wait_for(lambda: "a" not in n1.status() and not pid_alive(a["pid"]), 60)
+
+
+def test_tls_with_a_client_certificate(daemons: Callable[[], Daemon]) -> None:
+    cluster = EtcdCluster(tls=True)
+    try:
+        cluster.start()
+        n1 = node(daemons, cluster, "n1")
+        tls = "".join(f'{k} = "{v}"\n' for k, v in cluster.client_tls().items())
+        n1.config.write_text(n1.config.read_text() + tls)
+        n1.start()
+        cluster.put(unit_key("n1", "a"), SLEEPER)
+        n1.wait_unit("a", running)
+        wait_report(cluster, "n1", "a", running)
+        n1.stop()
+    finally:
+        cluster.close()

@@ -48,6 +48,29 @@ def available() -> bool:
     return shutil.which(ETCD) is not None and shutil.which(ETCDCTL) is not None
 
 
+def make_certs(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+    directory.mkdir(parents=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca-key.pem", "-out", "ca.pem")  # fmt: skip
+    # The members' certificate must allow clientAuth too: etcd's JSON gateway dials the
+    # member's own gRPC server with it (with --client-cert-auth it is refused otherwise, and
+    # every gateway request fails with "connection closed").
+    server = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"
+    for name, ext in (("server", server),
+                      ("client", "extendedKeyUsage=clientAuth")):  # fmt: skip
+        (directory / f"{name}.ext").write_text(ext + "\n")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")  # fmt: skip
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+            "-out", f"{name}.pem")  # fmt: skip
+
+
 @dataclass
 class Member:
     name: str
@@ -56,10 +79,11 @@ class Member:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -76,6 +100,8 @@ class EtcdCluster:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sbxd-etcd-")))
     members: list[Member] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)  # for every member (bench_fleet)
+    # Clients over TLS with client certificates (make_certs' files); peers stay plain.
+    tls: bool = False
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
@@ -90,6 +116,15 @@ class EtcdCluster:
                     self.base / f"{name}.log",
                 )
             )
+        if self.tls:
+            make_certs(self.base / "tls")
+            for m in self.members:
+                m.scheme = "https"
+            self.extra_args += [
+                "--cert-file", str(self.base / "tls" / "server.pem"),
+                "--key-file", str(self.base / "tls" / "server-key.pem"),
+                "--trusted-ca-file", str(self.base / "tls" / "ca.pem"), "--client-cert-auth",
+            ]  # fmt: skip
         self._initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         self._token = f"sbxd-{self.base.name}"
 
@@ -150,13 +185,27 @@ class EtcdCluster:
         eps = ",".join(endpoints or [m.client_url for m in self.members if m.running])
         done = subprocess.run(
             [ETCDCTL, "--endpoints", eps, "--dial-timeout", "2s", "--command-timeout", "5s",
-             *args],
+             *self.client_tls_args(), *args],
             check=False, capture_output=True, input=stdin,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.decode().strip()}")
         return done.stdout.decode()
+
+    def client_tls(self) -> dict[str, str]:
+        """The files a client needs (ca, cert, key), by [cluster] key; {} without TLS."""
+        d = self.base / "tls"
+        if not self.tls:
+            return {}
+        return {"ca": str(d / "ca.pem"), "cert": str(d / "client.pem"),
+                "key": str(d / "client-key.pem")}  # fmt: skip
+
+    def client_tls_args(self) -> list[str]:
+        files = self.client_tls()
+        if not files:
+            return []
+        return ["--cacert", files["ca"], "--cert", files["cert"], "--key", files["key"]]
 
     def _healthy(self, m: Member) -> bool:
         if not m.running:
