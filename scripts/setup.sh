@@ -48,8 +48,11 @@ apt_install() {
 # fuse3 (fusermount3, libfuse3): the stalled log disk test's FUSE filesystem (mfusepy).
 # umoci and skopeo: the example image (units/image.toml) and the image tests are built with them.
 # prometheus for its promtool, which checks that /metrics is valid exposition text.
+# etcd-server and etcd-client: the fleet tests run a real 3-member etcd cluster on loopback
+# (tests/support/etcd_cluster.py); on a systemd host the package also enables its own etcd on
+# 2379, which the tests never use (they pick free ports).
 debs=(iproute2 nftables busybox-static tini crun runc bubblewrap libseccomp2 procps psmisc curl util-linux
-    iputils-ping groff-base zsh fuse3 umoci skopeo prometheus)
+    iputils-ping groff-base zsh fuse3 umoci skopeo prometheus etcd-server etcd-client)
 missing=()
 for d in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")

@@ -8,11 +8,19 @@ with --config must exist.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from supervisor.contract import Output
 from supervisor.errors import ConfigError
@@ -72,6 +80,44 @@ class NetworkConfig(BaseModel):
         return str(net)
 
 
+# A fleet node's name: one path segment of the etcd keys (cluster/keys.py).
+NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+def _hostname() -> str:
+    return socket.gethostname().split(".", 1)[0] or "localhost"
+
+
+class ClusterConfig(BaseModel):
+    """`[cluster]`: desired state from etcd (README "Running a fleet")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoints: list[str] = Field(min_length=1)
+    node: str = Field(default_factory=_hostname, pattern=f"^{NODE_NAME}$")
+    prefix: str = Field(default="/sandboxd/v1", pattern=r"^(/[A-Za-z0-9_.-]+)+$")
+    lease_ttl: int = Field(default=10, ge=2, le=3600)
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{endpoint!r} is not an http:// or https:// URL of an etcd member"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ClusterConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together (a TLS client certificate and its key)")
+        return self
+
+
 class DaemonConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,6 +141,7 @@ class DaemonConfig(BaseModel):
     userns_pool: str = userns.DEFAULT_POOL
     subuid_file: Path = Path("/etc/subuid")
     subgid_file: Path = Path("/etc/subgid")
+    cluster: ClusterConfig | None = None  # None: no fleet, units come from units_dir alone
 
     @field_validator("userns_pool")
     @classmethod

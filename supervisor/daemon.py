@@ -26,6 +26,7 @@ import sdnotify
 from supervisor import __version__, cgroups, daemondirs, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
+from supervisor.cluster.agent import Agent
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
 from supervisor.engine import logwriter, statewriter
 from supervisor.engine.idranges import IdRanges
@@ -219,6 +220,9 @@ async def _run(
     metrics = Metrics()
     reconciler.reload_observers.append(metrics.observe_reconcile)
     reconciler.timing_observers.append(metrics.observe_timing)
+    agent = _cluster_agent(config, reconciler)
+    if agent is not None:
+        agent.reachability_observers.append(metrics.observe_cluster)
     async with reconciler:
         await reconciler.resume()
         await reconciler.reload()
@@ -226,6 +230,8 @@ async def _run(
         notifier.send("READY=1", f"STATUS={reconciler.summary()}")
         logger.info("daemon.ready", summary=reconciler.summary())
         background = [loop.create_task(_retry_saves(reconciler.store))]
+        if agent is not None:
+            background.append(loop.create_task(agent.run(), name="cluster"))
         interval = notifier.watchdog_interval()
         if interval:
             background.append(loop.create_task(_watchdog(notifier, interval, reconciler.summary)))
@@ -240,7 +246,22 @@ async def _run(
         for task in background:
             task.cancel()
         await api.close()
+        if agent is not None:
+            await asyncio.wait(background)
+            await agent.close()
         await reconciler.shutdown(leave=leave)
+
+
+def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None:
+    """With `[cluster]`: the etcd keys as a source of units beside the directory, and the
+    units' status reported back on every change (supervisor/cluster/)."""
+    if config.cluster is None:
+        return None
+    agent = Agent(config.cluster, reconciler.reload, reconciler.reported)
+    reconciler.sources.append(agent.desired)
+    reconciler.change_observers.append(agent.changed)
+    reconciler.reload_observers.append(lambda _seconds: agent.changed())
+    return agent
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -199,6 +199,23 @@ class Metrics:
             registry=self.registry,
         )
         self._bound: UnitCollector | None = None
+        # Made at the first report of a daemon with [cluster]: without one there is no etcd to
+        # be reachable or not, and no series says otherwise.
+        self._cluster: tuple[Gauge, Counter] | None = None
+
+    def observe_cluster(self, reachable: bool) -> None:
+        """The fleet agent's reachability hook: at its first answer, and at every change."""
+        if self._cluster is None:
+            self._cluster = (
+                Gauge("sandboxd_cluster_reachable", "1 while an etcd member answers, else 0",
+                      registry=self.registry),
+                Counter("sandboxd_cluster_unreachable", "episodes of etcd unreachable",
+                        registry=self.registry),
+            )  # fmt: skip
+        gauge, episodes = self._cluster
+        gauge.set(1 if reachable else 0)
+        if not reachable:
+            episodes.inc()
 
     def bind(self, controller: Controller) -> None:
         if self._bound is not None:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "validate": "supervisor.cli.commands.validate",
     "images": "supervisor.cli.commands.images",
     "cat": "supervisor.cli.commands.cat",
+    "fleet": "supervisor.cli.commands.fleet",
 }
 
 DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"

@@ -16,14 +16,14 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
-from supervisor.engine import diff, images, statewriter, status
+from supervisor.engine import diff, images, sources, statewriter, status
 from supervisor.engine.diff import Kind
 from supervisor.engine.listeners import NETNS_DIR
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
@@ -94,6 +94,11 @@ class Reconciler:
         # (kind, seconds): "start" from a launch to running, "restart" from the end of a run
         # to the next running when [restart] restarted it.
         self.timing_observers: list[Callable[[str, float], None]] = []
+        # Units from beside the directory (the fleet's etcd keys), merged at every reload;
+        # local units win a name clash, and `shadowed` says why in the local unit's status.
+        self.sources: list[sources.UnitSource] = []
+        self.shadowed: dict[str, str] = {}
+        self.change_observers: list[Callable[[str], None]] = []  # a unit's state changed
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
 
@@ -135,7 +140,10 @@ class Reconciler:
             resumed.append(runner)
         self.ordering.check_all()
         # Instances included, and the transient units (loaded at the first reload).
-        known = sorted(unit_names(self.config.units_dir) | self.transient.names())
+        names = unit_names(self.config.units_dir) | self.transient.names()
+        # A source's units are known to it only once it has read them: its resumed ones
+        # keep their leases meanwhile.
+        known = sorted(names | {r.name for r in resumed if self._from_source(r.spec)})
         # A unit re-adopted without a file keeps its namespace until the reload removes it.
         held = self._keep_held_netns(set(known) | {r.name for r in resumed})
         if self.network is not None:
@@ -163,6 +171,7 @@ class Reconciler:
             began = time.perf_counter()
             loaded = self.loader.load_directory(self.config.units_dir)
             specs, unit_errors = self._with_transient(loaded)
+            specs, unit_errors = self._with_sources(specs, unit_errors)
             self._assign_id_ranges(specs, unit_errors)
             errors = {n: [str(e) for e in errs] for n, errs in unit_errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
@@ -216,6 +225,20 @@ class Reconciler:
         for name, refused in self.host.id_ranges.assign(specs, known).items():
             del specs[name]
             errors[name] = refused
+
+    def _with_sources(
+        self, specs: dict[str, UnitSpec], errors: dict[str, Sequence[object]]
+    ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
+        shadowed: dict[str, str] = {}
+        running = {n: r.spec for n, r in self.runners.items()}
+        for source in self.sources:
+            specs, errors, hidden = sources.merge(source, specs, errors, running)
+            shadowed |= hidden
+        self.shadowed = shadowed
+        return specs, errors
+
+    def _from_source(self, spec: UnitSpec | None) -> bool:
+        return spec is not None and any(spec.path.startswith(s.origin) for s in self.sources)
 
     def _apply(self, action: diff.Action, result: ReloadResult) -> None:
         name, spec, runner = action.name, action.spec, self.runners.get(action.name)
@@ -293,6 +316,8 @@ class Reconciler:
 
     def _changed(self, name: str) -> None:
         self.ordering.changed(name)
+        for observe in self.change_observers:
+            observe(name)
         runner = self.runners.get(name)
         if runner is None or name in self._removing or not self.transient.removes_on_exit(name):
             return
@@ -375,7 +400,26 @@ class Reconciler:
         if not detail:
             return unit
         # The reverse edges need every unit: the runner knows only its own file.
-        return dataclasses.replace(unit, extra=unit.extra | self.ordering.dependents(unit.name))
+        extra = unit.extra | self.ordering.dependents(unit.name)
+        if unit.name in self.shadowed:
+            extra["shadowed"] = self.shadowed[unit.name]
+        return dataclasses.replace(unit, extra=extra)
+
+    def reported(self, names: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Every unit's (or those of `names`) `status --json` object with its spec hash and
+        origin, by name: what the fleet's status keys hold (cluster/agent.py): the list view,
+        no detail (it is asked for at every change)."""
+        found = {}
+        chosen = self.runners if names is None else {n: self.runners[n] for n in names
+                                                       if n in self.runners}  # fmt: skip
+        for name, runner in chosen.items():
+            unit = status.unit_status(runner)
+            data = unit.to_json() | {"spec_hash": runner.spec.hash if runner.spec else None}
+            data["source"] = runner.spec.path if runner.spec is not None else None
+            if name in self.shadowed:
+                data["shadowed"] = self.shadowed[name]
+            found[name] = data
+        return found
 
     def _pull_in(self, name: str) -> list[str]:
         """Start the units `name` requires or wants that are not up (nor on their way): a

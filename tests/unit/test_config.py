@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def test_the_repo_example_is_the_defaults() -> None:
         for line in REPO_CONFIG.read_text().splitlines()
         if line.startswith("# ") and " = " in line
     }
+    # An optional table, commented out whole (`# [cluster]`).
+    commented |= {line[3:-1] for line in REPO_CONFIG.read_text().splitlines() if line[:3] == "# ["}
     assert set(DaemonConfig.model_fields) <= set(documented) | commented
 
 
@@ -76,6 +79,17 @@ def test_overrides_win_and_none_is_ignored(tmp_path: Path) -> None:
         ("[network]\nsubnet6 = 'fd00::/124'\n", "network.subnet6", "up to /120"),
         ("[network]\nsubnet6 = 'fe80::/64'\n", "network.subnet6", "not a unicast range"),
         ("on_exit = 'explode'\n", "on_exit", "'stop' or 'leave'"),
+        ("[cluster]\nnode = 'n1'\n", "cluster.endpoints", "Field required"),
+        ("[cluster]\nendpoints = []\n", "cluster.endpoints", "at least 1 item"),
+        ("[cluster]\nendpoints = ['127.0.0.1:2379']\n", "cluster.endpoints", "http:// or https://"),
+        ("[cluster]\nendpoints = ['http://e:2379']\nnode = 'a/b'\n", "cluster.node", "match"),
+        ("[cluster]\nendpoints = ['http://e:2379']\nprefix = 'x/'\n", "cluster.prefix", "match"),
+        (
+            "[cluster]\nendpoints = ['http://e:2379']\nlease_ttl = 1\n",
+            "cluster.lease_ttl",
+            "greater than or equal to 2",
+        ),
+        ("[cluster]\nendpoints = ['http://e:2379']\ncert = '/c'\n", "cluster", "go together"),
         ("units_dir = \n", None, "invalid TOML"),
         (b"\xff", None, "invalid TOML"),
     ],
@@ -112,3 +126,12 @@ def test_output_in_the_file_wins_and_a_bad_one_is_named(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, 'output = "journal"\n')).output == "journal"
     with pytest.raises(ConfigError, match=r"sandboxd.toml: output: .*'file', 'journal' or 'both'"):
         load_config(write(tmp_path, 'output = "syslog"\n'))
+
+
+def test_cluster_defaults_and_absence(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).cluster is None
+    path = write(tmp_path, "[cluster]\nendpoints = ['http://127.0.0.1:2379']\n")
+    cluster = load_config(path).cluster
+    assert cluster is not None
+    assert (cluster.prefix, cluster.lease_ttl, cluster.ca) == ("/sandboxd/v1", 10, None)
+    assert cluster.node == socket.gethostname().split(".")[0]

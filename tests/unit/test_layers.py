@@ -42,6 +42,8 @@ FORBIDDEN = {
     "sandbox/server": ("supervisor.sandbox.host", *LOOP),
     "sandbox/child": ("supervisor.sandbox.host", "supervisor.sandbox.server", *LOOP),
     # `sandboxctl exec` enters a sandbox itself (sandbox/child/enter.py), as nsenter would.
+    # The fleet's etcd side: the daemon wires it to the reconciler; `sandboxctl fleet` uses it.
+    "cluster": ("supervisor.sandbox", "supervisor.cgroups", "supervisor.engine", *UP),
     "cli": ("supervisor.engine", "supervisor.cgroups", "supervisor.api", "supervisor.daemon"),
 }  # fmt: skip
 # A file name of the cgroup filesystem (cgroup.procs, memory.events, freezer.state, ...):

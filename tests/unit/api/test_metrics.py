@@ -65,6 +65,16 @@ def test_reconcile_hook() -> None:
     assert got[("sandboxd_reconcile_duration_seconds_bucket", (("le", "0.05"),))] == 2
 
 
+def test_cluster_reachability_only_with_a_cluster() -> None:
+    metrics = Metrics()
+    assert b"sandboxd_cluster" not in metrics.render()  # no [cluster]: no series at all
+    for reachable in (True, False, True, False):
+        metrics.observe_cluster(reachable)
+    got = samples(metrics.render().decode())
+    assert got[("sandboxd_cluster_reachable", ())] == 0
+    assert got[("sandboxd_cluster_unreachable_total", ())] == 2
+
+
 def test_metrics_endpoint(server: ServerThread) -> None:
     status, headers, raw = call(server.path, "GET", "/metrics")
     assert status == 200
