@@ -454,9 +454,10 @@ class Oom(Section):
 
     @model_validator(mode="after")
     def _pressure_keys_need_a_limit(self) -> Oom:
+        # A default written out (`cat --effective`, a unit written back) is not a mistake.
         if self.pressure_limit is None:
             for key in ("pressure_action", "pressure_duration"):
-                if key in self.model_fields_set:
+                if getattr(self, key) != Oom.model_fields[key].default:
                     raise keyed_error(key, f"{key} is only used with pressure_limit")
         return self
 
