@@ -5,8 +5,8 @@ file (Documentation/accounting/psi.rst): the kernel then signals the open file w
 whenever the tasks were stalled more than STALL_US within a sliding WINDOW_US, at most once per
 window, and removes the trigger when the fd is closed. asyncio's `add_reader` watches only
 EPOLLIN, so the fd goes into an epoll set of its own, registered for EPOLLPRI, and the loop
-watches that set's fd (readable while an event is pending). Polling the set consumes the event,
-so nothing spins. No thread, no timer: a quiet unit costs nothing.
+watches that set's fd (readable while an event is pending). Polling the file consumes the
+event, so nothing spins. No thread, no timer: a quiet unit costs nothing.
 
 A trigger is only a wake-up. Whoever holds it confirms the condition by reading the averages
 (`read_average`): the kernel's window is a sliding sum, the limit a decaying average.
@@ -84,8 +84,10 @@ class PressureTrigger:
         if gone:  # the cgroup was removed under the trigger
             self._stop_watching()
             return
-        if any(mask & select.EPOLLPRI for _, mask in events):
-            self._callback()
+        # No EPOLLPRI test: the loop's own epoll asked this set whether it was ready, which
+        # polled the pressure file, and polling it consumes the kernel's event. The set was
+        # ready, so there was one; a spurious wake-up would only cost a read of the average.
+        self._callback()
 
     def _stop_watching(self) -> None:
         if not self._closed:
