@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ while True:
 def _unit(action: str, duration: str) -> str:
     return f"""
 [service]
-exec = ["{sys.executable}", "-c", {GROWER!r}]
+exec = ["/usr/bin/python3", "-c", {json.dumps(GROWER)}]
 stop_signal = "SIGINT"
 stop_timeout = "5s"
 
