@@ -59,6 +59,11 @@ class ExitReason(enum.StrEnum):
     UNHEALTHY = "unhealthy"  # ended by the daemon: [health] failed `retries` times
     WATCHDOG = "watchdog"  # ended by the daemon: no WATCHDOG=1 in time
     START_TIMEOUT = "start-timeout"  # ended by the daemon: not ready within start_timeout
+    # Ended by the daemon: `[oom] pressure_limit` held for `pressure_duration` (before the
+    # OOM killer would act), one reason per resource the limit is on.
+    MEMORY_PRESSURE = "memory-pressure"
+    CPU_PRESSURE = "cpu-pressure"
+    IO_PRESSURE = "io-pressure"
 
 
 EXIT_CODE = "exit-code:"

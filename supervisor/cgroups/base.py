@@ -138,6 +138,25 @@ class UnitCgroup(Protocol):
         """Create (or reuse) the child cgroup `name` below this one, in every hierarchy."""
         ...
 
+    def watch_pressure(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        resource: str,
+        kind: str,
+        threshold: float,
+        callback: Callable[[], None],
+    ) -> Closeable:
+        """Call `callback` from the loop when `resource`'s `kind` stall exceeds `threshold`
+        percent of a short window (a PSI trigger: pressure_trigger.py); a wake-up to confirm
+        with `pressure_average`. Holds 2 fds until closed. CgroupError where the cgroup has
+        no pressure files (cgroup v1, a kernel without PSI)."""
+        ...
+
+    def pressure_average(self, resource: str, kind: str, window: str) -> float | None:
+        """The `kind` `window` (avg10, avg60) pressure of `resource`, percent; None if the
+        kernel keeps none."""
+        ...
+
 
 class Manager(Protocol):
     version: int  # 1 or 2, for display only

@@ -30,6 +30,11 @@ from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
 from supervisor.errors import CgroupError, MissingControllerError
 
+NO_PSI = (
+    "pressure_limit needs cgroup v2 pressure (PSI) files; this host's cgroups are v1, "
+    "which keep none per cgroup"
+)
+
 HIERARCHIES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "cpuset", "devices")
 DEFAULT_PARENT = "sandboxd"
 
@@ -253,6 +258,19 @@ class V1Unit:
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
         return oom.watch_oom_control(loop, self.name, self.dirs["memory"], callback)
+
+    def watch_pressure(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        resource: str,
+        kind: str,
+        threshold: float,
+        callback: Callable[[], None],
+    ) -> Closeable:
+        raise CgroupError(NO_PSI)
+
+    def pressure_average(self, resource: str, kind: str, window: str) -> float | None:
+        return None
 
     def subgroup(self, name: str) -> V1Unit:
         # The same directory below ours in each hierarchy; a V1Unit is exactly that shape

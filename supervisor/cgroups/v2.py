@@ -18,7 +18,16 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from supervisor.cgroups import cpuset, devices, devices_bpf, files, oom, pressure, teardown
+from supervisor.cgroups import (
+    cpuset,
+    devices,
+    devices_bpf,
+    files,
+    oom,
+    pressure,
+    pressure_trigger,
+    teardown,
+)
 from supervisor.cgroups.base import (
     REQUIRED_CONTROLLERS,
     CgroupSample,
@@ -238,6 +247,26 @@ class V2Unit:
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
         return oom.watch_memory_events(loop, self.name, self._file("memory.events"), callback)
+
+    def watch_pressure(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        resource: str,
+        kind: str,
+        threshold: float,
+        callback: Callable[[], None],
+    ) -> Closeable:
+        path = self._pressure_file(resource)
+        line = pressure_trigger.trigger_line(kind, threshold)
+        return pressure_trigger.PressureTrigger(loop, path, line, callback)
+
+    def pressure_average(self, resource: str, kind: str, window: str) -> float | None:
+        return pressure_trigger.read_average(self._pressure_file(resource), kind, window)
+
+    def _pressure_file(self, resource: str) -> str:
+        if resource not in pressure.RESOURCES:
+            raise CgroupError(f"no pressure file for {resource!r}")
+        return self._file(f"{resource}.pressure")
 
     def subgroup(self, name: str) -> V2Subgroup:
         sub = V2Subgroup(os.path.join(self.path, name))

@@ -10,6 +10,8 @@ the pidfd of PID 1, the output pipe's read end (and stderr's, when output goes t
 the log file (opened at the first output; never with `output = "journal"`), and the OOM watch
 (`Manager.oom_watch_fds`). The launch's own
 fds (the write end, the sync and go pipes, the launcher's pidfd) are closed before it returns.
+A unit with `[oom] pressure_limit` holds 2 more while it runs, in its runner's PressureMonitor
+(the PSI trigger and its epoll set: engine/pressure.py).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from supervisor.engine.listeners import NETNS_DIR, Listeners
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
+from supervisor.engine.pressure import PressureMonitor
 from supervisor.engine.readiness import Readiness
 from supervisor.engine.run import Host, Run, limits_from
 from supervisor.engine.states import Intent, StopReason
@@ -101,6 +102,8 @@ class RunnerBase:
         )
         self.health = HealthMonitor(name, host.loop, host.monotonic, self._health_changed,
                                     self._event, prober=host.prober)  # fmt: skip
+        self.pressure = PressureMonitor(name, host.loop, host.monotonic, self._wake.set,
+                                        self._event)  # fmt: skip
 
     # -- commands (from the reconciler; never block) -------------------------------------
 

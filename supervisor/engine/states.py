@@ -17,6 +17,10 @@ class StopReason(enum.Enum):
     UNHEALTHY = ExitReason.UNHEALTHY.value
     OOM_KILLED = ExitReason.OOM_KILLED.value  # oom.policy says the run must not go on
     START_TIMEOUT = ExitReason.START_TIMEOUT.value
+    # [oom] pressure_limit held for pressure_duration (action "restart" or "stop")
+    MEMORY_PRESSURE = ExitReason.MEMORY_PRESSURE.value
+    CPU_PRESSURE = ExitReason.CPU_PRESSURE.value
+    IO_PRESSURE = ExitReason.IO_PRESSURE.value
     # The service said STOPPING=1: it ends itself (no stop_signal), and how it exits is what
     # the restart policy judges.
     SELF_STOP = "self-stop"

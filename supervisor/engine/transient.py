@@ -25,6 +25,7 @@ from typing import Any
 
 from supervisor.errors import InvalidUnit, SupervisorError
 from supervisor.linux import safefs
+from supervisor.unit import checks
 from supervisor.unit.diagnostics import UnitError, UnitFileError
 from supervisor.unit.loader import SUFFIX, UnitLoader, cross_unit_errors, parse_unit
 from supervisor.unit.spec import UnitSpec
@@ -122,9 +123,13 @@ class TransientUnits:
             raise InvalidUnit([str(exc)]) from None
         path = self.path(name)
         try:
-            parse_unit(str(path), name, text.encode())
+            spec = parse_unit(str(path), name, text.encode())
         except UnitFileError as exc:
             raise InvalidUnit([_problem(e) for e in exc.errors]) from None
+        # Transient units load without host checks (they were checked here), so this is where
+        # a pressure limit the host cannot watch is refused, as a unit file's is at load.
+        if refused := checks.pressure_unsupported(spec):
+            raise InvalidUnit([_problem(e) for e in refused])
         meta = {"remove": remove, "boot_id": self._boot}
 
         def write() -> None:

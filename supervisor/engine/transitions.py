@@ -26,7 +26,7 @@ combination of state, pending command and run facts is in one table, in order of
               | new OOM kills in the cgroup                          | OOM
               | a stop is pending                                    | STOP
               | the service said STOPPING=1                          | SELF_STOP
-              | watchdog overdue, or unhealthy                       | END_FOR_REASON
+              | watchdog overdue, unhealthy, or under pressure_limit | END_FOR_REASON
               | otherwise                                            | WAIT
     stopping  | always: signal, wait, escalate, then the end's policy| STOP_RUN
     backoff   | a stop is pending, or removed                        | CANCEL_RESTART
@@ -93,7 +93,8 @@ class Step(enum.Enum):
     LAUNCH = "launch"  # launch the sandbox (-> RUNNING when ready, FAILED on a launch error)
     ENDED = "ended"  # PID 1 ended by itself: the OOM and restart policies decide
     READY = "ready"  # -> RUNNING, probes begin
-    END_FOR_REASON = "end-for-reason"  # the daemon ends the run (watchdog, health, timeout)
+    END_FOR_REASON = "end-for-reason"  # the daemon ends the run (watchdog, health, timeout,
+    # pressure)
     DETACH = "detach"  # leave the service running, -> STOPPED (not saved)
     OOM = "oom"  # count new OOM kills; unless oom.policy = "continue", end the run
     STOP = "stop"  # -> STOPPING for an operator's stop
@@ -118,6 +119,7 @@ class Facts:
     ready: bool = False  # the run is ready (READY=1, or ready = "started")
     overdue: bool = False  # start_timeout or the watchdog ran out
     unhealthy: bool = False  # [health] found the run unhealthy
+    pressured: bool = False  # [oom] pressure_limit held for pressure_duration (restart/stop)
     new_oom_kills: bool = False  # OOM kills in the cgroup not yet accounted
     self_stopping: bool = False  # the service said STOPPING=1
     blocked: bool = False  # an `after` unit is not ready yet
@@ -184,7 +186,7 @@ def _running(f: Facts) -> Step:
         return Step.STOP
     if f.self_stopping:
         return Step.SELF_STOP
-    return Step.END_FOR_REASON if f.overdue or f.unhealthy else Step.WAIT
+    return Step.END_FOR_REASON if f.overdue or f.unhealthy or f.pressured else Step.WAIT
 
 
 def _backoff(f: Facts) -> Step:

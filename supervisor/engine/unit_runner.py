@@ -35,6 +35,7 @@ import structlog
 
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
 from supervisor.engine.backoff import Decision
+from supervisor.engine.pressure import REASONS
 from supervisor.engine.run import Run, discard_cgroup, on_output_closed, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
@@ -118,6 +119,8 @@ class UnitRunner(RunnerBase):
         if starting:
             self._set(State.STARTING)
         elif intent is None:
+            if self.spec is not None:
+                self.pressure.begin(self.spec.unit.oom, run.cgroup, run.signal)
             self._set(State.RUNNING)
         else:  # _stopping takes over: stop_signal again (not for a self-stop), then the intent
             self._pending = Pending.START if intent is Intent.RESTART else Pending.NONE
@@ -145,6 +148,7 @@ class UnitRunner(RunnerBase):
                     pass
             finally:
                 self.health.end()
+                self.pressure.end()
                 self.readiness.close()
                 # The daemon's copies: a service left running keeps its own (fds 3..).
                 self.listeners.close()
@@ -228,7 +232,7 @@ class UnitRunner(RunnerBase):
         self._set(State.STOPPING)
 
     async def _end_for_reason(self) -> None:
-        why = self.readiness.overdue() or self.health.verdict
+        why = self.readiness.overdue() or self.health.verdict or self.pressure.verdict
         assert why is not None
         self._end_for(why)
 
@@ -269,6 +273,7 @@ class UnitRunner(RunnerBase):
             ready=self.readiness.ready,
             overdue=run is not None and self.readiness.overdue() is not None,
             unhealthy=self.health.verdict is not None,
+            pressured=self.pressure.verdict is not None,
             new_oom_kills=self._new_oom_kills() > 0,
             self_stopping=self.readiness.stopping,
             blocked=blocked_by is not None,
@@ -356,6 +361,7 @@ class UnitRunner(RunnerBase):
     def _become_running(self) -> None:
         assert self.run is not None and self.run_spec is not None
         self.health.begin(self.run_spec, self.run.pid, self.run.cgroup)
+        self.pressure.begin(self.run_spec.unit.oom, self.run.cgroup, self.run.signal)
         self._set(State.RUNNING)
         self._timing("start", self._launch_began)
         self._timing("restart", self._restart_from)
@@ -379,6 +385,7 @@ class UnitRunner(RunnerBase):
         assert run is not None
         self._save()
         self.health.end()
+        self.pressure.end()
         self.readiness.end_run()
         run.detach()
         self.run = None
@@ -449,8 +456,13 @@ class UnitRunner(RunnerBase):
 
     def after_exit(self, reason: str, ran_for: float) -> None:
         assert self.spec is not None
-        if reason == ExitReason.OOM_KILLED and self.spec.unit.oom.policy == "stop":
+        oom = self.spec.unit.oom
+        if reason == ExitReason.OOM_KILLED and oom.policy == "stop":
             self.error = 'OOM-killed; not restarted ([oom] policy = "stop")'
+            self._set(State.EXITED)
+            return
+        if reason in PRESSURE_REASONS and oom.pressure_action == "stop":
+            self.error = f'ended for {reason}; not restarted ([oom] pressure_action = "stop")'
             self._set(State.EXITED)
             return
         decision = self.backoff.on_exit(reason, ran_for)
@@ -470,6 +482,7 @@ class UnitRunner(RunnerBase):
         assert run is not None
         self._account_oom()
         self.health.end()  # first: the probe sub-cgroup must be gone before the unit's
+        self.pressure.end()
         self.readiness.end_run()
         wait_status, self._last_pid = run.status, run.pid
         if self.tell_output_closed:
@@ -509,6 +522,7 @@ class UnitRunner(RunnerBase):
 
 
 _VALUES = {s.value for s in State}
+PRESSURE_REASONS = {r.value for r in REASONS.values()}
 
 
 def _signum(name: str) -> int:

@@ -18,7 +18,9 @@ Cross-unit checks need every unit of the directory: `after`, `requires` and `wan
 unit file that exists and must not form a cycle together (nothing in a cycle could ever start:
 each of the three orders a start), and no two bridge units may
 publish the same host port. All are errors, and so is a published port a host process already
-listens on (`listener_conflicts`): that one would break a program that runs now.
+listens on (`listener_conflicts`): that one would break a program that runs now. A
+`pressure_limit` on a host without per-cgroup pressure files (`pressure_unsupported`) is an
+error too: the unit would run without the guard it asks for.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 
-from supervisor.cgroups import cpuset, devices
+from supervisor.cgroups import cpuset, detect_version, devices
 from supervisor.errors import CgroupError
 from supervisor.linux import listeners, resolvconf, users
 from supervisor.linux.safefs import resolve_in_root, symlink_in
@@ -455,3 +457,34 @@ def listener_conflicts(spec: UnitSpec) -> list[UnitError]:
                 )
                 break
     return errors
+
+
+# Where the kernel says whether it keeps PSI at all (CONFIG_PSI, not `psi=0`).
+PROC_PRESSURE = "/proc/pressure"
+
+
+def pressure_unsupported(spec: UnitSpec) -> list[UnitError]:
+    """A `pressure_limit` this host cannot watch: cgroup v1 keeps no pressure per cgroup, and
+    a kernel without PSI none at all. An error where host checks run (the daemon's loads,
+    `validate` without `--no-host-checks`): the unit asks to be guarded before the OOM killer
+    acts, and running it unguarded would hide that."""
+    limit = spec.unit.oom.pressure_limit
+    if limit is None:
+        return []
+    problem = None
+    if detect_version() != 2:
+        problem = "this host's cgroups are v1, which keep none per cgroup"
+    elif not os.path.exists(os.path.join(PROC_PRESSURE, limit.resource)):
+        problem = f"this kernel keeps none ({PROC_PRESSURE}/{limit.resource} is missing)"
+    if problem is None:
+        return []
+    return [
+        UnitError(
+            spec.path, "oom.pressure_limit", f"needs cgroup v2 pressure (PSI) files: {problem}"
+        )
+    ]
+
+
+def host_errors(spec: UnitSpec) -> list[UnitError]:
+    """What this host refuses outright (errors, unlike `host_warnings`)."""
+    return listener_conflicts(spec) + pressure_unsupported(spec)

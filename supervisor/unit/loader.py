@@ -202,10 +202,11 @@ def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
 
 
 def _check_on_host(result: DirectoryLoad, texts: dict[str, str]) -> None:
-    """What only this host can tell: a published port a host process holds (an error), and
-    the host checks' warnings (the exec binary or root missing here)."""
-    for name in [n for n, s in result.specs.items() if s.unit.network.ports]:
-        if refused := checks.listener_conflicts(result.specs[name]):
+    """What only this host can tell: a published port a host process holds or a pressure
+    limit it cannot watch (errors), and the host checks' warnings (the exec binary or root
+    missing here)."""
+    for name in list(result.specs):
+        if refused := checks.host_errors(result.specs[name]):
             result.specs.pop(name)
             result.errors[name] = located(refused, texts.get(name, ""))
     for name, spec in result.specs.items():

@@ -32,6 +32,7 @@ from supervisor.images.reference import parse_ref
 from supervisor.unit.credentials import Credential, check_name
 from supervisor.unit.listen import Listen
 from supervisor.unit.ports import PublishedPort, parse_published_port
+from supervisor.unit.pressure import PressureLimit, parse_pressure_action, parse_pressure_limit
 from supervisor.unit.quantities import (
     format_duration,
     format_size,
@@ -47,6 +48,10 @@ Size = Annotated[
     int | None, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)
 ]
 SignalName = Annotated[str, BeforeValidator(parse_signal)]
+PressureLimitValue = Annotated[
+    PressureLimit, BeforeValidator(parse_pressure_limit), PlainSerializer(str, return_type=str)
+]
+PressureAction = Annotated[str, BeforeValidator(parse_pressure_action)]
 
 # A unit name becomes a file stem, a cgroup directory, a hostname and a log file name, so it
 # must be safe in all four: no slash, no leading dot, no spaces, short.
@@ -489,6 +494,19 @@ class Restart(Section):
 
 class Oom(Section):
     policy: Literal["restart", "stop", "continue"] = "restart"
+    # Acting before the OOM killer does (unit/pressure.py): None means no pressure watch.
+    pressure_limit: PressureLimitValue | None = None
+    pressure_action: PressureAction = "restart"
+    pressure_duration: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _pressure_keys_need_a_limit(self) -> Oom:
+        # A default written out (`cat --effective`, a unit written back) is not a mistake.
+        if self.pressure_limit is None:
+            for key in ("pressure_action", "pressure_duration"):
+                if getattr(self, key) != Oom.model_fields[key].default:
+                    raise keyed_error(key, f"{key} is only used with pressure_limit")
+        return self
 
 
 class Security(Section):

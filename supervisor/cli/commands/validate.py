@@ -167,7 +167,7 @@ def _check_files(paths: list[Path], host_checks: bool, report: Report) -> None:
             continue
         specs[spec.name] = spec
     refused: set[str] = set()
-    host = [(n, checks.listener_conflicts(s)) for n, s in specs.items()] if host_checks else []
+    host = [(n, checks.host_errors(s)) for n, s in specs.items()] if host_checks else []
     for name, errors in [*checks.cycles(specs), *checks.port_conflicts(specs), *host]:
         if errors:
             refused.add(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from cgroups_fakes import RecordingBpf
 from test_cgroups_fakefs import V2_CONTROL, V2_UNIT_FILES, lay_out
 
 from supervisor import cgroups
-from supervisor.cgroups import pressure
+from supervisor.cgroups import pressure, pressure_trigger
 from supervisor.errors import CgroupError
 
 MEMORY_PSI = (
@@ -102,7 +103,43 @@ def test_v1_has_no_pressure_and_io_only_with_blkio(tmp_path: Path, blkio: bool) 
     assert unit is not None
     stats, sample = unit.stats(), unit.sample()
     assert stats.pressure is None and sample.memory_pressure is None
+    assert unit.pressure_average("memory", "full", "avg10") is None
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(CgroupError, match=r"needs cgroup v2 pressure \(PSI\) files"):
+            unit.watch_pressure(loop, "memory", "full", 40.0, lambda: None)
+    finally:
+        loop.close()
     expected = (7, 9) if blkio else (None, None)
     assert (stats.io_read_bytes, stats.io_write_bytes) == expected
     assert (sample.io_read_bytes, sample.io_write_bytes) == expected
     assert (sample.memory_current, sample.pids_current) == (4096, 2)
+
+
+def test_v2_pressure_average_reads_the_named_value(tmp_path: Path) -> None:
+    cpu_psi = "some avg10=1 avg60=2 avg300=3 total=4\n"
+    unit = _v2_unit(tmp_path, {"memory.pressure": MEMORY_PSI, "cpu.pressure": cpu_psi})
+    assert unit.pressure_average("memory", "full", "avg10") == 4.0
+    assert unit.pressure_average("memory", "some", "avg60") == 3.0
+    assert unit.pressure_average("cpu", "full", "avg10") is None  # before Linux 5.13
+    assert unit.pressure_average("io", "some", "avg10") is None  # no io.pressure here
+    with pytest.raises(CgroupError, match="no pressure file for 'disk'"):
+        unit.pressure_average("disk", "some", "avg10")
+
+
+@pytest.mark.parametrize(
+    ("kind", "threshold", "line"),
+    [
+        ("full", 40.0, "full 800000 2000000"),
+        ("some", 12.5, "some 250000 2000000"),
+        ("some", 0.0, "some 1 2000000"),  # the kernel refuses a zero stall
+        ("full", 99.99, "full 1999800 2000000"),
+    ],
+)
+def test_trigger_lines(kind: str, threshold: float, line: str) -> None:
+    assert pressure_trigger.trigger_line(kind, threshold) == line
+
+
+def test_trigger_windows_are_the_kernels() -> None:
+    with pytest.raises(ValueError, match="500ms to 10s"):
+        pressure_trigger.trigger_line("some", 10.0, window_us=20_000_000)

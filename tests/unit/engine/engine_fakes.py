@@ -43,6 +43,10 @@ class FakeCgroup:
     pids_: list[int] = field(default_factory=list)
     destroyed: bool = False
     callbacks: list[Callable[[OomEvent], None]] = field(default_factory=list)
+    # Pressure averages by (resource, kind, window), and the PSI triggers' callbacks.
+    psi: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    triggers: list[Callable[[], None]] = field(default_factory=list)
+    trigger_args: list[tuple[str, str, float]] = field(default_factory=list)
 
     def procs_files(self) -> list[str]:
         return []
@@ -86,6 +90,27 @@ class FakeCgroup:
     ) -> _Closer:
         self.callbacks.append(callback)
         return _Closer(lambda: self.callbacks.remove(callback))
+
+    def watch_pressure(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        resource: str,
+        kind: str,
+        threshold: float,
+        callback: Callable[[], None],
+    ) -> _Closer:
+        self.triggers.append(callback)
+        self.trigger_args.append((resource, kind, threshold))
+        return _Closer(lambda: self.triggers.remove(callback))
+
+    def pressure_average(self, resource: str, kind: str, window: str) -> float | None:
+        return self.psi.get((resource, kind, window))
+
+    def pressure(self, resource: str, kind: str, window: str, value: float) -> None:
+        """What the kernel does: the average moves, and a trigger fires."""
+        self.psi[(resource, kind, window)] = value
+        for cb in list(self.triggers):
+            cb()
 
     def oom_kill(self, victim: int | None = None) -> None:
         """What the kernel does: count, SIGKILL the victim, notify."""

@@ -8,7 +8,9 @@ ROOT = Path(__file__).resolve().parents[3]
 # `self._event("name"` and `self._event(\n    "name"`; the daemon-initiated ends go through
 # `_end_for(reason)`, so their names are the reasons, checked below by hand.
 LITERAL = re.compile(r'_event\(\s*"([a-z_]+)"')
-ENDED_BY_THE_DAEMON = {"watchdog", "unhealthy", "start_timeout"}
+ENDED_BY_THE_DAEMON = {
+    "watchdog", "unhealthy", "start_timeout", "memory_pressure", "cpu_pressure", "io_pressure",
+}  # fmt: skip
 
 
 def _documented() -> set[str]:

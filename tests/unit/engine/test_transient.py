@@ -16,6 +16,7 @@ from supervisor.config import DaemonConfig
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.errors import InvalidUnit
+from supervisor.unit import checks
 
 SLEEP = {"service": {"exec": ["/bin/sh", "-c", "sleep 100"], "stop_timeout": "1s"}}
 
@@ -65,6 +66,25 @@ def test_an_invalid_unit_is_refused_naming_the_key(tmp_path: Path) -> None:
             needs = {"service": {**SLEEP["service"], "requires": ["db"]}}
             with pytest.raises(TransientError, match='no unit named "db"'):
                 await rec.create("app", needs, remove=False)
+            assert rec.runners == {} and rec.transient.names() == set()
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_pressure_limit_without_psi_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checks, "detect_version", lambda: 1)  # a cgroup v1 host
+
+    async def main() -> None:
+        rig = make_rig(tmp_path)
+        async with Reconciler(_config(tmp_path), rig.host, Loader({}), rig.store) as rec:
+            limited = {**SLEEP, "oom": {"pressure_limit": "memory.full.avg10 > 40"}}
+            with pytest.raises(InvalidUnit) as info:
+                await rec.create("job", limited, remove=False)
+            [error] = info.value.errors
+            assert error.startswith("oom.pressure_limit: needs cgroup v2 pressure (PSI) files")
             assert rec.runners == {} and rec.transient.names() == set()
             await rec.shutdown(leave=False)
 

@@ -34,10 +34,10 @@ ALL = list(every_legal())
 
 def test_the_space_is_what_the_docstring_says() -> None:
     assert FLAGS == [
-        "has_spec", "launched", "ended", "ready", "overdue", "unhealthy", "new_oom_kills",
-        "self_stopping", "blocked", "backoff_over",
+        "has_spec", "launched", "ended", "ready", "overdue", "unhealthy", "pressured",
+        "new_oom_kills", "self_stopping", "blocked", "backoff_over",
     ]  # fmt: skip
-    assert 10_000 < len(ALL) < 8 * 4 * 4 * 2**10
+    assert 20_000 < len(ALL) < 8 * 4 * 4 * 2**11
 
 
 def test_every_step_is_reachable_and_every_legal_case_has_one() -> None:
@@ -80,6 +80,9 @@ ROWS = [
     (base(State.RUNNING, pending=Pending.RESTART, self_stopping=True), Step.STOP),
     (base(State.RUNNING, self_stopping=True, unhealthy=True), Step.SELF_STOP),
     (base(State.RUNNING, unhealthy=True), Step.END_FOR_REASON),
+    (base(State.RUNNING, pressured=True), Step.END_FOR_REASON),
+    (base(State.RUNNING, pressured=True, new_oom_kills=True), Step.OOM),
+    (base(State.RUNNING, pressured=True, pending=Pending.STOP), Step.STOP),
     (base(State.RUNNING, ready=True), Step.WAIT),
     (base(State.STOPPING, ended=True, pending=Pending.START), Step.STOP_RUN),
     (base(State.BACKOFF, leaving=Leaving.REMOVED, pending=Pending.START), Step.CANCEL_RESTART),
