@@ -1,7 +1,20 @@
-"""The fleet at scale: N units applied to two nodes through etcd (`sandboxctl fleet apply
---all`) vs the same N units as local files on the same two nodes (written, then `reload`).
+"""The fleet: its speed goals per unit, and at scale.
 
-    sudo .venv/bin/python -m tests.bench.bench_fleet [-n 500]
+    sudo .venv/bin/python -m tests.bench.bench_fleet [-n 500] [--rounds 30] [--only latency,scale]
+
+Latency (issue 28's goals): one node (n1) and a 3-member etcd. --rounds times, in a fixed
+sequence, one unit key `PREFIX/nodes/n1/units/latK` is written (through etcd's JSON gateway, as
+the node reads it) and timed until the node's status shows it running (goal <= 2 s) and until
+`PREFIX/status/n1/latK` in etcd says so; its value is changed, timed until the node runs the
+new spec (a new PID) and until the report has that PID; its service is killed (the unit has
+`[restart] policy = "no"`, so its state changes once, to `exited`), timed until the node's
+status and the report in etcd show it (goal <= 1 s, counted from the kill: the change itself
+comes a little later, so the figure is an upper bound); the key is deleted, timed until the
+report is gone. Both sides are polled every 5 ms. Median and p95 are printed with the
+machine's load: figures from a busy machine say little about an idle one.
+
+Scale: N units applied to two nodes through etcd (`sandboxctl fleet apply --all`) vs the same
+N units as local files on the same two nodes (written, then `reload`).
 
 Both sides run two real daemons (nodes n1, n2) on this host, so 2N sandboxes (`sleep`) in all.
 The fleet side is timed from the start of `fleet apply` to every unit running on both nodes,
@@ -17,12 +30,16 @@ and their data dirs removed.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +51,14 @@ from tests.support.waiting import wait_for
 PREFIX = "/sandboxd/v1"
 UNIT = '[service]\nexec = ["/bin/sleep", "100000"]\nstop_timeout = "300ms"\n'
 TIMEOUT = 900.0
+# A service killed once goes to `exited` and stays there: one change to report. `sleep` as
+# PID 1 ignores SIGTERM, so a changed value's restart waits out the 300 ms stop_timeout.
+ONCE = (
+    '[service]\nexec = ["/bin/sleep", "100000"]\nstop_timeout = "300ms"\n[restart]\npolicy = "no"\n'
+)
+RUNS_GOAL = 2.0  # seconds from the key written to the unit running on its node
+REPORT_GOAL = 1.0  # seconds from a change of the unit's state to its report in etcd
+POLL = 0.005
 
 
 def all_running(daemon: Any, n: int) -> bool:
@@ -49,6 +74,123 @@ def reports_running(etcd: EtcdCluster, n: int) -> bool:
 def until(condition: Callable[[], bool], began: float) -> float:
     wait_for(condition, TIMEOUT, interval=0.2)
     return time.perf_counter() - began
+
+
+def gateway(etcd: EtcdCluster, call: str, **body: str) -> dict[str, Any]:
+    """One request to etcd's JSON gateway (keys and values base64), as the node makes them:
+    an etcdctl process started per poll would cost more than what is measured."""
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in body.items()}
+    req = urllib.request.Request(f"{etcd.endpoints[0]}/v3/kv/{call}", json.dumps(data).encode(),
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer: dict[str, Any] = json.load(resp)
+    return answer
+
+
+def reported(etcd: EtcdCluster, unit: str) -> dict[str, Any] | None:
+    kvs = gateway(etcd, "range", key=f"{PREFIX}/status/n1/{unit}").get("kvs", [])
+    return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+
+
+def times(began: float, checks: dict[str, Callable[[], bool]]) -> dict[str, float]:
+    """Seconds from `began` until each check first held, all polled in one loop."""
+    seen: dict[str, float] = {}
+    deadline = began + 120
+    while len(seen) < len(checks):
+        for name, check in checks.items():
+            if name not in seen and check():
+                seen[name] = time.perf_counter() - began
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"after 120 s, still waiting for {sorted(set(checks) - set(seen))}")
+        time.sleep(POLL)
+    return seen
+
+
+def latency(rounds: int, make: Callable[[], Any]) -> dict[str, list[float]]:
+    etcd = EtcdCluster()
+    figures: dict[str, list[float]] = {}
+    try:
+        etcd.start()
+        node = make()
+        node.config.write_text(f'[cluster]\nendpoints = {json.dumps(etcd.endpoints)}\n'
+                               f'node = "n1"\n')  # fmt: skip
+        node.start()
+        wait_for(lambda: bool(etcd.get_prefix(f"{PREFIX}/nodes/n1/alive")), 60)
+        for k in range(rounds):
+            unit, key = f"lat{k}", f"{PREFIX}/nodes/n1/units/lat{k}"
+
+            def state(unit: str = unit) -> str | None:
+                u = node.status().get(unit)
+                return None if u is None else str(u["state"])
+
+            def report_state(unit: str = unit) -> str | None:
+                r = reported(etcd, unit)
+                return None if r is None else str(r["state"])
+
+            began = time.perf_counter()
+            gateway(etcd, "put", key=key, value=ONCE)
+            got = times(
+                began,
+                {
+                    "write -> running on the node": lambda: state() == "running",
+                    "write -> reported running": lambda: report_state() == "running",
+                },
+            )
+            first = node.unit(unit)["pid"]
+
+            def restarted(unit: str = unit, first: int = first) -> bool:
+                u = node.status().get(unit, {})
+                return u.get("state") == "running" and u.get("pid") != first
+
+            def restart_reported(unit: str = unit, first: int = first) -> bool:
+                r = reported(etcd, unit) or {}
+                return r.get("state") == "running" and r.get("pid") != first
+
+            began = time.perf_counter()
+            gateway(etcd, "put", key=key, value=ONCE.replace("100000", "100001"))
+            got |= times(
+                began,
+                {
+                    "change -> restarted on node": restarted,
+                    "change -> restart reported": restart_reported,
+                },
+            )
+            pid = node.unit(unit)["pid"]
+            began = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            got |= times(
+                began,
+                {
+                    "kill -> node shows it": lambda: state() not in (None, "running"),
+                    "kill -> reported": lambda: report_state() not in (None, "running"),
+                },
+            )
+            began = time.perf_counter()
+            gateway(etcd, "deleterange", key=key)
+            got |= times(began, {"delete -> report gone": lambda: report_state() is None})
+            for what, seconds in got.items():
+                figures.setdefault(what, []).append(seconds)
+        node.stop()  # before etcd goes: it gives its lease back
+        return figures
+    finally:
+        etcd.close()
+
+
+def p95(xs: list[float]) -> float:
+    return sorted(xs)[max(0, int(len(xs) * 0.95) - 1)]
+
+
+def latency_lines(figures: dict[str, list[float]]) -> list[str]:
+    goals = {"write -> running on the node": RUNS_GOAL, "kill -> reported": REPORT_GOAL}
+    lines = []
+    for what, xs in figures.items():
+        line = (f"  {what:<30} median {statistics.median(xs) * 1000:7.1f} ms, "
+                f"p95 {p95(xs) * 1000:7.1f} ms, max {max(xs) * 1000:7.1f} ms")  # fmt: skip
+        if what in goals:
+            met = p95(xs) <= goals[what]
+            line += f"  goal <= {goals[what]:.0f} s (p95): {'met' if met else 'MISSED'}"
+        lines.append(line)
+    return lines
 
 
 def fleet_side(n: int, units: Path, make: Callable[[], Any]) -> dict[str, float]:
@@ -98,7 +240,19 @@ def local_side(n: int, make: Callable[[], Any]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=500, help="units per node (default 500)")
+    parser.add_argument("--rounds", type=int, default=30, help="latency rounds (default 30)")
+    parser.add_argument("--only", default="latency,scale", help="latency, scale or both")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if "latency" in only:
+        load = os.getloadavg()[0]
+        with kit.daemon_factory("bench-fleet") as make:
+            figures = latency(args.rounds, make)
+        print(f"one node, {args.rounds} rounds (load {load:.1f} at start, "
+              f"{os.getloadavg()[0]:.1f} at end, {os.cpu_count()} CPUs)")  # fmt: skip
+        print("\n".join(latency_lines(figures)), flush=True)
+    if "scale" not in only:
+        return
     with tempfile.TemporaryDirectory(prefix="sbx-bench-fleet-") as tmp:
         units = Path(tmp)
         for i in range(args.n):

@@ -2,9 +2,10 @@
 daemons on this host as two nodes (their own units, state and cgroup parents).
 
 Every wait is on a condition (`wait_for`): a unit written to etcd runs, its report appears. The
-"all of etcd down" test keeps etcd down 12 s rather than the issue's 60: what it shows (the
-services untouched, one `cluster.unreachable`, the reports resumed) does not depend on how
-long, only that the watch and the lease keepalive failed meanwhile, which takes ~1 s.
+"all of etcd down" test keeps etcd down 60 s, as the issue asks: six times the node's 10 s
+lease TTL, so it shows too that a lease outlives an outage of the whole cluster (etcd extends
+every lease when a restarted cluster elects its leader) and the node's `alive` key and reports
+come back on the lease they had, with nothing restarted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ pytestmark = [
 ]
 
 PREFIX = "/sandboxd/v1"
-DOWN = 12  # seconds all of etcd is down (the issue says 60; the module docstring says why not)
+ALIVE = f"{PREFIX}/nodes/n1/alive"
+DOWN = 60  # seconds all of etcd is down, as the issue says (longer than the lease TTL)
 SLEEPER = """
 [service]
 exec = ["/bin/sh", "-c", "exec sleep 1000"]
@@ -205,20 +207,28 @@ def test_all_of_etcd_down_services_keep_running_and_reports_resume(
     etcd.put(unit_key("n1", "a"), SLEEPER)
     a = n1.wait_unit("a", running)
     wait_report(etcd, "n1", "a", running)
+    alive = etcd.get_prefix(ALIVE)[ALIVE]
     etcd.stop_all()
     wait_for(lambda: bool(n1.events("cluster.unreachable")), 60)
     # The outage itself (not a wait for something to happen): the daemon's watch and lease
-    # keepalive fail again and again meanwhile; nothing it does may touch the service.
+    # keepalive fail again and again meanwhile, for far longer than the lease's TTL; nothing it
+    # does may touch the service.
     time.sleep(DOWN)
     assert n1.proc is not None and n1.proc.poll() is None
     assert n1.unit("a")["pid"] == a["pid"] and n1.unit("a")["restarts"] == 0
     assert len(n1.events("cluster.unreachable")) == 1  # one line per episode
     etcd.start_all()
     wait_for(lambda: bool(n1.events("cluster.reachable")), 60)
+    # The lease outlived the outage (the restarted cluster extended it, the node renews it
+    # again): the same `alive` value, the report of `a` still there, no new lease taken.
+    got = wait_report(etcd, "n1", "a", running)
+    assert got["pid"] == a["pid"] and got["restarts"] == 0
+    assert etcd.get_prefix(ALIVE)[ALIVE] == alive
     etcd.put(unit_key("n1", "b"), SLEEPER)
     n1.wait_unit("b", running)
     wait_report(etcd, "n1", "b", running)
-    assert report(etcd, "n1", "a") is not None
+    assert etcd.get_prefix(ALIVE)[ALIVE] == alive
+    assert not n1.events("cluster.lease_expired")
     assert n1.unit("a")["pid"] == a["pid"] and n1.unit("a")["restarts"] == 0
     assert len(n1.events("cluster.unreachable")) == 1
 
