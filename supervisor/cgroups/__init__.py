@@ -27,6 +27,7 @@ from supervisor.cgroups.base import (
     UnitCgroup,
 )
 from supervisor.cgroups.devices import DeviceAccess, DeviceError
+from supervisor.cgroups.files import stop_keeping as stop_keeping_files
 from supervisor.cgroups.membership import member_check
 from supervisor.cgroups.resources import Limits
 from supervisor.linux.bpf import Bpf, LibcBpf
@@ -45,6 +46,7 @@ __all__ = [
     "detect_version",
     "member_check",
     "new",
+    "stop_keeping_files",
 ]
 
 

@@ -13,6 +13,7 @@ import errno
 import os
 import resource
 import time
+import weakref
 
 from supervisor.errors import CgroupError, CgroupWriteError
 
@@ -63,14 +64,32 @@ def read(path: str) -> str:
     return b"".join(chunks).decode("ascii").strip()
 
 
+# Every KeptFile that may hold an fd, and whether new ones may: see stop_keeping.
+_kept: weakref.WeakSet[KeptFile] = weakref.WeakSet()
+_keeping = True
+
+
+def stop_keeping() -> None:
+    """The daemon is short of fds (a launch found too few free): close every kept view file
+    and keep none from now on, so that views never hold fds a waiting launch needs. An fd
+    freed by a removed unit would otherwise be the lowest free number, taken by the next
+    status read and kept (under half the limit), and the launch would wait for good. For the
+    rest of the daemon's life each view read opens and closes its file, as `read` does."""
+    global _keeping  # noqa: PLW0603 - one switch for the process, turned off once
+    _keeping = False
+    for kept in list(_kept):
+        kept.close()
+
+
 class KeptFile:
     """A cgroup file the views read again and again (each unit's memory in every status list,
     four or five files per unit in every `top` frame): the first read keeps its fd, later reads
     are one pread from offset 0, which cgroupfs answers afresh. Measured on 1000 cgroups (v1):
     2 ms for a file of each, against 25 ms with open, read and close. `close` before the cgroup
     goes (`destroy`). An fd is kept only while the daemon holds fewer than half of its fd
-    limit, so views never take the fds that launches and the API need (linux/fdlimit.py);
-    past that, each read opens and closes as `read` does."""
+    limit, and never once a launch found the fds short (stop_keeping), so views never take the
+    fds that launches and the API need (linux/fdlimit.py); past that, each read opens and
+    closes as `read` does."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -105,8 +124,9 @@ class KeptFile:
                 fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as err:
                 raise _read_error(self.path, err) from err
-            if fd < resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2:
+            if _keeping and fd < resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2:
                 self._fd = fd
+                _kept.add(self)
         try:
             chunks = [os.pread(fd, _CHUNK, 0)]
             while len(chunks[-1]) == _CHUNK:

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from supervisor import cgroups
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
 from supervisor.engine.backoff import Decision
 from supervisor.engine.pressure import REASONS
@@ -327,6 +328,8 @@ class UnitRunner(RunnerBase):
     def _launch_failed(self, exc: LaunchError | CgroupError | OSError) -> None:
         exhausted = fdlimit.exhausted(exc)
         if exhausted is not None:
+            # The views' kept cgroup files give their fds back, and keep none from now on.
+            cgroups.stop_keeping_files()
             # Out of fds: nothing is wrong with the unit, and fds come back as other runs
             # end, so it is retried through [restart] like a crash rather than failed.
             reason = f"{LAUNCH_ERROR}{LAUNCH_RESOURCES}: {fdlimit.describe(exc, exhausted)}"

@@ -2,7 +2,8 @@
 
 The daemon holds about four fds per running unit (pidfd, output pipe, OOM watch, log file),
 and once a unit has been shown by `status` or `top` up to five more (its cgroup's view files,
-kept open only while under half the limit: cgroups/files.py's KeptFile), so it raises its soft
+kept open only while under half the limit, and given back for good once a launch finds
+the fds short: cgroups/files.py's KeptFile), so it raises its soft
 RLIMIT_NOFILE to the hard limit at start (`raise_soft_limit`). Should it
 still run out, EMFILE (this process at its limit) or ENFILE (the whole host at fs.file-max)
 may surface from any step of a launch: a pipe, a pidfd, a cgroup file, the fork server's

@@ -73,3 +73,20 @@ def test_no_fd_is_kept_past_half_the_fd_limit(
     assert _open_fds_on(current) == 0
     files.write(str(current), 1)
     assert kept.read_int() == 1
+
+
+def test_stop_keeping_gives_every_fd_back_and_keeps_none_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch short of fds makes the views give their kept fds back for good."""
+    monkeypatch.setattr(files, "_keeping", True)
+    path = tmp_path / "memory.current"
+    path.write_text("4096\n")
+    kept = files.KeptFile(str(path))
+    assert kept.read_int() == 4096 and kept._fd is not None
+    files.stop_keeping()
+    assert kept._fd is None  # closed
+    path.write_text("8192\n")
+    again = files.KeptFile(str(path))
+    assert kept.read_int() == 8192 and again.read_int() == 8192
+    assert kept._fd is None and again._fd is None  # read by open and close now
