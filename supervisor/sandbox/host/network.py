@@ -406,13 +406,8 @@ class NetworkManager:
                     if str(plan.address.ip) not in have:
                         return False
                 if not self._filter_ok:  # repaired with every live port (_filter)
-                    ip6 = plan.address6.ip if plan.address6 is not None else None
-                    await self._filter(ipr, self.port_for(plan.unit, plan.address.ip, ip6))
-            entry = self.nat_for(plan)
-            if entry.needs_table():
-                await self.nat.add(entry)
-            else:
-                await self.nat.discard(plan.unit)
+                    await self._filter(ipr, self._port_of(plan))
+            await self._publish(plan)
         except (NetlinkError, OSError) as exc:
             raise _netlink_error(f"cannot check {plan.host_veth} of the held netns", exc) from None
         return True
@@ -480,14 +475,9 @@ class NetworkManager:
                 # Last, and still before the go byte: no code of the sandbox's has run yet,
                 # so nothing it sends ever passes unfiltered.
                 step = f"cannot install the anti-spoofing rules of {plan.host_veth}"
-                ip6 = plan.address6.ip if plan.address6 is not None else None
-                await self._filter(ipr, self.port_for(plan.unit, plan.address.ip, ip6))
+                await self._filter(ipr, self._port_of(plan))
             # Also before the go byte: a service may bind its port and expect it published.
-            entry = self.nat_for(plan)
-            if entry.needs_table():
-                await self.nat.add(entry)
-            else:
-                await self.nat.discard(plan.unit)  # rules of an earlier version of the unit
+            await self._publish(plan)
         except BaseException as exc:
             self._bridge_index = None
             with contextlib.suppress(NetlinkError, OSError):
@@ -514,6 +504,20 @@ class NetworkManager:
         await self._unfilter(veth)
         await self.nat.discard(unit)
         return gone
+
+    def _port_of(self, plan: NetworkPlan) -> Port:
+        assert plan.address is not None  # a bridge plan's
+        ip6 = plan.address6.ip if plan.address6 is not None else None
+        return self.port_for(plan.unit, plan.address.ip, ip6)
+
+    async def _publish(self, plan: NetworkPlan) -> None:
+        """The unit's NAT (outbound, published ports) as `plan` says, or none: a discard also
+        drops the rules of an earlier version of the unit."""
+        entry = self.nat_for(plan)
+        if entry.needs_table():
+            await self.nat.add(entry)
+        else:
+            await self.nat.discard(plan.unit)
 
     def nat_for(self, plan: NetworkPlan) -> UnitNat:
         """The unit's entry in the NAT table (its chain is named after its veth: no user text
