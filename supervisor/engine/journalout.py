@@ -27,7 +27,7 @@ import structlog
 
 from supervisor.contract import Output
 from supervisor.engine.output import RotatingLog
-from supervisor.linux import journal
+from supervisor.linux import journal, pipes
 from supervisor.linux.journal import JournalSocket
 from supervisor.linux.pipes import OutputPipe
 
@@ -102,12 +102,8 @@ class JournalStream:
         """As RotatingLog.take: up to `limit` bytes moved from `pipe` (0 at end of file,
         BlockingIOError when it is empty), sent to the journal (and into the file)."""
         if spare is None:
-            spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            try:
-                return self.take(pipe, limit, spare)
-            finally:
-                os.close(spare[0])
-                os.close(spare[1])
+            with pipes.staging_pipe() as staging:
+                return self.take(pipe, limit, staging)
         src = pipe if isinstance(pipe, OutputPipe) else OutputPipe(pipe)
         teed = src.tee(spare[1], limit)
         data = _read_exactly(spare[0], teed)

@@ -103,12 +103,8 @@ class RotatingLog:
         0 at end of file. BlockingIOError when the pipe is empty. `spare`: an empty pipe to
         stage the bytes in (the writer thread's), else one is made for this call."""
         if spare is None:
-            spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            try:
-                return self.take(pipe, limit, spare)
-            finally:
-                os.close(spare[0])
-                os.close(spare[1])
+            with pipes.staging_pipe() as staging:
+                return self.take(pipe, limit, staging)
         src = pipe if isinstance(pipe, OutputPipe) else OutputPipe(pipe)
         try:
             fd = self._room_for_more()

@@ -14,6 +14,7 @@ import fcntl
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _F_SETPIPE_SZ = 1031  # <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE + 7
@@ -30,6 +31,18 @@ def new_pipe(size: int) -> tuple[int, int]:
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, size)
     return read_fd, write_fd
+
+
+@contextlib.contextmanager
+def staging_pipe() -> Iterator[tuple[int, int]]:
+    """An empty non-blocking pipe to stage bytes in (tee, then read) for the block: what a
+    `take` uses when its caller (the log writer thread keeps one) gives none."""
+    spare = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        yield spare
+    finally:
+        os.close(spare[0])
+        os.close(spare[1])
 
 
 def tee(src: int, dst: int, count: int) -> int:
