@@ -32,6 +32,7 @@ from pathlib import Path
 from supervisor.sandbox.host.nat import UnitNat
 from supervisor.sandbox.host.nattable import NatTable
 from supervisor.unit.ports import parse_published_port
+from tests.support.ipnetns import run_netns_mounted, unmount_run_netns
 
 CLONE_NEWNET = 0x40000000
 BRIDGE, SUBNET, NS = "sbxbench", "10.201.0.0/16", "sbxbenchsbx"
@@ -148,6 +149,7 @@ def main() -> None:
     print(f"install, {args.units} units: first tenth median {first * 1e3:.2f} ms/unit, "
           f"last tenth {last * 1e3:.2f} ms/unit (ratio {last / first:.2f}; O(1): ~1)")  # fmt: skip
 
+    mounted = run_netns_mounted()
     server = sandbox()
     try:
         published = UnitNat("web", "sbxbenchweb", ipaddress.IPv4Address(SANDBOX_IP), True,
@@ -170,6 +172,7 @@ def main() -> None:
         server.kill()  # ours, by its PID
         server.wait()
         subprocess.run(["ip", "netns", "del", NS], check=False)
+        unmount_run_netns(mounted)
 
 
 if __name__ == "__main__":

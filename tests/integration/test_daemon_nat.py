@@ -24,6 +24,7 @@ from test_daemon_network import HTTP_CLIENT, PYTHON, Net, get, net, post, runnin
 
 from supervisor.sandbox.host import nat
 from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.ipnetns import run_netns_mounted, unmount_run_netns
 from tests.support.requires import requires_root
 
 __all__ = ["net"]  # the fixture, imported for the tests below
@@ -74,6 +75,7 @@ def outside() -> Iterator[Outside]:
     ns, host_if = f"sbxout{os.getpid()}n{n}", f"sbxo{os.getpid() % 100000}n{n}"
     base = free_slash30()
     world = Outside(ns, f"192.0.2.{base + 1}", f"192.0.2.{base + 2}")
+    mounted = run_netns_mounted()
     sh("ip", "netns", "add", ns)
     server = None
     try:
@@ -95,6 +97,7 @@ def outside() -> Iterator[Outside]:
             server.wait()
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        unmount_run_netns(mounted)
 
 
 FOREIGN = f"foreign{os.getpid()}"
