@@ -2,7 +2,7 @@
 
     state_dir             0700 root:root (0750 root:<group> when the control socket is in it)
       units/, notify/,    0700
-      transient/
+      transient/, netns/
     data_dir              0700 root:root
       credentials.key     0600: the key of credential digests (unit/credentials.py)
       overlay/            0700, and each overlay/<unit>/ and its work/ (upper/ stays 0755:
@@ -18,7 +18,7 @@ however the daemon was started (run.sh, --data-dir, tests), and a directory left
 an earlier version or by hand is tightened.
 
 The daemon refuses to start, with one line naming the directory, when a configured directory
-or one of its parents (or `units/` or `notify/` in state_dir) is a symlink (sandboxd follows
+or one of its parents (or one of the subdirectories of state_dir) is a symlink (sandboxd follows
 none in its own trees), is not a directory, belongs to another user (who could swap or fill
 it), is writable by every user without the sticky bit, or cannot be given its mode. A parent
 writable by its group only draws a warning: distributions ship some (Ubuntu's /var/log is
@@ -45,7 +45,8 @@ log = get_logger()
 PRIVATE = 0o700
 SHARED_WITH_GROUP = 0o750
 # Within the directories, set at start (other code creates them with these modes too).
-STATE_SUBDIRS = ("units", "notify", "transient")
+NETNS_DIR = "netns"  # the held network namespaces, one bind-mounted nsfs file per unit
+STATE_SUBDIRS = ("units", "notify", "transient", NETNS_DIR)
 OVERLAY = "overlay"
 
 

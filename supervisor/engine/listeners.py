@@ -30,7 +30,6 @@ log = structlog.get_logger("sandboxd.listen")
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 STAGE = "listen"  # launch-error:listen
-NETNS_DIR = "netns"  # under the state dir: the held network namespaces, one file per unit
 
 
 def _bind(entry: Listen) -> int:

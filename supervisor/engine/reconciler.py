@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from supervisor.config import DaemonConfig
 from supervisor.contract import State
+from supervisor.daemondirs import NETNS_DIR
 from supervisor.engine import diff, images, sources, statewriter, status
 from supervisor.engine.diff import Kind
-from supervisor.engine.listeners import NETNS_DIR
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog

@@ -15,11 +15,12 @@ from pathlib import Path
 import structlog
 
 from supervisor.contract import State
+from supervisor.daemondirs import NETNS_DIR
 from supervisor.engine import status
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
-from supervisor.engine.listeners import NETNS_DIR, Listeners
+from supervisor.engine.listeners import Listeners
 from supervisor.engine.model import UnitEvent
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking

@@ -94,7 +94,7 @@ def test_a_symlinked_directory_is_refused(tmp_path: Path) -> None:
     assert _mode(tmp_path / "elsewhere") == 0o777 & ~_umask(), "the target is left alone"
 
 
-@pytest.mark.parametrize("sub", ["units", "notify", "transient"])
+@pytest.mark.parametrize("sub", ["units", "notify", "transient", "netns"])
 def test_a_state_subdirectory_replaced_by_a_symlink_is_refused(tmp_path: Path, sub: str) -> None:
     (tmp_path / "elsewhere").mkdir(mode=0o755)
     (tmp_path / "state").mkdir(mode=0o700)
