@@ -19,7 +19,9 @@ import pytest
 from test_network_bridge import Env, bridge_env, port_chain
 from test_network_launch import PYTHON, _subreaper, stack, start
 
+from supervisor.linux import heldnetns
 from supervisor.sandbox.host.ipam import link_local_for, mac_for
+from supervisor.sandbox.host.network import NetworkManager
 from tests.support import harness
 from tests.support.waiting import wait_for
 
@@ -172,3 +174,50 @@ def test_router_and_neighbour_advertisements_for_others_are_dropped(
     veth = net.veth_for("forger")
     wait_for(lambda: spoof_drops(net.bridge, veth, "nd-router-advert") >= 1, timeout=20)
     wait_for(lambda: spoof_drops(net.bridge, veth, "nd-neighbor-advert counter") >= 1, timeout=20)
+
+
+def test_a_held_netns_reattached_by_a_daemon_that_now_has_subnet6_gets_its_ipv6_address(
+    env6: Env, tmp_path: Path
+) -> None:
+    """A held netns (tcp [[listen]] outside the host's network) keeps eth0 across runs; a run
+    of a daemon restarted with a `subnet6` it lacked must not keep the IPv4-only eth0."""
+    net6 = env6.net
+    without6 = env6.config.model_copy(
+        update={"network": env6.config.network.model_copy(update={"subnet6": None})}
+    )
+    net4 = NetworkManager(without6)  # the same bridge, subnet and lease file
+    assert net4.subnet6 is None and net6.subnet6 is not None
+    bridge = harness.unit(["/bin/true"], name="held6", network={"mode": "bridge"}).unit.network
+    path = heldnetns.path_for(str(tmp_path / "netns"), "held6")
+    heldnetns.create(path)
+    sleeper = subprocess.Popen(["nsenter", f"--net={path}", "sleep", "600"])
+    try:
+        wait_for(lambda: os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino == heldnetns.inode(path), 30)
+        asyncio.run(net6.ensure_bridge())
+        plan4 = asyncio.run(net4.prepare("held6", bridge))
+        asyncio.run(net4.attach(plan4, sleeper.pid, held=True))
+        assert eth0_addresses(path, "-6", "global") == []
+        plan6 = asyncio.run(net6.prepare("held6", bridge))
+        assert plan6.address == plan4.address and plan6.address6 is not None
+        asyncio.run(net6.attach(plan6, sleeper.pid, held=True))
+        assert eth0_addresses(path, "-6", "global") == [str(plan6.address6)]
+        assert eth0_addresses(path, "-4", "global") == [str(plan6.address)]
+    finally:
+        sleeper.kill()  # ours, by PID
+        sleeper.wait()
+        asyncio.run(net6.detach("held6"))
+        net6.release("held6")
+        heldnetns.drop(path)
+
+
+def eth0_addresses(netns_path: str, family: str, scope: str) -> list[str]:
+    out = subprocess.run(
+        ["nsenter", f"--net={netns_path}", "ip", "-j", family, "addr", "show", "dev", "eth0"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in json.loads(out)
+        for a in link.get("addr_info", [])
+        if a.get("scope") == scope
+    ]

@@ -401,9 +401,14 @@ class NetworkManager:
                     eth0 = await _get_link(inner, SANDBOX_IFNAME)
                     if eth0 is None:
                         return False
-                    addrs = await _dump(inner, "addr", index=eth0["index"], family=socket.AF_INET)
+                    # Both families: a daemon restarted with a subnet6 it lacked before (or
+                    # a lease that moved) must not keep a sandbox on its old addresses.
+                    addrs = await _dump(inner, "addr", index=eth0["index"])
                     have = {str(a.get_attr("IFA_ADDRESS")) for a in addrs}
-                    if str(plan.address.ip) not in have:
+                    wanted = {str(plan.address.ip)}
+                    if plan.address6 is not None:
+                        wanted.add(str(plan.address6.ip))
+                    if not wanted <= have:
                         return False
                 if not self._filter_ok:  # repaired with every live port (_filter)
                     await self._filter(ipr, self._port_of(plan))
