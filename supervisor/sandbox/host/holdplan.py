@@ -18,9 +18,11 @@ an image file of uid 33 is 33 inside), and only that:
   the sandbox's own system tree, with the owners it was built with;
 - a [[mount]] with `idmap = "host"`, the operator's choice (weaker: root inside writes and
   reads there as the host's root).
-Everything else is held as it is: a writable bind or an overlay's upper layer gets the unit's
-mapped ids on disk (BASE + uid), and a read-only bind of a host file keeps the host's
-permission checks, so root inside is "other" for a root-only file there.
+Everything else is held as it is (but the host's device nodes and /etc entries, which any uid
+may reach, are bound by PID 1 itself as without a user namespace): a writable bind or an
+overlay's upper layer gets the unit's mapped ids on disk (BASE + uid), and a read-only bind of
+a host file keeps the host's permission checks, so root inside is "other" for a root-only file
+there.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from supervisor.linux.syscalls import (
     MS_NOSUID,
     MS_RDONLY,
 )
-from supervisor.sandbox.host.hostlayout import HOST_DIRS
+from supervisor.sandbox.host.hostlayout import DEVICES, ETC_ENTRIES, HOST_DIRS
 from supervisor.sandbox.wire.mounts import (
     Bind,
     Hold,
@@ -91,6 +93,10 @@ class _Holder:
         self.s, self.root, self.held = s, s + ROOT, s + HELD
         self.idmapped = idmapped_sources(spec)
         self.idmapped_targets = {self.root + m.target for m in spec.mounts if m.idmap}
+        # System paths every uid may reach, bound as they are: PID 1 binds them itself, as
+        # without a user namespace (a hold costs the launcher five syscalls).
+        self.own = {f"/dev/{d}" for d in DEVICES} | {f"/etc/{e}" for e in ETC_ENTRIES}
+        self.own |= {path for path, _ in spec.devices}
         self.overlay = spec.overlay_dir
         # A root directory the service may write (no overlay): PID 1 binds it read-only while
         # it builds the root and writable at the end, so the held copy must stay unlocked.
@@ -140,6 +146,8 @@ class _Holder:
                     held = self.hold(source, is_dir, 0, False)
                     return replace(op, source=held, target=target)
                 idmap = source in self.idmapped or target in self.idmapped_targets
+                if source in self.own and not idmap:
+                    return replace(op, target=target)
                 # The attributes are set by the launcher, where the copy PID 1 gets locks them.
                 held = self.hold(source, is_dir, mount_attrs(remount or 0), idmap)
                 return replace(op, source=held, target=target, remount=None)

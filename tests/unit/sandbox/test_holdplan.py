@@ -37,11 +37,11 @@ def test_the_host_root_is_built_under_the_staging_dir_and_usr_is_idmapped_read_o
     assert ops[-1] == PivotRoot("/mnt/root")
     usr = holds.index(Hold("/usr", True, True, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV))
     assert Bind(f"/mnt/held/{usr}", "/mnt/root/usr", True, None) in ops
-    # /etc's directories are the host's as they are: /etc/ssl/private stays closed to root.
-    ssl = next(h for h in holds if h.source == "/etc/ssl")
-    assert not ssl.idmap and ssl.attrs & MOUNT_ATTR_RDONLY
-    # Device nodes are held too (a plain copy), and nothing targets the staging dir itself.
-    assert any(h.source == "/dev/null" and not h.idmap for h in holds)
+    # /etc's directories and the device nodes are bound by PID 1 as they are (any uid may
+    # reach them; /etc/ssl/private stays closed to root inside); nothing else is left.
+    assert [h.source for h in holds] == ["/usr"]
+    assert any(isinstance(op, Bind) and op.source == "/etc/ssl" for op in ops)
+    assert any(isinstance(op, Bind) and op.source == "/dev/null" for op in ops)
     for op in ops:
         target = getattr(op, "target", None) or getattr(op, "path", "")
         assert not target.startswith("/mnt") or target.startswith("/mnt/root"), op
