@@ -94,9 +94,12 @@ def hold_one(sys: Syscalls, hold: Hold, target: str, userns: int, owner: int) ->
         source = sys.open_path(hold.source, hold.is_dir)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise OSError(
+            # Word for word what PID 1 says without a user namespace (child/rootfs.py).
+            raise StageFailure(
+                "rootfs",
                 errno.ELOOP,
-                "a symlink in its path; sandboxd never follows one there (name the real path)",
+                f"bind source {hold.source} has a symlink in its path; sandboxd never follows "
+                "one there (name the real path)",
             ) from None
         raise
     try:

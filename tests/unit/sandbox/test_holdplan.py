@@ -126,3 +126,12 @@ def test_owned_dirs_are_made_and_given_to_the_units_root() -> None:
     assert ("chown", "/ov", 1 << 20, 1 << 20) in sys.calls
     assert ("chown", "/ov/upper", 1 << 20, 1 << 20) in sys.calls
     assert sys.names().index("chown") < sys.names().index("open_tree")
+
+
+def test_a_symlinked_source_is_refused_as_without_a_user_namespace() -> None:
+    sys = RecordingSyscalls(links={"/srv/app": "/etc"})
+    with pytest.raises(StageFailure) as info:
+        holding.enter(sys, (0, 65536, 65536), "/mnt", (Hold("/srv/app/ssl", True, False, 0),))
+    assert info.value.stage == "rootfs" and info.value.errno == errno.ELOOP
+    assert info.value.message.startswith("bind source /srv/app/ssl has a symlink in its path")
+    assert "setns" not in sys.names() and ("close", 100) in sys.calls
