@@ -200,3 +200,14 @@ def test_nothing_held_leaks_into_the_service() -> None:
     res = harness.run(spec, id_map=IDS)
     listed = json.loads(res.stdout)
     assert listed == [0, 1, 2, 3], (listed, res.stderr)  # 3: listdir's own
+
+
+def test_a_symlink_in_a_bind_sources_path_is_refused(tmp_path: Path) -> None:
+    # The launcher opens sources as the host's root: still without following a symlink, so a
+    # sandbox that can write a shared directory cannot redirect a neighbour's bind to /etc.
+    (tmp_path / "real/sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(LaunchError) as info:
+        run("true", mounts=[{"source": str(tmp_path / "link/sub"), "target": "/srv"}])
+    assert info.value.stage == "rootfs", info.value
+    assert "has a symlink in its path" in info.value.message, info.value.message
