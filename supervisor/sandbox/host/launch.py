@@ -247,7 +247,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
             if inside := rootplan.root_paths(spec, host):
                 host = host.with_root_paths(spec.root, inside)
         ops = rootplan.plan_root(spec, host)
-        staging, holds = "", tuple[Hold, ...]()
+        staging = ""
+        holds: tuple[Hold, ...] = ()  # without a user namespace PID 1 opens every source
         if spec.userns:
             staging = rootplan.staging_dir(spec, host)
             ops, holds = holdplan.hold_sources(ops, spec, staging)
