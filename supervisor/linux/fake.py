@@ -125,6 +125,27 @@ class RecordingSyscalls:
         self._next_path_fd += 1
         return fd
 
+    def open_tree(self, fd: int) -> int:
+        self._record("open_tree", fd)
+        tree = self._next_path_fd
+        self._next_path_fd += 1
+        return tree
+
+    def mount_setattr(self, fd: int, attr_set: int, userns_fd: int = -1) -> None:
+        self._record("mount_setattr", fd, attr_set, userns_fd)
+
+    def move_mount(self, fd: int, target: str) -> None:
+        self._record("move_mount", fd, target)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._record("chown", path, uid, gid)
+
+    def make_userns(self, id_map: str) -> int:
+        self._record("make_userns", id_map)
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
+
     def close(self, fd: int) -> None:
         self._record("close", fd)
 

@@ -101,12 +101,26 @@ RESOLVE_NO_MAGICLINKS = 0x02
 IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS
 AT_FDCWD = -100
 
+# The new mount API (<linux/mount.h>): a detached copy of a tree, its attributes, attaching it.
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+
 # Syscalls glibc has no wrapper for (or only recently): numbers per architecture. openat2 is
 # 437 everywhere (syscalls added since 5.1 share one table).
 _SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "openat2": 437},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "openat2": 437},
 }
+# Added since 5.1, so one number on every architecture, like openat2.
+_OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
 
 # <linux/sockios.h>, <net/if.h>
 _SIOCGIFFLAGS = 0x8913
@@ -137,6 +151,11 @@ class Syscalls(Protocol):
     def kind(self, path: str, follow: bool = False) -> FileKind | None: ...
     def resolve(self, path: str) -> str: ...
     def open_path(self, path: str, directory: bool = False) -> int: ...
+    def open_tree(self, fd: int) -> int: ...
+    def mount_setattr(self, fd: int, attr_set: int, userns_fd: int = -1) -> None: ...
+    def move_mount(self, fd: int, target: str) -> None: ...
+    def chown(self, path: str, uid: int, gid: int) -> None: ...
+    def make_userns(self, id_map: str) -> int: ...
     def close(self, fd: int) -> None: ...
     def sethostname(self, name: str) -> None: ...
     def link_up(self, ifname: str) -> None: ...
@@ -164,6 +183,15 @@ def _oserror(path: str | None = None) -> OSError:
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class _OpenHow(ctypes.Structure):
@@ -446,6 +474,71 @@ class LibcSyscalls:
         # O_PATH: a handle on the file for mounting it (via /proc/self/fd/N), no read access
         # needed, so it works for the mapped root of a user namespace as the path did.
         return open_nofollow(path, os.O_PATH | (os.O_DIRECTORY if directory else 0))
+
+    def open_tree(self, fd: int) -> int:
+        """A detached copy of the mount at `fd` (an O_PATH fd), not its submounts: a mount of
+        its own that attributes (an id map) can be set on before it is attached anywhere."""
+        flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH
+        tree = _libc.syscall(_OPEN_TREE, fd, b"", flags)
+        if tree < 0:
+            raise _oserror()
+        return int(tree)
+
+    def mount_setattr(self, fd: int, attr_set: int, userns_fd: int = -1) -> None:
+        attr = _MountAttr(attr_set, 0, 0, max(userns_fd, 0))
+        size = ctypes.sizeof(attr)
+        if _libc.syscall(_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH, ctypes.byref(attr), size) != 0:
+            raise _oserror()
+
+    def move_mount(self, fd: int, target: str) -> None:
+        flags = MOVE_MOUNT_F_EMPTY_PATH
+        if _libc.syscall(_MOVE_MOUNT, fd, b"", AT_FDCWD, target.encode(), flags) != 0:
+            raise _oserror(target)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+    def make_userns(self, id_map: str) -> int:
+        """A new user namespace whose uid and gid maps are `id_map` ("inside outside count"),
+        as an fd for setns and MOUNT_ATTR_IDMAP. A process cannot map its own host ids into a
+        namespace it made (it has no privilege left in its parent), so a throwaway child
+        unshares one, we (still host root) write its maps and keep its ns file open; the child
+        exits when our end of its pipe closes, and is reaped here."""
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (ready_r, ready_w, hold_r, hold_w):
+                os.close(fd)
+            raise
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                os.close(hold_w)
+                status = b"0"
+                try:
+                    self.unshare(CLONE_NEWUSER)
+                except OSError as err:
+                    status = str(err.errno).encode()
+                os.write(ready_w, status)
+                os.read(hold_r, 1)  # EOF: the maker is done (or died)
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(hold_r)
+        try:
+            status = os.read(ready_r, 16)
+            if status != b"0":
+                code = int(status) if status.isdigit() else errno.ECHILD
+                raise OSError(code, f"unshare(CLONE_NEWUSER): {os.strerror(code)}")
+            for name in ("uid_map", "gid_map"):
+                self.write_file(f"/proc/{pid}/{name}", id_map.encode(), create=False)
+            return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(ready_r)
+            os.close(hold_w)
+            os.waitpid(pid, 0)
 
     def close(self, fd: int) -> None:
         os.close(fd)

@@ -249,6 +249,10 @@ class BindMount(Section):
     source: AbsolutePath
     target: AbsolutePath
     read_only: bool = True
+    # With a user namespace: "host" makes the bind idmapped, so ids inside are the host's
+    # (root inside reads and writes there as the host's root: weaker, the operator's choice);
+    # unset, the service's files there are owned by its mapped ids on the host.
+    idmap: Literal["host"] | None = None
 
     @field_validator("source")
     @classmethod
@@ -266,6 +270,15 @@ class TmpfsMount(Section):
     target: AbsolutePath
     size: Size = 64 << 20
     mode: int = Field(default=0o1777, ge=0, le=0o7777)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_idmap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "idmap" in data:
+            raise keyed_error(
+                "idmap", "only a bind mount can be idmapped: a tmpfs is the sandbox's own"
+            )
+        return data
 
     @field_validator("target")
     @classmethod
@@ -414,6 +427,17 @@ class Sandbox(Section):
                 raise ValueError("a mount cannot replace the root; use sandbox.root")
             seen.add(mount.target)
         return value
+
+    @model_validator(mode="after")
+    def _idmap_needs_userns(self) -> Sandbox:
+        for i, mount in enumerate(self.mounts):
+            if isinstance(mount, BindMount) and mount.idmap and "user" not in self.namespaces:
+                raise keyed_error(
+                    f"mounts.{i}.idmap",
+                    'idmap = "host" needs a user namespace ("user" in namespaces): without '
+                    "one the sandbox's ids are the host's already",
+                )
+        return self
 
 
 _CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")

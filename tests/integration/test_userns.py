@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon_kit import Daemon
+from tests.support.images import build_busybox, requires_image_tools
 from tests.support.requires import requires_root
 from tests.support.waiting import wait_for
 
@@ -173,3 +174,75 @@ def test_an_explicit_range_is_used_and_an_overlapping_one_refused_at_reload(
         assert f'overlaps the range of unit "{holder}"' in unit["error"], unit
     assert _range(daemon, "picked") == (taken, taken + BLOCK - 1)
     assert daemon.unit("pinned")["state"] == "running" and daemon.unit("pinned")["error"] is None
+
+
+NAMESPACES = '["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]'
+
+
+@pytest.mark.cgroup_v2
+def test_a_notify_unit_in_its_user_namespace_becomes_running(daemon: Daemon) -> None:
+    # The socket's directory sits under the daemon's 0700 notify dir: the launcher, still
+    # host root, holds it for PID 1 (sandbox/host/holdplan.py).
+    _configure(daemon)
+    daemon.write_unit(
+        "ready",
+        '[service]\nexec = ["/bin/sh", "-c", "systemd-notify --ready; exec sleep 1000"]\n'
+        'ready = "notify"\nstop_timeout = "300ms"\n' + USERNS,
+    )
+    daemon.start()
+    daemon.wait_unit("ready", lambda u: u["state"] == "running")
+    # The daemon's directories were not opened up for it.
+    assert (daemon.state / "notify").stat().st_mode & 0o777 == 0o700
+    assert daemon.stop() == 0
+
+
+@pytest.mark.cgroup_v2
+def test_overlay_writes_are_owned_by_the_units_range_on_the_host(daemon: Daemon) -> None:
+    _configure(daemon)
+    daemon.write_unit(
+        "cow",
+        '[service]\nexec = ["/bin/sh", "-c", "echo mine > /usr/sbx-cow; '
+        'echo owner=$(stat -c %u /usr/bin) id=$(id -u); exec sleep 1000"]\n'
+        f'stop_timeout = "300ms"\n[sandbox]\nnamespaces = {NAMESPACES}\noverlay = true\n',
+    )
+    daemon.start()
+    daemon.wait_unit("cow", lambda u: u["state"] == "running")
+    wait_for(lambda: "owner=" in daemon.output("cow"), 30, lambda: daemon.output("cow"))
+    assert "owner=0 id=0" in daemon.output("cow")
+    first, _ = _range(daemon, "cow")
+    written = daemon.data / "overlay" / "cow" / "upper" / "usr" / "sbx-cow"
+    assert written.read_text() == "mine\n"
+    assert (written.stat().st_uid, written.stat().st_gid) == (first, first)
+    assert not Path("/usr/sbx-cow").exists()
+    assert daemon.stop() == 0
+
+
+@requires_image_tools
+@pytest.mark.cgroup_v2
+def test_an_image_unit_keeps_its_owners_in_its_user_namespace(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    _configure(daemon)
+    oci = build_busybox(tmp_path / "busybox", "1.0")
+    script = (
+        "echo home=$(stat -c %u /home/app) bin=$(stat -c %u /bin/busybox) id=$(id -u); "
+        "echo w > /home/app/new; echo wrote=$?; exec sleep 1000"
+    )
+    daemon.write_unit(
+        "img",
+        f'[service]\nexec = ["/bin/sh", "-c", "{script}"]\nstop_timeout = "300ms"\n'
+        f'[sandbox]\nimage = "{oci}"\nread_only = false\nnamespaces = {NAMESPACES}\n',
+    )
+    daemon.start()
+    daemon.wait_unit("img", lambda u: u["state"] == "running")
+    wait_for(lambda: "wrote=" in daemon.output("img"), 60, lambda: daemon.output("img"))
+    # The image's User is app (1000): its home is 1000 inside, busybox root's.
+    assert "home=1000 bin=0 id=1000" in daemon.output("img"), daemon.output("img")
+    assert "wrote=0" in daemon.output("img")
+    first, _ = _range(daemon, "img")
+    written = daemon.data / "overlay" / "img" / "upper" / "home" / "app" / "new"
+    assert written.stat().st_uid == first + 1000
+    # The shared layer store keeps the image's own ids.
+    homes = list((daemon.data / "images" / "layers").glob("*/home/app"))
+    assert homes and all(h.stat().st_uid == 1000 for h in homes)
+    assert daemon.stop() == 0

@@ -99,3 +99,35 @@ def test_root_of_one_sandbox_cannot_touch_what_another_wrote(
     assert (st.st_uid, st.st_mode & 0o777) == (int(owner), 0o600)
     assert (shared / "secret").read_text() == "mine\n"
     assert daemon.stop() == 0
+
+
+def test_root_inside_with_cap_sys_admin_cannot_write_the_idmapped_host_trees(
+    sdaemons: Callable[[], Any],
+) -> None:
+    # /usr is idmapped (root inside is the host's root for its files) and read-only: the
+    # launcher set that before PID 1's mount namespace was copied, so the kernel locks it
+    # there and not even CAP_SYS_ADMIN in the sandbox's namespace can make it writable. The
+    # host's /etc is not idmapped: its private directories stay closed to root inside.
+    text = unit(
+        "id -u; stat -c owner=%u /usr/bin; "
+        "mount -o remount,bind,rw /usr; echo remount=$?; "
+        "mount --bind /usr /tmp; mount -o remount,bind,rw /tmp; echo rebind=$?; "
+        "touch /usr/sbx-escape; echo touch=$?; "
+        "ls /etc/ssl/private >/dev/null; echo private=$?; "
+        "cat /etc/shadow; echo shadow=$?"
+    ).replace(
+        "[restart]", '[security]\ncapabilities = ["SYS_ADMIN", "DAC_OVERRIDE", "CHOWN"]\n[restart]'
+    )
+    daemon = sdaemons()
+    name = uname(daemon, "admin")
+    daemon.write_unit(name, text)
+    daemon.start()
+    wait_for(lambda: "shadow=" in daemon.output(name), 60, lambda: daemon.output(name))
+    out = daemon.output(name)
+    assert out.startswith("0\nowner=0\n"), out
+    for step in ("remount", "rebind", "touch", "shadow"):
+        assert f"{step}=0" not in out and f"{step}=" in out, out
+    if os.path.isdir("/etc/ssl/private"):
+        assert "private=0" not in out, out
+    assert not os.path.exists("/usr/sbx-escape")
+    assert daemon.stop() == 0

@@ -13,11 +13,12 @@ Launcher (forked by the daemon):
      unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
      first instruction);
   2. join the unit's held network namespace, if it has one (tcp/udp [[listen]] sockets live
-     there across runs); unshare every namespace in one call: the user namespace, if any, is
-     created first by the kernel and owns the others;
+     there across runs); with a user namespace, make it, hold the plan's host sources in it
+     (idmapped where wanted) and enter it (holding.py); unshare every other namespace in one
+     call: the user namespace owns them;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
 PID 1:
-  4. wait for Go (host-side setup such as uid maps and veth is done by then), then the
+  4. wait for Go (host-side setup such as the veth is done by then), then the
      sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
   6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
@@ -36,8 +37,8 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux import caps, users
-from supervisor.linux.syscalls import CLONE_NEWNET, Syscalls
-from supervisor.sandbox.child import credentials, privileges, rootfs
+from supervisor.linux.syscalls import CLONE_NEWNET, CLONE_NEWUSER, Syscalls
+from supervisor.sandbox.child import credentials, holding, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
 from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, StageFailure, encode
@@ -83,6 +84,12 @@ class ChildPlan:
     # A held network namespace's file (linux/heldnetns.py), joined by the launcher before it
     # unshares the rest; clone_flags then lack CLONE_NEWNET.
     netns: str | None = None
+    # A user namespace's (first id inside, first id on the host, count), made by the launcher
+    # with the plan's `holds` mounted at `staging`/held (holding.py); the root is then built
+    # at `staging`/root.
+    id_map: tuple[int, int, int] | None = None
+    staging: str = ""
+    holds: tuple[mounts.Hold, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,11 @@ def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os.
             # Before unshare: entering a network namespace owned by the daemon's user
             # namespace needs the daemon's privileges, not those of a new user namespace.
             _step("listen", f"join the held netns {plan.netns}", join_netns, plan.netns, sys)
-        _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
+        flags = plan.clone_flags
+        if plan.id_map is not None:
+            holding.enter(sys, plan.id_map, plan.staging, plan.holds)
+            flags &= ~CLONE_NEWUSER  # entered already
+        _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
         pid = sys.fork()
         if pid == 0:
             run_pid1(plan, fds, sys, exit)

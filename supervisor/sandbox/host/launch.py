@@ -40,9 +40,9 @@ from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher
-from supervisor.sandbox.host import hostlayout, init, rootplan
+from supervisor.sandbox.host import holdplan, hostlayout, init, rootplan
 from supervisor.sandbox.host.forkserver import ForkServer
-from supervisor.sandbox.wire.mounts import RootSpec, UnitMount
+from supervisor.sandbox.wire.mounts import Hold, RootSpec, UnitMount
 from supervisor.sandbox.wire.protocol import (
     GO,
     MAX_KEEP_FDS,
@@ -121,7 +121,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
     if sandbox.image is not None and not req.image_layers:
         raise LaunchError(req.spec.name, "plan", f"image {sandbox.image}: no layers unpacked")
     mounts = [
-        UnitMount(m.target, m.source, m.read_only)
+        UnitMount(m.target, m.source, m.read_only, idmap=m.idmap == "host")
         if m.type == "bind"
         else UnitMount(m.target, None, False, m.size, m.mode)
         for m in sandbox.mounts
@@ -150,6 +150,7 @@ def root_spec(req: LaunchRequest, init_binary: str | None) -> RootSpec:
         tmp_size=sandbox.tmp_size or TMP_SIZE,
         run_size=RUN_SIZE,
         resolv_conf=resolv if own_etc and network.mode == "bridge" else None,
+        userns="user" in sandbox.namespaces,
     )
 
 
@@ -246,6 +247,11 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
             if inside := rootplan.root_paths(spec, host):
                 host = host.with_root_paths(spec.root, inside)
         ops = rootplan.plan_root(spec, host)
+        staging = ""
+        holds: tuple[Hold, ...] = ()  # without a user namespace PID 1 opens every source
+        if spec.userns:
+            staging = rootplan.staging_dir(spec, host)
+            ops, holds = holdplan.hold_sources(ops, spec, staging)
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None
     try:
@@ -289,6 +295,9 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         listen_names=tuple(name for _, name in req.listen_fds),
         credentials=secrets,
         credentials_dir=credentials.DIRECTORY,
+        id_map=req.id_map if "user" in unit.sandbox.namespaces else None,
+        staging=staging,
+        holds=holds,
     )
 
 
@@ -366,23 +375,6 @@ class Launched:
     def unit(self) -> str:
         return self.request.spec.name
 
-    def _write_id_maps(self) -> None:
-        assert self.request.id_map is not None  # build_plan refused a launch without one
-        inside, outside, count = self.request.id_map
-        for name in ("uid_map", "gid_map"):
-            path = f"/proc/{self.pid}/{name}"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, f"{inside} {outside} {count}\n".encode())
-                finally:
-                    os.close(fd)
-            except OSError as err:
-                self.abort()
-                raise LaunchError(
-                    self.unit, "userns", f"write {path}: {err.strerror}", err.errno or 0
-                ) from None
-
     def _reap_launcher(self) -> None:
         if self._launcher is not None:
             self._launcher.reap()
@@ -392,8 +384,6 @@ class Launched:
         """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
         if self._go_w < 0:
             raise LaunchError(self.unit, "go", "go() after go() or abort()")
-        if "user" in self.request.spec.unit.sandbox.namespaces:
-            self._write_id_maps()
         try:
             os.write(self._go_w, GO)
         except OSError as err:

@@ -18,7 +18,8 @@ Threats this module answers:
   symlink to /etc, and a neighbour binding `shared/app/ssl` would get the host's /etc/ssl. So
   every host path the plan mounts (bind sources, the root directory, overlay layers) is opened
   by PID 1 with no symlink followed in any component (openat2 RESOLVE_NO_SYMLINKS), and that fd
-  is what gets mounted, through /proc/self/fd/N: a path swapped after the open changes nothing;
+  is what gets mounted, through /proc/self/fd/N: a path swapped after the open changes nothing
+  (in a user namespace the launcher opens them, as the host's root, the same way: holdplan.py);
 - a movable root directory: the root is bound (by fd) onto a fixed, root-owned staging
   directory (/mnt, ...) and built there, so no later step goes through its host path again;
 - writing into an operator's root directory: it is bound read-only before the plan mounts

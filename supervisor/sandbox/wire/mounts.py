@@ -104,6 +104,29 @@ class PivotRoot:
     new_root: str
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A host path the launcher mounts with the host's privileges, for PID 1 to bind.
+
+    Only in a user namespace: the unit's mapped root cannot enter the daemon's 0700
+    directories (overlay and notify socket dirs, the image layer store), and only the host's
+    root may make an idmapped mount (it needs CAP_SYS_ADMIN in the filesystem's own user
+    namespace). The launcher, still host root, opens `source` without following a symlink,
+    makes a detached copy of it (open_tree), sets `attrs` (MOUNT_ATTR_*, with the unit's id
+    map when `idmap`) and attaches it in its own mount namespace at the plan's holding
+    directory; the copy of that namespace PID 1 gets locks those attributes (mount_namespaces(7):
+    a less privileged namespace cannot clear them). `owned` are directories under `source`
+    (with `source` itself possibly among them) that the launcher creates when missing,
+    with their modes, and gives to the unit's mapped root, e.g. an overlay's upper and work.
+    """
+
+    source: str
+    is_dir: bool
+    idmap: bool
+    attrs: int = 0
+    owned: tuple[tuple[str, int], ...] = ()
+
+
 Op = (
     Mkdir
     | Mount
@@ -127,6 +150,9 @@ class UnitMount:
     read_only: bool = True
     size: int | None = None
     mode: int = 0o1777
+    # In a user namespace: an idmapped bind, the unit's ids being the host's ones ([[mount]]
+    # idmap = "host"); else the unit's mapped ids own what the service writes there.
+    idmap: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,3 +176,5 @@ class RootSpec:
     # image's own file is usually missing or useless; linux/resolvconf.py). Never used for a
     # root directory: that is the operator's tree.
     resolv_conf: bytes | None = None
+    # The unit has a user namespace: host sources are held by the launcher (Hold above).
+    userns: bool = False

@@ -40,6 +40,7 @@ _CLASSES: dict[str, type[Any]] = {
         mounts.ReadOnly,
         mounts.RemountRoot,
         mounts.PivotRoot,
+        mounts.Hold,
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}

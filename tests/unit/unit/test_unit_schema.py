@@ -176,3 +176,43 @@ def test_service_output_overrides_the_daemons_or_leaves_it() -> None:
     [(loc, msg)] = errors(service={"exec": ["/bin/true"], "output": "syslog"})
     assert loc == ("service", "output")
     assert "'file', 'journal' or 'both'" in msg
+
+
+USERNS = ["pid", "mount", "net", "user"]
+
+
+def test_idmap_host_on_a_bind_in_a_user_namespace() -> None:
+    u = unit(
+        sandbox={
+            "namespaces": USERNS,
+            "mounts": [{"source": "/srv", "target": "/srv", "idmap": "host", "read_only": False}],
+        }
+    )
+    assert u.sandbox.mounts[0].type == "bind" and u.sandbox.mounts[0].idmap == "host"
+    assert (
+        unit(sandbox={"mounts": [{"source": "/a", "target": "/a"}]}).sandbox.mounts[0].idmap is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "needle"),
+    [
+        ({"mounts": [{"source": "/a", "target": "/a", "idmap": "host"}]}, "needs a user namespace"),
+        (
+            {"namespaces": USERNS, "mounts": [{"type": "tmpfs", "target": "/a", "idmap": "host"}]},
+            "only a bind mount can be idmapped",
+        ),
+        (
+            {"namespaces": USERNS, "mounts": [{"source": "/a", "target": "/a", "idmap": "yes"}]},
+            "'host'",
+        ),
+    ],
+)
+def test_idmap_is_refused_naming_the_key(sandbox: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        unit(sandbox=sandbox)
+    (error,) = info.value.errors()
+    # The key the loader names (`sandbox.mounts[0].idmap`): in the location, or in ctx for a
+    # check of the whole [sandbox] table.
+    key = ".".join(str(p) for p in error["loc"]) + "." + error.get("ctx", {}).get("key", "")
+    assert "mounts" in key and "idmap" in key and needle in error["msg"], error

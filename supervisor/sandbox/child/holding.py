@@ -1,0 +1,128 @@
+"""The launcher's part of a user namespace: make it, hold the plan's host sources, enter it.
+
+Runs in the launcher (host root, single-threaded, after the cgroup join and before unshare),
+so everything needing the host's privileges happens here and PID 1 inherits the result:
+  1. the unit's user namespace, its uid/gid maps written (`Syscalls.make_userns`);
+  2. a private mount namespace of the launcher's own (still the host's user namespace), "/"
+     made private so nothing reaches the host, and a small tmpfs on the staging directory;
+  3. each `Hold` (host/holdplan.py): its `owned` directories made and given to the unit's
+     mapped root, its source opened without following a symlink, a detached copy of that mount
+     (open_tree), its attributes (the id map, read-only, nosuid...) set (mount_setattr) and
+     the copy attached at `<staging>/held/<i>` (move_mount);
+  4. setns into the user namespace. The launcher then unshares the rest: the new mount
+     namespace is a copy made for a less privileged user namespace, so the kernel locks every
+     held mount's attributes there (mount_namespaces(7)): not even a CAP_SYS_ADMIN service
+     can make an idmapped /usr writable. The uid maps are already written, so the daemon has
+     nothing to do between the PID report and Go for them.
+Every fd made here is closed before the launcher forks PID 1, in every path (and each is
+close-on-exec besides): nothing reaches the service.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from supervisor.linux.syscalls import (
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    MOUNT_ATTR_IDMAP,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+    MS_PRIVATE,
+    MS_REC,
+    Syscalls,
+)
+from supervisor.sandbox.wire.mounts import NOSUID_NODEV, Hold
+from supervisor.sandbox.wire.protocol import StageFailure
+
+_NAMES = (
+    (MOUNT_ATTR_RDONLY, "read-only"),
+    (MOUNT_ATTR_NOSUID, "nosuid"),
+    (MOUNT_ATTR_NODEV, "nodev"),
+    (MOUNT_ATTR_NOEXEC, "noexec"),
+)
+
+
+def describe(hold: Hold) -> str:
+    words = [name for attr, name in _NAMES if hold.attrs & attr]
+    words = (["idmapped"] if hold.idmap else []) + words
+    return f"hold {hold.source}" + (f" ({', '.join(words)})" if words else "")
+
+
+def enter(
+    sys: Syscalls,
+    id_map: tuple[int, int, int],
+    staging: str,
+    holds: tuple[Hold, ...],
+) -> None:
+    """Steps 1-4 of the module docstring; StageFailure ("userns" or "rootfs") on failure."""
+    inside, outside, count = id_map
+    try:
+        userns = sys.make_userns(f"{inside} {outside} {count}\n")
+    except OSError as err:
+        raise StageFailure.from_oserror("userns", "make the user namespace", err) from None
+    try:
+        try:
+            sys.unshare(CLONE_NEWNS)
+            sys.mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+            sys.mount("tmpfs", staging, "tmpfs", NOSUID_NODEV, "mode=0755,size=65536")
+            sys.mkdir(f"{staging}/root", 0o755)
+            sys.mkdir(f"{staging}/held", 0o755)
+        except OSError as err:
+            what = f"make the holding directory at {staging}"
+            raise StageFailure.from_oserror("rootfs", what, err) from None
+        for i, hold in enumerate(holds):
+            try:
+                hold_one(sys, hold, f"{staging}/held/{i}", userns, outside)
+            except OSError as err:
+                raise StageFailure.from_oserror("rootfs", describe(hold), err) from None
+        try:
+            sys.setns(userns, CLONE_NEWUSER)
+        except OSError as err:
+            raise StageFailure.from_oserror("userns", "enter the user namespace", err) from None
+    finally:
+        sys.close(userns)
+
+
+def hold_one(sys: Syscalls, hold: Hold, target: str, userns: int, owner: int) -> None:
+    for path, mode in hold.owned:
+        sys.mkdir(path, mode, parents=path == hold.source)
+        sys.chown(path, owner, owner)
+    try:
+        source = sys.open_path(hold.source, hold.is_dir)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            # Word for word what PID 1 says without a user namespace (child/rootfs.py).
+            raise StageFailure(
+                "rootfs",
+                errno.ELOOP,
+                f"bind source {hold.source} has a symlink in its path; sandboxd never follows "
+                "one there (name the real path)",
+            ) from None
+        raise
+    try:
+        tree = sys.open_tree(source)
+    finally:
+        sys.close(source)
+    try:
+        attrs = hold.attrs | (MOUNT_ATTR_IDMAP if hold.idmap else 0)
+        if attrs:
+            try:
+                sys.mount_setattr(tree, attrs, userns if hold.idmap else -1)
+            except OSError as err:
+                if hold.idmap and err.errno == errno.EINVAL:
+                    raise OSError(
+                        errno.EINVAL,
+                        "its filesystem cannot be idmapped (the kernel supports idmapped "
+                        "mounts of ext4, xfs, btrfs, tmpfs, overlayfs and a few others)",
+                    ) from None
+                raise
+        if hold.is_dir:
+            sys.mkdir(target, 0o755)
+        else:
+            sys.touch(target)
+        sys.move_mount(tree, target)
+    finally:
+        sys.close(tree)
