@@ -24,8 +24,10 @@ only asks the daemon < 40 ms end to end; the daemon's list view < 10 ms and a `t
 
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
 --cycles N (20), --stall SECONDS (10), --skip-install,
---only peers,oom,control,density,faults, --markdown FILE (the table, with the date, machine
-and load, replaces what is between `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
+--only peers,oom,control,density,faults, --trace (with peers: each stage of a sandboxd launch,
+median and p95 over -n traced launches, bench_peers.py), --markdown FILE (the table, with the
+date, machine and load, replaces what is between `<!-- bench:begin -->` and `<!-- bench:end -->`
+in FILE).
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--stall", type=float, default=10.0)
     parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument("--trace", action="store_true")
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="also write the table into FILE's block"
@@ -209,6 +212,8 @@ def main() -> None:
     rows: list[Row] = []
     if "peers" in only:
         rows += peer_rows(args.n)
+        if args.trace:
+            print("\n".join(bench_peers.trace_report(*bench_peers.trace(args.n))), flush=True)
     if "oom" in only:
         rows += oom_rows(args.cycles)
     if "control" in only:

@@ -12,12 +12,17 @@ as is. bwrap: --unshare-all (user, pid, net, ipc, uts, cgroup) with the rootfs r
 creates no cgroup, so it does less. systemd-nspawn: --register=no --keep-unit (no machined, no
 scope: the only way without systemd as PID 1) with --private-network and --read-only; it makes
 no cgroup of its own either. A peer that is missing or fails is reported with the reason.
+
+`--trace` times each stage of n more sandboxd launches (LaunchRequest.trace: CLOCK_MONOTONIC
+stamps taken by the daemon side, the fork server's launcher and PID 1, sent back on the sync
+pipe) and prints each stage's median and p95: where a launch's time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,6 +34,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
+from supervisor.sandbox.wire.plancodec import encode_plan
 from tests.bench import bench_launch as bl
 
 Runner = Callable[[], float]
@@ -168,14 +175,75 @@ def report(results: dict[str, list[float]], skipped: dict[str, str], n: int) -> 
     return lines
 
 
+Stamps = list[tuple[str, int]]
+
+
+def traced_launch(request: LaunchRequest, server: bl.ForkServer) -> Stamps:
+    """One launch of `request` as bench_launch.sandboxd_run times it (cgroup made and removed
+    around it), traced: the bench's own stamps around the launch's."""
+    start = time.monotonic_ns()
+    with bl.harness.v1_cgroup(memory_max=bl.MEMORY, pids_max=bl.PIDS) as procs:
+        made = time.monotonic_ns()
+        launched = launch(dataclasses.replace(request, cgroup_procs=procs), server=server)
+        launched.go()
+        _, status = os.waitpid(launched.pid, 0)
+        reaped = time.monotonic_ns()
+    assert status == 0, status
+    return [("bench: start", start), ("bench: cgroup made", made), *launched.trace,
+            ("bench: PID 1 exited and reaped", reaped),
+            ("bench: cgroup removed", time.monotonic_ns())]  # fmt: skip
+
+
+def trace(n: int) -> tuple[list[Stamps], int]:
+    """`n` traced launches of /bin/true (after 3 warm-up runs) and the encoded plan's size."""
+    with tempfile.TemporaryDirectory(prefix="sandboxd-bench-trace-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        bl.busybox_rootfs(rootfs)
+        harness = bl.harness
+        harness.set_subreaper()
+        server = bl.ForkServer.start()
+        null = os.open("/dev/null", os.O_WRONLY)
+        try:
+            spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
+            request = LaunchRequest(spec, [], null, null, trace=True)
+            size = len(encode_plan(build_plan(request)))
+            runs = [traced_launch(request, server) for _ in range(n + 3)][3:]
+        finally:
+            os.close(null)
+            server.close()
+    return runs, size
+
+
+def trace_report(runs: list[Stamps], plan_bytes: int) -> list[str]:
+    """Each stage's time (its stamp minus the one before), median and p95, in launch order."""
+    order = [stage for stage, _ in runs[0]]
+    if any([stage for stage, _ in run] != order for run in runs):
+        raise RuntimeError("traced launches took different stages: cannot line them up")
+    lines = [f"one sandboxd launch of /bin/true by stage, {len(runs)} traced runs (ms; "
+             f"plan {plan_bytes} bytes on the wire); each stage ends at its stamp",
+             f"{'stage':56}{'median':>8}{'p95':>8}"]  # fmt: skip
+    for i, stage in enumerate(order[1:], 1):
+        xs = [(run[i][1] - run[i - 1][1]) / 1e6 for run in runs]
+        lines.append(f"{stage:56}{statistics.median(xs):8.2f}{bl.p95(xs):8.2f}")
+    totals = [(run[-1][1] - run[0][1]) / 1e6 for run in runs]
+    to_exec = [(run[-3][1] - run[2][1]) / 1e6 for run in runs]
+    lines.append(f"{'total':56}{statistics.median(totals):8.2f}{bl.p95(totals):8.2f}")
+    lines.append(f"{'launch called -> exec observed':56}"
+                 f"{statistics.median(to_exec):8.2f}{bl.p95(to_exec):8.2f}")  # fmt: skip
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50, help="runs per side (default 50)")
+    parser.add_argument("--trace", action="store_true", help="also time each launch stage")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_peers: needs root")
     results, skipped = measure(args.n)
     print("\n".join(report(results, skipped, args.n)))
+    if args.trace:
+        print("\n".join(trace_report(*trace(args.n))))
 
 
 if __name__ == "__main__":

@@ -303,3 +303,57 @@ def test_kept_fds_missing_from_a_request_fail_it_on_the_sync_pipe(server: ForkSe
         os.close(sync_r)
         os.close(go_w)
     assert msg == ChildError("forkserver", 0, "launch protocol: expected 1 kept fds, received 0")
+
+
+TRACED_STAGES = [
+    "daemon: launch called",
+    "daemon: plan built",
+    "daemon: plan encoded",
+    "daemon: request sent to the fork server",
+    "forkserver: request received by the spare",
+    "forkserver: plan decoded",
+    "launcher: fds placed",
+    "launcher: cgroup joined",
+    "launcher: unshared",
+    "launcher: PID 1 forked",
+    "daemon: PID 1 reported",
+    "daemon: uid maps written, Go sent",
+    "PID 1: Go received",
+    "PID 1: setsid, userns root, sysctls",
+    "PID 1: root built (mounts, pivot_root)",
+    "PID 1: hostname, lo, rlimits, stdio",
+    "PID 1: identity, credentials",
+    "PID 1: privileges dropped, env",
+    "daemon: exec observed (EOF on the sync pipe)",
+]
+
+
+def traced_run(request: LaunchRequest, server: ForkServer | None) -> list[tuple[str, int]]:
+    with harness.v1_cgroup() as procs:
+        launched = launch(replace(request, cgroup_procs=procs), server=server)
+        launched.go()
+        _, status = os.waitpid(launched.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return launched.trace
+
+
+def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        request = LaunchRequest(harness.unit(["/bin/true"]), [], out, out, trace=True)
+        stamps = traced_run(request, server)
+        assert [stage for stage, _ in stamps] == TRACED_STAGES
+        # One clock for the daemon, the launcher and PID 1: each stamp follows the one before.
+        times = [ns for _, ns in stamps]
+        assert times == sorted(times)
+        # Without a fork server there is no request to send and none to decode.
+        direct = [stage for stage, _ in traced_run(request, None)]
+        assert direct == [
+            s
+            for s in TRACED_STAGES
+            if "fork server" not in s and "forkserver" not in s and "encoded" not in s
+        ]
+        # Untraced (the default): no stamp anywhere.
+        assert traced_run(replace(request, trace=False), server) == []
+    finally:
+        os.close(out)

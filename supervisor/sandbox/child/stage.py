@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NoReturn
@@ -40,7 +41,14 @@ from supervisor.linux.syscalls import CLONE_NEWNET, Syscalls
 from supervisor.sandbox.child import credentials, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
-from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, StageFailure, encode
+from supervisor.sandbox.wire.protocol import (
+    GO,
+    ChildError,
+    PidReport,
+    StageFailure,
+    Trace,
+    encode,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -83,6 +91,9 @@ class ChildPlan:
     # A held network namespace's file (linux/heldnetns.py), joined by the launcher before it
     # unshares the rest; clone_flags then lack CLONE_NEWNET.
     netns: str | None = None
+    # Time each stage (the bench's --trace): the launcher and PID 1 send a Trace message with
+    # their timestamps before PidReport and before execve. Off, no clock is read.
+    trace: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,9 +108,32 @@ class ChildFds:
 Exit = Callable[[int], NoReturn]
 
 
-def _report(fd: int, msg: PidReport | ChildError) -> None:
+def _report(fd: int, msg: PidReport | ChildError | Trace) -> None:
     with contextlib.suppress(OSError):  # the daemon is gone: nothing left to tell
         os.write(fd, encode(msg))
+
+
+class Marks:
+    """A traced launch's timestamps (ChildPlan.trace): `mark(stage)` at the end of each stage,
+    sent as one Trace message. Untraced, `mark` is a no-op and nothing is sent."""
+
+    def __init__(self, on: bool, stages: list[str] | None = None, ns: list[int] | None = None):
+        self.on = on
+        self.stages, self.ns = stages or [], ns or []
+
+    def mark(self, stage: str) -> None:
+        if self.on:
+            self.stages.append(stage)
+            self.ns.append(time.monotonic_ns())
+
+    def send(self, fd: int) -> None:
+        """Report the marks so far and start afresh (a forked PID 1 must not resend them)."""
+        if self.on:
+            _report(fd, Trace(self.stages, self.ns))
+            self.stages, self.ns = [], []
+
+
+OFF = Marks(False)
 
 
 def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> None:
@@ -155,25 +189,40 @@ def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
     sys.close_fds_except({*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
 
 
-def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
-    """The launcher child: fds, cgroup, unshare, fork PID 1, report, exit."""
+def run_launcher(
+    plan: ChildPlan,
+    fds: ChildFds,
+    sys: Syscalls,
+    exit: Exit = os._exit,
+    marks: Marks | None = None,
+) -> NoReturn:
+    """The launcher child: fds, cgroup, unshare, fork PID 1, report, exit. `marks`: the
+    trace's timestamps so far (a fork server's spare has taken some)."""
     report = fds.sync_w
+    if marks is None:
+        marks = Marks(True) if plan.trace else OFF
     try:
         sys.reset_signals()
         plan, fds = make_way(plan, fds, sys)
         # From here the original sync fd may be overwritten by a kept fd: report on the copy.
         report = fds.sync_w
         place_fds(plan, fds, sys)
+        marks.mark("launcher: fds placed")
         for procs in plan.cgroup_procs:
             _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
+        marks.mark("launcher: cgroup joined")
         if plan.netns is not None:
             # Before unshare: entering a network namespace owned by the daemon's user
             # namespace needs the daemon's privileges, not those of a new user namespace.
             _step("listen", f"join the held netns {plan.netns}", join_netns, plan.netns, sys)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(plan.clone_flags))
+        marks.mark("launcher: unshared")
         pid = sys.fork()
         if pid == 0:
-            run_pid1(plan, fds, sys, exit)
+            marks.stages, marks.ns = [], []  # the launcher reports its own
+            run_pid1(plan, fds, sys, exit, marks)
+        marks.mark("launcher: PID 1 forked")
+        marks.send(report)
         _report(report, PidReport(pid))
     except StageFailure as failure:
         _report(report, failure.to_message())
@@ -192,12 +241,15 @@ def join_netns(path: str, sys: Syscalls) -> None:
         os.close(fd)
 
 
-def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
+def run_pid1(
+    plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit, marks: Marks = OFF
+) -> NoReturn:
     """The sandbox's PID 1 up to execve; never returns."""
     try:
         if os.read(fds.go_r, 1) != GO:
             # The daemon died or aborted this launch: build nothing.
             raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
+        marks.mark("PID 1: Go received")
         os.close(fds.go_r)
         sys.setsid()
         if plan.userns:
@@ -206,15 +258,19 @@ def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exi
             _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
         for key, value in plan.sysctls:
             _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
-        build_sandbox(plan, sys)
+        marks.mark("PID 1: setsid, userns root, sysctls")
+        build_sandbox(plan, sys, marks)
         identity = resolve_identity(plan, sys)
         credentials.install(sys, plan.credentials, identity, plan.credentials_dir)
+        marks.mark("PID 1: identity, credentials")
         privileges.drop(sys, plan.privileges, identity, lambda: enter_workdir(plan, sys))
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
         if plan.hostname:
             env["HOSTNAME"] = plan.hostname
         env.update(plan.env)
         env.update(listen_env(plan))
+        marks.mark("PID 1: privileges dropped, env")
+        marks.send(fds.sync_w)  # the last write before execve (the pipe closes with it)
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
@@ -241,9 +297,10 @@ def listen_env(plan: ChildPlan) -> dict[str, str]:
     return env
 
 
-def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
+def build_sandbox(plan: ChildPlan, sys: Syscalls, marks: Marks = OFF) -> None:
     """Root, hostname, loopback, rlimits, stdio: everything before identity."""
     rootfs.apply(sys, plan.root_ops)
+    marks.mark("PID 1: root built (mounts, pivot_root)")
     if plan.hostname:
         _step(
             "hostname", f"sethostname {plan.hostname}", lambda: sys.sethostname(plan.hostname or "")
@@ -253,6 +310,7 @@ def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
     for res, soft, hard in plan.rlimits:
         _step("rlimits", f"setrlimit {res}", sys.setrlimit, res, soft, hard)
     _step("stdio", "set up stdin/stdout/stderr", sys.setup_stdio, plan.stdout_fd, plan.stderr_fd)
+    marks.mark("PID 1: hostname, lo, rlimits, stdio")
 
 
 def _read_or_empty(sys: Syscalls, path: str) -> str:

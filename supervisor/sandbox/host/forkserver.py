@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
-from supervisor.sandbox.child.stage import ChildFds, ChildPlan
+from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.wire.plancodec import encode_plan
 from supervisor.sandbox.wire.protocol import (
@@ -142,13 +142,15 @@ class ForkServer:
             self._restart()
 
     def fork(
-        self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float
+        self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float, marks: Marks = OFF
     ) -> ServerLauncher | None:
         """Have the server fork a launcher for `plan`; None if the server died during the
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
         passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
         header = encode_server(ForkRequest(len(passed)))
-        return self._request(unit, (header, encode_plan(plan)), passed, deadline, spare=True)
+        body = encode_plan(plan)
+        marks.mark("daemon: plan encoded")
+        return self._request(unit, (header, body), passed, deadline, spare=True, marks=marks)
 
     def enter(
         self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
@@ -166,6 +168,7 @@ class ForkServer:
         deadline: float,
         *,
         spare: bool,
+        marks: Marks = OFF,
     ) -> ServerLauncher | None:
         """Send one request, read its answer. `spare`: the request uses up the idle spare
         launcher (a launch does; a probe is forked by the server itself)."""
@@ -185,6 +188,7 @@ class ForkServer:
                 raise LaunchError(
                     unit, "forkserver", f"cannot reach the fork server: {err}"
                 ) from None
+        marks.mark("daemon: request sent to the fork server")
         return self._reply(unit, deadline, spare)
 
     def _reply(self, unit: str, deadline: float, spare: bool) -> ServerLauncher | None:

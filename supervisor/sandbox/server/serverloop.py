@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
 from supervisor.sandbox.child import enter
-from supervisor.sandbox.child.stage import ChildFds, run_launcher
+from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.wire.plancodec import decode_plan
@@ -78,6 +78,7 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
+    received = time.monotonic_ns()  # one clock read: kept only if the plan asks for a trace
     _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
@@ -88,8 +89,10 @@ def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
         with contextlib.suppress(OSError):
             os.write(sync_w, encode(ChildError("forkserver", 0, str(err))))
         os._exit(1)
+    marks = Marks(plan.trace, ["forkserver: request received by the spare"], [received])
+    marks.mark("forkserver: plan decoded")
     # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
-    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys)
+    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks)
 
 
 def _check(header: bytes, fds: list[int]) -> ForkRequest | EnterRequest:

@@ -13,6 +13,8 @@ Two pipes, both close-on-exec:
 |   |              | PID 1         |          |                                                   |
 | - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without building anything             |
 |   |              | or aborted)   |          |                                                   |
+| - | Trace        | launcher (before PidReport), PID 1 (before execve) | daemon | none; only   |
+|   |              | when the plan asks for a trace (`ChildPlan.trace`, the bench's `--trace`) |  |
 
 Before Go the daemon does host-side setup (user namespace maps, veth). EOF on the sync pipe
 after Go means PID 1's execve succeeded: the close-on-exec write end closed with it.
@@ -94,11 +96,22 @@ class Exited:
     timed_out: bool
 
 
-Message = PidReport | ChildError | Exited
+@dataclass(frozen=True)
+class Trace:
+    """CLOCK_MONOTONIC timestamps a child took at the end of each of its stages, in order: the
+    stages' names and their times in ns (time.monotonic_ns(), one clock for every process).
+    Sent only for a plan with `trace` set, so an untraced launch pays nothing."""
+
+    stages: list[str]
+    ns: list[int]
+
+
+Message = PidReport | ChildError | Exited | Trace
 _KINDS: dict[str, type[Message]] = {
     "pid": PidReport,
     "error": ChildError,
     "exited": Exited,
+    "trace": Trace,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -196,7 +209,7 @@ def decode(line: bytes) -> Message:
         cls = _KINDS[data.pop("kind")]
         return cls(**data)
     except (ValueError, KeyError, TypeError):
-        raise ProtocolError("a PidReport, ChildError or Exited", repr(line[:200])) from None
+        raise ProtocolError("a PidReport, ChildError, Exited or Trace", repr(line[:200])) from None
 
 
 def describe(msg: Message | None) -> str:
@@ -209,6 +222,10 @@ class Reader:
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read  # os.read on the pipe, or a fake in tests
         self._buf = b""
+
+    def buffered(self) -> bool:
+        """A whole message was read already: next() returns it without reading."""
+        return b"\n" in self._buf
 
     def next(self) -> Message | None:
         """The next message, or None at EOF."""
