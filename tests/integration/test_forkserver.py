@@ -357,3 +357,13 @@ def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
         assert traced_run(replace(request, trace=False), server) == []
     finally:
         os.close(out)
+
+
+def test_a_spare_warmed_with_the_last_plan_runs_the_next_one(server: ForkServer) -> None:
+    # Each spare after the first decodes the previous request's plan while it waits (to take
+    # its copy-on-write faults early): what it runs is still the request it is handed.
+    first = harness.run(harness.unit(["/bin/sh", "-c", "echo one"], name="one"))
+    second = harness.run(
+        harness.unit(["/bin/sh", "-c", "echo two $K"], name="two", service={"env": {"K": "v"}})
+    )
+    assert (first.stdout, second.stdout) == (b"one\n", b"two v\n")

@@ -47,9 +47,12 @@ ENTER_FDS = 3  # report_w, output_w, a pidfd of the sandbox's PID 1
 
 class _Spare:
     """A launcher forked ahead of its request: the fork, the signal reset, the fd sweep and the
-    copy-on-write faults they cause are paid while the daemon is idle, not during a launch."""
+    copy-on-write faults they cause are paid while the daemon is idle, not during a launch.
+    `warm`: the last plan the server forwarded, decoded once and dropped by the spare while it
+    waits, so that the pages a decode writes (objects' reference counts, the allocator's
+    arenas) are copied before the request comes, not while it is served."""
 
-    def __init__(self, sys: Syscalls) -> None:
+    def __init__(self, sys: Syscalls, warm: bytes = b"") -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = sys.fork()
@@ -59,7 +62,7 @@ class _Spare:
             raise
         if pid == 0:
             try:
-                _spare_main(theirs, sys)
+                _spare_main(theirs, sys, warm)
             finally:
                 os._exit(1)
         theirs.close()
@@ -70,11 +73,14 @@ class _Spare:
         return not wait_readable(self.pidfd, 0)
 
 
-def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
+def _spare_main(channel: socket.socket, sys: Syscalls, warm: bytes) -> NoReturn:
     """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
     sys.close_fds_except({channel.fileno()})
+    if warm:
+        with contextlib.suppress(ProtocolError):  # the server checked nothing in it
+            decode_plan(warm)
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
@@ -133,11 +139,12 @@ class _Server:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.spare: _Spare | None = None
+        self.last_plan = b""  # the last launch request's body, to warm the next spare with
         # To come back to after forking a probe command in a sandbox's PID namespace.
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self) -> _Spare:
-        spare = _Spare(self.sys)
+        spare = _Spare(self.sys, self.last_plan)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
@@ -181,6 +188,7 @@ class _Server:
         except OSError as err:
             self._error(err)
             return
+        self.last_plan = frame[1]
         send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
         # The next spare is forked once the daemon has its answer, while `used` works.
         try:
