@@ -318,12 +318,12 @@ TRACED_STAGES = [
     "launcher: PID 1 forked",
     "daemon: PID 1 reported",
     "daemon: uid maps written, Go sent",
-    "PID 1: Go received",
     "PID 1: setsid, userns root, sysctls",
     "PID 1: root built (mounts, pivot_root)",
     "PID 1: hostname, lo, rlimits, stdio",
     "PID 1: identity, credentials",
     "PID 1: privileges dropped, env",
+    "PID 1: Go received, ready to exec",
     "daemon: exec observed (EOF on the sync pipe)",
 ]
 
@@ -343,9 +343,18 @@ def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
         request = LaunchRequest(harness.unit(["/bin/true"]), [], out, out, trace=True)
         stamps = traced_run(request, server)
         assert [stage for stage, _ in stamps] == TRACED_STAGES
-        # One clock for the daemon, the launcher and PID 1: each stamp follows the one before.
-        times = [ns for _, ns in stamps]
-        assert times == sorted(times)
+        # One clock for the daemon, the launcher and PID 1: each side's stamps are in order,
+        # and the launch's causal steps too (PID 1 builds while the daemon sends Go).
+        at = dict(stamps)
+        for side in ("daemon", "forkserver", "launcher", "PID 1"):
+            times = [ns for stage, ns in stamps if stage.startswith(side)]
+            assert times == sorted(times), side
+        chain = ["daemon: request sent to the fork server", "forkserver: plan decoded",
+                 "launcher: PID 1 forked", "PID 1: setsid, userns root, sysctls",
+                 "PID 1: Go received, ready to exec",
+                 "daemon: exec observed (EOF on the sync pipe)"]  # fmt: skip
+        assert [at[s] for s in chain] == sorted(at[s] for s in chain)
+        assert at["daemon: uid maps written, Go sent"] <= at["PID 1: Go received, ready to exec"]
         # Without a fork server there is no request to send and none to decode.
         direct = [stage for stage, _ in traced_run(request, None)]
         assert direct == [

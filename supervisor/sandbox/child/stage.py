@@ -17,14 +17,15 @@ Launcher (forked by the daemon):
      created first by the kernel and owns the others;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
 PID 1:
-  4. wait for Go (host-side setup such as uid maps and veth is done by then), then the
+  4. in a user namespace, wait for Go (the daemon writes the uid maps first); then the
      sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
   6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
      that user, on a read-only ramfs of this mount namespace (credentials.py);
   7. privileges dropped in the one order that works (privileges.py, shared with
      `sandboxctl exec` and exec probes), with the workdir entered as the service's user;
-     execve.
+  8. without a user namespace, wait for Go now (host-side setup such as the veth is done by
+     then: steps 4 to 7 overlapped it); execve.
 """
 
 from __future__ import annotations
@@ -241,16 +242,30 @@ def join_netns(path: str, sys: Syscalls) -> None:
         os.close(fd)
 
 
+def await_go(fds: ChildFds) -> None:
+    """Block until the daemon's Go; StageFailure "go" if it died or aborted this launch."""
+    if os.read(fds.go_r, 1) != GO:
+        raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
+    os.close(fds.go_r)
+
+
 def run_pid1(
     plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit, marks: Marks = OFF
 ) -> NoReturn:
-    """The sandbox's PID 1 up to execve; never returns."""
+    """The sandbox's PID 1 up to execve; never returns.
+
+    In a user namespace, PID 1 waits for Go before anything else (its uid maps are the
+    daemon's to write first). Otherwise nothing it builds depends on the daemon's host-side
+    setup (a veth is moved into its netns from outside), so it builds its whole sandbox while
+    the daemon reads its PID and sends Go, and waits for Go only before execve: the launch is
+    one round trip shorter. Aborted (EOF instead of Go), it exits without exec, and what it
+    built dies with its mount namespace."""
+    went = False
+    message: ChildError
     try:
-        if os.read(fds.go_r, 1) != GO:
-            # The daemon died or aborted this launch: build nothing.
-            raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
-        marks.mark("PID 1: Go received")
-        os.close(fds.go_r)
+        if plan.userns:
+            await_go(fds)
+            went = True
         sys.setsid()
         if plan.userns:
             # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
@@ -270,15 +285,27 @@ def run_pid1(
         env.update(plan.env)
         env.update(listen_env(plan))
         marks.mark("PID 1: privileges dropped, env")
+        if not went:
+            await_go(fds)
+            went = True
+        marks.mark("PID 1: Go received, ready to exec")
         marks.send(fds.sync_w)  # the last write before execve (the pipe closes with it)
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
             raise StageFailure.from_oserror("exec", f"exec {plan.exec_path}", err) from None
     except StageFailure as failure:
-        _report(fds.sync_w, failure.to_message())
+        message = failure.to_message()
     except BaseException as exc:  # a child must never die silently
-        _report(fds.sync_w, ChildError("pid1", 0, f"{type(exc).__name__}: {exc}"))
+        message = ChildError("pid1", 0, f"{type(exc).__name__}: {exc}")
+    if not went and message.stage != "go":
+        # Failed while building ahead of Go: until Go the daemon reads the sync pipe for the
+        # launcher's report only, so the failure is told after Go, where go() expects it.
+        try:
+            await_go(fds)
+        except (StageFailure, OSError):
+            exit(127)  # aborted: nobody is listening
+    _report(fds.sync_w, message)
     exit(127)
 
 

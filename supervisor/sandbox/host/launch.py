@@ -4,10 +4,10 @@ Interface for the engine (synchronous and fast: a few milliseconds):
 
     launched = launch(LaunchRequest(spec, cgroup_procs, stdout_fd, stderr_fd, ...))
     # launched.pid is PID 1 of the sandbox (a child of this subreaper once the launcher
-    # exited); it is blocked waiting for Go. Do host-side setup now (veth into
-    # /proc/<pid>/ns/net, ...), then:
+    # exited); it builds its sandbox and then waits for Go before exec (in a user namespace,
+    # waits first). Do host-side setup now (veth into /proc/<pid>/ns/net, ...), then:
     launched.go()     # raises LaunchError(stage, errno, message) if anything failed before exec
-    # or, if host-side setup failed: launched.abort()  (PID 1 exits without building anything)
+    # or, if host-side setup failed: launched.abort()  (PID 1 exits without exec)
 
 `launch()` raises LaunchError when the launcher fails (cgroup join, unshare) or the request is
 impossible (overlay without a directory, no tini for init = true, a bad keep_fds). After go()
@@ -445,7 +445,8 @@ class Launched:
             )
 
     def abort(self) -> None:
-        """PID 1 sees EOF instead of Go and exits without building anything."""
+        """PID 1 sees EOF instead of Go and exits without exec (in a user namespace, without
+        building anything; otherwise what it built ahead dies with its mount namespace)."""
         try:
             self._reap_launcher()
         finally:

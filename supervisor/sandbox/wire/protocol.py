@@ -9,15 +9,19 @@ Two pipes, both close-on-exec:
 |---|--------------|---------------|----------|---------------------------------------------------|
 | 1 | PidReport    | launcher      | daemon   | none; the launcher exits, the daemon reaps it     |
 | 2 | Go (b"G")    | daemon        | PID 1    | ChildError, or EOF on the sync pipe (= exec done) |
+|   |              |               |          | (PID 1 builds ahead and waits for Go before exec; |
+|   |              |               |          | in a user namespace before building anything)     |
 | - | ChildError   | launcher or   | daemon   | none; the sender has _exit()ed (never silently)  |
 |   |              | PID 1         |          |                                                   |
-| - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without building anything             |
+| - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without exec                          |
 |   |              | or aborted)   |          |                                                   |
 | - | Trace        | launcher (before PidReport), PID 1 (before execve) | daemon | none; only   |
 |   |              | when the plan asks for a trace (`ChildPlan.trace`, the bench's `--trace`) |  |
 
 Before Go the daemon does host-side setup (user namespace maps, veth). EOF on the sync pipe
-after Go means PID 1's execve succeeded: the close-on-exec write end closed with it.
+after Go means PID 1's execve succeeded: the close-on-exec write end closed with it. PID 1
+writes nothing before Go (a failure while building ahead is reported after Go), so before Go
+the daemon reads the launcher's messages only.
 
 With a fork server (host/forkserver.py) the daemon does not fork the launcher itself: it asks the
 server over a Unix stream socketpair, and everything above stays as it is (the launcher and
