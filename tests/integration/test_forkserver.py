@@ -376,3 +376,21 @@ def test_a_spare_warmed_with_the_last_plan_runs_the_next_one(server: ForkServer)
         harness.unit(["/bin/sh", "-c", "echo two $K"], name="two", service={"env": {"K": "v"}})
     )
     assert (first.stdout, second.stdout) == (b"one\n", b"two v\n")
+
+
+def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServer) -> None:
+    spec = harness.unit(["/bin/sh", "-c", "echo ok"])
+    plan = build_plan(LaunchRequest(spec, [], 1, 2))
+    assert plan.privileges.seccomp_bpf is not None
+    assert harness.run(spec).stdout == b"ok\n"
+    held = set(server._held)  # the seccomp program, offered with the first request
+    assert held and server._held_bytes >= len(plan.privileges.seccomp_bpf)
+    # The next launches name it by digest, and the spare (forked after) resolves it.
+    for _ in range(2):
+        assert harness.run(spec).stdout == b"ok\n"
+    assert server._held == held
+    # A restarted server keeps nothing: the daemon offers again what it named.
+    os.kill(server.pid, signal.SIGKILL)
+    wait_dead(server.pid)
+    assert harness.run(spec).stdout == b"ok\n"
+    assert server.restarts == 1 and server._held == held

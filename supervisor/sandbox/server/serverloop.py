@@ -25,7 +25,7 @@ from supervisor.sandbox.child import enter
 from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import decode_plan
+from supervisor.sandbox.wire.plancodec import decode_plan, keep_offered
 from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
@@ -52,7 +52,9 @@ class _Spare:
     waits, so that the pages a decode writes (objects' reference counts, the allocator's
     arenas) are copied before the request comes, not while it is served."""
 
-    def __init__(self, sys: Syscalls, warm: bytes = b"") -> None:
+    def __init__(
+        self, sys: Syscalls, warm: bytes = b"", cache: dict[str, bytes] | None = None
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = sys.fork()
@@ -62,7 +64,7 @@ class _Spare:
             raise
         if pid == 0:
             try:
-                _spare_main(theirs, sys, warm)
+                _spare_main(theirs, sys, warm, cache or {})
             finally:
                 os._exit(1)
         theirs.close()
@@ -73,14 +75,16 @@ class _Spare:
         return not wait_readable(self.pidfd, 0)
 
 
-def _spare_main(channel: socket.socket, sys: Syscalls, warm: bytes) -> NoReturn:
+def _spare_main(
+    channel: socket.socket, sys: Syscalls, warm: bytes, cache: dict[str, bytes]
+) -> NoReturn:
     """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
     sys.close_fds_except({channel.fileno()})
     if warm:
         with contextlib.suppress(ProtocolError):  # the server checked nothing in it
-            decode_plan(warm)
+            decode_plan(warm, cache)
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
@@ -88,7 +92,7 @@ def _spare_main(channel: socket.socket, sys: Syscalls, warm: bytes) -> NoReturn:
     _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
-        plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
+        plan = replace(decode_plan(body, cache), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
             raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
     except ProtocolError as err:  # say so on the daemon's pipe: a child never fails silently
@@ -140,11 +144,14 @@ class _Server:
         self.poller.register(sock, select.POLLIN)
         self.spare: _Spare | None = None
         self.last_plan = b""  # the last launch request's body, to warm the next spare with
+        # Blobs the daemon offered (plancodec.py), by digest: every spare forked from here has
+        # them, so a plan may name them instead of carrying them.
+        self.cache: dict[str, bytes] = {}
         # To come back to after forking a probe command in a sandbox's PID namespace.
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self) -> _Spare:
-        spare = _Spare(self.sys, self.last_plan)
+        spare = _Spare(self.sys, self.last_plan, self.cache)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
@@ -175,6 +182,14 @@ class _Server:
             return
         if isinstance(request, EnterRequest):
             self._enter(request, frame[1], frame[2])
+            return
+        try:
+            # Kept before the spare is handed the request: the next spare is forked with them.
+            keep_offered(frame[1], request.offers, self.cache)
+        except ProtocolError as err:
+            for fd in frame[2]:
+                os.close(fd)
+            self._error(err)
             return
         try:
             used = self._ready_spare()

@@ -34,7 +34,7 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
 | 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr, | Forked or ServerError   |
 |   |              |         |          | then the plan's keep_fds      |                         |
-|   | (body: the ChildPlan, plancodec.py)                                                   |
+|   | (body: the ChildPlan, plancodec.py; `offers`: its blobs for the server to keep)       |
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 GO = b"G"
@@ -133,6 +133,9 @@ class ForkRequest:
     """Fork a launcher for the plan in the frame's body, with `fds` passed alongside."""
 
     fds: int  # how many: sync_w, go_r, stdout, stderr, then one per keep_fds, in that order
+    # Blobs of the plan for the server to keep, (SHA-256 hex, offset, length) in the body's
+    # blobs; later plans name them by digest only (plancodec.py).
+    offers: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
