@@ -4,6 +4,9 @@ Runs in the server process, a fresh interpreter that imports only the launcher's
 spare launcher is always forked ahead: a launch request is checked and handed to it (plan bytes
 and fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare
 is forked while this one works. Every spare is reaped here as its pidfd turns readable.
+The blobs a request offers (plancodec.py) are kept before it is handed on, so every spare
+forked after has them for the plans that name them; a new spare first decodes the last plan
+(and throws it away) to take its copy-on-write faults while idle.
 An EnterRequest (an exec health probe) is served by the server itself: it forks the command
 into the sandbox and watches it until it exits or its deadline passes (probe_run.py).
 """
