@@ -20,7 +20,6 @@ has a copy of the server's cache. What the server holds is bounded by the daemon
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import struct
 from collections.abc import Mapping, Set
@@ -72,6 +71,10 @@ class _Encoder:
 
     def blob(self, value: bytes, cacheable: bool) -> object:
         if cacheable and len(value) >= CACHED_MIN:
+            # Daemon side only: hashlib loads OpenSSL, ~4 MB the fork server (and every
+            # launcher it forks) would carry for nothing.
+            import hashlib  # noqa: PLC0415
+
             digest = hashlib.sha256(value).hexdigest()
             if digest in self.held:
                 return {_CACHED: digest}
@@ -128,15 +131,16 @@ def encode_plan(plan: ChildPlan) -> bytes:
 
 
 def keep_offered(data: bytes, offers: list[Offer], cache: dict[str, bytes]) -> None:
-    """The fork server's side: keep each offered blob of the plan in `data`, checked against its
-    digest (a mismatch is a ProtocolError: the cache would hand out wrong bytes ever after)."""
+    """The fork server's side: keep each offered blob of the plan in `data` under its digest
+    (the daemon's, from these very bytes: the server does not hash them again); an offer
+    outside the plan's blobs is a ProtocolError."""
     try:
         (size,) = _LEN.unpack_from(data)
         for digest, offset, length in offers:
             start = 4 + size + offset
             blob = data[start : start + length]
-            if len(blob) != length or hashlib.sha256(blob).hexdigest() != digest:
-                raise ProtocolError(f"a blob with SHA-256 {digest}", f"{length} other bytes")
+            if offset < 0 or len(blob) != length or not isinstance(digest, str):
+                raise ProtocolError(f"{length} bytes of blobs at {offset}", f"{len(blob)}")
             cache[digest] = blob
     except (ValueError, TypeError, struct.error) as err:
         raise ProtocolError("offers of blobs", f"{offers!r:.200} ({err})") from None
