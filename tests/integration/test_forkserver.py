@@ -394,3 +394,25 @@ def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServ
     wait_dead(server.pid)
     assert harness.run(spec).stdout == b"ok\n"
     assert server.restarts == 1 and server._held == held
+
+
+def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
+    server: ForkServer,
+) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with harness.v1_cgroup() as procs:
+            request = LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out)
+            assert build_plan(request).cgroup_procs == tuple(
+                p.removesuffix("cgroup.procs") + "tasks" for p in procs
+            )
+            launched = launch(request, server=server)
+            try:
+                launched.go()
+                for path in procs:  # the whole process, and what it forks, not one thread
+                    assert str(launched.pid) in Path(path).read_text().split()
+            finally:
+                os.kill(launched.pid, signal.SIGKILL)
+                os.waitpid(launched.pid, 0)
+    finally:
+        os.close(out)

@@ -9,9 +9,10 @@ and the daemon reports it as `launch-error:<stage>: <message>`.
 Launcher (forked by the daemon):
   0. fds: the plan's `keep_fds` go to their planned numbers (inheritable), everything else but
      the children's own fds (sync, go, stdout, stderr: close-on-exec) is closed;
-  1. join the unit's cgroup: before unshare, so that the cgroup namespace is rooted at the
-     unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
-     first instruction);
+  1. join the unit's cgroup (v1: through `tasks`, which skips a kernel grace period; see
+     cgroups/v1.py): before unshare, so that the cgroup namespace is rooted at the unit's
+     cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the first
+     instruction);
   2. join the unit's held network namespace, if it has one (tcp/udp [[listen]] sockets live
      there across runs); unshare every namespace in one call: the user namespace, if any, is
      created first by the kernel and owns the others;
@@ -58,7 +59,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class ChildPlan:
     """Everything the children do, decided by the daemon before forking (JSON-free, frozen)."""
 
-    cgroup_procs: tuple[str, ...]
+    cgroup_procs: tuple[str, ...]  # written "0" by the launcher: v1 `tasks`, v2 `cgroup.procs`
     clone_flags: int
     hostname: str | None  # None: no uts namespace
     userns: bool  # own user namespace: become its root before touching any filesystem

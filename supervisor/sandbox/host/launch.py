@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Protocol
 
+from supervisor.cgroups import v1
 from supervisor.errors import LaunchError
 from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
@@ -266,7 +267,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     if secrets:
         env[credentials.ENV] = credentials.DIRECTORY
     return ChildPlan(
-        cgroup_procs=tuple(req.cgroup_procs),
+        cgroup_procs=tuple(v1.self_join_file(p) for p in req.cgroup_procs),
         clone_flags=flags,
         hostname=req.spec.hostname if "uts" in unit.sandbox.namespaces else None,
         userns="user" in unit.sandbox.namespaces,
