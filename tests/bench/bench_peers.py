@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from supervisor.sandbox.host import forkserver
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
-from supervisor.sandbox.wire.plancodec import encode_plan
+from supervisor.sandbox.wire.plancodec import encode_cached
 from tests.bench import bench_launch as bl
 
 Runner = Callable[[], float]
@@ -195,7 +196,7 @@ def traced_launch(request: LaunchRequest, server: bl.ForkServer) -> Stamps:
 
 
 def trace(n: int) -> tuple[list[Stamps], int]:
-    """`n` traced launches of /bin/true (after 3 warm-up runs) and the encoded plan's size."""
+    """`n` traced launches of /bin/true (after 3 warm-up runs) and the plan's size on the wire."""
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-trace-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         bl.busybox_rootfs(rootfs)
@@ -206,7 +207,10 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         try:
             spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
             request = LaunchRequest(spec, [], null, null, trace=True)
-            size = len(encode_plan(build_plan(request)))
+            plan = build_plan(request)
+            # On the wire once the server keeps the recurring blobs (after the first launch).
+            _, offers = encode_cached(plan, frozenset(), forkserver.CACHE_BUDGET)
+            size = len(encode_cached(plan, {d for d, _, _ in offers}, 0)[0])
             runs = [traced_launch(request, server) for _ in range(n + 3)][3:]
         finally:
             os.close(null)
