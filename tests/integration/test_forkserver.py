@@ -318,7 +318,8 @@ TRACED_STAGES = [
     "launcher: PID 1 forked",
     "daemon: PID 1 reported",
     "daemon: uid maps written, Go sent",
-    "PID 1: setsid, userns root, sysctls",
+    "PID 1: scheduled, setsid",
+    "PID 1: userns root, sysctls",
     "PID 1: root built (mounts, pivot_root)",
     "PID 1: hostname, lo, rlimits, stdio",
     "PID 1: identity, credentials",
@@ -350,7 +351,7 @@ def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
             times = [ns for stage, ns in stamps if stage.startswith(side)]
             assert times == sorted(times), side
         chain = ["daemon: request sent to the fork server", "forkserver: plan decoded",
-                 "launcher: PID 1 forked", "PID 1: setsid, userns root, sysctls",
+                 "launcher: PID 1 forked", "PID 1: scheduled, setsid",
                  "PID 1: Go received, ready to exec",
                  "daemon: exec observed (EOF on the sync pipe)"]  # fmt: skip
         assert [at[s] for s in chain] == sorted(at[s] for s in chain)

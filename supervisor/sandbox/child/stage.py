@@ -268,13 +268,14 @@ def run_pid1(
             await_go(fds)
             went = True
         sys.setsid()
+        marks.mark("PID 1: scheduled, setsid")
         if plan.userns:
             # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
             # inode fails with EOVERFLOW) until we switch to the mapped root the daemon set up.
             _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
         for key, value in plan.sysctls:
             _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
-        marks.mark("PID 1: setsid, userns root, sysctls")
+        marks.mark("PID 1: userns root, sysctls")
         build_sandbox(plan, sys, marks)
         identity = resolve_identity(plan, sys)
         credentials.install(sys, plan.credentials, identity, plan.credentials_dir)
