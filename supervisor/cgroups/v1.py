@@ -284,3 +284,20 @@ class V1Unit:
 
 def _read_or_empty(path: str) -> str:
     return files.read(path) if os.path.exists(path) else ""
+
+
+def self_join_file(procs_file: str) -> str:
+    """The file a single-threaded process writes "0" to, to move itself into the cgroup whose
+    `cgroup.procs` is `procs_file`: v1's `tasks` beside it, else `procs_file` itself (v2).
+
+    Why: writing cgroup.procs moves a whole thread group under the kernel's global threadgroup
+    lock, whose write side waits for an RCU grace period (several milliseconds, more under
+    load) unless another write came just before; writing 0 to `tasks` moves only the calling
+    thread, which takes no such lock. For a process with one thread (a launcher: forked, so
+    single-threaded) both move the same thing."""
+    tasks = os.path.join(os.path.dirname(procs_file), "tasks")
+    return (
+        tasks
+        if os.path.basename(procs_file) == "cgroup.procs" and os.path.exists(tasks)
+        else procs_file
+    )

@@ -24,8 +24,10 @@ only asks the daemon < 40 ms end to end; the daemon's list view < 10 ms and a `t
 
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
 --cycles N (20), --stall SECONDS (10), --skip-install,
---only peers,oom,control,density,faults, --markdown FILE (the table, with the date, machine
-and load, replaces what is between `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
+--only peers,oom,control,density,faults, --trace (with peers: each stage of a sandboxd launch,
+median and p95 over -n traced launches, bench_peers.py), --markdown FILE (the table, with the
+date, machine and load, and with --trace the stages, replaces what is between
+`<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--stall", type=float, default=10.0)
     parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument("--trace", action="store_true")
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="also write the table into FILE's block"
@@ -207,8 +210,12 @@ def main() -> None:
         install_peers()
     header = machine()
     rows: list[Row] = []
+    stages: list[str] = []
     if "peers" in only:
         rows += peer_rows(args.n)
+        if args.trace:
+            stages = bench_peers.trace_report(*bench_peers.trace(args.n))
+            print("\n".join(stages), flush=True)
     if "oom" in only:
         rows += oom_rows(args.cycles)
     if "control" in only:
@@ -222,7 +229,10 @@ def main() -> None:
     print(f"\nsandboxd vs peers — {header}")
     print("\n".join(goals.table(rows)))
     if args.markdown is not None:
-        goals.write_block(args.markdown, goals.markdown(rows, header))
+        block = goals.markdown(rows, header)
+        if stages:  # --trace: where one launch's time goes, as printed
+            block += "\n\n```\n" + "\n".join(stages) + "\n```"
+        goals.write_block(args.markdown, block)
         print(f"table written to {args.markdown}")
 
 

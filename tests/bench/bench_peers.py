@@ -12,12 +12,17 @@ as is. bwrap: --unshare-all (user, pid, net, ipc, uts, cgroup) with the rootfs r
 creates no cgroup, so it does less. systemd-nspawn: --register=no --keep-unit (no machined, no
 scope: the only way without systemd as PID 1) with --private-network and --read-only; it makes
 no cgroup of its own either. A peer that is missing or fails is reported with the reason.
+
+`--trace` times each stage of n more sandboxd launches (LaunchRequest.trace: CLOCK_MONOTONIC
+stamps taken by the daemon side, the fork server's launcher and PID 1, sent back on the sync
+pipe) and prints each stage's median and p95: where a launch's time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,6 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from supervisor.sandbox.host import forkserver
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
+from supervisor.sandbox.wire.plancodec import encode_cached
 from tests.bench import bench_launch as bl
 
 Runner = Callable[[], float]
@@ -168,14 +176,99 @@ def report(results: dict[str, list[float]], skipped: dict[str, str], n: int) -> 
     return lines
 
 
+Stamps = list[tuple[str, int]]
+
+
+def traced_launch(request: LaunchRequest, server: bl.ForkServer) -> Stamps:
+    """One launch of `request` as bench_launch.sandboxd_run times it (cgroup made and removed
+    around it), traced: the bench's own stamps around the launch's."""
+    start = time.monotonic_ns()
+    with bl.harness.v1_cgroup(memory_max=bl.MEMORY, pids_max=bl.PIDS) as procs:
+        made = time.monotonic_ns()
+        launched = launch(dataclasses.replace(request, cgroup_procs=procs), server=server)
+        launched.go()
+        _, status = os.waitpid(launched.pid, 0)
+        reaped = time.monotonic_ns()
+    assert status == 0, status
+    return [("bench: start", start), ("bench: cgroup made", made), *launched.trace,
+            ("bench: PID 1 exited and reaped", reaped),
+            ("bench: cgroup removed", time.monotonic_ns())]  # fmt: skip
+
+
+def trace(n: int) -> tuple[list[Stamps], int]:
+    """`n` traced launches of /bin/true (after 3 warm-up runs) and the plan's size on the wire."""
+    with tempfile.TemporaryDirectory(prefix="sandboxd-bench-trace-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        bl.busybox_rootfs(rootfs)
+        harness = bl.harness
+        harness.set_subreaper()
+        server = bl.ForkServer.start()
+        null = os.open("/dev/null", os.O_WRONLY)
+        try:
+            spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
+            request = LaunchRequest(spec, [], null, null, trace=True)
+            plan = build_plan(request)
+            # On the wire once the server keeps the recurring blobs (after the first launch).
+            _, offers = encode_cached(plan, frozenset(), forkserver.CACHE_BUDGET)
+            size = len(encode_cached(plan, {d for d, _, _ in offers}, 0)[0])
+            runs = [traced_launch(request, server) for _ in range(n + 3)][3:]
+        finally:
+            os.close(null)
+            server.close()
+    return runs, size
+
+
+GO_SENT = "daemon: Go sent"
+
+
+def _durations(run: Stamps) -> dict[str, tuple[float, float]]:
+    """Each stamp's (ms since the first stamp, ms its stage took). A stage starts at the latest
+    stamp before it on the timeline, but for PID 1's: PID 1 builds while the daemon reads its
+    PID and sends Go, so its stages start at its own stamp before, or the launcher's fork, or
+    (waiting for Go) the daemon's Go."""
+    out: dict[str, tuple[float, float]] = {}
+    for stage, ns in run:
+        pid1 = stage.startswith("PID 1:")
+        waited = [t for other, t in run if t <= ns and other != stage and (
+            not pid1 or other.startswith(("PID 1:", "launcher:")) or other == GO_SENT)]  # fmt: skip
+        out[stage] = ((ns - run[0][1]) / 1e6, (ns - max(waited, default=ns)) / 1e6)
+    return out
+
+
+def trace_report(runs: list[Stamps], plan_bytes: int) -> list[str]:
+    """Each stage's time, median and p95, in the order of their median end."""
+    stages = [stage for stage, _ in runs[0]]
+    if any(sorted(stage for stage, _ in run) != sorted(stages) for run in runs):
+        raise RuntimeError("traced launches took different stages: cannot line them up")
+    table = [_durations(run) for run in runs]
+    ends = {stage: statistics.median(t[stage][0] for t in table) for stage in stages}
+    lines = [f"one sandboxd launch of /bin/true by stage, {len(runs)} traced runs (ms; "
+             f"plan {plan_bytes} bytes on the wire); each stage ends at its stamp",
+             f"{'stage':56}{'ends at':>8}{'median':>8}{'p95':>8}"]  # fmt: skip
+    for stage in sorted(stages[1:], key=ends.__getitem__):
+        xs = [t[stage][1] for t in table]
+        lines.append(f"{stage:56}{ends[stage]:8.2f}{statistics.median(xs):8.2f}{bl.p95(xs):8.2f}")
+    for what, first, last in (
+        ("total (bench: start -> cgroup removed)", "bench: start", "bench: cgroup removed"),
+        ("launch called -> exec observed", "daemon: launch called",
+         "daemon: exec observed (EOF on the sync pipe)"),
+    ):  # fmt: skip
+        xs = [(dict(run)[last] - dict(run)[first]) / 1e6 for run in runs]
+        lines.append(f"{what:64}{statistics.median(xs):8.2f}{bl.p95(xs):8.2f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50, help="runs per side (default 50)")
+    parser.add_argument("--trace", action="store_true", help="also time each launch stage")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_peers: needs root")
     results, skipped = measure(args.n)
     print("\n".join(report(results, skipped, args.n)))
+    if args.trace:
+        print("\n".join(trace_report(*trace(args.n))))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_the_server_is_small_and_loads_no_daemon_libraries(server: ForkServer) -
     rss_kb = int(status_field(server.pid, "VmRSS"))
     assert rss_kb < 24 * 1024, f"fork server RSS {rss_kb} kB"
     maps = Path(f"/proc/{server.pid}/maps").read_text()
-    for lib in ("pydantic", "aiohttp", "pyroute2", "structlog", "seccomp"):
+    for lib in ("pydantic", "aiohttp", "pyroute2", "structlog", "seccomp", "libcrypto"):
         assert lib not in maps, lib
     assert int(status_field(server.pid, "Threads")) == 1
     assert int(status_field(server.pid, "PPid")) == os.getpid()
@@ -303,3 +303,117 @@ def test_kept_fds_missing_from_a_request_fail_it_on_the_sync_pipe(server: ForkSe
         os.close(sync_r)
         os.close(go_w)
     assert msg == ChildError("forkserver", 0, "launch protocol: expected 1 kept fds, received 0")
+
+
+TRACED_STAGES = [
+    "daemon: launch called",
+    "daemon: plan built",
+    "daemon: plan encoded",
+    "daemon: request sent to the fork server",
+    "forkserver: request received by the spare",
+    "forkserver: plan decoded",
+    "launcher: fds placed",
+    "launcher: cgroup joined",
+    "launcher: unshared",
+    "launcher: PID 1 forked",
+    "daemon: PID 1 reported",
+    "daemon: Go sent",
+    "PID 1: scheduled, setsid",
+    "PID 1: userns root, sysctls",
+    "PID 1: root built (mounts, pivot_root)",
+    "PID 1: hostname, lo, rlimits, stdio",
+    "PID 1: identity, credentials",
+    "PID 1: privileges dropped, env",
+    "PID 1: Go received, ready to exec",
+    "daemon: exec observed (EOF on the sync pipe)",
+]
+
+
+def traced_run(request: LaunchRequest, server: ForkServer | None) -> list[tuple[str, int]]:
+    with harness.v1_cgroup() as procs:
+        launched = launch(replace(request, cgroup_procs=procs), server=server)
+        launched.go()
+        _, status = os.waitpid(launched.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return launched.trace
+
+
+def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        request = LaunchRequest(harness.unit(["/bin/true"]), [], out, out, trace=True)
+        stamps = traced_run(request, server)
+        assert [stage for stage, _ in stamps] == TRACED_STAGES
+        # One clock for the daemon, the launcher and PID 1: each side's stamps are in order,
+        # and the launch's causal steps too (PID 1 builds while the daemon sends Go).
+        at = dict(stamps)
+        for side in ("daemon", "forkserver", "launcher", "PID 1"):
+            times = [ns for stage, ns in stamps if stage.startswith(side)]
+            assert times == sorted(times), side
+        chain = ["daemon: request sent to the fork server", "forkserver: plan decoded",
+                 "launcher: PID 1 forked", "PID 1: scheduled, setsid",
+                 "PID 1: Go received, ready to exec",
+                 "daemon: exec observed (EOF on the sync pipe)"]  # fmt: skip
+        assert [at[s] for s in chain] == sorted(at[s] for s in chain)
+        assert at["daemon: Go sent"] <= at["PID 1: Go received, ready to exec"]
+        # Without a fork server there is no request to send and none to decode.
+        direct = [stage for stage, _ in traced_run(request, None)]
+        assert direct == [
+            s
+            for s in TRACED_STAGES
+            if "fork server" not in s and "forkserver" not in s and "encoded" not in s
+        ]
+        # Untraced (the default): no stamp anywhere.
+        assert traced_run(replace(request, trace=False), server) == []
+    finally:
+        os.close(out)
+
+
+def test_a_spare_warmed_with_the_last_plan_runs_the_next_one(server: ForkServer) -> None:
+    # Each spare after the first decodes the previous request's plan while it waits (to take
+    # its copy-on-write faults early): what it runs is still the request it is handed.
+    first = harness.run(harness.unit(["/bin/sh", "-c", "echo one"], name="one"))
+    second = harness.run(
+        harness.unit(["/bin/sh", "-c", "echo two $K"], name="two", service={"env": {"K": "v"}})
+    )
+    assert (first.stdout, second.stdout) == (b"one\n", b"two v\n")
+
+
+def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServer) -> None:
+    spec = harness.unit(["/bin/sh", "-c", "echo ok"])
+    plan = build_plan(LaunchRequest(spec, [], 1, 2))
+    assert plan.privileges.seccomp_bpf is not None
+    assert harness.run(spec).stdout == b"ok\n"
+    held = set(server._held)  # the seccomp program, offered with the first request
+    assert held and server._held_bytes >= len(plan.privileges.seccomp_bpf)
+    # The next launches name it by digest, and the spare (forked after) resolves it.
+    for _ in range(2):
+        assert harness.run(spec).stdout == b"ok\n"
+    assert server._held == held
+    # A restarted server keeps nothing: the daemon offers again what it named.
+    os.kill(server.pid, signal.SIGKILL)
+    wait_dead(server.pid)
+    assert harness.run(spec).stdout == b"ok\n"
+    assert server.restarts == 1 and server._held == held
+
+
+def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
+    server: ForkServer,
+) -> None:
+    out = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with harness.v1_cgroup() as procs:
+            request = LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out)
+            assert build_plan(request).cgroup_procs == tuple(
+                p.removesuffix("cgroup.procs") + "tasks" for p in procs
+            )
+            launched = launch(request, server=server)
+            try:
+                launched.go()
+                for path in procs:  # the whole process, and what it forks, not one thread
+                    assert str(launched.pid) in Path(path).read_text().split()
+            finally:
+                os.kill(launched.pid, signal.SIGKILL)
+                os.waitpid(launched.pid, 0)
+    finally:
+        os.close(out)

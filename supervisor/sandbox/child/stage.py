@@ -9,29 +9,32 @@ and the daemon reports it as `launch-error:<stage>: <message>`.
 Launcher (forked by the daemon):
   0. fds: the plan's `keep_fds` go to their planned numbers (inheritable), everything else but
      the children's own fds (sync, go, stdout, stderr: close-on-exec) is closed;
-  1. join the unit's cgroup: before unshare, so that the cgroup namespace is rooted at the
-     unit's cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the
-     first instruction);
+  1. join the unit's cgroup (v1: through `tasks`, which skips a kernel grace period; see
+     cgroups/v1.py): before unshare, so that the cgroup namespace is rooted at the unit's
+     cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the first
+     instruction);
   2. join the unit's held network namespace, if it has one (tcp/udp [[listen]] sockets live
      there across runs); with a user namespace, make it, hold the plan's host sources in it
      (idmapped where wanted) and enter it (holding.py); unshare every other namespace in one
      call: the user namespace owns them;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
 PID 1:
-  4. wait for Go (host-side setup such as the veth is done by then), then the
-     sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
+  4. in a user namespace, become its root (the launcher wrote the id maps before the fork);
+     the sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
   6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
      that user, on a read-only ramfs of this mount namespace (credentials.py);
   7. privileges dropped in the one order that works (privileges.py, shared with
      `sandboxctl exec` and exec probes), with the workdir entered as the service's user;
-     execve.
+  8. wait for Go now (host-side setup such as the veth is done by then: steps 4 to 7
+     overlapped it); execve.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NoReturn
@@ -41,7 +44,14 @@ from supervisor.linux.syscalls import CLONE_NEWNET, CLONE_NEWUSER, Syscalls
 from supervisor.sandbox.child import credentials, holding, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
-from supervisor.sandbox.wire.protocol import GO, ChildError, PidReport, StageFailure, encode
+from supervisor.sandbox.wire.protocol import (
+    GO,
+    ChildError,
+    PidReport,
+    StageFailure,
+    Trace,
+    encode,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -50,7 +60,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class ChildPlan:
     """Everything the children do, decided by the daemon before forking (JSON-free, frozen)."""
 
-    cgroup_procs: tuple[str, ...]
+    cgroup_procs: tuple[str, ...]  # written "0" by the launcher: v1 `tasks`, v2 `cgroup.procs`
     clone_flags: int
     hostname: str | None  # None: no uts namespace
     userns: bool  # own user namespace: become its root before touching any filesystem
@@ -90,6 +100,9 @@ class ChildPlan:
     id_map: tuple[int, int, int] | None = None
     staging: str = ""
     holds: tuple[mounts.Hold, ...] = ()
+    # Time each stage (the bench's --trace): the launcher and PID 1 send a Trace message with
+    # their timestamps before PidReport and before execve. Off, no clock is read.
+    trace: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,9 +117,32 @@ class ChildFds:
 Exit = Callable[[int], NoReturn]
 
 
-def _report(fd: int, msg: PidReport | ChildError) -> None:
+def _report(fd: int, msg: PidReport | ChildError | Trace) -> None:
     with contextlib.suppress(OSError):  # the daemon is gone: nothing left to tell
         os.write(fd, encode(msg))
+
+
+class Marks:
+    """A traced launch's timestamps (ChildPlan.trace): `mark(stage)` at the end of each stage,
+    sent as one Trace message. Untraced, `mark` is a no-op and nothing is sent."""
+
+    def __init__(self, on: bool, stages: list[str] | None = None, ns: list[int] | None = None):
+        self.on = on
+        self.stages, self.ns = stages or [], ns or []
+
+    def mark(self, stage: str) -> None:
+        if self.on:
+            self.stages.append(stage)
+            self.ns.append(time.monotonic_ns())
+
+    def send(self, fd: int) -> None:
+        """Report the marks so far and start afresh (a forked PID 1 must not resend them)."""
+        if self.on:
+            _report(fd, Trace(self.stages, self.ns))
+            self.stages, self.ns = [], []
+
+
+OFF = Marks(False)
 
 
 def _step(stage: str, what: str, fn: Callable[..., object], *args: object) -> None:
@@ -162,17 +198,28 @@ def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
     sys.close_fds_except({*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
 
 
-def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
-    """The launcher child: fds, cgroup, unshare, fork PID 1, report, exit."""
+def run_launcher(
+    plan: ChildPlan,
+    fds: ChildFds,
+    sys: Syscalls,
+    exit: Exit = os._exit,
+    marks: Marks | None = None,
+) -> NoReturn:
+    """The launcher child: fds, cgroup, unshare, fork PID 1, report, exit. `marks`: the
+    trace's timestamps so far (a fork server's spare has taken some)."""
     report = fds.sync_w
+    if marks is None:
+        marks = Marks(True) if plan.trace else OFF
     try:
         sys.reset_signals()
         plan, fds = make_way(plan, fds, sys)
         # From here the original sync fd may be overwritten by a kept fd: report on the copy.
         report = fds.sync_w
         place_fds(plan, fds, sys)
+        marks.mark("launcher: fds placed")
         for procs in plan.cgroup_procs:
             _step("cgroup", f"join {procs}", sys.write_file, procs, b"0", False)
+        marks.mark("launcher: cgroup joined")
         if plan.netns is not None:
             # Before unshare: entering a network namespace owned by the daemon's user
             # namespace needs the daemon's privileges, not those of a new user namespace.
@@ -181,10 +228,15 @@ def run_launcher(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os.
         if plan.id_map is not None:
             holding.enter(sys, plan.id_map, plan.staging, plan.holds)
             flags &= ~CLONE_NEWUSER  # entered already
+            marks.mark("launcher: user namespace made, sources held")
         _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
+        marks.mark("launcher: unshared")
         pid = sys.fork()
         if pid == 0:
-            run_pid1(plan, fds, sys, exit)
+            marks.stages, marks.ns = [], []  # the launcher reports its own
+            run_pid1(plan, fds, sys, exit, marks)
+        marks.mark("launcher: PID 1 forked")
+        marks.send(report)
         _report(report, PidReport(pid))
     except StageFailure as failure:
         _report(report, failure.to_message())
@@ -203,37 +255,67 @@ def join_netns(path: str, sys: Syscalls) -> None:
         os.close(fd)
 
 
-def run_pid1(plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit) -> NoReturn:
-    """The sandbox's PID 1 up to execve; never returns."""
+def await_go(fds: ChildFds) -> None:
+    """Block until the daemon's Go; StageFailure "go" if it died or aborted this launch."""
+    if os.read(fds.go_r, 1) != GO:
+        raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
+    os.close(fds.go_r)
+
+
+def run_pid1(
+    plan: ChildPlan, fds: ChildFds, sys: Syscalls, exit: Exit = os._exit, marks: Marks = OFF
+) -> NoReturn:
+    """The sandbox's PID 1 up to execve; never returns.
+
+    Nothing it builds depends on the daemon's host-side setup (a veth is moved into its netns
+    from outside; a user namespace's id maps were written by the launcher before the fork),
+    so it builds its whole sandbox while the daemon reads its PID and sends Go, and waits for
+    Go only before execve: the launch is one round trip shorter. Aborted (EOF instead of Go),
+    it exits without exec, and what it built dies with its mount namespace."""
+    went = False
+    message: ChildError
     try:
-        if os.read(fds.go_r, 1) != GO:
-            # The daemon died or aborted this launch: build nothing.
-            raise StageFailure("go", 0, "expected Go from the daemon, received EOF")
-        os.close(fds.go_r)
         sys.setsid()
+        marks.mark("PID 1: scheduled, setsid")
         if plan.userns:
             # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
-            # inode fails with EOVERFLOW) until we switch to the mapped root the daemon set up.
+            # inode fails with EOVERFLOW) until we switch to the mapped root the launcher set up.
             _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
         for key, value in plan.sysctls:
             _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
-        build_sandbox(plan, sys)
+        marks.mark("PID 1: userns root, sysctls")
+        build_sandbox(plan, sys, marks)
         identity = resolve_identity(plan, sys)
         credentials.install(sys, plan.credentials, identity, plan.credentials_dir)
+        marks.mark("PID 1: identity, credentials")
         privileges.drop(sys, plan.privileges, identity, lambda: enter_workdir(plan, sys))
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "USER": identity.name}
         if plan.hostname:
             env["HOSTNAME"] = plan.hostname
         env.update(plan.env)
         env.update(listen_env(plan))
+        marks.mark("PID 1: privileges dropped, env")
+        if not went:
+            await_go(fds)
+            went = True
+        marks.mark("PID 1: Go received, ready to exec")
+        marks.send(fds.sync_w)  # the last write before execve (the pipe closes with it)
         try:
             sys.execve(plan.exec_path, list(plan.argv), env)
         except OSError as err:
             raise StageFailure.from_oserror("exec", f"exec {plan.exec_path}", err) from None
     except StageFailure as failure:
-        _report(fds.sync_w, failure.to_message())
+        message = failure.to_message()
     except BaseException as exc:  # a child must never die silently
-        _report(fds.sync_w, ChildError("pid1", 0, f"{type(exc).__name__}: {exc}"))
+        message = ChildError("pid1", 0, f"{type(exc).__name__}: {exc}")
+    if not went and message.stage != "go":
+        # Failed while building ahead of Go: until Go the daemon reads the sync pipe for the
+        # launcher's report only, so the failure is told after Go, where go() expects it.
+        try:
+            await_go(fds)
+        except (StageFailure, OSError):
+            exit(127)  # aborted: nobody is listening
+    _report(fds.sync_w, message)
     exit(127)
 
 
@@ -252,9 +334,10 @@ def listen_env(plan: ChildPlan) -> dict[str, str]:
     return env
 
 
-def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
+def build_sandbox(plan: ChildPlan, sys: Syscalls, marks: Marks = OFF) -> None:
     """Root, hostname, loopback, rlimits, stdio: everything before identity."""
     rootfs.apply(sys, plan.root_ops)
+    marks.mark("PID 1: root built (mounts, pivot_root)")
     if plan.hostname:
         _step(
             "hostname", f"sethostname {plan.hostname}", lambda: sys.sethostname(plan.hostname or "")
@@ -264,6 +347,7 @@ def build_sandbox(plan: ChildPlan, sys: Syscalls) -> None:
     for res, soft, hard in plan.rlimits:
         _step("rlimits", f"setrlimit {res}", sys.setrlimit, res, soft, hard)
     _step("stdio", "set up stdin/stdout/stderr", sys.setup_stdio, plan.stdout_fd, plan.stderr_fd)
+    marks.mark("PID 1: hostname, lo, rlimits, stdio")
 
 
 def _read_or_empty(sys: Syscalls, path: str) -> str:

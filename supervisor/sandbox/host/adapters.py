@@ -3,7 +3,7 @@
 
 The launcher builds bridge networking (network.py) between the fork and the go byte:
 prepare (validate, lease) → launch → attach (veth, eth0, route) → return. A network failure
-aborts the launch (PID 1 exits without building anything) and is a LaunchError with stage
+aborts the launch (PID 1 exits without exec) and is a LaunchError with stage
 "network". `SandboxNetwork` is also what the runners call after a run (detach), on removal
 (release) and the reconciler at start-up (orphans). pyroute2 is imported on first use only:
 ~170 ms of start-up that a daemon without bridge units never pays.

@@ -37,13 +37,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
-from supervisor.sandbox.child.stage import ChildFds, ChildPlan
+from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import encode_plan
+from supervisor.sandbox.wire.plancodec import encode_cached
 from supervisor.sandbox.wire.protocol import (
     EnterRequest,
     Forked,
@@ -60,6 +60,9 @@ if TYPE_CHECKING:
     import subprocess
 
 START_TIMEOUT = 10.0
+# Bytes of plan blobs (seccomp program, /etc copies: plancodec.CACHEABLE) the server keeps for
+# later plans to name by digest. Past it, new blobs travel with each plan, as all did before.
+CACHE_BUDGET = 4 << 20
 SERVER_MODULE = "supervisor.sandbox.server"  # its __main__ runs the server's loop
 
 
@@ -113,6 +116,9 @@ class ForkServer:
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, spare: int) -> None:
         self._proc, self._sock = proc, sock
         self._spare = spare  # the server's idle launcher: ours to reap if the server dies
+        # The blobs this server keeps (offered with a request it answered), and their bytes.
+        self._held: set[str] = set()
+        self._held_bytes = 0
         self.restarts = 0
         self.last_exit: int | None = None  # wait status of the last server that died
 
@@ -134,6 +140,7 @@ class ForkServer:
         self._sock.close()
         _reap_orphan(self._spare)
         self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
+        self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
         self.restarts += 1
 
     def ensure(self) -> None:
@@ -142,13 +149,26 @@ class ForkServer:
             self._restart()
 
     def fork(
-        self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float
+        self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float, marks: Marks = OFF
     ) -> ServerLauncher | None:
         """Have the server fork a launcher for `plan`; None if the server died during the
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
         passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
-        header = encode_server(ForkRequest(len(passed)))
-        return self._request(unit, (header, encode_plan(plan)), passed, deadline, spare=True)
+        offers: list[tuple[str, int, int]] = []
+
+        def frame() -> tuple[bytes, bytes]:
+            # Made for the server it goes to: a restarted one holds no blob yet.
+            nonlocal offers
+            body, offers = encode_cached(plan, self._held, CACHE_BUDGET - self._held_bytes)
+            marks.mark("daemon: plan encoded")
+            return encode_server(ForkRequest(len(passed), offers)), body
+
+        launcher = self._request(unit, frame, passed, deadline, spare=True, marks=marks)
+        if launcher is not None:  # answered: the server kept what it was offered
+            for digest, _, length in offers:
+                self._held.add(digest)
+                self._held_bytes += length
+        return launcher
 
     def enter(
         self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
@@ -156,35 +176,37 @@ class ForkServer:
         """Have the server fork an exec probe's command (`fds`: report_w, output_w and a pidfd
         of the sandbox's PID 1; server/probe_run.py): a handle on the command, None if the server
         died meanwhile, LaunchError if the sandbox could not be entered."""
-        return self._request(unit, (encode_server(req), bpf), fds, deadline, spare=False)
+        return self._request(unit, lambda: (encode_server(req), bpf), fds, deadline, spare=False)
 
     def _request(
         self,
         unit: str,
-        frame: tuple[bytes, bytes],
+        frame: Callable[[], tuple[bytes, bytes]],
         passed: Sequence[int],
         deadline: float,
         *,
         spare: bool,
+        marks: Marks = OFF,
     ) -> ServerLauncher | None:
-        """Send one request, read its answer. `spare`: the request uses up the idle spare
-        launcher (a launch does; a probe is forked by the server itself)."""
-        header, body = frame
+        """Send one request (`frame()` makes its header and body), read its answer. `spare`:
+        the request uses up the idle spare launcher (a launch does; a probe is forked by the
+        server itself)."""
         try:
             self.ensure()
         except ForkServerError as err:
             raise LaunchError(unit, "forkserver", err.message) from None
         try:
-            send_frame(self._sock, header, body, passed)
+            send_frame(self._sock, *frame(), passed)
         except (BrokenPipeError, ConnectionResetError):
             # It died after ensure() and before reading: nothing was forked, so one retry is safe.
             try:
                 self._restart()
-                send_frame(self._sock, header, body, passed)
+                send_frame(self._sock, *frame(), passed)
             except (ForkServerError, OSError) as err:
                 raise LaunchError(
                     unit, "forkserver", f"cannot reach the fork server: {err}"
                 ) from None
+        marks.mark("daemon: request sent to the fork server")
         return self._reply(unit, deadline, spare)
 
     def _reply(self, unit: str, deadline: float, spare: bool) -> ServerLauncher | None:

@@ -4,10 +4,10 @@ Interface for the engine (synchronous and fast: a few milliseconds):
 
     launched = launch(LaunchRequest(spec, cgroup_procs, stdout_fd, stderr_fd, ...))
     # launched.pid is PID 1 of the sandbox (a child of this subreaper once the launcher
-    # exited); it is blocked waiting for Go. Do host-side setup now (veth into
-    # /proc/<pid>/ns/net, ...), then:
+    # exited); it builds its sandbox and then waits for Go before exec (in a user namespace,
+    # waits first). Do host-side setup now (veth into /proc/<pid>/ns/net, ...), then:
     launched.go()     # raises LaunchError(stage, errno, message) if anything failed before exec
-    # or, if host-side setup failed: launched.abort()  (PID 1 exits without building anything)
+    # or, if host-side setup failed: launched.abort()  (PID 1 exits without exec)
 
 `launch()` raises LaunchError when the launcher fails (cgroup join, unshare) or the request is
 impossible (overlay without a directory, no tini for init = true, a bad keep_fds). After go()
@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Protocol
 
+from supervisor.cgroups import v1
 from supervisor.errors import LaunchError
 from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
-from supervisor.sandbox.child.stage import ChildFds, ChildPlan, run_launcher
+from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks, run_launcher
 from supervisor.sandbox.host import holdplan, hostlayout, init, rootplan
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.wire.mounts import Hold, RootSpec, UnitMount
@@ -52,6 +53,7 @@ from supervisor.sandbox.wire.protocol import (
     ProtocolError,
     Reader,
     StageFailure,
+    Trace,
     describe,
 )
 from supervisor.unit import credentials
@@ -98,6 +100,9 @@ class LaunchRequest:
     # A network namespace the daemon holds for the unit (linux/heldnetns.py): the launcher
     # joins it instead of unsharing a new one; `lo` is up and its sysctls set already.
     netns: str | None = None
+    # Time every stage of this launch, in the daemon, the fork server's launcher and PID 1
+    # (Launched.trace; the bench's --trace). Off, nothing is timed.
+    trace: bool = False
 
 
 @cache
@@ -268,7 +273,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
     if secrets:
         env[credentials.ENV] = credentials.DIRECTORY
     return ChildPlan(
-        cgroup_procs=tuple(req.cgroup_procs),
+        cgroup_procs=tuple(v1.self_join_file(p) for p in req.cgroup_procs),
         clone_flags=flags,
         hostname=req.spec.hostname if "uts" in unit.sandbox.namespaces else None,
         userns="user" in unit.sandbox.namespaces,
@@ -298,6 +303,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         id_map=req.id_map if "user" in unit.sandbox.namespaces else None,
         staging=staging,
         holds=holds,
+        trace=req.trace,
     )
 
 
@@ -317,20 +323,27 @@ def _credentials(req: LaunchRequest) -> tuple[tuple[str, bytes], ...]:
         raise LaunchError(spec.name, credentials.STAGE, f"{err.key}: {err.message}") from None
 
 
-def _read_message(
-    reader: Reader, fd: int, deadline: float, unit: str, stage: str
+def _read_message(  # noqa: PLR0917
+    reader: Reader, fd: int, deadline: float, unit: str, stage: str, marks: Marks = OFF
 ) -> Message | None:
+    """The next message but a Trace (whose stamps go to `marks`), None at EOF."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise LaunchError(unit, stage, "timed out waiting for the sandbox")
-        if poller.poll(left * 1000):
+        # A Trace and the message after it often arrive in one read.
+        if reader.buffered() or poller.poll(left * 1000):
             try:
-                return reader.next()
+                msg = reader.next()
             except ProtocolError as err:
                 raise LaunchError(unit, stage, str(err)) from None
+            if not isinstance(msg, Trace):
+                return msg
+            if marks.on:  # only a traced plan sends one
+                marks.stages += msg.stages
+                marks.ns += msg.ns
 
 
 class LauncherChild(Protocol):
@@ -356,16 +369,18 @@ class DirectLauncher:
 class Launched:
     """A sandbox whose PID 1 exists and waits for Go."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         req: LaunchRequest,
         pid: int,
         sync_r: int,
         go_w: int,
         launcher: LauncherChild | None = None,
+        marks: Marks = OFF,
     ) -> None:
         self.request = req
         self._launcher = launcher
+        self._marks = marks
         self.pid = pid
         self.start_time = time.time()
         self._sync_r, self._go_w = sync_r, go_w
@@ -374,6 +389,12 @@ class Launched:
     @property
     def unit(self) -> str:
         return self.request.spec.name
+
+    @property
+    def trace(self) -> list[tuple[str, int]]:
+        """A traced launch's (stage, CLOCK_MONOTONIC ns at its end), in the order taken, from
+        the daemon, the launcher and PID 1; complete once go() returned. Empty if untraced."""
+        return list(zip(self._marks.stages, self._marks.ns, strict=True))
 
     def _reap_launcher(self) -> None:
         if self._launcher is not None:
@@ -384,6 +405,7 @@ class Launched:
         """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
         if self._go_w < 0:
             raise LaunchError(self.unit, "go", "go() after go() or abort()")
+        self._marks.mark("daemon: Go sent")
         try:
             os.write(self._go_w, GO)
         except OSError as err:
@@ -398,7 +420,10 @@ class Launched:
         # the sync pipe's write end, so the EOF that says "exec done" also says it has exited.
         try:
             deadline = time.monotonic() + self.request.timeout
-            msg = _read_message(self._reader, self._sync_r, deadline, self.unit, "exec")
+            msg = _read_message(
+                self._reader, self._sync_r, deadline, self.unit, "exec", self._marks
+            )
+            self._marks.mark("daemon: exec observed (EOF on the sync pipe)")
         finally:
             os.close(self._sync_r)
             self._sync_r = -1
@@ -411,7 +436,8 @@ class Launched:
             )
 
     def abort(self) -> None:
-        """PID 1 sees EOF instead of Go and exits without building anything."""
+        """PID 1 sees EOF instead of Go and exits without exec (in a user namespace, without
+        building anything; otherwise what it built ahead dies with its mount namespace)."""
         try:
             self._reap_launcher()
         finally:
@@ -458,7 +484,10 @@ def launch(
     The launcher comes from `server` (the daemon's fork server), else from a fork of this
     process."""
     name = req.spec.name
+    marks = Marks(True) if req.trace else OFF
+    marks.mark("daemon: launch called")
     plan = build_plan(req)
+    marks.mark("daemon: plan built")
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     deadline = time.monotonic() + req.timeout
@@ -469,7 +498,7 @@ def launch(
         if server is None:
             launcher = _fork_directly(plan, fds, syscalls, name)
         else:
-            launcher = server.fork(name, plan, fds, deadline)
+            launcher = server.fork(name, plan, fds, deadline, marks)
     except BaseException:
         for fd in (sync_r, go_w):
             os.close(fd)
@@ -479,7 +508,7 @@ def launch(
         os.close(go_r)
     reader = Reader(lambda n: os.read(sync_r, n))
     try:
-        msg = _read_message(reader, sync_r, deadline, name, "launcher")
+        msg = _read_message(reader, sync_r, deadline, name, "launcher", marks)
     except LaunchError:
         # Hung: kill it; PID 1, if forked, then sees EOF on go and exits.
         _discard(launcher, sync_r, go_w, kill=True)
@@ -487,7 +516,8 @@ def launch(
     if isinstance(msg, PidReport):
         # The launcher is exiting (tearing down a copy of the forking process's address space
         # takes a while): reap it later, in go() or abort(), instead of waiting here.
-        return Launched(req, msg.pid, sync_r, go_w, launcher)
+        marks.mark("daemon: PID 1 reported")
+        return Launched(req, msg.pid, sync_r, go_w, launcher, marks)
     _discard(launcher, sync_r, go_w)
     if isinstance(msg, ChildError):
         raise LaunchError(name, msg.stage, msg.message, msg.errno)

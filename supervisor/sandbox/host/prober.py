@@ -24,10 +24,9 @@ from supervisor.errors import LaunchError, ProbeStartError
 from supervisor.linux import seccomp
 from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError, ServerLauncher
 from supervisor.sandbox.wire.protocol import (
-    ChildError,
     EnterRequest,
     Exited,
-    PidReport,
+    Message,
     ProtocolError,
     decode,
 )
@@ -142,8 +141,8 @@ class Job:
         return self.outcome
 
 
-def _messages(report: bytes | bytearray) -> list[PidReport | ChildError | Exited]:
-    found = []
+def _messages(report: bytes | bytearray) -> list[Message]:
+    found: list[Message] = []
     for line in bytes(report).splitlines():
         with contextlib.suppress(ProtocolError):
             found.append(decode(line))

@@ -4,6 +4,9 @@ Runs in the server process, a fresh interpreter that imports only the launcher's
 spare launcher is always forked ahead: a launch request is checked and handed to it (plan bytes
 and fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare
 is forked while this one works. Every spare is reaped here as its pidfd turns readable.
+The blobs a request offers (plancodec.py) are kept before it is handed on, so every spare
+forked after has them for the plans that name them; a new spare first decodes the last plan
+(and throws it away) to take its copy-on-write faults while idle.
 An EnterRequest (an exec health probe) is served by the server itself: it forks the command
 into the sandbox and watches it until it exits or its deadline passes (probe_run.py).
 """
@@ -22,10 +25,10 @@ from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
 from supervisor.sandbox.child import enter
-from supervisor.sandbox.child.stage import ChildFds, run_launcher
+from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import decode_plan
+from supervisor.sandbox.wire.plancodec import decode_plan, keep_offered
 from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
@@ -47,9 +50,14 @@ ENTER_FDS = 3  # report_w, output_w, a pidfd of the sandbox's PID 1
 
 class _Spare:
     """A launcher forked ahead of its request: the fork, the signal reset, the fd sweep and the
-    copy-on-write faults they cause are paid while the daemon is idle, not during a launch."""
+    copy-on-write faults they cause are paid while the daemon is idle, not during a launch.
+    `warm`: the last plan the server forwarded, decoded once and dropped by the spare while it
+    waits, so that the pages a decode writes (objects' reference counts, the allocator's
+    arenas) are copied before the request comes, not while it is served."""
 
-    def __init__(self, sys: Syscalls) -> None:
+    def __init__(
+        self, sys: Syscalls, warm: bytes = b"", cache: dict[str, bytes] | None = None
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = sys.fork()
@@ -59,7 +67,7 @@ class _Spare:
             raise
         if pid == 0:
             try:
-                _spare_main(theirs, sys)
+                _spare_main(theirs, sys, warm, cache or {})
             finally:
                 os._exit(1)
         theirs.close()
@@ -70,26 +78,34 @@ class _Spare:
         return not wait_readable(self.pidfd, 0)
 
 
-def _spare_main(channel: socket.socket, sys: Syscalls) -> NoReturn:
+def _spare_main(
+    channel: socket.socket, sys: Syscalls, warm: bytes, cache: dict[str, bytes]
+) -> NoReturn:
     """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
     sys.close_fds_except({channel.fileno()})
+    if warm:
+        with contextlib.suppress(ProtocolError):  # the server checked nothing in it
+            decode_plan(warm, cache)
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
+    received = time.monotonic_ns()  # one clock read: kept only if the plan asks for a trace
     _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
-        plan = replace(decode_plan(body), stdout_fd=stdout, stderr_fd=stderr)
+        plan = replace(decode_plan(body, cache), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
             raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
     except ProtocolError as err:  # say so on the daemon's pipe: a child never fails silently
         with contextlib.suppress(OSError):
             os.write(sync_w, encode(ChildError("forkserver", 0, str(err))))
         os._exit(1)
+    marks = Marks(plan.trace, ["forkserver: request received by the spare"], [received])
+    marks.mark("forkserver: plan decoded")
     # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
-    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys)
+    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks)
 
 
 def _check(header: bytes, fds: list[int]) -> ForkRequest | EnterRequest:
@@ -130,11 +146,15 @@ class _Server:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self.spare: _Spare | None = None
+        self.last_plan = b""  # the last launch request's body, to warm the next spare with
+        # Blobs the daemon offered (plancodec.py), by digest: every spare forked from here has
+        # them, so a plan may name them instead of carrying them.
+        self.cache: dict[str, bytes] = {}
         # To come back to after forking a probe command in a sandbox's PID namespace.
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self) -> _Spare:
-        spare = _Spare(self.sys)
+        spare = _Spare(self.sys, self.last_plan, self.cache)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
@@ -167,6 +187,14 @@ class _Server:
             self._enter(request, frame[1], frame[2])
             return
         try:
+            # Kept before the spare is handed the request: the next spare is forked with them.
+            keep_offered(frame[1], request.offers, self.cache)
+        except ProtocolError as err:
+            for fd in frame[2]:
+                os.close(fd)
+            self._error(err)
+            return
+        try:
             used = self._ready_spare()
         except OSError as err:
             for fd in frame[2]:
@@ -178,6 +206,7 @@ class _Server:
         except OSError as err:
             self._error(err)
             return
+        self.last_plan = frame[1]
         send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
         # The next spare is forked once the daemon has its answer, while `used` works.
         try:

@@ -9,6 +9,12 @@ milliseconds per launch, a memcpy costs microseconds. Wire format: a 4-byte big-
 length, the JSON, the concatenated blobs. Only the classes listed in `_CLASSES` are accepted
 on the way back: the fork server runs as root and must not build anything the daemon did not
 mean to send.
+
+Blobs that recur from launch to launch (the seccomp program, the /etc copies: the fields in
+`CACHEABLE`) travel once: `encode_cached` offers a new one to the fork server (its ForkRequest
+lists the blob's SHA-256, offset and length; the server keeps it), and once the server holds it
+a plan names it by digest only ({"@c": digest}); the spare launcher, forked from the server,
+has a copy of the server's cache. What the server holds is bounded by the daemon's budget.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Mapping, Set
 from typing import Any
 
 from supervisor.linux.caps import CapPlan
@@ -44,54 +51,108 @@ _CLASSES: dict[str, type[Any]] = {
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}
-_TYPE, _BYTES = "@t", "@b"
+_TYPE, _BYTES, _CACHED = "@t", "@b", "@c"
 _LEN = struct.Struct(">I")
+# The same bytes in every launch of a unit (never credentials: a secret must not outlive its
+# launch in the fork server).
+CACHEABLE = frozenset(
+    {(Privileges, "seccomp_bpf"), (mounts.WriteFile, "data"), (mounts.WriteInRoot, "data")}
+)
+CACHED_MIN = 256  # bytes: a smaller blob costs no more inline than its digest does
+
+Offer = tuple[str, int, int]  # a blob for the server to keep: (SHA-256 hex, offset, length)
 
 
-def _to_json(value: object, blobs: list[bytes], offset: list[int]) -> object:
-    if value is None or isinstance(value, str | int):  # bool is an int
-        return value
-    names = _FIELDS.get(type(value))
-    if names is not None:
-        out: dict[str, object] = {_TYPE: type(value).__name__}
-        for name in names:
-            out[name] = _to_json(getattr(value, name), blobs, offset)
-        return out
-    if isinstance(value, bytes):
-        blobs.append(value)
-        offset[0] += len(value)
-        return {_BYTES: [offset[0] - len(value), len(value)]}
-    if isinstance(value, tuple | list):
-        return [_to_json(v, blobs, offset) for v in value]
-    raise TypeError(f"cannot encode {type(value).__name__} in a plan")
+class _Encoder:
+    def __init__(self, held: Set[str], budget: int) -> None:
+        self.held, self.budget = held, budget
+        self.blobs: list[bytes] = []
+        self.offset = 0
+        self.offers: list[Offer] = []
+
+    def blob(self, value: bytes, cacheable: bool) -> object:
+        if cacheable and len(value) >= CACHED_MIN:
+            # Daemon side only: hashlib loads OpenSSL, ~4 MB the fork server (and every
+            # launcher it forks) would carry for nothing.
+            import hashlib  # noqa: PLC0415
+
+            digest = hashlib.sha256(value).hexdigest()
+            if digest in self.held:
+                return {_CACHED: digest}
+            if len(value) <= self.budget and all(o[0] != digest for o in self.offers):
+                self.budget -= len(value)
+                self.offers.append((digest, self.offset, len(value)))
+        self.blobs.append(value)
+        self.offset += len(value)
+        return {_BYTES: [self.offset - len(value), len(value)]}
+
+    def json(self, value: object, cacheable: bool = False) -> object:
+        if value is None or isinstance(value, str | int):  # bool is an int
+            return value
+        cls = type(value)
+        names = _FIELDS.get(cls)
+        if names is not None:
+            out: dict[str, object] = {_TYPE: cls.__name__}
+            for name in names:
+                out[name] = self.json(getattr(value, name), (cls, name) in CACHEABLE)
+            return out
+        if isinstance(value, bytes):
+            return self.blob(value, cacheable)
+        if isinstance(value, tuple | list):
+            return [self.json(v) for v in value]
+        raise TypeError(f"cannot encode {type(value).__name__} in a plan")
 
 
-def _from_json(value: object, blobs: memoryview) -> object:
+def _from_json(value: object, blobs: memoryview, cache: Mapping[str, bytes]) -> object:
     if isinstance(value, list):
-        return tuple(_from_json(v, blobs) for v in value)
+        return tuple(_from_json(v, blobs, cache) for v in value)
     if isinstance(value, dict):
+        if _CACHED in value:
+            return cache[value[_CACHED]]  # KeyError: the daemon named a blob we never got
         if _BYTES in value:
             start, length = value[_BYTES]
             if start < 0 or length < 0 or start + length > len(blobs):
                 raise ValueError(f"blob {start}+{length} outside the {len(blobs)} bytes sent")
             return bytes(blobs[start : start + length])
         cls = _CLASSES[value.pop(_TYPE)]
-        return cls(**{k: _from_json(v, blobs) for k, v in value.items()})
+        return cls(**{k: _from_json(v, blobs, cache) for k, v in value.items()})
     return value
 
 
+def encode_cached(plan: ChildPlan, held: Set[str], budget: int) -> tuple[bytes, list[Offer]]:
+    """The plan, naming the cacheable blobs in `held` by digest; and the new ones offered to
+    the server to keep, `budget` bytes at most (they travel inline this time)."""
+    enc = _Encoder(held, budget)
+    doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
+    return b"".join((_LEN.pack(len(doc)), doc, *enc.blobs)), enc.offers
+
+
 def encode_plan(plan: ChildPlan) -> bytes:
-    blobs: list[bytes] = []
-    doc = json.dumps(_to_json(plan, blobs, [0]), separators=(",", ":")).encode()
-    return b"".join((_LEN.pack(len(doc)), doc, *blobs))
+    return encode_cached(plan, frozenset(), 0)[0]
 
 
-def decode_plan(data: bytes) -> ChildPlan:
-    """The plan; ProtocolError naming what arrived if it is not one."""
+def keep_offered(data: bytes, offers: list[Offer], cache: dict[str, bytes]) -> None:
+    """The fork server's side: keep each offered blob of the plan in `data` under its digest
+    (the daemon's, from these very bytes: the server does not hash them again); an offer
+    outside the plan's blobs is a ProtocolError."""
+    try:
+        (size,) = _LEN.unpack_from(data)
+        for digest, offset, length in offers:
+            start = 4 + size + offset
+            blob = data[start : start + length]
+            if offset < 0 or len(blob) != length or not isinstance(digest, str):
+                raise ProtocolError(f"{length} bytes of blobs at {offset}", f"{len(blob)}")
+            cache[digest] = blob
+    except (ValueError, TypeError, struct.error) as err:
+        raise ProtocolError("offers of blobs", f"{offers!r:.200} ({err})") from None
+
+
+def decode_plan(data: bytes, cache: Mapping[str, bytes] | None = None) -> ChildPlan:
+    """The plan (its cached blobs from `cache`); ProtocolError naming what arrived if not one."""
     try:
         (size,) = _LEN.unpack_from(data)
         view = memoryview(data)
-        plan = _from_json(json.loads(data[4 : 4 + size]), view[4 + size :])
+        plan = _from_json(json.loads(data[4 : 4 + size]), view[4 + size :], cache or {})
     except (ValueError, KeyError, TypeError, struct.error) as err:
         what = f"{data[:200]!r} ({type(err).__name__}: {err})"
         raise ProtocolError("a ChildPlan", what) from None

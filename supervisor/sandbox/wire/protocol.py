@@ -9,13 +9,19 @@ Two pipes, both close-on-exec:
 |---|--------------|---------------|----------|---------------------------------------------------|
 | 1 | PidReport    | launcher      | daemon   | none; the launcher exits, the daemon reaps it     |
 | 2 | Go (b"G")    | daemon        | PID 1    | ChildError, or EOF on the sync pipe (= exec done) |
+|   |              |               |          | (PID 1 builds ahead and waits for Go before exec; |
+|   |              |               |          | in a user namespace before building anything)     |
 | - | ChildError   | launcher or   | daemon   | none; the sender has _exit()ed (never silently)  |
 |   |              | PID 1         |          |                                                   |
-| - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without building anything             |
+| - | EOF on go    | daemon (gone  | PID 1    | PID 1 exits without exec                          |
 |   |              | or aborted)   |          |                                                   |
+| - | Trace        | launcher (before PidReport), PID 1 (before execve) | daemon | none; only   |
+|   |              | when the plan asks for a trace (`ChildPlan.trace`, the bench's `--trace`) |  |
 
 Before Go the daemon does host-side setup (user namespace maps, veth). EOF on the sync pipe
-after Go means PID 1's execve succeeded: the close-on-exec write end closed with it.
+after Go means PID 1's execve succeeded: the close-on-exec write end closed with it. PID 1
+writes nothing before Go (a failure while building ahead is reported after Go), so before Go
+the daemon reads the launcher's messages only.
 
 With a fork server (host/forkserver.py) the daemon does not fork the launcher itself: it asks the
 server over a Unix stream socketpair, and everything above stays as it is (the launcher and
@@ -28,7 +34,7 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
 | 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr, | Forked or ServerError   |
 |   |              |         |          | then the plan's keep_fds      |                         |
-|   | (body: the ChildPlan, plancodec.py)                                                   |
+|   | (body: the ChildPlan, plancodec.py; `offers`: its blobs for the server to keep)       |
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
@@ -54,7 +60,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 GO = b"G"
@@ -94,11 +100,22 @@ class Exited:
     timed_out: bool
 
 
-Message = PidReport | ChildError | Exited
+@dataclass(frozen=True)
+class Trace:
+    """CLOCK_MONOTONIC timestamps a child took at the end of each of its stages, in order: the
+    stages' names and their times in ns (time.monotonic_ns(), one clock for every process).
+    Sent only for a plan with `trace` set, so an untraced launch pays nothing."""
+
+    stages: list[str]
+    ns: list[int]
+
+
+Message = PidReport | ChildError | Exited | Trace
 _KINDS: dict[str, type[Message]] = {
     "pid": PidReport,
     "error": ChildError,
     "exited": Exited,
+    "trace": Trace,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -116,6 +133,9 @@ class ForkRequest:
     """Fork a launcher for the plan in the frame's body, with `fds` passed alongside."""
 
     fds: int  # how many: sync_w, go_r, stdout, stderr, then one per keep_fds, in that order
+    # Blobs of the plan for the server to keep, (SHA-256 hex, offset, length) in the body's
+    # blobs; later plans name them by digest only (plancodec.py).
+    offers: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -196,7 +216,7 @@ def decode(line: bytes) -> Message:
         cls = _KINDS[data.pop("kind")]
         return cls(**data)
     except (ValueError, KeyError, TypeError):
-        raise ProtocolError("a PidReport, ChildError or Exited", repr(line[:200])) from None
+        raise ProtocolError("a PidReport, ChildError, Exited or Trace", repr(line[:200])) from None
 
 
 def describe(msg: Message | None) -> str:
@@ -209,6 +229,10 @@ class Reader:
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read  # os.read on the pipe, or a fake in tests
         self._buf = b""
+
+    def buffered(self) -> bool:
+        """A whole message was read already: next() returns it without reading."""
+        return b"\n" in self._buf
 
     def next(self) -> Message | None:
         """The next message, or None at EOF."""

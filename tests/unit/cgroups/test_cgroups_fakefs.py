@@ -14,6 +14,7 @@ from cgroups_fakes import RecordingBpf
 from supervisor import cgroups
 from supervisor.cgroups import files
 from supervisor.cgroups.base import unit_in
+from supervisor.cgroups.v1 import self_join_file
 from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
 
 V2_UNIT_FILES = {
@@ -270,3 +271,13 @@ def test_v2_own_cgroup_already_the_leaf(tmp_path: Path) -> None:
 )
 def test_unit_in(path: str, base: str, unit: str | None) -> None:
     assert unit_in(path, base) == unit
+
+
+def test_a_launcher_joins_v1_through_tasks_and_v2_through_cgroup_procs(tmp_path: Path) -> None:
+    v1, v2 = tmp_path / "memory" / "unit", tmp_path / "unified" / "unit"
+    for d, names in ((v1, ("cgroup.procs", "tasks")), (v2, ("cgroup.procs",))):
+        d.mkdir(parents=True)
+        for name in names:
+            (d / name).write_text("")
+    assert self_join_file(str(v1 / "cgroup.procs")) == str(v1 / "tasks")
+    assert self_join_file(str(v2 / "cgroup.procs")) == str(v2 / "cgroup.procs")

@@ -15,7 +15,12 @@ from supervisor.sandbox.host import hostlayout
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan
 from supervisor.sandbox.wire import mounts
 from supervisor.sandbox.wire.frames import recv_frame, send_frame
-from supervisor.sandbox.wire.plancodec import decode_plan, encode_plan
+from supervisor.sandbox.wire.plancodec import (
+    decode_plan,
+    encode_cached,
+    encode_plan,
+    keep_offered,
+)
 from supervisor.sandbox.wire.protocol import (
     Forked,
     ForkRequest,
@@ -75,6 +80,43 @@ def test_a_write_inside_the_root_travels_with_its_bytes_and_mode() -> None:
     op = mounts.WriteInRoot("/mnt", "/etc/resolv.conf", b"nameserver 192.0.2.53\n", 0o644)
     plan = dataclasses.replace(plan_for(), root_ops=(op, mounts.PivotRoot("/mnt")))
     assert decode_plan(encode_plan(plan)).root_ops == (op, mounts.PivotRoot("/mnt"))
+
+
+def test_recurring_blobs_travel_once_then_by_digest() -> None:
+    big = bytes(range(256)) * 400  # /etc/ld.so.cache
+    secret = b"s" * 4096
+    plan = dataclasses.replace(plan_for(), credentials=(("token", secret),))
+    assert plan.privileges.seccomp_bpf is not None
+    first, offers = encode_cached(plan, frozenset(), 1 << 20)
+    # The seccomp program and the /etc copy are offered; a credential never is.
+    sizes = sorted(length for _, _, length in offers)
+    assert sizes == sorted([len(big), len(plan.privileges.seccomp_bpf)])
+    cache: dict[str, bytes] = {}
+    keep_offered(first, offers, cache)  # the fork server's side
+    assert sorted(cache.values(), key=len) == sorted([big, plan.privileges.seccomp_bpf], key=len)
+    assert decode_plan(first) == plan  # offered blobs still travel inline this time
+    second, again = encode_cached(plan, set(cache), 1 << 20)
+    assert again == [] and big not in second and secret in second
+    assert len(second) < len(first) - len(big)
+    assert decode_plan(second, cache) == plan
+    with pytest.raises(ProtocolError, match="expected a ChildPlan"):
+        decode_plan(second)  # a server that was never offered them
+
+
+def test_the_blob_budget_bounds_what_is_offered() -> None:
+    _, offers = encode_cached(plan_for(), frozenset(), 0)
+    assert offers == []
+
+
+def test_an_offer_outside_the_plans_blobs_is_refused() -> None:
+    data, offers = encode_cached(plan_for(), frozenset(), 1 << 20)
+    digest, offset, length = offers[-1]
+    cache: dict[str, bytes] = {}
+    with pytest.raises(ProtocolError, match="bytes of blobs"):
+        keep_offered(data, [(digest, offset + 1, length)], cache)
+    with pytest.raises(ProtocolError, match="offers of blobs"):
+        keep_offered(data, [("x",)], cache)  # type: ignore[list-item]
+    assert cache == {}
 
 
 def test_only_plan_classes_are_accepted() -> None:

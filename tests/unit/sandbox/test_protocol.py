@@ -10,13 +10,18 @@ from supervisor.sandbox.wire.protocol import (
     ProtocolError,
     Reader,
     StageFailure,
+    Trace,
     decode,
     encode,
 )
 
 
 def test_messages_round_trip() -> None:
-    for msg in (PidReport(42), ChildError("rootfs", 2, "bind /x on /y: No such file")):
+    for msg in (
+        PidReport(42),
+        ChildError("rootfs", 2, "bind /x on /y: No such file"),
+        Trace(["unshare", "fork PID 1"], [10, 25]),
+    ):
         assert decode(encode(msg).rstrip(b"\n")) == msg
 
 
@@ -29,7 +34,7 @@ def test_reader_splits_and_reassembles_messages() -> None:
 
 
 def test_garbage_names_expected_and_received() -> None:
-    expected = r"expected a PidReport, ChildError or Exited, received"
+    expected = r"expected a PidReport, ChildError, Exited or Trace, received"
     with pytest.raises(ProtocolError, match=expected):
         decode(b'{"kind": "hello"}')
     chunks = [b"trunc"]

@@ -6,6 +6,7 @@ import contextlib
 import os
 import select
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import NoReturn
 
 import pytest
@@ -149,15 +150,56 @@ def test_pid1_without_no_new_privs_loads_seccomp_before_dropping_privileges(
     assert ("prctl", PR_SET_NO_NEW_PRIVS, 1, 0) not in sys.calls
 
 
-def test_pid1_builds_nothing_without_go(pipes: tuple[ChildFds, int, int]) -> None:
+def test_pid1_in_a_user_namespace_builds_nothing_without_go(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
     fds, sync_r, go_w = pipes
     os.close(go_w)
     sys = RecordingSyscalls()
     with pytest.raises(Exited):
-        run_pid1(plan_for(), fds, sys, fake_exit)
+        run_pid1(replace(plan_for(), userns=True), fds, sys, fake_exit)
     assert sys.calls == []
     [msg] = messages(sync_r)
     assert isinstance(msg, ChildError) and msg.stage == "go"
+
+
+def test_pid1_builds_ahead_of_go_but_never_execs_without_it(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    # Without a user namespace PID 1 builds while the daemon sends Go; aborted, it stops
+    # short of execve (its report of EOF goes to a pipe nobody reads any more).
+    fds, sync_r, go_w = pipes
+    os.close(go_w)
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    with pytest.raises(Exited) as ex:
+        run_pid1(plan_for(), fds, sys, fake_exit)
+    assert ex.value.code == 127
+    assert "pivot_root" in sys.names() and "execve" not in sys.names()
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "go"
+
+
+def test_a_failure_ahead_of_go_is_reported_after_go(pipes: tuple[ChildFds, int, int]) -> None:
+    # Until Go the daemon reads the sync pipe for the launcher's PID only.
+    fds, sync_r, go_w = pipes
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    written: list[object] = []
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        if fd == fds.go_r:  # PID 1 waits for Go only after its failure: nothing reported yet
+            written.extend(messages(sync_r))
+            os.write(go_w, GO)
+        return real_read(fd, n)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "read", read)
+        with pytest.raises(Exited) as ex:
+            plan = plan_for(service={"exec": ["/bin/app"], "user": "ghost"})
+            run_pid1(plan, fds, sys, fake_exit)
+    assert ex.value.code == 127 and written == []
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "user"
 
 
 def test_pid1_reports_an_unknown_user_before_exec(pipes: tuple[ChildFds, int, int]) -> None:
