@@ -65,7 +65,10 @@ def test_host_root_plan_shape() -> None:
     assert Symlink("usr/bin", "/mnt/bin") in ops
     usr = next(op for op in ops if isinstance(op, Bind) and op.source == "/usr")
     assert usr.remount is not None and usr.remount & MS_RDONLY
-    assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
+    passwd = next(op for op in ops if isinstance(op, Bind) and op.source == "/etc/passwd")
+    assert passwd.target == "/mnt/etc/passwd" and not passwd.is_dir
+    assert passwd.remount is not None and passwd.remount & MS_RDONLY, "shared, never writable"
+    assert not any(isinstance(op, WriteFile) and op.path == "/mnt/etc/passwd" for op in ops)
     assert WriteFile("/mnt/etc/hostname", b"web\n") in ops
     assert Symlink("/usr/share/zoneinfo/UTC", "/mnt/etc/localtime") in ops
     assert not any("shadow" in str(op) or "/home" in str(op) for op in ops)
@@ -73,6 +76,20 @@ def test_host_root_plan_shape() -> None:
     assert any(isinstance(op, ReadOnly) and op.path == "/mnt/proc/sys" for op in ops)
     assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV)
     assert ops[-1] == PivotRoot("/mnt")
+
+
+def test_a_writable_host_root_gets_its_own_copy_of_etc_and_hostname_hosts_are_per_unit() -> None:
+    # A read-only root shares the host's files (bound read-only); a writable one is the
+    # service's to change, so it gets copies and never a bind of a host file.
+    for read_only, hostname in ((True, "a"), (False, "b")):
+        ops = rootplan.plan_root(RootSpec("host", hostname, read_only=read_only), layout())
+        binds = {op.source for op in ops if isinstance(op, Bind)}
+        copied = WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
+        assert ("/etc/passwd" in binds) is read_only and copied is not read_only
+        assert WriteFile("/mnt/etc/hostname", f"{hostname}\n".encode()) in ops
+        hosts = next(op for op in ops if isinstance(op, WriteFile) and op.path.endswith("/hosts"))
+        assert f"127.0.1.1\t{hostname}\n".encode() in hosts.data
+        assert not binds & {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
 
 
 def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None:
