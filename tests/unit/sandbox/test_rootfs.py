@@ -46,6 +46,8 @@ def layout(**extra: HostPath) -> HostLayout:
         "/mnt": HostPath("dir"),
         "/media": HostPath("dir"),
         "/etc/passwd": HostPath("file", data=b"root:x:0:0::/root:/bin/sh\n"),
+        "/etc/ld.so.cache": HostPath("file", data=b"\0" * (rootplan.PAGE + 1)),
+        "/etc/mime.types": HostPath("file"),  # too large to have been read: bound
         "/etc/ssl": HostPath("dir"),
         "/etc/localtime": HostPath("link", "/usr/share/zoneinfo/UTC"),
         "/proc/kcore": HostPath("file"),
@@ -65,10 +67,12 @@ def test_host_root_plan_shape() -> None:
     assert Symlink("usr/bin", "/mnt/bin") in ops
     usr = next(op for op in ops if isinstance(op, Bind) and op.source == "/usr")
     assert usr.remount is not None and usr.remount & MS_RDONLY
-    passwd = next(op for op in ops if isinstance(op, Bind) and op.source == "/etc/passwd")
-    assert passwd.target == "/mnt/etc/passwd" and not passwd.is_dir
-    assert passwd.remount is not None and passwd.remount & MS_RDONLY, "shared, never writable"
-    assert not any(isinstance(op, WriteFile) and op.path == "/mnt/etc/passwd" for op in ops)
+    cache = next(op for op in ops if isinstance(op, Bind) and op.source == "/etc/ld.so.cache")
+    assert cache.target == "/mnt/etc/ld.so.cache" and not cache.is_dir
+    assert cache.remount is not None and cache.remount & MS_RDONLY, "shared, never writable"
+    assert not any(isinstance(op, WriteFile) and op.path == "/mnt/etc/ld.so.cache" for op in ops)
+    # A file of one page costs less copied than bound (two mount calls the kernel serializes).
+    assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
     assert WriteFile("/mnt/etc/hostname", b"web\n") in ops
     assert Symlink("/usr/share/zoneinfo/UTC", "/mnt/etc/localtime") in ops
     assert not any("shadow" in str(op) or "/home" in str(op) for op in ops)
@@ -84,8 +88,10 @@ def test_a_writable_host_root_gets_its_own_copy_of_etc_and_hostname_hosts_are_pe
     for read_only, hostname in ((True, "a"), (False, "b")):
         ops = rootplan.plan_root(RootSpec("host", hostname, read_only=read_only), layout())
         binds = {op.source for op in ops if isinstance(op, Bind)}
-        copied = WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
-        assert ("/etc/passwd" in binds) is read_only and copied is not read_only
+        big = b"\0" * (rootplan.PAGE + 1)
+        copied = WriteFile("/mnt/etc/ld.so.cache", big) in ops
+        assert ("/etc/ld.so.cache" in binds) is read_only and copied is not read_only
+        assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
         assert WriteFile("/mnt/etc/hostname", f"{hostname}\n".encode()) in ops
         hosts = next(op for op in ops if isinstance(op, WriteFile) and op.path.endswith("/hosts"))
         assert f"127.0.1.1\t{hostname}\n".encode() in hosts.data
