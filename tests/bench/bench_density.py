@@ -71,6 +71,60 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+# /proc/meminfo fields that say where a sandbox's memory went: tmpfs pages (Shmem), kernel
+# objects (Slab), kernel stacks, page tables, per-CPU data, the processes' own pages.
+MEMINFO_PARTS = ("Shmem", "Slab", "KernelStack", "PageTables", "Percpu", "AnonPages", "Cached")
+
+
+def meminfo_kib() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in MEMINFO_PARTS:
+            out[name] = int(rest.split()[0])
+    return out
+
+
+def slab_kib() -> dict[str, float]:
+    """KiB held by each slab cache (objects allocated x object size), from /proc/slabinfo."""
+    out: dict[str, float] = {}
+    for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
+        f = line.split()
+        out[f[0]] = int(f[2]) * int(f[3]) / 1024  # num_objs x objsize
+    return out
+
+
+def memory_snapshot() -> dict[str, Any]:
+    return {"available": settle_memory(), "meminfo": meminfo_kib(), "slab": slab_kib()}
+
+
+def breakdown(
+    before: dict[str, Any], after: dict[str, Any], n: int, top: int = 12
+) -> dict[str, Any]:
+    """Per sandbox: MemAvailable's drop, the meminfo parts' growth, and the slab caches that
+    grew most (KiB each), so a figure comes with where it went."""
+    parts = {k: (after["meminfo"][k] - before["meminfo"][k]) / n for k in before["meminfo"]}
+    slabs = {name: (kib - before["slab"].get(name, 0.0)) / n for name, kib in after["slab"].items()}
+    grown = sorted(slabs.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "host_kib_per_sandbox": (before["available"] - after["available"]) / n,
+        "meminfo_kib_per_sandbox": {k: round(v, 1) for k, v in parts.items()},
+        "slab_kib_per_sandbox": {k: round(v, 1) for k, v in grown},
+        "slab_total_kib_per_sandbox": round(sum(slabs.values()), 1),
+    }
+
+
+def print_breakdown(who: str, out: dict[str, Any]) -> None:
+    if "slab_kib_per_sandbox" not in out:
+        return
+    print(f"{who}: host memory per sandbox {out['host_kib_per_sandbox']:.0f} KiB "
+          f"(MemAvailable delta / {out['n']})", flush=True)  # fmt: skip
+    print("  meminfo per sandbox, KiB: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in out["meminfo_kib_per_sandbox"].items()))  # fmt: skip
+    print(f"  slab per sandbox {out['slab_total_kib_per_sandbox']:.0f} KiB; top caches: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in out["slab_kib_per_sandbox"].items()))  # fmt: skip
+
+
 def settle_memory(seconds: float = 3.0) -> int:
     """MemAvailable once it stops moving (median of a few reads)."""
     reads = []
@@ -94,11 +148,13 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
                     ["/bin/sleep", "1000000"], daemon, name, service={"stop_timeout": "200ms"}
                 ),
             )
-        before = settle_memory()
+        before = memory_snapshot()
         t0 = time.monotonic()
-        daemon.start()
-        assert daemon.proc is not None
-        pid = daemon.proc.pid
+        # The daemon serves its API once its first reload's starts are under way; with
+        # thousands of units on a busy machine that is later than the kit's start timeout.
+        pid = start_slowly(daemon)
+        out["ready_s"] = time.monotonic() - t0
+        print(f"sandboxd: daemon.ready {out['ready_s']:.1f} s after its start", flush=True)
         # Poll gently: a status of N units every 50 ms would slow the start being measured.
         deadline = time.monotonic() + 900
         while sum(u["state"] == "running" for u in daemon.status().values()) < n:
@@ -122,8 +178,8 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         out["sandboxes_seen"] = len(marked)
         out["non_sandbox_children"] = len(helpers)  # the fork server
         out["daemon_fds"] = kit.fd_count(pid)
-        after = settle_memory()
-        out["host_kib_per_sandbox"] = (before - after) / n
+        out.update(breakdown(before, memory_snapshot(), n))
+        print_breakdown("sandboxd", out)
         out.update(reconcile_one_change(daemon, names[n // 2]))
         out.update(status_timings(daemon, status_runs))
         t0 = time.monotonic()
@@ -138,6 +194,20 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         shutil.rmtree(daemon.base, ignore_errors=True)
         if problems:
             print(f"cleanup problems: {str(problems)[:2000]}", file=sys.stderr)
+
+
+def start_slowly(daemon: Any) -> int:
+    """Start the daemon and wait up to 900 s for `daemon.ready` (it serves its API once its
+    first reload's starts are under way: with thousands of units on a busy machine, later
+    than the kit's start timeout); its PID."""
+    daemon.start(wait_ready=False)
+    proc = daemon.proc
+    kit.wait_for(
+        lambda: bool(daemon.events("daemon.ready")) or proc.poll() is not None,
+        900, lambda: "daemon not ready after 900 s", interval=1.0,
+    )  # fmt: skip
+    assert proc.poll() is None, daemon.stderr_path().read_text()[-3000:]
+    return int(proc.pid)
 
 
 def running_count(daemon: Any) -> str:
@@ -218,7 +288,7 @@ def crun_density(n: int) -> dict[str, Any]:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         bundle(work, parent)
-        before = settle_memory()
+        before = memory_snapshot()
         t0 = time.monotonic()
         for cid in ids:
             proc.stdin.write(f"run {cid}\n")
@@ -227,8 +297,8 @@ def crun_density(n: int) -> dict[str, Any]:
             started.append(cid)
         out["start_all_s"] = time.monotonic() - t0
         time.sleep(5)
-        after = settle_memory()
-        out["host_kib_per_sandbox"] = (before - after) / n
+        out.update(breakdown(before, memory_snapshot(), n))
+        print_breakdown("crun", out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
     finally:
         t0 = time.monotonic()

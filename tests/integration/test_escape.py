@@ -25,7 +25,8 @@ launch_path = harness.launch_path
 BATTERY = (
     "mount", "load_module", "sysrq_trigger", "read_kcore", "mknod_block", "mknod_mem",
     "set_clock", "see_host_pid", "signal_host_pid", "read_shadow", "new_interface",
-    "reach_outside", "user_namespace", "ptrace", "bpf", "keyctl", "host_dirs",
+    "reach_outside", "user_namespace", "ptrace", "bpf", "keyctl", "host_dirs", "write_shared_etc",
+    "unmount_shared_etc",
 )  # fmt: skip
 
 
@@ -51,6 +52,7 @@ def test_blocked_syscalls_answer_eperm(results: dict[str, dict[str, object]]) ->
         assert results[attempt]["detail"] == "EPERM", (attempt, results[attempt])
     assert results["mknod_block"]["detail"] == "EPERM"
     assert results["set_clock"]["detail"] == "EPERM"
+    assert results["write_shared_etc"]["detail"] == "EROFS", "bound read-only, not just DAC"
 
 
 # What the kernel grants any process, so only the seccomp filter refuses it: a user namespace

@@ -110,6 +110,14 @@ def test_inside_view_of_a_default_sandbox() -> None:
     mounts = info["mounts"]
     assert mounts["/"].startswith("ro,") and mounts["/"].endswith("|tmpfs")
     assert mounts["/usr"].startswith("ro,")
+    # The host's larger /etc files are shared, bound read-only; hostname and hosts are the
+    # unit's own, and a one-page file is copied.
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name in ("ld.so.cache", "passwd", "group"):
+        bound = os.path.getsize(f"/etc/{name}") > page
+        assert (f"/etc/{name}" in mounts) is bound, name
+        assert not bound or mounts[f"/etc/{name}"].startswith("ro,"), name
+    assert not {"/etc/hostname", "/etc/hosts"} & set(mounts)
     for path in ("/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"):
         assert mounts[path].startswith("ro,"), path
     for path in ("/proc/keys", "/proc/timer_list"):

@@ -208,6 +208,18 @@ def _host_dirs() -> list[str] | None:
     return seen or None
 
 
+def _write_shared_etc() -> bool:
+    # The host's /etc files every read-only sandbox shares (bound read-only): writing one
+    # would change what the host and every other sandbox read.
+    for path in ("/etc/ld.so.cache", "/etc/services"):
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+    return True
+
+
+def _unmount_shared_etc() -> bool:
+    return _check(libc.umount2(b"/etc/ld.so.cache", 0))
+
+
 def escape(host_pid: int) -> dict[str, object]:
     return {
         "mount": _attempt(_mount),
@@ -227,6 +239,8 @@ def escape(host_pid: int) -> dict[str, object]:
         "bpf": _attempt(_bpf),
         "keyctl": _attempt(_keyctl),
         "host_dirs": _attempt(_host_dirs),
+        "write_shared_etc": _attempt(_write_shared_etc),
+        "unmount_shared_etc": _attempt(_unmount_shared_etc),
     }
 
 

@@ -80,6 +80,9 @@ from supervisor.sandbox.wire.protocol import StageFailure
 # the mount points the directory lacks, so it is tiny.
 ROOT_UPPER, ROOT_WORK, ROOT_UPPER_SIZE = "/upper", "/work", "1m"
 
+# A host /etc file larger than this is bound into a read-only root, not copied (_etc).
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
 DEV_LINKS = (
     ("/proc/self/fd", "fd"),
     ("/proc/self/fd/0", "stdin"),
@@ -313,7 +316,24 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
             ops.append(_overlay(s + path, MS_NODEV, path, upper, work))
         elif found.kind == "dir":
             ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
-    ops.append(Mkdir(s + "/etc"))
+    ops += _etc(spec, host, s)
+    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{spec.hostname}\n"
+    ops.append(WriteFile(s + "/etc/hostname", spec.hostname.encode() + b"\n"))
+    ops.append(WriteFile(s + "/etc/hosts", hosts.encode()))
+    return ops
+
+
+def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
+    """A host root's curated /etc (hostname and hosts are the unit's own: `_host_root`)."""
+    ops: list[Op] = [Mkdir(s + "/etc")]
+    # A root that ends read-only gets the host's larger files themselves, bound read-only:
+    # every sandbox then shares the host's page cache for them instead of holding its own copy
+    # in its tmpfs (ld.so.cache, mime.types, services, ...: about 150 KiB a sandbox), and no
+    # sandbox can write what another one reads. A file of one page or less is still copied:
+    # its page costs less than a bind's two mount calls, which the kernel serializes across
+    # every mount namespace (a launch storm queues on them). A writable root keeps copies, its
+    # own to change.
+    shared_etc = spec.read_only and spec.overlay_dir is None
     for name in ETC_ENTRIES:
         path = f"/etc/{name}"
         found = host.get(path)
@@ -326,15 +346,13 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
             continue
         if found.kind == "link":
             ops.append(Symlink(found.link, s + path))
+        elif found.kind == "file" and shared_etc and (found.data is None or len(found.data) > PAGE):
+            ops.append(_bind(host, path, s + path, True, flags=NOSUID_NODEV))
         elif found.data is not None:
-            # Copied, not bound: a snapshot in our tmpfs costs one write instead of two mounts
-            # and leaves the host file out of reach even if a remount failed open.
+            # Copied into the writable root: the sandbox's changes stay its own.
             ops.append(WriteFile(s + path, found.data))
         elif found.kind == "dir":
             ops.append(_bind(host, path, s + path, True, flags=NOSUID_NODEV))
-    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{spec.hostname}\n"
-    ops.append(WriteFile(s + "/etc/hostname", spec.hostname.encode() + b"\n"))
-    ops.append(WriteFile(s + "/etc/hosts", hosts.encode()))
     return ops
 
 

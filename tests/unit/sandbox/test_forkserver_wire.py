@@ -68,7 +68,7 @@ def test_plans_round_trip_exactly(sections: dict[str, dict[str, object]]) -> Non
 
 
 def test_bytes_travel_raw_after_the_json() -> None:
-    plan = plan_for()
+    plan = plan_for(sandbox={"read_only": False})  # a writable root gets /etc copied in
     data = encode_plan(plan)
     blob = bytes(range(256)) * 400
     assert blob in data, "not base64: a memcpy, not an encoding"

@@ -46,6 +46,8 @@ def layout(**extra: HostPath) -> HostLayout:
         "/mnt": HostPath("dir"),
         "/media": HostPath("dir"),
         "/etc/passwd": HostPath("file", data=b"root:x:0:0::/root:/bin/sh\n"),
+        "/etc/ld.so.cache": HostPath("file", data=b"\0" * (rootplan.PAGE + 1)),
+        "/etc/mime.types": HostPath("file"),  # too large to have been read: bound
         "/etc/ssl": HostPath("dir"),
         "/etc/localtime": HostPath("link", "/usr/share/zoneinfo/UTC"),
         "/proc/kcore": HostPath("file"),
@@ -65,6 +67,11 @@ def test_host_root_plan_shape() -> None:
     assert Symlink("usr/bin", "/mnt/bin") in ops
     usr = next(op for op in ops if isinstance(op, Bind) and op.source == "/usr")
     assert usr.remount is not None and usr.remount & MS_RDONLY
+    cache = next(op for op in ops if isinstance(op, Bind) and op.source == "/etc/ld.so.cache")
+    assert cache.target == "/mnt/etc/ld.so.cache" and not cache.is_dir
+    assert cache.remount is not None and cache.remount & MS_RDONLY, "shared, never writable"
+    assert not any(isinstance(op, WriteFile) and op.path == "/mnt/etc/ld.so.cache" for op in ops)
+    # A file of one page costs less copied than bound (two mount calls the kernel serializes).
     assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
     assert WriteFile("/mnt/etc/hostname", b"web\n") in ops
     assert Symlink("/usr/share/zoneinfo/UTC", "/mnt/etc/localtime") in ops
@@ -73,6 +80,22 @@ def test_host_root_plan_shape() -> None:
     assert any(isinstance(op, ReadOnly) and op.path == "/mnt/proc/sys" for op in ops)
     assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV)
     assert ops[-1] == PivotRoot("/mnt")
+
+
+def test_a_writable_host_root_gets_its_own_copy_of_etc_and_hostname_hosts_are_per_unit() -> None:
+    # A read-only root shares the host's files (bound read-only); a writable one is the
+    # service's to change, so it gets copies and never a bind of a host file.
+    for read_only, hostname in ((True, "a"), (False, "b")):
+        ops = rootplan.plan_root(RootSpec("host", hostname, read_only=read_only), layout())
+        binds = {op.source for op in ops if isinstance(op, Bind)}
+        big = b"\0" * (rootplan.PAGE + 1)
+        copied = WriteFile("/mnt/etc/ld.so.cache", big) in ops
+        assert ("/etc/ld.so.cache" in binds) is read_only and copied is not read_only
+        assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
+        assert WriteFile("/mnt/etc/hostname", f"{hostname}\n".encode()) in ops
+        hosts = next(op for op in ops if isinstance(op, WriteFile) and op.path.endswith("/hosts"))
+        assert f"127.0.1.1\t{hostname}\n".encode() in hosts.data
+        assert not binds & {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
 
 
 def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None:
