@@ -85,7 +85,9 @@ def test_a_write_inside_the_root_travels_with_its_bytes_and_mode() -> None:
 def test_recurring_blobs_travel_once_then_by_digest() -> None:
     big = bytes(range(256)) * 400  # /etc/ld.so.cache
     secret = b"s" * 4096
-    plan = dataclasses.replace(plan_for(), credentials=(("token", secret),))
+    # A writable root gets /etc copied in (a read-only one binds the host's large files).
+    writable = plan_for(sandbox={"read_only": False})
+    plan = dataclasses.replace(writable, credentials=(("token", secret),))
     assert plan.privileges.seccomp_bpf is not None
     first, offers = encode_cached(plan, frozenset(), 1 << 20)
     # The seccomp program and the /etc copy are offered; a credential never is.
