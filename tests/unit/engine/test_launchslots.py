@@ -134,3 +134,38 @@ def test_a_storm_of_units_launches_through_the_bound(tmp_path: Path) -> None:
                 await fx.finish(r, t)
 
     fx.run(main, tmp_path)
+
+
+def test_a_resources_change_while_the_launch_is_awaited_reaches_the_new_run(
+    tmp_path: Path,
+) -> None:
+    """A reload's live [resources] update that comes while the unit's launch is awaited (no run
+    yet to write to) is written to the run once it exists, not lost until the next restart."""
+
+    async def main(rig: Rig) -> None:
+        entered, gate = asyncio.Event(), asyncio.Event()
+
+        async def gated(*args: Any, **kwargs: Any) -> fx.Spawned:
+            entered.set()
+            await gate.wait()
+            return await rig.launcher(*args, **kwargs)
+
+        rig.host = dataclasses.replace(rig.host, launcher=gated)
+        spec = fx.make_spec("svc", "sleep 60")
+        runner = rig.runner(spec)
+        task = asyncio.create_task(runner.main())
+        runner.start()
+        try:
+            await asyncio.wait_for(entered.wait(), 60)
+            bigger = fx.make_spec("svc", "sleep 60", resources={"memory_max": "64M"})
+            assert bigger.restart_hash == spec.restart_hash and bigger.hash != spec.hash
+            runner.update_live(bigger)  # what the reconciler does for a live change
+            gate.set()
+            await fx.until(runner, lambda: runner.state is State.RUNNING)
+            assert rig.manager.cgroups["svc"].limits.memory_max == 64 << 20
+            assert runner.run_spec is bigger
+        finally:
+            gate.set()
+            await fx.finish(runner, task)
+
+    fx.run(main, tmp_path)
