@@ -30,6 +30,7 @@ from supervisor.cluster.agent import Agent
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
 from supervisor.engine import logwriter, statewriter
 from supervisor.engine.idranges import IdRanges
+from supervisor.engine.launchslots import LaunchSlots, default_limit
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -205,6 +206,7 @@ async def serve(config: DaemonConfig) -> None:
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
             id_ranges=IdRanges(config.data_dir, config.pool, config.subids()),
+            launch_slots=LaunchSlots(default_limit(os.cpu_count())),
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)

@@ -13,6 +13,7 @@ to start rather than run sandboxes with every device open.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 
@@ -80,6 +81,14 @@ def _set_if_differs(path: str, value: str) -> None:
         files.write(path, value)
 
 
+@functools.lru_cache(maxsize=64)  # the bases, and a few units with probe sub-cgroups
+def _hierarchy(parent: str) -> str:
+    """The real directory of a controller's parent cgroup: which controllers share one
+    hierarchy is fixed by the mounts, so it is resolved once per parent, not per cgroup (a
+    realpath walks every component with a syscall each, per unit in a storm of launches)."""
+    return os.path.realpath(parent)
+
+
 class V1Manager:
     version = 1
     oom_watch_fds = 2  # an eventfd and memory.oom_control
@@ -115,7 +124,7 @@ class V1Unit:
         # one cgroup.procs.
         unique: dict[str, str] = {}
         for path in dirs.values():
-            unique.setdefault(os.path.realpath(os.path.dirname(path)), path)
+            unique.setdefault(_hierarchy(os.path.dirname(path)), path)
         self._unique = list(unique.values())
         self.unsupported: tuple[str, ...] = ()
         self._kept: dict[str, files.KeptFile] = {}  # the views' files (files.KeptFile)

@@ -27,8 +27,9 @@ class Started(Protocol):
     @property
     def pid(self) -> int: ...
 
-    def go(self) -> None:
-        """Let PID 1 build its root and exec; raises LaunchError if it failed before exec."""
+    async def go(self) -> None:
+        """Let PID 1 build its root and exec; raises LaunchError if it failed before exec.
+        Awaited, not blocked on: other launches and the API run while PID 1 builds its root."""
         ...
 
 

@@ -280,12 +280,16 @@ class Reconciler:
                     self._spawn(runner)
                 runner.set_invalid(list(action.errors))
                 result.invalid[name] = list(action.errors)
+        # Any action may have replaced a spec or added or removed a unit: who names whom
+        # (ordering.py's index) is read again at its next use.
+        self.ordering.invalidate()
 
     def _keep(self, runner: UnitRunner, result: ReloadResult, spec: UnitSpec | None) -> None:
         if spec is not None and runner.spec is not None and spec.unit.credentials:
             # The same meaning, but a spec read back from a state file has no secret values
             # (`value =` credentials) to start the next run with.
             runner.spec = spec
+            self.ordering.invalidate()
         if runner.invalid:  # fixed back to the version that runs: nothing else to do
             result.fixed.append(runner.name)
         runner.set_invalid([])
@@ -295,6 +299,7 @@ class Reconciler:
         """Its file is gone. Only a unit with a run (or a restart pending) is stopped; one
         that never ran or whose run already ended is just removed, and says so."""
         del self.runners[runner.name]
+        self.ordering.invalidate()
         live = runner.state.has_process() or runner.state is State.BACKOFF
         if live:
             self._retiring.add(runner)
@@ -312,6 +317,7 @@ class Reconciler:
         )  # fmt: skip
         runner.tell_output_closed = name in self.transient.names()
         self.runners[name] = runner
+        self.ordering.invalidate()
         return runner
 
     def _changed(self, name: str) -> None:

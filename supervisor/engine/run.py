@@ -30,6 +30,7 @@ from supervisor.contract import Output
 from supervisor.engine.exits import exit_reason
 from supervisor.engine.idranges import IdRanges
 from supervisor.engine.journalout import JournalStream, to_journal
+from supervisor.engine.launchslots import LaunchSlots
 from supervisor.engine.output import Capture, RotatingLog, Sink
 from supervisor.engine.ports import ImageStore, Launcher, Prober
 from supervisor.engine.store import UnitRecord
@@ -79,6 +80,8 @@ class Host:
     # The units' user-namespace ranges; None (tests): a unit with a user namespace fails its
     # launch, having no range.
     id_ranges: IdRanges | None = None
+    # How many launches are in flight at once (launchslots.py); None: no bound (tests).
+    launch_slots: LaunchSlots | None = None
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
@@ -144,7 +147,18 @@ class Run:
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
         LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
-        anything, if the daemon is too short of fds to launch and still serve its API."""
+        anything, if the daemon is too short of fds to launch and still serve its API.
+        Holds one of `host.launch_slots` throughout: the waits are awaited, so other launches
+        and the API go on meanwhile, a bounded number of launches at a time."""
+        if host.launch_slots is None:
+            return await cls._launch(host, spec, sink, on_change)
+        async with host.launch_slots.held():
+            return await cls._launch(host, spec, sink, on_change)
+
+    @classmethod
+    async def _launch(
+        cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
+    ) -> Run:
         fdlimit.check_headroom()
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
@@ -179,7 +193,7 @@ class Run:
             except OSError as exc:
                 message = f"pidfd_open({pid}): {exc.strerror}"
                 raise LaunchError(spec.name, "watch", message) from None
-            started.go()
+            await started.go()
         except BaseException:
             for opened in (capture, err_capture):
                 if opened is not None:

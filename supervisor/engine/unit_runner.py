@@ -306,6 +306,15 @@ class UnitRunner(RunnerBase):
             self._launch_failed(exc)
             return
         self.run_spec, self._oom_seen, self.error = spec, 0, None
+        replaced = self.spec
+        if (
+            replaced is not None
+            and replaced.hash != spec.hash
+            and replaced.restart_hash == spec.restart_hash
+        ):
+            # A [resources]-only change came while the launch was awaited (update_live found
+            # no run to write to): this run gets the new limits now.
+            self.update_live(replaced)
         self.readiness.begin_run(spec, self.run.cgroup)
         self.health.clear()
         if self.readiness.ready:  # ready = "started": running from the exec on

@@ -3,7 +3,8 @@
     sudo .venv/bin/python -m tests.bench.bench_density [-n 1000] [--crun-n 1000] [--idle 60]
 
 sandboxd: N unit files (default sandbox: pid, mount, uts, ipc, net, cgroup namespaces, read-only
-host view, own cgroup), one daemon. Measures the time until all N run; the daemon's RSS (and the
+host view, own cgroup), one daemon. Measures the time until all N run, and meanwhile how long
+GET /v1/units takes (every 0.1 s: p50 / p99 / max); the daemon's RSS (and the
 fork server's); the daemon's CPU over --idle seconds with nothing to do; host memory per sandbox
 (MemAvailable before/after, / N); the processes per sandbox (every process carrying the unit's
 marker, and every process under the daemon that is not a sandbox's PID 1: the goal is none but
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import resource
@@ -31,12 +33,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_status import time_api
 from tests.support import kit
+from tests.support.daemon_kit import UnixHTTPConnection
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -149,20 +153,9 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
                 ),
             )
         before = memory_snapshot()
-        t0 = time.monotonic()
-        # The daemon serves its API once its first reload's starts are under way; with
-        # thousands of units on a busy machine that is later than the kit's start timeout.
-        pid = start_slowly(daemon)
-        out["ready_s"] = time.monotonic() - t0
-        print(f"sandboxd: daemon.ready {out['ready_s']:.1f} s after its start", flush=True)
-        # Poll gently: a status of N units every 50 ms would slow the start being measured.
-        deadline = time.monotonic() + 900
-        while sum(u["state"] == "running" for u in daemon.status().values()) < n:
-            if time.monotonic() > deadline or daemon.proc.poll() is not None:
-                states = running_count(daemon)
-                raise RuntimeError(f"{n} sandboxes not running after 900 s: {states}")
-            time.sleep(1.0)
-        out["start_all_s"] = time.monotonic() - t0
+        out.update(start_all(daemon, n))
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
         time.sleep(5)  # let the start-up burst end before measuring idle
         out["rss_mb"] = kit.rss_kib(pid) / 1024
         sandbox_pids = {p for ps in kit.pid1s(daemon).values() for p in ps}
@@ -208,6 +201,75 @@ def start_slowly(daemon: Any) -> int:
     )  # fmt: skip
     assert proc.poll() is None, daemon.stderr_path().read_text()[-3000:]
     return int(proc.pid)
+
+
+def start_all(daemon: Any, n: int) -> dict[str, float]:
+    """Start the daemon on its N units; the time until all run, and the API's latency meanwhile."""
+    probe = StatusProbe(daemon.socket)
+    t0 = time.monotonic()
+    probe.start()
+    try:
+        start_slowly(daemon)
+        out = {"ready_s": time.monotonic() - t0}
+        print(f"sandboxd: daemon.ready {out['ready_s']:.1f} s after its start", flush=True)
+        assert daemon.proc is not None
+        # Poll gently: a status of N units every 50 ms would slow the start being measured.
+        deadline = time.monotonic() + 900
+        while sum(u["state"] == "running" for u in daemon.status().values()) < n:
+            if time.monotonic() > deadline or daemon.proc.poll() is not None:
+                states = running_count(daemon)
+                raise RuntimeError(f"{n} sandboxes not running after 900 s: {states}")
+            time.sleep(1.0)
+        took = time.monotonic() - t0
+    finally:
+        probe.stop()
+    return {**out, "start_all_s": took, **probe.summary()}
+
+
+class StatusProbe:
+    """GET /v1/units every INTERVAL s while the N units start (a kept-alive connection, as
+    `status` would open one): how long the daemon keeps its API waiting during the storm."""
+
+    INTERVAL = 0.1
+
+    def __init__(self, sock: Path) -> None:
+        self.sock, self.samples = sock, list[float]()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        conn: UnixHTTPConnection | None = None
+        while not self._done.wait(self.INTERVAL):
+            if conn is None:
+                if not self.sock.exists():
+                    continue  # the daemon is still starting: nothing to time yet
+                conn = UnixHTTPConnection(str(self.sock), timeout=60)
+            start = time.perf_counter()
+            try:
+                conn.request("GET", "/v1/units")
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = None  # not listening yet (or the connection was dropped): reconnect
+                continue
+            self.samples.append((time.perf_counter() - start) * 1000)
+        if conn is not None:
+            conn.close()
+
+    def summary(self) -> dict[str, float]:
+        xs = sorted(self.samples)
+        if not xs:
+            return {"storm_status_samples": 0}
+        return {"storm_status_samples": len(xs), "storm_status_p50_ms": statistics.median(xs),
+                "storm_status_p99_ms": xs[min(len(xs) - 1, int(len(xs) * 0.99))],
+                "storm_status_max_ms": xs[-1]}  # fmt: skip
 
 
 def running_count(daemon: Any) -> str:

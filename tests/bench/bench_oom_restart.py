@@ -1,5 +1,5 @@
 """Reaction times of a real daemon: OOM kill -> the restarted service's exec (restart delay 0),
-and `sandboxctl reload` -> a new unit running.
+a crash (exit 1) -> the restarted exec (delay 0), and `sandboxctl reload` -> a new unit running.
 
     sudo .venv/bin/python -m tests.bench.bench_oom_restart [--cycles 20]
 
@@ -7,8 +7,9 @@ OOM: one unit allocates memory at once under memory_max = 32M (no swap), so ever
 OOM-killed a few ms after it starts and restarted with delay "0". The kill's time is the
 kernel's (the `oom-kill:` line in /dev/kmsg naming this daemon's cgroup parent, CLOCK_MONOTONIC
 converted to wall time); the exec's is the daemon's `unit.started` event (logged once the exec
-succeeded). Reload: each cycle writes a new unit file, runs `sandboxctl reload`, and takes the
-new unit's `unit.started` event. Medians and p95 in ms.
+succeeded). Crash: the service prints the wall time and exits 1; the time is from that print
+to the next `unit.started`. Reload: each cycle writes a new unit file, runs `sandboxctl
+reload`, and takes the new unit's `unit.started` event. Medians and p95 in ms.
 """
 
 from __future__ import annotations
@@ -102,6 +103,35 @@ def oom_to_exec(cycles: int) -> tuple[list[float], list[float]]:
         finish(daemon)
 
 
+def crash_to_exec(cycles: int) -> list[float]:
+    """A service that prints the wall time and exits 1 at once, restarted with delay 0: from
+    its print (a moment before its exit: a slight overestimate) to the next run's
+    `unit.started` (the exec done)."""
+    daemon = kit.new_daemon("bench-crash")
+    try:
+        name = kit.uname(daemon, "crasher")
+        daemon.write_unit(
+            name,
+            kit.unit_text(
+                ["/bin/sh", "-c", "date +%s.%N; exit 1"], daemon, name,
+                restart={"delay": "0", "burst": 10000, "interval": "1s"},
+            ),
+        )  # fmt: skip
+        daemon.start()
+        kit.wait_for(lambda: len(daemon.events("unit.started")) >= cycles + 2, 60 + cycles * 2)
+        daemon.stop()
+        starts = sorted(wall(e) for e in daemon.events("unit.started") if e.get("unit") == name)
+        crashes = [float(x) for x in daemon.output(name).split() if x.replace(".", "").isdigit()]
+        delays = []
+        for crash in crashes[1:]:  # the first run's start raced the daemon's own start-up
+            after = [s for s in starts if s >= crash]
+            if after:
+                delays.append((after[0] - crash) * 1000)
+        return delays[:cycles]
+    finally:
+        finish(daemon)
+
+
 def reload_to_running(cycles: int) -> tuple[list[float], list[float]]:
     """(via a fresh `sandboxctl reload` process, via one API call), alternating."""
     daemon = kit.new_daemon("bench-reload")
@@ -142,10 +172,12 @@ def finish(daemon: Any) -> None:
 
 def run(cycles: int = 20) -> dict[str, list[float]]:
     oom, noticed = oom_to_exec(cycles)
+    crash = crash_to_exec(cycles)
     cli, api = reload_to_running(cycles)
     return {
         "OOM kill -> restarted exec (delay 0)": oom,
         "  of which: OOM kill -> daemon saw the exit": noticed,
+        "crash (exit 1) -> restarted exec (delay 0)": crash,
         "sandboxctl reload -> new unit running": cli,
         "  POST /v1/reload -> new unit running": api,
     }

@@ -102,7 +102,7 @@ class StubManager:
 class Started:
     pid: int
 
-    def go(self) -> None:
+    async def go(self) -> None:
         pass
 
 
@@ -112,7 +112,9 @@ class SpawnLauncher:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, spec: Any, cgroup: Any, output_fd: int, keep: Sequence[int]) -> Started:
+    async def __call__(
+        self, spec: Any, cgroup: Any, output_fd: int, keep: Sequence[int], **_: Any
+    ) -> Started:
         self.count += 1
         argv = list(spec.unit.service.exec)
         actions = [(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)]

@@ -6,6 +6,7 @@ by test_launch.py and test_escape.py, which run every test on both paths.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from supervisor.errors import LaunchError
 from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError
-from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
+from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch, launch_async
 from supervisor.sandbox.wire.frames import recv_frame, send_frame
 from supervisor.sandbox.wire.plancodec import encode_plan
 from supervisor.sandbox.wire.protocol import (
@@ -417,3 +418,86 @@ def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
                 os.waitpid(launched.pid, 0)
     finally:
         os.close(out)
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def test_awaited_launches_are_in_flight_at_once(server: ForkServer) -> None:
+    """What the daemon does in a storm: several launches through one server, each awaited on
+    the loop (the server's answer, the launcher's report, the exec), all running in the end."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        out = os.open("/dev/null", os.O_WRONLY)
+        pids: list[int] = []
+        try:
+            with harness.v1_cgroup() as procs:
+                try:
+                    reqs = [
+                        LaunchRequest(harness.unit(["/bin/sleep", "30"], name=f"u{i}"), procs,
+                                      out, out)
+                        for i in range(4)
+                    ]  # fmt: skip
+                    launched = await asyncio.gather(*(launch_async(r, server) for r in reqs))
+                    pids = [one.pid for one in launched]
+                    await asyncio.gather(*(one.go_async(loop) for one in launched))
+                    assert len(set(pids)) == 4
+                    for pid in pids:
+                        assert alive(pid) and int(status_field(pid, "PPid")) == os.getpid()
+                finally:
+                    _kill_all(pids)
+        finally:
+            os.close(out)
+
+    asyncio.run(main())
+
+
+def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkServer) -> None:
+    """The answers carry no request id: a blocking request (a probe's enter) sent while an
+    awaited fork waits takes that fork's answer off the socket and hands it over, and a
+    cancelled fork's answer is dropped, never taken for the next request's."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        out = os.open("/dev/null", os.O_WRONLY)
+        pids: list[int] = []
+        try:
+            with harness.v1_cgroup() as procs:
+                try:
+
+                    def req(name: str) -> LaunchRequest:
+                        return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
+                                             procs, out, out)  # fmt: skip
+
+                    awaited = asyncio.create_task(launch_async(req("a"), server))
+                    while server._pending is None:  # sent, its answer not read yet
+                        await asyncio.sleep(0)
+                    blocking = launch(req("b"), server=server)  # blocks the loop, as a probe
+                    first = await awaited
+                    pids += [first.pid, blocking.pid]
+                    await first.go_async(loop)
+                    blocking.go()
+                    assert first.pid != blocking.pid and alive(first.pid) and alive(blocking.pid)
+
+                    cancelled = asyncio.create_task(launch_async(req("c"), server))
+                    while server._pending is None:
+                        await asyncio.sleep(0)
+                    cancelled.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await cancelled
+                    after = await launch_async(req("d"), server)
+                    pids.append(after.pid)
+                    await after.go_async(loop)
+                    assert alive(after.pid) and after.pid not in pids[:-1]
+                finally:
+                    _kill_all(pids)
+        finally:
+            os.close(out)
+
+    asyncio.run(main())

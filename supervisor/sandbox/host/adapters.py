@@ -13,6 +13,7 @@ Launches go through the daemon's fork server, handed in by the daemon: no module
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +28,13 @@ from supervisor.linux import pidfd, resolvconf
 from supervisor.log import get_logger
 from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
-from supervisor.sandbox.host.launch import ExtraBind, Launched, LaunchRequest, launch
+from supervisor.sandbox.host.launch import (
+    ExtraBind,
+    Launched,
+    LaunchRequest,
+    launch,
+    launch_async,
+)
 from supervisor.unit.listen import needs_held_netns
 from supervisor.unit.spec import UnitSpec
 
@@ -203,7 +210,7 @@ class SandboxLauncher:
         netns: str | None = None,
         stderr_fd: int | None = None,
         userns: tuple[int, int] | None = None,
-    ) -> Launched:
+    ) -> AwaitedStart:
         sandbox = spec.unit.sandbox
         layers: tuple[str, ...] = ()
         if sandbox.image is not None:  # before the network: nothing to undo if it fails
@@ -221,7 +228,10 @@ class SandboxLauncher:
             listen_fds=tuple(listen_fds), netns=netns,
             id_map=None if userns is None else (0, *userns),
         )  # fmt: skip
-        started = launch(request, server=self.server)
+        if self.server is None:
+            started = launch(request)
+        else:
+            started = await launch_async(request, self.server)
         if plan is not None:
             try:
                 # attach removes its own veth; in a held netns it builds it once
@@ -231,4 +241,18 @@ class SandboxLauncher:
                 # After abort() reaped its launcher PID 1 is our child (we are its subreaper).
                 pidfd.kill_and_reap(started.pid)
                 raise
-        return started
+        return AwaitedStart(started)
+
+
+class AwaitedStart:
+    """A launched sandbox for the engine (ports.Started): its `go` is awaited on the loop."""
+
+    def __init__(self, launched: Launched) -> None:
+        self.launched = launched
+
+    @property
+    def pid(self) -> int:
+        return self.launched.pid
+
+    async def go(self) -> None:
+        await self.launched.go_async(asyncio.get_running_loop())

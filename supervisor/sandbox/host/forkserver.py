@@ -31,6 +31,7 @@ next request and starts a new one; a launch the death interrupted fails with sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -121,6 +122,12 @@ class ForkServer:
         self._held_bytes = 0
         self.restarts = 0
         self.last_exit: int | None = None  # wait status of the last server that died
+        # One request is on the socket at a time (the answers carry no request id). An
+        # awaited fork (fork_async) holds `_turn` from its send to its answer; a synchronous
+        # request (a probe's enter) arriving meanwhile reads that answer first and hands it
+        # over through `_pending` (see _settle).
+        self._turn: asyncio.Lock | None = None
+        self._pending: _Pending | None = None
 
     @classmethod
     def start(cls, timeout: float = START_TIMEOUT) -> ForkServer:
@@ -153,22 +160,101 @@ class ForkServer:
     ) -> ServerLauncher | None:
         """Have the server fork a launcher for `plan`; None if the server died during the
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
-        passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
-        offers: list[tuple[str, int, int]] = []
-
-        def frame() -> tuple[bytes, bytes]:
-            # Made for the server it goes to: a restarted one holds no blob yet.
-            nonlocal offers
-            body, offers = encode_cached(plan, self._held, CACHE_BUDGET - self._held_bytes)
-            marks.mark("daemon: plan encoded")
-            return encode_server(ForkRequest(len(passed), offers)), body
-
-        launcher = self._request(unit, frame, passed, deadline, spare=True, marks=marks)
+        request = _ForkFrame(self, plan, fds, marks)
+        launcher = self._request(
+            unit, request.frame, request.passed, deadline, spare=True, marks=marks
+        )
         if launcher is not None:  # answered: the server kept what it was offered
-            for digest, _, length in offers:
-                self._held.add(digest)
-                self._held_bytes += length
+            self._keep(request.offers)
         return launcher
+
+    def _keep(self, offers: Sequence[tuple[str, int, int]]) -> None:
+        for digest, _, length in offers:
+            self._held.add(digest)
+            self._held_bytes += length
+
+    async def fork_async(
+        self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float, marks: Marks = OFF
+    ) -> ServerLauncher | None:
+        """`fork` for the daemon's loop: the server's answer is awaited, not blocked on (it
+        may be busy forking the spare for the previous launch), so the loop plans the next
+        launch and answers the API meanwhile."""
+        loop = asyncio.get_running_loop()
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            self._settle()  # the answer to a cancelled fork, if any, is read and dropped
+            request = _ForkFrame(self, plan, fds, marks)
+            self._send(unit, request.frame, request.passed, marks)
+            pending = self._pending = _Pending(unit, deadline, loop.create_future())
+            try:
+                while True:
+                    await self._readable(loop, pending, deadline)
+                    if pending.outcome is not None:  # a synchronous request read it for us
+                        answer = pending.result()
+                        break
+                    reply = self._reply(unit, deadline, spare=True, block=False)
+                    if not isinstance(reply, _NotYet):
+                        answer = reply
+                        break
+                if answer is not None:  # answered: the server kept what it was offered
+                    self._keep(request.offers)
+                return answer
+            except asyncio.CancelledError:
+                # Its answer is still to come: the next request reads it first (_settle),
+                # or it would be taken for that request's own.
+                pending.abandoned = True
+                raise
+            finally:
+                if not pending.abandoned:
+                    self._pending = None
+
+    async def _readable(
+        self, loop: asyncio.AbstractEventLoop, pending: _Pending, deadline: float
+    ) -> None:
+        """Until the socket is readable or `_settle` answered `pending`; LaunchError (and the
+        server killed, as `_reply` does) at `deadline`."""
+        if pending.outcome is not None:
+            return
+        woken: asyncio.Future[None] = loop.create_future()
+        pending.woken = woken
+
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        loop.add_reader(self._sock, wake)
+        try:
+            await asyncio.wait_for(woken, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._proc.kill()
+            raise LaunchError(
+                pending.unit, "forkserver", "the fork server did not answer in time"
+            ) from None
+        finally:
+            loop.remove_reader(self._sock)
+
+    def _settle(self) -> None:
+        """A synchronous request while an awaited fork waits for its answer: read that answer
+        now (the server answers in order), and hand it to the fork's task."""
+        pending = self._pending
+        if pending is None or pending.outcome is not None:
+            return
+        answer: ServerLauncher | _NotYet | None = None
+        try:
+            answer = self._reply(pending.unit, pending.deadline, spare=True, block=True)
+        except LaunchError as err:
+            pending.outcome = (None, err)
+        else:
+            assert not isinstance(answer, _NotYet)
+            pending.outcome = (answer, None)
+        if pending.abandoned:  # nobody waits for it: the launcher exits at EOF on its pipes
+            self._pending = None
+            if isinstance(answer, ServerLauncher):
+                answer.close()
+            return
+        if pending.woken is not None and not pending.woken.done():
+            pending.woken.set_result(None)
 
     def enter(
         self, unit: str, req: EnterRequest, bpf: bytes, fds: Sequence[int], deadline: float
@@ -191,6 +277,19 @@ class ForkServer:
         """Send one request (`frame()` makes its header and body), read its answer. `spare`:
         the request uses up the idle spare launcher (a launch does; a probe is forked by the
         server itself)."""
+        self._settle()
+        self._send(unit, frame, passed, marks)
+        answer = self._reply(unit, deadline, spare)
+        assert not isinstance(answer, _NotYet)
+        return answer
+
+    def _send(
+        self,
+        unit: str,
+        frame: Callable[[], tuple[bytes, bytes]],
+        passed: Sequence[int],
+        marks: Marks = OFF,
+    ) -> None:
         try:
             self.ensure()
         except ForkServerError as err:
@@ -207,11 +306,17 @@ class ForkServer:
                     unit, "forkserver", f"cannot reach the fork server: {err}"
                 ) from None
         marks.mark("daemon: request sent to the fork server")
-        return self._reply(unit, deadline, spare)
 
-    def _reply(self, unit: str, deadline: float, spare: bool) -> ServerLauncher | None:
+    def _reply(
+        self, unit: str, deadline: float, spare: bool, *, block: bool = True
+    ) -> ServerLauncher | _NotYet | None:
+        """The answer to the request on the socket; `block=False`: _NOT_YET once nothing
+        more is there to read (only Spare notices were)."""
         while True:
-            if not wait_readable(self._sock, max(0.0, deadline - time.monotonic())):
+            left = max(0.0, deadline - time.monotonic()) if block else 0.0
+            if not wait_readable(self._sock, left):
+                if not block:
+                    return _NOT_YET
                 # A late reply would be read as the next request's: this server is done for.
                 self._proc.kill()
                 raise LaunchError(unit, "forkserver", "the fork server did not answer in time")
@@ -274,6 +379,49 @@ class ForkServer:
             self._proc.kill()
             self._proc.wait()
             _reap_orphan(self._spare)
+
+
+class _NotYet:
+    """No answer on the socket yet (an awaited fork reads without blocking)."""
+
+
+_NOT_YET = _NotYet()
+
+
+class _ForkFrame:
+    """A launch's request to the server: the fds it passes, and its frame, made (`frame()`)
+    for the server it goes to: a restarted one holds no blob yet. `offers`: the blobs the last
+    frame offered, which the server keeps once it answers."""
+
+    def __init__(self, server: ForkServer, plan: ChildPlan, fds: ChildFds, marks: Marks) -> None:
+        self._server, self._plan, self._marks = server, plan, marks
+        self.passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
+        self.offers: list[tuple[str, int, int]] = []
+
+    def frame(self) -> tuple[bytes, bytes]:
+        server = self._server
+        body, self.offers = encode_cached(
+            self._plan, server._held, CACHE_BUDGET - server._held_bytes
+        )
+        self._marks.mark("daemon: plan encoded")
+        return encode_server(ForkRequest(len(self.passed), self.offers)), body
+
+
+class _Pending:
+    """An awaited fork's request, sent and not answered yet."""
+
+    def __init__(self, unit: str, deadline: float, woken: asyncio.Future[None]) -> None:
+        self.unit, self.deadline, self.woken = unit, deadline, woken
+        self.abandoned = False  # its task was cancelled: the answer is read and dropped
+        # (answer, None) or (None, the LaunchError), when a synchronous request read it
+        self.outcome: tuple[ServerLauncher | None, LaunchError | None] | None = None
+
+    def result(self) -> ServerLauncher | None:
+        assert self.outcome is not None
+        answer, err = self.outcome
+        if err is not None:
+            raise err
+        return answer
 
 
 def _reap_orphan(pid: int, timeout: float = 1.0) -> None:

@@ -9,6 +9,10 @@ Interface for the engine (synchronous and fast: a few milliseconds):
     launched.go()     # raises LaunchError(stage, errno, message) if anything failed before exec
     # or, if host-side setup failed: launched.abort()  (PID 1 exits without exec)
 
+The daemon uses the same steps awaited on its loop, never blocking it:
+`await launch_async(req, server)` and `await launched.go_async(loop)` (engine/launchslots.py
+bounds how many are in flight).
+
 `launch()` raises LaunchError when the launcher fails (cgroup join, unshare) or the request is
 impossible (overlay without a directory, no tini for init = true, a bad keep_fds). After go()
 raised, PID 1 has exited or is exiting: reap it like any other exit (the engine's pidfd).
@@ -25,6 +29,7 @@ and fails closed. Both paths run the same children and speak the same protocol.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import resource
@@ -346,6 +351,52 @@ def _read_message(  # noqa: PLR0917
                 marks.ns += msg.ns
 
 
+async def readable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) -> bool:
+    """Wait on `loop` (never blocking it) until `fd` is readable; False after `timeout` s."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, max(0.0, timeout))
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _read_message_async(
+    loop: asyncio.AbstractEventLoop,
+    reader: Reader,
+    fd: int,
+    deadline: float,
+    *,
+    unit: str,
+    stage: str,
+    marks: Marks = OFF,
+) -> Message | None:
+    """`_read_message` on the daemon's loop: other launches and the API run meanwhile. A
+    child writes each message with one write below PIPE_BUF, so a readable pipe holds it whole
+    and `reader.next()` does not block."""
+    while True:
+        # A Trace and the message after it often arrive in one read.
+        if not reader.buffered() and not await readable(loop, fd, deadline - time.monotonic()):
+            raise LaunchError(unit, stage, "timed out waiting for the sandbox")
+        try:
+            msg = reader.next()
+        except ProtocolError as err:
+            raise LaunchError(unit, stage, str(err)) from None
+        if not isinstance(msg, Trace):
+            return msg
+        if marks.on:  # only a traced plan sends one
+            marks.stages += msg.stages
+            marks.ns += msg.ns
+
+
 class LauncherChild(Protocol):
     """The launcher process, until it has exited and been reaped."""
 
@@ -435,9 +486,50 @@ class Launched:
                 self.unit, "go", str(ProtocolError("ChildError or EOF", describe(msg)))
             )
 
+    async def go_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        """`go()` for the daemon's loop: PID 1's root and exec, and the launcher's exit, are
+        awaited, not blocked on, so other launches and the API go on meanwhile."""
+        if self._go_w < 0:
+            raise LaunchError(self.unit, "go", "go() after go() or abort()")
+        self._marks.mark("daemon: Go sent")
+        try:
+            os.write(self._go_w, GO)
+        except OSError as err:
+            self.abort()
+            raise LaunchError(
+                self.unit, "go", f"PID 1 is gone: {err.strerror}", err.errno or 0
+            ) from None
+        os.close(self._go_w)
+        self._go_w = -1
+        try:
+            deadline = time.monotonic() + self.request.timeout
+            msg = await _read_message_async(
+                loop, self._reader, self._sync_r, deadline, unit=self.unit, stage="exec",
+                marks=self._marks,
+            )  # fmt: skip
+            self._marks.mark("daemon: exec observed (EOF on the sync pipe)")
+        finally:
+            os.close(self._sync_r)
+            self._sync_r = -1
+            await self._reap_launcher_async(loop, deadline)
+        if isinstance(msg, ChildError):
+            raise LaunchError(self.unit, msg.stage, msg.message, msg.errno)
+        if msg is not None:
+            raise LaunchError(
+                self.unit, "go", str(ProtocolError("ChildError or EOF", describe(msg)))
+            )
+
+    async def _reap_launcher_async(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Reap the launcher once its pidfd says it has exited (EOF on the sync pipe says it
+        is exiting; tearing down its address space takes a moment the loop need not wait)."""
+        pidfd = getattr(self._launcher, "pidfd", -1)
+        if isinstance(pidfd, int) and pidfd >= 0:
+            await readable(loop, pidfd, deadline - time.monotonic())
+        self._reap_launcher()
+
     def abort(self) -> None:
-        """PID 1 sees EOF instead of Go and exits without exec (in a user namespace, without
-        building anything; otherwise what it built ahead dies with its mount namespace)."""
+        """PID 1 sees EOF instead of Go and exits without exec (what it built ahead dies with
+        its mount namespace)."""
         try:
             self._reap_launcher()
         finally:
@@ -513,6 +605,55 @@ def launch(
         # Hung: kill it; PID 1, if forked, then sees EOF on go and exits.
         _discard(launcher, sync_r, go_w, kill=True)
         raise
+    return _launched(req, msg, launcher, server, sync_r=sync_r, go_w=go_w, marks=marks)
+
+
+async def launch_async(req: LaunchRequest, server: ForkServer) -> Launched:
+    """`launch()` through the fork server for the daemon's loop: the launcher's report (it
+    joins the cgroup, unshares and forks PID 1) is awaited, so several launches are in flight
+    at once and the API answers meanwhile. Then `Launched.go_async`."""
+    loop = asyncio.get_running_loop()
+    name = req.spec.name
+    marks = Marks(True) if req.trace else OFF
+    marks.mark("daemon: launch called")
+    plan = build_plan(req)
+    marks.mark("daemon: plan built")
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    deadline = time.monotonic() + req.timeout
+    fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
+    try:
+        launcher = await server.fork_async(name, plan, fds, deadline, marks)
+    except BaseException:
+        for fd in (sync_r, go_w):
+            os.close(fd)
+        raise
+    finally:
+        os.close(sync_w)
+        os.close(go_r)
+    reader = Reader(lambda n: os.read(sync_r, n))
+    try:
+        msg = await _read_message_async(
+            loop, reader, sync_r, deadline, unit=name, stage="launcher", marks=marks
+        )
+    except BaseException:  # hung, or the daemon is cancelling the launch
+        _discard(launcher, sync_r, go_w, kill=True)
+        raise
+    return _launched(req, msg, launcher, server, sync_r=sync_r, go_w=go_w, marks=marks)
+
+
+def _launched(
+    req: LaunchRequest,
+    msg: Message | None,
+    launcher: LauncherChild | None,
+    server: ForkServer | None,
+    *,
+    sync_r: int,
+    go_w: int,
+    marks: Marks = OFF,
+) -> Launched:
+    """The launcher's first message: PID 1's PID, else the LaunchError it means."""
+    name = req.spec.name
     if isinstance(msg, PidReport):
         # The launcher is exiting (tearing down a copy of the forking process's address space
         # takes a while): reap it later, in go() or abort(), instead of waiting here.

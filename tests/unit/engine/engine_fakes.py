@@ -162,7 +162,7 @@ class Spawned:
     fail: str | None = None
     errno: int = 2
 
-    def go(self) -> None:
+    async def go(self) -> None:
         if self.fail:
             raise LaunchError("svc", "exec", self.fail, self.errno)
 
