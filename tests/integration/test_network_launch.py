@@ -115,7 +115,7 @@ def start(env: Env, stack: contextlib.ExitStack, spec: UnitSpec) -> Box:
     plan = asyncio.run(env.net.prepare(spec.name, spec.unit.network))
     out_r, out_w = os.pipe()
     try:
-        launched = launch(LaunchRequest(spec, procs, out_w, out_w))
+        launched = launch(LaunchRequest(spec, procs, out_w, out_w, id_map=harness.id_map_for(spec)))
     except BaseException:
         os.close(out_r)
         raise

@@ -80,7 +80,9 @@ def test_the_fork_server_launches_with_every_fd_above_1024() -> None:
                 read_fd, out = os.pipe2(os.O_CLOEXEC)
                 assert min(read_fd, out) >= FD_SETSIZE
                 with harness.v1_cgroup() as procs:
-                    req = LaunchRequest(harness.unit(["/bin/echo", "hi"]), procs, out, out)
+                    req = LaunchRequest(
+                        harness.unit(["/bin/echo", "hi"]), procs, out, out, id_map=harness.ID_MAP
+                    )
                     launched = launch(req, server=server)
                     os.close(out)
                     launched.go()
