@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import os
 import resource
@@ -110,7 +111,11 @@ def engine() -> Iterator[tuple[Host, Path]]:
     server = ForkServer.start()
     try:
         network = SandboxNetwork(DaemonConfig(data_dir=data, state_dir=data / "state"))
-        yield Host(loop, manager, SandboxLauncher(data, network, server)), data
+        # As the unit runner does: a default unit launches with its range (here the harness's).
+        launcher = functools.partial(
+            SandboxLauncher(data, network, server), userns=harness.ID_MAP[1:]
+        )
+        yield Host(loop, manager, launcher), data
     finally:
         server.close()
         loop.close()
