@@ -61,7 +61,9 @@ UnitName = Annotated[str, Field(pattern=f"^(?:{UNIT_NAME.pattern})$")]
 
 NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup", "user")
 Namespace = Literal["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]
-DEFAULT_NAMESPACES: tuple[Namespace, ...] = ("pid", "mount", "uts", "ipc", "net", "cgroup")
+# "user": root inside is an unprivileged range of host ids (unit/userns.py), the default
+# since issue 27; `user_namespace = "host"` or an explicit list without it opts out.
+DEFAULT_NAMESPACES: tuple[Namespace, ...] = ("pid", "mount", "uts", "ipc", "net", "cgroup", "user")
 
 # capabilities(7), without the CAP_ prefix.
 CAPABILITIES = (
@@ -333,7 +335,8 @@ class Sandbox(Section):
     devices: list[Device] = Field(default_factory=list)
     mounts: list[Mount] = Field(default_factory=list)
     tmp_size: Size = TMP_SIZE
-    # None: "pick" when `namespaces` lists "user", else the host's ids (unit/userns.py).
+    # None: "pick" when `namespaces` lists "user" (the default list does), else the host's ids
+    # (unit/userns.py).
     user_namespace: Literal["pick", "host"] | UserNamespaceRange | None = None
 
     @field_validator("user_namespace", mode="before")
@@ -754,26 +757,32 @@ class UnitFile(Section):
 
 
 def _user_namespace(data: dict[str, Any], explicit: bool) -> dict[str, Any]:
-    """`user_namespace` and the "user" namespace, as `[network].mode` and "net": asking for a
-    range ("pick" or a table) adds the namespace to the default list; only an explicit
-    contradiction is an error."""
+    """`user_namespace` and the "user" namespace, as `[network].mode` and "net": the default
+    list has "user", `user_namespace = "host"` takes it out of the default list, and an
+    explicit list is the operator's choice either way; only an explicit contradiction is an
+    error."""
     sandbox = data.get("sandbox") or {}
     if not isinstance(sandbox, dict):
         return data
     chosen, namespaces = sandbox.get("user_namespace"), sandbox.get("namespaces")
-    listed = isinstance(namespaces, list) and "user" in namespaces
+    # With mode = "host" _net_namespace has put the default list (less "net") there already.
+    listed = explicit and isinstance(namespaces, list) and "user" in namespaces
     if chosen == "host" and listed:
         raise keyed_error(
             "sandbox.user_namespace",
             'is "host" but sandbox.namespaces lists "user"; drop one of them',
         )
-    if chosen is None or chosen == "host" or listed:
-        return data
-    if explicit:
+    if explicit and chosen not in (None, "host") and not listed:
         raise keyed_error(
             "sandbox.user_namespace",
             'asks for a user namespace but sandbox.namespaces does not list "user"; add it '
             "there (or leave namespaces out to get the default list with it)",
         )
+    if explicit:
+        return data  # without "user": host ids, as asked
     base = namespaces if isinstance(namespaces, list) else list(DEFAULT_NAMESPACES)
-    return {**data, "sandbox": {**sandbox, "namespaces": [*base, "user"]}}
+    if chosen == "host":
+        wanted = [n for n in base if n != "user"]
+    else:
+        wanted = [*base, "user"] if "user" not in base else base
+    return {**data, "sandbox": {**sandbox, "namespaces": wanted}}

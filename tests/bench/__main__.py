@@ -53,7 +53,7 @@ from tests.bench import (
     bench_status,
     goals,
 )
-from tests.bench.goals import Row, at_most_times, under
+from tests.bench.goals import Row, at_most_times, cost_at_most, under
 
 SECTIONS = ("peers", "oom", "control", "density", "faults")
 OOM_P95_GOAL_MS = 25.0  # OOM kill -> restarted exec, p95 (issue 23)
@@ -62,6 +62,7 @@ P95_GOALS_MS = {
     "OOM kill -> restarted exec": OOM_P95_GOAL_MS,
     "crash (exit 1) -> restarted exec": CRASH_P95_GOAL_MS,
 }
+USERNS_COST_SHARE = 0.2  # the default user namespace's part of a launch, at most (issue 27)
 PEERS = {
     "crun": "crun", "runc": "runc", "bwrap": "bubblewrap", "systemd-nspawn": "systemd-container"
 }  # fmt: skip
@@ -117,11 +118,17 @@ def peer_rows(n: int) -> list[Row]:
         what = f"launch /bin/true: {name} (median / p95)"
         if name == "sandboxd":
             rows.append(at_most_times(what, fmt_ms(xs), med[name], ("crun", med.get("crun")), 0.5))
+        elif name == bench_peers.HOST_IDS:
+            rows.append(Row(what, fmt_ms(xs), note='user_namespace = "host"'))
         else:
             ratio = (
                 f"sandboxd/{name} = {med['sandboxd'] / med[name]:.2f}x" if "sandboxd" in med else ""
             )
             rows.append(Row(what, fmt_ms(xs), note=ratio))
+    with_userns, without = med.get("sandboxd"), med.get(bench_peers.HOST_IDS)
+    rows.append(
+        cost_at_most("userns cost of a launch (median)", with_userns, without, USERNS_COST_SHARE)
+    )
     return rows + [
         Row(f"launch /bin/true: {name}", "not measured", note=why) for name, why in skipped.items()
     ]

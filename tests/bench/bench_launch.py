@@ -80,7 +80,10 @@ def sandboxd_run(spec: UnitSpec, null: int, server: ForkServer | None) -> Callab
     def run() -> float:
         t0 = time.perf_counter()
         with harness.v1_cgroup(memory_max=MEMORY, pids_max=PIDS) as procs:
-            launched = launch(LaunchRequest(spec, procs, null, null), server=server)
+            launched = launch(
+                LaunchRequest(spec, procs, null, null, id_map=harness.id_map_for(spec)),
+                server=server,
+            )
             launched.go()
             _, status = os.waitpid(launched.pid, 0)
         assert status == 0, status

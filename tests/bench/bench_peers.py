@@ -5,13 +5,15 @@ systemd-nspawn, interleaved run by run on the same busybox rootfs.
 
 sandboxd launches through its fork server from a process carrying the daemon's imports
 (tests/bench/bench_launch.py's `sandboxd_run`, reused as is), with a fresh memory+pids cgroup
-per run. crun and runc get an OCI bundle with the same six namespaces, a read-only root and the
-same memory+pids limits (their own cgroup per run); crun runs inside `unshare -m` with the
-unified hierarchy unmounted there (it refuses hybrid hosts; bench_launch.py's runner), runc runs
-as is. bwrap: --unshare-all (user, pid, net, ipc, uts, cgroup) with the rootfs read-only; it
-creates no cgroup, so it does less. systemd-nspawn: --register=no --keep-unit (no machined, no
-scope: the only way without systemd as PID 1) with --private-network and --read-only; it makes
-no cgroup of its own either. A peer that is missing or fails is reported with the reason.
+per run, once as a default unit (its own user namespace, seven namespaces) and once with
+`user_namespace = "host"` (sandboxd-hostids, the six the peers get): the difference is the user
+namespace's cost. crun and runc get an OCI bundle with the same six namespaces, a read-only root
+and the same memory+pids limits (their own cgroup per run); crun runs inside `unshare -m` with
+the unified hierarchy unmounted there (it refuses hybrid hosts; bench_launch.py's runner), runc
+runs as is. bwrap: --unshare-all (user, pid, net, ipc, uts, cgroup) with the rootfs read-only;
+it creates no cgroup, so it does less. systemd-nspawn: --register=no --keep-unit (no machined,
+no scope: the only way without systemd as PID 1) with --private-network and --read-only; it
+makes no cgroup of its own either. A peer that is missing or fails is reported with the reason.
 
 `--trace` times each stage of n more sandboxd launches (LaunchRequest.trace: CLOCK_MONOTONIC
 stamps taken by the daemon side, the fork server's launcher and PID 1, sent back on the sync
@@ -40,6 +42,7 @@ from supervisor.sandbox.wire.plancodec import encode_cached
 from tests.bench import bench_launch as bl
 
 Runner = Callable[[], float]
+HOST_IDS = "sandboxd-hostids"  # user_namespace = "host": no user namespace
 
 
 def timed(argv: list[str]) -> Runner:
@@ -104,7 +107,15 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     skipped: dict[str, str] = {}
     try:
         spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
-        runners: dict[str, Runner] = {"sandboxd": bl.sandboxd_run(spec, null, server)}
+        host_ids = harness.unit(
+            ["/bin/true"], name="bench", sandbox={"root": str(rootfs), "user_namespace": "host"}
+        )
+        # The default (a user namespace of its own) and the opt-out, interleaved like the
+        # peers: their difference is what the user namespace costs a launch.
+        runners: dict[str, Runner] = {
+            "sandboxd": bl.sandboxd_run(spec, null, server),
+            HOST_IDS: bl.sandboxd_run(host_ids, null, server),
+        }
         with contextlib.ExitStack() as stack:
             candidates: dict[str, Callable[[], Runner]] = {
                 "crun": lambda: stack.enter_context(bl.crun_runner(bl.crun_bundle(rootfs, work))),
@@ -155,6 +166,7 @@ def interleave(
 def measure(n: int) -> tuple[dict[str, list[float]], dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-peers-") as tmp:
         work = Path(tmp)
+        work.chmod(0o755)  # the rootfs is reached as the sandbox's mapped ids, not as root
         rootfs = work / "rootfs"
         bl.busybox_rootfs(rootfs)
         (rootfs / "usr/lib").mkdir(parents=True)
@@ -170,7 +182,8 @@ def report(results: dict[str, list[float]], skipped: dict[str, str], n: int) -> 
     ours = results.get("sandboxd", [])
     for name, xs in results.items():
         med, p = statistics.median(xs), bl.p95(xs)
-        ratio = f"{statistics.median(ours) / med:.2f}x" if ours and name != "sandboxd" else ""
+        ours_too = name in ("sandboxd", HOST_IDS)
+        ratio = f"{statistics.median(ours) / med:.2f}x" if ours and not ours_too else ""
         lines.append(f"{name:16}{med:8.1f}{p:8.1f}{ratio:>15}")
     lines += [f"{name:16}not measured: {why}" for name, why in skipped.items()]
     return lines

@@ -51,6 +51,18 @@ def at_most_times(
     return Row(what, figure, goal, ours <= factor * theirs, f"{ours / theirs:.2f}x {peer_name}")
 
 
+def cost_at_most(what: str, ours: float | None, without: float | None, share: float) -> Row:
+    """What a feature adds (`ours` with it minus `without` it, same run) held to at most
+    `share` of `ours`, e.g. the user namespace's part of a launch."""
+    goal = f"<= {share:.0%} of a launch"
+    if ours is None or without is None or ours <= 0:
+        return Row(what, "not measured", goal, None, "a side did not run")
+    cost = ours - without
+    return Row(
+        what, f"{cost:+.1f} ms", goal, cost <= share * ours, f"{cost / ours:.0%} of {ours:.1f} ms"
+    )
+
+
 def table(rows: list[Row]) -> list[str]:
     columns = ("measure", "figure", "goal", "verdict", "notes")
     cells = [(r.what, r.figure, r.goal, r.verdict, r.note) for r in rows]

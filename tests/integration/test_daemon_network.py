@@ -10,6 +10,7 @@ bridge). Traffic stays inside the test's namespaces.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 
 import pytest
 from test_network_bridge import filtered, rules
@@ -285,3 +287,29 @@ def test_status_shows_a_bridge_units_address_and_mac(net: Net) -> None:
     assert post(d, "/v1/units/pinned/stop")["state"] == "stopped"
     assert d.unit("pinned")["network"]["address"] == f"{net.prefix}20/24"
     assert d.stop() == 0
+
+
+NS_GET_USERNS = 0xB701  # ioctl_ns(2): the user namespace that owns a namespace
+
+
+def test_a_bridge_sandbox_net_namespace_is_owned_by_its_user_namespace(net: Net) -> None:
+    # A default unit: its veth end was moved into a network namespace its own user namespace
+    # owns (so its root may configure it), and the host still reaches its server.
+    d = net.daemon
+    net.server("web")
+    d.start()
+    pid = d.wait_unit("web", running, 60)["pid"]
+    base = d.unit("web")["userns"].split("-")[0]
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert status.split("Uid:")[1].split()[:4] == [base] * 4
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    finally:
+        os.close(fd)
+    try:
+        assert os.fstat(owner).st_ino == os.stat(f"/proc/{pid}/ns/user").st_ino
+        assert os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino
+    finally:
+        os.close(owner)
+    assert get(net.url("web")) == "hello from web\n"  # host -> sandbox

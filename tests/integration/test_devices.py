@@ -1,11 +1,12 @@
 """Device access control on the real kernel: the unit cgroup's allowlist, from inside a sandbox.
 
-The sandboxes here are deliberately weak (seccomp unconfined, CAP_MKNOD kept, a host directory
-holding device nodes bound in without nodev), so that the devices cgroup (v1) or the BPF device
-filter (v2) is the only thing left between the service and the host's disk and memory: creating
-/dev/mem (c 1:1) fails with EPERM, and opening pre-made nodes of the host's disk and of /dev/mem
-fails with EPERM, while a `sandbox.devices` entry (/dev/net/tun) is bound in and opens. A control
-sandbox whose cgroup has no device policy shows the same nodes are otherwise reachable.
+The sandboxes here are deliberately weak (host ids, seccomp unconfined, CAP_MKNOD kept, a host
+directory holding device nodes bound in without nodev), so that the devices cgroup (v1) or the
+BPF device filter (v2) is the only thing left between the service and the host's disk and
+memory: creating /dev/mem (c 1:1) fails with EPERM, and opening pre-made nodes of the host's
+disk and of /dev/mem fails with EPERM, while a `sandbox.devices` entry (/dev/net/tun) is bound
+in and opens. A control sandbox whose cgroup has no device policy shows the same nodes are
+otherwise reachable.
 """
 
 from __future__ import annotations
@@ -107,7 +108,13 @@ def _weak_unit(name: str, nodes: Path, devices: list[dict[str, str]]) -> UnitSpe
     return python_unit(
         name,
         PROBE,
-        sandbox={"devices": devices, "mounts": [{"source": str(nodes), "target": "/nodes"}]},
+        sandbox={
+            "devices": devices,
+            "mounts": [{"source": str(nodes), "target": "/nodes"}],
+            # In a user namespace of its own the kernel refuses mknod and root-only nodes
+            # itself: host ids leave the device policy as the only barrier under test.
+            "user_namespace": "host",
+        },
         # The default profile would refuse mknod itself (and MKNOD is not a default capability);
         # SYS_RAWIO is what /dev/mem asks for.
         security={

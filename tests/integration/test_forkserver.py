@@ -87,7 +87,10 @@ def test_pid1_is_a_child_of_the_daemon_not_of_the_server(server: ForkServer) -> 
     out = os.open("/dev/null", os.O_WRONLY)
     with harness.v1_cgroup() as procs:
         launched = launch(
-            LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out), server=server
+            LaunchRequest(
+                harness.unit(["/bin/sleep", "30"]), procs, out, out, id_map=harness.ID_MAP
+            ),
+            server=server,
         )
         try:
             launched.go()
@@ -185,7 +188,10 @@ def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
     out = os.open("/dev/null", os.O_WRONLY)
     try:
         with pytest.raises(LaunchError) as info:
-            launch(LaunchRequest(spec, [], out, out, timeout=0.3), server=server)
+            launch(
+                LaunchRequest(spec, [], out, out, timeout=0.3, id_map=harness.id_map_for(spec)),
+                server=server,
+            )
     finally:
         os.close(out)
     assert (info.value.stage, info.value.message) == (
@@ -289,7 +295,9 @@ def test_kept_fds_missing_from_a_request_fail_it_on_the_sync_pipe(server: ForkSe
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     null = os.open("/dev/null", os.O_WRONLY)
-    plan = build_plan(LaunchRequest(harness.unit(["/bin/true"]), [], null, null))
+    plan = build_plan(
+        LaunchRequest(harness.unit(["/bin/true"]), [], null, null, id_map=harness.ID_MAP)
+    )
     body = encode_plan(replace(plan, keep_fds=(50,)))
     try:
         send_frame(server._sock, encode_server(ForkRequest(4)), body, [sync_w, go_r, null, null])

@@ -47,13 +47,15 @@ def test_every_namespace_differs_and_pid1_is_in_its_cgroup() -> None:
     spec = harness.unit(["/bin/sleep", "30"], name="nscheck")
     out = os.open("/dev/null", os.O_WRONLY)
     with harness.v1_cgroup() as procs:
-        launched = launch(LaunchRequest(spec, procs, out, out))
+        launched = launch(LaunchRequest(spec, procs, out, out, id_map=harness.id_map_for(spec)))
         try:
             launched.go()
-            for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup"):
+            for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup", "user"):
                 inner = os.readlink(f"/proc/{launched.pid}/ns/{ns}")
                 assert inner != os.readlink(f"/proc/self/ns/{ns}"), ns
-            assert os.readlink(f"/proc/{launched.pid}/ns/user") == os.readlink("/proc/self/ns/user")
+            # The user namespace is the default: root inside is the range's base outside.
+            uids = Path(f"/proc/{launched.pid}/status").read_text().split("Uid:")[1].split()[:4]
+            assert uids == [str(harness.ID_MAP[1])] * 4
             for path in procs:
                 assert Path(path).read_text().split() == [str(launched.pid)]
             assert os.getpid() == int(
@@ -349,7 +351,7 @@ def test_init_forwards_signals_and_exits_with_the_service() -> None:
     spec = harness.unit(["/bin/sleep", "30"], sandbox={"init": True})
     out = os.open("/dev/null", os.O_WRONLY)
     with harness.v1_cgroup() as procs:
-        launched = launch(LaunchRequest(spec, procs, out, out))
+        launched = launch(LaunchRequest(spec, procs, out, out, id_map=harness.id_map_for(spec)))
         launched.go()
         # tini blocks the signals it forwards before it forks the service; a SIGTERM before
         # that meets a namespace init without a handler, and the kernel drops it.
@@ -379,7 +381,7 @@ def test_a_user_namespace_without_a_range_is_refused() -> None:
         sandbox={"namespaces": ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]},
     )
     with pytest.raises(LaunchError) as info:
-        harness.run(spec)
+        launch(LaunchRequest(spec, [], 1, 2))  # the daemon always gives one; the port checks
     assert info.value.stage == "plan" and "id range" in info.value.message
 
 
@@ -434,7 +436,13 @@ def test_a_failed_cgroup_join_fails_the_launch_before_any_namespace() -> None:
     try:
         with pytest.raises(LaunchError) as info:
             launch(
-                LaunchRequest(spec, ["/sys/fs/cgroup/pids/no-such-cgroup/cgroup.procs"], out, out)
+                LaunchRequest(
+                    spec,
+                    ["/sys/fs/cgroup/pids/no-such-cgroup/cgroup.procs"],
+                    out,
+                    out,
+                    id_map=harness.id_map_for(spec),
+                )
             )
     finally:
         os.close(out)
@@ -472,7 +480,9 @@ def test_kept_fds_arrive_under_their_numbers_and_nothing_else_leaks(init: bool) 
     try:
         with harness.v1_cgroup() as procs:
             try:
-                launched = launch(LaunchRequest(spec, procs, out_w, out_w, keep_fds=kept))
+                launched = launch(
+                    LaunchRequest(spec, procs, out_w, out_w, keep_fds=kept, id_map=harness.ID_MAP)
+                )
             finally:
                 os.close(out_w)
             launched.go()
@@ -502,7 +512,11 @@ def test_bad_keep_fds_fail_the_launch_at_plan(twice: bool) -> None:
     keep = [dup, dup] if twice else [out]
     try:
         with pytest.raises(LaunchError) as info:
-            launch(LaunchRequest(harness.unit(["/bin/true"]), [], out, out, keep_fds=keep))
+            launch(
+                LaunchRequest(
+                    harness.unit(["/bin/true"]), [], out, out, keep_fds=keep, id_map=harness.ID_MAP
+                )
+            )
     finally:
         os.close(out)
         os.close(dup)

@@ -174,6 +174,12 @@ stop_timeout = "2s"
 [[listen]]
 unix = "{path}"
 mode = 0o600
+[sandbox]
+# Host ids: the host's client authenticates (SASL EXTERNAL) with the uid it has on the host,
+# which a bus in a user namespace of its own sees as another (or no) uid, so it never lets a
+# host client in, whatever the socket. Socket activation into a user namespace is
+# test_userns_features.py's.
+user_namespace = "host"
 """,
     )
     daemon.start()

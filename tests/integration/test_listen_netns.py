@@ -302,12 +302,15 @@ def test_a_changed_socket_gets_a_new_netns_and_none_without_one(net: Net) -> Non
 @pytest.mark.usefixtures("unmounts")
 def test_a_user_namespace_sandbox_joins_the_daemons_netns(daemon: Daemon) -> None:
     """The held namespace belongs to the daemon's user namespace: joined before the sandbox's
-    own is made; lo and ping_group_range were set by the daemon, and /sys is not mounted."""
+    own is made; lo and ping_group_range were set by the daemon, and /sys is not mounted. The
+    unit asks for nothing: its own user namespace is the default."""
     text = web_unit('mode = "none"', 'tcp = "127.0.0.1:9000"')
-    text += '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
     daemon.write_unit("web", text)
     daemon.start()
-    daemon.wait_unit("web", lambda u: u["state"] == "running", 60)
+    pid = daemon.wait_unit("web", lambda u: u["state"] == "running", 60)["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+    base = daemon.unit("web")["userns"].split("-")[0]
+    assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == base
     wait_for(lambda: "serving 1 ['web']" in daemon.output("web"), 60)
     # Every group may ping (a user namespace reads the ends through its own mapping).
     held = sh("nsenter", f"--net={netns_file(daemon, 'web')}", "cat",

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -115,7 +117,7 @@ def start(env: Env, stack: contextlib.ExitStack, spec: UnitSpec) -> Box:
     plan = asyncio.run(env.net.prepare(spec.name, spec.unit.network))
     out_r, out_w = os.pipe()
     try:
-        launched = launch(LaunchRequest(spec, procs, out_w, out_w))
+        launched = launch(LaunchRequest(spec, procs, out_w, out_w, id_map=harness.id_map_for(spec)))
     except BaseException:
         os.close(out_r)
         raise
@@ -151,10 +153,13 @@ def test_mode_host_shares_the_host_netns(env: Env, stack: contextlib.ExitStack) 
 
 
 def test_bridge_server_answers_a_sandbox_and_the_host(
-    env: Env, stack: contextlib.ExitStack, tmp_path: Path
+    env: Env, stack: contextlib.ExitStack
 ) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
+    # Not tmp_path (pytest keeps it root's alone): the server's root, an unprivileged host uid
+    # in its own user namespace, must reach the bind source.
+    www = Path(tempfile.mkdtemp(prefix="sbx-www-"))
+    stack.callback(shutil.rmtree, www)
+    www.chmod(0o755)
     (www / "hello.txt").write_text("hello over the bridge\n")
     # No --bind: http.server then looks up the sandbox's own hostname, which the sandbox's
     # /etc/hosts answers, instead of reverse-resolving its IP through an unreachable DNS.

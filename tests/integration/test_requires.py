@@ -49,6 +49,7 @@ def db_unit(ctl: Path, restart: str = 'delay = "100ms"') -> str:
 def _setup(daemon: Daemon, restart: str = 'delay = "100ms"') -> Path:
     ctl = daemon.base / "ctl"
     ctl.mkdir()
+    ctl.chmod(0o777)  # db's root (an unprivileged host uid, its own user namespace) unlinks here
     daemon.write_unit("db", db_unit(ctl, restart))
     daemon.write_unit("web", APP + 'requires = ["db"]\n')
     daemon.write_unit("side", APP + 'wants = ["db"]\n')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import os
 import resource
@@ -80,7 +81,9 @@ def test_the_fork_server_launches_with_every_fd_above_1024() -> None:
                 read_fd, out = os.pipe2(os.O_CLOEXEC)
                 assert min(read_fd, out) >= FD_SETSIZE
                 with harness.v1_cgroup() as procs:
-                    req = LaunchRequest(harness.unit(["/bin/echo", "hi"]), procs, out, out)
+                    req = LaunchRequest(
+                        harness.unit(["/bin/echo", "hi"]), procs, out, out, id_map=harness.ID_MAP
+                    )
                     launched = launch(req, server=server)
                     os.close(out)
                     launched.go()
@@ -108,7 +111,11 @@ def engine() -> Iterator[tuple[Host, Path]]:
     server = ForkServer.start()
     try:
         network = SandboxNetwork(DaemonConfig(data_dir=data, state_dir=data / "state"))
-        yield Host(loop, manager, SandboxLauncher(data, network, server)), data
+        # As the unit runner does: a default unit launches with its range (here the harness's).
+        launcher = functools.partial(
+            SandboxLauncher(data, network, server), userns=harness.ID_MAP[1:]
+        )
+        yield Host(loop, manager, launcher), data
     finally:
         server.close()
         loop.close()

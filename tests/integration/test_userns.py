@@ -1,5 +1,7 @@
 """Per-unit user-namespace ranges through a real daemon: root inside is the unit's own base
-uid outside, two units never share ids, and a unit keeps its block until its file is gone."""
+uid outside, two units never share ids, and a unit keeps its block until its file is gone
+(across restarts, reload and kill -9 of the daemon). The units ask for nothing: a user
+namespace of their own is the default."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ BLOCK = 65536
 # Five blocks; a host user's subordinate ids take the second (and the end of the first).
 POOL_FIRST, POOL_LAST = 16 * BLOCK, 21 * BLOCK - 1
 SUBUID = f"# a comment\nalice:{17 * BLOCK - 10}:{BLOCK}\n"
-USERNS = '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
+USERNS = ""  # nothing to ask: a user namespace of its own is the default (issue 27)
+EXPLICIT = '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
 SHOW = (
     '[service]\nexec = ["/bin/sh", "-c", "echo uid=$(id -u); cat /proc/self/uid_map; '
     'exec sleep 1000"]\nstop_timeout = "500ms"\n'
@@ -60,8 +63,8 @@ def _host_uids(pid: int) -> list[int]:
 
 def test_root_inside_is_the_units_own_base_uid_on_the_host(daemon: Daemon) -> None:
     _configure(daemon)
-    for name in ("a", "b"):
-        daemon.write_unit(name, SHOW + USERNS)
+    daemon.write_unit("a", SHOW + USERNS)
+    daemon.write_unit("b", SHOW + EXPLICIT)  # the same, asked for
     daemon.start()
     ranges = {}
     for name in ("a", "b"):
@@ -174,6 +177,18 @@ def test_an_explicit_range_is_used_and_an_overlapping_one_refused_at_reload(
         assert f'overlaps the range of unit "{holder}"' in unit["error"], unit
     assert _range(daemon, "picked") == (taken, taken + BLOCK - 1)
     assert daemon.unit("pinned")["state"] == "running" and daemon.unit("pinned")["error"] is None
+
+
+def test_an_explicit_namespaces_list_without_user_keeps_host_ids(daemon: Daemon) -> None:
+    _configure(daemon)
+    daemon.write_unit("hostids", SHOW + '[sandbox]\nnamespaces = ["pid", "mount", "net"]\n')
+    daemon.write_unit("optout", SHOW + '[sandbox]\nuser_namespace = "host"\n')
+    daemon.start()
+    for name in ("hostids", "optout"):
+        unit = daemon.wait_unit(name, lambda u: u["state"] == "running")
+        assert daemon.unit(name)["userns"] is None
+        assert _host_uids(unit["pid"]) == [0] * 4  # the weaker opt-out: root is the host's
+        assert os.readlink(f"/proc/{unit['pid']}/ns/user") == os.readlink("/proc/self/ns/user")
 
 
 NAMESPACES = '["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]'

@@ -422,6 +422,7 @@ def listening(path: Path) -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
+        path.chmod(0o666)  # the sandbox's root is an unprivileged host uid (its user namespace)
         sock.listen(1)
         sock.settimeout(START_TIMEOUT)
         yield sock

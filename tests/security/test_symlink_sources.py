@@ -47,6 +47,10 @@ def test_a_neighbour_cannot_point_a_bind_source_at_the_hosts_etc(
     shared = daemon.base / "shared"
     (shared / "app" / "ssl").mkdir(parents=True)
     (shared / "app" / "ssl" / "ours").write_text("ours\n")
+    for writable in (shared, shared / "app", shared / "app" / "ssl"):
+        # The swapper's root is an unprivileged host uid (its own user namespace): the shared
+        # tree is open to it, as a directory two units share must be.
+        writable.chmod(0o777)
     swapper, victim = uname(daemon, "swapper"), uname(daemon, "victim")
     daemon.write_unit(swapper, unit_text(["/bin/sh", "-c", SWAP], daemon, swapper)
                       + mounts(shared, "/shared", read_only=False))  # fmt: skip

@@ -1,15 +1,19 @@
 """Root in a sandbox with a user namespace is not root on the host, nor in another sandbox.
 
-Each unit with a user namespace gets host ids of its own (unit/userns.py): its root is an
-unprivileged uid outside, whose capabilities cover only files its own namespace maps. So a
-host file only root may read stays unreadable when bound in, and a file one sandbox writes
-into a directory two sandboxes share cannot be read, changed or removed by the other's root.
+Every unit gets a user namespace and host ids of its own by default (unit/userns.py): its root
+is an unprivileged uid outside, whose capabilities cover only files its own namespace maps. So
+a host file only root may read stays unreadable when bound in, a root-owned file bound
+writable stays unwritable (as if the service had escaped its mount view), a file one sandbox
+writes into a directory two sandboxes share cannot be read, changed or removed by the other's
+root, and one sandbox's processes cannot signal or trace another's.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(cgroup_version() == 0, reason="needs a cgroup filesystem"),
 ]
-USERNS = '[sandbox]\nnamespaces = ["pid", "mount", "uts", "ipc", "net", "cgroup", "user"]\n'
+USERNS = "[sandbox]\n"  # nothing to ask: a user namespace of its own is the default
 
 
 def unit(script: str, *mounts: str) -> str:
@@ -130,4 +134,88 @@ def test_root_inside_with_cap_sys_admin_cannot_write_the_idmapped_host_trees(
     if os.path.isdir("/etc/ssl/private"):
         assert "private=0" not in out, out
     assert not os.path.exists("/usr/sbx-escape")
+    assert daemon.stop() == 0
+
+
+def test_a_root_owned_file_bound_writable_stays_unwritable_for_root_inside(
+    sdaemons: Callable[[], Any], host_dir: Path
+) -> None:
+    # What a process that escaped its mount view would meet: a host file of root's, 0644. Root
+    # inside is the unit's base uid outside, "other" to that file: no write, no chmod/chown.
+    target = host_dir / "passwd-like"
+    target.write_text("root:x:0:0\n")
+    target.chmod(0o644)
+    daemon = sdaemons()
+    name = uname(daemon, "writer")
+    script = (
+        "id -u; cat /srv/f; echo extra >> /srv/f; echo write=$?; chmod 666 /srv/f; "
+        "echo chmod=$?; chown 0:0 /srv/f; echo chown=$?"
+    )
+    bind = f'{{ source = "{target}", target = "/srv/f", read_only = false }}'
+    daemon.write_unit(name, unit(script, bind))
+    daemon.start()
+    wait_for(lambda: "chown=" in daemon.output(name), 60, lambda: daemon.output(name))
+    out = daemon.output(name)
+    assert out.startswith("0\nroot:x:0:0\n"), out  # root inside, and it may read (0644)
+    assert "write=0" not in out and "chmod=1" in out and "chown=1" in out, out
+    assert target.read_text() == "root:x:0:0\n"
+    st = target.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o644)
+    assert daemon.stop() == 0
+
+
+def _as_host_uid(uid: int, action: Callable[[], None]) -> int:
+    """Run `action` in a child with `uid` for every uid and gid and no capabilities (what the
+    kernel sees of a sandbox's root outside its namespace); its errno, or 0 if it succeeded."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        code = 0
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            action()
+        except OSError as err:
+            code = err.errno or 255
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_two_default_units_cannot_signal_or_trace_each_other(
+    sdaemons: Callable[[], Any],
+) -> None:
+    # Were the pid namespaces shared, what stops root of one sandbox from killing or reading
+    # another's processes is that their host uids differ (kill(2): same real or saved uid;
+    # ptrace access: same uids, or CAP_SYS_PTRACE in the target's user namespace).
+    daemon = sdaemons()
+    a, b = uname(daemon, "a"), uname(daemon, "b")
+    for name in (a, b):
+        daemon.write_unit(name, unit("exec sleep 1000"))
+    daemon.start()
+    units = {n: daemon.wait_unit(n, lambda u: u["state"] == "running") for n in (a, b)}
+    ranges = {n: [int(x) for x in daemon.unit(n)["userns"].split("-")] for n in (a, b)}
+    assert ranges[a][1] < ranges[b][0] or ranges[b][1] < ranges[a][0], ranges
+    for name in (a, b):  # on the host, each sandbox's root is its own base uid
+        status = Path(f"/proc/{units[name]['pid']}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uids.split()[1:] == [str(ranges[name][0])] * 4, uids
+    victim = units[b]["pid"]
+    attacker = ranges[a][0]
+
+    def kill() -> None:
+        os.kill(victim, signal.SIGKILL)
+
+    def trace() -> None:  # ptrace_may_access, as PTRACE_ATTACH checks it
+        Path(f"/proc/{victim}/environ").read_bytes()
+
+    def probe() -> None:  # signal 0: the permission check alone
+        os.kill(victim, 0)
+
+    assert _as_host_uid(attacker, kill) == errno.EPERM
+    assert _as_host_uid(attacker, trace) == errno.EACCES
+    # The victim's own uid passes the signal check: the test tells the two apart by uid.
+    assert _as_host_uid(ranges[b][0], probe) == 0
+    assert daemon.unit(b)["pid"] == victim and daemon.unit(b)["state"] == "running"
     assert daemon.stop() == 0

@@ -64,7 +64,11 @@ class SandboxEnv:
     def start(self, cg: UnitCgroup, spec: UnitSpec) -> Sandbox:
         r, w = os.pipe()
         try:
-            launched = launch(LaunchRequest(spec, cg.procs_files(), w, w, timeout=120.0))
+            launched = launch(
+                LaunchRequest(
+                    spec, cg.procs_files(), w, w, timeout=120.0, id_map=harness.id_map_for(spec)
+                )
+            )
         except BaseException:
             os.close(r)
             raise

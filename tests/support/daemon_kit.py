@@ -267,4 +267,8 @@ def new_daemon() -> Daemon:
     """A new isolated (not yet started) daemon; `teardown` it when done."""
     n = next(_serial)
     base = Path(tempfile.mkdtemp(prefix=f"sbxd-{os.getpid()}-{n}-", dir="/tmp"))
+    # A default unit runs as its own unprivileged host ids (a user namespace each), which must
+    # pass through this directory to reach the bind sources tests put in it, as an operator's
+    # sources must be reachable (README, User namespaces). 0711: entered, never listed.
+    base.chmod(0o711)
     return Daemon(base, f"sandboxd-test-{os.getpid()}-{n}")

@@ -30,6 +30,10 @@ from supervisor.unit.spec import UnitSpec
 
 PROBE_DIR = str(Path(__file__).resolve().parents[1] / "probe")  # tests/probe: probe.py
 HOST_PYTHON = "/usr/bin/python3"
+# The harness plays the daemon, which gives each unit with a user namespace (the default) a
+# block of its userns_pool: this is the harness's block, just above the default pool, so a
+# sandbox launched here never shares host ids with a test daemon's unit.
+ID_MAP = (0, 0x70000000, 65536)
 V1_ROOT = "/sys/fs/cgroup"
 _counter = itertools.count()
 
@@ -81,6 +85,12 @@ def unit(argv: list[str], name: str = "probe", **sections: dict[str, Any]) -> Un
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
     return UnitSpec(name, f"/test/{name}.toml", UnitFile.model_validate(data))
+
+
+def id_map_for(spec: UnitSpec) -> tuple[int, int, int] | None:
+    """The (0, host base, size) a launch of `spec` needs: ID_MAP for a unit with a user
+    namespace, None without one."""
+    return ID_MAP if "user" in spec.unit.sandbox.namespaces else None
 
 
 def probe_unit(*args: str, name: str = "probe", **sections: dict[str, Any]) -> UnitSpec:
@@ -145,7 +155,8 @@ def run(
     id_map: tuple[int, int, int] | None = None,
 ) -> Run:
     """Launch, Go, collect stdout/stderr until EOF, reap. LaunchError propagates (after reaping).
-    `id_map`: a user namespace's (0, host base, size), as the daemon gives each unit its own."""
+    `id_map`: a user namespace's (0, host base, size), as the daemon gives each unit its own
+    (default: `id_map_for(spec)`)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     with contextlib.ExitStack() as stack:
@@ -160,7 +171,7 @@ def run(
                     extra_env=extra_env or {},
                     extra_binds=extra_binds or [],
                     overlay_dir=overlay_dir,
-                    id_map=id_map,
+                    id_map=id_map if id_map is not None else id_map_for(spec),
                 ),
                 server=_fork_server,
             )

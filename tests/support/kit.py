@@ -55,6 +55,7 @@ def env_int(name: str, default: int) -> int:
 def new_daemon(prefix: str) -> Any:
     n = next(_serial)
     base = Path(tempfile.mkdtemp(prefix=f"sbx-{prefix}-{os.getpid()}-{n}-", dir="/tmp"))
+    base.chmod(0o711)  # default units (their own host ids) reach bind sources here: daemon_kit
     daemon = Daemon(base, f"sandboxd-{prefix}-{os.getpid()}-{n}")
     daemon.tag = f"{os.getpid()}x{n}"
     return daemon

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import goals
-from tests.bench.goals import MARK_BEGIN, MARK_END, Row, at_most_times, under
+from tests.bench.goals import MARK_BEGIN, MARK_END, Row, at_most_times, cost_at_most, under
 
 
 def test_a_figure_under_its_goal_is_met_and_over_it_missed() -> None:
@@ -22,6 +22,16 @@ def test_a_goal_against_a_peer_uses_the_peer_measured_in_the_same_run() -> None:
     assert (met.verdict, met.goal, met.note) == ("MET", "<= 0.5x crun", "0.50x crun")
     assert at_most_times("launch", "4.1 ms", 4.1, ("crun", 8.0), 0.5).verdict == "MISSED"
     assert at_most_times("launch", "4 ms", 4.0, ("crun", None), 0.5).verdict == "not measured"
+
+
+def test_a_cost_is_held_to_its_share_of_the_launch_with_it() -> None:
+    met = cost_at_most("userns cost", 10.0, 8.0, 0.2)  # 2 ms of 10: exactly 20 %
+    assert (met.verdict, met.figure, met.goal, met.note) == (
+        "MET", "+2.0 ms", "<= 20% of a launch", "20% of 10.0 ms"
+    )  # fmt: skip
+    assert cost_at_most("userns cost", 10.0, 7.9, 0.2).verdict == "MISSED"
+    assert cost_at_most("userns cost", 9.0, 9.5, 0.2).verdict == "MET"  # noise below zero
+    assert cost_at_most("userns cost", None, 8.0, 0.2).verdict == "not measured"
 
 
 def test_the_table_has_a_goal_and_a_verdict_column() -> None:

@@ -282,3 +282,21 @@ def test_a_pool_too_small_for_the_units_is_reported(
         f"{d}/c.toml:4: sandbox.user_namespace: no free block of 65536 ids left in userns_pool "
         "65536-196607"
     ]
+
+
+def test_default_units_pick_from_the_pool_and_host_ids_take_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A user namespace is the default: every unit without user_namespace = "host" needs a block.
+    config = tmp_path / "sandboxd.toml"
+    config.write_text(
+        'userns_pool = "65536-196607"\nsubuid_file = "/nonexistent"\nsubgid_file = "/nonexistent"\n'
+    )
+    plain = '[service]\nexec = ["/bin/true"]\n'
+    d = units(tmp_path / "u", a=plain, b=plain, c=plain, h=USERNS.format('"host"'))
+    code, out, err = run(capsys, "validate", "--config", str(config), str(d))
+    assert (code, out) == (EXIT_FAILURE, "3 units valid, 1 invalid\n")
+    assert err == [
+        f"{d}/c.toml: sandbox.user_namespace: no free block of 65536 ids left in userns_pool "
+        "65536-196607"
+    ]

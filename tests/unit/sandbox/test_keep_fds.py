@@ -42,6 +42,7 @@ HOST = hostlayout.HostLayout(
     }
 )
 SPEC = UnitSpec("web", "/u/web.toml", UnitFile.model_validate({"service": {"exec": ["/bin/app"]}}))
+IDS = (0, 1 << 20, 65536)  # the range the daemon gives a default unit (its user namespace)
 
 
 class Exited(Exception):
@@ -54,7 +55,9 @@ def fake_exit(code: int) -> NoReturn:
 
 
 def plan(keep: tuple[int, ...], stdout: int = 1, stderr: int = 2) -> ChildPlan:
-    base = build_plan(LaunchRequest(SPEC, ["/cg/pids/web/cgroup.procs"], stdout, stderr), HOST)
+    base = build_plan(
+        LaunchRequest(SPEC, ["/cg/pids/web/cgroup.procs"], stdout, stderr, id_map=IDS), HOST
+    )
     return replace(base, keep_fds=keep)
 
 
@@ -71,7 +74,7 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 
 def request(keep: list[int], stdout: int, stderr: int) -> LaunchRequest:
-    return LaunchRequest(SPEC, [], stdout, stderr, keep_fds=keep)
+    return LaunchRequest(SPEC, [], stdout, stderr, keep_fds=keep, id_map=IDS)
 
 
 def test_kept_fds_go_into_the_plan_and_through_the_codec(pipe: tuple[int, int]) -> None:
@@ -79,7 +82,7 @@ def test_kept_fds_go_into_the_plan_and_through_the_codec(pipe: tuple[int, int]) 
     built = build_plan(request([r], w, w), HOST)
     assert built.keep_fds == (r,)
     assert decode_plan(encode_plan(built)).keep_fds == (r,)
-    assert build_plan(LaunchRequest(SPEC, [], w, w), HOST).keep_fds == ()
+    assert build_plan(LaunchRequest(SPEC, [], w, w, id_map=IDS), HOST).keep_fds == ()
 
 
 @pytest.mark.parametrize(

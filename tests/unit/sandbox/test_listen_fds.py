@@ -16,7 +16,7 @@ from supervisor.unit.loader import parse_unit
 
 def request(listen: tuple[tuple[int, str], ...]) -> LaunchRequest:
     spec = parse_unit("/u/web.toml", "web", b'[service]\nexec = ["/bin/true"]\n')
-    return LaunchRequest(spec, [], 1, 1, listen_fds=listen)
+    return LaunchRequest(spec, [], 1, 1, listen_fds=listen, id_map=(0, 1 << 20, 65536))
 
 
 def test_sockets_take_3_and_up_and_kept_fds_move_out_of_the_way() -> None:

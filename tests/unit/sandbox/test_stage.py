@@ -33,6 +33,7 @@ HOST = hostlayout.HostLayout(
         **{f"/dev/{d}": hostlayout.HostPath("other") for d in hostlayout.DEVICES},
     }
 )
+IDS = (0, 1 << 20, 65536)  # the range the daemon gives a default unit (its user namespace)
 
 
 class Exited(Exception):
@@ -48,7 +49,13 @@ def plan_for(**sections: dict[str, object]) -> ChildPlan:
     data: dict[str, object] = {"service": {"exec": ["/bin/app", "--flag"]}, **sections}
     spec = UnitSpec("web", "/u/web.toml", UnitFile.model_validate(data))
     return build_plan(
-        LaunchRequest(spec, ["/cg/memory/web/cgroup.procs", "/cg/pids/web/cgroup.procs"], 1, 2),
+        LaunchRequest(
+            spec,
+            ["/cg/memory/web/cgroup.procs", "/cg/pids/web/cgroup.procs"],
+            1,
+            2,
+            id_map=IDS,
+        ),
         HOST,
     )
 
@@ -114,13 +121,17 @@ def test_pid1_waits_for_go_then_root_identity_privileges_exec(
     with pytest.raises(Exited):  # the fake's execve raises; the stage reports and exits
         run_pid1(plan_for(service={"exec": ["/bin/app"], "env": {"K": "v"}}), fds, sys, fake_exit)
     names = sys.names()
+    # The default unit has a user namespace: PID 1 first becomes its root (setgroups,
+    # setresgid, setresuid to 0), then builds the root; the service's identity comes after.
+    assert names.index("setresuid") < names.index("pivot_root")
+    stdio = names.index("setup_stdio")
     order = [
         names.index("setsid"),
         names.index("pivot_root"),
         names.index("sethostname"),
         names.index("link_up"),
-        names.index("setup_stdio"),
-        names.index("setgroups"),
+        stdio,
+        names.index("setgroups", stdio),
         names.index("capset"),
         names.index("chdir", names.index("capset")),
         names.index("seccomp_load"),
@@ -128,7 +139,8 @@ def test_pid1_waits_for_go_then_root_identity_privileges_exec(
     ]
     assert order == sorted(order)
     drops = [c for c in sys.calls if c[:2] == ("prctl", PR_CAPBSET_DROP)]
-    assert drops and names.index("prctl") < names.index("setgroups"), "bounding set first"
+    first_drop = sys.calls.index(drops[0])
+    assert drops and first_drop < names.index("setgroups", stdio), "bounding set first"
     nnp = sys.calls.index(("prctl", PR_SET_NO_NEW_PRIVS, 1, 0))
     assert nnp < names.index("seccomp_load"), "no_new_privs before the filter"
     execve = next(c for c in sys.calls if c[0] == "execve")
@@ -146,7 +158,8 @@ def test_pid1_without_no_new_privs_loads_seccomp_before_dropping_privileges(
     with pytest.raises(Exited):
         run_pid1(plan_for(security={"no_new_privileges": False}), fds, sys, fake_exit)
     names = sys.names()
-    assert names.index("seccomp_load") < names.index("setresuid") < names.index("capset")
+    service_id = names.index("setresuid", names.index("setup_stdio"))  # not the userns's root
+    assert names.index("seccomp_load") < service_id < names.index("capset")
     assert ("prctl", PR_SET_NO_NEW_PRIVS, 1, 0) not in sys.calls
 
 

@@ -36,22 +36,32 @@ def errors_of(text: str) -> list[str]:
 def test_a_user_namespace_picks_unless_told_otherwise() -> None:
     assert userns.wanted(spec("a", namespaces=ALL)) == "pick"
     assert userns.wanted(spec("a", namespaces=ALL, user_namespace="pick")) == "pick"
-    assert userns.wanted(spec("a")) is None
+    assert userns.wanted(spec("a")) == "pick"  # the default since issue 27
     assert userns.wanted(spec("a", user_namespace="host")) is None
     explicit = spec("a", user_namespace={"base": 5 << 20})
     assert userns.wanted(explicit) == IdRange(5 << 20, BLOCK)
 
 
-def test_asking_for_a_range_adds_the_namespace_to_the_default_list() -> None:
+def test_the_default_list_has_the_user_namespace_and_host_takes_it_out() -> None:
+    assert spec("a").unit.sandbox.namespaces == ALL
+    assert spec("a", user_namespace="host").unit.sandbox.namespaces == ALL[:-1]
     for chosen in ("pick", {"base": 5 << 20, "size": 1000}):
         unit = spec("a", user_namespace=chosen).unit
         assert "user" in unit.sandbox.namespaces
     # Also where [network] mode = "host" took "net" out of the defaults.
-    data = {"service": {"exec": ["/x"]}, "network": {"mode": "host"},
-            "sandbox": {"user_namespace": "pick"}}  # fmt: skip
-    assert UnitFile.model_validate(data).sandbox.namespaces == [
-        "pid", "mount", "uts", "ipc", "cgroup", "user"
-    ]  # fmt: skip
+    for chosen, listed in (("pick", True), (None, True), ("host", False)):
+        data = {"service": {"exec": ["/x"]}, "network": {"mode": "host"},
+                "sandbox": {"user_namespace": chosen}}  # fmt: skip
+        got = UnitFile.model_validate(data).sandbox.namespaces
+        assert got == ["pid", "mount", "uts", "ipc", "cgroup"] + ["user"] * listed, chosen
+
+
+def test_an_explicit_list_without_user_keeps_host_ids() -> None:
+    unit = spec("a", namespaces=["pid", "mount", "net"]).unit
+    assert unit.sandbox.namespaces == ["pid", "mount", "net"]
+    assert userns.wanted(spec("a", namespaces=["pid", "mount", "net"])) is None
+    both = spec("a", namespaces=["pid", "mount", "net"], user_namespace="host")
+    assert both.unit.sandbox.namespaces == ["pid", "mount", "net"]
 
 
 def test_contradictions_name_both_keys() -> None:
@@ -119,7 +129,7 @@ def test_pool_blocks_skip_the_ones_a_host_user_has() -> None:
 def test_picks_are_distinct_aligned_blocks_of_the_pool_outside_subordinate_ids() -> None:
     alice = Reserved("/etc/subuid", "alice", IdRange(4 * BLOCK + 7, 10))
     specs = {n: spec(n, namespaces=ALL) for n in ("a", "b", "c")}
-    specs["plain"] = spec("plain")
+    specs["plain"] = spec("plain", user_namespace="host")
     out = userns.assign(specs, POOL, [alice])
     assert out.ranges == {n: IdRange(b * BLOCK, BLOCK) for n, b in (("a", 5), ("b", 6), ("c", 7))}
     assert out.picks == {"a": 5 * BLOCK, "b": 6 * BLOCK, "c": 7 * BLOCK}
