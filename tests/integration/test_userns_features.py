@@ -162,10 +162,6 @@ def test_listen_sockets_reach_a_service_in_its_user_namespace(daemon: Daemon) ->
         assert client.recv(64) == b"web 0"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs idmap branch: the notify socket's directory is not reachable in a userns",
-)
 def test_sd_notify_from_a_service_in_its_user_namespace(daemon: Daemon) -> None:
     # The datagram's SCM_CREDENTIALS reach the daemon as host-view ids (the base uid, the
     # host pid); the daemon checks the pid against the unit's cgroup and takes READY=1.

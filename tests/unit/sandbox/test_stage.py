@@ -16,6 +16,7 @@ from supervisor.linux.syscalls import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     PR_CAPBSET_DROP,
     PR_SET_NO_NEW_PRIVS,
 )
@@ -87,7 +88,7 @@ def test_launcher_joins_cgroups_then_unshares_then_forks(pipes: tuple[ChildFds, 
     fds, sync_r, _ = pipes
     sys = RecordingSyscalls(fork_result=777)
     with pytest.raises(Exited) as ex:
-        run_launcher(plan_for(), fds, sys, fake_exit)
+        run_launcher(plan_for(sandbox={"user_namespace": "host"}), fds, sys, fake_exit)
     assert ex.value.code == 0
     assert sys.names() == [
         "reset_signals", "close_fds_except", "write_file", "write_file", "unshare", "fork",
@@ -96,6 +97,23 @@ def test_launcher_joins_cgroups_then_unshares_then_forks(pipes: tuple[ChildFds, 
     flags = sys.calls[4][1]
     assert isinstance(flags, int) and flags & CLONE_NEWPID and flags & CLONE_NEWNS
     assert flags & CLONE_NEWNET
+    assert messages(sync_r) == [PidReport(777)]
+
+
+def test_a_launcher_in_a_user_namespace_makes_it_and_holds_the_sources_before_unsharing(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    with pytest.raises(Exited) as ex:
+        run_launcher(plan_for(), fds, sys, fake_exit)
+    assert ex.value.code == 0
+    names = sys.names()
+    assert names[:5] == ["reset_signals", "close_fds_except", "write_file", "write_file",
+                         "make_userns"]  # fmt: skip
+    assert names[-2:] == ["unshare", "fork"] and "setns" in names
+    flags = sys.calls[-2][1]
+    assert isinstance(flags, int) and flags & CLONE_NEWPID and not flags & CLONE_NEWUSER
     assert messages(sync_r) == [PidReport(777)]
 
 

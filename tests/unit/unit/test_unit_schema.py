@@ -197,7 +197,13 @@ def test_idmap_host_on_a_bind_in_a_user_namespace() -> None:
 @pytest.mark.parametrize(
     ("sandbox", "needle"),
     [
-        ({"mounts": [{"source": "/a", "target": "/a", "idmap": "host"}]}, "needs a user namespace"),
+        (
+            {
+                "user_namespace": "host",
+                "mounts": [{"source": "/a", "target": "/a", "idmap": "host"}],
+            },
+            "needs a user namespace",
+        ),
         (
             {"namespaces": USERNS, "mounts": [{"type": "tmpfs", "target": "/a", "idmap": "host"}]},
             "only a bind mount can be idmapped",
