@@ -283,13 +283,30 @@ def test_a_writable_rootfs_lacking_mount_points_is_refused_untouched(busybox_roo
 
 
 def test_a_complete_writable_rootfs_is_written_by_the_service(busybox_root: Path) -> None:
+    # A writable root directory is not idmapped: the service writes it as its mapped ids, so
+    # the operator gives the tree to the unit's range (as for a writable bind).
+    base = harness.ID_MAP[1]
+    for path in [busybox_root, *busybox_root.rglob("*")]:
+        os.chown(path, base, base, follow_symlinks=False)
     spec = harness.unit(
         ["/bin/sh", "-c", "echo service > /written"],
         sandbox={"root": str(busybox_root), "read_only": False},
     )
     res = harness.run(spec)
     assert res.exit_code == 0, res.stderr
-    assert (busybox_root / "written").read_text() == "service\n"
+    written = busybox_root / "written"
+    assert written.read_text() == "service\n"
+    assert (written.stat().st_uid, written.stat().st_gid) == (base, base)
+
+
+def test_a_writable_rootfs_of_host_ids_is_written_by_a_host_ids_unit(busybox_root: Path) -> None:
+    spec = harness.unit(
+        ["/bin/sh", "-c", "echo service > /written"],
+        sandbox={"root": str(busybox_root), "read_only": False, "user_namespace": "host"},
+    )
+    res = harness.run(spec)
+    assert res.exit_code == 0, res.stderr
+    assert (busybox_root / "written").stat().st_uid == 0
 
 
 def test_overlay_on_the_host_root(tmp_path: Path) -> None:
@@ -312,10 +329,13 @@ def test_unit_mounts_and_devices(tmp_path: Path) -> None:
     ro, rw = tmp_path / "ro", tmp_path / "rw"
     ro.mkdir()
     rw.mkdir()
+    hostids = tmp_path / "hostids"
+    hostids.mkdir()
     (ro / "f").write_text("data\n")
     script = (
-        "cat /srv/ro/f; touch /srv/ro/x 2>/dev/null || echo ro-denied; touch /srv/rw/y && "
-        "echo rw-ok; grep ' /scratch ' /proc/mounts; test -c /dev/net/tun && echo tun"
+        "cat /srv/ro/f; touch /srv/ro/x 2>/dev/null || echo ro-denied; "
+        "touch /srv/rw/y 2>/dev/null || echo rw-denied; touch /srv/host/z && echo host-ok; "
+        "grep ' /scratch ' /proc/mounts; test -c /dev/net/tun && echo tun"
     )
     spec = harness.unit(
         ["/bin/sh", "-c", script],
@@ -323,16 +343,21 @@ def test_unit_mounts_and_devices(tmp_path: Path) -> None:
             "mounts": [
                 {"source": str(ro), "target": "/srv/ro"},
                 {"source": str(rw), "target": "/srv/rw", "read_only": False},
+                {"source": str(hostids), "target": "/srv/host", "read_only": False,
+                 "idmap": "host"},
                 {"type": "tmpfs", "target": "/scratch", "size": "1M"},
             ],
             "devices": [{"path": "/dev/net/tun", "access": "rw"}],
         },
-    )
+    )  # fmt: skip
     out = harness.run(spec).stdout.decode()
-    assert "data\nro-denied\nrw-ok\n" in out
+    # rw is root's 0755 on the host: the unit's root (its base uid there) may not write it;
+    # with idmap = "host" root inside writes as the host's root.
+    assert "data\nro-denied\nrw-denied\nhost-ok\n" in out, out
     assert "size=1024k" in out
     assert out.endswith("tun\n")
-    assert (rw / "y").exists() and not (ro / "x").exists()
+    assert not (rw / "y").exists() and not (ro / "x").exists()
+    assert (hostids / "z").stat().st_uid == 0
 
 
 def test_init_true_runs_tini_as_pid1_and_the_service_as_pid2() -> None:

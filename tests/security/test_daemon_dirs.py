@@ -62,8 +62,11 @@ def test_a_setuid_file_in_an_overlay_is_out_of_reach_of_host_users(
     daemon = sdaemons()
     os.chmod(daemon.base, 0o755)  # as /var/lib: every host user may look inside
     name = uname(daemon, "planter")
-    daemon.write_unit(name, unit_text(["/bin/sh", "-c", PLANT], daemon, name,
-                                      sandbox={"overlay": True}))  # fmt: skip
+    # With host ids (the opt-out): the sandbox's root is the host's, so what it plants is a
+    # setuid-root binary on the host's disk, the worst case the directory modes must contain.
+    # (A default unit's root plants a file of its own unprivileged base uid.)
+    sandbox = {"overlay": True, "user_namespace": "host"}
+    daemon.write_unit(name, unit_text(["/bin/sh", "-c", PLANT], daemon, name, sandbox=sandbox))
     with umask(0o000):  # the worst case: every plain mkdir would be 0777
         daemon.start()
     daemon.wait_unit(name, lambda u: u["state"] == "running", 120)

@@ -199,9 +199,11 @@ def test_the_shared_layers_keep_the_images_file_and_each_unit_gets_its_own(
         others = {"192.0.2.50", "192.0.2.51", "192.0.2.52", "198.51.100.1"} - {server}
         assert not any(o in out for o in others), (name, out)
     assert _store_digest(daemon) == store, "the shared layer store changed"
-    # "a"'s copy is in its own persistent upper layer, root-owned, 0644.
+    # "a"'s copy is in its own persistent upper layer, 0644, owned by its root: the first id
+    # of its user namespace's range on the host (root-owned inside).
     upper = daemon.data / "overlay" / "a" / "upper" / "etc" / "resolv.conf"
     st = upper.stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o644)
+    first = int(daemon.unit("a")["userns"].split("-")[0])
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (first, first, 0o644)
     assert b"nameserver 192.0.2.51\n" in upper.read_bytes()
     assert daemon.stop() == 0
