@@ -56,6 +56,9 @@ fi
 # A new security file whose defence is a cgroup gets `pytest.mark.cgroup_v2` to run here too.
 selection=(-m "cgroup_v2 or wall_clock" tests/integration tests/security
     tests/reliability/test_clock_step.py)
+# The bytecode (and pytest's rewritten test modules) written here, not compiled in emulation in
+# every process of the VM.
+./scripts/bytecode.sh "${selection[@]}"
 # shellcheck source=scripts/vm-packages.sh
 source scripts/vm-packages.sh
 exec "$rig" --timeout "${VM_TIMEOUT:-2400}" -- \

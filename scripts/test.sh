@@ -13,6 +13,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --no-next || exit 1
+# The checkout's bytecode, written once before any layer (see scripts/bytecode.sh: every
+# daemon and sandboxctl the tests start would compile it again otherwise).
+./scripts/bytecode.sh
 
 logs=build/test-logs
 mkdir -p "$logs"
