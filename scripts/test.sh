@@ -64,7 +64,9 @@ lint() {
 
 layer lint lint
 # pytest exits 5 when it collected nothing: that fails here too, never passes silently.
-layer host .venv/bin/pytest -p no:cacheprovider "$@"
+# --durations: every layer's log ends with its slowest tests, so a CI run shows where its
+# minutes went (the VM layers pass their own).
+layer host .venv/bin/pytest -p no:cacheprovider --durations=30 "$@"
 layer v2-vm ./scripts/test-v2.sh
 layer systemd-vm ./scripts/test-systemd.sh
 
