@@ -32,6 +32,7 @@ fi
 
 # Always a fresh sandboxd wheel (the checkout as it is now); the dependencies' wheels are
 # reused when present, so only the first run needs the network.
+built=$SECONDS
 mkdir -p "$wheels"
 rm -f "$wheels"/sandboxd-*.whl
 if ! .venv/bin/pip wheel --quiet --no-index --find-links "$wheels" -w "$wheels" . 2>/dev/null; then
@@ -42,13 +43,31 @@ fi
 debs=build/deb-test
 rm -rf "$debs"
 version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("sandboxd"))')
-deb1=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-1")
-deb2=$(packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-2")
+echo "test-systemd: the wheels took $((SECONDS - built)) s"
+# The two builds run side by side: each is mostly one core's work (pip, compileall, xz), each
+# has its own work directory and .deb name, and nothing else runs in this layer meanwhile.
+built=$SECONDS
+names=$(mktemp -d)
+trap 'rm -rf "$names"' EXIT
+packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-1" >"$names/1" &
+first=$!
+packaging/build-deb.sh --wheels "$wheels" --out "$debs" --version "$version-2" >"$names/2" &
+second=$!
+wait "$first" || { echo "test-systemd: building the $version-1 package failed" >&2 && exit 1; }
+wait "$second" || { echo "test-systemd: building the $version-2 package failed" >&2 && exit 1; }
+deb1=$(<"$names/1")
+deb2=$(<"$names/2")
+rm -rf "$names" # the exec below drops the trap
+echo "test-systemd: the two .deb builds took $((SECONDS - built)) s"
 
 # The guest is TCG-emulated (~5x slower Python); the rig passes pytest's exit status through
 # (125 = the rig itself failed). The image is the v2 VM's (one cached image for both).
+# The checkout's bytecode (and pytest's rewritten test modules) written here, not compiled in
+# emulation by the VM's pytest (the installed sandboxd is compiled by its own install, as for a
+# user).
+./scripts/bytecode.sh -m systemd tests/systemd
 # shellcheck source=scripts/vm-packages.sh
 source scripts/vm-packages.sh
 SANDBOXD_SYSTEMD_E2E=1 SANDBOXD_WHEELS="$PWD/$wheels" SANDBOXD_DEBS="$deb1:$deb2" exec \
     "$rig" --systemd --timeout "${VM_TIMEOUT:-1500}" -- \
-    .venv/bin/pytest -m systemd -p no:cacheprovider -q -ra -x tests/systemd "$@"
+    .venv/bin/pytest -m systemd -p no:cacheprovider -q -ra -x --durations=0 tests/systemd "$@"

@@ -12,8 +12,10 @@ from tests.support.kit import daemon_factory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here is also one of the cgroup v2 VM's (scripts/test-v2.sh: `-m security`):
-    an attack must fail on both kinds of hosts."""
+    """Every test here is marked `security` (the attack suite, run in the host layer). The files
+    whose defence is a cgroup (the bombs, the escape battery's device nodes) are also marked
+    `cgroup_v2`, so the cgroup v2 VM runs them again (scripts/test-v2.sh says why the others are
+    left to the host)."""
     here = Path(__file__).resolve().parent
     for item in items:
         if here in item.path.parents:
