@@ -219,7 +219,9 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         null = os.open("/dev/null", os.O_WRONLY)
         try:
             spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
-            request = LaunchRequest(spec, [], null, null, trace=True)
+            # A default unit: its own user namespace, as the daemon would launch it.
+            ids = harness.id_map_for(spec)
+            request = LaunchRequest(spec, [], null, null, id_map=ids, trace=True)
             plan = build_plan(request)
             # On the wire once the server keeps the recurring blobs (after the first launch).
             _, offers = encode_cached(plan, frozenset(), forkserver.CACHE_BUDGET)

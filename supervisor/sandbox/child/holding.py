@@ -34,6 +34,7 @@ from supervisor.linux.syscalls import (
     MS_REC,
     Syscalls,
 )
+from supervisor.sandbox.child import rootfs
 from supervisor.sandbox.wire.mounts import NOSUID_NODEV, Hold
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -94,13 +95,8 @@ def hold_one(sys: Syscalls, hold: Hold, target: str, userns: int, owner: int) ->
         source = sys.open_path(hold.source, hold.is_dir)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            # Word for word what PID 1 says without a user namespace (child/rootfs.py).
-            raise StageFailure(
-                "rootfs",
-                errno.ELOOP,
-                f"bind source {hold.source} has a symlink in its path; sandboxd never follows "
-                "one there (name the real path)",
-            ) from None
+            # Word for word what PID 1 says without a user namespace.
+            raise rootfs.symlink_in_path("bind source", hold.source) from None
         raise
     try:
         tree = sys.open_tree(source)

@@ -61,13 +61,19 @@ def _open_source(sys: Syscalls, what: str, path: str, directory: bool = False) -
         return sys.open_path(path, directory)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise StageFailure(
-                "rootfs",
-                errno.ELOOP,
-                f"{what} {path} has a symlink in its path; sandboxd never follows one there "
-                "(name the real path)",
-            ) from None
+            raise symlink_in_path(what, path) from None
         raise StageFailure.from_oserror("rootfs", f"open {what} {path}", err) from None
+
+
+def symlink_in_path(what: str, path: str) -> StageFailure:
+    """A source opened without following symlinks met one (ELOOP): the words PID 1 and the
+    launcher's holds (holding.py) both say."""
+    return StageFailure(
+        "rootfs",
+        errno.ELOOP,
+        f"{what} {path} has a symlink in its path; sandboxd never follows one there "
+        "(name the real path)",
+    )
 
 
 def _mount_layers(sys: Syscalls, op: Mount) -> None:

@@ -454,18 +454,7 @@ class Launched:
 
     def go(self) -> None:
         """Let PID 1 build its root and exec; raise LaunchError if it fails before exec."""
-        if self._go_w < 0:
-            raise LaunchError(self.unit, "go", "go() after go() or abort()")
-        self._marks.mark("daemon: Go sent")
-        try:
-            os.write(self._go_w, GO)
-        except OSError as err:
-            self.abort()
-            raise LaunchError(
-                self.unit, "go", f"PID 1 is gone: {err.strerror}", err.errno or 0
-            ) from None
-        os.close(self._go_w)
-        self._go_w = -1
+        self._send_go()
         # The launcher is reaped after PID 1's exec, not before Go: its exit (tearing down a
         # copy of the forking process) then overlaps PID 1 building its root. It holds a copy of
         # the sync pipe's write end, so the EOF that says "exec done" also says it has exited.
@@ -476,19 +465,27 @@ class Launched:
             )
             self._marks.mark("daemon: exec observed (EOF on the sync pipe)")
         finally:
-            os.close(self._sync_r)
-            self._sync_r = -1
+            self._close_sync()
             self._reap_launcher()  # from here PID 1 is our child (we are its subreaper)
-        if isinstance(msg, ChildError):
-            raise LaunchError(self.unit, msg.stage, msg.message, msg.errno)
-        if msg is not None:
-            raise LaunchError(
-                self.unit, "go", str(ProtocolError("ChildError or EOF", describe(msg)))
-            )
+        self._check_exec(msg)
 
     async def go_async(self, loop: asyncio.AbstractEventLoop) -> None:
         """`go()` for the daemon's loop: PID 1's root and exec, and the launcher's exit, are
         awaited, not blocked on, so other launches and the API go on meanwhile."""
+        self._send_go()
+        try:
+            deadline = time.monotonic() + self.request.timeout
+            msg = await _read_message_async(
+                loop, self._reader, self._sync_r, deadline, unit=self.unit, stage="exec",
+                marks=self._marks,
+            )  # fmt: skip
+            self._marks.mark("daemon: exec observed (EOF on the sync pipe)")
+        finally:
+            self._close_sync()
+            await self._reap_launcher_async(loop, deadline)
+        self._check_exec(msg)
+
+    def _send_go(self) -> None:
         if self._go_w < 0:
             raise LaunchError(self.unit, "go", "go() after go() or abort()")
         self._marks.mark("daemon: Go sent")
@@ -501,17 +498,14 @@ class Launched:
             ) from None
         os.close(self._go_w)
         self._go_w = -1
-        try:
-            deadline = time.monotonic() + self.request.timeout
-            msg = await _read_message_async(
-                loop, self._reader, self._sync_r, deadline, unit=self.unit, stage="exec",
-                marks=self._marks,
-            )  # fmt: skip
-            self._marks.mark("daemon: exec observed (EOF on the sync pipe)")
-        finally:
-            os.close(self._sync_r)
-            self._sync_r = -1
-            await self._reap_launcher_async(loop, deadline)
+
+    def _close_sync(self) -> None:
+        os.close(self._sync_r)
+        self._sync_r = -1
+
+    def _check_exec(self, msg: Message | None) -> None:
+        """What the sync pipe said after Go: EOF is the exec; a ChildError, the stage that
+        failed."""
         if isinstance(msg, ChildError):
             raise LaunchError(self.unit, msg.stage, msg.message, msg.errno)
         if msg is not None:
