@@ -198,6 +198,9 @@ def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
         "forkserver",
         "the fork server did not answer in time",
     )
+    # Dead to us at once, though SIGKILL may not have landed yet: the next request restarts
+    # it rather than writing to the dying one (which answered it with EOF).
+    assert not server.alive()
     assert harness.run(spec).exit_code == 0
     assert server.restarts == 1
 
@@ -323,6 +326,7 @@ TRACED_STAGES = [
     "forkserver: plan decoded",
     "launcher: fds placed",
     "launcher: cgroup joined",
+    "launcher: user namespace made, sources held",
     "launcher: unshared",
     "launcher: PID 1 forked",
     "daemon: PID 1 reported",
@@ -350,7 +354,8 @@ def traced_run(request: LaunchRequest, server: ForkServer | None) -> list[tuple[
 def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
     out = os.open("/dev/null", os.O_WRONLY)
     try:
-        request = LaunchRequest(harness.unit(["/bin/true"]), [], out, out, trace=True)
+        spec = harness.unit(["/bin/true"])  # a default unit: its own user namespace
+        request = LaunchRequest(spec, [], out, out, id_map=harness.id_map_for(spec), trace=True)
         stamps = traced_run(request, server)
         assert [stage for stage, _ in stamps] == TRACED_STAGES
         # One clock for the daemon, the launcher and PID 1: each side's stamps are in order,
@@ -390,7 +395,7 @@ def test_a_spare_warmed_with_the_last_plan_runs_the_next_one(server: ForkServer)
 
 def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServer) -> None:
     spec = harness.unit(["/bin/sh", "-c", "echo ok"])
-    plan = build_plan(LaunchRequest(spec, [], 1, 2))
+    plan = build_plan(LaunchRequest(spec, [], 1, 2, id_map=harness.ID_MAP))
     assert plan.privileges.seccomp_bpf is not None
     assert harness.run(spec).stdout == b"ok\n"
     held = set(server._held)  # the seccomp program, offered with the first request
@@ -412,7 +417,9 @@ def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
     out = os.open("/dev/null", os.O_WRONLY)
     try:
         with harness.v1_cgroup() as procs:
-            request = LaunchRequest(harness.unit(["/bin/sleep", "30"]), procs, out, out)
+            request = LaunchRequest(
+                harness.unit(["/bin/sleep", "30"]), procs, out, out, id_map=harness.ID_MAP
+            )
             assert build_plan(request).cgroup_procs == tuple(
                 p.removesuffix("cgroup.procs") + "tasks" for p in procs
             )
@@ -449,7 +456,7 @@ def test_awaited_launches_are_in_flight_at_once(server: ForkServer) -> None:
                 try:
                     reqs = [
                         LaunchRequest(harness.unit(["/bin/sleep", "30"], name=f"u{i}"), procs,
-                                      out, out)
+                                      out, out, id_map=harness.ID_MAP)
                         for i in range(4)
                     ]  # fmt: skip
                     launched = await asyncio.gather(*(launch_async(r, server) for r in reqs))
@@ -481,7 +488,7 @@ def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkS
 
                     def req(name: str) -> LaunchRequest:
                         return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
-                                             procs, out, out)  # fmt: skip
+                                             procs, out, out, id_map=harness.ID_MAP)  # fmt: skip
 
                     awaited = asyncio.create_task(launch_async(req("a"), server))
                     while server._pending is None:  # sent, its answer not read yet

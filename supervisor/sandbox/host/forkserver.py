@@ -121,6 +121,7 @@ class ForkServer:
         self._held: set[str] = set()
         self._held_bytes = 0
         self.restarts = 0
+        self._given_up = False  # killed by us (_give_up): restarted at the next request
         self.last_exit: int | None = None  # wait status of the last server that died
         # One request is on the socket at a time (the answers carry no request id). An
         # awaited fork (fork_async) holds `_turn` from its send to its answer; a synchronous
@@ -139,7 +140,13 @@ class ForkServer:
         return self._proc.pid
 
     def alive(self) -> bool:
-        return self._proc.poll() is None
+        return not self._given_up and self._proc.poll() is None
+
+    def _give_up(self) -> None:
+        """Kill a server that failed a request. It counts as dead from here: SIGKILL takes a
+        moment to land, and a request sent meanwhile would meet EOF instead of a new server."""
+        self._proc.kill()
+        self._given_up = True
 
     def _restart(self) -> None:
         self.last_exit = self._proc.wait()
@@ -148,6 +155,7 @@ class ForkServer:
         _reap_orphan(self._spare)
         self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
         self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
+        self._given_up = False
         self.restarts += 1
 
     def ensure(self) -> None:
@@ -227,7 +235,7 @@ class ForkServer:
         try:
             await asyncio.wait_for(woken, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            self._proc.kill()
+            self._give_up()
             raise LaunchError(
                 pending.unit, "forkserver", "the fork server did not answer in time"
             ) from None
@@ -318,7 +326,7 @@ class ForkServer:
                 if not block:
                     return _NOT_YET
                 # A late reply would be read as the next request's: this server is done for.
-                self._proc.kill()
+                self._give_up()
                 raise LaunchError(unit, "forkserver", "the fork server did not answer in time")
             try:
                 try:
@@ -330,7 +338,7 @@ class ForkServer:
                 header, _, fds = frame
                 msg = decode_server(header, (Forked, ServerError, Spare))
             except (ProtocolError, OSError) as err:
-                self._proc.kill()
+                self._give_up()
                 raise LaunchError(unit, "forkserver", str(err)) from None
             if not isinstance(msg, Spare):
                 break
