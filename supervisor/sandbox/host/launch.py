@@ -30,12 +30,14 @@ and fails closed. Both paths run the same children and speak the same protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import resource
 import select
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Protocol
@@ -340,15 +342,22 @@ def _read_message(  # noqa: PLR0917
             raise LaunchError(unit, stage, "timed out waiting for the sandbox")
         # A Trace and the message after it often arrive in one read.
         if reader.buffered() or poller.poll(left * 1000):
-            try:
-                msg = reader.next()
-            except ProtocolError as err:
-                raise LaunchError(unit, stage, str(err)) from None
+            msg = _next_message(reader, unit, stage, marks)
             if not isinstance(msg, Trace):
                 return msg
-            if marks.on:  # only a traced plan sends one
-                marks.stages += msg.stages
-                marks.ns += msg.ns
+
+
+def _next_message(reader: Reader, unit: str, stage: str, marks: Marks) -> Message | None:
+    """The next message on the sync pipe (None at EOF) as the readers take it: a protocol
+    error is the stage's LaunchError, and a Trace's stamps go to `marks`."""
+    try:
+        msg = reader.next()
+    except ProtocolError as err:
+        raise LaunchError(unit, stage, str(err)) from None
+    if isinstance(msg, Trace) and marks.on:  # only a traced plan sends one
+        marks.stages += msg.stages
+        marks.ns += msg.ns
+    return msg
 
 
 async def readable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) -> bool:
@@ -386,15 +395,9 @@ async def _read_message_async(
         # A Trace and the message after it often arrive in one read.
         if not reader.buffered() and not await readable(loop, fd, deadline - time.monotonic()):
             raise LaunchError(unit, stage, "timed out waiting for the sandbox")
-        try:
-            msg = reader.next()
-        except ProtocolError as err:
-            raise LaunchError(unit, stage, str(err)) from None
+        msg = _next_message(reader, unit, stage, marks)
         if not isinstance(msg, Trace):
             return msg
-        if marks.on:  # only a traced plan sends one
-            marks.stages += msg.stages
-            marks.ns += msg.ns
 
 
 class LauncherChild(Protocol):
@@ -562,6 +565,48 @@ def _discard(launcher: LauncherChild | None, sync_r: int, go_w: int, kill: bool 
         launcher.reap()
 
 
+@dataclass
+class _Start:
+    """A launch up to the launcher's first message: its plan, its marks, the sync and go pipes
+    (ours: `sync_r`, `go_w`; the children's in `fds`) and its deadline."""
+
+    plan: ChildPlan
+    marks: Marks
+    fds: ChildFds
+    sync_r: int
+    go_w: int
+    deadline: float
+
+    @classmethod
+    def begin(cls, req: LaunchRequest) -> _Start:
+        marks = Marks(True) if req.trace else OFF
+        marks.mark("daemon: launch called")
+        plan = build_plan(req)
+        marks.mark("daemon: plan built")
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        # Ours are the planned numbers; the fork server passes them along (SCM_RIGHTS).
+        fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
+        return cls(plan, marks, fds, sync_r, go_w, time.monotonic() + req.timeout)
+
+    @contextlib.contextmanager
+    def forking(self) -> Iterator[None]:
+        """Around the launcher's fork: the children's ends of the pipes are closed after it
+        (the launcher has its copies), ours too if it failed."""
+        try:
+            yield
+        except BaseException:
+            os.close(self.sync_r)
+            os.close(self.go_w)
+            raise
+        finally:
+            os.close(self.fds.sync_w)
+            os.close(self.fds.go_r)
+
+    def reader(self) -> Reader:
+        return Reader(lambda n: os.read(self.sync_r, n))
+
+
 def launch(
     req: LaunchRequest, syscalls: Syscalls = REAL, server: ForkServer | None = None
 ) -> Launched:
@@ -570,36 +615,22 @@ def launch(
     The launcher comes from `server` (the daemon's fork server), else from a fork of this
     process."""
     name = req.spec.name
-    marks = Marks(True) if req.trace else OFF
-    marks.mark("daemon: launch called")
-    plan = build_plan(req)
-    marks.mark("daemon: plan built")
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    deadline = time.monotonic() + req.timeout
+    start = _Start.begin(req)
     launcher: LauncherChild | None = None
-    # Ours are the planned numbers; the fork server passes them along (SCM_RIGHTS).
-    fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
-    try:
+    with start.forking():
         if server is None:
-            launcher = _fork_directly(plan, fds, syscalls, name)
+            launcher = _fork_directly(start.plan, start.fds, syscalls, name)
         else:
-            launcher = server.fork(name, plan, fds, deadline, marks)
-    except BaseException:
-        for fd in (sync_r, go_w):
-            os.close(fd)
-        raise
-    finally:
-        os.close(sync_w)
-        os.close(go_r)
-    reader = Reader(lambda n: os.read(sync_r, n))
+            launcher = server.fork(name, start.plan, start.fds, start.deadline, start.marks)
     try:
-        msg = _read_message(reader, sync_r, deadline, name, "launcher", marks)
+        msg = _read_message(
+            start.reader(), start.sync_r, start.deadline, name, "launcher", start.marks
+        )
     except LaunchError:
         # Hung: kill it; PID 1, if forked, then sees EOF on go and exits.
-        _discard(launcher, sync_r, go_w, kill=True)
+        _discard(launcher, start.sync_r, start.go_w, kill=True)
         raise
-    return _launched(req, msg, launcher, server, sync_r=sync_r, go_w=go_w, marks=marks)
+    return _launched(req, msg, launcher, server, start)
 
 
 async def launch_async(req: LaunchRequest, server: ForkServer) -> Launched:
@@ -608,32 +639,18 @@ async def launch_async(req: LaunchRequest, server: ForkServer) -> Launched:
     at once and the API answers meanwhile. Then `Launched.go_async`."""
     loop = asyncio.get_running_loop()
     name = req.spec.name
-    marks = Marks(True) if req.trace else OFF
-    marks.mark("daemon: launch called")
-    plan = build_plan(req)
-    marks.mark("daemon: plan built")
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    deadline = time.monotonic() + req.timeout
-    fds = ChildFds(sync_w, go_r, fd_targets(req, tuple(req.keep_fds))[0])
-    try:
-        launcher = await server.fork_async(name, plan, fds, deadline, marks)
-    except BaseException:
-        for fd in (sync_r, go_w):
-            os.close(fd)
-        raise
-    finally:
-        os.close(sync_w)
-        os.close(go_r)
-    reader = Reader(lambda n: os.read(sync_r, n))
+    start = _Start.begin(req)
+    with start.forking():
+        launcher = await server.fork_async(name, start.plan, start.fds, start.deadline, start.marks)
     try:
         msg = await _read_message_async(
-            loop, reader, sync_r, deadline, unit=name, stage="launcher", marks=marks
-        )
+            loop, start.reader(), start.sync_r, start.deadline, unit=name, stage="launcher",
+            marks=start.marks,
+        )  # fmt: skip
     except BaseException:  # hung, or the daemon is cancelling the launch
-        _discard(launcher, sync_r, go_w, kill=True)
+        _discard(launcher, start.sync_r, start.go_w, kill=True)
         raise
-    return _launched(req, msg, launcher, server, sync_r=sync_r, go_w=go_w, marks=marks)
+    return _launched(req, msg, launcher, server, start)
 
 
 def _launched(
@@ -641,13 +658,11 @@ def _launched(
     msg: Message | None,
     launcher: LauncherChild | None,
     server: ForkServer | None,
-    *,
-    sync_r: int,
-    go_w: int,
-    marks: Marks = OFF,
+    start: _Start,
 ) -> Launched:
     """The launcher's first message: PID 1's PID, else the LaunchError it means."""
     name = req.spec.name
+    sync_r, go_w, marks = start.sync_r, start.go_w, start.marks
     if isinstance(msg, PidReport):
         # The launcher is exiting (tearing down a copy of the forking process's address space
         # takes a while): reap it later, in go() or abort(), instead of waiting here.
