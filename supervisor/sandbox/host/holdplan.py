@@ -112,7 +112,9 @@ class _Holder:
 
     def hold(self, source: str, is_dir: bool, attrs: int, idmap: bool) -> str:
         """Where PID 1 finds `source`, held (once per source, id map and attributes)."""
-        hold = Hold(source, is_dir, idmap, attrs)
+        return self._held_at(Hold(source, is_dir, idmap, attrs))
+
+    def _held_at(self, hold: Hold) -> str:
         if hold not in self._index:
             self._index[hold] = len(self.holds)
             self.holds.append(hold)
@@ -122,11 +124,8 @@ class _Holder:
         if self.overlay is not None and _under(path, self.overlay):
             # The unit's overlay directory, whole (overlayfs wants upper and work on one
             # mount), owned by its mapped root: what the service writes is BASE + uid on disk.
-            hold = Hold(self.overlay, True, False, 0, tuple(self.owned))
-            if hold not in self._index:
-                self._index[hold] = len(self.holds)
-                self.holds.append(hold)
-            return f"{self.held}/{self._index[hold]}{path[len(self.overlay) :]}"
+            held = self._held_at(Hold(self.overlay, True, False, 0, tuple(self.owned)))
+            return held + path[len(self.overlay) :]
         if _under(path, self.s):
             return self.inside(path)
         return self.hold(path, True, MOUNT_ATTR_RDONLY, path in self.idmapped)
