@@ -30,7 +30,7 @@ from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatu
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
-from supervisor.engine.run import Host
+from supervisor.engine.run import Host, discard_leftover
 from supervisor.engine.store import Store
 from supervisor.engine.transient import TransientError, TransientUnits, merge
 from supervisor.engine.unit_runner import UnitRunner
@@ -139,6 +139,7 @@ class Reconciler:
             runner.resume(record)
             resumed.append(runner)
         self.ordering.check_all()
+        self._discard_unwatched_cgroups({r.name for r in resumed if r.run is not None})
         # Instances included, and the transient units (loaded at the first reload).
         names = unit_names(self.config.units_dir) | self.transient.names()
         # A source's units are known to it only once it has read them: its resumed ones
@@ -152,6 +153,15 @@ class Reconciler:
             await self.network.cleanup(sorted(set(running) | held), known)
         for runner in resumed:
             self._spawn(runner)
+
+    def _discard_unwatched_cgroups(self, adopted: set[str]) -> None:
+        """Remove every unit cgroup no re-adopted run lives in. A launch the previous daemon
+        died in has a cgroup and no recorded PID 1; were the unit's file removed meanwhile,
+        no runner would ever reuse (or remove) that cgroup, and its PID 1, if forked, would
+        wait in it for ever."""
+        for name in self.host.cgroups.list_units():
+            if name not in adopted:
+                discard_leftover(self.host.cgroups, name)
 
     def _keep_held_netns(self, known: set[str]) -> set[str]:
         """Drop the held network namespaces of units that no longer exist (their files went

@@ -418,6 +418,21 @@ def _fresh_cgroup(cgroups: Manager, unit: str, limits: Limits) -> UnitCgroup:
     return cgroups.create(unit, limits)
 
 
+def discard_leftover(cgroups: Manager, unit: str, **context: object) -> None:
+    """No run is watched in `unit`'s cgroup: kill whatever it still holds and remove it. A
+    process in it is a run no record names (its record had not reached the disk when the
+    daemon died, store.py): the cgroup is the truth, so a unit never runs twice."""
+    try:
+        leftover = cgroups.open(unit)
+        if leftover is not None and leftover.is_populated():
+            log.warning("unit.leftover_killed", unit=unit, pids=leftover.pids(), **context)
+    except CgroupError as exc:  # unreadable: the next launch in it says so, with the unit
+        log.error("unit.cgroup_leftover", unit=unit, error=str(exc))
+        return
+    if leftover is not None:
+        discard_cgroup(leftover, unit)
+
+
 def discard_cgroup(cgroup: UnitCgroup, unit: str) -> None:
     try:
         cgroup.destroy()

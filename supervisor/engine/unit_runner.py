@@ -37,7 +37,7 @@ from supervisor import cgroups
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
 from supervisor.engine.backoff import Decision
 from supervisor.engine.pressure import REASONS
-from supervisor.engine.run import Run, discard_cgroup, on_output_closed, run_age
+from supervisor.engine.run import Run, discard_leftover, on_output_closed, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
@@ -81,7 +81,7 @@ class UnitRunner(RunnerBase):
         if run is not None:
             self._resume_adopted(run, record, intent)
             return
-        self._discard_leftover(record)
+        discard_leftover(self.host.cgroups, self.name, recorded_pid=record.pid)
         self._record_exit(ExitReason.LOST)
         self._exited("warning", reason=ExitReason.LOST.value, pid=record.pid,
                      intent=_value(intent))  # fmt: skip
@@ -128,17 +128,6 @@ class UnitRunner(RunnerBase):
             self._stop_reason = intent if isinstance(intent, StopReason) else None
             self._set(State.STOPPING)
         self._event("adopted", uptime=round(run.uptime(), 3), intent=_value(intent))
-
-    def _discard_leftover(self, record: UnitRecord) -> None:
-        """The recorded run is gone: kill whatever the unit's cgroup still holds and remove it."""
-        leftover = self.host.cgroups.open(self.name)
-        if leftover is not None:
-            if leftover.is_populated():
-                # A run the record does not name: its record had not reached the disk when
-                # the daemon died (store.py). The cgroup is the truth: it never runs twice.
-                log.warning("unit.leftover_killed", unit=self.name, pids=leftover.pids(),
-                            recorded_pid=record.pid)  # fmt: skip
-            discard_cgroup(leftover, self.name)
 
     # -- the task ------------------------------------------------------------------------
 

@@ -100,6 +100,58 @@ def test_a_launch_killed_after_its_cgroup_was_made(rdaemons: Callable[[], Any]) 
     assert daemon.stop() == 0
 
 
+def test_a_launch_killed_after_its_cgroup_was_made_whose_file_then_went(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """The unit's file is removed while no daemon runs: no record names a run, no file names
+    the unit, yet its half-made cgroup is there. The next daemon removes it (the fault storm
+    found one left this way), and leaves the bystander's alone."""
+    daemon = rdaemons()
+    calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
+    daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
+    daemon.start()
+    bystander = daemon.wait_unit(calm, running, 60)
+    daemon.wait_recorded()
+    daemon.kill9()
+
+    daemon.write_unit(victim, unit_text(SLEEP, daemon, victim))
+    freeze_at(daemon, faultpoint.LAUNCH_CGROUP_CREATED, victim)
+    assert unit_cgroups(daemon).get(victim) == set()
+    daemon.kill9()
+    daemon.remove_unit(victim)
+
+    daemon.start()
+    wait_for(lambda: victim not in unit_cgroups(daemon), 30, lambda: unit_cgroups(daemon))
+    assert sorted(daemon.status()) == [calm]
+    assert daemon.unit(calm)["pid"] == bystander["pid"]
+    assert unit_cgroups(daemon) == {calm: unit_cgroups(daemon)[calm]}
+    assert bystander["pid"] in unit_cgroups(daemon)[calm]
+    assert "Traceback" not in daemon.stderr_path().read_text()
+    assert daemon.stop() == 0
+
+
+def test_a_half_made_sandbox_whose_file_then_went_is_killed_with_its_cgroup(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """As above, with the launcher's PID 1 already in the cgroup (waiting for its go byte)."""
+    daemon = rdaemons()
+    with own_bridge(daemon):
+        victim = uname(daemon, "victim")
+        daemon.write_unit(victim, unit_text(SLEEP, daemon, victim, network={"mode": "bridge"}))
+        freeze_at(daemon, faultpoint.NETWORK_VETH_ATTACHED, victim)
+        waiting = unit_cgroups(daemon)[victim]
+        assert waiting
+        daemon.kill9()
+        daemon.remove_unit(victim)
+
+        daemon.start()
+        wait_for(lambda: victim not in unit_cgroups(daemon), 30, lambda: unit_cgroups(daemon))
+        assert not any(alive(pid) for pid in waiting), waiting
+        assert daemon.status() == {}
+        assert "Traceback" not in daemon.stderr_path().read_text()
+        assert daemon.stop() == 0
+
+
 def _free_prefix() -> str:
     used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True)
     used_text = used.stdout
