@@ -11,8 +11,10 @@ systemd-container), then runs, on this machine in this run:
   4. density: N idle sandboxes under one daemon (start time, daemon RSS and idle CPU, host
      memory per sandbox, processes per sandbox), reload with one change, `sandboxctl status`
      and `status UNIT` end to end, the daemon's list view and `top` frame on those N units;
-     the same N with `crun run -d`; GET /v1/units p50 / p99 / max while the N start, goal
-     p99 < 100 ms (bench_density.py);
+     the same N with `crun run -d`, then again with crun in a user namespace (as sandboxd's
+     default units are); the slab caches that grew most, side by side, KiB per sandbox; the
+     daemon's heap per sandbox; mounts and own filesystems per sandbox; GET /v1/units
+     p50 / p99 / max while the N start, goal p99 < 100 ms (bench_density.py);
   5. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
      stalls for --stall seconds (a FUSE filesystem), the daemon's memory with no unit and with
      --density units, and per unit (bench_faults.py).
@@ -162,9 +164,59 @@ def storm_row(n: int, d: dict[str, Any]) -> Row:
     return Row(row.what, figure, f"p99 {row.goal}", row.met, row.note)
 
 
+CRUN_CONFIG = "pid, net, ipc, uts, mount, cgroup ns; read-only busybox root; memory+pids limits"
+
+
+KERNEL_PARTS = ("Slab", "KernelStack", "PageTables", "Percpu", "Shmem")
+
+
+def kernel_kib(side: dict[str, Any]) -> float:
+    return sum(side["meminfo_kib_per_sandbox"][part] for part in KERNEL_PARTS)
+
+
+def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> list[Row]:
+    """Host memory per idle sandbox against crun's, each side measured in this run: crun as
+    configured in bench_density.bundle (no user namespace), and crun with one (sandboxd's
+    default units have one each); then the daemon's part of the figure and the mounts each
+    sandbox holds (see bench_density.mount_view)."""
+    ours = d["host_kib_per_sandbox"]
+    rows = []
+    notes = {"crun": f"crun: {CRUN_CONFIG}", "crun (userns)": "crun as above, in a user namespace"}
+    for who, note in notes.items():
+        c = sides.get(who, {"error": "not run"})
+        theirs = c["host_kib_per_sandbox"] if "error" not in c and c["n"] == n else None
+        row = at_most_times(f"density: host memory per sandbox <= {who}", f"{ours:.0f} KiB",
+                            ours, (who, theirs), 1)  # fmt: skip
+        figure = f"{row.figure} vs {theirs:.0f} KiB" if theirs is not None else row.figure
+        rows.append(Row(row.what, figure, row.goal, row.met, f"{row.note}; {note}"))
+    daemon = d["daemon_anon_kib"] / n
+    rows.append(Row("density: daemon + fork server heap per sandbox", f"{daemon:.0f} KiB",
+                    note=f"RssAnon / {n}, inside the figure above; without it "
+                    f"{ours - daemon:.0f} KiB per sandbox"))  # fmt: skip
+    kernel = [f"{who} {kernel_kib(c):.0f} KiB" for who, c in {"sandboxd": d, **sides}.items()
+              if "meminfo_kib_per_sandbox" in c]  # fmt: skip
+    rows.append(Row("density: kernel memory + tmpfs per sandbox", kernel[0],
+                    note=", ".join([*kernel[1:], f"{' + '.join(KERNEL_PARTS)} from /proc/meminfo: "
+                                    "what other processes' memory does not blur"])))  # fmt: skip
+    views = [f"sandboxd {d['mounts']} / {d['own_superblocks']}"]
+    views += [f"{who} {c['mounts']} / {c['own_superblocks']}" for who, c in sides.items()
+              if "mounts" in c]  # fmt: skip
+    rows.append(Row("density: mounts / own superblocks per sandbox", views[0],
+                    note=", ".join(views[1:]) or "crun not measured"))  # fmt: skip
+    return rows
+
+
 def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
     d: dict[str, Any] = bench_density.sandboxd_density(n, idle, runs)
     c: dict[str, Any] = bench_density.crun_density(crun_n) if crun_n else {"error": "--crun-n 0"}
+    cu: dict[str, Any] = (
+        bench_density.crun_density(crun_n, userns=True) if crun_n else {"error": "--crun-n 0"}
+    )
+    sides = {"sandboxd": d, "crun": c, "crun (userns)": cu}
+    print(
+        "\nslab caches that grew most, and meminfo parts, KiB per sandbox (MemAvailable delta / N)"
+    )
+    print("\n".join(bench_density.slab_table(sides)), flush=True)
     crun_ok = "error" not in c and crun_n == n
     start = f"{d['start_all_s']:.1f} s"
     rows = [
@@ -175,9 +227,7 @@ def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
               f"fork server {d['forkserver_rss_mb']:.1f} MB"),
         under(f"density: daemon idle CPU ({d['idle_window_s']:.0f} s)", d["idle_cpu_pct"], 2,
               "% of a core"),
-        at_most_times("density: host memory per sandbox, sandboxd",
-                      f"{d['host_kib_per_sandbox']:.0f} KiB", d["host_kib_per_sandbox"],
-                      ("crun", c["host_kib_per_sandbox"] if crun_ok else None), 1),
+        *memory_rows(n, d, {"crun": c, "crun (userns)": cu}),
         Row("density: processes per sandbox, sandboxd", f"{d['processes_per_sandbox']:.2f}",
             "no per-sandbox helper", helpers_ok(d),
             f"{d['non_sandbox_children']} other child of the daemon (the fork server)"),
@@ -201,8 +251,6 @@ def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
         *rows,
         Row(f"density: start {crun_n} containers, crun run -d", f"{c['start_all_s']:.1f} s",
             note=f"{crun_n / c['start_all_s']:.0f} starts/s (sequential CLI calls)"),
-        Row("density: host memory per container, crun", f"{c['host_kib_per_sandbox']:.0f} KiB",
-            note="MemAvailable delta / N (noisy)"),
         Row("density: processes per container, crun", f"{c['processes_per_sandbox']:.2f}",
             note="no monitor (conmon would add 1)"),
         Row(f"density: delete {crun_n} containers, crun", f"{c['stop_all_s']:.1f} s",

@@ -2,11 +2,14 @@
 
     sudo .venv/bin/python -m tests.bench.bench_density [-n 1000] [--crun-n 1000] [--idle 60]
 
-sandboxd: N unit files (default sandbox: pid, mount, uts, ipc, net, cgroup namespaces, read-only
-host view, own cgroup), one daemon. Measures the time until all N run, and meanwhile how long
+sandboxd: N unit files (default sandbox: pid, mount, uts, ipc, net, cgroup and user namespaces,
+read-only host view, own cgroup; the host's busybox `sleep`, as crun runs), one daemon.
+Measures the time until all N run, and meanwhile how long
 GET /v1/units takes (every 0.1 s: p50 / p99 / max); the daemon's RSS (and the
 fork server's); the daemon's CPU over --idle seconds with nothing to do; host memory per sandbox
-(MemAvailable before/after, / N); the processes per sandbox (every process carrying the unit's
+(MemAvailable before/after, / N, with where it went: /proc/meminfo parts and every slab cache's
+growth, and the daemon's own heap, which the delta includes); the mounts and own filesystems
+(superblocks) of one sandbox; the processes per sandbox (every process carrying the unit's
 marker, and every process under the daemon that is not a sandbox's PID 1: the goal is none but
 the fork server); then, on those N running units, a reload with one changed file and
 `sandboxctl status` (fresh process, table and --json).
@@ -15,6 +18,8 @@ crun: the same `sleep` in the same namespaces with memory+pids limits, `crun run
 container (from a helper in `unshare -m` with /sys/fs/cgroup/unified unmounted there: crun
 refuses hybrid hosts), its own --root and cgroup parent, all deleted at the end. crun leaves no
 monitor process behind (conmon, which podman adds, would be one more process per container).
+`crun_density(n, userns=True)` runs the same with a user namespace per container (one id range,
+CRUN_USERNS_BASE), the fair peer for sandboxd's default units, which have one each.
 
 Everything is cleaned up: the daemon stops its units; crun containers are deleted by id; only
 PIDs and cgroups this run created are touched.
@@ -102,11 +107,15 @@ def memory_snapshot() -> dict[str, Any]:
     return {"available": settle_memory(), "meminfo": meminfo_kib(), "slab": slab_kib()}
 
 
+SLAB_TOP = 10  # caches in the side-by-side table
+
+
 def breakdown(
-    before: dict[str, Any], after: dict[str, Any], n: int, top: int = 12
+    before: dict[str, Any], after: dict[str, Any], n: int, top: int = SLAB_TOP
 ) -> dict[str, Any]:
     """Per sandbox: MemAvailable's drop, the meminfo parts' growth, and the slab caches that
-    grew most (KiB each), so a figure comes with where it went."""
+    grew most (KiB each), so a figure comes with where it went (`slab_delta_kib` keeps every
+    cache, for the side-by-side table)."""
     parts = {k: (after["meminfo"][k] - before["meminfo"][k]) / n for k in before["meminfo"]}
     slabs = {name: (kib - before["slab"].get(name, 0.0)) / n for name, kib in after["slab"].items()}
     grown = sorted(slabs.items(), key=lambda kv: -kv[1])[:top]
@@ -115,7 +124,70 @@ def breakdown(
         "meminfo_kib_per_sandbox": {k: round(v, 1) for k, v in parts.items()},
         "slab_kib_per_sandbox": {k: round(v, 1) for k, v in grown},
         "slab_total_kib_per_sandbox": round(sum(slabs.values()), 1),
+        "slab_delta_kib": {k: round(v, 2) for k, v in slabs.items() if abs(v) >= 0.05},
     }
+
+
+def slab_table(sides: dict[str, dict[str, Any]], top: int = SLAB_TOP) -> list[str]:
+    """The slab caches that grew most per sandbox, one column per side measured (KiB per
+    sandbox): the `top` caches by the largest growth on any side, so a cache one side grows
+    and the other does not shows up either way, then the meminfo parts and the totals."""
+    sides = {who: out for who, out in sides.items() if "slab_delta_kib" in out}
+    if not sides:
+        return []
+    caches: set[str] = set()
+    for out in sides.values():
+        caches |= set(out["slab_delta_kib"])
+    largest = sorted(
+        caches, key=lambda c: -max(out["slab_delta_kib"].get(c, 0.0) for out in sides.values())
+    )[:top]
+    rows = [(c, [out["slab_delta_kib"].get(c, 0.0) for out in sides.values()]) for c in largest]
+    rows.append(
+        ("(every slab cache)", [out["slab_total_kib_per_sandbox"] for out in sides.values()])
+    )
+    for part in MEMINFO_PARTS:
+        rows.append(
+            (f"meminfo {part}", [out["meminfo_kib_per_sandbox"][part] for out in sides.values()])
+        )
+    rows.append(("MemAvailable delta", [out["host_kib_per_sandbox"] for out in sides.values()]))
+    width = max(len(name) for name, _ in rows) + 2
+    cols = [max(len(who), 9) + 2 for who in sides]
+    head = "KiB per sandbox".ljust(width) + "".join(
+        w.rjust(c) for w, c in zip(sides, cols, strict=True)
+    )
+    lines = [head, "-" * len(head)]
+    for name, values in rows:
+        lines.append(
+            name.ljust(width)
+            + "".join(f"{v:.1f}".rjust(c) for v, c in zip(values, cols, strict=True))
+        )
+    return lines
+
+
+def mount_view(pid: int) -> dict[str, int]:
+    """What one sandbox's mount namespace holds: its mounts, and the filesystems (superblocks,
+    by device number) it has that the host's mount table does not (proc, tmpfs, devpts, ...:
+    made for this sandbox alone). Each superblock also registers a memcg-aware shrinker, and
+    every memory cgroup on the host keeps a slot for every shrinker id (mm/shrinker.c): the
+    more superblocks per sandbox, the more each sandbox's cgroup costs."""
+
+    def devices(path: str) -> list[str]:
+        return [line.split()[2] for line in Path(path).read_text().splitlines()]
+
+    mine = devices(f"/proc/{pid}/mountinfo")
+    return {
+        "mounts": len(mine),
+        "own_superblocks": len(set(mine) - set(devices("/proc/1/mountinfo"))),
+    }
+
+
+def anon_kib(pid: int) -> int:
+    """The process's private anonymous memory (RssAnon): its heap, not the shared libraries
+    other processes map too."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    return 0
 
 
 def print_breakdown(who: str, out: dict[str, Any]) -> None:
@@ -138,6 +210,13 @@ def settle_memory(seconds: float = 3.0) -> int:
     return int(statistics.median(reads))
 
 
+# Both sides run the same program, the host's static busybox (crun's root holds a copy of it):
+# a dynamically linked /bin/sleep would add its own page tables and relocated libc pages to
+# sandboxd's figure alone.
+BUSYBOX = "/usr/bin/busybox"
+SLEEPER = [BUSYBOX, "sleep", "1000000"] if os.path.exists(BUSYBOX) else ["/bin/sleep", "1000000"]
+
+
 def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
     raise_nofile()
     daemon = kit.new_daemon("bench-density")
@@ -148,9 +227,7 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         for name in names:
             daemon.write_unit(
                 name,
-                kit.unit_text(
-                    ["/bin/sleep", "1000000"], daemon, name, service={"stop_timeout": "200ms"}
-                ),
+                kit.unit_text(SLEEPER, daemon, name, service={"stop_timeout": "200ms"}),
             )
         before = memory_snapshot()
         out.update(start_all(daemon, n))
@@ -171,6 +248,11 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         out["sandboxes_seen"] = len(marked)
         out["non_sandbox_children"] = len(helpers)  # the fork server
         out["daemon_fds"] = kit.fd_count(pid)
+        # The daemon's and the fork server's heaps are in the MemAvailable delta too (the
+        # snapshot before was taken with no daemon): their share, to tell apart from what
+        # each sandbox costs the kernel.
+        out["daemon_anon_kib"] = anon_kib(pid) + sum(anon_kib(c) for c in helpers)
+        out.update(mount_view(min(sandbox_pids)))
         out.update(breakdown(before, memory_snapshot(), n))
         print_breakdown("sandboxd", out)
         out.update(reconcile_one_change(daemon, names[n // 2]))
@@ -281,7 +363,7 @@ def running_count(daemon: Any) -> str:
 
 def reconcile_one_change(daemon: Any, name: str) -> dict[str, float]:
     old = daemon.status()[name]["pid"]
-    daemon.write_unit(name, kit.unit_text(["/bin/sleep", "1000001"], daemon, name))
+    daemon.write_unit(name, kit.unit_text([*SLEEPER[:-1], "1000001"], daemon, name))
     t0 = time.monotonic()
     code, body = daemon.request("POST", "/v1/reload")
     api = time.monotonic() - t0
@@ -335,11 +417,20 @@ for line in sys.stdin:
 """
 
 
-def crun_density(n: int) -> dict[str, Any]:
+# crun's user-namespace variant maps its containers' ids 0..65535 to these host ids: above the
+# daemon's default userns_pool (524288-1878982656), so no sandbox of the same run shares them.
+CRUN_USERNS_BASE = 1879048192
+
+
+def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
+    """N `crun run -d` containers: the start time, the memory per container (as
+    `sandboxd_density`), processes and mounts per container. `userns`: each container in its
+    own user namespace (one id range for all, as crun's config.json takes it)."""
     if not shutil.which("crun"):
         return {"error": "crun not installed"}
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-crun-"))
-    parent = f"sandboxd-bench-crun-{os.getpid()}"
+    work.chmod(0o755)  # a container's root in a user namespace is an unprivileged host uid
+    parent = f"sandboxd-bench-crun{'-userns' if userns else ''}-{os.getpid()}"
     out: dict[str, Any] = {"n": n}
     ids = [f"{parent}-{i}" for i in range(n)]
     started: list[str] = []
@@ -349,7 +440,7 @@ def crun_density(n: int) -> dict[str, Any]:
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        bundle(work, parent)
+        bundle(work, userns)
         before = memory_snapshot()
         t0 = time.monotonic()
         for cid in ids:
@@ -360,8 +451,9 @@ def crun_density(n: int) -> dict[str, Any]:
         out["start_all_s"] = time.monotonic() - t0
         time.sleep(5)
         out.update(breakdown(before, memory_snapshot(), n))
-        print_breakdown("crun", out)
+        print_breakdown("crun" + (" (userns)" if userns else ""), out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
+        out.update(mount_view(container_pid(work / "state", ids[0])))
     finally:
         t0 = time.monotonic()
         for cid in started:
@@ -378,7 +470,10 @@ def crun_density(n: int) -> dict[str, Any]:
     return out
 
 
-def bundle(work: Path, parent: str) -> None:
+CRUN_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
+
+
+def bundle(work: Path, userns: bool) -> None:
     b = work / "b"
     b.mkdir()
     subprocess.run(["crun", "spec"], cwd=b, check=True)
@@ -386,22 +481,30 @@ def bundle(work: Path, parent: str) -> None:
     config["process"].update(args=["/bin/sleep", "1000000"], terminal=False)
     config["root"] = {"path": str(work / "rootfs"), "readonly": True}
     linux = config["linux"]
-    linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    linux["namespaces"] = [{"type": t} for t in CRUN_NAMESPACES]
+    if userns:
+        linux["namespaces"].append({"type": "user"})
+        ids = [{"containerID": 0, "hostID": CRUN_USERNS_BASE, "size": 65536}]
+        linux["uidMappings"], linux["gidMappings"] = ids, ids
     linux["resources"] = {"memory": {"limit": 256 << 20}, "pids": {"limit": 1024}}
     # No cgroupsPath: crun's default is /<container id>, and our ids carry the run's prefix.
     (b / "config.json").write_text(json.dumps(config))
     rootfs = work / "rootfs"
     for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "run"):
         (rootfs / d).mkdir(parents=True)
-    shutil.copy("/usr/bin/busybox", rootfs / "bin/busybox")
+    shutil.copy(BUSYBOX, rootfs / "bin/busybox")
     (rootfs / "bin/sleep").symlink_to("busybox")
+
+
+def container_pid(state: Path, cid: str) -> int:
+    return int(json.loads((state / cid / "status").read_text())["pid"])
 
 
 def processes_per_container(state: Path, ids: list[str]) -> float:
     pids = []
     for cid in ids[:50]:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            pids.append(json.loads((state / cid / "status").read_text())["pid"])
+            pids.append(container_pid(state, cid))
     # Each container: its PID 1 only; count the processes whose parent is a container's PID 1
     # or that share its parent (a monitor would be the parent).
     extra = sum(len(children(p)) for p in pids)
@@ -432,6 +535,7 @@ def main() -> None:
                      indent=1))  # fmt: skip
     if args.crun_n:
         print(json.dumps({"crun": crun_density(args.crun_n)}, indent=1))
+        print(json.dumps({"crun (userns)": crun_density(args.crun_n, userns=True)}, indent=1))
 
 
 if __name__ == "__main__":
