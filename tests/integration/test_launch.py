@@ -125,6 +125,11 @@ def test_inside_view_of_a_default_sandbox() -> None:
     for path in ("/proc/keys", "/proc/timer_list"):
         assert path in mounts, f"{path} is masked"
     assert mounts["/proc/acpi"].startswith("ro,") and mounts["/sys/firmware"].startswith("ro,")
+    # Every masked directory shows the same empty read-only tmpfs: one filesystem, not one each.
+    masked = info["masked_dirs"]
+    assert set(masked) == {"/proc/acpi", "/sys/firmware"}
+    assert {dev for dev, _, _ in masked.values()} == {masked["/proc/acpi"][0]}
+    assert all(names == [] and write == "EROFS" for _, names, write in masked.values()), masked
     assert mounts["/sys"].startswith("ro,") and mounts["/sys"].endswith("|sysfs")
     for path in ("/tmp", "/run", "/dev", "/dev/shm"):
         assert mounts[path].endswith("|tmpfs"), path

@@ -84,6 +84,11 @@ def info() -> dict[str, object]:
         "dev": sorted(os.listdir("/dev")),
         "mounts": _mounts(),
         "writable": {p: _writable(p) for p in ("/", "/usr", "/etc", "/tmp", "/run", "/dev/shm")},
+        "masked_dirs": {
+            p: [os.stat(p).st_dev, os.listdir(p), _writable(p)]
+            for p in ("/proc/acpi", "/sys/firmware")
+            if os.path.isdir(p)
+        },
         "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         "core": list(resource.getrlimit(resource.RLIMIT_CORE)),
         "stdin_is_null": os.path.samestat(os.fstat(0), os.stat("/dev/null")),

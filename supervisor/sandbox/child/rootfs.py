@@ -102,6 +102,17 @@ def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
         sys.close(fd)
 
 
+def _mask(sys: Syscalls, path: str, is_dir: bool, like: str) -> None:
+    if not is_dir:
+        _bind_fd(sys, "/dev/null", path)
+    elif like:
+        # The first masked directory's tmpfs, bound (by fd, as every bind): a bind keeps its
+        # source mount's flags, so it is as read-only, nosuid, nodev and noexec as that one.
+        _bind_fd(sys, like, path)
+    else:
+        sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+
+
 def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
     match op:
         case Mkdir(path, mode, parents, check):
@@ -139,11 +150,8 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             except OSError as err:
                 if err.errno not in _LEFT_ALONE:
                     raise
-        case Mask(path, is_dir):
-            if is_dir:
-                sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
-            else:
-                _bind_fd(sys, "/dev/null", path)
+        case Mask(path, is_dir, like):
+            _mask(sys, path, is_dir, like)
         case ReadOnly(path, remount):
             sys.mount(path, path, None, MS_BIND, None)
             sys.mount(None, path, None, remount, None)
@@ -166,6 +174,8 @@ def describe(op: Op) -> str:
         case Mount(source, target, fstype, _, _, layers):
             over = "".join(f" {option}={path}" for option, path in layers)
             return f"mount {fstype or source}{over} on {target}"
+        case Mask(path, _, like) if like:
+            return f"mask {path} (bind {like})"
         case WriteInRoot(root, path, _, _):
             return f"write {path} in the root at {root}"
         case _:

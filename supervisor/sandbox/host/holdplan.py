@@ -154,7 +154,9 @@ class _Holder:
                 return replace(op, path=self.inside(path))
             case WriteInRoot(root, _, _, _):
                 return replace(op, root=self.inside(root))
-            case Mask(path, _) | ReadOnly(path, _) | RemountRoot(path, _):
+            case Mask(path, _, like):
+                return replace(op, path=self.inside(path), like=like and self.inside(like))
+            case ReadOnly(path, _) | RemountRoot(path, _):
                 return replace(op, path=self.inside(path))
             case PivotRoot(new_root):
                 return PivotRoot(self.inside(new_root))

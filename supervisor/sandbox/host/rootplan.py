@@ -381,10 +381,13 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     ops.append(Mkdir(s + "/sys", check=check))
     if spec.sysfs:
         ops.append(Mount("sysfs", s + "/sys", "sysfs", MS_RDONLY | NOSUID_NODEV_NOEXEC))
+    first_dir = ""  # every masked directory after the first gets the first one's tmpfs
     for path in MASKED:
         found = host.get(path)
         if found and (spec.sysfs or not path.startswith("/sys")):
-            ops.append(Mask(s + path, found.kind == "dir"))
+            is_dir = found.kind == "dir"
+            ops.append(Mask(s + path, is_dir, first_dir if is_dir else ""))
+            first_dir = first_dir or (s + path if is_dir else "")
     for path in READ_ONLY:
         found = host.get(path)
         if found:

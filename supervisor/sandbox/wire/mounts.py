@@ -81,10 +81,14 @@ class WriteInRoot:
 
 @dataclass(frozen=True)
 class Mask:
-    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory."""
+    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory. `like`:
+    a directory masked before, whose tmpfs is bound here instead of mounting another one, so
+    one filesystem hides every directory (each tmpfs is a superblock of its own, and every
+    memory cgroup on the host keeps a slot for each superblock's shrinker)."""
 
     path: str
     is_dir: bool
+    like: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,16 @@ from supervisor.linux.syscalls import (
 from supervisor.sandbox.child import holding
 from supervisor.sandbox.host import holdplan, rootplan
 from supervisor.sandbox.host.hostlayout import HostPath
-from supervisor.sandbox.wire.mounts import Bind, Hold, Mkdir, Mount, PivotRoot, RootSpec, UnitMount
+from supervisor.sandbox.wire.mounts import (
+    Bind,
+    Hold,
+    Mask,
+    Mkdir,
+    Mount,
+    PivotRoot,
+    RootSpec,
+    UnitMount,
+)
 from supervisor.sandbox.wire.protocol import StageFailure
 from tests.unit.sandbox.test_rootfs import layout
 
@@ -135,3 +144,12 @@ def test_a_symlinked_source_is_refused_as_without_a_user_namespace() -> None:
     assert info.value.stage == "rootfs" and info.value.errno == errno.ELOOP
     assert info.value.message.startswith("bind source /srv/app/ssl has a symlink in its path")
     assert "setns" not in sys.names() and ("close", 100) in sys.calls
+
+
+def test_a_shared_mask_binds_the_first_masked_directory_where_the_root_is_built() -> None:
+    ops, _ = held(RootSpec(root="host", hostname="web", userns=True))
+    masks = [op for op in ops if isinstance(op, Mask) and op.is_dir]
+    assert masks == [
+        Mask("/mnt/root/proc/acpi", True),
+        Mask("/mnt/root/sys/firmware", True, "/mnt/root/proc/acpi"),
+    ]

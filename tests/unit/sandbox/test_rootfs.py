@@ -394,3 +394,35 @@ def test_any_other_failure_to_write_inside_the_root_fails_the_launch() -> None:
         rootfs.apply(sys, [WriteInRoot("/mnt", "/etc/resolv.conf", RESOLV), PivotRoot("/mnt")])
     assert info.value.message.startswith("write /etc/resolv.conf in the root at /mnt")
     assert "pivot_root" not in sys.names()
+
+
+def test_every_masked_directory_shares_one_empty_tmpfs() -> None:
+    # One tmpfs superblock a sandbox, however many directories are masked (on hardware with a
+    # thermal_throttle directory per CPU that is dozens): the later ones bind the first.
+    host = layout(**{"/sys/devices/virtual/powercap": HostPath("dir")})
+    ops = rootplan.plan_root(RootSpec(root="host", hostname="x"), host)
+    masks = [op for op in ops if isinstance(op, Mask) and op.is_dir]
+    assert masks == [
+        Mask("/mnt/proc/acpi", True),
+        Mask("/mnt/sys/firmware", True, "/mnt/proc/acpi"),
+        Mask("/mnt/sys/devices/virtual/powercap", True, "/mnt/proc/acpi"),
+    ]
+    assert Mask("/mnt/proc/kcore", False) in ops  # a file still gets /dev/null
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, masks)
+    assert [c for c in sys.calls if c[0] == "mount"] == [
+        ("mount", "tmpfs", "/mnt/proc/acpi", "tmpfs", MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC,
+         "size=0"),
+        ("mount", "/proc/self/fd/100", "/mnt/sys/firmware", None, MS_BIND, None),
+        ("mount", "/proc/self/fd/101", "/mnt/sys/devices/virtual/powercap", None, MS_BIND, None),
+    ]  # fmt: skip
+    # Opened like every bind source: no symlink followed, the fd mounted.
+    assert [c for c in sys.calls if c[0] == "open_path"] == [("open_path", "/mnt/proc/acpi")] * 2
+    # Without sysfs the /sys masks go, and the first /proc one still mounts its tmpfs.
+    no_sys = rootplan.plan_root(RootSpec(root="host", hostname="x", sysfs=False), host)
+    assert [op for op in no_sys if isinstance(op, Mask) and op.is_dir] == [masks[0]]
+
+
+def test_a_failed_shared_mask_names_both_directories() -> None:
+    op = Mask("/mnt/sys/firmware", True, "/mnt/proc/acpi")
+    assert rootfs.describe(op) == "mask /mnt/sys/firmware (bind /mnt/proc/acpi)"
