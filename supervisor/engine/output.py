@@ -39,6 +39,10 @@ from supervisor.logtail import rotated_path
 
 log = structlog.get_logger("sandboxd.output")
 
+# A service's output pipe starts at the kernel's 64 KiB and grows to PIPE_SIZE at its first
+# output (Capture._ready): a sandbox that never writes (most idle ones) keeps the small slot
+# array, 640 bytes, instead of 1 MiB's four pages, and one that writes gets the room to keep
+# writing while a log write takes long (STALL_AFTER) or while no daemon reads.
 PIPE_SIZE = 1 << 20
 LOG_DIR_MODE = 0o750  # root and the configured group (daemondirs.py), which may read logs
 LOG_FILE_MODE = 0o640
@@ -280,6 +284,7 @@ class Capture:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stalled: int | None = None  # bytes dropped in this stall episode, while stalled
         self._reading = False
+        self._grown = False  # the pipe has PIPE_SIZE (from the first output on)
         # Told (on the loop) once the pipe is closed and its last bytes are in the log, with the
         # sink's `written`: a client following the log knows then it has seen everything.
         self.on_closed: Callable[[int], None] | None = None
@@ -290,7 +295,7 @@ class Capture:
         """A fresh pipe: (capture, write end for the service). Both ends are close-on-exec;
         the launcher dups the write end onto 1 and 2 and passes `read_fd` down explicitly,
         under the same number (so `kept_fd` is `read_fd` here, and only here)."""
-        read_fd, write_fd = pipes.new_pipe(PIPE_SIZE)
+        read_fd, write_fd = pipes.new_pipe()  # PIPE_SIZE once it has output (_ready)
         return cls(loop, read_fd, sink, read_fd), write_fd
 
     @classmethod
@@ -326,6 +331,9 @@ class Capture:
 
     def _ready(self) -> None:
         self._unwatch()
+        if not self._grown:
+            pipes.grow(self.read_fd, PIPE_SIZE)
+            self._grown = True
         self._busy = True
         self._stall_timer = self._loop.call_later(STALL_AFTER, self._stall)
         self._writer.submit(self._drain_job)

@@ -18,19 +18,34 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _F_SETPIPE_SZ = 1031  # <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE + 7
+_F_GETPIPE_SZ = 1032
 _SPLICE_F_NONBLOCK = 2  # <fcntl.h>
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.tee.restype = ctypes.c_ssize_t
 _libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
 
 
-def new_pipe(size: int) -> tuple[int, int]:
-    """A close-on-exec pipe (read end, write end) with a `size`-byte buffer if the host allows
-    it (/proc/sys/fs/pipe-max-size), else the default 64 KiB."""
+def new_pipe(size: int | None = None) -> tuple[int, int]:
+    """A close-on-exec pipe (read end, write end), with a `size`-byte buffer (`grow`) or the
+    kernel's default 64 KiB."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, size)
+    if size is not None:
+        grow(write_fd, size)
     return read_fd, write_fd
+
+
+def grow(fd: int, size: int) -> None:
+    """Give pipe `fd` (either end) a `size`-byte buffer if the host allows it
+    (/proc/sys/fs/pipe-max-size); else it keeps the one it has. The kernel allocates the
+    buffer's slot array at once (40 bytes a page: 10 KiB, four pages, for 1 MiB; 640 bytes for
+    the default 64 KiB) and the pages themselves only as bytes arrive."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+
+
+def size(fd: int) -> int:
+    """Pipe `fd`'s buffer size in bytes (F_GETPIPE_SZ)."""
+    return fcntl.fcntl(fd, _F_GETPIPE_SZ)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.engine.output import Capture, RotatingLog
+from supervisor.engine.output import PIPE_SIZE, Capture, RotatingLog
+from supervisor.linux import pipes
 from supervisor.linux.pipes import OutputPipe
 
 
@@ -69,6 +70,29 @@ def test_capture_drains_and_reopens(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert (tmp_path / "u.log").read_bytes() == b"hello\nwhile no daemon reads\n"
+
+
+def test_a_silent_service_keeps_a_small_pipe_and_its_first_output_grows_it(
+    tmp_path: Path,
+) -> None:
+    # An idle sandbox's pipe costs the kernel its slot array, sized at once: 640 bytes for the
+    # default 64 KiB, four pages for 1 MiB. A service that writes gets the 1 MiB.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        capture, write_fd = Capture.new(loop, RotatingLog(tmp_path / "u.log", None, 1))
+        try:
+            assert pipes.size(write_fd) == 1 << 16
+            os.write(write_fd, b"hello\n")
+            async with asyncio.timeout(60):
+                while pipes.size(write_fd) != PIPE_SIZE:
+                    await asyncio.sleep(0.005)
+        finally:
+            capture.close()
+            os.close(write_fd)
+
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < PIPE_SIZE:
+        pytest.skip("this host caps pipes below 1 MiB (/proc/sys/fs/pipe-max-size)")
+    asyncio.run(main())
 
 
 def test_take_moves_pipe_bytes_into_rotated_files(tmp_path: Path) -> None:
