@@ -185,9 +185,12 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
     for who, note in notes.items():
         c = sides.get(who, {"error": "not run"})
         theirs = c["host_kib_per_sandbox"] if "error" not in c and c["n"] == n else None
+        # A delta at or below zero is other processes freeing memory meanwhile: no verdict.
         row = at_most_times(f"density: host memory per sandbox <= {who}", f"{ours:.0f} KiB",
-                            ours, (who, theirs), 1)  # fmt: skip
+                            ours if ours > 0 else None, (who, theirs), 1)  # fmt: skip
         figure = f"{row.figure} vs {theirs:.0f} KiB" if theirs is not None else row.figure
+        if ours <= 0:
+            row = Row(row.what, row.figure, row.goal, None, "MemAvailable rose meanwhile")
         rows.append(Row(row.what, figure, row.goal, row.met, f"{row.note}; {note}"))
     daemon = d["daemon_anon_kib"] / n
     rows.append(Row("density: daemon + fork server heap per sandbox", f"{daemon:.0f} KiB",

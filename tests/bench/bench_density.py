@@ -95,16 +95,44 @@ def meminfo_kib() -> dict[str, int]:
 
 
 def slab_kib() -> dict[str, float]:
-    """KiB held by each slab cache (objects allocated x object size), from /proc/slabinfo."""
+    """KiB in use in each slab cache (active objects x object size), from /proc/slabinfo: the
+    objects in use, not the slabs' capacity (num_objs), which moves by whole slabs and keeps
+    freed objects' room."""
     out: dict[str, float] = {}
     for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
         f = line.split()
-        out[f[0]] = int(f[2]) * int(f[3]) / 1024  # num_objs x objsize
+        out[f[0]] = int(f[1]) * int(f[3]) / 1024  # active_objs x objsize
     return out
 
 
 def memory_snapshot() -> dict[str, Any]:
     return {"available": settle_memory(), "meminfo": meminfo_kib(), "slab": slab_kib()}
+
+
+def empty_memcg_kib(count: int = 50) -> float | None:
+    """What an empty memory cgroup costs in slab right now (KiB, mean over `count` made and
+    removed again): mostly its slots for every shrinker id the host has handed out at once
+    (mm/shrinker.c), which every filesystem on the host adds to. Each sandbox has one, on
+    either side, so this is the floor under both figures, and it moves between the sides'
+    runs when other processes mount many filesystems meanwhile. None without a memory
+    controller to make them in."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    parent = (v1 if v1.is_dir() else Path("/sys/fs/cgroup")) / f"sandboxd-bench-memcg-{os.getpid()}"
+    try:
+        parent.mkdir()
+    except OSError:
+        return None
+    made: list[Path] = []
+    try:
+        before = sum(slab_kib().values())
+        for i in range(count):
+            made.append(parent / f"c{i}")
+            made[-1].mkdir()
+        return (sum(slab_kib().values()) - before) / count
+    finally:
+        for d in [*reversed(made), parent]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 SLAB_TOP = 10  # caches in the side-by-side table
@@ -131,7 +159,8 @@ def breakdown(
 def slab_table(sides: dict[str, dict[str, Any]], top: int = SLAB_TOP) -> list[str]:
     """The slab caches that grew most per sandbox, one column per side measured (KiB per
     sandbox): the `top` caches by the largest growth on any side, so a cache one side grows
-    and the other does not shows up either way, then the meminfo parts and the totals."""
+    and the other does not shows up either way, then the meminfo parts and the totals, and
+    what an empty memory cgroup cost before each side started (`empty_memcg_kib`)."""
     sides = {who: out for who, out in sides.items() if "slab_delta_kib" in out}
     if not sides:
         return []
@@ -150,6 +179,9 @@ def slab_table(sides: dict[str, dict[str, Any]], top: int = SLAB_TOP) -> list[st
             (f"meminfo {part}", [out["meminfo_kib_per_sandbox"][part] for out in sides.values()])
         )
     rows.append(("MemAvailable delta", [out["host_kib_per_sandbox"] for out in sides.values()]))
+    if all(out.get("empty_memcg_kib") is not None for out in sides.values()):
+        # Measured before each side started: the floor under its figure (empty_memcg_kib).
+        rows.append(("an empty memory cgroup", [out["empty_memcg_kib"] for out in sides.values()]))
     width = max(len(name) for name, _ in rows) + 2
     cols = [max(len(who), 9) + 2 for who in sides]
     head = "KiB per sandbox".ljust(width) + "".join(
@@ -229,6 +261,7 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
                 name,
                 kit.unit_text(SLEEPER, daemon, name, service={"stop_timeout": "200ms"}),
             )
+        out["empty_memcg_kib"] = empty_memcg_kib()
         before = memory_snapshot()
         out.update(start_all(daemon, n))
         assert daemon.proc is not None
@@ -441,6 +474,7 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         bundle(work, userns)
+        out["empty_memcg_kib"] = empty_memcg_kib()
         before = memory_snapshot()
         t0 = time.monotonic()
         for cid in ids:
