@@ -52,7 +52,7 @@ class IdRanges:
             self._ranges[name] = userns.IdRange(base, userns.BLOCK)
         # Those of ranges no longer picked went while no daemon ran; an explicit range's is
         # dropped too (not stored: who owned it is unknown), its next launch makes it again.
-        self._drop_held(set(), self._ranges)
+        self._drop_held(self._ranges, None)
         count, hit = userns.pool_blocks(pool, reserved)
         if hit:
             log.info("daemon.userns_pool_skipped", pool=str(pool), free_blocks=count,
@@ -82,23 +82,24 @@ class IdRanges:
             self._picks = picks
         for name in result.new:
             log.info("unit.userns_picked", unit=name, range=str(result.ranges[name]))
-        self._drop_held({(n, r) for n, r in self._ranges.items()}, ranges)
+        self._drop_held(ranges, set(self._ranges.items()))
         self._ranges = ranges
         return result.errors
 
     def drop_held(self) -> None:
         """Drop every held user namespace (the daemon exits, its sandboxes stopped)."""
-        self._drop_held(set(), {})
+        self._drop_held({}, None)
 
     def _drop_held(
-        self, before: set[tuple[str, userns.IdRange]], now: Mapping[str, userns.IdRange]
+        self, now: Mapping[str, userns.IdRange], before: set[tuple[str, userns.IdRange]] | None
     ) -> None:
-        """Drop every held user namespace but those of a range its unit keeps: a range given
-        back, or given to another unit (never two units in one namespace), loses its own."""
+        """Drop every held user namespace but those of the ranges in `now` that the same unit
+        had `before` (None: whoever held them is trusted, as read back from the picks): a range
+        given back, or given to another unit (never two units in one namespace), loses its own."""
         if self.held_dir is None:
             return
         directory = str(self.held_dir)
-        kept = {(r.base, r.size) for n, r in now.items() if not before or (n, r) in before}
+        kept = {(r.base, r.size) for n, r in now.items() if before is None or (n, r) in before}
         for name in helduserns.listed(directory):
             if helduserns.range_of(name) in kept:
                 continue
