@@ -200,12 +200,13 @@ async def serve(config: DaemonConfig) -> None:
     fork_server = ForkServer.start()
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
+        held_userns = config.state_dir / daemondirs.USERNS_DIR
         host = Host(
-            loop, manager, SandboxLauncher(config.data_dir, network, fork_server),
+            loop, manager, SandboxLauncher(config.data_dir, network, fork_server, held_userns),
             ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
-            id_ranges=IdRanges(config.data_dir, config.pool, config.subids()),
+            id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), held_userns),
             launch_slots=LaunchSlots(default_limit(os.cpu_count())),
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
@@ -252,6 +253,10 @@ async def _run(
             await asyncio.wait(background)
             await agent.close()
         await reconciler.shutdown(leave=leave)
+        if not leave and reconciler.host.id_ranges is not None:
+            # Every sandbox has ended: nothing runs in a held user namespace any more, and the
+            # next daemon's first launch of each range makes its namespace again.
+            reconciler.host.id_ranges.drop_held()
 
 
 def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None:

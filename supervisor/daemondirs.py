@@ -46,7 +46,8 @@ PRIVATE = 0o700
 SHARED_WITH_GROUP = 0o750
 # Within the directories, set at start (other code creates them with these modes too).
 NETNS_DIR = "netns"  # the held network namespaces, one bind-mounted nsfs file per unit
-STATE_SUBDIRS = ("units", "notify", "transient", NETNS_DIR)
+USERNS_DIR = "userns"  # the held user namespaces, one bind-mounted nsfs file per id range
+STATE_SUBDIRS = ("units", "notify", "transient", NETNS_DIR, USERNS_DIR)
 OVERLAY = "overlay"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from supervisor.errors import ConfigError
-from supervisor.linux import safefs
+from supervisor.linux import helduserns, safefs
 from supervisor.log import get_logger
 from supervisor.unit import userns
 from supervisor.unit.diagnostics import UnitError
@@ -34,14 +34,25 @@ FILE_NAME = "userns.json"
 class IdRanges:
     """The ranges of one daemon's units: `assign` at reload, `get` at launch and in status."""
 
-    def __init__(self, data_dir: Path, pool: userns.IdRange, reserved: list[userns.Reserved]):
+    def __init__(
+        self,
+        data_dir: Path,
+        pool: userns.IdRange,
+        reserved: list[userns.Reserved],
+        held_dir: Path | None = None,
+    ):
         self.path = data_dir / FILE_NAME
         self.pool, self.reserved = pool, reserved
+        # Where the launcher holds each range's user namespace (linux/helduserns.py).
+        self.held_dir = held_dir
         self._ranges: dict[str, userns.IdRange] = {}
         self._picks = self._read()
         self._saved = True  # False after a failed write: the next reload tries again
         for name, base in self._picks.items():  # before the first reload (re-adopted runs)
             self._ranges[name] = userns.IdRange(base, userns.BLOCK)
+        # Those of ranges no longer picked went while no daemon ran; an explicit range's is
+        # dropped too (not stored: who owned it is unknown), its next launch makes it again.
+        self._drop_held(self._ranges, None)
         count, hit = userns.pool_blocks(pool, reserved)
         if hit:
             log.info("daemon.userns_pool_skipped", pool=str(pool), free_blocks=count,
@@ -71,8 +82,29 @@ class IdRanges:
             self._picks = picks
         for name in result.new:
             log.info("unit.userns_picked", unit=name, range=str(result.ranges[name]))
+        self._drop_held(ranges, set(self._ranges.items()))
         self._ranges = ranges
         return result.errors
+
+    def drop_held(self) -> None:
+        """Drop every held user namespace (the daemon exits, its sandboxes stopped)."""
+        self._drop_held({}, None)
+
+    def _drop_held(
+        self, now: Mapping[str, userns.IdRange], before: set[tuple[str, userns.IdRange]] | None
+    ) -> None:
+        """Drop every held user namespace but those of the ranges in `now` that the same unit
+        had `before` (None: whoever held them is trusted, as read back from the picks): a range
+        given back, or given to another unit (never two units in one namespace), loses its own."""
+        if self.held_dir is None:
+            return
+        directory = str(self.held_dir)
+        kept = {(r.base, r.size) for n, r in now.items() if before is None or (n, r) in before}
+        for name in helduserns.listed(directory):
+            if helduserns.range_of(name) in kept:
+                continue
+            if helduserns.drop(os.path.join(directory, name)):
+                log.info("unit.userns_dropped", file=name)
 
     # -- file ------------------------------------------------------------------------------
 

@@ -146,6 +146,18 @@ class RecordingSyscalls:
         self._next_path_fd += 1
         return fd
 
+    def hold_userns(self, id_map: str, path: str) -> int:
+        self._record("hold_userns", id_map, path)
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
+
+    def open_own_ns(self, kind: str) -> int:
+        self._record("open_own_ns", kind)
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
+
     def close(self, fd: int) -> None:
         self._record("close", fd)
 

@@ -128,6 +128,24 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 FileKind = Literal["dir", "file", "link", "other"]
+_NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): _IO(0xb7, 0x3)
+
+
+def open_held_ns(path: str, nstype: int) -> int | None:
+    """An fd of the namespace of kind `nstype` (CLONE_NEW*) whose nsfs file is mounted at
+    `path`, or None if there is none (no file, a plain file, another kind of namespace)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # ENOTTY on any file that is not a namespace's.
+        if fcntl.ioctl(fd, _NS_GET_NSTYPE) == nstype:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 class Syscalls(Protocol):
@@ -156,6 +174,8 @@ class Syscalls(Protocol):
     def move_mount(self, fd: int, target: str) -> None: ...
     def chown(self, path: str, uid: int, gid: int) -> None: ...
     def make_userns(self, id_map: str) -> int: ...
+    def hold_userns(self, id_map: str, path: str) -> int: ...
+    def open_own_ns(self, kind: str) -> int: ...
     def close(self, fd: int) -> None: ...
     def sethostname(self, name: str) -> None: ...
     def link_up(self, ifname: str) -> None: ...
@@ -539,6 +559,30 @@ class LibcSyscalls:
             os.close(ready_r)
             os.close(hold_w)
             os.waitpid(pid, 0)
+
+    def hold_userns(self, id_map: str, path: str) -> int:
+        """The user namespace held at `path` (a bind mount of its nsfs file: see
+        linux/helduserns.py), as an fd like make_userns'; if none is held there, a new one with
+        maps `id_map`, held at `path` for the next launch. The caller owns `path` (named after
+        the map, in a root-only directory), so a namespace found there has these maps. One that
+        cannot be held (a read-only directory...) still serves this launch: holding only saves
+        the next launch the making."""
+        held = open_held_ns(path, CLONE_NEWUSER)
+        if held is not None:
+            return held
+        userns = self.make_userns(id_map)
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            # O_CREAT without O_EXCL: an empty file left by a reboot (or a launcher killed
+            # before its mount) is mounted over as it is.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            self.mount(f"/proc/self/fd/{userns}", path, None, MS_BIND, None)
+        return userns
+
+    def open_own_ns(self, kind: str) -> int:
+        """An fd of the calling thread's namespace `kind` ("mnt", "net"...): a reference that
+        keeps it alive after the thread has left it."""
+        return os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self, fd: int) -> None:
         os.close(fd)

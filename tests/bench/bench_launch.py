@@ -76,14 +76,18 @@ def busybox_rootfs(root: Path) -> None:
     (root / "etc/group").write_text("root:x:0:\n")
 
 
-def sandboxd_run(spec: UnitSpec, null: int, server: ForkServer | None) -> Callable[[], float]:
+def sandboxd_run(
+    spec: UnitSpec, null: int, server: ForkServer | None, userns_file: str | None = None
+) -> Callable[[], float]:
+    """`userns_file`: where the unit's user namespace is held across launches, as the
+    daemon holds one per range (linux/helduserns.py); the caller drops it."""
+
     def run() -> float:
         t0 = time.perf_counter()
         with harness.v1_cgroup(memory_max=MEMORY, pids_max=PIDS) as procs:
-            launched = launch(
-                LaunchRequest(spec, procs, null, null, id_map=harness.id_map_for(spec)),
-                server=server,
-            )
+            ids = harness.id_map_for(spec)
+            request = LaunchRequest(spec, procs, null, null, id_map=ids, userns_file=userns_file)
+            launched = launch(request, server=server)
             launched.go()
             _, status = os.waitpid(launched.pid, 0)
         assert status == 0, status

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from supervisor.linux import helduserns
 from supervisor.sandbox.host import forkserver
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
 from supervisor.sandbox.wire.plancodec import encode_cached
@@ -55,6 +56,12 @@ def timed(argv: list[str]) -> Runner:
         return ms
 
     return run
+
+
+def held_userns(work: Path) -> str:
+    """Where the bench's unit holds its user namespace, as the daemon holds one per range."""
+    _, base, size = bl.harness.ID_MAP
+    return helduserns.path_for(str(work / "userns"), base, size)
 
 
 def runc_runner(rootfs: Path, work: Path) -> Runner:
@@ -105,6 +112,7 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     server = bl.ForkServer.start()
     null = os.open("/dev/null", os.O_WRONLY)
     skipped: dict[str, str] = {}
+    held = held_userns(work)
     try:
         spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
         host_ids = harness.unit(
@@ -113,7 +121,7 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
         # The default (a user namespace of its own) and the opt-out, interleaved like the
         # peers: their difference is what the user namespace costs a launch.
         runners: dict[str, Runner] = {
-            "sandboxd": bl.sandboxd_run(spec, null, server),
+            "sandboxd": bl.sandboxd_run(spec, null, server, held),
             HOST_IDS: bl.sandboxd_run(host_ids, null, server),
         }
         with contextlib.ExitStack() as stack:
@@ -139,6 +147,7 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     finally:
         os.close(null)
         server.close()
+        helduserns.drop(held)
         # nspawn --keep-unit leaves an empty propagation dir per machine name.
         for d in Path("/run/systemd/nspawn/propagate").glob(f"sbxbench{os.getpid()}x*"):
             shutil.rmtree(d, ignore_errors=True)
@@ -217,11 +226,12 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         harness.set_subreaper()
         server = bl.ForkServer.start()
         null = os.open("/dev/null", os.O_WRONLY)
+        held = held_userns(Path(tmp))
         try:
             spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
             # A default unit: its own user namespace, as the daemon would launch it.
             ids = harness.id_map_for(spec)
-            request = LaunchRequest(spec, [], null, null, id_map=ids, trace=True)
+            request = LaunchRequest(spec, [], null, null, id_map=ids, userns_file=held, trace=True)
             plan = build_plan(request)
             # On the wire once the server keeps the recurring blobs (after the first launch).
             _, offers = encode_cached(plan, frozenset(), forkserver.CACHE_BUDGET)
@@ -230,6 +240,7 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         finally:
             os.close(null)
             server.close()
+            helduserns.drop(held)
     return runs, size
 
 

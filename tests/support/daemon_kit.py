@@ -25,6 +25,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from supervisor.linux import helduserns
 from tests.support.requires import CGROUP_ROOT, cgroup_version
 from tests.support.waiting import wait_for
 
@@ -252,6 +253,10 @@ def teardown(d: Daemon) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not d.leftover_pids(), 60)
+    # Held user namespaces (linux/helduserns.py) outlive a daemon killed with -9, by design.
+    held = d.state / "userns"
+    for name in helduserns.listed(str(held)):
+        helduserns.drop(str(held / name))
     cgroups = d.leftover_cgroups()
     if cgroups:
         problems.append(f"cgroups left: {cgroups}")

@@ -2,7 +2,9 @@
 
 Runs in the launcher (host root, single-threaded, after the cgroup join and before unshare),
 so everything needing the host's privileges happens here and PID 1 inherits the result:
-  1. the unit's user namespace, its uid/gid maps written (`Syscalls.make_userns`);
+  1. the unit's user namespace: the one held for its range (`Syscalls.hold_userns`,
+     linux/helduserns.py), or, the first time, a new one with its uid/gid maps written and
+     held for the next launch (without a file to hold it at, one per launch: `make_userns`);
   2. a private mount namespace of the launcher's own (still the host's user namespace), "/"
      made private so nothing reaches the host, and a small tmpfs on the staging directory;
   3. each `Hold` (host/holdplan.py): its `owned` directories made and given to the unit's
@@ -14,6 +16,11 @@ so everything needing the host's privileges happens here and PID 1 inherits the 
      held mount's attributes there (mount_namespaces(7)): not even a CAP_SYS_ADMIN service
      can make an idmapped /usr writable. The uid maps are already written, so the daemon has
      nothing to do between the PID report and Go for them.
+  5. `enter` returns an fd of the holding mount namespace (step 2), which the launcher closes
+     only once it has reported PID 1: the last reference to a mount namespace takes its mounts
+     down and waits for an RCU grace period (namespace_unlock), about 1 ms on our 2-CPU
+     machine; dropped by the unshare of step 4 it is that much of every launch, dropped after
+     the report it is off the launch's path.
 Every fd made here is closed before the launcher forks PID 1, in every path (and each is
 close-on-exec besides): nothing reaches the service.
 """
@@ -57,16 +64,22 @@ def enter(
     id_map: tuple[int, int, int],
     staging: str,
     holds: tuple[Hold, ...],
-) -> None:
-    """Steps 1-4 of the module docstring; StageFailure ("userns" or "rootfs") on failure."""
+    held_at: str = "",
+) -> int:
+    """Steps 1-4 of the module docstring; StageFailure ("userns" or "rootfs") on failure.
+    `held_at`: the file the range's namespace is held at (ChildPlan.userns_file). Returns the
+    fd of step 5, which the caller closes (PID 1 at once, the launcher after its report)."""
     inside, outside, count = id_map
+    maps = f"{inside} {outside} {count}\n"
     try:
-        userns = sys.make_userns(f"{inside} {outside} {count}\n")
+        userns = sys.hold_userns(maps, held_at) if held_at else sys.make_userns(maps)
     except OSError as err:
         raise StageFailure.from_oserror("userns", "make the user namespace", err) from None
+    holding = -1
     try:
         try:
             sys.unshare(CLONE_NEWNS)
+            holding = sys.open_own_ns("mnt")
             sys.mount(None, "/", None, MS_REC | MS_PRIVATE, None)
             sys.mount("tmpfs", staging, "tmpfs", NOSUID_NODEV, "mode=0755,size=65536")
             sys.mkdir(f"{staging}/root", 0o755)
@@ -83,8 +96,13 @@ def enter(
             sys.setns(userns, CLONE_NEWUSER)
         except OSError as err:
             raise StageFailure.from_oserror("userns", "enter the user namespace", err) from None
+    except BaseException:
+        if holding >= 0:
+            sys.close(holding)
+        raise
     finally:
         sys.close(userns)
+    return holding
 
 
 def hold_one(sys: Syscalls, hold: Hold, target: str, userns: int, owner: int) -> None:

@@ -14,7 +14,8 @@ Launcher (forked by the daemon):
      cgroup and PID 1 is forked inside its limits (a fork bomb is bounded from the first
      instruction);
   2. join the unit's held network namespace, if it has one (tcp/udp [[listen]] sockets live
-     there across runs); with a user namespace, make it, hold the plan's host sources in it
+     there across runs); with a user namespace, join the one held for its range (or make
+     it), hold the plan's host sources in it
      (idmapped where wanted) and enter it (holding.py); unshare every other namespace in one
      call: the user namespace owns them;
   3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
@@ -100,6 +101,9 @@ class ChildPlan:
     id_map: tuple[int, int, int] | None = None
     staging: str = ""
     holds: tuple[mounts.Hold, ...] = ()
+    # Where the range's user namespace is held across launches (linux/helduserns.py); empty:
+    # a new one for this launch.
+    userns_file: str = ""
     # Time each stage (the bench's --trace): the launcher and PID 1 send a Trace message with
     # their timestamps before PidReport and before execve. Off, no clock is read.
     trace: bool = False
@@ -225,19 +229,24 @@ def run_launcher(
             # namespace needs the daemon's privileges, not those of a new user namespace.
             _step("listen", f"join the held netns {plan.netns}", join_netns, plan.netns, sys)
         flags = plan.clone_flags
+        holding_ns = -1  # the launcher's holding mount namespace (holding.py, step 5)
         if plan.id_map is not None:
-            holding.enter(sys, plan.id_map, plan.staging, plan.holds)
+            holding_ns = holding.enter(sys, plan.id_map, plan.staging, plan.holds, plan.userns_file)
             flags &= ~CLONE_NEWUSER  # entered already
             marks.mark("launcher: user namespace made, sources held")
         _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
         marks.mark("launcher: unshared")
         pid = sys.fork()
         if pid == 0:
+            if holding_ns >= 0:
+                sys.close(holding_ns)  # not the last reference: the launcher still has one
             marks.stages, marks.ns = [], []  # the launcher reports its own
             run_pid1(plan, fds, sys, exit, marks)
         marks.mark("launcher: PID 1 forked")
         marks.send(report)
         _report(report, PidReport(pid))
+        if holding_ns >= 0:
+            sys.close(holding_ns)  # the last one, after the report: off the launch's path
     except StageFailure as failure:
         _report(report, failure.to_message())
         exit(1)

@@ -24,7 +24,7 @@ from supervisor.cgroups import UnitCgroup
 from supervisor.config import DaemonConfig
 from supervisor.errors import LaunchError, NetworkError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import pidfd, resolvconf
+from supervisor.linux import helduserns, pidfd, resolvconf
 from supervisor.log import get_logger
 from supervisor.sandbox.host import imagefetch, ipam
 from supervisor.sandbox.host.forkserver import ForkServer
@@ -194,8 +194,16 @@ class SandboxNetwork:
 class SandboxLauncher:
     """The real launcher (launch.py) through `server`, with bridge networking."""
 
-    def __init__(self, data_dir: Path, network: SandboxNetwork, server: ForkServer | None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        network: SandboxNetwork,
+        server: ForkServer | None,
+        userns_dir: Path | None = None,
+    ) -> None:
         self.data_dir, self.network, self.server = data_dir, network, server
+        # Where each range's user namespace is held across launches (linux/helduserns.py).
+        self.userns_dir = userns_dir
 
     async def __call__(
         self,
@@ -227,6 +235,7 @@ class SandboxLauncher:
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
             listen_fds=tuple(listen_fds), netns=netns,
             id_map=None if userns is None else (0, *userns),
+            userns_file=self._userns_file(userns),
         )  # fmt: skip
         if self.server is None:
             started = launch(request)
@@ -242,6 +251,11 @@ class SandboxLauncher:
                 pidfd.kill_and_reap(started.pid)
                 raise
         return AwaitedStart(started)
+
+    def _userns_file(self, userns: tuple[int, int] | None) -> str | None:
+        if userns is None or self.userns_dir is None:
+            return None
+        return helduserns.path_for(str(self.userns_dir), *userns)
 
 
 class AwaitedStart:

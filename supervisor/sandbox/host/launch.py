@@ -95,6 +95,9 @@ class LaunchRequest:
     # user namespace only: (first id inside, first id on the host, count), for uid and gid:
     # the unit's own range (engine/idranges.py), never shared with another sandbox.
     id_map: tuple[int, int, int] | None = None
+    # The file its user namespace is held at across launches (linux/helduserns.py, one per
+    # range); None: a new user namespace per launch.
+    userns_file: str | None = None
     timeout: float = 30.0  # for the launcher's report and for PID 1 reaching exec
     # Our fds that PID 1 inherits under the same numbers, not close-on-exec (the output pipe's
     # read end: engine/output.py). At least 3, not stdout_fd/stderr_fd, each once.
@@ -310,6 +313,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         id_map=req.id_map if "user" in unit.sandbox.namespaces else None,
         staging=staging,
         holds=holds,
+        userns_file=(req.userns_file or "") if "user" in unit.sandbox.namespaces else "",
         trace=req.trace,
     )
 

@@ -81,3 +81,28 @@ def test_an_explicit_range_of_an_invalid_unit_stays_taken(tmp_path: Path) -> Non
     found = ranges.assign({"y": spec("y", user_namespace={"base": 9 * BLOCK + 1})}, ["x"])
     assert 'overlaps the range of unit "x"' in found["y"][0].message
     assert ranges.get("x") == IdRange(9 * BLOCK, BLOCK) and ranges.get("y") is None
+
+
+def test_a_held_namespace_goes_with_its_range_and_is_never_handed_to_another_unit(
+    tmp_path: Path,
+) -> None:
+    # Plain files stand for the held namespaces (linux/helduserns.py; mounted ones in
+    # tests/integration/test_userns_held.py): drop unlinks what is not mounted.
+    held = tmp_path / "held"
+    held.mkdir()
+    ranges = IdRanges(tmp_path, POOL, [], held)
+    ranges.assign({"a": spec("a"), "b": spec("b")}, [])
+    for base in (2, 3):
+        (held / f"{base * BLOCK}-{BLOCK}").touch()  # what the launches of a and b held
+    (held / "stray").touch()  # no range's: the directory is the daemon's, it goes too
+    ranges.assign({"b": spec("b")}, [])  # a removed: its block is free, its namespace goes
+    assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
+    (held / f"{2 * BLOCK}-{BLOCK}").touch()  # as if a launch of a raced the reload
+    # c picks a's old block in the next reload: it never joins a namespace held for a.
+    ranges.assign({"b": spec("b"), "c": spec("c")}, [])
+    assert ranges.get("c") == IdRange(2 * BLOCK, BLOCK)
+    assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
+    # A new daemon keeps the namespaces of the ranges it reads back, none other.
+    (held / f"{5 * BLOCK}-{BLOCK}").touch()
+    IdRanges(tmp_path, POOL, [], held)
+    assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]

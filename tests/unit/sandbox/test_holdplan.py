@@ -105,17 +105,26 @@ def test_image_layers_are_idmapped_lower_layers() -> None:
 def test_the_launcher_holds_then_enters_and_closes_every_fd() -> None:
     sys = RecordingSyscalls()
     holds = (Hold("/usr", True, True, MOUNT_ATTR_RDONLY), Hold("/x/f", False, False, 0))
-    holding.enter(sys, (0, 65536, 65536), "/mnt", holds)
+    holding_ns = holding.enter(sys, (0, 65536, 65536), "/mnt", holds)
     names = sys.names()
     assert names[:2] == ["make_userns", "unshare"] and sys.calls[1] == ("unshare", CLONE_NEWNS)
     userns = 100  # the fake's first fd
-    assert ("mount_setattr", 102, MOUNT_ATTR_RDONLY | MOUNT_ATTR_IDMAP, userns) in sys.calls
-    assert ("move_mount", 102, "/mnt/held/0") in sys.calls
-    assert ("touch", "/mnt/held/1") in sys.calls and ("move_mount", 104, "/mnt/held/1") in sys.calls
-    assert not any(c[0] == "mount_setattr" and c[1] == 104 for c in sys.calls), "no attrs: none set"
+    # The holding mount namespace, opened right after it was made, is the caller's to close.
+    assert sys.calls[2] == ("open_own_ns", "mnt") and holding_ns == 101
+    assert ("mount_setattr", 103, MOUNT_ATTR_RDONLY | MOUNT_ATTR_IDMAP, userns) in sys.calls
+    assert ("move_mount", 103, "/mnt/held/0") in sys.calls
+    assert ("touch", "/mnt/held/1") in sys.calls and ("move_mount", 105, "/mnt/held/1") in sys.calls
+    assert not any(c[0] == "mount_setattr" and c[1] == 105 for c in sys.calls), "no attrs: none set"
     assert ("setns", userns, CLONE_NEWUSER) in sys.calls
     closed = [c[1] for c in sys.calls if c[0] == "close"]
-    assert sorted(closed) == [100, 101, 102, 103, 104]
+    assert sorted(closed) == [100, 102, 103, 104, 105]
+
+
+def test_a_held_user_namespace_is_joined_instead_of_made() -> None:
+    sys = RecordingSyscalls()
+    holding.enter(sys, (0, 65536, 65536), "/mnt", (), "/state/userns/65536-65536")
+    assert sys.calls[0] == ("hold_userns", "0 65536 65536\n", "/state/userns/65536-65536")
+    assert "make_userns" not in sys.names() and ("setns", 100, CLONE_NEWUSER) in sys.calls
 
 
 def test_a_hold_that_fails_names_the_mount_and_closes_its_fds() -> None:
@@ -124,7 +133,7 @@ def test_a_hold_that_fails_names_the_mount_and_closes_its_fds() -> None:
         holding.enter(sys, (0, 65536, 65536), "/mnt", (Hold("/srv", True, True, 0),))
     assert info.value.stage == "rootfs"
     assert info.value.message == "hold /srv (idmapped): Operation not permitted"
-    assert sorted(c[1] for c in sys.calls if c[0] == "close") == [100, 101, 102]
+    assert sorted(c[1] for c in sys.calls if c[0] == "close") == [100, 101, 102, 103]
     assert "setns" not in sys.names()
 
 

@@ -202,9 +202,10 @@ def test_launcher_places_fds_before_joining_the_cgroup(sync: tuple[int, int, int
         run_launcher(plan((high,)), ChildFds(sync_w, go_r, (high,)), sys, fake_exit)
     assert ex.value.code == 0
     names = sys.names()
-    # Then the user namespace and the held sources (holding.py), the unshare, PID 1's fork.
+    # Then the user namespace and the held sources (holding.py), the unshare, PID 1's fork,
+    # and (after the report) the holding mount namespace let go.
     assert names[:5] == ["reset_signals", "dup_above", "dup_to", "close_fds_except", "write_file"]
-    assert names[5] == "make_userns" and names[-2:] == ["unshare", "fork"]
+    assert names[5] == "make_userns" and names[-3:] == ["unshare", "fork", "close"]
     assert sys.calls[3] == ("close_fds_except", sorted({1, 2, sync_w, go_r, high}))
     assert messages(sync_r) == [PidReport(99)]
 

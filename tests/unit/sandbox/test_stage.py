@@ -111,9 +111,12 @@ def test_a_launcher_in_a_user_namespace_makes_it_and_holds_the_sources_before_un
     names = sys.names()
     assert names[:5] == ["reset_signals", "close_fds_except", "write_file", "write_file",
                          "make_userns"]  # fmt: skip
-    assert names[-2:] == ["unshare", "fork"] and "setns" in names
-    flags = sys.calls[-2][1]
+    assert names[-3:] == ["unshare", "fork", "close"] and "setns" in names
+    flags = sys.calls[-3][1]
     assert isinstance(flags, int) and flags & CLONE_NEWPID and not flags & CLONE_NEWUSER
+    # The holding mount namespace (holding.py, step 5) is let go once PID 1 is reported.
+    assert ("open_own_ns", "mnt") in sys.calls
+    assert sys.calls[-1] == ("close", 101)  # the fake's fds: 100 the userns, 101 this one
     assert messages(sync_r) == [PidReport(777)]
 
 
