@@ -192,10 +192,18 @@ class SandboxNetwork:
 
 
 class SandboxLauncher:
-    """The real launcher (launch.py) through `server`, with bridge networking."""
+    """The real launcher (launch.py) through `server`, with bridge networking. `trace`: time
+    every launch's stages (LaunchRequest.trace; the daemon's restart trace)."""
 
-    def __init__(self, data_dir: Path, network: SandboxNetwork, server: ForkServer | None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        network: SandboxNetwork,
+        server: ForkServer | None,
+        trace: bool = False,
+    ) -> None:
         self.data_dir, self.network, self.server = data_dir, network, server
+        self.trace = trace
 
     async def __call__(
         self,
@@ -226,7 +234,7 @@ class SandboxLauncher:
             extra_env=dict(extra_env or {}), extra_binds=[ExtraBind(*b) for b in extra_binds],
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
             listen_fds=tuple(listen_fds), netns=netns,
-            id_map=None if userns is None else (0, *userns),
+            id_map=None if userns is None else (0, *userns), trace=self.trace,
         )  # fmt: skip
         if self.server is None:
             started = launch(request)
@@ -253,6 +261,10 @@ class AwaitedStart:
     @property
     def pid(self) -> int:
         return self.launched.pid
+
+    @property
+    def trace(self) -> list[tuple[str, int]]:
+        return self.launched.trace
 
     async def go(self) -> None:
         await self.launched.go_async(asyncio.get_running_loop())
