@@ -28,7 +28,7 @@ from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.cluster.agent import Agent
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
-from supervisor.engine import logwriter, statewriter
+from supervisor.engine import logwriter, restarttrace, statewriter
 from supervisor.engine.idranges import IdRanges
 from supervisor.engine.launchslots import LaunchSlots, default_limit
 from supervisor.engine.reconciler import Reconciler
@@ -201,13 +201,14 @@ async def serve(config: DaemonConfig) -> None:
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
         held_userns = config.state_dir / daemondirs.USERNS_DIR
+        traced = restarttrace.enabled()  # the bench's restart breakdown
+        launcher = SandboxLauncher(config.data_dir, network, fork_server, held_userns, traced)
         host = Host(
-            loop, manager, SandboxLauncher(config.data_dir, network, fork_server, held_userns),
-            ForkServerProber(loop, fork_server),
+            loop, manager, launcher, ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
             id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), held_userns),
-            launch_slots=LaunchSlots(default_limit(os.cpu_count())),
+            launch_slots=LaunchSlots(default_limit(os.cpu_count())), trace_restarts=traced,
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
         await _run(config, reconciler, notifier, commands)

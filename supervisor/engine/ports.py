@@ -27,6 +27,12 @@ class Started(Protocol):
     @property
     def pid(self) -> int: ...
 
+    @property
+    def trace(self) -> list[tuple[str, int]]:
+        """A traced launch's (stage, CLOCK_MONOTONIC ns) from the launcher's side, complete
+        once `go` returned; empty unless the launcher traces (restarttrace.py)."""
+        ...
+
     async def go(self) -> None:
         """Let PID 1 build its root and exec; raises LaunchError if it failed before exec.
         Awaited, not blocked on: other launches and the API run while PID 1 builds its root."""

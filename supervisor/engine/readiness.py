@@ -54,7 +54,11 @@ class Readiness:
         self.unit, self.state_dir, self.loop, self.clock = unit, state_dir, loop, clock
         self._wake, self._event = wake, event
         self.endpoint: NotifyEndpoint | None = None
-        self._member: Callable[[int], bool] | None = None  # the current run's cgroup check
+        self._cgroup: UnitCgroup | None = None  # the current run's (None: nobody may speak)
+        # Its membership check, made at the run's first message, not at its launch: making it
+        # reads the daemon's mountinfo, which a restart would otherwise wait for before
+        # `unit.started`, and most runs never send a message.
+        self._member: Callable[[int], bool] | None = None
         self.ready = False
         self.ready_pid: int | None = None  # who sent READY=1 (the runner tells `ready`)
         self.status_text: str | None = None  # the last STATUS=
@@ -90,7 +94,14 @@ class Readiness:
         return self.endpoint.service_env(spec.unit.service.watchdog), [self.endpoint.bind]
 
     def _accept(self, pid: int) -> bool:
-        return self._member is not None and self._member(pid)
+        if self._cgroup is None:
+            return False
+        if self._member is None:
+            try:
+                self._member = member_check(self._cgroup)
+            except OSError:
+                return False  # the mounts cannot be read: the sender cannot be shown ours
+        return self._member(pid)
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -110,7 +121,7 @@ class Readiness:
                 self.configure(spec)
             except OSError as exc:
                 self._event("notify_unavailable", "error", error=str(exc))
-        self._member = member_check(cgroup) if cgroup is not None else None
+        self._cgroup, self._member = cgroup, None
         self.status_text, self.stopping, self.errno, self._triggered = None, False, None, False
         self.reloading, self.ready_pid = False, None
         self._watchdog, self._watchdog_deadline = service.watchdog, None
@@ -121,7 +132,7 @@ class Readiness:
             self._arm_watchdog()
 
     def end_run(self) -> None:
-        self._member = None
+        self._cgroup = self._member = None
         self.ready = False
         self._start_deadline = self._watchdog_deadline = None
 
@@ -148,7 +159,7 @@ class Readiness:
     # -- messages ------------------------------------------------------------------------
 
     def _on_message(self, msg: NotifyMessage) -> None:
-        if self._member is None:
+        if self._cgroup is None:
             return  # between runs: nobody may speak
         if msg.status is not None:
             self.status_text = msg.status[:STATUS_MAX]

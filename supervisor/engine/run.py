@@ -33,6 +33,14 @@ from supervisor.engine.journalout import JournalStream, to_journal
 from supervisor.engine.launchslots import LaunchSlots
 from supervisor.engine.output import Capture, RotatingLog, Sink
 from supervisor.engine.ports import ImageStore, Launcher, Prober
+from supervisor.engine.restarttrace import (
+    CGROUP_MADE,
+    EXEC_SEEN,
+    OFF,
+    PID1_REPORTED,
+    RestartTrace,
+)
+from supervisor.engine.restarttrace import now as monotonic_ns
 from supervisor.engine.store import UnitRecord
 from supervisor.errors import CgroupError, LaunchError
 from supervisor.linux import faultpoint, fdlimit
@@ -82,6 +90,8 @@ class Host:
     id_ranges: IdRanges | None = None
     # How many launches are in flight at once (launchslots.py); None: no bound (tests).
     launch_slots: LaunchSlots | None = None
+    # Time each restart, hop by hop (restarttrace.py; SANDBOXD_TRACE_RESTARTS=1, the bench).
+    trace_restarts: bool = False
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
 
@@ -124,6 +134,9 @@ class Run:
         self.ended = False
         self.status: int | None = None  # wait status; None with `ended`: unknown
         self.oom_kills = 0  # OOM kills in this run's cgroup so far
+        # CLOCK_MONOTONIC ns when the exit and the first OOM kill were seen (0: not yet), for a
+        # traced restart (restarttrace.py).
+        self.ended_ns = self.oom_seen_ns = 0
         self._status_deadline = 0.0
         self._oom_watch: Closeable | None = None
         host.loop.add_reader(pidfd, self._on_pidfd)
@@ -143,26 +156,38 @@ class Run:
 
     @classmethod
     async def launch(
-        cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
+        cls,
+        host: Host,
+        spec: UnitSpec,
+        sink: RotatingLog,
+        on_change: Callable[[], None],
+        trace: RestartTrace = OFF,
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
         LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
         anything, if the daemon is too short of fds to launch and still serve its API.
         Holds one of `host.launch_slots` throughout: the waits are awaited, so other launches
-        and the API go on meanwhile, a bounded number of launches at a time."""
+        and the API go on meanwhile, a bounded number of launches at a time. `trace` gets the
+        launch's stamps (a traced restart: restarttrace.py)."""
         if host.launch_slots is None:
-            return await cls._launch(host, spec, sink, on_change)
+            return await cls._launch(host, spec, sink, on_change, trace)
         async with host.launch_slots.held():
-            return await cls._launch(host, spec, sink, on_change)
+            return await cls._launch(host, spec, sink, on_change, trace)
 
     @classmethod
     async def _launch(
-        cls, host: Host, spec: UnitSpec, sink: RotatingLog, on_change: Callable[[], None]
+        cls,
+        host: Host,
+        spec: UnitSpec,
+        sink: RotatingLog,
+        on_change: Callable[[], None],
+        trace: RestartTrace,
     ) -> Run:
         fdlimit.check_headroom()
         cgroup = _fresh_cgroup(
             host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
         )
+        trace.mark(CGROUP_MADE)
         faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
         capture = err_capture = None
         pid = pidfd = -1
@@ -185,6 +210,7 @@ class Run:
                 os.close(write_fd)  # the service holds it now; EOF comes when it is gone
                 if err_fd is not None:
                     os.close(err_fd)
+            trace.mark(PID1_REPORTED)
             pid = started.pid
             _tell_pid(pid, out_sink, err_sink)
             # Hold the pidfd before `go`, so an instant exit is still seen on this process.
@@ -194,6 +220,8 @@ class Run:
                 message = f"pidfd_open({pid}): {exc.strerror}"
                 raise LaunchError(spec.name, "watch", message) from None
             await started.go()
+            trace.mark(EXEC_SEEN)
+            trace.extend(started.trace)
         except BaseException:
             for opened in (capture, err_capture):
                 if opened is not None:
@@ -280,6 +308,7 @@ class Run:
         return exit_reason(self.status, self.oom_kills)
 
     def _on_pidfd(self) -> None:
+        self.ended_ns = monotonic_ns()
         self.host.loop.remove_reader(self.pidfd)
         if self.own_child:
             self.status = proc.reap(self.pid)
@@ -305,6 +334,7 @@ class Run:
         self._on_change()
 
     def _on_oom(self, event: OomEvent) -> None:
+        self.oom_seen_ns = self.oom_seen_ns or monotonic_ns()
         self.oom_kills = max(self.oom_kills, event.oom_kills - self.oom_base)
         self._on_change()
 

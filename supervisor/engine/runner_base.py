@@ -26,6 +26,7 @@ from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.pressure import PressureMonitor
 from supervisor.engine.readiness import Readiness
+from supervisor.engine.restarttrace import RestartTrace
 from supervisor.engine.run import Host, Run, limits_from
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import Store, UnitRecord
@@ -84,6 +85,8 @@ class RunnerBase:
         self._launch_began: float | None = None  # monotonic: the launch not running yet
         self._restart_from: float | None = None  # monotonic: the end of a run being restarted
         self._run_ended_at = 0.0
+        # The restart under way, when restarts are traced (restarttrace.py).
+        self._trace: RestartTrace | None = None
         self._pending = Pending.NONE  # a command not carried out yet
         self._leaving = Leaving.STAYING  # whether (and how) the task is ending
         self._stop_reason: StopReason | None = None  # why the daemon itself ends the run
@@ -238,6 +241,7 @@ class RunnerBase:
             # A start after this is an operator's, not the end of a launch or restart begun
             # before: it must not show up in the histograms as one long start.
             self._launch_began = self._restart_from = None
+            self._trace = None
         if save:
             self._save()
         if self._exit_told is not None:

@@ -35,8 +35,19 @@ import structlog
 
 from supervisor import cgroups
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
+from supervisor.engine import restarttrace
 from supervisor.engine.backoff import Decision
 from supervisor.engine.pressure import REASONS
+from supervisor.engine.restarttrace import (
+    DECIDED,
+    EXIT_SEEN,
+    LAUNCH_BEGUN,
+    OFF,
+    OOM_SEEN,
+    RUN_CLEANED,
+    RUNNING,
+    RestartTrace,
+)
 from supervisor.engine.run import Run, discard_leftover, on_output_closed, run_age
 from supervisor.engine.runner_base import Blocker, RunnerBase
 from supervisor.engine.states import Intent, StopReason, intent_from
@@ -276,6 +287,8 @@ class UnitRunner(RunnerBase):
         self._pending, self.waiting_for = self._pending.without_start(), None
         self.launches += 1
         self._launch_began = self.host.monotonic()
+        trace, self._trace = self._trace, None
+        trace_at = restarttrace.now()
         self.backoff.record_start()
         spec = self.spec
         try:
@@ -290,7 +303,9 @@ class UnitRunner(RunnerBase):
                 userns=None if ids is None else (ids.base, ids.size),
             )  # fmt: skip
             host = dataclasses.replace(self.host, launcher=launcher)
-            self.run = await Run.launch(host, spec, self.sink, self._wake.set)
+            if trace is not None:
+                trace.mark(LAUNCH_BEGUN, trace_at)
+            self.run = await Run.launch(host, spec, self.sink, self._wake.set, trace or OFF)
         except (LaunchError, CgroupError, OSError) as exc:
             self._launch_failed(exc)
             return
@@ -315,6 +330,10 @@ class UnitRunner(RunnerBase):
             # re-adopt) this run, not kill it as a leftover nobody recorded.
             self._save()
             self._changed.set()
+        if trace is not None:
+            trace.mark(RUNNING)
+            log.info("unit.restart_trace", unit=self.name, pid=self.run.pid,
+                     t0_ns=trace.first_ns, stages=trace.stages())  # fmt: skip
 
     async def _drop_netns(self) -> None:
         """Let the unit's held network namespace go, with its veth and rules."""
@@ -470,6 +489,8 @@ class UnitRunner(RunnerBase):
         self.error = decision.why
         if decision.verdict == "restart":
             self._backoff(decision, reason)
+            if self._trace is not None:
+                self._trace.mark(DECIDED)
         elif decision.verdict == "give-up":
             self._set(State.FAILED)
             exits = list(self.recent_exits)
@@ -491,6 +512,14 @@ class UnitRunner(RunnerBase):
         run.finish()
         self.run = None
         self._run_ended_at = self.host.monotonic()
+        self._trace = None
+        if self.host.trace_restarts:  # kept only if the policy restarts (after_exit)
+            self._trace = RestartTrace()
+            if run.oom_seen_ns:
+                self._trace.mark(OOM_SEEN, run.oom_seen_ns)
+            if run.ended_ns:
+                self._trace.mark(EXIT_SEEN, run.ended_ns)
+            self._trace.mark(RUN_CLEANED)
         self._record_exit(reason)
         self._exited(reason=str(reason), pid=run.pid, status=wait_status,
                      ran_for=round(run.uptime(), 3))  # fmt: skip

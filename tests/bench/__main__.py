@@ -29,7 +29,9 @@ the 1000 start.
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
 --cycles N (20), --stall SECONDS (10), --skip-install,
 --only peers,oom,control,density,faults, --trace (with peers: each stage of a sandboxd launch,
-median and p95 over -n traced launches, bench_peers.py), --markdown FILE (the table, with the
+median and p95 over -n traced launches, bench_peers.py; with oom: each hop of a restart, from
+the OOM kill or the crash to the next exec, over --cycles traced restarts of each, the daemon's
+SANDBOXD_TRACE_RESTARTS, bench_oom_restart.py), --markdown FILE (the table, with the
 date, machine and load, and with --trace the stages, replaces what is between
 `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
 """
@@ -297,6 +299,10 @@ def main() -> None:
             print("\n".join(stages), flush=True)
     if "oom" in only:
         rows += oom_rows(args.cycles)
+        if args.trace:
+            restarts = bench_oom_restart.trace(args.cycles)
+            print("\n".join(restarts), flush=True)
+            stages += ["", *restarts] if stages else restarts
     if "control" in only:
         rows += bench_status.rows(args.density, args.n)
     if "density" in only:

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ class StubManager:
 @dataclass
 class Started:
     pid: int
+    trace: list[tuple[str, int]] = field(default_factory=list)
 
     async def go(self) -> None:
         pass

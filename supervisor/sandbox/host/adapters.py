@@ -192,7 +192,8 @@ class SandboxNetwork:
 
 
 class SandboxLauncher:
-    """The real launcher (launch.py) through `server`, with bridge networking."""
+    """The real launcher (launch.py) through `server`, with bridge networking. `trace`: time
+    every launch's stages (LaunchRequest.trace; the daemon's restart trace)."""
 
     def __init__(
         self,
@@ -200,10 +201,12 @@ class SandboxLauncher:
         network: SandboxNetwork,
         server: ForkServer | None,
         userns_dir: Path | None = None,
+        trace: bool = False,
     ) -> None:
         self.data_dir, self.network, self.server = data_dir, network, server
         # Where each range's user namespace is held across launches (linux/helduserns.py).
         self.userns_dir = userns_dir
+        self.trace = trace
 
     async def __call__(
         self,
@@ -235,7 +238,7 @@ class SandboxLauncher:
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
             listen_fds=tuple(listen_fds), netns=netns,
             id_map=None if userns is None else (0, *userns),
-            userns_file=self._userns_file(userns),
+            userns_file=self._userns_file(userns), trace=self.trace,
         )  # fmt: skip
         if self.server is None:
             started = launch(request)
@@ -267,6 +270,10 @@ class AwaitedStart:
     @property
     def pid(self) -> int:
         return self.launched.pid
+
+    @property
+    def trace(self) -> list[tuple[str, int]]:
+        return self.launched.trace
 
     async def go(self) -> None:
         await self.launched.go_async(asyncio.get_running_loop())

@@ -161,6 +161,7 @@ class Spawned:
     pid: int
     fail: str | None = None
     errno: int = 2
+    trace: list[tuple[str, int]] = field(default_factory=list)
 
     async def go(self) -> None:
         if self.fail:

@@ -4,14 +4,17 @@ handed to the runner's Readiness as the endpoint would after its cgroup check.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from engine_fakes import ManualClock, Rig, advance, finish, make_spec, run, settled, until
 from structlog.testing import capture_logs
 
 from supervisor.contract import State
+from supervisor.engine import readiness
 from supervisor.engine.notify import SANDBOX_DIR, NotifyMessage
 from supervisor.engine.states import StopReason
 from supervisor.engine.unit_runner import UnitRunner
@@ -180,3 +183,35 @@ def test_reloading_1_shows_until_ready_1(tmp_path: Path) -> None:
     assert names == ["unit.notify_reloading", "unit.notify_reloaded"]
     (done,) = [e for e in logs if e["event"] == "unit.notify_reloaded"]
     assert done["status_text"] == "serving"
+
+
+def test_the_cgroup_check_is_made_at_the_first_message_not_at_the_launch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making the check reads the daemon's mountinfo: a restart must not wait for it before
+    its `unit.started`, and a run that never speaks never pays it."""
+    made: list[object] = []
+
+    def counting(cgroup: Any) -> Callable[[int], bool]:
+        made.append(cgroup)
+        return lambda pid: pid in cgroup.pids()
+
+    monkeypatch.setattr(readiness, "member_check", counting)
+
+    async def main(rig: Rig) -> None:
+        r = rig.runner(make_spec(service={"ready": "notify"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.run is not None)
+        await settled(r)
+        assert made == []  # launched and waiting for READY=1: no check made yet
+        assert r.run is not None
+        assert not r.readiness._accept(r.run.pid + 100000)  # not in the cgroup
+        assert r.readiness._accept(r.run.pid)
+        assert made == [r.run.cgroup]  # made once, for this run
+        say(r, ready=True)
+        await until(r, lambda: r.state is State.RUNNING)
+        await finish(r, task)
+        assert not r.readiness._accept(1)  # between runs nobody may speak
+
+    run(main, tmp_path)
