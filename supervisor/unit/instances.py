@@ -193,8 +193,8 @@ def composition_of(
     `listing`: the directory's entries, when the caller has listed it."""
     prefix, at, instance = name.partition("@")
     if listing is not None and not (at and instance):  # the common case: no stat at all
-        if name + SUFFIX not in listing:
-            return None
+        if name + SUFFIX not in listing or name + compose.DROPIN_DIR_SUFFIX not in listing:
+            return None  # no such file, or a file alone (a reload of 5000 comes here for each)
         dropins = _merged_dropins(directory, [name], listing)
         return (
             Composition(name, os.path.join(directory, name + SUFFIX), dropins) if dropins else None

@@ -344,7 +344,7 @@ class UnitLoader:
         if composition is not None:
             self._compose(composition, memo, result, texts)
             return
-        path = os.path.join(directory, "") + file_name  # os.path.join's result, a tenth the cost
+        path = os.path.join(directory, file_name)
         spec, errors, texts[name] = self.load_file(path, name)
         if spec is not None:
             result.specs[name] = spec
