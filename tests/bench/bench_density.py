@@ -223,10 +223,17 @@ def start_all(daemon: Any, n: int) -> dict[str, float]:
         # Poll gently: a status of N units every 50 ms would slow the start being measured.
         wait = start_deadline(n)
         deadline = time.monotonic() + wait
-        while sum(u["state"] == "running" for u in daemon.status().values()) < n:
+        while True:
+            states = [u["state"] for u in daemon.status().values()]
+            if states.count("running") >= n:
+                break
+            failed = states.count("failed")
+            if failed:  # e.g. EMFILE: 5000 units under a hard NOFILE limit of 20000
+                why = daemon.events("unit.failed")[-1].get("reason")
+                raise RuntimeError(f"{failed} sandboxes failed to start, the last: {why}")
             if time.monotonic() > deadline or daemon.proc.poll() is not None:
-                states = running_count(daemon)
-                raise RuntimeError(f"{n} sandboxes not running after {wait:.0f} s: {states}")
+                counts = running_count(daemon)
+                raise RuntimeError(f"{n} sandboxes not running after {wait:.0f} s: {counts}")
             time.sleep(1.0)
         took = time.monotonic() - t0
     finally:
