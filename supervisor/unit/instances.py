@@ -191,13 +191,15 @@ def composition_of(
     """How unit `name` in `directory` is made, when more than its own file makes it (None:
     `NAME.toml` alone, or no such unit); raises UnitFileError for a refused enable file.
     `listing`: the directory's entries, when the caller has listed it."""
-    path = os.path.join(directory, name + SUFFIX)
     prefix, at, instance = name.partition("@")
     if listing is not None and not (at and instance):  # the common case: no stat at all
-        if name + SUFFIX not in listing:
-            return None
+        if name + SUFFIX not in listing or name + compose.DROPIN_DIR_SUFFIX not in listing:
+            return None  # no such file, or a file alone (a reload of 5000 comes here for each)
         dropins = _merged_dropins(directory, [name], listing)
-        return Composition(name, path, dropins) if dropins else None
+        return (
+            Composition(name, os.path.join(directory, name + SUFFIX), dropins) if dropins else None
+        )
+    path = os.path.join(directory, name + SUFFIX)
     try:
         st: os.stat_result | None = os.lstat(path)
     except OSError:

@@ -12,6 +12,16 @@ not TOML parsing and validation: an entry is reused when the content hash matche
 even reading when the stat signature (mtime, size, inode, device) matches and the file was
 already older than the racy window when it was hashed (git's "racily clean" rule: an edit in
 the same timestamp tick as our read could otherwise keep mtime and size).
+
+Host checks (checks.py) are cached too, for the 5000-unit reload (issue 23): a unit whose spec
+is the very object the last load checked (its file, and so its spec, unchanged) and whose host
+warnings were none then is not checked again; a unit with warnings is checked at every load,
+so a host that was fixed clears them. What this caches is "the binary, root, bind sources,
+devices, users, CPUs and resolver a clean unit names were fine when its file was last read":
+a host path removed after that is reported by the launch (`launch-error:`, as for a removal
+between a reload and a restart), and `sandboxctl validate` (a fresh loader) checks it all.
+The host's refusals (a published port a host process holds, pressure limits the host cannot
+watch: `checks.host_errors`) are never cached: they change with the host's processes.
 """
 
 from __future__ import annotations
@@ -177,6 +187,10 @@ class _Entry:
     text: str
     spec: UnitSpec | None
     errors: tuple[UnitError, ...]
+    # An image unit is parsed again every time: its image may have changed on disk under an
+    # unchanged file (a new digest for the tag), and `reload` must see that. So is a unit with
+    # credentials: a secret file may change under it. Found once per content, not per load.
+    reparse: bool
 
     @property
     def trusted(self) -> bool:
@@ -201,19 +215,6 @@ def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
     return in_line_order([_with_line(e, text) for e in errors])
 
 
-def _check_on_host(result: DirectoryLoad, texts: dict[str, str]) -> None:
-    """What only this host can tell: a published port a host process holds or a pressure
-    limit it cannot watch (errors), and the host checks' warnings (the exec binary or root
-    missing here)."""
-    for name in list(result.specs):
-        if refused := checks.host_errors(result.specs[name]):
-            result.specs.pop(name)
-            result.errors[name] = located(refused, texts.get(name, ""))
-    for name, spec in result.specs.items():
-        if warnings := checks.host_warnings(spec):
-            result.warnings[name] = located(warnings, texts.get(name, ""))
-
-
 class UnitLoader:
     """Loads unit directories, reusing the result for files that did not change."""
 
@@ -222,6 +223,8 @@ class UnitLoader:
         self._instances: dict[str, list[str]] = {}  # template path -> instances listed last
         self._template_errors: dict[str, list[UnitError]] = {}
         self._host_checks = host_checks
+        # unit name -> the spec whose host warnings were none at the last load (module doc).
+        self._clean: dict[str, UnitSpec] = {}
 
     def load_file(self, path: str, name: str) -> tuple[UnitSpec | None, list[UnitError], str]:
         """One file through the cache: (spec or None, errors, source text)."""
@@ -230,13 +233,7 @@ class UnitLoader:
             sig = _signature(os.lstat(path))
         except OSError:
             sig = None
-        # An image unit is parsed again every time: its image may have changed on disk under
-        # an unchanged file (a new digest for the tag), and `reload` must see that.
-        # So is a unit with credentials: a secret file may change under it.
-        image_unit = cached is not None and (
-            _IMAGE_KEY.search(cached.text) is not None
-            or _CREDENTIALS_KEY.search(cached.text) is not None
-        )
+        image_unit = cached is not None and cached.reparse
         if cached is not None and cached.signature == sig and cached.trusted and not image_unit:
             return cached.spec, list(cached.errors), cached.text
         try:
@@ -256,7 +253,10 @@ class UnitLoader:
             except UnitFileError as exc:
                 spec, errors = None, tuple(exc.errors)
             text = data.decode("utf-8", errors="replace")
-            entry = _Entry(_signature(st), digest, now, text, spec, errors)
+            reparse = (
+                _IMAGE_KEY.search(text) is not None or _CREDENTIALS_KEY.search(text) is not None
+            )
+            entry = _Entry(_signature(st), digest, now, text, spec, errors, reparse)
         self._cache[path] = entry
         return entry.spec, list(entry.errors), entry.text
 
@@ -282,8 +282,9 @@ class UnitLoader:
         seen: set[str] = set()
         memo: dict[str, compose.Source | UnitFileError] = {}
         instances: set[str] = set()
+        prefix = os.path.join(directory, "")  # joined once: 5000 os.path.join showed
         for file_name in names:
-            seen.add(os.path.join(directory, file_name))
+            seen.add(prefix + file_name)
             name = file_name.removesuffix(SUFFIX)
             if name.endswith("@"):  # a template: its instances are found below
                 instances.update(self._listed_instances(directory, name, memo, listing))
@@ -302,8 +303,26 @@ class UnitLoader:
         }
         self._cross_check(result, set(result.specs) | set(result.errors), texts)
         if self._host_checks:
-            _check_on_host(result, texts)
+            self._check_on_host(result, texts)
         return result
+
+    def _check_on_host(self, result: DirectoryLoad, texts: dict[str, str]) -> None:
+        """What only this host can tell: a published port a host process holds or a pressure
+        limit it cannot watch (errors), and the host checks' warnings (the exec binary or root
+        missing here), those of a clean unchanged unit taken as they were (module doc)."""
+        for name in list(result.specs):
+            if refused := checks.host_errors(result.specs[name]):
+                result.specs.pop(name)
+                result.errors[name] = located(refused, texts.get(name, ""))
+        clean: dict[str, UnitSpec] = {}
+        for name, spec in result.specs.items():
+            if self._clean.get(name) is spec:
+                clean[name] = spec
+            elif warnings := checks.host_warnings(spec):
+                result.warnings[name] = located(warnings, texts.get(name, ""))
+            else:
+                clean[name] = spec
+        self._clean = clean
 
     def _load_unit_file(
         self,
@@ -325,7 +344,8 @@ class UnitLoader:
         if composition is not None:
             self._compose(composition, memo, result, texts)
             return
-        spec, errors, texts[name] = self.load_file(os.path.join(directory, file_name), name)
+        path = os.path.join(directory, file_name)
+        spec, errors, texts[name] = self.load_file(path, name)
         if spec is not None:
             result.specs[name] = spec
         else:

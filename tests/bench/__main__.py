@@ -15,7 +15,12 @@ systemd-container), then runs, on this machine in this run:
      default units are); the slab caches that grew most, side by side, KiB per sandbox; the
      daemon's heap per sandbox; mounts and own filesystems per sandbox; GET /v1/units
      p50 / p99 / max while the N start, goal p99 < 100 ms (bench_density.py);
-  5. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
+  5. scale: --scale N (5000) idle sandboxes under one daemon, held to issue 23's goals at that
+     size: daemon RSS < 250 MB, idle CPU < 2 % of a core over 30 s (utime + stime from
+     /proc/PID/stat), `sandboxctl status` < 150 ms end to end, reload with one changed file
+     < 100 ms (the API's answer); with the start time, the list view and `status UNIT` as
+     context (bench_density.py, as the density section; a few minutes at 5000);
+  6. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
      stalls for --stall seconds (a FUSE filesystem), the daemon's memory with no unit and with
      --density units, and per unit (bench_faults.py).
 Each row with a goal (issue 23's, else issue 9's and 26's; tests/bench/goals.py) says MET or
@@ -27,11 +32,12 @@ list view < 10 ms and a `top` frame < 50 ms at 1000 units; GET /v1/units p99 < 1
 the 1000 start.
 
 Options: -n RUNS (50), --density N (1000), --crun-n N (= --density), --idle SECONDS (60),
---cycles N (20), --stall SECONDS (10), --skip-install,
---only peers,oom,control,density,faults, --trace (with peers: each stage of a sandboxd launch,
-median and p95 over -n traced launches, bench_peers.py; with oom: each hop of a restart, from
-the OOM kill or the crash to the next exec, over --cycles traced restarts of each, the daemon's
-SANDBOXD_TRACE_RESTARTS, bench_oom_restart.py), --markdown FILE (the table, with the
+--scale N (5000), --cycles N (20), --stall SECONDS (10), --skip-install,
+--only peers,oom,control,density,scale,faults (scale only when named), --trace (with peers:
+each stage of a sandboxd launch, median and p95 over -n traced launches, bench_peers.py; with
+oom: each hop of a restart, from the OOM kill or the crash to the next exec, over --cycles
+traced restarts of each, the daemon's SANDBOXD_TRACE_RESTARTS, bench_oom_restart.py),
+--markdown FILE (the table, with the
 date, machine and load, and with --trace the stages, replaces what is between
 `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE).
 """
@@ -59,7 +65,7 @@ from tests.bench import (
 )
 from tests.bench.goals import Row, at_most_times, cost_at_most, under
 
-SECTIONS = ("peers", "oom", "control", "density", "faults")
+SECTIONS = ("peers", "oom", "control", "density", "scale", "faults")
 OOM_P95_GOAL_MS = 25.0  # OOM kill -> restarted exec, p95 (issue 23)
 CRASH_P95_GOAL_MS = 20.0  # crash (exit 1) -> restarted exec, p95 (issue 23)
 P95_GOALS_MS = {
@@ -263,7 +269,38 @@ def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
     ]  # fmt: skip
 
 
-def main() -> None:
+# Issue 23's scale goals, at --scale units (5000).
+SCALE_RSS_GOAL_MB = 250.0
+SCALE_IDLE_CPU_GOAL_PCT = 2.0
+SCALE_IDLE_S = 30.0
+SCALE_STATUS_GOAL_MS = 150.0
+SCALE_RELOAD_GOAL_MS = 100.0
+
+
+def scale_rows(n: int, runs: int) -> list[Row]:
+    d: dict[str, Any] = bench_density.sandboxd_density(n, SCALE_IDLE_S, runs)
+    return [
+        Row(f"scale: start {n} sandboxes", f"{d['start_all_s']:.1f} s",
+            note=f"daemon.ready after {d['ready_s']:.1f} s"),
+        under(f"scale: daemon RSS with {n}", d["rss_mb"], SCALE_RSS_GOAL_MB, "MB",
+              f"{d['rss_after_idle_mb']:.1f} MB after the idle window; fork server "
+              f"{d['forkserver_rss_mb']:.1f} MB"),
+        under(f"scale: daemon idle CPU with {n} ({d['idle_window_s']:.0f} s)",
+              d["idle_cpu_pct"], SCALE_IDLE_CPU_GOAL_PCT, "% of a core", "/proc/PID/stat"),
+        under(f"scale: sandboxctl status on {n} units, end to end (median of {runs})",
+              d["status_ms"], SCALE_STATUS_GOAL_MS, "ms", f"--json {d['status_json_ms']:.0f} ms"),
+        under(f"scale: reload, {n} units, one changed (API answer)", d["reload_api_ms"],
+              SCALE_RELOAD_GOAL_MS, "ms", f"engine {d['reload_engine_ms']:.0f} ms; changed unit "
+              f"restarted after {d['reload_to_restarted_ms']:.0f} ms"),
+        Row(f"scale: sandboxctl status UNIT with {n} units (median of {runs})",
+            f"{d['status_unit_ms']:.1f} ms"),
+        Row(f"scale: daemon list view, {n} units (GET /v1/units, kept-alive)",
+            f"{d['status_api_ms']:.1f} ms"),
+        Row(f"scale: stop {n} sandboxes", f"{d['stop_all_s']:.1f} s", note="daemon SIGTERM"),
+    ]  # fmt: skip
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench",
         description=__doc__,
@@ -273,23 +310,25 @@ def main() -> None:
     parser.add_argument("--density", type=int, default=1000)
     parser.add_argument("--crun-n", type=int, default=None)
     parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument("--scale", type=int, default=5000)
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--stall", type=float, default=10.0)
     parser.add_argument("--skip-install", action="store_true")
     parser.add_argument("--trace", action="store_true")
-    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--only", default=",".join(s for s in SECTIONS if s != "scale"))
     parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="also write the table into FILE's block"
     )
     args = parser.parse_args()
-    only = set(args.only.split(","))
-    if unknown := only - set(SECTIONS):
+    args.sections = set(args.only.split(","))
+    if unknown := args.sections - set(SECTIONS):
         parser.error(f"--only: unknown {', '.join(sorted(unknown))} (from {', '.join(SECTIONS)})")
-    if os.geteuid() != 0:
-        sys.exit("python -m tests.bench: needs root (namespaces, cgroups, peers)")
-    if not args.skip_install and "peers" in only:
-        install_peers()
-    header = machine()
+    return args
+
+
+def measure(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
+    """The rows of every section asked for, and with --trace the stages as printed."""
+    only = args.sections
     rows: list[Row] = []
     stages: list[str] = []
     if "peers" in only:
@@ -308,8 +347,21 @@ def main() -> None:
     if "density" in only:
         crun_n = args.crun_n if args.crun_n is not None else args.density
         rows += density_rows(args.density, crun_n, args.idle, min(args.n, 20))
+    if "scale" in only:
+        rows += scale_rows(args.scale, min(args.n, 20))
     if "faults" in only:
         rows += [Row(w, f, note=n) for w, f, n in bench_faults.rows(args.stall, args.density)]
+    return rows, stages
+
+
+def main() -> None:
+    args = arguments()
+    if os.geteuid() != 0:
+        sys.exit("python -m tests.bench: needs root (namespaces, cgroups, peers)")
+    if not args.skip_install and "peers" in args.sections:
+        install_peers()
+    header = machine()
+    rows, stages = measure(args)
     header += f", load {os.getloadavg()[0]:.1f} at the end"
     print(f"\nsandboxd vs peers — {header}")
     print("\n".join(goals.table(rows)))

@@ -25,6 +25,7 @@ from typing import Any
 from supervisor import log
 from supervisor.cgroups import CgroupSample, CgroupStats, Limits
 from supervisor.config import DaemonConfig
+from supervisor.engine import logwriter
 from supervisor.engine.reconciler import Reconciler
 from supervisor.engine.run import Host
 from supervisor.engine.store import Store
@@ -211,6 +212,9 @@ def main() -> None:
     log.configure("console", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="sbx-bench-") as tmp:
         asyncio.run(bench(args.units, args.rounds, Path(tmp)))
+        # The log writer thread may still be opening the units' log files: the directory
+        # could not be removed while it did.
+        logwriter.WRITER.flush(30)
 
 
 if __name__ == "__main__":
