@@ -48,6 +48,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -277,7 +278,15 @@ SCALE_STATUS_GOAL_MS = 150.0
 SCALE_RELOAD_GOAL_MS = 100.0
 
 
+# What packaging/sandboxd.service gives the daemon (LimitNOFILE=): a shell's hard limit (often
+# 20000) would stop a 5000-unit daemon at ~4900 units (about four fds a unit).
+SERVICE_NOFILE = 524288
+
+
 def scale_rows(n: int, runs: int) -> list[Row]:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < SERVICE_NOFILE:  # inherited by the daemon
+        resource.setrlimit(resource.RLIMIT_NOFILE, (SERVICE_NOFILE, SERVICE_NOFILE))
     d: dict[str, Any] = bench_density.sandboxd_density(n, SCALE_IDLE_S, runs)
     return [
         Row(f"scale: start {n} sandboxes", f"{d['start_all_s']:.1f} s",
