@@ -86,6 +86,21 @@ class IdRanges:
         self._ranges = ranges
         return result.errors
 
+    def release(self, unit: str) -> None:
+        """`unit` is gone (its file removed, its last run ended): give its block back, with the
+        user namespace held for it."""
+        gone = self._ranges.get(unit)
+        if gone is None:
+            return
+        ranges = {n: r for n, r in self._ranges.items() if n != unit}
+        picks = {n: b for n, b in self._picks.items() if n != unit}
+        if picks != self._picks or not self._saved:
+            self._saved = self._write(picks)
+            self._picks = picks
+        log.info("unit.userns_released", unit=unit, range=str(gone))
+        self._drop_held(ranges, set(self._ranges.items()))
+        self._ranges = ranges
+
     def drop_held(self) -> None:
         """Drop every held user namespace (the daemon exits, its sandboxes stopped)."""
         self._drop_held({}, None)

@@ -373,6 +373,12 @@ class Reconciler:
             self._retiring.discard(runner)
             if self._tasks.get(runner.name) is asyncio.current_task():
                 del self._tasks[runner.name]
+            ranges = self.host.id_ranges
+            if runner.forgotten and runner.name not in self.runners and ranges is not None:
+                # A removed unit kept its id block while its run stopped; the run has ended,
+                # so the block (and its held user namespace) goes back now, not at whichever
+                # reload comes next. Re-added meanwhile, the new unit has it.
+                ranges.release(runner.name)
 
     async def shutdown(self, leave: bool) -> None:
         """Stop every unit (or leave them running) and wait for every runner task to end."""

@@ -89,6 +89,7 @@ class RunnerBase:
         self._trace: RestartTrace | None = None
         self._pending = Pending.NONE  # a command not carried out yet
         self._leaving = Leaving.STAYING  # whether (and how) the task is ending
+        self.forgotten = False  # its file is gone and its last run has ended: nothing is left
         self._stop_reason: StopReason | None = None  # why the daemon itself ends the run
         self.waiting_for: str | None = None  # the `after` unit a start waits for, in words
         self._blocked_by: str | None = None  # what the last look found to wait for

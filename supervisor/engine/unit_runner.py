@@ -165,6 +165,7 @@ class UnitRunner(RunnerBase):
                     if self._leaving is Leaving.FORGOTTEN:  # its file is gone
                         if self.network is not None:
                             self.network.release(self.name)
+                        self.forgotten = True
                         self._event("removed")
 
     async def _step(self) -> bool:

@@ -85,3 +85,28 @@ def test_a_held_namespace_goes_with_its_unit_and_survives_a_daemon_kill(daemon: 
     assert daemon.stop() == 0
     assert helduserns.listed(str(daemon.state / "userns")) == []
     assert _mounts_under(daemon.state / "userns") == []
+
+
+def test_a_unit_removed_while_running_gives_its_range_back_once_its_run_ends(
+    daemon: Daemon,
+) -> None:
+    """Removed while running, the unit keeps its range while its run stops; once the run has
+    ended the range and its held namespace go at once, not at some later reload (the fault
+    storm found them left when no reload followed)."""
+    _configure(daemon)
+    slow = SHOW.replace('stop_timeout = "500ms"', 'stop_timeout = "2s"\nstop_signal = "SIGCONT"')
+    daemon.write_unit("gone", slow)  # ignores its stop signal: its run outlives the reload
+    daemon.start()
+    daemon.wait_unit("gone", lambda u: u["state"] == "running")
+    held = _held(daemon, "gone")
+    assert helduserns.is_held(str(held))
+    daemon.remove_unit("gone")
+    assert ctl(daemon, "reload").returncode == 0
+    wait_for(lambda: "gone" not in daemon.status(), 30, daemon.status)
+    # No other reload: the end of the run gave the range back.
+    wait_for(lambda: not held.exists(), 30, lambda: str(_mounts_under(held.parent)))
+    assert _mounts_under(held) == []
+    picks = (daemon.data / "userns.json").read_text()
+    assert "gone" not in picks, picks
+    released = [e for e in daemon.events("unit.userns_released") if e.get("unit") == "gone"]
+    assert len(released) == 1, released

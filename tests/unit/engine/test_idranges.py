@@ -106,3 +106,22 @@ def test_a_held_namespace_goes_with_its_range_and_is_never_handed_to_another_uni
     (held / f"{5 * BLOCK}-{BLOCK}").touch()
     IdRanges(tmp_path, POOL, [], held)
     assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
+
+
+def test_a_released_unit_gives_its_block_and_its_namespace_back_at_once(tmp_path: Path) -> None:
+    held = tmp_path / "held"
+    held.mkdir()
+    ranges = IdRanges(tmp_path, POOL, [], held)
+    ranges.assign({"a": spec("a"), "b": spec("b")}, [])
+    for base in (2, 3):
+        (held / f"{base * BLOCK}-{BLOCK}").touch()
+    # "a" was removed while its run still stopped (known: it kept its block); it has ended.
+    ranges.assign({"b": spec("b")}, ["a"])
+    assert ranges.get("a") == IdRange(2 * BLOCK, BLOCK)
+    ranges.release("a")
+    assert ranges.get("a") is None and ranges.get("b") == IdRange(3 * BLOCK, BLOCK)
+    assert on_disk(tmp_path)["picks"] == {"b": 3 * BLOCK}
+    assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
+    ranges.release("a")  # twice, or a unit that never had one: nothing
+    ranges.release("nobody")
+    assert on_disk(tmp_path)["picks"] == {"b": 3 * BLOCK}
