@@ -74,14 +74,21 @@ def freeze_at(daemon: Any, point: str, unit: str) -> None:
     assert daemon.proc.poll() is None, daemon.stderr_path().read_text()[-2000:]
 
 
-def test_a_launch_killed_after_its_cgroup_was_made(rdaemons: Callable[[], Any]) -> None:
-    daemon = rdaemons()
+def left_running(daemon: Any) -> tuple[str, str, dict[str, Any]]:
+    """A bystander unit started, recorded, and left running by a SIGKILLed daemon, for the
+    next daemons to re-adopt; (its name, a name for the victim, its status)."""
     calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
     daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
     daemon.start()
     bystander = daemon.wait_unit(calm, running, 60)
     daemon.wait_recorded()
-    daemon.kill9()  # the bystander runs on, for the next daemons to re-adopt
+    daemon.kill9()
+    return calm, victim, bystander
+
+
+def test_a_launch_killed_after_its_cgroup_was_made(rdaemons: Callable[[], Any]) -> None:
+    daemon = rdaemons()
+    calm, victim, bystander = left_running(daemon)
 
     daemon.write_unit(victim, unit_text(SLEEP, daemon, victim))
     freeze_at(daemon, faultpoint.LAUNCH_CGROUP_CREATED, victim)
@@ -107,12 +114,7 @@ def test_a_launch_killed_after_its_cgroup_was_made_whose_file_then_went(
     the unit, yet its half-made cgroup is there. The next daemon removes it (the fault storm
     found one left this way), and leaves the bystander's alone."""
     daemon = rdaemons()
-    calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
-    daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
-    daemon.start()
-    bystander = daemon.wait_unit(calm, running, 60)
-    daemon.wait_recorded()
-    daemon.kill9()
+    calm, victim, bystander = left_running(daemon)
 
     daemon.write_unit(victim, unit_text(SLEEP, daemon, victim))
     freeze_at(daemon, faultpoint.LAUNCH_CGROUP_CREATED, victim)
@@ -251,12 +253,7 @@ def test_an_image_unpack_killed_before_its_layer_was_renamed(
     ref = build_busybox(tmp_path / "busybox")
     bottom, top = (layer.diff_id for layer in read_image(parse_ref(ref)).layers)
     daemon = rdaemons()
-    calm, victim = uname(daemon, "calm"), uname(daemon, "victim")
-    daemon.write_unit(calm, unit_text(SLEEP, daemon, calm))
-    daemon.start()
-    bystander = daemon.wait_unit(calm, running, 60)
-    daemon.wait_recorded()
-    daemon.kill9()
+    calm, victim, bystander = left_running(daemon)
 
     store = daemon.data / "images"
     daemon.write_unit(victim, unit_text(SLEEP, daemon, victim, sandbox={"image": ref}))
