@@ -27,8 +27,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from supervisor.linux import netns
-from supervisor.linux.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, REAL, Syscalls
+from supervisor.linux import heldns, netns
+from supervisor.linux.syscalls import CLONE_NEWNET, MS_BIND, REAL, Syscalls, open_held_ns
 
 # Every group may open ICMP datagram sockets (ping without CAP_NET_RAW), as a per-run
 # namespace allows through the launch plan (launch.net_sysctls); set here, from the daemon's
@@ -47,38 +47,13 @@ def path_for(directory: str, unit: str) -> str:
 
 def is_held(path: str) -> bool:
     """Whether `path` is a file with a network namespace mounted on it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        return _is_nsfs(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_nsfs(fd: int) -> bool:
-    # Python has no statfs(2) f_type to check for nsfs; every nsfs inode (an empty regular
-    # file) lives on the one nsfs superblock, so its device is that of our own namespace's
-    # file, which no file of a real filesystem (a file left unmounted) shares.
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    if not (st.st_mode & 0o170000 == 0o100000 and st.st_size == 0):
-        return False
-    # An nsfs inode's device is the nsfs pseudo filesystem's: the same as our own namespace's.
-    return st.st_dev == os.stat("/proc/self/ns/net").st_dev
+    return heldns.is_held(path, CLONE_NEWNET)
 
 
 def open_held(path: str) -> int:
     """An fd of the namespace held at `path` (HeldNetnsError if none is)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as err:
-        raise HeldNetnsError(err.errno, f"{path}: {err.strerror}") from None
-    if not _is_nsfs(fd):
-        os.close(fd)
+    fd = open_held_ns(path, CLONE_NEWNET)
+    if fd is None:
         raise HeldNetnsError(0, f"{path}: not a held network namespace")
     return fd
 
@@ -135,20 +110,8 @@ def inode(path: str) -> int:
 
 
 def drop(path: str, sys_: Syscalls = REAL) -> bool:
-    """Unmount and remove `path`; True if a namespace was held there. MNT_DETACH: a process
-    that has the file open keeps its fd, the mount goes at once."""
-    held = is_held(path)
-    if held:
-        with contextlib.suppress(OSError):  # EINVAL: not a mount point (any more)
-            sys_.umount2(path, MNT_DETACH)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return held
+    """Unmount and remove `path` (heldns.drop); True if a namespace was held there."""
+    return heldns.drop(path, CLONE_NEWNET, sys_)
 
 
-def listed(directory: str) -> list[str]:
-    """The names of the files in `directory` (the units with a held namespace)."""
-    try:
-        return sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
+listed = heldns.listed  # the names of the files in a directory: the units with a held namespace

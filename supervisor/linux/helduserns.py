@@ -19,10 +19,10 @@ owns (same range, same maps). A running sandbox keeps its namespace alive withou
 
 from __future__ import annotations
 
-import contextlib
 import os
 
-from supervisor.linux.syscalls import CLONE_NEWUSER, MNT_DETACH, REAL, Syscalls, open_held_ns
+from supervisor.linux import heldns
+from supervisor.linux.syscalls import CLONE_NEWUSER, REAL, Syscalls
 
 
 def path_for(directory: str, base: int, size: int) -> str:
@@ -38,32 +38,12 @@ def range_of(name: str) -> tuple[int, int] | None:
 
 
 def is_held(path: str) -> bool:
-    fd = open_held_ns(path, CLONE_NEWUSER)
-    if fd is None:
-        return False
-    os.close(fd)
-    return True
+    return heldns.is_held(path, CLONE_NEWUSER)
 
 
 def drop(path: str, sys_: Syscalls = REAL) -> bool:
-    """Unmount and remove `path`; True if a namespace was held there. Two launchers that raced
-    to hold one stacked two mounts: every one goes. MNT_DETACH: a launcher that has the file
-    open keeps its fd."""
-    held = False
-    while is_held(path):
-        held = True
-        try:
-            sys_.umount2(path, MNT_DETACH)
-        except OSError:
-            break  # not a mount point: a namespace file bound elsewhere, not ours to undo
-    with contextlib.suppress(OSError):  # gone already, or EBUSY after the break above
-        os.unlink(path)
-    return held
+    """Unmount and remove `path` (heldns.drop); True if a namespace was held there."""
+    return heldns.drop(path, CLONE_NEWUSER, sys_)
 
 
-def listed(directory: str) -> list[str]:
-    """The files in `directory` (one per held range)."""
-    try:
-        return sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
+listed = heldns.listed  # the files in a directory: one per held range
