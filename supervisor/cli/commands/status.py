@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
@@ -14,6 +13,7 @@ from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import datetime as dt
     from typing import Any
 
 HELP = "show units: state, pid, uptime, restarts, memory, last exit"
@@ -49,17 +49,23 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
-def uptime(unit: dict[str, Any], now: dt.datetime) -> float | None:
+RUNNING = State.RUNNING.value
+
+
+def uptime(unit: dict[str, Any], now: dt.datetime | None) -> float | None:
     """The daemon's monotonic `uptime`; from `started_at` only for an older daemon (that one
-    moves when the wall clock is stepped)."""
+    moves when the wall clock is stepped). `now` None: the clock is read if it is needed (the
+    datetime module is imported only then: a daemon that says `uptime` never needs it)."""
     up = unit.get("uptime")
     if isinstance(up, int | float) and not isinstance(up, bool):
         return float(up)
-    return render.since(unit.get("started_at"), now)
+    if not unit.get("started_at"):
+        return None
+    return render.since(unit["started_at"], now or render.utc_now())
 
 
-def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
-    running = unit["state"] == State.RUNNING.value
+def row(unit: dict[str, Any], now: dt.datetime | None) -> list[str]:
+    running = unit["state"] == RUNNING
     return [
         unit["name"],
         unit["state"] + (BROKEN if unit.get("file_invalid") else ""),
@@ -72,8 +78,8 @@ def row(unit: dict[str, Any], now: dt.datetime) -> list[str]:
 
 
 def print_table(units: list[dict[str, Any]]) -> None:
-    now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
-    rows = [row(u, now) for u in units]
+    color = render.use_color(sys.stdout)
+    rows = [row(u, None) for u in units]
     colors = [render.STATE_COLORS.get(u["state"]) for u in units]
     lines = render.table(HEADER, rows, colors, color)
     if any(u.get("file_invalid") for u in units):
@@ -171,7 +177,7 @@ def pressure_lines(pressure: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[str]:
+def detail_lines(unit: dict[str, Any], now: dt.datetime | None, color: bool) -> list[str]:
     state = unit["state"]
     lines = [f"{unit['name']}: {render.paint(state, render.STATE_COLORS.get(state), color)}"]
 
@@ -181,7 +187,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime, color: bool) -> list[st
 
     field("pid", unit.get("pid"))
     if unit.get("started_at"):
-        up = uptime(unit, now) if state == State.RUNNING.value else None
+        up = uptime(unit, now) if state == RUNNING else None
         field("started", unit["started_at"] + (f" (up {render.duration(up)})" if up else ""))
     field("health", unit.get("health"))
     field("restarts", unit.get("restarts"))
@@ -250,11 +256,11 @@ def run(args: argparse.Namespace) -> int:
         indent = 2 if sys.stdout.isatty() else None
         sys.stdout.write(json.dumps({"units": units}, indent=indent) + "\n")
     elif len(names) == 1:
-        now, color = dt.datetime.now(dt.UTC), render.use_color(sys.stdout)
-        lines = (render.safe(line) for line in detail_lines(units[0], now, color))
+        color = render.use_color(sys.stdout)
+        lines = (render.safe(line) for line in detail_lines(units[0], None, color))
         sys.stdout.write("\n".join(lines) + "\n")
     else:
         print_table(units)
-    if names and any(u["state"] != State.RUNNING.value for u in units):
+    if names and any(u["state"] != RUNNING for u in units):
         return EXIT_NOT_RUNNING
     return EXIT_OK

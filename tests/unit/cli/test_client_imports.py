@@ -19,6 +19,7 @@ from supervisor.api.testing import ServerThread
 HEAVY = (
     "pydantic", "structlog", "aiohttp", "asyncio", "http.client", "email", "ssl", "typing",
     "urllib.parse", "supervisor.api", "supervisor.engine", "supervisor.unit", "supervisor.config",
+    "socket", "selectors",  # unixhttp uses _socket, the C type under them
 )  # fmt: skip
 PROBE = """
 import contextlib, io, json, sys

@@ -115,6 +115,33 @@ def test_color_only_on_a_tty() -> None:
     )
 
 
+def test_the_table_shows_control_and_bidi_characters_escaped() -> None:
+    """A service controls some cells (its exit text, its name in an error): a cell that would
+    move the cursor, colour or reorder the line is shown escaped, and the columns are as wide
+    as the escaped text; printable text, non-ASCII included, is left as it is."""
+    rows = [["web", "running", "exit \x1b[2J"], ["db", "failed", "\u202egnp.exe"]]
+    lines = render.table(["UNIT", "STATE", "LAST-EXIT"], rows, [None, None], color=False)
+    assert lines == [
+        "UNIT  STATE    LAST-EXIT",
+        "web   running  exit \\x1b[2J",
+        "db    failed   \\u202egnp.exe",
+    ]
+    plain = render.table(["UNIT", "STATE"], [["wéb", "running"]], [None], color=False)
+    assert plain == ["UNIT  STATE", "wéb   running"]
+
+
+def test_a_unit_with_uptime_is_shown_without_the_wall_clock() -> None:
+    """The table and `status UNIT` read the wall clock (and import datetime) only for a unit
+    the daemon gave no `uptime`: a current daemon gives every running unit one."""
+    unit = {"name": "web", "state": "running", "pid": 7, "restarts": 0, "memory_bytes": None,
+            "last_exit": None, "started_at": "2026-01-01T00:00:00+00:00",
+            "uptime": 65.0}  # fmt: skip
+    assert row(unit, None)[3] == "1m5s"
+    assert any("(up 1m5s)" in line for line in detail_lines(unit, None, color=False))
+    older = {k: v for k, v in unit.items() if k != "uptime"}  # the clock read when needed
+    assert row(older, None)[3] not in ("-", "0s")
+
+
 def test_formats() -> None:
     assert [render.size(n) for n in (None, 512, 2048, 12 << 20, 3 << 30)] == [
         "-", "512B", "2.0K", "12.0M", "3.0G"]  # fmt: skip
