@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from supervisor.cli import render
@@ -13,6 +11,7 @@ from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     import datetime as dt
     from typing import Any
 
@@ -37,6 +36,8 @@ BROKEN_HINT = (
 
 
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "status",
         help=HELP,
@@ -252,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_NO_SUCH_UNIT
             units = [by_name[n] for n in dict.fromkeys(names)]
     if args.json:
+        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+
         # One line for pipes (the C encoder: 1000 units in a few ms); indented for people.
         indent = 2 if sys.stdout.isatty() else None
         sys.stdout.write(json.dumps({"units": units}, indent=indent) + "\n")

@@ -22,12 +22,14 @@ HEAVY = (
     "socket", "selectors",  # unixhttp uses _socket, the C type under them
 )  # fmt: skip
 PROBE = """
-import contextlib, io, json, sys
+import contextlib, io, sys
 before = set(sys.modules)
 from supervisor.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(sys.argv[1:])
-print(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+new = sorted(set(sys.modules) - before)
+import json
+print(json.dumps({"code": code, "new": new}))
 """
 
 
@@ -47,6 +49,28 @@ print(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
     ],
 )
 def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: list[str]) -> None:
+    heavy = _imported(argv, HEAVY)
+    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+
+
+# What the verbs most calls are (main.SIMPLE) do without: argparse (their arguments are read
+# by main.simple_args), the json package and the `re` both import (answers are read by
+# cli/jsonread.py; json is imported only to write --json output or a request's body).
+LEAN = (*HEAVY, "argparse", "json", "re", "gettext")
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["status", "web"], ["stop", "cron"], ["start", "cron"], ["restart", "db"]]
+)
+def test_a_simple_verb_imports_neither_argparse_nor_json(
+    daemon: ServerThread, argv: list[str]
+) -> None:
+    heavy = _imported(argv, LEAN)
+    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+
+
+def _imported(argv: list[str], heavy_names: tuple[str, ...]) -> list[str]:
+    """What `sandboxctl ARGV` imported of `heavy_names` (or their submodules)."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *argv],
         check=False,
@@ -57,5 +81,4 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.splitlines()[-1])
     assert answer["code"] == 0, result.stderr
-    heavy = [m for m in answer["new"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
-    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+    return [m for m in answer["new"] if any(m == h or m.startswith(h + ".") for h in heavy_names)]
