@@ -8,7 +8,6 @@ lower case, no final period.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType, SimpleNamespace
@@ -80,7 +79,14 @@ def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
     depend on the others, and importing all of them is a tenth of `sandboxctl status`);
     every module for `--help`, `--version` and unknown verbs."""
     verbs = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
-    return {verb: importlib.import_module(COMMANDS[verb]) for verb in verbs}
+    return {verb: _load(COMMANDS[verb]) for verb in verbs}
+
+
+def _load(name: str) -> ModuleType:
+    """importlib.import_module(name) without importing importlib (and the warnings module it
+    imports): the import statement's own machinery, then the module by its full name."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(parsed, int):
             return parsed
         args = parsed
-    module = importlib.import_module(COMMANDS[args.command])
+    module = _load(COMMANDS[args.command])
     try:
         code: int = module.run(args)
     except SupervisorError as exc:

@@ -55,8 +55,9 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
 
 # What the verbs most calls are (main.SIMPLE) do without: argparse (their arguments are read
 # by main.simple_args), the json package and the `re` both import (answers are read by
-# cli/jsonread.py; json is imported only to write --json output or a request's body).
-LEAN = (*HEAVY, "argparse", "json", "re", "gettext")
+# cli/jsonread.py; json is imported only to write --json output or a request's body), nor
+# importlib (main._load).
+LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "importlib")
 
 
 @pytest.mark.parametrize(
