@@ -58,7 +58,7 @@ def uptime(unit: dict[str, Any], now: dt.datetime | None) -> float | None:
     moves when the wall clock is stepped). `now` None: the clock is read if it is needed (the
     datetime module is imported only then: a daemon that says `uptime` never needs it)."""
     up = unit.get("uptime")
-    if isinstance(up, int | float) and not isinstance(up, bool):
+    if up.__class__ is float or (isinstance(up, int) and not isinstance(up, bool)):
         return float(up)
     if not unit.get("started_at"):
         return None
@@ -66,15 +66,15 @@ def uptime(unit: dict[str, Any], now: dt.datetime | None) -> float | None:
 
 
 def row(unit: dict[str, Any], now: dt.datetime | None) -> list[str]:
-    running = unit["state"] == RUNNING
+    state, last_exit = unit["state"], unit.get("last_exit")
     return [
         unit["name"],
-        unit["state"] + (BROKEN if unit.get("file_invalid") else ""),
+        state + BROKEN if unit.get("file_invalid") else state,
         str(unit["pid"]) if unit.get("pid") else "-",
-        render.duration(uptime(unit, now)) if running else "-",
+        render.duration(uptime(unit, now)) if state == RUNNING else "-",
         str(unit.get("restarts", 0)),
         render.size(unit.get("memory_bytes")),
-        render.clip(render.safe(unit.get("last_exit") or "-"), LAST_EXIT_WIDTH),
+        render.clip(render.safe(last_exit), LAST_EXIT_WIDTH) if last_exit else "-",
     ]
 
 
