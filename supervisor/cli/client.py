@@ -121,6 +121,16 @@ class Client:
         timeout: float | None = READ_TIMEOUT,
         body: dict[str, Any] | None = None,
     ) -> Any:
+        return jsonread.loads(self.request_raw(method, url, timeout, body))
+
+    def request_raw(
+        self,
+        method: str,
+        url: str,
+        timeout: float | None = READ_TIMEOUT,
+        body: dict[str, Any] | None = None,
+    ) -> bytes:
+        """The answer's body as it came (JSON text), for `request` to read."""
         data = None
         if body is not None:
             import json  # noqa: PLC0415  (only requests with a body: create, kill)
@@ -130,12 +140,12 @@ class Client:
             method, url, timeout, data if data is not None or method != "POST" else b"{}"
         )
         try:
-            raw = response.read()
+            raw: bytes = response.read()
         except (OSError, unixhttp.ProtocolError) as exc:
             raise Unreachable(self.path, _reason(exc)) from None
         finally:
             response.close()
-        return jsonread.loads(raw)
+        return raw
 
     def stream(self, url: str, deadline: float | None = None) -> Iterator[bytes]:
         """The body of a streaming answer, chunk by chunk as the daemon sends it; with a
@@ -167,8 +177,15 @@ class Client:
 
     # The API, one method per endpoint.
     def units(self) -> list[dict[str, Any]]:
-        units: list[dict[str, Any]] = self.request("GET", "/v1/units")["units"]
-        return units
+        return self.units_answer()[0]
+
+    def units_answer(self) -> tuple[list[dict[str, Any]], bytes | None]:
+        """Every unit, and the answer's text when it holds nothing else (`{"units": [...]}`,
+        as json.dumps writes it: what `status --json` prints)."""
+        raw = self.request_raw("GET", "/v1/units")
+        answer: dict[str, Any] = jsonread.loads(raw)
+        units: list[dict[str, Any]] = answer["units"]
+        return units, raw if len(answer) == 1 else None
 
     def unit(self, name: str) -> dict[str, Any]:
         detail: dict[str, Any] = self.request("GET", unit_path(name))

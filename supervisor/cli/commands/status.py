@@ -240,11 +240,13 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime | None, color: bool) -> 
 def run(args: argparse.Namespace) -> int:
     client = Client()
     names: list[str] = args.units
+    answer: bytes | None = None  # the daemon's text of exactly what --json prints
     if len(names) == 1:
         units = [client.unit(names[0])]
     else:
-        units = client.units()
+        units, answer = client.units_answer()
         if names:
+            answer = None
             by_name = {u["name"]: u for u in units}
             missing = [n for n in names if n not in by_name]
             for name in missing:
@@ -252,7 +254,12 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 return EXIT_NO_SUCH_UNIT
             units = [by_name[n] for n in dict.fromkeys(names)]
-    if args.json:
+    if args.json and answer is not None and not sys.stdout.isatty():
+        # One line for pipes: the daemon's answer is that line (json.dumps of the same
+        # {"units": [...]}), printed as it came rather than encoded again (the json package
+        # and its encoding were ~8 ms of 1000 units).
+        sys.stdout.write(answer.decode() + "\n")
+    elif args.json:
         import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
 
         # One line for pipes (the C encoder: 1000 units in a few ms); indented for people.

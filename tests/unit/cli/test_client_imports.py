@@ -61,7 +61,15 @@ LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "importlib")
 
 
 @pytest.mark.parametrize(
-    "argv", [["status"], ["status", "web"], ["stop", "cron"], ["start", "cron"], ["restart", "db"]]
+    "argv",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["status", "web"],
+        ["stop", "cron"],
+        ["start", "cron"],
+        ["restart", "db"],
+    ],
 )
 def test_a_simple_verb_imports_neither_argparse_nor_json(
     daemon: ServerThread, argv: list[str]

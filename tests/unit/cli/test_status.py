@@ -36,6 +36,21 @@ def test_json_is_the_contract(daemon: ServerThread) -> None:
         assert key in units[0]
 
 
+def test_json_on_a_pipe_is_the_line_json_dumps_writes(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    """Every unit's --json is the daemon's answer as it came: the same line json.dumps makes
+    of the units; named units are encoded from what was read."""
+    result = sandboxctl("status", "--json")
+    assert result.code == 0
+    assert result.out == json.dumps({"units": json.loads(result.out)["units"]}) + "\n"
+    assert result.out == controller.list_text() + "\n"
+    named = sandboxctl("status", "web", "cron", "--json")
+    units = json.loads(named.out)["units"]
+    assert [u["name"] for u in units] == ["web", "cron"]
+    assert named.out == json.dumps({"units": units}) + "\n"
+
+
 def test_named_units_and_exit_codes(daemon: ServerThread) -> None:
     assert sandboxctl("status", "web").code == 0
     assert sandboxctl("status", "db").code == 3
