@@ -35,7 +35,7 @@ def _controller(request: web.Request) -> Controller:
 
 
 async def list_units(request: web.Request) -> web.Response:
-    return web.json_response({"units": _controller(request).list_view()})
+    return web.json_response(text=_controller(request).list_text())
 
 
 async def top(request: web.Request) -> web.Response:

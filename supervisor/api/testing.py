@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -88,17 +89,35 @@ class FakeController:
         self._subscribers: list[asyncio.Queue[UnitEvent]] = []
         self.event_seq = 0
         self.unused_layers = 3  # stored layers no unit uses, until prune_images
+        self._rows: dict[str, tuple[UnitStatus, dict[str, Any], str]] = {}  # list_text's
 
     def list_units(self, *, detail: bool = False) -> list[UnitStatus]:
         units = list(self.units.values())
-        if detail:
-            return units
+        return units if detail else self.list_units_of(units)
+
+    @staticmethod
+    def list_units_of(units: list[UnitStatus]) -> list[UnitStatus]:
         # As the engine's list view: the detail-only fields are not filled.
         return [dataclasses.replace(u, spec_hash=None, limits={}, usage={}, recent_events=[],
                                     recent_exits=[], extra={}) for u in units]  # fmt: skip
 
     def list_view(self) -> list[dict[str, Any]]:
-        return [u.to_json() for u in sorted(self.list_units(), key=lambda u: u.name)]
+        return [self._row(name)[0] for name in sorted(self.units)]
+
+    def list_text(self) -> str:
+        """As the engine's: each row's text kept while its unit is the same (a status is
+        frozen; a change puts a new one in `units`), so the benchmarks' fake daemon answers a
+        list of 1000 units as fast as the engine does, not 3x slower."""
+        rows = ", ".join(self._row(name)[1] for name in sorted(self.units))
+        return '{"units": [' + rows + "]}"
+
+    def _row(self, name: str) -> tuple[dict[str, Any], str]:
+        unit = self.units[name]
+        hit = self._rows.get(name)
+        if hit is None or hit[0] is not unit:
+            row = self.list_units_of([unit])[0].to_json()
+            hit = self._rows[name] = (unit, row, json.dumps(row))
+        return hit[1], hit[2]
 
     def top(self) -> TopFrame:
         """The next of `top_frames` if a test queued some (the last one repeats), else a
@@ -227,6 +246,9 @@ def many_units(count: int) -> list[UnitStatus]:
             make_status(f"svc-{i:04d}", states[i % len(states)], pid=1000 + i),
             restarts=i % 5,
             last_exit="exit-code:1" if i % 10 == 7 else None,
+            # As the engine says them: every running unit's uptime, a backoff's next start.
+            uptime=3600.0 + i if states[i % len(states)] == "running" else None,
+            next_start_in=4.5 if states[i % len(states)] == "backoff" else None,
         )
         for i in range(count)
     ]

@@ -2,9 +2,12 @@
 
 A verb that only asks the daemon is an interpreter start, a few imports, one request and a
 print, so its imports are most of its time (issue 23: 40 ms end to end). Hence: a verb's own
-module alone is imported (`main._modules`); HTTP is `unixhttp.py`, not http.client (the email
-package and ssl); the heavy packages (pydantic, structlog, aiohttp) only for verbs that read
-unit files; and no `typing` at run time: modules write `TYPE_CHECKING = False` and import
-typing's names under it, which mypy reads as typing's own TYPE_CHECKING.
-`tests/unit/cli/test_client_imports.py` keeps it so.
+module alone is imported (`main._modules`); the verbs most calls are (`main.SIMPLE`: status,
+start, stop, restart) have their plainly valid lines read by `main.simple_args`, and argparse
+(`parsing.py`, with the `re` it imports) is loaded only for the rest, `--help` and errors; HTTP
+is `unixhttp.py` on `_socket`, not http.client (the email package and ssl); answers are read by
+`jsonread.py` (the C scanner), json itself only imported to write; the heavy packages
+(pydantic, structlog, aiohttp) only for verbs that read unit files; and no `typing` at run
+time: modules write `TYPE_CHECKING = False` and import typing's names under it, which mypy
+reads as typing's own TYPE_CHECKING. `tests/unit/cli/test_client_imports.py` keeps it so.
 """

@@ -1,22 +1,22 @@
 """sandboxctl's side of the control API: blocking HTTP over the daemon's Unix socket.
 
-The standard library's socket and json only (the HTTP is `unixhttp.py`'s, not http.client's,
-whose import alone was longer than the rest of a `sandboxctl status`), so a verb that only asks
-the daemon starts fast. Every way the daemon can be out of reach (no socket, refused,
-permission, closed mid-answer) becomes `Unreachable`, one line naming the socket and exit 5; an
-API error keeps the daemon's message and its code.
+The standard library's C socket and JSON scanner only (the HTTP is `unixhttp.py`'s, not
+http.client's, whose import alone was longer than the rest of a `sandboxctl status`; answers
+are read by `jsonread.py`, not the json package, which imports `re`), so a verb that only asks
+the daemon starts fast; json itself is imported to send a body. Every way the daemon can be out
+of reach (no socket, refused, permission, closed mid-answer) becomes `Unreachable`, one line
+naming the socket and exit 5; an API error keeps the daemon's message and its code.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 
-from supervisor.cli import unixhttp
+from supervisor.cli import jsonread, unixhttp
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_UNREACHABLE
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -121,17 +121,31 @@ class Client:
         timeout: float | None = READ_TIMEOUT,
         body: dict[str, Any] | None = None,
     ) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+        return jsonread.loads(self.request_raw(method, url, timeout, body))
+
+    def request_raw(
+        self,
+        method: str,
+        url: str,
+        timeout: float | None = READ_TIMEOUT,
+        body: dict[str, Any] | None = None,
+    ) -> bytes:
+        """The answer's body as it came (JSON text), for `request` to read."""
+        data = None
+        if body is not None:
+            import json  # noqa: PLC0415  (only requests with a body: create, kill)
+
+            data = json.dumps(body).encode()
         response = self._open(
             method, url, timeout, data if data is not None or method != "POST" else b"{}"
         )
         try:
-            raw = response.read()
+            raw: bytes = response.read()
         except (OSError, unixhttp.ProtocolError) as exc:
             raise Unreachable(self.path, _reason(exc)) from None
         finally:
             response.close()
-        return json.loads(raw)
+        return raw
 
     def stream(self, url: str, deadline: float | None = None) -> Iterator[bytes]:
         """The body of a streaming answer, chunk by chunk as the daemon sends it; with a
@@ -163,8 +177,15 @@ class Client:
 
     # The API, one method per endpoint.
     def units(self) -> list[dict[str, Any]]:
-        units: list[dict[str, Any]] = self.request("GET", "/v1/units")["units"]
-        return units
+        return self.units_answer()[0]
+
+    def units_answer(self) -> tuple[list[dict[str, Any]], bytes | None]:
+        """Every unit, and the answer's text when it holds nothing else (`{"units": [...]}`,
+        as json.dumps writes it: what `status --json` prints)."""
+        raw = self.request_raw("GET", "/v1/units")
+        answer: dict[str, Any] = jsonread.loads(raw)
+        units: list[dict[str, Any]] = answer["units"]
+        return units, raw if len(answer) == 1 else None
 
     def unit(self, name: str) -> dict[str, Any]:
         detail: dict[str, Any] = self.request("GET", unit_path(name))
@@ -228,12 +249,12 @@ class Client:
             *lines, buffer = (buffer + chunk).split(b"\n")
             for line in lines:
                 if line.strip():
-                    yield json.loads(line)
+                    yield jsonread.loads(line)
 
 
 def _api_error(response: unixhttp.Response) -> ApiError:
     try:
-        body = json.loads(response.read())
+        body = jsonread.loads(response.read())
         errors = body.get("errors")
         errors = [str(e) for e in errors] if isinstance(errors, list) else None
         return ApiError(response.status, str(body["code"]), str(body["error"]), errors)

@@ -8,19 +8,15 @@ lower case, no final period.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
-from supervisor import __version__
-from supervisor.errors import EXIT_USAGE, SupervisorError
+from supervisor.errors import SupervisorError
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    import argparse
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {
@@ -40,74 +36,42 @@ COMMANDS: dict[str, str] = {
     "fleet": "supervisor.cli.commands.fleet",
 }
 
-DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"
-EPILOG = """\
-exit status: 0 ok; 1 failure or invalid units; 2 usage; 3 a named unit is not running;
-4 no such unit; 5 the daemon is unreachable (socket: $SANDBOXD_SOCKET or
-/run/sandboxd/control.sock; `logs` then reads the log files itself)
-
-EXAMPLE:
-  sandboxctl validate units/        # check unit files, no daemon needed
-  sandboxctl status                 # every unit, one line each
-  sandboxctl restart web
-  sandboxctl run --wait --rm -p resources.memory_max=64M -- python3 -c 'print(42)'
-"""
-
-
-def _columns() -> int:
-    """shutil.get_terminal_size().columns without importing shutil (with it bz2 and lzma, a few
-    ms of every `sandboxctl` call: argparse asks for the width whenever a parser is built):
-    $COLUMNS, else the terminal's, else 80."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return columns
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
+# The verbs most calls are, whose arguments take one shape: UNIT names (at least this many) and
+# these flags. `simple_args` reads such a command line without argparse; anything else (--help,
+# a misspelt or abbreviated option, `--`, a missing UNIT) goes to argparse, which says what is
+# wrong the one way it always has. tests/unit/cli/test_main.py holds this table to the verbs'
+# parsers and the two readings to each other.
+SIMPLE: dict[str, tuple[int, tuple[str, ...]]] = {
+    "status": (0, ("--json",)),
+    "start": (1, ("--json",)),
+    "stop": (1, ("--json",)),
+    "restart": (1, ("--json",)),
+}
 
 
-class Parser(argparse.ArgumentParser):
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # typeshed's formatter protocol names `prog` only; every HelpFormatter takes `width`.
-        width = _columns() - 2  # argparse's own margin
-        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
-
-
-class VerbParser(Parser):
-    """A verb's parser: when parsing fails and an option it does not know was given, that option
-    is the error it reports (argparse would report a missing UNIT first: `logs --bogus`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unknown: list[str] = []
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        self._unknown = []
-        for arg in args or ():
-            if arg == "--":
-                break
-            if self._is_unknown_option(arg):
-                self._unknown.append(arg)
-        return super().parse_known_args(args, namespace)
-
-    def _is_unknown_option(self, arg: str) -> bool:
-        parsed: Any = self._parse_optional(arg)
-        if parsed is None:  # a positional
-            return False
-        # Python 3.11 answers one (action, option, value) tuple, later versions a list of them.
-        choices = parsed if isinstance(parsed, list) else [parsed]
-        return all(choice[0] is None for choice in choices)
-
-    def error(self, message: str) -> NoReturn:
-        if self._unknown:
-            message = f"unrecognized arguments: {' '.join(self._unknown)}"
-        super().error(message)
+def simple_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """What argparse would make of `argv` (`command`, `units` and each flag's dest), when the
+    verb is in SIMPLE and the line is plainly valid; None for argparse to read it."""
+    if not argv or argv[0] not in SIMPLE:
+        return None
+    least, flags = SIMPLE[argv[0]]
+    units: list[str] = []
+    given: set[str] = set()
+    closed = False  # a flag came after the names: argparse takes no more names then
+    for arg in argv[1:]:
+        if arg.startswith("-"):
+            if arg not in flags:
+                return None
+            given.add(arg)
+            closed = bool(units)
+        elif closed:
+            return None
+        else:
+            units.append(arg)
+    if len(units) < least:
+        return None
+    values = {flag.removeprefix("--").replace("-", "_"): flag in given for flag in flags}
+    return SimpleNamespace(command=argv[0], units=units, **values)
 
 
 def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
@@ -115,55 +79,38 @@ def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
     depend on the others, and importing all of them is a tenth of `sandboxctl status`);
     every module for `--help`, `--version` and unknown verbs."""
     verbs = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
-    return {verb: importlib.import_module(COMMANDS[verb]) for verb in verbs}
+    return {verb: _load(COMMANDS[verb]) for verb in verbs}
+
+
+def _load(name: str) -> ModuleType:
+    """importlib.import_module(name) without importing importlib (and the warnings module it
+    imports): the import statement's own machinery, then the module by its full name."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="sandboxctl",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"sandboxctl {__version__}")
-    subparsers = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, parser_class=VerbParser
-    )
-    for module in modules.values():
-        module.register(subparsers)
-    return parser
+    """Every verb's parser in `modules` under the top-level one (the man pages, completions and
+    `--help` are made from it)."""
+    from supervisor.cli import parsing  # noqa: PLC0415  (argparse: not on the simple path)
 
-
-def _parser_for(
-    parser: argparse.ArgumentParser, argv: Sequence[str], verb: str, first_extra: str
-) -> argparse.ArgumentParser:
-    """The parser whose usage fits an unrecognized argument: the verb's when it came after the
-    verb (argparse itself would show the top-level usage, which does not say what the verb
-    takes), the top-level one when it came before."""
-    if first_extra in argv[: list(argv).index(verb)]:
-        return parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            verb_parser: argparse.ArgumentParser = action.choices[verb]
-            return verb_parser
-    return parser
+    return parsing.build_parser(modules)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    modules = _modules(argv)
-    parser = build_parser(modules)
+    args: SimpleNamespace | argparse.Namespace | None = simple_args(argv)
+    if args is None:
+        from supervisor.cli import parsing  # noqa: PLC0415  (argparse: not on the simple path)
+
+        parsed = parsing.parse(argv, _modules(argv))
+        if isinstance(parsed, int):
+            return parsed
+        args = parsed
+    module = _load(COMMANDS[args.command])
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra:
-            _parser_for(parser, argv, args.command, extra[0]).error(
-                f"unrecognized arguments: {' '.join(extra)}"
-            )
-    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        code: int = modules[args.command].run(args)
+        code: int = module.run(args)
     except SupervisorError as exc:
         print(f"sandboxctl: {exc}", file=sys.stderr)
         return exc.exit_code

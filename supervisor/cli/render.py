@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Sequence
 
@@ -10,6 +9,7 @@ from supervisor.contract import State
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import datetime as dt
     from typing import IO
 
 STATE_COLORS = {
@@ -84,11 +84,21 @@ def duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
+def utc_now() -> dt.datetime:
+    """The wall clock as an aware datetime; datetime is imported here, when a view needs it
+    (a timestamp to compare), not by every `sandboxctl` call (1 to 2 ms)."""
+    import datetime  # noqa: PLC0415  (only when a timestamp is compared)
+
+    return datetime.datetime.now(datetime.UTC)
+
+
 def since(iso: str | None, now: dt.datetime) -> float | None:
     if not iso:
         return None
     try:
-        return max(0.0, (now - dt.datetime.fromisoformat(iso)).total_seconds())
+        import datetime  # noqa: PLC0415  (already imported: `now` is one)
+
+        return max(0.0, (now - datetime.datetime.fromisoformat(iso)).total_seconds())
     except (ValueError, TypeError):
         return None
 
@@ -97,7 +107,10 @@ def table(
     header: Sequence[str], rows: Sequence[Sequence[str]], colors: Sequence[str | None], color: bool
 ) -> list[str]:
     """Left-aligned columns; `colors[i]` paints row i's second column (the state)."""
-    rows = [[safe(cell) for cell in row] for row in rows]
+    # Every control and bidi character is unprintable (Cc, Cf): one check of all the text
+    # instead of a call per cell (7000 at 1000 units), which are escaped only if it fails.
+    if not "".join(map("".join, rows)).isprintable():
+        rows = [[safe(cell) for cell in row] for row in rows]
     widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
     # One format string for every line: a status of 1000 units is 1000 calls, not 7000.
     line = "  ".join(f"{{:<{w}}}" for w in widths).format

@@ -3,12 +3,14 @@
 Not http.client: importing it pulls in the email package and ssl, ~35 ms, which was most of a
 `sandboxctl status` (issue 23). The daemon is the only peer, so this reads what it sends (a
 Content-Length body, a chunked stream, or a body up to EOF) and nothing more: no keep-alive,
-no redirects, no TLS, no compression. Everything here is the standard library's `socket`.
+no redirects, no TLS, no compression. The socket is `_socket`'s, the C type under the
+`socket` module: socket.py adds nothing a client of one Unix socket uses, and its import (the
+enum conversions of every AF_/SOCK_ constant, selectors, array) was 2 to 3 ms of each call.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 import time
 
 CONNECT_RETRY = 5.0
@@ -23,12 +25,12 @@ class Closed(ProtocolError):
     """The connection ended before the answer did."""
 
 
-def connect(path: str, timeout: float | None) -> socket.socket:
+def connect(path: str, timeout: float | None) -> _socket.socket:
     # A Unix socket answers EAGAIN, not a wait, when its accept backlog is full: retry briefly,
     # as a TCP client's SYN would be retried, before calling the daemon unreachable.
     deadline = time.monotonic() + CONNECT_RETRY
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(path)
@@ -45,7 +47,7 @@ def connect(path: str, timeout: float | None) -> socket.socket:
 
 
 def request(
-    sock: socket.socket, method: str, url: str, headers: dict[str, str], body: bytes | None
+    sock: _socket.socket, method: str, url: str, headers: dict[str, str], body: bytes | None
 ) -> Response:
     """Send one request (the connection closes after its answer) and read the answer's head."""
     lines = [f"{method} {url} HTTP/1.1", "Host: localhost", "Connection: close"]
@@ -60,7 +62,7 @@ class Response:
     """An answer: `status`, `reason`, `headers` (names lower case), then its body by `read()`
     (all of it) or `read1()` (what has arrived, for streams)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self._buffer = b""
         self._eof = False

@@ -151,7 +151,11 @@ class Controller(Protocol):
         ...
 
     def list_view(self) -> list[dict[str, Any]]:
-        """GET /v1/units: every unit's `UnitStatus.to_json()`, by name, built as dicts."""
+        """Every unit's `UnitStatus.to_json()`, by name, built as dicts."""
+        ...
+
+    def list_text(self) -> str:
+        """GET /v1/units' body: `json.dumps({"units": self.list_view()})`, byte for byte."""
         ...
 
     def get_unit(self, name: str) -> UnitStatus:

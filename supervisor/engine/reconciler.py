@@ -98,6 +98,7 @@ class Reconciler:
         # local units win a name clash, and `shadowed` says why in the local unit's status.
         self.sources: list[sources.UnitSource] = []
         self.shadowed: dict[str, str] = {}
+        self._list_text = status.ListText()  # GET /v1/units' rows, kept as text
         self.change_observers: list[Callable[[str], None]] = []  # a unit's state changed
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
@@ -412,7 +413,12 @@ class Reconciler:
         return [self._status(self.runners[n], detail) for n in sorted(self.runners)]
 
     def list_view(self) -> list[dict[str, Any]]:
-        return [status.list_row(self.runners[n]) for n in sorted(self.runners)]
+        now, runners = self.host.monotonic(), self.runners
+        return [status.list_row(runners[n], now) for n in sorted(runners)]
+
+    def list_text(self) -> str:
+        runners = self.runners
+        return self._list_text.text((runners[n] for n in sorted(runners)), self.host.monotonic())
 
     def get_unit(self, name: str) -> UnitStatus:
         return self._status(self._runner(name), True)

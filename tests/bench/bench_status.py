@@ -60,11 +60,40 @@ class Timing:
         )
 
 
+def client_command() -> list[str]:
+    """sandboxctl as scripts/setup.sh installs it: the venv's entry script beside the
+    interpreter the bench runs on (`python -m` would add runpy's imports to every sample)."""
+    exe = shutil.which("sandboxctl", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "supervisor.cli.main"]
+
+
+def interpreter_problems() -> list[str]:
+    """Why the interpreter row would not be the floor of the sandboxctl rows, or why both
+    would be slower than the README's setup makes them: sandboxctl started by another
+    interpreter, or an install that runs an import hook at every start (an old editable
+    install's `__editable___*_finder`, ~20 ms a start here, where a fresh scripts/setup.sh
+    venv has a plain path .pth)."""
+    problems = []
+    command = client_command()
+    if command[0] == sys.executable:
+        problems.append("no sandboxctl beside the interpreter: timed as python -m")
+    else:
+        with open(command[0], "rb") as script:
+            shebang = script.readline().removeprefix(b"#!").split()
+        runs = os.fsdecode(shebang[0]) if shebang else ""
+        if os.path.realpath(runs) != os.path.realpath(sys.executable):
+            problems.append(f"sandboxctl runs {runs}, not {sys.executable}")
+    hooks = [type(f).__module__ for f in sys.meta_path]
+    if any(m.startswith("__editable__") for m in hooks):
+        problems.append("an editable install's import hook runs at every start: rerun "
+                        "scripts/setup.sh")  # fmt: skip
+    return problems
+
+
 def time_cli(sock: Path, argv: list[str], runs: int, command: list[str] | None = None) -> Timing:
     env = {**os.environ, "SANDBOXD_SOCKET": str(sock)}
     if command is None:
-        exe = shutil.which("sandboxctl", path=os.path.dirname(sys.executable))
-        command = [exe] if exe else [sys.executable, "-m", "supervisor.cli.main"]
+        command = client_command()
     timing = Timing()
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,7 +161,8 @@ def rows(units: int, runs: int) -> list[Row]:
     """The control path against the fake daemon, for `python -m tests.bench --only control`."""
     m = measure(units, runs)
     med = statistics.median
-    floor = f"interpreter start alone {med(m.python.wall):.1f} ms"
+    floor = "; ".join([f"interpreter start alone {med(m.python.wall):.1f} ms",
+                       *interpreter_problems()])  # fmt: skip
     where = f"fake daemon, {units} units, median of {runs}"
     return [
         under(f"sandboxctl status ({where})", med(m.table.wall), STATUS_GOAL_MS, "ms",
@@ -155,6 +185,8 @@ def main() -> int:
     api, top = m.api, m.top
     print(f"sandboxctl status, {args.units} units, {args.runs} runs each (fresh process per run)")
     print(f"  python -c pass (interpreter floor)   {python.line()}")
+    for problem in interpreter_problems():
+        print(f"  WARNING: {problem}")
     print(f"  sandboxctl --version (every verb)    {startup.line()}")
     print(f"  sandboxctl status                    {table.line()}")
     print(f"  sandboxctl status --json             {as_json.line()}")

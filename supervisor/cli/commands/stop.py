@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 from supervisor.cli.commands import unit_action
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "stop units: stop_signal, then SIGKILL to the whole cgroup after stop_timeout"

@@ -7,8 +7,6 @@ order and the command fails (exit 1) if any did not end in the state the verb pr
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from supervisor.cli.client import ApiError, Client, error, exits
@@ -27,6 +25,8 @@ EXPECTED = {
 
 
 def register(subparsers: Any, verb: str, help_text: str, epilog: str) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         verb,
         help=help_text,
@@ -63,7 +63,7 @@ def act(verb: str, names: list[str], as_json: bool = False) -> int:
     if missing:
         if as_json:
             results = [_result(n, False, "no such unit") for n in dict.fromkeys(missing)]
-            print(json.dumps({"units": results}))
+            _print_json(results)
         return EXIT_NO_SUCH_UNIT
     code = EXIT_OK
     results = []
@@ -86,6 +86,12 @@ def act(verb: str, names: list[str], as_json: bool = False) -> int:
             results.append(_result(name, False, f"unit is {state}: {why}", unit))
             code = max(code, EXIT_FAILURE)
     if as_json:
-        print(json.dumps({"units": results}))
+        _print_json(results)
     sys.stdout.flush()
     return code
+
+
+def _print_json(results: list[dict[str, Any]]) -> None:
+    import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+
+    print(json.dumps({"units": results}))

@@ -153,10 +153,10 @@ def test_router_errors_are_json(server: ServerThread) -> None:
 def test_internal_errors_are_500_and_the_server_goes_on(
     server: ServerThread, controller: FakeController
 ) -> None:
-    def broken() -> list[object]:
+    def broken() -> str:
         raise RuntimeError("boom")
 
-    controller.list_units = broken  # type: ignore[assignment, method-assign]
+    controller.list_text = broken  # type: ignore[method-assign]  (what GET /v1/units asks)
     status, body = call_json(server.path, "GET", "/v1/units")
     assert (status, body["code"]) == (500, "internal")
     status, _ = call_json(server.path, "GET", "/v1/units/web")

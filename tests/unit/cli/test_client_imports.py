@@ -19,14 +19,17 @@ from supervisor.api.testing import ServerThread
 HEAVY = (
     "pydantic", "structlog", "aiohttp", "asyncio", "http.client", "email", "ssl", "typing",
     "urllib.parse", "supervisor.api", "supervisor.engine", "supervisor.unit", "supervisor.config",
+    "socket", "selectors",  # unixhttp uses _socket, the C type under them
 )  # fmt: skip
 PROBE = """
-import contextlib, io, json, sys
+import contextlib, io, sys
 before = set(sys.modules)
 from supervisor.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(sys.argv[1:])
-print(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+new = sorted(set(sys.modules) - before)
+import json
+print(json.dumps({"code": code, "new": new}))
 """
 
 
@@ -46,6 +49,37 @@ print(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
     ],
 )
 def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: list[str]) -> None:
+    heavy = _imported(argv, HEAVY)
+    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+
+
+# What the verbs most calls are (main.SIMPLE) do without: argparse (their arguments are read
+# by main.simple_args), the json package and the `re` both import (answers are read by
+# cli/jsonread.py; json is imported only to write --json output or a request's body), nor
+# importlib (main._load).
+LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "importlib")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["status", "web"],
+        ["stop", "cron"],
+        ["start", "cron"],
+        ["restart", "db"],
+    ],
+)
+def test_a_simple_verb_imports_neither_argparse_nor_json(
+    daemon: ServerThread, argv: list[str]
+) -> None:
+    heavy = _imported(argv, LEAN)
+    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+
+
+def _imported(argv: list[str], heavy_names: tuple[str, ...]) -> list[str]:
+    """What `sandboxctl ARGV` imported of `heavy_names` (or their submodules)."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *argv],
         check=False,
@@ -56,5 +90,4 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.splitlines()[-1])
     assert answer["code"] == 0, result.stderr
-    heavy = [m for m in answer["new"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
-    assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
+    return [m for m in answer["new"] if any(m == h or m.startswith(h + ".") for h in heavy_names)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.cli import main as cli_main
 from supervisor.cli.main import COMMANDS, build_parser, main
 from supervisor.errors import EXIT_USAGE
 
@@ -79,3 +80,68 @@ def test_every_argument_of_every_verb_says_what_it_is() -> None:
             for verb, sub in action.choices.items():
                 for arg in sub._actions:
                     assert arg.help, (verb, arg.option_strings or arg.dest)
+
+
+def _verb_parser(verb: str) -> argparse.ArgumentParser:
+    parser = build_parser(cli_main._modules([verb]))
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    verb_parser: argparse.ArgumentParser = subparsers.choices[verb]
+    return verb_parser
+
+
+@pytest.mark.parametrize("verb", sorted(cli_main.SIMPLE))
+def test_the_simple_verbs_table_is_their_parsers(verb: str) -> None:
+    """SIMPLE says what each of these verbs' parsers takes: UNIT names (`*` or `+`) and
+    store_true flags, nothing else; a new option on one of them fails here until SIMPLE (and
+    simple_args) know it."""
+    least, flags = cli_main.SIMPLE[verb]
+    actions = [a for a in _verb_parser(verb)._actions if not isinstance(a, argparse._HelpAction)]
+    positionals = [a for a in actions if not a.option_strings]
+    assert [(a.dest, a.nargs) for a in positionals] == [("units", "*" if least == 0 else "+")]
+    options = [a for a in actions if a.option_strings]
+    assert all(isinstance(a, argparse._StoreTrueAction) for a in options)
+    assert sorted(o for a in options for o in a.option_strings) == sorted(flags)
+
+
+def _argvs() -> list[list[str]]:
+    """Every line of up to four words from names, the verbs' flags, their misspellings, an
+    abbreviation, help, `--` and `-`: plainly valid ones and the ones argparse must read."""
+    words = ["web", "db", "--json", "--js", "--nope", "-h", "--", "-", ""]
+    lines: list[list[str]] = [[]]
+    for size in range(4):
+        lines += [[*line, w] for line in lines if len(line) == size for w in words]
+    return lines
+
+
+@pytest.mark.parametrize("verb", sorted(cli_main.SIMPLE))
+def test_a_simple_line_is_read_as_argparse_reads_it(verb: str) -> None:
+    """Where simple_args reads a line, argparse reads it the same (the verb's `run` sees the
+    same names and flags); where argparse would fail or print help, simple_args leaves it to
+    argparse (None)."""
+    parser = build_parser(cli_main._modules([verb]))
+    read = 0
+    for words in _argvs():
+        argv = [verb, *words]
+        simple = cli_main.simple_args(argv)
+        if simple is None:
+            continue
+        read += 1
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit:
+            pytest.fail(f"simple_args read {argv}, argparse refuses it")
+        assert extra == [], argv
+        expected = {k: v for k, v in vars(args).items() if k != "run"}  # set_defaults' own
+        assert vars(simple) == expected, argv
+    assert read > 50  # the common lines are read without argparse
+
+
+def test_a_simple_line_imports_neither_argparse_nor_json() -> None:
+    result = _run(
+        "import sys\n"
+        "from supervisor.cli import main\n"
+        "assert main.simple_args(['status', 'web', '--json']) is not None\n"
+        "print(sorted({'argparse', 're', 'json'} & set(sys.modules)))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

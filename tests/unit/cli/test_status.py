@@ -36,6 +36,21 @@ def test_json_is_the_contract(daemon: ServerThread) -> None:
         assert key in units[0]
 
 
+def test_json_on_a_pipe_is_the_line_json_dumps_writes(
+    daemon: ServerThread, controller: FakeController
+) -> None:
+    """Every unit's --json is the daemon's answer as it came: the same line json.dumps makes
+    of the units; named units are encoded from what was read."""
+    result = sandboxctl("status", "--json")
+    assert result.code == 0
+    assert result.out == json.dumps({"units": json.loads(result.out)["units"]}) + "\n"
+    assert result.out == controller.list_text() + "\n"
+    named = sandboxctl("status", "web", "cron", "--json")
+    units = json.loads(named.out)["units"]
+    assert [u["name"] for u in units] == ["web", "cron"]
+    assert named.out == json.dumps({"units": units}) + "\n"
+
+
 def test_named_units_and_exit_codes(daemon: ServerThread) -> None:
     assert sandboxctl("status", "web").code == 0
     assert sandboxctl("status", "db").code == 3
@@ -113,6 +128,33 @@ def test_color_only_on_a_tty() -> None:
     assert (
         render.table(["UNIT", "STATE"], [["web", "running"]], ["32"], False)[1] == "web   running"
     )
+
+
+def test_the_table_shows_control_and_bidi_characters_escaped() -> None:
+    """A service controls some cells (its exit text, its name in an error): a cell that would
+    move the cursor, colour or reorder the line is shown escaped, and the columns are as wide
+    as the escaped text; printable text, non-ASCII included, is left as it is."""
+    rows = [["web", "running", "exit \x1b[2J"], ["db", "failed", "\u202egnp.exe"]]
+    lines = render.table(["UNIT", "STATE", "LAST-EXIT"], rows, [None, None], color=False)
+    assert lines == [
+        "UNIT  STATE    LAST-EXIT",
+        "web   running  exit \\x1b[2J",
+        "db    failed   \\u202egnp.exe",
+    ]
+    plain = render.table(["UNIT", "STATE"], [["wéb", "running"]], [None], color=False)
+    assert plain == ["UNIT  STATE", "wéb   running"]
+
+
+def test_a_unit_with_uptime_is_shown_without_the_wall_clock() -> None:
+    """The table and `status UNIT` read the wall clock (and import datetime) only for a unit
+    the daemon gave no `uptime`: a current daemon gives every running unit one."""
+    unit = {"name": "web", "state": "running", "pid": 7, "restarts": 0, "memory_bytes": None,
+            "last_exit": None, "started_at": "2026-01-01T00:00:00+00:00",
+            "uptime": 65.0}  # fmt: skip
+    assert row(unit, None)[3] == "1m5s"
+    assert any("(up 1m5s)" in line for line in detail_lines(unit, None, color=False))
+    older = {k: v for k, v in unit.items() if k != "uptime"}  # the clock read when needed
+    assert row(older, None)[3] not in ("-", "0s")
 
 
 def test_formats() -> None:

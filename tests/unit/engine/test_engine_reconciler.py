@@ -4,6 +4,7 @@ launcher, driven through the Controller methods."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,8 @@ def test_the_list_view_is_the_status_list_as_json_in_every_state(tmp_path: Path)
     valid version of a file that is invalid now."""
 
     async def main() -> None:
-        rig = make_rig(tmp_path, ManualClock())  # uptime and next_start_in stand still
+        clock = ManualClock()  # uptime and next_start_in stand still
+        rig = make_rig(tmp_path, clock)
         loader = FakeLoader()
         config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
                               log_dir=tmp_path / "log")  # fmt: skip
@@ -283,6 +285,9 @@ def test_the_list_view_is_the_status_list_as_json_in_every_state(tmp_path: Path)
 
             direct, via_status = views()
             assert direct == via_status
+            # GET /v1/units' body, its rows' text kept between requests: what json.dumps
+            # writes, byte for byte, also the second time (from the kept text).
+            assert rec.list_text() == rec.list_text() == json.dumps({"units": direct})
             states = {row["name"]: row["state"] for row in direct}
             assert states == {"bad": "invalid", "crash": "backoff", "manual": "stopped",
                               "web": "running"}  # fmt: skip
@@ -293,6 +298,11 @@ def test_the_list_view_is_the_status_list_as_json_in_every_state(tmp_path: Path)
             direct, via_status = views()
             assert direct == via_status
             assert next(row for row in direct if row["name"] == "web")["file_invalid"] is True
+            # web's kept text was made when its file was valid: a changed row is made again.
+            assert rec.list_text() == json.dumps({"units": direct})
+            clock.advance(2.5)  # uptime and next_start_in move, the rest stays
+            direct, _ = views()
+            assert rec.list_text() == json.dumps({"units": direct})
             await rec.shutdown(leave=False)
 
     asyncio.run(asyncio.wait_for(main(), 60))
