@@ -69,10 +69,14 @@ def reaped_cpu_seconds(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / TICK
 
 
-def host_mounts() -> int:
-    """Mounts in this process's mount namespace (the host's): what every launch's unshare of a
-    mount namespace copies, and its PID 1 detaches again with the old root."""
-    return len(Path("/proc/self/mountinfo").read_text().splitlines())
+def host_mounts(under: str = "/") -> int:
+    """Mounts in this process's mount namespace (the host's) at or below `under`: what every
+    launch's unshare of a mount namespace copies, and its PID 1 detaches again with the old
+    root. A side's own directory as `under` counts what it left there alone, whatever other
+    processes mount or unmount meanwhile."""
+    top = under.rstrip("/") + "/"
+    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return sum((p.rstrip("/") + "/").startswith(top) for p in points)
 
 
 def cpu_per_start(parts: dict[str, float], n: int) -> dict[str, float]:
@@ -350,7 +354,7 @@ def start_deadline(n: int) -> float:
 def start_all(daemon: Any, n: int) -> dict[str, float]:
     """Start the daemon on its N units; the time until all run, and the API's latency meanwhile."""
     probe = StatusProbe(daemon.socket)
-    mounts = host_mounts()
+    mounts = host_mounts(str(daemon.base))
     t0 = time.monotonic()
     probe.start()
     try:
@@ -377,7 +381,7 @@ def start_all(daemon: Any, n: int) -> dict[str, float]:
         cpu = storm_cpu(daemon, pid, n)
     finally:
         probe.stop()
-    added = (host_mounts() - mounts) / n
+    added = (host_mounts(str(daemon.base)) - mounts) / n
     return {**out, "start_all_s": took, **probe.summary(), "cpu_per_start_ms": cpu,
             "host_mounts_per_start": added}  # fmt: skip
 
@@ -533,7 +537,7 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
         bundle(work, userns)
         out["empty_memcg_kib"] = empty_memcg_kib()
         before = memory_snapshot()
-        mounts = host_mounts()
+        mounts = host_mounts(str(work))
         crun_cpu = reaped_cpu_seconds(proc.pid)
         t0 = time.monotonic()
         for cid in ids:
@@ -547,7 +551,7 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
             "crun": reaped_cpu_seconds(proc.pid) - crun_cpu,
             "containers": sum(cpu_seconds(p) for p in pids),
         }, n)  # fmt: skip
-        out["host_mounts_per_start"] = (host_mounts() - mounts) / n
+        out["host_mounts_per_start"] = (host_mounts(str(work)) - mounts) / n
         time.sleep(5)
         out.update(breakdown(before, memory_snapshot(), n))
         print_breakdown("crun" + (" (userns)" if userns else ""), out)

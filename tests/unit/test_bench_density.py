@@ -103,6 +103,10 @@ def test_the_starts_cpu_is_split_by_process_per_start_beside_cruns() -> None:
     assert storm_cpu_rows({}, crun) == []  # an older result without the split
 
 
-def test_host_mounts_and_reaped_cpu_are_read_for_this_process() -> None:
-    assert bench_density.host_mounts() > 0
+def test_host_mounts_are_counted_below_a_directory_and_reaped_cpu_is_read(
+    tmp_path: Path,
+) -> None:
+    assert bench_density.host_mounts() >= bench_density.host_mounts("/proc") > 0
+    assert bench_density.host_mounts(str(tmp_path)) == 0  # a plain directory holds none
+    assert bench_density.host_mounts("/pro") == 0  # whole components: /proc is not below it
     assert bench_density.reaped_cpu_seconds(os.getpid()) >= 0.0
