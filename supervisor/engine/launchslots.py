@@ -9,6 +9,14 @@ headroom, engine/run.py), and every sandbox slowed by all the others. With a bou
 per CPU, the children keep every CPU busy building roots while the loop prepares the next
 launch, and a storm finishes in the order it was asked for (a unit started early execs early).
 
+A freed slot is handed on by a timer of no delay, not at once: asyncio runs timers after the
+I/O its next poll found, so an API request waiting on its socket is read (and its handler
+queued) before the next launch's first step, which plans the launch and makes its cgroup in
+one go (milliseconds). And one slot is handed on per loop turn: several launches that end in
+the same turn do not start their successors back to back in front of a `status` (issue 23:
+the list view must not starve while starts queue). A slot taken with nobody waiting is taken
+at once.
+
     slots = LaunchSlots(default_limit(os.cpu_count()))
     async with slots.held():
         ...  # one launch
@@ -42,6 +50,7 @@ class LaunchSlots:
         self.in_flight = 0
         self.peak = 0  # the most held at once so far
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._granting: asyncio.TimerHandle | None = None  # the next hand-on, if due
 
     @property
     def waiting(self) -> int:
@@ -66,16 +75,30 @@ class LaunchSlots:
             raise
 
     def release(self) -> None:
-        """Give a slot back; the longest waiter gets it."""
+        """Give a slot back; the longest waiter gets it, after the loop's next poll (see the
+        module docstring)."""
         if self.in_flight <= 0:
             raise RuntimeError("launch slots: release() without a held slot")
         self.in_flight -= 1
-        while self._waiters:
+        self._hand_on_later()
+
+    def _hand_on_later(self) -> None:
+        if self._granting is not None or not self._waiters or self.in_flight >= self.limit:
+            return
+        # Every waiter is a future of the loop the slots are used on (acquire).
+        loop = self._waiters[0].get_loop()
+        self._granting = loop.call_later(0, self._hand_on)
+
+    def _hand_on(self) -> None:
+        """One free slot to the longest waiter that still waits; the next one a turn later."""
+        self._granting = None
+        while self._waiters and self.in_flight < self.limit:
             waiter = self._waiters.popleft()
             if not waiter.done():  # a cancelled waiter is skipped
                 self._take()
                 waiter.set_result(None)
-                return
+                break
+        self._hand_on_later()
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:

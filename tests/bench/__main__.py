@@ -14,7 +14,9 @@ systemd-container), then runs, on this machine in this run:
      the same N with `crun run -d`, then again with crun in a user namespace (as sandboxd's
      default units are); the slab caches that grew most, side by side, KiB per sandbox; the
      daemon's heap per sandbox; mounts and own filesystems per sandbox; GET /v1/units
-     p50 / p99 / max while the N start, goal p99 < 100 ms (bench_density.py);
+     p50 / p99 / max while the N start, goal p99 < 100 ms; the starts' CPU by process (the
+     daemon, the fork server, its launchers, the sandboxes' PID 1s) beside crun's, and the
+     host mounts each start added (bench_density.py);
   5. scale: --scale N (5000) idle sandboxes under one daemon, held to issue 23's goals at that
      size: daemon RSS < 250 MB, idle CPU < 2 % of a core over 30 s (utime + stime from
      /proc/PID/stat), `sandboxctl status` < 150 ms end to end, reload with one changed file
@@ -173,6 +175,27 @@ def storm_row(n: int, d: dict[str, Any]) -> Row:
     return Row(row.what, figure, f"p99 {row.goal}", row.met, row.note)
 
 
+def storm_cpu_rows(d: dict[str, Any], crun: dict[str, Any]) -> list[Row]:
+    """Where the starts' CPU went, by process, ms per start (bench_density.storm_cpu), beside
+    crun's (the `crun` processes and their containers); and the host's mounts each start
+    added, which every later launch copies with its mount namespace. Context: CPU time moves
+    less with other load than the start's wall time."""
+    cpu = d.get("cpu_per_start_ms")
+    if not cpu:
+        return []
+    theirs = crun.get("cpu_per_start_ms")
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "total")
+    note = parts + (f"; crun {theirs['total']:.1f} ms" if theirs else "")
+    mounts = f"sandboxd {d['host_mounts_per_start']:.2f}"
+    if crun.get("host_mounts_per_start") is not None:
+        mounts += f", crun {crun['host_mounts_per_start']:.2f}"
+    return [
+        Row("density: CPU per start, sandboxd (ms)", f"{cpu['total']:.1f} ms", note=note),
+        Row("density: host mounts added per start", mounts,
+            note="each copied by every later launch's mount namespace"),
+    ]  # fmt: skip
+
+
 CRUN_CONFIG = "pid, net, ipc, uts, mount, cgroup ns; read-only busybox root; memory+pids limits"
 
 
@@ -235,6 +258,7 @@ def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
         at_most_times(f"density: start {n} sandboxes, sandboxd", start, d["start_all_s"],
                       (f"crun run -d x{n}", c["start_all_s"] if crun_ok else None), 0.5),
         storm_row(n, d),
+        *storm_cpu_rows(d, c if crun_ok else {}),
         under(f"density: daemon RSS with {n}", d["rss_mb"], 150, "MB",
               f"fork server {d['forkserver_rss_mb']:.1f} MB"),
         under(f"density: daemon idle CPU ({d['idle_window_s']:.0f} s)", d["idle_cpu_pct"], 2,

@@ -62,6 +62,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
+def reaped_cpu_seconds(pid: int) -> float:
+    """CPU of the children `pid` has reaped (cutime + cstime): a fork server's launchers, the
+    crun helper's `crun` processes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / TICK
+
+
+def host_mounts(under: str = "/") -> int:
+    """Mounts in this process's mount namespace (the host's) at or below `under`: what every
+    launch's unshare of a mount namespace copies, and its PID 1 detaches again with the old
+    root. A side's own directory as `under` counts what it left there alone, whatever other
+    processes mount or unmount meanwhile."""
+    top = under.rstrip("/") + "/"
+    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return sum((p.rstrip("/") + "/").startswith(top) for p in points)
+
+
+def cpu_per_start(parts: dict[str, float], n: int) -> dict[str, float]:
+    """CPU seconds by process, as ms per start: `{part}` for each, and `total`. Tick-counted
+    (/proc/PID/stat), so only sums over many processes and starts mean anything; kernel work
+    done in no process's name (kworkers, RCU callbacks) is in neither side's figure."""
+    out = {k: v * 1000 / n for k, v in parts.items()}
+    out["total"] = sum(out.values())
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -328,10 +354,11 @@ def start_deadline(n: int) -> float:
 def start_all(daemon: Any, n: int) -> dict[str, float]:
     """Start the daemon on its N units; the time until all run, and the API's latency meanwhile."""
     probe = StatusProbe(daemon.socket)
+    mounts = host_mounts(str(daemon.base))
     t0 = time.monotonic()
     probe.start()
     try:
-        start_slowly(daemon)
+        pid = start_slowly(daemon)
         out = {"ready_s": time.monotonic() - t0}
         print(f"sandboxd: daemon.ready {out['ready_s']:.1f} s after its start", flush=True)
         assert daemon.proc is not None
@@ -351,9 +378,28 @@ def start_all(daemon: Any, n: int) -> dict[str, float]:
                 raise RuntimeError(f"{n} sandboxes not running after {wait:.0f} s: {counts}")
             time.sleep(1.0)
         took = time.monotonic() - t0
+        cpu = storm_cpu(daemon, pid, n)
     finally:
         probe.stop()
-    return {**out, "start_all_s": took, **probe.summary()}
+    added = (host_mounts(str(daemon.base)) - mounts) / n
+    return {**out, "start_all_s": took, **probe.summary(), "cpu_per_start_ms": cpu,
+            "host_mounts_per_start": added}  # fmt: skip
+
+
+def storm_cpu(daemon: Any, pid: int, n: int) -> dict[str, float]:
+    """Where the CPU of the N starts went, ms per start: the daemon (its start-up, loading the
+    units, every launch's plan and cgroup, the API answering meanwhile), the fork server, the
+    launchers it forked and reaped, and the sandboxes' PID 1s (their set-up before exec). The
+    daemon runs one thread of launches: its share bounds how fast a storm can go."""
+    sandboxes = {p for ps in kit.pid1s(daemon).values() for p in ps}
+    helpers = [c for c in children(pid) if c not in sandboxes]
+    parts = {
+        "daemon": cpu_seconds(pid),
+        "fork server": sum(cpu_seconds(h) for h in helpers),
+        "launchers": sum(reaped_cpu_seconds(h) for h in helpers),
+        "sandboxes": sum(cpu_seconds(p) for p in sandboxes),
+    }
+    return cpu_per_start(parts, n)
 
 
 class StatusProbe:
@@ -491,6 +537,8 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
         bundle(work, userns)
         out["empty_memcg_kib"] = empty_memcg_kib()
         before = memory_snapshot()
+        mounts = host_mounts(str(work))
+        crun_cpu = reaped_cpu_seconds(proc.pid)
         t0 = time.monotonic()
         for cid in ids:
             proc.stdin.write(f"run {cid}\n")
@@ -498,6 +546,12 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
             float(proc.stdout.readline())
             started.append(cid)
         out["start_all_s"] = time.monotonic() - t0
+        pids = [container_pid(work / "state", cid) for cid in ids]
+        out["cpu_per_start_ms"] = cpu_per_start({
+            "crun": reaped_cpu_seconds(proc.pid) - crun_cpu,
+            "containers": sum(cpu_seconds(p) for p in pids),
+        }, n)  # fmt: skip
+        out["host_mounts_per_start"] = (host_mounts(str(work)) - mounts) / n
         time.sleep(5)
         out.update(breakdown(before, memory_snapshot(), n))
         print_breakdown("crun" + (" (userns)" if userns else ""), out)

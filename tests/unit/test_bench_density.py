@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import bench_density
-from tests.bench.__main__ import memory_rows
+from tests.bench.__main__ import memory_rows, storm_cpu_rows
 from tests.support.requires import requires_root
 
 
@@ -85,3 +85,28 @@ def test_an_empty_memory_cgroup_costs_slab_and_leaves_no_cgroup_behind() -> None
 def test_a_process_sees_its_own_mounts_and_no_filesystem_of_its_own() -> None:
     view = bench_density.mount_view(os.getpid())  # pytest shares the host's mount namespace
     assert view["mounts"] > 0 and view["own_superblocks"] == 0
+
+
+def test_the_starts_cpu_is_split_by_process_per_start_beside_cruns() -> None:
+    cpu = bench_density.cpu_per_start({"daemon": 6.0, "fork server": 1.0, "launchers": 3.0}, 1000)
+    assert cpu == {"daemon": 6.0, "fork server": 1.0, "launchers": 3.0, "total": 10.0}
+    ours = {"cpu_per_start_ms": cpu, "host_mounts_per_start": 1.0}
+    crun = {"cpu_per_start_ms": {"crun": 8.0, "containers": 0.5, "total": 8.5},
+            "host_mounts_per_start": 0.0}  # fmt: skip
+    used, mounts = storm_cpu_rows(ours, crun)
+    assert used.figure == "10.0 ms" and used.goal == ""  # context, no verdict
+    assert used.note == "daemon 6.0, fork server 1.0, launchers 3.0; crun 8.5 ms"
+    assert mounts.figure == "sandboxd 1.00, crun 0.00"
+    # No crun side (not installed, or another N): sandboxd's figures alone.
+    alone = storm_cpu_rows(ours, {})
+    assert "crun" not in alone[0].note and alone[1].figure == "sandboxd 1.00"
+    assert storm_cpu_rows({}, crun) == []  # an older result without the split
+
+
+def test_host_mounts_are_counted_below_a_directory_and_reaped_cpu_is_read(
+    tmp_path: Path,
+) -> None:
+    assert bench_density.host_mounts() >= bench_density.host_mounts("/proc") > 0
+    assert bench_density.host_mounts(str(tmp_path)) == 0  # a plain directory holds none
+    assert bench_density.host_mounts("/pro") == 0  # whole components: /proc is not below it
+    assert bench_density.reaped_cpu_seconds(os.getpid()) >= 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,82 @@ def test_a_slot_granted_to_a_waiter_cancelled_meanwhile_passes_on() -> None:
         assert slots.in_flight == 1
         slots.release()
         assert slots.in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_a_freed_slot_waits_for_the_io_the_loop_has_found() -> None:
+    """A slot freed while a request waits on a socket goes on only after the loop has read it:
+    an API request comes before the next launch's first step, not behind it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        slots = LaunchSlots(1)
+        await slots.acquire()
+        order: list[str] = []
+        ours, theirs = socket.socketpair()
+        loop.add_reader(ours, lambda: order.append("request read"))
+        try:
+
+            async def launch() -> None:
+                await slots.acquire()
+                order.append("next launch")
+                slots.release()
+
+            waiter = asyncio.create_task(launch())
+            while slots.waiting < 1:
+                await asyncio.sleep(0)
+            theirs.send(b"GET /v1/units")  # readable at the loop's next poll
+            slots.release()
+            await asyncio.wait_for(waiter, 10)
+            assert order[:2] == ["request read", "next launch"]
+        finally:
+            loop.remove_reader(ours)
+            ours.close()
+            theirs.close()
+
+    asyncio.run(main())
+
+
+def test_one_launch_begins_per_loop_turn() -> None:
+    """Two slots freed at once: the second waiter gets its slot a loop turn after the first,
+    so their first steps never run back to back in one turn."""
+
+    async def main() -> None:
+        slots = LaunchSlots(2)
+        await slots.acquire()
+        await slots.acquire()
+        held_when_first_ran: list[int] = []
+
+        async def launch(i: int) -> None:
+            await slots.acquire()
+            if i == 0:
+                held_when_first_ran.append(slots.in_flight)
+
+        tasks = [asyncio.create_task(launch(i)) for i in range(2)]
+        while slots.waiting < 2:
+            await asyncio.sleep(0)
+        slots.release()
+        slots.release()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert held_when_first_ran == [1]  # its step ran before the second was let in
+        assert slots.in_flight == 2 and slots.peak == 2
+        slots.release()
+        slots.release()
+        assert slots.in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_a_slot_with_nobody_waiting_is_taken_at_once() -> None:
+    async def main() -> None:
+        slots = LaunchSlots(1)
+        await slots.acquire()
+        slots.release()  # nobody waits: nothing is scheduled
+        assert slots.in_flight == 0
+        acquired = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)  # one step: no loop turn for a timer in between
+        assert acquired.done() and slots.in_flight == 1
 
     asyncio.run(main())
 
