@@ -43,6 +43,11 @@ SWEEP_EVERY = 600.0
 _MADE: dict[tuple[SnapshotEntry, ...], str] = {}
 _MADE_MAX = 64
 _planned: dict[str, float] = {}  # snapshot path -> when a plan last named it (monotonic)
+# base directory -> when a snapshot could not be written there: until RETRY_AFTER has passed,
+# plans get copies at once instead of trying again (a state dir on a filesystem that refuses a
+# symlink, full, or stalled: one failed try, not one per launch on the daemon's loop).
+_failed: dict[str, float] = {}
+RETRY_AFTER = 600.0
 _last_sweep: dict[str, float] = {}  # base directory -> when it was last swept
 
 
@@ -55,24 +60,33 @@ def digest(entries: tuple[SnapshotEntry, ...]) -> str:
     return h.hexdigest()[:32]
 
 
-def ensure(base: str, entries: tuple[SnapshotEntry, ...]) -> str:
-    """The snapshot holding `entries` under `base`, made if missing; older ones swept."""
+def ensure(base: str, entries: tuple[SnapshotEntry, ...]) -> str | None:
+    """The snapshot holding `entries` under `base`, made if missing, older ones swept; None
+    when it cannot be written there (the plan then copies the files into the sandbox, as
+    without a snapshot)."""
     path = _MADE.get(entries)
     made = False
+    now = time.monotonic()
     if path is None or not os.path.isdir(path):
+        if now - _failed.get(base, -RETRY_AFTER) < RETRY_AFTER:
+            return None
         path = os.path.join(base, digest(entries))
         if not os.path.isdir(path):
-            _write(base, path, entries)
+            try:
+                _write(base, path, entries)
+            except OSError:
+                _failed[base] = now
+                return None
             made = True
         if len(_MADE) >= _MADE_MAX:
             _MADE.clear()
         _MADE[entries] = path
-    now = time.monotonic()
     _planned[path] = now
     last = _last_sweep.get(base)
     if made or last is None or now - last >= SWEEP_EVERY:
         _last_sweep[base] = now
-        sweep(base, now)
+        with contextlib.suppress(OSError):  # what is left is tried again at the next sweep
+            sweep(base, now)
     return path
 
 

@@ -241,14 +241,13 @@ def _with_etc_snapshot(
     req: LaunchRequest, spec: RootSpec, host: hostlayout.HostLayout
 ) -> tuple[RootSpec, hostlayout.HostLayout]:
     """A read-only host root's /etc: the shared snapshot of its content (etcsnap.py), made
-    here when it is new, and the layout that knows it."""
+    here when it is new, and the layout that knows it; unchanged when the state dir cannot
+    hold one (the plan copies the files then)."""
     if req.etc_dir is None or not rootplan.shares_etc(spec):
         return spec, host
-    try:
-        snapshot = etcsnap.ensure(req.etc_dir, rootplan.etc_snapshot_entries(spec, host))
-    except OSError as err:
-        why = f"write the /etc snapshot under {req.etc_dir}: {err.strerror}"
-        raise StageFailure("plan", err.errno or 0, why) from None
+    snapshot = etcsnap.ensure(req.etc_dir, rootplan.etc_snapshot_entries(spec, host))
+    if snapshot is None:  # the state dir cannot hold one: copies, as without a snapshot
+        return spec, host
     return replace(spec, etc_snapshot=snapshot), host.with_paths([snapshot])
 
 

@@ -28,6 +28,7 @@ def base(tmp_path: Path) -> Iterator[str]:
     etcsnap._MADE.clear()
     etcsnap._planned.clear()
     etcsnap._last_sweep.clear()
+    etcsnap._failed.clear()
 
 
 def test_a_snapshot_holds_its_entries_read_only_for_others_and_is_made_once(base: str) -> None:
@@ -82,3 +83,20 @@ def test_a_snapshot_a_mount_namespace_has_mounted_is_kept(base: str, tmp_path: P
         holder.kill()
         holder.wait()
     assert etcsnap.sweep(base, later) == [os.path.basename(snap)]
+
+
+def test_a_state_dir_that_cannot_hold_a_snapshot_gives_copies_and_is_not_retried_at_once(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. a FUSE state dir that refuses symlinks (ENOSYS): nothing is left half-written, the
+    # plan copies the files, and the next launches do not touch the state dir again.
+    def refuse(target: str, path: str) -> None:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    assert etcsnap.ensure(base, ENTRIES) is None
+    assert os.listdir(base) == []
+    monkeypatch.undo()
+    assert etcsnap.ensure(base, ENTRIES) is None, "not retried before RETRY_AFTER"
+    etcsnap._failed[base] -= etcsnap.RETRY_AFTER
+    assert etcsnap.ensure(base, ENTRIES) == f"{base}/{etcsnap.digest(ENTRIES)}"
