@@ -202,7 +202,10 @@ async def serve(config: DaemonConfig) -> None:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
         held_userns = config.state_dir / daemondirs.USERNS_DIR
         traced = restarttrace.enabled()  # the bench's restart breakdown
-        launcher = SandboxLauncher(config.data_dir, network, fork_server, held_userns, traced)
+        launcher = SandboxLauncher(
+            config.data_dir, network, fork_server, held_userns, trace=traced,
+            etc_dir=config.state_dir / daemondirs.ETC_DIR,
+        )  # fmt: skip
         host = Host(
             loop, manager, launcher, ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),

@@ -239,6 +239,42 @@ def mount_view(pid: int) -> dict[str, int]:
     }
 
 
+def _memory_cgroup(pid: int) -> Path | None:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path)
+        if controllers == "" and not Path("/sys/fs/cgroup/memory").is_dir():
+            return Path("/sys/fs/cgroup" + path)  # v2
+    return None
+
+
+def own_cgroup_kib(pids: list[int]) -> dict[str, float]:
+    """What each sandbox's own memory cgroup is charged (median over `pids`, KiB): all of it,
+    its kernel memory and its tmpfs pages. Unlike the MemAvailable delta, other processes on
+    the host do not move it, so a change to one side shows here first; but it holds only what
+    was allocated from inside the cgroup (crun makes a container's namespaces before moving
+    it in, sandboxd's launcher joins the cgroup first), so compare a side with itself."""
+    rows: list[dict[str, float]] = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cg = _memory_cgroup(pid)
+            if cg is None:
+                continue
+            stat = dict(line.split() for line in (cg / "memory.stat").read_text().splitlines())
+            if (cg / "memory.usage_in_bytes").exists():  # v1
+                usage = int((cg / "memory.usage_in_bytes").read_text())
+                kmem = int((cg / "memory.kmem.usage_in_bytes").read_text())
+            else:
+                usage = int((cg / "memory.current").read_text())
+                kmem = int(stat.get("kernel", 0))
+            rows.append({"usage": usage / 1024, "kernel": kmem / 1024,
+                         "shmem": int(stat.get("shmem", 0)) / 1024})  # fmt: skip
+    if not rows:
+        return {}
+    return {k: statistics.median(r[k] for r in rows) for k in ("usage", "kernel", "shmem")}
+
+
 def anon_kib(pid: int) -> int:
     """The process's private anonymous memory (RssAnon): its heap, not the shared libraries
     other processes map too."""
@@ -312,6 +348,7 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         # each sandbox costs the kernel.
         out["daemon_anon_kib"] = anon_kib(pid) + sum(anon_kib(c) for c in helpers)
         out.update(mount_view(min(sandbox_pids)))
+        out["own_cgroup_kib"] = own_cgroup_kib(sorted(sandbox_pids))
         out.update(breakdown(before, memory_snapshot(), n))
         print_breakdown("sandboxd", out)
         out.update(reconcile_one_change(daemon, names[n // 2]))
@@ -557,6 +594,8 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
         print_breakdown("crun" + (" (userns)" if userns else ""), out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
         out.update(mount_view(container_pid(work / "state", ids[0])))
+        pids = [container_pid(work / "state", cid) for cid in ids[:200]]
+        out["own_cgroup_kib"] = own_cgroup_kib(pids)
     finally:
         t0 = time.monotonic()
         for cid in started:

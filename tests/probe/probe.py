@@ -214,15 +214,18 @@ def _host_dirs() -> list[str] | None:
 
 
 def _write_shared_etc() -> bool:
-    # The host's /etc files every read-only sandbox shares (bound read-only): writing one
-    # would change what the host and every other sandbox read.
-    for path in ("/etc/ld.so.cache", "/etc/services"):
+    # The /etc every read-only sandbox shares (one read-only snapshot, the host's directories
+    # bound over it): writing one of its files would change what every other sandbox reads.
+    for path in ("/etc/passwd", "/etc/ld.so.cache", "/etc/services", "/etc/hostname"):
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
     return True
 
 
 def _unmount_shared_etc() -> bool:
-    return _check(libc.umount2(b"/etc/ld.so.cache", 0))
+    # Unmounting it would uncover the root tmpfs, and a remount could make it writable.
+    if libc.mount(None, b"/etc", None, 0x20 | 0x1000, None) == 0:  # MS_REMOUNT | MS_BIND
+        return True
+    return _check(libc.umount2(b"/etc", 0))
 
 
 def escape(host_pid: int) -> dict[str, object]:

@@ -7,12 +7,14 @@ cgroups it created.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -34,6 +36,10 @@ HOST_PYTHON = "/usr/bin/python3"
 # block of its userns_pool: this is the harness's block, just above the default pool, so a
 # sandbox launched here never shares host ids with a test daemon's unit.
 ID_MAP = (0, 0x70000000, 65536)
+# Where launches keep their shared /etc snapshots, as a daemon does under its state dir
+# (etcsnap.py); this process's own, removed at its exit.
+ETC_DIR = f"/tmp/sandboxd-test-etc-{os.getpid()}"
+atexit.register(shutil.rmtree, ETC_DIR, True)
 V1_ROOT = "/sys/fs/cgroup"
 _counter = itertools.count()
 
@@ -153,6 +159,7 @@ def run(
     extra_binds: list[ExtraBind] | None = None,
     extra_env: dict[str, str] | None = None,
     id_map: tuple[int, int, int] | None = None,
+    etc_dir: str | None = ETC_DIR,
 ) -> Run:
     """Launch, Go, collect stdout/stderr until EOF, reap. LaunchError propagates (after reaping).
     `id_map`: a user namespace's (0, host base, size), as the daemon gives each unit its own
@@ -172,6 +179,7 @@ def run(
                     extra_binds=extra_binds or [],
                     overlay_dir=overlay_dir,
                     id_map=id_map if id_map is not None else id_map_for(spec),
+                    etc_dir=etc_dir,
                 ),
                 server=_fork_server,
             )

@@ -34,6 +34,13 @@ def test_memory_is_held_to_crun_with_and_without_a_user_namespace() -> None:
     assert kernel.figure == "sandboxd 5 KiB" and kernel.note.startswith("crun 5 KiB, crun (userns)")
     mounts = by_what["density: mounts / own superblocks per sandbox"]
     assert mounts.figure == "sandboxd 30 / 9" and mounts.note == "crun 25 / 9"
+    assert not any("own memory cgroup" in r.what for r in rows), "not measured: no row"
+    charged = {"usage": 296.0, "kernel": 236.0, "shmem": 8.0}
+    ours["own_cgroup_kib"], crun["own_cgroup_kib"] = charged, {**charged, "usage": 180.0}
+    rows = memory_rows(10, ours, {"crun": crun, "crun (userns)": side(800, {})})
+    own = next(r for r in rows if "own memory cgroup" in r.what)
+    assert own.figure == "sandboxd 296 KiB (kernel 236, tmpfs 8)"
+    assert own.note.startswith("crun 180 KiB (kernel 236, tmpfs 8), not blurred")
 
 
 def test_a_crun_side_that_did_not_run_is_not_measured_never_met() -> None:
@@ -110,3 +117,12 @@ def test_host_mounts_are_counted_below_a_directory_and_reaped_cpu_is_read(
     assert bench_density.host_mounts(str(tmp_path)) == 0  # a plain directory holds none
     assert bench_density.host_mounts("/pro") == 0  # whole components: /proc is not below it
     assert bench_density.reaped_cpu_seconds(os.getpid()) >= 0.0
+
+
+@requires_root
+def test_a_sandboxs_own_memory_cgroup_charges_are_read_from_its_pid() -> None:
+    # This process's own memory cgroup stands in for a sandbox's: it has one, and it is
+    # charged for at least this interpreter's pages.
+    charged = bench_density.own_cgroup_kib([os.getpid()])
+    assert set(charged) == {"usage", "kernel", "shmem"} and charged["usage"] > 0
+    assert bench_density.own_cgroup_kib([]) == {}

@@ -201,12 +201,16 @@ class SandboxLauncher:
         network: SandboxNetwork,
         server: ForkServer | None,
         userns_dir: Path | None = None,
+        *,
         trace: bool = False,
+        etc_dir: Path | None = None,
     ) -> None:
         self.data_dir, self.network, self.server = data_dir, network, server
         # Where each range's user namespace is held across launches (linux/helduserns.py).
         self.userns_dir = userns_dir
         self.trace = trace
+        # Where the shared read-only /etc snapshots are kept (etcsnap.py).
+        self.etc_dir = None if etc_dir is None else str(etc_dir)
 
     async def __call__(
         self,
@@ -238,7 +242,7 @@ class SandboxLauncher:
             keep_fds=list(keep_fds), resolv_conf=self.network.resolv_conf(spec),
             listen_fds=tuple(listen_fds), netns=netns,
             id_map=None if userns is None else (0, *userns),
-            userns_file=self._userns_file(userns), trace=self.trace,
+            userns_file=self._userns_file(userns), trace=self.trace, etc_dir=self.etc_dir,
         )  # fmt: skip
         if self.server is None:
             started = launch(request)

@@ -16,6 +16,8 @@ an image file of uid 33 is 33 inside), and only that:
   never idmapped: /etc/ssl/private would become readable to the sandbox's root);
 - an image's layers and a root directory when read-only or the lower layer of an overlay:
   the sandbox's own system tree, with the owners it was built with;
+- a read-only host root's /etc snapshot (etcsnap.py): the daemon's copies of the curated
+  files, owned by the host's root, so root-owned inside as the copies PID 1 used to write;
 - a [[mount]] with `idmap = "host"`, the operator's choice (weaker: root inside writes and
   reads there as the host's root).
 Everything else is held as it is (but the host's device nodes and /etc entries, which any uid
@@ -82,6 +84,10 @@ def idmapped_sources(spec: RootSpec) -> set[str]:
         paths.update(spec.layers)
     elif spec.root == "host":
         paths.update(HOST_DIRS)
+        if spec.etc_snapshot is not None:
+            # The daemon's copies of the curated, secret-free files, owned by the host's
+            # root as on the host; read-only, so root inside cannot write them through the map.
+            paths.add(spec.etc_snapshot)
     elif spec.read_only or spec.overlay_dir is not None:
         # A writable one without overlay is the service's to write, with its mapped ids.
         paths.add(spec.root)
@@ -141,6 +147,8 @@ class _Holder:
                 return replace(op, target=self.inside(target), layers=moved)
             case Bind(source, target, is_dir, remount, _):
                 target = self.inside(target)
+                if _under(source, self.s):  # a file PID 1 wrote into the root (rootplan.OWN_ETC)
+                    return replace(op, source=self.inside(source), target=target)
                 if source == self.writable_root:
                     held = self.hold(source, is_dir, 0, False)
                     return replace(op, source=held, target=target)

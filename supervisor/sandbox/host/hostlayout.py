@@ -130,6 +130,12 @@ class HostLayout:
     def get(self, path: str) -> HostPath | None:
         return self.entries.get(path)
 
+    def with_paths(self, paths: Iterable[str]) -> HostLayout:
+        """This layout plus `paths` on the host, looked at as `probe` does (e.g. a snapshot
+        the daemon made after the probe)."""
+        found = {path: entry for path in paths if (entry := _probe(path)) is not None}
+        return dataclasses.replace(self, entries={**self.entries, **found})
+
     def with_root_paths(self, root: str, paths: Iterable[str]) -> HostLayout:
         """This layout plus `paths` (absolute, as the sandbox sees them) inside the directory
         `root`, each looked at without following a symlink in any component: a link is

@@ -38,7 +38,7 @@ import select
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Protocol
 
@@ -48,7 +48,7 @@ from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks, run_launcher
-from supervisor.sandbox.host import holdplan, hostlayout, init, rootplan
+from supervisor.sandbox.host import etcsnap, holdplan, hostlayout, init, rootplan
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.wire.mounts import Hold, RootSpec, UnitMount
 from supervisor.sandbox.wire.protocol import (
@@ -113,6 +113,9 @@ class LaunchRequest:
     # Time every stage of this launch, in the daemon, the fork server's launcher and PID 1
     # (Launched.trace; the bench's --trace). Off, nothing is timed.
     trace: bool = False
+    # Where the shared read-only /etc snapshots live (etcsnap.py, <state_dir>/etc); None: a
+    # read-only host root gets its /etc files copied or bound one by one.
+    etc_dir: str | None = None
 
 
 @cache
@@ -234,6 +237,20 @@ def fd_targets(
     return sources, tuple(targets) + listen
 
 
+def _with_etc_snapshot(
+    req: LaunchRequest, spec: RootSpec, host: hostlayout.HostLayout
+) -> tuple[RootSpec, hostlayout.HostLayout]:
+    """A read-only host root's /etc: the shared snapshot of its content (etcsnap.py), made
+    here when it is new, and the layout that knows it; unchanged when the state dir cannot
+    hold one (the plan copies the files then)."""
+    if req.etc_dir is None or not rootplan.shares_etc(spec):
+        return spec, host
+    snapshot = etcsnap.ensure(req.etc_dir, rootplan.etc_snapshot_entries(spec, host))
+    if snapshot is None:  # the state dir cannot hold one: copies, as without a snapshot
+        return spec, host
+    return replace(spec, etc_snapshot=snapshot), host.with_paths([snapshot])
+
+
 def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) -> ChildPlan:
     """Everything the children will do, decided here so they run as little Python as possible."""
     unit, name = req.spec.unit, req.spec.name
@@ -261,6 +278,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
             host = hostlayout.HostLayout.probe(extra)
             if inside := rootplan.root_paths(spec, host):
                 host = host.with_root_paths(spec.root, inside)
+        spec, host = _with_etc_snapshot(req, spec, host)
         ops = rootplan.plan_root(spec, host)
         staging = ""
         holds: tuple[Hold, ...] = ()  # without a user namespace PID 1 opens every source

@@ -318,21 +318,88 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
             ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
     ops += _etc(spec, host, s)
     hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{spec.hostname}\n"
-    ops.append(WriteFile(s + "/etc/hostname", spec.hostname.encode() + b"\n"))
-    ops.append(WriteFile(s + "/etc/hosts", hosts.encode()))
+    own = (("hostname", spec.hostname.encode() + b"\n"), ("hosts", hosts.encode()))
+    if _snapshot_etc(spec):
+        ops.append(Mkdir(s + OWN_ETC_DIR))
+    for name, data in own:
+        if not _snapshot_etc(spec):
+            ops.append(WriteFile(f"{s}/etc/{name}", data))
+            continue
+        # Written into the root tmpfs, in the directory /proc is mounted on later (so no
+        # sandbox can reach it there), and bound over the snapshot's placeholder; the root
+        # tmpfs turns read-only at the end (RemountRoot), and the file with it. Not unlinked
+        # instead: a tmpfs holding an unlinked file that is still alive cannot be remounted
+        # read-only (EBUSY).
+        own_file = f"{s}{OWN_ETC_DIR}/{OWN_ETC_PREFIX}{name}"
+        ops += [WriteFile(own_file, data), Bind(own_file, f"{s}/etc/{name}", False, None)]
     return ops
+
+
+def shares_etc(spec: RootSpec) -> bool:
+    """Whether the sandbox's /etc is a shared read-only snapshot (`etc_snapshot_entries`):
+    a host root that ends read-only. A writable root keeps copies, its own to change."""
+    return spec.root == "host" and not spec.layers and spec.read_only and spec.overlay_dir is None
+
+
+def _snapshot_etc(spec: RootSpec) -> bool:
+    return spec.etc_snapshot is not None and shares_etc(spec)
+
+
+# A snapshot entry: (name in /etc, kind, payload). "file": a copy of the host's file (or the
+# unit's resolv.conf), payload its content; "link": a symlink, payload its target; "dir" and
+# "empty": a placeholder directory or empty file, where PID 1 binds the host's directory or
+# file (too large to copy) or the sandbox's own file (OWN_ETC).
+SnapshotEntry = tuple[str, str, bytes]
+OWN_ETC = ("hostname", "hosts")  # per unit: never in a snapshot, bound over its placeholder
+# Where PID 1 writes them in the root tmpfs first: under the mount point of /proc, which
+# covers them before the service runs (_kernel_filesystems mounts proc there in every plan).
+OWN_ETC_DIR, OWN_ETC_PREFIX = "/proc", ".sandboxd-etc-"
+
+
+def etc_snapshot_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEntry, ...]:
+    """What a read-only host root's /etc holds, as one snapshot directory (etcsnap.py) that
+    every sandbox with the same content binds: the curated host files that were read (up to
+    1 MiB) as copies, their symlinks, a bridge unit's resolv.conf, and placeholders for the
+    host directories, the unread larger files and the unit's own hostname and hosts."""
+    out: list[SnapshotEntry] = []
+    for name in ETC_ENTRIES:
+        found = host.get(f"/etc/{name}")
+        if name == "resolv.conf" and spec.resolv_conf is not None:
+            out.append((name, "file", spec.resolv_conf))
+        elif found is None:
+            continue
+        elif found.kind == "link":
+            out.append((name, "link", found.link.encode()))
+        elif found.kind == "file":
+            out.append(
+                (name, "file", found.data) if found.data is not None else (name, "empty", b"")
+            )
+        elif found.kind == "dir":
+            out.append((name, "dir", b""))
+    return tuple(out) + tuple((name, "empty", b"") for name in OWN_ETC)
 
 
 def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     """A host root's curated /etc (hostname and hosts are the unit's own: `_host_root`)."""
-    ops: list[Op] = [Mkdir(s + "/etc")]
-    # A root that ends read-only gets the host's larger files themselves, bound read-only:
-    # every sandbox then shares the host's page cache for them instead of holding its own copy
-    # in its tmpfs (ld.so.cache, mime.types, services, ...: about 150 KiB a sandbox), and no
-    # sandbox can write what another one reads. A file of one page or less is still copied:
-    # its page costs less than a bind's two mount calls, which the kernel serializes across
-    # every mount namespace (a launch storm queues on them). A writable root keeps copies, its
-    # own to change.
+    if _snapshot_etc(spec):
+        # One read-only bind of the shared snapshot (etcsnap.py): its copies are one set of
+        # pages in the host's page cache, whatever the number of sandboxes, instead of a
+        # page of tmpfs per file in each sandbox. What the snapshot cannot hold (the host's
+        # directories, a file too large to have been read) is bound over its placeholder.
+        assert spec.etc_snapshot is not None
+        ops: list[Op] = [_bind(host, spec.etc_snapshot, s + "/etc", True, flags=NOSUID_NODEV)]
+        for name, kind, _ in etc_snapshot_entries(spec, host):
+            if kind in ("dir", "empty") and name not in OWN_ETC:
+                ops.append(_bind(host, f"/etc/{name}", f"{s}/etc/{name}", True, flags=NOSUID_NODEV))
+        return ops
+    ops = [Mkdir(s + "/etc")]
+    # Without a snapshot (a plan made with no state directory for one), a root that ends
+    # read-only gets the host's larger files themselves, bound read-only: every sandbox then
+    # shares the host's page cache for them instead of holding its own copy in its tmpfs, and
+    # no sandbox can write what another one reads. A file of one page or less is copied: its
+    # page costs less than a bind's two mount calls, which the kernel serializes across every
+    # mount namespace (a launch storm queues on them). A writable root keeps copies, its own
+    # to change.
     shared_etc = spec.read_only and spec.overlay_dir is None
     for name in ETC_ENTRIES:
         path = f"/etc/{name}"

@@ -182,3 +182,6 @@ class RootSpec:
     resolv_conf: bytes | None = None
     # The unit has a user namespace: host sources are held by the launcher (Hold above).
     userns: bool = False
+    # The shared read-only /etc snapshot (sandbox/host/etcsnap.py) a read-only host root binds
+    # as its /etc; None: the curated files are copied or bound one by one (rootplan._etc).
+    etc_snapshot: str | None = None

@@ -162,3 +162,18 @@ def test_a_shared_mask_binds_the_first_masked_directory_where_the_root_is_built(
         Mask("/mnt/root/proc/acpi", True),
         Mask("/mnt/root/sys/firmware", True, "/mnt/root/proc/acpi"),
     ]
+
+
+def test_the_etc_snapshot_is_held_idmapped_read_only_and_the_units_own_files_are_not() -> None:
+    snap = "/var/lib/sandboxd/etc/abc"
+    spec = RootSpec(root="host", hostname="web", userns=True, etc_snapshot=snap)
+    ops, holds = held(spec, **{snap.replace("/", "__"): HostPath("dir")})
+    # Root-owned inside, as the copies PID 1 wrote were, and read-only (locked by the copy).
+    i = holds.index(
+        Hold(snap, True, True, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    )
+    assert Bind(f"/mnt/held/{i}", "/mnt/root/etc", True, None) in ops
+    # hostname and hosts: written into the root and bound from there by PID 1, never held.
+    own = "/mnt/root/proc/.sandboxd-etc-hostname"
+    assert Bind(own, "/mnt/root/etc/hostname", False, None) in ops
+    assert not any(h.source.startswith("/mnt") for h in holds)

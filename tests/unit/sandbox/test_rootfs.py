@@ -426,3 +426,56 @@ def test_every_masked_directory_shares_one_empty_tmpfs() -> None:
 def test_a_failed_shared_mask_names_both_directories() -> None:
     op = Mask("/mnt/sys/firmware", True, "/mnt/proc/acpi")
     assert rootfs.describe(op) == "mask /mnt/sys/firmware (bind /mnt/proc/acpi)"
+
+
+SNAP = "/var/lib/sandboxd/etc/abc"
+
+
+def snapshot_layout() -> HostLayout:
+    return layout(**{SNAP.replace("/", "__"): HostPath("dir")})
+
+
+def test_a_read_only_host_root_binds_one_shared_etc_snapshot() -> None:
+    spec = RootSpec("host", "web", etc_snapshot=SNAP)
+    host = snapshot_layout()
+    entries = rootplan.etc_snapshot_entries(spec, host)
+    # The snapshot holds the copies (whatever their size), the links and placeholders for
+    # what cannot be copied (a directory, a file too large to have been read, the unit's own).
+    assert ("passwd", "file", b"root:x:0:0::/root:/bin/sh\n") in entries
+    assert ("ld.so.cache", "file", b"\0" * (rootplan.PAGE + 1)) in entries
+    assert ("localtime", "link", b"/usr/share/zoneinfo/UTC") in entries
+    assert ("mime.types", "empty", b"") in entries and ("ssl", "dir", b"") in entries
+    assert entries[-2:] == (("hostname", "empty", b""), ("hosts", "empty", b""))
+    ops = rootplan.plan_root(spec, host)
+    binds = {op.target: op for op in ops if isinstance(op, Bind)}
+    etc = binds["/mnt/etc"]
+    assert etc.source == SNAP and etc.is_dir
+    assert etc.remount is not None and etc.remount & MS_RDONLY, "shared, never writable"
+    for name in ("ssl", "mime.types"):  # bound over their placeholders, read-only
+        bound = binds[f"/mnt/etc/{name}"]
+        assert bound.source == f"/etc/{name}" and bound.remount and bound.remount & MS_RDONLY
+    # Nothing else of /etc is written into the sandbox's tmpfs but its own hostname and hosts,
+    # under /proc's mount point (covered by proc), then bound over the placeholders.
+    written = [op.path for op in ops if isinstance(op, WriteFile)]
+    assert written == ["/mnt/proc/.sandboxd-etc-hostname", "/mnt/proc/.sandboxd-etc-hosts"]
+    assert binds["/mnt/etc/hostname"] == Bind("/mnt/proc/.sandboxd-etc-hostname",
+                                              "/mnt/etc/hostname", False, None)  # fmt: skip
+    assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(
+        Mount("proc", "/mnt/proc", "proc", mounts.NOSUID_NODEV_NOEXEC)
+    )
+    assert not any(isinstance(op, Symlink) and "/etc/" in op.path for op in ops)
+    assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV)
+
+
+def test_a_bridge_units_resolv_conf_is_in_its_snapshot_and_a_writable_root_gets_none() -> None:
+    spec = RootSpec("host", "web", resolv_conf=b"nameserver 10.0.0.1\n", etc_snapshot=SNAP)
+    entries = rootplan.etc_snapshot_entries(spec, snapshot_layout())
+    assert ("resolv.conf", "file", b"nameserver 10.0.0.1\n") in entries
+    for other in (
+        dataclasses.replace(spec, read_only=False),
+        dataclasses.replace(spec, overlay_dir="/var/o"),
+    ):
+        assert not rootplan.shares_etc(other)
+        ops = rootplan.plan_root(other, snapshot_layout())
+        assert not any(isinstance(op, Bind) and op.source == SNAP for op in ops)
+        assert WriteFile("/mnt/etc/passwd", b"root:x:0:0::/root:/bin/sh\n") in ops
