@@ -15,6 +15,14 @@ Blobs that recur from launch to launch (the seccomp program, the /etc copies: th
 lists the blob's SHA-256, offset and length; the server keeps it), and once the server holds it
 a plan names it by digest only ({"@c": digest}); the spare launcher, forked from the server,
 has a copy of the server's cache. What the server holds is bounded by the daemon's budget.
+
+A plan's mount operations (`root_ops`, the bulk of its JSON) recur too: the daemon plans a
+unit's root once per revision and host state (host/plancache.py), so a relaunch carries the
+very same tuple. The first plan carrying it offers it as a part ({"@p": token, "v": [...]},
+listed in the ForkRequest's `parts`); the server decodes it once and keeps the decoded ops,
+and later plans carrying the same tuple (by identity: the daemon never sends a token for
+other contents) name it by token only ({"@p": token}): the spare forked after holds the ops
+already and decodes nothing of them.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Container, Mapping, MutableMapping, Set
 from typing import Any
 
 from supervisor.linux.caps import CapPlan
@@ -51,7 +59,7 @@ _CLASSES: dict[str, type[Any]] = {
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}
-_TYPE, _BYTES, _CACHED = "@t", "@b", "@c"
+_TYPE, _BYTES, _CACHED, _PART, _VALUE = "@t", "@b", "@c", "@p", "v"
 _LEN = struct.Struct(">I")
 # The same bytes in every launch of a unit (never credentials: a secret must not outlive its
 # launch in the fork server).
@@ -61,14 +69,46 @@ CACHEABLE = frozenset(
 CACHED_MIN = 256  # bytes: a smaller blob costs no more inline than its digest does
 
 Offer = tuple[str, int, int]  # a blob for the server to keep: (SHA-256 hex, offset, length)
+Ops = tuple[object, ...]
+# Daemon side: the op tuples the server keeps decoded, id(ops) -> (token, ops); the tuple is
+# held so that its id is not reused while the entry lives.
+HeldParts = Mapping[int, tuple[str, Ops]]
+PartOffer = tuple[str, int, Ops]  # (token, bytes of its JSON, the tuple itself)
 
 
 class _Encoder:
-    def __init__(self, held: Set[str], budget: int) -> None:
-        self.held, self.budget = held, budget
+    def __init__(
+        self,
+        held: Set[str],
+        budget: int,
+        parts: HeldParts | None = None,
+        token: Callable[[], str] | None = None,
+        part_budget: int = 0,
+    ) -> None:
+        self.held, self.budget, self.part_budget = held, budget, part_budget
         self.blobs: list[bytes] = []
         self.offset = 0
         self.offers: list[Offer] = []
+        self.parts = parts or {}
+        self.token = token  # None: no part is offered
+        self.part_offers: list[PartOffer] = []
+
+    def ops(self, value: Ops) -> object:
+        """A plan's root_ops: by token if the server holds this very tuple, else inline (and
+        offered as a part when a token source and the budget allow)."""
+        held = self.parts.get(id(value))
+        if held is not None and held[1] is value:
+            return {_PART: held[0]}
+        inline = [self.json(v) for v in value]
+        if self.token is None or not value:
+            return inline
+        size = len(json.dumps(inline, separators=(",", ":")))
+        if size > self.part_budget:
+            return inline
+        self.part_budget -= size
+        token = self.token()
+        self.part_offers.append((token, size, value))
+        return {_PART: token, _VALUE: inline}
 
     def blob(self, value: bytes, cacheable: bool) -> object:
         if cacheable and len(value) >= CACHED_MIN:
@@ -94,7 +134,11 @@ class _Encoder:
         if names is not None:
             out: dict[str, object] = {_TYPE: cls.__name__}
             for name in names:
-                out[name] = self.json(getattr(value, name), (cls, name) in CACHEABLE)
+                field = getattr(value, name)
+                if cls is ChildPlan and name == "root_ops":
+                    out[name] = self.ops(field)
+                else:
+                    out[name] = self.json(field, (cls, name) in CACHEABLE)
             return out
         if isinstance(value, bytes):
             return self.blob(value, cacheable)
@@ -103,10 +147,38 @@ class _Encoder:
         raise TypeError(f"cannot encode {type(value).__name__} in a plan")
 
 
-def _from_json(value: object, blobs: memoryview, cache: Mapping[str, bytes]) -> object:
+class _Decoder:
+    def __init__(
+        self,
+        blobs: memoryview,
+        cache: Mapping[str, bytes],
+        parts: MutableMapping[str, Ops],
+        keep: Container[str],
+    ) -> None:
+        self.blobs, self.cache, self.parts, self.keep = blobs, cache, parts, keep
+
+    def part(self, value: dict[str, object]) -> object:
+        token = value[_PART]
+        if not isinstance(token, str):
+            raise TypeError(f"part token {token!r}")
+        if _VALUE not in value:
+            return self.parts[token]  # KeyError: the daemon named a part we never got
+        ops = _from_json(value[_VALUE], self.blobs, self.cache, self)
+        if not isinstance(ops, tuple):
+            raise TypeError(f"part {token} is not a list")
+        if token in self.keep:
+            self.parts[token] = ops
+        return ops
+
+
+def _from_json(
+    value: object, blobs: memoryview, cache: Mapping[str, bytes], dec: _Decoder
+) -> object:
     if isinstance(value, list):
-        return tuple(_from_json(v, blobs, cache) for v in value)
+        return tuple(_from_json(v, blobs, cache, dec) for v in value)
     if isinstance(value, dict):
+        if _PART in value:
+            return dec.part(value)
         if _CACHED in value:
             return cache[value[_CACHED]]  # KeyError: the daemon named a blob we never got
         if _BYTES in value:
@@ -115,16 +187,41 @@ def _from_json(value: object, blobs: memoryview, cache: Mapping[str, bytes]) -> 
                 raise ValueError(f"blob {start}+{length} outside the {len(blobs)} bytes sent")
             return bytes(blobs[start : start + length])
         cls = _CLASSES[value.pop(_TYPE)]
-        return cls(**{k: _from_json(v, blobs, cache) for k, v in value.items()})
+        return cls(**{k: _from_json(v, blobs, cache, dec) for k, v in value.items()})
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    offers: list[Offer]  # new blobs for the server to keep
+    parts: list[PartOffer]  # new op tuples for the server to keep decoded
+
+
+def encode_for_server(
+    plan: ChildPlan,
+    held: Set[str],
+    budget: int,
+    *,
+    parts: HeldParts | None = None,
+    token: Callable[[], str] | None = None,
+    part_budget: int = 0,
+) -> Encoded:
+    """The plan, naming the cacheable blobs in `held` by digest and its root_ops by token if
+    `parts` holds that tuple; new blobs offered to the server to keep, `budget` bytes at most,
+    and (given `token`, a source of fresh tokens) its root_ops, if their JSON fits in
+    `part_budget` bytes: both travel inline this time."""
+    enc = _Encoder(held, budget, parts, token, part_budget)
+    doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
+    body = b"".join((_LEN.pack(len(doc)), doc, *enc.blobs))
+    return Encoded(body, enc.offers, enc.part_offers)
 
 
 def encode_cached(plan: ChildPlan, held: Set[str], budget: int) -> tuple[bytes, list[Offer]]:
     """The plan, naming the cacheable blobs in `held` by digest; and the new ones offered to
     the server to keep, `budget` bytes at most (they travel inline this time)."""
-    enc = _Encoder(held, budget)
-    doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
-    return b"".join((_LEN.pack(len(doc)), doc, *enc.blobs)), enc.offers
+    encoded = encode_for_server(plan, held, budget)
+    return encoded.body, encoded.offers
 
 
 def encode_plan(plan: ChildPlan) -> bytes:
@@ -147,12 +244,21 @@ def keep_offered(data: bytes, offers: list[Offer], cache: dict[str, bytes]) -> N
         raise ProtocolError("offers of blobs", f"{offers!r:.200} ({err})") from None
 
 
-def decode_plan(data: bytes, cache: Mapping[str, bytes] | None = None) -> ChildPlan:
-    """The plan (its cached blobs from `cache`); ProtocolError naming what arrived if not one."""
+def decode_plan(
+    data: bytes,
+    cache: Mapping[str, bytes] | None = None,
+    parts: MutableMapping[str, Ops] | None = None,
+    keep: Container[str] = (),
+) -> ChildPlan:
+    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`); the
+    parts it offers whose token is in `keep` are added to `parts` (the fork server's side).
+    ProtocolError naming what arrived if not a plan."""
     try:
         (size,) = _LEN.unpack_from(data)
         view = memoryview(data)
-        plan = _from_json(json.loads(data[4 : 4 + size]), view[4 + size :], cache or {})
+        blobs, cache = view[4 + size :], cache or {}
+        dec = _Decoder(blobs, cache, {} if parts is None else parts, keep)
+        plan = _from_json(json.loads(data[4 : 4 + size]), blobs, cache, dec)
     except (ValueError, KeyError, TypeError, struct.error) as err:
         what = f"{data[:200]!r} ({type(err).__name__}: {err})"
         raise ProtocolError("a ChildPlan", what) from None
