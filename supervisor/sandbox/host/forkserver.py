@@ -65,10 +65,10 @@ START_TIMEOUT = 10.0
 # Bytes of plan blobs (seccomp program, /etc copies: plancodec.CACHEABLE) the server keeps for
 # later plans to name by digest. Past it, new blobs travel with each plan, as all did before.
 CACHE_BUDGET = 4 << 20
-# Bytes of root_ops JSON the server keeps decoded (plancodec.py's parts): the recent units'
-# plans. Decoded, they take a few times that in the server, and every byte of its memory makes
-# forking a launcher dearer; past it, ops travel with each plan.
-PARTS_BUDGET = 1 << 20
+# Mount ops the server keeps decoded (plancodec.py's parts): ~40 a unit, so a few hundred
+# units' roots, ~4 MB in the server. Every byte of its memory makes forking a launcher dearer;
+# past it, a unit's ops travel with each of its plans, as all did before.
+PARTS_BUDGET = 10_000
 SERVER_MODULE = "supervisor.sandbox.server"  # its __main__ runs the server's loop
 
 
@@ -125,7 +125,7 @@ class ForkServer:
         # The blobs this server keeps (offered with a request it answered), and their bytes.
         self._held: set[str] = set()
         self._held_bytes = 0
-        self._parts_bytes = 0
+        self._parts_ops = 0
         # The op tuples it keeps decoded: id(ops) -> (token, ops) (plancodec.HeldParts).
         self._parts: dict[int, tuple[str, Ops]] = {}
         self._tokens = itertools.count()  # never reused, across restarts too
@@ -164,7 +164,7 @@ class ForkServer:
         _reap_orphan(self._spare)
         self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
         self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
-        self._parts, self._parts_bytes = {}, 0
+        self._parts, self._parts_ops = {}, 0
         self._given_up = False
         self.restarts += 1
 
@@ -190,9 +190,9 @@ class ForkServer:
         for digest, _, length in request.offers:
             self._held.add(digest)
             self._held_bytes += length
-        for token, size, ops in request.parts:
+        for token, count, ops in request.parts:
             self._parts[id(ops)] = (token, ops)
-            self._parts_bytes += size
+            self._parts_ops += count
 
     def _token(self) -> str:
         return f"p{next(self._tokens)}"
@@ -427,11 +427,11 @@ class _ForkFrame:
         server = self._server
         encoded = encode_for_server(
             self._plan, server._held, CACHE_BUDGET - server._held_bytes, parts=server._parts,
-            token=server._token, part_budget=PARTS_BUDGET - server._parts_bytes,
+            token=server._token, part_budget=PARTS_BUDGET - server._parts_ops,
         )  # fmt: skip
         self.offers, self.parts = encoded.offers, encoded.parts
         self._marks.mark("daemon: plan encoded")
-        parts = [(token, size) for token, size, _ in self.parts]
+        parts = [(token, count) for token, count, _ in self.parts]
         return encode_server(ForkRequest(len(self.passed), self.offers, parts)), encoded.body
 
 

@@ -73,7 +73,7 @@ Ops = tuple[object, ...]
 # Daemon side: the op tuples the server keeps decoded, id(ops) -> (token, ops); the tuple is
 # held so that its id is not reused while the entry lives.
 HeldParts = Mapping[int, tuple[str, Ops]]
-PartOffer = tuple[str, int, Ops]  # (token, bytes of its JSON, the tuple itself)
+PartOffer = tuple[str, int, Ops]  # (token, how many ops, the tuple itself)
 
 
 class _Encoder:
@@ -100,14 +100,12 @@ class _Encoder:
         if held is not None and held[1] is value:
             return {_PART: held[0]}
         inline = [self.json(v) for v in value]
-        if self.token is None or not value:
+        # Counted in ops, not bytes: measuring the JSON would cost a launch what it saves.
+        if self.token is None or not value or len(value) > self.part_budget:
             return inline
-        size = len(json.dumps(inline, separators=(",", ":")))
-        if size > self.part_budget:
-            return inline
-        self.part_budget -= size
+        self.part_budget -= len(value)
         token = self.token()
-        self.part_offers.append((token, size, value))
+        self.part_offers.append((token, len(value), value))
         return {_PART: token, _VALUE: inline}
 
     def blob(self, value: bytes, cacheable: bool) -> object:
@@ -209,8 +207,8 @@ def encode_for_server(
 ) -> Encoded:
     """The plan, naming the cacheable blobs in `held` by digest and its root_ops by token if
     `parts` holds that tuple; new blobs offered to the server to keep, `budget` bytes at most,
-    and (given `token`, a source of fresh tokens) its root_ops, if their JSON fits in
-    `part_budget` bytes: both travel inline this time."""
+    and (given `token`, a source of fresh tokens) its root_ops, if there are at most
+    `part_budget` of them: both travel inline this time."""
     enc = _Encoder(held, budget, parts, token, part_budget)
     doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
     body = b"".join((_LEN.pack(len(doc)), doc, *enc.blobs))

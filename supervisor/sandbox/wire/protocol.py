@@ -137,8 +137,8 @@ class ForkRequest:
     # Blobs of the plan for the server to keep, (SHA-256 hex, offset, length) in the body's
     # blobs; later plans name them by digest only (plancodec.py).
     offers: list[tuple[str, int, int]] = field(default_factory=list)
-    # The plan's root_ops, offered inline for the server to keep decoded: (token, bytes of
-    # their JSON); later plans name them by token only (plancodec.py).
+    # The plan's root_ops, offered inline for the server to keep decoded: (token, how many
+    # ops); later plans name them by token only (plancodec.py).
     parts: list[tuple[str, int]] = field(default_factory=list)
 
 
