@@ -56,7 +56,7 @@ class RootPlanCache:
         the planning does, for a root that cannot be built."""
         if host is None:
             extra = rootplan.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
-            host = hostlayout.HostLayout.probe(extra)
+            host = hostlayout.HostLayout.probe(extra, spec.root == "host" and not spec.layers)
         entry = self._entries.get(spec)
         probed = host
         paths = entry.paths if entry and entry.probed == probed else rootplan.root_paths(spec, host)

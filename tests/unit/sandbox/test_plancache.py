@@ -82,3 +82,17 @@ def test_the_cache_keeps_only_its_most_recent_units(tmp_path: Path) -> None:
     cache.plan(specs[2])
     cache.plan(specs[0])  # dropped: planned again
     assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_a_root_directory_probes_no_host_system_tree_nor_etc(tmp_path: Path) -> None:
+    # Only a host root shows the host's /usr, /lib... and a copy of its /etc; a root directory
+    # or an image has its own, so the launch does not stat them.
+    own = hostlayout.HostLayout.probe([str(tmp_path)], host_root=False)
+    host = hostlayout.HostLayout.probe([str(tmp_path)])
+    assert own.get("/usr") is None and own.get("/etc/passwd") is None
+    assert host.get("/usr") is not None and host.get("/etc/passwd") is not None
+    assert own.get(str(tmp_path)) == host.get(str(tmp_path))
+    assert own.get("/dev/null") == host.get("/dev/null")
+    # And the directory root's plan is the same either way.
+    spec = RootSpec(root=str(tmp_path), hostname="web", read_only=False, overlay_dir="/ov")
+    assert RootPlanCache().plan(spec).ops == tuple(rootplan.plan_root(spec, host))
