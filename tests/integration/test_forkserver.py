@@ -503,6 +503,32 @@ def test_awaited_launches_are_in_flight_at_once(server: ForkServer) -> None:
     asyncio.run(main())
 
 
+def test_awaited_launches_keep_a_units_root_ops_then_name_them(server: ForkServer) -> None:
+    """The daemon's path (fork_async): what the server kept is recorded once it answered."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        out = os.open("/dev/null", os.O_WRONLY)
+        kept = []
+        try:
+            spec = harness.unit(["/bin/true"], name="again")
+            for _ in range(3):
+                with harness.v1_cgroup() as procs:
+                    req = LaunchRequest(spec, procs, out, out, id_map=harness.ID_MAP)
+                    one = await launch_async(req, server)
+                    try:
+                        await one.go_async(loop)
+                    finally:
+                        _, status = os.waitpid(one.pid, 0)
+                    assert status == 0
+                kept.append(dict(server._parts))
+        finally:
+            os.close(out)
+        assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
+
+    asyncio.run(main())
+
+
 def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkServer) -> None:
     """The answers carry no request id: a blocking request (a probe's enter) sent while an
     awaited fork waits takes that fork's answer off the socket and hands it over, and a
