@@ -28,7 +28,7 @@ from supervisor.sandbox.child import enter
 from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import Ops, decode_plan, keep_offered
+from supervisor.sandbox.wire.plancodec import Ops, decode_plan, keep_offered, keep_parts
 from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
@@ -223,7 +223,7 @@ class _Server:
             # After the answer (the daemon does not wait for it), before the next spare's fork
             # (which then holds them). A bad plan is the spare's to report, on the sync pipe.
             with contextlib.suppress(ProtocolError):
-                decode_plan(frame[1], self.cache, self.parts, {t for t, _ in request.parts})
+                keep_parts(frame[1], {t for t, _ in request.parts}, self.cache, self.parts)
         # The next spare is forked once the daemon has its answer, while `used` works.
         try:
             self.spare = self._new_spare()

@@ -150,10 +150,13 @@ class _Decoder:
         self,
         blobs: memoryview,
         cache: Mapping[str, bytes],
-        parts: MutableMapping[str, Ops],
-        keep: Container[str],
+        parts: Mapping[str, Ops],
+        keep: MutableMapping[str, Ops] | None = None,
+        tokens: Container[str] = (),
     ) -> None:
-        self.blobs, self.cache, self.parts, self.keep = blobs, cache, parts, keep
+        # `keep`: where the parts offered under one of `tokens` go (the fork server's side).
+        self.blobs, self.cache, self.parts = blobs, cache, parts
+        self.keep, self.tokens = keep, tokens
 
     def part(self, value: dict[str, object]) -> object:
         token = value[_PART]
@@ -164,8 +167,8 @@ class _Decoder:
         ops = _from_json(value[_VALUE], self.blobs, self.cache, self)
         if not isinstance(ops, tuple):
             raise TypeError(f"part {token} is not a list")
-        if token in self.keep:
-            self.parts[token] = ops
+        if self.keep is not None and token in self.tokens:
+            self.keep[token] = ops
         return ops
 
 
@@ -242,20 +245,37 @@ def keep_offered(data: bytes, offers: list[Offer], cache: dict[str, bytes]) -> N
         raise ProtocolError("offers of blobs", f"{offers!r:.200} ({err})") from None
 
 
+def keep_parts(
+    data: bytes,
+    tokens: Container[str],
+    cache: Mapping[str, bytes],
+    parts: MutableMapping[str, Ops],
+) -> None:
+    """The fork server's side: decode the root_ops the plan in `data` offers under one of
+    `tokens` and keep them in `parts`. Only they are decoded: nothing else of the plan (its
+    credentials above all) is copied into the server. ProtocolError if they are not ops."""
+    try:
+        (size,) = _LEN.unpack_from(data)
+        doc = json.loads(data[4 : 4 + size])
+        value = doc.get("root_ops") if isinstance(doc, dict) else None
+        if isinstance(value, dict) and _VALUE in value and value.get(_PART) in tokens:
+            _Decoder(memoryview(data)[4 + size :], cache, parts, parts, tokens).part(value)
+    except (ValueError, KeyError, TypeError, struct.error) as err:
+        raise ProtocolError("a plan's root_ops", f"{type(err).__name__}: {err}") from None
+
+
 def decode_plan(
     data: bytes,
     cache: Mapping[str, bytes] | None = None,
-    parts: MutableMapping[str, Ops] | None = None,
-    keep: Container[str] = (),
+    parts: Mapping[str, Ops] | None = None,
 ) -> ChildPlan:
-    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`); the
-    parts it offers whose token is in `keep` are added to `parts` (the fork server's side).
+    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`);
     ProtocolError naming what arrived if not a plan."""
     try:
         (size,) = _LEN.unpack_from(data)
         view = memoryview(data)
         blobs, cache = view[4 + size :], cache or {}
-        dec = _Decoder(blobs, cache, {} if parts is None else parts, keep)
+        dec = _Decoder(blobs, cache, parts or {})
         plan = _from_json(json.loads(data[4 : 4 + size]), blobs, cache, dec)
     except (ValueError, KeyError, TypeError, struct.error) as err:
         what = f"{data[:200]!r} ({type(err).__name__}: {err})"

@@ -22,6 +22,7 @@ from supervisor.sandbox.wire.plancodec import (
     encode_for_server,
     encode_plan,
     keep_offered,
+    keep_parts,
 )
 from supervisor.sandbox.wire.protocol import (
     Forked,
@@ -117,9 +118,11 @@ def test_a_plans_root_ops_travel_once_then_by_token() -> None:
     kept: dict[str, Ops] = {}
     cache: dict[str, bytes] = {}
     keep_offered(first.body, first.offers, cache)
-    # The fork server's side: it decodes the plan once and keeps the ops it was offered.
-    assert decode_plan(first.body, cache, kept, {"p0"}) == plan
+    # The fork server's side: it decodes the ops it was offered once, and keeps them.
+    keep_parts(first.body, {"p0"}, cache, kept)
     assert kept == {"p0": plan.root_ops}
+    with pytest.raises(ProtocolError, match="root_ops"):
+        keep_parts(first.body[:4] + b"[" + first.body[5:], {"p0"}, cache, {})
     assert decode_plan(first.body) == plan  # offered ops still travel inline this time
     held = {id(plan.root_ops): ("p0", plan.root_ops)}
     second = encode_for_server(plan, set(cache), 1 << 20, parts=held, token=lambda: next(tokens))
@@ -139,7 +142,7 @@ def test_the_parts_budget_bounds_what_is_offered() -> None:
     budget = len(plan.root_ops) - 1
     encoded = encode_for_server(plan, frozenset(), 1 << 20, token=lambda: "p0", part_budget=budget)
     assert encoded.parts == []
-    assert decode_plan(encoded.body, None, {}, {"p0"}) == plan
+    assert decode_plan(encoded.body) == plan
 
 
 def test_the_blob_budget_bounds_what_is_offered() -> None:
