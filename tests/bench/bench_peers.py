@@ -39,7 +39,7 @@ from pathlib import Path
 from supervisor.linux import helduserns
 from supervisor.sandbox.host import forkserver
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
-from supervisor.sandbox.wire.plancodec import encode_cached
+from supervisor.sandbox.wire.plancodec import encode_for_server
 from tests.bench import bench_launch as bl
 
 Runner = Callable[[], float]
@@ -233,9 +233,15 @@ def trace(n: int) -> tuple[list[Stamps], int]:
             ids = harness.id_map_for(spec)
             request = LaunchRequest(spec, [], null, null, id_map=ids, userns_file=held, trace=True)
             plan = build_plan(request)
-            # On the wire once the server keeps the recurring blobs (after the first launch).
-            _, offers = encode_cached(plan, frozenset(), forkserver.CACHE_BUDGET)
-            size = len(encode_cached(plan, {d for d, _, _ in offers}, 0)[0])
+            # On the wire once the server keeps the recurring blobs and the unit's mount ops
+            # (after the first launch).
+            first = encode_for_server(
+                plan, frozenset(), forkserver.CACHE_BUDGET, token=lambda: "p0",
+                part_budget=forkserver.PARTS_BUDGET,
+            )  # fmt: skip
+            blobs = {d for d, _, _ in first.offers}
+            parts = {id(ops): (token, ops) for token, _, ops in first.parts}
+            size = len(encode_for_server(plan, blobs, 0, parts=parts).body)
             runs = [traced_launch(request, server) for _ in range(n + 3)][3:]
         finally:
             os.close(null)

@@ -411,6 +411,36 @@ def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServ
     assert server.restarts == 1 and server._held == held
 
 
+def test_a_units_root_ops_are_kept_decoded_by_the_server_and_named_after(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    (data / "f").write_text("one\n")
+    mounts = {"mounts": [{"source": str(data), "target": "/data"}]}
+    spec = harness.unit(["/bin/cat", "/data/f"], name="parts", sandbox=mounts)
+    assert harness.run(spec).stdout == b"one\n"
+    parts = dict(server._parts)  # this unit's root ops, offered with the first request
+    assert len(parts) == 1
+    # The next launches name them by token; the spare, forked after, holds them decoded.
+    (data / "f").write_text("two\n")
+    assert harness.run(spec).stdout == b"two\n"
+    assert server._parts == parts
+    # The host changed under the unit (the source is now a file): planned, and offered, anew.
+    (data / "f").unlink()
+    data.rmdir()
+    data.write_text("a file now\n")
+    data.chmod(0o644)
+    file_spec = harness.unit(["/bin/cat", "/data"], name="parts", sandbox=mounts)
+    assert harness.run(file_spec).stdout == b"a file now\n"
+    assert len(server._parts) == 2
+    # A restarted server keeps nothing: the daemon offers them again.
+    os.kill(server.pid, signal.SIGKILL)
+    wait_dead(server.pid)
+    assert harness.run(file_spec).stdout == b"a file now\n"
+    assert server.restarts == 1 and len(server._parts) == 1
+
+
 def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
     server: ForkServer,
 ) -> None:
@@ -469,6 +499,32 @@ def test_awaited_launches_are_in_flight_at_once(server: ForkServer) -> None:
                     _kill_all(pids)
         finally:
             os.close(out)
+
+    asyncio.run(main())
+
+
+def test_awaited_launches_keep_a_units_root_ops_then_name_them(server: ForkServer) -> None:
+    """The daemon's path (fork_async): what the server kept is recorded once it answered."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        out = os.open("/dev/null", os.O_WRONLY)
+        kept = []
+        try:
+            spec = harness.unit(["/bin/true"], name="again")
+            for _ in range(3):
+                with harness.v1_cgroup() as procs:
+                    req = LaunchRequest(spec, procs, out, out, id_map=harness.ID_MAP)
+                    one = await launch_async(req, server)
+                    try:
+                        await one.go_async(loop)
+                    finally:
+                        _, status = os.waitpid(one.pid, 0)
+                    assert status == 0
+                kept.append(dict(server._parts))
+        finally:
+            os.close(out)
+        assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
 
     asyncio.run(main())
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 from supervisor.errors import LaunchError, SupervisorError
 from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import encode_cached
+from supervisor.sandbox.wire.plancodec import Ops, PartOffer, encode_for_server
 from supervisor.sandbox.wire.protocol import (
     EnterRequest,
     Forked,
@@ -64,6 +65,10 @@ START_TIMEOUT = 10.0
 # Bytes of plan blobs (seccomp program, /etc copies: plancodec.CACHEABLE) the server keeps for
 # later plans to name by digest. Past it, new blobs travel with each plan, as all did before.
 CACHE_BUDGET = 4 << 20
+# Mount ops the server keeps decoded (plancodec.py's parts): ~40 a unit, so a few hundred
+# units' roots, ~4 MB in the server. Every byte of its memory makes forking a launcher dearer;
+# past it, a unit's ops travel with each of its plans, as all did before.
+PARTS_BUDGET = 10_000
 SERVER_MODULE = "supervisor.sandbox.server"  # its __main__ runs the server's loop
 
 
@@ -120,6 +125,10 @@ class ForkServer:
         # The blobs this server keeps (offered with a request it answered), and their bytes.
         self._held: set[str] = set()
         self._held_bytes = 0
+        self._parts_ops = 0
+        # The op tuples it keeps decoded: id(ops) -> (token, ops) (plancodec.HeldParts).
+        self._parts: dict[int, tuple[str, Ops]] = {}
+        self._tokens = itertools.count()  # never reused, across restarts too
         self.restarts = 0
         self._given_up = False  # killed by us (_give_up): restarted at the next request
         self.last_exit: int | None = None  # wait status of the last server that died
@@ -155,6 +164,7 @@ class ForkServer:
         _reap_orphan(self._spare)
         self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
         self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
+        self._parts, self._parts_ops = {}, 0
         self._given_up = False
         self.restarts += 1
 
@@ -173,13 +183,19 @@ class ForkServer:
             unit, request.frame, request.passed, deadline, spare=True, marks=marks
         )
         if launcher is not None:  # answered: the server kept what it was offered
-            self._keep(request.offers)
+            self._keep(request)
         return launcher
 
-    def _keep(self, offers: Sequence[tuple[str, int, int]]) -> None:
-        for digest, _, length in offers:
+    def _keep(self, request: _ForkFrame) -> None:
+        for digest, _, length in request.offers:
             self._held.add(digest)
             self._held_bytes += length
+        for token, count, ops in request.parts:
+            self._parts[id(ops)] = (token, ops)
+            self._parts_ops += count
+
+    def _token(self) -> str:
+        return f"p{next(self._tokens)}"
 
     async def fork_async(
         self, unit: str, plan: ChildPlan, fds: ChildFds, deadline: float, marks: Marks = OFF
@@ -206,7 +222,7 @@ class ForkServer:
                         answer = reply
                         break
                 if answer is not None:  # answered: the server kept what it was offered
-                    self._keep(request.offers)
+                    self._keep(request)
                 return answer
             except asyncio.CancelledError:
                 # Its answer is still to come: the next request reads it first (_settle),
@@ -398,21 +414,25 @@ _NOT_YET = _NotYet()
 
 class _ForkFrame:
     """A launch's request to the server: the fds it passes, and its frame, made (`frame()`)
-    for the server it goes to: a restarted one holds no blob yet. `offers`: the blobs the last
-    frame offered, which the server keeps once it answers."""
+    for the server it goes to: a restarted one holds no blob yet. `offers` and `parts`: the
+    blobs and op tuples the last frame offered, which the server keeps once it answers."""
 
     def __init__(self, server: ForkServer, plan: ChildPlan, fds: ChildFds, marks: Marks) -> None:
         self._server, self._plan, self._marks = server, plan, marks
         self.passed = [fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep]
         self.offers: list[tuple[str, int, int]] = []
+        self.parts: list[PartOffer] = []
 
     def frame(self) -> tuple[bytes, bytes]:
         server = self._server
-        body, self.offers = encode_cached(
-            self._plan, server._held, CACHE_BUDGET - server._held_bytes
-        )
+        encoded = encode_for_server(
+            self._plan, server._held, CACHE_BUDGET - server._held_bytes, parts=server._parts,
+            token=server._token, part_budget=PARTS_BUDGET - server._parts_ops,
+        )  # fmt: skip
+        self.offers, self.parts = encoded.offers, encoded.parts
         self._marks.mark("daemon: plan encoded")
-        return encode_server(ForkRequest(len(self.passed), self.offers)), body
+        parts = [(token, count) for token, count, _ in self.parts]
+        return encode_server(ForkRequest(len(self.passed), self.offers, parts)), encoded.body
 
 
 class _Pending:

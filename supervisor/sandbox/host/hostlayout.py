@@ -111,9 +111,12 @@ class HostLayout:
     in_root: dict[str, HostPath] = field(default_factory=dict)
 
     @classmethod
-    def probe(cls, extra: Iterable[str] = ()) -> HostLayout:
+    def probe(cls, extra: Iterable[str] = (), host_root: bool = True) -> HostLayout:
+        """`host_root`: the root is the host's, so its system trees and /etc are looked at
+        too (a root directory or an image has its own: half the paths, not stat-ed)."""
         entries: dict[str, HostPath] = {}
-        for path in (*HOST_DIRS, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev"):
+        system = HOST_DIRS if host_root else ()
+        for path in (*system, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev"):
             found = _probe(path)
             if found is not None:
                 entries[path] = found
@@ -121,7 +124,7 @@ class HostLayout:
             found = _probe(f"/dev/{dev}")
             if found is not None:
                 entries[f"/dev/{dev}"] = found
-        for name in ETC_ENTRIES:
+        for name in ETC_ENTRIES if host_root else ():
             found = _probe(f"/etc/{name}", copy=True)
             if found is not None:
                 entries[f"/etc/{name}"] = found

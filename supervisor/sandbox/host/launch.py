@@ -48,9 +48,9 @@ from supervisor.linux import caps, resolvconf, seccomp
 from supervisor.linux.syscalls import NAMESPACE_FLAGS, REAL, Syscalls
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks, run_launcher
-from supervisor.sandbox.host import etcsnap, holdplan, hostlayout, init, rootplan
+from supervisor.sandbox.host import etcsnap, hostlayout, init, plancache, rootplan
 from supervisor.sandbox.host.forkserver import ForkServer
-from supervisor.sandbox.wire.mounts import Hold, RootSpec, UnitMount
+from supervisor.sandbox.wire.mounts import RootSpec, UnitMount
 from supervisor.sandbox.wire.protocol import (
     GO,
     MAX_KEEP_FDS,
@@ -272,19 +272,13 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
             raise LaunchError(name, "plan", str(err)) from None
         exec_path, argv = init.wrap(argv)
     try:
-        spec = root_spec(req, init_binary)
-        if host is None:
-            extra = rootplan.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
-            host = hostlayout.HostLayout.probe(extra)
-            if inside := rootplan.root_paths(spec, host):
-                host = host.with_root_paths(spec.root, inside)
-        spec, host = _with_etc_snapshot(req, spec, host)
-        ops = rootplan.plan_root(spec, host)
-        staging = ""
-        holds: tuple[Hold, ...] = ()  # without a user namespace PID 1 opens every source
-        if spec.userns:
-            staging = rootplan.staging_dir(spec, host)
-            ops, holds = holdplan.hold_sources(ops, spec, staging)
+        # The host is probed now; the root is planned again only if it or the unit changed
+        # (a host root's /etc snapshot is part of the unit's spec: new /etc content, new key).
+        root = plancache.CACHE.plan(
+            root_spec(req, init_binary),
+            host,
+            prepare=lambda spec, probed: _with_etc_snapshot(req, spec, probed),
+        )
     except StageFailure as failure:
         raise LaunchError(name, "plan", failure.message, failure.errno) from None
     try:
@@ -307,7 +301,7 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         userns="user" in unit.sandbox.namespaces,
         loopback="net" in unit.sandbox.namespaces and req.netns is None,
         netns=req.netns,
-        root_ops=tuple(ops),
+        root_ops=root.ops,
         user=unit.service.user,
         group=unit.service.group,
         workdir=unit.service.workdir,
@@ -329,8 +323,8 @@ def build_plan(req: LaunchRequest, host: hostlayout.HostLayout | None = None) ->
         credentials=secrets,
         credentials_dir=credentials.DIRECTORY,
         id_map=req.id_map if "user" in unit.sandbox.namespaces else None,
-        staging=staging,
-        holds=holds,
+        staging=root.staging,
+        holds=root.holds,
         userns_file=(req.userns_file or "") if "user" in unit.sandbox.namespaces else "",
         trace=req.trace,
     )

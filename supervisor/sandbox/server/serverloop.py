@@ -28,7 +28,7 @@ from supervisor.sandbox.child import enter
 from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
-from supervisor.sandbox.wire.plancodec import decode_plan, keep_offered
+from supervisor.sandbox.wire.plancodec import Ops, decode_plan, keep_offered, keep_parts
 from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
     ChildError,
@@ -56,7 +56,11 @@ class _Spare:
     arenas) are copied before the request comes, not while it is served."""
 
     def __init__(
-        self, sys: Syscalls, warm: bytes = b"", cache: dict[str, bytes] | None = None
+        self,
+        sys: Syscalls,
+        warm: bytes = b"",
+        cache: dict[str, bytes] | None = None,
+        parts: dict[str, Ops] | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -67,7 +71,7 @@ class _Spare:
             raise
         if pid == 0:
             try:
-                _spare_main(theirs, sys, warm, cache or {})
+                _spare_main(theirs, sys, warm, cache or {}, parts or {})
             finally:
                 os._exit(1)
         theirs.close()
@@ -79,7 +83,11 @@ class _Spare:
 
 
 def _spare_main(
-    channel: socket.socket, sys: Syscalls, warm: bytes, cache: dict[str, bytes]
+    channel: socket.socket,
+    sys: Syscalls,
+    warm: bytes,
+    cache: dict[str, bytes],
+    parts: dict[str, Ops],
 ) -> NoReturn:
     """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
@@ -87,7 +95,7 @@ def _spare_main(
     sys.close_fds_except({channel.fileno()})
     if warm:
         with contextlib.suppress(ProtocolError):  # the server checked nothing in it
-            decode_plan(warm, cache)
+            decode_plan(warm, cache, parts)
     frame = recv_frame(channel)
     if frame is None:  # the server is done with us
         os._exit(0)
@@ -95,7 +103,7 @@ def _spare_main(
     _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
-        plan = replace(decode_plan(body, cache), stdout_fd=stdout, stderr_fd=stderr)
+        plan = replace(decode_plan(body, cache, parts), stdout_fd=stdout, stderr_fd=stderr)
         if len(kept) != len(plan.keep_fds):
             raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
     except ProtocolError as err:  # say so on the daemon's pipe: a child never fails silently
@@ -150,11 +158,14 @@ class _Server:
         # Blobs the daemon offered (plancodec.py), by digest: every spare forked from here has
         # them, so a plan may name them instead of carrying them.
         self.cache: dict[str, bytes] = {}
+        # Op tuples the daemon offered (plancodec.py's parts), decoded, by token: a spare
+        # forked from here holds them, so a plan naming one decodes nothing of its root.
+        self.parts: dict[str, Ops] = {}
         # To come back to after forking a probe command in a sandbox's PID namespace.
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self) -> _Spare:
-        spare = _Spare(self.sys, self.last_plan, self.cache)
+        spare = _Spare(self.sys, self.last_plan, self.cache, self.parts)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
@@ -208,6 +219,11 @@ class _Server:
             return
         self.last_plan = frame[1]
         send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
+        if request.parts:
+            # After the answer (the daemon does not wait for it), before the next spare's fork
+            # (which then holds them). A bad plan is the spare's to report, on the sync pipe.
+            with contextlib.suppress(ProtocolError):
+                keep_parts(frame[1], {t for t, _ in request.parts}, self.cache, self.parts)
         # The next spare is forked once the daemon has its answer, while `used` works.
         try:
             self.spare = self._new_spare()

@@ -15,6 +15,14 @@ Blobs that recur from launch to launch (the seccomp program, the /etc copies: th
 lists the blob's SHA-256, offset and length; the server keeps it), and once the server holds it
 a plan names it by digest only ({"@c": digest}); the spare launcher, forked from the server,
 has a copy of the server's cache. What the server holds is bounded by the daemon's budget.
+
+A plan's mount operations (`root_ops`, the bulk of its JSON) recur too: the daemon plans a
+unit's root once per revision and host state (host/plancache.py), so a relaunch carries the
+very same tuple. The first plan carrying it offers it as a part ({"@p": token, "v": [...]},
+listed in the ForkRequest's `parts`); the server decodes it once and keeps the decoded ops,
+and later plans carrying the same tuple (by identity: the daemon never sends a token for
+other contents) name it by token only ({"@p": token}): the spare forked after holds the ops
+already and decodes nothing of them.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Container, Mapping, MutableMapping, Set
 from typing import Any
 
 from supervisor.linux.caps import CapPlan
@@ -51,7 +59,7 @@ _CLASSES: dict[str, type[Any]] = {
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}
-_TYPE, _BYTES, _CACHED = "@t", "@b", "@c"
+_TYPE, _BYTES, _CACHED, _PART, _VALUE = "@t", "@b", "@c", "@p", "v"
 _LEN = struct.Struct(">I")
 # The same bytes in every launch of a unit (never credentials: a secret must not outlive its
 # launch in the fork server).
@@ -61,14 +69,44 @@ CACHEABLE = frozenset(
 CACHED_MIN = 256  # bytes: a smaller blob costs no more inline than its digest does
 
 Offer = tuple[str, int, int]  # a blob for the server to keep: (SHA-256 hex, offset, length)
+Ops = tuple[object, ...]
+# Daemon side: the op tuples the server keeps decoded, id(ops) -> (token, ops); the tuple is
+# held so that its id is not reused while the entry lives.
+HeldParts = Mapping[int, tuple[str, Ops]]
+PartOffer = tuple[str, int, Ops]  # (token, how many ops, the tuple itself)
 
 
 class _Encoder:
-    def __init__(self, held: Set[str], budget: int) -> None:
-        self.held, self.budget = held, budget
+    def __init__(
+        self,
+        held: Set[str],
+        budget: int,
+        parts: HeldParts | None = None,
+        token: Callable[[], str] | None = None,
+        part_budget: int = 0,
+    ) -> None:
+        self.held, self.budget, self.part_budget = held, budget, part_budget
         self.blobs: list[bytes] = []
         self.offset = 0
         self.offers: list[Offer] = []
+        self.parts = parts or {}
+        self.token = token  # None: no part is offered
+        self.part_offers: list[PartOffer] = []
+
+    def ops(self, value: Ops) -> object:
+        """A plan's root_ops: by token if the server holds this very tuple, else inline (and
+        offered as a part when a token source and the budget allow)."""
+        held = self.parts.get(id(value))
+        if held is not None and held[1] is value:
+            return {_PART: held[0]}
+        inline = [self.json(v) for v in value]
+        # Counted in ops, not bytes: measuring the JSON would cost a launch what it saves.
+        if self.token is None or not value or len(value) > self.part_budget:
+            return inline
+        self.part_budget -= len(value)
+        token = self.token()
+        self.part_offers.append((token, len(value), value))
+        return {_PART: token, _VALUE: inline}
 
     def blob(self, value: bytes, cacheable: bool) -> object:
         if cacheable and len(value) >= CACHED_MIN:
@@ -94,7 +132,11 @@ class _Encoder:
         if names is not None:
             out: dict[str, object] = {_TYPE: cls.__name__}
             for name in names:
-                out[name] = self.json(getattr(value, name), (cls, name) in CACHEABLE)
+                field = getattr(value, name)
+                if cls is ChildPlan and name == "root_ops":
+                    out[name] = self.ops(field)
+                else:
+                    out[name] = self.json(field, (cls, name) in CACHEABLE)
             return out
         if isinstance(value, bytes):
             return self.blob(value, cacheable)
@@ -103,10 +145,41 @@ class _Encoder:
         raise TypeError(f"cannot encode {type(value).__name__} in a plan")
 
 
-def _from_json(value: object, blobs: memoryview, cache: Mapping[str, bytes]) -> object:
+class _Decoder:
+    def __init__(
+        self,
+        blobs: memoryview,
+        cache: Mapping[str, bytes],
+        parts: Mapping[str, Ops],
+        keep: MutableMapping[str, Ops] | None = None,
+        tokens: Container[str] = (),
+    ) -> None:
+        # `keep`: where the parts offered under one of `tokens` go (the fork server's side).
+        self.blobs, self.cache, self.parts = blobs, cache, parts
+        self.keep, self.tokens = keep, tokens
+
+    def part(self, value: dict[str, object]) -> object:
+        token = value[_PART]
+        if not isinstance(token, str):
+            raise TypeError(f"part token {token!r}")
+        if _VALUE not in value:
+            return self.parts[token]  # KeyError: the daemon named a part we never got
+        ops = _from_json(value[_VALUE], self.blobs, self.cache, self)
+        if not isinstance(ops, tuple):
+            raise TypeError(f"part {token} is not a list")
+        if self.keep is not None and token in self.tokens:
+            self.keep[token] = ops
+        return ops
+
+
+def _from_json(
+    value: object, blobs: memoryview, cache: Mapping[str, bytes], dec: _Decoder
+) -> object:
     if isinstance(value, list):
-        return tuple(_from_json(v, blobs, cache) for v in value)
+        return tuple(_from_json(v, blobs, cache, dec) for v in value)
     if isinstance(value, dict):
+        if _PART in value:
+            return dec.part(value)
         if _CACHED in value:
             return cache[value[_CACHED]]  # KeyError: the daemon named a blob we never got
         if _BYTES in value:
@@ -115,16 +188,41 @@ def _from_json(value: object, blobs: memoryview, cache: Mapping[str, bytes]) -> 
                 raise ValueError(f"blob {start}+{length} outside the {len(blobs)} bytes sent")
             return bytes(blobs[start : start + length])
         cls = _CLASSES[value.pop(_TYPE)]
-        return cls(**{k: _from_json(v, blobs, cache) for k, v in value.items()})
+        return cls(**{k: _from_json(v, blobs, cache, dec) for k, v in value.items()})
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    offers: list[Offer]  # new blobs for the server to keep
+    parts: list[PartOffer]  # new op tuples for the server to keep decoded
+
+
+def encode_for_server(
+    plan: ChildPlan,
+    held: Set[str],
+    budget: int,
+    *,
+    parts: HeldParts | None = None,
+    token: Callable[[], str] | None = None,
+    part_budget: int = 0,
+) -> Encoded:
+    """The plan, naming the cacheable blobs in `held` by digest and its root_ops by token if
+    `parts` holds that tuple; new blobs offered to the server to keep, `budget` bytes at most,
+    and (given `token`, a source of fresh tokens) its root_ops, if there are at most
+    `part_budget` of them: both travel inline this time."""
+    enc = _Encoder(held, budget, parts, token, part_budget)
+    doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
+    body = b"".join((_LEN.pack(len(doc)), doc, *enc.blobs))
+    return Encoded(body, enc.offers, enc.part_offers)
 
 
 def encode_cached(plan: ChildPlan, held: Set[str], budget: int) -> tuple[bytes, list[Offer]]:
     """The plan, naming the cacheable blobs in `held` by digest; and the new ones offered to
     the server to keep, `budget` bytes at most (they travel inline this time)."""
-    enc = _Encoder(held, budget)
-    doc = json.dumps(enc.json(plan), separators=(",", ":")).encode()
-    return b"".join((_LEN.pack(len(doc)), doc, *enc.blobs)), enc.offers
+    encoded = encode_for_server(plan, held, budget)
+    return encoded.body, encoded.offers
 
 
 def encode_plan(plan: ChildPlan) -> bytes:
@@ -147,12 +245,38 @@ def keep_offered(data: bytes, offers: list[Offer], cache: dict[str, bytes]) -> N
         raise ProtocolError("offers of blobs", f"{offers!r:.200} ({err})") from None
 
 
-def decode_plan(data: bytes, cache: Mapping[str, bytes] | None = None) -> ChildPlan:
-    """The plan (its cached blobs from `cache`); ProtocolError naming what arrived if not one."""
+def keep_parts(
+    data: bytes,
+    tokens: Container[str],
+    cache: Mapping[str, bytes],
+    parts: MutableMapping[str, Ops],
+) -> None:
+    """The fork server's side: decode the root_ops the plan in `data` offers under one of
+    `tokens` and keep them in `parts`. Only they are decoded: nothing else of the plan (its
+    credentials above all) is copied into the server. ProtocolError if they are not ops."""
+    try:
+        (size,) = _LEN.unpack_from(data)
+        doc = json.loads(data[4 : 4 + size])
+        value = doc.get("root_ops") if isinstance(doc, dict) else None
+        if isinstance(value, dict) and _VALUE in value and value.get(_PART) in tokens:
+            _Decoder(memoryview(data)[4 + size :], cache, parts, parts, tokens).part(value)
+    except (ValueError, KeyError, TypeError, struct.error) as err:
+        raise ProtocolError("a plan's root_ops", f"{type(err).__name__}: {err}") from None
+
+
+def decode_plan(
+    data: bytes,
+    cache: Mapping[str, bytes] | None = None,
+    parts: Mapping[str, Ops] | None = None,
+) -> ChildPlan:
+    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`);
+    ProtocolError naming what arrived if not a plan."""
     try:
         (size,) = _LEN.unpack_from(data)
         view = memoryview(data)
-        plan = _from_json(json.loads(data[4 : 4 + size]), view[4 + size :], cache or {})
+        blobs, cache = view[4 + size :], cache or {}
+        dec = _Decoder(blobs, cache, parts or {})
+        plan = _from_json(json.loads(data[4 : 4 + size]), blobs, cache, dec)
     except (ValueError, KeyError, TypeError, struct.error) as err:
         what = f"{data[:200]!r} ({type(err).__name__}: {err})"
         raise ProtocolError("a ChildPlan", what) from None

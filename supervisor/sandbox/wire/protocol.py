@@ -34,7 +34,8 @@ message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 | 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
 | 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr, | Forked or ServerError   |
 |   |              |         |          | then the plan's keep_fds      |                         |
-|   | (body: the ChildPlan, plancodec.py; `offers`: its blobs for the server to keep)       |
+|   | (body: the ChildPlan, plancodec.py; `offers`: its blobs for the server to keep;       |
+|   | `parts`: its root_ops, for the server to keep decoded)                                |
 | 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
@@ -136,6 +137,9 @@ class ForkRequest:
     # Blobs of the plan for the server to keep, (SHA-256 hex, offset, length) in the body's
     # blobs; later plans name them by digest only (plancodec.py).
     offers: list[tuple[str, int, int]] = field(default_factory=list)
+    # The plan's root_ops, offered inline for the server to keep decoded: (token, how many
+    # ops); later plans name them by token only (plancodec.py).
+    parts: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

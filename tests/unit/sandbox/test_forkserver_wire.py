@@ -16,10 +16,13 @@ from supervisor.sandbox.host.launch import LaunchRequest, build_plan
 from supervisor.sandbox.wire import mounts
 from supervisor.sandbox.wire.frames import recv_frame, send_frame
 from supervisor.sandbox.wire.plancodec import (
+    Ops,
     decode_plan,
     encode_cached,
+    encode_for_server,
     encode_plan,
     keep_offered,
+    keep_parts,
 )
 from supervisor.sandbox.wire.protocol import (
     Forked,
@@ -103,6 +106,43 @@ def test_recurring_blobs_travel_once_then_by_digest() -> None:
     assert decode_plan(second, cache) == plan
     with pytest.raises(ProtocolError, match="expected a ChildPlan"):
         decode_plan(second)  # a server that was never offered them
+
+
+def test_a_plans_root_ops_travel_once_then_by_token() -> None:
+    plan = plan_for(sandbox={"read_only": False})  # with /etc copies among its ops
+    tokens = iter(["p0", "p1"])
+    first = encode_for_server(
+        plan, frozenset(), 1 << 20, token=lambda: next(tokens), part_budget=1 << 20
+    )
+    assert [(t, ops) for t, _, ops in first.parts] == [("p0", plan.root_ops)]
+    kept: dict[str, Ops] = {}
+    cache: dict[str, bytes] = {}
+    keep_offered(first.body, first.offers, cache)
+    # The fork server's side: it decodes the ops it was offered once, and keeps them.
+    keep_parts(first.body, {"p0"}, cache, kept)
+    assert kept == {"p0": plan.root_ops}
+    with pytest.raises(ProtocolError, match="root_ops"):
+        keep_parts(first.body[:4] + b"[" + first.body[5:], {"p0"}, cache, {})
+    assert decode_plan(first.body) == plan  # offered ops still travel inline this time
+    held = {id(plan.root_ops): ("p0", plan.root_ops)}
+    second = encode_for_server(plan, set(cache), 1 << 20, parts=held, token=lambda: next(tokens))
+    assert second.parts == [] and len(second.body) < len(first.body) // 2
+    assert decode_plan(second.body, cache, dict(kept)) == plan
+    with pytest.raises(ProtocolError, match="expected a ChildPlan"):
+        decode_plan(second.body, cache)  # a server that was never offered them
+    # Equal ops in another tuple (a plan rebuilt, or replaced by hand) travel inline: a token
+    # names one tuple, never contents that merely compare equal.
+    rebuilt = dataclasses.replace(plan, root_ops=tuple(plan.root_ops[:-1]) + plan.root_ops[-1:])
+    third = encode_for_server(rebuilt, set(cache), 1 << 20, parts=held)
+    assert third.parts == [] and decode_plan(third.body, cache) == rebuilt
+
+
+def test_the_parts_budget_bounds_what_is_offered() -> None:
+    plan = plan_for()
+    budget = len(plan.root_ops) - 1
+    encoded = encode_for_server(plan, frozenset(), 1 << 20, token=lambda: "p0", part_budget=budget)
+    assert encoded.parts == []
+    assert decode_plan(encoded.body) == plan
 
 
 def test_the_blob_budget_bounds_what_is_offered() -> None:

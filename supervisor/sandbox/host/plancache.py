@@ -1,0 +1,103 @@
+"""The root part of a launch plan, planned once per unit revision and host state.
+
+Planning a root (rootplan.root_paths, rootplan.plan_root, holdplan.hold_sources) is pure: the
+same `RootSpec` and the same `HostLayout` give the same operations. What changes between two
+launches of a unit is the host, so the host is still probed at every launch (a bind source
+removed, a path that became a symlink, a remount read-only, an edited /etc/passwd: each shows
+in the probe and makes the launch plan afresh, and fail with the same clear error as before);
+only the pure planning is skipped when both the spec and the probed facts equal the last ones.
+
+A unit's edited file, image or root gives a different `RootSpec` (a new key); the entries are
+few and bounded (least recently used dropped first), so a daemon with thousands of units keeps
+a handful of plans, not one per unit. The same ops tuple for the same inputs is also what lets
+the encoder send it by reference (wire/plancodec.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.sandbox.host import holdplan, hostlayout, rootplan
+from supervisor.sandbox.wire.mounts import Hold, Op, RootSpec
+
+# Launch-time plans worth keeping: the units launched most recently (restarts, a storm's
+# burst). Each is a few dozen small frozen objects.
+MAX_ENTRIES = 128
+
+# A spec and its probed host, completed from the probe before planning (see plan()).
+Prepare = Callable[[RootSpec, hostlayout.HostLayout], tuple[RootSpec, hostlayout.HostLayout]]
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """The root's operations (for PID 1), its staging directory and the launcher's holds."""
+
+    ops: tuple[Op, ...]
+    staging: str
+    holds: tuple[Hold, ...]
+
+
+@dataclass
+class _Entry:
+    probed: hostlayout.HostLayout  # the host as probed, before the root directory's paths
+    paths: list[str]  # rootplan.root_paths for `probed`
+    layout: hostlayout.HostLayout  # `probed` plus those paths, what the plan was made from
+    plan: RootPlan
+
+
+class RootPlanCache:
+    """`plan(spec)`: probe the host, and plan the root unless spec and host are unchanged."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: OrderedDict[RootSpec, _Entry] = OrderedDict()
+        self._max = max_entries
+        self.hits = self.misses = 0  # for tests and the bench: did the cache serve a plan?
+
+    def plan(
+        self,
+        spec: RootSpec,
+        host: hostlayout.HostLayout | None = None,
+        prepare: Prepare | None = None,
+    ) -> RootPlan:
+        """The root plan for `spec` on `host` (None: probed now). `prepare` may complete both
+        from the probe before the plan is looked up (launch.py: a host root's shared /etc
+        snapshot). Raises StageFailure, as the planning does, for a root that cannot be built."""
+        if host is None:
+            extra = rootplan.bind_sources(spec) + ([spec.root] if spec.root != "host" else [])
+            host = hostlayout.HostLayout.probe(extra, spec.root == "host" and not spec.layers)
+        if prepare is not None:
+            spec, host = prepare(spec, host)
+        entry = self._entries.get(spec)
+        probed = host
+        paths = entry.paths if entry and entry.probed == probed else rootplan.root_paths(spec, host)
+        if paths:
+            host = host.with_root_paths(spec.root, paths)
+        if entry is not None and entry.layout == host:
+            self._entries.move_to_end(spec)
+            self.hits += 1
+            return entry.plan
+        self.misses += 1
+        plan = _plan(spec, host)
+        self._entries[spec] = _Entry(probed, paths, host, plan)
+        self._entries.move_to_end(spec)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return plan
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _plan(spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:
+    ops = rootplan.plan_root(spec, host)
+    staging = ""
+    holds: tuple[Hold, ...] = ()  # without a user namespace PID 1 opens every source
+    if spec.userns:
+        staging = rootplan.staging_dir(spec, host)
+        ops, holds = holdplan.hold_sources(ops, spec, staging)
+    return RootPlan(tuple(ops), staging, holds)
+
+
+CACHE = RootPlanCache()  # the process's own (the daemon's, or a bench's)

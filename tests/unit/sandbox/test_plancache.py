@@ -1,0 +1,98 @@
+"""The root plan cache: planned once per unit revision and host state, and planned again (with
+the same errors) as soon as either changes. Probes real temporary paths (no root needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from supervisor.sandbox.host import hostlayout, rootplan
+from supervisor.sandbox.host.plancache import RootPlanCache
+from supervisor.sandbox.wire.mounts import Bind, RootSpec, UnitMount, WriteFile
+from supervisor.sandbox.wire.protocol import StageFailure
+
+
+def spec_binding(source: Path, **changes: object) -> RootSpec:
+    base = RootSpec(root="host", hostname="web", mounts=(UnitMount("/data", str(source), True),))
+    return dataclasses.replace(base, **changes)
+
+
+def test_an_unchanged_unit_on_an_unchanged_host_reuses_its_plan(tmp_path: Path) -> None:
+    cache = RootPlanCache()
+    spec = spec_binding(tmp_path)
+    first = cache.plan(spec)
+    assert cache.plan(spec) is first
+    assert (cache.hits, cache.misses) == (1, 1)
+    # The same answer planning afresh gives.
+    host = hostlayout.HostLayout.probe(rootplan.bind_sources(spec))
+    assert first.ops == tuple(rootplan.plan_root(spec, host))
+
+
+def test_a_changed_unit_is_planned_again(tmp_path: Path) -> None:
+    cache = RootPlanCache()
+    first = cache.plan(spec_binding(tmp_path))
+    writable = cache.plan(spec_binding(tmp_path, tmp_size=1 << 20))
+    assert writable is not first and writable.ops != first.ops
+    assert cache.misses == 2
+
+
+def test_a_bind_source_gone_since_the_last_launch_fails_as_it_always_did(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    cache = RootPlanCache()
+    spec = spec_binding(source)
+    cache.plan(spec)
+    source.rmdir()
+    with pytest.raises(StageFailure, match=f"bind source {source} does not exist"):
+        cache.plan(spec)
+    source.write_text("now a file")  # a file where a directory was: planned as a file bind
+    binds = [op for op in cache.plan(spec).ops if isinstance(op, Bind) and op.source == str(source)]
+    assert [b.is_dir for b in binds] == [False]
+
+
+def test_a_changed_etc_file_is_copied_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    real = hostlayout._probe
+
+    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
+        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
+
+    monkeypatch.setattr(hostlayout, "_probe", probe)
+    cache = RootPlanCache()
+    spec = spec_binding(tmp_path)
+    first = cache.plan(spec)
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+    second = cache.plan(spec)
+    assert second is not first
+    copies = [op.data for op in second.ops if isinstance(op, WriteFile)]
+    assert any(b"app:x:1000" in data for data in copies)
+
+
+def test_the_cache_keeps_only_its_most_recent_units(tmp_path: Path) -> None:
+    cache = RootPlanCache(max_entries=2)
+    specs = [spec_binding(tmp_path, hostname=f"u{n}") for n in range(3)]
+    for spec in specs:
+        cache.plan(spec)
+    cache.plan(specs[2])
+    cache.plan(specs[0])  # dropped: planned again
+    assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_a_root_directory_probes_no_host_system_tree_nor_etc(tmp_path: Path) -> None:
+    # Only a host root shows the host's /usr, /lib... and a copy of its /etc; a root directory
+    # or an image has its own, so the launch does not stat them.
+    own = hostlayout.HostLayout.probe([str(tmp_path)], host_root=False)
+    host = hostlayout.HostLayout.probe([str(tmp_path)])
+    assert own.get("/usr") is None and own.get("/etc/passwd") is None
+    assert host.get("/usr") is not None and host.get("/etc/passwd") is not None
+    assert own.get(str(tmp_path)) == host.get(str(tmp_path))
+    assert own.get("/dev/null") == host.get("/dev/null")
+    # And the directory root's plan is the same either way.
+    spec = RootSpec(root=str(tmp_path), hostname="web", read_only=False, overlay_dir="/ov")
+    assert RootPlanCache().plan(spec).ops == tuple(rootplan.plan_root(spec, host))
