@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.sandbox.host import hostlayout, rootplan
-from supervisor.sandbox.host.plancache import RootPlanCache
+from supervisor.sandbox.host.plancache import Prepare, RootPlanCache
 from supervisor.sandbox.wire.mounts import Bind, RootSpec, UnitMount, WriteFile
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -96,3 +96,26 @@ def test_a_root_directory_probes_no_host_system_tree_nor_etc(tmp_path: Path) -> 
     # And the directory root's plan is the same either way.
     spec = RootSpec(root=str(tmp_path), hostname="web", read_only=False, overlay_dir="/ov")
     assert RootPlanCache().plan(spec).ops == tuple(rootplan.plan_root(spec, host))
+
+
+def test_what_prepare_completes_from_the_probe_keys_the_plan(tmp_path: Path) -> None:
+    # launch.py completes a host root's spec with its /etc snapshot, named by the content's
+    # digest: a new content (another snapshot) must plan again, the same one must reuse.
+    cache = RootPlanCache()
+    spec = spec_binding(tmp_path)
+    seen: list[RootSpec] = []
+
+    def completed(hostname: str) -> Prepare:
+        def prepare(
+            s: RootSpec, host: hostlayout.HostLayout
+        ) -> tuple[RootSpec, hostlayout.HostLayout]:
+            seen.append(s)
+            return dataclasses.replace(s, hostname=hostname), host
+
+        return prepare
+
+    first = cache.plan(spec, prepare=completed("a"))
+    assert cache.plan(spec, prepare=completed("a")) is first
+    other = cache.plan(spec, prepare=completed("b"))
+    assert other is not first and (cache.hits, cache.misses) == (1, 2)
+    assert seen == [spec, spec, spec]  # given the spec as the unit made it, every launch
