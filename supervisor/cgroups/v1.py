@@ -133,7 +133,13 @@ class V1Manager:
         return new
 
     def list_units(self) -> list[str]:
-        return files.child_dirs(self._bases["memory"])
+        # Every hierarchy's, not memory's alone: a daemon killed in the middle of a `rename`
+        # (or of a cgroup's mkdirs) leaves a name in some hierarchies only, which the start-up
+        # sweep must still find, open and remove.
+        found: set[str] = set()
+        for base in {_hierarchy(b): b for b in self._bases.values()}.values():
+            found.update(files.child_dirs(base))
+        return sorted(found)
 
     def unit_of(self, cgroup_path: str) -> str | None:
         return unit_in(cgroup_path, self._parent)
@@ -159,7 +165,8 @@ class V1Unit:
         return kept
 
     def exists(self) -> bool:
-        return os.path.isdir(self.dirs["memory"])
+        """In any hierarchy (one left half-renamed or half-made by a killed daemon, too)."""
+        return os.path.isdir(self.dirs["memory"]) or any(os.path.isdir(d) for d in self._unique)
 
     def unique_dirs(self) -> list[str]:
         """Its directory in each hierarchy, one per hierarchy (co-mounted controllers share)."""

@@ -437,13 +437,34 @@ def test_rename_keeps_limits_and_processes_all_or_nothing(env: Env) -> None:
     try:
         with pytest.raises(CgroupError, match="failed to rename"):
             env.manager.rename(web, "taken")
-        assert sorted(env.manager.list_units()) == ["web"]
+        assert all(os.path.isdir(d) for d in web.unique_dirs())  # every hierarchy's, still
         assert web.pids() == [pid] and env.read("web", "pids.max") == "17"
     finally:
         os.rmdir(taken)
     web.destroy()
     assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
     assert env.manager.list_units() == []
+
+
+@pytest.mark.cgroup_v1
+@requires_cgroup_v1
+def test_a_half_renamed_cgroup_is_listed_opened_and_removed_under_both_names() -> None:
+    """A daemon SIGKILLed between two hierarchies' renames leaves the cgroup under the new
+    name in some and the old in the others: the start-up sweep lists, opens and removes both."""
+    env = Env(cgroups.new(parent := f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"), parent, 1)
+    try:
+        cg = env.manager.create(".next.web", Limits(pids_max=5))
+        assert isinstance(cg, v1.V1Unit)
+        first = cg.unique_dirs()[0]
+        os.rename(first, os.path.join(os.path.dirname(first), "web"))  # one hierarchy only
+        assert env.manager.list_units() == [".next.web", "web"]
+        for name in env.manager.list_units():
+            opened = env.manager.open(name)
+            assert opened is not None
+            opened.destroy()
+        assert env.manager.list_units() == []
+    finally:
+        _cleanup(env)
 
 
 @pytest.mark.cgroup_v2
