@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
@@ -96,6 +97,30 @@ class Host:
     wall: Callable[[], float] = time.time
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """A launch's hooks (Run.launch)."""
+
+    prepared: Callable[[Limits], UnitCgroup | None] | None
+    while_exec: Callable[[], None] | None
+
+    def cgroup(self, cgroups: Manager, spec: UnitSpec) -> UnitCgroup:
+        limits = limits_from(spec.unit.resources, spec.unit.sandbox)
+        made = self.prepared(limits) if self.prepared is not None else None
+        return made if made is not None else _fresh_cgroup(cgroups, spec.name, limits)
+
+    async def go(self, loop: asyncio.AbstractEventLoop, go: Callable[[], Awaitable[None]]) -> None:
+        # Go is sent before go()'s first wait, so `while_exec` runs while PID 1 works (or
+        # right after, were there no wait).
+        meanwhile = None if self.while_exec is None else loop.call_soon(self.while_exec)
+        try:
+            await go()
+        except BaseException:
+            if meanwhile is not None:
+                meanwhile.cancel()  # if not run yet: the launch failed, nothing follows it
+            raise
+
+
 def run_age(pid_start: int | None, started_at: float | None, wall_now: float) -> float:
     """Seconds since a run began, by its PID 1's start on the boot clock; the wall clock
     (which steps) only for a record from an earlier boot or without a start time."""
@@ -162,17 +187,24 @@ class Run:
         sink: RotatingLog,
         on_change: Callable[[], None],
         trace: RestartTrace = OFF,
+        *,
+        prepared: Callable[[Limits], UnitCgroup | None] | None = None,
+        while_exec: Callable[[], None] | None = None,
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
         LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
         anything, if the daemon is too short of fds to launch and still serve its API.
         Holds one of `host.launch_slots` throughout: the waits are awaited, so other launches
         and the API go on meanwhile, a bounded number of launches at a time. `trace` gets the
-        launch's stamps (a traced restart: restarttrace.py)."""
+        launch's stamps (a traced restart: restarttrace.py). `prepared`: the unit's cgroup
+        made ahead with these limits, or None (nextcgroup.py); `while_exec`: called from the
+        loop while PID 1 builds its root and execs (the daemon would otherwise only wait),
+        unless the launch ends before that wait."""
+        steps = _Steps(prepared, while_exec)
         if host.launch_slots is None:
-            return await cls._launch(host, spec, sink, on_change, trace)
+            return await cls._launch(host, spec, sink, on_change, trace, steps=steps)
         async with host.launch_slots.held():
-            return await cls._launch(host, spec, sink, on_change, trace)
+            return await cls._launch(host, spec, sink, on_change, trace, steps=steps)
 
     @classmethod
     async def _launch(
@@ -182,11 +214,11 @@ class Run:
         sink: RotatingLog,
         on_change: Callable[[], None],
         trace: RestartTrace,
+        *,
+        steps: _Steps,
     ) -> Run:
         fdlimit.check_headroom()
-        cgroup = _fresh_cgroup(
-            host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
-        )
+        cgroup = steps.cgroup(host.cgroups, spec)
         trace.mark(CGROUP_MADE)
         faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
         capture = err_capture = None
@@ -219,7 +251,7 @@ class Run:
             except OSError as exc:
                 message = f"pidfd_open({pid}): {exc.strerror}"
                 raise LaunchError(spec.name, "watch", message) from None
-            await started.go()
+            await steps.go(host.loop, started.go)
             trace.mark(EXEC_SEEN)
             trace.extend(started.trace)
         except BaseException:
@@ -345,11 +377,12 @@ class Run:
 
     # -- the end -------------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """The run has ended: drain its output, remove its cgroup, close its fds."""
+    def finish(self, retire: Callable[[UnitCgroup], None] | None = None) -> None:
+        """The run has ended: drain its output, close its fds, and remove its cgroup, or hand
+        it to `retire` (nextcgroup.py: renamed out of the unit's name, removed later)."""
         self._close_fds()
         if self.cgroup is not None:
-            discard_cgroup(self.cgroup, self.unit)
+            (retire or functools.partial(discard_cgroup, unit=self.unit))(self.cgroup)
 
     def detach(self) -> None:
         """Leave the service running (daemon exit with on_exit = "leave")."""
