@@ -128,3 +128,26 @@ def test_no_spare_where_cgroups_cannot_be_renamed(tmp_path: Path) -> None:
         await finish(r, task)
 
     run(main, tmp_path)
+
+
+def test_a_failed_restart_leaves_no_cgroup(tmp_path: Path) -> None:
+    async def main(rig: Rig) -> None:
+        rig.manager.renames = True
+        r = rig.runner(make_spec(restart={"delay": "0"}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        await crash(r, 1)
+        spare = r.next_cgroup.spare
+        assert spare is not None
+        rig.launcher.fail = "no such file"  # the next exec fails: the unit fails, settled
+        assert r.run is not None
+        os.kill(r.run.pid, signal.SIGKILL)
+        await until(r, lambda: r.state is State.FAILED)
+        await settled(r)
+        # The failed launch took the spare and removed it with its run; none was made for a
+        # launch that never got to wait for its exec, and the ended runs' are gone.
+        assert spare.destroyed and r.next_cgroup.spare is None and alive(rig) == []
+        await finish(r, task)
+
+    run(main, tmp_path)
