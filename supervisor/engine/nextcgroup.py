@@ -7,8 +7,8 @@ load), and removing one an rmdir per hierarchy after its processes are checked. 
 can be renamed (v1: `Manager.renames`), neither has to be on the restart's path:
 
 * `retire`: the ended run's cgroup is renamed out of the unit's name (`.gone.<unit>.<n>`,
-  naming.py) at once, and removed at `tidy`: while the next launch waits for PID 1 to exec,
-  or before the runner waits for anything.
+  naming.py) at once, and removed at `tidy`: once the next run has exec'd, or before the
+  runner waits for anything.
 * `prepare`: a unit that is restarting by its policy, or whose run was just OOM-killed, gets
   its next cgroup made ahead (`.next.<unit>`, limits written), empty; the next launch `take`s
   it by renaming it to the unit's name. It is kept while a restart may need it: until the

@@ -22,7 +22,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.cgroups import Closeable, Limits, Manager, OomEvent, UnitCgroup
@@ -97,28 +97,12 @@ class Host:
     wall: Callable[[], float] = time.time
 
 
-@dataclass(frozen=True)
-class _Steps:
-    """A launch's hooks (Run.launch)."""
-
-    prepared: Callable[[Limits], UnitCgroup | None] | None
-    while_exec: Callable[[], None] | None
-
-    def cgroup(self, cgroups: Manager, spec: UnitSpec) -> UnitCgroup:
-        limits = limits_from(spec.unit.resources, spec.unit.sandbox)
-        made = self.prepared(limits) if self.prepared is not None else None
-        return made if made is not None else _fresh_cgroup(cgroups, spec.name, limits)
-
-    async def go(self, loop: asyncio.AbstractEventLoop, go: Callable[[], Awaitable[None]]) -> None:
-        # Go is sent before go()'s first wait, so `while_exec` runs while PID 1 works (or
-        # right after, were there no wait).
-        meanwhile = None if self.while_exec is None else loop.call_soon(self.while_exec)
-        try:
-            await go()
-        except BaseException:
-            if meanwhile is not None:
-                meanwhile.cancel()  # if not run yet: the launch failed, nothing follows it
-            raise
+def _launch_cgroup(
+    cgroups: Manager, spec: UnitSpec, prepared: Callable[[Limits], UnitCgroup | None] | None
+) -> UnitCgroup:
+    limits = limits_from(spec.unit.resources, spec.unit.sandbox)
+    made = prepared(limits) if prepared is not None else None
+    return made if made is not None else _fresh_cgroup(cgroups, spec.name, limits)
 
 
 def run_age(pid_start: int | None, started_at: float | None, wall_now: float) -> float:
@@ -189,7 +173,6 @@ class Run:
         trace: RestartTrace = OFF,
         *,
         prepared: Callable[[Limits], UnitCgroup | None] | None = None,
-        while_exec: Callable[[], None] | None = None,
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
         LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
@@ -197,14 +180,11 @@ class Run:
         Holds one of `host.launch_slots` throughout: the waits are awaited, so other launches
         and the API go on meanwhile, a bounded number of launches at a time. `trace` gets the
         launch's stamps (a traced restart: restarttrace.py). `prepared`: the unit's cgroup
-        made ahead with these limits, or None (nextcgroup.py); `while_exec`: called from the
-        loop while PID 1 builds its root and execs (the daemon would otherwise only wait),
-        unless the launch ends before that wait."""
-        steps = _Steps(prepared, while_exec)
+        made ahead with these limits, or None (nextcgroup.py)."""
         if host.launch_slots is None:
-            return await cls._launch(host, spec, sink, on_change, trace, steps=steps)
+            return await cls._launch(host, spec, sink, on_change, trace, prepared=prepared)
         async with host.launch_slots.held():
-            return await cls._launch(host, spec, sink, on_change, trace, steps=steps)
+            return await cls._launch(host, spec, sink, on_change, trace, prepared=prepared)
 
     @classmethod
     async def _launch(
@@ -215,10 +195,10 @@ class Run:
         on_change: Callable[[], None],
         trace: RestartTrace,
         *,
-        steps: _Steps,
+        prepared: Callable[[Limits], UnitCgroup | None] | None,
     ) -> Run:
         fdlimit.check_headroom()
-        cgroup = steps.cgroup(host.cgroups, spec)
+        cgroup = _launch_cgroup(host.cgroups, spec, prepared)
         trace.mark(CGROUP_MADE)
         faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
         capture = err_capture = None
@@ -251,7 +231,7 @@ class Run:
             except OSError as exc:
                 message = f"pidfd_open({pid}): {exc.strerror}"
                 raise LaunchError(spec.name, "watch", message) from None
-            await steps.go(host.loop, started.go)
+            await started.go()
             trace.mark(EXEC_SEEN)
             trace.extend(started.trace)
         except BaseException:

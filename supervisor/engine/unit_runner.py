@@ -313,13 +313,11 @@ class UnitRunner(RunnerBase):
                 trace.mark(LAUNCH_BEGUN, trace_at)
             self.run = await Run.launch(
                 host, spec, self.sink, self._wake.set, trace or OFF,
-                prepared=self.next_cgroup.take, while_exec=functools.partial(self._meanwhile, spec),
+                prepared=self.next_cgroup.take,
             )  # fmt: skip
         except (LaunchError, CgroupError, OSError) as exc:
             self._launch_failed(exc)
             return
-        finally:
-            self.next_cgroup.tidy()  # if the launch ended before PID 1's exec was waited for
         self.run_spec, self._oom_seen, self.error = spec, 0, None
         replaced = self.spec
         if (
@@ -345,13 +343,17 @@ class UnitRunner(RunnerBase):
             trace.mark(RUNNING)
             log.info("unit.restart_trace", unit=self.name, pid=self.run.pid,
                      t0_ns=trace.first_ns, stages=trace.stages())  # fmt: skip
+        self._after_launch(spec)
 
-    def _meanwhile(self, spec: UnitSpec) -> None:
-        """While a launch waits for PID 1 to exec: remove the ended run's cgroup, and make the
-        next run's if this unit is restarting by its policy (a streak of restarts the policy
-        has not yet forgotten: nextcgroup.py)."""
+    def _after_launch(self, spec: UnitSpec) -> None:
+        """The new run has exec'd: remove the ended run's cgroup, and make the next run's if
+        this unit is restarting by its policy (a streak of restarts the policy has not yet
+        forgotten: nextcgroup.py). Not while the launch waited for PID 1: with this work done
+        then, the trace showed PID 1's root built about twice as slowly (load 9; most likely
+        kernel contention: a new memory cgroup takes a slot for every shrinker, and each
+        filesystem PID 1 mounts registers one)."""
         self.next_cgroup.tidy()
-        if self.backoff.consecutive and self.spec is spec and not self.state.is_settled():
+        if self.backoff.consecutive and self.spec is spec:
             self._prepare_next(spec)
 
     def _prepare_next(self, spec: UnitSpec) -> None:

@@ -39,8 +39,8 @@ def test_a_restarting_unit_takes_the_cgroup_made_ahead(tmp_path: Path) -> None:
         assert alive(rig) == ["svc"] and rig.manager.created == 1
         first = rig.manager.cgroups["svc"]
         await crash(r, 1)
-        # The first restart made its cgroup; meanwhile the next one was made, and the ended
-        # run's cgroup, renamed out of the way, is gone.
+        # The first restart made its cgroup; once it had exec'd, the next one was made, and
+        # the ended run's cgroup, renamed out of the way, removed.
         assert first.destroyed and first.name.startswith(".gone.svc.")
         assert alive(rig) == [".next.svc", "svc"] and rig.manager.created == 3
         spare = r.next_cgroup.spare
@@ -145,8 +145,8 @@ def test_a_failed_restart_leaves_no_cgroup(tmp_path: Path) -> None:
         os.kill(r.run.pid, signal.SIGKILL)
         await until(r, lambda: r.state is State.FAILED)
         await settled(r)
-        # The failed launch took the spare and removed it with its run; none was made for a
-        # launch that never got to wait for its exec, and the ended runs' are gone.
+        # The failed launch took the spare and removed it; none is made for a launch that
+        # failed, and the ended runs' cgroups are gone.
         assert spare.destroyed and r.next_cgroup.spare is None and alive(rig) == []
         await finish(r, task)
 
