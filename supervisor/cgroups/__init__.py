@@ -29,10 +29,12 @@ from supervisor.cgroups.base import (
 from supervisor.cgroups.devices import DeviceAccess, DeviceError
 from supervisor.cgroups.files import stop_keeping as stop_keeping_files
 from supervisor.cgroups.membership import member_check
+from supervisor.cgroups.naming import SPARE_PREFIX, owner_of, retired_name, spare_name
 from supervisor.cgroups.resources import Limits
 from supervisor.linux.bpf import Bpf, LibcBpf
 
 __all__ = [
+    "SPARE_PREFIX",
     "CgroupSample",
     "CgroupStats",
     "Closeable",
@@ -46,6 +48,9 @@ __all__ = [
     "detect_version",
     "member_check",
     "new",
+    "owner_of",
+    "retired_name",
+    "spare_name",
     "stop_keeping_files",
 ]
 

@@ -161,6 +161,8 @@ class UnitCgroup(Protocol):
 class Manager(Protocol):
     version: int  # 1 or 2, for display only
     oom_watch_fds: int  # fds one `UnitCgroup.watch_oom` holds (for fd budgets)
+    # Whether `rename` works: v1 renames a cgroup within its parent, cgroup2 cannot.
+    renames: bool
 
     def create(self, unit: str, limits: Limits) -> UnitCgroup:
         """Create (or reuse an empty leftover) cgroup for `unit` and apply `limits`.
@@ -177,7 +179,16 @@ class Manager(Protocol):
         """The existing cgroup of `unit` (re-adoption after a daemon restart), or None."""
         ...
 
-    def list_units(self) -> list[str]: ...
+    def rename(self, cgroup: UnitCgroup, name: str) -> UnitCgroup:
+        """`cgroup` under the name `name`, beside it (what it holds stays: processes, limits,
+        counters). All or nothing: CgroupError, with every hierarchy as it was, if any refuses
+        (`name` exists, or the backend cannot rename: `renames`)."""
+        ...
+
+    def list_units(self) -> list[str]:
+        """Every cgroup directory under the units' parent: the units', and the spare and
+        retired ones (naming.py)."""
+        ...
 
     def unit_of(self, cgroup_path: str) -> str | None:
         """The unit whose cgroup is `cgroup_path` as the kernel prints it (relative to the

@@ -34,6 +34,7 @@ from supervisor.cgroups.base import (
     CgroupStats,
     Closeable,
     OomEvent,
+    UnitCgroup,
     create_unit,
     unit_in,
 )
@@ -117,6 +118,8 @@ def _enable_controllers(path: str) -> None:
 class V2Manager:
     version = 2
     oom_watch_fds = 1  # one inotify fd on memory.events
+    # cgroup2 has no rename (only v1's hierarchies do): a restart makes its cgroup afresh.
+    renames = False
 
     def __init__(self, root: str, base: str, bpf: Bpf) -> None:
         self.base = base
@@ -133,6 +136,9 @@ class V2Manager:
     def open(self, unit: str) -> V2Unit | None:
         cg = self._unit(unit)
         return cg if os.path.isdir(cg.path) else None
+
+    def rename(self, cgroup: UnitCgroup, name: str) -> V2Unit:
+        raise CgroupError(f"cannot rename cgroup {cgroup.name!r} to {name!r}: cgroup2 cannot")
 
     def list_units(self) -> list[str]:
         return files.child_dirs(self.base)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -96,6 +97,14 @@ class Host:
     wall: Callable[[], float] = time.time
 
 
+def _launch_cgroup(
+    cgroups: Manager, spec: UnitSpec, prepared: Callable[[Limits], UnitCgroup | None] | None
+) -> UnitCgroup:
+    limits = limits_from(spec.unit.resources, spec.unit.sandbox)
+    made = prepared(limits) if prepared is not None else None
+    return made if made is not None else _fresh_cgroup(cgroups, spec.name, limits)
+
+
 def run_age(pid_start: int | None, started_at: float | None, wall_now: float) -> float:
     """Seconds since a run began, by its PID 1's start on the boot clock; the wall clock
     (which steps) only for a record from an earlier boot or without a start time."""
@@ -162,17 +171,20 @@ class Run:
         sink: RotatingLog,
         on_change: Callable[[], None],
         trace: RestartTrace = OFF,
+        *,
+        prepared: Callable[[Limits], UnitCgroup | None] | None = None,
     ) -> Run:
         """Create the cgroup, launch the sandbox (and its network), let it exec. Raises
         LaunchError/CgroupError after undoing what it did; fdlimit.NoHeadroom, before doing
         anything, if the daemon is too short of fds to launch and still serve its API.
         Holds one of `host.launch_slots` throughout: the waits are awaited, so other launches
         and the API go on meanwhile, a bounded number of launches at a time. `trace` gets the
-        launch's stamps (a traced restart: restarttrace.py)."""
+        launch's stamps (a traced restart: restarttrace.py). `prepared`: the unit's cgroup
+        made ahead with these limits, or None (nextcgroup.py)."""
         if host.launch_slots is None:
-            return await cls._launch(host, spec, sink, on_change, trace)
+            return await cls._launch(host, spec, sink, on_change, trace, prepared=prepared)
         async with host.launch_slots.held():
-            return await cls._launch(host, spec, sink, on_change, trace)
+            return await cls._launch(host, spec, sink, on_change, trace, prepared=prepared)
 
     @classmethod
     async def _launch(
@@ -182,11 +194,11 @@ class Run:
         sink: RotatingLog,
         on_change: Callable[[], None],
         trace: RestartTrace,
+        *,
+        prepared: Callable[[Limits], UnitCgroup | None] | None,
     ) -> Run:
         fdlimit.check_headroom()
-        cgroup = _fresh_cgroup(
-            host.cgroups, spec.name, limits_from(spec.unit.resources, spec.unit.sandbox)
-        )
+        cgroup = _launch_cgroup(host.cgroups, spec, prepared)
         trace.mark(CGROUP_MADE)
         faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
         capture = err_capture = None
@@ -345,11 +357,12 @@ class Run:
 
     # -- the end -------------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """The run has ended: drain its output, remove its cgroup, close its fds."""
+    def finish(self, retire: Callable[[UnitCgroup], None] | None = None) -> None:
+        """The run has ended: drain its output, close its fds, and remove its cgroup, or hand
+        it to `retire` (nextcgroup.py: renamed out of the unit's name, removed later)."""
         self._close_fds()
         if self.cgroup is not None:
-            discard_cgroup(self.cgroup, self.unit)
+            (retire or functools.partial(discard_cgroup, unit=self.unit))(self.cgroup)
 
     def detach(self) -> None:
         """Leave the service running (daemon exit with on_exit = "leave")."""

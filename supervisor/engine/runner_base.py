@@ -22,6 +22,7 @@ from supervisor.engine.diff import Actual
 from supervisor.engine.health import HealthMonitor
 from supervisor.engine.listeners import Listeners
 from supervisor.engine.model import UnitEvent
+from supervisor.engine.nextcgroup import NextCgroup
 from supervisor.engine.output import RotatingLog
 from supervisor.engine.ports import Networking
 from supervisor.engine.pressure import PressureMonitor
@@ -109,6 +110,8 @@ class RunnerBase:
                                     self._event, prober=host.prober)  # fmt: skip
         self.pressure = PressureMonitor(name, host.loop, host.monotonic, self._wake.set,
                                         self._event)  # fmt: skip
+        # The next run's cgroup made ahead, the ended runs' removed after (nextcgroup.py).
+        self.next_cgroup = NextCgroup(name, host.cgroups, host.loop)
 
     # -- commands (from the reconciler; never block) -------------------------------------
 
@@ -239,6 +242,7 @@ class RunnerBase:
         self.state = state
         if state.is_settled():
             self.health.clear()
+            self.next_cgroup.drop()  # no restart is coming without a command
             # A start after this is an operator's, not the end of a launch or restart begun
             # before: it must not show up in the histograms as one long start.
             self._launch_began = self._restart_from = None

@@ -23,7 +23,7 @@ from itertools import count
 import pytest
 
 from supervisor import cgroups
-from supervisor.cgroups import Limits, OomEvent, UnitCgroup
+from supervisor.cgroups import Limits, OomEvent, UnitCgroup, v1
 from supervisor.errors import CgroupError
 from tests.support.requires import (
     CGROUP_ROOT,
@@ -410,6 +410,61 @@ def test_leftover_cgroups(env: Env) -> None:
     assert env.read("left", "pids.max") == "20"
     assert env.manager.list_units() == ["left"]
     again.destroy()
+
+
+def test_rename_keeps_limits_and_processes_all_or_nothing(env: Env) -> None:
+    """What a restart's cgroup made ahead relies on (engine/nextcgroup.py): v1 renames a
+    cgroup in every hierarchy with its limits and processes, or in none; cgroup2 cannot."""
+    cg = env.manager.create(".next.web", Limits(pids_max=17, memory_max=64 * M))
+    if not env.manager.renames:
+        with pytest.raises(CgroupError, match="cgroup2 cannot"):
+            env.manager.rename(cg, "web")
+        assert env.manager.list_units() == [".next.web"]
+        cg.destroy()
+        return
+    pid = env.spawn(cg, ["/bin/sleep", "1000"])
+    wait_for(lambda: cg.pids() == [pid])
+    web = env.manager.rename(cg, "web")
+    assert env.manager.list_units() == ["web"] and web.name == "web"
+    assert web.pids() == [pid] and env.read("web", "pids.max") == "17"
+    assert int(env.read("web", "memory.limit_in_bytes")) == 64 * M
+    with open(f"/proc/{pid}/cgroup") as f:  # the kernel names the new path at once
+        assert f"/{env.parent}/web\n" in f.read()
+    # A name taken in the last hierarchy only: the ones renamed before it are renamed back.
+    assert isinstance(web, v1.V1Unit)
+    taken = os.path.join(os.path.dirname(web.unique_dirs()[-1]), "taken")
+    os.mkdir(taken)
+    try:
+        with pytest.raises(CgroupError, match="failed to rename"):
+            env.manager.rename(web, "taken")
+        assert all(os.path.isdir(d) for d in web.unique_dirs())  # every hierarchy's, still
+        assert web.pids() == [pid] and env.read("web", "pids.max") == "17"
+    finally:
+        os.rmdir(taken)
+    web.destroy()
+    assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
+    assert env.manager.list_units() == []
+
+
+@pytest.mark.cgroup_v1
+@requires_cgroup_v1
+def test_a_half_renamed_cgroup_is_listed_opened_and_removed_under_both_names() -> None:
+    """A daemon SIGKILLed between two hierarchies' renames leaves the cgroup under the new
+    name in some and the old in the others: the start-up sweep lists, opens and removes both."""
+    env = Env(cgroups.new(parent := f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"), parent, 1)
+    try:
+        cg = env.manager.create(".next.web", Limits(pids_max=5))
+        assert isinstance(cg, v1.V1Unit)
+        first = cg.unique_dirs()[0]
+        os.rename(first, os.path.join(os.path.dirname(first), "web"))  # one hierarchy only
+        assert env.manager.list_units() == [".next.web", "web"]
+        for name in env.manager.list_units():
+            opened = env.manager.open(name)
+            assert opened is not None
+            opened.destroy()
+        assert env.manager.list_units() == []
+    finally:
+        _cleanup(env)
 
 
 @pytest.mark.cgroup_v2

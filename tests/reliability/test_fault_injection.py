@@ -9,8 +9,9 @@ The next daemon re-adopts from its state dir; once it has settled:
   * each running unit has exactly one sandbox PID 1 on the host (found by the SBXREL marker in
     /proc/<pid>/environ, not by asking the daemon) and it is the PID the daemon reports;
   * no sandbox process exists for a stopped or removed unit (none orphaned), no cgroup
-    directory for a unit that does not run, no zombie under the daemon, and no mount, netns or
-    veth of this daemon on the host.
+    directory for a unit that does not run (a restarting unit's next cgroup, made ahead and
+    empty, excepted), no zombie under the daemon, and no mount, netns or veth of this daemon on
+    the host.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from supervisor.cgroups import SPARE_PREFIX, owner_of
 from tests.support.kit import (
     cgroup_version,
     env_int,
@@ -202,6 +204,14 @@ def verify(daemon: Any, model: Model, allowed: dict[str, set[str]]) -> list[str]
     sandboxes = pid1s(daemon)
     everything = marked_processes(daemon)
     cgroups = unit_cgroups(daemon)
+    # A restarting unit's next cgroup, made ahead (engine/nextcgroup.py): empty, and only for
+    # a unit that exists. An ended run's renamed cgroup (`.gone.`) is a leak once settled.
+    for spare in [n for n in cgroups if n.startswith(SPARE_PREFIX)]:
+        pids = cgroups.pop(spare)
+        if owner_of(spare) not in model.files:
+            check.fail(f"{spare}: spare cgroup of a removed unit left")
+        if pids:
+            check.fail(f"{spare}: spare cgroup holds {sorted(pids)}")
     for name in sorted(set(model.files) | set(status) | set(everything) | set(cgroups)):
         u = status.get(name, {})
         state = u.get("state")

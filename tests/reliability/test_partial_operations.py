@@ -194,6 +194,67 @@ def leases(daemon: Any) -> dict[str, str]:
     return dict(json.loads(path.read_text())["leases"])
 
 
+@pytest.mark.skipif(cgroup_version() != 1, reason="cgroup2 has no rename: no cgroup made ahead")
+def test_a_restarting_units_cgroup_made_ahead_is_swept_after_its_daemon_was_killed(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """A unit restarted by its policy keeps its next run's cgroup made ahead, empty
+    (`.next.<unit>`, engine/nextcgroup.py), and the ended run's is gone; a daemon killed
+    meanwhile leaves the spare to the next one, which re-adopts the run and removes it."""
+    daemon = rdaemons()
+    name = uname(daemon, "crashy")
+    spare = f".next.{name}"
+    daemon.write_unit(name, unit_text(SLEEP, daemon, name, restart={"delay": "0"}))
+    daemon.start()
+    first = daemon.wait_unit(name, running, 60)
+    os.kill(first["pid"], signal.SIGKILL)  # our daemon's sandbox: a crash the policy restarts
+    again = daemon.wait_unit(name, lambda u: running(u) and u["pid"] != first["pid"], 60)
+    wait_for(lambda: sorted(unit_cgroups(daemon)) == sorted([name, spare]), 30,
+             lambda: unit_cgroups(daemon))  # fmt: skip
+    cgroups = unit_cgroups(daemon)
+    assert cgroups[spare] == set() and again["pid"] in cgroups[name]
+    daemon.wait_recorded()
+    daemon.kill9()
+
+    daemon.start()
+    assert daemon.wait_unit(name, running, 60)["pid"] == again["pid"]  # re-adopted
+    wait_for(lambda: sorted(unit_cgroups(daemon)) == [name], 30, lambda: unit_cgroups(daemon))
+    assert pid1s(daemon) == {name: [again["pid"]]}
+    assert "Traceback" not in daemon.stderr_path().read_text()
+    assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(cgroup_version() != 1, reason="cgroup2 has no rename: no cgroup made ahead")
+def test_a_crash_looping_unit_leaves_no_cgroup_behind_through_daemon_kills(
+    rdaemons: Callable[[], Any],
+) -> None:
+    """The fault storm's services never end by themselves, so its kills never land inside a
+    policy restart. Here they do, wherever they land: between an ended run's cgroup renamed
+    away and removed, or with the next run's made ahead. Whatever each daemon left, the next
+    one removes, and once the unit is gone no cgroup of it is left."""
+    daemon = rdaemons()
+    name = uname(daemon, "looper")
+    daemon.write_unit(name, unit_text(
+        ["/bin/sh", "-c", "sleep 0.05; exit 1"], daemon, name,
+        restart={"delay": "0", "burst": 10000, "interval": "1s"},
+    ))  # fmt: skip
+    for _ in range(4):
+        daemon.start()
+        seen = daemon.unit(name)["restarts"]
+        wait_for(lambda: daemon.unit(name)["restarts"] >= seen + 3, 60)  # noqa: B023
+        daemon.kill9()
+    daemon.start()
+    seen = daemon.unit(name)["restarts"]
+    wait_for(lambda: daemon.unit(name)["restarts"] >= seen + 3, 60)
+    daemon.remove_unit(name)
+    assert daemon.request("POST", "/v1/reload")[0] == 200
+    wait_for(lambda: not unit_cgroups(daemon) and name not in daemon.status(), 30,
+             lambda: unit_cgroups(daemon))  # fmt: skip
+    assert not pid1s(daemon)
+    assert "Traceback" not in daemon.stderr_path().read_text()
+    assert daemon.stop() == 0
+
+
 def test_a_network_attach_killed_after_the_veth_was_made(rdaemons: Callable[[], Any]) -> None:
     daemon = rdaemons()
     with own_bridge(daemon) as bridge:

@@ -136,6 +136,17 @@ class FakeManager:
     def __init__(self) -> None:
         self.cgroups: dict[str, FakeCgroup] = {}
         self.created = 0
+        self.renames = False  # True: as v1, cgroups are renamed (engine/nextcgroup.py)
+
+    def rename(self, cgroup: FakeCgroup, name: str) -> FakeCgroup:
+        if not self.renames:
+            raise CgroupError("this manager cannot rename")
+        if self.open(name) is not None:
+            raise CgroupError(f"{name} exists")
+        del self.cgroups[cgroup.name]
+        cgroup.name = name
+        self.cgroups[name] = cgroup
+        return cgroup
 
     def create(self, unit: str, limits: Limits) -> FakeCgroup:
         old = self.cgroups.get(unit)
