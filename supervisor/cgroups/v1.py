@@ -91,7 +91,7 @@ def _hierarchy(parent: str) -> str:
 
 class V1Manager:
     version = 1
-    oom_watch_fds = 2  # an eventfd and memory.oom_control
+    oom_watch_fds = 1  # an eventfd (memory.oom_control is closed once registered: oom.py)
 
     def __init__(self, bases: dict[str, str], parent: str) -> None:
         self._bases = bases  # controller -> <mount>/<parent>
