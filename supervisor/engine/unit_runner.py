@@ -145,30 +145,32 @@ class UnitRunner(RunnerBase):
     # -- the task ------------------------------------------------------------------------
 
     async def main(self) -> None:
-        with structlog.contextvars.bound_contextvars(unit=self.name):
-            try:
-                while not await self._step():
-                    pass
-            finally:
-                self.health.end()
-                self.pressure.end()
-                self.readiness.close()
-                # The daemon's copies: a service left running keeps its own (fds 3..).
-                self.listeners.close()
-                if self.run is not None:  # cancelled: the service lives on for the next daemon
-                    self._save()
-                    self.run.detach()
-                    self.run = None
-                elif self._leaving.removing:
-                    self.store.remove(self.name)
-                    # Its sockets died with the service and the daemon's copies: nothing is
-                    # left to hold (a daemon that leaves its services running keeps it).
-                    await self._drop_netns()
-                    if self._leaving is Leaving.FORGOTTEN:  # its file is gone
-                        if self.network is not None:
-                            self.network.release(self.name)
-                        self.forgotten = True
-                        self._event("removed")
+        # Bound in the task's own context (asyncio copies one per task), which ends with it:
+        # no `with` whose generator and tokens each unit's task would hold (~0.7 KB a unit).
+        structlog.contextvars.bind_contextvars(unit=self.name)
+        try:
+            while not await self._step():
+                pass
+        finally:
+            self.health.end()
+            self.pressure.end()
+            self.readiness.close()
+            # The daemon's copies: a service left running keeps its own (fds 3..).
+            self.listeners.close()
+            if self.run is not None:  # cancelled: the service lives on for the next daemon
+                self._save()
+                self.run.detach()
+                self.run = None
+            elif self._leaving.removing:
+                self.store.remove(self.name)
+                # Its sockets died with the service and the daemon's copies: nothing is
+                # left to hold (a daemon that leaves its services running keeps it).
+                await self._drop_netns()
+                if self._leaving is Leaving.FORGOTTEN:  # its file is gone
+                    if self.network is not None:
+                        self.network.release(self.name)
+                    self.forgotten = True
+                    self._event("removed")
 
     async def _step(self) -> bool:
         """One transition (transitions.py says which); True when the task is done."""

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+import structlog
 from engine_fakes import Rig, finish, make_spec, run, until
 
 from supervisor.contract import State
 from supervisor.engine.backoff import Backoff
 from supervisor.engine.runner_base import RECENT_EVENTS, RECENT_EXITS, keep_last
 from supervisor.engine.store import UnitRecord
+from supervisor.engine.unit_runner import UnitRunner
 from supervisor.unit.schema import Restart
 
 
@@ -55,3 +59,28 @@ def test_backoff_forgets_starts_outside_its_window() -> None:
     now[0] = time.monotonic()
     backoff.reset()
     assert backoff.starts == []
+
+
+def test_a_runners_task_has_its_unit_bound_and_its_creator_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+    real_step = UnitRunner._step
+
+    async def step(self: UnitRunner) -> bool:  # what any line the task logs carries
+        seen.append(structlog.contextvars.get_contextvars())
+        return await real_step(self)
+
+    monkeypatch.setattr(UnitRunner, "_step", step)
+
+    async def main(rig: Rig) -> None:
+        r = rig.runner(make_spec(script="sleep 100"))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.RUNNING)
+        assert "unit" not in structlog.contextvars.get_contextvars()
+        await finish(r, task)
+        assert "unit" not in structlog.contextvars.get_contextvars()
+
+    run(main, tmp_path)
+    assert seen and all(ctx.get("unit") == "svc" for ctx in seen)
