@@ -137,12 +137,20 @@ def watch_oom_control(
         raise CgroupError(f"failed to open {control}: {os.strerror(err.errno or 0)}") from err
     try:
         files.write(os.path.join(cgroup_dir, "cgroup.event_control"), f"{efd} {cfd}")
+    except BaseException:
+        os.close(efd)
+        raise
+    finally:
+        # The kernel holds only the eventfd and the cgroup from here on (the registration
+        # lives until the eventfd is closed or the cgroup goes): one fd a unit, not two, for
+        # a daemon with thousands of units under its fd limit (issue 23).
+        os.close(cfd)
+    try:
         return CounterWatch(
-            loop, unit, [efd, cfd], lambda: files.read_keyed(control).get("oom_kill", 0), callback
+            loop, unit, [efd], lambda: files.read_keyed(control).get("oom_kill", 0), callback
         )
     except BaseException:
         os.close(efd)
-        os.close(cfd)
         raise
 
 

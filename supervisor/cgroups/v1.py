@@ -93,7 +93,7 @@ def _hierarchy(parent: str) -> str:
 
 class V1Manager:
     version = 1
-    oom_watch_fds = 2  # an eventfd and memory.oom_control
+    oom_watch_fds = 1  # an eventfd (memory.oom_control is closed once registered: oom.py)
     renames = True
 
     def __init__(self, bases: dict[str, str], parent: str) -> None:

@@ -12,7 +12,6 @@ history without sleeping:
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,18 +34,18 @@ class Decision:
     why: str = ""  # words for status and logs
 
 
-@dataclass
+@dataclass(slots=True)  # one a unit: slots, and a list (a deque starts at ~600 bytes)
 class Backoff:
     policy: Restart
     clock: Clock = time.monotonic
     consecutive: int = 0  # restarts since the last long-enough run
-    starts: deque[float] = field(default_factory=deque)  # monotonic times of recent starts
+    starts: list[float] = field(default_factory=list)  # monotonic times of recent starts
 
     def record_start(self) -> None:
         self.starts.append(self.clock())
         self._forget_before(self.clock() - self.policy.interval)
-        while len(self.starts) > self.policy.burst:  # older ones can no longer decide anything
-            self.starts.popleft()
+        if len(self.starts) > self.policy.burst:  # older ones can no longer decide anything
+            del self.starts[: len(self.starts) - self.policy.burst]
 
     def reset(self) -> None:
         """An operator `start`: forget the failures and the start history."""
@@ -79,5 +78,7 @@ class Backoff:
 
     def _forget_before(self, cutoff: float) -> None:
         # A start exactly `interval` before the planned one is outside the window.
-        while self.starts and self.starts[0] <= cutoff:
-            self.starts.popleft()
+        starts, old = self.starts, 0
+        while old < len(starts) and starts[old] <= cutoff:
+            old += 1
+        del starts[:old]

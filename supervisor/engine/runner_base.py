@@ -8,9 +8,9 @@ shared by every transition.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -41,9 +41,70 @@ from supervisor.unit.userns import IdRange
 
 log = get_logger()
 Blocker = Callable[[UnitSpec], str | None]  # why a unit may not launch yet (ordering.py)
+# What status shows of a unit's past, newest last.
+RECENT_EXITS, RECENT_EVENTS, OOM_VICTIMS = 10, 20, 10
+_T = TypeVar("_T")
+
+
+def keep_last(items: list[_T], item: _T, limit: int) -> None:
+    """Append `item`, dropping the oldest beyond `limit`. A list, not a deque(maxlen=):
+    a deque allocates a 64-slot block at once (~600 bytes), three a unit at 5000 units."""
+    items.append(item)
+    if len(items) > limit:
+        del items[0]
 
 
 class RunnerBase:
+    # One runner a unit: slots, not a ~1.6 KB __dict__ each (issue 23: the daemon's heap per
+    # unit); an attribute set in __init__ or later is named here.
+    __slots__ = (
+        "_blocked_by",
+        "_blocker",
+        "_changed",
+        "_emit",
+        "_exit_told",
+        "_last_pid",
+        "_launch_began",
+        "_leaving",
+        "_on_change",
+        "_on_timing",
+        "_oom_seen",
+        "_pending",
+        "_restart_from",
+        "_run_ended_at",
+        "_stop_reason",
+        "_trace",
+        "_wake",
+        "backoff",
+        "error",
+        "forgotten",
+        "health",
+        "host",
+        "invalid",
+        "last_exit",
+        "launches",
+        "listeners",
+        "name",
+        "network",
+        "next_cgroup",
+        "next_start",
+        "oom_kills",
+        "oom_victims",
+        "pressure",
+        "readiness",
+        "recent_events",
+        "recent_exits",
+        "restarts",
+        "run",
+        "run_spec",
+        "sink",
+        "spec",
+        "state",
+        "store",
+        "tell_output_closed",
+        "waiting_for",
+    )
+
     def __init__(
         self,
         name: str,
@@ -71,10 +132,10 @@ class RunnerBase:
         self.backoff = Backoff(spec.unit.restart if spec else Restart(), host.monotonic)
         self.restarts = 0
         self.last_exit: str | None = None
-        self.recent_exits: deque[str] = deque(maxlen=10)
-        self.recent_events: deque[UnitEvent] = deque(maxlen=20)
+        self.recent_exits: list[str] = []  # at most RECENT_EXITS (keep_last)
+        self.recent_events: list[UnitEvent] = []  # at most RECENT_EVENTS
         self.oom_kills = 0
-        self.oom_victims: deque[dict[str, object]] = deque(maxlen=10)
+        self.oom_victims: list[dict[str, object]] = []  # at most OOM_VICTIMS
         self._last_pid = 0
         self.run: Run | None = None
         state_dir = state_dir if state_dir is not None else store.dir.parent
@@ -102,7 +163,8 @@ class RunnerBase:
         # is decided only after the run is cleaned up.
         self._exit_told: tuple[str, dict[str, object]] | None = None
         self._wake = Wakeup(host.monotonic)
-        self._changed = asyncio.Event()
+        # Made by the first `wait` (tests, `run --wait`): an Event is ~760 bytes a unit.
+        self._changed: asyncio.Event | None = None
         self.readiness = Readiness(
             name, state_dir, host.loop, host.monotonic, self._wake.set, self._event
         )
@@ -191,12 +253,12 @@ class RunnerBase:
         elif not errors and self.invalid:
             self._event("valid")  # the file was fixed: the error in status is gone
         self.invalid = list(errors)
-        self._changed.set()
+        self._tell_waiters()
 
     def note_oom_victim(self, pid: int, command: str) -> None:
         """The kernel log named a victim in this unit's cgroup (see linux/kmsg.py)."""
         main = pid == (self.run.pid if self.run else self._last_pid)
-        self.oom_victims.append({"pid": pid, "command": command, "main": main})
+        keep_last(self.oom_victims, {"pid": pid, "command": command, "main": main}, OOM_VICTIMS)
         self._event("oom_victim", "warning", victim_pid=pid, command=command, main=main)
 
     @property
@@ -232,9 +294,16 @@ class RunnerBase:
         return self._wake.idle
 
     async def wait(self, done: Callable[[], bool]) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
         while not done():
             self._changed.clear()
             await self._changed.wait()
+
+    def _tell_waiters(self) -> None:
+        """Something `wait`'s `done` may read changed."""
+        if self._changed is not None:
+            self._changed.set()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -252,7 +321,7 @@ class RunnerBase:
         if self._exit_told is not None:
             (level, detail), self._exit_told = self._exit_told, None
             self._event("exited", level, **detail)
-        self._changed.set()
+        self._tell_waiters()
         if self._on_change is not None:
             self._on_change(self.name)
 
@@ -262,7 +331,7 @@ class RunnerBase:
 
     def _health_changed(self) -> None:
         self._wake.set()  # an unhealthy verdict is the task's to act on
-        self._changed.set()
+        self._tell_waiters()
         if self._on_change is not None:
             self._on_change(self.name)
 
@@ -284,7 +353,8 @@ class RunnerBase:
         with structlog.contextvars.bound_contextvars(**bound):
             getattr(log, level)(f"unit.{name}", state=self.state.value, **detail)
         event = UnitEvent(self.name, name, status.now(), self.state.value, dict(detail))
-        self.recent_events.append(self._emit(event))  # numbered by the reconciler
+        # numbered by the reconciler
+        keep_last(self.recent_events, self._emit(event), RECENT_EVENTS)
 
     # -- views ---------------------------------------------------------------------------
 

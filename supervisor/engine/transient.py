@@ -91,12 +91,16 @@ class TransientUnits:
                 self.delete(name)  # from before a reboot, or half made
                 continue
             meta[name] = found
+            # Through the loader's cache: an unchanged file costs an lstat, not a parse.
             spec, problems, _text = self._loader.load_file(str(self.path(name)), name)
             if spec is not None:
                 specs[name] = spec
             else:
                 errors[name] = problems
         self.meta = meta
+        # A unit deleted since (`--rm`, DELETE) leaves the cache with its file: a daemon that
+        # runs many short jobs must not keep every spec it ever loaded.
+        self._loader.retain({str(self.path(name)) for name in meta})
         return specs, errors
 
     def _read_meta(self, name: str) -> Meta | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import signal
-from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 import structlog
 
@@ -49,7 +49,7 @@ from supervisor.engine.restarttrace import (
     RestartTrace,
 )
 from supervisor.engine.run import Run, discard_leftover, limits_from, on_output_closed, run_age
-from supervisor.engine.runner_base import Blocker, RunnerBase
+from supervisor.engine.runner_base import RECENT_EXITS, Blocker, RunnerBase, keep_last
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
@@ -68,6 +68,8 @@ KILL_TIMEOUT = 10.0
 
 
 class UnitRunner(RunnerBase):
+    __slots__ = ()
+
     def resume(self, record: UnitRecord) -> None:
         """Continue where a previous daemon left off (before the task starts): re-adopt a
         running PID 1, or record `lost` if it ended while no daemon watched it; either way
@@ -76,7 +78,7 @@ class UnitRunner(RunnerBase):
         self.restarts, self.last_exit, self.oom_kills = (
             record.restarts, record.last_exit, record.oom_kills
         )  # fmt: skip
-        self.recent_exits.extend(record.recent_exits)
+        self.recent_exits = list(record.recent_exits[-RECENT_EXITS:])
         if self.spec is not None:
             self.listeners.resume(self.spec)
         if record.pid is None:
@@ -144,31 +146,33 @@ class UnitRunner(RunnerBase):
     # -- the task ------------------------------------------------------------------------
 
     async def main(self) -> None:
-        with structlog.contextvars.bound_contextvars(unit=self.name):
-            try:
-                while not await self._step():
-                    pass
-            finally:
-                self.health.end()
-                self.pressure.end()
-                self.readiness.close()
-                self.next_cgroup.close()
-                # The daemon's copies: a service left running keeps its own (fds 3..).
-                self.listeners.close()
-                if self.run is not None:  # cancelled: the service lives on for the next daemon
-                    self._save()
-                    self.run.detach()
-                    self.run = None
-                elif self._leaving.removing:
-                    self.store.remove(self.name)
-                    # Its sockets died with the service and the daemon's copies: nothing is
-                    # left to hold (a daemon that leaves its services running keeps it).
-                    await self._drop_netns()
-                    if self._leaving is Leaving.FORGOTTEN:  # its file is gone
-                        if self.network is not None:
-                            self.network.release(self.name)
-                        self.forgotten = True
-                        self._event("removed")
+        # Bound in the task's own context (asyncio copies one per task), which ends with it:
+        # no `with` whose generator and tokens each unit's task would hold (~0.7 KB a unit).
+        structlog.contextvars.bind_contextvars(unit=self.name)
+        try:
+            while not await self._step():
+                pass
+        finally:
+            self.health.end()
+            self.pressure.end()
+            self.readiness.close()
+            self.next_cgroup.close()
+            # The daemon's copies: a service left running keeps its own (fds 3..).
+            self.listeners.close()
+            if self.run is not None:  # cancelled: the service lives on for the next daemon
+                self._save()
+                self.run.detach()
+                self.run = None
+            elif self._leaving.removing:
+                self.store.remove(self.name)
+                # Its sockets died with the service and the daemon's copies: nothing is
+                # left to hold (a daemon that leaves its services running keeps it).
+                await self._drop_netns()
+                if self._leaving is Leaving.FORGOTTEN:  # its file is gone
+                    if self.network is not None:
+                        self.network.release(self.name)
+                    self.forgotten = True
+                    self._event("removed")
 
     async def _step(self) -> bool:
         """One transition (transitions.py says which); True when the task is done."""
@@ -176,30 +180,29 @@ class UnitRunner(RunnerBase):
         step = decide(facts)
         if step is Step.FINISH:
             return True
-        await self._steps[step]()
+        await getattr(self, self._STEPS[step])()
         return False
 
-    @functools.cached_property
-    def _steps(self) -> dict[Step, Callable[[], Awaitable[None]]]:
-        return {
-            Step.IDLE: self._idle,
-            Step.BEGIN_START: self._begin_start,
-            Step.ABORT_START: self._abort_start,
-            Step.WAIT_FOR_DEPS: self._wait_for_deps,
-            Step.LAUNCH: self._launch,
-            Step.READY: self._ready,
-            Step.ENDED: self._run_ended,
-            Step.DETACH: self._detach,
-            Step.OOM: self._oom,
-            Step.STOP: self._stop,
-            Step.SELF_STOP: self._self_stop,
-            Step.END_FOR_REASON: self._end_for_reason,
-            Step.WAIT: self._wait,
-            Step.STOP_RUN: self._stopping,
-            Step.CANCEL_RESTART: self._cancel_restart,
-            Step.LEAVE_BACKOFF: self._leave_backoff,
-            Step.RESTART: self._restart,
-        }
+    # The method each step runs, by name: a table of bound methods would be ~600 bytes a unit.
+    _STEPS: ClassVar[dict[Step, str]] = {
+        Step.IDLE: "_idle",
+        Step.BEGIN_START: "_begin_start",
+        Step.ABORT_START: "_abort_start",
+        Step.WAIT_FOR_DEPS: "_wait_for_deps",
+        Step.LAUNCH: "_launch",
+        Step.READY: "_ready",
+        Step.ENDED: "_run_ended",
+        Step.DETACH: "_detach",
+        Step.OOM: "_oom",
+        Step.STOP: "_stop",
+        Step.SELF_STOP: "_self_stop",
+        Step.END_FOR_REASON: "_end_for_reason",
+        Step.WAIT: "_wait",
+        Step.STOP_RUN: "_stopping",
+        Step.CANCEL_RESTART: "_cancel_restart",
+        Step.LEAVE_BACKOFF: "_leave_backoff",
+        Step.RESTART: "_restart",
+    }
 
     async def _idle(self) -> None:
         self._pending = self._pending.without_stop()  # settled: nothing left to stop
@@ -219,7 +222,7 @@ class UnitRunner(RunnerBase):
         if self._blocked_by != self.waiting_for:
             self.waiting_for = self._blocked_by
             self._event("waiting", reason=self._blocked_by)
-            self._changed.set()
+            self._tell_waiters()
         self.next_cgroup.tidy()
         await self._wake.sleep()
 
@@ -338,7 +341,7 @@ class UnitRunner(RunnerBase):
             # Recorded now, not only once ready: a daemon restart in between must find (and
             # re-adopt) this run, not kill it as a leftover nobody recorded.
             self._save()
-            self._changed.set()
+            self._tell_waiters()
         if trace is not None:
             trace.mark(RUNNING)
             log.info("unit.restart_trace", unit=self.name, pid=self.run.pid,
@@ -564,7 +567,7 @@ class UnitRunner(RunnerBase):
 
     def _record_exit(self, reason: str) -> None:
         self.last_exit = str(reason)  # a plain string, also for an ExitReason
-        self.recent_exits.append(self.last_exit)
+        keep_last(self.recent_exits, self.last_exit, RECENT_EXITS)
 
     def _new_oom_kills(self) -> int:
         """OOM kills in the run's cgroup not accounted yet."""

@@ -260,6 +260,12 @@ class UnitLoader:
         self._cache[path] = entry
         return entry.spec, list(entry.errors), entry.text
 
+    def retain(self, paths: set[str]) -> None:
+        """Forget the cached files not in `paths` (`load_file`'s callers: a file that is gone
+        must not keep its spec; `load_directory` does this itself)."""
+        for stale in self._cache.keys() - paths:
+            del self._cache[stale]
+
     def load_directory(self, directory: str | os.PathLike[str]) -> DirectoryLoad:
         """Every `*.toml` in `directory` (hidden files skipped), templates instantiated and
         drop-ins merged, then the cross-unit checks.

@@ -14,6 +14,7 @@ from typing import Any
 
 from supervisor.images.oci import Image
 from supervisor.unit.schema import UnitFile
+from supervisor.unit.sharing import share
 
 # Sections whose change is applied to the running cgroup without a restart.
 LIVE_SECTIONS = frozenset({"resources"})
@@ -52,6 +53,7 @@ class UnitSpec:
     restart_hash: str = field(init=False)  # the hash without the live-applicable sections
 
     def __post_init__(self) -> None:
+        share(self.unit)  # its sections equal to another unit's become that unit's (sharing.py)
         data = {"name": self.name, **self.unit.model_dump(mode="json")}
         # Encoded per section, once: the load benchmark spends a good share of its time here.
         parts = {key: canonical_json(value) for key, value in data.items()}

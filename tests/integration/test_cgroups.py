@@ -327,6 +327,26 @@ def test_stats(env: Env) -> None:
     assert s.oom_kills == 0
 
 
+def test_an_oom_watch_holds_the_fds_its_manager_says(env: Env) -> None:
+    """What `fds_per_run` budgets per unit: v1's watch keeps its eventfd only (the
+    memory.oom_control fd is closed once registered), v2's its inotify fd; an OOM still fires
+    it after that close (test_oom_event_arrives_promptly_with_the_counter, and here a kill
+    that is not one does not)."""
+    cg = env.manager.create("budget", Limits(memory_max=32 * M))
+    loop = asyncio.new_event_loop()
+    before = set(os.listdir("/proc/self/fd"))
+    watch = cg.watch_oom(loop, lambda ev: None)
+    try:
+        held = set(os.listdir("/proc/self/fd")) - before
+        assert len(held) == env.manager.oom_watch_fds, [
+            os.readlink(f"/proc/self/fd/{fd}") for fd in held
+        ]
+    finally:
+        watch.close()
+        loop.close()
+    assert not set(os.listdir("/proc/self/fd")) - before
+
+
 def _fds_under(path: str) -> list[str]:
     """Our open fds on files below `path` (a cgroup's kept view files)."""
     found = []

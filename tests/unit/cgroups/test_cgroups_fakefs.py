@@ -226,7 +226,7 @@ def test_v1_layout_and_apply(tmp_path: Path) -> None:
     assert manager.list_units() == ["web"]
     assert manager.unit_of("/sandboxd/web") == "web"
     assert manager.unit_of("/xsandboxd/web") is None
-    assert manager.oom_watch_fds == 2
+    assert manager.oom_watch_fds == 1
 
     # A sub-cgroup in every hierarchy; its cpuset starts with the unit's cpus and mems (a v1
     # cpuset refuses tasks until they are set). A fake mkdir makes no kernel files: lay out.

@@ -137,3 +137,17 @@ def test_a_later_file_with_a_transient_units_name_is_ignored(tmp_path: Path) -> 
     specs, errors, shadowed = merge(files, {}, t_specs, t_errors)
     assert shadowed == ["job"] and not errors
     assert specs["job"].path == str(tmp_path / "job.toml") and specs["web"] is files["web"]
+
+
+def test_reload_reuses_unchanged_transient_units_and_forgets_deleted_ones(
+    tmp_path: Path,
+) -> None:
+    units = TransientUnits(tmp_path)
+    units.create("keep", SLEEP, remove=False)
+    units.create("gone", SLEEP, remove=True)
+    first, _ = units.load()
+    again, _ = units.load()
+    assert again["keep"] is first["keep"]  # not parsed again
+    units.delete("gone")
+    assert list(units.load()[0]) == ["keep"]
+    assert units._loader._cache.keys() == {str(units.path("keep"))}

@@ -44,3 +44,26 @@ def test_idle_means_asleep_with_nothing_pending() -> None:
         runner.cancel()
 
     asyncio.run(main())
+
+
+def test_a_wake_up_is_level_triggered_and_kept_until_slept_through() -> None:
+    async def main() -> None:
+        wake = Wakeup(ManualClock())
+        wake.set()
+        wake.set()  # two before a sleep are one wake-up, not lost and not two
+        assert await wake.sleep(0) is True  # already set: no wait, whatever the timeout
+        assert await wake.sleep(0) is False  # slept through: the timeout, nothing pending
+        sleeper = asyncio.create_task(wake.sleep())
+        await asyncio.sleep(0)
+        assert wake.idle and not sleeper.done()
+        wake.set()
+        assert await asyncio.wait_for(sleeper, 60) is True
+        cancelled = asyncio.create_task(wake.sleep())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        assert not wake.idle  # a cancelled sleep leaves nothing behind
+        wake.set()
+        assert await wake.sleep() is True
+
+    asyncio.run(main())
