@@ -51,6 +51,64 @@ RETRY_AFTER = 600.0
 _last_sweep: dict[str, float] = {}  # base directory -> when it was last swept
 
 
+# Filesystems whose mounts the kernel can idmap, and the first kernel that can (a sandbox with
+# its own user namespace sees the snapshot through an idmapped mount: holdplan.py). tmpfs, what
+# the state dir (/run/sandboxd) normally is, only since 6.3: on Debian 12's 6.1 a snapshot
+# there could not be held, so such a sandbox gets copies, as before snapshots.
+IDMAP_SINCE: dict[str, tuple[int, int]] = {
+    "ext4": (5, 12),
+    "xfs": (5, 12),
+    "vfat": (5, 12),
+    "btrfs": (5, 15),
+    "tmpfs": (6, 3),
+}
+_idmappable: dict[str, bool] = {}  # base directory -> can_idmap(base), probed once
+
+
+def can_idmap(base: str) -> bool:
+    """Whether a snapshot under `base` can be mounted idmapped on this kernel: its
+    filesystem's type (from /proc/self/mountinfo) is one IDMAP_SINCE names, at that version
+    or later. Unknown type or version: no (copies are always possible)."""
+    if (known := _idmappable.get(base)) is None:
+        since = IDMAP_SINCE.get(filesystem_type(base) or "")
+        known = since is not None and kernel_version() >= since
+        _idmappable[base] = known
+    return known
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of `release` (default: the running kernel's); (0, 0) if unreadable."""
+    parts = (release or os.uname().release).split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1].split("-")[0] if c.isdigit()))
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem `path` (or its nearest existing parent) is on: the mount
+    with the longest mount point above it in `mountinfo` (default: this process's)."""
+    path = os.path.realpath(path)
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo") as f:
+                mountinfo = f.read()
+        except OSError:
+            return None
+    best, fstype = -1, None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        try:
+            point = fields[4].replace("\\040", " ")
+            kind = fields[fields.index("-") + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:  # >=: a later mount on the same point covers it
+            best, fstype = len(point), kind
+    return fstype
+
+
 def digest(entries: tuple[SnapshotEntry, ...]) -> str:
     h = hashlib.sha256()
     for name, kind, payload in entries:

@@ -242,8 +242,11 @@ def _with_etc_snapshot(
 ) -> tuple[RootSpec, hostlayout.HostLayout]:
     """A read-only host root's /etc: the shared snapshot of its content (etcsnap.py), made
     here when it is new, and the layout that knows it; unchanged when the state dir cannot
-    hold one (the plan copies the files then)."""
+    hold one, or a sandbox in a user namespace could not see it (it is mounted idmapped
+    there, which the state dir's filesystem may not support: the plan copies the files then)."""
     if req.etc_dir is None or not rootplan.shares_etc(spec):
+        return spec, host
+    if spec.userns and not etcsnap.can_idmap(req.etc_dir):
         return spec, host
     snapshot = etcsnap.ensure(req.etc_dir, rootplan.etc_snapshot_entries(spec, host))
     if snapshot is None:  # the state dir cannot hold one: copies, as without a snapshot

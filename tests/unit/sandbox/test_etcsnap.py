@@ -6,11 +6,16 @@ import os
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from supervisor.sandbox.host import etcsnap
+from supervisor.sandbox.host import etcsnap, hostlayout, launch
+from supervisor.sandbox.host.launch import LaunchRequest
+from supervisor.sandbox.wire.mounts import RootSpec
 from tests.support.requires import is_root
 from tests.support.waiting import wait_for
 
@@ -100,3 +105,64 @@ def test_a_state_dir_that_cannot_hold_a_snapshot_gives_copies_and_is_not_retried
     assert etcsnap.ensure(base, ENTRIES) is None, "not retried before RETRY_AFTER"
     etcsnap._failed[base] -= etcsnap.RETRY_AFTER
     assert etcsnap.ensure(base, ENTRIES) == f"{base}/{etcsnap.digest(ENTRIES)}"
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+25 22 0:23 / /run rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,mode=755
+26 25 0:24 / /run/lock rw shared:6 - tmpfs tmpfs rw
+27 22 0:25 / /srv/my\\040disk rw - xfs /dev/sdb1 rw
+28 25 0:26 / /run rw - overlay overlay rw
+"""
+
+
+def test_the_filesystem_of_a_path_is_its_nearest_mount_the_last_on_a_point_covering() -> None:
+    assert etcsnap.filesystem_type("/var/lib/x", MOUNTINFO) == "ext4"
+    assert etcsnap.filesystem_type("/srv/my disk/etc", MOUNTINFO) == "xfs"  # \040 is a space
+    assert etcsnap.filesystem_type("/run/lockers", MOUNTINFO) == "overlay"  # not /run/lock
+    assert etcsnap.filesystem_type("/run/lock/x", MOUNTINFO) == "tmpfs"
+    assert etcsnap.filesystem_type("/x", "garbage\n") is None
+
+
+def test_kernel_versions_are_read_from_a_release() -> None:
+    assert etcsnap.kernel_version("6.1.0-57-amd64") == (6, 1)
+    assert etcsnap.kernel_version("6.18.44-fc-v1272") == (6, 18)
+    assert etcsnap.kernel_version("5.15-rc3") == (5, 15)
+    assert etcsnap.kernel_version("garbage") == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fstype", "release", "idmappable"),
+    [
+        ("tmpfs", "6.1.0-57-amd64", False),  # Debian 12: a snapshot in /run cannot be held
+        ("tmpfs", "6.3.0", True),
+        ("ext4", "6.1.0-57-amd64", True),
+        ("nfs", "6.18.0", False),  # not one the kernel idmaps
+        (None, "6.18.0", False),
+    ],
+)
+def test_a_snapshot_is_idmapped_only_where_the_kernel_can(
+    base: str, monkeypatch: pytest.MonkeyPatch, fstype: str | None, release: str, idmappable: bool
+) -> None:
+    monkeypatch.setattr(etcsnap, "filesystem_type", lambda path: fstype)
+    version = etcsnap.kernel_version(release)
+    monkeypatch.setattr(etcsnap, "kernel_version", lambda: version)
+    monkeypatch.setattr(etcsnap, "_idmappable", {})
+    assert etcsnap.can_idmap(base) is idmappable
+
+
+def test_a_sandbox_in_a_user_namespace_gets_copies_where_no_snapshot_can_be_idmapped(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The systemd VM's kernel (6.1) cannot idmap tmpfs, where /run/sandboxd is: its launch
+    # failed to hold the snapshot. Such a sandbox gets copies; one without a user namespace,
+    # which binds the snapshot as it is, still shares it.
+    spec = RootSpec("host", "web", userns=True)
+    host = hostlayout.HostLayout.probe([])
+    request = cast(LaunchRequest, SimpleNamespace(etc_dir=base))
+    monkeypatch.setattr(etcsnap, "can_idmap", lambda path: False)
+    assert launch._with_etc_snapshot(request, spec, host) == (spec, host)
+    shared, _ = launch._with_etc_snapshot(request, replace(spec, userns=False), host)
+    assert shared.etc_snapshot is not None and shared.etc_snapshot.startswith(base)
+    monkeypatch.setattr(etcsnap, "can_idmap", lambda path: True)
+    assert launch._with_etc_snapshot(request, spec, host)[0].etc_snapshot == shared.etc_snapshot
