@@ -24,12 +24,7 @@ from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 from tests.support import harness
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.cgroup_v1,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
-    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
-]
+pytestmark = harness.LAUNCH_MARKS
 
 # Autouse, module scope: every test runs forked directly and through a fork server.
 launch_path = harness.launch_path

@@ -25,13 +25,7 @@ from supervisor.linux import resolvconf
 from tests.support import harness
 
 __all__ = ["_subreaper", "env", "stack"]  # fixtures, imported for pytest
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.cgroup_v1,
-    pytest.mark.security,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
-    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
-]
+pytestmark = [*harness.LAUNCH_MARKS, pytest.mark.security]
 ANSWER = "192.0.2.80"  # TEST-NET-1: never routed, only ever an answer here
 
 # Answers A queries for names under example.internal with ANSWER, other names under it with

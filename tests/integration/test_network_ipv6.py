@@ -26,12 +26,7 @@ from tests.support import harness
 from tests.support.waiting import wait_for
 
 __all__ = ["_subreaper", "stack"]  # fixtures, imported for pytest
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.cgroup_v1,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
-    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
-]
+pytestmark = harness.LAUNCH_MARKS
 
 # Accepts TCP connections on [address]:port and answers each with the peer's address, as the
 # host saw it. Prints "ready" once listening.

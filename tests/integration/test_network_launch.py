@@ -36,12 +36,7 @@ from supervisor.unit.spec import UnitSpec
 from tests.support import harness
 
 __all__ = ["env"]  # a fixture, imported for pytest
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.cgroup_v1,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
-    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
-]
+pytestmark = harness.LAUNCH_MARKS
 PYTHON = harness.HOST_PYTHON
 
 # Lists the sandbox's interfaces and talks TCP over 127.0.0.1 and ::1, then prints JSON.

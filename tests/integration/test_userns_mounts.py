@@ -21,12 +21,7 @@ from supervisor.errors import LaunchError
 from supervisor.sandbox.host.launch import ExtraBind
 from tests.support import harness
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.cgroup_v1,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
-    pytest.mark.skipif(not harness.v1_available(), reason="needs cgroup v1 memory+pids"),
-]
+pytestmark = harness.LAUNCH_MARKS
 
 launch_path = harness.launch_path
 

@@ -54,6 +54,16 @@ def v1_available() -> bool:
     return os.path.isdir(f"{V1_ROOT}/memory") and os.path.isdir(f"{V1_ROOT}/pids")
 
 
+# The marks of a module whose tests launch sandboxes through this harness (its `pytestmark`):
+# root, and the v1 memory+pids cgroups the harness puts each sandbox in.
+LAUNCH_MARKS = [
+    pytest.mark.root,
+    pytest.mark.cgroup_v1,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)"),
+    pytest.mark.skipif(not v1_available(), reason="needs cgroup v1 memory+pids"),
+]
+
+
 @contextlib.contextmanager
 def v1_cgroup(memory_max: int | None = None, pids_max: int | None = None) -> Iterator[list[str]]:
     """A throwaway memory+pids cgroup pair; yields their cgroup.procs paths."""
