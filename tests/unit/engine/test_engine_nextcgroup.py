@@ -27,13 +27,22 @@ async def crash(r: UnitRunner, restarts: int) -> None:
     await settled(r)
 
 
+async def started(
+    rig: Rig, delay: str = "0", renames: bool = True
+) -> tuple[UnitRunner, asyncio.Task[None]]:
+    """A unit restarting after `delay`, started and running; its cgroups renamable as v1's,
+    or not (`renames=False`: cgroup2)."""
+    rig.manager.renames = renames
+    r = rig.runner(make_spec(restart={"delay": delay}))
+    task = asyncio.create_task(r.main())
+    r.start()
+    await until(r, lambda: r.state is State.RUNNING)
+    return r, task
+
+
 def test_a_restarting_unit_takes_the_cgroup_made_ahead(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
-        rig.manager.renames = True
-        r = rig.runner(make_spec(restart={"delay": "0"}))
-        task = asyncio.create_task(r.main())
-        r.start()
-        await until(r, lambda: r.state is State.RUNNING)
+        r, task = await started(rig)
         await settled(r)
         # A unit that never restarted holds no spare (an empty cgroup costs the host).
         assert alive(rig) == ["svc"] and rig.manager.created == 1
@@ -62,11 +71,7 @@ def test_a_restarting_unit_takes_the_cgroup_made_ahead(tmp_path: Path) -> None:
 
 def test_a_spare_made_with_other_limits_is_not_taken(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
-        rig.manager.renames = True
-        r = rig.runner(make_spec(restart={"delay": "0"}))
-        task = asyncio.create_task(r.main())
-        r.start()
-        await until(r, lambda: r.state is State.RUNNING)
+        r, task = await started(rig)
         await crash(r, 1)
         stale = r.next_cgroup.spare
         assert stale is not None
@@ -88,11 +93,7 @@ def test_an_oom_kill_has_the_next_cgroup_made_before_the_exit(tmp_path: Path) ->
     clock = ManualClock()  # the restart waits out its delay until the test moves the clock
 
     async def main(rig: Rig) -> None:
-        rig.manager.renames = True
-        r = rig.runner(make_spec(restart={"delay": "5s"}))  # [oom] policy = "restart"
-        task = asyncio.create_task(r.main())
-        r.start()
-        await until(r, lambda: r.state is State.RUNNING)
+        r, task = await started(rig, delay="5s")  # [oom] policy = "restart"
         await settled(r)
         assert r.next_cgroup.spare is None
         # An OOM kill is seen before PID 1's exit (the kernel tears a victim down for some
@@ -115,10 +116,7 @@ def test_an_oom_kill_has_the_next_cgroup_made_before_the_exit(tmp_path: Path) ->
 
 def test_no_spare_where_cgroups_cannot_be_renamed(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
-        r = rig.runner(make_spec(restart={"delay": "0"}))  # renames False: cgroup2
-        task = asyncio.create_task(r.main())
-        r.start()
-        await until(r, lambda: r.state is State.RUNNING)
+        r, task = await started(rig, renames=False)  # cgroup2
         first = rig.manager.cgroups["svc"]
         await crash(r, 1)
         await crash(r, 2)
@@ -132,11 +130,7 @@ def test_no_spare_where_cgroups_cannot_be_renamed(tmp_path: Path) -> None:
 
 def test_a_failed_restart_leaves_no_cgroup(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
-        rig.manager.renames = True
-        r = rig.runner(make_spec(restart={"delay": "0"}))
-        task = asyncio.create_task(r.main())
-        r.start()
-        await until(r, lambda: r.state is State.RUNNING)
+        r, task = await started(rig)
         await crash(r, 1)
         spare = r.next_cgroup.spare
         assert spare is not None
