@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import time
@@ -78,11 +79,8 @@ def can_idmap(base: str) -> bool:
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
     """(major, minor) of `release` (default: the running kernel's); (0, 0) if unreadable."""
-    parts = (release or os.uname().release).split(".")
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1].split("-")[0] if c.isdigit()))
-    except (IndexError, ValueError):
-        return (0, 0)
+    found = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:

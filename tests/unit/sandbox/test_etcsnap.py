@@ -128,6 +128,7 @@ def test_kernel_versions_are_read_from_a_release() -> None:
     assert etcsnap.kernel_version("6.1.0-57-amd64") == (6, 1)
     assert etcsnap.kernel_version("6.18.44-fc-v1272") == (6, 18)
     assert etcsnap.kernel_version("5.15-rc3") == (5, 15)
+    assert etcsnap.kernel_version("5.15rc3") == (5, 15)  # not 5.153
     assert etcsnap.kernel_version("garbage") == (0, 0)
 
 
