@@ -23,6 +23,13 @@ def _open_fds_on(path: Path) -> int:
     return count
 
 
+@pytest.fixture(autouse=True)
+def keeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keeping is one switch per process (files.stop_keeping); an engine test that runs a launch
+    # short of fds turns it off for good, so each test here starts from a fresh daemon's state.
+    monkeypatch.setattr(files, "_keeping", True)
+
+
 @pytest.fixture
 def current(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "memory.current"
@@ -75,11 +82,8 @@ def test_no_fd_is_kept_past_half_the_fd_limit(
     assert kept.read_int() == 1
 
 
-def test_stop_keeping_gives_every_fd_back_and_keeps_none_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stop_keeping_gives_every_fd_back_and_keeps_none_after(tmp_path: Path) -> None:
     """A launch short of fds makes the views give their kept fds back for good."""
-    monkeypatch.setattr(files, "_keeping", True)
     path = tmp_path / "memory.current"
     path.write_text("4096\n")
     kept = files.KeptFile(str(path))
