@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from supervisor.linux import mountinfo
+
 Key = frozenset[str]  # a hierarchy: its controllers, or empty for cgroup2
 
 
@@ -34,21 +36,19 @@ def hierarchies(cgroup_file: str) -> dict[Key, str]:
     return found
 
 
-def mounts(mountinfo: str, keys: Sequence[Key]) -> list[CgroupMount]:
-    """Cgroup mounts; a v1 mount's super options mix controllers with flags (`xattr`), so it
-    is matched against the hierarchies the kernel lists (`keys`)."""
+def mounts(text: str, keys: Sequence[Key]) -> list[CgroupMount]:
+    """Cgroup mounts in a mountinfo `text`; a v1 mount's super options mix controllers with
+    flags (`xattr`), so it is matched against the hierarchies the kernel lists (`keys`)."""
     found = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, fs = left.split(), right.split()
-        if len(fields) < 5 or len(fs) < 3 or fs[0] not in ("cgroup", "cgroup2"):
+    for m in mountinfo.parse(text):
+        if m.fstype not in ("cgroup", "cgroup2"):
             continue
         key: Key | None = frozenset()
-        if fs[0] == "cgroup":
-            options = set(fs[2].split(","))
+        if m.fstype == "cgroup":
+            options = set(m.super_options.split(","))
             key = next((k for k in keys if k and k <= options), None)
         if key is not None:
-            found.append(CgroupMount(fields[4], fields[3], key))
+            found.append(CgroupMount(m.point, m.root, key))
     return found
 
 

@@ -32,6 +32,7 @@ import shutil
 import stat
 import time
 
+from supervisor.linux import mountinfo
 from supervisor.sandbox.host.rootplan import SnapshotEntry
 
 TEMP_PREFIX = ".new-"
@@ -83,27 +84,20 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
     return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
-def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:
+def filesystem_type(path: str, text: str | None = None) -> str | None:
     """The type of the filesystem `path` (or its nearest existing parent) is on: the mount
-    with the longest mount point above it in `mountinfo` (default: this process's)."""
+    with the longest mount point above it in the mountinfo `text` (default: this process's)."""
     path = os.path.realpath(path)
-    if mountinfo is None:
+    if text is None:
         try:
-            with open("/proc/self/mountinfo") as f:
-                mountinfo = f.read()
+            text = mountinfo.read()
         except OSError:
             return None
     best, fstype = -1, None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        try:
-            point = fields[4].replace("\\040", " ")
-            kind = fields[fields.index("-") + 1]
-        except (IndexError, ValueError):
-            continue
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= best:  # >=: a later mount on the same point covers it
-            best, fstype = len(point), kind
+    for m in mountinfo.parse(text):
+        inside = path == m.point or path.startswith(m.point.rstrip("/") + "/")
+        if inside and len(m.point) >= best:  # >=: a later mount on the same point covers it
+            best, fstype = len(m.point), m.fstype
     return fstype
 
 
@@ -190,16 +184,12 @@ def in_use(base: str) -> set[str]:
             if ns in seen:
                 continue
             seen.add(ns)
-            with open(f"/proc/{entry}/mountinfo") as f:
-                text = f.read()
+            text = mountinfo.read(entry)
         except OSError:  # gone, or a kernel thread
             continue
-        for line in text.splitlines():
-            fields = line.split(" ", 4)
-            if len(fields) > 3 and fields[2] == want:
-                name = fields[3].rsplit("/", 1)[-1]
-                if name in names:
-                    found.add(name)
+        for m in mountinfo.parse(text):
+            if m.device == want and os.path.basename(m.root) in names:
+                found.add(os.path.basename(m.root))
     return found
 
 
