@@ -3,9 +3,7 @@ recent ones first (the last 10 unless told otherwise, as `journalctl -f`), in al
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import sys
 
 from supervisor.cli import render
@@ -15,6 +13,7 @@ from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "print unit events (started, exited, oom-kill, ...) as they happen, after recent ones"
@@ -38,6 +37,8 @@ MIN_WIDTHS = (6, 24, 12, 14, 8)
 
 
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "events",
         help=HELP,
@@ -97,11 +98,15 @@ def run(args: argparse.Namespace) -> int:
     replay = args.replay if args.replay is not None or args.since is not None else DEFAULT_REPLAY
     events = Client().events(args.unit, args.since, replay, args.follow)
     columns = None if args.json else Columns()
+    if columns is None:
+        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+
+        dumps = json.dumps
     try:
         for event in events:
             if columns is not None and columns.fresh:  # after the daemon said yes: no 404
                 sys.stdout.write(columns.header() + "\n")
-            text = json.dumps(event) if columns is None else columns.line(event)
+            text = dumps(event) if columns is None else columns.line(event)
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:  # the way to end a followed stream

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from supervisor.cli import render
@@ -12,6 +10,7 @@ from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "list the images units run from, or prune the layers no unit uses"
@@ -30,6 +29,8 @@ EXAMPLE:
 
 
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "images",
         help=HELP,
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         answer = client.request("GET", "/v1/images")
         text = table(answer)
     if args.json:
+        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+
         sys.stdout.write(json.dumps(answer) + "\n")
     else:
         sys.stdout.write("\n".join(map(render.safe, text)) + "\n")

@@ -6,20 +6,17 @@ directly (cli/logfiles.py, with the daemon's own reader), after a one-line note 
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-from supervisor.cli import logfiles
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
     from typing import Any, BinaryIO
 
 HELP = "print a unit's output (stdout and stderr, as captured in log_dir/<unit>.log)"
@@ -49,6 +46,9 @@ EXAMPLE:
 
 
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+    from pathlib import Path  # noqa: PLC0415  (only the offline reading takes paths)
+
     p = subparsers.add_parser(
         "logs",
         help=HELP,
@@ -87,7 +87,10 @@ class JsonLines:
     written at `close` (a followed stream may still complete it until then)."""
 
     def __init__(self, unit: str, out: BinaryIO) -> None:
+        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+
         self.unit, self.out, self._partial = unit, out, b""
+        self._dumps = json.dumps
 
     def write(self, chunk: bytes) -> None:
         *lines, self._partial = (self._partial + chunk).split(b"\n")
@@ -101,7 +104,7 @@ class JsonLines:
 
     def _line(self, raw: bytes) -> bytes:
         text = raw.decode("utf-8", "backslashreplace")
-        return json.dumps({"unit": self.unit, "text": text}).encode() + b"\n"
+        return self._dumps({"unit": self.unit, "text": text}).encode() + b"\n"
 
 
 @exits
@@ -121,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
             chunks = _through_daemon(args)
         except Unreachable as exc:
             # Only before the first byte: the files hold the same output, none of it shown yet.
+            # logfiles (asyncio, and the config's pydantic) is imported only here: ~40 ms.
+            from supervisor.cli import logfiles  # noqa: PLC0415
+
             code = logfiles.read(
                 args.unit, args.lines, args.follow, write,
                 config=args.config, log_dir=args.log_dir, why=str(exc),
