@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import render, simple
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
@@ -34,6 +34,15 @@ HEADER = ("SEQ", "TIME", "UNIT", "EVENT", "STATE", "DETAIL")
 # Starting widths; a longer value widens its column from that line on (a stream cannot look
 # ahead). The state column fits every state, the event column most event names.
 MIN_WIDTHS = (6, 24, 12, 14, 8)
+
+
+SIMPLE = simple.Spec(
+    "unit",
+    "?",
+    flags={"--no-follow": ("follow", False), "--json": ("json", True)},
+    options={"--since": simple.Option("since", count), "--replay": simple.Option("replay", count)},
+    exclusive=("since", "replay"),
+)
 
 
 def register(subparsers: Any) -> None:

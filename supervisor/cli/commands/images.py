@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import render, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -28,6 +28,10 @@ EXAMPLE:
 """
 
 
+ACTIONS = ["prune"]
+SIMPLE = simple.Spec("action", "?", choices=ACTIONS, flags={"--json": ("json", True)})
+
+
 def register(subparsers: Any) -> None:
     import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
 
@@ -39,7 +43,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "action", nargs="?", choices=["prune"], metavar="prune",
+        "action", nargs="?", choices=ACTIONS, metavar="prune",
         help="remove the stored layers no unit uses",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the API's answer")

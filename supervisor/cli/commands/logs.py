@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import sys
 
-from supervisor.cli.arguments import count
+from supervisor.cli import simple
+from supervisor.cli.arguments import count, path
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
 
@@ -45,9 +46,21 @@ EXAMPLE:
 """
 
 
+_FOLLOW, _LINES = ("follow", True), simple.Option("lines", count)
+SIMPLE = simple.Spec(
+    "unit",
+    flags={"-f": _FOLLOW, "--follow": _FOLLOW, "--json": ("json", True)},
+    options={
+        "-n": _LINES,
+        "--lines": _LINES,
+        "--config": simple.Option("config", path),
+        "--log-dir": simple.Option("log_dir", path),
+    },
+)
+
+
 def register(subparsers: Any) -> None:
     import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
-    from pathlib import Path  # noqa: PLC0415  (only the offline reading takes paths)
 
     p = subparsers.add_parser(
         "logs",
@@ -68,14 +81,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--config",
-        type=Path,
+        type=path,
         metavar="PATH",
         help="without a daemon: the daemon config to read log_dir and units_dir from"
         " (default /etc/sandboxd/sandboxd.toml)",
     )
     p.add_argument(
         "--log-dir",
-        type=Path,
+        type=path,
         metavar="DIR",
         help="without a daemon: read the log files here (overrides the config's log_dir)",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render, settle
+from supervisor.cli import render, settle, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
@@ -54,6 +54,12 @@ def _seconds(text: str) -> float:
         )
         raise argparse.ArgumentTypeError(why)
     return value
+
+
+SIMPLE = simple.Spec(
+    flags={"--no-wait": ("wait", False), "--json": ("json", True)},
+    options={"--timeout": simple.Option("timeout", _seconds, default=DEFAULT_TIMEOUT)},
+)
 
 
 def register(subparsers: Any) -> None:

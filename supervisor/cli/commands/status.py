@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import render, simple
 from supervisor.cli.client import Client, error, exits
 from supervisor.contract import State
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
@@ -33,6 +33,9 @@ BROKEN_HINT = (
     f"{BROKEN} unit file invalid, running the last valid version: "
     "see sandboxctl status UNIT / sandboxctl validate"
 )
+
+
+SIMPLE = simple.Spec("units", "*", flags={"--json": ("json", True)})
 
 
 def register(subparsers: Any) -> None:

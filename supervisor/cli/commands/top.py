@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from supervisor.cli import render, top_view
+from supervisor.cli import render, simple, top_view
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -52,6 +52,17 @@ def _delay(text: str) -> float:
         )
         raise argparse.ArgumentTypeError(why)
     return value
+
+
+_DELAY = simple.Option("delay", _delay, default=DEFAULT_DELAY)
+SIMPLE = simple.Spec(
+    flags={"--once": ("once", True), "--json": ("json", True)},
+    options={
+        "-d": _DELAY,
+        "--delay": _DELAY,
+        "--sort": simple.Option("sort", default=top_view.DEFAULT_SORT, choices=top_view.SORTS),
+    },
+)
 
 
 def register(subparsers: Any) -> None:

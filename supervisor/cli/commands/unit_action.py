@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from supervisor.cli import simple
 from supervisor.cli.client import ApiError, Client, error, exits
 from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
@@ -22,6 +23,10 @@ EXPECTED = {
     "restart": (State.RUNNING.value, State.STARTING.value),
     "stop": (State.STOPPED.value, State.EXITED.value),
 }
+
+
+# start, stop and restart take the same line (their parsers are `register`'s).
+SIMPLE = simple.Spec("units", "+", flags={"--json": ("json", True)})
 
 
 def register(subparsers: Any, verb: str, help_text: str, epilog: str) -> None:
