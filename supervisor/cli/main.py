@@ -9,7 +9,6 @@ lower case, no final period.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from types import ModuleType, SimpleNamespace
 
 from supervisor.cli import simple
@@ -18,6 +17,7 @@ from supervisor.errors import SupervisorError
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {

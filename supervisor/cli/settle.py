@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 
-from supervisor.contract import EXIT_CODE, State
+from supervisor.cli import names
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     Lookup = Callable[[], list[dict[str, Any]]]  # every unit's status (GET /v1/units)
 
 
-CLEAN_EXIT = f"{EXIT_CODE}0"
+CLEAN_EXIT = f"{names.EXIT_CODE}0"
 
 
 class Outcome:
@@ -64,16 +64,16 @@ def outcome(event: dict[str, Any]) -> Outcome | None:
     name, state = event.get("event"), event.get("state")
     detail: dict[str, Any] = event.get("detail") or {}
     reason = str(detail.get("reason") or "")
-    if name in ("started", "ready") and state == State.RUNNING.value:
+    if name in ("started", "ready") and state == names.RUNNING:
         return Outcome(state, True, "running" + (" (ready)" if name == "ready" else ""), event)
     if name == "failed":
-        return Outcome(State.FAILED.value, False, f"failed: {reason or 'see status'}", event)
+        return Outcome(names.FAILED, False, f"failed: {reason or 'see status'}", event)
     if name == "backoff":
         delay = detail.get("delay")
         when = f" in {delay:g}s" if isinstance(delay, int | float) else ""
         text = f"backoff: restarting{when} after {reason or 'an exit'}"
-        return Outcome(State.BACKOFF.value, reason == CLEAN_EXIT, text, event)
-    if name == "exited" and state == State.EXITED.value:
+        return Outcome(names.BACKOFF, reason == CLEAN_EXIT, text, event)
+    if name == "exited" and state == names.EXITED:
         return Outcome(state, reason == CLEAN_EXIT, f"exited: {reason}", event)
     if name == "removed":
         return Outcome("removed", True, "removed", event)
@@ -93,13 +93,13 @@ def from_status(unit: dict[str, Any]) -> Outcome | None:
     """The outcome a unit's status shows, when events that would have said it were lost."""
     state, why = unit.get("state"), unit.get("last_exit") or unit.get("error") or ""
     lost = " (from status: events were lost)"
-    if state == State.RUNNING.value:
+    if state == names.RUNNING:
         return Outcome(state, True, "running" + lost)
-    if state == State.FAILED.value:
+    if state == names.FAILED:
         return Outcome(state, False, f"failed: {unit.get('error') or why}{lost}")
-    if state == State.BACKOFF.value:
+    if state == names.BACKOFF:
         return Outcome(state, why == CLEAN_EXIT, f"backoff: after {why}{lost}")
-    if state == State.EXITED.value:
+    if state == names.EXITED:
         return Outcome(state, why == CLEAN_EXIT, f"exited: {why}{lost}")
     return None
 

@@ -14,8 +14,8 @@ import argparse
 import signal
 
 from supervisor.cli.client import ApiError, Client, error, exits
+from supervisor.cli.names import EXIT_CODE, LAUNCH_ERROR, OOM_KILLED, SIGNAL
 from supervisor.cli.properties import PropertyError, build
-from supervisor.contract import EXIT_CODE, LAUNCH_ERROR, SIGNAL, ExitReason
 from supervisor.errors import EXIT_FAILURE, EXIT_USAGE
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -89,7 +89,7 @@ def status_of(reason: str | None) -> int:
             return 128 + signal.Signals[reason.removeprefix(SIGNAL)]
         except KeyError:
             return EXIT_FAILURE
-    if reason == ExitReason.OOM_KILLED:
+    if reason == OOM_KILLED:
         return OOM_STATUS
     if reason.startswith(LAUNCH_ERROR):
         return LAUNCH_FAILED

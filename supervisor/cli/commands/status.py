@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render, simple
+from supervisor.cli import names, render, simple
 from supervisor.cli.client import Client, error, exits
-from supervisor.contract import State
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -53,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
-RUNNING = State.RUNNING.value
+RUNNING = names.RUNNING
 
 
 def uptime(unit: dict[str, Any], now: dt.datetime | None) -> float | None:
@@ -204,7 +203,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime | None, color: bool) -> 
                                                      if cap is not None else ""))  # fmt: skip
     else:
         field("oom kills", 0)
-    if state == State.BACKOFF.value and unit.get("next_start_in") is not None:
+    if state == names.BACKOFF and unit.get("next_start_in") is not None:
         # The exit it restarts after; `error` says the same as a sentence ("restart in 4s
         # after ...") and would read twice here.
         why = unit.get("last_exit") or unit.get("error") or "the last run failed"

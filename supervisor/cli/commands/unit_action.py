@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import simple
+from supervisor.cli import names, simple
 from supervisor.cli.client import ApiError, Client, error, exits
-from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -19,9 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXPECTED = {
-    "start": (State.RUNNING.value, State.STARTING.value),
-    "restart": (State.RUNNING.value, State.STARTING.value),
-    "stop": (State.STOPPED.value, State.EXITED.value),
+    "start": (names.RUNNING, names.STARTING),
+    "restart": (names.RUNNING, names.STARTING),
+    "stop": (names.STOPPED, names.EXITED),
 }
 
 

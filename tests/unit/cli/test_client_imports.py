@@ -64,9 +64,11 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
 # do without: argparse (their plainly valid lines are read by main.simple_args), the json
 # package and the `re` both import (answers are read by cli/jsonread.py; json is imported only
 # to write --json output or a request's body), importlib (main._load), dataclasses (inspect,
-# ast, dis, tokenize), pathlib, nor top's terminal modules.
+# ast, dis, tokenize), pathlib, top's terminal modules, nor enum, functools and collections
+# (the contract's names are cli/names.py's strings).
 LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "locale", "importlib", "dataclasses",
-        "inspect", "pathlib", "shutil", "termios", "tty", "supervisor.cli.logfiles")  # fmt: skip
+        "inspect", "pathlib", "shutil", "termios", "tty", "supervisor.cli.logfiles", "enum",
+        "functools", "collections", "supervisor.contract")  # fmt: skip
 
 
 @pytest.mark.parametrize(
