@@ -9,7 +9,8 @@ spec, with which `main.simple_args` reads its plainly valid lines (`simple.py`),
 is `unixhttp.py` on `_socket`, not http.client (the email package and ssl); answers are read by
 `jsonread.py` (the C scanner), json itself only imported to write; the heavy packages
 (pydantic, structlog, aiohttp) only for verbs that read unit files; no dataclasses (with
-inspect, ast and dis, ~10 ms): records are plain slotted classes; and no `typing` at run
+inspect, ast and dis, ~10 ms): records are plain slotted classes; no enum (with functools and
+collections, ~5 ms): the contract's names are `names.py`'s strings; and no `typing` at run
 time: modules write `TYPE_CHECKING = False` and import typing's names under it, which mypy
 reads as typing's own TYPE_CHECKING. `tests/unit/cli/test_client_imports.py` keeps it so.
 """
