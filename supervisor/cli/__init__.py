@@ -7,7 +7,8 @@ module alone is imported (`main._modules`); every verb that only asks the daemon
 spec, with which `main.simple_args` reads its plainly valid lines (`simple.py`), and argparse
 (`parsing.py`, with the `re` it imports) is loaded only for the rest, `--help` and errors; HTTP
 is `unixhttp.py` on `_socket`, not http.client (the email package and ssl); answers are read by
-`jsonread.py` (the C scanner), json itself only imported to write; the heavy packages
+`jsonread.py` (the C scanner) and written by `jsonwrite.py` (the C encoder; json itself only
+for `status --json`'s indented text on a terminal); the heavy packages
 (pydantic, structlog, aiohttp) only for verbs that read unit files; no dataclasses (with
 inspect, ast and dis, ~10 ms): records are plain slotted classes; no enum (with functools and
 collections, ~5 ms): the contract's names are `names.py`'s strings; and no `typing` at run

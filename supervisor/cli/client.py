@@ -2,8 +2,8 @@
 
 The standard library's C socket and JSON scanner only (the HTTP is `unixhttp.py`'s, not
 http.client's, whose import alone was longer than the rest of a `sandboxctl status`; answers
-are read by `jsonread.py`, not the json package, which imports `re`), so a verb that only asks
-the daemon starts fast; json itself is imported to send a body. Every way the daemon can be out
+are read by `jsonread.py` and bodies written by `jsonwrite.py`, not the json package, which
+imports `re`), so a verb that only asks the daemon starts fast. Every way the daemon can be out
 of reach (no socket, refused, permission, closed mid-answer) becomes `Unreachable`, one line
 naming the socket and exit 5; an API error keeps the daemon's message and its code.
 """
@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from supervisor.cli import jsonread, unixhttp
+from supervisor.cli import jsonread, jsonwrite, unixhttp
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_UNREACHABLE
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -132,9 +132,7 @@ class Client:
         """The answer's body as it came (JSON text), for `request` to read."""
         data = None
         if body is not None:
-            import json  # noqa: PLC0415  (only requests with a body: create, kill)
-
-            data = json.dumps(body).encode()
+            data = jsonwrite.dumps(body).encode()
         response = self._open(
             method, url, timeout, data if data is not None or method != "POST" else b"{}"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from supervisor.cli import render, simple
+from supervisor.cli import jsonwrite, render, simple
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
@@ -107,15 +107,11 @@ def run(args: argparse.Namespace) -> int:
     replay = args.replay if args.replay is not None or args.since is not None else DEFAULT_REPLAY
     events = Client().events(args.unit, args.since, replay, args.follow)
     columns = None if args.json else Columns()
-    if columns is None:
-        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
-        dumps = json.dumps
     try:
         for event in events:
             if columns is not None and columns.fresh:  # after the daemon said yes: no 404
                 sys.stdout.write(columns.header() + "\n")
-            text = dumps(event) if columns is None else columns.line(event)
+            text = jsonwrite.dumps(event) if columns is None else columns.line(event)
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:  # the way to end a followed stream

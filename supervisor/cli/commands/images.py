@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render, simple
+from supervisor.cli import jsonwrite, render, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
         answer = client.request("GET", "/v1/images")
         text = table(answer)
     if args.json:
-        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.write(jsonwrite.dumps(answer) + "\n")
     else:
         sys.stdout.write("\n".join(map(render.safe, text)) + "\n")
     return EXIT_OK

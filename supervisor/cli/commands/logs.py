@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from supervisor.cli import simple
+from supervisor.cli import jsonwrite, simple
 from supervisor.cli.arguments import count, path
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
@@ -100,10 +100,7 @@ class JsonLines:
     written at `close` (a followed stream may still complete it until then)."""
 
     def __init__(self, unit: str, out: BinaryIO) -> None:
-        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
         self.unit, self.out, self._partial = unit, out, b""
-        self._dumps = json.dumps
 
     def write(self, chunk: bytes) -> None:
         *lines, self._partial = (self._partial + chunk).split(b"\n")
@@ -117,7 +114,7 @@ class JsonLines:
 
     def _line(self, raw: bytes) -> bytes:
         text = raw.decode("utf-8", "backslashreplace")
-        return self._dumps({"unit": self.unit, "text": text}).encode() + b"\n"
+        return jsonwrite.dumps({"unit": self.unit, "text": text}).encode() + b"\n"
 
 
 @exits

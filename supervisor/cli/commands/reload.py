@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render, settle, simple
+from supervisor.cli import jsonwrite, render, settle, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
@@ -118,10 +118,8 @@ def run(args: argparse.Namespace) -> int:
     result = client.reload()
     outcomes = wait(client, result, args.timeout) if args.wait else {}
     if args.json:
-        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
         answer = {**result, "outcomes": {n: o.to_json() for n, o in sorted(outcomes.items())}}
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.write(jsonwrite.dumps(answer) + "\n")
     else:
         lines = report(result) + outcome_lines(outcomes)
         sys.stdout.write("\n".join(map(render.safe, lines)) + "\n")

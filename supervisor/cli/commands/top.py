@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from supervisor.cli import render, simple, top_view
+from supervisor.cli import jsonwrite, render, simple, top_view
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -109,10 +109,8 @@ class Frames:
 
 
 def _json_line(info: dict[str, Any], rows: list[top_view.Row], key: str) -> str:
-    import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
     units = [r.to_json() for r in top_view.sort(rows, key)]
-    return json.dumps({**info, "sort": key, "units": units}) + "\n"
+    return jsonwrite.dumps({**info, "sort": key, "units": units}) + "\n"
 
 
 def title(

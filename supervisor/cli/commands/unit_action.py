@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import names, simple
+from supervisor.cli import jsonwrite, names, simple
 from supervisor.cli.client import ApiError, Client, error, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
 
@@ -96,6 +96,4 @@ def act(verb: str, names: list[str], as_json: bool = False) -> int:
 
 
 def _print_json(results: list[dict[str, Any]]) -> None:
-    import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
-    print(json.dumps({"units": results}))
+    print(jsonwrite.dumps({"units": results}))

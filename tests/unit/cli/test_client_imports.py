@@ -88,6 +88,14 @@ LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "locale", "importlib", "dat
         ["events", "--no-follow"],
         ["events", "web", "--replay", "3", "--no-follow"],
         ["logs", "web", "-n", "5"],
+        # --json is written by cli/jsonwrite.py, not the json package.
+        ["status", "web", "--json"],
+        ["start", "cron", "--json"],
+        ["reload", "--json"],
+        ["images", "--json"],
+        ["top", "--once", "--json", "-d", "0.1"],
+        ["events", "--no-follow", "--json"],
+        ["logs", "web", "--json"],
     ],
 )
 def test_a_simple_verb_imports_neither_argparse_nor_json(
