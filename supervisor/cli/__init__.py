@@ -2,8 +2,8 @@
 
 A verb that only asks the daemon is an interpreter start, a few imports, one request and a
 print, so its imports are most of its time (issue 23: 40 ms end to end). Hence: a verb's own
-module alone is imported (`main._modules`); every verb that only asks the daemon but `run` and
-`exec` (status, start, stop, restart, reload, images, events, top, logs) declares a `SIMPLE`
+module alone is imported (`main._modules`); every verb that only asks the daemon but `exec`
+(status, start, stop, restart, reload, images, events, top, logs, run) declares a `SIMPLE`
 spec, with which `main.simple_args` reads its plainly valid lines (`simple.py`), and argparse
 (`parsing.py`, with the `re` it imports) is loaded only for the rest, `--help` and errors; HTTP
 is `unixhttp.py` on `_socket`, not http.client (the email package and ssl); answers are read by

@@ -40,7 +40,7 @@ COMMANDS: dict[str, str] = {
 
 def simple_args(argv: Sequence[str]) -> SimpleNamespace | None:
     """What argparse would make of `argv` (`command` and each argument's dest), when the verb
-    declares a `SIMPLE` spec (every verb that only asks the daemon, but `run` and `exec`) and
+    declares a `SIMPLE` spec (every verb that only asks the daemon, but `exec`) and
     the line is plainly valid; None for argparse to read it (cli/simple.py)."""
     if not argv or argv[0] not in COMMANDS:
         return None

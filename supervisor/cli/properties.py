@@ -60,14 +60,18 @@ def resolve(command: str, root: object) -> str:
         if not command.startswith("/"):
             raise PropertyError(f"{command}: give a command name or an absolute path")
         return command
-    import shutil  # noqa: PLC0415  (only for a bare name: with bz2 and lzma, ~3 ms)
-
     base = "/" if root in (None, "host") else str(root)
-    path = os.pathsep.join(os.path.join(base, d.lstrip("/")) for d in SEARCH_PATH)
-    found = shutil.which(command, path=path)
+    dirs = [os.path.join(base, d.lstrip("/")) for d in SEARCH_PATH]
+    found = next((p for d in dirs if _executable(p := os.path.join(d, command))), None)
     if found is None:
         raise PropertyError(f"{command}: not found in {':'.join(SEARCH_PATH)} of the sandbox")
     return "/" + os.path.relpath(found, base) if base != "/" else found
+
+
+def _executable(path: str) -> bool:
+    """shutil.which's test of a candidate, without shutil (which imports fnmatch, re, enum,
+    bz2 and lzma: ~9 ms of `sandboxctl run CMD`)."""
+    return os.path.exists(path) and os.access(path, os.X_OK) and not os.path.isdir(path)
 
 
 def build(properties: list[str], command: list[str]) -> dict[str, Any]:

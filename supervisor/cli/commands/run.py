@@ -10,9 +10,7 @@ all printed (the daemon's `output_closed` event says how many bytes that is).
 
 from __future__ import annotations
 
-import argparse
-import signal
-
+from supervisor.cli import simple
 from supervisor.cli.client import ApiError, Client, error, exits
 from supervisor.cli.names import EXIT_CODE, LAUNCH_ERROR, OOM_KILLED, SIGNAL
 from supervisor.cli.properties import PropertyError, build
@@ -20,6 +18,7 @@ from supervisor.errors import EXIT_FAILURE, EXIT_USAGE
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 LAUNCH_FAILED = 126  # as a shell says of a command it could not run (and `exec` does)
@@ -43,10 +42,24 @@ EXAMPLE:
   sandboxctl run --name scratch -p sandbox.root=/srv/root sleep 600
   sandboxctl stop scratch
 """
-OOM_STATUS = 128 + signal.SIGKILL
+OOM_STATUS = 128 + 9  # as a shell reports a SIGKILLed command (SIGKILL is 9 on Linux)
+
+
+SIMPLE = simple.Spec(
+    "argv",
+    simple.REMAINDER,
+    flags={"--wait": ("wait", True), "--rm": ("rm", True)},
+    options={
+        "--name": simple.Option("name"),
+        "-p": simple.Option("properties", append=True),
+        "--property": simple.Option("properties", append=True),
+    },
+)
 
 
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "run",
         help=HELP,
@@ -85,6 +98,8 @@ def status_of(reason: str | None) -> int:
     if reason.startswith(EXIT_CODE):
         return int(reason.removeprefix(EXIT_CODE))
     if reason.startswith(SIGNAL):
+        import signal  # noqa: PLC0415  (only with --wait: its Signals enum imports enum)
+
         try:
             return 128 + signal.Signals[reason.removeprefix(SIGNAL)]
         except KeyError:

@@ -60,7 +60,7 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
     assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
 
 
-# What the verbs with a simple spec (every verb that only asks the daemon, but run and exec)
+# What the verbs with a simple spec (every verb that only asks the daemon, but exec)
 # do without: argparse (their plainly valid lines are read by main.simple_args), the json
 # package and the `re` both import (answers are read by cli/jsonread.py; json is imported only
 # to write --json output or a request's body), importlib (main._load), dataclasses (inspect,
@@ -96,6 +96,7 @@ LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "locale", "importlib", "dat
         ["top", "--once", "--json", "-d", "0.1"],
         ["events", "--no-follow", "--json"],
         ["logs", "web", "--json"],
+        ["run", "--name", "lean", "true"],  # a bare name, looked for without shutil
     ],
 )
 def test_a_simple_verb_imports_neither_argparse_nor_json(

@@ -92,8 +92,10 @@ def _verb_parser(verb: str) -> argparse.ArgumentParser:
 
 
 # The verbs whose plainly valid lines main.simple_args reads without argparse: every verb that
-# only asks the daemon, but `run` and `exec` (their REMAINDER command lines stay argparse's).
-SIMPLE_VERBS = ["events", "images", "logs", "reload", "restart", "start", "status", "stop", "top"]
+# only asks the daemon, but `exec` (it enters the sandbox itself: its imports are the cost).
+SIMPLE_VERBS = [
+    "events", "images", "logs", "reload", "restart", "run", "start", "status", "stop", "top",
+]  # fmt: skip
 
 
 def _spec(verb: str) -> simple.Spec | None:
@@ -125,12 +127,16 @@ def test_a_verbs_simple_spec_is_its_parser(verb: str) -> None:
                 stored = isinstance(action, argparse._StoreTrueAction)
                 assert spec.flags[option] == (action.dest, stored), option
                 continue
-            assert type(action) is argparse._StoreAction, option
+            append = type(action) is argparse._AppendAction
+            assert append or type(action) is argparse._StoreAction, option
             assert action.nargs is None, option
             got = spec.options[option]
-            assert (got.dest, got.convert, got.default, got.choices) == (
-                action.dest, action.type, action.default, action.choices
+            assert (got.dest, got.convert, got.default, got.choices, got.append) == (
+                action.dest, action.type, None if append else action.default, action.choices,
+                append,
             ), option  # fmt: skip
+            if append:  # the spec's default is a fresh [] each time
+                assert action.default == [], option
     assert strings == set(spec.flags) | set(spec.options)
     groups = [{a.dest for a in g._group_actions} for g in parser._mutually_exclusive_groups]
     assert groups == ([set(spec.exclusive)] if spec.exclusive else [])
@@ -139,7 +145,8 @@ def test_a_verbs_simple_spec_is_its_parser(verb: str) -> None:
 def _words(spec: simple.Spec) -> list[str]:
     """A verb's options and flags, `--opt=VALUE` forms, values good and bad, names, a choice,
     misspellings, an abbreviation, help, `--` and `-`."""
-    words = ["web", "db", "prune", "", "--js", "--nope", "-h", "--", "-", "5", "0.5", "-1", "x"]
+    words = ["web", "db", "prune", "", "--js", "--nope", "-h", "--", "-", "5", "0.5", "-1", "x",
+             "a.b=1"]  # fmt: skip
     words += [*spec.flags, *spec.options, "cpu", "mem%"]
     words += [f"{o}=5" for o in spec.options if o.startswith("--")] + ["--json=1", "-n5"]
     return words
@@ -192,6 +199,8 @@ def test_a_simple_line_is_read_as_argparse_reads_it(verb: str) -> None:
         ["events", "--replay=0"], ["top", "--once"], ["top", "-d", "0.5", "--sort", "mem"],
         ["logs", "web", "-n", "50", "-f"], ["logs", "web", "--lines=5", "--json"],
         ["logs", "web", "--log-dir", "/srv/log"],
+        ["run", "--wait", "--rm", "-p", "resources.memory_max=64M", "sleep", "1"],
+        ["run", "--name", "scratch", "--property=sandbox.root=/srv", "sh", "-c", "x --y"],
     ],
 )  # fmt: skip
 def test_the_common_lines_are_read_without_argparse(argv: list[str]) -> None:
