@@ -75,6 +75,15 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     touch "$stamp"
 fi
 
+# setuptools' distutils-precedence.pth imports _distutils_hack at every interpreter start (~0.5
+# ms of each sandboxctl, daemon and test process, issue 23). Nothing in .venv uses setuptools:
+# pip builds the package in an isolated environment, and the venv's own (ensurepip's) is too
+# old for pyproject.toml anyway. The .deb's venv has none either (packaging/build-deb.sh).
+if compgen -G ".venv/lib/python3*/site-packages/distutils-precedence.pth" >/dev/null; then
+    step "removing setuptools from .venv (its .pth runs at every interpreter start)" \
+        .venv/bin/pip uninstall --yes setuptools
+fi
+
 # The image units/image.toml runs, built from busybox-static without any network.
 example_image=/var/lib/images/busybox
 if [[ ! -f $example_image/index.json ]]; then

@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno as errno_module
 import os
 
-from supervisor.contract import LAUNCH_ERROR
-
 # sandboxctl exit codes (docs/control.md, "sandboxctl"): scripts rely on them.
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -61,6 +59,10 @@ class LaunchError(SupervisorError):
     @property
     def reason(self) -> str:
         """The exit reason as the contract spells it."""
+        # Imported here: contract imports enum, which sandboxctl (importing this module for
+        # its exit codes) does without (cli/names.py).
+        from supervisor.contract import LAUNCH_ERROR  # noqa: PLC0415
+
         return f"{LAUNCH_ERROR}{self.stage}: {self.message}"
 
 

@@ -9,14 +9,15 @@ lower case, no final period.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from types import ModuleType, SimpleNamespace
 
+from supervisor.cli import simple
 from supervisor.errors import SupervisorError
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {
@@ -36,42 +37,15 @@ COMMANDS: dict[str, str] = {
     "fleet": "supervisor.cli.commands.fleet",
 }
 
-# The verbs most calls are, whose arguments take one shape: UNIT names (at least this many) and
-# these flags. `simple_args` reads such a command line without argparse; anything else (--help,
-# a misspelt or abbreviated option, `--`, a missing UNIT) goes to argparse, which says what is
-# wrong the one way it always has. tests/unit/cli/test_main.py holds this table to the verbs'
-# parsers and the two readings to each other.
-SIMPLE: dict[str, tuple[int, tuple[str, ...]]] = {
-    "status": (0, ("--json",)),
-    "start": (1, ("--json",)),
-    "stop": (1, ("--json",)),
-    "restart": (1, ("--json",)),
-}
-
 
 def simple_args(argv: Sequence[str]) -> SimpleNamespace | None:
-    """What argparse would make of `argv` (`command`, `units` and each flag's dest), when the
-    verb is in SIMPLE and the line is plainly valid; None for argparse to read it."""
-    if not argv or argv[0] not in SIMPLE:
+    """What argparse would make of `argv` (`command` and each argument's dest), when the verb
+    declares a `SIMPLE` spec (every verb that only asks the daemon, but `exec`) and
+    the line is plainly valid; None for argparse to read it (cli/simple.py)."""
+    if not argv or argv[0] not in COMMANDS:
         return None
-    least, flags = SIMPLE[argv[0]]
-    units: list[str] = []
-    given: set[str] = set()
-    closed = False  # a flag came after the names: argparse takes no more names then
-    for arg in argv[1:]:
-        if arg.startswith("-"):
-            if arg not in flags:
-                return None
-            given.add(arg)
-            closed = bool(units)
-        elif closed:
-            return None
-        else:
-            units.append(arg)
-    if len(units) < least:
-        return None
-    values = {flag.removeprefix("--").replace("-", "_"): flag in given for flag in flags}
-    return SimpleNamespace(command=argv[0], units=units, **values)
+    spec = getattr(_load(COMMANDS[argv[0]]), "SIMPLE", None)
+    return None if spec is None else simple.read(argv[0], spec, argv[1:])
 
 
 def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
-from supervisor.contract import State
+from supervisor.cli import names
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Sequence
     from typing import IO
 
 STATE_COLORS = {
-    State.RUNNING.value: "32",  # green
-    State.STARTING.value: "33",  # yellow
-    State.STOPPING.value: "33",
-    State.BACKOFF.value: "33",
-    State.FAILED.value: "31",  # red
-    State.INVALID.value: "31",
-    State.EXITED.value: "2",  # dim
-    State.STOPPED.value: "2",
+    names.RUNNING: "32",  # green
+    names.STARTING: "33",  # yellow
+    names.STOPPING: "33",
+    names.BACKOFF: "33",
+    names.FAILED: "31",  # red
+    names.INVALID: "31",
+    names.EXITED: "2",  # dim
+    names.STOPPED: "2",
 }
 
 

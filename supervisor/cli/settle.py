@@ -26,27 +26,34 @@ up in status once, and those in one of the states above are settled from it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from supervisor.contract import EXIT_CODE, State
+from supervisor.cli import names
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     Lookup = Callable[[], list[dict[str, Any]]]  # every unit's status (GET /v1/units)
 
 
-CLEAN_EXIT = f"{EXIT_CODE}0"
+CLEAN_EXIT = f"{names.EXIT_CODE}0"
 
 
-@dataclass(frozen=True)
 class Outcome:
-    state: str  # a State value, or "pending" (not settled by the deadline)
-    ok: bool
-    text: str  # for people: `running`, `failed: launch-error:...`
-    event: dict[str, Any] | None = None  # the event that settled it
+    """A plain class, not a dataclass: the dataclasses module imports inspect (and with it ast,
+    dis, tokenize and re), ~10 ms of every `sandboxctl reload`."""
+
+    __slots__ = ("event", "ok", "state", "text")
+
+    def __init__(
+        self,
+        state: str,  # a State value, or "pending" (not settled by the deadline)
+        ok: bool,
+        text: str,  # for people: `running`, `failed: launch-error:...`
+        event: dict[str, Any] | None = None,  # the event that settled it
+    ) -> None:
+        self.state, self.ok, self.text, self.event = state, ok, text, event
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "ok": self.ok, "text": self.text, "event": self.event}
@@ -57,16 +64,16 @@ def outcome(event: dict[str, Any]) -> Outcome | None:
     name, state = event.get("event"), event.get("state")
     detail: dict[str, Any] = event.get("detail") or {}
     reason = str(detail.get("reason") or "")
-    if name in ("started", "ready") and state == State.RUNNING.value:
+    if name in ("started", "ready") and state == names.RUNNING:
         return Outcome(state, True, "running" + (" (ready)" if name == "ready" else ""), event)
     if name == "failed":
-        return Outcome(State.FAILED.value, False, f"failed: {reason or 'see status'}", event)
+        return Outcome(names.FAILED, False, f"failed: {reason or 'see status'}", event)
     if name == "backoff":
         delay = detail.get("delay")
         when = f" in {delay:g}s" if isinstance(delay, int | float) else ""
         text = f"backoff: restarting{when} after {reason or 'an exit'}"
-        return Outcome(State.BACKOFF.value, reason == CLEAN_EXIT, text, event)
-    if name == "exited" and state == State.EXITED.value:
+        return Outcome(names.BACKOFF, reason == CLEAN_EXIT, text, event)
+    if name == "exited" and state == names.EXITED:
         return Outcome(state, reason == CLEAN_EXIT, f"exited: {reason}", event)
     if name == "removed":
         return Outcome("removed", True, "removed", event)
@@ -86,13 +93,13 @@ def from_status(unit: dict[str, Any]) -> Outcome | None:
     """The outcome a unit's status shows, when events that would have said it were lost."""
     state, why = unit.get("state"), unit.get("last_exit") or unit.get("error") or ""
     lost = " (from status: events were lost)"
-    if state == State.RUNNING.value:
+    if state == names.RUNNING:
         return Outcome(state, True, "running" + lost)
-    if state == State.FAILED.value:
+    if state == names.FAILED:
         return Outcome(state, False, f"failed: {unit.get('error') or why}{lost}")
-    if state == State.BACKOFF.value:
+    if state == names.BACKOFF:
         return Outcome(state, why == CLEAN_EXIT, f"backoff: after {why}{lost}")
-    if state == State.EXITED.value:
+    if state == names.EXITED:
         return Outcome(state, why == CLEAN_EXIT, f"exited: {why}{lost}")
     return None
 

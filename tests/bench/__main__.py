@@ -408,6 +408,10 @@ def main() -> None:
         sys.exit("python -m tests.bench: needs root (namespaces, cgroups, peers)")
     if not args.skip_install and "peers" in args.sections:
         install_peers()
+    # Every process the bench starts (the daemon, sandboxctl) reads the checkout's bytecode,
+    # as an installed sandboxd would, instead of compiling its modules where
+    # PYTHONDONTWRITEBYTECODE is set.
+    bench_status.write_bytecode()
     header = machine()
     rows, stages = measure(args)
     header += f", load {os.getloadavg()[0]:.1f} at the end"

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from supervisor.api.openapi import document
+from supervisor.cli import names
 from supervisor.cli.render import STATE_COLORS
 from supervisor.contract import (
     EXIT_CODE,
@@ -32,6 +33,14 @@ def _section(text: str, heading: str) -> str:
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
     return text[start : end if end >= 0 else len(text)]
+
+
+def test_sandboxctls_plain_names_are_the_contracts() -> None:
+    """cli/names.py: the strings sandboxctl compares with, without importing enum."""
+    for state in State:
+        assert getattr(names, state.name) == state.value, state
+    assert names.OOM_KILLED == ExitReason.OOM_KILLED
+    assert (names.EXIT_CODE, names.SIGNAL, names.LAUNCH_ERROR) == (EXIT_CODE, SIGNAL, LAUNCH_ERROR)
 
 
 def test_the_readme_states_table_is_the_contracts() -> None:

@@ -3,18 +3,17 @@ recent ones first (the last 10 unless told otherwise, as `journalctl -f`), in al
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import jsonwrite, render, simple
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "print unit events (started, exited, oom-kill, ...) as they happen, after recent ones"
@@ -37,7 +36,18 @@ HEADER = ("SEQ", "TIME", "UNIT", "EVENT", "STATE", "DETAIL")
 MIN_WIDTHS = (6, 24, 12, 14, 8)
 
 
+SIMPLE = simple.Spec(
+    "unit",
+    "?",
+    flags={"--no-follow": ("follow", False), "--json": ("json", True)},
+    options={"--since": simple.Option("since", count), "--replay": simple.Option("replay", count)},
+    exclusive=("since", "replay"),
+)
+
+
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "events",
         help=HELP,
@@ -101,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         for event in events:
             if columns is not None and columns.fresh:  # after the daemon said yes: no 404
                 sys.stdout.write(columns.header() + "\n")
-            text = json.dumps(event) if columns is None else columns.line(event)
+            text = jsonwrite.dumps(event) if columns is None else columns.line(event)
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:  # the way to end a followed stream

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from supervisor.cli import names
 from supervisor.cli.client import Client, error, exits
-from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         error("exec: needs root (it enters the sandbox's namespaces itself)")
         return EXIT_FAILURE
     unit = Client().unit(args.unit)
-    if unit["state"] != State.RUNNING.value or not unit.get("pid"):
+    if unit["state"] != names.RUNNING or not unit.get("pid"):
         error(f"exec: {args.unit} is {unit['state']}, not running")
         return EXIT_NOT_RUNNING
     from supervisor.sandbox.child import enter  # noqa: PLC0415 - keeps `sandboxctl status` fast

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import jsonwrite, render, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "list the images units run from, or prune the layers no unit uses"
@@ -29,7 +28,13 @@ EXAMPLE:
 """
 
 
+ACTIONS = ["prune"]
+SIMPLE = simple.Spec("action", "?", choices=ACTIONS, flags={"--json": ("json", True)})
+
+
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "images",
         help=HELP,
@@ -38,7 +43,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "action", nargs="?", choices=["prune"], metavar="prune",
+        "action", nargs="?", choices=ACTIONS, metavar="prune",
         help="remove the stored layers no unit uses",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the API's answer")
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         answer = client.request("GET", "/v1/images")
         text = table(answer)
     if args.json:
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.write(jsonwrite.dumps(answer) + "\n")
     else:
         sys.stdout.write("\n".join(map(render.safe, text)) + "\n")
     return EXIT_OK

@@ -6,20 +6,18 @@ directly (cli/logfiles.py, with the daemon's own reader), after a one-line note 
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-from supervisor.cli import logfiles
-from supervisor.cli.arguments import count
+from supervisor.cli import jsonwrite, simple
+from supervisor.cli.arguments import count, path
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
     from typing import Any, BinaryIO
 
 HELP = "print a unit's output (stdout and stderr, as captured in log_dir/<unit>.log)"
@@ -48,7 +46,22 @@ EXAMPLE:
 """
 
 
+_FOLLOW, _LINES = ("follow", True), simple.Option("lines", count)
+SIMPLE = simple.Spec(
+    "unit",
+    flags={"-f": _FOLLOW, "--follow": _FOLLOW, "--json": ("json", True)},
+    options={
+        "-n": _LINES,
+        "--lines": _LINES,
+        "--config": simple.Option("config", path),
+        "--log-dir": simple.Option("log_dir", path),
+    },
+)
+
+
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "logs",
         help=HELP,
@@ -68,14 +81,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--config",
-        type=Path,
+        type=path,
         metavar="PATH",
         help="without a daemon: the daemon config to read log_dir and units_dir from"
         " (default /etc/sandboxd/sandboxd.toml)",
     )
     p.add_argument(
         "--log-dir",
-        type=Path,
+        type=path,
         metavar="DIR",
         help="without a daemon: read the log files here (overrides the config's log_dir)",
     )
@@ -101,7 +114,7 @@ class JsonLines:
 
     def _line(self, raw: bytes) -> bytes:
         text = raw.decode("utf-8", "backslashreplace")
-        return json.dumps({"unit": self.unit, "text": text}).encode() + b"\n"
+        return jsonwrite.dumps({"unit": self.unit, "text": text}).encode() + b"\n"
 
 
 @exits
@@ -121,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
             chunks = _through_daemon(args)
         except Unreachable as exc:
             # Only before the first byte: the files hold the same output, none of it shown yet.
+            # logfiles (asyncio, and the config's pydantic) is imported only here: ~40 ms.
+            from supervisor.cli import logfiles  # noqa: PLC0415
+
             code = logfiles.read(
                 args.unit, args.lines, args.follow, write,
                 config=args.config, log_dir=args.log_dir, why=str(exc),

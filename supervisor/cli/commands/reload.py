@@ -3,16 +3,15 @@ unless --no-wait, how the units it started fared."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from supervisor.cli import render, settle
+from supervisor.cli import jsonwrite, render, settle, simple
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "re-read every unit file, reconcile (like SIGHUP) and wait for what it started"
@@ -44,13 +43,28 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError("must be above 0 and at most 86400 seconds")
+        value = None
+    if value is None or not 0 < value <= 86400:
+        import argparse  # noqa: PLC0415  (only to refuse: argparse then reports it)
+
+        why = (
+            "must be above 0 and at most 86400 seconds"
+            if value is not None
+            else (f"not a number of seconds: {text!r}")
+        )
+        raise argparse.ArgumentTypeError(why)
     return value
 
 
+SIMPLE = simple.Spec(
+    flags={"--no-wait": ("wait", False), "--json": ("json", True)},
+    options={"--timeout": simple.Option("timeout", _seconds, default=DEFAULT_TIMEOUT)},
+)
+
+
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "reload",
         help=HELP,
@@ -105,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes = wait(client, result, args.timeout) if args.wait else {}
     if args.json:
         answer = {**result, "outcomes": {n: o.to_json() for n, o in sorted(outcomes.items())}}
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.write(jsonwrite.dumps(answer) + "\n")
     else:
         lines = report(result) + outcome_lines(outcomes)
         sys.stdout.write("\n".join(map(render.safe, lines)) + "\n")

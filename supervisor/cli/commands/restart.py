@@ -15,6 +15,8 @@ EXAMPLE:
   sandboxctl restart web
 """
 
+SIMPLE = unit_action.SIMPLE
+
 
 def register(subparsers: Any) -> None:
     unit_action.register(subparsers, "restart", HELP, EPILOG)

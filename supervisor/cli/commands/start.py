@@ -15,6 +15,8 @@ EXAMPLE:
   sandboxctl start web worker
 """
 
+SIMPLE = unit_action.SIMPLE
+
 
 def register(subparsers: Any) -> None:
     unit_action.register(subparsers, "start", HELP, EPILOG)

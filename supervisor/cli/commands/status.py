@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import render
+from supervisor.cli import jsonwrite, names, render, simple
 from supervisor.cli.client import Client, error, exits
-from supervisor.contract import State
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -35,6 +34,9 @@ BROKEN_HINT = (
 )
 
 
+SIMPLE = simple.Spec("units", "*", flags={"--json": ("json", True)})
+
+
 def register(subparsers: Any) -> None:
     import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
 
@@ -50,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
-RUNNING = State.RUNNING.value
+RUNNING = names.RUNNING
 
 
 def uptime(unit: dict[str, Any], now: dt.datetime | None) -> float | None:
@@ -201,7 +203,7 @@ def detail_lines(unit: dict[str, Any], now: dt.datetime | None, color: bool) -> 
                                                      if cap is not None else ""))  # fmt: skip
     else:
         field("oom kills", 0)
-    if state == State.BACKOFF.value and unit.get("next_start_in") is not None:
+    if state == names.BACKOFF and unit.get("next_start_in") is not None:
         # The exit it restarts after; `error` says the same as a sentence ("restart in 4s
         # after ...") and would read twice here.
         why = unit.get("last_exit") or unit.get("error") or "the last run failed"
@@ -259,12 +261,13 @@ def run(args: argparse.Namespace) -> int:
         # {"units": [...]}), printed as it came rather than encoded again (the json package
         # and its encoding were ~8 ms of 1000 units).
         sys.stdout.write(answer.decode() + "\n")
+    elif args.json and not sys.stdout.isatty():
+        # One line for pipes (the C encoder: 1000 units in a few ms).
+        sys.stdout.write(jsonwrite.dumps({"units": units}) + "\n")
     elif args.json:
-        import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
+        import json  # noqa: PLC0415  (indented for people: the json package, with re, ~5 ms)
 
-        # One line for pipes (the C encoder: 1000 units in a few ms); indented for people.
-        indent = 2 if sys.stdout.isatty() else None
-        sys.stdout.write(json.dumps({"units": units}, indent=indent) + "\n")
+        sys.stdout.write(json.dumps({"units": units}, indent=2) + "\n")
     elif len(names) == 1:
         color = render.use_color(sys.stdout)
         lines = (render.safe(line) for line in detail_lines(units[0], None, color))

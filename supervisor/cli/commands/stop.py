@@ -17,6 +17,8 @@ EXAMPLE:
   sandboxctl stop web
 """
 
+SIMPLE = unit_action.SIMPLE
+
 
 def register(subparsers: Any) -> None:
     unit_action.register(subparsers, "stop", HELP, EPILOG)

@@ -8,33 +8,21 @@ place and keys re-sort it; in a pipe each frame is printed plainly after the one
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import os
-import select
-import shutil
 import sys
-import termios
 import time
-import tty
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from supervisor.cli import render, top_view
+from supervisor.cli import jsonwrite, render, simple, top_view
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 HELP = "show every unit's cpu, memory, pids, I/O and memory pressure, refreshed"
 DEFAULT_DELAY = 2.0
 MIN_DELAY = 0.1
-# The first picture on a terminal comes after this much sampling (or -d, if shorter), so it
-# has rates without making the user wait a whole interval.
-FIRST_SAMPLE = 0.5
 EPILOG = f"""\
 columns: UNIT STATE CPU% (of one CPU, over the interval) MEM MEM% (of memory_max) PIDS
 READ/s WRITE/s (block I/O) MEM-PSI (memory pressure, some avg10, %; - on cgroup v1, which has
@@ -47,21 +35,39 @@ EXAMPLE:
   sandboxctl top --once --sort mem | head -5
   sandboxctl top --json -d 5 | jq -c '.units[] | select(.cpu_percent > 50) | .name'
 """
-ALT_SCREEN_ON, ALT_SCREEN_OFF = "\033[?1049h\033[?25l", "\033[?25h\033[?1049l"
-HOME, CLEAR_LINE, CLEAR_BELOW = "\033[H", "\033[K", "\033[J"
 
 
 def _delay(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= MIN_DELAY or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_DELAY:g} seconds")
+        value = None
+    if value is None or not value >= MIN_DELAY or value == float("inf"):
+        import argparse  # noqa: PLC0415  (only to refuse: argparse then reports it)
+
+        why = (
+            f"must be at least {MIN_DELAY:g} seconds"
+            if value is not None
+            else (f"not a number of seconds: {text!r}")
+        )
+        raise argparse.ArgumentTypeError(why)
     return value
 
 
+_DELAY = simple.Option("delay", _delay, default=DEFAULT_DELAY)
+SIMPLE = simple.Spec(
+    flags={"--once": ("once", True), "--json": ("json", True)},
+    options={
+        "-d": _DELAY,
+        "--delay": _DELAY,
+        "--sort": simple.Option("sort", default=top_view.DEFAULT_SORT, choices=top_view.SORTS),
+    },
+)
+
+
 def register(subparsers: Any) -> None:
+    import argparse  # noqa: PLC0415  (argparse is loaded already when a parser is built)
+
     p = subparsers.add_parser(
         "top",
         help=HELP,
@@ -104,12 +110,14 @@ class Frames:
 
 def _json_line(info: dict[str, Any], rows: list[top_view.Row], key: str) -> str:
     units = [r.to_json() for r in top_view.sort(rows, key)]
-    return json.dumps({**info, "sort": key, "units": units}) + "\n"
+    return jsonwrite.dumps({**info, "sort": key, "units": units}) + "\n"
 
 
-def _title(
+def title(
     info: dict[str, Any], rows: list[top_view.Row], key: str, delay: float, keys: bool = True
 ) -> str:
+    import datetime as dt  # noqa: PLC0415  (not for --once, --json: ~1.5 ms)
+
     running = sum(r.state == "running" for r in rows)
     try:
         at = dt.datetime.fromisoformat(info["at"]).strftime("%H:%M:%S UTC")
@@ -127,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     key: str = args.sort
     interactive = not args.once and not args.json and sys.stdout.isatty() and sys.stdin.isatty()
     if interactive:
-        return _interactive(frames, key, args.delay)
+        # The terminal's modules (termios, tty, select, shutil) only here.
+        from supervisor.cli import top_screen  # noqa: PLC0415
+
+        return top_screen.interactive(frames, key, args.delay)
     while True:
         time.sleep(args.delay)
         info, rows = frames.next()
@@ -135,57 +146,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(_json_line(info, rows, key))
         else:
             lines = top_view.table(top_view.sort(rows, key), key, render.use_color(sys.stdout))
-            prefix = "" if args.once else _title(info, rows, key, args.delay, keys=False) + "\n"
+            prefix = "" if args.once else title(info, rows, key, args.delay, keys=False) + "\n"
             sys.stdout.write(prefix + "\n".join(lines) + "\n" + ("" if args.once else "\n"))
         sys.stdout.flush()
         if args.once:
             return EXIT_OK
-
-
-@contextmanager
-def _screen(fd: int) -> Iterator[None]:
-    """cbreak (keys arrive one by one, unechoed; ^C still interrupts) on the alternate screen,
-    everything as it was afterwards, however the loop ends."""
-    saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
-    sys.stdout.write(ALT_SCREEN_ON)
-    try:
-        yield
-    finally:
-        sys.stdout.write(ALT_SCREEN_OFF)
-        sys.stdout.flush()
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def _draw(info: dict[str, Any], rows: list[top_view.Row], key: str, delay: float) -> None:
-    size = shutil.get_terminal_size()
-    lines = top_view.table(top_view.sort(rows, key), key, render.use_color(sys.stdout))
-    # The title and the header always show; units beyond the screen's height do not.
-    shown = [_title(info, rows, key, delay)[: size.columns], *lines[: max(1, size.lines - 2)]]
-    sys.stdout.write(HOME + "".join(line + CLEAR_LINE + "\n" for line in shown) + CLEAR_BELOW)
-    sys.stdout.flush()
-
-
-def _interactive(frames: Frames, key: str, delay: float) -> int:
-    fd = sys.stdin.fileno()
-    last: tuple[dict[str, Any], list[top_view.Row]] | None = None
-    with _screen(fd):
-        wait = min(delay, FIRST_SAMPLE)
-        while True:
-            deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
-                if not select.select([fd], [], [], left)[0]:
-                    continue
-                pressed = os.read(fd, 64).decode(errors="replace")
-                if not pressed:  # the terminal went away
-                    return EXIT_OK
-                for char in pressed:
-                    if char == "q":
-                        return EXIT_OK
-                    if char in top_view.KEYS:
-                        key = top_view.KEYS[char]
-                        if last is not None:  # re-sorted at once, not at the next frame
-                            _draw(*last, key, delay)
-            last = frames.next()
-            _draw(*last, key, delay)
-            wait = delay

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from supervisor.cli import jsonwrite, names, simple
 from supervisor.cli.client import ApiError, Client, error, exits
-from supervisor.contract import State
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -18,10 +18,14 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXPECTED = {
-    "start": (State.RUNNING.value, State.STARTING.value),
-    "restart": (State.RUNNING.value, State.STARTING.value),
-    "stop": (State.STOPPED.value, State.EXITED.value),
+    "start": (names.RUNNING, names.STARTING),
+    "restart": (names.RUNNING, names.STARTING),
+    "stop": (names.STOPPED, names.EXITED),
 }
+
+
+# start, stop and restart take the same line (their parsers are `register`'s).
+SIMPLE = simple.Spec("units", "+", flags={"--json": ("json", True)})
 
 
 def register(subparsers: Any, verb: str, help_text: str, epilog: str) -> None:
@@ -92,6 +96,4 @@ def act(verb: str, names: list[str], as_json: bool = False) -> int:
 
 
 def _print_json(results: list[dict[str, Any]]) -> None:
-    import json  # noqa: PLC0415  (only for --json: the json package imports re, ~5 ms)
-
-    print(json.dumps({"units": results}))
+    print(jsonwrite.dumps({"units": results}))

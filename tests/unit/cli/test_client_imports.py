@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from supervisor.api.testing import ServerThread
+from supervisor.api.testing import FakeController, ServerThread
 
 HEAVY = (
     "pydantic", "structlog", "aiohttp", "asyncio", "http.client", "email", "ssl", "typing",
@@ -25,12 +25,18 @@ PROBE = """
 import contextlib, io, sys
 before = set(sys.modules)
 from supervisor.cli.main import main
-with contextlib.redirect_stdout(io.StringIO()):
+with contextlib.redirect_stdout(io.TextIOWrapper(io.BytesIO())):  # logs writes bytes
     code = main(sys.argv[1:])
 new = sorted(set(sys.modules) - before)
 import json
 print(json.dumps({"code": code, "new": new}))
 """
+
+
+@pytest.fixture(autouse=True)
+def web_log(controller: FakeController) -> None:
+    """Output for `logs web` to print."""
+    (controller.log_dir / "web.log").write_text("one\ntwo\n")
 
 
 @pytest.mark.parametrize(
@@ -46,6 +52,7 @@ print(json.dumps({"code": code, "new": new}))
         ["images"],
         ["top", "--once"],
         ["events", "--no-follow"],
+        ["logs", "web", "-n", "5"],
     ],
 )
 def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: list[str]) -> None:
@@ -53,11 +60,15 @@ def test_a_daemon_only_verb_imports_nothing_heavy(daemon: ServerThread, argv: li
     assert heavy == [], f"sandboxctl {' '.join(argv)} imported {heavy}"
 
 
-# What the verbs most calls are (main.SIMPLE) do without: argparse (their arguments are read
-# by main.simple_args), the json package and the `re` both import (answers are read by
-# cli/jsonread.py; json is imported only to write --json output or a request's body), nor
-# importlib (main._load).
-LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "importlib")
+# What the verbs with a simple spec (every verb that only asks the daemon, but exec)
+# do without: argparse (their plainly valid lines are read by main.simple_args), the json
+# package and the `re` both import (answers are read by cli/jsonread.py; json is imported only
+# to write --json output or a request's body), importlib (main._load), dataclasses (inspect,
+# ast, dis, tokenize), pathlib, top's terminal modules, nor enum, functools and collections
+# (the contract's names are cli/names.py's strings).
+LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "locale", "importlib", "dataclasses",
+        "inspect", "pathlib", "shutil", "termios", "tty", "supervisor.cli.logfiles", "enum",
+        "functools", "collections", "supervisor.contract")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -69,6 +80,23 @@ LEAN = (*HEAVY, "argparse", "json", "re", "gettext", "importlib")
         ["stop", "cron"],
         ["start", "cron"],
         ["restart", "db"],
+        ["reload"],
+        ["reload", "--no-wait", "--timeout", "5"],
+        ["images"],
+        ["images", "prune"],
+        ["top", "--once", "-d", "0.1", "--sort", "mem"],
+        ["events", "--no-follow"],
+        ["events", "web", "--replay", "3", "--no-follow"],
+        ["logs", "web", "-n", "5"],
+        # --json is written by cli/jsonwrite.py, not the json package.
+        ["status", "web", "--json"],
+        ["start", "cron", "--json"],
+        ["reload", "--json"],
+        ["images", "--json"],
+        ["top", "--once", "--json", "-d", "0.1"],
+        ["events", "--no-follow", "--json"],
+        ["logs", "web", "--json"],
+        ["run", "--name", "lean", "true"],  # a bare name, looked for without shutil
     ],
 )
 def test_a_simple_verb_imports_neither_argparse_nor_json(

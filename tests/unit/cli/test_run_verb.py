@@ -57,6 +57,19 @@ def test_a_bare_name_is_looked_for_in_the_sandbox_root(tmp_path: Path) -> None:
         resolve("sh", str(tmp_path))
 
 
+def test_a_name_is_found_as_shutil_which_finds_it(tmp_path: Path) -> None:
+    """The first executable file in the search path's order: a directory or a file without
+    the execute bit of that name earlier on is passed over (as shutil.which does)."""
+    for d in ("usr/local/sbin", "usr/local/bin", "usr/sbin", "bin"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "usr/local/sbin/tool").mkdir()  # a directory
+    (tmp_path / "usr/local/bin/tool").write_text("not executable\n")
+    for d in ("usr/sbin", "bin"):
+        (tmp_path / d / "tool").write_text("#!/bin/sh\n")
+        (tmp_path / d / "tool").chmod(0o755)
+    assert resolve("tool", str(tmp_path)) == "/usr/sbin/tool"
+
+
 def test_exit_status_like_a_shell() -> None:
     assert status_of("exit-code:0") == 0 and status_of("exit-code:7") == 7
     assert status_of("signal:SIGTERM") == 143 and status_of("oom-killed") == 137
