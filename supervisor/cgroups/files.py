@@ -231,8 +231,28 @@ def rmdir(path: str, *, timeout: float = 1.0) -> None:
             if err.errno == errno.EBUSY and time.monotonic() < deadline:
                 time.sleep(0.01)
                 continue
-            reason = os.strerror(err.errno) if err.errno else str(err)
-            raise CgroupError(f"failed to remove cgroup {path}: {reason}") from err
+            raise _rmdir_failed(path, err) from err
+
+
+def rmdir_if_empty(paths: list[str]) -> bool:
+    """Remove the cgroup directories `paths` in order while the kernel lets it; False at the
+    first it refuses as busy (tasks or child cgroups in it, or tasks just killed and not yet
+    torn down), which is left with those after it. One already gone counts as removed."""
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            if err.errno == errno.EBUSY:
+                return False
+            raise _rmdir_failed(path, err) from err
+    return True
+
+
+def _rmdir_failed(path: str, err: OSError) -> CgroupError:
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return CgroupError(f"failed to remove cgroup {path}: {reason}")
 
 
 def listdir_files(path: str) -> frozenset[str]:

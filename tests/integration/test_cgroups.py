@@ -23,7 +23,7 @@ from itertools import count
 import pytest
 
 from supervisor import cgroups
-from supervisor.cgroups import Limits, OomEvent, UnitCgroup, v1
+from supervisor.cgroups import Limits, OomEvent, UnitCgroup, files, v1
 from supervisor.errors import CgroupError
 from tests.support.requires import (
     CGROUP_ROOT,
@@ -400,6 +400,35 @@ def test_kill_all_catches_double_forked_escapees(env: Env) -> None:
     assert cg.pids() == []
     assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
     wait_for(lambda: all(_dead(p) for p in escapees), timeout=60)
+
+
+@pytest.mark.cgroup_v1
+@requires_cgroup_v1
+def test_v1_destroy_finds_a_process_left_in_one_hierarchy_after_the_others_are_removed() -> None:
+    """destroy() removes an ended run's cgroup with no look at its processes first (rmdir is
+    the check): a process moved by hand out of every hierarchy but the last is still killed
+    once that one refuses, though the earlier directories (the freezer's among them) are gone
+    by then, and nothing is left."""
+    parent = f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"
+    env = Env(cgroups.new(parent), parent, 1)
+    try:
+        cg = env.manager.create("moved", Limits())
+        dirs = cg.unique_dirs()
+        assert any("/freezer/" in d for d in dirs[:-1]), dirs  # the freezer goes first
+        pid = env.spawn(cg, ["/bin/sleep", "1000"])
+        wait_for(lambda: cg.pids() == [pid])
+        for d in dirs[:-1]:  # out to the hierarchy's root, as an operator's echo would
+            with open(os.path.join(d.split(f"/{parent}/")[0], "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        wait_for(lambda: [os.path.isdir(d) and bool(files.read_pids(f"{d}/cgroup.procs"))
+                          for d in dirs] == [False] * (len(dirs) - 1) + [True])  # fmt: skip
+        cg.destroy()
+        assert os.WTERMSIG(env.wait(pid)) == signal.SIGKILL
+        assert not any(os.path.isdir(d) for d in dirs)
+        assert env.manager.list_units() == []
+    finally:
+        _cleanup(env)
+    assert not glob.glob(os.path.join(CGROUP_ROOT, "*", parent))
 
 
 def test_v2_freeze_fallback_without_cgroup_kill(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,6 +56,27 @@ def test_crash_backoff_then_failed(tmp_path: Path) -> None:
     assert (tmp_path / "log" / "svc.log").read_text() == "out\n" * 3
 
 
+def test_a_restart_saves_no_starting_record_before_its_pid(tmp_path: Path) -> None:
+    """Between a restart's BACKOFF and its launch's PID the state file keeps `backoff` (which
+    a daemon dying there resumes as it would `starting`): one state write fewer a restart."""
+    saved: list[tuple[str, int | None]] = []
+
+    async def main(rig: Rig) -> None:
+        save = rig.store.save
+        rig.store.save = lambda record: (saved.append((record.state, record.pid)), save(record))[1]  # type: ignore[method-assign]
+        r = rig.runner(make_spec(script="exit 1", restart={"delay": "0", "burst": 3}))
+        task = asyncio.create_task(r.main())
+        r.start()
+        await until(r, lambda: r.state is State.FAILED)
+        assert r.restarts == 2
+        await finish(r, task)
+
+    run(main, tmp_path)
+    after_first_exit = saved[[state for state, _ in saved].index("backoff") :]
+    assert ("starting", None) not in after_first_exit, saved
+    assert [state for state, _ in after_first_exit].count("backoff") == 2, saved
+
+
 def test_policy_no_and_clean_exit(tmp_path: Path) -> None:
     async def main(rig: Rig) -> None:
         r = rig.runner(make_spec(script="exit 0"))  # on-failure: a clean exit is final
