@@ -24,6 +24,7 @@ from supervisor.linux import helduserns, safefs
 from supervisor.log import get_logger
 from supervisor.unit import userns
 from supervisor.unit.diagnostics import UnitError
+from supervisor.unit.perspec import PerSpec
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -51,7 +52,7 @@ class IdRanges:
         # The last decision's inputs (what units want, units kept, ranges and picks it began
         # from) and its refusals, when it changed nothing: assign's shortcut (None: decide).
         self._last: tuple[_Inputs, dict[str, list[UnitError]]] | None = None
-        self._wanted: dict[str, tuple[UnitSpec, tuple[object, str]]] = {}
+        self._wanted = PerSpec(_want)
         for name, base in self._picks.items():  # before the first reload (re-adopted runs)
             self._ranges[name] = userns.IdRange(base, userns.BLOCK)
         # Those of ranges no longer picked went while no daemon ran; an explicit range's is
@@ -107,17 +108,8 @@ class IdRanges:
 
     def _wants_of(self, specs: Mapping[str, UnitSpec]) -> dict[str, tuple[object, str]]:
         """What each unit asks for (`userns.wanted`) and the path its errors name: all of a
-        spec that the decision reads. Kept per spec object: the loader hands back the same
-        object for an unchanged file, so only a changed unit's is worked out again."""
-        before = self._wanted
-        now: dict[str, tuple[UnitSpec, tuple[object, str]]] = {}
-        for name, spec in specs.items():
-            hit = before.get(name)
-            if hit is None or hit[0] is not spec:
-                hit = (spec, (userns.wanted(spec), spec.path))
-            now[name] = hit
-        self._wanted = now
-        return {name: hit[1] for name, hit in now.items()}
+        spec that the decision reads, worked out again only for a changed spec."""
+        return self._wanted.values(specs)
 
     def release(self, unit: str) -> None:
         """`unit` is gone (its file removed, its last run ended): give its block back, with the
@@ -192,6 +184,10 @@ class IdRanges:
             log.error("daemon.userns_save_failed", path=str(self.path), error=exc.strerror)
             return False
         return True
+
+
+def _want(spec: UnitSpec) -> tuple[object, str]:
+    return userns.wanted(spec), spec.path
 
 
 # (each unit's want and path, the units kept without a spec, ranges before, picks before)
