@@ -24,6 +24,7 @@ from supervisor.linux import helduserns, safefs
 from supervisor.log import get_logger
 from supervisor.unit import userns
 from supervisor.unit.diagnostics import UnitError
+from supervisor.unit.perspec import PerSpec
 from supervisor.unit.spec import UnitSpec
 
 log = get_logger()
@@ -48,6 +49,10 @@ class IdRanges:
         self._ranges: dict[str, userns.IdRange] = {}
         self._picks = self._read()
         self._saved = True  # False after a failed write: the next reload tries again
+        # The last decision's inputs (what units want, units kept, ranges and picks it began
+        # from) and its refusals, when it changed nothing: assign's shortcut (None: decide).
+        self._last: tuple[_Inputs, dict[str, list[UnitError]]] | None = None
+        self._wanted = PerSpec(_want)
         for name, base in self._picks.items():  # before the first reload (re-adopted runs)
             self._ranges[name] = userns.IdRange(base, userns.BLOCK)
         # Those of ranges no longer picked went while no daemon ran; an explicit range's is
@@ -68,13 +73,28 @@ class IdRanges:
         (an explicit range that overlaps, no free block left). `known` are the units that exist
         without a valid spec (an invalid file, a removed unit still stopping): they keep their
         blocks. A unit in neither gives its block back."""
-        keep = set(known) - set(specs)
+        keep = frozenset(known) - specs.keys()
+        wants = self._wants_of(specs)
+        inputs = (wants, keep, self._ranges, self._picks)
+        if self._last is not None and self._saved and _same_inputs(self._last[0], inputs):
+            # The pure decision's inputs are those of the last call, and its answer was what
+            # it started from: the same answer again, without deciding 5000 units afresh
+            # (issue 23: a reload costs what changed). No range changed hands; a held
+            # namespace of none (a launch that raced its unit's release) still goes.
+            self._drop_held(self._ranges, None)
+            return {name: list(errors) for name, errors in self._last[1].items()}
         held = {n: r for n, r in self._ranges.items() if n in keep}
         result = userns.assign(
             specs, self.pool, self.reserved, picks=self._picks, held=held, before=self._ranges
         )
         ranges = {**result.ranges, **held}
         picks = {**{n: b for n, b in self._picks.items() if n in held}, **result.picks}
+        if ranges == self._ranges and picks == self._picks:
+            # A fixed point: keep the very objects, so the next call can tell by identity.
+            ranges, picks = self._ranges, self._picks
+            self._last = ((wants, keep, ranges, picks), result.errors)
+        else:
+            self._last = None
         for name in sorted(set(self._picks) - set(picks)):
             log.info("unit.userns_released", unit=name, range=str(self._ranges.get(name)))
         if picks != self._picks or not self._saved:
@@ -85,6 +105,11 @@ class IdRanges:
         self._drop_held(ranges, set(self._ranges.items()))
         self._ranges = ranges
         return result.errors
+
+    def _wants_of(self, specs: Mapping[str, UnitSpec]) -> dict[str, tuple[object, str]]:
+        """What each unit asks for (`userns.wanted`) and the path its errors name: all of a
+        spec that the decision reads, worked out again only for a changed spec."""
+        return self._wanted.values(specs)
 
     def release(self, unit: str) -> None:
         """`unit` is gone (its file removed, its last run ended): give its block back, with the
@@ -159,3 +184,18 @@ class IdRanges:
             log.error("daemon.userns_save_failed", path=str(self.path), error=exc.strerror)
             return False
         return True
+
+
+def _want(spec: UnitSpec) -> tuple[object, str]:
+    return userns.wanted(spec), spec.path
+
+
+# (each unit's want and path, the units kept without a spec, ranges before, picks before)
+_Inputs = tuple[
+    dict[str, tuple[object, str]], frozenset[str], dict[str, userns.IdRange], dict[str, int]
+]
+
+
+def _same_inputs(last: _Inputs, now: _Inputs) -> bool:
+    """The ranges and picks are compared by identity: they are the objects `assign` kept."""
+    return last[2] is now[2] and last[3] is now[3] and last[1] == now[1] and last[0] == now[0]

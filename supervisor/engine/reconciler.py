@@ -1,7 +1,7 @@
 """The reconciler: owns one UnitRunner task per unit in a TaskGroup, reloads the unit
 directory, and is the `Controller` the control API calls.
 
-A reload is: load (cached by mtime, cheap) → `diff.plan` (pure) → hand each action to its
+A reload is: load (cached by mtime, cheap) → `diff.changes` (pure) → hand each action to its
 runner (non-blocking). Nothing in a reload waits for a unit to stop or start, so a reload of a
 thousand units with one change costs a directory scan and one restart request.
 
@@ -187,7 +187,12 @@ class Reconciler:
             errors = {n: [str(e) for e in errs] for n, errs in unit_errors.items() if errs}
             actual = {n: r.actual() for n, r in self.runners.items()}
             result = ReloadResult(seq=self.event_seq)
-            for action in diff.plan(specs, errors, actual):
+            actions, kept = diff.changes(specs, errors, actual)
+            # The kept first: a unit fixed back to its running version is valid again before
+            # a unit started now looks at what it waits for.
+            for name in kept:
+                self._keep(self.runners[name], result, specs[name])
+            for action in actions:
                 self._apply(action, result)
             for name in list(result.started):  # once every new unit has its runner
                 result.started.extend(self._pull_in(name))
@@ -282,7 +287,7 @@ class Reconciler:
                 assert runner is not None and spec is not None
                 runner.update_live(spec)
                 result.updated.append(name)
-            case Kind.KEEP:
+            case Kind.KEEP:  # diff.changes lists these apart (reload calls _keep)
                 assert runner is not None
                 self._keep(runner, result, spec)
             case Kind.INVALID | Kind.INVALID_KEEPS_RUNNING:

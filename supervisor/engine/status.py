@@ -149,6 +149,7 @@ def list_row(r: UnitRunner, now: float | None = None) -> dict[str, Any]:
     # lookup per read in 3.11).
     value = state._value_
     plain = not r.invalid and r.waiting_for is None
+    memory, next_start_in, uptime = _changing(r, now)
     return {
         "name": r.name,
         "state": value,
@@ -156,15 +157,40 @@ def list_row(r: UnitRunner, now: float | None = None) -> dict[str, Any]:
         "restarts": r.restarts,
         "last_exit": r.last_exit,
         "oom_kills": r.oom_kills,
-        "memory_bytes": _memory(run),
+        "memory_bytes": memory,
         "started_at": _iso(run.started_at) if run else None,
         "error": r.error if plain else _error(r),
         "health": r.health.state,
-        "next_start_in": None if state is not State.BACKOFF else _next_start_in(r),
-        "uptime": round(now - run.started_mono, 3) if run else None,
+        "next_start_in": next_start_in,
+        "uptime": uptime,
         "file_invalid": bool(r.invalid) and spec is not None,
         "network": _network(r, spec),
     }
+
+
+def _changing(r: UnitRunner, now: float) -> tuple[int | None, float | None, float | None]:
+    """A list row's values that change at every request: the run's memory (read live, from
+    its cgroup), next_start_in and uptime."""
+    run = r.run
+    return (
+        _memory(run),
+        None if r.state is not State.BACKOFF else _next_start_in(r),
+        round(now - run.started_mono, 3) if run else None,
+    )
+
+
+def _row_key(r: UnitRunner) -> tuple[object, ...] | None:
+    """Every value `list_row` puts in a row but the changing ones, read as it reads them, for
+    a plain row (its file valid, its start waiting for no other unit); None for any other,
+    which list_row makes afresh at every request (the helpers say its error)."""
+    if r.invalid or r.waiting_for is not None:
+        return None
+    run = r.run
+    if run is None:
+        return (r.state, None, None, r.restarts, r.last_exit, r.oom_kills, r.error,
+                r.health.state, _network(r, r.spec))  # fmt: skip
+    return (r.state, run.pid, run.started_at, r.restarts, r.last_exit, r.oom_kills, r.error,
+            r.health.state, _network(r, r.spec))  # fmt: skip
 
 
 # Where a row's changing numbers go in its JSON text: after the keys before them, as
@@ -178,23 +204,27 @@ class ListText:
     """GET /v1/units as JSON text, byte for byte `json.dumps({"units": rows})`, with each row's
     text kept between requests: a row's memory and uptime change at every request, the rest
     only when its unit's state does, and encoding 1000 rows afresh was 3 ms of the list view's
-    10 (issue 23). A row's kept text is used while the row's other values compare equal to
-    those it was made from (one dict comparison: nothing to invalidate by hand, whichever code
-    changed the runner); the cache holds the units of the latest list only."""
+    10 (issue 23). A row's kept text is used while the values it was made from compare equal
+    (`_row_key`, one tuple comparison: nothing to invalidate by hand, whichever code changed
+    the runner; a row's dict is built only when it changed, which at 5000 rows was most of
+    the view's cost); the cache holds the units of the latest list only."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[dict[str, Any], str, str, str]] = {}
+        self._rows: dict[str, tuple[tuple[object, ...] | None, str, str, str]] = {}
 
     def text(self, runners: Iterable[UnitRunner], now: float) -> str:
         kept, rows = self._rows, []
-        fresh: dict[str, tuple[dict[str, Any], str, str, str]] = {}
+        fresh: dict[str, tuple[tuple[object, ...] | None, str, str, str]] = {}
         for r in runners:
-            row = list_row(r, now)
-            memory = row.pop("memory_bytes")
-            next_start_in, uptime = row.pop("next_start_in"), row.pop("uptime")
+            key = _row_key(r)
             hit = kept.get(r.name)
-            if hit is None or hit[0] != row:
-                hit = (row, *_pieces(row))
+            if key is None or hit is None or hit[0] != key:
+                row = list_row(r, now)
+                memory = row.pop("memory_bytes")
+                next_start_in, uptime = row.pop("next_start_in"), row.pop("uptime")
+                hit = (key, *_pieces(row))
+            else:
+                memory, next_start_in, uptime = _changing(r, now)
             fresh[r.name] = hit
             _, head, middle, tail = hit
             rows.append(f"{head}{_MEMORY}{_number(memory)}{middle}{_CLOCKS[0]}"

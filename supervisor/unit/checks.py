@@ -494,3 +494,16 @@ def pressure_unsupported(spec: UnitSpec) -> list[UnitError]:
 def host_errors(spec: UnitSpec) -> list[UnitError]:
     """What this host refuses outright (errors, unlike `host_warnings`)."""
     return listener_conflicts(spec) + pressure_unsupported(spec)
+
+
+def concerns(spec: UnitSpec) -> tuple[bool, bool]:
+    """(whether a cross-unit check may refuse `spec`: it names another unit, or is a bridge
+    unit that may publish a port another publishes; whether `host_errors` may: it publishes
+    ports, or has a pressure limit). A unit that neither concerns is never refused by them,
+    so a reload of 5000 units runs them on the few that are (loader.py)."""
+    service, network = spec.unit.service, spec.unit.network
+    across = bool(service.after or service.requires or service.wants) or network.mode == "bridge"
+    host = (network.mode == "bridge" and bool(network.ports)) or (
+        spec.unit.oom.pressure_limit is not None
+    )
+    return across, host

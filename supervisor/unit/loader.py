@@ -21,7 +21,9 @@ devices, users, CPUs and resolver a clean unit names were fine when its file was
 a host path removed after that is reported by the launch (`launch-error:`, as for a removal
 between a reload and a restart), and `sandboxctl validate` (a fresh loader) checks it all.
 The host's refusals (a published port a host process holds, pressure limits the host cannot
-watch: `checks.host_errors`) are never cached: they change with the host's processes.
+watch: `checks.host_errors`) are never cached: they change with the host's processes. They, and
+the cross-unit checks, run at every load on the units they may refuse (`checks.concerns`, kept
+per spec object: a unit with ports, dependencies or a pressure limit), not on all 5000.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from supervisor.unit.instances import (
     read_memoized,
     template_instances,
 )
+from supervisor.unit.perspec import PerSpec
 from supervisor.unit.schema import UNIT_NAME, UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -225,6 +228,7 @@ class UnitLoader:
         self._host_checks = host_checks
         # unit name -> the spec whose host warnings were none at the last load (module doc).
         self._clean: dict[str, UnitSpec] = {}
+        self._concerns = PerSpec(checks.concerns)  # which checks may refuse each unit
 
     def load_file(self, path: str, name: str) -> tuple[UnitSpec | None, list[UnitError], str]:
         """One file through the cache: (spec or None, errors, source text)."""
@@ -307,16 +311,22 @@ class UnitLoader:
         result.template_errors = {
             p: errors for p, errors in self._template_errors.items() if p in seen and errors
         }
-        self._cross_check(result, set(result.specs) | set(result.errors), texts)
+        concerned = self._concerns.values(result.specs)
+        across = {n: s for n, s in result.specs.items() if concerned[n][0]}
+        self._cross_check(result, across, set(result.specs) | set(result.errors), texts)
         if self._host_checks:
-            self._check_on_host(result, texts)
+            refusable = [n for n, c in concerned.items() if c[1] and n in result.specs]
+            self._check_on_host(result, refusable, texts)
         return result
 
-    def _check_on_host(self, result: DirectoryLoad, texts: dict[str, str]) -> None:
+    def _check_on_host(
+        self, result: DirectoryLoad, refusable: list[str], texts: dict[str, str]
+    ) -> None:
         """What only this host can tell: a published port a host process holds or a pressure
-        limit it cannot watch (errors), and the host checks' warnings (the exec binary or root
-        missing here), those of a clean unchanged unit taken as they were (module doc)."""
-        for name in list(result.specs):
+        limit it cannot watch (errors; checked afresh at every load for `refusable`, the units
+        that have either: checks.concerns), and the host checks' warnings (the exec binary or
+        root missing here), those of a clean unchanged unit taken as they were (module doc)."""
+        for name in refusable:
             if refused := checks.host_errors(result.specs[name]):
                 result.specs.pop(name)
                 result.errors[name] = located(refused, texts.get(name, ""))
@@ -401,8 +411,15 @@ class UnitLoader:
         return [stem + i for i in listed]
 
     @staticmethod
-    def _cross_check(result: DirectoryLoad, known: set[str], texts: dict[str, str]) -> None:
-        found = cross_unit_errors(result.specs, known)
+    def _cross_check(
+        result: DirectoryLoad,
+        across: dict[str, UnitSpec],
+        known: set[str],
+        texts: dict[str, str],
+    ) -> None:
+        """The cross-unit errors of `across`, the units of `result` a cross-unit check may
+        refuse (checks.concerns): the same as of all of them, found without walking 5000."""
+        found = cross_unit_errors(across, known)
         for name, errors in found.items():
             result.specs.pop(name)
             result.errors[name] = located(errors, texts.get(name, ""))

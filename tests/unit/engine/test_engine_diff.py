@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from supervisor.contract import State
-from supervisor.engine.diff import Actual, Kind, plan
+from supervisor.engine.diff import Actual, Kind, changes, plan
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -91,3 +91,26 @@ def test_only_the_changed_unit_is_touched() -> None:
     specs["u7"] = spec("u7", service={"exec": ["/bin/true"]})
     touched = [a for a in plan(specs, {}, have) if a.kind is not Kind.KEEP]
     assert [(a.name, a.kind) for a in touched] == [("u7", Kind.RESTART)]
+
+
+def test_changes_is_the_plan_with_its_kept_units_apart() -> None:
+    """What the reconciler uses (one Action per change, the kept units by name) says what
+    `plan` says, for every kind at once."""
+    specs = {"keep": spec("keep"), "live": LIVE, "changed": CHANGED, "new": spec("new"),
+             "fixed": spec("fixed"), "bad": spec("bad")}  # fmt: skip
+    have = {
+        "keep": actual(spec("keep"), State.RUNNING),
+        "live": actual(BASE, State.RUNNING),
+        "changed": actual(BASE, State.STOPPED),
+        "fixed": actual(spec("fixed"), State.RUNNING),
+        "bad": actual(spec("bad"), State.RUNNING),
+        "gone": actual(BASE, State.RUNNING),
+    }
+    errors = {"bad": ["broken"], "worse": ["broken too"]}
+    actions, kept = changes(specs, errors, have)
+    whole = plan(specs, errors, have)
+    assert kept == [a.name for a in whole if a.kind is Kind.KEEP] == ["fixed", "keep"]
+    assert actions == [a for a in whole if a.kind is not Kind.KEEP]
+    assert [a.name for a in actions] == sorted(a.name for a in actions)
+    assert {a.kind for a in actions} == {Kind.UPDATE_LIVE, Kind.REPLACE, Kind.START, Kind.STOP,
+                                         Kind.INVALID_KEEPS_RUNNING, Kind.INVALID}  # fmt: skip

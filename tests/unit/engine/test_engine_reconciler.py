@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from engine_fakes import ManualClock, make_rig, make_spec, until
 from structlog.testing import capture_logs
 
 from supervisor.config import DaemonConfig
-from supervisor.contract import State
+from supervisor.contract import HealthState, State
 from supervisor.engine.reconciler import Reconciler
 from supervisor.errors import UnitNotFound
 from supervisor.unit.spec import UnitSpec
@@ -303,6 +304,51 @@ def test_the_list_view_is_the_status_list_as_json_in_every_state(tmp_path: Path)
             clock.advance(2.5)  # uptime and next_start_in move, the rest stays
             direct, _ = views()
             assert rec.list_text() == json.dumps({"units": direct})
+            await rec.shutdown(leave=False)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_kept_row_follows_every_value_of_its_unit(tmp_path: Path) -> None:
+    """The list view's kept rows (status.ListText) are used while the values they were made
+    from are the same: whichever of a row's values changes, by whatever code, the next list
+    is again json.dumps of the rows as they are now, byte for byte."""
+
+    async def main() -> None:
+        clock = ManualClock()
+        rig = make_rig(tmp_path, clock)
+        loader = FakeLoader()
+        config = DaemonConfig(units_dir=tmp_path, state_dir=tmp_path / "state",
+                              log_dir=tmp_path / "log")  # fmt: skip
+        manual_spec = make_spec("manual", service={"autostart": False})
+        loader.load.specs = {"web": make_spec("web"), "manual": manual_spec}
+        async with Reconciler(config, rig.host, loader, rig.store) as rec:
+            await rec.reload()
+            await rec.start("web")
+            web, manual = rec.runners["web"], rec.runners["manual"]
+
+            def agrees() -> None:
+                assert rec.list_text() == json.dumps({"units": rec.list_view()})
+
+            agrees()
+            changes: list[Callable[[], object]] = [
+                lambda: setattr(web, "restarts", 3),
+                lambda: setattr(web, "last_exit", "exit status 1"),
+                lambda: setattr(web, "oom_kills", 2),
+                lambda: setattr(web, "error", "not ready within 5s (start_timeout)"),
+                lambda: setattr(web, "error", None),
+                lambda: setattr(web.health, "state", HealthState.UNHEALTHY),
+                lambda: setattr(web, "waiting_for", "waits for db"),
+                lambda: setattr(web, "waiting_for", None),
+                lambda: web.set_invalid(["web.toml: service.exec: field required"]),
+                lambda: web.set_invalid([]),
+                lambda: setattr(manual, "spec", make_spec("manual", network={"mode": "host"})),
+                lambda: setattr(manual, "state", State.FAILED),
+                lambda: clock.advance(1.5),
+            ]
+            for change in changes:
+                change()
+                agrees()
             await rec.shutdown(leave=False)
 
     asyncio.run(asyncio.wait_for(main(), 60))

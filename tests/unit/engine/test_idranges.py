@@ -11,6 +11,7 @@ import pytest
 
 from supervisor.engine.idranges import IdRanges
 from supervisor.errors import ConfigError
+from supervisor.unit import userns
 from supervisor.unit.schema import UnitFile
 from supervisor.unit.spec import UnitSpec
 from supervisor.unit.userns import BLOCK, IdRange, Reserved
@@ -125,3 +126,73 @@ def test_a_released_unit_gives_its_block_and_its_namespace_back_at_once(tmp_path
     ranges.release("a")  # twice, or a unit that never had one: nothing
     ranges.release("nobody")
     assert on_disk(tmp_path)["picks"] == {"b": 3 * BLOCK}
+
+
+def test_a_reload_that_changes_no_want_decides_nothing_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 5000-unit reload with one edited file (issue 23): the decision is not made again
+    while what every unit wants, the units kept and the ranges it began from are the same."""
+    decided: list[int] = []
+    real = userns.assign
+    monkeypatch.setattr(userns, "assign", lambda *a, **k: decided.append(1) or real(*a, **k))
+    ranges = IdRanges(tmp_path, POOL, [])
+    specs = {"a": spec("a"), "b": spec("b")}
+    ranges.assign(specs, [])
+    ranges.assign(specs, [])  # the answer is what it began from: from now on, no decision
+    assert len(decided) == 2
+    edited = {**specs, "b": spec("b", hostname="other")}  # a new spec, the same want
+    assert ranges.assign(edited, []) == {} and len(decided) == 2
+    assert ranges.get("b") == IdRange(3 * BLOCK, BLOCK)
+    ranges.assign(edited, ["gone"])  # another set of kept units: decided again
+    explicit = {**edited, "b": spec("b", user_namespace={"base": 9 * BLOCK})}
+    ranges.assign(explicit, ["gone"])  # another want
+    assert len(decided) == 4 and ranges.get("b") == IdRange(9 * BLOCK, BLOCK)
+
+
+def test_every_answer_is_the_one_a_fresh_decision_gives(tmp_path: Path) -> None:
+    """A sequence of reloads (a refused unit, an invalid one, an explicit range, removals):
+    each answer, and every unit's range after it, as a decision made from scratch gives."""
+    alice = Reserved("/etc/subuid", "alice", IdRange(5 * BLOCK, BLOCK))
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "fresh").mkdir()
+    kept = IdRanges(tmp_path / "kept", POOL, [alice])
+    fresh = IdRanges(tmp_path / "fresh", POOL, [alice])
+    full = {n: spec(n) for n in "abcd"}  # three blocks for four units: "d" is refused
+    steps: list[tuple[dict[str, UnitSpec], list[str]]] = [
+        (full, []),
+        (full, []),
+        (full, []),
+        ({n: s for n, s in full.items() if n != "a"}, ["a"]),  # "a" invalid: keeps its block
+        ({n: s for n, s in full.items() if n != "a"}, ["a"]),
+        ({n: s for n, s in full.items() if n != "a"}, []),  # "a" gone: "d" gets its block
+        ({n: s for n, s in full.items() if n != "a"}, []),
+        ({"b": spec("b", user_namespace={"base": 3 * BLOCK}), "c": full["c"]}, []),
+        ({"b": spec("b", user_namespace={"base": 3 * BLOCK}), "c": full["c"]}, []),
+        (full, []),
+        (full, []),
+    ]
+    names = "abcd"
+    for specs, known in steps:
+        fresh._last = None  # the reference decides at every call
+        want = fresh.assign(specs, known)
+        got = kept.assign(specs, known)
+        assert {n: [str(e) for e in es] for n, es in got.items()} == {
+            n: [str(e) for e in es] for n, es in want.items()
+        }
+        assert [kept.get(n) for n in names] == [fresh.get(n) for n in names]
+
+
+def test_a_namespace_held_for_no_range_goes_even_when_nothing_is_decided(
+    tmp_path: Path,
+) -> None:
+    held = tmp_path / "held"
+    held.mkdir()
+    ranges = IdRanges(tmp_path, POOL, [], held)
+    specs = {"a": spec("a")}
+    ranges.assign(specs, [])
+    ranges.assign(specs, [])
+    (held / f"{2 * BLOCK}-{BLOCK}").touch()  # a's
+    (held / f"{4 * BLOCK}-{BLOCK}").touch()  # a launch that raced its unit's release
+    ranges.assign(specs, [])
+    assert sorted(p.name for p in held.iterdir()) == [f"{2 * BLOCK}-{BLOCK}"]

@@ -152,15 +152,44 @@ def test_a_template_change_is_checked(
     assert checked[-1] == "web@a" and "web@a" in result.warnings
 
 
+PUBLISHES = SERVICE + '[network]\nmode = "bridge"\nports = ["18090:80"]\n'
+
+
 def test_the_hosts_refusals_are_never_cached(
     write_unit: WriteUnit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_unit("web")
+    write_unit("web", PUBLISHES)
+    write_unit("db")  # no port, no pressure limit: nothing the host can refuse it
     loader = UnitLoader()
     loader.load_directory(tmp_path)
-    refusal = [UnitError(str(tmp_path / "web.toml"), "network.ports[0]", "taken")]
-    monkeypatch.setattr(checks, "host_errors", lambda spec: refusal)  # a host process took it
+    asked: list[str] = []
+
+    def taken(spec: UnitSpec) -> list[UnitError]:  # a host process took the port
+        asked.append(spec.name)
+        return [UnitError(spec.path, "network.ports[0]", "taken")]
+
+    monkeypatch.setattr(checks, "host_errors", taken)
     result = loader.load_directory(tmp_path)
     assert "web" not in result.specs and [e.message for e in result.errors["web"]] == ["taken"]
+    assert asked == ["web"] and "db" in result.specs
     monkeypatch.setattr(checks, "host_errors", lambda spec: [])  # and let it go
     assert "web" in loader.load_directory(tmp_path).specs
+
+
+def test_an_edit_that_names_a_unit_or_a_port_is_checked_across_units(
+    write_unit: WriteUnit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which checks concern a unit is kept per spec (checks.concerns): an edit makes a new
+    spec, and the next load checks it as a fresh loader would."""
+    write_unit("web")
+    write_unit("db")
+    loader = UnitLoader(host_checks=False)
+    assert set(loader.load_directory(tmp_path).specs) == {"db", "web"}
+    write_unit("web", SERVICE + 'after = ["nobody"]\n')
+    write_unit("db", PUBLISHES)
+    write_unit("cache", PUBLISHES)  # the same port: "cache" is first in name order, db refused
+    result = loader.load_directory(tmp_path)
+    fresh = UnitLoader(host_checks=False).load_directory(tmp_path)
+    assert result.errors == fresh.errors and set(result.specs) == set(fresh.specs) == {"cache"}
+    assert [e.message for e in result.errors["web"]] == ['no unit named "nobody"']
+    assert 'of unit "cache"' in result.errors["db"][0].message
