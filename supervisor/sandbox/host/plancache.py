@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from supervisor.sandbox.host import holdplan, hostlayout, rootplan
-from supervisor.sandbox.wire.mounts import Hold, Op, RootSpec, WriteFile
+from supervisor.sandbox.wire.mounts import Hold, Op, RootSpec, SegmentedOps, WriteFile
 
 _T = TypeVar("_T")
 
@@ -105,14 +105,14 @@ class RootPlanCache:
 
     def _named(self, spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:
         """The plan of `spec` on `host`: another hostname's, renamed, if one was made on the
-        same host, else made now."""
+        same host, else made now (in segments, for the next such unit to share)."""
         key = replace(spec, hostname="")
         named = self._by_spec_but_hostname.get(key)
         if named is not None and named.layout == host:
             self._by_spec_but_hostname.move_to_end(key)
             self.renamed += 1
             return _renamed(named.plan, named.hostname, spec.hostname)
-        plan = _plan(spec, host)
+        plan = _segmented(_plan(spec, host), spec.hostname)
         _put(self._by_spec_but_hostname, key, _Named(spec.hostname, host, plan), self._max)
         return plan
 
@@ -128,29 +128,48 @@ def _put(entries: OrderedDict[RootSpec, _T], key: RootSpec, value: _T, most: int
         entries.popitem(last=False)
 
 
-def _renamed(plan: RootPlan, old: str, new: str) -> RootPlan:
-    """`plan`, made for hostname `old`, for hostname `new`: its own /etc/hostname and
-    /etc/hosts (wherever the plan writes them: in /etc, or beside it to be bound there) get
-    `new`'s content; nothing else in a plan names the hostname."""
-    if old == new:
+def _own_file(op: Op, hostname: str) -> bytes | None:
+    """The content a plan made for `hostname` has `op` write if `op` writes the unit's own
+    /etc/hostname or /etc/hosts (in /etc, or beside it to be bound there), else None."""
+    if not isinstance(op, WriteFile):
+        return None
+    where, _, base = op.path.rpartition("/")
+    if not (base.startswith(rootplan.OWN_ETC_PREFIX) or where.endswith("/etc")):
+        return None
+    name = base.removeprefix(rootplan.OWN_ETC_PREFIX)
+    own = dict(rootplan.own_etc_files(hostname)).get(name)
+    return own if own == op.data else None
+
+
+def _segmented(plan: RootPlan, hostname: str) -> RootPlan:
+    """`plan` with its ops in three segments: before its own files, from the first to the
+    last of them, after; the first and last are what the plans renamed from it share. A plan
+    without own files is the same for every hostname: it is shared whole."""
+    at = [i for i, op in enumerate(plan.ops) if _own_file(op, hostname) is not None]
+    if not at:
         return plan
-    swap = {
-        (name, before): after
-        for (name, before), (_, after) in zip(
-            rootplan.own_etc_files(old), rootplan.own_etc_files(new), strict=True
-        )
-    }
+    ops = plan.ops
+    parts = (ops[: at[0]], ops[at[0] : at[-1] + 1], ops[at[-1] + 1 :])
+    return replace(plan, ops=SegmentedOps(parts))
+
+
+def _renamed(plan: RootPlan, old: str, new: str) -> RootPlan:
+    """`plan`, made for hostname `old` (by _segmented), for hostname `new`: its own files get
+    `new`'s content; nothing else in a plan names the hostname, and the segments around them
+    are the very same tuples."""
+    if old == new or not isinstance(plan.ops, SegmentedOps):
+        return plan
+    pairs = zip(rootplan.own_etc_files(old), rootplan.own_etc_files(new), strict=True)
+    swap = {was: now for (_, was), (_, now) in pairs}  # hostname and hosts differ in content
 
     def renamed(op: Op) -> Op:
-        if isinstance(op, WriteFile):
-            where, _, base = op.path.rpartition("/")
-            own = base.startswith(rootplan.OWN_ETC_PREFIX) or where.endswith("/etc")
-            after = swap.get((base.removeprefix(rootplan.OWN_ETC_PREFIX), op.data))
-            if own and after is not None:
-                return replace(op, data=after)
-        return op
+        data = _own_file(op, old)
+        return (
+            op if data is None or not isinstance(op, WriteFile) else WriteFile(op.path, swap[data])
+        )
 
-    return replace(plan, ops=tuple(renamed(op) for op in plan.ops))
+    before, own, after = plan.ops.segments
+    return replace(plan, ops=SegmentedOps((before, tuple(renamed(op) for op in own), after)))
 
 
 def _plan(spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:

@@ -167,5 +167,5 @@ def test_a_hostname_alike_file_elsewhere_is_not_renamed() -> None:
     that happens to hold the same bytes."""
     other = WriteFile("/srv/x/hostname", b"web-1\n")
     plan = plancache.RootPlan((other, WriteFile("/m/etc/hostname", b"web-1\n")), "", ())
-    ops = plancache._renamed(plan, "web-1", "web-2").ops
+    ops = plancache._renamed(plancache._segmented(plan, "web-1"), "web-1", "web-2").ops
     assert ops == (other, WriteFile("/m/etc/hostname", b"web-2\n"))
