@@ -128,24 +128,24 @@ def _put(entries: OrderedDict[RootSpec, _T], key: RootSpec, value: _T, most: int
         entries.popitem(last=False)
 
 
-def _own_file(op: Op, hostname: str) -> bytes | None:
-    """The content a plan made for `hostname` has `op` write if `op` writes the unit's own
-    /etc/hostname or /etc/hosts (in /etc, or beside it to be bound there), else None."""
+def _own_file(op: Op, own: dict[str, bytes]) -> bytes | None:
+    """What `op` writes if it writes the unit's own /etc/hostname or /etc/hosts (in /etc, or
+    beside it to be bound there) with the content in `own` (name -> content), else None."""
     if not isinstance(op, WriteFile):
         return None
     where, _, base = op.path.rpartition("/")
     if not (base.startswith(rootplan.OWN_ETC_PREFIX) or where.endswith("/etc")):
         return None
-    name = base.removeprefix(rootplan.OWN_ETC_PREFIX)
-    own = dict(rootplan.own_etc_files(hostname)).get(name)
-    return own if own == op.data else None
+    data = own.get(base.removeprefix(rootplan.OWN_ETC_PREFIX))
+    return data if data == op.data else None
 
 
 def _segmented(plan: RootPlan, hostname: str) -> RootPlan:
     """`plan` with its ops in three segments: before its own files, from the first to the
     last of them, after; the first and last are what the plans renamed from it share. A plan
     without own files is the same for every hostname: it is shared whole."""
-    at = [i for i, op in enumerate(plan.ops) if _own_file(op, hostname) is not None]
+    own = dict(rootplan.own_etc_files(hostname))
+    at = [i for i, op in enumerate(plan.ops) if _own_file(op, own) is not None]
     if not at:
         return plan
     ops = plan.ops
@@ -159,14 +159,14 @@ def _renamed(plan: RootPlan, old: str, new: str) -> RootPlan:
     are the very same tuples."""
     if old == new or not isinstance(plan.ops, SegmentedOps):
         return plan
-    pairs = zip(rootplan.own_etc_files(old), rootplan.own_etc_files(new), strict=True)
-    swap = {was: now for (_, was), (_, now) in pairs}  # hostname and hosts differ in content
+    was, now = dict(rootplan.own_etc_files(old)), dict(rootplan.own_etc_files(new))
 
     def renamed(op: Op) -> Op:
-        data = _own_file(op, old)
-        return (
-            op if data is None or not isinstance(op, WriteFile) else WriteFile(op.path, swap[data])
-        )
+        if _own_file(op, was) is None:
+            return op
+        assert isinstance(op, WriteFile)  # _own_file says so
+        name = op.path.rpartition("/")[2].removeprefix(rootplan.OWN_ETC_PREFIX)
+        return WriteFile(op.path, now[name])
 
     before, own, after = plan.ops.segments
     return replace(plan, ops=SegmentedOps((before, tuple(renamed(op) for op in own), after)))
