@@ -29,6 +29,7 @@ from supervisor.cgroups.base import (
     create_unit,
     unit_in,
 )
+from supervisor.cgroups.freshwrites import FreshWrites
 from supervisor.cgroups.naming import check_parent, check_unit_name
 from supervisor.cgroups.resources import Limits, v1_plan
 from supervisor.errors import CgroupError, MissingControllerError
@@ -70,12 +71,16 @@ def _ensure_path(controller: str, mount: str, rel: str) -> None:
             _init_cpuset(current)
 
 
-def _init_cpuset(path: str) -> None:
-    """Copy cpus/mems from the parent: a v1 cpuset starts empty and refuses tasks until set."""
+def _init_cpuset(path: str) -> dict[str, str]:
+    """Copy cpus/mems from the parent: a v1 cpuset starts empty and refuses tasks until set.
+    What was written, by file name."""
     parent = os.path.dirname(path)
+    written = {}
     for name in ("cpuset.cpus", "cpuset.mems"):
         if not files.read(os.path.join(path, name)):
-            files.write(os.path.join(path, name), files.read(os.path.join(parent, name)))
+            value = written[name] = files.read(os.path.join(parent, name))
+            files.write(os.path.join(path, name), value)
+    return written
 
 
 def _set_if_differs(path: str, value: str) -> None:
@@ -99,10 +104,12 @@ class V1Manager:
     def __init__(self, bases: dict[str, str], parent: str) -> None:
         self._bases = bases  # controller -> <mount>/<parent>
         self._parent = parent
+        self.fresh_writes = FreshWrites()  # what a fresh cgroup is spared (freshwrites.py)
 
     def _unit(self, unit: str) -> V1Unit:
         check_unit_name(unit)
-        return V1Unit(unit, {c: os.path.join(b, unit) for c, b in self._bases.items()})
+        dirs = {c: os.path.join(b, unit) for c, b in self._bases.items()}
+        return V1Unit(unit, dirs, self.fresh_writes)
 
     def create(self, unit: str, limits: Limits) -> V1Unit:
         cg = self._unit(unit)
@@ -146,9 +153,15 @@ class V1Manager:
 
 
 class V1Unit:
-    def __init__(self, name: str, dirs: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, dirs: dict[str, str], fresh_writes: FreshWrites | None = None
+    ) -> None:
         self.name = name
         self.dirs = dirs
+        self._fresh_writes = fresh_writes
+        # Set by make(): every directory made just now, and what the cpusets were given then
+        # (apply() leaves out the writes that would repeat a fresh cgroup's values).
+        self._fresh: dict[str, str] | None = None
         # cpu and cpuacct are often co-mounted (symlinks to "cpu,cpuacct"): one directory,
         # one cgroup.procs.
         unique: dict[str, str] = {}
@@ -178,10 +191,15 @@ class V1Unit:
         self._kept.clear()
 
     def make(self) -> None:
+        created: set[str] = set()
+        given: dict[str, str] = {}
         for controller, path in self.dirs.items():
-            files.mkdir(path)
+            if files.mkdir(path):
+                created.add(path)
             if controller == "cpuset":
-                _init_cpuset(path)
+                given = _init_cpuset(path)
+        # The first path of each hierarchy is the one whose mkdir made it (cpu then cpuacct).
+        self._fresh = given if all(d in created for d in self._unique) else None
 
     def _file(self, name: str) -> str:
         return os.path.join(self.dirs[name.split(".", 1)[0]], name)
@@ -209,8 +227,14 @@ class V1Unit:
             parent_cpus=_read_or_empty(os.path.join(cpuset_parent, "cpuset.cpus")),
             parent_mems=_read_or_empty(os.path.join(cpuset_parent, "cpuset.mems")),
         )
-        for name, value in plan.writes:
-            files.write(self._file(name), value)
+        fresh, self._fresh = self._fresh, None  # only the first apply follows the mkdir
+        if fresh is None or self._fresh_writes is None:
+            for name, value in plan.writes:
+                files.write(self._file(name), value)
+        else:
+            # The cpusets make() has just given the values planned again: the same write.
+            writes = [(n, v) for n, v in plan.writes if fresh.get(n) != v]
+            self._fresh_writes.write(writes, self._file)
         if rules is not None:
             self._set_devices(rules)
         self.unsupported = plan.unsupported

@@ -516,6 +516,59 @@ def test_a_half_renamed_cgroup_is_listed_opened_and_removed_under_both_names() -
         _cleanup(env)
 
 
+@pytest.mark.cgroup_v1
+@requires_cgroup_v1
+def test_v1_a_new_cgroup_is_spared_only_the_writes_that_leave_it_as_mkdir_made_it() -> None:
+    """freshwrites.py: the files whose writes a new cgroup may skip start at the kernel's
+    default whatever the parent's value (here all changed), the skipped writes are learnt from
+    the kernel's answers, set limits are still exact, and a reused leftover gets every write."""
+    env = Env(cgroups.new(parent := f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"), parent, 1)
+    assert isinstance(env.manager, v1.V1Manager)
+    learnt = env.manager.fresh_writes.noops
+    changed = {"memory.limit_in_bytes": str(512 * M), "memory.soft_limit_in_bytes": str(256 * M),
+               "cpu.cfs_period_us": "50000", "cpu.cfs_quota_us": "40000", "cpu.shares": "512",
+               "blkio.weight": "300", "memory.memsw.limit_in_bytes": str(768 * M)}  # fmt: skip
+    defaults = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1", "cpu.shares": "1024",
+                "blkio.weight": "500"}  # fmt: skip
+    unlimited = ("memory.limit_in_bytes", "memory.soft_limit_in_bytes",
+                 "memory.memsw.limit_in_bytes")  # fmt: skip
+
+    def present(unit: str) -> list[str]:
+        return [n for n in changed if os.path.exists(env.path(unit, n))]
+
+    def at_defaults(unit: str) -> None:
+        for name in present(unit):
+            value = env.read(unit, name)
+            if name in unlimited:
+                assert int(value) >= files.V1_UNLIMITED_FLOOR, (name, value)
+            else:
+                assert value == defaults[name], (name, value)
+
+    try:
+        for name, value in changed.items():  # memory before memsw: memsw >= memory always
+            path = os.path.join(CGROUP_ROOT, name.split(".")[0], parent, name)
+            if os.path.exists(path):
+                files.write(path, value)
+        first = env.manager.create("first", Limits())
+        at_defaults("first")  # not inherited: the parent's are all changed
+        assert {(n, "-1") for n in unlimited if n in present("first")} <= learnt
+        assert ("cpu.shares", "1024") in learnt and ("cpu.cfs_quota_us", "-1") in learnt
+        second = env.manager.create("second", Limits())  # its default writes skipped
+        at_defaults("second")
+        env.manager.create("limited", Limits(memory_max=64 * M, cpu_max=0.2, cpu_weight=200))
+        assert int(env.read("limited", "memory.limit_in_bytes")) == 64 * M
+        assert env.read("limited", "cpu.cfs_quota_us") == "20000"
+        assert env.read("limited", "cpu.shares") == "2048"
+        assert ("cpu.shares", "2048") not in learnt
+        # An empty leftover with limits is not new: creating it again writes every default.
+        for cg in (first, second):
+            cg.destroy()
+        assert env.manager.create("limited", Limits()).name == "limited"
+        at_defaults("limited")
+    finally:
+        _cleanup(env)
+
+
 @pytest.mark.cgroup_v2
 @requires_cgroup_v2
 def test_v2_daemon_in_its_own_cgroup_moves_to_a_leaf() -> None:

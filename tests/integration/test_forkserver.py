@@ -406,6 +406,11 @@ def test_recurring_blobs_are_kept_by_the_server_and_named_after(server: ForkServ
     assert server.restarts == 1 and server._held == held
 
 
+# A host root's ops travel in three parts: before its own /etc/hostname and /etc/hosts, those,
+# and after (mounts.SegmentedOps).
+SEGMENTS = 3
+
+
 def test_a_units_root_ops_are_kept_decoded_by_the_server_and_named_after(
     server: ForkServer, tmp_path: Path
 ) -> None:
@@ -415,12 +420,20 @@ def test_a_units_root_ops_are_kept_decoded_by_the_server_and_named_after(
     mounts = {"mounts": [{"source": str(data), "target": "/data"}]}
     spec = harness.unit(["/bin/cat", "/data/f"], name="parts", sandbox=mounts)
     assert harness.run(spec).stdout == b"one\n"
-    parts = dict(server._parts)  # this unit's root ops, offered with the first request
-    assert len(parts) == 1
+    # This unit's root ops, offered with the first request: in three segments, the middle one
+    # its own /etc/hostname and /etc/hosts (plancache.py).
+    parts = dict(server._parts)
+    assert len(parts) == SEGMENTS
     # The next launches name them by token; the spare, forked after, holds them decoded.
     (data / "f").write_text("two\n")
     assert harness.run(spec).stdout == b"two\n"
     assert server._parts == parts
+    # A unit differing by its hostname alone shares the segments around its own files.
+    other = harness.unit(["/bin/cat", "/etc/hostname"], name="parts-b", sandbox=mounts)
+    assert harness.run(other).stdout == b"parts-b\n"
+    assert len(server._parts) == SEGMENTS + 1
+    assert harness.run(spec).stdout == b"two\n"
+    assert len(server._parts) == SEGMENTS + 1
     # The host changed under the unit (the source is now a file): planned, and offered, anew.
     (data / "f").unlink()
     data.rmdir()
@@ -428,12 +441,12 @@ def test_a_units_root_ops_are_kept_decoded_by_the_server_and_named_after(
     data.chmod(0o644)
     file_spec = harness.unit(["/bin/cat", "/data"], name="parts", sandbox=mounts)
     assert harness.run(file_spec).stdout == b"a file now\n"
-    assert len(server._parts) == 2
+    assert len(server._parts) == 2 * SEGMENTS + 1
     # A restarted server keeps nothing: the daemon offers them again.
     os.kill(server.pid, signal.SIGKILL)
     wait_dead(server.pid)
     assert harness.run(file_spec).stdout == b"a file now\n"
-    assert server.restarts == 1 and len(server._parts) == 1
+    assert server.restarts == 1 and len(server._parts) == SEGMENTS
 
 
 def test_the_launcher_joins_v1_cgroups_through_tasks_and_pid1_is_in_them(
@@ -519,7 +532,7 @@ def test_awaited_launches_keep_a_units_root_ops_then_name_them(server: ForkServe
                 kept.append(dict(server._parts))
         finally:
             os.close(out)
-        assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
+        assert len(kept[0]) == SEGMENTS and kept[0] == kept[1] == kept[2]
 
     asyncio.run(main())
 

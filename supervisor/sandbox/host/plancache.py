@@ -11,16 +11,25 @@ A unit's edited file, image or root gives a different `RootSpec` (a new key); th
 few and bounded (least recently used dropped first), so a daemon with thousands of units keeps
 a handful of plans, not one per unit. The same ops tuple for the same inputs is also what lets
 the encoder send it by reference (wire/plancodec.py).
+
+Units that differ only by their hostname (a storm of units made from one template) share the
+planning too: the hostname is in no part of a plan but a host root's own /etc/hostname and
+/etc/hosts (rootplan.own_etc_files), so the plan of another unit with the same spec otherwise,
+made on the same host, becomes this unit's by swapping those two files' content: about a
+tenth of planning it (1000 starts in a row planned 1000 roots, ~0.8 ms of the daemon's CPU each).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from supervisor.sandbox.host import holdplan, hostlayout, rootplan
-from supervisor.sandbox.wire.mounts import Hold, Op, RootSpec
+from supervisor.sandbox.wire.mounts import Hold, Op, RootSpec, SegmentedOps, WriteFile
+
+_T = TypeVar("_T")
 
 # Launch-time plans worth keeping: the units launched most recently (restarts, a storm's
 # burst). Each is a few dozen small frozen objects.
@@ -47,13 +56,24 @@ class _Entry:
     plan: RootPlan
 
 
+@dataclass
+class _Named:
+    """A plan as made for one hostname, for units whose specs differ from it by that alone."""
+
+    hostname: str
+    layout: hostlayout.HostLayout
+    plan: RootPlan
+
+
 class RootPlanCache:
     """`plan(spec)`: probe the host, and plan the root unless spec and host are unchanged."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._entries: OrderedDict[RootSpec, _Entry] = OrderedDict()
+        self._by_spec_but_hostname: OrderedDict[RootSpec, _Named] = OrderedDict()
         self._max = max_entries
         self.hits = self.misses = 0  # for tests and the bench: did the cache serve a plan?
+        self.renamed = 0  # of the misses: another hostname's plan, renamed
 
     def plan(
         self,
@@ -79,15 +99,77 @@ class RootPlanCache:
             self.hits += 1
             return entry.plan
         self.misses += 1
-        plan = _plan(spec, host)
-        self._entries[spec] = _Entry(probed, paths, host, plan)
-        self._entries.move_to_end(spec)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        plan = self._named(spec, host)
+        _put(self._entries, spec, _Entry(probed, paths, host, plan), self._max)
+        return plan
+
+    def _named(self, spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:
+        """The plan of `spec` on `host`: another hostname's, renamed, if one was made on the
+        same host, else made now (in segments, for the next such unit to share)."""
+        key = replace(spec, hostname="")
+        named = self._by_spec_but_hostname.get(key)
+        if named is not None and named.layout == host:
+            self._by_spec_but_hostname.move_to_end(key)
+            self.renamed += 1
+            return _renamed(named.plan, named.hostname, spec.hostname)
+        plan = _segmented(_plan(spec, host), spec.hostname)
+        _put(self._by_spec_but_hostname, key, _Named(spec.hostname, host, plan), self._max)
         return plan
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_spec_but_hostname.clear()
+
+
+def _put(entries: OrderedDict[RootSpec, _T], key: RootSpec, value: _T, most: int) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > most:
+        entries.popitem(last=False)
+
+
+def _own_file(op: Op, own: dict[str, bytes]) -> bytes | None:
+    """What `op` writes if it writes the unit's own /etc/hostname or /etc/hosts (in /etc, or
+    beside it to be bound there) with the content in `own` (name -> content), else None."""
+    if not isinstance(op, WriteFile):
+        return None
+    where, _, base = op.path.rpartition("/")
+    if not (base.startswith(rootplan.OWN_ETC_PREFIX) or where.endswith("/etc")):
+        return None
+    data = own.get(base.removeprefix(rootplan.OWN_ETC_PREFIX))
+    return data if data == op.data else None
+
+
+def _segmented(plan: RootPlan, hostname: str) -> RootPlan:
+    """`plan` with its ops in three segments: before its own files, from the first to the
+    last of them, after; the first and last are what the plans renamed from it share. A plan
+    without own files is the same for every hostname: it is shared whole."""
+    own = dict(rootplan.own_etc_files(hostname))
+    at = [i for i, op in enumerate(plan.ops) if _own_file(op, own) is not None]
+    if not at:
+        return plan
+    ops = plan.ops
+    parts = (ops[: at[0]], ops[at[0] : at[-1] + 1], ops[at[-1] + 1 :])
+    return replace(plan, ops=SegmentedOps(parts))
+
+
+def _renamed(plan: RootPlan, old: str, new: str) -> RootPlan:
+    """`plan`, made for hostname `old` (by _segmented), for hostname `new`: its own files get
+    `new`'s content; nothing else in a plan names the hostname, and the segments around them
+    are the very same tuples."""
+    if old == new or not isinstance(plan.ops, SegmentedOps):
+        return plan
+    was, now = dict(rootplan.own_etc_files(old)), dict(rootplan.own_etc_files(new))
+
+    def renamed(op: Op) -> Op:
+        if _own_file(op, was) is None:
+            return op
+        assert isinstance(op, WriteFile)  # _own_file says so
+        name = op.path.rpartition("/")[2].removeprefix(rootplan.OWN_ETC_PREFIX)
+        return WriteFile(op.path, now[name])
+
+    before, own, after = plan.ops.segments
+    return replace(plan, ops=SegmentedOps((before, tuple(renamed(op) for op in own), after)))
 
 
 def _plan(spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:

@@ -317,11 +317,9 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
         elif found.kind == "dir":
             ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
     ops += _etc(spec, host, s)
-    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{spec.hostname}\n"
-    own = (("hostname", spec.hostname.encode() + b"\n"), ("hosts", hosts.encode()))
     if _snapshot_etc(spec):
         ops.append(Mkdir(s + OWN_ETC_DIR))
-    for name, data in own:
+    for name, data in own_etc_files(spec.hostname):
         if not _snapshot_etc(spec):
             ops.append(WriteFile(f"{s}/etc/{name}", data))
             continue
@@ -333,6 +331,13 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
         own_file = f"{s}{OWN_ETC_DIR}/{OWN_ETC_PREFIX}{name}"
         ops += [WriteFile(own_file, data), Bind(own_file, f"{s}/etc/{name}", False, None)]
     return ops
+
+
+def own_etc_files(hostname: str) -> tuple[tuple[str, bytes], ...]:
+    """A host root's own /etc/hostname and /etc/hosts (the names in OWN_ETC), their content:
+    the only part of any root plan that depends on the hostname (plancache.py relies on it)."""
+    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"
+    return (("hostname", hostname.encode() + b"\n"), ("hosts", hosts.encode()))
 
 
 def shares_etc(spec: RootSpec) -> bool:

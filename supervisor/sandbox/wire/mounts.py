@@ -145,6 +145,21 @@ Op = (
 )
 
 
+class SegmentedOps(tuple[Op, ...]):
+    """Root ops that are the concatenation of `segments`, some of them tuples other plans
+    carry too (by identity: host/plancache.py gives units that differ by their hostname alone
+    the same ops before and after their own /etc/hostname and /etc/hosts). A tuple like any
+    other to what reads it; the encoder (plancodec.py) sends each segment as its own part, so
+    the fork server keeps the shared ones decoded once for all those units."""
+
+    segments: tuple[tuple[Op, ...], ...]
+
+    def __new__(cls, segments: tuple[tuple[Op, ...], ...]) -> SegmentedOps:
+        made = super().__new__(cls, (op for segment in segments for op in segment))
+        made.segments = segments
+        return made
+
+
 @dataclass(frozen=True)
 class UnitMount:
     """A unit mount or a daemon-supplied bind, flattened from the schema."""

@@ -22,7 +22,10 @@ very same tuple. The first plan carrying it offers it as a part ({"@p": token, "
 listed in the ForkRequest's `parts`); the server decodes it once and keeps the decoded ops,
 and later plans carrying the same tuple (by identity: the daemon never sends a token for
 other contents) name it by token only ({"@p": token}): the spare forked after holds the ops
-already and decodes nothing of them.
+already and decodes nothing of them. Root ops made of segments (mounts.SegmentedOps: units
+that differ by their hostname alone share all but their own /etc/hostname and /etc/hosts)
+travel as {"@s": [segment, ...]}, each segment a part of its own (or inline), and arrive as
+one tuple.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ _CLASSES: dict[str, type[Any]] = {
     )
 }
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}
-_TYPE, _BYTES, _CACHED, _PART, _VALUE = "@t", "@b", "@c", "@p", "v"
+_TYPE, _BYTES, _CACHED, _PART, _VALUE, _SEGMENTS = "@t", "@b", "@c", "@p", "v", "@s"
 _LEN = struct.Struct(">I")
 # The same bytes in every launch of a unit (never credentials: a secret must not outlive its
 # launch in the fork server).
@@ -95,7 +98,10 @@ class _Encoder:
 
     def ops(self, value: Ops) -> object:
         """A plan's root_ops: by token if the server holds this very tuple, else inline (and
-        offered as a part when a token source and the budget allow)."""
+        offered as a part when a token source and the budget allow); segmented ops, each
+        segment so."""
+        if isinstance(value, mounts.SegmentedOps):
+            return {_SEGMENTS: [self.ops(segment) for segment in value.segments]}
         held = self.parts.get(id(value))
         if held is not None and held[1] is value:
             return {_PART: held[0]}
@@ -171,6 +177,17 @@ class _Decoder:
             self.keep[token] = ops
         return ops
 
+    def segments(self, value: object) -> tuple[object, ...]:
+        if not isinstance(value, list):
+            raise TypeError(f"segments {value!r:.100}")
+        ops: list[object] = []
+        for segment in value:
+            decoded = _from_json(segment, self.blobs, self.cache, self)
+            if not isinstance(decoded, tuple):
+                raise TypeError(f"a segment of root_ops is a {type(decoded).__name__}")
+            ops += decoded
+        return tuple(ops)
+
 
 def _from_json(
     value: object, blobs: memoryview, cache: Mapping[str, bytes], dec: _Decoder
@@ -180,6 +197,8 @@ def _from_json(
     if isinstance(value, dict):
         if _PART in value:
             return dec.part(value)
+        if _SEGMENTS in value:
+            return dec.segments(value[_SEGMENTS])
         if _CACHED in value:
             return cache[value[_CACHED]]  # KeyError: the daemon named a blob we never got
         if _BYTES in value:
@@ -258,8 +277,11 @@ def keep_parts(
         (size,) = _LEN.unpack_from(data)
         doc = json.loads(data[4 : 4 + size])
         value = doc.get("root_ops") if isinstance(doc, dict) else None
-        if isinstance(value, dict) and _VALUE in value and value.get(_PART) in tokens:
-            _Decoder(memoryview(data)[4 + size :], cache, parts, parts, tokens).part(value)
+        offered = value.get(_SEGMENTS, [value]) if isinstance(value, dict) else []
+        dec = _Decoder(memoryview(data)[4 + size :], cache, parts, parts, tokens)
+        for part in offered if isinstance(offered, list) else ():
+            if isinstance(part, dict) and _VALUE in part and part.get(_PART) in tokens:
+                dec.part(part)
     except (ValueError, KeyError, TypeError, struct.error) as err:
         raise ProtocolError("a plan's root_ops", f"{type(err).__name__}: {err}") from None
 

@@ -108,8 +108,13 @@ def test_recurring_blobs_travel_once_then_by_digest() -> None:
         decode_plan(second)  # a server that was never offered them
 
 
+def flat(plan: ChildPlan) -> ChildPlan:
+    """`plan` with its root_ops in one tuple, not in segments (mounts.SegmentedOps)."""
+    return dataclasses.replace(plan, root_ops=tuple(plan.root_ops))
+
+
 def test_a_plans_root_ops_travel_once_then_by_token() -> None:
-    plan = plan_for(sandbox={"read_only": False})  # with /etc copies among its ops
+    plan = flat(plan_for(sandbox={"read_only": False}))  # with /etc copies among its ops
     tokens = iter(["p0", "p1"])
     first = encode_for_server(
         plan, frozenset(), 1 << 20, token=lambda: next(tokens), part_budget=1 << 20
@@ -138,11 +143,43 @@ def test_a_plans_root_ops_travel_once_then_by_token() -> None:
 
 
 def test_the_parts_budget_bounds_what_is_offered() -> None:
-    plan = plan_for()
+    plan = flat(plan_for())
     budget = len(plan.root_ops) - 1
     encoded = encode_for_server(plan, frozenset(), 1 << 20, token=lambda: "p0", part_budget=budget)
     assert encoded.parts == []
     assert decode_plan(encoded.body) == plan
+
+
+def test_units_differing_by_hostname_share_their_root_ops_but_their_own_files() -> None:
+    """plancache.py gives such units segmented root_ops whose first and last segments are the
+    same tuples: each travels once as a part, and later plans name them by token, the own
+    /etc/hostname and /etc/hosts inline; the server keeps the parts decoded and the plan
+    arrives whole."""
+    plans = [plan_for(sandbox={"read_only": False, "hostname": h}) for h in ("a1", "b2")]
+    first_ops, second_ops = (p.root_ops for p in plans)
+    assert isinstance(first_ops, mounts.SegmentedOps)
+    assert isinstance(second_ops, mounts.SegmentedOps)
+    shared = first_ops.segments[::2]  # before and after the own files
+    assert all(x is y for x, y in zip(shared, second_ops.segments[::2], strict=True))
+    tokens = iter(["p0", "p1", "p2", "p3"])
+    first = encode_for_server(
+        plans[0], frozenset(), 1 << 20, token=lambda: next(tokens), part_budget=1 << 20
+    )
+    assert [ops for _, _, ops in first.parts] == list(first_ops.segments)
+    cache: dict[str, bytes] = {}
+    kept: dict[str, Ops] = {}
+    keep_offered(first.body, first.offers, cache)
+    keep_parts(first.body, {t for t, _, _ in first.parts}, cache, kept)
+    assert [kept[t] for t, _, _ in first.parts] == list(first_ops.segments)
+    assert decode_plan(first.body) == plans[0]
+    held = {id(ops): (t, ops) for t, _, ops in first.parts}
+    second = encode_for_server(plans[1], set(cache), 1 << 20, parts=held)
+    assert second.parts == [] and len(second.body) < len(first.body) // 2
+    decoded = decode_plan(second.body, cache, kept)
+    assert decoded == plans[1] and type(decoded.root_ops) is tuple
+    files = {op.path: op.data for op in decoded.root_ops if isinstance(op, mounts.WriteFile)}
+    assert any(data == b"b2\n" for data in files.values())
+    assert not any(b"a1" in data for data in files.values())
 
 
 def test_the_blob_budget_bounds_what_is_offered() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox.host import hostlayout, rootplan
+from supervisor.sandbox.host import hostlayout, plancache, rootplan
 from supervisor.sandbox.host.plancache import Prepare, RootPlanCache
 from supervisor.sandbox.wire.mounts import Bind, RootSpec, UnitMount, WriteFile
 from supervisor.sandbox.wire.protocol import StageFailure
@@ -119,3 +119,53 @@ def test_what_prepare_completes_from_the_probe_keys_the_plan(tmp_path: Path) -> 
     other = cache.plan(spec, prepare=completed("b"))
     assert other is not first and (cache.hits, cache.misses) == (1, 2)
     assert seen == [spec, spec, spec]  # given the spec as the unit made it, every launch
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["plain", "userns"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"read_only": False, "overlay_dir": "/ov"},
+        {"etc_snapshot": "SNAPSHOT"},
+        {"read_only": False},
+        {"root": "ROOT", "read_only": False, "overlay_dir": "/ov"},
+    ],
+    ids=["host-ro", "host-overlay", "host-snapshot", "host-rw", "directory"],
+)
+def test_a_unit_differing_by_its_hostname_gets_the_plan_made_for_it(
+    tmp_path: Path, changes: dict[str, object], userns: bool
+) -> None:
+    """Another hostname's plan, renamed, is exactly the plan made afresh for this one: in a
+    storm of units from one template each root is planned once, not once per unit."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    fill = {"SNAPSHOT": str(snapshot), "ROOT": str(tmp_path)}
+    changes = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
+    snapshot_of = changes.pop("etc_snapshot", None)
+
+    def prepare(s: RootSpec, host: hostlayout.HostLayout) -> tuple[RootSpec, hostlayout.HostLayout]:
+        if snapshot_of is None:  # as launch.py completes a read-only host root's spec
+            return s, host
+        return dataclasses.replace(s, etc_snapshot=snapshot_of), host.with_paths([snapshot_of])
+
+    def plan(cache: RootPlanCache, name: str) -> plancache.RootPlan:
+        spec = spec_binding(tmp_path, hostname=name, userns=userns, **changes)
+        return cache.plan(spec, prepare=prepare)
+
+    cache = RootPlanCache()
+    plans = {name: plan(cache, name) for name in ("web-1", "web-2", "web-1x")}
+    assert (cache.misses, cache.renamed) == (3, 2)
+    for name, made in plans.items():
+        assert made == plan(RootPlanCache(), name), name
+    if changes.get("root", "host") == "host":  # a host root writes its own hostname and hosts
+        assert plans["web-1"].ops != plans["web-2"].ops
+
+
+def test_a_hostname_alike_file_elsewhere_is_not_renamed() -> None:
+    """Only the plan's own /etc/hostname and /etc/hosts are swapped, never a file elsewhere
+    that happens to hold the same bytes."""
+    other = WriteFile("/srv/x/hostname", b"web-1\n")
+    plan = plancache.RootPlan((other, WriteFile("/m/etc/hostname", b"web-1\n")), "", ())
+    ops = plancache._renamed(plancache._segmented(plan, "web-1"), "web-1", "web-2").ops
+    assert ops == (other, WriteFile("/m/etc/hostname", b"web-2\n"))
