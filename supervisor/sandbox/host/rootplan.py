@@ -382,6 +382,11 @@ OWN_ETC = ("hostname", "hosts")  # per unit: never in a snapshot, bound over its
 # Where PID 1 writes them first: in the sandbox's /dev tmpfs, under the mount point of
 # /dev/pts, which covers them before the service runs (_kernel_filesystems).
 OWN_ETC_DIR, OWN_ETC_PREFIX = "/dev/pts", ".sandboxd-etc-"
+# The skeleton's empty directory every masked directory is a bind of: under /run's mount
+# point, which the sandbox's /run (or a [[mount]] there) covers after the masks are bound, so
+# no process in the sandbox reaches it there; read-only with the skeleton's bind (and locked
+# so in a user namespace), as the masking tmpfs was.
+MASK_DIR = "/run/.sandboxd-masked"
 
 
 def etc_snapshot_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEntry, ...]:
@@ -426,7 +431,7 @@ def root_skeleton_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEnt
     for path, is_dir in sorted(_made_in_root(_inner_ops(spec, host, s), s).items()):
         if path.strip("/") and path[1:] not in have:  # "/": a [[mount]] on a top directory
             out.append((path[1:], "dir" if is_dir else "empty", b""))
-    return tuple(out)
+    return (*out, (MASK_DIR[1:], "dir", b""))
 
 
 def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
@@ -499,7 +504,10 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     ops.append(Mkdir(s + "/sys", check=check))
     if spec.sysfs:
         ops.append(Mount("sysfs", s + "/sys", "sysfs", MS_RDONLY | NOSUID_NODEV_NOEXEC))
-    first_dir = ""  # every masked directory after the first gets the first one's tmpfs
+    # Every masked directory after the first gets the first one's tmpfs; with the shared
+    # skeleton as the root, every one is a bind of its empty directory (`MASK_DIR`), so the
+    # sandbox mounts no filesystem for them at all.
+    first_dir = s + MASK_DIR if _snapshot_etc(spec) else ""
     for path in MASKED:
         found = host.get(path)
         if found and (spec.sysfs or not path.startswith("/sys")):

@@ -455,6 +455,7 @@ def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
         ("etc", "dir", b""),
         ("dev", "dir", b""), ("proc", "dir", b""), ("run", "dir", b""), ("srv", "dir", b""),
         ("srv/app", "dir", b""), ("sys", "dir", b""), ("tmp", "dir", b""),
+        ("run/.sandboxd-masked", "dir", b""),
     ]  # fmt: skip
     assert [name for name in names if name.startswith("etc/")] == [
         f"etc/{name}" for name, _, _ in entries
@@ -480,6 +481,15 @@ def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
     devpts = next(op for op in ops if isinstance(op, Mount) and op.fstype == "devpts")
     assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(devpts)
     assert not any(isinstance(op, Symlink) and op.path.count("/") == 2 for op in ops)
+    # The masked directories are binds of the skeleton's empty directory, under /run's mount
+    # point, bound before /run's tmpfs covers it: no filesystem of their own.
+    masks = [op for op in ops if isinstance(op, Mask) and op.is_dir]
+    assert masks == [
+        Mask("/mnt/proc/acpi", True, "/mnt/run/.sandboxd-masked"),
+        Mask("/mnt/sys/firmware", True, "/mnt/run/.sandboxd-masked"),
+    ]
+    run = next(op for op in ops if isinstance(op, Mount) and op.target == "/mnt/run")
+    assert ops.index(masks[-1]) < ops.index(run)
     # No remount of the root at the end: without MS_BIND it would be the state dir's
     # filesystem itself that turned read-only.
     assert not any(isinstance(op, RemountRoot) for op in ops)
