@@ -427,20 +427,29 @@ def root_skeleton_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEnt
     out.append(("etc", "dir", b""))
     out += [(f"etc/{name}", kind, data) for name, kind, data in etc_snapshot_entries(spec, host)]
     have = {name for name, _, _ in out}
+    dirs = {""} | {name for name, kind, _ in out if kind == "dir"}
     s = staging_dir(spec, host)
     for path, is_dir in sorted(_made_in_root(_inner_ops(spec, host, s), s).items()):
-        if path.strip("/") and path[1:] not in have:  # "/": a [[mount]] on a top directory
-            out.append((path[1:], "dir" if is_dir else "empty", b""))
+        name = path.strip("/")  # "": a [[mount]] on a top directory names the root itself
+        # Only under a directory of the skeleton: a [[mount]] target through one of its links
+        # (/bin/x, /bin -> usr/bin) would make the write fail, and with it every unit's
+        # skeleton for a while (etcsnap.ensure); left out, that unit's launch is refused, as
+        # any mount target through a symlink is.
+        if name and name not in have and os.path.dirname(name) in dirs:
+            out.append((name, "dir" if is_dir else "empty", b""))
+            have.add(name)
+            dirs.update([name] if is_dir else [])
     return (*out, (MASK_DIR[1:], "dir", b""))
 
 
 def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     """A host root's curated /etc (hostname and hosts are the unit's own: `_host_root`)."""
     if _snapshot_etc(spec):
-        # One read-only bind of the shared snapshot (etcsnap.py): its copies are one set of
-        # pages in the host's page cache, whatever the number of sandboxes, instead of a
-        # page of tmpfs per file in each sandbox. What the snapshot cannot hold (the host's
-        # directories, a file too large to have been read) is bound over its placeholder.
+        # The shared snapshot is the root skeleton's etc/, bound with it (`_skeleton_root`):
+        # its copies are one set of pages in the host's page cache, whatever the number of
+        # sandboxes, instead of a page of tmpfs per file in each sandbox. What the snapshot
+        # cannot hold (the host's directories, a file too large to have been read) is bound
+        # over its placeholder.
         ops: list[Op] = []
         for name, kind, _ in etc_snapshot_entries(spec, host):
             if kind in ("dir", "empty") and name not in OWN_ETC:

@@ -496,6 +496,16 @@ def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
     assert ops[-1] == PivotRoot("/mnt")
 
 
+def test_a_mount_target_through_a_skeleton_link_is_left_out_of_the_skeleton() -> None:
+    # /bin is a link to usr/bin: a placeholder under it could not be written, and a failed
+    # write would cost every unit its skeleton for a while; left out, the launch of this unit
+    # alone is refused (a mount target through a symlink).
+    spec = RootSpec("host", "web", etc_snapshot=SNAP, mounts=(UnitMount("/bin/x", "/data"),))
+    host = layout(**{SNAP.replace("/", "__"): HostPath("dir"), "__data": HostPath("dir")})
+    names = [name for name, _, _ in rootplan.root_skeleton_entries(spec, host)]
+    assert "bin" in names and not any(name.startswith("bin/") for name in names)
+
+
 def test_a_bridge_units_resolv_conf_is_in_its_snapshot_and_a_writable_root_gets_none() -> None:
     spec = RootSpec("host", "web", resolv_conf=b"nameserver 10.0.0.1\n", etc_snapshot=SNAP)
     entries = rootplan.etc_snapshot_entries(spec, snapshot_layout())
