@@ -1,5 +1,6 @@
-"""A read-only host root's /etc: one read-only snapshot per distinct content, shared by every
-sandbox (sandbox/host/etcsnap.py), with the unit's own hostname and hosts bound over it.
+"""A read-only host root: one read-only skeleton per distinct content (its mount points, the
+system trees' links and /etc's snapshot), shared by every sandbox as its root
+(sandbox/host/etcsnap.py), with the unit's own hostname and hosts bound over it.
 
 What a sandbox sees must be what it saw when each one had its own copies: the host's files
 byte for byte, root-owned, read-only, its own hostname; and no sandbox (root inside, with or
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from supervisor.sandbox.host import etcsnap
+from supervisor.unit.schema import DEFAULT_CAPABILITIES
 from tests.support import harness
 
 pytestmark = harness.LAUNCH_MARKS
@@ -34,8 +38,20 @@ WRITES = (
     "touch /etc/new 2>/dev/null && echo made-file; "
     "rm /etc/group 2>/dev/null && echo removed-group; "
     "mount -o remount,bind,rw /etc 2>/dev/null && echo remounted; "
-    "umount /etc 2>/dev/null && echo unmounted; echo done"
+    "umount /etc 2>/dev/null && echo unmounted; "
+    "touch /new 2>/dev/null && echo made-root-file; "
+    "mkdir /newdir 2>/dev/null && echo made-root-dir; "
+    "ln -s /etc /link 2>/dev/null && echo made-root-link; "
+    "rmdir /tmp 2>/dev/null && echo removed-mount-point; "
+    "mount -o remount,bind,rw / 2>/dev/null && echo remounted-root; "
+    "mount -o remount,rw / 2>/dev/null && echo remounted-root-superblock; "
+    "echo x > /etc/passwd 2>/dev/null && echo wrote-passwd-after; echo done"
 )
+# With CAP_SYS_ADMIN in its own user namespace and no seccomp filter, root inside can mount
+# (shown by a tmpfs in /tmp); the skeleton its neighbours share stays read-only all the same:
+# the launcher held it read-only, and the copy of that mount PID 1 got locks the flag.
+SYS_ADMIN = [*DEFAULT_CAPABILITIES, "SYS_ADMIN"]
+CAN_MOUNT = "mkdir -p /tmp/m && mount -t tmpfs t /tmp/m && echo can-mount; "
 
 
 def ours() -> list[str]:
@@ -56,12 +72,15 @@ def digests(names: tuple[str, ...]) -> list[str]:
     return [hashlib.sha256(Path("/etc", n).read_bytes()).hexdigest() for n in names]
 
 
-def run(script: str, namespaces: list[str], hostname: str, **service: object) -> str:
+def run(
+    script: str, namespaces: list[str], hostname: str, capabilities: list[str] | None = None
+) -> str:
     spec = harness.unit(
         ["/bin/sh", "-c", script],
         name=hostname,
         sandbox={"namespaces": namespaces},
-        service=service,
+        # The worst case: the capabilities asked for, and no seccomp filter to refuse mounts.
+        security={"capabilities": capabilities, "seccomp": "unconfined"} if capabilities else {},
     )
     res = harness.run(spec, id_map=(0, 6 << 20, 65536) if "user" in namespaces else None)
     assert res.exit_code == 0, res.stderr
@@ -100,11 +119,41 @@ def test_root_inside_cannot_write_or_remount_the_etc_its_neighbours_share(
     assert {p.name: digests_of(p) for p in snapshots.iterdir()} == made
 
 
+def test_root_with_cap_sys_admin_in_its_user_namespace_cannot_remount_the_shared_root() -> None:
+    snapshots = Path(harness.ETC_DIR)
+    run("true", USERNS, "first-admin")
+    made = {p.name: digests_of(p) for p in snapshots.iterdir()}
+    out = run(CAN_MOUNT + WRITES, USERNS, "admin", capabilities=SYS_ADMIN)
+    assert out.split() == ["can-mount", "done"], out
+    assert {p.name: digests_of(p) for p in snapshots.iterdir()} == made
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_an_unprivileged_host_user_cannot_reach_the_shared_root() -> None:
+    run("true", USERNS, "reached")
+    snapshots = Path(harness.ETC_DIR)
+    (skeleton,) = [p for p in snapshots.iterdir() if (p / "etc" / "passwd").exists()][:1]
+    assert stat.S_IMODE(snapshots.stat().st_mode) == 0o700
+    for argv in (
+        ["/bin/ls", str(snapshots)],
+        ["/bin/ls", str(skeleton)],
+        ["/usr/bin/touch", str(skeleton / "etc" / "passwd")],
+        ["/bin/mkdir", str(skeleton / "planted")],
+    ):
+        nobody = subprocess.run(
+            argv, user=65534, group=65534, extra_groups=[], capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert nobody.returncode != 0 and "Permission denied" in nobody.stderr, argv
+
+
 def digests_of(snapshot: Path) -> dict[str, str]:
+    """Every file of a root skeleton (its /etc copies included) and every name in it."""
     return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in snapshot.iterdir()
+        str(p.relative_to(snapshot)): hashlib.sha256(p.read_bytes()).hexdigest()
         if p.is_file() and not p.is_symlink()
+        else "-"
+        for p in snapshot.rglob("*")
     }
 
 

@@ -261,7 +261,9 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         if spec.overlay_dir is None:  # read-only: the tmpfs upper holds mount points only
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID))
     elif spec.overlay_dir is None:
-        if spec.root == "host" and spec.read_only:
+        if _snapshot_etc(spec):
+            pass  # the skeleton was bound read-only first (_skeleton_root)
+        elif spec.root == "host" and spec.read_only:
             ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV))
         elif spec.read_only:
             ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | keep))
@@ -300,6 +302,8 @@ def _overlay_dirs(overlay_dir: str, upper: str, work: str) -> list[Op]:
 
 
 def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
+    if _snapshot_etc(spec):
+        return _skeleton_root(spec, host, s)
     ops: list[Op] = [Mount("tmpfs", s, "tmpfs", NOSUID_NODEV, "mode=0755")]
     overlay = spec.overlay_dir
     if overlay is not None:
@@ -317,19 +321,39 @@ def _host_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
         elif found.kind == "dir":
             ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
     ops += _etc(spec, host, s)
-    if _snapshot_etc(spec):
-        ops.append(Mkdir(s + OWN_ETC_DIR))
+    ops += [WriteFile(f"{s}/etc/{name}", data) for name, data in own_etc_files(spec.hostname)]
+    return ops
+
+
+def _skeleton_root(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
+    """A read-only host root as one read-only bind of the shared root skeleton (etcsnap.py,
+    `root_skeleton_entries`): its mount points, the system trees' symlinks and the /etc
+    snapshot are made once for every such sandbox, so a sandbox has no root tmpfs of its own
+    (a superblock, a shrinker every memory cgroup on the host keeps a slot for, and an inode
+    and dentry per entry) and PID 1 makes no directory or link in it. Bound read-only from
+    the first operation on: nothing the plan does writes into what the neighbours share, and
+    no RemountRoot follows (without MS_BIND it would remount the state dir's filesystem).
+    The host's system trees and /etc directories are bound over their placeholders, the
+    unit's own hostname and hosts in `_kernel_filesystems` (`_own_etc_ops`)."""
+    assert spec.etc_snapshot is not None
+    ops: list[Op] = [_bind(host, spec.etc_snapshot, s, True, flags=NOSUID_NODEV)]
+    for path in HOST_DIRS:
+        found = host.get(path)
+        if found is not None and found.kind == "dir":
+            ops.append(_bind(host, path, s + path, True, flags=MS_NODEV))
+    return ops + _etc(spec, host, s)
+
+
+def _own_etc_ops(spec: RootSpec, s: str) -> list[Op]:
+    """The unit's own hostname and hosts over the skeleton's placeholders: written into the
+    sandbox's /dev tmpfs, in the directory devpts is mounted on next (so no process in the
+    sandbox reaches them there), and bound read-only (the /dev tmpfs is writable), keeping
+    /dev's nosuid, nodev and noexec."""
+    ops: list[Op] = []
     for name, data in own_etc_files(spec.hostname):
-        if not _snapshot_etc(spec):
-            ops.append(WriteFile(f"{s}/etc/{name}", data))
-            continue
-        # Written into the root tmpfs, in the directory /proc is mounted on later (so no
-        # sandbox can reach it there), and bound over the snapshot's placeholder; the root
-        # tmpfs turns read-only at the end (RemountRoot), and the file with it. Not unlinked
-        # instead: a tmpfs holding an unlinked file that is still alive cannot be remounted
-        # read-only (EBUSY).
         own_file = f"{s}{OWN_ETC_DIR}/{OWN_ETC_PREFIX}{name}"
-        ops += [WriteFile(own_file, data), Bind(own_file, f"{s}/etc/{name}", False, None)]
+        remount = MS_BIND | MS_REMOUNT | MS_RDONLY | NOSUID_NODEV_NOEXEC
+        ops += [WriteFile(own_file, data), Bind(own_file, f"{s}/etc/{name}", False, remount)]
     return ops
 
 
@@ -356,9 +380,14 @@ def _snapshot_etc(spec: RootSpec) -> bool:
 # file (too large to copy) or the sandbox's own file (OWN_ETC).
 SnapshotEntry = tuple[str, str, bytes]
 OWN_ETC = ("hostname", "hosts")  # per unit: never in a snapshot, bound over its placeholder
-# Where PID 1 writes them in the root tmpfs first: under the mount point of /proc, which
-# covers them before the service runs (_kernel_filesystems mounts proc there in every plan).
-OWN_ETC_DIR, OWN_ETC_PREFIX = "/proc", ".sandboxd-etc-"
+# Where PID 1 writes them first: in the sandbox's /dev tmpfs, under the mount point of
+# /dev/pts, which covers them before the service runs (_kernel_filesystems).
+OWN_ETC_DIR, OWN_ETC_PREFIX = "/dev/pts", ".sandboxd-etc-"
+# The skeleton's empty directory every masked directory is a bind of: under /run's mount
+# point, which the sandbox's /run (or a [[mount]] there) covers after the masks are bound, so
+# no process in the sandbox reaches it there; read-only with the skeleton's bind (and locked
+# so in a user namespace), as the masking tmpfs was.
+MASK_DIR = "/run/.sandboxd-masked"
 
 
 def etc_snapshot_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEntry, ...]:
@@ -384,15 +413,45 @@ def etc_snapshot_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEntr
     return tuple(out) + tuple((name, "empty", b"") for name in OWN_ETC)
 
 
+def root_skeleton_entries(spec: RootSpec, host: HostLayout) -> tuple[SnapshotEntry, ...]:
+    """What a read-only host root is, as one directory every sandbox with the same content
+    binds read-only as its root (etcsnap.py; `_skeleton_root`): the host's system trees'
+    symlinks and placeholders for the directories bound over them, the /etc snapshot
+    (`etc_snapshot_entries`) under etc/, and every other mount point the plan makes in the
+    root ([[mount]] targets and their parents included), parents first. Names are relative
+    to the root."""
+    out: list[SnapshotEntry] = []
+    for path in HOST_DIRS:
+        found = host.get(path)
+        if found is not None and found.kind in ("dir", "link"):
+            out.append((path[1:], found.kind, found.link.encode()))
+    out.append(("etc", "dir", b""))
+    out += [(f"etc/{name}", kind, data) for name, kind, data in etc_snapshot_entries(spec, host)]
+    have = {name for name, _, _ in out}
+    dirs = {""} | {name for name, kind, _ in out if kind == "dir"}
+    s = staging_dir(spec, host)
+    for path, is_dir in sorted(_made_in_root(_inner_ops(spec, host, s), s).items()):
+        name = path.strip("/")  # "": a [[mount]] on a top directory names the root itself
+        # Only under a directory of the skeleton: a [[mount]] target through one of its links
+        # (/bin/x, /bin -> usr/bin) would make the write fail, and with it every unit's
+        # skeleton for a while (etcsnap.ensure); left out, that unit's launch is refused, as
+        # any mount target through a symlink is.
+        if name and name not in have and os.path.dirname(name) in dirs:
+            out.append((name, "dir" if is_dir else "empty", b""))
+            have.add(name)
+            dirs.update([name] if is_dir else [])
+    return (*out, (MASK_DIR[1:], "dir", b""))
+
+
 def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     """A host root's curated /etc (hostname and hosts are the unit's own: `_host_root`)."""
     if _snapshot_etc(spec):
-        # One read-only bind of the shared snapshot (etcsnap.py): its copies are one set of
-        # pages in the host's page cache, whatever the number of sandboxes, instead of a
-        # page of tmpfs per file in each sandbox. What the snapshot cannot hold (the host's
-        # directories, a file too large to have been read) is bound over its placeholder.
-        assert spec.etc_snapshot is not None
-        ops: list[Op] = [_bind(host, spec.etc_snapshot, s + "/etc", True, flags=NOSUID_NODEV)]
+        # The shared snapshot is the root skeleton's etc/, bound with it (`_skeleton_root`):
+        # its copies are one set of pages in the host's page cache, whatever the number of
+        # sandboxes, instead of a page of tmpfs per file in each sandbox. What the snapshot
+        # cannot hold (the host's directories, a file too large to have been read) is bound
+        # over its placeholder.
+        ops: list[Op] = []
         for name, kind, _ in etc_snapshot_entries(spec, host):
             if kind in ("dir", "empty") and name not in OWN_ETC:
                 ops.append(_bind(host, f"/etc/{name}", f"{s}/etc/{name}", True, flags=NOSUID_NODEV))
@@ -439,8 +498,10 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     # Devices are bound from the host's /dev (not mknod'ed) so /dev itself can be nodev, and
     # the same plan works inside a user namespace.
     ops += [_bind(host, f"/dev/{d}", f"{s}/dev/{d}", False) for d in DEVICES]
+    ops.append(Mkdir(s + "/dev/pts"))
+    if _snapshot_etc(spec):
+        ops += _own_etc_ops(spec, s)
     ops += [
-        Mkdir(s + "/dev/pts"),
         Mount("devpts", s + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620"),
         Mkdir(s + "/dev/shm", 0o1777),
@@ -453,7 +514,10 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
     ops.append(Mkdir(s + "/sys", check=check))
     if spec.sysfs:
         ops.append(Mount("sysfs", s + "/sys", "sysfs", MS_RDONLY | NOSUID_NODEV_NOEXEC))
-    first_dir = ""  # every masked directory after the first gets the first one's tmpfs
+    # Every masked directory after the first gets the first one's tmpfs; with the shared
+    # skeleton as the root, every one is a bind of its empty directory (`MASK_DIR`), so the
+    # sandbox mounts no filesystem for them at all.
+    first_dir = s + MASK_DIR if _snapshot_etc(spec) else ""
     for path in MASKED:
         found = host.get(path)
         if found and (spec.sysfs or not path.startswith("/sys")):

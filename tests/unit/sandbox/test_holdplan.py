@@ -15,6 +15,7 @@ from supervisor.linux.syscalls import (
     MOUNT_ATTR_NODEV,
     MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
+    MS_RDONLY,
 )
 from supervisor.sandbox.child import holding
 from supervisor.sandbox.host import holdplan, rootplan
@@ -164,7 +165,7 @@ def test_a_shared_mask_binds_the_first_masked_directory_where_the_root_is_built(
     ]
 
 
-def test_the_etc_snapshot_is_held_idmapped_read_only_and_the_units_own_files_are_not() -> None:
+def test_the_root_skeleton_is_held_idmapped_read_only_and_the_units_own_files_are_not() -> None:
     snap = "/var/lib/sandboxd/etc/abc"
     spec = RootSpec(root="host", hostname="web", userns=True, etc_snapshot=snap)
     ops, holds = held(spec, **{snap.replace("/", "__"): HostPath("dir")})
@@ -172,8 +173,13 @@ def test_the_etc_snapshot_is_held_idmapped_read_only_and_the_units_own_files_are
     i = holds.index(
         Hold(snap, True, True, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
     )
-    assert Bind(f"/mnt/held/{i}", "/mnt/root/etc", True, None) in ops
-    # hostname and hosts: written into the root and bound from there by PID 1, never held.
-    own = "/mnt/root/proc/.sandboxd-etc-hostname"
-    assert Bind(own, "/mnt/root/etc/hostname", False, None) in ops
+    # The snapshot is the whole root skeleton, bound where the root is built.
+    assert Bind(f"/mnt/held/{i}", "/mnt/root", True, None) in ops
+    # hostname and hosts: written into the sandbox's /dev and bound read-only from there by
+    # PID 1, never held.
+    own = "/mnt/root/dev/pts/.sandboxd-etc-hostname"
+    bound = [op for op in ops if isinstance(op, Bind) and op.target == "/mnt/root/etc/hostname"]
+    assert [(op.source, op.remount is not None and op.remount & MS_RDONLY) for op in bound] == [
+        (own, MS_RDONLY)
+    ]
     assert not any(h.source.startswith("/mnt") for h in holds)

@@ -435,9 +435,9 @@ def snapshot_layout() -> HostLayout:
     return layout(**{SNAP.replace("/", "__"): HostPath("dir")})
 
 
-def test_a_read_only_host_root_binds_one_shared_etc_snapshot() -> None:
-    spec = RootSpec("host", "web", etc_snapshot=SNAP)
-    host = snapshot_layout()
+def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
+    spec = RootSpec("host", "web", etc_snapshot=SNAP, mounts=(UnitMount("/srv/app", "/data"),))
+    host = layout(**{SNAP.replace("/", "__"): HostPath("dir"), "__data": HostPath("dir")})
     entries = rootplan.etc_snapshot_entries(spec, host)
     # The snapshot holds the copies (whatever their size), the links and placeholders for
     # what cannot be copied (a directory, a file too large to have been read, the unit's own).
@@ -446,25 +446,64 @@ def test_a_read_only_host_root_binds_one_shared_etc_snapshot() -> None:
     assert ("localtime", "link", b"/usr/share/zoneinfo/UTC") in entries
     assert ("mime.types", "empty", b"") in entries and ("ssl", "dir", b"") in entries
     assert entries[-2:] == (("hostname", "empty", b""), ("hosts", "empty", b""))
+    # The root skeleton: the system trees' links and mount points, /etc's entries under etc/,
+    # and every mount point the plan makes (a [[mount]]'s parents first), nothing else.
+    skeleton = rootplan.root_skeleton_entries(spec, host)
+    names = [name for name, _, _ in skeleton]
+    assert [e for e in skeleton if not e[0].startswith("etc/")] == [
+        ("usr", "dir", b""), ("bin", "link", b"usr/bin"), ("lib", "link", b"usr/lib"),
+        ("etc", "dir", b""),
+        ("dev", "dir", b""), ("proc", "dir", b""), ("run", "dir", b""), ("srv", "dir", b""),
+        ("srv/app", "dir", b""), ("sys", "dir", b""), ("tmp", "dir", b""),
+        ("run/.sandboxd-masked", "dir", b""),
+    ]  # fmt: skip
+    assert [name for name in names if name.startswith("etc/")] == [
+        f"etc/{name}" for name, _, _ in entries
+    ]
     ops = rootplan.plan_root(spec, host)
     binds = {op.target: op for op in ops if isinstance(op, Bind)}
-    etc = binds["/mnt/etc"]
-    assert etc.source == SNAP and etc.is_dir
-    assert etc.remount is not None and etc.remount & MS_RDONLY, "shared, never writable"
+    root = binds["/mnt"]
+    assert ops[1] == root, "bound first: nothing the plan does can write into it"
+    assert root.source == SNAP and root.is_dir
+    assert root.remount is not None and root.remount & MS_RDONLY, "shared, never writable"
+    assert "/mnt/etc" not in binds
     for name in ("ssl", "mime.types"):  # bound over their placeholders, read-only
         bound = binds[f"/mnt/etc/{name}"]
         assert bound.source == f"/etc/{name}" and bound.remount and bound.remount & MS_RDONLY
-    # Nothing else of /etc is written into the sandbox's tmpfs but its own hostname and hosts,
-    # under /proc's mount point (covered by proc), then bound over the placeholders.
+    # Nothing is written into the root, nor made there, but the unit's own hostname and hosts
+    # in its /dev, under /dev/pts's mount point (covered by devpts), bound read-only over the
+    # placeholders.
     written = [op.path for op in ops if isinstance(op, WriteFile)]
-    assert written == ["/mnt/proc/.sandboxd-etc-hostname", "/mnt/proc/.sandboxd-etc-hosts"]
-    assert binds["/mnt/etc/hostname"] == Bind("/mnt/proc/.sandboxd-etc-hostname",
-                                              "/mnt/etc/hostname", False, None)  # fmt: skip
-    assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(
-        Mount("proc", "/mnt/proc", "proc", mounts.NOSUID_NODEV_NOEXEC)
-    )
-    assert not any(isinstance(op, Symlink) and "/etc/" in op.path for op in ops)
-    assert ops[-2] == RemountRoot("/mnt", MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV)
+    assert written == ["/mnt/dev/pts/.sandboxd-etc-hostname", "/mnt/dev/pts/.sandboxd-etc-hosts"]
+    remount = MS_BIND | MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC
+    assert binds["/mnt/etc/hostname"] == Bind("/mnt/dev/pts/.sandboxd-etc-hostname",
+                                              "/mnt/etc/hostname", False, remount)  # fmt: skip
+    devpts = next(op for op in ops if isinstance(op, Mount) and op.fstype == "devpts")
+    assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(devpts)
+    assert not any(isinstance(op, Symlink) and op.path.count("/") == 2 for op in ops)
+    # The masked directories are binds of the skeleton's empty directory, under /run's mount
+    # point, bound before /run's tmpfs covers it: no filesystem of their own.
+    masks = [op for op in ops if isinstance(op, Mask) and op.is_dir]
+    assert masks == [
+        Mask("/mnt/proc/acpi", True, "/mnt/run/.sandboxd-masked"),
+        Mask("/mnt/sys/firmware", True, "/mnt/run/.sandboxd-masked"),
+    ]
+    run = next(op for op in ops if isinstance(op, Mount) and op.target == "/mnt/run")
+    assert ops.index(masks[-1]) < ops.index(run)
+    # No remount of the root at the end: without MS_BIND it would be the state dir's
+    # filesystem itself that turned read-only.
+    assert not any(isinstance(op, RemountRoot) for op in ops)
+    assert ops[-1] == PivotRoot("/mnt")
+
+
+def test_a_mount_target_through_a_skeleton_link_is_left_out_of_the_skeleton() -> None:
+    # /bin is a link to usr/bin: a placeholder under it could not be written, and a failed
+    # write would cost every unit its skeleton for a while; left out, the launch of this unit
+    # alone is refused (a mount target through a symlink).
+    spec = RootSpec("host", "web", etc_snapshot=SNAP, mounts=(UnitMount("/bin/x", "/data"),))
+    host = layout(**{SNAP.replace("/", "__"): HostPath("dir"), "__data": HostPath("dir")})
+    names = [name for name, _, _ in rootplan.root_skeleton_entries(spec, host)]
+    assert "bin" in names and not any(name.startswith("bin/") for name in names)
 
 
 def test_a_bridge_units_resolv_conf_is_in_its_snapshot_and_a_writable_root_gets_none() -> None:
