@@ -36,7 +36,7 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import fdlimit, journal
+from supervisor.linux import fdlimit, helduserns, journal
 from supervisor.linux.journal import JournalSocket
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
@@ -210,7 +210,9 @@ async def serve(config: DaemonConfig) -> None:
             loop, manager, launcher, ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
-            id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), held_userns),
+            id_ranges=IdRanges(
+                config.data_dir, config.pool, config.subids(), _userns_holder(held_userns)
+            ),
             launch_slots=LaunchSlots(default_limit(os.cpu_count())), trace_restarts=traced,
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
@@ -261,6 +263,19 @@ async def _run(
             # Every sandbox has ended: nothing runs in a held user namespace any more, and the
             # next daemon's first launch of each range makes its namespace again.
             reconciler.host.id_ranges.drop_held()
+
+
+def _userns_holder(directory: Path) -> helduserns.Holder | None:
+    """The holder of the units' user namespaces (linux/helduserns.py), made or found again;
+    None if neither works (each launch then makes its own namespace)."""
+    dropped = helduserns.drop_legacy(str(directory))
+    if dropped:  # an older daemon's, bound into the host's table: remade in the holder
+        logger.info("daemon.userns_legacy_dropped", files=len(dropped))
+    try:
+        return helduserns.Holder.open(str(directory))
+    except OSError as exc:
+        logger.error("daemon.userns_holder_failed", path=str(directory), error=str(exc))
+        return None
 
 
 def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None:

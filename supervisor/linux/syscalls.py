@@ -131,11 +131,12 @@ FileKind = Literal["dir", "file", "link", "other"]
 _NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): _IO(0xb7, 0x3)
 
 
-def open_held_ns(path: str, nstype: int) -> int | None:
+def open_held_ns(path: str, nstype: int, dir_fd: int | None = None) -> int | None:
     """An fd of the namespace of kind `nstype` (CLONE_NEW*) whose nsfs file is mounted at
-    `path`, or None if there is none (no file, a plain file, another kind of namespace)."""
+    `path` (relative to `dir_fd` if given), or None if there is none (no file, a plain file,
+    another kind of namespace)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -561,23 +562,12 @@ class LibcSyscalls:
             os.waitpid(pid, 0)
 
     def hold_userns(self, id_map: str, path: str) -> int:
-        """The user namespace held at `path` (a bind mount of its nsfs file: see
-        linux/helduserns.py), as an fd like make_userns'; if none is held there, a new one with
-        maps `id_map`, held at `path` for the next launch. The caller owns `path` (named after
-        the map, in a root-only directory), so a namespace found there has these maps. One that
-        cannot be held (a read-only directory...) still serves this launch: holding only saves
-        the next launch the making."""
-        held = open_held_ns(path, CLONE_NEWUSER)
-        if held is not None:
-            return held
-        userns = self.make_userns(id_map)
-        with contextlib.suppress(OSError):
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            # O_CREAT without O_EXCL: an empty file left by a reboot (or a launcher killed
-            # before its mount) is mounted over as it is.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            self.mount(f"/proc/self/fd/{userns}", path, None, MS_BIND, None)
-        return userns
+        """The user namespace held for `path`'s range, as an fd like make_userns'; if none is
+        held, a new one with maps `id_map`, held for the next launch (linux/helduserns.py
+        `hold`: the file is in the holder namespace, not in the host's mount table)."""
+        from supervisor.linux import helduserns  # noqa: PLC0415  (it builds on this module)
+
+        return helduserns.hold(self, id_map, path)
 
     def open_own_ns(self, kind: str) -> int:
         """An fd of the calling thread's namespace `kind` ("mnt", "net"...): a reference that
