@@ -201,18 +201,19 @@ async def serve(config: DaemonConfig) -> None:
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
         held_userns = config.state_dir / daemondirs.USERNS_DIR
+        # Without a holder we could drop files from, no launch may join a held namespace.
+        holder = _userns_holder(held_userns)
+        userns_dir = None if holder is None else held_userns
         traced = restarttrace.enabled()  # the bench's restart breakdown
         launcher = SandboxLauncher(
-            config.data_dir, network, fork_server, held_userns, trace=traced,
+            config.data_dir, network, fork_server, userns_dir, trace=traced,
             etc_dir=config.state_dir / daemondirs.ETC_DIR,
         )  # fmt: skip
         host = Host(
             loop, manager, launcher, ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
-            id_ranges=IdRanges(
-                config.data_dir, config.pool, config.subids(), _userns_holder(held_userns)
-            ),
+            id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), holder),
             launch_slots=LaunchSlots(default_limit(os.cpu_count())), trace_restarts=traced,
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
