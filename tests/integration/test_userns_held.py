@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.linux import helduserns
+from supervisor.linux.syscalls import MS_BIND, REAL
 from supervisor.unit.userns import BLOCK
 from tests.integration.test_userns import POOL_FIRST, POOL_LAST, SHOW, _configure, _range, ctl
 from tests.support.daemon_kit import Daemon
@@ -194,3 +195,24 @@ def test_root_in_a_sandbox_cannot_reach_the_holder(daemon: Daemon) -> None:
     assert seen["nsfs"] == "0" and seen["holder_mounts"] == "0", seen
     assert seen["holder"] == "closed", seen
     assert int(seen["pids"]) <= 4, seen  # its own PID namespace: not the daemon's /proc/PID
+
+
+def test_an_older_daemons_host_mounts_are_dropped_at_start(daemon: Daemon) -> None:
+    """A daemon before the holder bound each range's namespace into the host's table; the
+    next one drops those (their ranges' next launches make them again in the holder)."""
+    _configure(daemon)
+    directory = daemon.state / "userns"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    legacy = Path(helduserns.path_for(str(directory), 64 * BLOCK, BLOCK))
+    legacy.touch(mode=0o600)
+    userns = REAL.make_userns(f"0 {64 * BLOCK} {BLOCK}\n")
+    try:
+        REAL.mount(f"/proc/self/fd/{userns}", str(legacy), None, MS_BIND, None)
+    finally:
+        os.close(userns)
+    assert helduserns.is_held(str(legacy))
+    daemon.write_unit("a", SHOW)
+    daemon.start()
+    daemon.wait_unit("a", lambda u: u["state"] == "running")
+    assert not legacy.exists()
+    assert _our_mounts(daemon) == [helduserns.holder_path(str(directory))]
