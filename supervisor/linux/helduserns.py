@@ -31,9 +31,10 @@ Who does what:
     kernel detaches whatever is mounted on a file unlinked from another mount namespace (since
     Linux 3.18). No setns on the daemon's loop, no fork per drop.
   - the launcher (single-threaded, host root) setns()es into the holder to open its range's
-    file and back to its own mount namespace (an fd kept), `hold`; the first launch of a range
+    file and back to its own mount namespace (an fd kept); the first launch of a range
     makes the namespace in its own namespace (the maker needs /proc), clones its nsfs file into
-    a detached mount (open_tree) and attaches that in the holder (move_mount).
+    a detached mount (open_tree) and attaches that in the holder (move_mount). That is
+    `Syscalls.hold_userns` (linux/syscalls.py): the launcher imports nothing more for it.
 
 Why that is as safe as a namespace per launch: a user namespace holds no process, mount or
 file of its own; what a sandbox leaves behind dies with its PID, mount and network namespaces.
@@ -56,8 +57,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
-from typing import TypeVar
 
 from supervisor.linux import heldns
 from supervisor.linux.syscalls import (
@@ -71,13 +70,13 @@ from supervisor.linux.syscalls import (
     MS_PRIVATE,
     MS_REC,
     REAL,
+    USERNS_HOLDER,
     Syscalls,
     open_held_ns,
 )
 
-HOLDER = "mnt"  # in the held directory: the holder namespace's nsfs file, bind-mounted
+HOLDER = USERNS_HOLDER  # in the held directory: the holder namespace's nsfs file, bind-mounted
 _HOLDER_TMPFS = "mode=0700,size=16k"  # empty files only: their inodes, no data
-T = TypeVar("T")
 
 
 def path_for(directory: str, base: int, size: int) -> str:
@@ -96,63 +95,6 @@ def range_of(name: str) -> tuple[int, int] | None:
     if not (sep and base.isdigit() and size.isdigit()):
         return None
     return int(base), int(size)
-
-
-# -- the launcher's side ------------------------------------------------------------------
-
-
-def hold(sys: Syscalls, id_map: str, path: str) -> int:
-    """An fd of the user namespace held for `path` (path_for) in its directory's holder; if
-    none is held, a new one with maps `id_map`, held there for the next launch. Without a
-    holder (no daemon made one) a new one per launch. One that cannot be held still serves
-    this launch: holding only saves the next launch the making. The caller must be
-    single-threaded; it ends in its own mount namespace and working directory, or raises."""
-    directory, name = os.path.split(path)
-    holder = open_held_ns(holder_path(directory), CLONE_NEWNS)
-    if holder is None:
-        return sys.make_userns(id_map)
-    try:
-        found = _in_holder(sys, holder, lambda: open_held_ns(name, CLONE_NEWUSER))
-        if found is not None:
-            return found
-        userns = sys.make_userns(id_map)  # here: its maps are written through our /proc
-        try:
-            tree = sys.open_tree(userns)
-        except OSError:
-            return userns
-        try:
-            _in_holder(sys, holder, lambda: _attach(sys, tree, name))
-        finally:
-            sys.close(tree)
-        return userns
-    finally:
-        sys.close(holder)
-
-
-def _in_holder(sys: Syscalls, holder: int, body: Callable[[], T]) -> T:
-    """`body` run in the holder (its root is the cwd there), then back in our own mount
-    namespace and working directory. A way back that fails raises: the caller must not go on
-    (its launch fails)."""
-    own = sys.open_own_ns("mnt")
-    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        sys.setns(holder, CLONE_NEWNS)
-        try:
-            return body()
-        finally:
-            sys.setns(own, CLONE_NEWNS)
-            os.fchdir(cwd)
-    finally:
-        sys.close(own)
-        os.close(cwd)
-
-
-def _attach(sys: Syscalls, tree: int, name: str) -> None:
-    with contextlib.suppress(OSError):  # not held: the next launch makes one again
-        # O_CREAT without O_EXCL: an empty file left by a launcher killed before its mount
-        # is mounted over as it is.
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        sys.move_mount(tree, name)
 
 
 # -- the daemon's side --------------------------------------------------------------------
