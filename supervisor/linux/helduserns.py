@@ -24,7 +24,7 @@ launcher: fds die with the fork server and would need a hop back for every first
 costs no fd.
 
 Who does what:
-  - the daemon opens the holder once (`Holder.open`, at IdRanges' start): it makes it if there
+  - the daemon opens the holder once (`Holder.open`, at its start, daemon.py): it makes it if there
     is none, else enters it, in a forked child (setns to a mount namespace needs a caller that
     shares its fs with no thread; the daemon has its writer threads), and keeps an fd of its
     root directory. Through that fd it lists the held files and drops one by unlinking it: the
