@@ -36,7 +36,7 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import fdlimit, journal
+from supervisor.linux import fdlimit, helduserns, journal
 from supervisor.linux.journal import JournalSocket
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
@@ -201,16 +201,19 @@ async def serve(config: DaemonConfig) -> None:
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
         held_userns = config.state_dir / daemondirs.USERNS_DIR
+        # Without a holder we could drop files from, no launch may join a held namespace.
+        holder = _userns_holder(held_userns)
+        userns_dir = None if holder is None else held_userns
         traced = restarttrace.enabled()  # the bench's restart breakdown
         launcher = SandboxLauncher(
-            config.data_dir, network, fork_server, held_userns, trace=traced,
+            config.data_dir, network, fork_server, userns_dir, trace=traced,
             etc_dir=config.state_dir / daemondirs.ETC_DIR,
         )  # fmt: skip
         host = Host(
             loop, manager, launcher, ForkServerProber(loop, fork_server),
             images=HelperStore(str(config.data_dir / STORE_DIR)),
             output=config.output, journal=JournalSocket(daemon_unit=journal.own_unit()),
-            id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), held_userns),
+            id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), holder),
             launch_slots=LaunchSlots(default_limit(os.cpu_count())), trace_restarts=traced,
         )  # fmt: skip
         reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
@@ -261,6 +264,19 @@ async def _run(
             # Every sandbox has ended: nothing runs in a held user namespace any more, and the
             # next daemon's first launch of each range makes its namespace again.
             reconciler.host.id_ranges.drop_held()
+
+
+def _userns_holder(directory: Path) -> helduserns.Holder | None:
+    """The holder of the units' user namespaces (linux/helduserns.py), made or found again;
+    None if neither works (each launch then makes its own namespace)."""
+    dropped = helduserns.drop_legacy(str(directory))
+    if dropped:  # an older daemon's, bound into the host's table: remade in the holder
+        logger.info("daemon.userns_legacy_dropped", files=len(dropped))
+    try:
+        return helduserns.Holder.open(str(directory))
+    except OSError as exc:
+        logger.error("daemon.userns_holder_failed", path=str(directory), error=str(exc))
+        return None
 
 
 def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None:

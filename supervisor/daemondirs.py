@@ -46,7 +46,7 @@ PRIVATE = 0o700
 SHARED_WITH_GROUP = 0o750
 # Within the directories, set at start (other code creates them with these modes too).
 NETNS_DIR = "netns"  # the held network namespaces, one bind-mounted nsfs file per unit
-USERNS_DIR = "userns"  # the held user namespaces, one bind-mounted nsfs file per id range
+USERNS_DIR = "userns"  # the held user namespaces: the one mount of their holder (helduserns.py)
 ETC_DIR = "etc"  # the shared read-only /etc snapshots, one per distinct content (etcsnap.py)
 STATE_SUBDIRS = ("units", "notify", "transient", NETNS_DIR, USERNS_DIR, ETC_DIR)
 OVERLAY = "overlay"

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from supervisor.errors import ConfigError
 from supervisor.linux import helduserns, safefs
@@ -32,6 +33,15 @@ FORMAT_VERSION = 1
 FILE_NAME = "userns.json"
 
 
+class HeldNamespaces(Protocol):
+    """Where the launchers hold each range's user namespace (linux/helduserns.py Holder): one
+    file per range, named helduserns.path_for's base name."""
+
+    def names(self) -> list[str]: ...
+    def drop(self, name: str) -> bool: ...
+    def destroy(self) -> None: ...
+
+
 class IdRanges:
     """The ranges of one daemon's units: `assign` at reload, `get` at launch and in status."""
 
@@ -40,12 +50,12 @@ class IdRanges:
         data_dir: Path,
         pool: userns.IdRange,
         reserved: list[userns.Reserved],
-        held_dir: Path | None = None,
+        held: HeldNamespaces | None = None,
     ):
         self.path = data_dir / FILE_NAME
         self.pool, self.reserved = pool, reserved
-        # Where the launcher holds each range's user namespace (linux/helduserns.py).
-        self.held_dir = held_dir
+        # Where the launchers hold each range's user namespace (linux/helduserns.py).
+        self.held = held
         self._ranges: dict[str, userns.IdRange] = {}
         self._picks = self._read()
         self._saved = True  # False after a failed write: the next reload tries again
@@ -127,8 +137,11 @@ class IdRanges:
         self._ranges = ranges
 
     def drop_held(self) -> None:
-        """Drop every held user namespace (the daemon exits, its sandboxes stopped)."""
-        self._drop_held({}, None)
+        """Drop every held user namespace, and what holds them (the daemon exits, its
+        sandboxes stopped)."""
+        if self.held is not None:
+            self.held.destroy()
+            self.held = None
 
     def _drop_held(
         self, now: Mapping[str, userns.IdRange], before: set[tuple[str, userns.IdRange]] | None
@@ -136,14 +149,13 @@ class IdRanges:
         """Drop every held user namespace but those of the ranges in `now` that the same unit
         had `before` (None: whoever held them is trusted, as read back from the picks): a range
         given back, or given to another unit (never two units in one namespace), loses its own."""
-        if self.held_dir is None:
+        if self.held is None:
             return
-        directory = str(self.held_dir)
         kept = {(r.base, r.size) for n, r in now.items() if before is None or (n, r) in before}
-        for name in helduserns.listed(directory):
+        for name in self.held.names():
             if helduserns.range_of(name) in kept:
                 continue
-            if helduserns.drop(os.path.join(directory, name)):
+            if self.held.drop(name):
                 log.info("unit.userns_dropped", file=name)
 
     # -- file ------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import signal
 import socket
 import stat
 import struct
-from typing import Literal, NoReturn, Protocol
+from collections.abc import Callable
+from typing import Literal, NoReturn, Protocol, TypeVar
 
 # clone(2) namespace flags.
 CLONE_NEWNS = 0x00020000
@@ -128,14 +129,18 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 FileKind = Literal["dir", "file", "link", "other"]
+# The held user namespaces' holder (linux/helduserns.py): its nsfs file's name in their dir.
+USERNS_HOLDER = "mnt"
+_T = TypeVar("_T")
 _NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): _IO(0xb7, 0x3)
 
 
-def open_held_ns(path: str, nstype: int) -> int | None:
+def open_held_ns(path: str, nstype: int, dir_fd: int | None = None) -> int | None:
     """An fd of the namespace of kind `nstype` (CLONE_NEW*) whose nsfs file is mounted at
-    `path`, or None if there is none (no file, a plain file, another kind of namespace)."""
+    `path` (relative to `dir_fd` if given), or None if there is none (no file, a plain file,
+    another kind of namespace)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -561,23 +566,55 @@ class LibcSyscalls:
             os.waitpid(pid, 0)
 
     def hold_userns(self, id_map: str, path: str) -> int:
-        """The user namespace held at `path` (a bind mount of its nsfs file: see
-        linux/helduserns.py), as an fd like make_userns'; if none is held there, a new one with
-        maps `id_map`, held at `path` for the next launch. The caller owns `path` (named after
-        the map, in a root-only directory), so a namespace found there has these maps. One that
-        cannot be held (a read-only directory...) still serves this launch: holding only saves
-        the next launch the making."""
-        held = open_held_ns(path, CLONE_NEWUSER)
-        if held is not None:
-            return held
-        userns = self.make_userns(id_map)
-        with contextlib.suppress(OSError):
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            # O_CREAT without O_EXCL: an empty file left by a reboot (or a launcher killed
-            # before its mount) is mounted over as it is.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            self.mount(f"/proc/self/fd/{userns}", path, None, MS_BIND, None)
-        return userns
+        """An fd of the user namespace held for `path`'s range (linux/helduserns.py: the file
+        `<base>-<size>` in the holder mount namespace kept at `<dir>/USERNS_HOLDER`), like
+        make_userns'; if none is held, a new one with maps `id_map`, held there for the next
+        launch. Without a holder (no daemon made one), a new one per launch. One that cannot be
+        held still serves this launch: holding only saves the next launch the making. Needs a
+        single-threaded caller; it ends in its own mount namespace and cwd, or raises."""
+        directory, name = os.path.split(path)
+        holder = open_held_ns(os.path.join(directory, USERNS_HOLDER), CLONE_NEWNS)
+        if holder is None:
+            return self.make_userns(id_map)
+        try:
+            found = self._in_mount_ns(holder, lambda: open_held_ns(name, CLONE_NEWUSER))
+            if found is not None:
+                return found
+            userns = self.make_userns(id_map)  # here: its maps are written through our /proc
+            try:
+                tree = self.open_tree(userns)
+            except OSError:
+                return userns
+            try:
+                self._in_mount_ns(holder, lambda: self._attach_held(tree, name))
+            finally:
+                os.close(tree)
+            return userns
+        finally:
+            os.close(holder)
+
+    def _in_mount_ns(self, ns: int, body: Callable[[], _T]) -> _T:
+        """`body` run in the mount namespace `ns` (its root the cwd there), then back in our
+        own and in our cwd. A way back that fails raises: the caller must not go on."""
+        own = self.open_own_ns("mnt")
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.setns(ns, CLONE_NEWNS)
+            try:
+                return body()
+            finally:
+                self.setns(own, CLONE_NEWNS)
+                os.fchdir(cwd)
+        finally:
+            os.close(own)
+            os.close(cwd)
+
+    def _attach_held(self, tree: int, name: str) -> None:
+        with contextlib.suppress(OSError):  # not held: the next launch makes one again
+            # O_CREAT without O_EXCL: an empty file left by a launcher killed before its
+            # mount is mounted over as it is.
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            self.move_mount(tree, name)
 
     def open_own_ns(self, kind: str) -> int:
         """An fd of the calling thread's namespace `kind` ("mnt", "net"...): a reference that

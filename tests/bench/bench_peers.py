@@ -58,10 +58,12 @@ def timed(argv: list[str]) -> Runner:
     return run
 
 
-def held_userns(work: Path) -> str:
-    """Where the bench's unit holds its user namespace, as the daemon holds one per range."""
+def held_userns(work: Path) -> tuple[str, helduserns.Holder]:
+    """Where the bench's unit holds its user namespace, in a holder of its own, as the daemon
+    holds one per range; the caller destroys the holder."""
     _, base, size = bl.harness.ID_MAP
-    return helduserns.path_for(str(work / "userns"), base, size)
+    directory = str(work / "userns")
+    return helduserns.path_for(directory, base, size), helduserns.Holder.open(directory)
 
 
 def runc_runner(rootfs: Path, work: Path) -> Runner:
@@ -112,7 +114,7 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     server = bl.ForkServer.start()
     null = os.open("/dev/null", os.O_WRONLY)
     skipped: dict[str, str] = {}
-    held = held_userns(work)
+    held, holder = held_userns(work)
     try:
         spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
         host_ids = harness.unit(
@@ -147,7 +149,7 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     finally:
         os.close(null)
         server.close()
-        helduserns.drop(held)
+        holder.destroy()
         # nspawn --keep-unit leaves an empty propagation dir per machine name.
         for d in Path("/run/systemd/nspawn/propagate").glob(f"sbxbench{os.getpid()}x*"):
             shutil.rmtree(d, ignore_errors=True)
@@ -226,7 +228,7 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         harness.set_subreaper()
         server = bl.ForkServer.start()
         null = os.open("/dev/null", os.O_WRONLY)
-        held = held_userns(Path(tmp))
+        held, holder = held_userns(Path(tmp))
         try:
             spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
             # A default unit: its own user namespace, as the daemon would launch it.
@@ -246,7 +248,7 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         finally:
             os.close(null)
             server.close()
-            helduserns.drop(held)
+            holder.destroy()
     return runs, size
 
 

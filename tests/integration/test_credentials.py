@@ -104,7 +104,8 @@ def test_credential_seen_by_its_user_only_and_nowhere_else(daemon: Daemon, tmp_p
     _, body = daemon.request("GET", "/v1/units/db")
     assert SECRET.decode() not in repr(body)
     for path in daemon.base.rglob("*"):
-        # A held user namespace (state/userns/*) is an nsfs file bound there: no bytes to read.
+        # The holder of user namespaces (state/userns/mnt) is an nsfs file bound there: no
+        # bytes to read.
         if path.is_file() and not path.is_socket() and not os.path.ismount(path):
             assert SECRET not in path.read_bytes(), path
 

@@ -1,7 +1,9 @@
 """A unit's user namespace is made once per id range and held across its launches
 (linux/helduserns.py): every launch of the unit joins it, two units never share one, it goes
 with its range (unit removed) or with a daemon that stops its units, leaving no mount behind,
-and after a kill -9 of the daemon the next one re-adopts the run and launches into the same."""
+and after a kill -9 of the daemon the next one re-adopts the run and launches into the same.
+They are held in the daemon's holder namespace, not in the host's mount table: a started unit
+adds no host mount, and nothing of the holder is within a sandbox's reach."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.linux import helduserns
-from tests.integration.test_userns import SHOW, _configure, _range, ctl
+from supervisor.linux.syscalls import MS_BIND, REAL
+from supervisor.unit.userns import BLOCK
+from tests.integration.test_userns import POOL_FIRST, POOL_LAST, SHOW, _configure, _range, ctl
 from tests.support.daemon_kit import Daemon
 from tests.support.requires import requires_root
 from tests.support.waiting import wait_for
@@ -19,9 +23,28 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.root, requires_root]
 
 
-def _held(d: Daemon, name: str) -> Path:
+def _name(d: Daemon, name: str) -> str:
+    """The file the unit's range is held at, in the daemon's holder."""
     first, last = _range(d, name)
-    return Path(helduserns.path_for(str(d.state / "userns"), first, last - first + 1))
+    return os.path.basename(helduserns.path_for("", first, last - first + 1))
+
+
+def _held_inodes(d: Daemon) -> dict[str, int]:
+    """Each file in the daemon's holder: the inode of the user namespace held there."""
+    directory = str(d.state / "userns")
+    if not helduserns.is_holder(directory):
+        return {}
+    holder = helduserns.Holder.open(directory)
+    try:
+        inodes = {}
+        for name in holder.names():
+            fd = holder.open_ns(name)
+            assert fd is not None, f"{name}: a file in the holder with no namespace on it"
+            inodes[name] = os.fstat(fd).st_ino
+            os.close(fd)
+        return inodes
+    finally:
+        holder.close()
 
 
 def _userns_inode(pid: int) -> int:
@@ -39,19 +62,20 @@ def test_every_launch_of_a_unit_joins_its_own_held_namespace(daemon: Daemon) -> 
     daemon.write_unit("b", SHOW)
     daemon.start()
     running = {n: daemon.wait_unit(n, lambda u: u["state"] == "running") for n in ("a", "b")}
-    held = {n: _held(daemon, n) for n in running}
+    held = {n: _name(daemon, n) for n in running}
+    inodes = _held_inodes(daemon)
+    assert sorted(inodes) == sorted(held.values())
     for name, unit in running.items():
-        assert helduserns.is_held(str(held[name])), name
-        assert _userns_inode(unit["pid"]) == os.stat(held[name]).st_ino
-        assert (held[name].parent.stat().st_mode & 0o777) == 0o700  # only root may enter it
+        assert _userns_inode(unit["pid"]) == inodes[held[name]]
+    assert ((daemon.state / "userns").stat().st_mode & 0o777) == 0o700  # only root may enter
     # Two units, two namespaces (and two ranges).
-    assert os.stat(held["a"]).st_ino != os.stat(held["b"]).st_ino
+    assert inodes[held["a"]] != inodes[held["b"]]
     # A restart joins the same namespace; it still maps root inside to the unit's base.
     assert ctl(daemon, "restart", "a").returncode == 0
     again = daemon.wait_unit(
         "a", lambda u: u["state"] == "running" and u["pid"] != running["a"]["pid"]
     )
-    assert _userns_inode(again["pid"]) == os.stat(held["a"]).st_ino
+    assert _userns_inode(again["pid"]) == inodes[held["a"]] == _held_inodes(daemon)[held["a"]]
     first = _range(daemon, "a")[0]
     wait_for(lambda: "uid=" in daemon.output("a"), 30, lambda: daemon.output("a"))
     assert daemon.output("a").split()[-4:] == ["uid=0", "0", str(first), "65536"]
@@ -64,15 +88,15 @@ def test_a_held_namespace_goes_with_its_unit_and_survives_a_daemon_kill(daemon: 
     daemon.start()
     keep = daemon.wait_unit("keep", lambda u: u["state"] == "running")
     daemon.wait_unit("gone", lambda u: u["state"] == "running")
-    held_keep, held_gone = _held(daemon, "keep"), _held(daemon, "gone")
-    inode = os.stat(held_keep).st_ino
-    # Removed (stopped first: a run still stopping keeps its range): its namespace goes, no
-    # mount of it is left on the host; the other unit's stays.
+    held_keep, held_gone = _name(daemon, "keep"), _name(daemon, "gone")
+    inode = _held_inodes(daemon)[held_keep]
+    assert held_gone in _held_inodes(daemon)
+    # Removed (stopped first: a run still stopping keeps its range): its namespace goes; the
+    # other unit's stays.
     assert ctl(daemon, "stop", "gone").returncode == 0
     daemon.remove_unit("gone")
     assert ctl(daemon, "reload").returncode == 0
-    assert not held_gone.exists() and _mounts_under(held_gone) == []
-    assert helduserns.is_held(str(held_keep))
+    assert sorted(_held_inodes(daemon)) == [held_keep]
     # kill -9: the next daemon re-adopts the run, and a restart under it joins the same one.
     daemon.wait_recorded()
     daemon.kill9()
@@ -80,10 +104,12 @@ def test_a_held_namespace_goes_with_its_unit_and_survives_a_daemon_kill(daemon: 
     daemon.wait_unit("keep", lambda u: u["state"] == "running" and u["pid"] == keep["pid"])
     assert ctl(daemon, "restart", "keep").returncode == 0
     again = daemon.wait_unit("keep", lambda u: u["state"] == "running" and u["pid"] != keep["pid"])
-    assert _userns_inode(again["pid"]) == inode == os.stat(held_keep).st_ino
-    # A daemon that stops its units (on_exit = "stop") leaves no held namespace behind.
+    assert _userns_inode(again["pid"]) == inode == _held_inodes(daemon)[held_keep]
+    # A daemon that stops its units (on_exit = "stop") leaves no held namespace behind, nor
+    # their holder.
     assert daemon.stop() == 0
-    assert helduserns.listed(str(daemon.state / "userns")) == []
+    assert not helduserns.is_holder(str(daemon.state / "userns"))
+    assert os.listdir(daemon.state / "userns") == []
     assert _mounts_under(daemon.state / "userns") == []
 
 
@@ -98,15 +124,95 @@ def test_a_unit_removed_while_running_gives_its_range_back_once_its_run_ends(
     daemon.write_unit("gone", slow)  # ignores its stop signal: its run outlives the reload
     daemon.start()
     daemon.wait_unit("gone", lambda u: u["state"] == "running")
-    held = _held(daemon, "gone")
-    assert helduserns.is_held(str(held))
+    held = _name(daemon, "gone")
+    assert held in _held_inodes(daemon)
     daemon.remove_unit("gone")
     assert ctl(daemon, "reload").returncode == 0
     wait_for(lambda: "gone" not in daemon.status(), 30, daemon.status)
     # No other reload: the end of the run gave the range back.
-    wait_for(lambda: not held.exists(), 30, lambda: str(_mounts_under(held.parent)))
-    assert _mounts_under(held) == []
+    wait_for(lambda: held not in _held_inodes(daemon), 30, lambda: str(_held_inodes(daemon)))
     picks = (daemon.data / "userns.json").read_text()
     assert "gone" not in picks, picks
     released = [e for e in daemon.events("unit.userns_released") if e.get("unit") == "gone"]
     assert len(released) == 1, released
+
+
+def _our_mounts(d: Daemon) -> list[str]:
+    """The host's mounts under this daemon's directories: other engineers' tests change the
+    rest of the host's table meanwhile."""
+    return _mounts_under(d.base)
+
+
+def test_a_started_unit_adds_no_mount_to_the_hosts_table(daemon: Daemon) -> None:
+    _configure(daemon)
+    # Room for 21 units (a block each), none of it any host user's.
+    text = daemon.config.read_text().replace(
+        f"{POOL_FIRST}-{POOL_LAST}", f"{64 * BLOCK}-{96 * BLOCK - 1}"
+    )
+    daemon.config.write_text(text)
+    daemon.write_unit("first", SHOW)
+    daemon.start()
+    daemon.wait_unit("first", lambda u: u["state"] == "running")
+    holder = helduserns.holder_path(str(daemon.state / "userns"))
+    assert _our_mounts(daemon) == [holder]  # one mount, however many units
+    names = [f"u{i}" for i in range(20)]
+    for name in names:
+        daemon.write_unit(name, SHOW)
+    assert ctl(daemon, "reload").returncode == 0
+    running = {n: daemon.wait_unit(n, lambda u: u["state"] == "running") for n in names}
+    assert _our_mounts(daemon) == [holder]
+    # Each has its own namespace, held in the holder.
+    inodes = _held_inodes(daemon)
+    assert len(inodes) == 21
+    assert {_userns_inode(u["pid"]) for u in running.values()} == {
+        inodes[_name(daemon, n)] for n in names
+    }
+    assert daemon.stop() == 0
+    assert _our_mounts(daemon) == []
+
+
+def test_root_in_a_sandbox_cannot_reach_the_holder(daemon: Daemon) -> None:
+    """The holder's mount is in no sandbox's mount namespace (the kernel copies no mount
+    namespace's nsfs mount into a new one, and PID 1 detaches the host's tree besides), the
+    daemon's /proc entries are not in the sandbox's PID namespace, and the file, were it
+    there, is root-only on the host."""
+    _configure(daemon)
+    state = daemon.state / "userns"
+    holder = helduserns.holder_path(str(state))
+    probe = (
+        '[service]\nexec = ["/bin/sh", "-c", "'
+        'echo nsfs=$(grep -c \\" nsfs \\" /proc/self/mountinfo); '
+        f"grep -c {state} /proc/self/mountinfo | sed s/^/holder_mounts=/; "
+        f"cat {holder} >/dev/null 2>&1 && echo holder=open || echo holder=closed; "
+        "ls /proc | grep -c '^[0-9]' | sed s/^/pids=/; "
+        'exec sleep 1000"]\nstop_timeout = "500ms"\n'
+    )
+    daemon.write_unit("probe", probe)
+    daemon.start()
+    daemon.wait_unit("probe", lambda u: u["state"] == "running")
+    wait_for(lambda: "pids=" in daemon.output("probe"), 30, lambda: daemon.output("probe"))
+    seen = dict(w.split("=", 1) for w in daemon.output("probe").split() if "=" in w)
+    assert seen["nsfs"] == "0" and seen["holder_mounts"] == "0", seen
+    assert seen["holder"] == "closed", seen
+    assert int(seen["pids"]) <= 4, seen  # its own PID namespace: not the daemon's /proc/PID
+
+
+def test_an_older_daemons_host_mounts_are_dropped_at_start(daemon: Daemon) -> None:
+    """A daemon before the holder bound each range's namespace into the host's table; the
+    next one drops those (their ranges' next launches make them again in the holder)."""
+    _configure(daemon)
+    directory = daemon.state / "userns"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    legacy = Path(helduserns.path_for(str(directory), 64 * BLOCK, BLOCK))
+    legacy.touch(mode=0o600)
+    userns = REAL.make_userns(f"0 {64 * BLOCK} {BLOCK}\n")
+    try:
+        REAL.mount(f"/proc/self/fd/{userns}", str(legacy), None, MS_BIND, None)
+    finally:
+        os.close(userns)
+    assert helduserns.is_held(str(legacy))
+    daemon.write_unit("a", SHOW)
+    daemon.start()
+    daemon.wait_unit("a", lambda u: u["state"] == "running")
+    assert not legacy.exists()
+    assert _our_mounts(daemon) == [helduserns.holder_path(str(directory))]

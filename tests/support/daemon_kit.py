@@ -254,9 +254,7 @@ def teardown(d: Daemon) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not d.leftover_pids(), 60)
     # Held user namespaces (linux/helduserns.py) outlive a daemon killed with -9, by design.
-    held = d.state / "userns"
-    for name in helduserns.listed(str(held)):
-        helduserns.drop(str(held / name))
+    helduserns.drop_all(str(d.state / "userns"))
     cgroups = d.leftover_cgroups()
     if cgroups:
         problems.append(f"cgroups left: {cgroups}")

@@ -202,23 +202,41 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def held_userns(daemon: Any) -> set[str]:
-    """The user namespaces a running daemon rightly holds (linux/helduserns.py): one per range
-    of a unit it has. Any other under its state dir (a removed unit's) is a leak."""
+def held_userns(daemon: Any) -> set[str] | None:
+    """The names of the user namespaces a running daemon rightly holds in its holder
+    (linux/helduserns.py): one per range of a unit it has; None if it does not answer (every
+    held one then counts as rightly held). Any other (a removed unit's) is a leak."""
     if daemon.proc is None or daemon.proc.poll() is not None:
         return set()
-    paths = set()
+    names = set()
     try:
         for name in daemon.status():
             shown = daemon.unit(name).get("userns")
             if shown:
                 first, last = (int(x) for x in shown.split("-"))
-                paths.add(
-                    helduserns.path_for(str(daemon.state / "userns"), first, last - first + 1)
-                )
+                names.add(os.path.basename(helduserns.path_for("", first, last - first + 1)))
     except (OSError, http.client.HTTPException, AssertionError, ValueError):
-        return set()  # no answer: every held one counts
-    return paths
+        return None
+    return names
+
+
+def holder_leaks(daemon: Any) -> list[str]:
+    """The files in the daemon's holder of user namespaces that no unit of it owns, and the
+    holder itself once the daemon has stopped."""
+    directory = str(daemon.state / "userns")
+    if not helduserns.is_holder(directory):
+        return []
+    rightly = held_userns(daemon)
+    running = daemon.proc is not None and daemon.proc.poll() is None
+    if not running:
+        return [f"holder {helduserns.holder_path(directory)}"]
+    if rightly is None:
+        return []
+    holder = helduserns.Holder.open(directory)
+    try:
+        return [f"held userns {name}" for name in holder.names() if name not in rightly]
+    finally:
+        holder.close()
 
 
 def host_leaks(daemon: Any) -> list[str]:
@@ -226,9 +244,10 @@ def host_leaks(daemon: Any) -> list[str]:
     veths (IFLA_IFALIAS "sandboxd:<unit>") naming its units, and its marked processes."""
     leaks: list[str] = []
     tokens = (str(daemon.base), daemon.cgroup_parent)
-    held = held_userns(daemon)
+    leaks += holder_leaks(daemon)
+    holder = helduserns.holder_path(str(daemon.state / "userns"))
     for line in (_read("/proc/self/mountinfo") or b"").decode().splitlines():
-        if any(t in line for t in tokens) and line.split()[4] not in held:
+        if any(t in line for t in tokens) and line.split()[4] != holder:
             leaks.append(f"mount {line.split()[4]}")
     netns = Path("/run/netns")
     if netns.is_dir():

@@ -24,6 +24,24 @@ def spec(name: str, **sandbox: Any) -> UnitSpec:
     return UnitSpec(name, f"/u/{name}.toml", UnitFile.model_validate(data))
 
 
+class FilesHeld:
+    """The holder as a plain directory (IdRanges.held): a file stands for a held namespace."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.directory.iterdir())
+
+    def drop(self, name: str) -> bool:
+        (self.directory / name).unlink(missing_ok=True)
+        return True
+
+    def destroy(self) -> None:
+        for name in self.names():
+            self.drop(name)
+
+
 def on_disk(data_dir: Path) -> dict[str, Any]:
     return dict(json.loads((data_dir / "userns.json").read_text()))
 
@@ -87,11 +105,11 @@ def test_an_explicit_range_of_an_invalid_unit_stays_taken(tmp_path: Path) -> Non
 def test_a_held_namespace_goes_with_its_range_and_is_never_handed_to_another_unit(
     tmp_path: Path,
 ) -> None:
-    # Plain files stand for the held namespaces (linux/helduserns.py; mounted ones in
-    # tests/integration/test_userns_held.py): drop unlinks what is not mounted.
+    # Plain files stand for the held namespaces (linux/helduserns.py; held ones in
+    # tests/integration/test_userns_held.py).
     held = tmp_path / "held"
     held.mkdir()
-    ranges = IdRanges(tmp_path, POOL, [], held)
+    ranges = IdRanges(tmp_path, POOL, [], FilesHeld(held))
     ranges.assign({"a": spec("a"), "b": spec("b")}, [])
     for base in (2, 3):
         (held / f"{base * BLOCK}-{BLOCK}").touch()  # what the launches of a and b held
@@ -105,14 +123,14 @@ def test_a_held_namespace_goes_with_its_range_and_is_never_handed_to_another_uni
     assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
     # A new daemon keeps the namespaces of the ranges it reads back, none other.
     (held / f"{5 * BLOCK}-{BLOCK}").touch()
-    IdRanges(tmp_path, POOL, [], held)
+    IdRanges(tmp_path, POOL, [], FilesHeld(held))
     assert sorted(p.name for p in held.iterdir()) == [f"{3 * BLOCK}-{BLOCK}"]
 
 
 def test_a_released_unit_gives_its_block_and_its_namespace_back_at_once(tmp_path: Path) -> None:
     held = tmp_path / "held"
     held.mkdir()
-    ranges = IdRanges(tmp_path, POOL, [], held)
+    ranges = IdRanges(tmp_path, POOL, [], FilesHeld(held))
     ranges.assign({"a": spec("a"), "b": spec("b")}, [])
     for base in (2, 3):
         (held / f"{base * BLOCK}-{BLOCK}").touch()
@@ -126,6 +144,8 @@ def test_a_released_unit_gives_its_block_and_its_namespace_back_at_once(tmp_path
     ranges.release("a")  # twice, or a unit that never had one: nothing
     ranges.release("nobody")
     assert on_disk(tmp_path)["picks"] == {"b": 3 * BLOCK}
+    ranges.drop_held()  # the daemon exits with its sandboxes stopped: none is left
+    assert list(held.iterdir()) == []
 
 
 def test_a_reload_that_changes_no_want_decides_nothing_afresh(
@@ -188,7 +208,7 @@ def test_a_namespace_held_for_no_range_goes_even_when_nothing_is_decided(
 ) -> None:
     held = tmp_path / "held"
     held.mkdir()
-    ranges = IdRanges(tmp_path, POOL, [], held)
+    ranges = IdRanges(tmp_path, POOL, [], FilesHeld(held))
     specs = {"a": spec("a")}
     ranges.assign(specs, [])
     ranges.assign(specs, [])
