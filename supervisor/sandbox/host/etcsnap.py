@@ -85,20 +85,35 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
 
 
 def filesystem_type(path: str, text: str | None = None) -> str | None:
-    """The type of the filesystem `path` (or its nearest existing parent) is on: the mount
-    with the longest mount point above it in the mountinfo `text` (default: this process's)."""
-    path = os.path.realpath(path)
+    """The type of the filesystem `path` (or its nearest existing parent) is on, by the
+    mountinfo `text` (default: this process's)."""
+    found = _mount_of(os.path.realpath(path), text)
+    return found.fstype if found else None
+
+
+def _mount_of(path: str, text: str | None) -> mountinfo.Mount | None:
+    """The mount `path` is on: the one with the longest mount point above it."""
     if text is None:
         try:
             text = mountinfo.read()
         except OSError:
             return None
-    best, fstype = -1, None
+    best: mountinfo.Mount | None = None
     for m in mountinfo.parse(text):
         inside = path == m.point or path.startswith(m.point.rstrip("/") + "/")
-        if inside and len(m.point) >= best:  # >=: a later mount on the same point covers it
-            best, fstype = len(m.point), m.fstype
-    return fstype
+        if inside and (best is None or len(m.point) >= len(best.point)):  # >=: a later mount
+            best = m  # on the same point covers the earlier one
+    return best
+
+
+def _within_filesystem(path: str) -> str | None:
+    """`path` as the root field of a mountinfo line names it: its path from the root of its
+    filesystem (the mount it is on, that mount's root, then the rest of the path)."""
+    found = _mount_of(path, None)
+    if found is None:
+        return None
+    rest = path[len(found.point.rstrip("/")) :]
+    return (found.root.rstrip("/") + rest) or "/"
 
 
 def digest(entries: tuple[SnapshotEntry, ...]) -> str:
@@ -167,11 +182,16 @@ def _write(base: str, path: str, entries: tuple[SnapshotEntry, ...]) -> None:
 
 
 def in_use(base: str) -> set[str]:
-    """The snapshot names under `base` that some mount namespace on the host has mounted
-    (a mountinfo line whose root is the snapshot's directory on `base`'s filesystem)."""
+    """The snapshot names under `base` that some mount namespace on the host has mounted: a
+    mountinfo line on `base`'s filesystem whose root is the snapshot's directory or inside it.
+    The whole path counts, not the name alone: another daemon's state dir on the same
+    filesystem holds snapshots of the same names (they are named by their content)."""
     names = {n for n in _listdir(base) if not n.startswith(".")}
-    if not names:
+    base = os.path.realpath(base)
+    within = _within_filesystem(base)
+    if not names or within is None:
         return set()
+    prefix = within.rstrip("/") + "/"
     dev = os.stat(base).st_dev
     want = f"{os.major(dev)}:{os.minor(dev)}"
     found: set[str] = set()
@@ -188,8 +208,10 @@ def in_use(base: str) -> set[str]:
         except OSError:  # gone, or a kernel thread
             continue
         for m in mountinfo.parse(text):
-            if m.device == want and os.path.basename(m.root) in names:
-                found.add(os.path.basename(m.root))
+            if m.device == want and m.root.startswith(prefix):
+                name = m.root[len(prefix) :].partition("/")[0]
+                if name in names:
+                    found.add(name)
     return found
 
 

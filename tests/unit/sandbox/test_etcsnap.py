@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -88,6 +89,38 @@ def test_a_snapshot_a_mount_namespace_has_mounted_is_kept(base: str, tmp_path: P
         holder.kill()
         holder.wait()
     assert etcsnap.sweep(base, later) == [os.path.basename(snap)]
+
+
+@pytest.mark.skipif(not is_root(), reason="mounts a snapshot in a mount namespace of its own")
+def test_only_this_base_s_snapshots_count_as_shown(base: str, tmp_path: Path) -> None:
+    # Another daemon's state dir on the same filesystem holds a snapshot of the same name (it
+    # is named by its content): a sandbox showing that one does not keep this one.
+    snap = etcsnap.ensure(base, ENTRIES)
+    other = tmp_path / "other-state" / "etc"
+    other.mkdir(parents=True)
+    twin = other / os.path.basename(snap)
+    shutil.copytree(snap, twin, symlinks=True)
+    target = tmp_path / "target"
+    target.mkdir()
+    ready = tmp_path / "ready"
+
+    def shown_while_mounted(source: Path) -> set[str]:
+        holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f'mount --bind "{source}" "{target}" && touch "{ready}" && exec sleep 600'],
+        )  # fmt: skip
+        try:
+            wait_for(lambda: ready.exists() or holder.poll() is not None, 30)
+            assert holder.poll() is None
+            return etcsnap.in_use(base)
+        finally:
+            holder.kill()
+            holder.wait()
+            ready.unlink(missing_ok=True)
+
+    assert shown_while_mounted(twin) == set()
+    # A part of this base's snapshot bound alone keeps the whole snapshot.
+    assert shown_while_mounted(Path(snap) / "ssl") == {os.path.basename(snap)}
 
 
 def test_a_state_dir_that_cannot_hold_a_snapshot_gives_copies_and_is_not_retried_at_once(
