@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.engine import restarttrace
 from supervisor.linux import faultpoint
-from tests.support.daemon_kit import Daemon, pid_alive, wait_for
+from tests.support.daemon_kit import Daemon, UnixHTTPConnection, pid_alive, wait_for
 from tests.support.kit import cgroup_version
 from tests.support.requires import requires_root
 
@@ -114,6 +114,26 @@ def test_policy_no_begins_nothing(daemon: Daemon) -> None:
     once = daemon.wait_unit("once", lambda u: u["state"] == "exited", 90)
     assert once["last_exit"] == "oom-killed"
     assert daemon.events("unit.prelaunch_begun") == []
+    daemon.stop()
+
+
+def test_a_stop_in_the_window_aborts_the_begun_launch(daemon: Daemon) -> None:
+    daemon.write_unit("hog", oom_unit(survivor(), 'delay = "0"\nburst = 50\n'))
+    begun = freeze_at_begun(daemon, "hog")
+    # Sent whole while the daemon is frozen (the socket buffers it), read once it runs again:
+    # the stop lands in the window, whatever the machine's load.
+    conn = UnixHTTPConnection(daemon.socket)
+    try:
+        conn.request("POST", "/v1/units/hog/stop", body=b"{}",
+                     headers={"Content-Type": "application/json"})  # fmt: skip
+        daemon.signal(signal.SIGCONT)
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    daemon.wait_unit("hog", lambda u: u["state"] == "stopped")
+    assert pids(daemon, "unit.prelaunch_aborted", "hog") == [begun]
+    assert not pid_alive(begun)
+    assert len(pids(daemon, "unit.started", "hog")) == 1  # the begun launch never ran
     daemon.stop()
 
 
