@@ -110,6 +110,20 @@ class NextCgroup:
             discard_cgroup(cgroup, self.unit)
             return None
 
+    def hand_over(self, limits: Limits) -> UnitCgroup | None:
+        """The spare, still under its own name, if it was made with `limits`: for a launch
+        begun while the unit's name still belongs to the ending run (prelaunch.py). Its
+        caller's from here: `to_unit` renames it once that run's cgroup is retired."""
+        spare = self._spare
+        if spare is None or spare[1] != limits:
+            return None
+        self._forget_spare()
+        return spare[0]
+
+    def to_unit(self, cgroup: UnitCgroup) -> UnitCgroup:
+        """`cgroup` under the unit's name (CgroupError if that is still taken)."""
+        return self._cgroups.rename(cgroup, self.unit)
+
     def drop(self) -> None:
         """No restart is near: the spare goes."""
         spare = self._spare

@@ -38,6 +38,12 @@ class Started(Protocol):
         Awaited, not blocked on: other launches and the API run while PID 1 builds its root."""
         ...
 
+    def abort(self) -> None:
+        """Never let PID 1 exec (it reads EOF instead of Go and exits) and release what the
+        launch still holds of the launcher (its pipes; the launcher reaped). A no-op after
+        `go` has returned or raised; the engine kills and reaps PID 1 itself."""
+        ...
+
 
 Bind = tuple[str, str, bool]  # (host source, target inside the sandbox, read-only)
 

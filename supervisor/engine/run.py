@@ -33,7 +33,7 @@ from supervisor.engine.idranges import IdRanges
 from supervisor.engine.journalout import JournalStream, to_journal
 from supervisor.engine.launchslots import LaunchSlots
 from supervisor.engine.output import Capture, RotatingLog, Sink
-from supervisor.engine.ports import ImageStore, Launcher, Prober
+from supervisor.engine.ports import ImageStore, Launcher, Prober, Started
 from supervisor.engine.restarttrace import (
     CGROUP_MADE,
     EXEC_SEEN,
@@ -197,58 +197,8 @@ class Run:
         *,
         prepared: Callable[[Limits], UnitCgroup | None] | None,
     ) -> Run:
-        fdlimit.check_headroom()
-        cgroup = _launch_cgroup(host.cgroups, spec, prepared)
-        trace.mark(CGROUP_MADE)
-        faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
-        capture = err_capture = None
-        pid = pidfd = -1
-        output = output_of(host, spec)
-        try:
-            oom_base = cgroup.oom_kill_count()
-            out_sink, err_sink = _sinks(host, sink, output)
-            capture, write_fd = Capture.new(host.loop, out_sink)
-            err_fd: int | None = None
-            try:
-                if err_sink is None:
-                    started = await host.launcher(spec, cgroup, write_fd, [capture.kept_fd])
-                else:
-                    err_capture, err_fd = Capture.new(host.loop, err_sink)
-                    started = await host.launcher(
-                        spec, cgroup, write_fd, [capture.kept_fd, err_capture.kept_fd],
-                        stderr_fd=err_fd,
-                    )  # fmt: skip
-            finally:
-                os.close(write_fd)  # the service holds it now; EOF comes when it is gone
-                if err_fd is not None:
-                    os.close(err_fd)
-            trace.mark(PID1_REPORTED)
-            pid = started.pid
-            _tell_pid(pid, out_sink, err_sink)
-            # Hold the pidfd before `go`, so an instant exit is still seen on this process.
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError as exc:
-                message = f"pidfd_open({pid}): {exc.strerror}"
-                raise LaunchError(spec.name, "watch", message) from None
-            await started.go()
-            trace.mark(EXEC_SEEN)
-            trace.extend(started.trace)
-        except BaseException:
-            for opened in (capture, err_capture):
-                if opened is not None:
-                    opened.close(drain=True)
-            discard_cgroup(cgroup, spec.name)
-            if pid > 0:
-                proc.kill_and_reap(pid)
-            if pidfd >= 0:
-                os.close(pidfd)
-            raise
-        return cls(
-            host, spec.name, pid, pidfd, own_child=True, cgroup=cgroup, capture=capture,
-            oom_base=oom_base, started_at=host.wall(), on_change=on_change,
-            err_capture=err_capture, output=output,
-        )  # fmt: skip
+        begun = await Begun.begin(host, spec, sink, trace, prepared=prepared)
+        return await begun.go(on_change)
 
     @classmethod
     def adopt(
@@ -380,6 +330,116 @@ class Run:
         self.capture = self.err_capture = None
         if self.pidfd >= 0:
             self.host.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+class Begun:
+    """A launch up to "PID 1 waits for Go": its cgroup made, its output pipes open, PID 1
+    forked (its root built or being built) and held by a pidfd, but not exec'd. `go` lets it
+    exec and hands every resource to the Run it returns; `abort` undoes it all (PID 1 killed
+    and reaped, its cgroup removed, the pipes closed) and may be called at any point, also
+    more than once. Until one of them, PID 1 only waits: the Go wait has no deadline of its
+    own (the launch's timeout starts at Go), so a begun launch may wait as long as the daemon
+    needs, e.g. for an earlier run's exit to be seen before this one may exec."""
+
+    def __init__(self, host: Host, spec: UnitSpec, cgroup: UnitCgroup, trace: RestartTrace) -> None:
+        self.host, self.spec, self.cgroup, self.trace = host, spec, cgroup, trace
+        self.output = output_of(host, spec)
+        self.capture: Capture | None = None
+        self.err_capture: Capture | None = None
+        self.oom_base = 0
+        self.pid = self.pidfd = -1
+        self._started: Started | None = None
+        self._done = False  # gone to a Run, or aborted
+
+    @classmethod
+    async def begin(
+        cls,
+        host: Host,
+        spec: UnitSpec,
+        sink: RotatingLog,
+        trace: RestartTrace = OFF,
+        *,
+        prepared: Callable[[Limits], UnitCgroup | None] | None = None,
+    ) -> Begun:
+        """Create the cgroup and fork the sandbox up to its Go (see `Run.launch` for what
+        it raises, after undoing what it did)."""
+        fdlimit.check_headroom()
+        cgroup = _launch_cgroup(host.cgroups, spec, prepared)
+        trace.mark(CGROUP_MADE)
+        faultpoint.reached(faultpoint.LAUNCH_CGROUP_CREATED, spec.name)
+        begun = cls(host, spec, cgroup, trace)
+        try:
+            await begun._fork(sink)
+        except BaseException:
+            begun.abort()
+            raise
+        return begun
+
+    async def _fork(self, sink: RotatingLog) -> None:
+        host, spec = self.host, self.spec
+        self.oom_base = self.cgroup.oom_kill_count()
+        out_sink, err_sink = _sinks(host, sink, self.output)
+        self.capture, write_fd = Capture.new(host.loop, out_sink)
+        err_fd: int | None = None
+        try:
+            if err_sink is None:
+                started = await host.launcher(spec, self.cgroup, write_fd, [self.capture.kept_fd])
+            else:
+                self.err_capture, err_fd = Capture.new(host.loop, err_sink)
+                started = await host.launcher(
+                    spec, self.cgroup, write_fd, [self.capture.kept_fd, self.err_capture.kept_fd],
+                    stderr_fd=err_fd,
+                )  # fmt: skip
+        finally:
+            os.close(write_fd)  # the service holds it now; EOF comes when it is gone
+            if err_fd is not None:
+                os.close(err_fd)
+        self.trace.mark(PID1_REPORTED)
+        self._started, self.pid = started, started.pid
+        _tell_pid(self.pid, out_sink, err_sink)
+        # Hold the pidfd before `go`, so an instant exit is still seen on this process.
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:
+            message = f"pidfd_open({self.pid}): {exc.strerror}"
+            raise LaunchError(spec.name, "watch", message) from None
+
+    async def go(self, on_change: Callable[[], None]) -> Run:
+        """Let PID 1 exec; its Run, which owns everything from here. Raises LaunchError (PID 1
+        failed before exec) after `abort`."""
+        if self._done or self._started is None:
+            raise LaunchError(self.spec.name, "go", "go() after go() or abort()")
+        try:
+            await self._started.go()
+            self.trace.mark(EXEC_SEEN)
+            self.trace.extend(self._started.trace)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return Run(
+            self.host, self.spec.name, self.pid, self.pidfd, own_child=True, cgroup=self.cgroup,
+            capture=self.capture, oom_base=self.oom_base, started_at=self.host.wall(),
+            on_change=on_change, err_capture=self.err_capture, output=self.output,
+        )  # fmt: skip
+
+    def abort(self) -> None:
+        """Undo the launch: nothing of it is left (a no-op once gone to a Run)."""
+        if self._done:
+            return
+        self._done = True
+        for opened in (self.capture, self.err_capture):
+            if opened is not None:
+                opened.close(drain=True)
+        started, self._started = self._started, None
+        if started is not None:
+            started.abort()  # PID 1 reads EOF instead of Go; the launcher's fds are closed
+        discard_cgroup(self.cgroup, self.spec.name)
+        if self.pid > 0:
+            proc.kill_and_reap(self.pid)
+        if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
 

@@ -28,7 +28,7 @@ from supervisor.engine.ports import Networking
 from supervisor.engine.pressure import PressureMonitor
 from supervisor.engine.readiness import Readiness
 from supervisor.engine.restarttrace import RestartTrace
-from supervisor.engine.run import Host, Run, limits_from
+from supervisor.engine.run import Begun, Host, Run, limits_from
 from supervisor.engine.states import Intent, StopReason
 from supervisor.engine.store import Store, UnitRecord
 from supervisor.engine.transitions import Leaving, Pending
@@ -44,6 +44,9 @@ Blocker = Callable[[UnitSpec], str | None]  # why a unit may not launch yet (ord
 # What status shows of a unit's past, newest last.
 RECENT_EXITS, RECENT_EVENTS, OOM_VICTIMS = 10, 20, 10
 _T = TypeVar("_T")
+# The states in which a launch begun at an OOM kill may still get its Go (prelaunch.py): the
+# OOM-killed run ending, the restart's backoff (delay 0), the restart's launch.
+_TOWARDS_A_RESTART = frozenset({State.RUNNING, State.BACKOFF, State.STARTING})
 
 
 def keep_last(items: list[_T], item: _T, limit: int) -> None:
@@ -58,6 +61,7 @@ class RunnerBase:
     # One runner a unit: slots, not a ~1.6 KB __dict__ each (issue 23: the daemon's heap per
     # unit); an attribute set in __init__ or later is named here.
     __slots__ = (
+        "_begun",
         "_blocked_by",
         "_blocker",
         "_changed",
@@ -174,6 +178,8 @@ class RunnerBase:
                                         self._event)  # fmt: skip
         # The next run's cgroup made ahead, the ended runs' removed after (nextcgroup.py).
         self.next_cgroup = NextCgroup(name, host.cgroups, host.loop)
+        # The next run launched up to its Go at an OOM kill (prelaunch.py), or None.
+        self._begun: Begun | None = None
 
     # -- commands (from the reconciler; never block) -------------------------------------
 
@@ -309,6 +315,8 @@ class RunnerBase:
 
     def _set(self, state: State, save: bool = True) -> None:
         self.state = state
+        if self._begun is not None and state not in _TOWARDS_A_RESTART:
+            self._abort_begun()
         if state.is_settled():
             self.health.clear()
             self.next_cgroup.drop()  # no restart is coming without a command
@@ -324,6 +332,14 @@ class RunnerBase:
         self._tell_waiters()
         if self._on_change is not None:
             self._on_change(self.name)
+
+    def _abort_begun(self) -> None:
+        """The unit no longer heads for the restart a launch was begun for (prelaunch.py)."""
+        begun, self._begun = self._begun, None
+        if begun is not None:
+            begun.abort()
+            log.info("unit.prelaunch_aborted", unit=self.name, pid=begun.pid,
+                     state=self.state.value)  # fmt: skip
 
     def _exited(self, level: str = "info", **detail: object) -> None:
         """The run ended: say so with the state it leads to, at the next `_set`."""

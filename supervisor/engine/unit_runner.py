@@ -35,7 +35,7 @@ import structlog
 
 from supervisor import cgroups
 from supervisor.contract import LAUNCH_ERROR, LAUNCH_RESOURCES, ExitReason, State
-from supervisor.engine import restarttrace
+from supervisor.engine import prelaunch, restarttrace
 from supervisor.engine.backoff import Decision
 from supervisor.engine.pressure import REASONS
 from supervisor.engine.restarttrace import (
@@ -48,13 +48,20 @@ from supervisor.engine.restarttrace import (
     RUNNING,
     RestartTrace,
 )
-from supervisor.engine.run import Run, discard_leftover, limits_from, on_output_closed, run_age
+from supervisor.engine.run import (
+    Host,
+    Run,
+    discard_leftover,
+    limits_from,
+    on_output_closed,
+    run_age,
+)
 from supervisor.engine.runner_base import RECENT_EXITS, Blocker, RunnerBase, keep_last
 from supervisor.engine.states import Intent, StopReason, intent_from
 from supervisor.engine.store import UnitRecord
 from supervisor.engine.transitions import Facts, Leaving, Pending, Step, decide
 from supervisor.errors import CgroupError, LaunchError
-from supervisor.linux import fdlimit
+from supervisor.linux import faultpoint, fdlimit
 from supervisor.log import get_logger
 from supervisor.unit.spec import UnitSpec
 
@@ -156,6 +163,7 @@ class UnitRunner(RunnerBase):
             self.health.end()
             self.pressure.end()
             self.readiness.close()
+            self._abort_begun()
             self.next_cgroup.close()
             # The daemon's copies: a service left running keeps its own (fds 3..).
             self.listeners.close()
@@ -304,24 +312,25 @@ class UnitRunner(RunnerBase):
         trace_at = restarttrace.now()
         self.backoff.record_start()
         spec = self.spec
+        begun, self._begun = self._begun, None
+        if begun is not None:  # launched at the OOM kill, waiting for Go (prelaunch.py)
+            begun = prelaunch.take(begun, spec, self.next_cgroup.to_unit)
         try:
-            env, binds = self.readiness.launch_extras(spec)
-            if self.listeners.netns_stale(spec):  # its network or inet sockets changed
-                await self._drop_netns()
-            sockets = self.listeners.ensure(spec)
-            ids = self.id_range()
-            launcher = functools.partial(
-                self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets,
-                netns=self.listeners.netns_for(spec),
-                userns=None if ids is None else (ids.base, ids.size),
-            )  # fmt: skip
-            host = dataclasses.replace(self.host, launcher=launcher)
-            if trace is not None:
-                trace.mark(LAUNCH_BEGUN, trace_at)
-            self.run = await Run.launch(
-                host, spec, self.sink, self._wake.set, trace or OFF,
-                prepared=self.next_cgroup.take,
-            )  # fmt: skip
+            if begun is not None:
+                if trace is not None:  # one trace: the launch's stamps and the restart's
+                    trace.extend(begun.trace.stamps)
+                    begun.trace = trace
+                self.run = await begun.go(self._wake.set)
+            else:
+                if self.listeners.netns_stale(spec):  # its network or inet sockets changed
+                    await self._drop_netns()
+                host = self._launch_host(spec)
+                if trace is not None:
+                    trace.mark(LAUNCH_BEGUN, trace_at)
+                self.run = await Run.launch(
+                    host, spec, self.sink, self._wake.set, trace or OFF,
+                    prepared=self.next_cgroup.take,
+                )  # fmt: skip
         except (LaunchError, CgroupError, OSError) as exc:
             self._launch_failed(exc)
             return
@@ -351,6 +360,19 @@ class UnitRunner(RunnerBase):
             log.info("unit.restart_trace", unit=self.name, pid=self.run.pid,
                      t0_ns=trace.first_ns, stages=trace.stages())  # fmt: skip
         self._after_launch(spec)
+
+    def _launch_host(self, spec: UnitSpec) -> Host:
+        """The host a launch of `spec` uses: its launcher given this run's extras (notify
+        socket, listen sockets, held netns, id range). LaunchError if a socket cannot be bound."""
+        env, binds = self.readiness.launch_extras(spec)
+        sockets = self.listeners.ensure(spec)
+        ids = self.id_range()
+        launcher = functools.partial(
+            self.host.launcher, extra_env=env, extra_binds=binds, listen_fds=sockets,
+            netns=self.listeners.netns_for(spec),
+            userns=None if ids is None else (ids.base, ids.size),
+        )  # fmt: skip
+        return dataclasses.replace(self.host, launcher=launcher)
 
     def _after_launch(self, spec: UnitSpec) -> None:
         """The new run has exec'd: remove the ended run's cgroup, and make the next run's if
@@ -451,16 +473,41 @@ class UnitRunner(RunnerBase):
         assert run is not None
         self._account_oom()
         spec = self.spec
-        if spec and spec.unit.oom.policy == "restart" and spec.unit.restart.policy != "no":
+        restarts = spec and spec.unit.oom.policy == "restart" and spec.unit.restart.policy != "no"
+        if spec and restarts and self._begun is None:
             # The run ends now. The kernel takes a while to tear an OOM-killed PID 1 down
             # (~10 ms for one of 24 MB here, more than after a SIGKILL): time enough to make
-            # the cgroup of the run the policy starts next.
+            # the cgroup of the run the policy starts next, and where safe to launch that run
+            # up to its Go (prelaunch.py).
             self._prepare_next(spec)
+            if prelaunch.eligible(spec, self.host.cgroups.renames):
+                await self._begin_next(spec)
         if spec and spec.unit.oom.policy != "continue":
             await self._wake.sleep(OOM_GRACE)
             if not run.ended:
                 self._stop_reason = StopReason.OOM_KILLED
                 self._set(State.STOPPING)
+
+    async def _begin_next(self, spec: UnitSpec) -> None:
+        """Launch the next run up to its Go into the spare cgroup (prelaunch.py). Nothing is
+        lost when that fails: the restart launches as without."""
+        if self.listeners.netns_stale(spec):
+            return  # the launch drops the held netns first: not while the old run may hold it
+        try:
+            host = self._launch_host(spec)
+        except (LaunchError, OSError) as exc:
+            log.info("unit.prelaunch_skipped", unit=self.name, error=str(exc))
+            return
+        cgroup = self.next_cgroup.hand_over(limits_from(spec.unit.resources, spec.unit.sandbox))
+        if cgroup is None:
+            return
+        try:
+            self._begun = await prelaunch.begin(host, spec, self.sink, cgroup)
+        except (LaunchError, CgroupError, OSError) as exc:
+            log.info("unit.prelaunch_skipped", unit=self.name, error=str(exc))
+            return
+        log.info("unit.prelaunch_begun", unit=self.name, pid=self._begun.pid)
+        faultpoint.reached(faultpoint.PRELAUNCH_BEGUN, self.name)
 
     async def _stopping(self) -> None:
         run, spec = self.run, self.run_spec

@@ -18,6 +18,9 @@ ENV = "SANDBOXD_FAULT_STOP_AT"
 # The points, where they are, and what exists there (the tests name them).
 LAUNCH_CGROUP_CREATED = "launch.cgroup_created"  # engine/run.py: a cgroup, nothing forked
 NETWORK_VETH_ATTACHED = "network.veth_attached"  # host/network.py: veth on the bridge, no go
+# engine/unit_runner.py: at an OOM kill, the next run launched up to its Go in `.next.<unit>`
+# (engine/prelaunch.py), the OOM-killed run's exit perhaps not seen yet.
+PRELAUNCH_BEGUN = "prelaunch.begun"
 # images/store.py, in the unpack helper process (it inherits the environment; the "unit" is
 # the layer's diff id): the layer whole in tmp/, not yet renamed into layers/.
 IMAGE_LAYER_UNPACKED = "image.layer_unpacked"

@@ -107,6 +107,9 @@ class Started:
     async def go(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class SpawnLauncher:
     """Each "sandbox" is a plain child process running the unit's exec."""

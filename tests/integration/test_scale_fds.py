@@ -25,7 +25,8 @@ from supervisor import cgroups
 from supervisor.config import DaemonConfig
 from supervisor.engine import logwriter
 from supervisor.engine.output import RotatingLog
-from supervisor.engine.run import Host, Run, fds_per_run
+from supervisor.engine.run import Begun, Host, Run, fds_per_run
+from supervisor.errors import LaunchError
 from supervisor.sandbox.host.adapters import SandboxLauncher, SandboxNetwork
 from supervisor.sandbox.host.forkserver import ForkServer
 from supervisor.sandbox.host.launch import LaunchRequest, launch
@@ -167,4 +168,54 @@ def test_n_runs_hold_a_fixed_number_of_fds_each_and_give_them_back(
                 run.finish()
         assert all(run.status is not None for run in runs)
         assert logwriter.WRITER.stop(30)  # the runs' last closes, and the staging pipe
+        assert open_fds() == before
+
+
+def test_a_begun_launch_waits_for_go_and_its_abort_gives_everything_back(
+    engine: tuple[Host, Path],
+) -> None:
+    """A launch stopped at "PID 1 waits for Go" (Begun: the restart path prepares one ahead)
+    never execs while it waits, however long, and its abort leaves no process, no cgroup and
+    no fd; a second one, let go after the wait, runs the service as a plain launch does."""
+    host, data = engine
+    spec = harness.unit(["/bin/sh", "-c", "echo ran; exec sleep 60"], name="begun")
+    with fds_above_setsize():
+        before = open_fds()
+        sink = RotatingLog(data / "begun.log", None, 1)
+        begun = host.loop.run_until_complete(Begun.begin(host, spec, sink))
+        try:
+            pid = begun.pid
+            # Past a launch's whole timeout would prove nothing more: PID 1 blocks in read(2)
+            # on the go pipe, which no deadline ends. A few loop turns let it get there.
+            host.loop.run_until_complete(asyncio.sleep(0.2))
+            assert not (data / "begun.log").exists()  # the service never ran
+            assert host.cgroups.open("begun") is not None
+        finally:
+            begun.abort()
+        begun.abort()  # again: a no-op
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
+        assert host.cgroups.open("begun") is None
+        with pytest.raises(LaunchError):
+            host.loop.run_until_complete(begun.go(_noop))
+        assert logwriter.WRITER.stop(30)  # its staging pipe (once per daemon, not per run)
+        extra = set(open_fds()) - set(before)
+        assert not extra, [os.readlink(f"/proc/self/fd/{fd}") for fd in extra]
+
+        begun = host.loop.run_until_complete(Begun.begin(host, spec, sink))
+        host.loop.run_until_complete(asyncio.sleep(0.2))
+        run = host.loop.run_until_complete(begun.go(_noop))
+        try:
+            log_file, deadline = data / "begun.log", host.loop.time() + 10
+            while not (log_file.exists() and log_file.read_text() == "ran\n"):
+                assert host.loop.time() < deadline, "the service did not write its output"
+                host.loop.run_until_complete(asyncio.sleep(0.02))
+        finally:
+            run.kill_all()
+            deadline = host.loop.time() + 10
+            while not run.ended and host.loop.time() < deadline:
+                host.loop.run_until_complete(asyncio.sleep(0.02))
+            run.finish()
+        assert run.status is not None
+        assert logwriter.WRITER.stop(30)
         assert open_fds() == before

@@ -281,3 +281,6 @@ class AwaitedStart:
 
     async def go(self) -> None:
         await self.launched.go_async(asyncio.get_running_loop())
+
+    def abort(self) -> None:
+        self.launched.abort()

@@ -173,10 +173,14 @@ class Spawned:
     fail: str | None = None
     errno: int = 2
     trace: list[tuple[str, int]] = field(default_factory=list)
+    aborted: bool = False
 
     async def go(self) -> None:
         if self.fail:
             raise LaunchError("svc", "exec", self.fail, self.errno)
+
+    def abort(self) -> None:
+        self.aborted = True
 
 
 class FakeLauncher:
