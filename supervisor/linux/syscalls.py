@@ -203,7 +203,9 @@ def _oserror(path: str | None = None) -> OSError:
 
 
 class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    # `filter` as c_char_p: assigned a bytes object, ctypes stores a pointer to its own buffer
+    # (and keeps it alive with the struct), with no copy and no cast call in PID 1.
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
 class _MountAttr(ctypes.Structure):
@@ -368,6 +370,12 @@ class _CapData(ctypes.Structure):
         ("permitted", ctypes.c_uint32),
         ("inheritable", ctypes.c_uint32),
     ]
+
+
+# capset's two 32-bit halves. Made once at import, in the fork server before it forks: ctypes
+# builds an array type on its first `_CapData * 2` in a process, ~0.2 ms of class creation that
+# every sandbox's PID 1 would otherwise pay in its first (and only) capset.
+_CapDataPair = _CapData * 2
 
 
 class LibcSyscalls:
@@ -613,7 +621,7 @@ class LibcSyscalls:
         if nr is None:
             raise OSError(38, f"capset: unsupported architecture {platform.machine()}")
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-        data = (_CapData * 2)()
+        data = _CapDataPair()
         for i in (0, 1):
             data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
             data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
@@ -636,8 +644,10 @@ class LibcSyscalls:
     def seccomp_load(self, bpf: bytes) -> None:
         # The program was compiled by libseccomp in the daemon (linux/seccomp.py); loading the
         # raw BPF here keeps libseccomp's allocations out of the forked child.
-        buf = ctypes.create_string_buffer(bpf, len(bpf))
-        prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+        # The bytes object's own buffer (the kernel copies the program during the call), not a
+        # create_string_buffer copy: each new length builds a `c_char * len` array type, and
+        # every step of Python here is paid again in each PID 1's copy-on-write faults.
+        prog = _SockFprog(len(bpf) // 8, bpf)
         if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
             raise _oserror()
 
