@@ -19,7 +19,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import resource
 import signal
 import socket
@@ -119,6 +118,10 @@ _SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "openat2": 437},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "openat2": 437},
 }
+# The machine, as platform.machine() says it: that module is not imported here, because this
+# one is loaded by the fork server, and each byte of its heap makes forking a launcher and PID 1
+# dearer (their page tables are copied).
+_MACHINE = os.uname().machine
 # Added since 5.1, so one number on every architecture, like openat2.
 _OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
 
@@ -232,9 +235,9 @@ _openat2_missing = False  # set once the kernel said ENOSYS (before 5.6): walk i
 
 def openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     """openat2(2), close-on-exec; OSError(ENOSYS) before Linux 5.6."""
-    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    nr = _SYSCALL_NUMBERS.get(_MACHINE, {}).get("openat2")
     if nr is None:
-        raise OSError(errno.ENOSYS, f"openat2: unsupported architecture {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"openat2: unsupported architecture {_MACHINE}")
     # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
     flags |= os.O_CLOEXEC
     how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
@@ -312,7 +315,7 @@ def open_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) 
     """
     global _openat2_missing  # noqa: PLW0603  (a one-way switch: the kernel will not change)
     flags |= os.O_CLOEXEC
-    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    nr = _SYSCALL_NUMBERS.get(_MACHINE, {}).get("openat2")
     if nr is not None and not _openat2_missing:
         # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
         how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, RESOLVE_NO_SYMLINKS)
@@ -409,7 +412,7 @@ class LibcSyscalls:
         ]
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
-        self._nr = _SYSCALL_NUMBERS.get(platform.machine(), {})
+        self._nr = _SYSCALL_NUMBERS.get(_MACHINE, {})
 
     def unshare(self, flags: int) -> None:
         if self._unshare(flags) != 0:
@@ -444,7 +447,7 @@ class LibcSyscalls:
     def pivot_root(self, new_root: str, put_old: str) -> None:
         nr = self._nr.get("pivot_root")
         if nr is None:
-            raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+            raise OSError(38, f"pivot_root: unsupported architecture {_MACHINE}")
         if self._syscall(ctypes.c_long(nr), new_root.encode(), put_old.encode()) != 0:
             raise _oserror(new_root)
 
@@ -619,7 +622,7 @@ class LibcSyscalls:
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         nr = self._nr.get("capset")
         if nr is None:
-            raise OSError(38, f"capset: unsupported architecture {platform.machine()}")
+            raise OSError(38, f"capset: unsupported architecture {_MACHINE}")
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         data = _CapDataPair()
         for i in (0, 1):
