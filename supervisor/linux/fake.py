@@ -193,6 +193,9 @@ class RecordingSyscalls:
         self._record("fork")
         return self.fork_result
 
+    def kill_child(self, pid: int) -> None:
+        self._record("kill_child", pid)
+
     def setsid(self) -> None:
         self._record("setsid")
 

@@ -19,7 +19,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import resource
 import signal
 import socket
@@ -120,6 +119,10 @@ _SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "openat2": 437},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "openat2": 437},
 }
+# The machine, as platform.machine() says it: that module is not imported here, because this
+# one is loaded by the fork server, and each byte of its heap makes forking a launcher and PID 1
+# dearer (their page tables are copied).
+_MACHINE = os.uname().machine
 # Added since 5.1, so one number on every architecture, like openat2.
 _OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
 
@@ -192,6 +195,7 @@ class Syscalls(Protocol):
     def setrlimit(self, which: int, soft: int, hard: int) -> None: ...
     def seccomp_load(self, bpf: bytes) -> None: ...
     def fork(self) -> int: ...
+    def kill_child(self, pid: int) -> None: ...
     def setsid(self) -> None: ...
     def reset_signals(self) -> None: ...
     def close_fds_except(self, keep: set[int]) -> None: ...
@@ -207,7 +211,9 @@ def _oserror(path: str | None = None) -> OSError:
 
 
 class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    # `filter` as c_char_p: assigned a bytes object, ctypes stores a pointer to its own buffer
+    # (and keeps it alive with the struct), with no copy and no cast call in PID 1.
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
 class _MountAttr(ctypes.Structure):
@@ -234,9 +240,9 @@ _openat2_missing = False  # set once the kernel said ENOSYS (before 5.6): walk i
 
 def openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     """openat2(2), close-on-exec; OSError(ENOSYS) before Linux 5.6."""
-    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    nr = _SYSCALL_NUMBERS.get(_MACHINE, {}).get("openat2")
     if nr is None:
-        raise OSError(errno.ENOSYS, f"openat2: unsupported architecture {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"openat2: unsupported architecture {_MACHINE}")
     # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
     flags |= os.O_CLOEXEC
     how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, resolve)
@@ -314,7 +320,7 @@ def open_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) 
     """
     global _openat2_missing  # noqa: PLW0603  (a one-way switch: the kernel will not change)
     flags |= os.O_CLOEXEC
-    nr = _SYSCALL_NUMBERS.get(platform.machine(), {}).get("openat2")
+    nr = _SYSCALL_NUMBERS.get(_MACHINE, {}).get("openat2")
     if nr is not None and not _openat2_missing:
         # openat2 rejects a mode without O_CREAT (EINVAL), unlike open(2), which ignores it.
         how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, RESOLVE_NO_SYMLINKS)
@@ -374,6 +380,12 @@ class _CapData(ctypes.Structure):
     ]
 
 
+# capset's two 32-bit halves. Made once at import, in the fork server before it forks: ctypes
+# builds an array type on its first `_CapData * 2` in a process, ~0.2 ms of class creation that
+# every sandbox's PID 1 would otherwise pay in its first (and only) capset.
+_CapDataPair = _CapData * 2
+
+
 class LibcSyscalls:
     """The real thing, through libc (ctypes) and the os module."""
 
@@ -405,7 +417,7 @@ class LibcSyscalls:
         ]
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
-        self._nr = _SYSCALL_NUMBERS.get(platform.machine(), {})
+        self._nr = _SYSCALL_NUMBERS.get(_MACHINE, {})
 
     def unshare(self, flags: int) -> None:
         if self._unshare(flags) != 0:
@@ -440,7 +452,7 @@ class LibcSyscalls:
     def pivot_root(self, new_root: str, put_old: str) -> None:
         nr = self._nr.get("pivot_root")
         if nr is None:
-            raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+            raise OSError(38, f"pivot_root: unsupported architecture {_MACHINE}")
         if self._syscall(ctypes.c_long(nr), new_root.encode(), put_old.encode()) != 0:
             raise _oserror(new_root)
 
@@ -647,9 +659,9 @@ class LibcSyscalls:
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         nr = self._nr.get("capset")
         if nr is None:
-            raise OSError(38, f"capset: unsupported architecture {platform.machine()}")
+            raise OSError(38, f"capset: unsupported architecture {_MACHINE}")
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-        data = (_CapData * 2)()
+        data = _CapDataPair()
         for i in (0, 1):
             data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
             data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
@@ -672,13 +684,21 @@ class LibcSyscalls:
     def seccomp_load(self, bpf: bytes) -> None:
         # The program was compiled by libseccomp in the daemon (linux/seccomp.py); loading the
         # raw BPF here keeps libseccomp's allocations out of the forked child.
-        buf = ctypes.create_string_buffer(bpf, len(bpf))
-        prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+        # The bytes object's own buffer (the kernel copies the program during the call), not a
+        # create_string_buffer copy: each new length builds a `c_char * len` array type, and
+        # every step of Python here is paid again in each PID 1's copy-on-write faults.
+        prog = _SockFprog(len(bpf) // 8, bpf)
         if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
             raise _oserror()
 
     def fork(self) -> int:
         return os.fork()
+
+    def kill_child(self, pid: int) -> None:
+        """SIGKILL a child of ours and reap it (one that is already gone is left alone)."""
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
     def setsid(self) -> None:
         os.setsid()

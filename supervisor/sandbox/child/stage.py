@@ -18,11 +18,12 @@ Launcher (forked by the daemon):
      it), hold the plan's host sources in it
      (idmapped where wanted) and enter it (holding.py); unshare every other namespace in one
      call: the user namespace owns them;
-  3. fork PID 1 (CLONE_NEWPID applies to children only), report its PID, exit.
+  3. fork PID 1 (CLONE_NEWPID applies to children only); bring the new network namespace's lo
+     up while PID 1 builds (loopback_up); report PID 1's PID, exit.
 PID 1:
   4. in a user namespace, become its root (the launcher wrote the id maps before the fork);
      the sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
-  5. build the root and pivot (rootfs.py), hostname, lo up, rlimits, stdio;
+  5. build the root and pivot (rootfs.py), hostname, rlimits, stdio;
   6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
      that user, on a read-only ramfs of this mount namespace (credentials.py);
   7. privileges dropped in the one order that works (privileges.py, shared with
@@ -243,6 +244,9 @@ def run_launcher(
             marks.stages, marks.ns = [], []  # the launcher reports its own
             run_pid1(plan, fds, sys, exit, marks)
         marks.mark("launcher: PID 1 forked")
+        if plan.loopback:
+            loopback_up(sys, pid)
+            marks.mark("launcher: lo up")
         marks.send(report)
         _report(report, PidReport(pid))
         if holding_ns >= 0:
@@ -254,6 +258,23 @@ def run_launcher(
         _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
+
+
+def loopback_up(sys: Syscalls, pid1: int) -> None:
+    """Bring the sandbox's lo up from the launcher, which unshared (or joined) the sandbox's
+    network namespace with PID 1 and holds the user namespace's privileges in it.
+
+    Here rather than in PID 1: the launcher has nothing else left to do, so the socket and two
+    ioctls run on the other core while PID 1 builds its root, off the launch's path. Before
+    the PID report, so before the daemon's Go, so before the service's execve: the service
+    still never runs with lo down. If it fails, PID 1 is killed and reaped here (it would
+    otherwise wait for a Go that never comes) and the launch fails as before, stage "network".
+    """
+    try:
+        sys.link_up("lo")
+    except OSError as err:
+        sys.kill_child(pid1)
+        raise StageFailure.from_oserror("network", "bring lo up", err) from None
 
 
 def join_netns(path: str, sys: Syscalls) -> None:
@@ -344,19 +365,18 @@ def listen_env(plan: ChildPlan) -> dict[str, str]:
 
 
 def build_sandbox(plan: ChildPlan, sys: Syscalls, marks: Marks = OFF) -> None:
-    """Root, hostname, loopback, rlimits, stdio: everything before identity."""
+    """Root, hostname, rlimits, stdio: everything before identity (lo is the launcher's:
+    loopback_up)."""
     rootfs.apply(sys, plan.root_ops)
     marks.mark("PID 1: root built (mounts, pivot_root)")
     if plan.hostname:
         _step(
             "hostname", f"sethostname {plan.hostname}", lambda: sys.sethostname(plan.hostname or "")
         )
-    if plan.loopback:
-        _step("network", "bring lo up", lambda: sys.link_up("lo"))
     for res, soft, hard in plan.rlimits:
         _step("rlimits", f"setrlimit {res}", sys.setrlimit, res, soft, hard)
     _step("stdio", "set up stdin/stdout/stderr", sys.setup_stdio, plan.stdout_fd, plan.stderr_fd)
-    marks.mark("PID 1: hostname, lo, rlimits, stdio")
+    marks.mark("PID 1: hostname, rlimits, stdio")
 
 
 def _read_or_empty(sys: Syscalls, path: str) -> str:

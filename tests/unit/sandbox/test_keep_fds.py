@@ -203,9 +203,9 @@ def test_launcher_places_fds_before_joining_the_cgroup(sync: tuple[int, int, int
     assert ex.value.code == 0
     names = sys.names()
     # Then the user namespace and the held sources (holding.py), the unshare, PID 1's fork,
-    # and (after the report) the holding mount namespace let go.
+    # lo up (stage.loopback_up), and (after the report) the holding mount namespace let go.
     assert names[:5] == ["reset_signals", "dup_above", "dup_to", "close_fds_except", "write_file"]
-    assert names[5] == "make_userns" and names[-3:] == ["unshare", "fork", "close"]
+    assert names[5] == "make_userns" and names[-4:] == ["unshare", "fork", "link_up", "close"]
     assert sys.calls[3] == ("close_fds_except", sorted({1, 2, sync_w, go_r, high}))
     assert messages(sync_r) == [PidReport(99)]
 

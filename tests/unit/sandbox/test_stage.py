@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 from collections.abc import Iterator
@@ -90,8 +91,11 @@ def test_launcher_joins_cgroups_then_unshares_then_forks(pipes: tuple[ChildFds, 
     with pytest.raises(Exited) as ex:
         run_launcher(plan_for(sandbox={"user_namespace": "host"}), fds, sys, fake_exit)
     assert ex.value.code == 0
+    # lo is brought up by the launcher, after the fork (PID 1 builds meanwhile) and before
+    # the PID report, so before Go.
     assert sys.names() == [
         "reset_signals", "close_fds_except", "write_file", "write_file", "unshare", "fork",
+        "link_up",
     ]  # fmt: skip
     assert sys.calls[2] == ("write_file", "/cg/memory/web/cgroup.procs", b"0")
     flags = sys.calls[4][1]
@@ -111,13 +115,38 @@ def test_a_launcher_in_a_user_namespace_makes_it_and_holds_the_sources_before_un
     names = sys.names()
     assert names[:5] == ["reset_signals", "close_fds_except", "write_file", "write_file",
                          "make_userns"]  # fmt: skip
-    assert names[-3:] == ["unshare", "fork", "close"] and "setns" in names
-    flags = sys.calls[-3][1]
+    assert names[-4:] == ["unshare", "fork", "link_up", "close"] and "setns" in names
+    flags = sys.calls[-4][1]
     assert isinstance(flags, int) and flags & CLONE_NEWPID and not flags & CLONE_NEWUSER
     # The holding mount namespace (holding.py, step 5) is let go once PID 1 is reported.
     assert ("open_own_ns", "mnt") in sys.calls
     assert sys.calls[-1] == ("close", 101)  # the fake's fds: 100 the userns, 101 this one
     assert messages(sync_r) == [PidReport(777)]
+
+
+def test_launcher_reports_a_loopback_failure_after_killing_pid1(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    # PID 1 already exists when lo fails: it must not be left waiting for a Go that never
+    # comes, and the daemon must hear the failure instead of a PID.
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777, fail={"link_up": errno.EPERM})
+    with pytest.raises(Exited) as ex:
+        run_launcher(plan_for(sandbox={"user_namespace": "host"}), fds, sys, fake_exit)
+    assert ex.value.code == 1
+    assert sys.names()[-3:] == ["fork", "link_up", "kill_child"]
+    assert sys.calls[-1] == ("kill_child", 777)
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "network" and msg.errno == errno.EPERM
+
+
+def test_pid1_leaves_lo_to_the_launcher(pipes: tuple[ChildFds, int, int]) -> None:
+    fds, _, go_w = pipes
+    os.write(go_w, GO)
+    sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
+    with pytest.raises(Exited):
+        run_pid1(plan_for(), fds, sys, fake_exit)
+    assert "execve" in sys.names() and "link_up" not in sys.names()
 
 
 def test_launcher_reports_a_cgroup_failure_and_never_unshares(
@@ -150,7 +179,6 @@ def test_pid1_waits_for_go_then_root_identity_privileges_exec(
         names.index("setsid"),
         names.index("pivot_root"),
         names.index("sethostname"),
-        names.index("link_up"),
         stdio,
         names.index("setgroups", stdio),
         names.index("capset"),
