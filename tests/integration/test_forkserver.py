@@ -355,13 +355,16 @@ def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
         stamps = traced_run(request, server)
         assert [stage for stage, _ in stamps] == TRACED_STAGES
         # One clock for the daemon, the launcher and PID 1: each side's stamps are in order,
-        # and the launch's causal steps too (PID 1 builds while the daemon sends Go).
+        # and the launch's causal steps too (PID 1 builds while the daemon sends Go). Across
+        # processes only a stamp taken before an action precedes one taken where it is seen:
+        # "request sent" and "PID 1 forked" are stamped after the send and the fork return,
+        # which the other side may beat.
         at = dict(stamps)
         for side in ("daemon", "forkserver", "launcher", "PID 1"):
             times = [ns for stage, ns in stamps if stage.startswith(side)]
             assert times == sorted(times), side
-        chain = ["daemon: request sent to the fork server", "forkserver: plan decoded",
-                 "launcher: PID 1 forked", "PID 1: scheduled, setsid",
+        chain = ["daemon: plan encoded", "forkserver: plan decoded",
+                 "launcher: unshared", "PID 1: scheduled, setsid",
                  "PID 1: Go received, ready to exec",
                  "daemon: exec observed (EOF on the sync pipe)"]  # fmt: skip
         assert [at[s] for s in chain] == sorted(at[s] for s in chain)
