@@ -55,7 +55,6 @@ ranges' next launches make them again in the holder.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 
 from supervisor.linux import heldns
@@ -72,6 +71,7 @@ from supervisor.linux.syscalls import (
     REAL,
     USERNS_HOLDER,
     Syscalls,
+    namespace_child,
     open_held_ns,
 )
 
@@ -153,31 +153,14 @@ class Holder:
 def _root_of(sys_: Syscalls, held: int | None, path: str) -> int:
     """An fd of the holder's root directory: a forked child enters the holder held at `path`
     (`held`, an fd of it) or, with None, makes a new one, which is then held at `path`."""
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe
-        status = b"0"
-        try:
-            os.close(ready_r)
-            os.close(hold_w)  # or our read below never sees EOF
-            if held is None:
-                _make_holder(sys_, os.path.dirname(path))
-            else:
-                sys_.setns(held, CLONE_NEWNS)
-        except OSError as err:
-            status = str(err.errno or errno.EIO).encode()
-        finally:
-            os.write(ready_w, status)
-            os.read(hold_r, 1)  # EOF: the parent is done with our namespace
-            os._exit(0)
-    os.close(ready_w)
-    os.close(hold_r)
-    try:
-        status = os.read(ready_r, 16)
-        if status != b"0":
-            code = int(status) if status.isdigit() else errno.ECHILD
-            raise OSError(code, f"{path}: cannot make or enter the holder: {os.strerror(code)}")
+
+    def enter() -> None:
+        if held is None:
+            _make_holder(sys_, os.path.dirname(path))
+        else:
+            sys_.setns(held, CLONE_NEWNS)
+
+    with namespace_child(enter, f"{path}: cannot make or enter the holder") as pid:
         if held is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a plain file left by a reboot or a daemon killed mid-way
@@ -190,10 +173,6 @@ def _root_of(sys_: Syscalls, held: int | None, path: str) -> int:
                 os.unlink(path)
                 raise
         return os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    finally:
-        os.close(ready_r)
-        os.close(hold_w)
-        os.waitpid(pid, 0)
 
 
 def _make_holder(sys_: Syscalls, scratch: str) -> None:

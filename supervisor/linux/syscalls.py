@@ -24,7 +24,7 @@ import signal
 import socket
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, NoReturn, Protocol, TypeVar
 
 # clone(2) namespace flags.
@@ -136,6 +136,48 @@ FileKind = Literal["dir", "file", "link", "other"]
 USERNS_HOLDER = "mnt"
 _T = TypeVar("_T")
 _NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): _IO(0xb7, 0x3)
+
+
+@contextlib.contextmanager
+def namespace_child(enter: Callable[[], None], what: str) -> Iterator[int]:
+    """A throwaway child that runs `enter` (an unshare or a setns) and stays in what it entered
+    until the block ends, so the caller reaches those namespaces through /proc/<pid>/ (writes
+    a new user namespace's maps, binds a mount namespace's nsfs file); yields its PID. Raises
+    OSError with the child's errno, `what` naming the step. The child exits when our end of
+    its pipe closes, and is reaped here."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (ready_r, ready_w, hold_r, hold_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        status = str(errno.EIO).encode()  # anything but an OSError: EIO, never success
+        try:
+            os.close(ready_r)
+            os.close(hold_w)  # or its read below never sees EOF
+            enter()
+            status = b"0"
+        except OSError as err:
+            status = str(err.errno or errno.EIO).encode()
+        finally:
+            os.write(ready_w, status)
+            os.read(hold_r, 1)  # EOF: the caller is done with the namespaces (or died)
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        status = os.read(ready_r, 16)
+        if status != b"0":
+            code = int(status) if status.isdigit() else errno.ECHILD
+            raise OSError(code, f"{what}: {os.strerror(code)}")
+        yield pid
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)
+        os.waitpid(pid, 0)
 
 
 def open_held_ns(path: str, nstype: int, dir_fd: int | None = None) -> int | None:
@@ -539,43 +581,12 @@ class LibcSyscalls:
         """A new user namespace whose uid and gid maps are `id_map` ("inside outside count"),
         as an fd for setns and MOUNT_ATTR_IDMAP. A process cannot map its own host ids into a
         namespace it made (it has no privilege left in its parent), so a throwaway child
-        unshares one, we (still host root) write its maps and keep its ns file open; the child
-        exits when our end of its pipe closes, and is reaped here."""
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (ready_r, ready_w, hold_r, hold_w):
-                os.close(fd)
-            raise
-        if pid == 0:
-            try:
-                os.close(ready_r)
-                os.close(hold_w)
-                status = b"0"
-                try:
-                    self.unshare(CLONE_NEWUSER)
-                except OSError as err:
-                    status = str(err.errno).encode()
-                os.write(ready_w, status)
-                os.read(hold_r, 1)  # EOF: the maker is done (or died)
-            finally:
-                os._exit(0)
-        os.close(ready_w)
-        os.close(hold_r)
-        try:
-            status = os.read(ready_r, 16)
-            if status != b"0":
-                code = int(status) if status.isdigit() else errno.ECHILD
-                raise OSError(code, f"unshare(CLONE_NEWUSER): {os.strerror(code)}")
+        unshares one (`namespace_child`), and we (still host root) write its maps and keep its
+        ns file open."""
+        with namespace_child(lambda: self.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)") as pid:
             for name in ("uid_map", "gid_map"):
                 self.write_file(f"/proc/{pid}/{name}", id_map.encode(), create=False)
             return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            os.close(ready_r)
-            os.close(hold_w)
-            os.waitpid(pid, 0)
 
     def hold_userns(self, id_map: str, path: str) -> int:
         """An fd of the user namespace held for `path`'s range (linux/helduserns.py: the file
