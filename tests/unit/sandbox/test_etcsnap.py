@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -67,27 +68,34 @@ def test_new_content_gets_a_new_snapshot_and_the_old_one_goes_once_unused(base: 
     assert os.listdir(base) == [os.path.basename(new)]
 
 
-@pytest.mark.skipif(not is_root(), reason="mounts a snapshot in a mount namespace of its own")
-def test_a_snapshot_a_mount_namespace_has_mounted_is_kept(base: str, tmp_path: Path) -> None:
-    snap = etcsnap.ensure(base, ENTRIES)
-    target = tmp_path / "target"
-    target.mkdir()
-    ready = tmp_path / "ready"
-    # A sandbox's /etc, in its own mount namespace: nothing on the host's mount table shows it.
+@contextlib.contextmanager
+def bound_in_own_namespace(source: str | Path, scratch: Path) -> Iterator[None]:
+    """`source` bind-mounted in a mount namespace of its own, as a sandbox's /etc is: nothing
+    on the host's mount table shows it. Held until the block ends."""
+    target, ready = scratch / "target", scratch / "ready"
+    target.mkdir(exist_ok=True)
+    ready.unlink(missing_ok=True)
     holder = subprocess.Popen(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         f'mount --bind "{snap}" "{target}" && touch "{ready}" && exec sleep 600'],
+         f'mount --bind "{source}" "{target}" && touch "{ready}" && exec sleep 600'],
     )  # fmt: skip
     try:
         wait_for(lambda: ready.exists() or holder.poll() is not None, 30)
         assert holder.poll() is None
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(not is_root(), reason="mounts a snapshot in a mount namespace of its own")
+def test_a_snapshot_a_mount_namespace_has_mounted_is_kept(base: str, tmp_path: Path) -> None:
+    snap = etcsnap.ensure(base, ENTRIES)
+    with bound_in_own_namespace(snap, tmp_path):
         later = etcsnap._planned[snap] + etcsnap.RECENT + 1
         assert etcsnap.in_use(base) == {os.path.basename(snap)}
         assert etcsnap.sweep(base, later) == []
         assert os.path.isdir(snap)
-    finally:
-        holder.kill()
-        holder.wait()
     assert etcsnap.sweep(base, later) == [os.path.basename(snap)]
 
 
@@ -100,27 +108,11 @@ def test_only_this_base_s_snapshots_count_as_shown(base: str, tmp_path: Path) ->
     other.mkdir(parents=True)
     twin = other / os.path.basename(snap)
     shutil.copytree(snap, twin, symlinks=True)
-    target = tmp_path / "target"
-    target.mkdir()
-    ready = tmp_path / "ready"
-
-    def shown_while_mounted(source: Path) -> set[str]:
-        holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c",
-             f'mount --bind "{source}" "{target}" && touch "{ready}" && exec sleep 600'],
-        )  # fmt: skip
-        try:
-            wait_for(lambda: ready.exists() or holder.poll() is not None, 30)
-            assert holder.poll() is None
-            return etcsnap.in_use(base)
-        finally:
-            holder.kill()
-            holder.wait()
-            ready.unlink(missing_ok=True)
-
-    assert shown_while_mounted(twin) == set()
+    with bound_in_own_namespace(twin, tmp_path):
+        assert etcsnap.in_use(base) == set()
     # A part of this base's snapshot bound alone keeps the whole snapshot.
-    assert shown_while_mounted(Path(snap) / "ssl") == {os.path.basename(snap)}
+    with bound_in_own_namespace(Path(snap) / "ssl", tmp_path):
+        assert etcsnap.in_use(base) == {os.path.basename(snap)}
 
 
 def test_a_state_dir_that_cannot_hold_a_snapshot_gives_copies_and_is_not_retried_at_once(
