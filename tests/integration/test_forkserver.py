@@ -114,7 +114,7 @@ def our_children() -> set[int]:
 
 
 def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -> None:
-    first, spare = server.pid, server._spare
+    first, spare = server.pid, server.spare_pid
     assert spare > 0
     os.kill(first, signal.SIGKILL)
     wait_dead(first)
@@ -130,8 +130,8 @@ def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -
 def test_a_killed_spare_launcher_is_replaced(server: ForkServer) -> None:
     # Dead before the request comes (one killed mid-request fails that launch, as a killed
     # launcher does on the direct path).
-    os.kill(server._spare, signal.SIGKILL)
-    wait_dead(server._spare)
+    os.kill(server.spare_pid, signal.SIGKILL)
+    wait_dead(server.spare_pid)
     assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
     assert server.restarts == 0
 
@@ -159,7 +159,15 @@ def test_a_plan_the_launcher_cannot_read_is_a_forkserver_error(server: ForkServe
     assert forked.pid not in our_children()
 
 
+def spareless(server: ForkServer) -> None:
+    """Drop the daemon's idle spare (it exits at EOF on its channel): the next launch is a
+    ForkRequest to the server, answered by it."""
+    server._drop_spare(reap=False)
+    assert server.spare_pid == 0
+
+
 def test_a_server_dying_during_a_launch_fails_it_with_stage_forkserver(server: ForkServer) -> None:
+    spareless(server)
     # Stopped, the server cannot answer; the timer kills it while launch() waits for the reply.
     os.kill(server.pid, signal.SIGSTOP)
     victim = server.pid
@@ -177,18 +185,26 @@ def test_a_server_dying_during_a_launch_fails_it_with_stage_forkserver(server: F
     assert server.restarts == 1
 
 
-def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
-    os.kill(server.pid, signal.SIGSTOP)
+def launch_true(server: ForkServer, timeout: float) -> None:
     spec = harness.unit(["/bin/true"])
     out = os.open("/dev/null", os.O_WRONLY)
     try:
-        with pytest.raises(LaunchError) as info:
-            launch(
-                LaunchRequest(spec, [], out, out, timeout=0.3, id_map=harness.id_map_for(spec)),
-                server=server,
-            )
+        launched = launch(
+            LaunchRequest(spec, [], out, out, timeout=timeout, id_map=harness.id_map_for(spec)),
+            server=server,
+        )
     finally:
         os.close(out)
+    launched.go()
+    _, status = os.waitpid(launched.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
+    spareless(server)
+    os.kill(server.pid, signal.SIGSTOP)
+    with pytest.raises(LaunchError) as info:
+        launch_true(server, timeout=0.3)
     assert (info.value.stage, info.value.message) == (
         "forkserver",
         "the fork server did not answer in time",
@@ -196,7 +212,25 @@ def test_a_hung_server_times_out_and_is_replaced(server: ForkServer) -> None:
     # Dead to us at once, though SIGKILL may not have landed yet: the next request restarts
     # it rather than writing to the dying one (which answered it with EOF).
     assert not server.alive()
-    assert harness.run(spec).exit_code == 0
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
+    assert server.restarts == 1
+
+
+def test_a_launch_goes_to_the_held_spare_without_the_server(server: ForkServer) -> None:
+    # The daemon hands the plan to the spare itself: a stopped server holds up no launch that
+    # has a spare, only the one after it, which waits for the next spare until its deadline.
+    spare = server.spare_pid
+    os.kill(server.pid, signal.SIGSTOP)
+    launch_true(server, timeout=30)
+    assert not alive(spare) and server.spare_pid == 0
+    with pytest.raises(LaunchError) as info:
+        launch_true(server, timeout=0.3)
+    assert (info.value.stage, info.value.message) == (
+        "forkserver",
+        "the fork server sent no spare in time",
+    )
+    assert not server.alive()
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
     assert server.restarts == 1
 
 
@@ -316,7 +350,7 @@ TRACED_STAGES = [
     "daemon: launch called",
     "daemon: plan built",
     "daemon: plan encoded",
-    "daemon: request sent to the fork server",
+    "daemon: request sent to the spare",
     "forkserver: request received by the spare",
     "forkserver: plan decoded",
     "launcher: fds placed",
@@ -372,9 +406,7 @@ def test_a_traced_launch_times_every_stage_in_order(server: ForkServer) -> None:
         # Without a fork server there is no request to send and none to decode.
         direct = [stage for stage, _ in traced_run(request, None)]
         assert direct == [
-            s
-            for s in TRACED_STAGES
-            if "fork server" not in s and "forkserver" not in s and "encoded" not in s
+            s for s in TRACED_STAGES if not any(w in s for w in ("spare", "forkserver", "encoded"))
         ]
         # Untraced (the default): no stamp anywhere.
         assert traced_run(replace(request, trace=False), server) == []
@@ -558,6 +590,7 @@ def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkS
                         return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
                                              procs, out, out, id_map=harness.ID_MAP)  # fmt: skip
 
+                    spareless(server)  # a ForkRequest, answered by the server
                     awaited = asyncio.create_task(launch_async(req("a"), server))
                     while server._pending is None:  # sent, its answer not read yet
                         await asyncio.sleep(0)
@@ -568,6 +601,7 @@ def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkS
                     blocking.go()
                     assert first.pid != blocking.pid and alive(first.pid) and alive(blocking.pid)
 
+                    spareless(server)
                     cancelled = asyncio.create_task(launch_async(req("c"), server))
                     while server._pending is None:
                         await asyncio.sleep(0)
@@ -578,6 +612,47 @@ def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkS
                     pids.append(after.pid)
                     await after.go_async(loop)
                     assert alive(after.pid) and after.pid not in pids[:-1]
+                finally:
+                    _kill_all(pids)
+        finally:
+            os.close(out)
+
+    asyncio.run(main())
+
+
+def test_a_synchronous_launch_takes_the_spare_an_awaited_one_waits_for(server: ForkServer) -> None:
+    """After a launch handed to the spare, the next awaits the server's Spare notice; a blocking
+    launch meanwhile reads that notice, uses the spare itself and wakes the awaited one, which
+    then waits for the spare after it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        out = os.open("/dev/null", os.O_WRONLY)
+        pids: list[int] = []
+        try:
+            with harness.v1_cgroup() as procs:
+                try:
+
+                    def req(name: str) -> LaunchRequest:
+                        return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
+                                             procs, out, out, id_map=harness.ID_MAP)  # fmt: skip
+
+                    os.kill(server.pid, signal.SIGSTOP)  # no Spare notice until it continues
+                    first = await launch_async(req("a"), server)
+                    pids.append(first.pid)
+                    awaited = asyncio.create_task(launch_async(req("b"), server))
+                    while server._spare_waiter is None:
+                        await asyncio.sleep(0)
+                    os.kill(server.pid, signal.SIGCONT)
+                    blocking = launch(req("c"), server=server)  # blocks the loop, as a probe
+                    pids.append(blocking.pid)
+                    second = await awaited
+                    pids.append(second.pid)
+                    for one in (first, second):
+                        await one.go_async(loop)
+                    blocking.go()
+                    assert len(set(pids)) == 3 and all(alive(pid) for pid in pids)
+                    assert server.restarts == 0
                 finally:
                     _kill_all(pids)
         finally:

@@ -54,6 +54,7 @@ from supervisor.sandbox.wire.protocol import (
     ProtocolError,
     ServerError,
     Spare,
+    Used,
     decode_server,
     encode_server,
 )
@@ -119,9 +120,14 @@ class ServerLauncher:
 class ForkServer:
     """The daemon's handle on its fork server: start, fork launchers, restart, close."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, spare: int) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], sock: socket.socket, spare: _DirectSpare | None
+    ) -> None:
         self._proc, self._sock = proc, sock
-        self._spare = spare  # the server's idle launcher: ours to reap if the server dies
+        # The server's idle launcher, whose channel only we hold: the next launch goes to it
+        # directly (ours to reap if the server dies). None: none offered yet or none left.
+        self._direct = spare
+        self._owed = False  # a Used was sent: its Spare notice is still to be read
         # The blobs this server keeps (offered with a request it answered), and their bytes.
         self._held: set[str] = set()
         self._held_bytes = 0
@@ -138,6 +144,8 @@ class ForkServer:
         # over through `_pending` (see _settle).
         self._turn: asyncio.Lock | None = None
         self._pending: _Pending | None = None
+        # An awaited fork waiting for a Spare notice: woken by whoever reads it (_take_spare).
+        self._spare_waiter: asyncio.Future[None] | None = None
 
     @classmethod
     def start(cls, timeout: float = START_TIMEOUT) -> ForkServer:
@@ -147,6 +155,11 @@ class ForkServer:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    @property
+    def spare_pid(self) -> int:
+        """The idle spare launcher's PID (0: none held)."""
+        return 0 if self._direct is None else self._direct.pid
 
     def alive(self) -> bool:
         return not self._given_up and self._proc.poll() is None
@@ -161,8 +174,8 @@ class ForkServer:
         self.last_exit = self._proc.wait()
         self._read_notices()
         self._sock.close()
-        _reap_orphan(self._spare)
-        self._proc, self._sock, self._spare = _spawn(START_TIMEOUT)
+        self._drop_spare(reap=True)
+        self._proc, self._sock, self._direct = _spawn(START_TIMEOUT)
         self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
         self._parts, self._parts_ops = {}, 0
         self._given_up = False
@@ -179,12 +192,101 @@ class ForkServer:
         """Have the server fork a launcher for `plan`; None if the server died during the
         request (the launcher may exist: the sync pipe tells). Raises LaunchError."""
         request = _ForkFrame(self, plan, fds, marks)
+        self._settle()
+        self._ensure(unit)
+        self._take_notices(unit, deadline, block=True)
+        direct = self._hand_to_spare(request, marks)
+        if direct is not None:
+            return direct
         launcher = self._request(
             unit, request.frame, request.passed, deadline, spare=True, marks=marks
         )
         if launcher is not None:  # answered: the server kept what it was offered
             self._keep(request)
         return launcher
+
+    def _ensure(self, unit: str) -> None:
+        try:
+            self.ensure()
+        except ForkServerError as err:
+            raise LaunchError(unit, "forkserver", err.message) from None
+
+    def _hand_to_spare(self, request: _ForkFrame, marks: Marks) -> ServerLauncher | None:
+        """Send the launch straight to the idle spare, then tell the server (Used); None if
+        there is no spare, or it died idle (the launch then goes through a ForkRequest)."""
+        spare, self._direct = self._direct, None
+        if spare is None:
+            return None
+        header, body = request.used_frame()
+        try:
+            send_frame(spare.channel, b"", body, request.passed)
+        except OSError:  # EPIPE: killed while idle (the server reaps it)
+            spare.close()
+            return None
+        finally:
+            spare.channel.close()
+        marks.mark("daemon: request sent to the spare")
+        try:
+            send_frame(self._sock, header, body)
+            self._owed = True
+        except OSError:
+            # The server died: the spare dies with it (its pdeathsig) and the sync pipe tells
+            # the launch so; the next request restarts the server.
+            self._give_up()
+        self._keep(request)
+        return ServerLauncher(spare.pid, spare.pidfd)
+
+    def _take_spare(self, msg: Spare, fds: list[int]) -> None:
+        """A Spare notice: the next idle launcher, its channel and a pidfd (none: pid 0)."""
+        self._owed = False
+        self._drop_spare(reap=False)  # a ForkRequest's notice while we held one: unused
+        if msg.pid > 0 and len(fds) == 2:
+            self._direct = _DirectSpare(msg.pid, socket.socket(fileno=fds[0]), fds[1])
+        else:
+            for fd in fds:
+                os.close(fd)
+        waiter = self._spare_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drop_spare(self, *, reap: bool) -> None:
+        """Close the idle spare's channel (it exits at EOF); `reap`: the server is dead, so the
+        spare re-parented to us and is reaped here."""
+        spare, self._direct = self._direct, None
+        if spare is not None:
+            spare.channel.close()
+            spare.close()
+            if reap:
+                _reap_orphan(spare.pid)
+
+    def _no_spare(self, unit: str) -> LaunchError:
+        """A Spare notice that does not come: this server is done for (as in _reply)."""
+        self._give_up()
+        self._owed = False
+        return LaunchError(unit, "forkserver", "the fork server sent no spare in time")
+
+    def _take_notices(self, unit: str, deadline: float, *, block: bool) -> None:
+        """Read the Spare notice a Used is owed (`block`: until it comes or `deadline`). No
+        answer is pending here (_settle read it), so nothing else may come."""
+        while self._owed:
+            left = max(0.0, deadline - time.monotonic()) if block else 0.0
+            if not wait_readable(self._sock, left):
+                if not block:
+                    return
+                raise self._no_spare(unit)
+            try:
+                frame = recv_frame(self._sock)
+                if frame is None:  # died: restarted at the next request
+                    self._owed = False
+                    return
+                msg = decode_server(frame[0], (Spare,))
+            except (ProtocolError, OSError) as err:
+                for fd in frame[2] if frame else ():
+                    os.close(fd)
+                self._give_up()
+                self._owed = False
+                raise LaunchError(unit, "forkserver", str(err)) from None
+            self._take_spare(msg, frame[2])
 
     def _keep(self, request: _ForkFrame) -> None:
         for digest, _, length in request.offers:
@@ -209,6 +311,11 @@ class ForkServer:
         async with self._turn:
             self._settle()  # the answer to a cancelled fork, if any, is read and dropped
             request = _ForkFrame(self, plan, fds, marks)
+            self._ensure(unit)
+            await self._spare_owed(loop, unit, deadline)
+            direct = self._hand_to_spare(request, marks)
+            if direct is not None:
+                return direct
             self._send(unit, request.frame, request.passed, marks)
             pending = self._pending = _Pending(unit, deadline, loop.create_future())
             try:
@@ -232,6 +339,30 @@ class ForkServer:
             finally:
                 if not pending.abandoned:
                     self._pending = None
+
+    async def _spare_owed(
+        self, loop: asyncio.AbstractEventLoop, unit: str, deadline: float
+    ) -> None:
+        """Until the Spare notice owed for the last Used is read (by us or by a synchronous
+        request's reply); LaunchError (and the server killed) at `deadline`."""
+        while self._owed:
+            self._take_notices(unit, deadline, block=False)
+            if not self._owed:
+                return
+            woken = self._spare_waiter = loop.create_future()
+
+            def wake(woken: asyncio.Future[None] = woken) -> None:
+                if not woken.done():
+                    woken.set_result(None)
+
+            loop.add_reader(self._sock, wake)
+            try:
+                await asyncio.wait_for(woken, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise self._no_spare(unit) from None
+            finally:
+                loop.remove_reader(self._sock)
+                self._spare_waiter = None
 
     async def _readable(
         self, loop: asyncio.AbstractEventLoop, pending: _Pending, deadline: float
@@ -358,14 +489,12 @@ class ForkServer:
                 raise LaunchError(unit, "forkserver", str(err)) from None
             if not isinstance(msg, Spare):
                 break
-            self._spare = msg.pid  # the notice after the previous answer
+            self._take_spare(msg, fds)  # the notice after the previous answer or Used
         if isinstance(msg, ServerError):
             for fd in fds:
                 os.close(fd)
             raise LaunchError(unit, "forkserver", msg.message, msg.errno)
         assert isinstance(msg, Forked)
-        if spare:
-            self._spare = 0  # handed out; the next one is announced by a Spare notice
         for fd in fds[1:]:
             os.close(fd)
         return ServerLauncher(msg.pid, fds[0] if fds else -1)
@@ -379,11 +508,10 @@ class ForkServer:
                 frame = recv_frame(self._sock)
                 if frame is None:
                     return
-                for fd in frame[2]:
+                for fd in frame[2]:  # a Spare's channel: its spare dies with the server
                     os.close(fd)
-                msg = decode_server(frame[0], (Spare, Forked, ServerError))
-                if isinstance(msg, Spare):
-                    self._spare = msg.pid
+                decode_server(frame[0], (Spare, Forked, ServerError))
+                self._owed = False
 
     def died(self) -> str:
         """Why a request got no answer, for its LaunchError (the next request restarts it)."""
@@ -396,13 +524,24 @@ class ForkServer:
     def close(self, timeout: float = 5.0) -> None:
         """EOF on its socket makes the server exit; SIGKILL if it does not within `timeout`."""
         self._read_notices()
+        spare = self.spare_pid
+        self._drop_spare(reap=False)  # EOF on its channel: the spare exits
         self._sock.close()
         try:
             self._proc.wait(timeout)
         except Exception:
             self._proc.kill()
             self._proc.wait()
-            _reap_orphan(self._spare)
+            _reap_orphan(spare)
+
+
+class _DirectSpare(ServerLauncher):
+    """The server's idle spare launcher as the daemon holds it: its PID, a pidfd (the launch's
+    handle once it is sent) and its channel, which nothing else holds."""
+
+    def __init__(self, pid: int, channel: socket.socket, pidfd: int) -> None:
+        super().__init__(pid, pidfd)
+        self.channel = channel
 
 
 class _NotYet:
@@ -433,6 +572,12 @@ class _ForkFrame:
         self._marks.mark("daemon: plan encoded")
         parts = [(token, count) for token, count, _ in self.parts]
         return encode_server(ForkRequest(len(self.passed), self.offers, parts)), encoded.body
+
+    def used_frame(self) -> tuple[bytes, bytes]:
+        """The Used notice for the server and the plan (the spare's frame's body)."""
+        _, body = self.frame()
+        parts = [(token, count) for token, count, _ in self.parts]
+        return encode_server(Used(self.offers, parts)), body
 
 
 class _Pending:
@@ -467,12 +612,13 @@ def _reap_orphan(pid: int, timeout: float = 1.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]:
+def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, _DirectSpare | None]:
     import subprocess  # noqa: PLC0415  (daemon side only: the server never needs it)
 
     import supervisor  # noqa: PLC0415
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds: list[int] = []
     root = os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__)))
     # -S: no site-packages, the server needs the standard library and this package only.
     argv = [sys.executable, "-S", "-m", SERVER_MODULE, str(theirs.fileno()), str(os.getpid())]
@@ -496,12 +642,19 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, int]
         frame = recv_frame(ours)
         if frame is None:
             raise ForkServerError(f"exited at start-up (wait status {proc.wait()})")
+        fds = frame[2]
         hello = decode_server(frame[0], (Hello,))
+        if hello.spare > 0 and len(fds) != 2:
+            raise ProtocolError("a spare's channel and pidfd", f"{len(fds)} fds")
     except (ForkServerError, ProtocolError, OSError) as err:
+        for fd in fds:
+            os.close(fd)
         proc.kill()
         proc.wait()
         ours.close()
         if isinstance(err, ForkServerError):
             raise
         raise ForkServerError(f"bad start-up: {err}") from None
-    return proc, ours, hello.spare
+    if hello.spare <= 0:
+        return proc, ours, None
+    return proc, ours, _DirectSpare(hello.spare, socket.socket(fileno=fds[0]), fds[1])

@@ -1,12 +1,14 @@
 """The fork server's side: spare launchers and the request loop (see host/forkserver.py).
 
 Runs in the server process, a fresh interpreter that imports only the launcher's modules. One
-spare launcher is always forked ahead: a launch request is checked and handed to it (plan bytes
-and fds, over its own socketpair), the daemon gets its PID and a pidfd, and then the next spare
-is forked while this one works. Every spare is reaped here as its pidfd turns readable.
-The blobs a request offers (plancodec.py) are kept before it is handed on, so every spare
-forked after has them for the plans that name them; a new spare first decodes the last plan
-(and throws it away) to take its copy-on-write faults while idle.
+spare launcher is always forked ahead, and its channel (a socketpair) and a pidfd of it go to
+the daemon (in Hello, then in a Spare notice): the daemon sends a launch's plan bytes and fds
+straight to it, then a Used notice here, and the next spare is forked while this one works.
+Without a spare (its fork failed, or it died idle) the daemon sends a ForkRequest, which is
+checked and handed to a spare forked for it. Every spare is reaped here as its pidfd turns
+readable. The blobs a plan offers (plancodec.py) are kept before the next spare is forked, so
+every spare forked after has them for the plans that name them; a new spare first decodes the
+last plan (and throws it away) to take its copy-on-write faults while idle.
 An EnterRequest (an exec health probe) is served by the server itself: it forks the command
 into the sandbox and watches it until it exits or its deadline passes (probe_run.py).
 """
@@ -27,7 +29,7 @@ from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
 from supervisor.sandbox.child import enter
 from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
-from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
+from supervisor.sandbox.wire.frames import recv_frame, send_frame
 from supervisor.sandbox.wire.plancodec import Ops, decode_plan, keep_offered, keep_parts
 from supervisor.sandbox.wire.protocol import (
     MAX_KEEP_FDS,
@@ -39,6 +41,7 @@ from supervisor.sandbox.wire.protocol import (
     ProtocolError,
     ServerError,
     Spare,
+    Used,
     decode_server,
     encode,
     encode_server,
@@ -78,9 +81,6 @@ class _Spare:
         self.pid, self.channel = pid, ours
         self.pidfd = os.pidfd_open(pid)  # before any wait: the PID cannot be recycled yet
 
-    def alive(self) -> bool:
-        return not wait_readable(self.pidfd, 0)
-
 
 def _spare_main(
     channel: socket.socket,
@@ -116,9 +116,13 @@ def _spare_main(
     run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks)
 
 
-def _check(header: bytes, fds: list[int]) -> ForkRequest | EnterRequest:
+def _check(header: bytes, fds: list[int]) -> ForkRequest | Used | EnterRequest:
     """The request in `header`; ProtocolError unless it comes with the right number of fds."""
-    req = decode_server(header, (ForkRequest, EnterRequest))
+    req = decode_server(header, (ForkRequest, Used, EnterRequest))
+    if isinstance(req, Used):
+        if fds:
+            raise ProtocolError("no fds", str(len(fds)))
+        return req
     if isinstance(req, EnterRequest):
         if len(fds) != ENTER_FDS:
             raise ProtocolError(f"{ENTER_FDS} fds", str(len(fds)))
@@ -153,7 +157,9 @@ class _Server:
         self.probes: dict[int, probe_run.RunningProbe] = {}  # pidfd -> exec probe command
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
-        self.spare: _Spare | None = None
+        # The pidfd of the spare whose channel the daemon holds (-1: none): killed at EOF, as
+        # the daemon may keep that channel open past its socket's.
+        self.offered = -1
         self.last_plan = b""  # the last launch request's body, to warm the next spare with
         # Blobs the daemon offered (plancodec.py), by digest: every spare forked from here has
         # them, so a plan may name them instead of carrying them.
@@ -164,50 +170,78 @@ class _Server:
         # To come back to after forking a probe command in a sandbox's PID namespace.
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
-    def _new_spare(self) -> _Spare:
-        spare = _Spare(self.sys, self.last_plan, self.cache, self.parts)
+    def _new_spare(self, warm: bool = True) -> _Spare:
+        spare = _Spare(self.sys, self.last_plan if warm else b"", self.cache, self.parts)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
 
     def _reap(self, pidfd: int) -> None:
-        if self.spare is not None and self.spare.pidfd == pidfd:  # killed while idle
-            self.spare.channel.close()
-            self.spare = None
+        if pidfd == self.offered:
+            self.offered = -1
         os.waitpid(self.launchers.pop(pidfd), 0)
         self.poller.unregister(pidfd)
         os.close(pidfd)
 
-    def _ready_spare(self) -> _Spare:
-        if self.spare is None or not self.spare.alive():  # none yet, or it was killed
-            if self.spare is not None:
-                self.spare.channel.close()
-                self.spare = None
-            self.spare = self._new_spare()
-        return self.spare
+    def _offer_spare(self, hello: bool = False) -> None:
+        """Fork the next spare and hand its channel and a pidfd to the daemon (in Hello at
+        start-up, else in a Spare notice), which sends it a launch directly; only the daemon
+        holds that channel from here. Pid 0 if the fork failed: the next launch is then a
+        ForkRequest."""
+        try:
+            spare: _Spare | None = self._new_spare()
+        except OSError:
+            spare = None
+        pid = 0 if spare is None else spare.pid
+        header = encode_server(Hello(os.getpid(), pid) if hello else Spare(pid))
+        if spare is None:
+            send_frame(self.sock, header)
+            return
+        try:
+            send_frame(self.sock, header, fds=[spare.channel.fileno(), spare.pidfd])
+            self.offered = spare.pidfd
+        finally:
+            spare.channel.close()
 
-    def _request(self, frame: tuple[bytes, bytes, list[int]]) -> None:
+    def _keep(self, body: bytes, request: ForkRequest | Used) -> None:
+        """What the plan offered (plancodec.py), for the spares forked after it."""
+        keep_offered(body, request.offers, self.cache)
+        self.last_plan = body
+        if request.parts:
+            # A bad plan is its launcher's to report, on the sync pipe.
+            with contextlib.suppress(ProtocolError):
+                keep_parts(body, {t for t, _ in request.parts}, self.cache, self.parts)
+
+    def _request(self, frame: tuple[bytes, bytes, list[int]]) -> bool:
+        """Serve one request; False if the server must exit (a Used it cannot keep)."""
         try:
             request = _check(frame[0], frame[2])
         except ProtocolError as err:
             for fd in frame[2]:
                 os.close(fd)
             self._error(err)
-            return
+            return True
         if isinstance(request, EnterRequest):
             self._enter(request, frame[1], frame[2])
-            return
+            return True
+        if isinstance(request, Used):
+            try:
+                self._keep(frame[1], request)
+            except ProtocolError:
+                # The daemon counts the offers as kept and nobody answers a Used: exiting makes
+                # it start a new server, which holds nothing.
+                return False
+            self._offer_spare()
+            return True
+        self._fork(request, frame)
+        return True
+
+    def _fork(self, request: ForkRequest, frame: tuple[bytes, bytes, list[int]]) -> None:
+        """A ForkRequest: the daemon holds no spare, so one is forked for it and handed it."""
         try:
-            # Kept before the spare is handed the request: the next spare is forked with them.
-            keep_offered(frame[1], request.offers, self.cache)
-        except ProtocolError as err:
-            for fd in frame[2]:
-                os.close(fd)
-            self._error(err)
-            return
-        try:
-            used = self._ready_spare()
-        except OSError as err:
+            self._keep(frame[1], request)  # before the fork: every spare from here has them
+            used = self._new_spare(warm=False)  # its plan is on the way: nothing to warm
+        except (ProtocolError, OSError) as err:
             for fd in frame[2]:
                 os.close(fd)
             self._error(err)
@@ -217,20 +251,8 @@ class _Server:
         except OSError as err:
             self._error(err)
             return
-        self.last_plan = frame[1]
         send_frame(self.sock, encode_server(Forked(used.pid)), fds=[used.pidfd])
-        if request.parts:
-            # After the answer (the daemon does not wait for it), before the next spare's fork
-            # (which then holds them). A bad plan is the spare's to report, on the sync pipe.
-            with contextlib.suppress(ProtocolError):
-                keep_parts(frame[1], {t for t, _ in request.parts}, self.cache, self.parts)
-        # The next spare is forked once the daemon has its answer, while `used` works.
-        try:
-            self.spare = self._new_spare()
-        except OSError:
-            self.spare = None  # retried at the next request
-            return
-        send_frame(self.sock, encode_server(Spare(self.spare.pid)))
+        self._offer_spare()
 
     def _error(self, err: ProtocolError | OSError) -> None:
         code = (err.errno or 0) if isinstance(err, OSError) else 0
@@ -272,8 +294,7 @@ class _Server:
                 probe_run.expire(probe)
 
     def run(self) -> int:
-        self.spare = self._new_spare()
-        send_frame(self.sock, encode_server(Hello(os.getpid(), self.spare.pid)))
+        self._offer_spare(hello=True)
         while True:
             for fd, _ in self.poller.poll(self._poll_timeout()):
                 if fd in self.launchers:
@@ -283,19 +304,20 @@ class _Server:
                     self._probe_ended(fd)
                     continue
                 frame = recv_frame(self.sock)
-                if frame is not None:
-                    self._request(frame)
+                if frame is not None and self._request(frame):
                     continue
-                # The daemon closed its end: the spare sees EOF too. Reap everyone first, or
-                # they would re-parent to the daemon as children it never asked for.
-                if self.spare is not None:
-                    self.spare.channel.close()
+                # The daemon closed its end (or sent a Used we cannot keep). Reap everyone
+                # first, or they would re-parent to the daemon as children it never asked for;
+                # the idle spare waits on the daemon's channel, not ours, so it is killed.
+                if self.offered >= 0:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(self.offered, signal.SIGKILL)
                 for pidfd in list(self.launchers):
                     self._reap(pidfd)
                 for pidfd, probe in list(self.probes.items()):
                     probe_run.expire(probe)
                     self._probe_ended(pidfd)
-                return 0
+                return 0 if frame is None else 1
             self._expire_probes()
 
 

@@ -23,32 +23,42 @@ after Go means PID 1's execve succeeded: the close-on-exec write end closed with
 writes nothing before Go (a failure while building ahead is reported after Go), so before Go
 the daemon reads the launcher's messages only.
 
-With a fork server (host/forkserver.py) the daemon does not fork the launcher itself: it asks the
-server over a Unix stream socketpair, and everything above stays as it is (the launcher and
+With a fork server (host/forkserver.py) the daemon does not fork the launcher itself: it hands
+the launch to a spare launcher the server forked ahead, over Unix stream socketpairs, and
+everything above stays as it is (the launcher and
 PID 1 still talk to the daemon directly through the pipes, which travel with the request).
 Frames: a 4-byte big-endian header length, a 4-byte body length, the header (one JSON
 message below), the body; fds ride on the frame's first byte (SCM_RIGHTS).
 
 | # | message      | sender  | receiver | fds (SCM_RIGHTS)              | expected reply          |
 |---|--------------|---------|----------|-------------------------------|-------------------------|
-| 0 | Hello        | server  | daemon   | -                             | none; the server is up  |
-| 1 | ForkRequest  | daemon  | server   | sync_w, go_r, stdout, stderr, | Forked or ServerError   |
-|   |              |         |          | then the plan's keep_fds      |                         |
-|   | (body: the ChildPlan, plancodec.py; `offers`: its blobs for the server to keep;       |
-|   | `parts`: its root_ops, for the server to keep decoded)                                |
-| 2 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
+| 0 | Hello        | server  | daemon   | the spare's channel and a     | none; the server is up  |
+|   |              |         |          | pidfd of it (none: no spare)  |                         |
+| 1 | plan         | daemon  | spare    | sync_w, go_r, stdout, stderr, | none; then message 1    |
+|   |              |         |          | then the plan's keep_fds      | above on the sync pipe  |
+|   | (on the spare's own channel; header empty, body: the ChildPlan, plancodec.py)        |
+| 2 | Used         | daemon  | server   | -                             | none; then a Spare      |
+|   | (body: the same plan; `offers`: its blobs for the server to keep; `parts`: its         |
+|   | root_ops, for the server to keep decoded)                                             |
+| - | Spare        | server  | daemon   | the new spare's channel and a | none (read before the   |
+|   |              |         |          | pidfd of it (none: pid 0)     | next launch or reply)   |
+| 3 | ForkRequest  | daemon  | server   | as message 1                  | Forked or ServerError   |
+|   | (only when the daemon holds no spare: its fork failed, or it died idle; body, offers |
+|   | and parts as for Used)                                                                |
+| 4 | Forked       | server  | daemon   | a pidfd of the launcher       | none; then message 1    |
 |   |              |         |          | (none if it is already gone)  | above on the sync pipe  |
 | - | ServerError  | server  | daemon   | -                             | none; nothing was forked|
-| - | Spare        | server  | daemon   | -                             | none (read before the   |
-|   |              |         |          |                               | next reply)             |
-| 3 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked (the command) or |
+| 5 | EnterRequest | daemon  | server   | report_w, output_w, a pidfd   | Forked (the command) or |
 |   |              |         |          | of the sandbox's PID 1        | ServerError             |
 |   | (body: the default seccomp BPF, loaded if PID 1 runs under a filter)                  |
 | - | EOF          | daemon  | server   | -                             | the server exits        |
 
-The server answers first and forks the next spare launcher afterwards, so that the daemon,
-which waits for the answer, never waits for a fork; the new spare's PID follows in a Spare
-notice, which the daemon reads with its next answer (it reaps that spare if the server dies).
+The daemon sends a launch straight to the spare launcher the server forked ahead (one wake-up
+on the launch's path, not two: the server is not woken to pass it on), then tells the server
+with Used, which keeps what the plan offered and forks the next spare while the first one
+works. The server never holds an idle spare's channel itself: only the daemon can give a spare
+its launch. A Used the server cannot keep is fatal to it (the daemon then starts a new one,
+which holds nothing, so the daemon's record of what is held never goes wrong).
 
 An EnterRequest (an exec health probe, server/probe_run.py) is served by the server itself: it
 forks the command into the sandbox and answers Forked with the command's PID and pidfd (or a
@@ -143,6 +153,16 @@ class ForkRequest:
 
 
 @dataclass(frozen=True)
+class Used:
+    """The daemon handed the plan in the frame's body straight to the spare launcher whose
+    channel the last Hello or Spare carried: keep the plan's offers and parts as for a
+    ForkRequest, then fork the next spare. No answer but that spare's Spare notice."""
+
+    offers: list[tuple[str, int, int]] = field(default_factory=list)
+    parts: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class EnterRequest:
     """Run `argv` inside the running sandbox whose PID 1 is `pid` (an exec health probe).
 
@@ -165,7 +185,8 @@ class Forked:
 
 @dataclass(frozen=True)
 class Spare:
-    """The server forked its next spare launcher (sent after a Forked, unasked)."""
+    """The server forked its next spare launcher (sent after a Forked or a Used, unasked);
+    pid 0: it could not, and the next launch goes through a ForkRequest."""
 
     pid: int
 
@@ -178,10 +199,11 @@ class ServerError:
     message: str
 
 
-ServerMessage = Hello | ForkRequest | EnterRequest | Forked | Spare | ServerError
+ServerMessage = Hello | ForkRequest | Used | EnterRequest | Forked | Spare | ServerError
 _SERVER_KINDS: dict[str, type[ServerMessage]] = {
     "hello": Hello,
     "fork": ForkRequest,
+    "used": Used,
     "enter": EnterRequest,
     "forked": Forked,
     "spare": Spare,
