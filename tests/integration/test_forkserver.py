@@ -113,6 +113,32 @@ def our_children() -> set[int]:
     return {int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()}
 
 
+def socket_inodes(pid: int) -> set[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    links = (os.readlink(fds / name) for name in os.listdir(fds))
+    return {link for link in links if link.startswith("socket:")}
+
+
+def test_pid1_holds_no_fd_of_a_spares_channel(server: ForkServer) -> None:
+    # The daemon holds each idle spare's channel and sends a launch over it: neither it nor
+    # the server's socket may reach the sandbox, or its root could hand itself the next
+    # sandbox's launch (or read its plan and fds).
+    assert server.spare_pid > 0  # the launch goes over the channel the daemon holds
+    out = os.open("/dev/null", os.O_WRONLY)
+    with harness.v1_cgroup() as procs:
+        spec = harness.unit(["/bin/sleep", "30"])
+        launched = launch(
+            LaunchRequest(spec, procs, out, out, id_map=harness.id_map_for(spec)), server=server
+        )
+        try:
+            launched.go()
+            assert socket_inodes(launched.pid) == set()  # no socket at all: none of ours
+        finally:
+            os.close(out)
+            os.kill(launched.pid, signal.SIGKILL)
+            os.waitpid(launched.pid, 0)
+
+
 def test_a_dead_server_is_restarted_before_the_next_launch(server: ForkServer) -> None:
     first, spare = server.pid, server.spare_pid
     assert spare > 0

@@ -17,8 +17,10 @@ what kept it from probing many units often.
 
 The launch protocol is unchanged: the daemon still creates the sync and go pipes and sends
 them, with the service's stdout/stderr and the fds PID 1 keeps, alongside the plan
-(wire/protocol.py, the second table). The server forks the launcher exactly as the daemon would
-(ahead of time: a spare launcher waits for each request, server/serverloop.py); the launcher's PID 1
+(wire/protocol.py, the second table). The server forks the launcher exactly as the daemon would,
+ahead of time: a spare launcher waits for each launch, and the daemon holds its channel and
+sends it the launch itself, so the server is not woken on the launch's path
+(server/serverloop.py); the launcher's PID 1
 re-parents to the daemon (a child subreaper; the server is not one), so the daemon still owns,
 watches and reaps every sandbox.
 The server only reaps its own launchers.
