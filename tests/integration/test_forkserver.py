@@ -31,6 +31,7 @@ from supervisor.sandbox.wire.protocol import (
     ForkRequest,
     Reader,
     ServerError,
+    Used,
     decode_server,
     encode_server,
 )
@@ -278,6 +279,32 @@ def test_start_failure_is_a_fork_server_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     with pytest.raises(ForkServerError, match="fork server: cannot start /nonexistent/python"):
         ForkServer.start()
+
+
+def test_a_used_the_server_cannot_keep_ends_it_and_the_next_launch_restarts_it(
+    server: ForkServer,
+) -> None:
+    # Nobody answers a Used, and the daemon counts its offers as kept: a server that cannot
+    # keep them exits (killing the spare whose channel we hold), and a new one holds nothing.
+    first, spare = server.pid, server.spare_pid
+    send_frame(server._sock, encode_server(Used([("0" * 64, 0, 999)])), b"\0\0\0\0")
+    wait_dead(first)
+    wait_dead(spare)
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0
+    assert server.pid != first and server.restarts == 1 and server.last_exit == 1
+
+
+def test_a_used_with_fds_is_a_server_error(server: ForkServer) -> None:
+    r, w = os.pipe()
+    try:
+        send_frame(server._sock, encode_server(Used()), b"", [r, w])
+        frame = recv_frame(server._sock)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert frame is not None
+    assert "expected no fds, received 2" in decode_server(frame[0], (ServerError,)).message
+    assert harness.run(harness.unit(["/bin/true"])).exit_code == 0, "still serving"
 
 
 def test_a_bad_request_is_answered_with_a_server_error(server: ForkServer) -> None:

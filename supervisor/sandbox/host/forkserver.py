@@ -276,6 +276,7 @@ class ForkServer:
                 if not block:
                     return
                 raise self._no_spare(unit)
+            frame = None
             try:
                 frame = recv_frame(self._sock)
                 if frame is None:  # died: restarted at the next request

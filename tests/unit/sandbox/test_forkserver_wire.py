@@ -31,6 +31,7 @@ from supervisor.sandbox.wire.protocol import (
     ProtocolError,
     ServerError,
     Spare,
+    Used,
     decode_server,
     encode_server,
 )
@@ -211,7 +212,14 @@ def test_only_plan_classes_are_accepted() -> None:
 
 
 def test_server_messages_round_trip_and_name_the_unexpected() -> None:
-    for msg in (Hello(1, 2), ForkRequest(4), Forked(77), Spare(78), ServerError(11, "again")):
+    for msg in (
+        Hello(1, 2),
+        ForkRequest(4),
+        Used(),
+        Forked(77),
+        Spare(78),
+        ServerError(11, "again"),
+    ):
         assert decode_server(encode_server(msg), (type(msg),)) == msg
     with pytest.raises(ProtocolError, match="expected Forked or ServerError, received Hello"):
         decode_server(encode_server(Hello(1, 2)), (Forked, ServerError))
