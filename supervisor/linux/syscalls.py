@@ -27,6 +27,8 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Literal, NoReturn, Protocol, TypeVar
 
+from supervisor.linux import nsclone
+
 # clone(2) namespace flags.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -580,13 +582,16 @@ class LibcSyscalls:
     def make_userns(self, id_map: str) -> int:
         """A new user namespace whose uid and gid maps are `id_map` ("inside outside count"),
         as an fd for setns and MOUNT_ATTR_IDMAP. A process cannot map its own host ids into a
-        namespace it made (it has no privilege left in its parent), so a throwaway child
-        unshares one (`namespace_child`), and we (still host root) write its maps and keep its
-        ns file open."""
-        with namespace_child(lambda: self.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)") as pid:
+        namespace it made (it has no privilege left in its parent), so a child is cloned into
+        one, exiting at once (nsclone.py: no fork, no Python in it), and we (still host root)
+        write its maps and open its ns file through its zombie before reaping it."""
+        pid = nsclone.exited_child(CLONE_NEWUSER)
+        try:
             for name in ("uid_map", "gid_map"):
                 self.write_file(f"/proc/{pid}/{name}", id_map.encode(), create=False)
             return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.waitpid(pid, 0)
 
     def hold_userns(self, id_map: str, path: str) -> int:
         """An fd of the user namespace held for `path`'s range (linux/helduserns.py: the file

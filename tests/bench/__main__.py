@@ -18,10 +18,10 @@ systemd-container), then runs, on this machine in this run:
      daemon, the fork server, its launchers, the sandboxes' PID 1s) beside crun's, and the
      host mounts each start added (bench_density.py);
   5. scale: --scale N (5000) idle sandboxes under one daemon, held to issue 23's goals at that
-     size: daemon RSS < 250 MB, idle CPU < 2 % of a core over 30 s (utime + stime from
-     /proc/PID/stat), `sandboxctl status` < 150 ms end to end, reload with one changed file
-     < 100 ms (the API's answer); with the start time, the list view and `status UNIT` as
-     context (bench_density.py, as the density section; a few minutes at 5000);
+     size: daemon RSS < 250 MB, idle CPU < 2 % of a core over 30 s (ns from
+     /proc/PID/task/*/schedstat), `sandboxctl status` < 150 ms end to end, reload with one
+     changed file < 100 ms (the API's answer); with the start time, the list view and
+     `status UNIT` as context (bench_density.py, as the density section; a few minutes at 5000);
   6. faults: `status` latency p50 / p99 / max and a SIGKILLed unit's restart while the log disk
      stalls for --stall seconds (a FUSE filesystem), the daemon's memory with no unit and with
      --density units, and per unit (bench_faults.py).
@@ -334,7 +334,7 @@ def scale_rows(n: int, runs: int) -> list[Row]:
               f"{d['rss_after_idle_mb']:.1f} MB after the idle window; fork server "
               f"{d['forkserver_rss_mb']:.1f} MB"),
         under(f"scale: daemon idle CPU with {n} ({d['idle_window_s']:.0f} s)",
-              d["idle_cpu_pct"], SCALE_IDLE_CPU_GOAL_PCT, "% of a core", "/proc/PID/stat"),
+              d["idle_cpu_pct"], SCALE_IDLE_CPU_GOAL_PCT, "% of a core", "schedstat"),
         under(f"scale: sandboxctl status on {n} units, end to end (median of {runs})",
               d["status_ms"], SCALE_STATUS_GOAL_MS, "ms", f"--json {d['status_json_ms']:.0f} ms"),
         under(f"scale: reload, {n} units, one changed (API answer)", d["reload_api_ms"],

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_status import time_api
+from tests.bench.proc_cpu import cpu_seconds, reaped_cpu_seconds
 from tests.support import kit
 from tests.support.daemon_kit import UnixHTTPConnection
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def mem_available_kib() -> int:
@@ -55,18 +54,6 @@ def mem_available_kib() -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1])
     raise RuntimeError("no MemAvailable")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def reaped_cpu_seconds(pid: int) -> float:
-    """CPU of the children `pid` has reaped (cutime + cstime): a fork server's launchers, the
-    crun helper's `crun` processes."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / TICK
 
 
 def host_mounts(under: str = "/") -> int:
@@ -80,9 +67,10 @@ def host_mounts(under: str = "/") -> int:
 
 
 def cpu_per_start(parts: dict[str, float], n: int) -> dict[str, float]:
-    """CPU seconds by process, as ms per start: `{part}` for each, and `total`. Tick-counted
-    (/proc/PID/stat), so only sums over many processes and starts mean anything; kernel work
-    done in no process's name (kworkers, RCU callbacks) is in neither side's figure."""
+    """CPU seconds by process, as ms per start: `{part}` for each, and `total`. Live
+    processes' CPU is read to the ns (`proc_cpu`), reaped ones' from their parent's
+    cutime + cstime; kernel work done in no process's name (kworkers, RCU callbacks) is in
+    neither side's figure."""
     out = {k: v * 1000 / n for k, v in parts.items()}
     out["total"] = sum(out.values())
     return {k: round(v, 2) for k, v in out.items()}

@@ -8,7 +8,7 @@ as the daemon measured it, and its fd count. Figures, not a pass/fail test.
 
 The services are tiny python3 TCP/HTTP servers (tcp/http probes connect from inside each
 sandbox's network namespace) or a shell (exec probes are run by the daemon's fork server, which
-enters the sandbox); `mix` is a third of each. CPU is measured from /proc/<pid>/stat over a
+enters the sandbox); `mix` is a third of each. CPU is measured from /proc (proc_cpu.py) over a
 window after every unit is healthy, then again with the [health] sections removed (reload), as
 the baseline: the daemon's own, and the fork server's with the probe runners it has reaped.
 For exec probes, the peer: `crun exec` of the same command into a running crun container with
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.bench import proc_cpu
 from tests.support.daemon_kit import Daemon, teardown, wait_for
 
-TICK = os.sysconf("SC_CLK_TCK")
 SERVER = """
 import socket
 s = socket.socket()
@@ -63,12 +63,8 @@ def unit_text(kind: str, probe: bool) -> str:
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime + stime (+ cutime + cstime: its reaped children's) of `pid`, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    used = int(fields[11]) + int(fields[12])
-    if children:
-        used += int(fields[13]) + int(fields[14])
-    return used / TICK
+    """`pid`'s CPU (+ its reaped children's), in seconds."""
+    return proc_cpu.cpu_seconds(pid) + (proc_cpu.reaped_cpu_seconds(pid) if children else 0.0)
 
 
 def fork_server_pid(daemon: int) -> int:

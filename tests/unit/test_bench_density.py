@@ -4,12 +4,15 @@ namespace, the daemon's share told apart, and the slab caches side by side."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import bench_density
+from tests.bench import bench_density, proc_cpu
 from tests.bench.__main__ import memory_rows, storm_cpu_rows
 from tests.support.requires import requires_root
+from tests.support.waiting import wait_for
 
 
 def side(host: float, slab: dict[str, float], n: int = 10, **extra: Any) -> dict[str, Any]:
@@ -126,3 +129,18 @@ def test_a_sandboxs_own_memory_cgroup_charges_are_read_from_its_pid() -> None:
     charged = bench_density.own_cgroup_kib([os.getpid()])
     assert set(charged) == {"usage", "kernel", "shmem"} and charged["usage"] > 0
     assert bench_density.own_cgroup_kib([]) == {}
+
+
+def test_a_live_processs_cpu_is_read_below_a_clock_tick() -> None:
+    # `sleep` runs well under one tick (10 ms) before it sleeps: /proc/PID/stat's utime +
+    # stime round that down to 0 per process, schedstat's nanoseconds keep it, so a sum over
+    # a thousand sandboxes' PID 1s counts them.
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for(lambda: Path(f"/proc/{proc.pid}/wchan").read_text() != "0", 10)
+        assert 0 < proc_cpu.cpu_seconds(proc.pid) < 1.0  # seconds, not ticks read as seconds
+    finally:
+        proc.kill()
+        proc.wait()
+    # This process's live threads: never more than the kernel's own total for it.
+    assert 0 < proc_cpu.cpu_seconds(os.getpid()) <= time.process_time()

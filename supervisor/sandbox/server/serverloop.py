@@ -113,7 +113,7 @@ def _spare_main(
     marks = Marks(plan.trace, ["forkserver: request received by the spare"], [received])
     marks.mark("forkserver: plan decoded")
     # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
-    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks)
+    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks, signals_reset=True)
 
 
 def _check(header: bytes, fds: list[int]) -> ForkRequest | Used | EnterRequest:

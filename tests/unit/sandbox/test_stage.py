@@ -140,6 +140,16 @@ def test_launcher_reports_a_loopback_failure_after_killing_pid1(
     assert isinstance(msg, ChildError) and msg.stage == "network" and msg.errno == errno.EPERM
 
 
+def test_a_spares_launcher_does_not_reset_the_signals_it_reset_while_waiting(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    with pytest.raises(Exited):
+        run_launcher(plan_for(), fds, sys, fake_exit, signals_reset=True)
+    assert "reset_signals" not in sys.names() and messages(sync_r) == [PidReport(777)]
+
+
 def test_pid1_leaves_lo_to_the_launcher(pipes: tuple[ChildFds, int, int]) -> None:
     fds, _, go_w = pipes
     os.write(go_w, GO)
