@@ -249,6 +249,9 @@ class Reconciler:
         self, specs: dict[str, UnitSpec], errors: dict[str, Sequence[object]]
     ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
         shadowed: dict[str, str] = {}
+        if not self.sources:  # no fleet: no per-unit map to build at every reload
+            self.shadowed = shadowed
+            return specs, errors
         running = {n: r.spec for n, r in self.runners.items()}
         for source in self.sources:
             specs, errors, hidden = sources.merge(source, specs, errors, running)
