@@ -16,6 +16,8 @@ import pytest
 
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.unit.loader import UnitLoader
+from tests.support.daemon_kit import Daemon
+from tests.support.requires import requires_root
 
 OLD = 1_600_000_000  # an mtime long past: the entry is trusted by its signature at once
 
@@ -110,9 +112,7 @@ def test_a_dropin_directory_appearing_is_seen(loader: UnitLoader, units: Path) -
     assert exec_of(loader, units, "a") == ["/bin/sleep", "600"]
 
 
-def test_lost_events_make_the_next_load_look_at_every_file(
-    loader: UnitLoader, units: Path
-) -> None:
+def test_lost_events_make_the_next_load_look_at_every_file(loader: UnitLoader, units: Path) -> None:
     """Past the kernel's queue (fs.inotify.max_queued_events) the events are lost and
     IN_Q_OVERFLOW says so: the next load checks every file's signature, as at start."""
     loader.load_directory(units)
@@ -182,3 +182,26 @@ def test_unchanged_files_are_not_even_stat_ed(
     write(units / "b.toml", unit("111"))  # the changed file is read, the others not looked at
     assert exec_of(loader, units, "b") == ["/bin/sleep", "111"]
     assert looked == []
+
+
+@pytest.mark.root
+@requires_root
+def test_the_daemon_restarts_a_unit_edited_in_place_keeping_mtime_and_size(
+    daemon: Daemon,
+) -> None:
+    """The daemon's own loader watches its directory: `reload` after an edit that the stat
+    signature alone would miss restarts the unit, and leaves the other unit alone."""
+    text = '[service]\nexec = ["/bin/sleep", "1000"]\nstop_timeout = "300ms"\n'
+    for name in ("edit", "keep"):
+        write(daemon.units / f"{name}.toml", text)
+    daemon.start()
+    before = daemon.wait_unit("edit", lambda u: u["state"] == "running")
+    daemon.wait_unit("keep", lambda u: u["state"] == "running")
+    code, body = daemon.request("POST", "/v1/reload")  # a reload from the watch alone
+    assert code == 200 and body["restarted"] == [] and sorted(body["unchanged"]) == ["edit", "keep"]
+    with open(daemon.units / "edit.toml", "r+") as f:
+        f.write(text.replace("1000", "2000"))
+    os.utime(daemon.units / "edit.toml", (OLD, OLD))
+    code, body = daemon.request("POST", "/v1/reload")
+    assert code == 200 and body["restarted"] == ["edit"] and body["unchanged"] == ["keep"]
+    daemon.wait_unit("edit", lambda u: u["state"] == "running" and u["pid"] != before["pid"])
