@@ -216,7 +216,7 @@ async def serve(config: DaemonConfig) -> None:
             id_ranges=IdRanges(config.data_dir, config.pool, config.subids(), holder),
             launch_slots=LaunchSlots(default_limit(os.cpu_count())), trace_restarts=traced,
         )  # fmt: skip
-        reconciler = Reconciler(config, host, UnitLoader(), store, network=network)
+        reconciler = Reconciler(config, host, UnitLoader(watch=True), store, network=network)
         await _run(config, reconciler, notifier, commands)
     finally:
         fork_server.close()

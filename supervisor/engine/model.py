@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from supervisor.contract import HealthState
@@ -139,7 +139,21 @@ class ReloadResult:
         return not self.invalid
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        """`asdict(self)` and `ok`, built field by field: asdict deep-copies each of the 5000
+        names in `unchanged` one by one, ~4 ms of a 5000-unit reload's answer (issue 23)."""
+        out: dict[str, Any] = {}
+        for name in _RELOAD_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = {unit: list(lines) for unit, lines in value.items()}
+            out[name] = value
+        out["ok"] = self.ok
+        return out
+
+
+_RELOAD_FIELDS = tuple(f.name for f in fields(ReloadResult))
 
 
 class Controller(Protocol):

@@ -236,7 +236,10 @@ class Reconciler:
         stops keeps its block until it has ended."""
         if self.host.id_ranges is None:
             return
-        live = {n for n, r in self.runners.items() if r.state.has_process()}
+        # Only the units without a spec here can be kept by `known` (assign: known - specs):
+        # their runners alone are asked whether a run lives, not all 5000.
+        runners = self.runners
+        live = {n for n in runners.keys() - specs.keys() if runners[n].state.has_process()}
         known = set(errors) | live | {r.name for r in self._retiring}
         for name, refused in self.host.id_ranges.assign(specs, known).items():
             del specs[name]
@@ -246,6 +249,9 @@ class Reconciler:
         self, specs: dict[str, UnitSpec], errors: dict[str, Sequence[object]]
     ) -> tuple[dict[str, UnitSpec], dict[str, Sequence[object]]]:
         shadowed: dict[str, str] = {}
+        if not self.sources:  # no fleet: no per-unit map to build at every reload
+            self.shadowed = shadowed
+            return specs, errors
         running = {n: r.spec for n, r in self.runners.items()}
         for source in self.sources:
             specs, errors, hidden = sources.merge(source, specs, errors, running)
@@ -308,7 +314,8 @@ class Reconciler:
             self.ordering.invalidate()
         if runner.invalid:  # fixed back to the version that runs: nothing else to do
             result.fixed.append(runner.name)
-        runner.set_invalid([])
+            runner.set_invalid([])
+        # A valid unit kept as it was has nothing to tell: no call for each of 5000 (issue 23).
         result.unchanged.append(runner.name)
 
     def _remove(self, runner: UnitRunner, result: ReloadResult) -> None:

@@ -215,6 +215,7 @@ class ListText:
     def text(self, runners: Iterable[UnitRunner], now: float) -> str:
         kept, rows = self._rows, []
         fresh: dict[str, tuple[tuple[object, ...] | None, str, str, str]] = {}
+        backoff = State.BACKOFF
         for r in runners:
             key = _row_key(r)
             hit = kept.get(r.name)
@@ -223,12 +224,24 @@ class ListText:
                 memory = row.pop("memory_bytes")
                 next_start_in, uptime = row.pop("next_start_in"), row.pop("uptime")
                 hit = (key, *_pieces(row))
+                text = f"{_number(next_start_in)}{_CLOCKS[1]}{_number(uptime)}"
             else:
-                memory, next_start_in, uptime = _changing(r, now)
+                # _changing's values, inline: this loop runs 1000 times per request and a
+                # call per row showed (issue 23). Memory is read live, every request.
+                run = r.run
+                memory = _memory(run)
+                if r.state is backoff:
+                    next_start_in = _next_start_in(r)
+                    uptime = round(now - run.started_mono, 3) if run else None
+                    text = f"{_number(next_start_in)}{_CLOCKS[1]}{_number(uptime)}"
+                elif run is None:
+                    text = f"null{_CLOCKS[1]}null"
+                else:  # a float's repr is json.dumps' spelling (finite: a difference of clocks)
+                    text = f"null{_CLOCKS[1]}{round(now - run.started_mono, 3)!r}"
             fresh[r.name] = hit
             _, head, middle, tail = hit
-            rows.append(f"{head}{_MEMORY}{_number(memory)}{middle}{_CLOCKS[0]}"
-                        f"{_number(next_start_in)}{_CLOCKS[1]}{_number(uptime)}{tail}")  # fmt: skip
+            rows.append(f"{head}{_MEMORY}{'null' if memory is None else memory}{middle}"
+                        f"{_CLOCKS[0]}{text}{tail}")  # fmt: skip
         self._rows = fresh
         return '{"units": [' + ", ".join(rows) + "]}"
 

@@ -13,6 +13,14 @@ even reading when the stat signature (mtime, size, inode, device) matches and th
 already older than the racy window when it was hashed (git's "racily clean" rule: an edit in
 the same timestamp tick as our read could otherwise keep mtime and size).
 
+The daemon's loader (`watch=True`) skips even that stat: an inotify watch (linux/dirwatch.py)
+on the directory and on each plain unit file names the files that may have changed since the
+last load, and only those are looked at, read and hashed whatever their signature (the watch saw
+an event: an edit in the same tick may keep mtime and size). A file is followed before it is
+looked at, so a change after the look is in the next load's events. When the watch cannot say
+(the first load, lost events, the directory swapped, a watch refused) every file goes through
+the signature rule above.
+
 Host checks (checks.py) are cached too, for the 5000-unit reload (issue 23): a unit whose spec
 is the very object the last load checked (its file, and so its spec, unchanged) and whose host
 warnings were none then is not checked again; a unit with warnings is checked at every load,
@@ -39,6 +47,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from supervisor.linux.dirwatch import DirectoryWatch
+from supervisor.log import get_logger
 from supervisor.unit import checks, compose, credentials
 from supervisor.unit.diagnostics import (
     KEY_NAME,
@@ -82,6 +92,7 @@ __all__ = [
     "load_unit",
     "parse_unit",
 ]
+log = get_logger()
 # A line that sets `image` (in [sandbox]); a false match only costs a parse.
 _IMAGE_KEY = re.compile(r"^\s*image\s*=", re.MULTILINE)
 # A [credentials] table (or a dotted or inline spelling of it).
@@ -221,8 +232,16 @@ def located(errors: Iterable[UnitError], text: str) -> list[UnitError]:
 class UnitLoader:
     """Loads unit directories, reusing the result for files that did not change."""
 
-    def __init__(self, host_checks: bool = True) -> None:
+    def __init__(self, host_checks: bool = True, watch: bool = False) -> None:
         self._cache: dict[str, _Entry] = {}
+        # `watch` (the daemon's loader): an inotify watch on the directory tells which files
+        # may have changed since the last load (module doc). The file names whose cache entry
+        # was confirmed (read, or its signature checked) while their file was followed, with
+        # no event about them since: reused without even an lstat.
+        self._watching = watch
+        self._watch: DirectoryWatch | None = None
+        self._watched: set[str] = set()
+        self._reported: set[str] = set()  # the names the watch said changed, at this load
         self._instances: dict[str, list[str]] = {}  # template path -> instances listed last
         self._template_errors: dict[str, list[UnitError]] = {}
         self._host_checks = host_checks
@@ -230,16 +249,20 @@ class UnitLoader:
         self._clean: dict[str, UnitSpec] = {}
         self._concerns = PerSpec(checks.concerns)  # which checks may refuse each unit
 
-    def load_file(self, path: str, name: str) -> tuple[UnitSpec | None, list[UnitError], str]:
-        """One file through the cache: (spec or None, errors, source text)."""
+    def load_file(
+        self, path: str, name: str, reread: bool = False
+    ) -> tuple[UnitSpec | None, list[UnitError], str]:
+        """One file through the cache: (spec or None, errors, source text). `reread`: the
+        watch saw the file change, so its content is hashed whatever its signature says (an
+        edit may keep mtime, size and inode)."""
         cached = self._cache.get(path)
-        try:  # lstat: a file replaced by a link to it must not look unchanged
-            sig = _signature(os.lstat(path))
-        except OSError:
-            sig = None
         image_unit = cached is not None and cached.reparse
-        if cached is not None and cached.signature == sig and cached.trusted and not image_unit:
-            return cached.spec, list(cached.errors), cached.text
+        if cached is not None and not reread and not image_unit and cached.trusted:
+            try:  # lstat: a file replaced by a link to it must not look unchanged
+                if cached.signature == _signature(os.lstat(path)):
+                    return cached.spec, list(cached.errors), cached.text
+            except OSError:
+                pass
         try:
             data, st = read_unit_bytes(path)
         except UnitFileError as exc:
@@ -270,6 +293,36 @@ class UnitLoader:
         for stale in self._cache.keys() - paths:
             del self._cache[stale]
 
+    def close(self) -> None:
+        """Drop the directory watch (a loader made with `watch`)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        self._watched.clear()
+
+    def _follow_changes(self, directory: str) -> None:
+        """Forget, of `_watched`, the files the watch says may have changed since the last load
+        (all of them when it cannot say: events lost, the directory swapped, no watch yet)."""
+        if not self._watching:
+            return
+        watch = self._watch
+        if watch is not None and watch.path == directory and not watch.broken:
+            changed = watch.changes()
+            if changed is not None:
+                self._watched.difference_update(changed)
+                self._reported = changed
+                return
+            if not watch.broken:  # events were lost: every file is checked once, as at start
+                self._watched.clear()
+                self._reported = set()
+                return
+        self.close()
+        self._reported = set()
+        try:
+            self._watch = DirectoryWatch(directory)
+        except OSError as exc:  # no inotify instance or watch left: every file is checked
+            log.warning("unit.directory_unwatched", directory=directory, error=strerror(exc))
+
     def load_directory(self, directory: str | os.PathLike[str]) -> DirectoryLoad:
         """Every `*.toml` in `directory` (hidden files skipped), templates instantiated and
         drop-ins merged, then the cross-unit checks.
@@ -279,6 +332,7 @@ class UnitLoader:
         """
         directory = os.fspath(directory)
         self._template_errors = {}
+        self._follow_changes(directory)  # before the listing: what changes after it is told
         try:
             entries = os.listdir(directory)
         except OSError as exc:
@@ -299,7 +353,8 @@ class UnitLoader:
             if name.endswith("@"):  # a template: its instances are found below
                 instances.update(self._listed_instances(directory, name, memo, listing))
             else:
-                self._load_unit_file(directory, file_name, (memo, listing), result, texts)
+                file = (file_name, prefix + file_name)
+                self._load_unit_file(file, (directory, memo, listing), result, texts)
         for name in sorted(instances - result.specs.keys() - result.errors.keys()):
             composition = composition_of(directory, name, listing)
             if composition is not None:
@@ -342,14 +397,14 @@ class UnitLoader:
 
     def _load_unit_file(
         self,
-        directory: str,
-        file_name: str,
-        shared: tuple[dict[str, compose.Source | UnitFileError], frozenset[str]],
+        file: tuple[str, str],
+        shared: tuple[str, dict[str, compose.Source | UnitFileError], frozenset[str]],
         result: DirectoryLoad,
         texts: dict[str, str],
     ) -> None:
-        """One plain or instance file; `shared` is this load's (parsed files, dir entries)."""
-        memo, listing = shared
+        """One plain or instance `file` (its name, its path); `shared` is this load's
+        (directory, parsed files, dir entries)."""
+        (file_name, path), (directory, memo, listing) = file, shared
         name = file_name.removesuffix(SUFFIX)
         key = name if UNIT_NAME.fullmatch(name) else file_name
         try:
@@ -360,12 +415,30 @@ class UnitLoader:
         if composition is not None:
             self._compose(composition, memo, result, texts)
             return
-        path = os.path.join(directory, file_name)
-        spec, errors, texts[name] = self.load_file(path, name)
+        spec, errors, texts[name] = self._watched_file(path, file_name, name)
         if spec is not None:
             result.specs[name] = spec
         else:
             result.errors[key] = errors
+
+    def _watched_file(
+        self, path: str, file_name: str, name: str
+    ) -> tuple[UnitSpec | None, list[UnitError], str]:
+        """`load_file`, without even its lstat for a file the watch saw no change to since its
+        entry was confirmed. The file is followed before it is looked at: a change after
+        that look is in the next load's events."""
+        cached = self._cache.get(path)
+        if cached is not None and not cached.reparse and file_name in self._watched:
+            return cached.spec, list(cached.errors), cached.text
+        watch = self._watch
+        followed = watch is not None and watch.follow(file_name)
+        found = self.load_file(path, name, reread=file_name in self._reported)
+        entry = self._cache.get(path)
+        if followed and entry is not None and not entry.reparse:
+            self._watched.add(file_name)
+        else:
+            self._watched.discard(file_name)
+        return found
 
     def _compose(
         self,

@@ -1,0 +1,207 @@
+"""The daemon's loader skips the lstat of files its inotify watch saw no change to
+(linux/dirwatch.py, unit/loader.py): every way a unit file can change is still seen by the
+next load, on the real kernel's inotify.
+
+Each edit below keeps the file's size and puts its mtime back, so the stat signature alone
+(mtime, size, inode) would call it unchanged: only the watch can tell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.linux.dirwatch import DirectoryWatch
+from supervisor.unit.loader import UnitLoader
+from tests.support.daemon_kit import Daemon
+from tests.support.requires import requires_root
+
+OLD = 1_600_000_000  # an mtime long past: the entry is trusted by its signature at once
+
+
+def unit(argv: str) -> str:
+    return f'[service]\nexec = ["/bin/sleep", "{argv}"]\n'
+
+
+def write(path: Path, text: str, mtime: int = OLD) -> None:
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+
+
+def exec_of(loader: UnitLoader, directory: Path, name: str) -> list[str]:
+    return list(loader.load_directory(directory).specs[name].unit.service.exec)
+
+
+@pytest.fixture
+def loader() -> Iterator[UnitLoader]:
+    made = UnitLoader(host_checks=False, watch=True)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def units(tmp_path: Path) -> Path:
+    directory = tmp_path / "units"
+    directory.mkdir()
+    for name in ("a", "b", "c"):
+        write(directory / f"{name}.toml", unit("100"))
+    return directory
+
+
+def test_an_in_place_edit_keeping_mtime_and_size_is_seen(loader: UnitLoader, units: Path) -> None:
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "100"]
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "100"]  # now taken from the watch
+    with open(units / "a.toml", "r+") as f:  # same size, same inode
+        f.write(unit("200"))
+    os.utime(units / "a.toml", (OLD, OLD))
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "200"]
+
+
+def test_the_old_signature_rule_alone_misses_that_edit(units: Path) -> None:
+    """Why the watch is needed at all once it skips lstat: the same edit, no watch."""
+    plain = UnitLoader(host_checks=False)
+    assert exec_of(plain, units, "a") == ["/bin/sleep", "100"]
+    with open(units / "a.toml", "r+") as f:
+        f.write(unit("200"))
+    os.utime(units / "a.toml", (OLD, OLD))
+    assert exec_of(plain, units, "a") == ["/bin/sleep", "100"]
+
+
+def test_create_delete_and_rename_into_the_directory_are_seen(
+    loader: UnitLoader, units: Path, tmp_path: Path
+) -> None:
+    loader.load_directory(units)
+    loader.load_directory(units)
+    write(units / "d.toml", unit("100"))
+    (units / "c.toml").unlink()
+    elsewhere = tmp_path / "b.new"
+    write(elsewhere, unit("300"))
+    elsewhere.rename(units / "b.toml")  # an editor's or a deploy tool's atomic replace
+    loaded = loader.load_directory(units)
+    assert sorted(loaded.specs) == ["a", "b", "d"]
+    assert list(loaded.specs["b"].unit.service.exec) == ["/bin/sleep", "300"]
+
+
+def test_an_edit_through_a_hard_link_elsewhere_is_seen(
+    loader: UnitLoader, units: Path, tmp_path: Path
+) -> None:
+    """The directory's watch sees only what is done through its own entries; the file's own
+    watch sees the rest."""
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    os.link(units / "a.toml", other / "a.toml")
+    loader.load_directory(units)
+    loader.load_directory(units)
+    with open(other / "a.toml", "r+") as f:
+        f.write(unit("400"))
+    os.utime(other / "a.toml", (OLD, OLD))
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "400"]
+
+
+def test_a_dropin_directory_appearing_is_seen(loader: UnitLoader, units: Path) -> None:
+    loader.load_directory(units)
+    loader.load_directory(units)
+    dropins = units / "a.toml.d"
+    dropins.mkdir()
+    (dropins / "10-exec.toml").write_text(unit("500"))
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "500"]
+    (dropins / "10-exec.toml").write_text(unit("600"))  # and a drop-in's own edit
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "600"]
+
+
+def test_lost_events_make_the_next_load_look_at_every_file(loader: UnitLoader, units: Path) -> None:
+    """Past the kernel's queue (fs.inotify.max_queued_events) the events are lost and
+    IN_Q_OVERFLOW says so: the next load checks every file's signature, as at start."""
+    loader.load_directory(units)
+    loader.load_directory(units)
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    noise = units / "noise.txt"  # not a unit; alternating events are not merged
+    with open(noise, "w") as f:
+        for i in range(limit // 2 + 10):
+            f.write("x")
+            f.flush()
+            os.utime(noise, (i, i))
+    write(units / "b.toml", unit("700000"), mtime=OLD + 1)  # its signature changes
+    assert exec_of(loader, units, "b") == ["/bin/sleep", "700000"]
+
+
+def test_overflow_is_reported_as_unknown(tmp_path: Path) -> None:
+    watch = DirectoryWatch(str(tmp_path))
+    try:
+        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+        noise = tmp_path / "noise"
+        with open(noise, "w") as f:
+            for i in range(limit // 2 + 10):
+                f.write("x")
+                f.flush()
+                os.utime(noise, (i, i))
+        assert watch.changes() is None
+        assert not watch.broken  # the watch itself goes on
+        (tmp_path / "after").write_text("")
+        assert watch.changes() == {"after"}
+    finally:
+        watch.close()
+
+
+def test_a_directory_swapped_in_under_the_path_is_seen(
+    loader: UnitLoader, units: Path, tmp_path: Path
+) -> None:
+    loader.load_directory(units)
+    loader.load_directory(units)
+    new = tmp_path / "new"
+    new.mkdir()
+    write(new / "a.toml", unit("800"))
+    units.rename(tmp_path / "old")
+    new.rename(units)
+    loaded = loader.load_directory(units)
+    assert sorted(loaded.specs) == ["a"]
+    assert list(loaded.specs["a"].unit.service.exec) == ["/bin/sleep", "800"]
+    with open(units / "a.toml", "r+") as f:  # and the new directory is watched in turn
+        f.write(unit("900"))
+    os.utime(units / "a.toml", (OLD, OLD))
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "900"]
+
+
+def test_unchanged_files_are_not_even_stat_ed(
+    loader: UnitLoader, units: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loader.load_directory(units)
+    looked: list[str] = []
+    real = os.lstat
+
+    def counting(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        looked.append(str(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", counting)
+    loader.load_directory(units)
+    assert looked == []
+    write(units / "b.toml", unit("111"))  # the changed file is read, the others not looked at
+    assert exec_of(loader, units, "b") == ["/bin/sleep", "111"]
+    assert looked == []
+
+
+@pytest.mark.root
+@requires_root
+def test_the_daemon_restarts_a_unit_edited_in_place_keeping_mtime_and_size(
+    daemon: Daemon,
+) -> None:
+    """The daemon's own loader watches its directory: `reload` after an edit that the stat
+    signature alone would miss restarts the unit, and leaves the other unit alone."""
+    text = '[service]\nexec = ["/bin/sleep", "1000"]\nstop_timeout = "300ms"\n'
+    for name in ("edit", "keep"):
+        write(daemon.units / f"{name}.toml", text)
+    daemon.start()
+    before = daemon.wait_unit("edit", lambda u: u["state"] == "running")
+    daemon.wait_unit("keep", lambda u: u["state"] == "running")
+    code, body = daemon.request("POST", "/v1/reload")  # a reload from the watch alone
+    assert code == 200 and body["restarted"] == [] and sorted(body["unchanged"]) == ["edit", "keep"]
+    with open(daemon.units / "edit.toml", "r+") as f:
+        f.write(text.replace("1000", "2000"))
+    os.utime(daemon.units / "edit.toml", (OLD, OLD))
+    code, body = daemon.request("POST", "/v1/reload")
+    assert code == 200 and body["restarted"] == ["edit"] and body["unchanged"] == ["keep"]
+    daemon.wait_unit("edit", lambda u: u["state"] == "running" and u["pid"] != before["pid"])
