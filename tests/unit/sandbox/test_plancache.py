@@ -19,6 +19,20 @@ def spec_binding(source: Path, **changes: object) -> RootSpec:
     return dataclasses.replace(base, **changes)
 
 
+def probed_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the probe reads as the host's /etc, with a passwd in it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    real = hostlayout._probe
+
+    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
+        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
+
+    monkeypatch.setattr(hostlayout, "_probe", probe)
+    return etc
+
+
 def test_an_unchanged_unit_on_an_unchanged_host_reuses_its_plan(tmp_path: Path) -> None:
     cache = RootPlanCache()
     spec = spec_binding(tmp_path)
@@ -55,15 +69,7 @@ def test_a_bind_source_gone_since_the_last_launch_fails_as_it_always_did(tmp_pat
 def test_a_changed_etc_file_is_copied_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    real = hostlayout._probe
-
-    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
-        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
-
-    monkeypatch.setattr(hostlayout, "_probe", probe)
+    etc = probed_etc(tmp_path, monkeypatch)
     cache = RootPlanCache()
     spec = spec_binding(tmp_path)
     first = cache.plan(spec)
@@ -174,15 +180,7 @@ def test_a_hostname_alike_file_elsewhere_is_not_renamed() -> None:
 def test_the_skeleton_is_shared_across_hostnames_and_made_again_on_a_changed_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    real = hostlayout._probe
-
-    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
-        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
-
-    monkeypatch.setattr(hostlayout, "_probe", probe)
+    etc = probed_etc(tmp_path, monkeypatch)
     cache = RootPlanCache()
     web, api = spec_binding(tmp_path), spec_binding(tmp_path, hostname="api")
     host = hostlayout.HostLayout.probe(rootplan.bind_sources(web))
