@@ -603,3 +603,41 @@ u.destroy()
             path = os.path.join(own_dir, d)
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+@pytest.mark.cgroup_v1
+@requires_cgroup_v1
+def test_v1_a_new_cpuset_gets_the_parents_cpus_and_mems_from_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The manager's parent clones its cpus and mems into every new child (clone_children):
+    a unit's cpuset can take tasks without the daemon writing either file; and where the
+    kernel did not copy them (the flag cleared here, as an exclusive sibling would make it
+    skip the copy), the daemon still writes them."""
+    env = Env(cgroups.new(parent := f"sandboxd-test-cg-{os.getpid()}-{next(_serial)}"), parent, 1)
+    base = os.path.join(CGROUP_ROOT, "cpuset", parent)
+    if not os.path.isdir(base):
+        pytest.skip("no cpuset hierarchy")
+    written: list[str] = []
+    real_write = files.write
+
+    def write(path: str, value: object) -> None:
+        written.append(os.path.basename(path))
+        real_write(path, value)
+
+    monkeypatch.setattr(files, "write", write)
+    try:
+        with open(os.path.join(base, "cgroup.clone_children")) as f:
+            assert f.read().strip() == "1"
+        cg = env.manager.create("cloned", Limits())
+        assert "cpuset.cpus" not in written and "cpuset.mems" not in written
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            with open(os.path.join(base, name)) as f:
+                assert env.read("cloned", name) == f.read().strip() != ""
+        assert env.wait(env.spawn(cg, ["/bin/true"])) == 0  # it takes a task
+        real_write(os.path.join(base, "cgroup.clone_children"), "0")
+        env.manager.create("copied", Limits())
+        assert {"cpuset.cpus", "cpuset.mems"} <= set(written)
+        assert env.read("copied", "cpuset.cpus") == env.read("cloned", "cpuset.cpus")
+    finally:
+        _cleanup(env)

@@ -248,7 +248,7 @@ def _with_etc_snapshot(
         return spec, host
     if spec.userns and not etcsnap.can_idmap(req.etc_dir):
         return spec, host
-    snapshot = etcsnap.ensure(req.etc_dir, rootplan.root_skeleton_entries(spec, host))
+    snapshot = etcsnap.ensure(req.etc_dir, plancache.CACHE.skeleton(spec, host))
     if snapshot is None:  # the state dir cannot hold one: copies, as without a snapshot
         return spec, host
     return replace(spec, etc_snapshot=snapshot), host.with_paths([snapshot])

@@ -19,6 +19,20 @@ def spec_binding(source: Path, **changes: object) -> RootSpec:
     return dataclasses.replace(base, **changes)
 
 
+def probed_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the probe reads as the host's /etc, with a passwd in it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    real = hostlayout._probe
+
+    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
+        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
+
+    monkeypatch.setattr(hostlayout, "_probe", probe)
+    return etc
+
+
 def test_an_unchanged_unit_on_an_unchanged_host_reuses_its_plan(tmp_path: Path) -> None:
     cache = RootPlanCache()
     spec = spec_binding(tmp_path)
@@ -55,15 +69,7 @@ def test_a_bind_source_gone_since_the_last_launch_fails_as_it_always_did(tmp_pat
 def test_a_changed_etc_file_is_copied_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    real = hostlayout._probe
-
-    def probe(path: str, copy: bool = False) -> hostlayout.HostPath | None:
-        return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
-
-    monkeypatch.setattr(hostlayout, "_probe", probe)
+    etc = probed_etc(tmp_path, monkeypatch)
     cache = RootPlanCache()
     spec = spec_binding(tmp_path)
     first = cache.plan(spec)
@@ -169,3 +175,31 @@ def test_a_hostname_alike_file_elsewhere_is_not_renamed() -> None:
     plan = plancache.RootPlan((other, WriteFile("/m/etc/hostname", b"web-1\n")), "", ())
     ops = plancache._renamed(plancache._segmented(plan, "web-1"), "web-1", "web-2").ops
     assert ops == (other, WriteFile("/m/etc/hostname", b"web-2\n"))
+
+
+def test_the_skeleton_is_shared_across_hostnames_and_made_again_on_a_changed_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = probed_etc(tmp_path, monkeypatch)
+    cache = RootPlanCache()
+    web, api = spec_binding(tmp_path), spec_binding(tmp_path, hostname="api")
+    host = hostlayout.HostLayout.probe(rootplan.bind_sources(web))
+    first = cache.skeleton(web, host)
+    # Another unit made from the same template, probed again on an unchanged host: the very
+    # skeleton, which is what planning it afresh gives.
+    again = hostlayout.HostLayout.probe(rootplan.bind_sources(api))
+    assert cache.skeleton(api, again) is first
+    assert first == rootplan.root_skeleton_entries(api, again)
+    # An edited /etc file is a changed host: the skeleton holds the new content.
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+    edited = hostlayout.HostLayout.probe(rootplan.bind_sources(api))
+    second = cache.skeleton(api, edited)
+    assert second == rootplan.root_skeleton_entries(api, edited)
+    assert ("etc/passwd", "file", (etc / "passwd").read_bytes()) in second
+    # A unit differing otherwise (another [[mount]]) has a skeleton of its own.
+    (tmp_path / "more").mkdir()
+    other = dataclasses.replace(
+        web, mounts=(*web.mounts, UnitMount("/srv/more", str(tmp_path / "more"), True))
+    )
+    probed = hostlayout.HostLayout.probe(rootplan.bind_sources(other))
+    assert ("srv/more", "dir", b"") in cache.skeleton(other, probed)
