@@ -110,17 +110,17 @@ class V1Manager:
 
     def __init__(self, bases: dict[str, str], parent: str) -> None:
         self._bases = bases  # controller -> <mount>/<parent>
+        self._layout = _Layout(bases)  # shared by every unit's V1Unit
         self._parent = parent
         self.fresh_writes = FreshWrites()  # what a fresh cgroup is spared (freshwrites.py)
 
     def _unit(self, unit: str) -> V1Unit:
         check_unit_name(unit)
-        dirs = {c: os.path.join(b, unit) for c, b in self._bases.items()}
-        return V1Unit(unit, dirs, self.fresh_writes)
+        return V1Unit(unit, self._layout, self.fresh_writes)
 
     def create(self, unit: str, limits: Limits) -> V1Unit:
         cg = self._unit(unit)
-        return create_unit(cg, cg.dirs["memory"], cg.make, limits)
+        return create_unit(cg, cg._dir("memory"), cg.make, limits)
 
     def open(self, unit: str) -> V1Unit | None:
         cg = self._unit(unit)
@@ -159,24 +159,53 @@ class V1Manager:
         return unit_in(cgroup_path, self._parent)
 
 
+class _Layout:
+    """The hierarchies' parent directories, and the controllers that are the first of their
+    hierarchy: the same for every unit of a manager, so it is held once, not per unit."""
+
+    __slots__ = ("bases", "firsts")
+
+    def __init__(self, bases: dict[str, str]) -> None:
+        self.bases = bases  # controller -> <mount>/<parent>
+        # cpu and cpuacct are often co-mounted (symlinks to "cpu,cpuacct"): one directory,
+        # one cgroup.procs.
+        firsts: dict[str, str] = {}
+        for controller, base in bases.items():
+            firsts.setdefault(_hierarchy(base), controller)
+        self.firsts = tuple(firsts.values())
+
+
 class V1Unit:
-    def __init__(
-        self, name: str, dirs: dict[str, str], fresh_writes: FreshWrites | None = None
-    ) -> None:
+    """One unit's cgroup (or a unit's sub-cgroup: `name` "unit/sub"). The daemon keeps one per
+    running unit, so its directories are joined when asked for, not held: eight paths and
+    their dict were ~1.2 KiB of the daemon's heap per unit."""
+
+    __slots__ = ("_fresh", "_fresh_writes", "_kept", "_layout", "name", "unsupported")
+
+    def __init__(self, name: str, layout: _Layout, fresh_writes: FreshWrites | None = None) -> None:
         self.name = name
-        self.dirs = dirs
+        self._layout = layout
         self._fresh_writes = fresh_writes
         # Set by make(): every directory made just now, and what its cpuset holds then
         # (apply() leaves out the writes that would repeat a fresh cgroup's values).
         self._fresh: dict[str, str] | None = None
-        # cpu and cpuacct are often co-mounted (symlinks to "cpu,cpuacct"): one directory,
-        # one cgroup.procs.
-        unique: dict[str, str] = {}
-        for path in dirs.values():
-            unique.setdefault(_hierarchy(os.path.dirname(path)), path)
-        self._unique = list(unique.values())
         self.unsupported: tuple[str, ...] = ()
         self._kept: dict[str, files.KeptFile] = {}  # the views' files (files.KeptFile)
+
+    @property
+    def dirs(self) -> dict[str, str]:
+        """Its directory in each controller's hierarchy, by controller."""
+        return {c: os.path.join(b, self.name) for c, b in self._layout.bases.items()}
+
+    def _has(self, controller: str) -> bool:
+        return controller in self._layout.bases
+
+    def _dir(self, controller: str) -> str:
+        return os.path.join(self._layout.bases[controller], self.name)
+
+    @property
+    def _unique(self) -> list[str]:
+        return [self._dir(c) for c in self._layout.firsts]
 
     def _kept_file(self, name: str) -> files.KeptFile:
         kept = self._kept.get(name)
@@ -186,7 +215,7 @@ class V1Unit:
 
     def exists(self) -> bool:
         """In any hierarchy (one left half-renamed or half-made by a killed daemon, too)."""
-        return os.path.isdir(self.dirs["memory"]) or any(os.path.isdir(d) for d in self._unique)
+        return os.path.isdir(self._dir("memory")) or any(os.path.isdir(d) for d in self._unique)
 
     def unique_dirs(self) -> list[str]:
         """Its directory in each hierarchy, one per hierarchy (co-mounted controllers share)."""
@@ -209,7 +238,7 @@ class V1Unit:
         self._fresh = held if all(d in created for d in self._unique) else None
 
     def _file(self, name: str) -> str:
-        return os.path.join(self.dirs[name.split(".", 1)[0]], name)
+        return os.path.join(self._dir(name.split(".", 1)[0]), name)
 
     def procs_files(self) -> list[str]:
         return [os.path.join(d, "cgroup.procs") for d in self._unique]
@@ -226,7 +255,8 @@ class V1Unit:
         present: set[str] = set()
         for d in self._unique:
             present |= files.listdir_files(d)
-        cpuset_parent = os.path.dirname(self.dirs.get("cpuset", "/nonexistent/x"))
+        own_cpuset = self._dir("cpuset") if self._has("cpuset") else "/nonexistent/x"
+        cpuset_parent = os.path.dirname(own_cpuset)
         plan = v1_plan(
             limits,
             present,
@@ -258,7 +288,7 @@ class V1Unit:
 
     def stats(self) -> CgroupStats:
         io_read, io_write = self._io()
-        usage_ns = files.read_int(self._file("cpuacct.usage")) if "cpuacct" in self.dirs else 0
+        usage_ns = files.read_int(self._file("cpuacct.usage")) if self._has("cpuacct") else 0
         return CgroupStats(
             memory_current=self.memory_current(),
             memory_peak=files.read_int(self._file("memory.max_usage_in_bytes")),
@@ -271,7 +301,7 @@ class V1Unit:
 
     def sample(self) -> CgroupSample:
         io_read, io_write = self._io()
-        usage_ns = self._kept_file("cpuacct.usage").read_int() if "cpuacct" in self.dirs else 0
+        usage_ns = self._kept_file("cpuacct.usage").read_int() if self._has("cpuacct") else 0
         return CgroupSample(
             memory_current=self.memory_current(),
             cpu_usage_usec=usage_ns // 1000,
@@ -308,7 +338,7 @@ class V1Unit:
         return bool(self.pids())
 
     def _set_freezer(self, state: str) -> None:
-        if "freezer" not in self.dirs or not os.path.isdir(self.dirs["freezer"]):
+        if not self._has("freezer") or not os.path.isdir(self._dir("freezer")):
             # No freezer hierarchy, or its directory was empty and already removed (destroy):
             # kill rounds repeat until nothing is left.
             return
@@ -321,7 +351,7 @@ class V1Unit:
 
     def kill_all(self) -> None:
         teardown.freeze_and_kill(
-            self.dirs["memory"],
+            self._dir("memory"),
             self.pids,
             lambda: self._set_freezer("FROZEN"),
             lambda: self._set_freezer("THAWED"),
@@ -342,7 +372,7 @@ class V1Unit:
     def watch_oom(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[OomEvent], None]
     ) -> Closeable:
-        return oom.watch_oom_control(loop, self.name, self.dirs["memory"], callback)
+        return oom.watch_oom_control(loop, self.name, self._dir("memory"), callback)
 
     def watch_pressure(
         self,
@@ -360,9 +390,7 @@ class V1Unit:
     def subgroup(self, name: str) -> V1Unit:
         # The same directory below ours in each hierarchy; a V1Unit is exactly that shape
         # (make() gives its cpuset the parent's cpus and mems, without which it refuses tasks).
-        sub = V1Unit(
-            f"{self.name}/{name}", {c: os.path.join(d, name) for c, d in self.dirs.items()}
-        )
+        sub = V1Unit(f"{self.name}/{name}", self._layout)
         sub.make()
         return sub
 

@@ -60,7 +60,7 @@ READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-tri
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/boot", "/tmp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # dozens per probe: no __dict__ each
 class HostPath:
     kind: FileKind
     link: str = ""  # the symlink's target

@@ -10,7 +10,9 @@ only the pure planning is skipped when both the spec and the probed facts equal 
 A unit's edited file, image or root gives a different `RootSpec` (a new key); the entries are
 few and bounded (least recently used dropped first), so a daemon with thousands of units keeps
 a handful of plans, not one per unit. The same ops tuple for the same inputs is also what lets
-the encoder send it by reference (wire/plancodec.py).
+the encoder send it by reference (wire/plancodec.py). The entries also share one probed host
+while it is unchanged (`_shared`): each probe is ~11 KiB of small objects, so 128 entries with
+a host each held ~1.4 MB of the daemon's heap for what is, between two host changes, one fact.
 
 Units that differ only by their hostname (a storm of units made from one template) share the
 planning too: the hostname is in no part of a plan but a host root's own /etc/hostname and
@@ -83,6 +85,8 @@ class RootPlanCache:
             OrderedDict()
         )
         self._max = max_entries
+        # The host as last probed (and prepared), which every plan made since shares.
+        self._last_host: hostlayout.HostLayout | None = None
         self.hits = self.misses = 0  # for tests and the bench: did the cache serve a plan?
         self.renamed = 0  # of the misses: another hostname's plan, renamed
 
@@ -100,6 +104,7 @@ class RootPlanCache:
             host = hostlayout.HostLayout.probe(extra, spec.root == "host" and not spec.layers)
         if prepare is not None:
             spec, host = prepare(spec, host)
+        host = self._shared(host)
         entry = self._entries.get(spec)
         probed = host
         paths = entry.paths if entry and entry.probed == probed else rootplan.root_paths(spec, host)
@@ -113,6 +118,15 @@ class RootPlanCache:
         plan = self._named(spec, host)
         _put(self._entries, spec, _Entry(probed, paths, host, plan), self._max)
         return plan
+
+    def _shared(self, host: hostlayout.HostLayout) -> hostlayout.HostLayout:
+        """`host`, or the equal layout the last launch probed: the entries then hold one
+        layout, not one per unit (the comparison is the one the lookup makes anyway)."""
+        last = self._last_host
+        if last is not None and last == host:
+            return last
+        self._last_host = host
+        return host
 
     def _named(self, spec: RootSpec, host: hostlayout.HostLayout) -> RootPlan:
         """The plan of `spec` on `host`: another hostname's, renamed, if one was made on the
@@ -142,6 +156,7 @@ class RootPlanCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._last_host = None
         self._by_spec_but_hostname.clear()
         self._skeletons.clear()
 

@@ -14,7 +14,7 @@ from cgroups_fakes import RecordingBpf
 from supervisor import cgroups
 from supervisor.cgroups import files
 from supervisor.cgroups.base import unit_in
-from supervisor.cgroups.v1 import self_join_file
+from supervisor.cgroups.v1 import V1Unit, self_join_file
 from supervisor.errors import CgroupError, CgroupWriteError, MissingControllerError
 
 V2_UNIT_FILES = {
@@ -281,3 +281,27 @@ def test_a_launcher_joins_v1_through_tasks_and_v2_through_cgroup_procs(tmp_path:
             (d / name).write_text("")
     assert self_join_file(str(v1 / "cgroup.procs")) == str(v1 / "tasks")
     assert self_join_file(str(v2 / "cgroup.procs")) == str(v2 / "cgroup.procs")
+
+
+def test_v1_units_share_their_manager_layout_and_join_co_mounted_hierarchies_once(
+    tmp_path: Path,
+) -> None:
+    # cpu and cpuacct co-mounted, as most hosts have them: one directory, one cgroup.procs.
+    for c in ("memory", "pids", "cpu,cpuacct", "devices"):
+        lay_out(tmp_path / c, {"cgroup.procs": ""})
+    for c in ("cpu", "cpuacct"):
+        (tmp_path / c).symlink_to("cpu,cpuacct")
+    for c in ("memory", "pids", "cpu,cpuacct", "devices"):
+        for unit in ("a", "b"):
+            lay_out(tmp_path / c / "sandboxd" / unit, {"cgroup.procs": ""})
+    manager = cgroups.new(root=str(tmp_path))
+    a, b = manager.open("a"), manager.open("b")
+    assert isinstance(a, V1Unit) and isinstance(b, V1Unit)
+    # The daemon keeps one per running unit: no paths of its own, one layout for all.
+    assert not hasattr(a, "__dict__") and a._layout is b._layout
+    assert a.dirs == {c: str(tmp_path / c / "sandboxd/a") for c in a.dirs}
+    assert sorted(a.dirs) == ["cpu", "cpuacct", "devices", "memory", "pids"]
+    assert a.procs_files() == [
+        str(tmp_path / c / "sandboxd/a/cgroup.procs") for c in ("memory", "pids", "cpu", "devices")
+    ]
+    assert [p.replace("/b/", "/a/") for p in b.procs_files()] == a.procs_files()

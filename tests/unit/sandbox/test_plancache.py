@@ -203,3 +203,19 @@ def test_the_skeleton_is_shared_across_hostnames_and_made_again_on_a_changed_hos
     )
     probed = hostlayout.HostLayout.probe(rootplan.bind_sources(other))
     assert ("srv/more", "dir", b"") in cache.skeleton(other, probed)
+
+
+def test_plans_made_on_an_unchanged_host_share_one_probed_layout(tmp_path: Path) -> None:
+    # Each probe is dozens of small objects: 128 entries holding one each was ~1.4 MB of the
+    # daemon's heap. Equal probes are one object; a changed host is a new one.
+    cache = RootPlanCache()
+    for n in range(3):
+        cache.plan(spec_binding(tmp_path, hostname=f"u{n}"))
+    entries = list(cache._entries.values())
+    assert all(e.probed is entries[0].probed and e.layout is entries[0].layout for e in entries)
+    source = tmp_path / "data"
+    source.mkdir()
+    other = spec_binding(source, hostname="u3")  # another bind source: another probe
+    cache.plan(other)
+    assert cache._entries[other].probed is not entries[0].probed
+    assert cache._entries[other].probed.get(str(source)) is not None
