@@ -19,6 +19,7 @@ the daemon's loop does not watch the fd at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 
@@ -69,14 +70,22 @@ class DirectoryWatch:
         self._names: dict[int, set[str]] = {}  # a followed file's watch -> its names here
         self._wd_of: dict[str, int] = {}
         self._lost = False  # events were lost since the last `changes`
+        self._full = False  # a watch was refused for want of room since the last `changes`
 
     def follow(self, name: str) -> bool:
         """Watch the file `name` itself; call it before reading the file, so that a change
         after the read is reported. False: the kernel refused (a watch limit, the name gone):
         `name` is then never to be taken as unchanged until it is followed again."""
+        if self._full:
+            self._unfollow(name)
+            return False
         try:
             wd = syscalls.inotify_add_watch(self._fd, os.path.join(self.path, name), _FILE_MASK)
-        except OSError:
+        except OSError as exc:
+            # ENOSPC: the user's watches are all taken (fs.inotify.max_user_watches); not
+            # asked again until the next `changes`, so a load of 5000 files past the limit
+            # costs one refused call, not 5000, on top of the stat each file then needs.
+            self._full = exc.errno == errno.ENOSPC
             self._unfollow(name)
             return False
         if self._wd_of.get(name) != wd:  # the same file again keeps its watch as it is
@@ -89,7 +98,7 @@ class DirectoryWatch:
         """The names that may have changed since the last call (None: anything may have; see
         the module doc)."""
         changed: set[str] = set()
-        lost, self._lost = self._lost, False
+        lost, self._lost, self._full = self._lost, False, False
         while not self.broken:
             try:
                 data = os.read(self._fd, _READ_SIZE)

@@ -8,12 +8,14 @@ Each edit below keeps the file's size and puts its mtime back, so the stat signa
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from supervisor.linux import syscalls
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.unit.loader import UnitLoader
 from tests.support.daemon_kit import Daemon
@@ -205,3 +207,29 @@ def test_the_daemon_restarts_a_unit_edited_in_place_keeping_mtime_and_size(
     code, body = daemon.request("POST", "/v1/reload")
     assert code == 200 and body["restarted"] == ["edit"] and body["unchanged"] == ["keep"]
     daemon.wait_unit("edit", lambda u: u["state"] == "running" and u["pid"] != before["pid"])
+
+
+def test_past_the_watch_limit_every_file_is_checked_by_its_signature(
+    units: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file watch refused (ENOSPC: fs.inotify.max_user_watches, shared by all of root's
+    processes) leaves its file to the stat signature, and is asked for once per load."""
+    real = syscalls.inotify_add_watch
+    asked: list[str] = []
+
+    def refuse_files(fd: int, path: str, mask: int) -> int:
+        if path == str(units):
+            return real(fd, path, mask)
+        asked.append(path)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(syscalls, "inotify_add_watch", refuse_files)
+    loader = UnitLoader(host_checks=False, watch=True)
+    try:
+        assert exec_of(loader, units, "a") == ["/bin/sleep", "100"]
+        assert len(asked) == 1
+        write(units / "a.toml", unit("12345"), mtime=OLD + 1)  # its signature changes
+        assert exec_of(loader, units, "a") == ["/bin/sleep", "12345"]
+        assert len(asked) == 2
+    finally:
+        loader.close()
