@@ -197,13 +197,14 @@ async def serve(config: DaemonConfig) -> None:
                 units_dir=str(config.units_dir), state_dir=str(config.state_dir))  # fmt: skip
     # Launchers and exec probes are forked by a small helper process, not by this (large)
     # daemon; sandbox PID 1s still re-parent to the daemon (supervisor/sandbox/host/forkserver.py).
-    fork_server = ForkServer.start()
+    held_userns = config.state_dir / daemondirs.USERNS_DIR
+    # Without a holder we could drop files from, no launch may join a held namespace.
+    holder = _userns_holder(held_userns)
+    userns_dir = None if holder is None else held_userns
+    # Its launchers look their ranges' namespaces up through the holder's root, kept here.
+    fork_server = ForkServer.start(holder=None if holder is None else holder.shared())
     try:
         network = SandboxNetwork(config)  # pyroute2 loads at the first bridge-mode use
-        held_userns = config.state_dir / daemondirs.USERNS_DIR
-        # Without a holder we could drop files from, no launch may join a held namespace.
-        holder = _userns_holder(held_userns)
-        userns_dir = None if holder is None else held_userns
         traced = restarttrace.enabled()  # the bench's restart breakdown
         launcher = SandboxLauncher(
             config.data_dir, network, fork_server, userns_dir, trace=traced,

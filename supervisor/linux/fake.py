@@ -10,7 +10,7 @@ import errno
 import os
 from typing import NoReturn
 
-from supervisor.linux.syscalls import MS_RELATIME, FileKind
+from supervisor.linux.syscalls import MS_RELATIME, FileKind, HolderRoot
 
 
 class RecordingSyscalls:
@@ -146,8 +146,8 @@ class RecordingSyscalls:
         self._next_path_fd += 1
         return fd
 
-    def hold_userns(self, id_map: str, path: str) -> int:
-        self._record("hold_userns", id_map, path)
+    def hold_userns(self, id_map: str, path: str, root: HolderRoot | None = None) -> int:
+        self._record("hold_userns", id_map, path, *(() if root is None else (root,)))
         fd = self._next_path_fd
         self._next_path_fd += 1
         return fd

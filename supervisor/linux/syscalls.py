@@ -25,7 +25,7 @@ import socket
 import stat
 import struct
 from collections.abc import Callable, Iterator
-from typing import Literal, NoReturn, Protocol, TypeVar
+from typing import Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
 from supervisor.linux import nsclone
 
@@ -200,6 +200,26 @@ def open_held_ns(path: str, nstype: int, dir_fd: int | None = None) -> int | Non
     return None
 
 
+class HolderRoot(NamedTuple):
+    """The holder's root directory (linux/helduserns.py), kept open by the daemon and handed
+    to its fork server, whose launchers open their range's file relative to it (openat):
+    no setns into the holder per launch. `dev`/`ino`: the holder's nsfs file when `fd` was
+    opened; a holder found at USERNS_HOLDER with others is not the one `fd` is in (remade
+    since), and a launcher then looks its file up the slow way (see Syscalls.hold_userns)."""
+
+    fd: int
+    dev: int
+    ino: int
+
+    def serves(self, holder: str) -> bool:
+        """Whether the holder kept at `holder` (its nsfs file's path) is the one `fd` is in."""
+        try:
+            st = os.stat(holder)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
+
 class Syscalls(Protocol):
     """What the launcher asks of the kernel. All paths are host paths until pivot_root."""
 
@@ -226,7 +246,7 @@ class Syscalls(Protocol):
     def move_mount(self, fd: int, target: str) -> None: ...
     def chown(self, path: str, uid: int, gid: int) -> None: ...
     def make_userns(self, id_map: str) -> int: ...
-    def hold_userns(self, id_map: str, path: str) -> int: ...
+    def hold_userns(self, id_map: str, path: str, root: HolderRoot | None = None) -> int: ...
     def open_own_ns(self, kind: str) -> int: ...
     def close(self, fd: int) -> None: ...
     def sethostname(self, name: str) -> None: ...
@@ -593,33 +613,61 @@ class LibcSyscalls:
         finally:
             os.waitpid(pid, 0)
 
-    def hold_userns(self, id_map: str, path: str) -> int:
+    def hold_userns(self, id_map: str, path: str, root: HolderRoot | None = None) -> int:
         """An fd of the user namespace held for `path`'s range (linux/helduserns.py: the file
         `<base>-<size>` in the holder mount namespace kept at `<dir>/USERNS_HOLDER`), like
         make_userns'; if none is held, a new one with maps `id_map`, held there for the next
         launch. Without a holder (no daemon made one), a new one per launch. One that cannot be
         held still serves this launch: holding only saves the next launch the making. Needs a
-        single-threaded caller; it ends in its own mount namespace and cwd, or raises."""
+        single-threaded caller; it ends in its own mount namespace and cwd, or raises.
+
+        `root` (the fork server's, if it has one): the file is looked up relative to it,
+        without entering the holder (a setns there and back was ~0.27 ms of every launch).
+        Only a launch that finds nothing there enters it, once: its new namespace is made
+        first (the maker needs our /proc), then in the holder the file is looked up again and,
+        if still missing, the new one attached (move_mount attaches only in the caller's own
+        mount namespace). A `root` whose holder is no longer the one kept at the path (another
+        nsfs inode) is not used. One that passes that check yet is stale (the kernel reused the
+        inode number for a remade holder) finds nothing - the old holder's files were
+        unmounted with it - so the lookup in the holder itself decides: never another range's
+        namespace, never a second one stacked on a held file."""
         directory, name = os.path.split(path)
-        holder = open_held_ns(os.path.join(directory, USERNS_HOLDER), CLONE_NEWNS)
+        holder_at = os.path.join(directory, USERNS_HOLDER)
+        through_root = root is not None and root.serves(holder_at)
+        if root is not None and through_root:
+            found = open_held_ns(name, CLONE_NEWUSER, dir_fd=root.fd)
+            if found is not None:
+                return found
+        holder = open_held_ns(holder_at, CLONE_NEWNS)
         if holder is None:
             return self.make_userns(id_map)
         try:
-            found = self._in_mount_ns(holder, lambda: open_held_ns(name, CLONE_NEWUSER))
-            if found is not None:
-                return found
+            if not through_root:  # no root to look through: enter to look before making one
+                found = self._in_mount_ns(holder, lambda: open_held_ns(name, CLONE_NEWUSER))
+                if found is not None:
+                    return found
             userns = self.make_userns(id_map)  # here: its maps are written through our /proc
             try:
                 tree = self.open_tree(userns)
             except OSError:
-                return userns
+                return userns  # cannot be held: it still serves this launch
             try:
-                self._in_mount_ns(holder, lambda: self._attach_held(tree, name))
+                found = self._in_mount_ns(holder, lambda: self._find_or_attach(tree, name))
             finally:
                 os.close(tree)
+            if found is not None:
+                os.close(userns)
+                return found
             return userns
         finally:
             os.close(holder)
+
+    def _find_or_attach(self, tree: int, name: str) -> int | None:
+        """In the holder: the namespace held at `name`, or None once `tree` is attached there."""
+        found = open_held_ns(name, CLONE_NEWUSER)
+        if found is None:
+            self._attach_held(tree, name)
+        return found
 
     def _in_mount_ns(self, ns: int, body: Callable[[], _T]) -> _T:
         """`body` run in the mount namespace `ns` (its root the cwd there), then back in our

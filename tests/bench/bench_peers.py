@@ -111,10 +111,11 @@ def sides(rootfs: Path, work: Path) -> Iterator[tuple[dict[str, Runner], dict[st
     """Every runnable side, and why the others are missing."""
     harness = bl.harness
     harness.set_subreaper()
-    server = bl.ForkServer.start()
+    held, holder = held_userns(work)
+    # As the daemon does: its launchers look the held namespace up through the holder's root.
+    server = bl.ForkServer.start(holder=holder.shared())
     null = os.open("/dev/null", os.O_WRONLY)
     skipped: dict[str, str] = {}
-    held, holder = held_userns(work)
     try:
         spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
         host_ids = harness.unit(
@@ -226,9 +227,9 @@ def trace(n: int) -> tuple[list[Stamps], int]:
         bl.busybox_rootfs(rootfs)
         harness = bl.harness
         harness.set_subreaper()
-        server = bl.ForkServer.start()
-        null = os.open("/dev/null", os.O_WRONLY)
         held, holder = held_userns(Path(tmp))
+        server = bl.ForkServer.start(holder=holder.shared())
+        null = os.open("/dev/null", os.O_WRONLY)
         try:
             spec = harness.unit(["/bin/true"], name="bench", sandbox={"root": str(rootfs)})
             # A default unit: its own user namespace, as the daemon would launch it.

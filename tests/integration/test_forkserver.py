@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import LaunchError
+from supervisor.linux import helduserns
 from supervisor.sandbox.host.forkserver import ForkServer, ForkServerError
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch, launch_async
 from supervisor.sandbox.wire.frames import recv_frame, send_frame
@@ -712,3 +713,56 @@ def test_a_synchronous_launch_takes_the_spare_an_awaited_one_waits_for(server: F
             os.close(out)
 
     asyncio.run(main())
+
+
+def test_launchers_join_the_held_namespace_through_the_holders_root_and_pid1_holds_none(
+    tmp_path: Path,
+) -> None:
+    """A server given the holder's root (as the daemon's is) hands it to every launcher: the
+    launches of a range all join the one namespace held for it, and neither PID 1 nor the
+    service it execs holds that fd (a way into the holder, which a sandbox's root could use
+    to reach other ranges' namespaces): the launcher closes it before PID 1's fork."""
+    directory = str(tmp_path / "userns")
+    holder = helduserns.Holder.open(directory)
+    _, base, size = harness.ID_MAP
+    held = helduserns.path_for(directory, base, size)
+    harness.set_subreaper()
+    srv = ForkServer.start(holder=holder.shared())
+    out = os.open("/dev/null", os.O_WRONLY)
+    spec = harness.unit(["/bin/sleep", "30"])
+    pids: list[int] = []
+    try:
+        # The server keeps it (close-on-exec: no exec probe command gets it).
+        server_fds = Path(f"/proc/{srv.pid}/fd")
+        assert any(
+            os.path.samestat(os.stat(server_fds / n), os.fstat(holder.root))
+            for n in os.listdir(server_fds)
+        )
+        with harness.v1_cgroup() as procs:
+            for _ in range(2):
+                request = LaunchRequest(
+                    spec, procs, out, out, id_map=harness.ID_MAP, userns_file=held
+                )
+                launched = launch(request, server=srv)
+                pids.append(launched.pid)
+                launched.go()
+                fds = Path(f"/proc/{launched.pid}/fd")
+                assert sorted(os.listdir(fds), key=int) == ["0", "1", "2"], [
+                    os.readlink(fds / n) for n in os.listdir(fds)
+                ]
+            ns = holder.open_ns(os.path.basename(held))
+            assert ns is not None
+            inode = os.fstat(ns).st_ino
+            os.close(ns)
+            assert [os.stat(f"/proc/{pid}/ns/user").st_ino for pid in pids] == [inode] * 2
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            pids.clear()
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(out)
+        srv.close()
+        holder.destroy()

@@ -7,13 +7,15 @@ adds no host mount, and nothing of the holder is within a sandbox's reach."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from supervisor.linux import helduserns
-from supervisor.linux.syscalls import MS_BIND, REAL
+from supervisor.linux.syscalls import CLONE_NEWNS, MS_BIND, REAL, HolderRoot, LibcSyscalls
 from supervisor.unit.userns import BLOCK
 from tests.integration.test_userns import POOL_FIRST, POOL_LAST, SHOW, _configure, _range, ctl
 from tests.support.daemon_kit import Daemon
@@ -216,3 +218,120 @@ def test_an_older_daemons_host_mounts_are_dropped_at_start(daemon: Daemon) -> No
     daemon.wait_unit("a", lambda u: u["state"] == "running")
     assert not legacy.exists()
     assert _our_mounts(daemon) == [helduserns.holder_path(str(directory))]
+
+
+class _Counting(LibcSyscalls):
+    """The real syscalls, counting the setns()es into a mount namespace (holder visits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visits = 0
+
+    def setns(self, fd: int, nstype: int) -> None:
+        if nstype == CLONE_NEWNS:
+            self.visits += 1
+        super().setns(fd, nstype)
+
+
+def _in_child(body: Callable[[], object]) -> object:
+    """`body` run in a forked child (setns into a mount namespace needs a single-threaded
+    caller, which pytest is not sure to be); its JSON-able result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, json.dumps(body()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and data, data
+    return json.loads(data)
+
+
+def test_a_launcher_finds_its_held_namespace_through_the_holders_root_without_entering_it(
+    tmp_path: Path,
+) -> None:
+    """With the holder's root (HolderRoot, the fork server's), a launch that finds its range's
+    namespace enters no mount namespace, a first launch enters the holder once (to attach),
+    and a root of a holder remade since never yields a namespace the new holder does not
+    hold."""
+    directory = str(tmp_path / "userns")
+    path = helduserns.path_for(directory, 0x70000000, 65536)
+    name = os.path.basename(path)
+    maps = f"0 {0x70000000} 65536\n"
+    holder = helduserns.Holder.open(directory)
+
+    def launches() -> dict[str, list[int]]:
+        sys_, root = _Counting(), holder.shared()
+        seen: dict[str, list[int]] = {}
+
+        def one(label: str, root: HolderRoot | None) -> None:
+            before = sys_.visits
+            fd = sys_.hold_userns(maps, path, root)
+            seen[label] = [sys_.visits - before, os.fstat(fd).st_ino]
+            os.close(fd)
+
+        one("first", root)
+        one("again", root)
+        one("no root", None)
+        one("other holder's root", root._replace(ino=root.ino + 1))
+        return seen
+
+    try:
+        seen = _in_child(launches)
+        assert isinstance(seen, dict)
+        held = holder.open_ns(name)
+        assert held is not None
+        inode = os.fstat(held).st_ino
+        os.close(held)
+        assert seen == {
+            "first": [2, inode],  # made, then attached: into the holder and back, once
+            "again": [0, inode],  # found through the root: no setns at all
+            "no root": [2, inode],  # the way without it still finds the same one
+            "other holder's root": [2, inode],  # not trusted: looked up by entering
+        }
+    finally:
+        holder.destroy()
+    assert not helduserns.is_holder(directory)
+    assert _mounts_under(tmp_path) == []
+
+
+def test_a_kept_root_of_a_remade_holder_never_yields_a_namespace_the_holder_does_not_hold(
+    tmp_path: Path,
+) -> None:
+    """The holder remade while a fork server keeps the old one's root (stale): a launch with
+    it still gets the namespace the new holder holds for its range, never one that only the
+    old, unmounted tree had (whether or not the kernel reused the nsfs inode number)."""
+    directory = str(tmp_path / "userns")
+    path = helduserns.path_for(directory, 0x70000000, 65536)
+    maps = f"0 {0x70000000} 65536\n"
+    holder = helduserns.Holder.open(directory)
+    stale = holder.shared()._replace(fd=os.dup(holder.root))  # as the fork server keeps it
+    holder.destroy()
+    remade = helduserns.Holder.open(directory)
+
+    def stale_launch() -> list[int]:
+        inodes = []
+        for _ in range(2):  # the first makes and holds it, the second must find that one
+            fd = REAL.hold_userns(maps, path, stale)
+            inodes.append(os.fstat(fd).st_ino)
+            os.close(fd)
+        return inodes
+
+    try:
+        got = _in_child(stale_launch)
+        fresh = remade.open_ns(os.path.basename(path))
+        assert fresh is not None
+        assert got == [os.fstat(fresh).st_ino] * 2
+        os.close(fresh)
+    finally:
+        os.close(stale.fd)
+        remade.destroy()
+    assert not helduserns.is_holder(directory)
+    assert _mounts_under(tmp_path) == []

@@ -39,6 +39,7 @@ from supervisor.linux.syscalls import (
     MOUNT_ATTR_RDONLY,
     MS_PRIVATE,
     MS_REC,
+    HolderRoot,
     Syscalls,
 )
 from supervisor.sandbox.child import rootfs
@@ -65,14 +66,17 @@ def enter(
     staging: str,
     holds: tuple[Hold, ...],
     held_at: str = "",
+    *,
+    holder: HolderRoot | None = None,
 ) -> int:
     """Steps 1-4 of the module docstring; StageFailure ("userns" or "rootfs") on failure.
-    `held_at`: the file the range's namespace is held at (ChildPlan.userns_file). Returns the
+    `held_at`: the file the range's namespace is held at (ChildPlan.userns_file), looked up
+    through `holder` (the fork server's, ChildFds.holder) if given. Returns the
     fd of step 5, which the caller closes (PID 1 at once, the launcher after its report)."""
     inside, outside, count = id_map
     maps = f"{inside} {outside} {count}\n"
     try:
-        userns = sys.hold_userns(maps, held_at) if held_at else sys.make_userns(maps)
+        userns = sys.hold_userns(maps, held_at, holder) if held_at else sys.make_userns(maps)
     except OSError as err:
         raise StageFailure.from_oserror("userns", "make the user namespace", err) from None
     holding = -1

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from supervisor.linux import caps, users
-from supervisor.linux.syscalls import CLONE_NEWNET, CLONE_NEWUSER, Syscalls
+from supervisor.linux.syscalls import CLONE_NEWNET, CLONE_NEWUSER, HolderRoot, Syscalls
 from supervisor.sandbox.child import credentials, holding, privileges, rootfs
 from supervisor.sandbox.child.privileges import Privileges
 from supervisor.sandbox.wire import mounts
@@ -117,6 +117,9 @@ class ChildFds:
     # Where this process holds the plan's keep_fds, in the same order: the same numbers after a
     # direct fork, wherever SCM_RIGHTS put them in a fork server's launcher.
     keep: tuple[int, ...] = ()
+    # The user-namespace holder's root, inherited from the fork server (HolderRoot): the
+    # launcher looks its range's file up through it, then closes it before PID 1's fork.
+    holder: HolderRoot | None = None
 
 
 Exit = Callable[[int], NoReturn]
@@ -171,7 +174,8 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         raise StageFailure("fds", 0, f"{len(fds.keep)} fds for {len(targets)} keep_fds")
     if not targets:
         return plan, fds
-    own = (fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep)
+    held = () if fds.holder is None else (fds.holder.fd,)
+    own = (fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep, *held)
     low = max(*targets, *own) + 1  # above every target: a moved fd is never overwritten
     moved: dict[int, int] = {}
     for fd in dict.fromkeys(own):  # stdout and stderr are often one fd
@@ -190,6 +194,9 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         moved.get(fds.sync_w, fds.sync_w),
         moved.get(fds.go_r, fds.go_r),
         tuple(moved.get(fd, fd) for fd in fds.keep),
+        None
+        if fds.holder is None
+        else fds.holder._replace(fd=moved.get(fds.holder.fd, fds.holder.fd)),
     )
     return plan, fds
 
@@ -200,7 +207,10 @@ def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
         _step("fds", f"dup2 fd {fd} to {target}", sys.dup_to, fd, target)
     # Daemon fds (control socket, other units' log files and go pipes) must not reach the
     # service: a leaked fd is a capability the sandbox was never given.
-    sys.close_fds_except({*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r})
+    held = set() if fds.holder is None else {fds.holder.fd}  # closed by run_launcher, soon
+    sys.close_fds_except(
+        {*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r, *held}
+    )
 
 
 def run_launcher(
@@ -234,12 +244,7 @@ def run_launcher(
             # Before unshare: entering a network namespace owned by the daemon's user
             # namespace needs the daemon's privileges, not those of a new user namespace.
             _step("listen", f"join the held netns {plan.netns}", join_netns, plan.netns, sys)
-        flags = plan.clone_flags
-        holding_ns = -1  # the launcher's holding mount namespace (holding.py, step 5)
-        if plan.id_map is not None:
-            holding_ns = holding.enter(sys, plan.id_map, plan.staging, plan.holds, plan.userns_file)
-            flags &= ~CLONE_NEWUSER  # entered already
-            marks.mark("launcher: user namespace made, sources held")
+        holding_ns, flags = _enter_userns(plan, fds, sys, marks)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
         marks.mark("launcher: unshared")
         pid = sys.fork()
@@ -263,6 +268,25 @@ def run_launcher(
         _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
+
+
+def _enter_userns(plan: ChildPlan, fds: ChildFds, sys: Syscalls, marks: Marks) -> tuple[int, int]:
+    """The plan's user namespace entered, its sources held (holding.py), if it has one; the
+    holding mount namespace's fd (-1: none) and the flags left to unshare."""
+    flags = plan.clone_flags
+    holding_ns = -1  # the launcher's holding mount namespace (holding.py, step 5)
+    try:
+        if plan.id_map is not None:
+            holding_ns = holding.enter(
+                sys, plan.id_map, plan.staging, plan.holds, plan.userns_file, holder=fds.holder
+            )
+            flags &= ~CLONE_NEWUSER  # entered already
+            marks.mark("launcher: user namespace made, sources held")
+    finally:
+        if fds.holder is not None:
+            # Before PID 1's fork: no sandbox may hold a way into the holder.
+            sys.close(fds.holder.fd)
+    return holding_ns, flags
 
 
 def loopback_up(sys: Syscalls, pid1: int) -> None:

@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from supervisor.errors import LaunchError, SupervisorError
+from supervisor.linux.syscalls import HolderRoot
 from supervisor.sandbox.child.stage import OFF, ChildFds, ChildPlan, Marks
 from supervisor.sandbox.wire.frames import recv_frame, send_frame, wait_readable
 from supervisor.sandbox.wire.plancodec import Ops, PartOffer, encode_for_server
@@ -123,9 +124,15 @@ class ForkServer:
     """The daemon's handle on its fork server: start, fork launchers, restart, close."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], sock: socket.socket, spare: _DirectSpare | None
+        self,
+        proc: subprocess.Popen[bytes],
+        sock: socket.socket,
+        spare: _DirectSpare | None,
+        holder: HolderRoot | None = None,
     ) -> None:
         self._proc, self._sock = proc, sock
+        # The user-namespace holder's root (the daemon's fd), handed to every server started.
+        self._holder = holder
         # The server's idle launcher, whose channel only we hold: the next launch goes to it
         # directly (ours to reap if the server dies). None: none offered yet or none left.
         self._direct = spare
@@ -150,9 +157,10 @@ class ForkServer:
         self._spare_waiter: asyncio.Future[None] | None = None
 
     @classmethod
-    def start(cls, timeout: float = START_TIMEOUT) -> ForkServer:
-        """Spawn the server (a fresh interpreter) and wait for its Hello; ForkServerError if not."""
-        return cls(*_spawn(timeout))
+    def start(cls, timeout: float = START_TIMEOUT, holder: HolderRoot | None = None) -> ForkServer:
+        """Spawn the server (a fresh interpreter) and wait for its Hello; ForkServerError if not.
+        `holder`: the user-namespace holder's root its launchers look their files up in."""
+        return cls(*_spawn(timeout, holder), holder)
 
     @property
     def pid(self) -> int:
@@ -177,7 +185,7 @@ class ForkServer:
         self._read_notices()
         self._sock.close()
         self._drop_spare(reap=True)
-        self._proc, self._sock, self._direct = _spawn(START_TIMEOUT)
+        self._proc, self._sock, self._direct = _spawn(START_TIMEOUT, self._holder)
         self._held, self._held_bytes = set(), 0  # a new server keeps nothing yet
         self._parts, self._parts_ops = {}, 0
         self._given_up = False
@@ -615,7 +623,9 @@ def _reap_orphan(pid: int, timeout: float = 1.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, _DirectSpare | None]:
+def _spawn(
+    timeout: float, holder: HolderRoot | None = None
+) -> tuple[subprocess.Popen[bytes], socket.socket, _DirectSpare | None]:
     import subprocess  # noqa: PLC0415  (daemon side only: the server never needs it)
 
     import supervisor  # noqa: PLC0415
@@ -625,11 +635,15 @@ def _spawn(timeout: float) -> tuple[subprocess.Popen[bytes], socket.socket, _Dir
     root = os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__)))
     # -S: no site-packages, the server needs the standard library and this package only.
     argv = [sys.executable, "-S", "-m", SERVER_MODULE, str(theirs.fileno()), str(os.getpid())]
+    passed = [theirs.fileno()]
+    if holder is not None:
+        argv.append(f"{holder.fd}:{holder.dev}:{holder.ino}")
+        passed.append(holder.fd)
     try:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            pass_fds=[theirs.fileno()],
+            pass_fds=passed,
             # Its own session: a Ctrl-C at the daemon's terminal is the daemon's to handle.
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": root},

@@ -1,7 +1,8 @@
-"""The fork server process: `python -S -m supervisor.sandbox.server FD DAEMON_PID`.
+"""The fork server process: `python -S -m supervisor.sandbox.server FD DAEMON_PID [HOLDER]`.
 
 Spawned by the daemon (host/forkserver.py), never imported by it. FD is the daemon's end of
-a Unix socket pair; the loop is serverloop.py.
+a Unix socket pair; the loop is serverloop.py. HOLDER, if given, is `fd:dev:ino`: the daemon's
+user-namespace holder root (linux/syscalls.py HolderRoot), inherited, handed to each launcher.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import signal
 import socket
 import sys
 
-from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL
+from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL, HolderRoot
 from supervisor.sandbox.server.serverloop import serve
 
 
 def main(argv: list[str] | None = None) -> int:
-    fd, daemon = (int(a) for a in (argv or sys.argv[1:]))
+    args = argv or sys.argv[1:]
+    fd, daemon = int(args[0]), int(args[1])
+    holder = None
+    if len(args) > 2:
+        holder = HolderRoot(*(int(n) for n in args[2].split(":")))
+        os.set_inheritable(holder.fd, False)  # never an exec probe command's
     # Die with the daemon: a server outliving it would keep forking for nobody. getppid() after
     # arming catches a daemon that died before.
     REAL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -31,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.disable()
     # Close-on-exec like every other fd here: exec probe commands are forked by this process.
     os.set_inheritable(fd, False)
-    return serve(socket.socket(fileno=fd))
+    return serve(socket.socket(fileno=fd), holder=holder)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from typing import NoReturn
 
-from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, Syscalls
+from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, HolderRoot, Syscalls
 from supervisor.sandbox.child import enter
 from supervisor.sandbox.child.stage import ChildFds, Marks, run_launcher
 from supervisor.sandbox.server import probe_run
@@ -64,6 +64,7 @@ class _Spare:
         warm: bytes = b"",
         cache: dict[str, bytes] | None = None,
         parts: dict[str, Ops] | None = None,
+        holder: HolderRoot | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -74,7 +75,7 @@ class _Spare:
             raise
         if pid == 0:
             try:
-                _spare_main(theirs, sys, warm, cache or {}, parts or {})
+                _spare_main(theirs, sys, warm, cache or {}, parts or {}, holder=holder)
             finally:
                 os._exit(1)
         theirs.close()
@@ -88,11 +89,13 @@ def _spare_main(
     warm: bytes,
     cache: dict[str, bytes],
     parts: dict[str, Ops],
+    *,
+    holder: HolderRoot | None = None,
 ) -> NoReturn:
     """A spare launcher: wait for one request from the server, then carry it out."""
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
-    sys.close_fds_except({channel.fileno()})
+    sys.close_fds_except({channel.fileno(), *(() if holder is None else (holder.fd,))})
     if warm:
         with contextlib.suppress(ProtocolError):  # the server checked nothing in it
             decode_plan(warm, cache, parts)
@@ -113,7 +116,8 @@ def _spare_main(
     marks = Marks(plan.trace, ["forkserver: request received by the spare"], [received])
     marks.mark("forkserver: plan decoded")
     # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
-    run_launcher(plan, ChildFds(sync_w, go_r, tuple(kept)), sys, marks=marks, signals_reset=True)
+    fds = ChildFds(sync_w, go_r, tuple(kept), holder)
+    run_launcher(plan, fds, sys, marks=marks, signals_reset=True)
 
 
 def _check(header: bytes, fds: list[int]) -> ForkRequest | Used | EnterRequest:
@@ -151,8 +155,10 @@ class _Server:
     """The server loop: one request at a time (the daemon waits for each reply). Launchers are
     reaped as their pidfds turn readable, so none lingers as a zombie or reaches the daemon."""
 
-    def __init__(self, sock: socket.socket, sys: Syscalls) -> None:
+    def __init__(self, sock: socket.socket, sys: Syscalls, holder: HolderRoot | None) -> None:
         self.sock, self.sys = sock, sys
+        # The daemon's user-namespace holder root (HolderRoot), given to every launcher.
+        self.holder = holder
         self.launchers: dict[int, int] = {}  # pidfd -> pid
         self.probes: dict[int, probe_run.RunningProbe] = {}  # pidfd -> exec probe command
         self.poller = select.poll()
@@ -171,7 +177,8 @@ class _Server:
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def _new_spare(self, warm: bool = True) -> _Spare:
-        spare = _Spare(self.sys, self.last_plan if warm else b"", self.cache, self.parts)
+        warmth = self.last_plan if warm else b""
+        spare = _Spare(self.sys, warmth, self.cache, self.parts, self.holder)
         self.launchers[spare.pidfd] = spare.pid
         self.poller.register(spare.pidfd, select.POLLIN)
         return spare
@@ -321,5 +328,5 @@ class _Server:
             self._expire_probes()
 
 
-def serve(sock: socket.socket, sys: Syscalls = REAL) -> int:
-    return _Server(sock, sys).run()
+def serve(sock: socket.socket, sys: Syscalls = REAL, holder: HolderRoot | None = None) -> int:
+    return _Server(sock, sys, holder).run()
