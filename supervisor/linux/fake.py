@@ -85,6 +85,16 @@ class RecordingSyscalls:
     def mkdir(self, path: str, mode: int, parents: bool = False) -> None:
         self._record("mkdir", path, mode)
 
+    def mkdir_nofollow(self, path: str, mode: int) -> None:
+        # As the real one: a link anywhere in the path, the last component included, is ELOOP,
+        # and nothing is made.
+        prefix = ""
+        for part in path.strip("/").split("/"):
+            prefix += "/" + part
+            if self.links.get(prefix, prefix) != prefix:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        self._record("mkdir", path, mode)
+
     def touch(self, path: str) -> None:
         self._record("touch", path)
 
