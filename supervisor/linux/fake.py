@@ -56,6 +56,14 @@ class RecordingSyscalls:
                 self.fail[name], os.strerror(self.fail[name]), str(args[0]) if args else None
             )
 
+    def _refuse_links(self, path: str) -> None:
+        """ELOOP for a link in any component, as openat2's RESOLVE_NO_SYMLINKS."""
+        prefix = ""
+        for part in path.strip("/").split("/"):
+            prefix += "/" + part
+            if self.links.get(prefix, prefix) != prefix:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+
     def names(self) -> list[str]:
         return [str(c[0]) for c in self.calls]
 
@@ -83,6 +91,12 @@ class RecordingSyscalls:
         self._record("chdir", path)
 
     def mkdir(self, path: str, mode: int, parents: bool = False) -> None:
+        self._record("mkdir", path, mode)
+
+    def mkdir_nofollow(self, path: str, mode: int) -> None:
+        # As the real one: a link anywhere in the path, the last component included, is ELOOP,
+        # and nothing is made.
+        self._refuse_links(path)
         self._record("mkdir", path, mode)
 
     def touch(self, path: str) -> None:
@@ -116,11 +130,7 @@ class RecordingSyscalls:
 
     def open_path(self, path: str, directory: bool = False) -> int:
         self._record("open_path", path)
-        prefix = ""
-        for part in path.strip("/").split("/"):
-            prefix += "/" + part
-            if self.links.get(prefix, prefix) != prefix:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        self._refuse_links(path)
         fd = self._next_path_fd
         self._next_path_fd += 1
         return fd

@@ -233,6 +233,7 @@ class Syscalls(Protocol):
     def pivot_root(self, new_root: str, put_old: str) -> None: ...
     def chdir(self, path: str) -> None: ...
     def mkdir(self, path: str, mode: int, parents: bool = False) -> None: ...
+    def mkdir_nofollow(self, path: str, mode: int) -> None: ...
     def touch(self, path: str) -> None: ...
     def symlink(self, target: str, path: str) -> None: ...
     def write_file(self, path: str, data: bytes, create: bool = True) -> None: ...
@@ -406,6 +407,29 @@ def open_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) 
     return walk_nofollow(path, flags, mode, dir_fd)
 
 
+def mkdir_nofollow(path: str, mode: int) -> None:
+    """mkdir `path` (absolute, normalized) unless it exists, in a parent opened without
+    following a symlink in any component, and refuse `path` itself being one: OSError(ELOOP)
+    for a link anywhere. A mount point in an untrusted tree (a directory root, an image):
+    a link there (DIR/proc -> /etc) would put the sandbox's mount on a host directory.
+
+    Why not realpath before and after the mkdir: that is a Python loop of one lstat per
+    component, twice, where this is four syscalls, and the mkdir is made relative to the
+    parent that was checked, so a link swapped in between cannot redirect it.
+    """
+    parent, _, name = path.rpartition("/")
+    if not path.startswith("/") or name in ("", ".", ".."):
+        raise OSError(errno.EINVAL, "not a normalized absolute path", path)
+    dir_fd = open_nofollow(parent or "/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(FileExistsError):  # a link there: EEXIST, refused below
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    finally:
+        os.close(dir_fd)
+
+
 def walk_nofollow(path: str, flags: int, mode: int = 0, dir_fd: int = AT_FDCWD) -> int:
     """`open_nofollow` without openat2: one O_NOFOLLOW openat per component."""
     parts = [p for p in path.split("/") if p]
@@ -529,6 +553,9 @@ class LibcSyscalls:
             return
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, mode)
+
+    def mkdir_nofollow(self, path: str, mode: int) -> None:
+        mkdir_nofollow(path, mode)
 
     def touch(self, path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))

@@ -546,3 +546,21 @@ def test_bad_keep_fds_fail_the_launch_at_plan(twice: bool) -> None:
         os.close(out)
         os.close(dup)
     assert info.value.stage == "plan" and "keep_fds: fd" in info.value.message
+
+
+def test_a_mount_point_swapped_for_a_symlink_is_refused_and_nothing_lands_on_the_host(
+    busybox_root: Path, tmp_path: Path
+) -> None:
+    # The tree's owner turns /tmp into a link to a host directory: PID 1 makes and checks the
+    # mount point in its parent opened without following links (mkdir_nofollow), so the
+    # sandbox's /tmp tmpfs never lands on the host directory.
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (busybox_root / "tmp").rmdir()
+    (busybox_root / "tmp").symlink_to(host_dir)
+    spec = harness.unit(["/bin/true"], sandbox={"root": str(busybox_root)})
+    with pytest.raises(LaunchError) as info:
+        harness.run(spec)
+    assert info.value.stage == "rootfs"
+    assert "/tmp resolves through a symlink; refusing to follow it" in info.value.message
+    assert list(host_dir.iterdir()) == []

@@ -29,11 +29,24 @@ from supervisor.sandbox.wire.mounts import (
 from supervisor.sandbox.wire.protocol import StageFailure
 
 
+def _through_symlink(path: str) -> StageFailure:
+    return StageFailure(
+        "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
+    )
+
+
 def _check_target(sys: Syscalls, path: str) -> None:
     if sys.resolve(path) != path:
-        raise StageFailure(
-            "rootfs", 40, f"mount target {path} resolves through a symlink; refusing to follow it"
-        )
+        raise _through_symlink(path)
+
+
+def _mkdir_checked(sys: Syscalls, path: str, mode: int) -> None:
+    try:
+        sys.mkdir_nofollow(path, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _through_symlink(path) from None
+        raise
 
 
 # Why a WriteInRoot is left undone rather than failing the launch: the tree has no such place
@@ -115,6 +128,10 @@ def _mask(sys: Syscalls, path: str, is_dir: bool, like: str) -> None:
 
 def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
     match op:
+        case Mkdir(path, mode, False, True):
+            # One directory in an untrusted tree (a mount point of the kernel filesystems):
+            # made in its parent opened without following links, itself no link either.
+            _mkdir_checked(sys, path, mode)
         case Mkdir(path, mode, parents, check):
             # Checked before too: a link in the part that exists (DIR/srv -> /etc) would make
             # the mkdir itself create a host directory.

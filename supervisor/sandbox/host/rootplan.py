@@ -10,7 +10,9 @@ Threats this module answers:
 - mount propagation: our mounts must not appear on the host, nor host mounts in here, so "/"
   is made recursively private first;
 - a malicious rootfs: a symlink inside a root directory (e.g. DIR/tmp -> /etc) would point our
-  mounts and writes at host paths, so every target must resolve to itself; the one file
+  mounts and writes at host paths, so every target must resolve to itself (a kernel
+  filesystem's mount point is made in its parent opened with no symlink followed, and must
+  not be one itself: syscalls.mkdir_nofollow); the one file
   written into an image (its /etc/resolv.conf in bridge mode, where a link is normal) is
   instead resolved inside the root (openat2 RESOLVE_IN_ROOT on the staging root's fd), so
   `/etc -> /tmp/x` or `resolv.conf -> ../../host/file` lands in the image, never on the host;

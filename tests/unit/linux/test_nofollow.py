@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.linux.syscalls import open_nofollow, walk_nofollow
+from supervisor.linux.syscalls import mkdir_nofollow, open_nofollow, walk_nofollow
 
 Opener = Callable[..., int]
 OPENERS = [pytest.param(open_nofollow, id="openat2"), pytest.param(walk_nofollow, id="walk")]
@@ -79,3 +79,19 @@ def test_create_relative_to_a_directory_fd(opener: Opener, tree: Path) -> None:
 def test_a_file_in_the_middle_is_not_a_directory(opener: Opener, tree: Path) -> None:
     with pytest.raises(NotADirectoryError):
         opener(str(tree / "real" / "ssl" / "cert" / "x"), os.O_PATH)
+
+
+def test_mkdir_nofollow_makes_a_mount_point_once_and_refuses_links(tree: Path) -> None:
+    mkdir_nofollow(str(tree / "shared" / "proc"), 0o755)
+    mkdir_nofollow(str(tree / "shared" / "proc"), 0o755)  # existing: left as it is
+    assert (tree / "shared" / "proc").is_dir()
+    for planted in (tree / "shared" / "app", tree / "shared" / "app" / "new"):
+        # The link itself (EEXIST from mkdir, then refused) or a link in the parent (the
+        # parent's open refuses it): nothing is made at the link's target either way.
+        with pytest.raises(OSError) as info:
+            mkdir_nofollow(str(planted), 0o755)
+        assert info.value.errno == errno.ELOOP
+    assert sorted(p.name for p in (tree / "real").iterdir()) == ["ssl"]
+    with pytest.raises(OSError) as bad:
+        mkdir_nofollow("relative/path", 0o755)
+    assert bad.value.errno == errno.EINVAL
