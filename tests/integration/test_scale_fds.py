@@ -45,8 +45,25 @@ def _noop() -> None:
     pass
 
 
+# The fork server of the `engine` fixture: the fds it holds for its idle spare are one spare's
+# at a time but change numbers with every launch, so the counts below leave them out.
+_SERVER: list[ForkServer] = []
+
+
 def open_fds() -> list[int]:
-    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    spare = {fd for server in _SERVER for fd in server.spare_fds()}
+    listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    # Without the fd that listed them (closed by now): the lowest free one, whose number
+    # moves with the spare's.
+    return sorted(fd for fd in listed if fd not in spare and _is_open(fd))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -110,6 +127,7 @@ def engine() -> Iterator[tuple[Host, Path]]:
     loop = asyncio.new_event_loop()
     data = Path(tempfile.mkdtemp(prefix="sbx-scale-", dir="/tmp"))
     server = ForkServer.start()
+    _SERVER.append(server)
     try:
         network = SandboxNetwork(DaemonConfig(data_dir=data, state_dir=data / "state"))
         # As the unit runner does: a default unit launches with its range (here the harness's).
@@ -118,6 +136,7 @@ def engine() -> Iterator[tuple[Host, Path]]:
         )
         yield Host(loop, manager, launcher), data
     finally:
+        _SERVER.remove(server)
         server.close()
         loop.close()
         for unit in manager.list_units():

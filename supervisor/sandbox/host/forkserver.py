@@ -171,6 +171,12 @@ class ForkServer:
         """The idle spare launcher's PID (0: none held)."""
         return 0 if self._direct is None else self._direct.pid
 
+    def spare_fds(self) -> tuple[int, ...]:
+        """The fds held for the idle spare launcher, its channel and pidfd (none while none is
+        held): always one spare's, but other numbers after every launch."""
+        spare = self._direct
+        return () if spare is None else (spare.channel.fileno(), spare.pidfd)
+
     def alive(self) -> bool:
         return not self._given_up and self._proc.poll() is None
 
