@@ -367,18 +367,10 @@ class ForkServer:
             if not self._owed:
                 return
             woken = self._spare_waiter = loop.create_future()
-
-            def wake(woken: asyncio.Future[None] = woken) -> None:
-                if not woken.done():
-                    woken.set_result(None)
-
-            loop.add_reader(self._sock, wake)
             try:
-                await asyncio.wait_for(woken, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise self._no_spare(unit) from None
+                if not await self._socket_or_woken(loop, woken, deadline):
+                    raise self._no_spare(unit)
             finally:
-                loop.remove_reader(self._sock)
                 self._spare_waiter = None
 
     async def _readable(
@@ -390,6 +382,15 @@ class ForkServer:
             return
         woken: asyncio.Future[None] = loop.create_future()
         pending.woken = woken
+        if not await self._socket_or_woken(loop, woken, deadline):
+            self._give_up()
+            raise LaunchError(pending.unit, "forkserver", "the fork server did not answer in time")
+
+    async def _socket_or_woken(
+        self, loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None], deadline: float
+    ) -> bool:
+        """Until the server's socket is readable, or `woken` is set by a synchronous request
+        that read the awaited message first; False at `deadline`."""
 
         def wake() -> None:
             if not woken.done():
@@ -399,12 +400,10 @@ class ForkServer:
         try:
             await asyncio.wait_for(woken, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            self._give_up()
-            raise LaunchError(
-                pending.unit, "forkserver", "the fork server did not answer in time"
-            ) from None
+            return False
         finally:
             loop.remove_reader(self._sock)
+        return True
 
     def _settle(self) -> None:
         """A synchronous request while an awaited fork waits for its answer: read that answer
