@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -632,6 +632,27 @@ def test_awaited_launches_keep_a_units_root_ops_then_name_them(server: ForkServe
     asyncio.run(main())
 
 
+@contextlib.contextmanager
+def _sleepers() -> Iterator[tuple[Callable[[str], LaunchRequest], list[int]]]:
+    """Requests for units that sleep 30 s, in one v1 cgroup, and a list for the PIDs launched
+    from them: each is killed and reaped at the end."""
+    out = os.open("/dev/null", os.O_WRONLY)
+    pids: list[int] = []
+    try:
+        with harness.v1_cgroup() as procs:
+
+            def req(name: str) -> LaunchRequest:
+                spec = harness.unit(["/bin/sleep", "30"], name=name)
+                return LaunchRequest(spec, procs, out, out, id_map=harness.ID_MAP)
+
+            try:
+                yield req, pids
+            finally:
+                _kill_all(pids)
+    finally:
+        os.close(out)
+
+
 def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkServer) -> None:
     """The answers carry no request id: a blocking request (a probe's enter) sent while an
     awaited fork waits takes that fork's answer off the socket and hands it over, and a
@@ -639,42 +660,29 @@ def test_a_synchronous_request_reads_an_awaited_forks_answer_first(server: ForkS
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        out = os.open("/dev/null", os.O_WRONLY)
-        pids: list[int] = []
-        try:
-            with harness.v1_cgroup() as procs:
-                try:
+        with _sleepers() as (req, pids):
+            spareless(server)  # a ForkRequest, answered by the server
+            awaited = asyncio.create_task(launch_async(req("a"), server))
+            while server._pending is None:  # sent, its answer not read yet
+                await asyncio.sleep(0)
+            blocking = launch(req("b"), server=server)  # blocks the loop, as a probe
+            first = await awaited
+            pids += [first.pid, blocking.pid]
+            await first.go_async(loop)
+            blocking.go()
+            assert first.pid != blocking.pid and alive(first.pid) and alive(blocking.pid)
 
-                    def req(name: str) -> LaunchRequest:
-                        return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
-                                             procs, out, out, id_map=harness.ID_MAP)  # fmt: skip
-
-                    spareless(server)  # a ForkRequest, answered by the server
-                    awaited = asyncio.create_task(launch_async(req("a"), server))
-                    while server._pending is None:  # sent, its answer not read yet
-                        await asyncio.sleep(0)
-                    blocking = launch(req("b"), server=server)  # blocks the loop, as a probe
-                    first = await awaited
-                    pids += [first.pid, blocking.pid]
-                    await first.go_async(loop)
-                    blocking.go()
-                    assert first.pid != blocking.pid and alive(first.pid) and alive(blocking.pid)
-
-                    spareless(server)
-                    cancelled = asyncio.create_task(launch_async(req("c"), server))
-                    while server._pending is None:
-                        await asyncio.sleep(0)
-                    cancelled.cancel()
-                    with pytest.raises(asyncio.CancelledError):
-                        await cancelled
-                    after = await launch_async(req("d"), server)
-                    pids.append(after.pid)
-                    await after.go_async(loop)
-                    assert alive(after.pid) and after.pid not in pids[:-1]
-                finally:
-                    _kill_all(pids)
-        finally:
-            os.close(out)
+            spareless(server)
+            cancelled = asyncio.create_task(launch_async(req("c"), server))
+            while server._pending is None:
+                await asyncio.sleep(0)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            after = await launch_async(req("d"), server)
+            pids.append(after.pid)
+            await after.go_async(loop)
+            assert alive(after.pid) and after.pid not in pids[:-1]
 
     asyncio.run(main())
 
@@ -686,36 +694,23 @@ def test_a_synchronous_launch_takes_the_spare_an_awaited_one_waits_for(server: F
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        out = os.open("/dev/null", os.O_WRONLY)
-        pids: list[int] = []
-        try:
-            with harness.v1_cgroup() as procs:
-                try:
-
-                    def req(name: str) -> LaunchRequest:
-                        return LaunchRequest(harness.unit(["/bin/sleep", "30"], name=name),
-                                             procs, out, out, id_map=harness.ID_MAP)  # fmt: skip
-
-                    os.kill(server.pid, signal.SIGSTOP)  # no Spare notice until it continues
-                    first = await launch_async(req("a"), server)
-                    pids.append(first.pid)
-                    awaited = asyncio.create_task(launch_async(req("b"), server))
-                    while server._spare_waiter is None:
-                        await asyncio.sleep(0)
-                    os.kill(server.pid, signal.SIGCONT)
-                    blocking = launch(req("c"), server=server)  # blocks the loop, as a probe
-                    pids.append(blocking.pid)
-                    second = await awaited
-                    pids.append(second.pid)
-                    for one in (first, second):
-                        await one.go_async(loop)
-                    blocking.go()
-                    assert len(set(pids)) == 3 and all(alive(pid) for pid in pids)
-                    assert server.restarts == 0
-                finally:
-                    _kill_all(pids)
-        finally:
-            os.close(out)
+        with _sleepers() as (req, pids):
+            os.kill(server.pid, signal.SIGSTOP)  # no Spare notice until it continues
+            first = await launch_async(req("a"), server)
+            pids.append(first.pid)
+            awaited = asyncio.create_task(launch_async(req("b"), server))
+            while server._spare_waiter is None:
+                await asyncio.sleep(0)
+            os.kill(server.pid, signal.SIGCONT)
+            blocking = launch(req("c"), server=server)  # blocks the loop, as a probe
+            pids.append(blocking.pid)
+            second = await awaited
+            pids.append(second.pid)
+            for one in (first, second):
+                await one.go_async(loop)
+            blocking.go()
+            assert len(set(pids)) == 3 and all(alive(pid) for pid in pids)
+            assert server.restarts == 0
 
     asyncio.run(main())
 
