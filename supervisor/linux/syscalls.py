@@ -143,8 +143,9 @@ _NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): _IO(0xb7, 0x3)
 @contextlib.contextmanager
 def namespace_child(enter: Callable[[], None], what: str) -> Iterator[int]:
     """A throwaway child that runs `enter` (an unshare or a setns) and stays in what it entered
-    until the block ends, so the caller reaches those namespaces through /proc/<pid>/ (writes
-    a new user namespace's maps, binds a mount namespace's nsfs file); yields its PID. Raises
+    until the block ends, so the caller reaches those namespaces through /proc/<pid>/ (the
+    userns holder's root and nsfs file, linux/helduserns.py; a user namespace alone is made
+    without a fork, linux/nsclone.py); yields its PID. Raises
     OSError with the child's errno, `what` naming the step. The child exits when our end of
     its pipe closes, and is reaped here."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
