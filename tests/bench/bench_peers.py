@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,12 +36,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from supervisor.linux import helduserns
 from supervisor.sandbox.host import forkserver
 from supervisor.sandbox.host.launch import LaunchRequest, build_plan, launch
 from supervisor.sandbox.wire.plancodec import encode_for_server
 from tests.bench import bench_launch as bl
+from tests.bench.proc_cpu import (
+    anon_kib,
+    children_of,
+    cpu_seconds,
+    fault_counts,
+    reaped_cpu_seconds,
+)
 
 Runner = Callable[[], float]
 HOST_IDS = "sandboxd-hostids"  # user_namespace = "host": no user namespace
@@ -204,24 +213,60 @@ def report(results: dict[str, list[float]], skipped: dict[str, str], n: int) -> 
 Stamps = list[tuple[str, int]]
 
 
-def traced_launch(request: LaunchRequest, server: bl.ForkServer) -> Stamps:
+def traced_launch(
+    request: LaunchRequest, server: bl.ForkServer, pid1s: list[resource.struct_rusage] | None = None
+) -> Stamps:
     """One launch of `request` as bench_launch.sandboxd_run times it (cgroup made and removed
-    around it), traced: the bench's own stamps around the launch's."""
+    around it), traced: the bench's own stamps around the launch's. PID 1's rusage (its CPU
+    and faults, /bin/true's after its exec included) is appended to `pid1s`."""
     start = time.monotonic_ns()
     with bl.harness.v1_cgroup(memory_max=bl.MEMORY, pids_max=bl.PIDS) as procs:
         made = time.monotonic_ns()
         launched = launch(dataclasses.replace(request, cgroup_procs=procs), server=server)
         launched.go()
-        _, status = os.waitpid(launched.pid, 0)
+        _, status, usage = os.wait4(launched.pid, 0)
         reaped = time.monotonic_ns()
     assert status == 0, status
+    if pid1s is not None:
+        pid1s.append(usage)
     return [("bench: start", start), ("bench: cgroup made", made), *launched.trace,
             ("bench: PID 1 exited and reaped", reaped),
             ("bench: cgroup removed", time.monotonic_ns())]  # fmt: skip
 
 
-def trace(n: int) -> tuple[list[Stamps], int]:
-    """`n` traced launches of /bin/true (after 3 warm-up runs) and the plan's size on the wire."""
+def _launchers_reaped(server: int) -> None:
+    """Wait until the fork server holds only its idle spare: every launcher before it reaped
+    (it reaps them as their pidfds turn readable), so its reaped counts hold theirs."""
+    for _ in range(10_000):
+        if len(children_of(server)) <= 1:
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"the fork server still has children: {children_of(server)}")
+
+
+class Costs(NamedTuple):
+    """Per launch, over the traced runs: the launcher's (the spare, from its fork by the
+    server to its exit) and PID 1's (to its exit; /bin/true's exec and run included) CPU in
+    ms and minor faults, the fork server's own CPU, and its RSS and anonymous memory (KiB)."""
+
+    launcher_ms: float
+    launcher_faults: float
+    pid1_ms: float
+    pid1_faults: float
+    server_ms: float
+    server_rss: int
+    server_anon: int
+
+
+def _server_counts(server: int) -> tuple[float, float, int]:
+    """The server's own CPU (s), its reaped children's CPU (s) and minor faults."""
+    _launchers_reaped(server)
+    return cpu_seconds(server), reaped_cpu_seconds(server), fault_counts(server)[1]
+
+
+def trace(n: int) -> tuple[list[Stamps], int, Costs]:
+    """`n` traced launches of /bin/true (after 3 warm-up runs), the plan's size on the wire and
+    what each launch cost its processes."""
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-trace-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         bl.busybox_rootfs(rootfs)
@@ -245,12 +290,25 @@ def trace(n: int) -> tuple[list[Stamps], int]:
             blobs = {d for d, _, _ in first.offers}
             parts = {id(ops): (token, ops) for token, _, ops in first.parts}
             size = len(encode_for_server(plan, blobs, 0, parts=parts).body)
-            runs = [traced_launch(request, server) for _ in range(n + 3)][3:]
+            for _ in range(3):
+                traced_launch(request, server)
+            before = _server_counts(server.pid)
+            pid1s: list[resource.struct_rusage] = []
+            runs = [traced_launch(request, server, pid1s) for _ in range(n)]
+            after = _server_counts(server.pid)
+            costs = Costs(
+                (after[1] - before[1]) * 1e3 / n,
+                (after[2] - before[2]) / n,
+                sum(u.ru_utime + u.ru_stime for u in pid1s) * 1e3 / n,
+                sum(u.ru_minflt for u in pid1s) / n,
+                (after[0] - before[0]) * 1e3 / n,
+                *anon_kib(server.pid),
+            )
         finally:
             os.close(null)
             server.close()
             holder.destroy()
-    return runs, size
+    return runs, size, costs
 
 
 GO_SENT = "daemon: Go sent"
@@ -270,7 +328,7 @@ def _durations(run: Stamps) -> dict[str, tuple[float, float]]:
     return out
 
 
-def trace_report(runs: list[Stamps], plan_bytes: int) -> list[str]:
+def trace_report(runs: list[Stamps], plan_bytes: int, costs: Costs | None = None) -> list[str]:
     """Each stage's time, median and p95, in the order of their median end."""
     stages = [stage for stage, _ in runs[0]]
     if any(sorted(stage for stage, _ in run) != sorted(stages) for run in runs):
@@ -290,6 +348,14 @@ def trace_report(runs: list[Stamps], plan_bytes: int) -> list[str]:
     ):  # fmt: skip
         xs = [(dict(run)[last] - dict(run)[first]) / 1e6 for run in runs]
         lines.append(f"{what:64}{statistics.median(xs):8.2f}{bl.p95(xs):8.2f}")
+    if costs is not None:
+        lines += [
+            f"per launch: launcher {costs.launcher_ms:.2f} ms CPU, "
+            f"{costs.launcher_faults:.0f} minor faults; PID 1 (with /bin/true) "
+            f"{costs.pid1_ms:.2f} ms CPU, {costs.pid1_faults:.0f} minor faults; fork server "
+            f"{costs.server_ms:.2f} ms CPU; fork server RSS {costs.server_rss} KiB, "
+            f"anonymous {costs.server_anon} KiB"
+        ]
     return lines
 
 

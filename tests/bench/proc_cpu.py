@@ -43,3 +43,32 @@ def reaped_cpu_seconds(pid: int) -> float:
     was waited for), in seconds."""
     fields = _stat_fields(pid)
     return (int(fields[13]) + int(fields[14])) / TICK
+
+
+def fault_counts(pid: int) -> tuple[int, int]:
+    """`pid`'s minor page faults so far and those of the children it has reaped (minflt,
+    cminflt): a fork's copy-on-write and first-touch faults are counted here."""
+    fields = _stat_fields(pid)
+    return int(fields[7]), int(fields[8])
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (and zombie) children of `pid`, found by their parent in /proc (the kernel here
+    has no /proc/PID/task/TID/children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if int(_stat_fields(int(entry))[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def anon_kib(pid: int) -> tuple[int, int]:
+    """`pid`'s resident and anonymous memory in KiB (smaps_rollup's Rss and Anonymous)."""
+    got = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            got[parts[0].rstrip(":")] = int(parts[1])
+    return got["Rss"], got["Anonymous"]
