@@ -15,6 +15,7 @@ Python's own.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # no stub: the C half of signal.py
+import _socket
 import contextlib
 import ctypes
 import errno
@@ -22,7 +23,6 @@ import fcntl
 import os
 import resource
 import signal
-import socket
 import stat
 import struct
 from collections.abc import Callable, Iterator
@@ -133,6 +133,7 @@ _OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags
 
 FileKind = Literal["dir", "file", "link", "other"]
 # The held user namespaces' holder (linux/helduserns.py): its nsfs file's name in their dir.
@@ -736,12 +737,16 @@ class LibcSyscalls:
 
     def link_up(self, ifname: str) -> None:
         # SIOCSIFFLAGS on any AF_INET socket of the netns: no netlink library in the child.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            req = struct.pack("16sH22x", ifname.encode(), 0)
-            flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, req))[1]
-            fcntl.ioctl(
-                sock, _SIOCSIFFLAGS, struct.pack("16sH22x", ifname.encode(), flags | _IFF_UP)
-            )
+        # _socket's C type, not socket.socket (its Python __init__, close and context manager),
+        # and the struct compiled at import: a launcher runs this once, on pages it has not
+        # written yet, each one a copy-on-write fault.
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        try:
+            name = ifname.encode()
+            flags = _IFREQ.unpack(fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ.pack(name, 0)))[1]
+            fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(name, flags | _IFF_UP))
+        finally:
+            sock.close()
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
         res = int(self._prctl(option, arg2, arg3, 0, 0))
