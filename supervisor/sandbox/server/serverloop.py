@@ -22,7 +22,6 @@ import select
 import signal
 import socket
 import time
-from dataclasses import replace
 from typing import NoReturn
 
 from supervisor.linux.syscalls import PR_SET_PDEATHSIG, REAL, HolderRoot, Syscalls
@@ -106,7 +105,7 @@ def _spare_main(
     _, body, (sync_w, go_r, stdout, stderr, *kept) = frame
     channel.close()
     try:
-        plan = replace(decode_plan(body, cache, parts), stdout_fd=stdout, stderr_fd=stderr)
+        plan = decode_plan(body, cache, parts, {"stdout_fd": stdout, "stderr_fd": stderr})
         if len(kept) != len(plan.keep_fds):
             raise ProtocolError(f"{len(plan.keep_fds)} kept fds", str(len(kept)))
     except ProtocolError as err:  # say so on the daemon's pipe: a child never fails silently

@@ -290,15 +290,26 @@ def decode_plan(
     data: bytes,
     cache: Mapping[str, bytes] | None = None,
     parts: Mapping[str, Ops] | None = None,
+    fds: Mapping[str, int] | None = None,
 ) -> ChildPlan:
-    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`);
-    ProtocolError naming what arrived if not a plan."""
+    """The plan (its cached blobs from `cache`, the op tuples it names from `parts`), with the
+    fd fields in `fds` (e.g. stdout_fd: where a spare received it) set instead of the sent
+    ones; ProtocolError naming what arrived if not a plan.
+
+    `fds` here rather than a dataclasses.replace after: that built the ~30-field plan twice,
+    on pages of dataclasses' Field objects the spare had not written yet (copy-on-write faults
+    on the launch's path)."""
     try:
         (size,) = _LEN.unpack_from(data)
         view = memoryview(data)
         blobs, cache = view[4 + size :], cache or {}
         dec = _Decoder(blobs, cache, parts or {})
-        plan = _from_json(json.loads(data[4 : 4 + size]), blobs, cache, dec)
+        top = json.loads(data[4 : 4 + size])
+        if fds:
+            if not isinstance(top, dict):  # any other class is refused below, as without fds
+                raise ValueError("fds for a value that is not an object")
+            top.update(fds)
+        plan = _from_json(top, blobs, cache, dec)
     except (ValueError, KeyError, TypeError, struct.error) as err:
         what = f"{data[:200]!r} ({type(err).__name__}: {err})"
         raise ProtocolError("a ChildPlan", what) from None

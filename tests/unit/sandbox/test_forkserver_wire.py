@@ -71,6 +71,14 @@ def test_plans_round_trip_exactly(sections: dict[str, dict[str, object]]) -> Non
     assert decode_plan(encode_plan(plan)) == plan
 
 
+def test_a_spare_decodes_the_plan_with_the_fds_it_received_in_place_of_the_sent_ones() -> None:
+    plan = plan_for()
+    got = decode_plan(encode_plan(plan), fds={"stdout_fd": 41, "stderr_fd": 42})
+    assert got == dataclasses.replace(plan, stdout_fd=41, stderr_fd=42)
+    with pytest.raises(ProtocolError):  # a field the plan does not have
+        decode_plan(encode_plan(plan), fds={"no_such_fd": 3})
+
+
 def test_bytes_travel_raw_after_the_json() -> None:
     plan = plan_for(sandbox={"read_only": False})  # a writable root gets /etc copied in
     data = encode_plan(plan)
