@@ -200,20 +200,23 @@ class Manager(Protocol):
 Unit = TypeVar("Unit", bound=UnitCgroup)
 
 
-def create_unit(cg: Unit, where: str, make: Callable[[], object], limits: Limits) -> Unit:
-    """What `Manager.create` does on either backend, given how to make the directories.
+def create_unit(cg: Unit, where: str, make: Callable[[], bool], limits: Limits) -> Unit:
+    """What `Manager.create` does on either backend, given how to make the directories
+    (`make` says whether it created every one of them just now).
 
     A leftover with processes is refused (the engine adopts it or kills it); an empty one is
     reused. A fresh cgroup allows every device (v1 inherits the parent's "a *:* rwm", v2 has no
     filter), so it always gets an allowlist, the minimal one when `limits` names none. If the
     limits cannot be applied the cgroup is removed again: no unit runs half-limited.
     """
-    if cg.is_populated():
+    # Only a directory that was there before can hold processes: one mkdir(2) has just made
+    # is empty. Looking for processes first read a cgroup.procs per hierarchy (eight failed
+    # opens on v1) at every launch of a storm, where the cgroup is almost always new.
+    if not make() and cg.is_populated():
         raise CgroupError(
             f"cgroup of unit {cg.name!r} already exists with processes {cg.pids()} "
             f"({where}), left by an earlier run; adopt it or kill_all it first"
         )
-    make()
     try:
         cg.apply(limits if limits.devices is not None else dataclasses.replace(limits, devices=()))
     except CgroupError:

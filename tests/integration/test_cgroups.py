@@ -461,6 +461,28 @@ def test_leftover_cgroups(env: Env) -> None:
     again.destroy()
 
 
+def test_v1_fresh_cgroups_share_one_listing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cgroup mkdir has just made is not listed: the kernel gives every new cgroup of a
+    hierarchy the same files, so the first one's listing serves (checked here on the real
+    kernel); a cgroup that was there before (an empty leftover) is listed again."""
+    if env.version != 1:
+        pytest.skip("v1 lists a cgroup's files to plan its writes")
+
+    def listing(cg: UnitCgroup) -> frozenset[str]:
+        assert isinstance(cg, v1.V1Unit)
+        return frozenset().union(*(os.listdir(d) for d in cg.unique_dirs()))
+
+    first = listing(env.manager.create("fresh1", Limits()))
+    listed: list[str] = []
+    real = files.listdir_files
+    monkeypatch.setattr(files, "listdir_files", lambda path: listed.append(path) or real(path))
+    second = env.manager.create("fresh2", Limits(pids_max=7))
+    assert listed == [] and listing(second) == first
+    assert env.read("fresh2", "pids.max") == "7"
+    env.manager.create("fresh2", Limits(pids_max=8))  # there already, empty: reused
+    assert listed and env.read("fresh2", "pids.max") == "8"
+
+
 def test_rename_keeps_limits_and_processes_all_or_nothing(env: Env) -> None:
     """What a restart's cgroup made ahead relies on (engine/nextcgroup.py): v1 renames a
     cgroup in every hierarchy with its limits and processes, or in none; cgroup2 cannot."""
