@@ -416,7 +416,9 @@ def test_v1_destroy_finds_a_process_left_in_one_hierarchy_after_the_others_are_r
         dirs = cg.unique_dirs()
         assert any("/freezer/" in d for d in dirs[:-1]), dirs  # the freezer goes first
         pid = env.spawn(cg, ["/bin/sleep", "1000"])
-        wait_for(lambda: cg.pids() == [pid])
+        # In every hierarchy, not in any (cg.pids() is their union): the child joins them one
+        # by one, and one it joins after being moved out would keep it where the test says not.
+        wait_for(lambda: all(files.read_pids(f"{d}/cgroup.procs") == [pid] for d in dirs))
         for d in dirs[:-1]:  # out to the hierarchy's root, as an operator's echo would
             with open(os.path.join(d.split(f"/{parent}/")[0], "cgroup.procs"), "w") as f:
                 f.write(str(pid))
