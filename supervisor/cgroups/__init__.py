@@ -27,6 +27,8 @@ from supervisor.cgroups.base import (
     UnitCgroup,
 )
 from supervisor.cgroups.devices import DeviceAccess, DeviceError
+from supervisor.cgroups.files import on_kept as on_kept_file
+from supervisor.cgroups.files import release_if_unread as release_unread_files
 from supervisor.cgroups.files import stop_keeping as stop_keeping_files
 from supervisor.cgroups.membership import member_check
 from supervisor.cgroups.naming import SPARE_PREFIX, owner_of, retired_name, spare_name
@@ -48,7 +50,9 @@ __all__ = [
     "detect_version",
     "member_check",
     "new",
+    "on_kept_file",
     "owner_of",
+    "release_unread_files",
     "retired_name",
     "spare_name",
     "stop_keeping_files",

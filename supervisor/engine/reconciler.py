@@ -26,6 +26,7 @@ from supervisor.contract import State
 from supervisor.daemondirs import NETNS_DIR
 from supervisor.engine import diff, images, sources, statewriter, status
 from supervisor.engine.diff import Kind
+from supervisor.engine.keptrelease import KeptFilesRelease
 from supervisor.engine.model import ReloadResult, TopFrame, UnitEvent, UnitStatus
 from supervisor.engine.ordering import Ordering
 from supervisor.engine.output import RotatingLog
@@ -102,10 +103,12 @@ class Reconciler:
         self.change_observers: list[Callable[[str], None]] = []  # a unit's state changed
         self._read_kmsg = read_kmsg
         self._kmsg: KmsgWatch | None = None
+        self._kept_release: KeptFilesRelease | None = None
 
     async def __aenter__(self) -> Reconciler:
         await self._tg.__aenter__()
         self._kmsg = KmsgWatch(self.host.loop, self._on_oom_victim) if self._read_kmsg else None
+        self._kept_release = KeptFilesRelease(self.host.loop)
         return self
 
     async def __aexit__(
@@ -113,6 +116,8 @@ class Reconciler:
     ) -> None:
         if self._kmsg is not None:
             self._kmsg.close()
+        if self._kept_release is not None:
+            self._kept_release.close()
         await self._tg.__aexit__(et, e, tb)
 
     def _on_oom_victim(self, victim: Victim) -> None:

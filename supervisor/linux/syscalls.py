@@ -554,8 +554,19 @@ class LibcSyscalls:
         if parents:
             os.makedirs(path, mode, exist_ok=True)
             return
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path, mode)
+        except FileExistsError:
+            return
+        if mode & 0o022:
+            # Group or other write (a 1777 /dev/shm), which the umask (022) strips: set on
+            # the directory just made, opened without following a link, so no link swapped
+            # in for it gets the mode. Never a temporary umask: it is the whole process's.
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
 
     def mkdir_nofollow(self, path: str, mode: int) -> None:
         mkdir_nofollow(path, mode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shlex
 import signal
 import socket
@@ -227,3 +228,35 @@ def test_sd_notify_protocol(daemon: Daemon) -> None:
     assert any(line.startswith("STATUS=stopping") for line in until("STOPPING=1"))
     assert daemon.stop() == 0
     sock.close()
+
+
+def test_views_give_their_kept_cgroup_fds_back_once_quiet(daemon: Daemon) -> None:
+    """A status list and a `top` frame read the unit's cgroup files through fds the daemon
+    keeps (one pread each next time); each open cgroup file holds ~4.8 KiB of kernel memory
+    (its seq_file's page-sized buffer, the file, the kernfs_open_file), so once no view has
+    read them for a quiet period (engine/keptrelease.py: 30 to 60 s) they are closed, and
+    the next view opens them afresh."""
+    daemon.write_unit("web", SLEEPER)
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    assert daemon.proc is not None
+    pid, mine = daemon.proc.pid, f"{daemon.cgroup_parent}/web/"
+
+    def held() -> list[str]:
+        found = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except FileNotFoundError:
+                continue
+            if target.startswith("/sys/fs/cgroup/") and mine in target:
+                found.append(target)
+        return found
+
+    code, _ = daemon.request("GET", "/v1/top")
+    assert code == 200
+    assert daemon.status()["web"]["memory_bytes"] > 0
+    assert any("memory." in path for path in held())
+    wait_for(lambda: not held(), 180)
+    assert daemon.status()["web"]["memory_bytes"] > 0  # read afresh, and kept again
+    assert any("memory." in path for path in held())

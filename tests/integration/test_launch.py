@@ -126,8 +126,11 @@ def test_inside_view_of_a_default_sandbox() -> None:
     assert {dev for dev, _, _ in masked.values()} == {masked["/proc/acpi"][0]}
     assert all(names == [] and write == "EROFS" for _, names, write in masked.values()), masked
     assert mounts["/sys"].startswith("ro,") and mounts["/sys"].endswith("|sysfs")
-    for path in ("/tmp", "/run", "/dev", "/dev/shm"):
+    for path in ("/tmp", "/run", "/dev"):
         assert mounts[path].endswith("|tmpfs"), path
+    # /dev/shm: a 1777 directory of /dev's tmpfs, not a filesystem of its own (rootplan.py,
+    # DEV_SIZE: one superblock and shrinker fewer per sandbox).
+    assert "/dev/shm" not in mounts and info["shm"] == [0o1777, True]
     assert mounts["/dev/pts"].endswith("|devpts")
     assert info["writable"] == {
         "/": "EROFS", "/usr": "EROFS", "/etc": "EROFS", "/tmp": "ok", "/run": "ok",
@@ -146,6 +149,8 @@ def test_user_group_workdir_env_and_ambient_caps() -> None:
     assert info["cwd"] == "/tmp"
     assert info["env"]["X"] == "1" and info["env"]["NOTIFY_SOCKET"] == "/run/notify"
     assert info["env"]["USER"] == "nobody"
+    # /dev/shm is a directory of /dev's tmpfs now, 1777 whatever the umask: nobody writes it.
+    assert info["writable"]["/dev/shm"] == "ok" and info["writable"]["/tmp"] == "ok"
     bit = 1 << 10
     assert info["caps"] == {
         **dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapAmb"), bit),

@@ -84,6 +84,11 @@ def info() -> dict[str, object]:
         "dev": sorted(os.listdir("/dev")),
         "mounts": _mounts(),
         "writable": {p: _writable(p) for p in ("/", "/usr", "/etc", "/tmp", "/run", "/dev/shm")},
+        # /dev/shm's mode, and whether it is on /dev's filesystem (a directory of it).
+        "shm": [
+            stat.S_IMODE(os.stat("/dev/shm").st_mode),
+            os.stat("/dev/shm").st_dev == os.stat("/dev").st_dev,
+        ],
         "masked_dirs": {
             p: [os.stat(p).st_dev, os.listdir(p), _writable(p)]
             for p in ("/proc/acpi", "/sys/firmware")

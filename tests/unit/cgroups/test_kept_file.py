@@ -94,3 +94,25 @@ def test_stop_keeping_gives_every_fd_back_and_keeps_none_after(tmp_path: Path) -
     again = files.KeptFile(str(path))
     assert kept.read_int() == 8192 and again.read_int() == 8192
     assert kept._fd is None and again._fd is None  # read by open and close now
+
+
+def test_views_that_went_quiet_give_their_fds_back_and_keep_them_again(current: Path) -> None:
+    """Kept fds cost the kernel a page each (their seq_file's buffer): the first check after
+    a read keeps them, the next one with no read in between closes them, and the next read
+    keeps an fd again (and says so, for the engine's timer)."""
+    told: list[int] = []
+    files.on_kept(lambda: told.append(1))
+    try:
+        kept = files.KeptFile(str(current))
+        assert kept.read_int() == 4096 and _open_fds_on(current) == 1 and told == [1]
+        assert not files.release_if_unread()  # read since the last check: kept
+        assert _open_fds_on(current) == 1
+        assert files.release_if_unread()  # nothing read since: closed
+        assert _open_fds_on(current) == 0
+        files.write(str(current), 8192)
+        assert kept.read_int() == 8192 and _open_fds_on(current) == 1 and told == [1, 1]
+        kept.read_int()  # through the kept fd: no new fd, nobody told
+        assert told == [1, 1]
+        kept.close()
+    finally:
+        files.on_kept(None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ from supervisor.linux.syscalls import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    REAL,
 )
 from supervisor.sandbox.child import rootfs
 from supervisor.sandbox.host import rootplan
@@ -106,6 +110,29 @@ def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None
     dev = next(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.target == "/mnt/dev")
     null = next(i for i, op in enumerate(ops) if isinstance(op, Bind) and op.source == "/dev/null")
     assert dev < null
+
+
+def test_dev_shm_is_a_1777_directory_of_the_dev_tmpfs_not_a_filesystem_of_its_own() -> None:
+    """One superblock (and shrinker, which every memory cgroup keeps a slot for) fewer per
+    sandbox: /dev's tmpfs holds /dev/shm's 64 MiB too, with /dev's nosuid, nodev, noexec."""
+    ops = rootplan.plan_root(RootSpec(root="host", hostname="x"), layout())
+    (dev,) = [op for op in ops if isinstance(op, Mount) and op.target == "/mnt/dev"]
+    assert dev.flags == mounts.NOSUID_NODEV_NOEXEC and dev.fstype == "tmpfs"
+    assert dev.data == f"mode=0755,size={(64 << 20) + (64 << 10)}"
+    assert Mkdir("/mnt/dev/shm", 0o1777) in ops
+    assert not [op for op in ops if isinstance(op, Mount) and op.target == "/mnt/dev/shm"]
+
+
+def test_mkdir_gives_a_directory_its_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        REAL.mkdir(str(tmp_path / "shm"), 0o1777)
+        REAL.mkdir(str(tmp_path / "private"), 0o700)
+        REAL.mkdir(str(tmp_path / "shm"), 0o755)  # exists: left as it is
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shm").stat().st_mode) == 0o1777
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
 
 
 def test_staging_avoids_a_directory_holding_a_bind_source() -> None:
