@@ -270,7 +270,7 @@ def _kept(r: UnitRunner, key: tuple[object, ...] | None, row: dict[str, Any]) ->
     text, and the reader of its run's memory."""
     head, middle, tail = _pieces(row)
     cgroup = _live_cgroup(r.run)
-    read = cgroup.memory_current if cgroup is not None else None
+    read = cgroup.memory_reader() if cgroup is not None else None
     return (key, head + _MEMORY, middle + _CLOCKS[0], f"{middle}{_CLOCKS[0]}null{_CLOCKS[1]}",
             tail, read, r.spec)  # fmt: skip
 

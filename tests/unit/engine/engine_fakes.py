@@ -70,6 +70,9 @@ class FakeCgroup:
             raise CgroupError(f"{self.name}: memory.current: gone")
         return self.memory
 
+    def memory_reader(self) -> Callable[[], int]:
+        return self.memory_current
+
     def oom_kill_count(self) -> int:
         return self.oom
 
