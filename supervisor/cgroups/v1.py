@@ -336,6 +336,9 @@ class V1Unit:
     def memory_current(self) -> int:
         return self._kept_file("memory.usage_in_bytes").read_int()
 
+    def memory_reader(self) -> Callable[[], int]:
+        return self._kept_file("memory.usage_in_bytes").read_int
+
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.oom_control")).get("oom_kill", 0)
 

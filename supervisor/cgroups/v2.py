@@ -220,6 +220,9 @@ class V2Unit:
     def memory_current(self) -> int:
         return self._kept_file("memory.current").read_int()
 
+    def memory_reader(self) -> Callable[[], int]:
+        return self._kept_file("memory.current").read_int
+
     def oom_kill_count(self) -> int:
         return files.read_keyed(self._file("memory.events")).get("oom_kill", 0)
 

@@ -9,7 +9,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from supervisor.cgroups import UnitCgroup
@@ -180,17 +180,26 @@ def _changing(r: UnitRunner, now: float) -> tuple[int | None, float | None, floa
 
 
 def _row_key(r: UnitRunner) -> tuple[object, ...] | None:
-    """Every value `list_row` puts in a row but the changing ones, read as it reads them, for
-    a plain row (its file valid, its start waiting for no other unit); None for any other,
-    which list_row makes afresh at every request (the helpers say its error)."""
+    """What a plain row (its file valid, its start waiting for no other unit) is made from,
+    but its changing values; None for any other, which list_row makes afresh at every request
+    (the helpers say its error). The run and the network adapter stand for themselves (a
+    tuple compares an object with itself by identity, without calling an `__eq__`), the spec
+    by its id (a frozen dataclass: one equal but not the same would be compared field by
+    field at every request; the kept row holds the spec, so its id is not reused meanwhile).
+    A changed file is a new spec, a restart a new run, whose cgroup the row's memory reader
+    is bound to. The network view is in it only where it changes without them (a bridge
+    unit's lease): a view is a dict made per call (and for a bridge unit, addresses parsed),
+    which was a fifth of a kept row's cost."""
     if r.invalid or r.waiting_for is not None:
         return None
-    run = r.run
+    run, spec, network = r.run, r.spec, r.network
+    leased = (network.view(spec) if network is not None and spec is not None
+              and spec.unit.network.mode == "bridge" else None)  # fmt: skip
     if run is None:
-        return (r.state, None, None, r.restarts, r.last_exit, r.oom_kills, r.error,
-                r.health.state, _network(r, r.spec))  # fmt: skip
-    return (r.state, run.pid, run.started_at, r.restarts, r.last_exit, r.oom_kills, r.error,
-            r.health.state, _network(r, r.spec))  # fmt: skip
+        return (r.state, None, None, None, None, r.restarts, r.last_exit, r.oom_kills,
+                r.error, r.health.state, id(spec), network, leased)  # fmt: skip
+    return (r.state, run, run.cgroup, run.pid, run.started_at, r.restarts, r.last_exit,
+            r.oom_kills, r.error, r.health.state, id(spec), network, leased)  # fmt: skip
 
 
 # Where a row's changing numbers go in its JSON text: after the keys before them, as
@@ -198,6 +207,14 @@ def _row_key(r: UnitRunner) -> tuple[object, ...] | None:
 # can not be found inside a value.
 _MEMORY = ', "memory_bytes": '
 _CLOCKS = (', "next_start_in": ', ', "uptime": ')
+
+# A kept row: its key, and its text around the changing values: up to memory_bytes' value,
+# from there up to next_start_in's, from there to uptime's (next_start_in null: a running or
+# stopped unit, the common case), and the rest; with its run's memory reader (None: no run,
+# or no cgroup to read) and the spec it was made from (held: `_row_key` has its id).
+_Kept = tuple[
+    tuple[object, ...] | None, str, str, str, str, Callable[[], int] | None, UnitSpec | None
+]
 
 
 class ListText:
@@ -207,43 +224,66 @@ class ListText:
     10 (issue 23). A row's kept text is used while the values it was made from compare equal
     (`_row_key`, one tuple comparison: nothing to invalidate by hand, whichever code changed
     the runner; a row's dict is built only when it changed, which at 5000 rows was most of
-    the view's cost); the cache holds the units of the latest list only."""
+    the view's cost); the cache holds the units of the latest list only. Memory is read live
+    at every request, through the run's cgroup reader kept with the row (a kept file: one
+    pread), where four calls down to it were a quarter of a kept row's cost."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[tuple[object, ...] | None, str, str, str]] = {}
+        self._rows: dict[str, _Kept] = {}
 
     def text(self, runners: Iterable[UnitRunner], now: float) -> str:
         kept, rows = self._rows, []
-        fresh: dict[str, tuple[tuple[object, ...] | None, str, str, str]] = {}
+        fresh: dict[str, _Kept] = {}
         backoff = State.BACKOFF
         for r in runners:
             key = _row_key(r)
             hit = kept.get(r.name)
+            run = r.run
             if key is None or hit is None or hit[0] != key:
                 row = list_row(r, now)
-                memory = row.pop("memory_bytes")
-                next_start_in, uptime = row.pop("next_start_in"), row.pop("uptime")
-                hit = (key, *_pieces(row))
-                text = f"{_number(next_start_in)}{_CLOCKS[1]}{_number(uptime)}"
+                memory, next_start_in = row.pop("memory_bytes"), row.pop("next_start_in")
+                uptime = row.pop("uptime")
+                hit = fresh[r.name] = _kept(r, key, row)
+                _, head, middle, _, tail, _, _ = hit
             else:
-                # _changing's values, inline: this loop runs 1000 times per request and a
-                # call per row showed (issue 23). Memory is read live, every request.
-                run = r.run
-                memory = _memory(run)
-                if r.state is backoff:
-                    next_start_in = _next_start_in(r)
-                    uptime = round(now - run.started_mono, 3) if run else None
-                    text = f"{_number(next_start_in)}{_CLOCKS[1]}{_number(uptime)}"
-                elif run is None:
-                    text = f"null{_CLOCKS[1]}null"
-                else:  # a float's repr is json.dumps' spelling (finite: a difference of clocks)
-                    text = f"null{_CLOCKS[1]}{round(now - run.started_mono, 3)!r}"
-            fresh[r.name] = hit
-            _, head, middle, tail = hit
-            rows.append(f"{head}{_MEMORY}{'null' if memory is None else memory}{middle}"
-                        f"{_CLOCKS[0]}{text}{tail}")  # fmt: skip
+                fresh[r.name] = hit
+                _, head, middle, running, tail, read, _ = hit
+                if run is not None and r.state is not backoff:
+                    # The common row, inline: this loop runs 1000 times per request and a
+                    # call per row showed (issue 23). A float's repr is json.dumps' spelling
+                    # (finite: a difference of clocks).
+                    memory = _read(read, run)
+                    rows.append(f"{head}{'null' if memory is None else memory}{running}"
+                                f"{round(now - run.started_mono, 3)!r}{tail}")  # fmt: skip
+                    continue
+                memory = None if run is None else _read(read, run)
+                next_start_in = _next_start_in(r)
+                uptime = None if run is None else round(now - run.started_mono, 3)
+            rows.append(f"{head}{_number(memory)}{middle}{_number(next_start_in)}{_CLOCKS[1]}"
+                        f"{_number(uptime)}{tail}")  # fmt: skip
         self._rows = fresh
         return '{"units": [' + ", ".join(rows) + "]}"
+
+
+def _kept(r: UnitRunner, key: tuple[object, ...] | None, row: dict[str, Any]) -> _Kept:
+    """A row to keep, from `row` (list_row's, its changing values taken out): its pieces of
+    text, and the reader of its run's memory."""
+    head, middle, tail = _pieces(row)
+    cgroup = _live_cgroup(r.run)
+    read = cgroup.memory_reader() if cgroup is not None else None
+    return (key, head + _MEMORY, middle + _CLOCKS[0], f"{middle}{_CLOCKS[0]}null{_CLOCKS[1]}",
+            tail, read, r.spec)  # fmt: skip
+
+
+def _read(read: Callable[[], int] | None, run: Run) -> int | None:
+    """A run's memory, read now: None once the run has ended (its cgroup goes with it) or
+    when the read fails, as `_memory`."""
+    if read is None or run.ended:
+        return None
+    try:
+        return read()
+    except (CgroupError, OSError):
+        return None  # the cgroup went with its run
 
 
 def _pieces(row: dict[str, Any]) -> tuple[str, str, str]:
@@ -327,12 +367,7 @@ def _live_cgroup(run: Run | None) -> UnitCgroup | None:
 
 def _memory(run: Run | None) -> int | None:
     cgroup = _live_cgroup(run)
-    if cgroup is None:
-        return None
-    try:
-        return cgroup.memory_current()
-    except (CgroupError, OSError):
-        return None  # the cgroup went with its run
+    return None if run is None or cgroup is None else _read(cgroup.memory_current, run)
 
 
 def _usage(run: Run | None) -> dict[str, Any]:

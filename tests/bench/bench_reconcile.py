@@ -23,7 +23,7 @@ import signal
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,9 @@ class StubCgroup:
 
     def memory_current(self) -> int:
         return 0
+
+    def memory_reader(self) -> Callable[[], int]:
+        return self.memory_current
 
     def oom_kill_count(self) -> int:
         return 0

@@ -362,7 +362,9 @@ def _fds_under(path: str) -> list[str]:
 
 def test_views_read_afresh_through_kept_fds_that_destroy_closes(env: Env) -> None:
     """sample() and memory_current() keep their files open (a `top` frame of 1000 units is a
-    pread per file): each read is the kernel's value now, and destroy() closes them."""
+    pread per file): each read is the kernel's value now, and destroy() closes them. So is
+    memory_reader()'s, the list view's kept read: live at each call, failing (never a stale
+    figure) once the cgroup is gone."""
     cg = env.manager.create("kept", Limits())
     unit_dir = os.path.dirname(
         env.path("kept", "memory.current" if env.version == 2 else "memory.usage_in_bytes")
@@ -374,12 +376,19 @@ def test_views_read_afresh_through_kept_fds_that_destroy_closes(env: Env) -> Non
     first = cg.sample()
     assert first.pids_current == 1
     assert first.memory_current > 0 and cg.memory_current() > 0
+    read = cg.memory_reader()
+    assert read() > 0
     os.kill(pid, signal.SIGKILL)
     env.wait(pid)
     wait_for(lambda: cg.sample().pids_current == 0)
+    # Nothing runs in it now: the reader and a fresh memory_current() read the same file.
+    wait_for(lambda: read() == cg.memory_current())
     cg.destroy()
     assert _fds_under(unit_dir) == []
     assert not os.path.exists(unit_dir)
+    with pytest.raises(CgroupError):
+        read()
+    assert _fds_under(unit_dir) == []
 
 
 def _double_fork_escapees(env: Env, cg: UnitCgroup) -> tuple[int, list[int]]:

@@ -62,6 +62,37 @@ def test_startup_status_stop(daemon: Daemon) -> None:
     assert not daemon.leftover_pids() and not daemon.leftover_cgroups()
 
 
+def test_the_list_view_reads_memory_live_through_its_kept_rows(daemon: Daemon) -> None:
+    """GET /v1/units keeps each row's text between requests (engine/status.py, ListText) and
+    its run's memory reader with it: the memory a sandbox takes after its row was kept shows
+    at the next request, a restart's new run is read from its own cgroup, a stopped unit's
+    memory is null. Read from the real cgroup file (cgroup v1: memory.usage_in_bytes)."""
+    fill = 16 << 20  # written to the sandbox's /tmp tmpfs, charged to its memory cgroup
+    script = (f"trap 'head -c {fill} /dev/zero > /tmp/fill' USR1; echo started; "
+              "while :; do sleep 1 & wait $!; done")  # fmt: skip
+    daemon.write_unit("fill", unit(script))
+    daemon.start()
+    first = daemon.wait_unit("fill", lambda u: u["state"] == "running")
+    wait_for(lambda: daemon.output("fill") == "started\n", 60)  # the trap is set
+    before = daemon.status()["fill"]["memory_bytes"]  # the row is kept from here on
+    assert before and 0 < before < fill
+    signal_only_ours = first["pid"]  # the sandbox's PID 1, started by this test's daemon
+    os.kill(signal_only_ours, signal.SIGUSR1)
+    filled = daemon.wait_unit("fill", lambda u: u["memory_bytes"] >= before + fill * 3 // 4)
+    assert filled["pid"] == first["pid"]
+    code, _ = daemon.request("POST", "/v1/units/fill/restart")
+    assert code == 200
+    again = daemon.wait_unit("fill", lambda u: u["state"] == "running" and u["pid"] != first["pid"])
+    # The new run's own cgroup: the fill went with the old sandbox's /tmp.
+    assert 0 < again["memory_bytes"] < filled["memory_bytes"] - fill // 2
+    code, _ = daemon.request("POST", "/v1/units/fill/stop")
+    assert code == 200
+    stopped = daemon.wait_unit("fill", lambda u: u["state"] != "running")
+    assert stopped["memory_bytes"] is None and stopped["uptime"] is None
+    assert daemon.stop() == 0
+    assert not daemon.leftover_pids() and not daemon.leftover_cgroups()
+
+
 def test_restart_policies_backoff_and_start_limit(daemon: Daemon) -> None:
     daemon.write_unit("once", unit("exit 1", restart={"policy": "no"}))
     daemon.write_unit("clean", unit("exit 0"))  # on-failure: a clean exit is final

@@ -47,6 +47,7 @@ class FakeCgroup:
     psi: dict[tuple[str, str, str], float] = field(default_factory=dict)
     triggers: list[Callable[[], None]] = field(default_factory=list)
     trigger_args: list[tuple[str, str, float]] = field(default_factory=list)
+    memory: int | None = 1 << 20  # None: the cgroup's file is gone (a read fails)
 
     def procs_files(self) -> list[str]:
         return []
@@ -65,7 +66,12 @@ class FakeCgroup:
         return CgroupSample(self.memory_current(), 0, len(self.pids_), None, None, None)
 
     def memory_current(self) -> int:
-        return 1 << 20
+        if self.memory is None:
+            raise CgroupError(f"{self.name}: memory.current: gone")
+        return self.memory
+
+    def memory_reader(self) -> Callable[[], int]:
+        return self.memory_current
 
     def oom_kill_count(self) -> int:
         return self.oom

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -343,12 +343,21 @@ def test_a_kept_row_follows_every_value_of_its_unit(tmp_path: Path) -> None:
                 lambda: web.set_invalid(["web.toml: service.exec: field required"]),
                 lambda: web.set_invalid([]),
                 lambda: setattr(manual, "spec", make_spec("manual", network={"mode": "host"})),
+                # An equal spec that is another object: the row is made again from it.
+                lambda: setattr(manual, "spec", replace(manual.spec)),
                 lambda: setattr(manual, "state", State.FAILED),
                 lambda: clock.advance(1.5),
+                # Memory is read at every request, through the reader kept with the row.
+                lambda: setattr(web.run.cgroup, "memory", 5 << 20),
+                lambda: setattr(web.run.cgroup, "memory", None),
+                lambda: setattr(web.run.cgroup, "memory", 3 << 20),
             ]
             for change in changes:
                 change()
                 agrees()
+            rows = json.loads(rec.list_text())["units"]
+            memory = [row["memory_bytes"] for row in rows if row["name"] == "web"]
+            assert memory == [3 << 20]
             await rec.shutdown(leave=False)
 
     asyncio.run(asyncio.wait_for(main(), 60))
