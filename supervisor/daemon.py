@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import sdnotify
 
-from supervisor import __version__, cgroups, daemondirs, log
+from supervisor import __version__, cgroups, daemondirs, gcpolicy, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.cluster.agent import Agent
@@ -231,6 +231,7 @@ async def _run(
     metrics = Metrics()
     reconciler.reload_observers.append(metrics.observe_reconcile)
     reconciler.timing_observers.append(metrics.observe_timing)
+    tune_gc(reconciler)
     agent = _cluster_agent(config, reconciler)
     if agent is not None:
         agent.reachability_observers.append(metrics.observe_cluster)
@@ -265,6 +266,20 @@ async def _run(
             # Every sandbox has ended: nothing runs in a held user namespace any more, and the
             # next daemon's first launch of each range makes its namespace again.
             reconciler.host.id_ranges.drop_held()
+
+
+def tune_gc(reconciler: Reconciler) -> None:
+    """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
+    and a settle after every reload (the first loads every unit), whose survivors are the
+    units' long-lived objects, frozen out of later collections. Soon after, not in the reload:
+    the API answer, or the next step of whoever reloaded, does not wait for it."""
+    gcpolicy.configure()
+    loop = reconciler.host.loop
+
+    def settle_soon(_seconds: float) -> None:
+        loop.call_soon(gcpolicy.settle)
+
+    reconciler.reload_observers.append(settle_soon)
 
 
 def _userns_holder(directory: Path) -> helduserns.Holder | None:
