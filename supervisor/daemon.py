@@ -50,6 +50,7 @@ from supervisor.unit.loader import UnitLoader
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
 _FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for each writer thread
+COMPACT_DELAY = 1.0  # seconds after a reload before a collector compaction it made due
 
 
 DESCRIPTION = """\
@@ -271,15 +272,22 @@ async def _run(
 def tune_gc(reconciler: Reconciler) -> None:
     """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
     and a settle after every reload (the first loads every unit), whose survivors are the
-    units' long-lived objects, frozen out of later collections. Soon after, not in the reload:
-    the API answer, or the next step of whoever reloaded, does not wait for it."""
+    units' long-lived objects, frozen out of later collections. A compaction it makes due (a
+    full collection: hundreds of ms at 5000 units) runs a moment later, not before the
+    reload's answer (or the next step of whoever reloaded) goes out."""
     gcpolicy.configure()
     loop = reconciler.host.loop
+    due: list[asyncio.TimerHandle] = []  # the compaction scheduled, if any
 
-    def settle_soon(_seconds: float) -> None:
-        loop.call_soon(gcpolicy.settle)
+    def compact() -> None:
+        due.clear()
+        gcpolicy.compact()
 
-    reconciler.reload_observers.append(settle_soon)
+    def settle(_seconds: float) -> None:
+        if gcpolicy.settle() and not due:
+            due.append(loop.call_later(COMPACT_DELAY, compact))
+
+    reconciler.reload_observers.append(settle)
 
 
 def _userns_holder(directory: Path) -> helduserns.Holder | None:

@@ -10,17 +10,18 @@ are not becoming.
 
 So: `configure` once at start raises the young generation's threshold (fewer, larger young
 collections: the same work per object, a tenth of the calls), and `settle`, after the units are
-loaded and after every reload, collects what is garbage now and then freezes the survivors
-(`gc.freeze`: moved to the permanent generation, which no later collection walks). A
-collection then walks only what was made since the last settle: the per-reload and per-launch
-objects, not the 5000 units.
+loaded and after every reload, freezes everything tracked so far (`gc.freeze`: moved to the
+permanent generation, which no later collection walks; no walk itself, so the reload's answer
+does not wait for it). A collection then walks only what was made since the last settle: the
+per-reload and per-launch objects, not the 5000 units.
 
 Cycles made after a freeze are collected as before (tests/unit/test_gcpolicy.py). What a freeze
-gives up: a frozen object that later becomes part of garbage cycle (a removed unit's runner) is
-not collected while it stays frozen. `settle` bounds that: once the frozen set has grown by half
-since the last full collection, it unfreezes everything and does one full collection (a
-compaction), so frozen garbage never exceeds half of what was live at the last compaction, at
-the cost of one full walk per that much growth.
+gives up: a garbage cycle frozen with the survivors, or a frozen object that later becomes part
+of one (a removed unit's runner), is not collected while it stays frozen. `compact` (unfreeze,
+one full collection, freeze) frees them; it is due at the first settle and whenever the frozen
+set has grown by half since the last compaction, so frozen garbage never exceeds half of what
+was live then, at the cost of one full walk per that much growth. The daemon runs it a moment
+after the reload that made it due (daemon.tune_gc), once the reload has been answered.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ COMPACT_GROWTH = 0.5
 @dataclass
 class _Frozen:
     baseline: int | None = None  # frozen objects right after the last compaction (None: none)
+    # Frozen objects now, counted as they are frozen: gc.get_freeze_count() walks the whole
+    # permanent generation (a million objects at 5000 units), which a settle must not do.
+    count: int = 0
 
 
 _STATE = _Frozen()
@@ -53,24 +57,23 @@ def configure() -> None:
     gc.set_threshold(*THRESHOLDS)
 
 
-def settle() -> None:
-    """After a load or a reload: collect the garbage among the objects made since the last
-    settle, freeze the survivors; compact when the frozen set has grown enough (module doc)."""
+def settle() -> bool:
+    """After a load or a reload: freeze everything tracked so far (no walk: a garbage cycle
+    frozen with the survivors waits for the next compaction). True when a compaction is due:
+    none yet, or the frozen set has grown by half since the last (module doc)."""
+    _STATE.count += len(gc.get_objects())  # the unfrozen ones only: those made since
+    gc.freeze()
     baseline = _STATE.baseline
-    if baseline is not None:
-        gc.collect()  # the unfrozen objects only: those made since the last settle
-        gc.freeze()
-        if gc.get_freeze_count() <= baseline * (1 + COMPACT_GROWTH):
-            return
-    _compact()
+    return baseline is None or _STATE.count > baseline * (1 + COMPACT_GROWTH)
 
 
-def _compact() -> None:
+def compact() -> None:
+    """Unfreeze, one full collection, freeze again: frees the frozen garbage cycles."""
     began = time.process_time()
     gc.unfreeze()
     freed = gc.collect()
     gc.freeze()
-    _STATE.baseline = gc.get_freeze_count()
+    _STATE.baseline = _STATE.count = gc.get_freeze_count()  # a full walk, as the collection
     log.info("daemon.gc_compacted", frozen=_STATE.baseline, freed=freed,
              threshold=list(gc.get_threshold()),
              cpu_ms=round((time.process_time() - began) * 1000, 1))  # fmt: skip
@@ -80,4 +83,4 @@ def reset() -> None:
     """Back to CPython's defaults, nothing frozen (tests)."""
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
-    _STATE.baseline = None
+    _STATE.baseline, _STATE.count = None, 0

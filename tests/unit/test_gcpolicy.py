@@ -1,6 +1,6 @@
 """The daemon's collector settings (supervisor/gcpolicy.py): frozen survivors are left out of
 collections, yet cyclic garbage made after a freeze is still freed, and a frozen set that has
-grown by half is compacted (its garbage cycles freed too)."""
+grown by half is due a compaction, which frees its garbage cycles."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def daemon_gc() -> Iterator[None]:
     """The daemon's settings, as `serve` sets them, then CPython's defaults again."""
     before = gc.get_threshold()
     gcpolicy.configure()
-    gcpolicy.settle()  # the first: a compaction, as after the daemon's first load
+    assert gcpolicy.settle()  # the first makes a compaction due, as after the daemon's first load
+    gcpolicy.compact()
     try:
         yield
     finally:
@@ -57,29 +58,35 @@ def test_a_cycle_made_after_the_freeze_is_freed_by_the_automatic_collections() -
 
 
 @pytest.mark.usefixtures("daemon_gc")
-def test_settle_frees_the_garbage_then_freezes_the_survivors() -> None:
+def test_settle_freezes_without_a_walk_and_a_compaction_frees_what_it_froze() -> None:
     gone = _cycle()
     survivor = Node()
     frozen = gc.get_freeze_count()
-    gcpolicy.settle()
-    assert gone() is None
+    assert not gcpolicy.settle()  # grown by far less than half: no compaction due
     assert gc.get_freeze_count() > frozen
     assert not any(o is survivor for o in gc.get_objects())  # frozen: no collection walks it
+    gc.collect()
+    assert gone() is not None  # frozen garbage: only a compaction frees it
+    gcpolicy.compact()
+    assert gone() is None
+    assert not any(o is survivor for o in gc.get_objects())
 
 
 @pytest.mark.usefixtures("daemon_gc")
-def test_a_frozen_cycle_that_dies_is_freed_once_the_frozen_set_has_grown_by_half() -> None:
+def test_a_compaction_is_due_once_the_frozen_set_has_grown_by_half() -> None:
     dead = Node()
     dead.other = Node()
     dead.other.other = dead
     gone = weakref.ref(dead)
-    gcpolicy.settle()  # frozen while alive (a unit's runner)
+    assert not gcpolicy.settle()  # frozen while alive (a unit's runner)
     del dead  # the unit removed: a frozen cycle, not collected while frozen
     gc.collect()
     assert gone() is not None
-    # The daemon grows (units added, reloads): once by more than half, a settle compacts.
+    # The daemon grows (units added, reloads): once by more than half, a compaction is due.
     frozen = gc.get_freeze_count()
     grown = [Node() for _ in range(int(frozen * gcpolicy.COMPACT_GROWTH) + 1)]
-    gcpolicy.settle()
+    assert gcpolicy.settle()
+    gcpolicy.compact()
     assert gone() is None
+    assert not gcpolicy.settle()  # measured from the compaction's size again
     del grown
