@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import sdnotify
 
-from supervisor import __version__, cgroups, daemondirs, log
+from supervisor import __version__, cgroups, daemondirs, gcpolicy, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
 from supervisor.cluster.agent import Agent
@@ -50,6 +50,7 @@ from supervisor.unit.loader import UnitLoader
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
 _FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for each writer thread
+COMPACT_DELAY = 1.0  # seconds after a reload before a collector compaction it made due
 
 
 DESCRIPTION = """\
@@ -231,6 +232,7 @@ async def _run(
     metrics = Metrics()
     reconciler.reload_observers.append(metrics.observe_reconcile)
     reconciler.timing_observers.append(metrics.observe_timing)
+    tune_gc(reconciler)
     agent = _cluster_agent(config, reconciler)
     if agent is not None:
         agent.reachability_observers.append(metrics.observe_cluster)
@@ -265,6 +267,27 @@ async def _run(
             # Every sandbox has ended: nothing runs in a held user namespace any more, and the
             # next daemon's first launch of each range makes its namespace again.
             reconciler.host.id_ranges.drop_held()
+
+
+def tune_gc(reconciler: Reconciler) -> None:
+    """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
+    and a settle after every reload (the first loads every unit), whose survivors are the
+    units' long-lived objects, frozen out of later collections. A compaction it makes due (a
+    full collection: hundreds of ms at 5000 units) runs a moment later, not before the
+    reload's answer (or the next step of whoever reloaded) goes out."""
+    gcpolicy.configure()
+    loop = reconciler.host.loop
+    due: list[asyncio.TimerHandle] = []  # the compaction scheduled, if any
+
+    def compact() -> None:
+        due.clear()
+        gcpolicy.compact()
+
+    def settle(_seconds: float) -> None:
+        if gcpolicy.settle() and not due:
+            due.append(loop.call_later(COMPACT_DELAY, compact))
+
+    reconciler.reload_observers.append(settle)
 
 
 def _userns_holder(directory: Path) -> helduserns.Holder | None:

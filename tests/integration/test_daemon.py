@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from supervisor import gcpolicy
 from tests.support.daemon_kit import Daemon, pid_alive, wait_for
 from tests.support.requires import cgroup_version, requires_root
 
@@ -162,6 +163,24 @@ def test_reload_semantics_via_sighup(daemon: Daemon) -> None:
     # The API reload reports the invalid unit (exit 1 for sandboxctl reload).
     code, body = daemon.request("POST", "/v1/reload")
     assert body["ok"] is False and "bad" in body["invalid"], (code, body)
+
+
+def test_the_daemon_freezes_its_loaded_units_out_of_collections(daemon: Daemon) -> None:
+    """supervisor/gcpolicy.py in a real daemon: its thresholds, and the survivors of its first
+    load frozen (a compaction, logged) before any later reload; later reloads settle without
+    compacting while the daemon has not grown by half."""
+    daemon.write_unit("web", SLEEPER)
+    daemon.start()
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    wait_for(lambda: daemon.events("daemon.gc_compacted"))
+    (first,) = daemon.events("daemon.gc_compacted")
+    assert first["threshold"] == list(gcpolicy.THRESHOLDS)
+    assert first["frozen"] > 10_000  # the daemon's modules and its unit, at least
+    daemon.write_unit("web", SLEEPER.replace("1000", "2000"))
+    code, body = daemon.request("POST", "/v1/reload")
+    assert code == 200 and body["restarted"] == ["web"], body
+    daemon.wait_unit("web", lambda u: u["state"] == "running")
+    assert len(daemon.events("daemon.gc_compacted")) == 1
 
 
 def test_oom_policies(daemon: Daemon) -> None:
