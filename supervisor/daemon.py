@@ -51,6 +51,7 @@ logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
 _FLUSH_TIMEOUT = 5.0  # seconds an exiting daemon waits for each writer thread
 COMPACT_DELAY = 1.0  # seconds after a reload before a collector compaction it made due
+IDLE_SETTLE_DELAY = 1.0  # seconds without a launch before the collector's settle (tune_gc)
 
 
 DESCRIPTION = """\
@@ -271,23 +272,49 @@ async def _run(
 
 def tune_gc(reconciler: Reconciler) -> None:
     """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
-    and a settle after every reload (the first loads every unit), whose survivors are the
-    units' long-lived objects, frozen out of later collections. A compaction it makes due (a
-    full collection: hundreds of ms at 5000 units) runs a moment later, not before the
-    reload's answer (or the next step of whoever reloaded) goes out."""
+    and a settle after every reload (the first loads every unit) and once launches have
+    stopped for a moment (a start storm's runs, made between reloads, are long-lived too),
+    freezing the survivors out of later collections.
+    A compaction a settle makes due (a full collection: hundreds of ms at 5000 units) runs a
+    moment later, not before the reload's answer (or the next step of whoever reloaded) goes
+    out; the first, after the daemon's first load, runs at once: the units' runs are not
+    launched yet (their tasks start when the loop next turns), so it holds up no start storm
+    and no status request in the middle of one."""
     gcpolicy.configure()
     loop = reconciler.host.loop
     due: list[asyncio.TimerHandle] = []  # the compaction scheduled, if any
+    idle: list[asyncio.TimerHandle] = []  # the settle after the launches, if scheduled
+    first = [True]
 
     def compact() -> None:
         due.clear()
         gcpolicy.compact()
 
-    def settle(_seconds: float) -> None:
-        if gcpolicy.settle() and not due:
+    def settle() -> None:
+        if not gcpolicy.settle() or due:
+            return
+        if first[0]:
+            compact()
+        else:
             due.append(loop.call_later(COMPACT_DELAY, compact))
 
-    reconciler.reload_observers.append(settle)
+    def after_reload(_seconds: float) -> None:
+        settle()
+        first[0] = False
+
+    def after_launches() -> None:
+        idle.clear()
+        slots = reconciler.host.launch_slots
+        if slots is None or slots.in_flight == 0:
+            settle()
+
+    def launches_stopped() -> None:
+        if not idle:
+            idle.append(loop.call_later(IDLE_SETTLE_DELAY, after_launches))
+
+    reconciler.reload_observers.append(after_reload)
+    if reconciler.host.launch_slots is not None:
+        reconciler.host.launch_slots.idle_observers.append(launches_stopped)
 
 
 def _userns_holder(directory: Path) -> helduserns.Holder | None:

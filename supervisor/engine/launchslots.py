@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 PER_CPU = 2  # one launch's children on the CPU while the loop plans the next
 MOST = 32  # beyond this a launch only waits longer, with more fds held
@@ -51,6 +51,9 @@ class LaunchSlots:
         self.peak = 0  # the most held at once so far
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._granting: asyncio.TimerHandle | None = None  # the next hand-on, if due
+        # Told when the last held slot is given back and nobody waits: a storm of launches
+        # is over (the daemon freezes its survivors out of the collector then, gcpolicy.py).
+        self.idle_observers: list[Callable[[], None]] = []
 
     @property
     def waiting(self) -> int:
@@ -81,6 +84,9 @@ class LaunchSlots:
             raise RuntimeError("launch slots: release() without a held slot")
         self.in_flight -= 1
         self._hand_on_later()
+        if self.in_flight == 0 and not self._waiters:
+            for observe in self.idle_observers:
+                observe()
 
     def _hand_on_later(self) -> None:
         if self._granting is not None or not self._waiters or self.in_flight >= self.limit:

@@ -35,6 +35,30 @@ def test_release_without_a_slot_is_a_bug() -> None:
         LaunchSlots(1).release()
 
 
+def test_idle_observers_are_told_once_the_last_slot_is_back_and_nobody_waits() -> None:
+    async def main() -> None:
+        slots = LaunchSlots(1)
+        told: list[int] = []
+        slots.idle_observers.append(lambda: told.append(slots.in_flight))
+        gates = [asyncio.Event() for _ in range(3)]
+
+        async def one(i: int) -> None:
+            async with slots.held():
+                await gates[i].wait()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        for i in range(2):  # a slot given back with launches still waiting: not idle
+            gates[i].set()
+            await asyncio.wait_for(tasks[i], 10)
+            assert told == []
+        gates[2].set()
+        await asyncio.wait_for(tasks[2], 10)
+        assert told == [0]  # the storm is over: once, with nothing in flight
+
+    asyncio.run(main())
+
+
 def test_holders_never_exceed_the_limit_and_wait_in_order() -> None:
     async def main() -> None:
         slots = LaunchSlots(2)
