@@ -28,6 +28,7 @@ from test_network_bridge import filtered, rules
 
 from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.network import veth_name
+from tests.support.bridges import remove_bridge
 from tests.support.daemon_kit import Daemon, pid_alive, wait_for
 from tests.support.requires import requires_root
 
@@ -116,9 +117,7 @@ def net(daemon: Daemon) -> Iterator[Net]:
     # Nothing runs any more: every veth of ours must be gone with its sandbox, and its rules.
     ours = [line for line in sh("ip", "-o", "link").splitlines() if f"master {bridge} " in line]
     table = rules(bridge)
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-    drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
-    subprocess.run(drop, capture_output=True, check=False)
+    remove_bridge(bridge)
     assert ours == [], f"veths left on {bridge}: {ours}"
     assert table is None or table.filtered == set(), f"rules left in {table_name(bridge)}"
     assert rules(bridge) is None

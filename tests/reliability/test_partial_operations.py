@@ -24,8 +24,8 @@ import pytest
 from supervisor.images.oci import read_image
 from supervisor.images.reference import parse_ref
 from supervisor.linux import faultpoint
-from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.network import veth_name
+from tests.support.bridges import remove_bridge
 from tests.support.images import build_busybox, requires_image_tools
 from tests.support.kit import (
     cgroup_version,
@@ -174,9 +174,7 @@ def own_bridge(daemon: Any) -> Iterator[str]:
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.stop()
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
-        subprocess.run(drop, capture_output=True, check=False)
+        remove_bridge(bridge)
 
 
 def ports(bridge: str) -> dict[str, int]:

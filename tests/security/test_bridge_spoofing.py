@@ -49,6 +49,7 @@ from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.sandbox.host.network import veth_name
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
+from tests.support.bridges import remove_bridge
 from tests.support.kit import cgroup_version, daemon_factory, uname
 
 pytestmark = [
@@ -489,9 +490,7 @@ def lab() -> Iterator[Lab]:
             assert names <= {"prerouting"} and elements == [], f"rules left: {left}"
     finally:
         # The daemon keeps its bridge and table on exit (sandboxes may outlive it): ours go.
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
-        subprocess.run(drop, capture_output=True, check=False)
+        remove_bridge(bridge)
     assert bridge not in sh("ip", "-o", "link")
     assert subprocess.run(["nft", "list", "table", "bridge", table_name(bridge)],
                           capture_output=True, check=False).returncode != 0  # fmt: skip

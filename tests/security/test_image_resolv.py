@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox.host.antispoof import table_name
+from tests.support.bridges import remove_bridge
 from tests.support.daemon_kit import Daemon, new_daemon, teardown, wait_for
 from tests.support.images import add_entry, add_file, requires_image_tools, tar_bytes, write_layout
 from tests.support.requires import requires_root
@@ -53,9 +53,7 @@ def daemon() -> Iterator[Daemon]:
     d.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{_free_prefix()}0/24"\n')
     yield d
     problems = teardown(d)
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-    drop = ["nft", "delete", "table", "bridge", table_name(bridge)]
-    subprocess.run(drop, capture_output=True, check=False)
+    remove_bridge(bridge)
     shutil.rmtree(d.base, ignore_errors=True)
     assert not problems, problems
 

@@ -32,6 +32,7 @@ import pytest
 from supervisor.sandbox.host import nat
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
+from tests.support.bridges import remove_bridge
 from tests.support.kit import cgroup_version, daemon_factory, uname
 from tests.support.waiting import wait_for
 
@@ -120,10 +121,7 @@ def lab() -> Iterator[Lab]:
                                   capture_output=True, check=False)  # fmt: skip
             assert gone.returncode != 0, "the NAT table outlived the daemon's units"
     finally:
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        for family, name in (("bridge", f"sandboxd-{bridge}"), ("ip", nat.table_name(bridge))):
-            subprocess.run(["nft", "delete", "table", family, name], capture_output=True,
-                           check=False)  # fmt: skip
+        remove_bridge(bridge)
 
 
 def guard_drops(bridge: str) -> int:
