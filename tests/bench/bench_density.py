@@ -346,13 +346,19 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         out["stop_all_s"] = time.monotonic() - t0
         return out
     finally:
-        with contextlib.suppress(Exception):
-            if daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.stop(timeout=600)
-        problems = kit._teardown(daemon)
-        shutil.rmtree(daemon.base, ignore_errors=True)
-        if problems:
-            print(f"cleanup problems: {str(problems)[:2000]}", file=sys.stderr)
+        stop_and_clean(daemon)
+
+
+def stop_and_clean(daemon: Any) -> None:
+    """Stop a bench daemon if it still runs, remove what it left and its directory; what could
+    not be cleaned is printed, not raised (the figures measured are still worth reporting)."""
+    with contextlib.suppress(Exception):
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop(timeout=600)
+    problems = kit._teardown(daemon)
+    shutil.rmtree(daemon.base, ignore_errors=True)
+    if problems:
+        print(f"cleanup problems: {str(problems)[:2000]}", file=sys.stderr)
 
 
 def start_slowly(daemon: Any) -> int:

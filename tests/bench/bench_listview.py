@@ -17,19 +17,16 @@ Everything is cleaned up: the daemon stops its units and its directory is remove
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import pstats
-import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_density import SLEEPER, raise_nofile, start_deadline
+from tests.bench.bench_density import SLEEPER, raise_nofile, start_deadline, stop_and_clean
 from tests.bench.proc_cpu import cpu_seconds
 from tests.support import kit
 from tests.support.daemon_kit import UnixHTTPConnection
@@ -113,16 +110,9 @@ class Side:
                 "profile": stats}  # fmt: skip
 
     def close(self) -> None:
-        daemon = self.daemon
         if self.conn is not None:
             self.conn.close()
-        with contextlib.suppress(Exception):
-            if daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.stop(timeout=600)
-        problems = kit._teardown(daemon)
-        shutil.rmtree(daemon.base, ignore_errors=True)
-        if problems:
-            print(f"cleanup problems: {str(problems)[:2000]}", file=sys.stderr)
+        stop_and_clean(self.daemon)
 
 
 def measure(trees: list[Path], n: int, requests: int, block: int,
