@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import resource
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,16 +10,7 @@ import pytest
 
 from supervisor.cgroups import files
 from supervisor.errors import CgroupError
-
-
-def _open_fds_on(path: Path) -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
-        except FileNotFoundError:
-            continue
-    return count
+from tests.support.fds import open_fds_on
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +30,12 @@ def current(tmp_path: Path) -> Iterator[Path]:
 def test_reads_afresh_through_one_kept_fd(current: Path) -> None:
     kept = files.KeptFile(str(current))
     assert kept.read_int() == 4096
-    assert _open_fds_on(current) == 1
+    assert open_fds_on(current) == 1
     files.write(str(current), 8192)  # as the kernel's value moves
     assert kept.read_int() == 8192 and kept.read() == "8192"
-    assert _open_fds_on(current) == 1
+    assert open_fds_on(current) == 1
     kept.close()
-    assert _open_fds_on(current) == 0
+    assert open_fds_on(current) == 0
 
 
 def test_a_long_file_is_read_whole(tmp_path: Path) -> None:
@@ -77,7 +67,7 @@ def test_no_fd_is_kept_past_half_the_fd_limit(
     monkeypatch.setattr(resource, "getrlimit", lambda _: (8, hard))  # every fd is past 4
     kept = files.KeptFile(str(current))
     assert kept.read_int() == 4096
-    assert _open_fds_on(current) == 0
+    assert open_fds_on(current) == 0
     files.write(str(current), 1)
     assert kept.read_int() == 1
 
@@ -104,13 +94,13 @@ def test_views_that_went_quiet_give_their_fds_back_and_keep_them_again(current: 
     files.on_kept(lambda: told.append(1))
     try:
         kept = files.KeptFile(str(current))
-        assert kept.read_int() == 4096 and _open_fds_on(current) == 1 and told == [1]
+        assert kept.read_int() == 4096 and open_fds_on(current) == 1 and told == [1]
         assert not files.release_if_unread()  # read since the last check: kept
-        assert _open_fds_on(current) == 1
+        assert open_fds_on(current) == 1
         assert files.release_if_unread()  # nothing read since: closed
-        assert _open_fds_on(current) == 0
+        assert open_fds_on(current) == 0
         files.write(str(current), 8192)
-        assert kept.read_int() == 8192 and _open_fds_on(current) == 1 and told == [1, 1]
+        assert kept.read_int() == 8192 and open_fds_on(current) == 1 and told == [1, 1]
         kept.read_int()  # through the kept fd: no new fd, nobody told
         assert told == [1, 1]
         kept.close()
