@@ -9,19 +9,20 @@ reference counting at once; the cyclic collector only finds cycles, which the lo
 are not becoming.
 
 So: `configure` once at start raises the young generation's threshold (fewer, larger young
-collections: the same work per object, a tenth of the calls), and `settle`, after the units are
-loaded and after every reload, freezes everything tracked so far (`gc.freeze`: moved to the
-permanent generation, which no later collection walks; no walk itself, so the reload's answer
-does not wait for it). A collection then walks only what was made since the last settle: the
-per-reload and per-launch objects, not the 5000 units.
+collections: the same work per object, a tenth of the calls), and `settle`, after the units
+are loaded, after every reload and once launches have stopped, freezes everything tracked so
+far (`gc.freeze`: moved to the permanent generation, which no later collection walks; no walk
+itself, so the reload's answer does not wait for it). A collection then walks only what was
+made since the last settle, not the 5000 units and their runs.
 
 Cycles made after a freeze are collected as before (tests/unit/test_gcpolicy.py). What a freeze
 gives up: a garbage cycle frozen with the survivors, or a frozen object that later becomes part
 of one (a removed unit's runner), is not collected while it stays frozen. `compact` (unfreeze,
 one full collection, freeze) frees them; it is due at the first settle and whenever the frozen
 set has grown by half since the last compaction, so frozen garbage never exceeds half of what
-was live then, at the cost of one full walk per that much growth. The daemon runs it a moment
-after the reload that made it due (daemon.tune_gc), once the reload has been answered.
+was live then, at the cost of one full walk per that much growth. The daemon runs the first at
+once, before the first load's launches begin, and later ones a moment after the settle that
+made them due (daemon.tune_gc), once a reload has been answered.
 """
 
 from __future__ import annotations
