@@ -9,9 +9,11 @@ drop-ins) are found by instances.py and merged by compose.py.
 
 `UnitLoader` keeps a cache so that `reload` with 1000 unchanged files costs stat + read + hash,
 not TOML parsing and validation: an entry is reused when the content hash matches, and without
-even reading when the stat signature (mtime, size, inode, device) matches and the file was
-already older than the racy window when it was hashed (git's "racily clean" rule: an edit in
-the same timestamp tick as our read could otherwise keep mtime and size).
+even reading when the stat signature (mtime, ctime, size, inode, device) matches and the file
+was already older than the racy window when it was hashed (git's "racily clean" rule: an edit in
+the same timestamp tick as our read could otherwise keep mtime and size). The ctime is in it
+because mtime can be put back (`touch -d`, `cp -p`, a deploy tool keeping timestamps) while
+size stays; nobody can set ctime, and every write or utime moves it.
 
 The daemon's loader (`watch=True`) skips even that stat: an inotify watch (linux/dirwatch.py)
 on the directory and on each plain unit file names the files that may have changed since the
@@ -195,7 +197,7 @@ class DirectoryLoad:
 
 @dataclass(frozen=True)
 class _Entry:
-    signature: tuple[int, int, int, int]  # mtime_ns, size, inode, device
+    signature: tuple[int, int, int, int, int]  # mtime_ns, ctime_ns, size, inode, device
     digest: bytes
     hashed_at_ns: int
     text: str
@@ -208,11 +210,12 @@ class _Entry:
 
     @property
     def trusted(self) -> bool:
-        return self.hashed_at_ns - self.signature[0] > _RACY_NS
+        # The later of mtime and ctime: a utime that puts mtime back is itself a change.
+        return self.hashed_at_ns - max(self.signature[0], self.signature[1]) > _RACY_NS
 
 
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
 def _with_line(error: UnitError, text: str) -> UnitError:

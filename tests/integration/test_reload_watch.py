@@ -2,8 +2,8 @@
 (linux/dirwatch.py, unit/loader.py): every way a unit file can change is still seen by the
 next load, on the real kernel's inotify.
 
-Each edit below keeps the file's size and puts its mtime back, so the stat signature alone
-(mtime, size, inode) would call it unchanged: only the watch can tell.
+Each edit below keeps the file's size and puts its mtime back, so mtime, size and inode alone
+would call it unchanged: the watch tells without a stat (and the signature's ctime would too).
 """
 
 from __future__ import annotations
@@ -62,14 +62,15 @@ def test_an_in_place_edit_keeping_mtime_and_size_is_seen(loader: UnitLoader, uni
     assert exec_of(loader, units, "a") == ["/bin/sleep", "200"]
 
 
-def test_the_old_signature_rule_alone_misses_that_edit(units: Path) -> None:
-    """Why the watch is needed at all once it skips lstat: the same edit, no watch."""
+def test_without_the_watch_the_signature_sees_that_edit_by_its_ctime(units: Path) -> None:
+    """The same edit, no watch: mtime and size are kept, but the utime that put mtime back
+    moved the ctime, which the signature holds (unit/loader.py)."""
     plain = UnitLoader(host_checks=False)
     assert exec_of(plain, units, "a") == ["/bin/sleep", "100"]
     with open(units / "a.toml", "r+") as f:
         f.write(unit("200"))
     os.utime(units / "a.toml", (OLD, OLD))
-    assert exec_of(plain, units, "a") == ["/bin/sleep", "100"]
+    assert exec_of(plain, units, "a") == ["/bin/sleep", "200"]
 
 
 def test_create_delete_and_rename_into_the_directory_are_seen(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -477,15 +478,53 @@ def test_a_same_size_edit_within_the_same_second_is_seen(
     assert loader.load_directory(tmp_path).specs["web"].unit.service.stop_timeout == 2.0
 
 
+def _read_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader's reads happen 10 s after now: a file written by the test (ctime now) is
+    then past the racy window, trusted by its signature, without the test waiting."""
+    real = time.time_ns
+    monkeypatch.setattr(loader_module.time, "time_ns", lambda: real() + 10_000_000_000)
+
+
+def _next_ctime_tick(path: Path) -> None:
+    """Wait until a change made now gets a ctime other than `path`'s (the kernel's timestamps
+    are coarse: a few ms); bounded by one tick, no clock read."""
+    before = path.stat().st_ctime_ns
+    probe = path.with_name(".tick")
+    while True:
+        probe.write_text("")
+        if probe.stat().st_ctime_ns != before:
+            probe.unlink()
+            return
+
+
 def test_old_unchanged_files_are_trusted_by_stat(
     write_unit: WriteUnit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_unit("web")
     os.utime(path, (1_000_000_000, 1_000_000_000))  # long before our read: not racy
+    _read_later(monkeypatch)
     loader = UnitLoader()
     loader.load_directory(tmp_path)
     monkeypatch.setattr(loader_module, "read_unit_bytes", lambda p: pytest.fail("read again"))
     assert "web" in loader.load_directory(tmp_path).specs
+
+
+def test_an_edit_that_puts_mtime_back_is_seen_by_its_ctime(
+    write_unit: WriteUnit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`touch -d`, `cp -p` or a deploy tool can put an edited file's mtime back, and a same-size
+    edit then keeps mtime, size and inode: the signature's ctime still moved (nobody sets it),
+    so a trusted entry is read again. No watch here: this is the signature rule alone."""
+    path = write_unit("web", SERVICE + "stop_timeout = '1s'\n")
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    _read_later(monkeypatch)  # the entry is trusted: no read unless the signature moves
+    loader = UnitLoader()
+    assert loader.load_directory(tmp_path).specs["web"].unit.service.stop_timeout == 1.0
+    _next_ctime_tick(path)
+    with open(path, "r+") as f:  # in place: same inode, same size
+        f.write(SERVICE + "stop_timeout = '2s'\n")
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # `touch -d @1000000000`
+    assert loader.load_directory(tmp_path).specs["web"].unit.service.stop_timeout == 2.0
 
 
 def test_edits_and_removals_are_seen(write_unit: WriteUnit, tmp_path: Path) -> None:
