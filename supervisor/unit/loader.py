@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.log import get_logger
 from supervisor.unit import checks, compose, credentials
+from supervisor.unit.compose import DROPIN_DIR_SUFFIX
 from supervisor.unit.diagnostics import (
     KEY_NAME,
     UnitError,
@@ -81,6 +82,7 @@ from supervisor.unit.instances import (
     template_instances,
 )
 from supervisor.unit.perspec import PerSpec
+from supervisor.unit.plainkept import PlainKept
 from supervisor.unit.schema import UNIT_NAME, UnitFile
 from supervisor.unit.spec import UnitSpec
 
@@ -245,6 +247,10 @@ class UnitLoader:
         self._watch: DirectoryWatch | None = None
         self._watched: set[str] = set()
         self._reported: set[str] = set()  # the names the watch said changed, at this load
+        # The plain files' outcomes a watched load copies without a look at each (plainkept.py)
+        # and the directory's entries at the last load (what is new, what is gone).
+        self._plain = PlainKept()
+        self._listing: frozenset[str] = frozenset()
         self._instances: dict[str, list[str]] = {}  # template path -> instances listed last
         self._template_errors: dict[str, list[UnitError]] = {}
         self._host_checks = host_checks
@@ -302,29 +308,32 @@ class UnitLoader:
             self._watch.close()
             self._watch = None
         self._watched.clear()
+        self._plain.clear()
 
-    def _follow_changes(self, directory: str) -> None:
+    def _follow_changes(self, directory: str) -> bool:
         """Forget, of `_watched`, the files the watch says may have changed since the last load
-        (all of them when it cannot say: events lost, the directory swapped, no watch yet)."""
+        (all of them when it cannot say: events lost, the directory swapped, no watch yet).
+        True: the watch said which (`_reported`)."""
         if not self._watching:
-            return
+            return False
         watch = self._watch
         if watch is not None and watch.path == directory and not watch.broken:
             changed = watch.changes()
             if changed is not None:
                 self._watched.difference_update(changed)
                 self._reported = changed
-                return
+                return True
             if not watch.broken:  # events were lost: every file is checked once, as at start
                 self._watched.clear()
                 self._reported = set()
-                return
+                return False
         self.close()
         self._reported = set()
         try:
             self._watch = DirectoryWatch(directory)
         except OSError as exc:  # no inotify instance or watch left: every file is checked
             log.warning("unit.directory_unwatched", directory=directory, error=strerror(exc))
+        return False
 
     def load_directory(self, directory: str | os.PathLike[str]) -> DirectoryLoad:
         """Every `*.toml` in `directory` (hidden files skipped), templates instantiated and
@@ -332,18 +341,15 @@ class UnitLoader:
 
         Units made of several files (instances, drop-ins) are composed at every load, without
         the cache: they are few, and their result depends on more than one file's signature.
+        When the watch says what changed, the plain files it follows and did not report are
+        copied from the last load as they were (plainkept.py), not looked at one by one.
         """
         directory = os.fspath(directory)
         self._template_errors = {}
-        self._follow_changes(directory)  # before the listing: what changes after it is told
-        try:
-            entries = os.listdir(directory)
-        except OSError as exc:
-            raise UnitFileError(
-                [UnitError(directory, "directory", f"cannot read: {strerror(exc)}")]
-            ) from None
-        names = sorted(e for e in entries if e.endswith(SUFFIX) and not e.startswith("."))
-        listing = frozenset(entries)
+        plain, gone = self._plain, self._listing
+        listing, candidates = self._list(directory)
+        gone -= listing
+        names = sorted(e for e in candidates if e.endswith(SUFFIX) and not e.startswith("."))
         result = DirectoryLoad()
         texts: dict[str, str] = {}
         seen: set[str] = set()
@@ -362,10 +368,19 @@ class UnitLoader:
             composition = composition_of(directory, name, listing)
             if composition is not None:
                 self._compose(composition, memo, result, texts)
-        for stale in self._cache.keys() - seen:
-            del self._cache[stale]
-        for template in self._instances.keys() - seen:
-            del self._instances[template]
+        if candidates is listing:
+            for stale in self._cache.keys() - seen:
+                del self._cache[stale]
+            for template in self._instances.keys() - seen:
+                del self._instances[template]
+        else:  # the kept files were not looked at: what is stale is what left the listing
+            for entry in gone:
+                self._cache.pop(prefix + entry, None)
+                self._instances.pop(prefix + entry, None)
+            # The kept (and those just kept) first, overridden by what this load found.
+            result.specs = {**plain.specs, **result.specs}
+            result.errors = {**plain.errors, **result.errors}
+            texts = {**plain.texts, **texts}
         result.template_errors = {
             p: errors for p, errors in self._template_errors.items() if p in seen and errors
         }
@@ -376,6 +391,26 @@ class UnitLoader:
             refusable = [n for n, c in concerned.items() if c[1] and n in result.specs]
             self._check_on_host(result, refusable, texts)
         return result
+
+    def _list(self, directory: str) -> tuple[frozenset[str], frozenset[str]]:
+        """The directory's entries, and those of them to look at: all of them, or, when the
+        watch says what changed, all but the kept plain files it did not report."""
+        known = self._follow_changes(directory)  # before the listing: what changes after is told
+        try:
+            listing = frozenset(os.listdir(directory))
+        except OSError as exc:
+            self._plain.clear()
+            raise UnitFileError(
+                [UnitError(directory, "directory", f"cannot read: {strerror(exc)}")]
+            ) from None
+        plain, last, self._listing = self._plain, self._listing, listing
+        if not known or plain.directory != directory:
+            plain.clear(directory if known else None)
+            return listing, listing
+        plain.forget(self._reported)
+        plain.forget(listing - last)  # a NAME.toml.d appearing makes NAME a composed unit
+        plain.forget(last - listing)
+        return listing, listing - plain.files
 
     def _check_on_host(
         self, result: DirectoryLoad, refusable: list[str], texts: dict[str, str]
@@ -423,6 +458,17 @@ class UnitLoader:
             result.specs[name] = spec
         else:
             result.errors[key] = errors
+        kept = (
+            self._plain.directory is not None
+            and key == name
+            and "@" not in name
+            and file_name in self._watched
+            and name + DROPIN_DIR_SUFFIX not in listing
+        )
+        if kept:
+            self._plain.put(name, spec, errors, texts[name])
+        else:
+            self._plain.drop(name)
 
     def _watched_file(
         self, path: str, file_name: str, name: str

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import supervisor.unit.loader as loader_module
 from supervisor.linux import syscalls
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.unit.loader import UnitLoader
@@ -185,6 +186,90 @@ def test_unchanged_files_are_not_even_stat_ed(
     write(units / "b.toml", unit("111"))  # the changed file is read, the others not looked at
     assert exec_of(loader, units, "b") == ["/bin/sleep", "111"]
     assert looked == []
+
+
+def loaded_thrice(loader: UnitLoader, directory: Path) -> None:
+    """The first load makes the watch, the second keeps the plain files (unit/plainkept.py):
+    the third and later take them as they were without a look."""
+    for _ in range(3):
+        loader.load_directory(directory)
+
+
+def test_kept_plain_units_are_not_looked_at_and_keep_their_objects(
+    loader: UnitLoader, units: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load after one edit looks at the edited file alone: no composition check, no cache
+    lookup for the others, whose spec objects (and so every per-spec value) stay the same."""
+    loaded_thrice(loader, units)
+    before = loader.load_directory(units)
+    looked: list[str] = []
+    real = loader_module.composition_of
+
+    def counting(directory: str, name: str, *args: object) -> object:
+        looked.append(name)
+        return real(directory, name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader_module, "composition_of", counting)
+    write(units / "b.toml", unit("222"))
+    after = loader.load_directory(units)
+    assert looked == ["b"]
+    assert after.specs["a"] is before.specs["a"] and after.specs["c"] is before.specs["c"]
+    assert list(after.specs["b"].unit.service.exec) == ["/bin/sleep", "222"]
+    assert loader.load_directory(units).specs.keys() == {"a", "b", "c"}
+
+
+def test_a_kept_invalid_unit_stays_invalid_with_its_error(loader: UnitLoader, units: Path) -> None:
+    write(units / "bad.toml", "[service]\nexec = []\n")
+    loaded_thrice(loader, units)
+    again = loader.load_directory(units)
+    assert "bad" not in again.specs and "service.exec" in str(again.errors["bad"][0])
+    write(units / "bad.toml", unit("5"))  # fixed
+    assert exec_of(loader, units, "bad") == ["/bin/sleep", "5"]
+
+
+def test_a_dropin_added_to_an_empty_dropin_directory_is_seen(
+    loader: UnitLoader, units: Path
+) -> None:
+    """The directory's watch does not see into `a.toml.d`: a unit with one, even empty, is
+    never kept, so the drop-in written there later is merged at the next load."""
+    (units / "a.toml.d").mkdir()
+    loaded_thrice(loader, units)
+    (units / "a.toml.d" / "10-exec.toml").write_text(unit("321"))
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "321"]
+
+
+def test_a_kept_unit_removed_and_readded_is_seen(loader: UnitLoader, units: Path) -> None:
+    loaded_thrice(loader, units)
+    (units / "c.toml").unlink()
+    assert sorted(loader.load_directory(units).specs) == ["a", "b"]
+    write(units / "c.toml", unit("77"))
+    assert exec_of(loader, units, "c") == ["/bin/sleep", "77"]
+
+
+def test_a_template_edit_reaches_its_instances_beside_kept_units(
+    loader: UnitLoader, units: Path
+) -> None:
+    template = '[template]\ninstances = ["1"]\n[service]\nexec = ["/bin/sleep", "%i{n}"]\n'
+    write(units / "t@.toml", template.format(n=0))
+    loaded_thrice(loader, units)
+    assert exec_of(loader, units, "t@1") == ["/bin/sleep", "10"]
+    write(units / "t@.toml", template.format(n=9))
+    assert exec_of(loader, units, "t@1") == ["/bin/sleep", "19"]
+
+
+def test_after_lost_events_nothing_is_kept(loader: UnitLoader, units: Path) -> None:
+    """An edit the watch lost (IN_Q_OVERFLOW) is found by the signature: the kept outcomes
+    are dropped with the watch's knowledge."""
+    loaded_thrice(loader, units)
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    noise = units / "noise.txt"
+    with open(noise, "w") as f:
+        for i in range(limit // 2 + 10):
+            f.write("x")
+            f.flush()
+            os.utime(noise, (i, i))
+    write(units / "a.toml", unit("424242"), mtime=OLD + 1)
+    assert exec_of(loader, units, "a") == ["/bin/sleep", "424242"]
 
 
 @pytest.mark.root
