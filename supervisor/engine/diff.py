@@ -15,7 +15,7 @@ Two refinements the contract leaves open, decided here once:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -84,13 +84,16 @@ def changes(
     specs: Mapping[str, UnitSpec],
     errors: Mapping[str, Sequence[str]],
     actual: Mapping[str, Actual],
+    same: Set[str] = frozenset(),
 ) -> tuple[list[Action], list[str]]:
     """`plan` in two parts, each sorted by name: the actions other than KEEP, and the names of
     the units to keep. A reload of 5000 units with one change makes one Action, not 5000
-    (issue 23: a reload costs what changed)."""
+    (issue 23: a reload costs what changed). `same`: units of `specs` the caller knows are
+    kept (their runner has that very spec object, valid: the reconciler's diff by identity),
+    so neither compared nor listed in `kept`; `actual` need not have them."""
     actions: list[Action] = []
     kept: list[str] = []
-    for name in sorted(specs.keys() | errors.keys() | actual.keys()):
+    for name in sorted((specs.keys() - same) | errors.keys() | actual.keys()):
         have = actual.get(name)
         spec = specs.get(name)
         if spec is not None and have is not None and have.hash == spec.hash and name not in errors:

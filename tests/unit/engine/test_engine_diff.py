@@ -114,3 +114,14 @@ def test_changes_is_the_plan_with_its_kept_units_apart() -> None:
     assert [a.name for a in actions] == sorted(a.name for a in actions)
     assert {a.kind for a in actions} == {Kind.UPDATE_LIVE, Kind.REPLACE, Kind.START, Kind.STOP,
                                          Kind.INVALID_KEEPS_RUNNING, Kind.INVALID}  # fmt: skip
+
+
+def test_units_known_the_same_are_neither_compared_nor_listed() -> None:
+    """The reconciler's diff by identity: the units it names in `same` need no Actual and do
+    not come back in `kept`; the rest are diffed as before."""
+    specs = {f"u{i}": spec(f"u{i}") for i in range(5)}
+    specs["u3"] = CHANGED
+    have = {"u3": actual(BASE, State.RUNNING), "gone": actual(BASE, State.RUNNING)}
+    actions, kept = changes(specs, {}, have, same={"u0", "u1", "u2", "u4"})
+    assert kept == []
+    assert [(a.name, a.kind) for a in actions] == [("gone", Kind.STOP), ("u3", Kind.RESTART)]
