@@ -145,6 +145,15 @@ class Holder:
         """The files in the holder, sorted: one per held range."""
         return sorted(os.listdir(self.root))
 
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The holder directory's (mtime, ctime, size): a file made or removed in it moves them,
+        so a caller that listed it can tell it need not list it again (None: cannot tell)."""
+        try:
+            st = os.fstat(self.root)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ctime_ns, st.st_size
+
     def open_ns(self, name: str) -> int | None:
         """An fd of the user namespace held at `name`, or None."""
         return open_held_ns(name, CLONE_NEWUSER, dir_fd=self.root)

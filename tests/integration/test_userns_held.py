@@ -115,6 +115,26 @@ def test_a_held_namespace_goes_with_its_unit_and_survives_a_daemon_kill(daemon: 
     assert _mounts_under(daemon.state / "userns") == []
 
 
+def test_the_holders_stamp_moves_when_a_launch_holds_a_new_namespace(daemon: Daemon) -> None:
+    """What lets a reload skip listing the holder (engine/idranges.py): its directory's stamp,
+    read through the daemon's kept root fd (O_PATH), moves when a launch makes a file there."""
+    _configure(daemon)
+    daemon.write_unit("first", SHOW)
+    daemon.start()
+    daemon.wait_unit("first", lambda u: u["state"] == "running")
+    holder = helduserns.Holder.open(str(daemon.state / "userns"))
+    try:
+        before = holder.stamp()
+        assert before is not None and holder.stamp() == before
+        daemon.write_unit("second", SHOW)
+        assert ctl(daemon, "reload").returncode == 0
+        daemon.wait_unit("second", lambda u: u["state"] == "running")
+        assert _name(daemon, "second") in holder.names()
+        assert holder.stamp() != before
+    finally:
+        holder.close()
+
+
 def test_a_unit_removed_while_running_gives_its_range_back_once_its_run_ends(
     daemon: Daemon,
 ) -> None:

@@ -4,11 +4,13 @@ the next daemon, freed when the unit is gone, and a corrupt file refused."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supervisor.engine import idranges
 from supervisor.engine.idranges import IdRanges
 from supervisor.errors import ConfigError
 from supervisor.unit import userns
@@ -29,9 +31,15 @@ class FilesHeld:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.listed = 0
 
     def names(self) -> list[str]:
+        self.listed += 1
         return sorted(p.name for p in self.directory.iterdir())
+
+    def stamp(self) -> tuple[int, int, int]:
+        st = self.directory.stat()
+        return st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
     def drop(self, name: str) -> bool:
         (self.directory / name).unlink(missing_ok=True)
@@ -216,3 +224,50 @@ def test_a_namespace_held_for_no_range_goes_even_when_nothing_is_decided(
     (held / f"{4 * BLOCK}-{BLOCK}").touch()  # a launch that raced its unit's release
     ranges.assign(specs, [])
     assert sorted(p.name for p in held.iterdir()) == [f"{2 * BLOCK}-{BLOCK}"]
+
+
+def test_an_unchanged_holder_is_not_listed_again_and_a_file_made_there_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reload's shortcut lists the holder only when its directory's stamp moved since a
+    listing left nothing but the units' ranges there: a launch that raced its unit's release
+    makes a file, which moves it, and that file still goes at the next reload."""
+    held = tmp_path / "held"
+    held.mkdir()
+    files = FilesHeld(held)
+    ranges = IdRanges(tmp_path, POOL, [], files)
+    real = time.time_ns  # the stamps are past the racy window (a few s) without waiting
+    monkeypatch.setattr(idranges.time, "time_ns", lambda: real() + 10_000_000_000)
+    specs = {"a": spec("a")}
+    ranges.assign(specs, [])
+    (held / f"{2 * BLOCK}-{BLOCK}").touch()  # a's, made by its launch
+    ranges.assign(specs, [])
+    listed = files.listed
+    ranges.assign(specs, [])
+    ranges.assign(specs, [])
+    assert files.listed == listed  # nothing changed there: no listing
+    stray = held / f"{4 * BLOCK}-{BLOCK}"
+    stray.touch()  # a launch that raced its unit's release
+    ranges.assign(specs, [])
+    assert files.listed == listed + 1
+    assert sorted(p.name for p in held.iterdir()) == [f"{2 * BLOCK}-{BLOCK}"]
+
+
+def test_a_holder_changed_within_the_racy_window_is_listed_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stamp younger than the racy window is not trusted: a file made in the same tick as
+    the listing, after it, would not move it."""
+    held = tmp_path / "held"
+    held.mkdir()
+    files = FilesHeld(held)
+    ranges = IdRanges(tmp_path, POOL, [], files)
+    real = time.time_ns  # every change is "just now" to the ranges
+    monkeypatch.setattr(idranges.time, "time_ns", lambda: real() - 10_000_000_000)
+    specs = {"a": spec("a")}
+    ranges.assign(specs, [])
+    (held / f"{2 * BLOCK}-{BLOCK}").touch()
+    listed = files.listed
+    ranges.assign(specs, [])
+    ranges.assign(specs, [])
+    assert files.listed == listed + 2
