@@ -21,7 +21,8 @@ last load, and only those are looked at, read and hashed whatever their signatur
 an event: an edit in the same tick may keep mtime and size). A file is followed before it is
 looked at, so a change after the look is in the next load's events. When the watch cannot say
 (the first load, lost events, the directory swapped, a watch refused) every file goes through
-the signature rule above.
+the signature rule above. When it can, the plain files it follows and did not report are not
+even looked at: their outcome is copied from the last load (plainkept.py).
 
 Host checks (checks.py) are cached too, for the 5000-unit reload (issue 23): a unit whose spec
 is the very object the last load checked (its file, and so its spec, unchanged) and whose host
