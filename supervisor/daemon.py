@@ -36,7 +36,7 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import fdlimit, helduserns, journal
+from supervisor.linux import fdlimit, heap, helduserns, journal
 from supervisor.linux.journal import JournalSocket
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
@@ -274,7 +274,8 @@ def tune_gc(reconciler: Reconciler) -> None:
     """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
     and a settle after every reload (the first loads every unit) and once launches have
     stopped for a moment (a start storm's runs, made between reloads, are long-lived too),
-    freezing the survivors out of later collections.
+    freezing the survivors out of later collections; that last one also gives the C heap's
+    free pages back to the kernel (heap.trim).
     A compaction a settle makes due (a full collection: hundreds of ms at 5000 units) runs a
     moment later, not before the reload's answer (or the next step of whoever reloaded) goes
     out; the first, after the daemon's first load, runs at once: the units' runs are not
@@ -307,6 +308,9 @@ def tune_gc(reconciler: Reconciler) -> None:
         slots = reconciler.host.launch_slots
         if slots is None or slots.in_flight == 0:
             settle()
+            # The storm's temporaries (plans, messages) were freed below its runs' objects:
+            # their pages go back to the kernel now, not at the next compaction (linux/heap.py).
+            heap.trim()
 
     def launches_stopped() -> None:
         if not idle:
