@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import sdnotify
 
 from supervisor import __version__, cgroups, daemondirs, gcpolicy, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
-from supervisor.cluster.agent import Agent
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
 from supervisor.engine import logwriter, restarttrace, statewriter
 from supervisor.engine.idranges import IdRanges
@@ -46,6 +45,9 @@ from supervisor.sandbox.host.imagefetch import HelperStore
 from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit import credentials
 from supervisor.unit.loader import UnitLoader
+
+if TYPE_CHECKING:  # imported by _cluster_agent, with a [cluster] only
+    from supervisor.cluster.agent import Agent
 
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
@@ -339,6 +341,10 @@ def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None
     units' status reported back on every change (supervisor/cluster/)."""
     if config.cluster is None:
         return None
+    # Here, not at the top: the etcd client and its key codec stay out of a daemon without a
+    # cluster (~150 KB of its heap for good; tests/unit/test_daemon_imports.py).
+    from supervisor.cluster.agent import Agent  # noqa: PLC0415
+
     agent = Agent(config.cluster, reconciler.reload, reconciler.reported)
     reconciler.sources.append(agent.desired)
     reconciler.change_observers.append(agent.changed)

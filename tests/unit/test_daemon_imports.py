@@ -4,8 +4,9 @@ daemon's fixed memory).
 Every module the daemon imports stays resident for its whole life. Pinned here, in a fresh
 interpreter that imports the daemon's entry point and configures logging as `sandboxd` does
 (JSON, stderr not a terminal), then validates a unit like the bench's (own namespaces, no
-network): rich and pygments (pulled in by structlog.dev whenever installed, ~2-3 MB) and
-pyroute2 (only for units with a network, ~1 MB more) must not come in.
+network): rich and pygments (pulled in by structlog.dev whenever installed, ~2-3 MB),
+pyroute2 (only for units with a network, ~1 MB more) and the cluster agent (with a [cluster]
+only) must not come in.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 import supervisor
 
 # Packages the daemon must not load for the bench's units; each was measured in its RssAnon.
-UNWANTED = ("rich", "pygments", "pyroute2")
+# The cluster agent comes with a [cluster] only.
+UNWANTED = ("rich", "pygments", "pyroute2", "supervisor.cluster")
 
 PROBE = """
 import json, sys
@@ -30,7 +32,7 @@ from supervisor.unit.schema import UnitFile
 log.configure("auto")
 log.get_logger().info("probe.logged", unit="x")
 UnitFile.model_validate({"service": {"exec": ["/bin/sleep", "1000"]}})
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:])))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(tuple(sys.argv[1:])))))
 """
 
 
@@ -46,7 +48,7 @@ def _run(probe: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_daemon_at_start_imports_neither_rich_nor_pygments_nor_pyroute2() -> None:
+def test_the_daemon_at_start_imports_no_console_network_or_cluster_package() -> None:
     out = _run(PROBE, *UNWANTED)
     assert "probe.logged" in out.stderr  # the chain still renders (JSON)
     assert json.loads(out.stdout) == []
