@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import sdnotify
 
 from supervisor import __version__, cgroups, daemondirs, gcpolicy, log
 from supervisor.api import server as api_server
 from supervisor.api.metrics import Metrics
-from supervisor.cluster.agent import Agent
 from supervisor.config import DEFAULT_CONFIG_PATH, DaemonConfig, load_config
 from supervisor.engine import logwriter, restarttrace, statewriter
 from supervisor.engine.idranges import IdRanges
@@ -36,7 +35,7 @@ from supervisor.engine.run import Host
 from supervisor.engine.store import Store
 from supervisor.errors import SupervisorError
 from supervisor.images.store import STORE_DIR
-from supervisor.linux import fdlimit, helduserns, journal
+from supervisor.linux import fdlimit, heap, helduserns, journal
 from supervisor.linux.journal import JournalSocket
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, REAL
 from supervisor.log import LOG_FORMATS
@@ -46,6 +45,9 @@ from supervisor.sandbox.host.imagefetch import HelperStore
 from supervisor.sandbox.host.prober import ForkServerProber
 from supervisor.unit import credentials
 from supervisor.unit.loader import UnitLoader
+
+if TYPE_CHECKING:  # imported by _cluster_agent, with a [cluster] only
+    from supervisor.cluster.agent import Agent
 
 logger = log.get_logger()
 SAVE_RETRY_SECONDS = 2.0
@@ -274,7 +276,8 @@ def tune_gc(reconciler: Reconciler) -> None:
     """The daemon's collector settings (gcpolicy.py), before its first reload: its thresholds,
     and a settle after every reload (the first loads every unit) and once launches have
     stopped for a moment (a start storm's runs, made between reloads, are long-lived too),
-    freezing the survivors out of later collections.
+    freezing the survivors out of later collections; that last one also gives the C heap's
+    free pages back to the kernel (heap.trim).
     A compaction a settle makes due (a full collection: hundreds of ms at 5000 units) runs a
     moment later, not before the reload's answer (or the next step of whoever reloaded) goes
     out; the first, after the daemon's first load, runs at once: the units' runs are not
@@ -307,6 +310,9 @@ def tune_gc(reconciler: Reconciler) -> None:
         slots = reconciler.host.launch_slots
         if slots is None or slots.in_flight == 0:
             settle()
+            # The storm's temporaries (plans, messages) were freed below its runs' objects:
+            # their pages go back to the kernel now, not at the next compaction (linux/heap.py).
+            heap.trim()
 
     def launches_stopped() -> None:
         if not idle:
@@ -335,6 +341,10 @@ def _cluster_agent(config: DaemonConfig, reconciler: Reconciler) -> Agent | None
     units' status reported back on every change (supervisor/cluster/)."""
     if config.cluster is None:
         return None
+    # Here, not at the top: the etcd client and its key codec stay out of a daemon without a
+    # cluster (~150 KB of its heap for good; tests/unit/test_daemon_imports.py).
+    from supervisor.cluster.agent import Agent  # noqa: PLC0415
+
     agent = Agent(config.cluster, reconciler.reload, reconciler.reported)
     reconciler.sources.append(agent.desired)
     reconciler.change_observers.append(agent.changed)

@@ -31,6 +31,7 @@ import gc
 import time
 from dataclasses import dataclass
 
+from supervisor.linux import heap
 from supervisor.log import get_logger
 
 log = get_logger()
@@ -69,14 +70,17 @@ def settle() -> bool:
 
 
 def compact() -> None:
-    """Unfreeze, one full collection, freeze again: frees the frozen garbage cycles."""
+    """Unfreeze, one full collection, freeze again: frees the frozen garbage cycles. Then the C
+    heap's free pages go back to the kernel (linux/heap.py): what a storm or a reload freed
+    below the long-lived objects stayed resident otherwise (~1 MB at 300 units)."""
     began = time.process_time()
     gc.unfreeze()
     freed = gc.collect()
     gc.freeze()
     _STATE.baseline = _STATE.count = gc.get_freeze_count()  # a full walk, as the collection
+    trimmed = heap.trim()
     log.info("daemon.gc_compacted", frozen=_STATE.baseline, freed=freed,
-             threshold=list(gc.get_threshold()),
+             threshold=list(gc.get_threshold()), heap_trimmed=trimmed,
              cpu_ms=round((time.process_time() - began) * 1000, 1))  # fmt: skip
 
 

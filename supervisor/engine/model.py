@@ -19,7 +19,9 @@ from supervisor.contract import HealthState
 NetworkView = dict[str, str | bool | list[str] | None]
 
 
-@dataclass(frozen=True)
+# slots: each unit keeps its RECENT_EVENTS events for its life, and a __dict__ was ~100 bytes
+# of each (issue 23: the daemon's heap per unit).
+@dataclass(frozen=True, slots=True)
 class UnitEvent:
     """One lifecycle event of a unit (also streamed by the API)."""
 
@@ -43,7 +45,7 @@ class UnitEvent:
         return {"seq": self.seq, **data} if self.seq else data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per unit in every status and list view
 class UnitStatus:
     """A snapshot of one unit. `to_json` is the stable `status --json` element
     (docs/control.md: keys may be added, never removed or renamed)."""

@@ -42,7 +42,7 @@ FORMAT = "sandboxd-unit-state/1"
 log = get_logger()
 
 
-@dataclass
+@dataclass(slots=True)  # one per unit, held while it runs: no __dict__ each (issue 23)
 class UnitRecord:
     """What a new daemon needs to take over a unit that the old one left running."""
 

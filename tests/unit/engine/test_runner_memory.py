@@ -41,6 +41,9 @@ def test_a_runner_keeps_the_latest_exits_and_events_only(tmp_path: Path) -> None
         assert r.recent_exits == ["exit-code:3"] * RECENT_EXITS
         assert len(r.recent_events) == RECENT_EVENTS
         assert r.recent_events[-1].event == "failed"  # newest last
+        # Kept per unit for its life: slots, no __dict__ each (a new field is a slot as is).
+        assert not hasattr(r.recent_events[-1], "__dict__")
+        assert not hasattr(r.record(), "__dict__")
         await finish(r, task)
 
     run(main, tmp_path)
