@@ -120,12 +120,22 @@ def rule_for(device: DeviceAccess) -> DeviceRule:
 def allowlist(devices: Iterable[DeviceAccess]) -> tuple[DeviceRule, ...]:
     """The default rules plus the unit's devices, in a stable order, one rule per node: two
     requests for the same node merge their access, as the v1 kernel does in devices.list."""
+    wanted = tuple(rule_for(d) for d in devices)
+    if not wanted:  # most units: the defaults, merged once, not at every launch
+        return _DEFAULTS
+    return _merged((*DEFAULT_RULES, *wanted))
+
+
+def _merged(rules: Iterable[DeviceRule]) -> tuple[DeviceRule, ...]:
     merged: dict[tuple[Literal["c", "b"], int | None, int | None], str] = {}
-    for rule in (*DEFAULT_RULES, *(rule_for(d) for d in devices)):
+    for rule in rules:
         key = (rule.kind, rule.major, rule.minor)
         both = merged.get(key, "") + rule.access
         merged[key] = "".join(c for c in ACCESS_CHARS if c in both)
     return tuple(DeviceRule(k, major, minor, a) for (k, major, minor), a in merged.items())
+
+
+_DEFAULTS = _merged(DEFAULT_RULES)
 
 
 def v1_writes(rules: Iterable[DeviceRule]) -> list[tuple[str, str]]:

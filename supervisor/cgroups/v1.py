@@ -236,15 +236,12 @@ class V1Unit:
     def make(self) -> bool:
         """Make its directory in every hierarchy; whether each was made just now (none was
         there before: nothing can be in it yet, and its files are a fresh cgroup's)."""
-        created: set[str] = set()
-        held: dict[str, str] = {}
-        for controller, path in self.dirs.items():
-            if files.mkdir(path):
-                created.add(path)
-            if controller == "cpuset":
-                held = _init_cpuset(path)
-        # The first path of each hierarchy is the one whose mkdir made it (cpu then cpuacct).
-        fresh = all(d in created for d in self._unique)
+        # One mkdir per hierarchy: co-mounted controllers (cpu,cpuacct) share a directory,
+        # whose second mkdir was an EEXIST syscall at every launch.
+        fresh = True
+        for path in self._unique:
+            fresh = files.mkdir(path) and fresh
+        held = _init_cpuset(self._dir("cpuset")) if self._has("cpuset") else {}
         self._fresh = held if fresh else None
         return fresh
 
@@ -424,9 +421,15 @@ def self_join_file(procs_file: str) -> str:
     load) unless another write came just before; writing 0 to `tasks` moves only the calling
     thread, which takes no such lock. For a process with one thread (a launcher: forked, so
     single-threaded) both move the same thing."""
-    tasks = os.path.join(os.path.dirname(procs_file), "tasks")
-    return (
-        tasks
-        if os.path.basename(procs_file) == "cgroup.procs" and os.path.exists(tasks)
-        else procs_file
-    )
+    where, _, name = procs_file.rpartition("/")
+    if name != "cgroup.procs" or not _has_tasks(os.path.dirname(where)):
+        return procs_file
+    return f"{where}/tasks"
+
+
+@functools.lru_cache(maxsize=64)  # the bases, and a few units with probe sub-cgroups
+def _has_tasks(parent: str) -> bool:
+    """Whether the cgroups below `parent` have a `tasks` file: every v1 cgroup has one, the
+    root too, and no v2 cgroup does, so it is a fact of the hierarchy, asked of the parent
+    once, where a stat of each new cgroup's own `tasks` per hierarchy was 8 per launch."""
+    return os.path.exists(os.path.join(parent, "tasks"))

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from supervisor.linux.syscalls import MS_RDONLY, PRESERVED_MOUNT_FLAGS, FileKind, open_nofollow
+from supervisor.sandbox.host.settledprobe import SettledProbe
 
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What programs need from /etc to run, resolve names and verify TLS; nothing with secrets.
@@ -98,6 +99,15 @@ def _probe(path: str, copy: bool = False) -> HostPath | None:
     return HostPath("file", flags=flags, data=data)
 
 
+# What changes only through an entry of its directory or a mount (settledprobe.py): the host
+# root's top directories and staging candidates, /dev's nodes, the /etc entries copied.
+_SETTLED = SettledProbe(
+    {"/": (*(d.lstrip("/") for d in HOST_DIRS + STAGING_CANDIDATES), "dev"),
+     "/dev": DEVICES, "/etc": ETC_ENTRIES},
+    "/etc", _probe,
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class HostLayout:
     """What the plan needs to know about the host: one `HostPath` per path looked at.
@@ -115,19 +125,17 @@ class HostLayout:
         """`host_root`: the root is the host's, so its system trees and /etc are looked at
         too (a root directory or an image has its own: half the paths, not stat-ed)."""
         entries: dict[str, HostPath] = {}
+        # The paths under /, /dev and /etc as last probed, unless a watch saw them change
+        # (settledprobe.py); the others (/proc, /sys, the unit's own) are probed now.
+        settled = _SETTLED.entries()
         system = HOST_DIRS if host_root else ()
-        for path in (*system, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev"):
-            found = _probe(path)
+        etc = [f"/etc/{name}" for name in ETC_ENTRIES] if host_root else []
+        devices = [f"/dev/{dev}" for dev in DEVICES]
+        for path in (*system, *STAGING_CANDIDATES, *MASKED, *READ_ONLY, *extra, "/dev",
+                     *devices, *etc):  # fmt: skip
+            found = settled[path] if path in settled else _probe(path, path in etc)
             if found is not None:
                 entries[path] = found
-        for dev in DEVICES:
-            found = _probe(f"/dev/{dev}")
-            if found is not None:
-                entries[f"/dev/{dev}"] = found
-        for name in ETC_ENTRIES if host_root else ():
-            found = _probe(f"/etc/{name}", copy=True)
-            if found is not None:
-                entries[f"/etc/{name}"] = found
         return cls(entries)
 
     def get(self, path: str) -> HostPath | None:

@@ -274,13 +274,19 @@ def test_unit_in(path: str, base: str, unit: str | None) -> None:
 
 
 def test_a_launcher_joins_v1_through_tasks_and_v2_through_cgroup_procs(tmp_path: Path) -> None:
+    # As the kernel has them: every v1 cgroup (its parent too) with `tasks`, no v2 cgroup.
     v1, v2 = tmp_path / "memory" / "unit", tmp_path / "unified" / "unit"
     for d, names in ((v1, ("cgroup.procs", "tasks")), (v2, ("cgroup.procs",))):
         d.mkdir(parents=True)
-        for name in names:
-            (d / name).write_text("")
+        for where in (d, d.parent):
+            for name in names:
+                (where / name).write_text("")
     assert self_join_file(str(v1 / "cgroup.procs")) == str(v1 / "tasks")
     assert self_join_file(str(v2 / "cgroup.procs")) == str(v2 / "cgroup.procs")
+    # A fact of the hierarchy, asked of the parent once: a later unit's own files are not
+    # looked at (its `tasks` file is named though this fake cgroup has none).
+    other = tmp_path / "memory" / "other"
+    assert self_join_file(str(other / "cgroup.procs")) == str(other / "tasks")
 
 
 def test_v1_units_share_their_manager_layout_and_join_co_mounted_hierarchies_once(

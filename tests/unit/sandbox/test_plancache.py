@@ -10,6 +10,7 @@ import pytest
 
 from supervisor.sandbox.host import hostlayout, plancache, rootplan
 from supervisor.sandbox.host.plancache import Prepare, RootPlanCache
+from supervisor.sandbox.host.settledprobe import SettledProbe
 from supervisor.sandbox.wire.mounts import Bind, RootSpec, UnitMount, WriteFile
 from supervisor.sandbox.wire.protocol import StageFailure
 
@@ -30,6 +31,9 @@ def probed_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         return real(str(etc / path[5:]) if path.startswith("/etc/") else path, copy)
 
     monkeypatch.setattr(hostlayout, "_probe", probe)
+    # Nothing kept between probes (settledprobe.py watches the real /etc): every path is
+    # looked at through `probe` at each call.
+    monkeypatch.setattr(hostlayout, "_SETTLED", SettledProbe({}, "", probe))
     return etc
 
 
