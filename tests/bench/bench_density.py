@@ -314,8 +314,8 @@ def print_breakdown(who: str, out: dict[str, Any]) -> None:
     print("  meminfo per sandbox, KiB: " + ", ".join(
         f"{k} {v:.0f}" for k, v in out["meminfo_kib_per_sandbox"].items()))  # fmt: skip
     if out.get("others_memcgs"):
-        print(f"  other processes made {out['others_memcgs']:+d} memory cgroups meanwhile: "
-              "the figure is blurred", flush=True)  # fmt: skip
+        print(f"  other processes made {out['others_memcgs']:+d} memory cgroups meanwhile "
+              "(the verdict is withheld beyond 1 % of N)", flush=True)  # fmt: skip
     print(f"  slab per sandbox {out['slab_total_kib_per_sandbox']:.0f} KiB; top caches: "
           + ", ".join(f"{k} {v:.1f}" for k, v in out["slab_kib_per_sandbox"].items()))  # fmt: skip
 
