@@ -210,6 +210,17 @@ def charged_view(who: str, kib: dict[str, float]) -> str:
     return f"{who} {kib['usage']:.0f} KiB (kernel {kib['kernel']:.0f}, tmpfs {kib['shmem']:.0f})"
 
 
+def memcgs_blurred(*sides: dict[str, Any]) -> str:
+    """Why a memory verdict is withheld: other processes made or freed memory cgroups while a
+    side was measured (more than 1 % of its N, at least 2), each moving the MemAvailable delta
+    by about a sandbox's own cgroup (bench_density.memory_cgroups); "" if none did."""
+    for side in sides:
+        others = side.get("others_memcgs")
+        if others is not None and abs(others) > max(2, side["n"] // 100):
+            return f"other processes made {others:+d} memory cgroups meanwhile: not comparable"
+    return ""
+
+
 def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> list[Row]:
     """Host memory per idle sandbox against crun's, each side measured in this run: crun as
     configured in bench_density.bundle (no user namespace), and crun with one (sandboxd's
@@ -227,6 +238,8 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
         figure = f"{row.figure} vs {theirs:.0f} KiB" if theirs is not None else row.figure
         if ours <= 0:
             row = Row(row.what, row.figure, row.goal, None, "MemAvailable rose meanwhile")
+        elif blurred := memcgs_blurred(d, c):
+            row = Row(row.what, row.figure, row.goal, None, blurred)
         rows.append(Row(row.what, figure, row.goal, row.met, f"{row.note}; {note}"))
     daemon = d["daemon_anon_kib"] / n
     rows.append(Row("density: daemon + fork server heap per sandbox", f"{daemon:.0f} KiB",

@@ -119,8 +119,36 @@ def slab_kib() -> dict[str, float]:
     return out
 
 
+def memory_cgroups() -> int | None:
+    """Memory cgroups on the host, dying ones included (/proc/cgroups counts a removed cgroup
+    until the kernel frees it): each holds a slot per shrinker id, so every one another process
+    makes or frees meanwhile moves the MemAvailable delta by as much as a sandbox's own."""
+    for line in Path("/proc/cgroups").read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "memory":
+            return int(f[2])
+    return None
+
+
 def memory_snapshot() -> dict[str, Any]:
-    return {"available": settle_memory(), "meminfo": meminfo_kib(), "slab": slab_kib()}
+    return {"available": settle_memory(), "meminfo": meminfo_kib(), "slab": slab_kib(),
+            "memcgs": memory_cgroups()}  # fmt: skip
+
+
+def memcgs_under(top: str) -> int:
+    """Memory cgroups a side made (live ones): `top` and every cgroup below it, for `top` a
+    glob of names at the hierarchy's root (cgroup v1's memory hierarchy, else v2's)."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    root = v1 if v1.is_dir() else Path("/sys/fs/cgroup")
+    return sum(1 + sum(1 for d in t.rglob("*") if d.is_dir()) for t in root.glob(top))
+
+
+def others_memcgs(before: dict[str, Any], after: dict[str, Any], made: int) -> int | None:
+    """Memory cgroups other processes made (or, negative, freed) between two snapshots of a
+    side that made `made` itself: not 0 means the host changed under the figure."""
+    if before.get("memcgs") is None or after.get("memcgs") is None:
+        return None
+    return int(after["memcgs"] - before["memcgs"] - made)
 
 
 def empty_memcg_kib(count: int = 50) -> float | None:
@@ -153,11 +181,12 @@ SLAB_TOP = 10  # caches in the side-by-side table
 
 
 def breakdown(
-    before: dict[str, Any], after: dict[str, Any], n: int, top: int = SLAB_TOP
+    before: dict[str, Any], after: dict[str, Any], n: int, made: int, top: int = SLAB_TOP
 ) -> dict[str, Any]:
     """Per sandbox: MemAvailable's drop, the meminfo parts' growth, and the slab caches that
     grew most (KiB each), so a figure comes with where it went (`slab_delta_kib` keeps every
-    cache, for the side-by-side table)."""
+    cache, for the side-by-side table); and the memory cgroups others made or freed meanwhile
+    besides the side's own `made` (`others_memcgs`)."""
     parts = {k: (after["meminfo"][k] - before["meminfo"][k]) / n for k in before["meminfo"]}
     slabs = {name: (kib - before["slab"].get(name, 0.0)) / n for name, kib in after["slab"].items()}
     grown = sorted(slabs.items(), key=lambda kv: -kv[1])[:top]
@@ -167,6 +196,7 @@ def breakdown(
         "slab_kib_per_sandbox": {k: round(v, 1) for k, v in grown},
         "slab_total_kib_per_sandbox": round(sum(slabs.values()), 1),
         "slab_delta_kib": {k: round(v, 2) for k, v in slabs.items() if abs(v) >= 0.05},
+        "others_memcgs": others_memcgs(before, after, made),
     }
 
 
@@ -221,10 +251,14 @@ def mount_view(pid: int) -> dict[str, int]:
         return [line.split()[2] for line in Path(path).read_text().splitlines()]
 
     mine = devices(f"/proc/{pid}/mountinfo")
-    return {
-        "mounts": len(mine),
-        "own_superblocks": len(set(mine) - set(devices("/proc/1/mountinfo"))),
-    }
+    own = set(mine) - set(devices("/proc/1/mountinfo"))
+    # An IPC namespace makes its own mqueue filesystem whether or not it is mounted (crun
+    # mounts it, sandboxd does not): counted for both sides, or crun's alone would show.
+    # (Our own IPC namespace is the host's: PID 1's may not be read here.)
+    lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    mqueue_mounted = any(" - mqueue " in line for line in lines)
+    own_ipc = os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc")
+    return {"mounts": len(mine), "own_superblocks": len(own) + (own_ipc and not mqueue_mounted)}
 
 
 def _memory_cgroup(pid: int) -> Path | None:
@@ -279,6 +313,9 @@ def print_breakdown(who: str, out: dict[str, Any]) -> None:
           f"(MemAvailable delta / {out['n']})", flush=True)  # fmt: skip
     print("  meminfo per sandbox, KiB: " + ", ".join(
         f"{k} {v:.0f}" for k, v in out["meminfo_kib_per_sandbox"].items()))  # fmt: skip
+    if out.get("others_memcgs"):
+        print(f"  other processes made {out['others_memcgs']:+d} memory cgroups meanwhile "
+              "(the verdict is withheld beyond 1 % of N)", flush=True)  # fmt: skip
     print(f"  slab per sandbox {out['slab_total_kib_per_sandbox']:.0f} KiB; top caches: "
           + ", ".join(f"{k} {v:.1f}" for k, v in out["slab_kib_per_sandbox"].items()))  # fmt: skip
 
@@ -337,7 +374,8 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         out["daemon_anon_kib"] = anon_kib(pid) + sum(anon_kib(c) for c in helpers)
         out.update(mount_view(min(sandbox_pids)))
         out["own_cgroup_kib"] = own_cgroup_kib(sorted(sandbox_pids))
-        out.update(breakdown(before, memory_snapshot(), n))
+        after = memory_snapshot()
+        out.update(breakdown(before, after, n, memcgs_under(daemon.cgroup_parent)))
         print_breakdown("sandboxd", out)
         out.update(reconcile_one_change(daemon, names[n // 2]))
         out.update(status_timings(daemon, status_runs))
@@ -591,7 +629,8 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
         }, n)  # fmt: skip
         out["host_mounts_per_start"] = (host_mounts(str(work)) - mounts) / n
         time.sleep(5)
-        out.update(breakdown(before, memory_snapshot(), n))
+        after = memory_snapshot()
+        out.update(breakdown(before, after, n, memcgs_under(f"{parent}-*")))
         print_breakdown("crun" + (" (userns)" if userns else ""), out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
         out.update(mount_view(container_pid(work / "state", ids[0])))

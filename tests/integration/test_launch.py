@@ -138,6 +138,28 @@ def test_inside_view_of_a_default_sandbox() -> None:
     }  # fmt: skip
 
 
+def test_tmp_and_run_are_binds_of_the_dev_tmpfs_exec_allowed_and_bounded_by_their_sum() -> None:
+    """/tmp and /run are directories of /dev's tmpfs (rootplan.DEV_SIZE: no filesystem of their
+    own), bound nosuid and nodev but executable, /dev itself noexec; their directories under
+    /dev/pts are covered by devpts, and a sandbox filling /tmp stops at the sum of what /dev,
+    /tmp and /run had before (with tmp_size = 1M: 64 MiB + 64 KiB + 1 MiB + 16 MiB)."""
+    script = (
+        "stat -c '%d' /dev /tmp /run /dev/shm | sort -u | wc -l; stat -c '%a' /tmp /run; "
+        "grep -E ' /(tmp|run) ' /proc/self/mountinfo | cut -d' ' -f5,6; ls -A /dev/pts; "
+        "cp /bin/true /tmp/t && /tmp/t && echo exec-tmp; "
+        "cp /bin/true /dev/shm/t && { /dev/shm/t 2>/dev/null || echo noexec-shm; }; "
+        "head -c 200M /dev/zero > /tmp/fill 2>/dev/null || echo full; stat -c '%s' /tmp/fill"
+    )
+    spec = harness.unit(["/bin/sh", "-c", script], sandbox={"tmp_size": "1M"})
+    lines = harness.run(spec).stdout.decode().splitlines()
+    assert lines[:3] == ["1", "1777", "755"], lines
+    assert lines[3:5] == ["/tmp rw,nosuid,nodev,relatime", "/run rw,nosuid,nodev,relatime"], lines
+    assert lines[5:8] == ["ptmx", "exec-tmp", "noexec-shm"], lines  # nothing else under /dev/pts
+    assert lines[8] == "full"
+    room = (64 << 20) + (64 << 10) + (1 << 20) + (16 << 20)
+    assert (1 << 20) < int(lines[9]) <= room, lines
+
+
 def test_user_group_workdir_env_and_ambient_caps() -> None:
     spec = harness.probe_unit(
         "info",

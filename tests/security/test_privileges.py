@@ -24,6 +24,7 @@ import pytest
 
 from supervisor.linux.caps import mask_of
 from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES
+from supervisor.sandbox.host.rootplan import DEV_SIZE
 from supervisor.unit.schema import DEFAULT_CAPABILITIES, RUN_SIZE, TMP_SIZE
 from tests.support.kit import cgroup_version, uname
 
@@ -100,7 +101,9 @@ def test_capabilities_by_user_and_bounded_tmp(sdaemons: Callable[[], Any]) -> No
     assert as_root["raw_socket"] == "EPERM", "no NET_RAW by default"
     if as_root["ping"] != "absent":
         assert as_root["ping"] == "ok", "ping works without NET_RAW (ICMP datagram sockets)"
-    assert (as_root["size/tmp"], as_root["size/run"]) == (TMP_SIZE, RUN_SIZE)
+    # One tmpfs (/dev's) holds /dev/shm, /tmp and /run, bounded by their sizes' sum.
+    shared = DEV_SIZE + TMP_SIZE + RUN_SIZE
+    assert (as_root["size/tmp"], as_root["size/run"]) == (shared, shared)
 
     as_nobody = _result(daemon, nobody)
     assert as_nobody["uid"] == 65534

@@ -97,6 +97,40 @@ def test_a_process_sees_its_own_mounts_and_no_filesystem_of_its_own() -> None:
     assert view["mounts"] > 0 and view["own_superblocks"] == 0
 
 
+@requires_root
+def test_an_ipc_namespace_counts_its_mqueue_filesystem_mounted_or_not(tmp_path: Path) -> None:
+    """A new IPC namespace makes an mqueue filesystem whether or not it is mounted: crun
+    mounts it, sandboxd does not, and each side counts it once (mount_view)."""
+
+    def sleeping(pid: int) -> bool:  # exec'ed: unshare's namespaces and mounts are made
+        return Path(f"/proc/{pid}/comm").read_text() == "sleep\n"
+
+    mount = f"mount --make-rprivate / && mount -t mqueue none {tmp_path} && "
+    for script in ("exec sleep 60", mount + "exec sleep 60"):
+        proc = subprocess.Popen(["unshare", "-im", "sh", "-c", script])
+        try:
+            wait_for(lambda p=proc.pid: sleeping(p), 10)  # type: ignore[misc]
+            view = bench_density.mount_view(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert view["own_superblocks"] == 1, (script, view)
+
+
+def test_memory_cgroups_made_by_others_meanwhile_withhold_the_memory_verdict() -> None:
+    before = {"memcgs": 100}
+    assert bench_density.others_memcgs(before, {"memcgs": 111}, 10) == 1
+    assert bench_density.others_memcgs(before, {"memcgs": 60}, 10) == -50
+    assert bench_density.others_memcgs({"memcgs": None}, {"memcgs": 111}, 10) is None
+    assert (bench_density.memory_cgroups() or 0) >= 0
+    ours = side(900, {}, daemon_anon_kib=0, mounts=1, own_superblocks=1, others_memcgs=1)
+    crun = side(1000, {}, others_memcgs=-40)
+    rows = memory_rows(10, ours, {"crun": crun, "crun (userns)": side(800, {})})
+    assert rows[0].verdict == "not measured" and "-40 memory cgroups" in rows[0].note
+    crun["others_memcgs"] = 2  # within the slack: dying cgroups the kernel freed meanwhile
+    assert memory_rows(10, ours, {"crun": crun})[0].verdict == "MET"
+
+
 def test_the_starts_cpu_is_split_by_process_per_start_beside_cruns() -> None:
     cpu = bench_density.cpu_per_start({"daemon": 6.0, "fork server": 1.0, "launchers": 3.0}, 1000)
     assert cpu == {"daemon": 6.0, "fork server": 1.0, "launchers": 3.0, "total": 10.0}

@@ -85,12 +85,17 @@ ROOT_UPPER, ROOT_WORK, ROOT_UPPER_SIZE = "/upper", "/work", "1m"
 # A host /etc file larger than this is bound into a read-only root, not copied (_etc).
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# /dev is one tmpfs, /dev/shm a directory in it rather than a tmpfs of its own: a filesystem
-# costs a superblock and a shrinker, and every memory cgroup on the host keeps a slot for
-# every shrinker id (README, "What a sandbox costs, and why"), so one fewer per sandbox makes
-# every sandbox's memory cgroup cheaper. Its size is /dev/shm's 64 MiB and the 64 KiB the
-# device nodes' tmpfs had (the sandbox can fill either, as it could before, not more).
+# /dev is one tmpfs, and /dev/shm, /tmp and /run are directories of it rather than tmpfs of
+# their own: a filesystem costs a superblock and a shrinker, and every memory cgroup on the
+# host keeps a slot for every shrinker id (README, "What a sandbox costs, and why"), so each
+# one fewer per sandbox makes every sandbox's memory cgroup cheaper. Its size is the sum of
+# theirs: /dev/shm's 64 MiB and the 64 KiB the device nodes' tmpfs had here, plus /tmp's and
+# /run's (`_kernel_filesystems`); the sandbox can fill any of them with the room the others
+# leave, never more than all of them had together.
 DEV_SIZE = (64 << 20) + (64 << 10)
+# /tmp's and /run's directories in /dev's tmpfs, bound onto /tmp and /run: under /dev/pts's
+# mount point, which devpts covers next, so no path in the sandbox reaches them but those binds.
+OWN_DIRS_PREFIX = "/dev/pts/.sandboxd-"
 
 DEV_LINKS = (
     ("/proc/self/fd", "fd"),
@@ -496,25 +501,42 @@ def _etc(spec: RootSpec, host: HostLayout, s: str) -> list[Op]:
     return ops
 
 
-def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -> list[Op]:
+def _dev_dirs(spec: RootSpec, s: str, check: bool) -> tuple[int, list[Op], list[Op]]:
+    """/tmp and /run as directories of /dev's tmpfs (DEV_SIZE), bound onto their mount points,
+    unless a unit mount takes the path: the bytes they add to that tmpfs, the directories to
+    make there and the binds. The binds drop /dev's noexec (a bind starts with its source
+    mount's flags), so /tmp and /run stay nosuid and nodev and allow exec, as their own tmpfs
+    did."""
     targets = {m.target for m in spec.mounts}
+    size, made, bound = 0, list[Op](), list[Op]()
+    for path, mode, room in (("/tmp", 0o1777, spec.tmp_size), ("/run", 0o755, spec.run_size)):
+        if path in targets:
+            continue
+        own = f"{s}{OWN_DIRS_PREFIX}{path[1:]}"
+        size += room
+        made.append(Mkdir(own, mode))  # exactly `mode` (syscalls.mkdir: whatever the umask)
+        bound.append(Mkdir(s + path, check=check))
+        bound.append(Bind(own, s + path, True, MS_BIND | MS_REMOUNT | NOSUID_NODEV))
+    return size, made, bound
+
+
+def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -> list[Op]:
+    dirs_size, dirs_made, dirs_bound = _dev_dirs(spec, s, check)
     ops: list[Op] = [
         Mkdir(s + "/proc", check=check),
         Mount("proc", s + "/proc", "proc", NOSUID_NODEV_NOEXEC),
         Mkdir(s + "/dev", check=check),
-        Mount("tmpfs", s + "/dev", "tmpfs", NOSUID_NODEV_NOEXEC, f"mode=0755,size={DEV_SIZE}"),
-    ]
+        Mount("tmpfs", s + "/dev", "tmpfs", NOSUID_NODEV_NOEXEC,
+              f"mode=0755,size={DEV_SIZE + dirs_size}"),
+    ]  # fmt: skip
     # Devices are bound from the host's /dev (not mknod'ed) so /dev itself can be nodev, and
     # the same plan works inside a user namespace.
     ops += [_bind(host, f"/dev/{d}", f"{s}/dev/{d}", False) for d in DEVICES]
     ops.append(Mkdir(s + "/dev/pts"))
     if _snapshot_etc(spec):
         ops += _own_etc_ops(spec, s)
-    ops += [
-        Mount("devpts", s + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620"),
-        Mkdir(s + "/dev/shm", 0o1777),  # exactly 1777 (syscalls.mkdir: whatever the umask)
-    ]  # fmt: skip
+    ops += dirs_made
+    ops.append(Mkdir(s + "/dev/shm", 0o1777))  # exactly 1777 (syscalls.mkdir: whatever the umask)
     ops += [Symlink(target, f"{s}/dev/{name}") for target, name in DEV_LINKS]
     for path, read_only in spec.devices:
         ops += [Mkdir(os.path.dirname(s + path), parents=True)]
@@ -537,10 +559,12 @@ def _kernel_filesystems(spec: RootSpec, host: HostLayout, s: str, check: bool) -
         if found:
             flags = MS_BIND | MS_REMOUNT | MS_RDONLY | NOSUID_NODEV_NOEXEC
             ops.append(ReadOnly(s + path, flags | (found.flags & PRESERVED_MOUNT_FLAGS)))
-    for path, mode, size in (("/tmp", "1777", spec.tmp_size), ("/run", "0755", spec.run_size)):
-        if path not in targets:
-            ops.append(Mkdir(s + path, check=check))
-            ops.append(Mount("tmpfs", s + path, "tmpfs", NOSUID_NODEV, f"mode={mode},size={size}"))
+    # /run after the masks: it covers the skeleton's MASK_DIR they are binds of. devpts last:
+    # it covers what was made under its mount point (own /etc files, /tmp's and /run's
+    # directories), reachable from then on only through their binds.
+    ops += dirs_bound
+    ops.append(Mount("devpts", s + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                     "newinstance,ptmxmode=0666,mode=0620"))  # fmt: skip
     return ops
 
 

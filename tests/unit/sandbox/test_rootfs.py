@@ -112,15 +112,36 @@ def test_proc_is_mounted_before_its_masks_and_dev_before_binds_into_it() -> None
     assert dev < null
 
 
-def test_dev_shm_is_a_1777_directory_of_the_dev_tmpfs_not_a_filesystem_of_its_own() -> None:
-    """One superblock (and shrinker, which every memory cgroup keeps a slot for) fewer per
-    sandbox: /dev's tmpfs holds /dev/shm's 64 MiB too, with /dev's nosuid, nodev, noexec."""
-    ops = rootplan.plan_root(RootSpec(root="host", hostname="x"), layout())
+def test_dev_shm_tmp_and_run_are_directories_of_the_dev_tmpfs_not_filesystems_of_their_own() -> (
+    None
+):
+    """Three superblocks (and shrinkers, which every memory cgroup keeps a slot for) fewer per
+    sandbox: /dev's tmpfs holds /dev/shm's 64 MiB, /tmp's and /run's too, with /dev's nosuid,
+    nodev, noexec; /tmp and /run are binds of its directories under /dev/pts's mount point
+    (covered by devpts last), nosuid and nodev but not noexec, bound after the masks (/run
+    covers the skeleton's directory they are binds of)."""
+    spec = RootSpec(root="host", hostname="x", tmp_size=1 << 20, run_size=2 << 20)
+    ops = rootplan.plan_root(spec, layout())
     (dev,) = [op for op in ops if isinstance(op, Mount) and op.target == "/mnt/dev"]
     assert dev.flags == mounts.NOSUID_NODEV_NOEXEC and dev.fstype == "tmpfs"
-    assert dev.data == f"mode=0755,size={(64 << 20) + (64 << 10)}"
+    assert dev.data == f"mode=0755,size={(64 << 20) + (64 << 10) + (3 << 20)}"
     assert Mkdir("/mnt/dev/shm", 0o1777) in ops
-    assert not [op for op in ops if isinstance(op, Mount) and op.target == "/mnt/dev/shm"]
+    tmpfs = [op.target for op in ops if isinstance(op, Mount) and op.fstype == "tmpfs"]
+    assert tmpfs == ["/mnt", "/mnt/dev"]  # the root's (no skeleton in this plan) and /dev's
+    remount = MS_BIND | MS_REMOUNT | mounts.NOSUID_NODEV
+    tmp = ops.index(Bind("/mnt/dev/pts/.sandboxd-tmp", "/mnt/tmp", True, remount))
+    run = ops.index(Bind("/mnt/dev/pts/.sandboxd-run", "/mnt/run", True, remount))
+    made = ops.index(Mkdir("/mnt/dev/pts/.sandboxd-tmp", 0o1777))
+    assert ops.index(Mkdir("/mnt/dev/pts/.sandboxd-run", 0o755)) < run
+    masks = [i for i, op in enumerate(ops) if isinstance(op, Mask)]
+    devpts = next(i for i, op in enumerate(ops) if isinstance(op, Mount) and op.fstype == "devpts")
+    assert made < max(masks) < tmp < run < devpts
+    # A unit's own mount on /run takes its place: /dev holds /tmp's room alone then.
+    mine = dataclasses.replace(spec, mounts=(UnitMount("/run", None),))
+    ops = rootplan.plan_root(mine, layout())
+    (dev,) = [op for op in ops if isinstance(op, Mount) and op.target == "/mnt/dev"]
+    assert dev.data == f"mode=0755,size={(64 << 20) + (64 << 10) + (1 << 20)}"
+    assert not [op for op in ops if isinstance(op, Bind) and op.target == "/mnt/run"]
 
 
 def test_mkdir_gives_a_directory_its_mode_whatever_the_umask(tmp_path: Path) -> None:
@@ -509,13 +530,13 @@ def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
     assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(devpts)
     assert not any(isinstance(op, Symlink) and op.path.count("/") == 2 for op in ops)
     # The masked directories are binds of the skeleton's empty directory, under /run's mount
-    # point, bound before /run's tmpfs covers it: no filesystem of their own.
+    # point, bound before /run (a bind of /dev's tmpfs) covers it: no filesystem of their own.
     masks = [op for op in ops if isinstance(op, Mask) and op.is_dir]
     assert masks == [
         Mask("/mnt/proc/acpi", True, "/mnt/run/.sandboxd-masked"),
         Mask("/mnt/sys/firmware", True, "/mnt/run/.sandboxd-masked"),
     ]
-    run = next(op for op in ops if isinstance(op, Mount) and op.target == "/mnt/run")
+    run = next(op for op in ops if isinstance(op, Bind) and op.target == "/mnt/run")
     assert ops.index(masks[-1]) < ops.index(run)
     # No remount of the root at the end: without MS_BIND it would be the state dir's
     # filesystem itself that turned read-only.
