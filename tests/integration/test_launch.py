@@ -138,6 +138,25 @@ def test_inside_view_of_a_default_sandbox() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("userns", ["own", "host"])
+def test_the_sandboxs_ping_group_range_is_set_from_outside_before_the_service(
+    userns: str,
+) -> None:
+    # Written by the launcher in the namespaces it shares with PID 1 (stage.net_setup), from
+    # an fd of /proc/sys opened before PID 1's fork, while PID 1 builds its root and pivots:
+    # the service sees every group its user namespace maps (all of them without one), in its
+    # own network namespace only; the host's range is untouched.
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        host_range = f.read()
+    sandbox = {} if userns == "own" else {"user_namespace": "host"}
+    res = harness.run(harness.probe_unit("info", name="pinger", sandbox=sandbox))
+    assert res.exit_code == 0, res.stderr
+    top = harness.ID_MAP[2] - 1 if userns == "own" else 2**31 - 1
+    assert res.json()["ping_group_range"] == [0, top]
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        assert f.read() == host_range
+
+
 def test_user_group_workdir_env_and_ambient_caps() -> None:
     spec = harness.probe_unit(
         "info",
