@@ -176,6 +176,12 @@ class RecordingSyscalls:
     def close(self, fd: int) -> None:
         self._record("close", fd)
 
+    def fresh_proc_sys(self) -> int:
+        self._record("fresh_proc_sys")
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
+
     def sethostname(self, name: str) -> None:
         self._record("sethostname", name)
 

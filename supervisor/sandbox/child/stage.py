@@ -121,6 +121,9 @@ class ChildFds:
     # The user-namespace holder's root, inherited from the fork server (HolderRoot): the
     # launcher looks its range's file up through it, then closes it before PID 1's fork.
     holder: HolderRoot | None = None
+    # A spare's own procfs instance's /proc/sys (Syscalls.fresh_proc_sys, made while idle), for
+    # the sysctls (net_setup); -1: none, the launcher opens the host's /proc/sys.
+    proc_sys: int = -1
 
 
 Exit = Callable[[int], NoReturn]
@@ -175,7 +178,7 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         raise StageFailure("fds", 0, f"{len(fds.keep)} fds for {len(targets)} keep_fds")
     if not targets:
         return plan, fds
-    held = () if fds.holder is None else (fds.holder.fd,)
+    held = (*(() if fds.holder is None else (fds.holder.fd,)), *_open(fds.proc_sys))
     own = (fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep, *held)
     low = max(*targets, *own) + 1  # above every target: a moved fd is never overwritten
     moved: dict[int, int] = {}
@@ -198,8 +201,13 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         None
         if fds.holder is None
         else fds.holder._replace(fd=moved.get(fds.holder.fd, fds.holder.fd)),
+        moved.get(fds.proc_sys, fds.proc_sys),
     )
     return plan, fds
+
+
+def _open(fd: int) -> tuple[int, ...]:
+    return (fd,) if fd >= 0 else ()
 
 
 def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
@@ -208,7 +216,8 @@ def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
         _step("fds", f"dup2 fd {fd} to {target}", sys.dup_to, fd, target)
     # Daemon fds (control socket, other units' log files and go pipes) must not reach the
     # service: a leaked fd is a capability the sandbox was never given.
-    held = set() if fds.holder is None else {fds.holder.fd}  # closed by run_launcher, soon
+    # Closed by run_launcher, soon.
+    held = {*(() if fds.holder is None else (fds.holder.fd,)), *_open(fds.proc_sys)}
     sys.close_fds_except(
         {*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r, *held}
     )
@@ -248,9 +257,7 @@ def run_launcher(
         holding_ns, flags = _enter_userns(plan, fds, sys, marks)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
         marks.mark("launcher: unshared")
-        # Before the fork: PID 1 shares our mount namespace, and its pivot_root moves our root
-        # too, onto the sandbox's own /proc with a read-only /proc/sys (EROFS), or none at all.
-        sysctl_dir = sys.open_path("/proc/sys", directory=True) if plan.sysctls else -1
+        sysctl_dir = _sysctl_dir(plan, fds, sys)
         pid = sys.fork()
         if pid == 0:
             # Not the last references to them: the launcher still has its own.
@@ -275,6 +282,19 @@ def run_launcher(
         _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
+
+
+def _sysctl_dir(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> int:
+    """The /proc/sys the sysctls are written through (-1: the plan has none): the spare's own
+    procfs instance's if it made one (Syscalls.fresh_proc_sys), else the host's. Opened
+    before PID 1's fork: PID 1 shares our mount namespace, and its pivot_root moves our root
+    too, onto the sandbox's own /proc with a read-only /proc/sys (EROFS), or none at all."""
+    if not plan.sysctls:
+        _close_held(sys, fds.proc_sys)
+        return -1
+    if fds.proc_sys >= 0:
+        return fds.proc_sys
+    return sys.open_path("/proc/sys", directory=True)
 
 
 def _close_held(sys: Syscalls, *held: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import select
@@ -169,6 +170,34 @@ def test_launcher_reports_a_sysctl_failure_after_killing_pid1(
     [msg] = messages(sync_r)
     assert isinstance(msg, ChildError) and msg.stage == "sysctl" and msg.errno == errno.EACCES
     assert "net/ipv4/ping_group_range" in msg.message
+
+
+def test_a_spares_own_proc_sys_takes_the_sysctls_and_never_reaches_pid1(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    # The spare's procfs instance (Syscalls.fresh_proc_sys, fd 50 here): the sysctls go
+    # through it, the host's /proc/sys is not opened, and PID 1's branch would close it.
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    with pytest.raises(Exited):
+        run_launcher(plan_for(), dataclasses.replace(fds, proc_sys=50), sys, fake_exit)
+    assert ("open_path", "/proc/sys") not in sys.calls
+    assert ("write_file", "net/ipv4/ping_group_range", b"0 65535", 50) in sys.calls
+    assert 50 in sys.calls[1][1]  # kept by the fd sweep, then closed after the write
+    assert sys.calls[-2:] == [("close", 50), ("close", 101)]
+    assert messages(sync_r) == [PidReport(777)]
+
+
+def test_a_spares_proc_sys_is_closed_before_the_fork_when_the_plan_has_no_sysctls(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, _, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    plan = dataclasses.replace(plan_for(), sysctls=())
+    with pytest.raises(Exited):
+        run_launcher(plan, dataclasses.replace(fds, proc_sys=50), sys, fake_exit)
+    names = sys.names()
+    assert names.index("fork") > sys.calls.index(("close", 50))
 
 
 def test_a_spares_launcher_does_not_reset_the_signals_it_reset_while_waiting(
