@@ -105,8 +105,13 @@ class RecordingSyscalls:
     def symlink(self, target: str, path: str) -> None:
         self._record("symlink", target, path)
 
-    def write_file(self, path: str, data: bytes, create: bool = True) -> None:
-        self._record("write_file", path, data)
+    def write_file(
+        self, path: str, data: bytes, create: bool = True, dir_fd: int | None = None
+    ) -> None:
+        if dir_fd is None:
+            self._record("write_file", path, data)
+        else:
+            self._record("write_file", path, data, dir_fd)
 
     def write_in_root(self, root: str, path: str, data: bytes, mode: int) -> None:
         self._record("write_in_root", root, path, data, mode)
@@ -170,6 +175,12 @@ class RecordingSyscalls:
 
     def close(self, fd: int) -> None:
         self._record("close", fd)
+
+    def fresh_proc_sys(self) -> int:
+        self._record("fresh_proc_sys")
+        fd = self._next_path_fd
+        self._next_path_fd += 1
+        return fd
 
     def sethostname(self, name: str) -> None:
         self._record("sethostname", name)

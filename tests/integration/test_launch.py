@@ -20,6 +20,7 @@ import pytest
 
 from supervisor.errors import LaunchError
 from supervisor.linux.caps import mask_of
+from supervisor.linux.syscalls import CLONE_NEWNET, REAL
 from supervisor.sandbox.host.launch import EXEC_ONLY_CAPABILITIES, LaunchRequest, launch
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
 from tests.support import harness
@@ -158,6 +159,52 @@ def test_tmp_and_run_are_binds_of_the_dev_tmpfs_exec_allowed_and_bounded_by_thei
     assert lines[8] == "full"
     room = (64 << 20) + (64 << 10) + (1 << 20) + (16 << 20)
     assert (1 << 20) < int(lines[9]) <= room, lines
+
+
+@pytest.mark.parametrize("userns", ["own", "host"])
+def test_the_sandboxs_ping_group_range_is_set_from_outside_before_the_service(
+    userns: str,
+) -> None:
+    # Written by the launcher in the namespaces it shares with PID 1 (stage.net_setup), from
+    # an fd of /proc/sys opened before PID 1's fork, while PID 1 builds its root and pivots:
+    # the service sees every group its user namespace maps (all of them without one), in its
+    # own network namespace only; the host's range is untouched.
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        host_range = f.read()
+    sandbox = {} if userns == "own" else {"user_namespace": "host"}
+    res = harness.run(harness.probe_unit("info", name="pinger", sandbox=sandbox))
+    assert res.exit_code == 0, res.stderr
+    top = harness.ID_MAP[2] - 1 if userns == "own" else 2**31 - 1
+    assert res.json()["ping_group_range"] == [0, top]
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        assert f.read() == host_range
+
+
+def test_a_fresh_procfs_instance_sets_the_callers_network_namespace_only() -> None:
+    # Syscalls.fresh_proc_sys (a spare's, made while idle, before the launcher unshares): a
+    # net sysctl written through it is the writer's network namespace's at the time of the
+    # write, the host's is untouched, and the instance is mounted nowhere.
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        host_range = f.read()
+    with open("/proc/self/mountinfo") as f:
+        mounts_before = f.read()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            proc_sys = REAL.fresh_proc_sys()
+            with open("/proc/self/mountinfo") as f:
+                unseen = f.read() == mounts_before
+            REAL.unshare(CLONE_NEWNET)
+            REAL.write_file("net/ipv4/ping_group_range", b"7 77", False, proc_sys)
+            with open("/proc/sys/net/ipv4/ping_group_range") as f:
+                code = 0 if unseen and f.read().split() == ["7", "77"] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        assert f.read() == host_range
 
 
 def test_user_group_workdir_env_and_ambient_caps() -> None:

@@ -56,6 +56,11 @@ def _writable(path: str) -> str:
         return errno.errorcode.get(err.errno or 0, str(err))
 
 
+def _ping_group_range() -> list[int]:
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        return [int(n) for n in f.read().split()]
+
+
 def info() -> dict[str, object]:
     status = _status()
     interfaces = {}
@@ -71,6 +76,8 @@ def info() -> dict[str, object]:
         "hostname": socket.gethostname(),
         "interfaces": interfaces,
         "msg_queues": msg_queues,
+        # Set from outside before the service runs (stage.net_setup): ping without NET_RAW.
+        "ping_group_range": _ping_group_range(),
         "caps": {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
         "no_new_privs": int(status["NoNewPrivs"]),
         "seccomp": int(status["Seccomp"]),

@@ -115,18 +115,41 @@ def _bind_fd(sys: Syscalls, source: str, target: str) -> None:
         sys.close(fd)
 
 
-def _mask(sys: Syscalls, path: str, is_dir: bool, like: str) -> None:
-    if not is_dir:
-        _bind_fd(sys, "/dev/null", path)
-    elif like:
-        # The first masked directory's tmpfs, bound (by fd, as every bind): a bind keeps its
-        # source mount's flags, so it is as read-only, nosuid, nodev and noexec as that one.
-        _bind_fd(sys, like, path)
-    else:
-        sys.mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+# A root's masks bind few sources many times (/dev/null on every masked file, the first masked
+# directory's tmpfs on the others): each is opened once per root, by `apply`, and its fd
+# mounted for every mask of it, where an open and a close per mask were two syscalls and a
+# ctypes openat2 of Python each. Neither is the untrusted tree's: the host's /dev/null, and
+# the tmpfs PID 1 mounted itself.
+MaskSources = dict[str, int]
 
 
-def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op type)
+def _mask(sys: Syscalls, op: Mask, sources: MaskSources | None) -> None:
+    """`op` done, its source taken from `sources` (or opened and kept there); without
+    `sources`, opened and closed for this mask alone."""
+    if sources is None:
+        sources = {}
+        try:
+            _mask(sys, op, sources)
+        finally:
+            _close_sources(sys, sources)
+        return
+    if op.is_dir and not op.like:
+        sys.mount("tmpfs", op.path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+        return
+    # A directory: the first masked one's tmpfs, bound (by fd, as every bind): a bind keeps
+    # its source mount's flags, so it is as read-only, nosuid, nodev and noexec as that one.
+    source = op.like if op.is_dir else "/dev/null"
+    fd = sources.get(source)
+    if fd is None:
+        fd = sources[source] = _open_source(sys, "bind source", source)
+    sys.mount(fd_path(fd), op.path, None, MS_BIND, None)
+
+
+def apply_op(  # noqa: PLR0912  (one case per Op type)
+    sys: Syscalls, op: Op, sources: MaskSources | None = None
+) -> None:
+    """`op` done; `sources`: the mask sources opened so far (see MaskSources), kept open by
+    the caller, who closes them (without it, a mask's source is closed at once)."""
     match op:
         case Mkdir(path, mode, False, True):
             # One directory in an untrusted tree (a mount point of the kernel filesystems):
@@ -167,8 +190,8 @@ def apply_op(sys: Syscalls, op: Op) -> None:  # noqa: PLR0912  (one case per Op 
             except OSError as err:
                 if err.errno not in _LEFT_ALONE:
                     raise
-        case Mask(path, is_dir, like):
-            _mask(sys, path, is_dir, like)
+        case Mask():
+            _mask(sys, op, sources)
         case ReadOnly(path, remount):
             sys.mount(path, path, None, MS_BIND, None)
             sys.mount(None, path, None, remount, None)
@@ -199,9 +222,18 @@ def describe(op: Op) -> str:
             return f"{type(op).__name__.lower()} {next(iter(vars(op).values()))}"
 
 
+def _close_sources(sys: Syscalls, sources: MaskSources) -> None:
+    for fd in sources.values():
+        sys.close(fd)
+
+
 def apply(sys: Syscalls, ops: Iterable[Op]) -> None:
-    for op in ops:
-        try:
-            apply_op(sys, op)
-        except OSError as err:
-            raise StageFailure.from_oserror("rootfs", describe(op), err) from None
+    sources: MaskSources = {}
+    try:
+        for op in ops:
+            try:
+                apply_op(sys, op, sources)
+            except OSError as err:
+                raise StageFailure.from_oserror("rootfs", describe(op), err) from None
+    finally:
+        _close_sources(sys, sources)

@@ -18,11 +18,11 @@ Launcher (forked by the daemon):
      it), hold the plan's host sources in it
      (idmapped where wanted) and enter it (holding.py); unshare every other namespace in one
      call: the user namespace owns them;
-  3. fork PID 1 (CLONE_NEWPID applies to children only); bring the new network namespace's lo
-     up while PID 1 builds (loopback_up); report PID 1's PID, exit.
+  3. fork PID 1 (CLONE_NEWPID applies to children only); while PID 1 builds, bring the new
+     network namespace's lo up and write the sandbox's own sysctls (ping_group_range: ping
+     without CAP_NET_RAW) from here (net_setup); report PID 1's PID, exit.
 PID 1:
   4. in a user namespace, become its root (the launcher wrote the id maps before the fork);
-     the sandbox's own sysctls (ping_group_range: ping without CAP_NET_RAW);
   5. build the root and pivot (rootfs.py), hostname, rlimits, stdio;
   6. identity: user and group resolved in the sandbox's own /etc; the credentials, owned by
      that user, on a read-only ramfs of this mount namespace (credentials.py);
@@ -79,8 +79,9 @@ class ChildPlan:
     rlimits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard)
     stdout_fd: int
     stderr_fd: int
-    # Sysctls of the sandbox's own namespaces, written by PID 1 before its root is built (the
-    # net ones apply to the writer's network namespace): (key under /proc/sys, value).
+    # Sysctls of the sandbox's own namespaces, written by the launcher after PID 1's fork, in
+    # the namespaces it unshared with PID 1 (a net sysctl applies to the writer's network
+    # namespace; see net_setup): (key under /proc/sys, value).
     sysctls: tuple[tuple[str, str], ...] = ()
     # Inherited by PID 1 and across its execve under these numbers (the daemon's numbers for
     # them); e.g. the output pipe's read end, so that the pipe keeps a reader while no daemon
@@ -120,6 +121,9 @@ class ChildFds:
     # The user-namespace holder's root, inherited from the fork server (HolderRoot): the
     # launcher looks its range's file up through it, then closes it before PID 1's fork.
     holder: HolderRoot | None = None
+    # A spare's own procfs instance's /proc/sys (Syscalls.fresh_proc_sys, made while idle), for
+    # the sysctls (net_setup); -1: none, the launcher opens the host's /proc/sys.
+    proc_sys: int = -1
 
 
 Exit = Callable[[int], NoReturn]
@@ -174,7 +178,7 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         raise StageFailure("fds", 0, f"{len(fds.keep)} fds for {len(targets)} keep_fds")
     if not targets:
         return plan, fds
-    held = () if fds.holder is None else (fds.holder.fd,)
+    held = (*(() if fds.holder is None else (fds.holder.fd,)), *_open(fds.proc_sys))
     own = (fds.sync_w, fds.go_r, plan.stdout_fd, plan.stderr_fd, *fds.keep, *held)
     low = max(*targets, *own) + 1  # above every target: a moved fd is never overwritten
     moved: dict[int, int] = {}
@@ -197,8 +201,13 @@ def make_way(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> tuple[ChildPlan, 
         None
         if fds.holder is None
         else fds.holder._replace(fd=moved.get(fds.holder.fd, fds.holder.fd)),
+        moved.get(fds.proc_sys, fds.proc_sys),
     )
     return plan, fds
+
+
+def _open(fd: int) -> tuple[int, ...]:
+    return (fd,) if fd >= 0 else ()
 
 
 def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
@@ -207,7 +216,8 @@ def place_fds(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> None:
         _step("fds", f"dup2 fd {fd} to {target}", sys.dup_to, fd, target)
     # Daemon fds (control socket, other units' log files and go pipes) must not reach the
     # service: a leaked fd is a capability the sandbox was never given.
-    held = set() if fds.holder is None else {fds.holder.fd}  # closed by run_launcher, soon
+    # Closed by run_launcher, soon.
+    held = {*(() if fds.holder is None else (fds.holder.fd,)), *_open(fds.proc_sys)}
     sys.close_fds_except(
         {*plan.keep_fds, plan.stdout_fd, plan.stderr_fd, fds.sync_w, fds.go_r, *held}
     )
@@ -247,16 +257,20 @@ def run_launcher(
         holding_ns, flags = _enter_userns(plan, fds, sys, marks)
         _step("unshare", "unshare namespaces", lambda: sys.unshare(flags))
         marks.mark("launcher: unshared")
+        sysctl_dir = _sysctl_dir(plan, fds, sys)
         pid = sys.fork()
         if pid == 0:
-            if holding_ns >= 0:
-                sys.close(holding_ns)  # not the last reference: the launcher still has one
+            # Not the last references to them: the launcher still has its own.
+            _close_held(sys, holding_ns, sysctl_dir)
             marks.stages, marks.ns = [], []  # the launcher reports its own
             run_pid1(plan, fds, sys, exit, marks)
         marks.mark("launcher: PID 1 forked")
-        if plan.loopback:
-            loopback_up(sys, pid)
-            marks.mark("launcher: lo up")
+        if plan.loopback or plan.sysctls:
+            try:
+                net_setup(plan, sys, pid, sysctl_dir)
+            finally:
+                _close_held(sys, sysctl_dir)
+            marks.mark("launcher: lo up, sysctls")
         marks.send(report)
         _report(report, PidReport(pid))
         if holding_ns >= 0:
@@ -268,6 +282,26 @@ def run_launcher(
         _report(report, ChildError("launcher", 0, f"{type(exc).__name__}: {exc}"))
         exit(1)
     exit(0)
+
+
+def _sysctl_dir(plan: ChildPlan, fds: ChildFds, sys: Syscalls) -> int:
+    """The /proc/sys the sysctls are written through (-1: the plan has none): the spare's own
+    procfs instance's if it made one (Syscalls.fresh_proc_sys), else the host's. Opened
+    before PID 1's fork: PID 1 shares our mount namespace, and its pivot_root moves our root
+    too, onto the sandbox's own /proc with a read-only /proc/sys (EROFS), or none at all."""
+    if not plan.sysctls:
+        _close_held(sys, fds.proc_sys)
+        return -1
+    if fds.proc_sys >= 0:
+        return fds.proc_sys
+    return sys.open_path("/proc/sys", directory=True)
+
+
+def _close_held(sys: Syscalls, *held: int) -> None:
+    """Close the fds of `held` that are open (-1: none)."""
+    for fd in held:
+        if fd >= 0:
+            sys.close(fd)
 
 
 def _enter_userns(plan: ChildPlan, fds: ChildFds, sys: Syscalls, marks: Marks) -> tuple[int, int]:
@@ -289,21 +323,29 @@ def _enter_userns(plan: ChildPlan, fds: ChildFds, sys: Syscalls, marks: Marks) -
     return holding_ns, flags
 
 
-def loopback_up(sys: Syscalls, pid1: int) -> None:
-    """Bring the sandbox's lo up from the launcher, which unshared (or joined) the sandbox's
-    network namespace with PID 1 and holds the user namespace's privileges in it.
+def net_setup(plan: ChildPlan, sys: Syscalls, pid1: int, sysctl_dir: int) -> None:
+    """Bring the sandbox's lo up and write its sysctls from the launcher, which unshared (or
+    joined) the sandbox's namespaces with PID 1 and holds the user namespace's privileges in
+    them: a sysctl applies to the writer's namespace (and its range is checked against the
+    writer's user namespace), so the launcher writes exactly what PID 1 would have.
 
-    Here rather than in PID 1: the launcher has nothing else left to do, so the socket and two
-    ioctls run on the other core while PID 1 builds its root, off the launch's path. Before
-    the PID report, so before the daemon's Go, so before the service's execve: the service
-    still never runs with lo down. If it fails, PID 1 is killed and reaped here (it would
-    otherwise wait for a Go that never comes) and the launch fails as before, stage "network".
-    """
+    Here rather than in PID 1: the launcher has nothing else left to do, so this runs on the
+    other core while PID 1 builds its root, off the launch's path. The first look-up of
+    /proc/sys/net/ipv4 in a new network namespace is the costly part (0.3 ms of CPU alone on
+    the machine, 2 to 7 ms while other namespaces come and go around it). Before the PID
+    report, so before the daemon's Go, so before the service's execve: the service never runs
+    with lo down or a sysctl unset. If a step fails, PID 1 is killed and reaped here (it would
+    otherwise wait for a Go that never comes) and the launch fails, stage "network" or
+    "sysctl" as before. `sysctl_dir`: an fd of /proc/sys, opened before PID 1's fork."""
     try:
-        sys.link_up("lo")
-    except OSError as err:
+        if plan.loopback:
+            _step("network", "bring lo up", sys.link_up, "lo")
+        for key, value in plan.sysctls:
+            what = f"set {key}"
+            _step("sysctl", what, sys.write_file, key, value.encode(), False, sysctl_dir)
+    except StageFailure:
         sys.kill_child(pid1)
-        raise StageFailure.from_oserror("network", "bring lo up", err) from None
+        raise
 
 
 def join_netns(path: str, sys: Syscalls) -> None:
@@ -340,9 +382,7 @@ def run_pid1(
             # Our host uid is unmapped in the new namespace (it reads as 65534, and creating an
             # inode fails with EOVERFLOW) until we switch to the mapped root the launcher set up.
             _step("userns", "become root of the user namespace", caps.switch_user, sys, 0, 0, [])
-        for key, value in plan.sysctls:
-            _step("sysctl", f"set {key}", sys.write_file, f"/proc/sys/{key}", value.encode(), False)
-        marks.mark("PID 1: userns root, sysctls")
+        marks.mark("PID 1: userns root")
         build_sandbox(plan, sys, marks)
         identity = resolve_identity(plan, sys)
         credentials.install(sys, plan.credentials, identity, plan.credentials_dir)
@@ -394,8 +434,8 @@ def listen_env(plan: ChildPlan) -> dict[str, str]:
 
 
 def build_sandbox(plan: ChildPlan, sys: Syscalls, marks: Marks = OFF) -> None:
-    """Root, hostname, rlimits, stdio: everything before identity (lo is the launcher's:
-    loopback_up)."""
+    """Root, hostname, rlimits, stdio: everything before identity (lo and the sysctls are the
+    launcher's: net_setup)."""
     rootfs.apply(sys, plan.root_ops)
     marks.mark("PID 1: root built (mounts, pivot_root)")
     if plan.hostname:

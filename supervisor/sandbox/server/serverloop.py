@@ -95,6 +95,13 @@ def _spare_main(
     sys.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited across fork
     sys.reset_signals()
     sys.close_fds_except({channel.fileno(), *(() if holder is None else (holder.fd,))})
+    # A procfs instance of its own for the launch's sysctls, made while idle (host root, the
+    # server's namespaces): see Syscalls.fresh_proc_sys. Without one (a kernel before 5.2),
+    # the launcher uses the host's /proc/sys.
+    try:
+        proc_sys = sys.fresh_proc_sys()
+    except OSError:
+        proc_sys = -1
     if warm:
         with contextlib.suppress(ProtocolError):  # the server checked nothing in it
             decode_plan(warm, cache, parts)
@@ -115,7 +122,7 @@ def _spare_main(
     marks = Marks(plan.trace, ["forkserver: request received by the spare"], [received])
     marks.mark("forkserver: plan decoded")
     # The kept fds arrived at whatever numbers were free: the launcher moves them into place.
-    fds = ChildFds(sync_w, go_r, tuple(kept), holder)
+    fds = ChildFds(sync_w, go_r, tuple(kept), holder, proc_sys)
     run_launcher(plan, fds, sys, marks=marks, signals_reset=True)
 
 

@@ -203,9 +203,11 @@ def test_launcher_places_fds_before_joining_the_cgroup(sync: tuple[int, int, int
     assert ex.value.code == 0
     names = sys.names()
     # Then the user namespace and the held sources (holding.py), the unshare, PID 1's fork,
-    # lo up (stage.loopback_up), and (after the report) the holding mount namespace let go.
+    # lo up and the sysctls (stage.net_setup), and (after the report) the holding mount
+    # namespace let go.
     assert names[:5] == ["reset_signals", "dup_above", "dup_to", "close_fds_except", "write_file"]
-    assert names[5] == "make_userns" and names[-4:] == ["unshare", "fork", "link_up", "close"]
+    tail = ["unshare", "open_path", "fork", "link_up", "write_file", "close", "close"]
+    assert names[5] == "make_userns" and names[-7:] == tail
     assert sys.calls[3] == ("close_fds_except", sorted({1, 2, sync_w, go_r, high}))
     assert messages(sync_r) == [PidReport(99)]
 

@@ -285,12 +285,31 @@ def test_apply_records_the_mount_sequence_and_pivots_with_dot_dot() -> None:
     sys = RecordingSyscalls(kinds={"/mnt/etc/passwd": "file"})
     rootfs.apply(sys, rootplan.plan_root(RootSpec(root="host", hostname="x"), layout()))
     assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
-    assert sys.calls[-4:] == [
+    pivot = sys.calls.index(("pivot_root", ".", "."))
+    assert sys.calls[pivot - 1 : pivot + 3] == [
         ("chdir", "/mnt"),
         ("pivot_root", ".", "."),
         ("umount2", ".", 2),
         ("chdir", "/"),
     ]
+    # Then the masks' sources are let go (rootfs.MaskSources), each opened once: /dev/null for
+    # the masked files, the first masked directory's tmpfs for the others.
+    assert [c[0] for c in sys.calls[pivot + 3 :]] == ["close", "close"]
+
+
+def test_a_roots_masked_files_bind_one_fd_of_dev_null() -> None:
+    # Every masked /proc file is /dev/null bound by the same fd, opened once for the root.
+    files = [Mask(f"/mnt/proc/{name}", False) for name in ("kcore", "keys", "timer_list")]
+    sys = RecordingSyscalls()
+    rootfs.apply(sys, files)
+    assert [c for c in sys.calls if c[0] == "open_path"] == [("open_path", "/dev/null")]
+    binds = [c for c in sys.calls if c[0] == "mount"]
+    assert binds == [("mount", "/proc/self/fd/100", op.path, None, MS_BIND, None) for op in files]
+    assert sys.calls[-1] == ("close", 100)
+    # One mask alone (apply_op without the root's sources) opens and closes its own.
+    alone = RecordingSyscalls()
+    rootfs.apply_op(alone, files[0])
+    assert alone.names() == ["open_path", "mount", "close"]
 
 
 def test_a_symlinked_target_in_a_rootfs_is_refused() -> None:
@@ -462,10 +481,10 @@ def test_every_masked_directory_shares_one_empty_tmpfs() -> None:
         ("mount", "tmpfs", "/mnt/proc/acpi", "tmpfs", MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC,
          "size=0"),
         ("mount", "/proc/self/fd/100", "/mnt/sys/firmware", None, MS_BIND, None),
-        ("mount", "/proc/self/fd/101", "/mnt/sys/devices/virtual/powercap", None, MS_BIND, None),
+        ("mount", "/proc/self/fd/100", "/mnt/sys/devices/virtual/powercap", None, MS_BIND, None),
     ]  # fmt: skip
-    # Opened like every bind source: no symlink followed, the fd mounted.
-    assert [c for c in sys.calls if c[0] == "open_path"] == [("open_path", "/mnt/proc/acpi")] * 2
+    # Opened like every bind source, no symlink followed, once for the root; its fd mounted.
+    assert [c for c in sys.calls if c[0] == "open_path"] == [("open_path", "/mnt/proc/acpi")]
     # Without sysfs the /sys masks go, and the first /proc one still mounts its tmpfs.
     no_sys = rootplan.plan_root(RootSpec(root="host", hostname="x", sysfs=False), host)
     assert [op for op in no_sys if isinstance(op, Mask) and op.is_dir] == [masks[0]]

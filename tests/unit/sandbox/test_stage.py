@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import select
@@ -91,12 +92,17 @@ def test_launcher_joins_cgroups_then_unshares_then_forks(pipes: tuple[ChildFds, 
     with pytest.raises(Exited) as ex:
         run_launcher(plan_for(sandbox={"user_namespace": "host"}), fds, sys, fake_exit)
     assert ex.value.code == 0
-    # lo is brought up by the launcher, after the fork (PID 1 builds meanwhile) and before
-    # the PID report, so before Go.
+    # lo is brought up and the sysctls written by the launcher, after the fork (PID 1 builds
+    # meanwhile) and before the PID report, so before Go.
     assert sys.names() == [
-        "reset_signals", "close_fds_except", "write_file", "write_file", "unshare", "fork",
-        "link_up",
+        "reset_signals", "close_fds_except", "write_file", "write_file", "unshare",
+        "open_path", "fork", "link_up", "write_file", "close",
     ]  # fmt: skip
+    # Relative to /proc/sys opened before the fork: PID 1's pivot_root moves the launcher's
+    # root too (it shares PID 1's mount namespace), onto the sandbox's read-only /proc/sys.
+    assert sys.calls[5] == ("open_path", "/proc/sys")
+    assert sys.calls[-2][:2] == ("write_file", "net/ipv4/ping_group_range")
+    assert sys.calls[-2][3] == sys.calls[-1][1]
     assert sys.calls[2] == ("write_file", "/cg/memory/web/cgroup.procs", b"0")
     flags = sys.calls[4][1]
     assert isinstance(flags, int) and flags & CLONE_NEWPID and flags & CLONE_NEWNS
@@ -115,8 +121,9 @@ def test_a_launcher_in_a_user_namespace_makes_it_and_holds_the_sources_before_un
     names = sys.names()
     assert names[:5] == ["reset_signals", "close_fds_except", "write_file", "write_file",
                          "make_userns"]  # fmt: skip
-    assert names[-4:] == ["unshare", "fork", "link_up", "close"] and "setns" in names
-    flags = sys.calls[-4][1]
+    assert names[-7:] == ["unshare", "open_path", "fork", "link_up", "write_file", "close", "close"]
+    assert "setns" in names
+    flags = sys.calls[-7][1]
     assert isinstance(flags, int) and flags & CLONE_NEWPID and not flags & CLONE_NEWUSER
     # The holding mount namespace (holding.py, step 5) is let go once PID 1 is reported.
     assert ("open_own_ns", "mnt") in sys.calls
@@ -134,10 +141,63 @@ def test_launcher_reports_a_loopback_failure_after_killing_pid1(
     with pytest.raises(Exited) as ex:
         run_launcher(plan_for(sandbox={"user_namespace": "host"}), fds, sys, fake_exit)
     assert ex.value.code == 1
-    assert sys.names()[-3:] == ["fork", "link_up", "kill_child"]
-    assert sys.calls[-1] == ("kill_child", 777)
+    assert sys.names()[-4:] == ["fork", "link_up", "kill_child", "close"]  # then /proc/sys's
+    assert sys.calls[-2] == ("kill_child", 777)
     [msg] = messages(sync_r)
     assert isinstance(msg, ChildError) and msg.stage == "network" and msg.errno == errno.EPERM
+
+
+def test_launcher_reports_a_sysctl_failure_after_killing_pid1(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    # The sysctls are the launcher's now (stage.net_setup), written after PID 1's fork: a
+    # refused one must end PID 1 and reach the daemon as the sysctl stage, as in PID 1 before.
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    real_write = sys.write_file
+
+    def write_file(path: str, data: bytes, create: bool = True, dir_fd: int | None = None) -> None:
+        if dir_fd is not None:
+            raise OSError(errno.EACCES, "refused", path)
+        real_write(path, data, create, dir_fd)
+
+    sys.write_file = write_file  # type: ignore[method-assign]
+    with pytest.raises(Exited) as ex:
+        run_launcher(plan_for(), fds, sys, fake_exit)
+    assert ex.value.code == 1
+    assert sys.names()[-4:] == ["fork", "link_up", "kill_child", "close"]
+    assert sys.calls[-2] == ("kill_child", 777)
+    [msg] = messages(sync_r)
+    assert isinstance(msg, ChildError) and msg.stage == "sysctl" and msg.errno == errno.EACCES
+    assert "net/ipv4/ping_group_range" in msg.message
+
+
+def test_a_spares_own_proc_sys_takes_the_sysctls_and_never_reaches_pid1(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    # The spare's procfs instance (Syscalls.fresh_proc_sys, fd 50 here): the sysctls go
+    # through it, the host's /proc/sys is not opened, and PID 1's branch would close it.
+    fds, sync_r, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    with pytest.raises(Exited):
+        run_launcher(plan_for(), dataclasses.replace(fds, proc_sys=50), sys, fake_exit)
+    assert ("open_path", "/proc/sys") not in sys.calls
+    assert ("write_file", "net/ipv4/ping_group_range", b"0 65535", 50) in sys.calls
+    assert 50 in sys.calls[1][1]  # kept by the fd sweep, then closed after the write
+    assert sys.calls[-2:] == [("close", 50), ("close", 101)]
+    assert messages(sync_r) == [PidReport(777)]
+
+
+def test_a_spares_proc_sys_is_closed_before_the_fork_when_the_plan_has_no_sysctls(
+    pipes: tuple[ChildFds, int, int],
+) -> None:
+    fds, _, _ = pipes
+    sys = RecordingSyscalls(fork_result=777)
+    plan = dataclasses.replace(plan_for(), sysctls=())
+    with pytest.raises(Exited):
+        run_launcher(plan, dataclasses.replace(fds, proc_sys=50), sys, fake_exit)
+    names = sys.names()
+    assert names.index("fork") > sys.calls.index(("close", 50))
 
 
 def test_a_spares_launcher_does_not_reset_the_signals_it_reset_while_waiting(
@@ -150,13 +210,14 @@ def test_a_spares_launcher_does_not_reset_the_signals_it_reset_while_waiting(
     assert "reset_signals" not in sys.names() and messages(sync_r) == [PidReport(777)]
 
 
-def test_pid1_leaves_lo_to_the_launcher(pipes: tuple[ChildFds, int, int]) -> None:
+def test_pid1_leaves_lo_and_the_sysctls_to_the_launcher(pipes: tuple[ChildFds, int, int]) -> None:
     fds, _, go_w = pipes
     os.write(go_w, GO)
     sys = RecordingSyscalls(files={"/etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
     with pytest.raises(Exited):
         run_pid1(plan_for(), fds, sys, fake_exit)
     assert "execve" in sys.names() and "link_up" not in sys.names()
+    assert not [c for c in sys.calls if c[0] == "write_file" and "ping_group_range" in str(c[1])]
 
 
 def test_launcher_reports_a_cgroup_failure_and_never_unshares(
