@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from supervisor.errors import ConfigError
-from supervisor.linux import helduserns, safefs
+from supervisor.linux import helduserns, safefs, stamps
 from supervisor.log import get_logger
 from supervisor.unit import userns
 from supervisor.unit.diagnostics import UnitError
@@ -32,7 +32,6 @@ from supervisor.unit.spec import UnitSpec
 log = get_logger()
 FORMAT_VERSION = 1
 FILE_NAME = "userns.json"
-_RACY_NS = 2_000_000_000  # coarser than any file system's timestamps (unit/loader.py's rule)
 
 
 class HeldNamespaces(Protocol):
@@ -174,7 +173,7 @@ class IdRanges:
         after = held.stamp()
         # Trusted only once older than the racy window: a file made in the same timestamp tick
         # as this listing, after it, would leave the stamp as it is.
-        if after is not None and time.time_ns() - max(after[0], after[1]) > _RACY_NS:
+        if after is not None and stamps.settled(after[0], after[1], time.time_ns()):
             self._held_clean = (now, after)
 
     # -- file ------------------------------------------------------------------------------

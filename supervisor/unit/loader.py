@@ -50,6 +50,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from supervisor.linux import stamps
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.log import get_logger
 from supervisor.unit import checks, compose, credentials
@@ -102,7 +103,6 @@ log = get_logger()
 _IMAGE_KEY = re.compile(r"^\s*image\s*=", re.MULTILINE)
 # A [credentials] table (or a dotted or inline spelling of it).
 _CREDENTIALS_KEY = re.compile(r"^\s*\[?\s*credentials\b", re.MULTILINE)
-_RACY_NS = 2_000_000_000  # coarser than any filesystem timestamp granularity we meet
 
 
 def _name_error(path: str, name: str) -> UnitError | None:
@@ -214,7 +214,7 @@ class _Entry:
     @property
     def trusted(self) -> bool:
         # The later of mtime and ctime: a utime that puts mtime back is itself a change.
-        return self.hashed_at_ns - max(self.signature[0], self.signature[1]) > _RACY_NS
+        return stamps.settled(self.signature[0], self.signature[1], self.hashed_at_ns)
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
