@@ -347,9 +347,8 @@ class UnitLoader:
         """
         directory = os.fspath(directory)
         self._template_errors = {}
-        plain, gone = self._plain, self._listing
-        listing, candidates = self._list(directory)
-        gone -= listing
+        plain = self._plain
+        listing, candidates, gone = self._list(directory)
         names = sorted(e for e in candidates if e.endswith(SUFFIX) and not e.startswith("."))
         result = DirectoryLoad()
         texts: dict[str, str] = {}
@@ -369,7 +368,7 @@ class UnitLoader:
             composition = composition_of(directory, name, listing)
             if composition is not None:
                 self._compose(composition, memo, result, texts)
-        if candidates is listing:
+        if gone is None:
             for stale in self._cache.keys() - seen:
                 del self._cache[stale]
             for template in self._instances.keys() - seen:
@@ -393,9 +392,10 @@ class UnitLoader:
             self._check_on_host(result, refusable, texts)
         return result
 
-    def _list(self, directory: str) -> tuple[frozenset[str], frozenset[str]]:
-        """The directory's entries, and those of them to look at: all of them, or, when the
-        watch says what changed, all but the kept plain files it did not report."""
+    def _list(self, directory: str) -> tuple[frozenset[str], frozenset[str], frozenset[str] | None]:
+        """The directory's entries; those of them to look at: all of them, or, when the watch
+        says what changed, all but the kept plain files it did not report; and then the
+        entries gone since the last load (None: every entry is looked at)."""
         known = self._follow_changes(directory)  # before the listing: what changes after is told
         try:
             listing = frozenset(os.listdir(directory))
@@ -407,11 +407,12 @@ class UnitLoader:
         plain, last, self._listing = self._plain, self._listing, listing
         if not known or plain.directory != directory:
             plain.clear(directory if known else None)
-            return listing, listing
+            return listing, listing, None
+        gone = last - listing
         plain.forget(self._reported)
         plain.forget(listing - last)  # a NAME.toml.d appearing makes NAME a composed unit
-        plain.forget(last - listing)
-        return listing, listing - plain.files
+        plain.forget(gone)
+        return listing, listing - plain.files, gone
 
     def _check_on_host(
         self, result: DirectoryLoad, refusable: list[str], texts: dict[str, str]
