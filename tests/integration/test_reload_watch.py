@@ -116,18 +116,24 @@ def test_a_dropin_directory_appearing_is_seen(loader: UnitLoader, units: Path) -
     assert exec_of(loader, units, "a") == ["/bin/sleep", "600"]
 
 
-def test_lost_events_make_the_next_load_look_at_every_file(loader: UnitLoader, units: Path) -> None:
-    """Past the kernel's queue (fs.inotify.max_queued_events) the events are lost and
-    IN_Q_OVERFLOW says so: the next load checks every file's signature, as at start."""
-    loader.load_directory(units)
-    loader.load_directory(units)
+def overflow_queue(noise: Path) -> None:
+    """More events on `noise` (a new file) than the kernel queues for a watch of its directory
+    (fs.inotify.max_queued_events): those past the limit are lost, IN_Q_OVERFLOW says so.
+    Writes and utimes alternate, so the kernel cannot merge them into fewer events."""
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    noise = units / "noise.txt"  # not a unit; alternating events are not merged
     with open(noise, "w") as f:
         for i in range(limit // 2 + 10):
             f.write("x")
             f.flush()
             os.utime(noise, (i, i))
+
+
+def test_lost_events_make_the_next_load_look_at_every_file(loader: UnitLoader, units: Path) -> None:
+    """Past the kernel's queue (fs.inotify.max_queued_events) the events are lost and
+    IN_Q_OVERFLOW says so: the next load checks every file's signature, as at start."""
+    loader.load_directory(units)
+    loader.load_directory(units)
+    overflow_queue(units / "noise.txt")  # not a unit
     write(units / "b.toml", unit("700000"), mtime=OLD + 1)  # its signature changes
     assert exec_of(loader, units, "b") == ["/bin/sleep", "700000"]
 
@@ -135,13 +141,7 @@ def test_lost_events_make_the_next_load_look_at_every_file(loader: UnitLoader, u
 def test_overflow_is_reported_as_unknown(tmp_path: Path) -> None:
     watch = DirectoryWatch(str(tmp_path))
     try:
-        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-        noise = tmp_path / "noise"
-        with open(noise, "w") as f:
-            for i in range(limit // 2 + 10):
-                f.write("x")
-                f.flush()
-                os.utime(noise, (i, i))
+        overflow_queue(tmp_path / "noise")
         assert watch.changes() is None
         assert not watch.broken  # the watch itself goes on
         (tmp_path / "after").write_text("")
@@ -261,13 +261,7 @@ def test_after_lost_events_nothing_is_kept(loader: UnitLoader, units: Path) -> N
     """An edit the watch lost (IN_Q_OVERFLOW) is found by the signature: the kept outcomes
     are dropped with the watch's knowledge."""
     loaded_thrice(loader, units)
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    noise = units / "noise.txt"
-    with open(noise, "w") as f:
-        for i in range(limit // 2 + 10):
-            f.write("x")
-            f.flush()
-            os.utime(noise, (i, i))
+    overflow_queue(units / "noise.txt")
     write(units / "a.toml", unit("424242"), mtime=OLD + 1)
     assert exec_of(loader, units, "a") == ["/bin/sleep", "424242"]
 
