@@ -247,16 +247,15 @@ def mount_view(pid: int) -> dict[str, int]:
     every memory cgroup on the host keeps a slot for every shrinker id (mm/shrinker.c): the
     more superblocks per sandbox, the more each sandbox's cgroup costs."""
 
-    def devices(path: str) -> list[str]:
-        return [line.split()[2] for line in Path(path).read_text().splitlines()]
+    def lines(of: int) -> list[str]:
+        return Path(f"/proc/{of}/mountinfo").read_text().splitlines()
 
-    mine = devices(f"/proc/{pid}/mountinfo")
-    own = set(mine) - set(devices("/proc/1/mountinfo"))
+    mine = lines(pid)
+    own = {line.split()[2] for line in mine} - {line.split()[2] for line in lines(1)}
     # An IPC namespace makes its own mqueue filesystem whether or not it is mounted (crun
     # mounts it, sandboxd does not): counted for both sides, or crun's alone would show.
     # (Our own IPC namespace is the host's: PID 1's may not be read here.)
-    lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-    mqueue_mounted = any(" - mqueue " in line for line in lines)
+    mqueue_mounted = any(" - mqueue " in line for line in mine)
     own_ipc = os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc")
     return {"mounts": len(mine), "own_superblocks": len(own) + (own_ipc and not mqueue_mounted)}
 
