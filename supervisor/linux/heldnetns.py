@@ -27,7 +27,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from supervisor.linux import heldns, netns
+from supervisor.linux import heldns, netns, procsys
 from supervisor.linux.syscalls import CLONE_NEWNET, MS_BIND, REAL, Syscalls, open_held_ns
 
 # Every group may open ICMP datagram sockets (ping without CAP_NET_RAW), as a per-run
@@ -81,8 +81,11 @@ def create(path: str, sys_: Syscalls = REAL) -> None:
     try:
         sys_.mount("/proc/thread-self/ns/net", path, None, MS_BIND, None)
         sys_.link_up("lo")
-        with contextlib.suppress(OSError):  # an old kernel without the sysctl: no ping
-            sys_.write_file("/proc/sys/net/ipv4/ping_group_range", PING_GROUP_RANGE, False)
+        # Through a procfs instance of its own (procsys.py): a look-up under the host's
+        # /proc/sys/net walks one cached dentry per namespace that ever made one there. An
+        # old kernel without the sysctl: no ping.
+        with contextlib.suppress(OSError), procsys.opened(sys_) as proc_sys:
+            sys_.write_file("net/ipv4/ping_group_range", PING_GROUP_RANGE, False, proc_sys)
     except OSError as err:
         failed = err
     finally:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from supervisor.errors import NetworkError
-from supervisor.linux import nftables, safefs
+from supervisor.linux import nftables, procsys, safefs
 from supervisor.log import get_logger
 from supervisor.sandbox.host import nat
 from supervisor.sandbox.host.nat import UnitNat
@@ -32,9 +32,8 @@ log = get_logger()
 
 
 class NatTable:
-    def __init__(self, bridge: str, subnet: str, state_dir: Path, proc_sys: str = "/proc/sys"):
+    def __init__(self, bridge: str, subnet: str, state_dir: Path):
         self.bridge, self.subnet, self.dir = bridge, subnet, state_dir
-        self._proc_sys = proc_sys
         self._units: dict[str, UnitNat] = {}
         self._whole = False  # the kernel's table is known to hold exactly self._units
         self._lock = asyncio.Lock()
@@ -130,25 +129,23 @@ class NatTable:
     def _sysctls(self, entry: UnitNat) -> None:
         """Forwarding for a unit that needs it (logged: it makes the host a router), and
         route_localnet on our bridge for the host's own 127.0.0.1 to reach published ports.
-        Nothing is turned off again: another program may rely on forwarding by then."""
+        Nothing is turned off again: another program may rely on forwarding by then. Through
+        a procfs instance of their own (procsys.py), from the daemon's (the host's) network
+        namespace: the host's /proc/sys/net costs a walk over every namespace's dentry."""
         if not entry.needs_table():
             return
-        if self._set(f"{self._proc_sys}/net/ipv4/ip_forward", "1"):
-            log.info("daemon.ip_forward_enabled", unit=entry.unit, sysctl="net.ipv4.ip_forward")
-        if entry.ports:
-            self._set(f"{self._proc_sys}/net/ipv4/conf/{self.bridge}/route_localnet", "1")
+        with procsys.opened() as proc_sys:
+            if self._set(proc_sys, "net/ipv4/ip_forward", "1"):
+                log.info("daemon.ip_forward_enabled", unit=entry.unit, sysctl="net.ipv4.ip_forward")
+            if entry.ports:
+                self._set(proc_sys, f"net/ipv4/conf/{self.bridge}/route_localnet", "1")
 
-    def _set(self, path: str, value: str) -> bool:
+    def _set(self, proc_sys: int, key: str, value: str) -> bool:
         """Write a sysctl if it differs; True if it was changed."""
         try:
-            with open(path, "r+", encoding="ascii") as f:
-                if f.read().strip() == value:
-                    return False
-                f.seek(0)
-                f.write(value)
+            return procsys.ensure(proc_sys, key, value)
         except OSError as exc:
-            raise NetworkError(f"cannot set {path} to {value}: {exc.strerror}") from None
-        return True
+            raise NetworkError(f"cannot set /proc/sys/{key} to {value}: {exc.strerror}") from None
 
     # -- per-unit files --------------------------------------------------------------------
 
