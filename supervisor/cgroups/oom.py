@@ -15,20 +15,15 @@ wakeup that did not move the counter it is re-read a few times over ~200 ms.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 from collections.abc import Callable
 
 from supervisor.cgroups import files
 from supervisor.cgroups.base import OomEvent
 from supervisor.errors import CgroupError
+from supervisor.linux import inotify
 
-IN_MODIFY = 0x00000002
 RECHECK_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
 class CounterWatch:
@@ -105,13 +100,15 @@ def watch_memory_events(
     callback: Callable[[OomEvent], None],
 ) -> CounterWatch:
     """v2: inotify IN_MODIFY on `memory.events`, counter `oom_kill`."""
-    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        raise _cgroup_os_error("inotify_init1", events_path)
-    if _libc.inotify_add_watch(fd, os.fsencode(events_path), IN_MODIFY) < 0:
-        err = _cgroup_os_error("inotify_add_watch", events_path)
+    try:
+        fd = inotify.init()
+    except OSError as err:
+        raise _cgroup_os_error("inotify_init1", events_path, err) from None
+    try:
+        inotify.add_watch(fd, events_path, inotify.IN_MODIFY)
+    except OSError as err:
         os.close(fd)
-        raise err
+        raise _cgroup_os_error("inotify_add_watch", events_path, err) from None
     try:
         return CounterWatch(
             loop, unit, [fd], lambda: files.read_keyed(events_path).get("oom_kill", 0), callback
@@ -154,6 +151,5 @@ def watch_oom_control(
         raise
 
 
-def _cgroup_os_error(call: str, path: str) -> CgroupError:
-    code = ctypes.get_errno()
-    return CgroupError(f"{call} on {path} failed: {os.strerror(code)}")
+def _cgroup_os_error(call: str, path: str, err: OSError) -> CgroupError:
+    return CgroupError(f"{call} on {path} failed: {os.strerror(err.errno or 0)}")

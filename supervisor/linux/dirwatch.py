@@ -23,22 +23,23 @@ import errno
 import os
 import struct
 
-from supervisor.linux import syscalls
-
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_UNMOUNT = 0x00002000
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_DONT_FOLLOW = 0x02000000
+from supervisor.linux import inotify
+from supervisor.linux.inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_DONT_FOLLOW,
+    IN_IGNORED,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+)
 
 _CONTENT = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE
 _DIR_MASK = (
@@ -58,10 +59,10 @@ class DirectoryWatch:
     def __init__(self, path: str) -> None:
         self.path = path
         self.broken = False
-        self._fd = syscalls.inotify_init()
+        self._fd = inotify.init()
         try:
             mask = _DIR_MASK | IN_ONLYDIR | IN_DONT_FOLLOW
-            self._dir = syscalls.inotify_add_watch(self._fd, path, mask)
+            self._dir = inotify.add_watch(self._fd, path, mask)
             # Taken after the watch is set: a swap after this is seen by `changes`.
             self._identity = _identity(path)
         except OSError:
@@ -80,7 +81,7 @@ class DirectoryWatch:
             self._unfollow(name)
             return False
         try:
-            wd = syscalls.inotify_add_watch(self._fd, os.path.join(self.path, name), _FILE_MASK)
+            wd = inotify.add_watch(self._fd, os.path.join(self.path, name), _FILE_MASK)
         except OSError as exc:
             # ENOSPC: the user's watches are all taken (fs.inotify.max_user_watches); not
             # asked again until the next `changes`, so a load of 5000 files past the limit
@@ -162,7 +163,7 @@ class DirectoryWatch:
             del self._names[wd]
             # ENOENT/EINVAL: its inode already went (its IN_IGNORED is queued).
             with contextlib.suppress(OSError):
-                syscalls.inotify_rm_watch(self._fd, wd)
+                inotify.rm_watch(self._fd, wd)
 
 
 def _identity(path: str) -> tuple[int, int]:

@@ -893,31 +893,3 @@ class LibcSyscalls:
 
 
 REAL: Syscalls = LibcSyscalls()
-
-
-# inotify(7): Python 3.11 has no binding. Used by linux/dirwatch.py only.
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-
-
-def inotify_init() -> int:
-    """A non-blocking, close-on-exec inotify instance."""
-    fd = int(_libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
-    if fd < 0:
-        raise _oserror()
-    return fd
-
-
-def inotify_add_watch(fd: int, path: str, mask: int) -> int:
-    """The watch descriptor of the inode at `path` (one per inode: the same again for a second
-    call on it, the new `mask` replacing the old)."""
-    wd = int(_libc.inotify_add_watch(fd, os.fsencode(path), mask))
-    if wd < 0:
-        raise _oserror(path)
-    return wd
-
-
-def inotify_rm_watch(fd: int, wd: int) -> None:
-    if int(_libc.inotify_rm_watch(fd, wd)) < 0:
-        raise _oserror()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import supervisor.unit.loader as loader_module
-from supervisor.linux import syscalls
+from supervisor.linux import inotify
 from supervisor.linux.dirwatch import DirectoryWatch
 from supervisor.unit.loader import UnitLoader
 from tests.support.daemon_kit import Daemon
@@ -294,7 +294,7 @@ def test_past_the_watch_limit_every_file_is_checked_by_its_signature(
 ) -> None:
     """A file watch refused (ENOSPC: fs.inotify.max_user_watches, shared by all of root's
     processes) leaves its file to the stat signature, and is asked for once per load."""
-    real = syscalls.inotify_add_watch
+    real = inotify.add_watch
     asked: list[str] = []
 
     def refuse_files(fd: int, path: str, mask: int) -> int:
@@ -303,7 +303,7 @@ def test_past_the_watch_limit_every_file_is_checked_by_its_signature(
         asked.append(path)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(syscalls, "inotify_add_watch", refuse_files)
+    monkeypatch.setattr(inotify, "add_watch", refuse_files)
     loader = UnitLoader(host_checks=False, watch=True)
     try:
         assert exec_of(loader, units, "a") == ["/bin/sleep", "100"]

@@ -1,4 +1,5 @@
-"""The OOM watch's counter logic on a plain pipe standing in for inotify/eventfd (no root).
+"""The OOM watch's counter logic on a plain pipe standing in for inotify/eventfd, and the v2
+watch's inotify wakeup on a plain file standing in for memory.events (no root).
 
 The counter is a script of readings, not a timer race: the watch reads it at construction, at
 the wakeup and at each recheck, so the tests say exactly which reading shows the kill."""
@@ -8,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from supervisor.cgroups.base import OomEvent
-from supervisor.cgroups.oom import RECHECK_DELAYS, CounterWatch
+from supervisor.cgroups.oom import RECHECK_DELAYS, CounterWatch, watch_memory_events
+from supervisor.errors import CgroupError
 
 
 async def _run(readings: Iterator[int]) -> tuple[list[OomEvent], int]:
@@ -55,3 +60,35 @@ def test_a_wakeup_without_a_kill_reports_nothing() -> None:
     events, reads = asyncio.run(_run(iter([2])))
     assert events == []
     assert reads == 2 + len(RECHECK_DELAYS)  # every recheck looked
+
+
+def test_a_v2_watch_is_woken_by_inotify_when_memory_events_is_written(tmp_path: Path) -> None:
+    # A plain file stands in for the cgroup's memory.events: a write to it is the IN_MODIFY
+    # the kernel's cgroup_file_notify makes (linux/inotify.py's calls, no root needed).
+    events_path = tmp_path / "memory.events"
+    events_path.write_text("oom 0\noom_kill 0\n")
+
+    async def main() -> list[OomEvent]:
+        seen: list[OomEvent] = []
+        watch = watch_memory_events(asyncio.get_running_loop(), "web", str(events_path),
+                                    seen.append)  # fmt: skip
+        try:
+            events_path.write_text("oom 1\noom_kill 1\n")
+            async with asyncio.timeout(60):
+                while not seen:
+                    await asyncio.sleep(0.001)
+        finally:
+            watch.close()
+        return seen
+
+    assert asyncio.run(main()) == [OomEvent("web", 1)]
+
+
+def test_a_v2_watch_on_a_missing_file_names_the_call_and_the_path(tmp_path: Path) -> None:
+    missing = str(tmp_path / "gone" / "memory.events")
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(CgroupError, match=f"inotify_add_watch on {missing} failed: No such"):
+            watch_memory_events(loop, "web", missing, lambda _: None)
+    finally:
+        loop.close()
