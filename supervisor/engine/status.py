@@ -168,12 +168,14 @@ def list_row(r: UnitRunner, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def _changing(r: UnitRunner, now: float) -> tuple[int | None, float | None, float | None]:
+def _changing(
+    r: UnitRunner, now: float, read: Callable[[], int] | None = None
+) -> tuple[int | None, float | None, float | None]:
     """A list row's values that change at every request: the run's memory (read live, from
-    its cgroup), next_start_in and uptime."""
+    its cgroup, or through `read`, a kept row's reader of it), next_start_in and uptime."""
     run = r.run
     return (
-        _memory(run),
+        _memory(run) if read is None or run is None else _read(read, run),
         None if r.state is not State.BACKOFF else _next_start_in(r),
         round(now - run.started_mono, 3) if run else None,
     )
@@ -256,9 +258,7 @@ class ListText:
                     rows.append(f"{head}{'null' if memory is None else memory}{running}"
                                 f"{round(now - run.started_mono, 3)!r}{tail}")  # fmt: skip
                     continue
-                memory = None if run is None else _read(read, run)
-                next_start_in = _next_start_in(r)
-                uptime = None if run is None else round(now - run.started_mono, 3)
+                memory, next_start_in, uptime = _changing(r, now, read)
             rows.append(f"{head}{_number(memory)}{middle}{_number(next_start_in)}{_CLOCKS[1]}"
                         f"{_number(uptime)}{tail}")  # fmt: skip
         self._rows = fresh
