@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 
 from supervisor.errors import CgroupError, CgroupWriteError
+from supervisor.linux import threadexit
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712), never -1.
 V1_UNLIMITED_FLOOR = 1 << 62
@@ -248,10 +249,15 @@ def mkdir(path: str) -> bool:
 def rmdir(path: str, *, timeout: float = 1.0) -> None:
     """Remove a cgroup directory; fine if already gone.
 
-    rmdir says EBUSY for a short while after the last task was killed, until the kernel has
-    finished tearing the tasks down, so that one error is retried briefly.
+    rmdir says EBUSY while tasks are in the cgroup, also for a short while after the last
+    process was killed: its threads leave their cgroups one by one on their way out, after
+    cgroup.procs stopped listing it. Then the threads the cgroup still counts are waited for
+    through their pidfds (linux/threadexit.py: the kernel wakes us as each one has left), at
+    most `timeout` seconds, and rmdir is tried again. A busy cgroup that waiting cannot empty
+    (child cgroups, or no thread left to wait for twice in a row) fails at once.
     """
     deadline = time.monotonic() + timeout
+    waited_for_none = False
     while True:
         try:
             os.rmdir(path)
@@ -259,10 +265,22 @@ def rmdir(path: str, *, timeout: float = 1.0) -> None:
         except FileNotFoundError:
             return
         except OSError as err:
-            if err.errno == errno.EBUSY and time.monotonic() < deadline:
-                time.sleep(0.01)
-                continue
-            raise _rmdir_failed(path, err) from err
+            leaving = _leaving(path) if err.errno == errno.EBUSY else None
+            left = deadline - time.monotonic()
+            if leaving is None or (not leaving and waited_for_none) or (
+                    not threadexit.wait_gone(leaving, left)):  # fmt: skip
+                raise _rmdir_failed(path, err) from err
+            waited_for_none = not leaving
+
+
+def _leaving(path: str) -> set[int] | None:
+    """The threads a busy cgroup still holds (v1 `tasks`, v2 `cgroup.threads`: cgroup.procs
+    no longer lists a process whose leader has exited); None if it has child cgroups, which
+    no wait removes."""
+    if child_dirs(path):
+        return None
+    return {*read_pids(os.path.join(path, "tasks")),
+            *read_pids(os.path.join(path, "cgroup.threads"))}  # fmt: skip
 
 
 def rmdir_if_empty(paths: list[str]) -> bool:
