@@ -28,7 +28,7 @@ from test_network_bridge import filtered, rules
 
 from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.network import veth_name
-from tests.support.bridges import remove_bridge
+from tests.support.bridges import free_prefix, remove_bridge
 from tests.support.daemon_kit import Daemon, pid_alive, wait_for
 from tests.support.requires import requires_root
 
@@ -94,15 +94,6 @@ class Net:
             sandbox=f'mounts = [{{ source = "{www}", target = "/srv", read_only = true }}]',
             restart=restart,
         )
-
-
-def free_prefix() -> str:
-    used = sh("ip", "-o", "-4", "addr")
-    for i in range(190):
-        n = (i + os.getpid()) % 190 + 60
-        if f" 10.201.{n}." not in used:
-            return f"10.201.{n}."
-    raise AssertionError("no free 10.201.x.0/24 on this host")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from supervisor.images.oci import read_image
 from supervisor.images.reference import parse_ref
 from supervisor.linux import faultpoint
 from supervisor.sandbox.host.network import veth_name
-from tests.support.bridges import remove_bridge
+from tests.support.bridges import free_prefix, remove_bridge
 from tests.support.images import build_busybox, requires_image_tools
 from tests.support.kit import (
     cgroup_version,
@@ -154,21 +153,13 @@ def test_a_half_made_sandbox_whose_file_then_went_is_killed_with_its_cgroup(
         assert daemon.stop() == 0
 
 
-def _free_prefix() -> str:
-    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True)
-    used_text = used.stdout
-    for i in range(190):
-        n = (i + os.getpid()) % 190 + 60
-        if f" 10.202.{n}." not in used_text:
-            return f"10.202.{n}."
-    raise AssertionError("no free 10.202.x.0/24 on this host")
-
-
 @contextlib.contextmanager
 def own_bridge(daemon: Any) -> Iterator[str]:
     """A bridge and subnet for this daemon alone; deleted (with its rules table) at the end."""
     bridge = f"sbxr{os.getpid() % 1000}p{daemon.tag.rsplit('x', 1)[1]}"
-    daemon.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{_free_prefix()}0/24"\n')
+    daemon.config.write_text(
+        f'[network]\nbridge = "{bridge}"\nsubnet = "{free_prefix("10.202")}0/24"\n'
+    )
     try:
         yield bridge
     finally:

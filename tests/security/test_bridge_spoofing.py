@@ -49,7 +49,7 @@ from supervisor.sandbox.host.antispoof import table_name
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.sandbox.host.network import veth_name
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
-from tests.support.bridges import remove_bridge
+from tests.support.bridges import free_prefix, remove_bridge
 from tests.support.kit import cgroup_version, daemon_factory, uname
 
 pytestmark = [
@@ -390,15 +390,6 @@ def tap_drops(tap: socket.socket) -> int:
     """Frames the tap dropped since the last call (PACKET_STATISTICS resets on read)."""
     _, drops = struct.unpack("II", tap.getsockopt(263, 6, 8))  # SOL_PACKET, PACKET_STATISTICS
     return int(drops)
-
-
-def free_prefix() -> str:
-    used = sh("ip", "-o", "-4", "addr")
-    for i in range(190):
-        n = (i * 7 + os.getpid()) % 190 + 60
-        if f" 10.201.{n}." not in used:
-            return f"10.201.{n}."
-    raise AssertionError("no free 10.201.x.0/24 on this host")
 
 
 def unit_file(ctl: Path, unit: Unit, caps: list[str] | None) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bridges import remove_bridge
+from tests.support.bridges import free_prefix, remove_bridge
 from tests.support.daemon_kit import Daemon, new_daemon, teardown, wait_for
 from tests.support.images import add_entry, add_file, requires_image_tools, tar_bytes, write_layout
 from tests.support.requires import requires_root
@@ -34,23 +33,13 @@ REPORT = (
 )
 
 
-def _free_prefix() -> str:
-    ip = ["ip", "-o", "-4", "addr"]
-    used = subprocess.run(ip, capture_output=True, text=True, check=True).stdout
-    for i in range(190):
-        n = (i + os.getpid()) % 190 + 60
-        if f" 10.202.{n}." not in used:
-            return f"10.202.{n}."
-    raise AssertionError("no free 10.202.x.0/24 on this host")
-
-
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
     """A daemon with a bridge of its own; the bridge and its anti-spoofing table are removed
     after the daemon has stopped."""
     d = new_daemon()
     bridge = f"sbxr{os.getpid() % 1000}{uuid.uuid4().hex[:4]}"
-    d.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{_free_prefix()}0/24"\n')
+    d.config.write_text(f'[network]\nbridge = "{bridge}"\nsubnet = "{free_prefix("10.202")}0/24"\n')
     yield d
     problems = teardown(d)
     remove_bridge(bridge)

@@ -32,7 +32,7 @@ import pytest
 from supervisor.sandbox.host import nat
 from supervisor.sandbox.host.ipam import mac_for
 from supervisor.unit.schema import DEFAULT_CAPABILITIES
-from tests.support.bridges import remove_bridge
+from tests.support.bridges import free_prefix, remove_bridge
 from tests.support.kit import cgroup_version, daemon_factory, uname
 from tests.support.waiting import wait_for
 
@@ -74,15 +74,6 @@ def sh(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
-def free_prefix() -> str:
-    used = sh("ip", "-o", "-4", "addr")
-    for i in range(190):
-        n = (i + os.getpid() + 7) % 190 + 60
-        if f" 10.201.{n}." not in used:
-            return f"10.201.{n}."
-    raise AssertionError("no free 10.201.x.0/24 on this host")
-
-
 @dataclass
 class Lab:
     daemon: Any
@@ -109,7 +100,7 @@ class Lab:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     bridge = f"sbxt{os.getpid() % 1000}p{next(_serial)}"
-    prefix = free_prefix()
+    prefix = free_prefix(salt=7)
     try:
         with daemon_factory("ports") as make:
             daemon = make()

@@ -8,6 +8,7 @@ test removes all three. Each may be gone already, so none of these checks its ou
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from supervisor.sandbox.host import antispoof, nat
@@ -20,3 +21,17 @@ def remove_bridge(bridge: str) -> None:
                           ("ip", nat.table_name(bridge))):  # fmt: skip
         subprocess.run(["nft", "delete", "table", family, table], capture_output=True,
                        check=False)  # fmt: skip
+
+
+def free_prefix(net: str = "10.201", salt: int = 0) -> str:
+    """The first three octets and a dot ("10.201.77.") of a /24 of `net` (third octet 60 to
+    249) that no host interface has an address in: a test daemon's bridge subnet, apart from a
+    real daemon's and, by the pid in the starting point, from another test process's. `salt`
+    moves the starting point for a suite that may pick while another's bridge is not up yet."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+    for i in range(190):
+        n = (i + os.getpid() + salt) % 190 + 60
+        if f" {net}.{n}." not in used:
+            return f"{net}.{n}."
+    raise AssertionError(f"no free {net}.x.0/24 on this host")
