@@ -17,7 +17,8 @@ from supervisor.errors import SupervisorError
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 # verb -> module; the order is the order of `sandboxctl --help`.
 COMMANDS: dict[str, str] = {
@@ -48,12 +49,36 @@ def simple_args(argv: Sequence[str]) -> SimpleNamespace | None:
     return None if spec is None else simple.read(argv[0], spec, argv[1:])
 
 
-def _modules(argv: Sequence[str]) -> dict[str, ModuleType]:
+def _modules(argv: Sequence[str]) -> Mapping[str, ModuleType | _Listed]:
     """The named verb's module alone when argv starts with a verb (a verb's parser does not
     depend on the others, and importing all of them is a tenth of `sandboxctl status`);
-    every module for `--help`, `--version` and unknown verbs."""
-    verbs = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
-    return {verb: _load(COMMANDS[verb]) for verb in verbs}
+    every module when a verb comes later (`--bogus status`: its parser tells which arguments
+    are unknown). With no verb at all (`--help`, `--version`, none, an unknown one) only the
+    verbs' names and one-line help are needed: those come from verbs.py, no module is
+    imported, and the text is the same (tests/unit/cli/test_main.py)."""
+    if argv and argv[0] in COMMANDS:
+        return {argv[0]: _load(COMMANDS[argv[0]])}
+    if any(arg in COMMANDS for arg in argv):
+        return every_module()
+    return {verb: _Listed(verb) for verb in COMMANDS}
+
+
+def every_module() -> dict[str, ModuleType]:
+    """Every verb's module, in the table's order (the man pages and completions need them all)."""
+    return {verb: _load(module) for verb, module in COMMANDS.items()}
+
+
+class _Listed:
+    """A verb as the top-level parser lists it: its name and its help line (verbs.py), with no
+    arguments of its own, standing in for its module where none is parsed."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+
+    def register(self, subparsers: Any) -> None:
+        from supervisor.cli import verbs  # noqa: PLC0415  (only for a line with no verb)
+
+        subparsers.add_parser(self.verb, help=verbs.HELP[self.verb])
 
 
 def _load(name: str) -> ModuleType:
@@ -63,7 +88,7 @@ def _load(name: str) -> ModuleType:
     return sys.modules[name]
 
 
-def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
+def build_parser(modules: Mapping[str, ModuleType | _Listed]) -> argparse.ArgumentParser:
     """Every verb's parser in `modules` under the top-level one (the man pages, completions and
     `--help` are made from it)."""
     from supervisor.cli import parsing  # noqa: PLC0415  (argparse: not on the simple path)

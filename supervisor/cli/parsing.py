@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from supervisor import __version__
@@ -18,6 +18,7 @@ TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init_
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from supervisor.cli.main import _Listed
 DESCRIPTION = "control sandboxd, the declarative sandbox supervisor"
 EPILOG = """\
 exit status: 0 ok; 1 failure or invalid units; 2 usage; 3 a named unit is not running;
@@ -88,7 +89,9 @@ class VerbParser(Parser):
         super().error(message)
 
 
-def build_parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
+def build_parser(modules: Mapping[str, ModuleType | _Listed]) -> argparse.ArgumentParser:
+    """The top-level parser with each of `modules`' verbs: a verb's module adds its whole
+    parser, main's stand-in (`_Listed`) only its name and help line."""
     parser = Parser(
         prog="sandboxctl",
         description=DESCRIPTION,
@@ -119,7 +122,9 @@ def _parser_for(
     return parser
 
 
-def parse(argv: Sequence[str], modules: dict[str, ModuleType]) -> argparse.Namespace | int:
+def parse(
+    argv: Sequence[str], modules: Mapping[str, ModuleType | _Listed]
+) -> argparse.Namespace | int:
     """The arguments, or the exit code when argparse ended the call: 0 after --help or
     --version, 2 after a usage error (its message printed)."""
     parser = build_parser(modules)

@@ -130,8 +130,7 @@ def from_parser(parser: argparse.ArgumentParser, name: str = "", summary: str = 
 def sandboxctl() -> Command:
     from supervisor.cli import main  # noqa: PLC0415 (the CLI's modules load on demand)
 
-    modules = main._modules([])  # every verb, as `sandboxctl --help` loads them
-    return from_parser(main.build_parser(modules))
+    return from_parser(main.build_parser(main.every_module()))
 
 
 def sandboxd() -> Command:

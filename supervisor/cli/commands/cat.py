@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.cli import verbs
 from supervisor.errors import EXIT_FAILURE, EXIT_NO_SUCH_UNIT, EXIT_OK
 
 if TYPE_CHECKING:
     from supervisor.unit.loader import DirectoryLoad
 
-HELP = "print a unit's files (template, drop-ins) and, with --effective, the merged unit"
+HELP = verbs.HELP["cat"]
 EPILOG = """\
 Each file is printed after a `# PATH` comment line, in merge order: an instance's own file
 (empty or a symlink), the template or unit file, then its drop-ins. --effective adds the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from supervisor.cli import jsonwrite, render, simple
+from supervisor.cli import jsonwrite, render, simple, verbs
 from supervisor.cli.arguments import count
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "print unit events (started, exited, oom-kill, ...) as they happen, after recent ones"
+HELP = verbs.HELP["events"]
 DEFAULT_REPLAY = 10
 EPILOG = f"""\
 columns: SEQ TIME UNIT EVENT STATE DETAIL; TIME is UTC, STATE the unit's state after the event.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from supervisor.cli import names
+from supervisor.cli import names, verbs
 from supervisor.cli.client import Client, error, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE
 
@@ -13,7 +13,7 @@ TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init_
 if TYPE_CHECKING:
     from typing import Any
 
-HELP = "run a command inside a running unit's sandbox (namespaces, cgroup, user, caps, seccomp)"
+HELP = verbs.HELP["exec"]
 EPILOG = """\
 CMD runs as the unit's user with its capabilities, no_new_privileges and seccomp filter,
 inside its namespaces, root and cgroup (so it counts against the unit's limits); the

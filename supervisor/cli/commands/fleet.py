@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from supervisor.cli import render
+from supervisor.cli import render, verbs
 from supervisor.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from supervisor.cluster.gateway import Gateway
 
-HELP = "the fleet's desired and reported state in etcd: status, apply, diff"
+HELP = verbs.HELP["fleet"]
 EPILOG = """\
 status: one row per unit every node reports: NODE UNIT STATE RESTARTS LAST-EXIT REPORTED (the
 age of the report; a node whose lease expired has no rows). --json prints the reports.

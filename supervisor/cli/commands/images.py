@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import jsonwrite, render, simple
+from supervisor.cli import jsonwrite, render, simple, verbs
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "list the images units run from, or prune the layers no unit uses"
+HELP = verbs.HELP["images"]
 EPILOG = """\
 One row per image a unit names (by reference and digest): NAME TAG DIGEST SIZE UNITS, where SIZE
 is what its unpacked layers take on disk ("-" before its first start: layers are unpacked then)

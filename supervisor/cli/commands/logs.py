@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from supervisor.cli import jsonwrite, simple
+from supervisor.cli import jsonwrite, simple, verbs
 from supervisor.cli.arguments import count, path
 from supervisor.cli.client import Client, Unreachable, exits
 from supervisor.errors import EXIT_OK
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, BinaryIO
 
-HELP = "print a unit's output (stdout and stderr, as captured in log_dir/<unit>.log)"
+HELP = verbs.HELP["logs"]
 EPILOG = """\
 prints what <unit>.log and its rotated files (<unit>.log.1 ... .N) hold, oldest first; -n N
 takes the last N lines of that, across the rotated files too. With -f, keeps printing new

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import jsonwrite, render, settle, simple
+from supervisor.cli import jsonwrite, render, settle, simple, verbs
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "re-read every unit file, reconcile (like SIGHUP) and wait for what it started"
+HELP = verbs.HELP["reload"]
 EPILOG = """\
 new units start (if autostart), removed ones stop, changed ones restart (resource-only changes
 apply live); an invalid file leaves the running version running. Then it waits (up to

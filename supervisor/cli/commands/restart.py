@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from supervisor.cli import verbs
 from supervisor.cli.commands import unit_action
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -9,7 +10,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "restart units (stop, then start with the current unit file)"
+HELP = verbs.HELP["restart"]
 EPILOG = """\
 EXAMPLE:
   sandboxctl restart web

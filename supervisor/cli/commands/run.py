@@ -10,7 +10,7 @@ all printed (the daemon's `output_closed` event says how many bytes that is).
 
 from __future__ import annotations
 
-from supervisor.cli import simple
+from supervisor.cli import simple, verbs
 from supervisor.cli.client import ApiError, Client, error, exits
 from supervisor.cli.names import EXIT_CODE, LAUNCH_ERROR, OOM_KILLED, SIGNAL
 from supervisor.cli.properties import PropertyError, build
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 LAUNCH_FAILED = 126  # as a shell says of a command it could not run (and `exec` does)
-HELP = "run a command as a transient unit (no unit file), optionally waiting for it"
+HELP = verbs.HELP["run"]
 EPILOG = f"""\
 -p takes any key a unit file has, as SECTION.KEY=VALUE (VALUE is a TOML value, or else a
 string: -p resources.memory_max=64M -p sandbox.root=/srv/root -p service.env.LANG=C), validated

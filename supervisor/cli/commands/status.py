@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from supervisor.cli import jsonwrite, names, render, simple
+from supervisor.cli import jsonwrite, names, render, simple, verbs
 from supervisor.cli.client import Client, error, exits
 from supervisor.errors import EXIT_NO_SUCH_UNIT, EXIT_NOT_RUNNING, EXIT_OK
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import datetime as dt
     from typing import Any
 
-HELP = "show units: state, pid, uptime, restarts, memory, last exit"
+HELP = verbs.HELP["status"]
 EPILOG = """\
 exit status: 0; 3 if a named unit is not running; 4 if a named unit does not exist
 

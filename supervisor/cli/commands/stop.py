@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from supervisor.cli import verbs
 from supervisor.cli.commands import unit_action
 
 TYPE_CHECKING = False  # typing stays unimported on the client path (cli/__init__.py)
@@ -9,7 +10,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "stop units: stop_signal, then SIGKILL to the whole cgroup after stop_timeout"
+HELP = verbs.HELP["stop"]
 EPILOG = """\
 a stopped unit stays stopped across reloads until started again
 

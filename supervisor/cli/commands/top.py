@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from supervisor.cli import jsonwrite, render, simple, top_view
+from supervisor.cli import jsonwrite, render, simple, top_view, verbs
 from supervisor.cli.client import Client, exits
 from supervisor.errors import EXIT_OK
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-HELP = "show every unit's cpu, memory, pids, I/O and memory pressure, refreshed"
+HELP = verbs.HELP["top"]
 DEFAULT_DELAY = 2.0
 MIN_DELAY = 0.1
 EPILOG = f"""\

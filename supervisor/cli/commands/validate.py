@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.cli import verbs
 from supervisor.errors import EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from supervisor.unit.loader import UnitError
     from supervisor.unit.spec import UnitSpec
 
-HELP = "check unit files offline (no daemon needed)"
+HELP = verbs.HELP["validate"]
 EPILOG = """\
 PATH is a unit file or a directory of them (*.toml); default: the configured units_dir.
 Each problem is one line on stderr, FILE[:LINE[:COL]]: KEY: message; host checks (a missing

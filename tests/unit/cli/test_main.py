@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main as cli_main
-from supervisor.cli import simple
+from supervisor.cli import simple, verbs
 from supervisor.cli.main import COMMANDS, build_parser, main
 from supervisor.errors import EXIT_USAGE
 
@@ -216,3 +216,42 @@ def test_a_simple_line_imports_neither_argparse_nor_json() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+_SAME_TEXT = """\
+import contextlib, io, sys
+from supervisor.cli.main import COMMANDS, _load, build_parser, main
+argv = {argv!r}
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = main(argv)
+imported = sorted(m for m in sys.modules if m.startswith("supervisor.cli.commands."))
+full_out, full_err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(full_out), contextlib.redirect_stderr(full_err):
+    try:
+        build_parser({{verb: _load(m) for verb, m in COMMANDS.items()}}).parse_args(argv)
+        full_code = 0
+    except SystemExit as exc:
+        full_code = exc.code
+same = (code, out.getvalue(), err.getvalue()) == (full_code, full_out.getvalue(),
+                                                  full_err.getvalue())
+print(imported, same, code)
+"""
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["frob"], 2), ([], 2),
+                                            (["--version"], 0)])  # fmt: skip
+def test_a_line_without_a_verb_lists_the_verbs_without_importing_them(
+    argv: list[str], code: int
+) -> None:
+    """--help, an unknown verb and none print what the parser of every verb's module prints,
+    byte for byte, from verbs.py's help lines alone: no verb module is imported."""
+    result = _run(_SAME_TEXT.format(argv=argv))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"[] True {code}"
+
+
+def test_every_verb_has_its_help_line_in_the_order_of_the_table() -> None:
+    assert list(verbs.HELP) == list(COMMANDS)
+    for verb, module in COMMANDS.items():
+        assert verbs.HELP[verb] == importlib.import_module(module).HELP, verb
