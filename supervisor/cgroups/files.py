@@ -251,13 +251,14 @@ def rmdir(path: str, *, timeout: float = 1.0) -> None:
 
     rmdir says EBUSY while tasks are in the cgroup, also for a short while after the last
     process was killed: its threads leave their cgroups one by one on their way out, after
-    cgroup.procs stopped listing it. Then the threads the cgroup still counts are waited for
-    through their pidfds (linux/threadexit.py: the kernel wakes us as each one has left), at
-    most `timeout` seconds, and rmdir is tried again. A busy cgroup that waiting cannot empty
-    (child cgroups, or no thread left to wait for twice in a row) fails at once.
+    cgroup.procs stopped listing it. Then the threads the cgroup still lists are waited for
+    through their pidfds (linux/threadexit.py: the kernel wakes us as each one has exited), and
+    rmdir is tried again. A task past its exit that the kernel still counts but no longer lists
+    (it leaves at its last context switch, after its pidfd read) has nothing to wait on: then
+    rmdir is tried again after 1 ms. All of it within `timeout` seconds. A cgroup with child
+    cgroups, which no wait empties, fails at once.
     """
     deadline = time.monotonic() + timeout
-    waited_for_none = False
     while True:
         try:
             os.rmdir(path)
@@ -267,10 +268,12 @@ def rmdir(path: str, *, timeout: float = 1.0) -> None:
         except OSError as err:
             leaving = _leaving(path) if err.errno == errno.EBUSY else None
             left = deadline - time.monotonic()
-            if leaving is None or (not leaving and waited_for_none) or (
-                    not threadexit.wait_gone(leaving, left)):  # fmt: skip
+            if leaving is None or left <= 0:
                 raise _rmdir_failed(path, err) from err
-            waited_for_none = not leaving
+            if not leaving:
+                time.sleep(min(0.001, left))
+            elif not threadexit.wait_gone(leaving, left):
+                raise _rmdir_failed(path, err) from err
 
 
 def _leaving(path: str) -> set[int] | None:
