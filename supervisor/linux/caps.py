@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from supervisor.linux.syscalls import (
     PR_CAP_AMBIENT,
-    PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
@@ -106,10 +105,12 @@ def set_sets(sys: Syscalls, keep: int, last_cap: int) -> None:
     """Permitted, effective, inheritable, then ambient: all equal to `keep`.
 
     capset can only lower permitted, so anything outside `keep` is gone for good. Ambient
-    needs each capability in both permitted and inheritable, hence last.
+    needs each capability in both permitted and inheritable, hence last. No clearing of the
+    ambient set first: capset itself drops from it whatever is not both permitted and
+    inheritable (security/commoncap.c, cap_capset), that is whatever is outside `keep`, and
+    every capability in `keep` is raised next, so it ends equal to `keep` either way.
     """
     sys.capset(keep, keep, keep)
-    sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for cap in range(last_cap + 1):
         if keep & (1 << cap):
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)

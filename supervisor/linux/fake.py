@@ -16,10 +16,11 @@ from supervisor.linux.syscalls import MS_RELATIME, FileKind, HolderRoot
 class RecordingSyscalls:
     """A fake that records every call as a tuple, for unit tests without root.
 
-    `kinds` answers `kind()` (default: every path is a directory); `files` answers
-    `read_file()`; `links` answers `resolve()` (default: no symlinks), and `open_path()` of a
-    path under one of them fails with ELOOP, as openat2's RESOLVE_NO_SYMLINKS does; `fail` maps
-    a call name to the errno it raises. `open_path()` hands out fd numbers from 100 up.
+    `kinds` answers `kind()` (default: every path is a directory, a path in `links` a link);
+    `files` answers `read_file()`; `links` answers `resolve()` (default: no symlinks), and
+    `open_path()` of a path under one of them fails with ELOOP, as openat2's
+    RESOLVE_NO_SYMLINKS does; `fail` maps a call name to the errno it raises. `open_path()`
+    hands out fd numbers from 100 up.
 
     `fd_table` (fd -> a name for the open file behind it), if given, is a model of the process's
     descriptors that `dup_above`, `dup_to` and `close_fds_except` keep up to date, with
@@ -122,6 +123,8 @@ class RecordingSyscalls:
         return self.files[path]
 
     def kind(self, path: str, follow: bool = False) -> FileKind | None:
+        if not follow and self.links.get(path, path) != path:
+            return "link"  # as lstat: a symlink in `links` is one
         return self.kinds.get(path, "dir")
 
     def resolve(self, path: str) -> str:

@@ -307,6 +307,7 @@ class _OpenHow(ctypes.Structure):
     ]
 
 
+_REGULAR_FILE = stat.S_IFREG | 0o644  # touch()'s mknod mode, computed once at import
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _openat2_missing = False  # set once the kernel said ENOSYS (before 5.6): walk instead
@@ -578,7 +579,15 @@ class LibcSyscalls:
         mkdir_nofollow(path, mode)
 
     def touch(self, path: str) -> None:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
+        # One mknod of a regular file (no CAP_MKNOD needed for one) rather than an open and a
+        # close: a launch makes a mount point per bound file. Whatever exists at `path` is
+        # left as it is, a symlink included (mknod never follows the last component). No
+        # contextlib.suppress: its Python methods would be first run, so copied on write, in
+        # every PID 1.
+        try:
+            os.mknod(path, _REGULAR_FILE)
+        except FileExistsError:
+            return
 
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)

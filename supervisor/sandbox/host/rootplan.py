@@ -255,6 +255,7 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
     inner = _inner_ops(spec, host, s)
     found = host.get(spec.root)
     keep = found.flags & PRESERVED_MOUNT_FLAGS if found else 0
+    bound_read_only = False  # the root is a read-only bind already, from its first operation
     if spec.layers:
         ops += _image_root(spec, s)
     elif spec.root == "host":
@@ -264,27 +265,38 @@ def plan_root(spec: RootSpec, host: HostLayout) -> list[Op]:
         ops += _overlay_dirs(spec.overlay_dir, upper, work)
         ops.append(_overlay(s, MS_NOSUID, spec.root, upper, work))
     else:
-        ops += _directory_root(spec, host, s, inner)
+        root_ops = _directory_root(spec, host, s, inner)
+        bound_read_only = isinstance(root_ops[0], Bind)
+        ops += root_ops
     ops += inner
     if spec.layers and spec.resolv_conf is not None:
         # Into the unit's own upper layer (overlayfs copies up; the shared layers are lower
         # layers, never written), after every mount so the path cannot be walked onto one
         # (/proc, /run, a unit bind: RESOLVE_NO_XDEV), before the root turns read-only.
         ops.append(WriteInRoot(s, "/etc/resolv.conf", spec.resolv_conf))
-    if spec.layers:
-        if spec.overlay_dir is None:  # read-only: the tmpfs upper holds mount points only
-            ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID))
-    elif spec.overlay_dir is None:
-        if _snapshot_etc(spec):
-            pass  # the skeleton was bound read-only first (_skeleton_root)
-        elif spec.root == "host" and spec.read_only:
-            ops.append(RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV))
-        elif spec.read_only:
-            ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | keep))
-        elif spec.root != "host":  # bound read-only while the plan ran: the service may write
-            ops.append(RemountRoot(s, MS_BIND | MS_REMOUNT | keep))
+    ops += _last_remount(spec, s, keep, bound_read_only)
     ops.append(PivotRoot(s))
     return ops
+
+
+def _last_remount(spec: RootSpec, s: str, keep: int, bound_read_only: bool) -> list[Op]:
+    """The root's own flags once everything is mounted in it, if they change then."""
+    if spec.layers:
+        if spec.overlay_dir is None:  # read-only: the tmpfs upper holds mount points only
+            return [RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)]
+        return []
+    if spec.overlay_dir is not None or _snapshot_etc(spec):
+        return []  # the writable layer; the skeleton was bound read-only first (_skeleton_root)
+    if spec.root == "host" and spec.read_only:
+        return [RemountRoot(s, MS_REMOUNT | MS_RDONLY | NOSUID_NODEV)]
+    if spec.read_only:
+        # A root directory bound read-only (`_directory_root`) stays so: again here was one
+        # more mount call, and mount calls queue on one lock across every mount namespace of
+        # the host (a launch storm's). Its private overlay turns read-only here.
+        return [] if bound_read_only else [RemountRoot(s, MS_BIND | MS_REMOUNT | MS_RDONLY | keep)]
+    if spec.root != "host":  # bound read-only while the plan ran: the service may write
+        return [RemountRoot(s, MS_BIND | MS_REMOUNT | keep)]
+    return []
 
 
 def _image_root(spec: RootSpec, s: str) -> list[Op]:
@@ -367,7 +379,10 @@ def _own_etc_ops(spec: RootSpec, s: str) -> list[Op]:
     for name, data in own_etc_files(spec.hostname):
         own_file = f"{s}{OWN_ETC_DIR}/{OWN_ETC_PREFIX}{name}"
         remount = MS_BIND | MS_REMOUNT | MS_RDONLY | NOSUID_NODEV_NOEXEC
-        ops += [WriteFile(own_file, data), Bind(own_file, f"{s}/etc/{name}", False, remount)]
+        ops += [
+            WriteFile(own_file, data),
+            Bind(own_file, f"{s}/etc/{name}", False, remount, own=True),
+        ]
     return ops
 
 
@@ -515,8 +530,9 @@ def _dev_dirs(spec: RootSpec, s: str, check: bool) -> tuple[int, list[Op], list[
         own = f"{s}{OWN_DIRS_PREFIX}{path[1:]}"
         size += room
         made.append(Mkdir(own, mode))  # exactly `mode` (syscalls.mkdir: whatever the umask)
-        bound.append(Mkdir(s + path, check=check))
-        bound.append(Bind(own, s + path, True, MS_BIND | MS_REMOUNT | NOSUID_NODEV))
+        if check:  # else the bind makes its mount point itself
+            bound.append(Mkdir(s + path, check=check))
+        bound.append(Bind(own, s + path, True, MS_BIND | MS_REMOUNT | NOSUID_NODEV, own=True))
     return size, made, bound
 
 

@@ -44,6 +44,10 @@ class Bind:
 
     `remount` is None for a plain bind, else the complete flags of the MS_REMOUNT that follows:
     the wanted ones plus those of the source's mount (see the module docstring).
+
+    `own`: `source` is no host path but one PID 1 made itself in a filesystem it mounted
+    for this sandbox (its /dev tmpfs), where nothing else can swap it: mounted by its path,
+    without the open and close of a host source.
     """
 
     source: str
@@ -51,6 +55,7 @@ class Bind:
     is_dir: bool
     remount: int | None
     check: bool = False
+    own: bool = False
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,11 @@ def test_dev_shm_tmp_and_run_are_directories_of_the_dev_tmpfs_not_filesystems_of
     tmpfs = [op.target for op in ops if isinstance(op, Mount) and op.fstype == "tmpfs"]
     assert tmpfs == ["/mnt", "/mnt/dev"]  # the root's (no skeleton in this plan) and /dev's
     remount = MS_BIND | MS_REMOUNT | mounts.NOSUID_NODEV
-    tmp = ops.index(Bind("/mnt/dev/pts/.sandboxd-tmp", "/mnt/tmp", True, remount))
-    run = ops.index(Bind("/mnt/dev/pts/.sandboxd-run", "/mnt/run", True, remount))
+    # Bound by path (own=True): PID 1 made them in its own tmpfs, there is no host path to open.
+    tmp = ops.index(Bind("/mnt/dev/pts/.sandboxd-tmp", "/mnt/tmp", True, remount, own=True))
+    run = ops.index(Bind("/mnt/dev/pts/.sandboxd-run", "/mnt/run", True, remount, own=True))
+    # In a trusted tree the bind makes its mount point: no Mkdir of its own before it.
+    assert Mkdir("/mnt/tmp") not in ops and Mkdir("/mnt/run") not in ops
     made = ops.index(Mkdir("/mnt/dev/pts/.sandboxd-tmp", 0o1777))
     assert ops.index(Mkdir("/mnt/dev/pts/.sandboxd-run", 0o755)) < run
     masks = [i for i, op in enumerate(ops) if isinstance(op, Mask)]
@@ -154,6 +157,40 @@ def test_mkdir_gives_a_directory_its_mode_whatever_the_umask(tmp_path: Path) -> 
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shm").stat().st_mode) == 0o1777
     assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+
+
+def test_touch_makes_a_mount_point_file_and_leaves_whatever_is_there(tmp_path: Path) -> None:
+    """A file bind's mount point is made by one mknod: an empty regular file, 0644 under the
+    usual umask; an existing file keeps its content, and a symlink stays a link with nothing
+    made where it points (mknod never follows its last component)."""
+    old = os.umask(0o022)
+    try:
+        REAL.touch(str(tmp_path / "null"))
+        (tmp_path / "kept").write_bytes(b"content")
+        REAL.touch(str(tmp_path / "kept"))
+        (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+        REAL.touch(str(tmp_path / "link"))
+    finally:
+        os.umask(old)
+    made = (tmp_path / "null").lstat()
+    assert stat.S_ISREG(made.st_mode) and stat.S_IMODE(made.st_mode) == 0o644 and not made.st_size
+    assert (tmp_path / "kept").read_bytes() == b"content"
+    assert (tmp_path / "link").is_symlink() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_file_bind_makes_its_mount_point_with_one_call() -> None:
+    """No lstat, open and close per file bind (a device, a mask's own file): one touch, which
+    leaves an existing target alone; and a checked mount point the tree has (a directory, no
+    link) is one lstat, not the four syscalls of a checked mkdir."""
+    sys = RecordingSyscalls()
+    rootfs.apply_op(sys, Bind("/dev/null", "/mnt/dev/null", False, None))
+    assert sys.names() == ["touch", "open_path", "mount", "close"]
+    sys = RecordingSyscalls()  # (the fake's kind() is not recorded: it says "dir" here)
+    rootfs.apply_op(sys, Mkdir("/mnt/proc", check=True))
+    assert sys.names() == []
+    sys = RecordingSyscalls(kinds={"/mnt/proc": "file"})  # not a directory: the checked mkdir
+    rootfs.apply_op(sys, Mkdir("/mnt/proc", check=True))
+    assert sys.names() == ["mkdir"]
 
 
 def test_staging_avoids_a_directory_holding_a_bind_source() -> None:
@@ -196,7 +233,8 @@ def test_directory_root_and_overlay() -> None:
     assert plain[1] == Bind("/rootfs", "/mnt", True, ro)
     assert not any("/rootfs" in str(vars(op)) for op in plain[2:])
     assert not any(isinstance(op, Mount) and op.fstype == "overlay" for op in plain)
-    assert plain[-2] == RemountRoot("/mnt", ro)
+    # and stays so: no second read-only remount of it at the end (one mount call fewer).
+    assert not any(isinstance(op, RemountRoot) for op in plain)
     assert plain[-1] == PivotRoot("/mnt")
     over = rootplan.plan_root(RootSpec(root="/rootfs", hostname="x", overlay_dir="/var/o"), host)
     mount = next(op for op in over if isinstance(op, Mount) and op.fstype == "overlay")
@@ -251,9 +289,12 @@ def test_a_bind_source_is_opened_without_symlinks_and_the_fd_is_mounted() -> Non
         ("close", fd),
         ("mount", None, "/mnt/srv", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None),
     ]
-    # Every bind, host directories and devices included, mounts an fd, never a path.
+    # Every bind of a host path, directories and devices included, mounts an fd, never a
+    # path; only what PID 1 made in its own /dev tmpfs (/tmp's and /run's directories) is
+    # bound by its path, which nothing but PID 1 can reach yet.
     binds = [c for c in sys.calls if c[0] == "mount" and c[4] == MS_BIND and c[1] != c[2]]
-    assert binds and all(str(c[1]).startswith("/proc/self/fd/") for c in binds), binds
+    by_path = [c[1] for c in binds if not str(c[1]).startswith("/proc/self/fd/")]
+    assert binds and by_path == ["/mnt/dev/pts/.sandboxd-tmp", "/mnt/dev/pts/.sandboxd-run"]
 
 
 @pytest.mark.parametrize("root", ["host", "/rootfs"])
@@ -544,7 +585,8 @@ def test_a_read_only_host_root_binds_one_shared_root_skeleton() -> None:
     assert written == ["/mnt/dev/pts/.sandboxd-etc-hostname", "/mnt/dev/pts/.sandboxd-etc-hosts"]
     remount = MS_BIND | MS_REMOUNT | MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC
     assert binds["/mnt/etc/hostname"] == Bind("/mnt/dev/pts/.sandboxd-etc-hostname",
-                                              "/mnt/etc/hostname", False, remount)  # fmt: skip
+                                              "/mnt/etc/hostname", False, remount,
+                                              own=True)  # fmt: skip
     devpts = next(op for op in ops if isinstance(op, Mount) and op.fstype == "devpts")
     assert ops.index(binds["/mnt/etc/hosts"]) < ops.index(devpts)
     assert not any(isinstance(op, Symlink) and op.path.count("/") == 2 for op in ops)
