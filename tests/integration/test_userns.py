@@ -76,7 +76,9 @@ def test_root_inside_is_the_units_own_base_uid_on_the_host(daemon: Daemon) -> No
         assert first >= 18 * BLOCK, (name, first)
         # On the host, the sandbox's PID 1 (root inside) is the unit's base uid, not 0.
         assert _host_uids(unit["pid"]) == [first] * 4
-        wait_for(lambda n=name: "uid=" in daemon.output(n), 30, lambda n=name: daemon.output(n))
+        # The echo and the cat's uid_map line are two writes: wait for both.
+        wait_for(lambda n=name: len(daemon.output(n).split()) >= 4, 30,
+                 lambda n=name: daemon.output(n))  # fmt: skip
         assert daemon.output(name).split()[:4] == ["uid=0", "0", str(first), str(BLOCK)]
     assert ranges["a"][1] < ranges["b"][0] or ranges["b"][1] < ranges["a"][0], ranges
     skipped = daemon.events("daemon.userns_pool_skipped")

@@ -79,7 +79,10 @@ def test_every_launch_of_a_unit_joins_its_own_held_namespace(daemon: Daemon) -> 
     )
     assert _userns_inode(again["pid"]) == inodes[held["a"]] == _held_inodes(daemon)[held["a"]]
     first = _range(daemon, "a")[0]
-    wait_for(lambda: "uid=" in daemon.output("a"), 30, lambda: daemon.output("a"))
+    # The output holds both runs': wait for the second run's echo and its uid_map line.
+    wait_for(lambda: len(daemon.output("a").split("uid=")) == 3
+             and len(daemon.output("a").split("uid=")[-1].split()) >= 3, 30,
+             lambda: daemon.output("a"))  # fmt: skip
     assert daemon.output("a").split()[-4:] == ["uid=0", "0", str(first), "65536"]
 
 
