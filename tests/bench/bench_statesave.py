@@ -11,7 +11,9 @@ works in a fresh directory of its own under DIR, removed afterwards.
 
 Why directories matter: on ext4 without a journal each inode allocation skips the inodes its
 block group freed in the last ~30 s, so a directory under a busy /tmp costs several times a
-quiet one's; on a tmpfs the whole save is a few tens of microseconds.
+quiet one's; on a tmpfs the whole save is a few tens of microseconds. A run's cleanup frees
+its inodes too, which the next run's allocations skip for those ~30 s: each figure includes
+the churn before it, as a daemon's storm includes its neighbours' (and a previous run's).
 """
 
 from __future__ import annotations
