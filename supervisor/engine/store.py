@@ -1,11 +1,15 @@
 """Per-unit runtime state in `<state_dir>/units/<unit>.json`, for re-adoption after a restart.
 
-Each write is atomic: write a temp file, fsync it, rename it over the old one. A crash at any
-point leaves either the old or the new file, never a torn one (runc's `utils.WriteJSON` does the
-same). The default state_dir is /run, a tmpfs, where the fsync costs nothing; on a disk-backed
-state_dir it costs a few ms per save, which is why unchanged records are not rewritten. A file
-that does not parse, or that another program wrote, is reported and ignored: a bad state file
-must never keep the daemon from starting.
+Each write is atomic: write the unit's temp file, fsync it, exchange it with the old one
+(renameat2 RENAME_EXCHANGE; a rename over it where that is not possible). A crash at any point
+leaves either the old or the new file, never a torn one (runc's `utils.WriteJSON` does the same
+with a rename). The temp (`.<unit>.json.tmp`, emptied after each write) is kept for the unit's
+next write: a fresh one per save allocated an inode and freed one each time, which ext4
+without a journal makes costly in CPU (safefs.write_swapped). The default state_dir is /run,
+a tmpfs, where the fsync costs nothing; on a disk-backed state_dir it costs a few ms per save,
+which is why unchanged records are not rewritten. A file that does not parse, or that
+another program wrote, is reported and ignored: a bad state file must never keep the daemon
+from starting.
 
 Records are written on the state writer thread (statewriter.py), never on the loop: a state
 dir whose writes stall holds that thread, not supervision. So a record reaches the disk a
@@ -230,11 +234,13 @@ class Store:
         # On the writer thread.
         try:
             if data is None:
-                with contextlib.suppress(FileNotFoundError), safefs.directory(self.dir) as fd:
-                    os.unlink(f"{unit}.json", dir_fd=fd)  # unlink never follows the name itself
+                with safefs.directory(self.dir) as fd:
+                    for name in (f"{unit}.json", f".{unit}.json.tmp"):  # the record, its temp
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=fd)  # unlink never follows the name itself
             elif self._written.get(unit) != _digest(data):
                 with safefs.directory(self.dir) as fd:
-                    safefs.write_atomic(fd, f"{unit}.json", data, 0o600)
+                    safefs.write_swapped(fd, f"{unit}.json", data, 0o600)
         except OSError as exc:
             with self._lock:
                 self._unsaved.add(unit)

@@ -902,3 +902,18 @@ class LibcSyscalls:
 
 
 REAL: Syscalls = LibcSyscalls()
+
+
+# renameat2(2) (glibc 2.28+; Python 3.11 has no binding). Used by linux/safefs.py only.
+RENAME_EXCHANGE = 2
+_libc.renameat2.argtypes = [
+    ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+]  # fmt: skip
+
+
+def rename_exchange(dir_fd: int, old: str, new: str) -> None:
+    """Swap the names `old` and `new` in `dir_fd` at once (RENAME_EXCHANGE): both must exist;
+    OSError(ENOENT) if one does not, EINVAL where the filesystem cannot exchange."""
+    if int(_libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new),
+                           RENAME_EXCHANGE)) < 0:  # fmt: skip
+        raise _oserror(new)

@@ -34,10 +34,13 @@ def test_round_trip(store: Store) -> None:
     record.restarts = 3
     store.save(record)
     assert store.load_all()["web"].restarts == 3
-    assert sorted(p.name for p in store.dir.iterdir()) == ["web.json"]  # no temp left
+    # The temp is kept for the next save, emptied: nothing of an old record stays in it.
+    assert sorted(p.name for p in store.dir.iterdir()) == [".web.json.tmp", "web.json"]
+    assert (store.dir / ".web.json.tmp").stat().st_size == 0
     store.remove("web")
     store.remove("web")
     assert store.load_all() == {}
+    assert list(store.dir.iterdir()) == []  # the temp went with the record
 
 
 @pytest.mark.parametrize(
@@ -110,12 +113,12 @@ def test_a_failed_save_keeps_the_old_file_warns_once_and_catches_up(
     old = UnitRecord("web", "running", pid=1234, pid_start=99)
     store.save(old)
     assert store.flush(30)
-    real = safefs.write_atomic
+    real = safefs.write_swapped
 
     def full(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(safefs, "write_atomic", full)
+    monkeypatch.setattr(safefs, "write_swapped", full)
     new = UnitRecord("web", "stopping", pid=1234, pid_start=99, intent="stop")
     with capture_logs() as logs:
         store.save(new)
@@ -129,7 +132,7 @@ def test_a_failed_save_keeps_the_old_file_warns_once_and_catches_up(
     assert store.load_all() == {"web": old}
     assert store.unsaved == {"web", "db"}
 
-    monkeypatch.setattr(safefs, "write_atomic", real)
+    monkeypatch.setattr(safefs, "write_swapped", real)
     with capture_logs() as logs:
         store.retry()
         assert store.flush(30)
@@ -150,14 +153,14 @@ def test_a_written_record_is_not_kept_in_memory(store: Store) -> None:
 def test_a_retry_writes_the_latest_record_not_the_one_that_failed(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = safefs.write_atomic
-    monkeypatch.setattr(safefs, "write_atomic", lambda *a, **k: (_ for _ in ()).throw(
+    real = safefs.write_swapped
+    monkeypatch.setattr(safefs, "write_swapped", lambda *a, **k: (_ for _ in ()).throw(
         OSError(errno.EIO, os.strerror(errno.EIO))))  # fmt: skip
     with capture_logs():
         store.save(UnitRecord("web", "running", pid=1234, pid_start=99))
         store.save(UnitRecord("web", "stopping", pid=1234, pid_start=99, intent="stop"))
         assert store.flush(30)
-    monkeypatch.setattr(safefs, "write_atomic", real)
+    monkeypatch.setattr(safefs, "write_swapped", real)
     with capture_logs():
         store.retry()
         assert store.flush(30)
@@ -166,7 +169,7 @@ def test_a_retry_writes_the_latest_record_not_the_one_that_failed(
     assert store.flush(30) and store.load_all() == {}
 
 
-def test_a_torn_write_leaves_no_temp_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_torn_write_leaves_its_temp_empty(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     store.save(UnitRecord("web", "running"))
 
     def no_space(fd: int) -> None:
@@ -178,5 +181,7 @@ def test_a_torn_write_leaves_no_temp_file(store: Store, monkeypatch: pytest.Monk
     assert store.flush(30)
     assert store.unsaved == {"web"}
     monkeypatch.undo()
-    assert sorted(p.name for p in store.dir.iterdir()) == ["web.json"]
+    # The kept temp holds no torn record (nor the space the next attempt needs).
+    assert sorted(p.name for p in store.dir.iterdir()) == [".web.json.tmp", "web.json"]
+    assert (store.dir / ".web.json.tmp").stat().st_size == 0
     assert store.load_all()["web"].state == "running"

@@ -82,13 +82,13 @@ def test_stop_ends_the_thread_and_a_later_submit_starts_another(writer: StateWri
 
 
 class StalledDisk:
-    """safefs.write_atomic whose first call hangs until `resume()`, and which counts writes."""
+    """safefs.write_swapped whose first call hangs until `resume()`, and which counts writes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.real = safefs.write_atomic
+        self.real = safefs.write_swapped
         self.gate = Gate()
         self.written: list[bytes] = []
-        monkeypatch.setattr(safefs, "write_atomic", self)
+        monkeypatch.setattr(safefs, "write_swapped", self)
 
     def __call__(self, dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
         if not self.written:
@@ -144,7 +144,7 @@ def test_the_retry_writes_the_latest_record_not_the_one_that_failed(
 ) -> None:
     store = Store(tmp_path, writer)
     store.prepare()
-    real = safefs.write_atomic
+    real = safefs.write_swapped
     full = threading.Event()
     full.set()
 
@@ -153,7 +153,7 @@ def test_the_retry_writes_the_latest_record_not_the_one_that_failed(
             raise OSError(28, "No space left on device")
         real(dir_fd, name, data, mode)
 
-    monkeypatch.setattr(safefs, "write_atomic", write)
+    monkeypatch.setattr(safefs, "write_swapped", write)
     with capture_logs() as logs:
         store.save(UnitRecord("web", "starting"))
         wait_for(lambda: store.unsaved == {"web"}, 30)

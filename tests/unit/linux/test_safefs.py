@@ -102,6 +102,58 @@ def test_write_atomic_replaces_a_symlink_and_never_writes_through_one(
     assert sorted(os.listdir(own)) == ["web.json"]
 
 
+def test_write_swapped_allocates_no_inode_after_the_first_writes(own: int) -> None:
+    """A rewrite exchanges the record with its kept temp: the two inodes trade places, none is
+    made or freed (a fresh temp per write made each create walk past the group's recently
+    freed inodes on ext4 without a journal: up to 0.5 ms of CPU a save)."""
+    inodes = set()
+    for n in range(6):
+        safefs.write_swapped(own, "web.json", b"x" * (100 - n), 0o600)
+        inodes.add(os.stat("web.json", dir_fd=own).st_ino)
+        inodes.add(os.stat(".web.json.tmp", dir_fd=own).st_ino if n else 0)
+        assert safefs.read_owned(own, "web.json") == b"x" * (100 - n)
+        assert n == 0 or os.stat(".web.json.tmp", dir_fd=own).st_size == 0
+    assert len(inodes - {0}) == 2, "the record and its temp, nothing else"
+
+
+@pytest.mark.parametrize("planted", ["web.json", ".web.json.tmp"])
+def test_write_swapped_never_writes_through_a_planted_link(
+    own: int, victim: Path, planted: str
+) -> None:
+    safefs.write_swapped(own, "web.json", b"old", 0o600)
+    safefs.write_swapped(own, "web.json", b"older", 0o600)  # the temp now exists
+    os.unlink(planted, dir_fd=own)
+    os.symlink(victim, planted, dir_fd=own)
+    safefs.write_swapped(own, "web.json", b"{}", 0o600)
+    safefs.write_swapped(own, "web.json", b"{1}", 0o600)
+    assert victim.read_text() == "untouched\n"
+    assert safefs.read_owned(own, "web.json") == b"{1}"
+    for name in os.listdir(own):
+        assert not stat.S_ISLNK(os.stat(name, dir_fd=own, follow_symlinks=False).st_mode)
+
+
+def test_write_swapped_never_writes_into_a_hard_linked_temp(own: int, tmp_path: Path) -> None:
+    other = tmp_path / "own" / "other"
+    other.write_text("keep\n")
+    os.link(other, ".web.json.tmp", dst_dir_fd=own)
+    safefs.write_swapped(own, "web.json", b"{}", 0o600)
+    assert other.read_text() == "keep\n"
+    assert safefs.read_owned(own, "web.json") == b"{}"
+
+
+def test_write_swapped_renames_where_the_filesystem_cannot_exchange(
+    own: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(dir_fd: int, old: str, new: str) -> None:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
+
+    monkeypatch.setattr(safefs, "rename_exchange", refuse)
+    for data in (b"one", b"two"):
+        safefs.write_swapped(own, "web.json", data, 0o600)
+        assert safefs.read_owned(own, "web.json") == data
+        assert os.listdir(own) == ["web.json"]
+
+
 def test_read_owned_does_not_read_through_a_symlink(own: int, victim: Path) -> None:
     os.symlink(victim, "web.json", dir_fd=own)
     _errno(lambda: safefs.read_owned(own, "web.json"), errno.ELOOP)
