@@ -206,6 +206,13 @@ def kernel_kib(side: dict[str, Any]) -> float:
     return sum(side["meminfo_kib_per_sandbox"][part] for part in KERNEL_PARTS)
 
 
+def taken_view(why: dict[str, float]) -> str:
+    """One side's bench_density.available_explained, in a few words."""
+    return (f"{why['taken']:.0f} KiB = anon {why['anon']:.0f} + tmpfs {why['tmpfs']:.0f} + "
+            f"kernel {why['kernel']:.0f} + unnamed {why['rest']:.0f} (not in it: reclaimable slab "
+            f"{why['not_counted_slab']:.0f}, cache {why['not_counted_cache']:.0f})")  # fmt: skip
+
+
 def charged_view(who: str, kib: dict[str, float]) -> str:
     return f"{who} {kib['usage']:.0f} KiB (kernel {kib['kernel']:.0f}, tmpfs {kib['shmem']:.0f})"
 
@@ -245,6 +252,13 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
     rows.append(Row("density: daemon + fork server heap per sandbox", f"{daemon:.0f} KiB",
                     note=f"RssAnon / {n}, inside the figure above; without it "
                     f"{ours - daemon:.0f} KiB per sandbox"))  # fmt: skip
+    everyone = {"sandboxd": d, **sides}
+    taken = [f"{who} {taken_view(c['available_explained'])}"
+             for who, c in everyone.items() if "available_explained" in c]  # fmt: skip
+    if taken:
+        why = "reclaimable slab and page cache grown: not in the delta (MemAvailable counts them)"
+        rows.append(Row("density: MemAvailable delta per sandbox, taken apart", taken[0],
+                        note=", ".join([*taken[1:], why])))  # fmt: skip
     kernel = [f"{who} {kernel_kib(c):.0f} KiB" for who, c in {"sandboxd": d, **sides}.items()
               if "meminfo_kib_per_sandbox" in c]  # fmt: skip
     rows.append(Row("density: kernel memory + tmpfs per sandbox", kernel[0],
@@ -255,7 +269,6 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
               if "mounts" in c]  # fmt: skip
     rows.append(Row("density: mounts / own superblocks per sandbox", views[0],
                     note=", ".join(views[1:]) or "crun not measured"))  # fmt: skip
-    everyone = {"sandboxd": d, **sides}
     charged = [charged_view(who, c["own_cgroup_kib"])
                for who, c in everyone.items() if c.get("own_cgroup_kib")]  # fmt: skip
     if charged:
@@ -267,9 +280,14 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
 
 def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
     d: dict[str, Any] = bench_density.sandboxd_density(n, idle, runs)
-    c: dict[str, Any] = bench_density.crun_density(crun_n) if crun_n else {"error": "--crun-n 0"}
+    # Each crun side idles as long as the daemon did before its snapshot: the same point.
+    c: dict[str, Any] = (
+        bench_density.crun_density(crun_n, idle=idle) if crun_n else {"error": "--crun-n 0"}
+    )
     cu: dict[str, Any] = (
-        bench_density.crun_density(crun_n, userns=True) if crun_n else {"error": "--crun-n 0"}
+        bench_density.crun_density(crun_n, userns=True, idle=idle)
+        if crun_n
+        else {"error": "--crun-n 0"}
     )
     sides = {"sandboxd": d, "crun": c, "crun (userns)": cu}
     print(
