@@ -209,7 +209,8 @@ def kernel_kib(side: dict[str, Any]) -> float:
 def taken_view(why: dict[str, float]) -> str:
     """One side's bench_density.available_explained, in a few words."""
     return (f"{why['taken']:.0f} KiB = anon {why['anon']:.0f} + tmpfs {why['tmpfs']:.0f} + "
-            f"kernel {why['kernel']:.0f} + unnamed {why['rest']:.0f} (not in it: reclaimable slab "
+            f"kernel {why['kernel']:.0f} + unnamed {why['rest']:.0f} (own anon "
+            f"{why.get('own_anon', 0):.0f}; not in it: reclaimable slab "
             f"{why['not_counted_slab']:.0f}, cache {why['not_counted_cache']:.0f})")  # fmt: skip
 
 
@@ -217,14 +218,23 @@ def charged_view(who: str, kib: dict[str, float]) -> str:
     return f"{who} {kib['usage']:.0f} KiB (kernel {kib['kernel']:.0f}, tmpfs {kib['shmem']:.0f})"
 
 
+# Other processes' anonymous memory that may move between a side's snapshots before its
+# verdict is withheld, KiB per sandbox: about 2 % of a figure (bench_density.side_anon).
+OTHERS_ANON_KIB = 20
+
+
 def memcgs_blurred(*sides: dict[str, Any]) -> str:
     """Why a memory verdict is withheld: other processes made or freed memory cgroups while a
     side was measured (more than 1 % of its N, at least 2), each moving the MemAvailable delta
-    by about a sandbox's own cgroup (bench_density.memory_cgroups); "" if none did."""
+    by about a sandbox's own cgroup (bench_density.memory_cgroups), or their anonymous memory
+    moved by more than OTHERS_ANON_KIB per sandbox; "" if neither."""
     for side in sides:
         others = side.get("others_memcgs")
         if others is not None and abs(others) > max(2, side["n"] // 100):
             return f"other processes made {others:+d} memory cgroups meanwhile: not comparable"
+        anon = side.get("others_anon_kib_per_sandbox")
+        if anon is not None and abs(anon) > OTHERS_ANON_KIB:
+            return f"others' anon moved {anon:+.0f} KiB per sandbox meanwhile: not comparable"
     return ""
 
 

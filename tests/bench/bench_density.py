@@ -338,6 +338,47 @@ def anon_kib(pid: int) -> int:
     return 0
 
 
+def descendants(roots: list[int]) -> list[int]:
+    """`roots` and every process below them, from one walk of /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return found
+
+
+def pss_anon_kib(pids: list[int]) -> int:
+    """The anonymous memory these processes hold, each shared page divided among the processes
+    sharing it (Pss_Anon): what they add to meminfo's AnonPages, copy-on-write pages after a
+    fork counted once (RssAnon would count them in the parent and in every child)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss_Anon:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def side_anon(out: dict[str, Any], roots: list[int]) -> None:
+    """The side's own anonymous memory (its processes', the daemon's among them, Pss_Anon of
+    `roots` and their descendants) beside the AnonPages growth its snapshots saw: the rest is
+    other processes' memory, which moves the MemAvailable delta as much and is no side's cost
+    (`others_anon_kib_per_sandbox`; the verdict is withheld when it is large, see __main__)."""
+    n, why = out["n"], out["available_explained"]
+    own = pss_anon_kib(descendants(roots)) / n
+    why["own_anon"] = round(own, 1)
+    out["others_anon_kib_per_sandbox"] = round(why["anon"] - own, 1)
+
+
 def print_breakdown(who: str, out: dict[str, Any]) -> None:
     if "slab_kib_per_sandbox" not in out:
         return
@@ -356,6 +397,9 @@ def print_breakdown(who: str, out: dict[str, Any]) -> None:
           f"unnamed {why['rest']:.0f}; and as still available: reclaimable slab "
           f"{why['not_counted_slab']:.0f}, page cache {why['not_counted_cache']:.0f}",
           flush=True)  # fmt: skip
+    if "others_anon_kib_per_sandbox" in out:
+        print(f"  anon: the side's own processes {why['own_anon']:.0f} KiB per sandbox, other "
+              f"processes {out['others_anon_kib_per_sandbox']:+.0f}", flush=True)  # fmt: skip
 
 
 # Seconds after the last start before a side's idle window: the start burst's end (the
@@ -426,6 +470,7 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         # before the scans of every sandbox below (their /proc and cgroup inodes).
         after = memory_snapshot()
         out.update(breakdown(before, after, n, memcgs_under(daemon.cgroup_parent)))
+        side_anon(out, [pid])
         print_breakdown("sandboxd", out)
         marked = kit.marked_processes(daemon)
         out["processes_per_sandbox"] = statistics.mean(len(ps) for ps in marked.values())
@@ -692,6 +737,7 @@ def crun_density(n: int, userns: bool = False, idle: float = 60.0) -> dict[str, 
         time.sleep(idle)
         after = memory_snapshot()
         out.update(breakdown(before, after, n, memcgs_under(f"{parent}-*")))
+        side_anon(out, pids)
         print_breakdown("crun" + (" (userns)" if userns else ""), out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
         out.update(mount_view(container_pid(work / "state", ids[0])))
