@@ -119,6 +119,9 @@ class KeptFile:
     fds that launches and the API need (linux/fdlimit.py); past that, each read opens and
     closes as `read` does."""
 
+    # Slots, and a weak reference (_kept holds them weakly): per unit, for its run's life.
+    __slots__ = ("__weakref__", "_fd", "path")
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None

@@ -32,6 +32,18 @@ class CounterWatch:
     Owns `fds` (the first is the one watched) and closes them on close().
     """
 
+    # Slots: one per unit's run, for the run's life (issue 23, the daemon's heap per unit).
+    __slots__ = (
+        "_callback",
+        "_closed",
+        "_fds",
+        "_last",
+        "_loop",
+        "_read_counter",
+        "_rechecks",
+        "_unit",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

@@ -49,6 +49,26 @@ def make_probe(
 
 
 class HealthMonitor:
+    # Slots: every unit's runner holds one for its life, [health] or not (issue 23).
+    __slots__ = (
+        "_event",
+        "_on_change",
+        "_probe",
+        "_prober",
+        "_task",
+        "clock",
+        "failures",
+        "last_duration",
+        "last_ok",
+        "last_output",
+        "last_probe_at",
+        "loop",
+        "probes",
+        "state",
+        "unhealthy_total",
+        "unit",
+    )
+
     def __init__(
         self,
         unit: str,

@@ -84,6 +84,21 @@ class RotatingLog:
     either would be a surprise, and the warning names the file.
     """
 
+    # Slots: one per unit, for its life (issue 23, the daemon's heap per unit).
+    __slots__ = (
+        "_dropping",
+        "_fd",
+        "_size",
+        "_splice",
+        "dropped_by_writer",
+        "dropped_journal",
+        "dropped_stalled",
+        "keep",
+        "max_size",
+        "path",
+        "written",
+    )
+
     def __init__(self, path: Path, max_size: int | None, keep: int) -> None:
         self.path, self.max_size, self.keep = path, max_size, keep
         self.dropped_by_writer = 0  # bytes the file could not take (the writer thread's count)
@@ -265,6 +280,24 @@ class Capture:
 
     `kept_fd` is the number under which the sandbox's PID 1 holds the pipe (what the state
     file records for the next daemon); `read_fd` is the daemon's own fd for it."""
+
+    # Slots: one per unit's run, for the run's life (issue 23, the daemon's heap per unit).
+    __slots__ = (
+        "_busy",
+        "_closing",
+        "_grown",
+        "_loop",
+        "_pipe",
+        "_reading",
+        "_sink",
+        "_stall_timer",
+        "_stalled",
+        "_writer",
+        "inode",
+        "kept_fd",
+        "on_closed",
+        "read_fd",
+    )
 
     def __init__(
         self,

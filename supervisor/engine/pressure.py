@@ -50,6 +50,9 @@ class Change(enum.Enum):
 class Hysteresis:
     """When a condition sampled at arbitrary times has held for `duration` (pure logic)."""
 
+    # Slots: one per unit's PressureMonitor.
+    __slots__ = ("duration", "since")
+
     def __init__(self, duration: float) -> None:
         self.duration = duration
         self.since: float | None = None  # when it began to hold (or the last action)
@@ -80,6 +83,24 @@ class Hysteresis:
 
 
 class PressureMonitor:
+    # Slots: every unit's runner holds one for its life, with its Hysteresis (issue 23).
+    __slots__ = (
+        "_cgroup",
+        "_event",
+        "_hold",
+        "_on_verdict",
+        "_oom",
+        "_send",
+        "_timer",
+        "_trigger",
+        "clock",
+        "last_value",
+        "loop",
+        "signals",
+        "unit",
+        "verdict",
+    )
+
     def __init__(
         self,
         unit: str,

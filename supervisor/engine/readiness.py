@@ -42,6 +42,29 @@ def needs_endpoint(spec: UnitSpec | None) -> bool:
 
 
 class Readiness:
+    # Slots: every unit's runner holds one for its life (issue 23).
+    __slots__ = (
+        "_cgroup",
+        "_event",
+        "_member",
+        "_start_deadline",
+        "_triggered",
+        "_wake",
+        "_watchdog",
+        "_watchdog_deadline",
+        "clock",
+        "endpoint",
+        "errno",
+        "loop",
+        "ready",
+        "ready_pid",
+        "reloading",
+        "state_dir",
+        "status_text",
+        "stopping",
+        "unit",
+    )
+
     def __init__(  # noqa: PLR0917
         self,
         unit: str,

@@ -115,6 +115,35 @@ def run_age(pid_start: int | None, started_at: float | None, wall_now: float) ->
 
 
 class Run:
+    # Slots: a unit holds its run for the run's life (issue 23, the daemon's heap per unit).
+    __slots__ = (
+        "_done",
+        "_on_change",
+        "_oom_watch",
+        "_started",
+        "_status_deadline",
+        "capture",
+        "cgroup",
+        "ended",
+        "ended_ns",
+        "err_capture",
+        "host",
+        "oom_base",
+        "oom_kills",
+        "oom_seen_ns",
+        "output",
+        "own_child",
+        "pid",
+        "pid_start",
+        "pidfd",
+        "spec",
+        "started_at",
+        "started_mono",
+        "status",
+        "trace",
+        "unit",
+    )
+
     def __init__(
         self,
         host: Host,

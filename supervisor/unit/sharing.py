@@ -12,7 +12,8 @@ unit holds any more leaves it, and it is keyed by the hash of that value (an int
 of it): a candidate found under the hash is compared in full before it is shared.
 
 `[service]` is not shared: it differs between units almost always (the command, its
-environment), so an entry for it would cost more than it ever saves. Nested models (a mount,
+environment), so an entry for it would cost more than it ever saves; only its set of field
+names is, as the unit's own. Nested models (a mount,
 a device) are shared with the section that holds them.
 """
 
@@ -28,6 +29,9 @@ from supervisor.unit.schema import Section, UnitFile
 
 _UNSHARED = frozenset({"service"})
 _held: weakref.WeakValueDictionary[int, Section] = weakref.WeakValueDictionary()
+# The sets of field names held, by their value: as many as the distinct sets of keys written
+# in `[service]` sections and at a unit's top level (a set cannot be held weakly; these are few).
+_fields_sets: dict[frozenset[str], set[str]] = {}
 
 
 def section_key(value: Any) -> Hashable:
@@ -45,9 +49,23 @@ def section_key(value: Any) -> Hashable:
     return (type(value), value)
 
 
+def _share_fields_set(model: BaseModel) -> None:
+    """Give `model` the held set of field names equal to its own, if one is held. Every model
+    keeps which keys its file set (a set of a few names, ~200 bytes); the unit's and its
+    `[service]`'s, which are not shared, are alike across most units. Pydantic never changes
+    a frozen model's set (`model_copy` copies it first), so one set can serve them all."""
+    own = model.__pydantic_fields_set__
+    held = _fields_sets.setdefault(frozenset(own), own)
+    if held is not own:
+        object.__setattr__(model, "__pydantic_fields_set__", held)
+
+
 def share(unit: UnitFile) -> UnitFile:
     """`unit`, each of its sections but `[service]` replaced by an equal one already held
-    (or held from now on for the next unit)."""
+    (or held from now on for the next unit), and its own and its `[service]`'s sets of field
+    names by equal ones held."""
+    _share_fields_set(unit)
+    _share_fields_set(unit.service)
     fields = unit.__dict__
     for name, section in fields.items():
         if name in _UNSHARED or not isinstance(section, Section):

@@ -30,7 +30,9 @@ def _digest(parts: dict[str, str], skip: frozenset[str] = frozenset()) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+# Slots: the daemon holds a spec per unit for the unit's life, and a __dict__ of its ten
+# fields was ~250 bytes more than the slots.
+@dataclass(frozen=True, slots=True)
 class UnitSpec:
     name: str
     path: str

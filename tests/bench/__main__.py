@@ -206,18 +206,35 @@ def kernel_kib(side: dict[str, Any]) -> float:
     return sum(side["meminfo_kib_per_sandbox"][part] for part in KERNEL_PARTS)
 
 
+def taken_view(why: dict[str, float]) -> str:
+    """One side's bench_density.available_explained, in a few words."""
+    return (f"{why['taken']:.0f} KiB = anon {why['anon']:.0f} + tmpfs {why['tmpfs']:.0f} + "
+            f"kernel {why['kernel']:.0f} + unnamed {why['rest']:.0f} (own anon "
+            f"{why.get('own_anon', 0):.0f}; not in it: reclaimable slab "
+            f"{why['not_counted_slab']:.0f}, cache {why['not_counted_cache']:.0f})")  # fmt: skip
+
+
 def charged_view(who: str, kib: dict[str, float]) -> str:
     return f"{who} {kib['usage']:.0f} KiB (kernel {kib['kernel']:.0f}, tmpfs {kib['shmem']:.0f})"
+
+
+# Other processes' anonymous memory that may move between a side's snapshots before its
+# verdict is withheld, KiB per sandbox: about 2 % of a figure (bench_density.side_anon).
+OTHERS_ANON_KIB = 20
 
 
 def memcgs_blurred(*sides: dict[str, Any]) -> str:
     """Why a memory verdict is withheld: other processes made or freed memory cgroups while a
     side was measured (more than 1 % of its N, at least 2), each moving the MemAvailable delta
-    by about a sandbox's own cgroup (bench_density.memory_cgroups); "" if none did."""
+    by about a sandbox's own cgroup (bench_density.memory_cgroups), or their anonymous memory
+    moved by more than OTHERS_ANON_KIB per sandbox; "" if neither."""
     for side in sides:
         others = side.get("others_memcgs")
         if others is not None and abs(others) > max(2, side["n"] // 100):
             return f"other processes made {others:+d} memory cgroups meanwhile: not comparable"
+        anon = side.get("others_anon_kib_per_sandbox")
+        if anon is not None and abs(anon) > OTHERS_ANON_KIB:
+            return f"others' anon moved {anon:+.0f} KiB per sandbox meanwhile: not comparable"
     return ""
 
 
@@ -245,6 +262,13 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
     rows.append(Row("density: daemon + fork server heap per sandbox", f"{daemon:.0f} KiB",
                     note=f"RssAnon / {n}, inside the figure above; without it "
                     f"{ours - daemon:.0f} KiB per sandbox"))  # fmt: skip
+    everyone = {"sandboxd": d, **sides}
+    taken = [f"{who} {taken_view(c['available_explained'])}"
+             for who, c in everyone.items() if "available_explained" in c]  # fmt: skip
+    if taken:
+        why = "reclaimable slab and page cache grown: not in the delta (MemAvailable counts them)"
+        rows.append(Row("density: MemAvailable delta per sandbox, taken apart", taken[0],
+                        note=", ".join([*taken[1:], why])))  # fmt: skip
     kernel = [f"{who} {kernel_kib(c):.0f} KiB" for who, c in {"sandboxd": d, **sides}.items()
               if "meminfo_kib_per_sandbox" in c]  # fmt: skip
     rows.append(Row("density: kernel memory + tmpfs per sandbox", kernel[0],
@@ -255,7 +279,6 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
               if "mounts" in c]  # fmt: skip
     rows.append(Row("density: mounts / own superblocks per sandbox", views[0],
                     note=", ".join(views[1:]) or "crun not measured"))  # fmt: skip
-    everyone = {"sandboxd": d, **sides}
     charged = [charged_view(who, c["own_cgroup_kib"])
                for who, c in everyone.items() if c.get("own_cgroup_kib")]  # fmt: skip
     if charged:
@@ -267,9 +290,14 @@ def memory_rows(n: int, d: dict[str, Any], sides: dict[str, dict[str, Any]]) -> 
 
 def density_rows(n: int, crun_n: int, idle: float, runs: int) -> list[Row]:
     d: dict[str, Any] = bench_density.sandboxd_density(n, idle, runs)
-    c: dict[str, Any] = bench_density.crun_density(crun_n) if crun_n else {"error": "--crun-n 0"}
+    # Each crun side idles as long as the daemon did before its snapshot: the same point.
+    c: dict[str, Any] = (
+        bench_density.crun_density(crun_n, idle=idle) if crun_n else {"error": "--crun-n 0"}
+    )
     cu: dict[str, Any] = (
-        bench_density.crun_density(crun_n, userns=True) if crun_n else {"error": "--crun-n 0"}
+        bench_density.crun_density(crun_n, userns=True, idle=idle)
+        if crun_n
+        else {"error": "--crun-n 0"}
     )
     sides = {"sandboxd": d, "crun": c, "crun (userns)": cu}
     print(

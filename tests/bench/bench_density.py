@@ -99,13 +99,45 @@ def raise_nofile() -> None:
 MEMINFO_PARTS = ("Shmem", "Slab", "KernelStack", "PageTables", "Percpu", "AnonPages", "Cached")
 
 
+# The fields MemAvailable is computed from (mm/show_mem.c, si_mem_available): free pages, plus
+# the page cache and the reclaimable kernel memory (reclaimable slab: dentries, inodes; and
+# KReclaimable's other part), each less a low-watermark's worth that is far below either on a
+# host with GBs. So what a side adds there (its files' cache, /proc and cgroup inodes it makes
+# looked at, crun's state files) is in its Slab growth but not in its MemAvailable delta.
+AVAILABLE_PARTS = ("MemFree", "Active(file)", "Inactive(file)", "KReclaimable", "SReclaimable",
+                   "SUnreclaim")  # fmt: skip
+
+
 def meminfo_kib() -> dict[str, int]:
     out = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
         name, _, rest = line.partition(":")
-        if name in MEMINFO_PARTS:
+        if name in MEMINFO_PARTS or name in AVAILABLE_PARTS:
             out[name] = int(rest.split()[0])
     return out
+
+
+def available_explained(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """The MemAvailable delta per sandbox taken apart (KiB per sandbox, from two meminfo_kib
+    reads): `taken` is what MemAvailable counts as gone (the drop in free pages, less the page
+    cache and reclaimable kernel memory that grew meanwhile and that it counts as available),
+    made of `anon` (processes' private pages: the daemon's heap on sandboxd's side), `tmpfs`,
+    `kernel` (unreclaimable slab, kernel stacks, page tables, per-CPU data) and `rest` (what
+    meminfo does not name: vmalloc, page-cache pages dropped meanwhile, other processes);
+    `not_counted` is the reclaimable slab and page cache a side grew, which Slab or Cached
+    shows but MemAvailable does not."""
+
+    def grew(*fields: str) -> float:
+        return sum(after[f] - before[f] for f in fields) / n
+
+    cache, reclaimable = grew("Active(file)", "Inactive(file)"), grew("KReclaimable")
+    taken = -grew("MemFree") - cache - reclaimable
+    parts = {"anon": grew("AnonPages"), "tmpfs": grew("Shmem"),
+             "kernel": grew("SUnreclaim", "KernelStack", "PageTables", "Percpu")}  # fmt: skip
+    rest = taken - sum(parts.values())
+    out = {"taken": taken, **parts, "rest": rest, "not_counted_slab": reclaimable,
+           "not_counted_cache": cache}  # fmt: skip
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 def slab_kib() -> dict[str, float]:
@@ -197,6 +229,7 @@ def breakdown(
         "slab_total_kib_per_sandbox": round(sum(slabs.values()), 1),
         "slab_delta_kib": {k: round(v, 2) for k, v in slabs.items() if abs(v) >= 0.05},
         "others_memcgs": others_memcgs(before, after, made),
+        "available_explained": available_explained(before["meminfo"], after["meminfo"], n),
     }
 
 
@@ -305,6 +338,47 @@ def anon_kib(pid: int) -> int:
     return 0
 
 
+def descendants(roots: list[int]) -> list[int]:
+    """`roots` and every process below them, from one walk of /proc."""
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return found
+
+
+def pss_anon_kib(pids: list[int]) -> int:
+    """The anonymous memory these processes hold, each shared page divided among the processes
+    sharing it (Pss_Anon): what they add to meminfo's AnonPages, copy-on-write pages after a
+    fork counted once (RssAnon would count them in the parent and in every child)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss_Anon:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def side_anon(out: dict[str, Any], roots: list[int]) -> None:
+    """The side's own anonymous memory (its processes', the daemon's among them, Pss_Anon of
+    `roots` and their descendants) beside the AnonPages growth its snapshots saw: the rest is
+    other processes' memory, which moves the MemAvailable delta as much and is no side's cost
+    (`others_anon_kib_per_sandbox`; the verdict is withheld when it is large, see __main__)."""
+    n, why = out["n"], out["available_explained"]
+    own = pss_anon_kib(descendants(roots)) / n
+    why["own_anon"] = round(own, 1)
+    out["others_anon_kib_per_sandbox"] = round(why["anon"] - own, 1)
+
+
 def print_breakdown(who: str, out: dict[str, Any]) -> None:
     if "slab_kib_per_sandbox" not in out:
         return
@@ -317,6 +391,31 @@ def print_breakdown(who: str, out: dict[str, Any]) -> None:
               "(the verdict is withheld beyond 1 % of N)", flush=True)  # fmt: skip
     print(f"  slab per sandbox {out['slab_total_kib_per_sandbox']:.0f} KiB; top caches: "
           + ", ".join(f"{k} {v:.1f}" for k, v in out["slab_kib_per_sandbox"].items()))  # fmt: skip
+    why = out["available_explained"]
+    print(f"  MemAvailable counts {why['taken']:.0f} KiB per sandbox as taken: anon "
+          f"{why['anon']:.0f}, tmpfs {why['tmpfs']:.0f}, unreclaimable kernel {why['kernel']:.0f}, "
+          f"unnamed {why['rest']:.0f}; and as still available: reclaimable slab "
+          f"{why['not_counted_slab']:.0f}, page cache {why['not_counted_cache']:.0f}",
+          flush=True)  # fmt: skip
+    if "others_anon_kib_per_sandbox" in out:
+        print(f"  anon: the side's own processes {why['own_anon']:.0f} KiB per sandbox, other "
+              f"processes {out['others_anon_kib_per_sandbox']:+.0f}", flush=True)  # fmt: skip
+
+
+# Seconds after the last start before a side's idle window: the start burst's end (the
+# daemon's settle and trims, crun's last container's exec).
+SETTLE_S = 5.0
+
+
+def proc_walk() -> None:
+    """Read every process's environ and stat once, as sandboxd's side does to find its
+    sandboxes (kit.marked_processes) and its fork server (children): each read makes /proc
+    inodes and dentries, in the slab figures of whichever side walks, so crun's walks too."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            for name in ("environ", "stat"):
+                with contextlib.suppress(OSError):
+                    Path(f"/proc/{entry}/{name}").read_bytes()
 
 
 def settle_memory(seconds: float = 3.0) -> int:
@@ -349,10 +448,10 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
             )
         out["empty_memcg_kib"] = empty_memcg_kib()
         before = memory_snapshot()
-        out.update(start_all(daemon, n))
+        out.update(start_all(daemon, n))  # its CPU accounting walks /proc once (proc_walk)
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        time.sleep(5)  # let the start-up burst end before measuring idle
+        time.sleep(SETTLE_S)
         out["rss_mb"] = kit.rss_kib(pid) / 1024
         sandbox_pids = {p for ps in kit.pid1s(daemon).values() for p in ps}
         helpers = [c for c in children(pid) if c not in sandbox_pids]
@@ -362,20 +461,24 @@ def sandboxd_density(n: int, idle: float, status_runs: int) -> dict[str, Any]:
         out["idle_cpu_pct"] = (cpu_seconds(pid) - c0) / idle * 100
         out["idle_window_s"] = idle
         out["rss_after_idle_mb"] = kit.rss_kib(pid) / 1024
+        # The daemon's and the fork server's heaps are in the MemAvailable delta too (the
+        # snapshot before was taken with no daemon): their share, to tell apart from what
+        # each sandbox costs the kernel.
+        out["daemon_anon_kib"] = anon_kib(pid) + sum(anon_kib(c) for c in helpers)
+        out["daemon_own_anon_kib"] = anon_kib(pid)
+        # At the point crun's is taken too: after the same settle, /proc walks and idle window,
+        # before the scans of every sandbox below (their /proc and cgroup inodes).
+        after = memory_snapshot()
+        out.update(breakdown(before, after, n, memcgs_under(daemon.cgroup_parent)))
+        side_anon(out, [pid])
+        print_breakdown("sandboxd", out)
         marked = kit.marked_processes(daemon)
         out["processes_per_sandbox"] = statistics.mean(len(ps) for ps in marked.values())
         out["sandboxes_seen"] = len(marked)
         out["non_sandbox_children"] = len(helpers)  # the fork server
         out["daemon_fds"] = kit.fd_count(pid)
-        # The daemon's and the fork server's heaps are in the MemAvailable delta too (the
-        # snapshot before was taken with no daemon): their share, to tell apart from what
-        # each sandbox costs the kernel.
-        out["daemon_anon_kib"] = anon_kib(pid) + sum(anon_kib(c) for c in helpers)
         out.update(mount_view(min(sandbox_pids)))
         out["own_cgroup_kib"] = own_cgroup_kib(sorted(sandbox_pids))
-        after = memory_snapshot()
-        out.update(breakdown(before, after, n, memcgs_under(daemon.cgroup_parent)))
-        print_breakdown("sandboxd", out)
         out.update(reconcile_one_change(daemon, names[n // 2]))
         out.update(status_timings(daemon, status_runs))
         t0 = time.monotonic()
@@ -591,10 +694,11 @@ for line in sys.stdin:
 CRUN_USERNS_BASE = 1879048192
 
 
-def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
+def crun_density(n: int, userns: bool = False, idle: float = 60.0) -> dict[str, Any]:
     """N `crun run -d` containers: the start time, the memory per container (as
-    `sandboxd_density`), processes and mounts per container. `userns`: each container in its
-    own user namespace (one id range for all, as crun's config.json takes it)."""
+    `sandboxd_density`, its snapshot after the same settle, /proc walks and `idle` window),
+    processes and mounts per container. `userns`: each container in its own user namespace
+    (one id range for all, as crun's config.json takes it)."""
     if not shutil.which("crun"):
         return {"error": "crun not installed"}
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-crun-"))
@@ -627,9 +731,13 @@ def crun_density(n: int, userns: bool = False) -> dict[str, Any]:
             "containers": sum(cpu_seconds(p) for p in pids),
         }, n)  # fmt: skip
         out["host_mounts_per_start"] = (host_mounts(str(work)) - mounts) / n
-        time.sleep(5)
+        proc_walk()  # as sandboxd's storm accounting finds its sandboxes
+        time.sleep(SETTLE_S)
+        proc_walk()  # as sandboxd's finds its fork server
+        time.sleep(idle)
         after = memory_snapshot()
         out.update(breakdown(before, after, n, memcgs_under(f"{parent}-*")))
+        side_anon(out, pids)
         print_breakdown("crun" + (" (userns)" if userns else ""), out)
         out["processes_per_sandbox"] = processes_per_container(work / "state", ids)
         out.update(mount_view(container_pid(work / "state", ids[0])))
@@ -715,8 +823,9 @@ def main() -> None:
     print(json.dumps({"sandboxd": sandboxd_density(args.n, args.idle, args.status_runs)},
                      indent=1))  # fmt: skip
     if args.crun_n:
-        print(json.dumps({"crun": crun_density(args.crun_n)}, indent=1))
-        print(json.dumps({"crun (userns)": crun_density(args.crun_n, userns=True)}, indent=1))
+        print(json.dumps({"crun": crun_density(args.crun_n, idle=args.idle)}, indent=1))
+        print(json.dumps({"crun (userns)": crun_density(args.crun_n, userns=True, idle=args.idle)},
+                         indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Every module the daemon imports stays resident for its whole life. Pinned here, 
 interpreter that imports the daemon's entry point and configures logging as `sandboxd` does
 (JSON, stderr not a terminal), then validates a unit like the bench's (own namespaces, no
 network): rich and pygments (pulled in by structlog.dev whenever installed, ~2-3 MB),
-pyroute2 (only for units with a network, ~1 MB more) and the cluster agent (with a [cluster]
-only) must not come in.
+pyroute2 (only for units with a network, ~1 MB more), prometheus_client (at the first scrape,
+~1 MB) and the cluster agent (with a [cluster] only) must not come in.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import supervisor
 
 # Packages the daemon must not load for the bench's units; each was measured in its RssAnon.
 # The cluster agent comes with a [cluster] only.
-UNWANTED = ("rich", "pygments", "pyroute2", "supervisor.cluster")
+# prometheus_client (~1 MB) comes at the first scrape of /metrics (api/promexport.py).
+UNWANTED = ("rich", "pygments", "pyroute2", "supervisor.cluster", "prometheus_client")
 
 PROBE = """
 import json, sys

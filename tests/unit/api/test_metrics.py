@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-from api_helpers import call
-from prometheus_client.parser import text_string_to_metric_families
+from collections.abc import Iterable
 
-from supervisor.api.metrics import Metrics
+from api_helpers import call
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from supervisor.api.metrics import RECONCILE_BUCKETS, Metrics
+from supervisor.api.promexport import histogram
 from supervisor.api.testing import FakeController, ServerThread, make_status
 
 
@@ -122,3 +128,37 @@ def test_start_and_restart_histograms() -> None:
     assert got[("sandboxd_unit_start_duration_seconds_bucket", (("le", "0.05"),))] == 1
     assert got[("sandboxd_unit_restart_duration_seconds_count", ())] == 1
     assert got[("sandboxd_unit_restart_duration_seconds_bucket", (("le", "2.5"),))] == 1
+
+
+def test_timings_render_as_prometheus_clients_own_histogram() -> None:
+    """The daemon records its timings without prometheus_client (api/metrics.py) and renders
+    them as its Histogram would: the same samples for the same observations (bounds met
+    exactly, beyond the last bucket, zero), only the creation times differ."""
+    seen = (0.0, 0.001, 0.0011, 0.3, 7.0, 30.0, 31.0, 1e9)
+    ours = Metrics()
+    theirs = CollectorRegistry()
+    reference = Histogram("sandboxd_reconcile_duration_seconds",
+                          "time one reconcile (startup or reload) took",
+                          buckets=RECONCILE_BUCKETS, registry=theirs)  # fmt: skip
+    for seconds in seen:
+        ours.observe_reconcile(seconds)
+        reference.observe(seconds)
+
+    def without_created(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    mine = CollectorRegistry()
+    mine.register(_Fixed(histogram(ours.reconcile_seconds)))
+    assert without_created(generate_latest(mine).decode()) == without_created(
+        generate_latest(theirs).decode()
+    )
+
+
+class _Fixed(Collector):
+    """A collector of one family made beforehand."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> Iterable[Metric]:
+        return [self.family]

@@ -86,3 +86,23 @@ def test_units_loaded_from_files_share_their_default_sections(tmp_path: Path) ->
     one, two = specs["one"].unit, specs["two"].unit
     assert one.sandbox is two.sandbox and one.network is two.network
     assert one.service.env == {"NAME": "one"} and two.service.env == {"NAME": "two"}
+
+
+def test_units_with_the_same_keys_hold_one_set_of_field_names() -> None:
+    """The unit's and its [service]'s sets of field names are shared (not the sections): equal
+    sets only, and a copy with an update gets a set of its own, the held one unchanged."""
+    a = spec("a", service={"exec": ["/bin/a"], "env": {"X": "1"}}, sandbox={"hostname": "a"})
+    b = spec("b", service={"exec": ["/bin/b"], "env": {"X": "2"}}, sandbox={"hostname": "b"})
+    assert a.unit.model_fields_set is b.unit.model_fields_set
+    assert a.unit.service.model_fields_set is b.unit.service.model_fields_set
+    assert b.unit.service.model_fields_set == {"exec", "env"}
+    other = spec("other", service={"exec": ["/bin/c"], "user": "nobody"})
+    assert other.unit.service.model_fields_set == {"exec", "user"}
+    copied = a.unit.service.model_copy(update={"workdir": "/srv"})
+    assert copied.model_fields_set == {"exec", "env", "workdir"}
+    assert b.unit.service.model_fields_set == {"exec", "env"}
+
+
+def test_a_spec_has_no_instance_dict() -> None:
+    """Held per unit for its life: slots, not a __dict__ (unit/spec.py)."""
+    assert not hasattr(spec("a"), "__dict__")
