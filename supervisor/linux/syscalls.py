@@ -865,8 +865,12 @@ class LibcSyscalls:
             # getsignal is a table lookup; only signals Python changed cost a syscall.
             handler = _signal.getsignal(sig)
             if handler is not None and handler != _signal.SIG_DFL:
-                with contextlib.suppress(OSError, ValueError):
+                # try, not contextlib.suppress: its Python (an object, __enter__, __exit__)
+                # would run for each changed signal, on pages not yet copied.
+                try:  # noqa: SIM105
                     _signal.signal(sig, _signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
     def close_fds_except(self, keep: set[int]) -> None:

@@ -34,7 +34,6 @@ PID 1:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -130,8 +129,12 @@ Exit = Callable[[int], NoReturn]
 
 
 def _report(fd: int, msg: PidReport | ChildError | Trace) -> None:
-    with contextlib.suppress(OSError):  # the daemon is gone: nothing left to tell
+    # try, not contextlib.suppress: nothing else on a launcher's path runs contextlib's Python,
+    # whose pages would be copied for this one write (the PID report).
+    try:  # noqa: SIM105
         os.write(fd, encode(msg))
+    except OSError:  # the daemon is gone: nothing left to tell
+        pass
 
 
 class Marks:

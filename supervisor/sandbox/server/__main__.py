@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 
+from supervisor.linux import heap
 from supervisor.linux.syscalls import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, REAL, HolderRoot
 from supervisor.sandbox.server.serverloop import serve
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     # No collection, ever: a forked launcher must not run finalizers, and the server allocates
     # next to nothing.
     gc.disable()
+    # The imports' freed temporaries (source reads, unmarshal buffers) sit below live objects
+    # in the C heap, resident: every fork copies their page table entries and every launcher's
+    # exit (and PID 1's exec) unmaps them again. ~0.7 MB of ~9 MB anonymous memory.
+    heap.trim()
     # Close-on-exec like every other fd here: exec probe commands are forked by this process.
     os.set_inheritable(fd, False)
     return serve(socket.socket(fileno=fd), holder=holder)

@@ -283,3 +283,23 @@ def test_eof_and_truncation(pair: tuple[socket.socket, socket.socket]) -> None:
     with pytest.raises(ProtocolError, match="expected 5 bytes, received EOF after 2"):
         recv_frame(b)
     assert recv_frame(b) is None
+
+
+def test_a_spare_warms_with_the_last_plan_only_while_its_request_has_not_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle spare decodes the last plan ahead (its copy-on-write faults off the launch's
+    path); one whose request is already waiting decodes that instead: a warm decode before it
+    would be the same work twice, on the launch's path."""
+    from supervisor.sandbox.server import serverloop  # noqa: PLC0415
+
+    decoded: list[bytes] = []
+    monkeypatch.setattr(serverloop, "decode_plan", lambda data, *_: decoded.append(data))
+    last = encode_plan(plan_for())
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert serverloop._warm(theirs, last, {}, {}) and decoded == [last]
+        assert not serverloop._warm(theirs, b"", {}, {})  # the first spare: nothing to warm
+        send_frame(ours, b"", last)  # the request has come
+        assert not serverloop._warm(theirs, last, {}, {}) and decoded == [last]
+        assert recv_frame(theirs) == (b"", last, [])  # left for the spare to read

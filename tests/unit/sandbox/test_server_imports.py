@@ -35,6 +35,7 @@ SERVER_MODULES = {
     "supervisor",
     "supervisor.linux",
     "supervisor.linux.caps",
+    "supervisor.linux.heap",
     "supervisor.linux.mountinfo",
     "supervisor.linux.nsclone",
     "supervisor.linux.proc_cgroup",
