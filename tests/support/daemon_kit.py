@@ -152,10 +152,10 @@ class Daemon:
             records = self.records()
             for name, unit in self.status().items():
                 record = records.get(name, {})
-                # A unit waiting for READY=1 is saved on entering `starting`, before its launch
-                # gives it a PID, and not again until it is ready: its record has no PID yet.
-                starting = unit["state"] == record.get("state") == "starting"
-                if record.get("pid") != unit.get("pid") and not starting:
+                # Also a unit still waiting for READY=1: saved on entering `starting` with no
+                # PID, then again with its run's PID once launched (unit_runner.py), which is
+                # the record a re-adoption needs.
+                if record.get("pid") != unit.get("pid"):
                     return False
                 if record and record.get("state") != unit["state"]:
                     return False
