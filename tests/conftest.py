@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,15 @@ from supervisor.engine import logwriter, statewriter
 settings.register_profile("repeatable", deadline=None, derandomize=True, database=None)
 settings.register_profile("fuzz", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+# A runner that starts the tests as a background job of a shell without job control hands them
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the tests that stop a
+# `sandboxctl ... -f` with SIGINT, or check what a launcher resets, would then test the runner.
+# Every process the tests start gets SIGINT at its default again (a handler is reset at exec,
+# an ignored signal is not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
